@@ -1,0 +1,34 @@
+"""Shared fixtures: the array libraries every operator is tested on, and the hypothesis profiles."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+# CI: fixed seed, no example database, so a run is reproducible; locally: the default profile.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", max_examples=40, deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def _strict():
+    return pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
+
+
+@pytest.fixture(params=["numpy", "array_api_strict"])
+def xp(request):
+    """The namespace of the arrays under test: NumPy (fast backend) or array-api-strict (reference)."""
+    if request.param == "numpy":
+        return np
+    return _strict()
+

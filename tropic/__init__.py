@@ -1,0 +1,46 @@
+"""tropic: morphological (tropical, max-plus / min-plus) operators and networks.
+
+The operators accept NumPy arrays (fast NumPy backend) and any other array-API array (the core's
+reference path) and return arrays of the caller's library. Conventions are in ``tropic.core``.
+"""
+
+from .core.conv import conv2d_vjp, maxplus_conv2d, minplus_conv2d
+from .core.matmul import matmul_vjp, maxplus_matmul, minplus_matmul
+from .core.morphology import (
+    black_tophat,
+    closing,
+    dilation,
+    dilation_vjp,
+    erosion,
+    erosion_vjp,
+    morphological_gradient,
+    opening,
+    white_tophat,
+)
+from .core.maxout import maxout, maxout_vjp
+from .core.semiring import MAX_PLUS, MIN_PLUS, Semiring
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MAX_PLUS",
+    "MIN_PLUS",
+    "Semiring",
+    "black_tophat",
+    "closing",
+    "conv2d_vjp",
+    "dilation",
+    "dilation_vjp",
+    "erosion",
+    "erosion_vjp",
+    "matmul_vjp",
+    "maxout",
+    "maxout_vjp",
+    "maxplus_conv2d",
+    "maxplus_matmul",
+    "minplus_conv2d",
+    "minplus_matmul",
+    "morphological_gradient",
+    "opening",
+    "white_tophat",
+]

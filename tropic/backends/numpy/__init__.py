@@ -1,0 +1,3 @@
+"""NumPy backend: importing it registers its kernels with ``tropic.core.dispatch``."""
+
+from . import kernels  # noqa: F401

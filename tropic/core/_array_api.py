@@ -1,0 +1,125 @@
+"""Array-API plumbing shared by every operator: namespace lookup and small helpers.
+
+Everything here is written against the array API standard so that it works on NumPy, CuPy,
+PyTorch and array-api-strict arrays alike.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import array_api_compat
+import array_api_compat.numpy as compat_numpy
+import numpy as np
+from array_api_compat import device
+
+__all__ = ["Array", "array_namespace", "backend_name", "device", "gather_or_fill", "index_dtype", "scatter_add", "sum_to_shape"]
+
+Array = Any  # any array-API array; the operators return arrays of the caller's library
+
+
+def array_namespace(**arrays: Array) -> ModuleType:
+    """Return the array-API namespace shared by the named arrays.
+
+    Parameters are passed by keyword so that an error can name the offending argument.
+    ``None`` values are ignored.
+
+    Raises
+    ------
+    TypeError
+        If an argument is not an array, or if the arrays come from different libraries.
+    """
+    given = {name: x for name, x in arrays.items() if x is not None}
+    # Fast path: plain NumPy arrays (the common case on the CPU).
+    if all(type(x) is np.ndarray for x in given.values()):
+        return compat_numpy
+    namespaces = {}
+    for name, x in given.items():
+        if not array_api_compat.is_array_api_obj(x) or isinstance(x, (bool, int, float, complex)):
+            raise TypeError(
+                f"{name} must be an array (NumPy, CuPy, PyTorch or another array-API library), "
+                f"got {type(x).__name__}"
+            )
+        namespaces[name] = array_api_compat.array_namespace(x)
+    distinct = {id(ns): ns for ns in namespaces.values()}
+    if len(distinct) > 1:
+        described = ", ".join(f"{name} from {ns.__name__}" for name, ns in namespaces.items())
+        raise TypeError(f"all arrays must come from the same array library, got {described}")
+    return next(iter(distinct.values()))
+
+
+def backend_name(xp: ModuleType) -> str | None:
+    """Name of the tropic backend that serves namespace ``xp``, or None for the reference path."""
+    if array_api_compat.is_numpy_namespace(xp):
+        return "numpy"
+    if array_api_compat.is_cupy_namespace(xp):
+        return "cupy"
+    if array_api_compat.is_torch_namespace(xp):
+        return "torch"
+    return None
+
+
+def index_dtype(xp: ModuleType, n_candidates: int) -> Any:
+    """Smallest signed integer dtype holding the candidate indices ``-1 .. n_candidates - 1``.
+
+    Signed, because -1 marks an output with no winner (all candidates are the tropical zero),
+    and because some libraries treat unsigned byte tensors as boolean masks when indexing.
+    """
+    for name, bound in (("int8", 2**7), ("int16", 2**15), ("int32", 2**31)):
+        if n_candidates <= bound:
+            return getattr(xp, name)
+    return xp.int64
+
+
+def sum_to_shape(xp: ModuleType, x: Array, shape: tuple[int, ...]) -> Array:
+    """Sum ``x`` over the axes that broadcasting added to or stretched in ``shape``."""
+    extra = x.ndim - len(shape)
+    if extra:
+        x = xp.sum(x, axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and x.shape[i] != 1)
+    if stretched:
+        x = xp.sum(x, axis=stretched, keepdims=True)
+    return x
+
+
+def scatter_add(
+    xp: ModuleType, values: Array, index: Array, length: int, axis: int
+) -> Array:
+    """Sum ``values`` into ``length`` slots along ``axis``: ``out[..., index[i], ...] += values[..., i, ...]``.
+
+    Entries with ``index[i] == -1`` are dropped. The array API has no scatter-add, so this gathers
+    instead: an inverse map lists, for each destination slot, the sources that land there (the map is
+    built on the host from the small integer ``index``), and the sum runs over those columns. Exact: no
+    multiplication by 0/1 masks, so infinities in ``values`` stay where they belong.
+    """
+    index_host = np.asarray(index, dtype=np.int64)
+    sources: list[list[int]] = [[] for _ in range(length)]
+    for i, dest in enumerate(index_host.tolist()):
+        if dest >= 0:
+            sources[dest].append(i)
+    axis = axis % values.ndim
+    out_shape = values.shape[:axis] + (length,) + values.shape[axis + 1 :]
+    out = xp.zeros(out_shape, dtype=values.dtype, device=device(values))
+    depth = max((len(s) for s in sources), default=0)
+    for t in range(depth):
+        take = [s[t] if t < len(s) else 0 for s in sources]
+        valid = np.asarray([t < len(s) for s in sources])
+        shape = [1] * values.ndim
+        shape[axis] = length
+        gathered = xp.take(values, xp.asarray(take, device=device(values)), axis=axis)
+        mask = xp.reshape(xp.asarray(valid, device=device(values)), tuple(shape))
+        out = out + xp.where(mask, gathered, xp.zeros_like(gathered))
+    return out
+
+
+def gather_or_fill(xp: ModuleType, x: Array, index: np.ndarray, axis: int, fill: float) -> Array:
+    """``x`` indexed along ``axis`` by host ``index``; ``-1`` entries read the constant ``fill``."""
+    outside = index < 0
+    taken = xp.take(x, xp.asarray(np.where(outside, 0, index), device=device(x)), axis=axis)
+    if not outside.any():
+        return taken
+    shape = [1] * x.ndim
+    shape[axis] = index.shape[0]
+    mask = xp.reshape(xp.asarray(outside, device=device(x)), tuple(shape))
+    return xp.where(mask, xp.asarray(fill, dtype=x.dtype, device=device(x)), taken)

@@ -1,0 +1,214 @@
+"""Tropical 2-D convolutions, the layer form: ``maxplus_conv2d`` and ``minplus_conv2d``."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ._array_api import Array, array_namespace, device, gather_or_fill, index_dtype, scatter_add
+from .checks import pair, positive_int, require_floating, require_ndim, require_same_device
+from .dispatch import kernel_for
+from .semiring import MAX_PLUS, MIN_PLUS, Semiring, reduce_candidates
+
+
+def maxplus_conv2d(
+    x: Array,
+    w: Array,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    groups: int = 1,
+    *,
+    return_indices: bool = False,
+):
+    """Max-plus 2-D convolution (correlation orientation, like ``conv2d``).
+
+    .. math:: y_{b,o,i,j} = \\max_{c,u,v} \\; x_{b,\\,g(o) C_g + c,\\; i s_h + u - p_h,\\; j s_w + v - p_w}
+              + w_{o,c,u,v}
+
+    where ``C_g = Cin / groups`` input channels belong to output channel ``o``'s group ``g(o)``.
+
+    Parameters
+    ----------
+    x : array, shape (B, Cin, H, W)
+    w : array, shape (Cout, Cin // groups, kh, kw)
+        Real floating point, same library and device; dtypes promote.
+    stride : int or (int, int)
+        Step between output positions, >= 1.
+    padding : int or (int, int)
+        Rows/columns added on each side, filled with the tropical zero (``-inf``), >= 0.
+    groups : int
+        ``Cin`` and ``Cout`` must both be divisible by it.
+    return_indices : bool
+        Also return the winner: flat index ``(c * kh + u) * kw + v`` into ``w[o]``, lowest on ties,
+        ``-1`` if every candidate is ``-inf``.
+
+    Returns
+    -------
+    y : array, shape (B, Cout, (H + 2 p_h - kh) // s_h + 1, (W + 2 p_w - kw) // s_w + 1)
+    indices : array (only if ``return_indices``)
+
+    Examples
+    --------
+    >>> import numpy as np, tropic
+    >>> x = np.arange(9.0).reshape(1, 1, 3, 3)
+    >>> tropic.maxplus_conv2d(x, np.zeros((1, 1, 2, 2)))
+    array([[[[4., 5.],
+             [7., 8.]]]])
+    """
+    return _tropical_conv2d(MAX_PLUS, x, w, stride, padding, groups, return_indices)
+
+
+def minplus_conv2d(
+    x: Array,
+    w: Array,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    groups: int = 1,
+    *,
+    return_indices: bool = False,
+):
+    """Min-plus 2-D convolution: :func:`maxplus_conv2d` with ``min`` and ``+inf`` padding.
+
+    .. math:: y_{b,o,i,j} = \\min_{c,u,v} \\; x_{b,\\,g(o) C_g + c,\\; i s_h + u - p_h,\\; j s_w + v - p_w}
+              + w_{o,c,u,v}
+    """
+    return _tropical_conv2d(MIN_PLUS, x, w, stride, padding, groups, return_indices)
+
+
+def conv2d_vjp(
+    grad: Array,
+    indices: Array,
+    x_shape: tuple[int, int, int, int],
+    w_shape: tuple[int, int, int, int],
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    groups: int = 1,
+) -> tuple[Array, Array]:
+    """Vector-Jacobian product of :func:`maxplus_conv2d` / :func:`minplus_conv2d`.
+
+    With ``(c*, u*, v*)`` the winner of ``y[b, o, i, j]``, its gradient goes to
+    ``x[b, g(o) C_g + c*, i s_h + u* - p_h, j s_w + v* - p_w]`` (nothing if that is padding) and to
+    ``w[o, c*, u*, v*]``; outputs without a winner send nothing.
+
+    Returns ``(grad_x, grad_w)`` of shapes ``x_shape`` and ``w_shape``.
+    """
+    xp = array_namespace(grad=grad, indices=indices)
+    geometry = _Geometry(tuple(x_shape), tuple(w_shape), stride, padding, groups)
+    for name, a in (("grad", grad), ("indices", indices)):
+        if tuple(a.shape) != geometry.out_shape:
+            raise ValueError(f"{name} must have the output shape {geometry.out_shape}, got {tuple(a.shape)}")
+    kernel = kernel_for("conv2d_vjp", xp) or conv2d_vjp_reference
+    return kernel(xp, grad, indices, geometry)
+
+
+class _Geometry:
+    """Checked shapes of a grouped, strided, padded 2-D convolution."""
+
+    def __init__(self, x_shape: tuple, w_shape: tuple, stride: Any, padding: Any, groups: Any):
+        self.stride = pair("stride", stride, 1)
+        self.padding = pair("padding", padding, 0)
+        self.groups = positive_int("groups", groups)
+        B, C_in, H, W = x_shape
+        C_out, C_group, kh, kw = w_shape
+        if C_in % groups or C_out % groups:
+            raise ValueError(
+                f"groups={groups} must divide both the input channels (x.shape[1]={C_in}) and the "
+                f"output channels (w.shape[0]={C_out})"
+            )
+        if C_group != C_in // groups:
+            raise ValueError(
+                f"w.shape[1] must be x.shape[1] // groups = {C_in // groups}, got w of shape {w_shape}"
+            )
+        (sh, sw), (ph, pw) = self.stride, self.padding
+        H_out, W_out = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+        if H_out < 1 or W_out < 1 or min(kh, kw) < 1:
+            raise ValueError(
+                f"the kernel ({kh}, {kw}) must fit the padded input ({H + 2 * ph}, {W + 2 * pw})"
+            )
+        self.x_shape, self.w_shape = x_shape, w_shape
+        self.out_shape = (B, C_out, H_out, W_out)
+        self.kernel_size = (kh, kw)
+
+    def source_rows(self, u: int) -> np.ndarray:
+        """Input row read by candidate row ``u`` for each output row (``-1``: padding)."""
+        return self._source(u, 0)
+
+    def source_cols(self, v: int) -> np.ndarray:
+        return self._source(v, 1)
+
+    def _source(self, offset: int, axis: int) -> np.ndarray:
+        n_out, n_in = self.out_shape[2 + axis], self.x_shape[2 + axis]
+        p = np.arange(n_out) * self.stride[axis] + offset - self.padding[axis]
+        return np.where((p >= 0) & (p < n_in), p, -1)
+
+
+def conv2d_reference(
+    xp: ModuleType, semiring: Semiring, x: Array, w: Array, geometry: _Geometry
+) -> tuple[Array, Array]:
+    """Reference kernel: one candidate ``(c, u, v)`` at a time, all groups and channels at once."""
+    B, C_in, _, _ = geometry.x_shape
+    C_out, C_group, kh, kw = geometry.w_shape
+    G = geometry.groups
+    x5 = xp.reshape(x, (B, G, C_group) + tuple(x.shape[2:]))
+    w5 = xp.reshape(w, (G, C_out // G, C_group, kh, kw))
+    fill = semiring.zero
+
+    def candidates():
+        for c in range(C_group):
+            for u in range(kh):
+                rows = gather_or_fill(xp, x5[:, :, c], geometry.source_rows(u), -2, fill)
+                for v in range(kw):
+                    patch = gather_or_fill(xp, rows, geometry.source_cols(v), -1, fill)
+                    yield (c * kh + u) * kw + v, patch[:, :, None], w5[:, :, c, u, v][None, :, :, None, None]
+
+    out_shape = (B, G, C_out // G) + geometry.out_shape[2:]
+    y, indices = reduce_candidates(
+        xp, semiring, candidates(), out_shape, x.dtype, index_dtype(xp, C_group * kh * kw), device(x)
+    )
+    return xp.reshape(y, geometry.out_shape), xp.reshape(indices, geometry.out_shape)
+
+
+def conv2d_vjp_reference(
+    xp: ModuleType, grad: Array, indices: Array, geometry: _Geometry
+) -> tuple[Array, Array]:
+    """Reference vjp: per candidate, mask the gradient, sum it per group and scatter it to ``x``."""
+    B, C_in, H, W = geometry.x_shape
+    C_out, C_group, kh, kw = geometry.w_shape
+    G = geometry.groups
+    _, _, H_out, W_out = geometry.out_shape
+    grad5 = xp.reshape(grad, (B, G, C_out // G, H_out, W_out))
+    indices5 = xp.reshape(indices, (B, G, C_out // G, H_out, W_out))
+    zeros = xp.zeros_like(grad5)
+    grad_w = []
+    grad_x_channels = []
+    for c in range(C_group):
+        grad_xc = xp.zeros((B, G, H, W), dtype=grad.dtype, device=device(grad))
+        for u in range(kh):
+            for v in range(kw):
+                contribution = xp.where(indices5 == (c * kh + u) * kw + v, grad5, zeros)
+                grad_w.append(xp.sum(contribution, axis=(0, 3, 4)))  # (G, C_out // G)
+                per_group = xp.sum(contribution, axis=2)  # (B, G, H_out, W_out)
+                spread = scatter_add(xp, per_group, geometry.source_rows(u), H, axis=-2)
+                grad_xc = grad_xc + scatter_add(xp, spread, geometry.source_cols(v), W, axis=-1)
+        grad_x_channels.append(grad_xc)
+    grad_x = xp.reshape(xp.stack(grad_x_channels, axis=2), (B, C_in, H, W))
+    grad_w = xp.stack(grad_w, axis=-1)  # (G, C_out // G, C_group * kh * kw)
+    return grad_x, xp.reshape(grad_w, (C_out, C_group, kh, kw))
+
+
+def _tropical_conv2d(semiring, x, w, stride, padding, groups, return_indices):
+    xp = array_namespace(x=x, w=w)
+    require_floating(xp, "x", x)
+    require_floating(xp, "w", w)
+    require_ndim("x", x, 4, "B, Cin, H, W")
+    require_ndim("w", w, 4, "Cout, Cin // groups, kh, kw")
+    require_same_device(x=x, w=w)
+    geometry = _Geometry(tuple(x.shape), tuple(w.shape), stride, padding, groups)
+    dtype = xp.result_type(x.dtype, w.dtype)
+    x, w = xp.astype(x, dtype, copy=False), xp.astype(w, dtype, copy=False)
+    kernel = kernel_for("conv2d", xp) or conv2d_reference
+    y, indices = kernel(xp, semiring, x, w, geometry)
+    return (y, indices) if return_indices else y
+

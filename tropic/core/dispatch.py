@@ -1,0 +1,69 @@
+"""Routing from a public operator to the backend kernel for the caller's array library.
+
+A backend module registers kernels with :func:`register` when it is imported. Core never imports a
+backend at import time: the first call with, say, a NumPy array imports ``tropic.backends.numpy``.
+A kernel takes exactly the (already checked and normalised) arguments of the core reference it
+replaces and must return bitwise the same values and winners; where no kernel is registered for an
+operator, the reference runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from types import ModuleType
+
+from ._array_api import backend_name
+
+_BACKEND_MODULES = {
+    "numpy": "tropic.backends.numpy",
+    "cupy": "tropic.backends.cupy",
+    "torch": "tropic.backends.torch",
+}
+
+_kernels: dict[tuple[str, str], Callable] = {}
+_load_status: dict[str, str] = {}  # backend -> "loaded" or the reason it could not be loaded
+
+
+def register(backend: str, operator: str) -> Callable[[Callable], Callable]:
+    """Decorator: make ``fn`` the ``backend`` kernel for ``operator``."""
+
+    def decorate(fn: Callable) -> Callable:
+        _kernels[(backend, operator)] = fn
+        return fn
+
+    return decorate
+
+
+def _ensure_loaded(backend: str) -> None:
+    if backend in _load_status:
+        return
+    module = _BACKEND_MODULES[backend]
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:  # a missing optional backend means: use the reference
+        _load_status[backend] = f"not available ({exc})"
+    else:
+        _load_status[backend] = "loaded"
+
+
+def kernel_for(operator: str, xp: ModuleType) -> Callable | None:
+    """The registered kernel for ``operator`` on namespace ``xp``, or None (use the reference)."""
+    backend = backend_name(xp)
+    if backend is None:
+        return None
+    _ensure_loaded(backend)
+    return _kernels.get((backend, operator))
+
+
+def capabilities() -> dict[str, dict[str, str]]:
+    """``{operator: {backend: "native"}}`` for the backends loaded so far (others use the reference)."""
+    table: dict[str, dict[str, str]] = {}
+    for backend, operator in sorted(_kernels):
+        table.setdefault(operator, {})[backend] = "native"
+    return table
+
+
+def backend_status() -> dict[str, str]:
+    """Load status of every known backend: "loaded", "not loaded yet", or why it is unavailable."""
+    return {name: _load_status.get(name, "not loaded yet") for name in _BACKEND_MODULES}

@@ -1,0 +1,92 @@
+"""Maxout: the max over groups of consecutive entries along an axis."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from ._array_api import Array, array_namespace, device, index_dtype
+from .checks import positive_int, require_floating
+from .dispatch import kernel_for
+from .semiring import MAX_PLUS, reduce_candidates
+
+
+def maxout(x: Array, pieces: int, axis: int = -1, *, return_indices: bool = False):
+    """Maxout over groups of ``pieces`` consecutive entries along ``axis``.
+
+    .. math:: y_{\\dots j \\dots} = \\max_{0 \\le p < \\mathrm{pieces}} x_{\\dots,\\, j \\cdot \\mathrm{pieces} + p,\\, \\dots}
+
+    Parameters
+    ----------
+    x : array
+        Real floating point; ``x.shape[axis]`` must be a multiple of ``pieces``.
+    pieces : int
+        Group size, >= 1.
+    axis : int
+        The axis that is reduced by a factor ``pieces``.
+    return_indices : bool
+        Also return the winning ``p`` of every output (lowest on ties, first NaN if any, ``-1`` if
+        the whole group is ``-inf``).
+
+    Returns
+    -------
+    y : array, ``x.shape`` with ``shape[axis]`` divided by ``pieces``
+    indices : array (only if ``return_indices``)
+
+    Examples
+    --------
+    >>> import numpy as np, tropic
+    >>> tropic.maxout(np.array([1.0, 5.0, 2.0, -1.0]), 2)
+    array([5., 2.])
+    """
+    xp = array_namespace(x=x)
+    require_floating(xp, "x", x)
+    pieces = positive_int("pieces", pieces)
+    axis = _check_axis(x, axis)
+    if x.shape[axis] % pieces:
+        raise ValueError(
+            f"x.shape[{axis}] = {x.shape[axis]} must be a multiple of pieces = {pieces}"
+        )
+    grouped = _grouped(xp, x, pieces, axis)  # (..., m, pieces), the groups on the last axis
+    kernel = kernel_for("maxout", xp) or maxout_reference
+    y, indices = kernel(xp, grouped)
+    y, indices = xp.moveaxis(y, -1, axis), xp.moveaxis(indices, -1, axis)
+    return (y, indices) if return_indices else y
+
+
+def maxout_vjp(grad: Array, indices: Array, x_shape: tuple[int, ...], pieces: int, axis: int = -1) -> Array:
+    """Vector-Jacobian product of :func:`maxout`:
+    ``dL/dx[..., j * pieces + p, ...] = g[..., j, ...] [indices[..., j, ...] = p]``."""
+    xp = array_namespace(grad=grad, indices=indices)
+    x_shape = tuple(x_shape)
+    pieces = positive_int("pieces", pieces)
+    axis = axis % len(x_shape)
+    out_shape = x_shape[:axis] + (x_shape[axis] // pieces,) + x_shape[axis + 1 :]
+    for name, a in (("grad", grad), ("indices", indices)):
+        if tuple(a.shape) != out_shape:
+            raise ValueError(f"{name} must have the output shape {out_shape}, got {tuple(a.shape)}")
+    grad, indices = xp.moveaxis(grad, axis, -1), xp.moveaxis(indices, axis, -1)
+    zeros = xp.zeros_like(grad)
+    spread = xp.stack([xp.where(indices == p, grad, zeros) for p in range(pieces)], axis=-1)
+    moved = grad.shape[:-1] + (x_shape[axis],)
+    return xp.moveaxis(xp.reshape(spread, moved), -1, axis)
+
+
+def maxout_reference(xp: ModuleType, grouped: Array) -> tuple[Array, Array]:
+    """Reference kernel: ``grouped`` (..., m, pieces) -> max over the last axis, with winners."""
+    pieces = grouped.shape[-1]
+    candidates = ((p, grouped[..., p], None) for p in range(pieces))
+    return reduce_candidates(
+        xp, MAX_PLUS, candidates, tuple(grouped.shape[:-1]), grouped.dtype,
+        index_dtype(xp, pieces), device(grouped),
+    )
+
+
+def _grouped(xp: ModuleType, x: Array, pieces: int, axis: int) -> Array:
+    moved = xp.moveaxis(x, axis, -1)
+    return xp.reshape(moved, tuple(moved.shape[:-1]) + (moved.shape[-1] // pieces, pieces))
+
+
+def _check_axis(x: Array, axis: int) -> int:
+    if not isinstance(axis, int) or not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"axis must be an int in [{-x.ndim}, {x.ndim}) for x of shape {tuple(x.shape)}, got {axis!r}")
+    return axis % x.ndim

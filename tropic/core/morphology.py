@@ -1,0 +1,347 @@
+"""Grey-level morphology on the last two axes, with SciPy's conventions (``scipy.ndimage``).
+
+For an image ``f`` and a structuring element ``s`` of shape ``(kh, kw)`` centred at
+``(kh // 2, kw // 2)``, with offsets ``y = (u - kh // 2, v - kw // 2)``:
+
+* dilation ``(f ⊕ s)(x) = max_y f(x - y) + s(y)``
+* erosion  ``(f ⊖ s)(x) = min_y f(x + y) - s(y)``
+
+A flat structuring element is a boolean ``footprint`` (``s = 0`` on it, not a candidate off it) or
+a ``size``. The border ``mode`` says what ``f`` is outside the image: ``"neutral"`` (default) is the
+operation's tropical zero (``-inf`` for dilation, ``+inf`` for erosion), under which the lattice
+identities hold at the border too; ``"reflect"``, ``"mirror"``, ``"nearest"``, ``"wrap"`` and
+``"constant"`` (with ``cval``) are SciPy's modes and give SciPy's results bitwise.
+Leading axes are batch axes. Opening, closing, the morphological gradient and the top-hats are
+compositions of dilation and erosion, exactly as in SciPy.
+
+The winner of an output (``return_indices=True``) is the flat index ``u * kw + v`` into the
+structuring element, lowest on ties; :func:`dilation_vjp` / :func:`erosion_vjp` consume it.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ._array_api import Array, array_namespace, device, gather_or_fill, index_dtype, scatter_add
+from .checks import pair, require_floating, require_ndim, require_same_device
+from .dispatch import kernel_for
+from .semiring import MAX_PLUS, MIN_PLUS, Semiring, reduce_candidates
+
+# SciPy's names for the filter border modes, mapped to the rule that extends the image.
+_MODES = {
+    "neutral": "neutral",
+    "constant": "constant",
+    "grid-constant": "constant",
+    "reflect": "reflect",
+    "grid-mirror": "reflect",
+    "mirror": "mirror",
+    "nearest": "nearest",
+    "wrap": "wrap",
+    "grid-wrap": "wrap",
+}
+
+
+def border_index(n: int, positions: np.ndarray, mode: str) -> np.ndarray:
+    """Map positions (possibly outside ``[0, n)``) of an axis of length ``n`` to source indices.
+
+    Returns ``-1`` where the value comes from outside the image (``"neutral"``, ``"constant"``).
+    ``"reflect"`` is ``d c b a | a b c d | d c b a``, ``"mirror"`` is ``d c b | a b c d | c b a``,
+    ``"nearest"`` repeats the edge and ``"wrap"`` is periodic (SciPy's definitions), for any
+    distance from the image.
+    """
+    p = np.asarray(positions, dtype=np.int64)
+    rule = _MODES[mode]
+    if rule in ("neutral", "constant"):
+        return np.where((p >= 0) & (p < n), p, -1)
+    if rule == "nearest":
+        return np.clip(p, 0, n - 1)
+    if rule == "wrap":
+        return np.mod(p, n)
+    if rule == "reflect":
+        q = np.mod(p, 2 * n)
+        return np.where(q < n, q, 2 * n - 1 - q)
+    if n == 1:  # mirror of a single sample
+        return np.zeros_like(p)
+    q = np.mod(p, 2 * n - 2)
+    return np.where(q < n, q, 2 * n - 2 - q)
+
+
+def window_indices(n: int, k: int, reflected: bool, mode: str) -> np.ndarray:
+    """Source index, shape ``(n, k)``, of candidate ``u`` of output ``i`` along one axis.
+
+    Erosion reads ``f(i + (u - k // 2))``; dilation (``reflected``) reads ``f(i - (u - k // 2))``.
+    """
+    offsets = np.arange(k) - k // 2
+    if reflected:
+        offsets = -offsets
+    return border_index(n, np.arange(n)[:, None] + offsets[None, :], mode)
+
+
+def dilation(
+    image: Array,
+    structure: Array | None = None,
+    *,
+    footprint: Any = None,
+    size: int | tuple[int, int] | None = None,
+    mode: str = "neutral",
+    cval: float = 0.0,
+    return_indices: bool = False,
+):
+    """Grey-level dilation on the last two axes: ``(f ⊕ s)(x) = max_y f(x - y) + s(y)``.
+
+    Parameters
+    ----------
+    image : array, shape (..., H, W)
+        Real floating point. Leading axes are batch axes.
+    structure : array, shape (kh, kw), optional
+        Non-flat structuring element (additive offsets), same library and device as ``image``;
+        ``-inf`` entries are the tropical zero (never win).
+    footprint : boolean array-like, shape (kh, kw), optional
+        Flat structuring element; with ``structure`` it selects which entries take part.
+    size : int or (int, int), optional
+        Flat rectangular structuring element of this size (alone, without the other two).
+    mode : {"neutral", "reflect", "mirror", "nearest", "wrap", "constant"}
+        Border handling; "neutral" (default) pads with ``-inf``. SciPy's ``grid-*`` aliases work.
+    cval : float
+        Image value outside the border for ``mode="constant"``.
+    return_indices : bool
+        Also return the winner: flat index into the structuring element, ``-1`` if none.
+
+    Returns
+    -------
+    out : array, shape of ``image``
+    indices : array (only if ``return_indices``)
+
+    Examples
+    --------
+    >>> import numpy as np, tropic
+    >>> tropic.dilation(np.array([[0.0, 0.0, 3.0, 0.0]]), size=(1, 3))
+    array([[0., 3., 3., 3.]])
+    """
+    return _morphology(MAX_PLUS, image, structure, footprint, size, mode, cval, return_indices)
+
+
+def erosion(
+    image: Array,
+    structure: Array | None = None,
+    *,
+    footprint: Any = None,
+    size: int | tuple[int, int] | None = None,
+    mode: str = "neutral",
+    cval: float = 0.0,
+    return_indices: bool = False,
+):
+    """Grey-level erosion on the last two axes: ``(f ⊖ s)(x) = min_y f(x + y) - s(y)``.
+
+    Parameters and returns as in :func:`dilation`; "neutral" pads with ``+inf``.
+
+    Examples
+    --------
+    >>> import numpy as np, tropic
+    >>> tropic.erosion(np.array([[1.0, 2.0, 0.0, 4.0]]), size=(1, 3))
+    array([[1., 0., 0., 0.]])
+    """
+    return _morphology(MIN_PLUS, image, structure, footprint, size, mode, cval, return_indices)
+
+
+def opening(image: Array, structure: Array | None = None, **kwargs: Any) -> Array:
+    """Opening ``(f ⊖ s) ⊕ s``: anti-extensive, increasing, idempotent. Arguments as :func:`dilation`."""
+    return dilation(erosion(image, structure, **kwargs), structure, **kwargs)
+
+
+def closing(image: Array, structure: Array | None = None, **kwargs: Any) -> Array:
+    """Closing ``(f ⊕ s) ⊖ s``: extensive, increasing, idempotent. Arguments as :func:`dilation`."""
+    return erosion(dilation(image, structure, **kwargs), structure, **kwargs)
+
+
+def morphological_gradient(image: Array, structure: Array | None = None, **kwargs: Any) -> Array:
+    """Morphological gradient ``(f ⊕ s) - (f ⊖ s)``. Arguments as :func:`dilation`."""
+    return dilation(image, structure, **kwargs) - erosion(image, structure, **kwargs)
+
+
+def white_tophat(image: Array, structure: Array | None = None, **kwargs: Any) -> Array:
+    """White top-hat ``f - opening(f)``. Arguments as :func:`dilation`."""
+    return image - opening(image, structure, **kwargs)
+
+
+def black_tophat(image: Array, structure: Array | None = None, **kwargs: Any) -> Array:
+    """Black top-hat ``closing(f) - f``. Arguments as :func:`dilation`."""
+    return closing(image, structure, **kwargs) - image
+
+
+def dilation_vjp(
+    grad: Array,
+    indices: Array,
+    image_shape: tuple[int, ...],
+    se_shape: tuple[int, int],
+    *,
+    mode: str = "neutral",
+) -> tuple[Array, Array]:
+    """Vector-Jacobian product of :func:`dilation`.
+
+    With ``y*(x)`` the winning offset of output ``x`` (from ``return_indices=True``):
+    ``dL/df(z) = sum_x g(x) [x - y*(x) maps to z]`` (through the border ``mode``) and
+    ``dL/ds(y) = sum_x g(x) [y*(x) = y]``. Outputs without a winner send nothing.
+
+    Returns ``(grad_image, grad_structure)`` of shapes ``image_shape`` and ``se_shape``.
+    """
+    return _morphology_vjp(grad, indices, image_shape, se_shape, mode, reflected=True)
+
+
+def erosion_vjp(
+    grad: Array,
+    indices: Array,
+    image_shape: tuple[int, ...],
+    se_shape: tuple[int, int],
+    *,
+    mode: str = "neutral",
+) -> tuple[Array, Array]:
+    """Vector-Jacobian product of :func:`erosion`: as :func:`dilation_vjp`, reading ``f(x + y*)``
+    and with ``dL/ds(y) = -sum_x g(x) [y*(x) = y]`` (the structure is subtracted)."""
+    grad_image, grad_weights = _morphology_vjp(grad, indices, image_shape, se_shape, mode, reflected=False)
+    return grad_image, -grad_weights
+
+
+def morphology_reference(
+    xp: ModuleType,
+    semiring: Semiring,
+    image: Array,
+    weights: Array | None,
+    support: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    fill: float,
+) -> tuple[Array, Array]:
+    """Reference kernel: ``out = ⊕_{(u,v) in support} f[rows[:, u], cols[:, v]] ⊗ weights[u, v]``.
+
+    ``rows`` (H, kh) and ``cols`` (W, kw) are source indices from :func:`window_indices`, ``-1``
+    meaning the value ``fill``; ``weights`` is None for a flat element (no addition at all, so
+    ``-0.0`` stays ``-0.0`` as in SciPy).
+    """
+    kh, kw = support.shape
+
+    def candidates():
+        for u in range(kh):
+            if not support[u].any():
+                continue
+            shifted_rows = gather_or_fill(xp, image, rows[:, u], -2, fill)
+            for v in range(kw):
+                if support[u, v]:
+                    x = gather_or_fill(xp, shifted_rows, cols[:, v], -1, fill)
+                    yield u * kw + v, x, None if weights is None else weights[u, v]
+
+    return reduce_candidates(
+        xp, semiring, candidates(), tuple(image.shape), image.dtype, index_dtype(xp, kh * kw), device(image)
+    )
+
+
+def morphology_vjp_reference(
+    xp: ModuleType,
+    grad: Array,
+    indices: Array,
+    image_shape: tuple[int, ...],
+    rows: np.ndarray,
+    cols: np.ndarray,
+) -> tuple[Array, Array]:
+    """Reference vjp: per candidate, mask the gradient and scatter it back through the index maps."""
+    kh, kw = rows.shape[1], cols.shape[1]
+    H, W = image_shape[-2:]
+    grad_image = xp.zeros(tuple(image_shape), dtype=grad.dtype, device=device(grad))
+    grad_weights = []
+    zeros = xp.zeros_like(grad)
+    for t in range(kh * kw):
+        u, v = divmod(t, kw)
+        contribution = xp.where(indices == t, grad, zeros)
+        grad_weights.append(xp.sum(contribution))
+        spread = scatter_add(xp, contribution, rows[:, u], H, axis=-2)
+        grad_image = grad_image + scatter_add(xp, spread, cols[:, v], W, axis=-1)
+    return grad_image, xp.reshape(xp.stack(grad_weights), (kh, kw))
+
+
+def _morphology(
+    semiring: Semiring,
+    image: Array,
+    structure: Array | None,
+    footprint: Any,
+    size: Any,
+    mode: str,
+    cval: float,
+    return_indices: bool,
+):
+    xp = array_namespace(image=image, structure=structure)
+    require_floating(xp, "image", image)
+    require_ndim("image", image, 2, "..., H, W", exact=False)
+    require_same_device(image=image, structure=structure)
+    _check_mode(mode)
+    support, structure = _structuring_element(xp, structure, footprint, size)
+    weights = None
+    if structure is not None:
+        dtype = xp.result_type(image.dtype, structure.dtype)
+        image = xp.astype(image, dtype, copy=False)
+        # Erosion subtracts the structure: it is a min-plus sum with -s (exactly f - s in IEEE).
+        weights = xp.astype(structure, dtype, copy=False)
+        weights = weights if semiring.maximises else -weights
+    reflected = semiring.maximises
+    (H, W), (kh, kw) = image.shape[-2:], support.shape
+    rows = window_indices(H, kh, reflected, mode)
+    cols = window_indices(W, kw, reflected, mode)
+    fill = semiring.zero if _MODES[mode] == "neutral" else float(cval)
+    kernel = kernel_for("morphology", xp) or morphology_reference
+    out, indices = kernel(xp, semiring, image, weights, support, rows, cols, fill)
+    return (out, indices) if return_indices else out
+
+
+def _morphology_vjp(grad, indices, image_shape, se_shape, mode, reflected):
+    xp = array_namespace(grad=grad, indices=indices)
+    _check_mode(mode)
+    image_shape = tuple(image_shape)
+    for name, x in (("grad", grad), ("indices", indices)):
+        if tuple(x.shape) != image_shape:
+            raise ValueError(f"{name} must have the image's shape {image_shape}, got {tuple(x.shape)}")
+    kh, kw = pair("se_shape", tuple(se_shape), 1)
+    rows = window_indices(image_shape[-2], kh, reflected, mode)
+    cols = window_indices(image_shape[-1], kw, reflected, mode)
+    kernel = kernel_for("morphology_vjp", xp) or morphology_vjp_reference
+    return kernel(xp, grad, indices, image_shape, rows, cols)
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {sorted(_MODES)}, got {mode!r}")
+
+
+def _structuring_element(xp: ModuleType, structure: Any, footprint: Any, size: Any):
+    """Resolve (structure, footprint, size) into a host boolean support and the structure array."""
+    if size is not None and (structure is not None or footprint is not None):
+        raise ValueError("size cannot be combined with structure or footprint; give one of them")
+    if structure is None and footprint is None and size is None:
+        raise ValueError("one of structure, footprint or size is required")
+    if size is not None:
+        return np.ones(pair("size", size, 1), dtype=bool), None
+    if structure is not None:
+        require_floating(xp, "structure", structure)
+        require_ndim("structure", structure, 2, "kh, kw")
+        if 0 in tuple(structure.shape):
+            raise ValueError(f"structure must not be empty, got shape {tuple(structure.shape)}")
+    if footprint is None:
+        return np.ones(tuple(structure.shape), dtype=bool), structure
+    try:
+        support = np.asarray(footprint)
+    except Exception as exc:  # e.g. a GPU array: footprints are small host-side masks
+        raise TypeError(f"footprint must be convertible to a NumPy boolean array ({exc})") from None
+    if support.dtype != bool and not np.issubdtype(support.dtype, np.integer):
+        raise TypeError(
+            f"footprint must be boolean, got dtype {support.dtype} (use structure= for additive offsets)"
+        )
+    if support.ndim != 2 or 0 in support.shape:
+        raise ValueError(f"footprint must be a non-empty 2-D mask (kh, kw), got shape {support.shape}")
+    if structure is not None and tuple(structure.shape) != support.shape:
+        raise ValueError(
+            f"structure and footprint must have the same shape, got {tuple(structure.shape)} and "
+            f"{support.shape}"
+        )
+    return support != 0, structure
+
