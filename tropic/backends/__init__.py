@@ -1,0 +1,19 @@
+"""Backends: fast kernels that register themselves with ``tropic.core.dispatch``.
+
+``numpy`` (CPU) ships with tropic. ``cupy`` and ``torch`` are planned; until they exist, arrays of
+those libraries run through the core's array-API reference (correct, not fast).
+"""
+
+from __future__ import annotations
+
+from tropic.core.dispatch import backend_status, capabilities, load_backend
+
+
+def info() -> dict[str, object]:
+    """What serves each operator: ``{"backends": {name: status}, "native": {operator: [backends]}}``.
+
+    Loads the NumPy backend first so that the report is complete for the default CPU path.
+    """
+    load_backend("numpy")
+    native = {op: sorted(backends) for op, backends in capabilities().items()}
+    return {"backends": backend_status(), "native": native}

@@ -35,7 +35,8 @@ def register(backend: str, operator: str) -> Callable[[Callable], Callable]:
     return decorate
 
 
-def _ensure_loaded(backend: str) -> None:
+def load_backend(backend: str) -> None:
+    """Import a backend once (registering its kernels); remember why if it cannot be imported."""
     if backend in _load_status:
         return
     module = _BACKEND_MODULES[backend]
@@ -52,7 +53,7 @@ def kernel_for(operator: str, xp: ModuleType) -> Callable | None:
     backend = backend_name(xp)
     if backend is None:
         return None
-    _ensure_loaded(backend)
+    load_backend(backend)
     return _kernels.get((backend, operator))
 
 

@@ -20,6 +20,7 @@ structuring element, lowest on ties; :func:`dilation_vjp` / :func:`erosion_vjp` 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -69,15 +70,36 @@ def border_index(n: int, positions: np.ndarray, mode: str) -> np.ndarray:
     return np.where(q < n, q, 2 * n - 2 - q)
 
 
-def window_indices(n: int, k: int, reflected: bool, mode: str) -> np.ndarray:
-    """Source index, shape ``(n, k)``, of candidate ``u`` of output ``i`` along one axis.
+@dataclass(frozen=True)
+class AxisWindow:
+    """Where the candidates of a sliding window read along one image axis of length ``n``.
+
+    Candidate ``u`` of output ``i`` reads source index ``line[i + start[u]]`` (``-1``: the border
+    value). ``line`` is the image axis extended by ``k - 1`` border positions, so a kernel can pad
+    once and then slice; ``indices`` is the same map as an ``(n, k)`` table.
+    """
+
+    line: np.ndarray
+    start: np.ndarray
+    n: int
+
+    @property
+    def indices(self) -> np.ndarray:
+        return self.line[np.arange(self.n)[:, None] + self.start[None, :]]
+
+
+def axis_window(n: int, k: int, reflected: bool, mode: str) -> AxisWindow:
+    """The window of a structuring element of length ``k`` centred at ``k // 2``.
 
     Erosion reads ``f(i + (u - k // 2))``; dilation (``reflected``) reads ``f(i - (u - k // 2))``.
     """
-    offsets = np.arange(k) - k // 2
+    centre = k // 2
     if reflected:
-        offsets = -offsets
-    return border_index(n, np.arange(n)[:, None] + offsets[None, :], mode)
+        before, start = k - 1 - centre, (k - 1) - np.arange(k)
+    else:
+        before, start = centre, np.arange(k)
+    line = border_index(n, np.arange(n + k - 1) - before, mode)
+    return AxisWindow(line=line, start=start, n=n)
 
 
 def dilation(
@@ -211,17 +233,18 @@ def morphology_reference(
     image: Array,
     weights: Array | None,
     support: np.ndarray,
-    rows: np.ndarray,
-    cols: np.ndarray,
+    row_window: AxisWindow,
+    col_window: AxisWindow,
     fill: float,
 ) -> tuple[Array, Array]:
     """Reference kernel: ``out = ⊕_{(u,v) in support} f[rows[:, u], cols[:, v]] ⊗ weights[u, v]``.
 
-    ``rows`` (H, kh) and ``cols`` (W, kw) are source indices from :func:`window_indices`, ``-1``
-    meaning the value ``fill``; ``weights`` is None for a flat element (no addition at all, so
+    ``rows`` (H, kh) and ``cols`` (W, kw) are the source index tables of the two
+    :class:`AxisWindow`, ``-1`` meaning the value ``fill``; ``weights`` is None for a flat element (no addition at all, so
     ``-0.0`` stays ``-0.0`` as in SciPy).
     """
     kh, kw = support.shape
+    rows, cols = row_window.indices, col_window.indices
 
     def candidates():
         for u in range(kh):
@@ -243,10 +266,11 @@ def morphology_vjp_reference(
     grad: Array,
     indices: Array,
     image_shape: tuple[int, ...],
-    rows: np.ndarray,
-    cols: np.ndarray,
+    row_window: AxisWindow,
+    col_window: AxisWindow,
 ) -> tuple[Array, Array]:
     """Reference vjp: per candidate, mask the gradient and scatter it back through the index maps."""
+    rows, cols = row_window.indices, col_window.indices
     kh, kw = rows.shape[1], cols.shape[1]
     H, W = image_shape[-2:]
     grad_image = xp.zeros(tuple(image_shape), dtype=grad.dtype, device=device(grad))
@@ -286,8 +310,8 @@ def _morphology(
         weights = weights if semiring.maximises else -weights
     reflected = semiring.maximises
     (H, W), (kh, kw) = image.shape[-2:], support.shape
-    rows = window_indices(H, kh, reflected, mode)
-    cols = window_indices(W, kw, reflected, mode)
+    rows = axis_window(H, kh, reflected, mode)
+    cols = axis_window(W, kw, reflected, mode)
     fill = semiring.zero if _MODES[mode] == "neutral" else float(cval)
     kernel = kernel_for("morphology", xp) or morphology_reference
     out, indices = kernel(xp, semiring, image, weights, support, rows, cols, fill)
@@ -302,8 +326,8 @@ def _morphology_vjp(grad, indices, image_shape, se_shape, mode, reflected):
         if tuple(x.shape) != image_shape:
             raise ValueError(f"{name} must have the image's shape {image_shape}, got {tuple(x.shape)}")
     kh, kw = pair("se_shape", tuple(se_shape), 1)
-    rows = window_indices(image_shape[-2], kh, reflected, mode)
-    cols = window_indices(image_shape[-1], kw, reflected, mode)
+    rows = axis_window(image_shape[-2], kh, reflected, mode)
+    cols = axis_window(image_shape[-1], kw, reflected, mode)
     kernel = kernel_for("morphology_vjp", xp) or morphology_vjp_reference
     return kernel(xp, grad, indices, image_shape, rows, cols)
 

@@ -18,47 +18,62 @@ from tropic.core.semiring import MAX_PLUS
 _BLOCK_ELEMENTS = 1 << 18  # candidates per block: 1 MiB of float32, cache-sized
 
 
-def tropical_add(x: np.ndarray, w: np.ndarray, semiring) -> np.ndarray:
+def needs_repair(x: np.ndarray, w: np.ndarray) -> bool:
+    """Whether ``x + w`` can meet ``inf + -inf`` (IEEE NaN, tropically the zero)."""
+    return _has_inf(x, +1) and _has_inf(w, -1) or _has_inf(x, -1) and _has_inf(w, +1)
+
+
+def tropical_add(x: np.ndarray, w: np.ndarray, semiring, repair: bool, out=None) -> np.ndarray:
     """``x + w`` (broadcast) with the tropical zero absorbing, as ``Semiring.multiply``.
 
-    IEEE gives NaN only for ``inf + -inf``; that needs an infinity of each sign, so the rare
-    repair pass runs only when the operands hold both.
+    ``repair`` comes from :func:`needs_repair` on the whole operands, so the check runs once per
+    call, not once per block.
     """
     with np.errstate(invalid="ignore"):  # inf - inf: repaired just below
-        total = np.add(x, w)
-    if _has_inf(x, +1) and _has_inf(w, -1) or _has_inf(x, -1) and _has_inf(w, +1):
+        total = np.add(x, w, out=out)
+    if repair:
         spurious = np.isnan(total) & ~np.isnan(x) & ~np.isnan(w)
         total[spurious] = semiring.zero
     return total
 
 
-def select_winner(candidates: np.ndarray, semiring, index_type) -> tuple[np.ndarray, np.ndarray]:
-    """⊕-reduce the last axis: values and winners (``-1`` where every candidate is the zero)."""
-    if candidates.shape[-1] == 0:
-        shape = candidates.shape[:-1]
-        return np.full(shape, semiring.zero, candidates.dtype), np.full(shape, -1, index_type)
+def select_winner(candidates: np.ndarray, semiring, values: np.ndarray, winner: np.ndarray) -> None:
+    """⊕-reduce the last axis of ``candidates`` into ``values`` and ``winner`` (in place).
+
+    Winners of outputs that are the tropical zero are fixed to -1 by :func:`mark_no_winner`, once
+    for the whole output.
+    """
     pick = np.argmax if semiring.maximises else np.argmin
-    winner = pick(candidates, axis=-1)
-    values = np.take_along_axis(candidates, winner[..., None], axis=-1)[..., 0]
-    winner = winner.astype(index_type)
+    best = pick(candidates, axis=-1)
+    values[...] = np.take_along_axis(candidates, best[..., None], axis=-1)[..., 0]
+    winner[...] = best
+
+
+def mark_no_winner(values: np.ndarray, winner: np.ndarray, semiring) -> None:
+    """An output equal to the tropical zero had only zero candidates: it has no winner."""
     winner[values == semiring.zero] = -1
-    return values, winner
 
 
 def matmul_rows(semiring, a: np.ndarray, b_t: np.ndarray, index_type) -> tuple[np.ndarray, np.ndarray]:
     """``c[i, j] = ⊕_k a[i, k] ⊗ b_t[j, k]`` for 2-D ``a`` (M, K) and ``b_t`` (N, K)."""
     (M, K), N = a.shape, b_t.shape[0]
-    c = np.empty((M, N), a.dtype)
-    winner = np.empty((M, N), index_type)
-    cols = max(1, min(N, _BLOCK_ELEMENTS // max(K, 1)))
-    rows = max(1, min(M, _BLOCK_ELEMENTS // max(K * cols, 1)))
+    c = np.full((M, N), semiring.zero, a.dtype)
+    winner = np.full((M, N), -1, index_type)
+    if K == 0:
+        return c, winner
+    repair = needs_repair(a, b_t)
+    cols = max(1, min(N, _BLOCK_ELEMENTS // K))
+    rows = max(1, min(M, _BLOCK_ELEMENTS // (K * cols)))
+    sums = np.empty((rows, cols, K), a.dtype)
     for j0 in range(0, N, cols):
         b_block = b_t[None, j0 : j0 + cols, :]
         for i0 in range(0, M, rows):
-            sums = tropical_add(a[i0 : i0 + rows, None, :], b_block, semiring)
-            c[i0 : i0 + rows, j0 : j0 + cols], winner[i0 : i0 + rows, j0 : j0 + cols] = select_winner(
-                sums, semiring, index_type
+            block = sums[: min(rows, M - i0), : b_block.shape[1]]
+            tropical_add(a[i0 : i0 + rows, None, :], b_block, semiring, repair, out=block)
+            select_winner(
+                block, semiring, c[i0 : i0 + rows, j0 : j0 + cols], winner[i0 : i0 + rows, j0 : j0 + cols]
             )
+    mark_no_winner(c, winner, semiring)
     return c, winner
 
 
@@ -109,37 +124,59 @@ def matmul_vjp(xp, grad, indices, a_shape, b_shape):
 
 
 @register("numpy", "morphology")
-def morphology(xp, semiring, image, weights, support, rows, cols, fill):
+def morphology(xp, semiring, image, weights, support, row_window, col_window, fill):
+    """One pass per tap of the structuring element over a once-padded image.
+
+    Few taps and many pixels: looping over taps with in-place whole-image operations beats
+    gathering (pixels, taps) blocks. Strict comparisons keep the earliest tap on ties.
+    """
     kh, kw = support.shape
-    index_type = _index_type(kh * kw)
-    taps = np.flatnonzero(support)  # candidates in increasing flat index
-    u, v = np.divmod(taps, kw)
     *batch, H, W = image.shape
+    index_type = _index_type(kh * kw)
     flat = image.reshape(-1, H, W)
-    # One extra row and column hold the border value, so index -1 reads `fill`.
+    # A trailing border row/column makes index -1 read `fill`; then pad once by the line maps.
     extended = np.full((flat.shape[0], H + 1, W + 1), fill, image.dtype)
     extended[:, :H, :W] = flat
-    tap_rows, tap_cols = rows[:, u], cols[:, v]  # (H, T), (W, T)
-    tap_weights = None if weights is None else np.ascontiguousarray(weights.reshape(-1)[taps])
-    out = np.empty(flat.shape, image.dtype)
-    winner = np.empty(flat.shape, index_type)
-    per_row = W * len(taps)
-    n_rows = max(1, min(H, _BLOCK_ELEMENTS // max(per_row, 1)))
-    n_images = max(1, _BLOCK_ELEMENTS // max(per_row * H, 1)) if n_rows == H else 1
-    for b0 in range(0, flat.shape[0], n_images):
-        for r0 in range(0, H, n_rows):
-            r = slice(r0, r0 + n_rows)
-            window = extended[b0 : b0 + n_images][:, tap_rows[r][:, None, :], tap_cols[None, :, :]]
-            if tap_weights is not None:
-                window = tropical_add(window, tap_weights, semiring)
-            values, tap = select_winner(window, semiring, index_type)
-            out[b0 : b0 + n_images, r] = values
-            winner[b0 : b0 + n_images, r] = np.where(tap >= 0, taps[np.maximum(tap, 0)], -1)
+    padded = extended[:, row_window.line][:, :, col_window.line]
+    taps = [(u, v) for u, v in zip(*np.nonzero(support))]
+    w = None if weights is None else np.asarray(weights)
+    repair = w is not None and needs_repair(padded, w[support])
+    out = np.full(flat.shape, semiring.zero, image.dtype)
+    winner = np.full(flat.shape, -1, index_type)
+    scratch = np.empty_like(out)
+    better = np.empty(out.shape, bool)
+    beats = np.greater if semiring.maximises else np.less
+    keep = np.fmax if semiring.maximises else np.fmin  # NaN candidates are handled below
+    for u, v in taps:
+        r, c = row_window.start[u], col_window.start[v]
+        view = padded[:, r : r + H, c : c + W]
+        candidate = view if w is None else tropical_add(view, w[u, v], semiring, repair, out=scratch)
+        beats(candidate, out, out=better)
+        keep(out, candidate, out=out)
+        np.copyto(winner, u * kw + v, where=better)
+    if np.isnan(padded).any() or (w is not None and np.isnan(w[support]).any()):
+        _propagate_nan(padded, w, taps, row_window, col_window, kw, out, winner)
     return out.reshape(image.shape), winner.reshape(image.shape)
 
 
+def _propagate_nan(padded, w, taps, row_window, col_window, kw, out, winner) -> None:
+    """NaN dominates: an output with a NaN operand among its candidates is NaN, won by the first."""
+    H, W = out.shape[-2:]
+    decided = np.zeros(out.shape, bool)
+    for u, v in taps:
+        r, c = row_window.start[u], col_window.start[v]
+        is_nan = np.isnan(padded[:, r : r + H, c : c + W])
+        if w is not None and np.isnan(w[u, v]):
+            is_nan[...] = True
+        first = is_nan & ~decided
+        out[first] = np.nan
+        winner[first] = u * kw + v
+        decided |= is_nan
+
+
 @register("numpy", "morphology_vjp")
-def morphology_vjp(xp, grad, indices, image_shape, rows, cols):
+def morphology_vjp(xp, grad, indices, image_shape, row_window, col_window):
+    rows, cols = row_window.indices, col_window.indices
     kh, kw = rows.shape[1], cols.shape[1]
     H, W = image_shape[-2:]
     t = indices.reshape(-1, H, W).astype(np.int64)
@@ -209,7 +246,11 @@ def conv2d_vjp(xp, grad, indices, geometry):
 
 @register("numpy", "maxout")
 def maxout(xp, grouped):
-    return select_winner(grouped, MAX_PLUS, _index_type(grouped.shape[-1]))
+    values = np.empty(grouped.shape[:-1], grouped.dtype)
+    winner = np.empty(grouped.shape[:-1], _index_type(grouped.shape[-1]))
+    select_winner(grouped, MAX_PLUS, values, winner)
+    mark_no_winner(values, winner, MAX_PLUS)
+    return values, winner
 
 
 def _bincount(slots: np.ndarray, weights: np.ndarray, length: int, dtype) -> np.ndarray:
