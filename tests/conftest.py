@@ -31,4 +31,3 @@ def xp(request):
     if request.param == "numpy":
         return np
     return _strict()
-

@@ -36,7 +36,15 @@ def test_install_commands_pin_torch_before_the_project():
 def test_backend_report_lists_numpy_kernels_for_every_primitive():
     report = info()
     assert report["backends"]["numpy"] == "loaded"
-    for operator in ("matmul", "matmul_vjp", "morphology", "morphology_vjp", "conv2d", "conv2d_vjp", "maxout"):
+    for operator in (
+        "matmul",
+        "matmul_vjp",
+        "morphology",
+        "morphology_vjp",
+        "conv2d",
+        "conv2d_vjp",
+        "maxout",
+    ):
         assert "numpy" in report["native"][operator], operator
 
 

@@ -6,6 +6,7 @@ reference path) and return arrays of the caller's library. Conventions are in ``
 
 from .core.conv import conv2d_vjp, maxplus_conv2d, minplus_conv2d
 from .core.matmul import matmul_vjp, maxplus_matmul, minplus_matmul
+from .core.maxout import maxout, maxout_vjp
 from .core.morphology import (
     black_tophat,
     closing,
@@ -17,7 +18,6 @@ from .core.morphology import (
     opening,
     white_tophat,
 )
-from .core.maxout import maxout, maxout_vjp
 from .core.semiring import MAX_PLUS, MIN_PLUS, Semiring
 
 __version__ = "0.1.0"

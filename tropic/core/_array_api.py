@@ -14,7 +14,16 @@ import array_api_compat.numpy as compat_numpy
 import numpy as np
 from array_api_compat import device
 
-__all__ = ["Array", "array_namespace", "backend_name", "device", "gather_or_fill", "index_dtype", "scatter_add", "sum_to_shape"]
+__all__ = [
+    "Array",
+    "array_namespace",
+    "backend_name",
+    "device",
+    "gather_or_fill",
+    "index_dtype",
+    "scatter_add",
+    "sum_to_shape",
+]
 
 Array = Any  # any array-API array; the operators return arrays of the caller's library
 
@@ -83,10 +92,8 @@ def sum_to_shape(xp: ModuleType, x: Array, shape: tuple[int, ...]) -> Array:
     return x
 
 
-def scatter_add(
-    xp: ModuleType, values: Array, index: Array, length: int, axis: int
-) -> Array:
-    """Sum ``values`` into ``length`` slots along ``axis``: ``out[..., index[i], ...] += values[..., i, ...]``.
+def scatter_add(xp: ModuleType, values: Array, index: Array, length: int, axis: int) -> Array:
+    """Sum ``values`` into ``length`` slots along ``axis``: ``out[.., index[i], ..] += values[.., i, ..]``.
 
     Entries with ``index[i] == -1`` are dropped. The array API has no scatter-add, so this gathers
     instead: an inverse map lists, for each destination slot, the sources that land there (the map is

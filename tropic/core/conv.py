@@ -211,4 +211,3 @@ def _tropical_conv2d(semiring, x, w, stride, padding, groups, return_indices):
     kernel = kernel_for("conv2d", xp) or conv2d_reference
     y, indices = kernel(xp, semiring, x, w, geometry)
     return (y, indices) if return_indices else y
-

@@ -106,9 +106,7 @@ def matmul_reference(xp: ModuleType, semiring: Semiring, a: Array, b: Array) -> 
     batch = tuple(np.broadcast_shapes(tuple(a.shape[:-2]), tuple(b.shape[:-2])))
     out_shape = batch + (a.shape[-2], b.shape[-1])
     candidates = ((k, a[..., :, k : k + 1], b[..., k : k + 1, :]) for k in range(K))
-    return reduce_candidates(
-        xp, semiring, candidates, out_shape, a.dtype, index_dtype(xp, K), device(a)
-    )
+    return reduce_candidates(xp, semiring, candidates, out_shape, a.dtype, index_dtype(xp, K), device(a))
 
 
 def matmul_vjp(
@@ -142,7 +140,7 @@ def matmul_vjp(
     b2_shape = b_shape + (1,) if len(b_shape) == 1 else b_shape
     batch = tuple(np.broadcast_shapes(a2_shape[:-2], b2_shape[:-2]))
     out2_shape = batch + (a2_shape[-2], b2_shape[-1])
-    expected = out2_shape[:-2] + out2_shape[-2 : -1] * (len(a_shape) > 1) + out2_shape[-1:] * (len(b_shape) > 1)
+    expected = out2_shape[:-2] + out2_shape[-2:-1] * (len(a_shape) > 1) + out2_shape[-1:] * (len(b_shape) > 1)
     for name, x in (("grad", grad), ("indices", indices)):
         if tuple(x.shape) != expected:
             raise ValueError(

@@ -13,7 +13,8 @@ from .semiring import MAX_PLUS, reduce_candidates
 def maxout(x: Array, pieces: int, axis: int = -1, *, return_indices: bool = False):
     """Maxout over groups of ``pieces`` consecutive entries along ``axis``.
 
-    .. math:: y_{\\dots j \\dots} = \\max_{0 \\le p < \\mathrm{pieces}} x_{\\dots,\\, j \\cdot \\mathrm{pieces} + p,\\, \\dots}
+    .. math:: y_{\\dots j \\dots} = \\max_{0 \\le p < P} x_{\\dots,\\, j P + p,\\, \\dots},
+              \\quad P = \\mathrm{pieces}
 
     Parameters
     ----------
@@ -43,9 +44,7 @@ def maxout(x: Array, pieces: int, axis: int = -1, *, return_indices: bool = Fals
     pieces = positive_int("pieces", pieces)
     axis = _check_axis(x, axis)
     if x.shape[axis] % pieces:
-        raise ValueError(
-            f"x.shape[{axis}] = {x.shape[axis]} must be a multiple of pieces = {pieces}"
-        )
+        raise ValueError(f"x.shape[{axis}] = {x.shape[axis]} must be a multiple of pieces = {pieces}")
     grouped = _grouped(xp, x, pieces, axis)  # (..., m, pieces), the groups on the last axis
     kernel = kernel_for("maxout", xp) or maxout_reference
     y, indices = kernel(xp, grouped)
@@ -76,8 +75,13 @@ def maxout_reference(xp: ModuleType, grouped: Array) -> tuple[Array, Array]:
     pieces = grouped.shape[-1]
     candidates = ((p, grouped[..., p], None) for p in range(pieces))
     return reduce_candidates(
-        xp, MAX_PLUS, candidates, tuple(grouped.shape[:-1]), grouped.dtype,
-        index_dtype(xp, pieces), device(grouped),
+        xp,
+        MAX_PLUS,
+        candidates,
+        tuple(grouped.shape[:-1]),
+        grouped.dtype,
+        index_dtype(xp, pieces),
+        device(grouped),
     )
 
 
@@ -88,5 +92,7 @@ def _grouped(xp: ModuleType, x: Array, pieces: int, axis: int) -> Array:
 
 def _check_axis(x: Array, axis: int) -> int:
     if not isinstance(axis, int) or not -x.ndim <= axis < x.ndim:
-        raise ValueError(f"axis must be an int in [{-x.ndim}, {x.ndim}) for x of shape {tuple(x.shape)}, got {axis!r}")
+        raise ValueError(
+            f"axis must be an int in [{-x.ndim}, {x.ndim}) for x of shape {tuple(x.shape)}, got {axis!r}"
+        )
     return axis % x.ndim

@@ -240,8 +240,8 @@ def morphology_reference(
     """Reference kernel: ``out = ⊕_{(u,v) in support} f[rows[:, u], cols[:, v]] ⊗ weights[u, v]``.
 
     ``rows`` (H, kh) and ``cols`` (W, kw) are the source index tables of the two
-    :class:`AxisWindow`, ``-1`` meaning the value ``fill``; ``weights`` is None for a flat element (no addition at all, so
-    ``-0.0`` stays ``-0.0`` as in SciPy).
+    :class:`AxisWindow`, ``-1`` meaning the value ``fill``; ``weights`` is None for a flat element
+    (no addition at all, so ``-0.0`` stays ``-0.0`` as in SciPy).
     """
     kh, kw = support.shape
     rows, cols = row_window.indices, col_window.indices
@@ -368,4 +368,3 @@ def _structuring_element(xp: ModuleType, structure: Any, footprint: Any, size: A
             f"{support.shape}"
         )
     return support != 0, structure
-

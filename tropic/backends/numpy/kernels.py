@@ -20,7 +20,7 @@ _BLOCK_ELEMENTS = 1 << 18  # candidates per block: 1 MiB of float32, cache-sized
 
 def needs_repair(x: np.ndarray, w: np.ndarray) -> bool:
     """Whether ``x + w`` can meet ``inf + -inf`` (IEEE NaN, tropically the zero)."""
-    return _has_inf(x, +1) and _has_inf(w, -1) or _has_inf(x, -1) and _has_inf(w, +1)
+    return (_has_inf(x, +1) and _has_inf(w, -1)) or (_has_inf(x, -1) and _has_inf(w, +1))
 
 
 def tropical_add(x: np.ndarray, w: np.ndarray, semiring, repair: bool, out=None) -> np.ndarray:
@@ -138,7 +138,7 @@ def morphology(xp, semiring, image, weights, support, row_window, col_window, fi
     extended = np.full((flat.shape[0], H + 1, W + 1), fill, image.dtype)
     extended[:, :H, :W] = flat
     padded = extended[:, row_window.line][:, :, col_window.line]
-    taps = [(u, v) for u, v in zip(*np.nonzero(support))]
+    taps = list(zip(*np.nonzero(support), strict=True))
     w = None if weights is None else np.asarray(weights)
     repair = w is not None and needs_repair(padded, w[support])
     out = np.full(flat.shape, semiring.zero, image.dtype)
