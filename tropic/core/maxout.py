@@ -42,7 +42,7 @@ def maxout(x: Array, pieces: int, axis: int = -1, *, return_indices: bool = Fals
     xp = array_namespace(x=x)
     require_floating(xp, "x", x)
     pieces = positive_int("pieces", pieces)
-    axis = _check_axis(x, axis)
+    axis = _check_axis(x.ndim, tuple(x.shape), axis)
     if x.shape[axis] % pieces:
         raise ValueError(f"x.shape[{axis}] = {x.shape[axis]} must be a multiple of pieces = {pieces}")
     grouped = _grouped(xp, x, pieces, axis)  # (..., m, pieces), the groups on the last axis
@@ -58,7 +58,9 @@ def maxout_vjp(grad: Array, indices: Array, x_shape: tuple[int, ...], pieces: in
     xp = array_namespace(grad=grad, indices=indices)
     x_shape = tuple(x_shape)
     pieces = positive_int("pieces", pieces)
-    axis = axis % len(x_shape)
+    axis = _check_axis(len(x_shape), x_shape, axis)
+    if x_shape[axis] % pieces:
+        raise ValueError(f"x_shape[{axis}] = {x_shape[axis]} must be a multiple of pieces = {pieces}")
     out_shape = x_shape[:axis] + (x_shape[axis] // pieces,) + x_shape[axis + 1 :]
     for name, a in (("grad", grad), ("indices", indices)):
         if tuple(a.shape) != out_shape:
@@ -90,9 +92,7 @@ def _grouped(xp: ModuleType, x: Array, pieces: int, axis: int) -> Array:
     return xp.reshape(moved, tuple(moved.shape[:-1]) + (moved.shape[-1] // pieces, pieces))
 
 
-def _check_axis(x: Array, axis: int) -> int:
-    if not isinstance(axis, int) or not -x.ndim <= axis < x.ndim:
-        raise ValueError(
-            f"axis must be an int in [{-x.ndim}, {x.ndim}) for x of shape {tuple(x.shape)}, got {axis!r}"
-        )
-    return axis % x.ndim
+def _check_axis(ndim: int, shape: tuple[int, ...], axis: int) -> int:
+    if not isinstance(axis, int) or isinstance(axis, bool) or not -ndim <= axis < ndim:
+        raise ValueError(f"axis must be an int in [{-ndim}, {ndim}) for x of shape {shape}, got {axis!r}")
+    return axis % ndim

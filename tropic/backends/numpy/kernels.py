@@ -10,6 +10,8 @@ reference kernels (the tests check it); the gradients are scatter-adds with ``np
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from tropic.core.dispatch import register
@@ -94,7 +96,8 @@ def matmul(xp, semiring, a: np.ndarray, b: np.ndarray):
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     M, N = a.shape[-2], b.shape[-1]
     if b.ndim == 2:  # the layer case x @ W: fold a's batch into its rows
-        c, w = matmul_rows(semiring, a.reshape(-1, K), np.ascontiguousarray(b.T), index_type)
+        a_rows = a.reshape(math.prod(a.shape[:-1]), K)  # not -1: K may be 0
+        c, w = matmul_rows(semiring, a_rows, np.ascontiguousarray(b.T), index_type)
         return c.reshape(batch + (M, N)), w.reshape(batch + (M, N))
     a = np.broadcast_to(a, batch + (M, K))
     b_t = np.swapaxes(np.broadcast_to(b, batch + (K, N)), -1, -2)
@@ -145,14 +148,13 @@ def morphology(xp, semiring, image, weights, support, row_window, col_window, fi
     winner = np.full(flat.shape, -1, index_type)
     scratch = np.empty_like(out)
     better = np.empty(out.shape, bool)
-    beats = np.greater if semiring.maximises else np.less
-    keep = np.fmax if semiring.maximises else np.fmin  # NaN candidates are handled below
+    beats = np.greater if semiring.maximises else np.less  # False for NaN: handled below
     for u, v in taps:
         r, c = row_window.start[u], col_window.start[v]
         view = padded[:, r : r + H, c : c + W]
         candidate = view if w is None else tropical_add(view, w[u, v], semiring, repair, out=scratch)
         beats(candidate, out, out=better)
-        keep(out, candidate, out=out)
+        np.copyto(out, candidate, where=better)  # not fmax: -0.0 vs 0.0 keeps the earlier tap
         np.copyto(winner, u * kw + v, where=better)
     if np.isnan(padded).any() or (w is not None and np.isnan(w[support]).any()):
         _propagate_nan(padded, w, taps, row_window, col_window, kw, out, winner)
