@@ -161,7 +161,8 @@ def conv2d_reference(
                 rows = gather_or_fill(xp, x5[:, :, c, ...], geometry.source_rows(u), -2, fill)
                 for v in range(kw):
                     patch = gather_or_fill(xp, rows, geometry.source_cols(v), -1, fill)
-                    yield (c * kh + u) * kw + v, patch[:, :, None, ...], w5[:, :, c, u, v][None, :, :, None, None]
+                    weight = w5[:, :, c, u, v][None, :, :, None, None]
+                    yield (c * kh + u) * kw + v, patch[:, :, None, ...], weight
 
     out_shape = (B, G, C_out // G) + geometry.out_shape[2:]
     y, indices = reduce_candidates(

@@ -10,7 +10,8 @@ A flat structuring element is a boolean ``footprint`` (``s = 0`` on it, not a ca
 a ``size``. The border ``mode`` says what ``f`` is outside the image: ``"neutral"`` (default) is the
 operation's tropical zero (``-inf`` for dilation, ``+inf`` for erosion), under which the lattice
 identities hold at the border too; ``"reflect"``, ``"mirror"``, ``"nearest"``, ``"wrap"`` and
-``"constant"`` (with ``cval``) are SciPy's modes and give SciPy's results bitwise.
+``"constant"`` (with ``cval``) are SciPy's modes and give SciPy's results bitwise (but for the sign of
+a zero on ``0.0`` / ``-0.0`` ties, where tropic keeps the lowest-index winner's).
 Leading axes are batch axes. Opening, closing, the morphological gradient and the top-hats are
 compositions of dilation and erosion, exactly as in SciPy.
 
@@ -224,7 +225,7 @@ def erosion_vjp(
     """Vector-Jacobian product of :func:`erosion`: as :func:`dilation_vjp`, reading ``f(x + y*)``
     and with ``dL/ds(y) = -sum_x g(x) [y*(x) = y]`` (the structure is subtracted)."""
     grad_image, grad_weights = _morphology_vjp(grad, indices, image_shape, se_shape, mode, reflected=False)
-    return grad_image, -grad_weights
+    return grad_image, 0.0 - grad_weights  # not -x: taps that never win get +0.0, not -0.0
 
 
 def morphology_reference(

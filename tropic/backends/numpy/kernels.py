@@ -131,7 +131,9 @@ def morphology(xp, semiring, image, weights, support, row_window, col_window, fi
     """One pass per tap of the structuring element over a once-padded image.
 
     Few taps and many pixels: looping over taps with in-place whole-image operations beats
-    gathering (pixels, taps) blocks. Strict comparisons keep the earliest tap on ties.
+    gathering (pixels, taps) blocks. Each tap reads the padded image, flattened, as one contiguous
+    run of ``H`` padded rows (the ``kw - 1`` extra columns per row are computed and dropped), so
+    every pass is a long unit-stride loop. Strict comparisons keep the earliest tap on ties.
     """
     kh, kw = support.shape
     *batch, H, W = image.shape
@@ -141,21 +143,28 @@ def morphology(xp, semiring, image, weights, support, row_window, col_window, fi
     extended = np.full((flat.shape[0], H + 1, W + 1), fill, image.dtype)
     extended[:, :H, :W] = flat
     padded = extended[:, row_window.line][:, :, col_window.line]
+    n, Hp, Wp = padded.shape
+    # One more border row keeps the last taps' runs inside the array.
+    runs = np.concatenate([padded, np.full((n, 1, Wp), fill, image.dtype)], axis=1).reshape(n, -1)
     taps = list(zip(*np.nonzero(support), strict=True))
     w = None if weights is None else np.asarray(weights)
-    repair = w is not None and needs_repair(padded, w[support])
-    out = np.full(flat.shape, semiring.zero, image.dtype)
-    winner = np.full(flat.shape, -1, index_type)
+    out = np.full((n, H * Wp), semiring.zero, image.dtype)
+    winner = np.full((n, H * Wp), -1, index_type)
     scratch = np.empty_like(out)
     better = np.empty(out.shape, bool)
     beats = np.greater if semiring.maximises else np.less  # False for NaN: handled below
     for u, v in taps:
         r, c = row_window.start[u], col_window.start[v]
-        view = padded[:, r : r + H, c : c + W]
-        candidate = view if w is None else tropical_add(view, w[u, v], semiring, repair, out=scratch)
+        view = runs[:, r * Wp + c : r * Wp + c + H * Wp]
+        # No absorbing repair needed here: an inf - inf NaN never beats (comparisons with NaN are
+        # false) and is not a NaN operand, so it acts as the tropical zero it stands for.
+        with np.errstate(invalid="ignore"):
+            candidate = view if w is None else np.add(view, w[u, v], out=scratch)
         beats(candidate, out, out=better)
         np.copyto(out, candidate, where=better)  # not fmax: -0.0 vs 0.0 keeps the earlier tap
         np.copyto(winner, u * kw + v, where=better)
+    out = np.ascontiguousarray(out.reshape(n, H, Wp)[:, :, :W])
+    winner = np.ascontiguousarray(winner.reshape(n, H, Wp)[:, :, :W])
     if np.isnan(padded).any() or (w is not None and np.isnan(w[support]).any()):
         _propagate_nan(padded, w, taps, row_window, col_window, kw, out, winner)
     return out.reshape(image.shape), winner.reshape(image.shape)
