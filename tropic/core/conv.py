@@ -95,7 +95,7 @@ def conv2d_vjp(
     Returns ``(grad_x, grad_w)`` of shapes ``x_shape`` and ``w_shape``.
     """
     xp = array_namespace(grad=grad, indices=indices)
-    geometry = _Geometry(tuple(x_shape), tuple(w_shape), stride, padding, groups)
+    geometry = ConvGeometry(tuple(x_shape), tuple(w_shape), stride, padding, groups)
     for name, a in (("grad", grad), ("indices", indices)):
         if tuple(a.shape) != geometry.out_shape:
             raise ValueError(f"{name} must have the output shape {geometry.out_shape}, got {tuple(a.shape)}")
@@ -103,10 +103,16 @@ def conv2d_vjp(
     return kernel(xp, grad, indices, geometry)
 
 
-class _Geometry:
+class ConvGeometry:
     """Checked shapes of a grouped, strided, padded 2-D convolution."""
 
     def __init__(self, x_shape: tuple, w_shape: tuple, stride: Any, padding: Any, groups: Any):
+        for name, shape, layout in (
+            ("x_shape", x_shape, "B, Cin, H, W"),
+            ("w_shape", w_shape, "Cout, Cin // groups, kh, kw"),
+        ):
+            if len(shape) != 4:
+                raise ValueError(f"{name} must have 4 dimensions ({layout}), got {shape}")
         self.stride = pair("stride", stride, 1)
         self.padding = pair("padding", padding, 0)
         self.groups = positive_int("groups", groups)
@@ -145,7 +151,7 @@ class _Geometry:
 
 
 def conv2d_reference(
-    xp: ModuleType, semiring: Semiring, x: Array, w: Array, geometry: _Geometry
+    xp: ModuleType, semiring: Semiring, x: Array, w: Array, geometry: ConvGeometry
 ) -> tuple[Array, Array]:
     """Reference kernel: one candidate ``(c, u, v)`` at a time, all groups and channels at once."""
     B, C_in, _, _ = geometry.x_shape
@@ -172,7 +178,7 @@ def conv2d_reference(
 
 
 def conv2d_vjp_reference(
-    xp: ModuleType, grad: Array, indices: Array, geometry: _Geometry
+    xp: ModuleType, grad: Array, indices: Array, geometry: ConvGeometry
 ) -> tuple[Array, Array]:
     """Reference vjp: per candidate, mask the gradient, sum it per group and scatter it to ``x``."""
     B, C_in, H, W = geometry.x_shape
@@ -206,7 +212,7 @@ def _tropical_conv2d(semiring, x, w, stride, padding, groups, return_indices):
     require_ndim("x", x, 4, "B, Cin, H, W")
     require_ndim("w", w, 4, "Cout, Cin // groups, kh, kw")
     require_same_device(x=x, w=w)
-    geometry = _Geometry(tuple(x.shape), tuple(w.shape), stride, padding, groups)
+    geometry = ConvGeometry(tuple(x.shape), tuple(w.shape), stride, padding, groups)
     dtype = xp.result_type(x.dtype, w.dtype)
     x, w = xp.astype(x, dtype, copy=False), xp.astype(w, dtype, copy=False)
     kernel = kernel_for("conv2d", xp) or conv2d_reference

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from types import ModuleType
 
 from ._array_api import Array, array_namespace, device, index_dtype
@@ -93,6 +94,10 @@ def _grouped(xp: ModuleType, x: Array, pieces: int, axis: int) -> Array:
 
 
 def _check_axis(ndim: int, shape: tuple[int, ...], axis: int) -> int:
-    if not isinstance(axis, int) or isinstance(axis, bool) or not -ndim <= axis < ndim:
+    try:
+        index = operator.index(axis) if not isinstance(axis, bool) else None
+    except TypeError:
+        index = None
+    if index is None or not -ndim <= index < ndim:
         raise ValueError(f"axis must be an int in [{-ndim}, {ndim}) for x of shape {shape}, got {axis!r}")
-    return axis % ndim
+    return index % ndim
