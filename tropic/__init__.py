@@ -4,6 +4,7 @@ The operators accept NumPy arrays (fast NumPy backend) and any other array-API a
 reference path) and return arrays of the caller's library. Conventions are in ``tropic.core``.
 """
 
+from .core.config import get_num_threads, set_num_threads
 from .core.conv import conv2d_vjp, maxplus_conv2d, minplus_conv2d
 from .core.matmul import matmul_vjp, maxplus_matmul, minplus_matmul
 from .core.maxout import maxout, maxout_vjp
@@ -33,6 +34,7 @@ __all__ = [
     "dilation_vjp",
     "erosion",
     "erosion_vjp",
+    "get_num_threads",
     "matmul_vjp",
     "maxout",
     "maxout_vjp",
@@ -42,5 +44,6 @@ __all__ = [
     "minplus_matmul",
     "morphological_gradient",
     "opening",
+    "set_num_threads",
     "white_tophat",
 ]

@@ -11,9 +11,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tropic", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="backends and the operators each one serves")
-    bench = sub.add_parser("bench", help="time tropic against the baselines, in one process")
-    bench.add_argument("args", nargs=argparse.REMAINDER, help="passed on to tropic.bench")
-    options = parser.parse_args(argv)
+    sub.add_parser("bench", help="time tropic against the baselines (options: python -m tropic.bench -h)")
+    options, rest = parser.parse_known_args(argv)
+    if options.command != "bench" and rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if options.command == "info":
         from tropic.backends import info
 
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from tropic.bench import main as bench_main
 
-    return bench_main(options.args) or 0
+    return bench_main(rest) or 0
 
 
 if __name__ == "__main__":

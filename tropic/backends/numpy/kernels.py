@@ -11,13 +11,17 @@ reference kernels (the tests check it); the gradients are scatter-adds with ``np
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from tropic.core.config import get_num_threads
 from tropic.core.dispatch import register
 from tropic.core.semiring import MAX_PLUS
 
-_BLOCK_ELEMENTS = 1 << 18  # candidates per block: 1 MiB of float32, cache-sized
+_BLOCK_ELEMENTS = 1 << 19  # candidates per block (2 MiB of float32): few Python-level calls
+_PARALLEL_PAIRS = 1 << 22  # products with fewer pairs run on one thread
+_executor: ThreadPoolExecutor | None = None
 
 
 def needs_repair(x: np.ndarray, w: np.ndarray) -> bool:
@@ -66,17 +70,36 @@ def matmul_rows(semiring, a: np.ndarray, b_t: np.ndarray, index_type) -> tuple[n
     repair = needs_repair(a, b_t)
     cols = max(1, min(N, _BLOCK_ELEMENTS // K))
     rows = max(1, min(M, _BLOCK_ELEMENTS // (K * cols)))
-    sums = np.empty((rows, cols, K), a.dtype)
-    for j0 in range(0, N, cols):
-        b_block = b_t[None, j0 : j0 + cols, :]
-        for i0 in range(0, M, rows):
-            block = sums[: min(rows, M - i0), : b_block.shape[1]]
-            tropical_add(a[i0 : i0 + rows, None, :], b_block, semiring, repair, out=block)
-            select_winner(
-                block, semiring, c[i0 : i0 + rows, j0 : j0 + cols], winner[i0 : i0 + rows, j0 : j0 + cols]
-            )
+
+    def stripe(lo: int, hi: int) -> None:  # rows lo..hi of the output, with a private scratch block
+        sums = np.empty((rows, cols, K), a.dtype)
+        for j0 in range(0, N, cols):
+            b_block = b_t[None, j0 : j0 + cols, :]
+            for i0 in range(lo, hi, rows):
+                i1 = min(i0 + rows, hi)
+                block = sums[: i1 - i0, : b_block.shape[1]]
+                tropical_add(a[i0:i1, None, :], b_block, semiring, repair, out=block)
+                select_winner(block, semiring, c[i0:i1, j0 : j0 + cols], winner[i0:i1, j0 : j0 + cols])
+
+    # NumPy releases the GIL inside add and argmax, so row stripes run in parallel threads; each
+    # output is written by one thread only, so the result does not depend on the thread count.
+    threads = min(get_num_threads(), M) if M * N * K >= _PARALLEL_PAIRS else 1
+    bounds = np.linspace(0, M, threads + 1).astype(int)
+    if threads == 1:
+        stripe(0, M)
+    else:
+        list(_pool(threads).map(stripe, bounds[:-1], bounds[1:]))
     mark_no_winner(c, winner, semiring)
     return c, winner
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None or _executor._max_workers != threads:
+        if _executor is not None:
+            _executor.shutdown(wait=False)
+        _executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tropic")
+    return _executor
 
 
 def _has_inf(x: np.ndarray, sign: int) -> bool:

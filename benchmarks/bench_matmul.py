@@ -1,0 +1,140 @@
+"""Max-plus products: tropic against NumPy broadcasting, a NumPy loop over k and PyTorch.
+
+The classes compare implementations as a parameter, so one asv run (and one ``asv compare``) holds
+tropic and its baselines side by side. Unsupported combinations (torch missing, an (M, K, N)
+broadcast beyond ``BROADCAST_LIMIT_BYTES``) raise ``NotImplementedError`` in ``setup``: asv skips them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import tropic
+
+from .common import (
+    Benchmark,
+    broadcast_mib,
+    extra_peak_mib,
+    loop_maxplus,
+    naive_maxplus,
+    optional_import,
+    random_array,
+    require_broadcast_fits,
+    require_torch,
+    torch_layer_step,
+    torch_naive_maxplus,
+    tropic_layer_step,
+)
+
+# Imported once here, so asv's forked benchmark processes do not each import it again.
+optional_import("torch")
+
+SHAPES = ("64x64x64", "256x256x256", "512x512x512", "4096x784x256")  # M x K x N; the last: a layer
+IMPLEMENTATIONS = ("tropic", "numpy_broadcast", "numpy_loop", "torch_broadcast", "torch_compile")
+
+
+def _parse(shape: str) -> tuple[int, int, int]:
+    m, k, n = map(int, shape.split("x"))
+    return m, k, n
+
+
+def product(implementation: str, a, b):
+    """A zero-argument callable computing the float32 max-plus product of ``a`` and ``b``."""
+    if implementation == "tropic":
+        return lambda: tropic.maxplus_matmul(a, b)
+    if implementation == "numpy_loop":
+        return lambda: loop_maxplus(a, b)
+    require_broadcast_fits(a.shape[0], a.shape[1], b.shape[1])
+    if implementation == "numpy_broadcast":
+        return lambda: naive_maxplus(a, b)
+    torch = require_torch()
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    if implementation == "torch_broadcast":
+        return lambda: torch_naive_maxplus(ta, tb)
+    if not os.environ.get("TROPIC_ASV_TORCH_COMPILE"):
+        raise NotImplementedError("set TROPIC_ASV_TORCH_COMPILE=1 to time torch.compile (slow to compile)")
+    compiled = torch.compile(torch_naive_maxplus)
+    compiled(ta, tb)  # compile here, not in the timed call
+    return lambda: compiled(ta, tb)
+
+
+class MaxplusMatmul(Benchmark):
+    """``c[i, j] = max_k a[i, k] + b[k, j]``, float32, square sizes and a dense layer's shape."""
+
+    params = (SHAPES, IMPLEMENTATIONS)
+    param_names = ("MxKxN", "implementation")
+
+    def setup(self, shape, implementation):
+        m, k, n = _parse(shape)
+        a, b = random_array(m, k, seed=1), random_array(k, n, seed=2)
+        self.run = product(implementation, a, b)
+
+    def time_maxplus_matmul(self, shape, implementation):
+        self.run()
+
+    def peakmem_maxplus_matmul(self, shape, implementation):
+        self.run()
+
+
+class MaxplusMatmulMemory(Benchmark):
+    """Extra memory of an n^3 float32 product, measured with tracemalloc around the call.
+
+    tropic needs O(output) (a few MiB at n = 1024, well under 64 MiB); broadcasting forms the
+    (n, n, n) array: 64 MiB at n = 256, 4 GiB at n = 1024 (not run: see ``BroadcastIntermediate``).
+    tracemalloc sees NumPy's buffers but not PyTorch's allocator, so torch is not measured here.
+    """
+
+    params = ((256, 1024), ("tropic", "numpy_loop", "numpy_broadcast"))
+    param_names = ("n", "implementation")
+
+    def setup(self, n, implementation):
+        if implementation == "numpy_broadcast" and n > 256:
+            raise NotImplementedError("the broadcast needs 4 GiB at n = 1024; its size is tracked instead")
+        self.run = product(implementation, random_array(n, n, seed=1), random_array(n, n, seed=2))
+
+    def track_extra_peak_mib(self, n, implementation):
+        return round(extra_peak_mib(self.run), 2)
+
+    track_extra_peak_mib.unit = "MiB"
+
+    def peakmem_product(self, n, implementation):
+        self.run()
+
+
+class BroadcastIntermediate:
+    """The size of the (n, n, n) float32 array ``np.max(a[:, :, None] + b[None], 1)`` forms."""
+
+    params = ((256, 512, 1024),)
+    param_names = ("n",)
+
+    def track_broadcast_intermediate_mib(self, n):
+        return broadcast_mib(n, n, n)
+
+    track_broadcast_intermediate_mib.unit = "MiB"
+
+
+class MaxplusLayerTraining(Benchmark):
+    """Forward and backward of a max-plus layer, batch 256, 1024 -> 1024 features.
+
+    tropic: the product with ``return_indices`` then ``matmul_vjp``; torch: autograd of the
+    broadcast formula (a 1 GiB intermediate, and as much again for its gradient).
+    """
+
+    params = (("tropic", "torch_autograd"),)
+    param_names = ("implementation",)
+
+    def setup(self, implementation):
+        x, w = random_array(256, 1024, seed=1), random_array(1024, 1024, seed=2)
+        grad = random_array(256, 1024, seed=3)
+        if implementation == "tropic":
+            self.run = lambda: tropic_layer_step(x, w, grad)
+        else:
+            torch = require_torch()
+            tx, tw, tg = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(grad)
+            self.run = lambda: torch_layer_step(tx, tw, tg)
+
+    def time_forward_backward(self, implementation):
+        self.run()
+
+    def peakmem_forward_backward(self, implementation):
+        self.run()

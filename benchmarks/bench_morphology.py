@@ -1,0 +1,59 @@
+"""Grey-level dilation: tropic against scipy.ndimage (the library image-morphology users pick).
+
+tropic runs with ``mode="reflect"``, SciPy's default border, so both compute the same result.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import tropic
+
+from .common import Benchmark, optional_import, random_array, require_ndimage, scipy_batched_grey_dilation
+
+optional_import("scipy.ndimage")  # imported once, before asv forks the benchmark processes
+
+
+class NonFlatDilation(Benchmark):
+    """5x5 non-flat (additive) structuring element on a (8, 16, 64, 64) batch of images.
+
+    SciPy has no batch axis: its baseline loops ``grey_dilation`` over the 128 images.
+    """
+
+    params = (("tropic", "scipy"),)
+    param_names = ("implementation",)
+
+    def setup(self, implementation):
+        images, structure = random_array(8, 16, 64, 64, seed=1), random_array(5, 5, seed=2)
+        if implementation == "tropic":
+            self.run = lambda: tropic.dilation(images, structure, mode="reflect")
+        else:
+            ndimage = require_ndimage()
+            self.run = lambda: scipy_batched_grey_dilation(images, structure, ndimage)
+
+    def time_dilation(self, implementation):
+        self.run()
+
+    def peakmem_dilation(self, implementation):
+        self.run()
+
+
+class FlatDilation(Benchmark):
+    """Flat 15x15 footprint on a 1024x1024 image (SciPy: ``maximum_filter``, a separable filter)."""
+
+    params = (("tropic", "scipy"),)
+    param_names = ("implementation",)
+
+    def setup(self, implementation):
+        image, footprint = random_array(1024, 1024, seed=1), np.ones((15, 15), dtype=bool)
+        if implementation == "tropic":
+            self.run = lambda: tropic.dilation(image, footprint=footprint, mode="reflect")
+        else:
+            ndimage = require_ndimage()
+            self.run = lambda: ndimage.maximum_filter(image, footprint=footprint)
+
+    def time_dilation(self, implementation):
+        self.run()
+
+    def peakmem_dilation(self, implementation):
+        self.run()

@@ -1,0 +1,90 @@
+"""Shared pieces of the asv suite: random inputs, optional libraries, the base class.
+
+The baselines and the tracemalloc probe come from :mod:`tropic.bench` (the ``python -m tropic.bench``
+report), so that the report and this suite time exactly the same code. asv does its own timing.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+
+from tropic.bench import (
+    BROADCAST_LIMIT_BYTES,
+    broadcast_mib,
+    extra_peak_mib,
+    loop_maxplus,
+    naive_maxplus,
+    numpy_unfold_conv2d,
+    optional_import,
+    scipy_batched_grey_dilation,
+    torch_layer_step,
+    torch_naive_maxplus,
+    torch_unfold_conv2d,
+    tropic_layer_step,
+)
+
+__all__ = [
+    "BROADCAST_LIMIT_BYTES",
+    "Benchmark",
+    "broadcast_mib",
+    "extra_peak_mib",
+    "loop_maxplus",
+    "naive_maxplus",
+    "numpy_unfold_conv2d",
+    "random_array",
+    "require_broadcast_fits",
+    "require_ndimage",
+    "require_torch",
+    "scipy_batched_grey_dilation",
+    "torch_layer_step",
+    "torch_naive_maxplus",
+    "torch_unfold_conv2d",
+    "tropic_layer_step",
+]
+
+
+def random_array(*shape: int, seed: int = 0) -> np.ndarray:
+    """Standard normal float32 (ties have probability ~0, so every winner is unique)."""
+    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+
+
+def require_torch():
+    """The torch module; ``NotImplementedError`` (asv: skip this combination) if it is missing."""
+    torch = optional_import("torch")
+    if torch is None:
+        raise NotImplementedError("torch is not installed")
+    return torch
+
+
+def require_ndimage():
+    """``scipy.ndimage``; ``NotImplementedError`` (asv: skip this combination) if SciPy is missing."""
+    ndimage = optional_import("scipy.ndimage")
+    if ndimage is None:
+        raise NotImplementedError("scipy is not installed")
+    return ndimage
+
+
+def require_broadcast_fits(m: int, k: int, n: int) -> None:
+    """Skip baselines that would form an (M, K, N) intermediate larger than the limit."""
+    if broadcast_mib(m, k, n) * (1 << 20) > BROADCAST_LIMIT_BYTES:
+        raise NotImplementedError(f"the (M,K,N) intermediate would need {broadcast_mib(m, k, n):.0f} MiB")
+
+
+class Benchmark(abc.ABC):
+    """Base of the suite: every class compares tropic with its baselines in the same process.
+
+    Abstract, so that asv does not collect it as a benchmark of its own. ``peakmem_reference`` does
+    nothing: its peak is the setup's, to subtract from the other ``peakmem_*`` results (which are
+    the process's maximum RSS, setup included).
+    """
+
+    timeout = 180  # the broadcast baselines of the large shapes take seconds per call on 2 cores
+
+    @abc.abstractmethod
+    def setup(self, *params):
+        """Build the inputs and ``self.run``; raise ``NotImplementedError`` to skip a combination."""
+
+    def peakmem_reference(self, *params):  # noqa: B027 (empty on purpose: the setup's peak alone)
+        pass

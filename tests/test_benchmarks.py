@@ -1,0 +1,148 @@
+"""Micro-benchmarks of the kernels (pytest-benchmark) and checks of the benchmark tooling.
+
+The tests that take the ``benchmark`` fixture are skipped in the default run (``--benchmark-skip`` in
+pyproject's addopts). ``--benchmark-enable`` does not lift that skip; run them with
+``pytest tests/test_benchmarks.py --benchmark-only`` (or ``-o addopts=""`` to run everything).
+Each benchmark also checks that the timed call computed the right thing.
+Tests of the same size share a group, so pytest-benchmark prints tropic next to its baseline.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import tropic
+from tropic.bench import (
+    broadcast_mib,
+    extra_peak_mib,
+    loop_maxplus,
+    main,
+    measure,
+    naive_maxplus,
+    numpy_unfold_conv2d,
+    scipy_batched_grey_dilation,
+)
+
+from .helpers import assert_identical
+
+
+def random_array(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+
+
+# --- pytest-benchmark micro-benchmarks (skipped by default) ------------------------------------
+
+
+@pytest.mark.parametrize("n", [256, 512])
+def test_maxplus_matmul_speed(benchmark, n):
+    """tropic's n^3 float32 max-plus product; the timed result equals the NumPy loop's bitwise."""
+    a, b = random_array(n, n, seed=1), random_array(n, n, seed=2)
+    benchmark.group = f"maxplus_matmul {n}^3 float32"
+    benchmark.extra_info["pairs"] = n**3
+    c = benchmark(tropic.maxplus_matmul, a, b)
+    assert_identical(c, loop_maxplus(a, b))
+
+
+@pytest.mark.parametrize("n", [256, 512])
+def test_naive_broadcast_speed(benchmark, n):
+    """The baseline ``np.max(a[:, :, None] + b[None], 1)`` on the same inputs, in the same group."""
+    a, b = random_array(n, n, seed=1), random_array(n, n, seed=2)
+    benchmark.group = f"maxplus_matmul {n}^3 float32"
+    benchmark.extra_info["pairs"] = n**3
+    c = benchmark(naive_maxplus, a, b)
+    assert_identical(c, loop_maxplus(a, b))
+
+
+def test_dilation_speed(benchmark):
+    """5x5 non-flat dilation of a (8, 16, 64, 64) batch; equals SciPy's grey_dilation per image."""
+    ndimage = pytest.importorskip("scipy.ndimage", reason="scipy is the reference")
+    images, structure = random_array(8, 16, 64, 64, seed=1), random_array(5, 5, seed=2)
+    benchmark.group = "dilation 5x5 (8, 16, 64, 64)"
+    out = benchmark(tropic.dilation, images, structure, mode="reflect")
+    assert_identical(out, scipy_batched_grey_dilation(images, structure, ndimage))
+
+
+def test_maxplus_conv2d_speed(benchmark):
+    """Max-plus conv2d, x (8, 16, 32, 32), w (16, 16, 3, 3); equals unfold-and-max bitwise."""
+    x, w = random_array(8, 16, 32, 32, seed=1), random_array(16, 16, 3, 3, seed=2)
+    benchmark.group = "maxplus_conv2d (8, 16, 32, 32) * (16, 16, 3, 3)"
+    y = benchmark(tropic.maxplus_conv2d, x, w)
+    assert_identical(y, numpy_unfold_conv2d(x, w))
+
+
+# --- the tooling (these run by default) ---------------------------------------------------------
+
+
+def test_measure_warms_up_then_times_repeat_calls():
+    """``measure`` calls once untimed plus ``repeat`` timed times and returns the first result."""
+    calls = []
+
+    def fn():
+        calls.append(len(calls))
+        return len(calls)
+
+    seconds, first = measure(fn, repeat=3)
+    assert (len(calls), first) == (4, 1)
+    assert seconds >= 0.0
+    with pytest.raises(ValueError, match="repeat"):
+        measure(fn, repeat=0)
+
+
+def test_extra_peak_probe_sees_the_broadcast_intermediate():
+    """At 256^3 the broadcast's (M, K, N) intermediate is 64 MiB and the probe reports at least that
+    (so the probe sees NumPy's buffers and the memory bound below can fail)."""
+    a, b = random_array(256, 256, seed=1), random_array(256, 256, seed=2)
+    assert broadcast_mib(256, 256, 256) == 64.0
+    assert extra_peak_mib(lambda: naive_maxplus(a, b)) >= 64.0
+
+
+def test_maxplus_matmul_512_extra_peak_below_64_mib():
+    """A (512x512) x (512x512) float32 max-plus product, indices included, allocates well under the
+    512 MiB that broadcasting needs: its extra peak (tracemalloc) stays below 64 MiB."""
+    a, b = random_array(512, 512, seed=1), random_array(512, 512, seed=2)
+    assert extra_peak_mib(lambda: tropic.maxplus_matmul(a, b, return_indices=True)) < 64.0
+
+
+def _table_rows(output: str) -> dict[tuple[str, str], list[str]]:
+    """{(operator, baseline): cells} of the printed table (columns are separated by 2+ spaces)."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("operator "))
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.strip():
+            break
+        cells = re.split(r"\s{2,}", line.strip())
+        rows.setdefault((cells[0], cells[2]), []).append(cells)
+    return rows
+
+
+def test_bench_cli_quick_prints_every_comparison(capsys):
+    """``python -m tropic.bench --quick --repeat 1`` prints a row per comparison with a numeric tropic
+    time, results that agree with each baseline that ran, and the extra-peak memory lines."""
+    assert main(["--quick", "--repeat", "1"]) == 0
+    output = capsys.readouterr().out
+    rows = _table_rows(output)
+    expected = {
+        ("maxplus_matmul", "np.max broadcast"),
+        ("maxplus_matmul", "NumPy loop over k"),
+        ("maxplus_matmul", "torch broadcast amax"),
+        ("dilation (non-flat)", "scipy grey_dilation loop"),
+        ("dilation (flat)", "scipy maximum_filter"),
+        ("maxplus_conv2d", "NumPy unfold + max"),
+        ("maxplus_conv2d", "torch unfold + amax"),
+        ("maxplus layer fwd+bwd", "torch autograd broadcast"),
+    }
+    assert expected <= set(rows), sorted(set(rows))
+    for cells in (c for group in rows.values() for c in group):
+        assert float(cells[3]) > 0.0, cells  # tropic ms
+        check = cells[-1]
+        assert check in ("equal", "close") or check.startswith("skipped: "), cells
+        if check in ("equal", "close"):
+            assert float(cells[4]) > 0.0 and cells[5].endswith("x"), cells
+    assert len(rows[("maxplus_matmul", "np.max broadcast")]) >= 2  # several product shapes
+    peak = re.search(r"tropic\.maxplus_matmul\s+([\d.]+) MiB", output)
+    assert peak is not None and float(peak.group(1)) < 64.0, output
+    assert re.search(r"np\.max broadcast\s+512\.0 MiB", output), output  # 512^3 x 4 bytes in quick mode
