@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -17,36 +17,18 @@ import tropic
 from tropic.core.matmul import matmul_reference, matmul_vjp_reference
 from tropic.core.semiring import MAX_PLUS, MIN_PLUS
 
-from .helpers import assert_identical, to_numpy
+from .helpers import (
+    SEMIRINGS,
+    SPECIAL,
+    SPECIAL_NO_NAN,
+    assert_identical,
+    expected_index_dtype,
+    hsettings,
+    strict,
+    to_numpy,
+)
 
 OPS = {MAX_PLUS: tropic.maxplus_matmul, MIN_PLUS: tropic.minplus_matmul}
-SEMIRINGS = pytest.mark.parametrize("semiring", [MAX_PLUS, MIN_PLUS], ids=["maxplus", "minplus"])
-
-# Small integer values make ties common; the infinities and NaN exercise the absorbing and NaN rules.
-INTS = st.integers(-3, 3).map(float)
-SPECIAL = st.one_of(INTS, st.sampled_from([-np.inf, np.inf, np.nan]))
-SPECIAL_NO_NAN = st.one_of(INTS, st.sampled_from([-np.inf, np.inf]))
-
-
-def hsettings(max_examples):
-    """Hypothesis settings for these tests (the ``xp`` fixture only returns a module: safe to reuse)."""
-    return settings(
-        max_examples=max_examples,
-        suppress_health_check=[HealthCheck.function_scoped_fixture],
-        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
-    )
-
-
-def strict():
-    return pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
-
-
-def expected_index_dtype(n_candidates):
-    """The smallest signed integer dtype holding -1 .. n_candidates - 1 (the documented rule)."""
-    for dtype in (np.int8, np.int16, np.int32, np.int64):
-        if n_candidates - 1 <= np.iinfo(dtype).max:
-            return np.dtype(dtype)
-    raise AssertionError("unreachable")
 
 
 def as_matrices(a, b):

@@ -8,37 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import tropic
 from tropic.core.maxout import maxout_reference
 
-from .helpers import assert_identical, to_numpy
-
-INTS = st.integers(-3, 3).map(float)
-SPECIAL = st.one_of(INTS, st.sampled_from([-np.inf, np.inf, np.nan]))
-
-
-def hsettings(max_examples):
-    """Hypothesis settings for these tests (the ``xp`` fixture only returns a module: safe to reuse)."""
-    return settings(
-        max_examples=max_examples,
-        suppress_health_check=[HealthCheck.function_scoped_fixture],
-        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
-    )
-
-
-def strict():
-    return pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
-
-
-def expected_index_dtype(n_candidates):
-    for dtype in (np.int8, np.int16, np.int32, np.int64):
-        if n_candidates - 1 <= np.iinfo(dtype).max:
-            return np.dtype(dtype)
-    raise AssertionError("unreachable")
+from .helpers import SPECIAL, assert_identical, expected_index_dtype, hsettings, strict, to_numpy
 
 
 def grouped(x, pieces, axis):
