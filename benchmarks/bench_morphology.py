@@ -9,7 +9,14 @@ import numpy as np
 
 import tropic
 
-from .common import Benchmark, optional_import, random_array, require_ndimage, scipy_batched_grey_dilation
+from .common import (
+    Benchmark,
+    optional_import,
+    random_array,
+    require_compiled,
+    require_ndimage,
+    scipy_batched_grey_dilation,
+)
 
 optional_import("scipy.ndimage")  # imported once, before asv forks the benchmark processes
 
@@ -20,13 +27,16 @@ class NonFlatDilation(Benchmark):
     SciPy has no batch axis: its baseline loops ``grey_dilation`` over the 128 images.
     """
 
-    params = (("tropic", "scipy"),)
+    params = (("tropic", "tropic_numpy_path", "scipy"),)
     param_names = ("implementation",)
 
     def setup(self, implementation):
         images, structure = random_array(8, 16, 64, 64, seed=1), random_array(5, 5, seed=2)
+        run = lambda: tropic.dilation(images, structure, mode="reflect")  # noqa: E731
         if implementation == "tropic":
-            self.run = lambda: tropic.dilation(images, structure, mode="reflect")
+            self.run = run
+        elif implementation == "tropic_numpy_path":
+            self.run = require_compiled(run)
         else:
             ndimage = require_ndimage()
             self.run = lambda: scipy_batched_grey_dilation(images, structure, ndimage)
@@ -41,13 +51,16 @@ class NonFlatDilation(Benchmark):
 class FlatDilation(Benchmark):
     """Flat 15x15 footprint on a 1024x1024 image (SciPy: ``maximum_filter``, a separable filter)."""
 
-    params = (("tropic", "scipy"),)
+    params = (("tropic", "tropic_numpy_path", "scipy"),)
     param_names = ("implementation",)
 
     def setup(self, implementation):
         image, footprint = random_array(1024, 1024, seed=1), np.ones((15, 15), dtype=bool)
+        run = lambda: tropic.dilation(image, footprint=footprint, mode="reflect")  # noqa: E731
         if implementation == "tropic":
-            self.run = lambda: tropic.dilation(image, footprint=footprint, mode="reflect")
+            self.run = run
+        elif implementation == "tropic_numpy_path":
+            self.run = require_compiled(run)
         else:
             ndimage = require_ndimage()
             self.run = lambda: ndimage.maximum_filter(image, footprint=footprint)

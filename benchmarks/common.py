@@ -16,6 +16,7 @@ from tropic.bench import (
     extra_peak_mib,
     loop_maxplus,
     naive_maxplus,
+    numpy_path,
     numpy_unfold_conv2d,
     optional_import,
     scipy_batched_grey_dilation,
@@ -32,9 +33,11 @@ __all__ = [
     "extra_peak_mib",
     "loop_maxplus",
     "naive_maxplus",
+    "numpy_path",
     "numpy_unfold_conv2d",
     "random_array",
     "require_broadcast_fits",
+    "require_compiled",
     "require_ndimage",
     "require_torch",
     "scipy_batched_grey_dilation",
@@ -48,6 +51,16 @@ __all__ = [
 def random_array(*shape: int, seed: int = 0) -> np.ndarray:
     """Standard normal float32 (ties have probability ~0, so every winner is unique)."""
     return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+
+
+def require_compiled(fn):
+    """``fn`` on tropic's pure NumPy path; ``NotImplementedError`` if the compiled kernels are not in
+    use (then tropic already is the NumPy path)."""
+    from tropic.backends.numpy import compiled
+
+    if not compiled.available():
+        raise NotImplementedError("the compiled CPU kernels are not in use")
+    return numpy_path(fn)
 
 
 def require_torch():

@@ -33,3 +33,20 @@ def xp(request):
     if request.param == "numpy":
         return np
     return _strict()
+
+
+@pytest.fixture(params=["compiled", "numpy-path"])
+def cpu_path(request, monkeypatch):
+    """Run a test on the compiled CPU kernels and again on the pure NumPy path.
+
+    Without a built extension the compiled run is skipped, except on CI (``CI`` set), where the
+    README's install must have built it.
+    """
+    from tropic.backends.numpy import compiled
+
+    if request.param == "compiled" and not compiled.available():
+        if os.environ.get("CI"):
+            pytest.fail(f"the compiled kernels must be built on CI: {compiled.status()}")
+        pytest.skip(f"compiled kernels not built (optional): {compiled.status()}")
+    monkeypatch.setattr(compiled, "enabled", request.param == "compiled")
+    return request.param

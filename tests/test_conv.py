@@ -27,6 +27,9 @@ from .helpers import (
     to_numpy,
 )
 
+# Every test runs on the compiled kernels and on the NumPy path (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("cpu_path")
+
 OPS = {MAX_PLUS: tropic.maxplus_conv2d, MIN_PLUS: tropic.minplus_conv2d}
 
 

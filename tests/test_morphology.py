@@ -24,6 +24,9 @@ import tropic.core.morphology as morphology_module
 
 from .helpers import assert_identical, to_numpy
 
+# Every test runs on the compiled kernels and on the NumPy path (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("cpu_path")
+
 OPS = ["dilation", "erosion", "opening", "closing", "morphological_gradient", "white_tophat", "black_tophat"]
 SCIPY_OPS = {
     "dilation": ndi.grey_dilation,

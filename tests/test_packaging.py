@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -68,3 +70,23 @@ def test_operators_return_the_callers_array_library():
     b = strict.asarray(np.zeros((3, 2)))
     assert type(tropic.maxplus_matmul(a, b)) is type(a)
     assert type(tropic.maxplus_matmul(np.ones((2, 3)), np.zeros((3, 2)))) is np.ndarray
+
+
+def test_compiled_kernels_can_be_switched_off():
+    """TROPIC_DISABLE_COMPILED=1 falls back to NumPy, says so, and gives the same results."""
+    code = (
+        "import json, numpy as np, tropic; from tropic.backends import info; "
+        "r = np.random.default_rng(0); a = r.integers(-3, 3, (40, 30)).astype(np.float32); "
+        "b = r.integers(-3, 3, (30, 20)).astype(np.float32); "
+        "c, k = tropic.maxplus_matmul(a, b, return_indices=True); "
+        "print(json.dumps([info()['cpu']['in use'], c.tolist(), k.tolist()]))"
+    )
+    runs = []
+    for disabled in ("1", ""):
+        env = dict(os.environ, TROPIC_DISABLE_COMPILED=disabled)
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+        )
+        runs.append(json.loads(done.stdout))
+    assert runs[0][0] is False
+    assert runs[0][1:] == runs[1][1:]

@@ -133,6 +133,29 @@ def scipy_batched_grey_dilation(images: np.ndarray, structure: np.ndarray, ndima
     return out.reshape(images.shape)
 
 
+def numpy_path(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` run with tropic's compiled CPU kernels switched off: the pure NumPy fallback."""
+    from tropic.backends.numpy import compiled
+
+    def run():
+        saved, compiled.enabled = compiled.enabled, False
+        try:
+            return fn()
+        finally:
+            compiled.enabled = saved
+
+    return run
+
+
+def _with_numpy_path(fn: Callable[[], Any], baselines: Sequence[Baseline]) -> list[Baseline]:
+    """Prepend the NumPy-path baseline when the compiled kernels are in use (else it is tropic)."""
+    from tropic.backends.numpy import compiled
+
+    if not compiled.available():
+        return list(baselines)
+    return [("tropic NumPy path", numpy_path(fn)), *baselines]
+
+
 def tropic_layer_step(x: np.ndarray, w: np.ndarray, grad: np.ndarray):
     """Forward and backward of a max-plus layer ``x ⊗ w``: (grad_x, grad_w)."""
     _, winners = tropic.maxplus_matmul(x, w, return_indices=True)
@@ -152,7 +175,7 @@ def torch_layer_step(x, w, grad):
 @dataclass(frozen=True)
 class Sizes:
     square: tuple[int, ...]  # n of the n x n x n products
-    layer: tuple[int, int, int]  # (M, K, N) of a dense layer's product
+    layers: tuple[tuple[int, int, int], ...]  # (M, K, N) of non-square products
     nonflat: tuple[int, int, int, int]  # image batch for the 5x5 non-flat dilation
     flat: tuple[int, int]  # (image side, footprint side) of the flat dilation
     conv: tuple[int, int, int, int, int]  # (B, Cin, Cout, H=W, k)
@@ -162,7 +185,7 @@ class Sizes:
 
 FULL = Sizes(
     square=(64, 256, 512),
-    layer=(4096, 784, 256),
+    layers=((4096, 784, 256), (64, 4096, 4096)),
     nonflat=(8, 16, 64, 64),
     flat=(1024, 15),
     conv=(8, 16, 16, 32, 3),
@@ -171,7 +194,7 @@ FULL = Sizes(
 )
 QUICK = Sizes(
     square=(64, 256),
-    layer=(1024, 784, 64),
+    layers=((1024, 784, 64),),
     nonflat=(2, 4, 64, 64),
     flat=(256, 15),
     conv=(2, 16, 16, 32, 3),
@@ -244,7 +267,7 @@ def _broadcast_reason(m: int, k: int, n: int) -> str | None:
 
 def _product_rows(sizes: Sizes, repeat: int, rng, torch, compile_torch: bool) -> list[Row]:
     rows = []
-    for m, k, n in [(n, n, n) for n in sizes.square] + [sizes.layer]:
+    for m, k, n in [(n, n, n) for n in sizes.square] + list(sizes.layers):
         with_compile = compile_torch if (m, k, n) == (sizes.square[-1],) * 3 else None
         rows += _product_case(m, k, n, repeat, rng, torch, with_compile)
     return rows
@@ -269,7 +292,11 @@ def _product_case(m: int, k: int, n: int, repeat: int, rng, torch, with_compile:
         elif with_compile is not None:
             baselines.append(("torch.compile broadcast", "pass --torch-compile (compiling takes ~30 s)"))
     shape = f"{m}x{k} @ {k}x{n}"
-    return compare("maxplus_matmul", shape, m * k * n, lambda: tropic.maxplus_matmul(a, b), baselines, repeat)
+
+    def run():
+        return tropic.maxplus_matmul(a, b)
+
+    return compare("maxplus_matmul", shape, m * k * n, run, _with_numpy_path(run, baselines), repeat)
 
 
 def _morphology_rows(sizes: Sizes, repeat: int, rng, ndimage) -> list[Row]:
@@ -279,12 +306,15 @@ def _morphology_rows(sizes: Sizes, repeat: int, rng, ndimage) -> list[Row]:
         missing if ndimage is None else (lambda: scipy_batched_grey_dilation(images, structure, ndimage))
     )
     shape = "x".join(map(str, sizes.nonflat)) + ", se 5x5"
+    def nonflat():
+        return tropic.dilation(images, structure, mode="reflect")
+
     rows = compare(
         "dilation (non-flat)",
         shape,
         images.size * structure.size,
-        lambda: tropic.dilation(images, structure, mode="reflect"),
-        [("scipy grey_dilation loop", batch_dilation)],
+        nonflat,
+        _with_numpy_path(nonflat, [("scipy grey_dilation loop", batch_dilation)]),
         repeat,
     )
     side, k = sizes.flat
@@ -292,12 +322,15 @@ def _morphology_rows(sizes: Sizes, repeat: int, rng, ndimage) -> list[Row]:
     maximum_filter = (
         missing if ndimage is None else (lambda: ndimage.maximum_filter(image, footprint=footprint))
     )
+    def flat():
+        return tropic.dilation(image, footprint=footprint, mode="reflect")
+
     rows += compare(
         "dilation (flat)",
         f"{side}x{side}, footprint {k}x{k}",
         image.size * footprint.size,
-        lambda: tropic.dilation(image, footprint=footprint, mode="reflect"),
-        [("scipy maximum_filter", maximum_filter)],
+        flat,
+        _with_numpy_path(flat, [("scipy maximum_filter", maximum_filter)]),
         repeat,
     )
     return rows
@@ -315,7 +348,11 @@ def _conv_rows(sizes: Sizes, repeat: int, rng, torch) -> list[Row]:
         baselines.append(("torch unfold + amax", lambda: torch_unfold_conv2d(tx, tw)))
     shape = f"x {B}x{C_in}x{side}x{side}, w {C_out}x{C_in}x{k}x{k}"
     pairs = B * C_out * out_side * out_side * C_in * k * k
-    return compare("maxplus_conv2d", shape, pairs, lambda: tropic.maxplus_conv2d(x, w), baselines, repeat)
+
+    def run():
+        return tropic.maxplus_conv2d(x, w)
+
+    return compare("maxplus_conv2d", shape, pairs, run, _with_numpy_path(run, baselines), repeat)
 
 
 def _training_rows(sizes: Sizes, repeat: int, rng, torch) -> list[Row]:
@@ -326,12 +363,15 @@ def _training_rows(sizes: Sizes, repeat: int, rng, torch) -> list[Row]:
     else:
         tx, tw, tg = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(grad)
         autograd = _broadcast_reason(batch, n_in, n_out) or (lambda: torch_layer_step(tx, tw, tg))
+    def run():
+        return tropic_layer_step(x, w, grad)
+
     return compare(
         "maxplus layer fwd+bwd",
         f"{batch}x{n_in} @ {n_in}x{n_out}",
         None,
-        lambda: tropic_layer_step(x, w, grad),
-        [("torch autograd broadcast", autograd)],
+        run,
+        _with_numpy_path(run, [("torch autograd broadcast", autograd)]),
         repeat,
     )
 
@@ -393,6 +433,12 @@ def _environment(torch, ndimage, repeat: int) -> str:
         parts.append("torch: not installed")
     else:
         parts.append(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    from tropic.backends import info
+
+    cpu = info()["cpu"]
+    kernels = "; ".join(f"{name}: {state}" for name, state in cpu["compiled kernels"].items())
+    parts.append(f"compiled kernels {'in use' if cpu['in use'] else 'NOT in use'} ({kernels})")
+    parts.append(f"tropic threads {cpu['threads']}")
     return (
         f"{', '.join(parts)}; {platform.machine()} with {os.cpu_count()} CPUs; float32; "
         f"median of {repeat} after 1 warm-up\n"

@@ -10,10 +10,19 @@ from tropic.core.dispatch import backend_status, capabilities, load_backend
 
 
 def info() -> dict[str, object]:
-    """What serves each operator: ``{"backends": {name: status}, "native": {operator: [backends]}}``.
+    """What serves each operator: ``{"backends": {name: status}, "native": {operator: [backends]},
+    "cpu": {...}}``, the last saying whether the compiled CPU kernels were built and are in use.
 
     Loads the NumPy backend first so that the report is complete for the default CPU path.
     """
     load_backend("numpy")
+    from tropic.backends.numpy import compiled
+    from tropic.core.config import get_num_threads
+
     native = {op: sorted(backends) for op, backends in capabilities().items()}
-    return {"backends": backend_status(), "native": native}
+    cpu = {
+        "compiled kernels": compiled.status(),
+        "in use": compiled.available(),
+        "threads": get_num_threads(),
+    }
+    return {"backends": backend_status(), "native": native, "cpu": cpu}

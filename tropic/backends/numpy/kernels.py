@@ -19,9 +19,14 @@ from tropic.core.config import get_num_threads
 from tropic.core.dispatch import register
 from tropic.core.semiring import MAX_PLUS
 
+from . import compiled
+
 _BLOCK_ELEMENTS = 1 << 19  # candidates per block (2 MiB of float32): few Python-level calls
 _PARALLEL_PAIRS = 1 << 22  # products with fewer pairs run on one thread
 _executor: ThreadPoolExecutor | None = None
+_C_PRODUCT = {np.float32: "tropic_matmul_f32", np.float64: "tropic_matmul_f64"}
+_C_TAPS = {np.float32: "tropic_taps_f32", np.float64: "tropic_taps_f64"}
+_C_RECT = {np.float32: "tropic_rect_f32", np.float64: "tropic_rect_f64"}
 
 
 def needs_repair(x: np.ndarray, w: np.ndarray) -> bool:
@@ -60,8 +65,48 @@ def mark_no_winner(values: np.ndarray, winner: np.ndarray, semiring) -> None:
     winner[values == semiring.zero] = -1
 
 
+def product(semiring, a: np.ndarray, b: np.ndarray, index_type) -> tuple[np.ndarray, np.ndarray]:
+    """``c[i, j] = ⊕_k a[i, k] ⊗ b[k, j]`` for 2-D ``a`` (M, K) and ``b`` (K, N).
+
+    The compiled kernel when it is built and the dtype has one, else :func:`matmul_rows`.
+    """
+    (M, K), N = a.shape, b.shape[1]
+    kernel = compiled.function(_C_PRODUCT.get(a.dtype.type, "")) if 0 < K < 2**31 and M and N else None
+    if kernel is None:
+        return matmul_rows(semiring, a, np.ascontiguousarray(b.T), index_type)
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    c = np.empty((M, N), a.dtype)
+    winner = np.empty((M, N), np.int32)
+    _check(kernel(a, b, c, winner, M, K, N, int(semiring.maximises), get_num_threads()), "product")
+    _product_nan_rule(a, b, c, winner)
+    return c, winner.astype(index_type, copy=False)
+
+
+def _product_nan_rule(a: np.ndarray, b: np.ndarray, c: np.ndarray, winner: np.ndarray) -> None:
+    """NaN dominates: ``c[i, j]`` is NaN if row ``i`` of ``a`` or column ``j`` of ``b`` holds one,
+    won by the first NaN candidate. (The compiled kernels never let a NaN candidate win.)"""
+    nan_a, nan_b = np.isnan(a), np.isnan(b)
+    if not (nan_a.any() or nan_b.any()):
+        return
+    K = a.shape[1]
+    first_a = np.where(nan_a.any(axis=1), nan_a.argmax(axis=1), K)
+    first_b = np.where(nan_b.any(axis=0), nan_b.argmax(axis=0), K)
+    first = np.minimum(first_a[:, None], first_b[None, :])
+    hit = first < K
+    c[hit] = np.nan
+    winner[hit] = first[hit]
+
+
+def _check(status: int, what: str) -> None:
+    """C kernels return 0, 1 for arguments they cannot take (a bug on this side), 2 out of memory."""
+    if status == 2:
+        raise MemoryError(f"tropic's compiled {what} kernel could not allocate its work space")
+    if status != 0:
+        raise RuntimeError(f"tropic's compiled {what} kernel rejected its arguments (status {status})")
+
+
 def matmul_rows(semiring, a: np.ndarray, b_t: np.ndarray, index_type) -> tuple[np.ndarray, np.ndarray]:
-    """``c[i, j] = ⊕_k a[i, k] ⊗ b_t[j, k]`` for 2-D ``a`` (M, K) and ``b_t`` (N, K)."""
+    """NumPy path: ``c[i, j] = ⊕_k a[i, k] ⊗ b_t[j, k]`` for 2-D ``a`` (M, K) and ``b_t`` (N, K)."""
     (M, K), N = a.shape, b_t.shape[0]
     c = np.full((M, N), semiring.zero, a.dtype)
     winner = np.full((M, N), -1, index_type)
@@ -120,14 +165,14 @@ def matmul(xp, semiring, a: np.ndarray, b: np.ndarray):
     M, N = a.shape[-2], b.shape[-1]
     if b.ndim == 2:  # the layer case x @ W: fold a's batch into its rows
         a_rows = a.reshape(math.prod(a.shape[:-1]), K)  # not -1: K may be 0
-        c, w = matmul_rows(semiring, a_rows, np.ascontiguousarray(b.T), index_type)
+        c, w = product(semiring, a_rows, b, index_type)
         return c.reshape(batch + (M, N)), w.reshape(batch + (M, N))
     a = np.broadcast_to(a, batch + (M, K))
-    b_t = np.swapaxes(np.broadcast_to(b, batch + (K, N)), -1, -2)
+    b = np.broadcast_to(b, batch + (K, N))
     c = np.empty(batch + (M, N), a.dtype)
     winner = np.empty(batch + (M, N), index_type)
     for i in np.ndindex(*batch):
-        c[i], winner[i] = matmul_rows(semiring, a[i], np.ascontiguousarray(b_t[i]), index_type)
+        c[i], winner[i] = product(semiring, a[i], b[i], index_type)
     return c, winner
 
 
@@ -151,31 +196,116 @@ def matmul_vjp(xp, grad, indices, a_shape, b_shape):
 
 @register("numpy", "morphology")
 def morphology(xp, semiring, image, weights, support, row_window, col_window, fill):
-    """One pass per tap of the structuring element over a once-padded image.
+    """Pad once by the window line maps, then reduce over the taps of the structuring element.
 
-    Few taps and many pixels: looping over taps with in-place whole-image operations beats
-    gathering (pixels, taps) blocks. Each tap reads the padded image, flattened, as one contiguous
-    run of ``H`` padded rows (the ``kw - 1`` extra columns per row are computed and dropped), so
-    every pass is a long unit-stride loop. Strict comparisons keep the earliest tap on ties.
+    Compiled kernels when built: a van Herk running max for full flat rectangles (cost per pixel
+    independent of the window), a tap loop otherwise; else the NumPy tap loop. The NaN rule is
+    applied afterwards in every case.
     """
     kh, kw = support.shape
-    *batch, H, W = image.shape
-    index_type = _index_type(kh * kw)
-    flat = image.reshape(-1, H, W)
-    # A trailing border row/column makes index -1 read `fill`; then pad once by the line maps.
-    extended = np.full((flat.shape[0], H + 1, W + 1), fill, image.dtype)
-    extended[:, :H, :W] = flat
-    padded = extended[:, row_window.line][:, :, col_window.line]
-    n, Hp, Wp = padded.shape
-    # One more border row keeps the last taps' runs inside the array.
-    runs = np.concatenate([padded, np.full((n, 1, Wp), fill, image.dtype)], axis=1).reshape(n, -1)
+    H, W = image.shape[-2:]
+    padded = _pad(image.reshape(-1, H, W), row_window, col_window, fill)
     taps = list(zip(*np.nonzero(support), strict=True))
     w = None if weights is None else np.asarray(weights)
-    out = np.full((n, H * Wp), semiring.zero, image.dtype)
-    winner = np.full((n, H * Wp), -1, index_type)
+    has_nan = bool(np.isnan(padded).any()) or (w is not None and bool(np.isnan(w[support]).any()))
+    result = _compiled_morphology(semiring, padded, w, taps, support, row_window, col_window, H, W, has_nan)
+    if result is None:
+        result = _numpy_taps(semiring, padded, w, taps, kw, row_window, col_window, H, W)
+    out, winner = result
+    if has_nan:
+        _propagate_nan(padded, w, taps, row_window, col_window, kw, out, winner)
+    return out.reshape(image.shape), winner.astype(_index_type(kh * kw), copy=False).reshape(image.shape)
+
+
+def _pad(flat: np.ndarray, row_window, col_window, fill: float) -> np.ndarray:
+    """The images extended by the line maps of the two windows; index -1 reads ``fill``."""
+    n, H, W = flat.shape
+    rows, cols = row_window.line, col_window.line
+    top, left = int(np.argmax(rows >= 0)), int(np.argmax(cols >= 0))
+    if _is_shifted_identity(rows, top, H) and _is_shifted_identity(cols, left, W):
+        # neutral / constant modes: a frame of `fill` around the image, no gather needed
+        padded = np.full((n, rows.size, cols.size), fill, flat.dtype)
+        padded[:, top : top + H, left : left + W] = flat
+        return padded
+    extended = np.full((n, H + 1, W + 1), fill, flat.dtype)  # row/column -1 hold `fill`
+    extended[:, :H, :W] = flat
+    return extended[:, rows][:, :, cols]
+
+
+def _is_shifted_identity(line: np.ndarray, start: int, n: int) -> bool:
+    inside = np.zeros(line.size, bool)
+    inside[start : start + n] = True
+    return bool(np.all(line[inside] == np.arange(n)) and np.all(line[~inside] == -1))
+
+
+def _compiled_morphology(semiring, padded, w, taps, support, row_window, col_window, H, W, has_nan):
+    """The compiled kernels' result as (out, int32 winner), or None if they do not apply."""
+    n, Hp, Wp = padded.shape
+    kh, kw = support.shape
+    maximise = int(semiring.maximises)
+    rect = compiled.function(_C_RECT.get(padded.dtype.type, ""))
+    if rect is not None and w is None and support.all() and not has_nan:
+        # The rectangle kernel ranks taps by padded position; a dilation's window runs backwards
+        # (start[u] = kh - 1 - u), so flip those axes, reduce, and flip the result back.
+        flip = tuple(
+            axis
+            for axis, window in ((1, row_window), (2, col_window))
+            if window.start.size > 1 and window.start[0] > window.start[-1]
+        )
+        source = np.ascontiguousarray(np.flip(padded, axis=flip) if flip else padded)
+        out = np.empty((n, H, W), padded.dtype)
+        winner = np.empty((n, H, W), np.int32)
+        _check(rect(source, n, Hp, Wp, kh, kw, maximise, out, winner, get_num_threads()), "morphology")
+        if flip:
+            out, winner = (
+                np.ascontiguousarray(np.flip(out, flip)),
+                np.ascontiguousarray(np.flip(winner, flip)),
+            )
+        mark_no_winner(out, winner, semiring)
+        return out, winner
+    tap_kernel = compiled.function(_C_TAPS.get(padded.dtype.type, ""))
+    if tap_kernel is None or not taps:
+        return None
+    u, v = (np.array(axis, dtype=np.int64) for axis in zip(*taps, strict=True))
+    tap_row = np.ascontiguousarray(row_window.start[u], dtype=np.int64)
+    tap_col = np.ascontiguousarray(col_window.start[v], dtype=np.int64)
+    tap_index = (u * kw + v).astype(np.int32)
+    tap_weight = None if w is None else np.ascontiguousarray(w[u, v], dtype=padded.dtype)
+    out = np.empty((n, H, W), padded.dtype)
+    winner = np.empty((n, H, W), np.int32)
+    status = tap_kernel(
+        np.ascontiguousarray(padded),
+        n,
+        Hp,
+        Wp,
+        H,
+        W,
+        tap_row,
+        tap_col,
+        None if tap_weight is None else tap_weight.ctypes.data,
+        tap_index,
+        len(taps),
+        maximise,
+        out,
+        winner,
+        get_num_threads(),
+    )
+    _check(status, "morphology")
+    return out, winner
+
+
+def _numpy_taps(semiring, padded, w, taps, kw, row_window, col_window, H, W):
+    """NumPy path: one pass per tap, each reading the flattened padded image as one contiguous
+    run of ``H`` padded rows (the ``kw - 1`` extra columns per row are computed and dropped), so
+    every pass is a long unit-stride loop. Strict comparisons keep the earliest tap on ties."""
+    n, Hp, Wp = padded.shape
+    fill_row = np.full((n, 1, Wp), semiring.zero, padded.dtype)  # keeps the last runs inside
+    runs = np.concatenate([padded, fill_row], axis=1).reshape(n, -1)
+    out = np.full((n, H * Wp), semiring.zero, padded.dtype)
+    winner = np.full((n, H * Wp), -1, np.int32)
     scratch = np.empty_like(out)
     better = np.empty(out.shape, bool)
-    beats = np.greater if semiring.maximises else np.less  # False for NaN: handled below
+    beats = np.greater if semiring.maximises else np.less  # False for NaN: handled by the caller
     for u, v in taps:
         r, c = row_window.start[u], col_window.start[v]
         view = runs[:, r * Wp + c : r * Wp + c + H * Wp]
@@ -188,9 +318,7 @@ def morphology(xp, semiring, image, weights, support, row_window, col_window, fi
         np.copyto(winner, u * kw + v, where=better)
     out = np.ascontiguousarray(out.reshape(n, H, Wp)[:, :, :W])
     winner = np.ascontiguousarray(winner.reshape(n, H, Wp)[:, :, :W])
-    if np.isnan(padded).any() or (w is not None and np.isnan(w[support]).any()):
-        _propagate_nan(padded, w, taps, row_window, col_window, kw, out, winner)
-    return out.reshape(image.shape), winner.reshape(image.shape)
+    return out, winner
 
 
 def _propagate_nan(padded, w, taps, row_window, col_window, kw, out, winner) -> None:
@@ -239,21 +367,25 @@ def conv2d(xp, semiring, x, w, geometry):
     windows = windows[:, :, ::sh, ::sw][:, :, :H_out, :W_out]  # (B, C_in, H_out, W_out, kh, kw)
     y = np.empty(geometry.out_shape, x.dtype)
     winner = np.empty(geometry.out_shape, index_type)
+    # im2col in bounded blocks: several whole images per block when they fit, else row blocks of one
+    # image; a block is (images * rows * W_out, C_group * kh * kw) in (c, u, v) order.
     per_row = W_out * C_group * kh * kw
     n_rows = max(1, min(H_out, _BLOCK_ELEMENTS // per_row))
+    n_images = max(1, _BLOCK_ELEMENTS // (per_row * H_out)) if n_rows == H_out else 1
     o_per_group = C_out // G
     for g in range(G):
         w_g = np.ascontiguousarray(w[g * o_per_group : (g + 1) * o_per_group].reshape(o_per_group, -1))
         channels = slice(g * C_group, (g + 1) * C_group)
-        for b in range(B):
+        outputs = slice(g * o_per_group, (g + 1) * o_per_group)
+        for b0 in range(0, B, n_images):
+            b = slice(b0, b0 + n_images)
             for r0 in range(0, H_out, n_rows):
                 r = slice(r0, r0 + n_rows)
-                # im2col of a block of output rows: (rows * W_out, C_group * kh * kw), (c, u, v) order.
-                block = windows[b, channels, r].transpose(1, 2, 0, 3, 4).reshape(-1, w_g.shape[1])
-                values, k = matmul_rows(semiring, block, w_g, index_type)
-                shape = (-1, W_out, o_per_group)
-                y[b, g * o_per_group : (g + 1) * o_per_group, r] = values.reshape(shape).transpose(2, 0, 1)
-                winner[b, g * o_per_group : (g + 1) * o_per_group, r] = k.reshape(shape).transpose(2, 0, 1)
+                block = windows[b, channels, r].transpose(0, 2, 3, 1, 4, 5).reshape(-1, w_g.shape[1])
+                values, k = product(semiring, block, w_g.T, index_type)
+                shape = (-1, min(n_rows, H_out - r0), W_out, o_per_group)
+                y[b, outputs, r] = values.reshape(shape).transpose(0, 3, 1, 2)
+                winner[b, outputs, r] = k.reshape(shape).transpose(0, 3, 1, 2)
     return y, winner
 
 

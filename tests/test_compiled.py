@@ -1,0 +1,82 @@
+"""The compiled CPU kernels: their portable generic path gives the same bits as the SIMD path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tropic
+from tropic.backends.numpy import compiled
+
+from .helpers import assert_identical
+
+pytestmark = pytest.mark.skipif(
+    not compiled.available() and not os.environ.get("CI"),
+    reason="compiled kernels not built (optional)",
+)
+
+# Tie-heavy integers with infinities of both signs and signed zeros: every rule is exercised.
+_CASES = """
+import numpy as np, tropic
+rng = np.random.default_rng(3)
+def data(shape, dtype):
+    x = rng.integers(-2, 3, shape).astype(dtype)
+    x[rng.random(shape) < 0.05] = np.inf
+    x[rng.random(shape) < 0.05] = -np.inf
+    x[rng.random(shape) < 0.1] = -0.0
+    return x
+results = []
+for dtype in (np.float32, np.float64):
+    a, b = data((37, 29), dtype), data((29, 45), dtype)
+    for product in (tropic.maxplus_matmul, tropic.minplus_matmul):
+        results += list(product(a, b, return_indices=True))
+    images, structure = data((3, 21, 19), dtype), data((3, 4), dtype)
+    footprint = rng.random((5, 3)) < 0.6
+    for op in (tropic.dilation, tropic.erosion):
+        results += list(op(images, structure, mode="reflect", return_indices=True))
+        results += list(op(images, footprint=footprint, return_indices=True))
+        results += list(op(images, size=(4, 5), mode="nearest", return_indices=True))
+"""
+
+
+def _run_cases(force_generic: bool) -> list[np.ndarray]:
+    code = _CASES + "np.savez(__import__('sys').argv[1], *results)"
+    path = os.path.join(
+        os.environ.get("TMPDIR", "/tmp"), f"tropic_compiled_{os.getpid()}_{force_generic}.npz"
+    )
+    env = dict(os.environ, TROPIC_FORCE_GENERIC="1" if force_generic else "")
+    subprocess.run([sys.executable, "-c", code, path], check=True, env=env)
+    with np.load(path) as saved:
+        arrays = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    os.remove(path)
+    return arrays
+
+
+def test_generic_path_matches_the_simd_path_bitwise():
+    simd, generic = _run_cases(False), _run_cases(True)
+    assert len(simd) == len(generic) > 0
+    for fast, portable in zip(simd, generic, strict=True):
+        assert_identical(portable, fast)
+
+
+def test_status_names_the_instruction_set():
+    for state in compiled.status().values():
+        assert "avx2" in state or "generic" in state, state
+
+
+def test_flat_rectangle_matches_the_tap_loop():
+    """The van Herk kernel (full flat rectangles) against the general tap kernel on the same input."""
+    rng = np.random.default_rng(5)
+    image = rng.integers(-3, 3, (2, 40, 33)).astype(np.float32)
+    image[0, 5:9, 5:9] = -np.inf
+    full = np.ones((7, 6), dtype=bool)
+    for op in (tropic.dilation, tropic.erosion):
+        rect = op(image, footprint=full, return_indices=True)
+        # The same rectangle as a structure of zeros runs the tap kernel (a weighted one).
+        taps = op(image, np.zeros((7, 6), np.float32), return_indices=True)
+        for got, want in zip(rect, taps, strict=True):
+            assert_identical(got, want)

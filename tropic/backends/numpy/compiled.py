@@ -1,0 +1,102 @@
+"""ctypes bindings of the compiled CPU kernels (``csrc/*.c``), or the reason they are unavailable.
+
+Contract shared by every C kernel (the NumPy path in ``kernels.py`` keeps the same one):
+
+* a candidate is selected only if it is strictly better than the best so far, so ties keep the
+  lowest candidate index and NaN candidates (ordered comparisons are false) never win;
+* an output with no winner keeps the initial tropical zero and the index ``-1``;
+* the caller applies the NaN rule afterwards (``kernels.py``), and casts the int32 indices to the
+  smallest index dtype.
+
+``ctypes.CDLL`` releases the GIL for the duration of each call; OpenMP threads come from
+``tropic.get_num_threads()``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+
+import numpy as np
+
+_f32 = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
+_f64 = np.ctypeslib.ndpointer(np.float64, flags="C_CONTIGUOUS")
+_i32 = np.ctypeslib.ndpointer(np.int32, flags="C_CONTIGUOUS")
+_i64 = np.ctypeslib.ndpointer(np.int64, flags="C_CONTIGUOUS")
+_n, _flag = ctypes.c_int64, ctypes.c_int
+
+_SIGNATURES = {
+    # (a, b, c, idx, M, K, N, maximise, threads)
+    ("matmul_c", "tropic_matmul_f32"): [_f32, _f32, _f32, _i32, _n, _n, _n, _flag, _flag],
+    ("matmul_c", "tropic_matmul_f64"): [_f64, _f64, _f64, _i32, _n, _n, _n, _flag, _flag],
+    # (P, n, Hp, Wp, H, W, tap_row, tap_col, tap_weight | None, tap_index, T, maximise, out, idx, threads)
+    ("morphology_c", "tropic_taps_f32"): [
+        _f32, _n, _n, _n, _n, _n, _i64, _i64, ctypes.c_void_p, _i32, _n, _flag, _f32, _i32, _flag,
+    ],
+    ("morphology_c", "tropic_taps_f64"): [
+        _f64, _n, _n, _n, _n, _n, _i64, _i64, ctypes.c_void_p, _i32, _n, _flag, _f64, _i32, _flag,
+    ],
+    # (P, n, Hp, Wp, kh, kw, maximise, out, idx, threads)
+    ("morphology_c", "tropic_rect_f32"): [_f32, _n, _n, _n, _n, _n, _flag, _f32, _i32, _flag],
+    ("morphology_c", "tropic_rect_f64"): [_f64, _n, _n, _n, _n, _n, _flag, _f64, _i32, _flag],
+}
+
+_functions: dict[str, ctypes._CFuncPtr] = {}
+_status: dict[str, str] = {}
+
+
+def _load(library: str) -> ctypes.CDLL | None:
+    if os.environ.get("TROPIC_DISABLE_COMPILED"):
+        _status[library] = "disabled by TROPIC_DISABLE_COMPILED"
+        return None
+    spec = importlib.util.find_spec(f"tropic.backends.numpy._{library}")
+    if spec is None or spec.origin is None:
+        _status[library] = "not built (the C compiler or OpenMP was missing at install time)"
+        return None
+    try:
+        lib = ctypes.CDLL(spec.origin)
+    except OSError as exc:
+        _status[library] = f"failed to load ({exc})"
+        return None
+    isa = getattr(lib, "tropic_isa", None)
+    if isa is not None:
+        isa.restype = ctypes.c_char_p
+    _status[library] = f"loaded ({isa().decode()})" if isa is not None else "loaded"
+    return lib
+
+
+def _bind() -> None:
+    libraries: dict[str, ctypes.CDLL | None] = {}
+    for (library, name), argtypes in _SIGNATURES.items():
+        if library not in libraries:
+            libraries[library] = _load(library)
+        lib = libraries[library]
+        fn = getattr(lib, name, None) if lib is not None else None
+        if fn is None:
+            if lib is not None:
+                _status[library] += f"; {name} missing"
+            continue
+        fn.argtypes = argtypes
+        fn.restype = ctypes.c_int
+        _functions[name] = fn
+
+
+def function(name: str):
+    """The bound C function ``name``, or None when it is not available (use the NumPy path)."""
+    return _functions.get(name) if enabled else None
+
+
+def available() -> bool:
+    """Whether any compiled kernel is bound (and not switched off)."""
+    return enabled and bool(_functions)
+
+
+def status() -> dict[str, str]:
+    """Load status of each compiled library (for ``tropic.backends.info()``)."""
+    return dict(_status)
+
+
+_bind()
+# Tests switch this off to exercise the NumPy path on the same inputs.
+enabled = True

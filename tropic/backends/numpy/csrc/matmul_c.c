@@ -1,0 +1,445 @@
+/* Compiled max-plus / min-plus matrix products with their winners (argmax / argmin), for tropic's
+ * NumPy backend. Built as an extension module so that pip compiles it; called through ctypes
+ * (tropic/backends/numpy/compiled.py binds the names below).
+ *
+ *   int tropic_matmul_f32(a, b, c, idx, M, K, N, maximise, threads)   (and _f64)
+ *   const char *tropic_isa(void)     "avx2" or "generic": the path the run-time dispatch chose
+ *
+ * a (M, K), b (K, N), c and idx (M, N): C-contiguous. For every output, in increasing k:
+ *   v = a[i,k] + b[k,j]                  plain add in the array's precision (no wider type, no FMA)
+ *   if (v > best) { best = v; win = k; } max-plus (maximise=1): best starts at -inf, win at -1
+ *   if (v < best) { best = v; win = k; } min-plus (maximise=0): best starts at +inf
+ * so ties keep the lowest k (-0.0 and +0.0 tie), NaN candidates never win (ordered compares are
+ * false; so inf + -inf never wins, which is the absorbing rule), an output no candidate beats keeps
+ * the tropical zero and -1, and the stored value is the winner's exact bits. Results are bitwise
+ * independent of the ISA path and of the thread count. The caller applies the NaN rule and narrows
+ * the int32 indices; K < 2^31 is the caller's job (K = 0 gives zeros and -1).
+ * Returns 0, or 1 when a work buffer could not be allocated.
+ *
+ * Fast path (x86-64 with AVX2, chosen once at run time), GEMM-style blocking:
+ *  - B is packed, one block of at most KC rows x 16 column panels at a time, into a per-thread
+ *    buffer (512 KiB: stays in L2), each panel KC x 16 floats (x 8 doubles) contiguous. Packing reads
+ *    B rows in long contiguous runs, which DRAM and the prefetchers like (a pass down one narrow
+ *    column panel, one cache line per row, crawled from DRAM for thin products).
+ *  - A register-blocked micro-kernel keeps 3 rows x 16 columns of best values and int32 winners in
+ *    12 ymm registers and runs k innermost, in increasing order: per 8 pairs one add, one compare,
+ *    one max (whose operand order, max(v, best), is exactly "v > best ? v : best") and one blend of
+ *    the index vector. Between k-blocks (in increasing order) the best so far waits in c / idx.
+ *    The N tail uses masked loads / stores; M tails use 1- or 2-row instances.
+ *  - OpenMP gives each thread a contiguous range of column panels, or of row blocks when that
+ *    splits more evenly (few panels), so thin products (M = 64, large N) use every thread too.
+ * Portable path: plain C with the same loop, for CPUs without AVX2 and non-x86 builds.
+ * TROPIC_FORCE_GENERIC=1 in the environment (read at the first call) forces the portable path;
+ * tests use it to check that both paths agree. */
+#include <Python.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define TROPIC_X86 1
+#endif
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_matmul_c", "ctypes-loaded kernels", -1, NULL};
+PyMODINIT_FUNC PyInit__matmul_c(void) { return PyModule_Create(&module); }
+
+int tropic_abi_version(void) { return 1; }
+
+/* Products smaller than this many pairs run on one thread: below it (about 32^3) waking a team
+ * costs more than it saves. */
+#ifndef PARALLEL_PAIRS
+#define PARALLEL_PAIRS (1 << 15)
+#endif
+
+static int thread_count(int threads, int64_t M, int64_t K, int64_t N, int64_t tiles) {
+  if (threads < 1 || (double)M * (double)K * (double)N < PARALLEL_PAIRS) return 1;
+  return tiles < threads ? (int)tiles : threads;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Portable path: for each row, a block of outputs stays in L1 while k runs over the whole of K. */
+#define GENERIC_JB 512
+
+/* Unconditional loads and the index select written as mask arithmetic, so that gcc vectorises the
+ * j loop for float (a `t ? k : win` select defeats it); the double / int32 mix stays scalar. */
+#define DEFINE_GENERIC(T, NAME)                                                                     \
+  static void NAME##_step(T *restrict cr, int32_t *restrict ir, const T *restrict br, T x,          \
+                          int32_t k, int64_t nj, int maximise) {                                    \
+    if (maximise) {                                                                                 \
+      for (int64_t j = 0; j < nj; j++) {                                                            \
+        const T v = x + br[j], cur = cr[j];                                                         \
+        const int32_t win = ir[j], t = -(int32_t)(v > cur);                                         \
+        cr[j] = v > cur ? v : cur;                                                                  \
+        ir[j] = (k & t) | (win & ~t);                                                               \
+      }                                                                                             \
+    } else {                                                                                        \
+      for (int64_t j = 0; j < nj; j++) {                                                            \
+        const T v = x + br[j], cur = cr[j];                                                         \
+        const int32_t win = ir[j], t = -(int32_t)(v < cur);                                         \
+        cr[j] = v < cur ? v : cur;                                                                  \
+        ir[j] = (k & t) | (win & ~t);                                                               \
+      }                                                                                             \
+    }                                                                                               \
+  }                                                                                                 \
+  static void NAME##_rows(const T *a, const T *b, T *c, int32_t *idx, int64_t i, int64_t K,          \
+                          int64_t N, int maximise) {                                               \
+    const T zero = maximise ? (T)-INFINITY : (T)INFINITY;                                           \
+    for (int64_t j0 = 0; j0 < N; j0 += GENERIC_JB) {                                                \
+      const int64_t nj = N - j0 < GENERIC_JB ? N - j0 : GENERIC_JB;                                 \
+      T *cr = c + i * N + j0;                                                                       \
+      int32_t *ir = idx + i * N + j0;                                                               \
+      for (int64_t j = 0; j < nj; j++) { cr[j] = zero; ir[j] = -1; }                                \
+      for (int64_t k = 0; k < K; k++)                                                               \
+        NAME##_step(cr, ir, b + k * N + j0, a[i * K + k], (int32_t)k, nj, maximise);                \
+    }                                                                                               \
+  }                                                                                                 \
+  static int NAME(const T *a, const T *b, T *c, int32_t *idx, int64_t M, int64_t K, int64_t N,      \
+                  int maximise, int threads) {                                                      \
+    const int nt = thread_count(threads, M, K, N, M);                                               \
+    _Pragma("omp parallel for num_threads(nt) schedule(static)")                                    \
+    for (int64_t i = 0; i < M; i++) NAME##_rows(a, b, c, idx, i, K, N, maximise);                   \
+    return 0;                                                                                       \
+  }
+
+DEFINE_GENERIC(float, generic_f32)
+DEFINE_GENERIC(double, generic_f64)
+
+/* ------------------------------------------------------------------------------------------------
+ * AVX2 path. */
+#ifdef TROPIC_X86
+
+#define MR 3 /* rows per micro-kernel: 12 accumulators + broadcast, sum, mask, k = 16 ymm */
+#ifndef PANELS
+#define PANELS 16 /* column panels per packed block */
+#endif
+#ifndef KC
+#define KC 512 /* most k per packed block: 512 x 16 panels x 64 bytes = 512 KiB */
+#endif
+
+#define AVX2 __attribute__((target("avx2")))
+#define INLINE static inline __attribute__((always_inline))
+
+/* Copy rows k0 .. k0+kc-1 of pn panels of b starting at column j0 into buf, panel q at
+ * buf + q*kc*NR, padding columns past N with the tropical zero. */
+#define DEFINE_PACK(T, NR, NAME)                                                                    \
+  static void NAME(const T *b, T *buf, int64_t N, int64_t k0, int64_t kc, int64_t j0, int64_t pn,   \
+                   T zero) {                                                                        \
+    for (int64_t k = 0; k < kc; k++) {                                                              \
+      const T *src = b + (k0 + k) * N + j0;                                                         \
+      for (int64_t q = 0; q < pn; q++) {                                                            \
+        T *dst = buf + (q * kc + k) * NR;                                                           \
+        const int64_t nj = N - j0 - q * NR;                                                         \
+        if (nj >= NR) {                                                                             \
+          memcpy(dst, src + q * NR, NR * sizeof(T));                                                \
+        } else {                                                                                    \
+          for (int64_t j = 0; j < NR; j++) dst[j] = j < nj ? src[q * NR + j] : zero;                \
+        }                                                                                           \
+      }                                                                                             \
+    }                                                                                               \
+  }
+
+DEFINE_PACK(float, 16, pack_f32)
+DEFINE_PACK(double, 8, pack_f64)
+
+/* One pair step on 8 float lanes: s = best values, x = best k, kv = current k in every lane.
+ * The compare reads the old best; max(v, s) == (v > s ? v : s) keeps s on ties and NaN. */
+#define STEP_F32(s, x, av, bv)                                                                      \
+  do {                                                                                              \
+    const __m256 v_ = _mm256_add_ps(av, bv);                                                        \
+    const __m256 m_ = maximise ? _mm256_cmp_ps(v_, s, _CMP_GT_OQ) : _mm256_cmp_ps(v_, s, _CMP_LT_OQ); \
+    s = maximise ? _mm256_max_ps(v_, s) : _mm256_min_ps(v_, s);                                     \
+    x = _mm256_blendv_ps(x, kv, m_);                                                                \
+  } while (0)
+
+/* `rows` (1..3) rows x 16 columns for k in [k0, k1). a: row 0 of A (row stride lda, indexed by
+ * absolute k); bp: the panel's 16 values for k0, then ldb apart (16 when packed, N when B is read
+ * in place); c / ix: outputs (row stride ldc),
+ * of which the first ncols columns are real. For k0 > 0 they hold the best so far and are read
+ * back. The index vectors are kept as float bit patterns so every blend stays in the float domain. */
+INLINE AVX2 void kernel_f32(const float *a, int64_t lda, const float *bp, int64_t ldb, int64_t k0,
+                            int64_t k1,
+float *c, int32_t *ix, int64_t ldc, int64_t ncols, const int rows,
+                            const int maximise) {
+  const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda;
+  float *xf = (float *)ix;
+  const int full = ncols >= 16;
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), n = _mm256_set1_epi32((int)ncols);
+  const __m256i mask0 = _mm256_cmpgt_epi32(n, lane);
+  const __m256i mask1 = _mm256_cmpgt_epi32(n, _mm256_add_epi32(lane, _mm256_set1_epi32(8)));
+#define LD(p) (full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask0))
+#define LD8(p) (full ? _mm256_loadu_ps((p) + 8) : _mm256_maskload_ps((p) + 8, mask1))
+#define ST(p, v) (full ? _mm256_storeu_ps(p, v) : _mm256_maskstore_ps(p, mask0, v))
+#define ST8(p, v) (full ? _mm256_storeu_ps((p) + 8, v) : _mm256_maskstore_ps((p) + 8, mask1, v))
+  __m256 s00, s01, s10, s11, s20, s21, x00, x01, x10, x11, x20, x21;
+  s00 = s01 = s10 = s11 = s20 = s21 = _mm256_set1_ps(maximise ? -INFINITY : INFINITY);
+  x00 = x01 = x10 = x11 = x20 = x21 = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+  if (k0 > 0) {
+    s00 = LD(c); s01 = LD8(c); x00 = LD(xf); x01 = LD8(xf);
+    if (rows > 1) { s10 = LD(c + ldc); s11 = LD8(c + ldc); x10 = LD(xf + ldc); x11 = LD8(xf + ldc); }
+    if (rows > 2) {
+      s20 = LD(c + 2 * ldc); s21 = LD8(c + 2 * ldc); x20 = LD(xf + 2 * ldc); x21 = LD8(xf + 2 * ldc);
+    }
+  }
+  __m256i k32 = _mm256_set1_epi32((int32_t)k0);
+  const __m256i one = _mm256_set1_epi32(1);
+  for (int64_t k = k0; k < k1; k++, bp += ldb) {
+    const __m256 kv = _mm256_castsi256_ps(k32);
+    const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
+    __m256 av = _mm256_broadcast_ss(a0 + k);
+    STEP_F32(s00, x00, av, b0);
+    STEP_F32(s01, x01, av, b1);
+    if (rows > 1) {
+      av = _mm256_broadcast_ss(a1 + k);
+      STEP_F32(s10, x10, av, b0);
+      STEP_F32(s11, x11, av, b1);
+    }
+    if (rows > 2) {
+      av = _mm256_broadcast_ss(a2 + k);
+      STEP_F32(s20, x20, av, b0);
+      STEP_F32(s21, x21, av, b1);
+    }
+    k32 = _mm256_add_epi32(k32, one);
+  }
+  ST(c, s00); ST8(c, s01); ST(xf, x00); ST8(xf, x01);
+  if (rows > 1) { ST(c + ldc, s10); ST8(c + ldc, s11); ST(xf + ldc, x10); ST8(xf + ldc, x11); }
+  if (rows > 2) {
+    ST(c + 2 * ldc, s20); ST8(c + 2 * ldc, s21); ST(xf + 2 * ldc, x20); ST8(xf + 2 * ldc, x21);
+  }
+#undef LD
+#undef LD8
+#undef ST
+#undef ST8
+}
+
+/* The same on 4 double lanes, rows x 8 outputs; indices ride in 64-bit lanes, converted from and
+ * narrowed to int32 at the ends. */
+#define STEP_F64(s, x, av, bv)                                                                      \
+  do {                                                                                              \
+    const __m256d v_ = _mm256_add_pd(av, bv);                                                       \
+    const __m256d m_ = maximise ? _mm256_cmp_pd(v_, s, _CMP_GT_OQ) : _mm256_cmp_pd(v_, s, _CMP_LT_OQ); \
+    s = maximise ? _mm256_max_pd(v_, s) : _mm256_min_pd(v_, s);                                     \
+    x = _mm256_blendv_pd(x, kv, m_);                                                                \
+  } while (0)
+
+INLINE AVX2 void load_idx64(const int32_t *src, int full, __m256i mask, __m256d *lo, __m256d *hi) {
+  const __m256i v = full ? _mm256_loadu_si256((const __m256i *)src) : _mm256_maskload_epi32(src, mask);
+  *lo = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(v)));
+  *hi = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm256_extracti128_si256(v, 1)));
+}
+
+INLINE AVX2 void store_idx64(int32_t *dst, int full, __m256i mask, __m256d lo4, __m256d hi4) {
+  const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+  const __m256i lo = _mm256_permutevar8x32_epi32(_mm256_castpd_si256(lo4), pick);
+  const __m256i hi = _mm256_permutevar8x32_epi32(_mm256_castpd_si256(hi4), pick);
+  const __m256i v = _mm256_blend_epi32(lo, hi, 0xf0);
+  if (full) _mm256_storeu_si256((__m256i *)dst, v);
+  else _mm256_maskstore_epi32(dst, mask, v);
+}
+
+INLINE AVX2 void kernel_f64(const double *a, int64_t lda, const double *bp, int64_t ldb, int64_t k0,
+                            int64_t k1,
+double *c, int32_t *ix, int64_t ldc, int64_t ncols, const int rows,
+                            const int maximise) {
+  const double *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda;
+  const int full = ncols >= 8;
+  const __m256i n = _mm256_set1_epi32((int)ncols);
+  const __m256i mask32 = _mm256_cmpgt_epi32(n, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256i mask0 = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(mask32));
+  const __m256i mask1 = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(mask32, 1));
+#define LD(p) (full ? _mm256_loadu_pd(p) : _mm256_maskload_pd(p, mask0))
+#define LD4(p) (full ? _mm256_loadu_pd((p) + 4) : _mm256_maskload_pd((p) + 4, mask1))
+#define ST(p, v) (full ? _mm256_storeu_pd(p, v) : _mm256_maskstore_pd(p, mask0, v))
+#define ST4(p, v) (full ? _mm256_storeu_pd((p) + 4, v) : _mm256_maskstore_pd((p) + 4, mask1, v))
+  __m256d s00, s01, s10, s11, s20, s21, x00, x01, x10, x11, x20, x21;
+  s00 = s01 = s10 = s11 = s20 = s21 = _mm256_set1_pd(maximise ? -INFINITY : INFINITY);
+  x00 = x01 = x10 = x11 = x20 = x21 = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
+  if (k0 > 0) {
+    s00 = LD(c); s01 = LD4(c); load_idx64(ix, full, mask32, &x00, &x01);
+    if (rows > 1) { s10 = LD(c + ldc); s11 = LD4(c + ldc); load_idx64(ix + ldc, full, mask32, &x10, &x11); }
+    if (rows > 2) {
+      s20 = LD(c + 2 * ldc); s21 = LD4(c + 2 * ldc); load_idx64(ix + 2 * ldc, full, mask32, &x20, &x21);
+    }
+  }
+  __m256i k64 = _mm256_set1_epi64x(k0);
+  const __m256i one = _mm256_set1_epi64x(1);
+  for (int64_t k = k0; k < k1; k++, bp += ldb) {
+    const __m256d kv = _mm256_castsi256_pd(k64);
+    const __m256d b0 = _mm256_loadu_pd(bp), b1 = _mm256_loadu_pd(bp + 4);
+    __m256d av = _mm256_broadcast_sd(a0 + k);
+    STEP_F64(s00, x00, av, b0);
+    STEP_F64(s01, x01, av, b1);
+    if (rows > 1) {
+      av = _mm256_broadcast_sd(a1 + k);
+      STEP_F64(s10, x10, av, b0);
+      STEP_F64(s11, x11, av, b1);
+    }
+    if (rows > 2) {
+      av = _mm256_broadcast_sd(a2 + k);
+      STEP_F64(s20, x20, av, b0);
+      STEP_F64(s21, x21, av, b1);
+    }
+    k64 = _mm256_add_epi64(k64, one);
+  }
+  ST(c, s00); ST4(c, s01); store_idx64(ix, full, mask32, x00, x01);
+  if (rows > 1) { ST(c + ldc, s10); ST4(c + ldc, s11); store_idx64(ix + ldc, full, mask32, x10, x11); }
+  if (rows > 2) {
+    ST(c + 2 * ldc, s20); ST4(c + 2 * ldc, s21); store_idx64(ix + 2 * ldc, full, mask32, x20, x21);
+  }
+#undef LD
+#undef LD4
+#undef ST
+#undef ST4
+}
+
+/* One instance per (rows, max/min), so that both are constants inside the loop. */
+#define DEFINE_INSTANCES(T, KERNEL)                                                                 \
+  typedef void (*KERNEL##_fn)(const T *, int64_t, const T *, int64_t, int64_t, int64_t, T *,        \
+                              int32_t *, int64_t, int64_t);                                        \
+  DEFINE_INSTANCE(T, KERNEL, 1, 0) DEFINE_INSTANCE(T, KERNEL, 2, 0) DEFINE_INSTANCE(T, KERNEL, 3, 0) \
+  DEFINE_INSTANCE(T, KERNEL, 1, 1) DEFINE_INSTANCE(T, KERNEL, 2, 1) DEFINE_INSTANCE(T, KERNEL, 3, 1) \
+  static const KERNEL##_fn KERNEL##_table[2][MR] = {                                                \
+      {KERNEL##_1_0, KERNEL##_2_0, KERNEL##_3_0}, {KERNEL##_1_1, KERNEL##_2_1, KERNEL##_3_1}};
+#define DEFINE_INSTANCE(T, KERNEL, ROWS, MAX)                                                       \
+  static AVX2 void KERNEL##_##ROWS##_##MAX(const T *a, int64_t lda, const T *bp, int64_t ldb,        \
+                                           int64_t k0, int64_t k1, T *c, int32_t *ix, int64_t ldc,  \
+                                           int64_t ncols) {                                        \
+    KERNEL(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, ROWS, MAX);                                  \
+  }
+
+DEFINE_INSTANCES(float, kernel_f32)
+DEFINE_INSTANCES(double, kernel_f64)
+
+/* Split the work by column panels unless row blocks divide more evenly among the threads. */
+static int split_columns(int64_t npan, int64_t nrb, int nt) {
+  const double cols = (double)npan / (double)(nt * ((npan + nt - 1) / nt));
+  const double rows = (double)nrb / (double)(nt * ((nrb + nt - 1) / nt));
+  return cols >= rows;
+}
+
+#ifdef _OPENMP
+#define TROPIC_THREAD_ID(t, n) (t = omp_get_thread_num(), n = omp_get_num_threads())
+#else
+#define TROPIC_THREAD_ID(t, n) ((void)0)
+#endif
+
+/* A product with a single row block (M <= 3) uses each element of B once: packing would cost as
+ * much as the product. Such products read full panels of B in place, THIN_KB rows per visit, all
+ * panels per k-block (few enough concurrent row streams for the prefetchers when B comes from
+ * DRAM, and when it comes from cache, long enough runs to amortise the reloaded outputs). */
+#ifndef THIN_KB
+#define THIN_KB(bytes) ((bytes) > (4 << 20) ? 8 : 64)
+#endif
+
+/* Each thread: its range of panels x its range of row blocks; per block of PANELS panels, k-blocks
+ * in increasing order; per k-block, pack, then every (row block, panel) tile of it. Row blocks run
+ * outside panels so that a row block's slice of A stays in L1 while the packed block (L2) streams.
+ * The N tail panel is always packed (padded), in place reading would run past the end of B. */
+#define DEFINE_DRIVER(T, NR, NAME, PACK, KERNEL)                                                    \
+  static int NAME(const T *a, const T *b, T *c, int32_t *idx, int64_t M, int64_t K, int64_t N,      \
+                  int maximise, int threads) {                                                      \
+    const T zero = maximise ? (T)-INFINITY : (T)INFINITY;                                           \
+    const int64_t npan = (N + NR - 1) / NR, nrb = (M + MR - 1) / MR;                                \
+    const int thin = nrb == 1;                                                                      \
+    const int64_t nkb = (K + KC - 1) / KC;                                                          \
+    const int64_t kc = thin ? THIN_KB(K * N * (int64_t)sizeof(T)) : (K + nkb - 1) / nkb;            \
+    const int nt = thread_count(threads, M, K, N, npan * nrb);                                      \
+    const int by_cols = split_columns(npan, nrb, nt);                                               \
+    const KERNEL##_fn *kern = KERNEL##_table[maximise];                                             \
+    int failed = 0;                                                                                 \
+    _Pragma("omp parallel num_threads(nt)")                                                         \
+    {                                                                                               \
+      int t = 0, n = 1;                                                                             \
+      TROPIC_THREAD_ID(t, n);                                                                       \
+      const int64_t p_lo = by_cols ? npan * t / n : 0, p_hi = by_cols ? npan * (t + 1) / n : npan;   \
+      const int64_t r_lo = by_cols ? 0 : nrb * t / n, r_hi = by_cols ? nrb : nrb * (t + 1) / n;      \
+      T *buf = NULL;                                                                                \
+      if (p_lo < p_hi && r_lo < r_hi) {                                                             \
+        buf = aligned_alloc(64, (size_t)kc * PANELS * NR * sizeof(T));                              \
+        if (buf == NULL) {                                                                          \
+          _Pragma("omp atomic write") failed = 1;                                                   \
+        } else {                                                                                    \
+          const int64_t chunk = thin ? p_hi - p_lo : PANELS; /* thin: sweep all panels per k */    \
+          for (int64_t pc = p_lo; pc < p_hi; pc += chunk) {                                         \
+            const int64_t pn = p_hi - pc < chunk ? p_hi - pc : chunk;                               \
+            for (int64_t k0 = 0; k0 < K; k0 += kc) {                                                \
+              const int64_t k1 = K - k0 < kc ? K : k0 + kc;                                         \
+              const int64_t tail = (pc + pn) * NR > N; /* the block holds the N tail panel */       \
+              if (!thin) PACK(b, buf, N, k0, k1 - k0, pc * NR, pn, zero);                           \
+              else if (tail) PACK(b, buf, N, k0, k1 - k0, (pc + pn - 1) * NR, 1, zero);             \
+              for (int64_t rb = r_lo; rb < r_hi; rb++) {                                            \
+                const int64_t i0 = rb * MR, rows = M - i0 < MR ? M - i0 : MR;                       \
+                for (int64_t q = 0; q < pn; q++) {                                                  \
+                  const int64_t j0 = (pc + q) * NR, nj = N - j0 < NR ? N - j0 : NR;                 \
+                  const T *panel = !thin ? buf + q * (k1 - k0) * NR : nj < NR ? buf : b + k0 * N + j0; \
+                  kern[rows - 1](a + i0 * K, K, panel, thin && nj == NR ? N : NR, k0, k1,            \
+                                 c + i0 * N + j0, idx + i0 * N + j0, N, nj);                        \
+                }                                                                                   \
+              }                                                                                     \
+            }                                                                                       \
+          }                                                                                         \
+        }                                                                                           \
+      }                                                                                             \
+      free(buf);                                                                                    \
+    }                                                                                               \
+    return failed;                                                                                  \
+  }
+
+DEFINE_DRIVER(float, 16, avx2_f32, pack_f32, kernel_f32)
+DEFINE_DRIVER(double, 8, avx2_f64, pack_f64, kernel_f64)
+
+#endif /* TROPIC_X86 */
+
+/* ------------------------------------------------------------------------------------------------
+ * Run-time dispatch, decided once: 1 = AVX2, 0 = portable. */
+static int isa_choice = -1;
+
+static int choose_isa(void) {
+  int choice = __atomic_load_n(&isa_choice, __ATOMIC_RELAXED);
+  if (choice >= 0) return choice;
+  choice = 0;
+#ifdef TROPIC_X86
+  const char *force = getenv("TROPIC_FORCE_GENERIC");
+  if (!(force != NULL && force[0] != '\0' && strcmp(force, "0") != 0)) {
+    __builtin_cpu_init();
+    choice = __builtin_cpu_supports("avx2") ? 1 : 0;
+  }
+#endif
+  __atomic_store_n(&isa_choice, choice, __ATOMIC_RELAXED);
+  return choice;
+}
+
+/* K = 0 (the caller handles it, but stay defined): every output is the zero, with no winner. */
+#define DEFINE_EMPTY(T, NAME)                                                                       \
+  static int NAME(T *c, int32_t *idx, int64_t n, int maximise) {                                    \
+    for (int64_t i = 0; i < n; i++) { c[i] = maximise ? (T)-INFINITY : (T)INFINITY; idx[i] = -1; }  \
+    return 0;                                                                                       \
+  }
+DEFINE_EMPTY(float, empty_f32)
+DEFINE_EMPTY(double, empty_f64)
+
+const char *tropic_isa(void) { return choose_isa() ? "avx2" : "generic"; }
+
+int tropic_matmul_f32(const float *a, const float *b, float *c, int32_t *idx, int64_t M, int64_t K,
+                      int64_t N, int maximise, int threads) {
+  if (M <= 0 || N <= 0) return 0;
+  if (K <= 0) return empty_f32(c, idx, M * N, maximise);
+#ifdef TROPIC_X86
+  if (choose_isa()) return avx2_f32(a, b, c, idx, M, K, N, maximise != 0, threads);
+#endif
+  return generic_f32(a, b, c, idx, M, K, N, maximise != 0, threads);
+}
+
+int tropic_matmul_f64(const double *a, const double *b, double *c, int32_t *idx, int64_t M, int64_t K,
+                      int64_t N, int maximise, int threads) {
+  if (M <= 0 || N <= 0) return 0;
+  if (K <= 0) return empty_f64(c, idx, M * N, maximise);
+#ifdef TROPIC_X86
+  if (choose_isa()) return avx2_f64(a, b, c, idx, M, K, N, maximise != 0, threads);
+#endif
+  return generic_f64(a, b, c, idx, M, K, N, maximise != 0, threads);
+}

@@ -1,0 +1,897 @@
+/* Compiled grey-level morphology kernels of tropic's NumPy backend, called through ctypes (compiled.py).
+ *
+ *   tropic_taps_{f32,f64}  any structuring element, as a list of taps over a once-padded image batch
+ *   tropic_rect_{f32,f64}  flat full rectangle, van Herk / Gil-Werman: O(1) comparisons per pixel in kh, kw
+ *   tropic_isa             "avx2" or "generic": the code path chosen at load time
+ *
+ * Contract (bitwise, the same as the NumPy kernel in kernels.py):
+ *  - candidates are taken in order (the taps as given; the rectangle's in flat index order) and replace
+ *    the best only if strictly better (v > best to maximise, v < best to minimise). Ordered comparisons
+ *    are false for NaN, so NaN candidates (inf + -inf among them) never win, and ties keep the earliest:
+ *    -0.0 == +0.0 is a tie, and the stored value is exactly the winner's bits. Sums are in the array's
+ *    own precision (no wider accumulator, no FMA).
+ *  - taps: P (n, Hp, Wp); out[b,i,j] = best over t of P[b, i+tap_row[t], j+tap_col[t]] (+ tap_weight[t]),
+ *    idx = tap_index[t] of the winner; no winner: the tropical zero and -1.
+ *  - rect: out (n, Hp-kh+1, Wp-kw+1) = best over the kh x kw window, idx = u*kw + v of the lowest-index
+ *    maximum. P holds no NaN (the caller guarantees it); an output equal to the tropical zero may carry
+ *    any index (the caller resets it to -1).
+ *  - returns 0 on success, 1 on bad arguments, 2 when scratch memory could not be allocated.
+ * The AVX2 path (picked once at load time with __builtin_cpu_supports; TROPIC_FORCE_GENERIC=1 in the
+ * environment forces the generic path, for tests) and the generic C path give identical results, for any
+ * number of OpenMP threads: only comparisons, selects and one add per candidate, in the same order.
+ *
+ * The f32 and f64 kernels are one template: this file includes itself once per element type (the part
+ * after `#else` below), so the algorithms are written once. The Python module stub exists only so that
+ * pip builds the file as an extension; nothing is called through it.
+ */
+#ifndef TROPIC_T /* ------------------------------------------------------------------ common part */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+#define TROPIC_X86 1
+#include <immintrin.h>
+#else
+#define TROPIC_X86 0
+#endif
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_morphology_c", "ctypes-loaded kernels", -1, NULL};
+PyMODINIT_FUNC PyInit__morphology_c(void) { return PyModule_Create(&module); }
+
+#define EXPORT __attribute__((visibility("default")))
+#define INLINE static inline __attribute__((always_inline))
+#define BAD_ARGUMENT 1
+#define NO_MEMORY 2
+/* Below this many candidates one thread is faster than waking a team. */
+#define PARALLEL_MIN_WORK 65536
+/* Rectangle: images per pass are limited so that the row-pass buffer stays about this many elements. */
+#define RECT_BUFFER_ELEMENTS ((int64_t)1 << 22)
+/* Rectangle column pass: a task covers at most this many columns of one block of kh output rows. */
+#define RECT_STRIP 256
+
+EXPORT int tropic_abi_version(void) { return 1; }
+
+static int use_avx2 = 0;
+
+/* Read once when the library is loaded, so every call takes the same path (no data race either). */
+__attribute__((constructor)) static void select_isa(void)
+{
+    const char *force = getenv("TROPIC_FORCE_GENERIC"); /* "1": the generic path, to test it on AVX2 machines */
+    if (force != NULL && strcmp(force, "1") == 0)
+        return;
+#if TROPIC_X86
+    __builtin_cpu_init();
+    use_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+#endif
+}
+
+EXPORT const char *tropic_isa(void) { return use_avx2 ? "avx2" : "generic"; }
+
+static void *scratch_alloc(size_t bytes)
+{
+    size_t rounded = (bytes + 63) / 64 * 64;
+    return aligned_alloc(64, rounded ? rounded : 64);
+}
+
+/* Threads for a call: one for small work, never more than there are tasks (each has its own scratch). */
+static int team_size(int threads, int64_t work, int64_t tasks)
+{
+    if (threads < 1 || work < PARALLEL_MIN_WORK)
+        return 1;
+    return tasks < threads ? (int)tasks : threads;
+}
+
+static int thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+static int team_count(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+/* The next 64-byte aligned piece of one allocation (the caller sized it, rounding included). */
+static void *carve(char **cursor, size_t bytes)
+{
+    char *piece = *cursor;
+    *cursor += (bytes + 63) / 64 * 64;
+    return piece;
+}
+
+/* Contiguous share [lo, hi) of `tasks` for this thread: uniform tasks, so a static split balances. */
+static void share(int64_t tasks, int64_t *lo, int64_t *hi)
+{
+    int64_t tid = thread_id(), nt = team_count();
+    *lo = tasks * tid / nt;
+    *hi = tasks * (tid + 1) / nt;
+}
+
+#if TROPIC_X86
+#define AVX2 __attribute__((target("avx2")))
+#define AVX2_INLINE static inline __attribute__((target("avx2"), always_inline))
+
+/* Per-type vector vocabulary for the template. Index lanes match the value lanes: int32 for f32, int64
+   for f64; `*32` load/store the int32 arrays of the interface. sel(m, a, b) = m ? a : b per lane. */
+AVX2_INLINE __m256 vload_f32(const float *p) { return _mm256_loadu_ps(p); }
+AVX2_INLINE void vstore_f32(float *p, __m256 x) { _mm256_storeu_ps(p, x); }
+AVX2_INLINE __m256 vset1_f32(float x) { return _mm256_set1_ps(x); }
+AVX2_INLINE __m256 vadd_f32(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+AVX2_INLINE __m256 vgt_f32(__m256 a, __m256 b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+AVX2_INLINE __m256 vge_f32(__m256 a, __m256 b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
+AVX2_INLINE __m256 vsel_f32(__m256 m, __m256 a, __m256 b) { return _mm256_blendv_ps(b, a, m); }
+AVX2_INLINE __m256i isel_f32(__m256 m, __m256i a, __m256i b)
+{
+    return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(b), _mm256_castsi256_ps(a), m));
+}
+AVX2_INLINE __m256i iset1_f32(int64_t x) { return _mm256_set1_epi32((int32_t)x); }
+AVX2_INLINE __m256i iadd_f32(__m256i a, __m256i b) { return _mm256_add_epi32(a, b); }
+AVX2_INLINE __m256i isub_f32(__m256i a, __m256i b) { return _mm256_sub_epi32(a, b); }
+AVX2_INLINE __m256i iload_f32(const int32_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
+AVX2_INLINE void istore_f32(int32_t *p, __m256i x) { _mm256_storeu_si256((__m256i *)p, x); }
+AVX2_INLINE __m256i iload32_f32(const int32_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
+AVX2_INLINE void istore32_f32(int32_t *p, __m256i x) { _mm256_storeu_si256((__m256i *)p, x); }
+AVX2_INLINE __m256i tailmask_f32(int64_t count)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int32_t)count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+AVX2_INLINE __m256 vmaskload_f32(const float *p, __m256i m) { return _mm256_maskload_ps(p, m); }
+AVX2_INLINE void vmaskstore_f32(float *p, __m256i m, __m256 x) { _mm256_maskstore_ps(p, m, x); }
+AVX2_INLINE void imaskstore32_f32(int32_t *p, __m256i m, __m256i x) { _mm256_maskstore_epi32(p, m, x); }
+AVX2_INLINE void transpose_f32(__m256 r[8])
+{
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+    r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+    r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+AVX2_INLINE void itranspose_f32(__m256i r[8])
+{
+    __m256 f[8];
+    for (int k = 0; k < 8; k++)
+        f[k] = _mm256_castsi256_ps(r[k]);
+    transpose_f32(f);
+    for (int k = 0; k < 8; k++)
+        r[k] = _mm256_castps_si256(f[k]);
+}
+
+AVX2_INLINE __m256d vload_f64(const double *p) { return _mm256_loadu_pd(p); }
+AVX2_INLINE void vstore_f64(double *p, __m256d x) { _mm256_storeu_pd(p, x); }
+AVX2_INLINE __m256d vset1_f64(double x) { return _mm256_set1_pd(x); }
+AVX2_INLINE __m256d vadd_f64(__m256d a, __m256d b) { return _mm256_add_pd(a, b); }
+AVX2_INLINE __m256d vgt_f64(__m256d a, __m256d b) { return _mm256_cmp_pd(a, b, _CMP_GT_OQ); }
+AVX2_INLINE __m256d vge_f64(__m256d a, __m256d b) { return _mm256_cmp_pd(a, b, _CMP_GE_OQ); }
+AVX2_INLINE __m256d vsel_f64(__m256d m, __m256d a, __m256d b) { return _mm256_blendv_pd(b, a, m); }
+AVX2_INLINE __m256i isel_f64(__m256d m, __m256i a, __m256i b)
+{
+    return _mm256_castpd_si256(_mm256_blendv_pd(_mm256_castsi256_pd(b), _mm256_castsi256_pd(a), m));
+}
+AVX2_INLINE __m256i iset1_f64(int64_t x) { return _mm256_set1_epi64x(x); }
+AVX2_INLINE __m256i iadd_f64(__m256i a, __m256i b) { return _mm256_add_epi64(a, b); }
+AVX2_INLINE __m256i isub_f64(__m256i a, __m256i b) { return _mm256_sub_epi64(a, b); }
+AVX2_INLINE __m256i iload_f64(const int64_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
+AVX2_INLINE void istore_f64(int64_t *p, __m256i x) { _mm256_storeu_si256((__m256i *)p, x); }
+AVX2_INLINE __m256i iload32_f64(const int32_t *p)
+{
+    return _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)p));
+}
+/* The low halves of the four int64 lanes (all indices fit in int32). */
+AVX2_INLINE __m128i narrow_f64(__m256i x)
+{
+    return _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(x, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
+}
+AVX2_INLINE void istore32_f64(int32_t *p, __m256i x) { _mm_storeu_si128((__m128i *)p, narrow_f64(x)); }
+AVX2_INLINE __m256i tailmask_f64(int64_t count)
+{
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(count), _mm256_setr_epi64x(0, 1, 2, 3));
+}
+AVX2_INLINE __m256d vmaskload_f64(const double *p, __m256i m) { return _mm256_maskload_pd(p, m); }
+AVX2_INLINE void vmaskstore_f64(double *p, __m256i m, __m256d x) { _mm256_maskstore_pd(p, m, x); }
+AVX2_INLINE void imaskstore32_f64(int32_t *p, __m256i m, __m256i x)
+{
+    _mm_maskstore_epi32(p, narrow_f64(m), narrow_f64(x));
+}
+AVX2_INLINE void transpose_f64(__m256d r[4])
+{
+    __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+    __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+    r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+    r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+    r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+    r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+}
+AVX2_INLINE void itranspose_f64(__m256i r[4])
+{
+    __m256d f[4];
+    for (int k = 0; k < 4; k++)
+        f[k] = _mm256_castsi256_pd(r[k]);
+    transpose_f64(f);
+    for (int k = 0; k < 4; k++)
+        r[k] = _mm256_castpd_si256(f[k]);
+}
+#endif /* TROPIC_X86 */
+
+#define TROPIC_CAT2(a, b) a##_##b
+#define TROPIC_CAT(a, b) TROPIC_CAT2(a, b)
+
+#define TROPIC_T float
+#define TROPIC_SUFFIX f32
+#define TROPIC_LANES 8
+#define TROPIC_IT int32_t
+#define TROPIC_VT __m256
+#include "morphology_c.c"
+#undef TROPIC_T
+#undef TROPIC_SUFFIX
+#undef TROPIC_LANES
+#undef TROPIC_IT
+#undef TROPIC_VT
+
+#define TROPIC_T double
+#define TROPIC_SUFFIX f64
+#define TROPIC_LANES 4
+#define TROPIC_IT int64_t
+#define TROPIC_VT __m256d
+#include "morphology_c.c"
+#undef TROPIC_T
+#undef TROPIC_SUFFIX
+#undef TROPIC_LANES
+#undef TROPIC_IT
+#undef TROPIC_VT
+
+#else /* ------------------------------------------------------- template part, once per element type */
+
+#define T TROPIC_T
+#define L TROPIC_LANES         /* lanes of one AVX2 vector of T */
+#define IT TROPIC_IT           /* index lane type of the same width */
+#define VT TROPIC_VT           /* AVX2 vector of T */
+#define SUF(name) TROPIC_CAT(name, TROPIC_SUFFIX)
+#define ZERO ((T)(mx ? -INFINITY : INFINITY))
+/* `mx` is a compile-time constant in every kernel body (always_inline, called with 1 or 0). */
+#define BETTER(a, b) (mx ? (a) > (b) : (a) < (b))
+#define BETTER_EQ(a, b) (mx ? (a) >= (b) : (a) <= (b))
+#define VBETTER(a, b) (mx ? SUF(vgt)(a, b) : SUF(vgt)(b, a))
+#define VBETTER_EQ(a, b) (mx ? SUF(vge)(a, b) : SUF(vge)(b, a))
+/* Calls body(..., mx) with a literal mx, so each direction is compiled without a run-time test. */
+#define BY_DIRECTION(call_1, call_0) \
+    do {                             \
+        if (maximise)                \
+            call_1;                  \
+        else                         \
+            call_0;                  \
+    } while (0)
+
+/* ====================================================================================== taps */
+
+/* Generic: per output row, tap-outer loops over the row (unit stride, vectorisable by the compiler). */
+INLINE void SUF(taps_generic_body)(const T *P, int64_t Hp, int64_t Wp, int64_t H, int64_t W, const int64_t *off,
+                                    const T *w, const int32_t *tap_index, int64_t ntaps, T *out, int32_t *idx,
+                                    int64_t q0, int64_t q1, const int mx, const int weighted)
+{
+    for (int64_t q = q0; q < q1; q++) {
+        const int64_t b = q / H, i = q - b * H;
+        const T *base = P + (b * Hp + i) * Wp;
+        T *restrict o = out + q * W;
+        int32_t *restrict ix = idx + q * W;
+        for (int64_t j = 0; j < W; j++) {
+            o[j] = ZERO;
+            ix[j] = -1;
+        }
+        for (int64_t t = 0; t < ntaps; t++) {
+            const T *restrict p = base + off[t];
+            const T wt = weighted ? w[t] : (T)0;
+            const int32_t tt = tap_index[t];
+            for (int64_t j = 0; j < W; j++) { /* written so that GCC vectorises it: a select on a mask */
+                const T v = weighted ? (T)(p[j] + wt) : p[j], best = o[j];
+                const IT m = -(IT)BETTER(v, best), old = ix[j]; /* mask as wide as T */
+                o[j] = BETTER(v, best) ? v : best;
+                ix[j] = (int32_t)((tt & m) | (old & ~m));
+            }
+        }
+    }
+}
+
+static void SUF(taps_generic)(const T *P, int64_t Hp, int64_t Wp, int64_t H, int64_t W, const int64_t *off,
+                              const T *w, const int32_t *tap_index, int64_t ntaps, int maximise, T *out,
+                              int32_t *idx, int64_t q0, int64_t q1)
+{
+    if (w != NULL)
+        BY_DIRECTION(SUF(taps_generic_body)(P, Hp, Wp, H, W, off, w, tap_index, ntaps, out, idx, q0, q1, 1, 1),
+                     SUF(taps_generic_body)(P, Hp, Wp, H, W, off, w, tap_index, ntaps, out, idx, q0, q1, 0, 1));
+    else
+        BY_DIRECTION(SUF(taps_generic_body)(P, Hp, Wp, H, W, off, w, tap_index, ntaps, out, idx, q0, q1, 1, 0),
+                     SUF(taps_generic_body)(P, Hp, Wp, H, W, off, w, tap_index, ntaps, out, idx, q0, q1, 0, 0));
+}
+
+#if TROPIC_X86
+/* NV vectors of one output row: the best values and indices stay in registers over all taps. */
+AVX2_INLINE void SUF(taps_avx2_block)(const T *base, const int64_t *off, const T *w, const int32_t *tap_index,
+                                       int64_t ntaps, T *o, int32_t *ix, const int mx, const int weighted,
+                                       const int NV)
+{
+    VT best[4];
+    __m256i win[4];
+    for (int k = 0; k < NV; k++) {
+        best[k] = SUF(vset1)(ZERO);
+        win[k] = SUF(iset1)(-1);
+    }
+    for (int64_t t = 0; t < ntaps; t++) {
+        const T *p = base + off[t];
+        const __m256i tt = SUF(iset1)(tap_index[t]);
+        for (int k = 0; k < NV; k++) {
+            VT v = SUF(vload)(p + k * L);
+            if (weighted)
+                v = SUF(vadd)(v, SUF(vset1)(w[t]));
+            const VT m = VBETTER(v, best[k]);
+            best[k] = SUF(vsel)(m, v, best[k]);
+            win[k] = SUF(isel)(m, tt, win[k]);
+        }
+    }
+    for (int k = 0; k < NV; k++) {
+        SUF(vstore)(o + k * L, best[k]);
+        SUF(istore32)(ix + k * L, win[k]);
+    }
+}
+
+AVX2_INLINE void SUF(taps_avx2_body)(const T *P, int64_t Hp, int64_t Wp, int64_t H, int64_t W, const int64_t *off,
+                                      const T *w, const int32_t *tap_index, int64_t ntaps, T *out, int32_t *idx,
+                                      int64_t q0, int64_t q1, const int mx, const int weighted)
+{
+    for (int64_t q = q0; q < q1; q++) {
+        const int64_t b = q / H, i = q - b * H;
+        const T *base = P + (b * Hp + i) * Wp;
+        T *o = out + q * W;
+        int32_t *ix = idx + q * W;
+        int64_t j = 0;
+        for (; j + 4 * L <= W; j += 4 * L)
+            SUF(taps_avx2_block)(base + j, off, w, tap_index, ntaps, o + j, ix + j, mx, weighted, 4);
+        for (; j + L <= W; j += L)
+            SUF(taps_avx2_block)(base + j, off, w, tap_index, ntaps, o + j, ix + j, mx, weighted, 1);
+        if (j < W) { /* masked lanes read nothing (no fault past the array) and are not stored */
+            const __m256i lanes = SUF(tailmask)(W - j);
+            VT best = SUF(vset1)(ZERO);
+            __m256i win = SUF(iset1)(-1);
+            for (int64_t t = 0; t < ntaps; t++) {
+                VT v = SUF(vmaskload)(base + off[t] + j, lanes);
+                if (weighted)
+                    v = SUF(vadd)(v, SUF(vset1)(w[t]));
+                const VT m = VBETTER(v, best);
+                best = SUF(vsel)(m, v, best);
+                win = SUF(isel)(m, SUF(iset1)(tap_index[t]), win);
+            }
+            SUF(vmaskstore)(o + j, lanes, best);
+            SUF(imaskstore32)(ix + j, lanes, win);
+        }
+    }
+}
+
+AVX2 static void SUF(taps_avx2)(const T *P, int64_t Hp, int64_t Wp, int64_t H, int64_t W, const int64_t *off,
+                                const T *w, const int32_t *tap_index, int64_t ntaps, int maximise, T *out,
+                                int32_t *idx, int64_t q0, int64_t q1)
+{
+    if (w != NULL)
+        BY_DIRECTION(SUF(taps_avx2_body)(P, Hp, Wp, H, W, off, w, tap_index, ntaps, out, idx, q0, q1, 1, 1),
+                     SUF(taps_avx2_body)(P, Hp, Wp, H, W, off, w, tap_index, ntaps, out, idx, q0, q1, 0, 1));
+    else
+        BY_DIRECTION(SUF(taps_avx2_body)(P, Hp, Wp, H, W, off, w, tap_index, ntaps, out, idx, q0, q1, 1, 0),
+                     SUF(taps_avx2_body)(P, Hp, Wp, H, W, off, w, tap_index, ntaps, out, idx, q0, q1, 0, 0));
+}
+#endif
+
+EXPORT int SUF(tropic_taps)(const T *P, int64_t n, int64_t Hp, int64_t Wp, int64_t H, int64_t W,
+                            const int64_t *tap_row, const int64_t *tap_col, const T *tap_weight,
+                            const int32_t *tap_index, int64_t T_count, int maximise, T *out, int32_t *idx,
+                            int threads)
+{
+    if (n < 0 || H < 0 || W < 0 || T_count < 0 || Hp < H || Wp < W)
+        return BAD_ARGUMENT;
+    if (n == 0 || H == 0 || W == 0)
+        return 0;
+    int64_t *off = scratch_alloc(sizeof(int64_t) * (size_t)(T_count > 0 ? T_count : 1));
+    if (off == NULL)
+        return NO_MEMORY;
+    for (int64_t t = 0; t < T_count; t++) { /* every read must stay inside its own padded image */
+        if (tap_row[t] < 0 || tap_row[t] > Hp - H || tap_col[t] < 0 || tap_col[t] > Wp - W) {
+            free(off);
+            return BAD_ARGUMENT;
+        }
+        off[t] = tap_row[t] * Wp + tap_col[t];
+    }
+    const int64_t rows = n * H;
+    const int team = team_size(threads, rows * W * (T_count > 0 ? T_count : 1), rows);
+    const int avx2 = use_avx2;
+    maximise = maximise != 0;
+#pragma omp parallel num_threads(team) if (team > 1)
+    {
+        int64_t q0, q1;
+        share(rows, &q0, &q1);
+#if TROPIC_X86
+        if (avx2)
+            SUF(taps_avx2)(P, Hp, Wp, H, W, off, tap_weight, tap_index, T_count, maximise, out, idx, q0, q1);
+        else
+#endif
+            SUF(taps_generic)(P, Hp, Wp, H, W, off, tap_weight, tap_index, T_count, maximise, out, idx, q0, q1);
+    }
+    (void)avx2;
+    free(off);
+    return 0;
+}
+
+/* ================================================================================= rectangle */
+/* Separable: the row pass takes the best of kw along each padded row (R, with the lowest offset v of the
+   row maximum in V), the column pass the best of kh rows of R (lowest u). Flat order is u-major, so this
+   picks the lowest u*kw+v among all maxima. Both passes are van Herk / Gil-Werman: blocks of length k,
+   a prefix best left to right (strict: keeps the lowest index), a suffix best right to left (non-strict:
+   moves to the lower index on ties), and window [s, s+k-1] = suffix[s] unless prefix[s+k-1] is strictly
+   better (the suffix holds the lower indices). */
+
+/* Scratch of one thread, sized for either path. */
+typedef struct {
+    T *X, *G, *Hs; /* row pass: transposed rows, prefix, suffix (Wp * L each) */
+    IT *GI, *HI;   /* their indices */
+    T *S;          /* column pass: suffix of one block (kh * max(RECT_STRIP, 4L)) */
+    IT *SI;
+} SUF(rect_scratch);
+
+/* Generic row pass of one padded row x (length Wp) into R, V (length Wo). The scans are branch-free
+   (selects, not jumps: which side wins is data-dependent), the merge is a vectorisable select. */
+INLINE void SUF(rect_row_generic)(const T *restrict x, int64_t Wp, int64_t kw, T *restrict R, int32_t *restrict V,
+                                   const SUF(rect_scratch) *sc, const int mx)
+{
+    const int64_t Wo = Wp - kw + 1;
+    T *restrict G = sc->G, *restrict Hs = sc->Hs;
+    IT *restrict GI = sc->GI, *restrict HI = sc->HI;
+    for (int64_t s0 = 0; s0 < Wp; s0 += kw) {
+        const int64_t e = s0 + kw < Wp ? s0 + kw : Wp;
+        T g = x[s0];
+        IT gi = s0;
+        G[s0] = g;
+        GI[s0] = gi;
+        for (int64_t j = s0 + 1; j < e; j++) {
+            const T xj = x[j];
+            const int take = BETTER(xj, g);
+            g = take ? xj : g;
+            gi = take ? j : gi;
+            G[j] = g;
+            GI[j] = gi;
+        }
+        if (s0 >= Wo) /* no window starts in this block */
+            continue;
+        T h = x[e - 1];
+        IT hi = e - 1;
+        Hs[e - 1] = h;
+        HI[e - 1] = hi;
+        for (int64_t j = e - 2; j >= s0; j--) {
+            const T xj = x[j];
+            const int take = BETTER_EQ(xj, h);
+            h = take ? xj : h;
+            hi = take ? j : hi;
+            Hs[j] = h;
+            HI[j] = hi;
+        }
+    }
+    const T *restrict Ge = G + kw - 1;
+    const IT *restrict GIe = GI + kw - 1;
+    for (int64_t s = 0; s < Wo; s++) {
+        const T a = Hs[s], c = Ge[s];
+        const IT m = -(IT)BETTER(c, a);
+        R[s] = BETTER(c, a) ? c : a;
+        V[s] = (int32_t)(((GIe[s] & m) | (HI[s] & ~m)) - s);
+    }
+}
+
+/* Generic column pass of columns [j0, j1) of one block: R, V at its first row (r0 = m*kh), o, ix at output
+   row r0; nout output rows. Flat indices are kept relative to row r0 (c = (r - r0)*kw + v). Loops run
+   along the columns with masks for selects, so that the compiler vectorises them. */
+INLINE void SUF(rect_cols_generic)(const T *R, const int32_t *V, int64_t Wo, int64_t kh, int64_t kw, int64_t nout,
+                                    int64_t j0, int64_t j1, T *o, int32_t *ix, const SUF(rect_scratch) *sc,
+                                    const int mx)
+{
+    const int64_t sw = j1 - j0;
+    T *restrict S = sc->S, *restrict G = sc->G; /* S: suffix rows of the block (kh * sw); G: running prefix */
+    IT *restrict SI = sc->SI, *restrict GI = sc->GI;
+    R += j0;
+    V += j0;
+    o += j0;
+    ix += j0;
+    {
+        const T *restrict x = R + (kh - 1) * Wo;
+        const int32_t *restrict v = V + (kh - 1) * Wo;
+        T *restrict s = S + (kh - 1) * sw;
+        IT *restrict si = SI + (kh - 1) * sw;
+        const IT base = (kh - 1) * kw;
+        for (int64_t j = 0; j < sw; j++) {
+            s[j] = x[j];
+            si[j] = base + v[j];
+        }
+    }
+    for (int64_t d = kh - 2; d >= 0; d--) {
+        const T *restrict x = R + d * Wo, *restrict below = S + (d + 1) * sw;
+        const int32_t *restrict v = V + d * Wo;
+        const IT *restrict below_i = SI + (d + 1) * sw;
+        T *restrict s = S + d * sw;
+        IT *restrict si = SI + d * sw;
+        const IT base = d * kw;
+        for (int64_t j = 0; j < sw; j++) {
+            const T a = x[j], h = below[j];
+            const IT m = -(IT)BETTER_EQ(a, h);
+            s[j] = BETTER_EQ(a, h) ? a : h;
+            si[j] = ((base + v[j]) & m) | (below_i[j] & ~m);
+        }
+    }
+    for (int64_t j = 0; j < sw; j++) { /* output row 0: the whole window is the block */
+        o[j] = S[j];
+        ix[j] = (int32_t)SI[j];
+    }
+    for (int64_t d = 1; d < nout; d++) {
+        const int64_t r = kh + d - 1; /* the prefix of the next block grows by row r */
+        const T *restrict x = R + r * Wo, *restrict s = S + d * sw;
+        const int32_t *restrict v = V + r * Wo;
+        const IT *restrict si = SI + d * sw;
+        T *restrict od = o + d * Wo;
+        int32_t *restrict ixd = ix + d * Wo;
+        const IT base = r * kw, shift = d * kw;
+        if (d == 1)
+            for (int64_t j = 0; j < sw; j++) {
+                G[j] = x[j];
+                GI[j] = base + v[j];
+            }
+        else
+            for (int64_t j = 0; j < sw; j++) {
+                const T a = x[j], g = G[j];
+                const IT m = -(IT)BETTER(a, g);
+                G[j] = BETTER(a, g) ? a : g;
+                GI[j] = ((base + v[j]) & m) | (GI[j] & ~m);
+            }
+        for (int64_t j = 0; j < sw; j++) {
+            const T g = G[j], h = s[j];
+            const IT m = -(IT)BETTER(g, h);
+            od[j] = BETTER(g, h) ? g : h;
+            ixd[j] = (int32_t)(((GI[j] & m) | (si[j] & ~m)) - shift);
+        }
+    }
+}
+
+static void SUF(rect_rows_generic)(const T *P, int64_t Hp, int64_t Wp, int64_t kw, T *R, int32_t *V,
+                                   int64_t t0, int64_t t1, const SUF(rect_scratch) *sc, int maximise)
+{
+    const int64_t Wo = Wp - kw + 1, groups = (Hp + L - 1) / L;
+    for (int64_t t = t0; t < t1; t++) {
+        const int64_t b = t / groups, r0 = (t - b * groups) * L;
+        const int64_t r1 = r0 + L < Hp ? r0 + L : Hp;
+        for (int64_t r = r0; r < r1; r++) {
+            const T *x = P + (b * Hp + r) * Wp;
+            T *Rr = R + (b * Hp + r) * Wo;
+            int32_t *Vr = V + (b * Hp + r) * Wo;
+            BY_DIRECTION(SUF(rect_row_generic)(x, Wp, kw, Rr, Vr, sc, 1),
+                         SUF(rect_row_generic)(x, Wp, kw, Rr, Vr, sc, 0));
+        }
+    }
+}
+
+/* Column-pass task t of the image group: (image, block of kh output rows, strip of columns). */
+#define RECT_COL_TASK                                                          \
+    const int64_t strips = (Wo + RECT_STRIP - 1) / RECT_STRIP;                 \
+    const int64_t blocks = (Ho + kh - 1) / kh;                                 \
+    const int64_t b = t / (blocks * strips), rest = t - b * blocks * strips;   \
+    const int64_t m = rest / strips, strip = rest - m * strips;                \
+    const int64_t r0 = m * kh, nout = Ho - r0 < kh ? Ho - r0 : kh;             \
+    const int64_t j0 = strip * RECT_STRIP;                                     \
+    const int64_t j1 = j0 + RECT_STRIP < Wo ? j0 + RECT_STRIP : Wo;            \
+    const T *Rb = R + (b * Hp + r0) * Wo;                                      \
+    const int32_t *Vb = V + (b * Hp + r0) * Wo;                                \
+    T *ob = out + (b * Ho + r0) * Wo;                                          \
+    int32_t *ib = idx + (b * Ho + r0) * Wo;
+
+static void SUF(rect_cols_all_generic)(const T *R, const int32_t *V, int64_t Hp, int64_t Wo, int64_t kh,
+                                       int64_t kw, T *out, int32_t *idx, int64_t t0, int64_t t1,
+                                       const SUF(rect_scratch) *sc, int maximise)
+{
+    const int64_t Ho = Hp - kh + 1;
+    for (int64_t t = t0; t < t1; t++) {
+        RECT_COL_TASK
+        BY_DIRECTION(SUF(rect_cols_generic)(Rb, Vb, Wo, kh, kw, nout, j0, j1, ob, ib, sc, 1),
+                     SUF(rect_cols_generic)(Rb, Vb, Wo, kh, kw, nout, j0, j1, ob, ib, sc, 0));
+    }
+}
+
+#if TROPIC_X86
+/* AVX2 row pass of L rows r0.. (cnt of them valid; the rest repeat the last row and are not stored):
+   transpose them so that each vector holds one column of the L rows, run the scan down the columns with
+   one lane per row, transpose back. */
+AVX2_INLINE void SUF(rect_rows_avx2_body)(const T *Pimg, int64_t Wp, int64_t kw, int64_t r0, int64_t cnt,
+                                           T *Rimg, int32_t *Vimg, const SUF(rect_scratch) *sc, const int mx)
+{
+    const int64_t Wo = Wp - kw + 1;
+    T *X = sc->X, *G = sc->G, *Hs = sc->Hs;
+    IT *GI = sc->GI, *HI = sc->HI;
+    const T *rp[L];
+    for (int l = 0; l < L; l++)
+        rp[l] = Pimg + (r0 + (l < cnt ? l : cnt - 1)) * Wp;
+    int64_t j = 0;
+    for (; j + L <= Wp; j += L) {
+        VT r[L];
+        for (int l = 0; l < L; l++)
+            r[l] = SUF(vload)(rp[l] + j);
+        SUF(transpose)(r);
+        for (int l = 0; l < L; l++)
+            SUF(vstore)(X + (j + l) * L, r[l]);
+    }
+    for (; j < Wp; j++)
+        for (int l = 0; l < L; l++)
+            X[j * L + l] = rp[l][j];
+
+    for (int64_t s0 = 0; s0 < Wp; s0 += kw) {
+        const int64_t e = s0 + kw < Wp ? s0 + kw : Wp;
+        VT g = SUF(vload)(X + s0 * L);
+        __m256i gi = SUF(iset1)(s0);
+        SUF(vstore)(G + s0 * L, g);
+        SUF(istore)(GI + s0 * L, gi);
+        for (int64_t jj = s0 + 1; jj < e; jj++) {
+            const VT x = SUF(vload)(X + jj * L);
+            const VT m = VBETTER(x, g);
+            g = SUF(vsel)(m, x, g);
+            gi = SUF(isel)(m, SUF(iset1)(jj), gi);
+            SUF(vstore)(G + jj * L, g);
+            SUF(istore)(GI + jj * L, gi);
+        }
+        if (s0 >= Wo)
+            continue;
+        VT h = SUF(vload)(X + (e - 1) * L);
+        __m256i hi = SUF(iset1)(e - 1);
+        SUF(vstore)(Hs + (e - 1) * L, h);
+        SUF(istore)(HI + (e - 1) * L, hi);
+        for (int64_t jj = e - 2; jj >= s0; jj--) {
+            const VT x = SUF(vload)(X + jj * L);
+            const VT m = VBETTER_EQ(x, h);
+            h = SUF(vsel)(m, x, h);
+            hi = SUF(isel)(m, SUF(iset1)(jj), hi);
+            SUF(vstore)(Hs + jj * L, h);
+            SUF(istore)(HI + jj * L, hi);
+        }
+    }
+    /* window s: merged in place into Hs, HI (each slot is read just before it is written) */
+    for (int64_t s = 0; s < Wo; s++) {
+        const VT a = SUF(vload)(Hs + s * L), c = SUF(vload)(G + (s + kw - 1) * L);
+        const __m256i ai = SUF(iload)(HI + s * L), ci = SUF(iload)(GI + (s + kw - 1) * L);
+        const VT m = VBETTER(c, a);
+        SUF(vstore)(Hs + s * L, SUF(vsel)(m, c, a));
+        SUF(istore)(HI + s * L, SUF(isub)(SUF(isel)(m, ci, ai), SUF(iset1)(s)));
+    }
+
+    int64_t s = 0;
+    for (; s + L <= Wo; s += L) {
+        VT r[L];
+        __m256i ri[L];
+        for (int l = 0; l < L; l++) {
+            r[l] = SUF(vload)(Hs + (s + l) * L);
+            ri[l] = SUF(iload)(HI + (s + l) * L);
+        }
+        SUF(transpose)(r);
+        SUF(itranspose)(ri);
+        for (int l = 0; l < L; l++)
+            if (l < cnt) {
+                SUF(vstore)(Rimg + (r0 + l) * Wo + s, r[l]);
+                SUF(istore32)(Vimg + (r0 + l) * Wo + s, ri[l]);
+            }
+    }
+    for (; s < Wo; s++)
+        for (int l = 0; l < cnt; l++) {
+            Rimg[(r0 + l) * Wo + s] = Hs[s * L + l];
+            Vimg[(r0 + l) * Wo + s] = (int32_t)HI[s * L + l];
+        }
+}
+
+AVX2 static void SUF(rect_rows_avx2)(const T *P, int64_t Hp, int64_t Wp, int64_t kw, T *R, int32_t *V, int64_t t0,
+                                     int64_t t1, const SUF(rect_scratch) *sc, int maximise)
+{
+    const int64_t Wo = Wp - kw + 1, groups = (Hp + L - 1) / L;
+    for (int64_t t = t0; t < t1; t++) {
+        const int64_t b = t / groups, r0 = (t - b * groups) * L;
+        const int64_t cnt = Hp - r0 < L ? Hp - r0 : L;
+        const T *Pimg = P + b * Hp * Wp;
+        T *Rimg = R + b * Hp * Wo;
+        int32_t *Vimg = V + b * Hp * Wo;
+        BY_DIRECTION(SUF(rect_rows_avx2_body)(Pimg, Wp, kw, r0, cnt, Rimg, Vimg, sc, 1),
+                     SUF(rect_rows_avx2_body)(Pimg, Wp, kw, r0, cnt, Rimg, Vimg, sc, 0));
+    }
+}
+
+/* AVX2 column pass of NV vectors (NV*L columns from j) of one block, across columns: each step is a whole
+   row segment of R, so the scan runs down the rows with one lane per column. */
+AVX2_INLINE void SUF(rect_cols_avx2_block)(const T *R, const int32_t *V, int64_t Wo, int64_t kh, int64_t kw,
+                                            int64_t nout, int64_t j, T *o, int32_t *ix,
+                                            const SUF(rect_scratch) *sc, const int mx, const int NV)
+{
+    T *S = sc->S;
+    IT *SI = sc->SI;
+    VT h[4];
+    __m256i hi[4];
+    {
+        const int64_t d = kh - 1;
+        const __m256i base = SUF(iset1)(d * kw);
+        for (int k = 0; k < NV; k++) {
+            h[k] = SUF(vload)(R + d * Wo + j + k * L);
+            hi[k] = SUF(iadd)(SUF(iload32)(V + d * Wo + j + k * L), base);
+            SUF(vstore)(S + (d * NV + k) * L, h[k]);
+            SUF(istore)(SI + (d * NV + k) * L, hi[k]);
+        }
+    }
+    for (int64_t d = kh - 2; d >= 0; d--) {
+        const __m256i base = SUF(iset1)(d * kw);
+        for (int k = 0; k < NV; k++) {
+            const VT x = SUF(vload)(R + d * Wo + j + k * L);
+            const VT m = VBETTER_EQ(x, h[k]);
+            h[k] = SUF(vsel)(m, x, h[k]);
+            hi[k] = SUF(isel)(m, SUF(iadd)(SUF(iload32)(V + d * Wo + j + k * L), base), hi[k]);
+            SUF(vstore)(S + (d * NV + k) * L, h[k]);
+            SUF(istore)(SI + (d * NV + k) * L, hi[k]);
+        }
+    }
+    for (int k = 0; k < NV; k++) { /* output row 0: the whole window is the block */
+        SUF(vstore)(o + j + k * L, h[k]);
+        SUF(istore32)(ix + j + k * L, hi[k]);
+    }
+    VT g[4];
+    __m256i gi[4];
+    for (int64_t d = 1; d < nout; d++) {
+        const int64_t r = kh + d - 1;
+        const __m256i base = SUF(iset1)(r * kw), shift = SUF(iset1)(d * kw);
+        for (int k = 0; k < NV; k++) {
+            const VT x = SUF(vload)(R + r * Wo + j + k * L);
+            const __m256i xi = SUF(iadd)(SUF(iload32)(V + r * Wo + j + k * L), base);
+            if (d == 1) {
+                g[k] = x;
+                gi[k] = xi;
+            } else {
+                const VT m = VBETTER(x, g[k]);
+                g[k] = SUF(vsel)(m, x, g[k]);
+                gi[k] = SUF(isel)(m, xi, gi[k]);
+            }
+            const VT sv = SUF(vload)(S + (d * NV + k) * L);
+            const __m256i si = SUF(iload)(SI + (d * NV + k) * L);
+            const VT take = VBETTER(g[k], sv);
+            SUF(vstore)(o + d * Wo + j + k * L, SUF(vsel)(take, g[k], sv));
+            SUF(istore32)(ix + d * Wo + j + k * L, SUF(isub)(SUF(isel)(take, gi[k], si), shift));
+        }
+    }
+}
+
+AVX2_INLINE void SUF(rect_cols_avx2_body)(const T *R, const int32_t *V, int64_t Wo, int64_t kh, int64_t kw,
+                                           int64_t nout, int64_t j0, int64_t j1, T *o, int32_t *ix,
+                                           const SUF(rect_scratch) *sc, const int mx)
+{
+    int64_t j = j0;
+    for (; j + 4 * L <= j1; j += 4 * L)
+        SUF(rect_cols_avx2_block)(R, V, Wo, kh, kw, nout, j, o, ix, sc, mx, 4);
+    for (; j + L <= j1; j += L)
+        SUF(rect_cols_avx2_block)(R, V, Wo, kh, kw, nout, j, o, ix, sc, mx, 1);
+    SUF(rect_cols_generic)(R, V, Wo, kh, kw, nout, j, j1, o, ix, sc, mx);
+}
+
+AVX2 static void SUF(rect_cols_all_avx2)(const T *R, const int32_t *V, int64_t Hp, int64_t Wo, int64_t kh,
+                                         int64_t kw, T *out, int32_t *idx, int64_t t0, int64_t t1,
+                                         const SUF(rect_scratch) *sc, int maximise)
+{
+    const int64_t Ho = Hp - kh + 1;
+    for (int64_t t = t0; t < t1; t++) {
+        RECT_COL_TASK
+        BY_DIRECTION(SUF(rect_cols_avx2_body)(Rb, Vb, Wo, kh, kw, nout, j0, j1, ob, ib, sc, 1),
+                     SUF(rect_cols_avx2_body)(Rb, Vb, Wo, kh, kw, nout, j0, j1, ob, ib, sc, 0));
+    }
+}
+#endif
+
+EXPORT int SUF(tropic_rect)(const T *P, int64_t n, int64_t Hp, int64_t Wp, int64_t kh, int64_t kw, int maximise,
+                            T *out, int32_t *idx, int threads)
+{
+    if (n < 0 || kh < 1 || kw < 1 || Hp < kh || Wp < kw || Wp > INT32_MAX || kh > INT32_MAX / 2 / kw)
+        return BAD_ARGUMENT; /* flat indices relative to a block (< 2*kh*kw) must fit in int32 */
+    if (n == 0)
+        return 0;
+    const int64_t Ho = Hp - kh + 1, Wo = Wp - kw + 1;
+    const int64_t per_image = Hp * Wo;
+    int64_t group = RECT_BUFFER_ELEMENTS / per_image;
+    group = group < 1 ? 1 : group > n ? n : group;
+    const int64_t row_tasks = (Hp + L - 1) / L;
+    const int team = team_size(threads, n * Hp * Wp, n * row_tasks);
+
+    /* one allocation: R, V of the image group, then each thread's scratch */
+    const size_t row_elems = (size_t)(Wp * L);
+    const size_t col_elems = (size_t)(kh * (RECT_STRIP > 4 * L ? RECT_STRIP : 4 * L));
+    const size_t thread_bytes = 3 * row_elems * sizeof(T) + 2 * row_elems * sizeof(IT) +
+                                col_elems * (sizeof(T) + sizeof(IT)) + sizeof(SUF(rect_scratch)) + 8 * 64;
+    const size_t group_bytes = (size_t)(group * per_image) * (sizeof(T) + sizeof(int32_t)) + 2 * 64;
+    char *memory = scratch_alloc(group_bytes + (size_t)team * thread_bytes);
+    if (memory == NULL)
+        return NO_MEMORY;
+    char *cursor = memory;
+    T *R = carve(&cursor, (size_t)(group * per_image) * sizeof(T));
+    int32_t *V = carve(&cursor, (size_t)(group * per_image) * sizeof(int32_t));
+    SUF(rect_scratch) *scratch = carve(&cursor, (size_t)team * sizeof(SUF(rect_scratch)));
+    for (int k = 0; k < team; k++) {
+        scratch[k].X = carve(&cursor, row_elems * sizeof(T));
+        scratch[k].G = carve(&cursor, row_elems * sizeof(T));
+        scratch[k].Hs = carve(&cursor, row_elems * sizeof(T));
+        scratch[k].GI = carve(&cursor, row_elems * sizeof(IT));
+        scratch[k].HI = carve(&cursor, row_elems * sizeof(IT));
+        scratch[k].S = carve(&cursor, col_elems * sizeof(T));
+        scratch[k].SI = carve(&cursor, col_elems * sizeof(IT));
+    }
+    const int avx2 = use_avx2;
+    maximise = maximise != 0;
+    const int64_t col_tasks = ((Ho + kh - 1) / kh) * ((Wo + RECT_STRIP - 1) / RECT_STRIP);
+#pragma omp parallel num_threads(team) if (team > 1)
+    {
+        const SUF(rect_scratch) *sc = &scratch[thread_id()];
+        for (int64_t g0 = 0; g0 < n; g0 += group) { /* every thread runs the same loop: barriers match */
+            const int64_t count = n - g0 < group ? n - g0 : group;
+            const T *Pg = P + g0 * Hp * Wp;
+            T *og = out + g0 * Ho * Wo;
+            int32_t *ig = idx + g0 * Ho * Wo;
+            int64_t t0, t1;
+            share(count * row_tasks, &t0, &t1);
+#if TROPIC_X86
+            if (avx2)
+                SUF(rect_rows_avx2)(Pg, Hp, Wp, kw, R, V, t0, t1, sc, maximise);
+            else
+#endif
+                SUF(rect_rows_generic)(Pg, Hp, Wp, kw, R, V, t0, t1, sc, maximise);
+#pragma omp barrier
+            share(count * col_tasks, &t0, &t1);
+#if TROPIC_X86
+            if (avx2)
+                SUF(rect_cols_all_avx2)(R, V, Hp, Wo, kh, kw, og, ig, t0, t1, sc, maximise);
+            else
+#endif
+                SUF(rect_cols_all_generic)(R, V, Hp, Wo, kh, kw, og, ig, t0, t1, sc, maximise);
+#pragma omp barrier
+        }
+    }
+    (void)avx2;
+    free(memory);
+    return 0;
+}
+
+#undef RECT_COL_TASK
+#undef BY_DIRECTION
+#undef VBETTER_EQ
+#undef VBETTER
+#undef BETTER_EQ
+#undef BETTER
+#undef ZERO
+#undef SUF
+#undef VT
+#undef IT
+#undef L
+#undef T
+
+#endif /* TROPIC_T */
