@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 _num_threads: int | None = None
+_cpu_count = os.cpu_count() or 1
 
 
 def set_num_threads(n: int | None) -> None:
@@ -27,4 +28,4 @@ def get_num_threads() -> int:
         value = os.environ.get(variable, "")
         if value.strip().isdigit() and int(value) > 0:
             return int(value)
-    return os.cpu_count() or 1
+    return _cpu_count

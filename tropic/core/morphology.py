@@ -76,13 +76,15 @@ class AxisWindow:
     """Where the candidates of a sliding window read along one image axis of length ``n``.
 
     Candidate ``u`` of output ``i`` reads source index ``line[i + start[u]]`` (``-1``: the border
-    value). ``line`` is the image axis extended by ``k - 1`` border positions, so a kernel can pad
-    once and then slice; ``indices`` is the same map as an ``(n, k)`` table.
+    value). ``line`` is the image axis extended by ``k - 1`` border positions (``before`` of them
+    ahead of it: ``line[before + i] = i``), so a kernel can pad once and then slice; ``indices`` is
+    the same map as an ``(n, k)`` table.
     """
 
     line: np.ndarray
     start: np.ndarray
     n: int
+    before: int
 
     @property
     def indices(self) -> np.ndarray:
@@ -100,7 +102,7 @@ def axis_window(n: int, k: int, reflected: bool, mode: str) -> AxisWindow:
     else:
         before, start = centre, np.arange(k)
     line = border_index(n, np.arange(n + k - 1) - before, mode)
-    return AxisWindow(line=line, start=start, n=n)
+    return AxisWindow(line=line, start=start, n=n, before=before)
 
 
 def dilation(

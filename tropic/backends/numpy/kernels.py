@@ -11,6 +11,7 @@ reference kernels (the tests check it); the gradients are scatter-adds with ``np
 from __future__ import annotations
 
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -24,9 +25,28 @@ from . import compiled
 _BLOCK_ELEMENTS = 1 << 19  # candidates per block (2 MiB of float32): few Python-level calls
 _PARALLEL_PAIRS = 1 << 22  # products with fewer pairs run on one thread
 _executor: ThreadPoolExecutor | None = None
+_SCRATCH_LIMIT = 1 << 25  # bytes
+_thread_local = threading.local()
 _C_PRODUCT = {np.float32: "tropic_matmul_f32", np.float64: "tropic_matmul_f64"}
 _C_TAPS = {np.float32: "tropic_taps_f32", np.float64: "tropic_taps_f64"}
 _C_RECT = {np.float32: "tropic_rect_f32", np.float64: "tropic_rect_f64"}
+
+
+def scratch(slot: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A work buffer that this thread reuses across calls; it must never be returned to the caller.
+
+    Fresh multi-megabyte allocations are paid in page faults (the allocator gives freed pages back
+    to the OS), which cost more than a small kernel's whole run; buffers above
+    ``_SCRATCH_LIMIT`` bytes are not kept.
+    """
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    if nbytes > _SCRATCH_LIMIT:
+        return np.empty(shape, dtype)
+    buffers = _thread_local.__dict__.setdefault("buffers", {})
+    buffer = buffers.get(slot)
+    if buffer is None or buffer.nbytes < nbytes:
+        buffer = buffers[slot] = np.empty(max(nbytes, 1), np.uint8)
+    return buffer[:nbytes].view(dtype).reshape(shape)
 
 
 def needs_repair(x: np.ndarray, w: np.ndarray) -> bool:
@@ -76,10 +96,10 @@ def product(semiring, a: np.ndarray, b: np.ndarray, index_type) -> tuple[np.ndar
         return matmul_rows(semiring, a, np.ascontiguousarray(b.T), index_type)
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     c = np.empty((M, N), a.dtype)
-    winner = np.empty((M, N), np.int32)
+    winner = scratch("winner", (M, N), np.int32)
     _check(kernel(a, b, c, winner, M, K, N, int(semiring.maximises), get_num_threads()), "product")
     _product_nan_rule(a, b, c, winner)
-    return c, winner.astype(index_type, copy=False)
+    return c, winner.astype(index_type)  # a copy: `winner` is scratch
 
 
 def _product_nan_rule(a: np.ndarray, b: np.ndarray, c: np.ndarray, winner: np.ndarray) -> None:
@@ -214,28 +234,29 @@ def morphology(xp, semiring, image, weights, support, row_window, col_window, fi
     out, winner = result
     if has_nan:
         _propagate_nan(padded, w, taps, row_window, col_window, kw, out, winner)
-    return out.reshape(image.shape), winner.astype(_index_type(kh * kw), copy=False).reshape(image.shape)
+    # astype copies: the compiled paths' int32 winners are scratch
+    return out.reshape(image.shape), winner.astype(_index_type(kh * kw)).reshape(image.shape)
 
 
 def _pad(flat: np.ndarray, row_window, col_window, fill: float) -> np.ndarray:
-    """The images extended by the line maps of the two windows; index -1 reads ``fill``."""
+    """The images extended by the line maps of the two windows; index -1 reads ``fill``.
+
+    One copy of the image into the middle, then only the border rows and columns are gathered
+    (they are few), the columns last so that the corners come out right.
+    """
     n, H, W = flat.shape
-    rows, cols = row_window.line, col_window.line
-    top, left = int(np.argmax(rows >= 0)), int(np.argmax(cols >= 0))
-    if _is_shifted_identity(rows, top, H) and _is_shifted_identity(cols, left, W):
-        # neutral / constant modes: a frame of `fill` around the image, no gather needed
-        padded = np.full((n, rows.size, cols.size), fill, flat.dtype)
-        padded[:, top : top + H, left : left + W] = flat
-        return padded
-    extended = np.full((n, H + 1, W + 1), fill, flat.dtype)  # row/column -1 hold `fill`
-    extended[:, :H, :W] = flat
-    return extended[:, rows][:, :, cols]
-
-
-def _is_shifted_identity(line: np.ndarray, start: int, n: int) -> bool:
-    inside = np.zeros(line.size, bool)
-    inside[start : start + n] = True
-    return bool(np.all(line[inside] == np.arange(n)) and np.all(line[~inside] == -1))
+    top, left = row_window.before, col_window.before
+    padded = scratch("padded", (n, row_window.line.size, col_window.line.size), flat.dtype)
+    padded[:, top : top + H, left : left + W] = flat
+    rows = np.r_[0:top, top + H : padded.shape[1]]
+    source = row_window.line[rows]
+    padded[:, rows[source >= 0], left : left + W] = flat[:, source[source >= 0], :]
+    padded[:, rows[source < 0], left : left + W] = fill
+    cols = np.r_[0:left, left + W : padded.shape[2]]
+    source = col_window.line[cols]
+    padded[:, :, cols[source >= 0]] = padded[:, :, left + source[source >= 0]]
+    padded[:, :, cols[source < 0]] = fill
+    return padded
 
 
 def _compiled_morphology(semiring, padded, w, taps, support, row_window, col_window, H, W, has_nan):
@@ -252,15 +273,16 @@ def _compiled_morphology(semiring, padded, w, taps, support, row_window, col_win
             for axis, window in ((1, row_window), (2, col_window))
             if window.start.size > 1 and window.start[0] > window.start[-1]
         )
-        source = np.ascontiguousarray(np.flip(padded, axis=flip) if flip else padded)
-        out = np.empty((n, H, W), padded.dtype)
-        winner = np.empty((n, H, W), np.int32)
+        source = padded
+        if flip:
+            source = scratch("flipped", padded.shape, padded.dtype)
+            np.copyto(source, np.flip(padded, axis=flip))
+        out = scratch("rect", (n, H, W), padded.dtype) if flip else np.empty((n, H, W), padded.dtype)
+        winner = scratch("winner", (n, H, W), np.int32)
         _check(rect(source, n, Hp, Wp, kh, kw, maximise, out, winner, get_num_threads()), "morphology")
         if flip:
-            out, winner = (
-                np.ascontiguousarray(np.flip(out, flip)),
-                np.ascontiguousarray(np.flip(winner, flip)),
-            )
+            # .copy(), not ascontiguousarray: a flip of length-1 axes is a contiguous view of scratch
+            out, winner = np.flip(out, flip).copy(), np.flip(winner, flip)
         mark_no_winner(out, winner, semiring)
         return out, winner
     tap_kernel = compiled.function(_C_TAPS.get(padded.dtype.type, ""))
@@ -272,7 +294,7 @@ def _compiled_morphology(semiring, padded, w, taps, support, row_window, col_win
     tap_index = (u * kw + v).astype(np.int32)
     tap_weight = None if w is None else np.ascontiguousarray(w[u, v], dtype=padded.dtype)
     out = np.empty((n, H, W), padded.dtype)
-    winner = np.empty((n, H, W), np.int32)
+    winner = scratch("winner", (n, H, W), np.int32)
     status = tap_kernel(
         np.ascontiguousarray(padded),
         n,
