@@ -80,3 +80,32 @@ def test_flat_rectangle_matches_the_tap_loop():
         taps = op(image, np.zeros((7, 6), np.float32), return_indices=True)
         for got, want in zip(rect, taps, strict=True):
             assert_identical(got, want)
+
+
+def test_backward_kernels_match_the_numpy_path_bitwise(monkeypatch):
+    """Compiled scatter-adds sum in float64 in the outputs' order, exactly as np.bincount does."""
+    rng = np.random.default_rng(11)
+    x = rng.integers(-2, 3, (3, 4, 9, 8)).astype(np.float32)  # ties: many outputs share winners
+    w = rng.integers(-2, 3, (6, 2, 3, 2)).astype(np.float32)
+    a, b = x.reshape(12, 72)[:, :20], rng.integers(-2, 3, (20, 15)).astype(np.float32)
+    structure = rng.integers(-2, 3, (3, 4)).astype(np.float32)
+
+    def gradients():
+        c, k = tropic.maxplus_matmul(a, b, return_indices=True)
+        y, j = tropic.maxplus_conv2d(x, w, stride=(2, 1), padding=1, groups=2, return_indices=True)
+        d, t = tropic.dilation(x, structure, mode="mirror", return_indices=True)
+        g = np.random.default_rng(12)  # the same random float gradients on both paths
+        return [
+            *tropic.matmul_vjp(g.standard_normal(c.shape, dtype=np.float32), k, a.shape, b.shape),
+            *tropic.conv2d_vjp(
+                g.standard_normal(y.shape, dtype=np.float32), j, x.shape, w.shape, (2, 1), 1, 2
+            ),
+            *tropic.dilation_vjp(
+                g.standard_normal(d.shape, dtype=np.float32), t, x.shape, (3, 4), mode="mirror"
+            ),
+        ]
+
+    fast = gradients()
+    monkeypatch.setattr(compiled, "enabled", False)
+    for got, want in zip(fast, gradients(), strict=True):
+        assert_identical(got, want)

@@ -24,6 +24,7 @@ _f32 = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
 _f64 = np.ctypeslib.ndpointer(np.float64, flags="C_CONTIGUOUS")
 _i32 = np.ctypeslib.ndpointer(np.int32, flags="C_CONTIGUOUS")
 _i64 = np.ctypeslib.ndpointer(np.int64, flags="C_CONTIGUOUS")
+_d = np.ctypeslib.ndpointer(np.float64, flags="C_CONTIGUOUS")
 _n, _flag = ctypes.c_int64, ctypes.c_int
 
 _SIGNATURES = {
@@ -37,6 +38,13 @@ _SIGNATURES = {
     ("morphology_c", "tropic_taps_f64"): [
         _f64, _n, _n, _n, _n, _n, _i64, _i64, ctypes.c_void_p, _i32, _n, _flag, _f64, _i32, _flag,
     ],
+    # backward passes: (g, idx, shapes..., double accumulators)
+    ("scatter_c", "tropic_matmul_vjp_f32"): [_f32, _i32, _n, _n, _n, _n, _d, _d],
+    ("scatter_c", "tropic_matmul_vjp_f64"): [_f64, _i32, _n, _n, _n, _n, _d, _d],
+    ("scatter_c", "tropic_morphology_vjp_f32"): [_f32, _i32, _n, _n, _n, _i64, _n, _i64, _n, _d, _d],
+    ("scatter_c", "tropic_morphology_vjp_f64"): [_f64, _i32, _n, _n, _n, _i64, _n, _i64, _n, _d, _d],
+    ("scatter_c", "tropic_conv2d_vjp_f32"): [_f32, _i32] + [_n] * 15 + [_d, _d],
+    ("scatter_c", "tropic_conv2d_vjp_f64"): [_f64, _i32] + [_n] * 15 + [_d, _d],
     # (P, n, Hp, Wp, kh, kw, maximise, out, idx, threads)
     ("morphology_c", "tropic_rect_f32"): [_f32, _n, _n, _n, _n, _n, _flag, _f32, _i32, _flag],
     ("morphology_c", "tropic_rect_f64"): [_f64, _n, _n, _n, _n, _n, _flag, _f64, _i32, _flag],

@@ -29,6 +29,10 @@ _SCRATCH_LIMIT = 1 << 25  # bytes
 _thread_local = threading.local()
 _C_PRODUCT = {np.float32: "tropic_matmul_f32", np.float64: "tropic_matmul_f64"}
 _C_TAPS = {np.float32: "tropic_taps_f32", np.float64: "tropic_taps_f64"}
+_C_VJP = {
+    op: {np.float32: f"tropic_{op}_vjp_f32", np.float64: f"tropic_{op}_vjp_f64"}
+    for op in ("matmul", "morphology", "conv2d")
+}
 _C_RECT = {np.float32: "tropic_rect_f32", np.float64: "tropic_rect_f64"}
 
 
@@ -203,6 +207,13 @@ def matmul_vjp(xp, grad, indices, a_shape, b_shape):
     *batch, M, N = grad.shape
     K = a_shape[-1]
     n_batch = int(np.prod(batch, dtype=np.int64))
+    scatter = _compiled_scatter("matmul", grad, indices)
+    if scatter is not None:
+        grad_a = np.zeros(tuple(batch) + (M, K))
+        grad_b = np.zeros(tuple(batch) + (K, N))
+        scatter(_contiguous(grad), _int32(indices), n_batch, M, N, K, grad_a, grad_b)
+        grad_a, grad_b = grad_a.astype(grad.dtype), grad_b.astype(grad.dtype)
+        return sum_to_shape(np, grad_a, tuple(a_shape)), sum_to_shape(np, grad_b, tuple(b_shape))
     b_idx, i_idx, j_idx = np.indices((n_batch, M, N), sparse=True)
     k = indices.reshape(n_batch, M, N).astype(np.int64)
     valid = k >= 0
@@ -363,6 +374,13 @@ def morphology_vjp(xp, grad, indices, image_shape, row_window, col_window):
     rows, cols = row_window.indices, col_window.indices
     kh, kw = rows.shape[1], cols.shape[1]
     H, W = image_shape[-2:]
+    scatter = _compiled_scatter("morphology", grad, indices)
+    if scatter is not None:
+        grad_image, grad_weights = np.zeros(image_shape), np.zeros((kh, kw))
+        n = math.prod(image_shape[:-2])
+        rows, cols = np.ascontiguousarray(rows, np.int64), np.ascontiguousarray(cols, np.int64)
+        scatter(_contiguous(grad), _int32(indices), n, H, W, rows, kh, cols, kw, grad_image, grad_weights)
+        return grad_image.astype(grad.dtype), grad_weights.astype(grad.dtype)
     t = indices.reshape(-1, H, W).astype(np.int64)
     n = t.shape[0]
     u, v = np.divmod(np.maximum(t, 0), kw)
@@ -417,6 +435,12 @@ def conv2d_vjp(xp, grad, indices, geometry):
     C_out, C_group, kh, kw = geometry.w_shape
     (sh, sw), (ph, pw) = geometry.stride, geometry.padding
     _, _, H_out, W_out = geometry.out_shape
+    scatter = _compiled_scatter("conv2d", grad, indices)
+    if scatter is not None:
+        grad_x, grad_w = np.zeros(geometry.x_shape), np.zeros(geometry.w_shape)
+        sizes = (B, C_out, H_out, W_out, C_in, H, W, C_group, kh, kw, sh, sw, ph, pw, geometry.groups)
+        scatter(_contiguous(grad), _int32(indices), *sizes, grad_x, grad_w)
+        return grad_x.astype(grad.dtype), grad_w.astype(grad.dtype)
     t = indices.astype(np.int64)
     has_winner = t >= 0
     c, uv = np.divmod(np.maximum(t, 0), kh * kw)
@@ -439,6 +463,21 @@ def maxout(xp, grouped):
     select_winner(grouped, MAX_PLUS, values, winner)
     mark_no_winner(values, winner, MAX_PLUS)
     return values, winner
+
+
+def _compiled_scatter(operator: str, grad: np.ndarray, indices: np.ndarray):
+    """The compiled backward of ``operator`` for this dtype (int32 indices suffice), or None."""
+    if indices.dtype == np.int64:
+        return None
+    return compiled.function(_C_VJP[operator].get(grad.dtype.type, ""))
+
+
+def _contiguous(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x)
+
+
+def _int32(indices: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(indices, dtype=np.int32)
 
 
 def _bincount(slots: np.ndarray, weights: np.ndarray, length: int, dtype) -> np.ndarray:

@@ -1,0 +1,79 @@
+/* Compiled backward passes (vector-Jacobian products) of tropic's products, morphology and
+ * convolutions: every output's gradient goes to its winner. Built as an extension module so that pip
+ * compiles it; called through ctypes (tropic/backends/numpy/compiled.py).
+ *
+ * Contract: the same numbers as the NumPy path, bit for bit. That path is np.bincount with weights:
+ * each slot is a float64 sum of its contributions taken in the row-major order of the outputs. So
+ * these loops visit the outputs in that order, add in double into caller-zeroed double arrays, and
+ * the caller rounds once to the gradient's dtype. Single-threaded: the order is the determinism.
+ * Outputs whose index is -1 (no winner) send nothing; contributions that land on padding are
+ * dropped. Indices arrive as int32. Returns 0. */
+#include <Python.h>
+
+#include <stdint.h>
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_scatter_c", "ctypes-loaded kernels", -1, NULL};
+PyMODINIT_FUNC PyInit__scatter_c(void) { return PyModule_Create(&module); }
+
+/* Products: g, idx (n, M, N) -> ga (n, M, K) and gb (n, K, N). */
+#define MATMUL_VJP(NAME, T)                                                                         \
+  int NAME(const T *g, const int32_t *idx, int64_t n, int64_t M, int64_t N, int64_t K, double *ga,  \
+           double *gb) {                                                                            \
+    for (int64_t b = 0; b < n; b++)                                                                 \
+      for (int64_t i = 0; i < M; i++)                                                               \
+        for (int64_t j = 0; j < N; j++) {                                                           \
+          int64_t at = (b * M + i) * N + j, k = idx[at];                                            \
+          if (k < 0) continue;                                                                      \
+          ga[(b * M + i) * K + k] += (double)g[at];                                                 \
+          gb[(b * K + k) * N + j] += (double)g[at];                                                 \
+        }                                                                                           \
+    return 0;                                                                                       \
+  }
+MATMUL_VJP(tropic_matmul_vjp_f32, float)
+MATMUL_VJP(tropic_matmul_vjp_f64, double)
+
+/* Morphology: g, idx (n, H, W); rows (H, kh) and cols (W, kw) are the source tables of the window
+ * (-1: border) -> gimg (n, H, W) and gw (kh * kw). */
+#define MORPHOLOGY_VJP(NAME, T)                                                                     \
+  int NAME(const T *g, const int32_t *idx, int64_t n, int64_t H, int64_t W, const int64_t *rows,    \
+           int64_t kh, const int64_t *cols, int64_t kw, double *gimg, double *gw) {                 \
+    for (int64_t b = 0; b < n; b++)                                                                 \
+      for (int64_t i = 0; i < H; i++)                                                               \
+        for (int64_t j = 0; j < W; j++) {                                                           \
+          int64_t at = (b * H + i) * W + j, t = idx[at];                                            \
+          if (t < 0) continue;                                                                      \
+          int64_t r = rows[i * kh + t / kw], c = cols[j * kw + t % kw];                             \
+          if (r >= 0 && c >= 0) gimg[(b * H + r) * W + c] += (double)g[at];                         \
+          gw[t] += (double)g[at];                                                                   \
+        }                                                                                           \
+    return 0;                                                                                       \
+  }
+MORPHOLOGY_VJP(tropic_morphology_vjp_f32, float)
+MORPHOLOGY_VJP(tropic_morphology_vjp_f64, double)
+
+/* Convolutions: g, idx (B, Cout, Ho, Wo); winner t = (c * kh + u) * kw + v within output channel
+ * o's group -> gx (B, Cin, H, W) and gw (Cout, Cg, kh, kw). */
+#define CONV2D_VJP(NAME, T)                                                                         \
+  int NAME(const T *g, const int32_t *idx, int64_t B, int64_t Cout, int64_t Ho, int64_t Wo,         \
+           int64_t Cin, int64_t H, int64_t W, int64_t Cg, int64_t kh, int64_t kw, int64_t sh,       \
+           int64_t sw, int64_t ph, int64_t pw, int64_t groups, double *gx, double *gw) {            \
+    int64_t per_group = Cout / groups, taps = Cg * kh * kw;                                         \
+    for (int64_t b = 0; b < B; b++)                                                                 \
+      for (int64_t o = 0; o < Cout; o++)                                                            \
+        for (int64_t i = 0; i < Ho; i++)                                                            \
+          for (int64_t j = 0; j < Wo; j++) {                                                        \
+            int64_t at = ((b * Cout + o) * Ho + i) * Wo + j, t = idx[at];                           \
+            if (t < 0) continue;                                                                    \
+            int64_t c = t / (kh * kw), u = t % (kh * kw) / kw, v = t % kw;                          \
+            int64_t channel = (o / per_group) * Cg + c, row = i * sh + u - ph, col = j * sw + v - pw; \
+            if (row >= 0 && row < H && col >= 0 && col < W)                                         \
+              gx[((b * Cin + channel) * H + row) * W + col] += (double)g[at];                       \
+            gw[o * taps + t] += (double)g[at];                                                      \
+          }                                                                                         \
+    return 0;                                                                                       \
+  }
+CONV2D_VJP(tropic_conv2d_vjp_f32, float)
+CONV2D_VJP(tropic_conv2d_vjp_f64, double)
+
+/* Scalar code: scatter-adds in a fixed order do not vectorise. */
+const char *tropic_isa(void) { return "generic"; }
