@@ -45,3 +45,20 @@ def test_results_do_not_depend_on_the_thread_count(semiring, restore_threads):
     for values, indices in results[1:]:
         assert_identical(values, results[0][0])
         assert_identical(indices, results[0][1])
+
+
+@pytest.mark.parametrize("element", ["structure", "rectangle"])
+def test_morphology_does_not_depend_on_the_thread_count(element, restore_threads):
+    """Large enough (> 2^20 candidates) for the compiled kernels to use a thread team."""
+    rng = np.random.default_rng(8)
+    images = rng.integers(-3, 3, (4, 160, 150)).astype(np.float32)
+    images[0, :20, :20] = -np.inf
+    kwargs = {"structure": rng.integers(-2, 2, (5, 5)).astype(np.float32)}
+    if element == "rectangle":
+        kwargs = {"size": (7, 6)}
+    results = []
+    for threads in (1, 2):
+        tropic.set_num_threads(threads)
+        results.append(tropic.dilation(images, mode="wrap", return_indices=True, **kwargs))
+    for got, want in zip(results[1], results[0], strict=True):
+        assert_identical(got, want)

@@ -50,10 +50,12 @@ PyMODINIT_FUNC PyInit__matmul_c(void) { return PyModule_Create(&module); }
 
 int tropic_abi_version(void) { return 1; }
 
-/* Products smaller than this many pairs run on one thread: below it (about 32^3) waking a team
- * costs more than it saves. */
+/* Products smaller than this many pairs (about 100^3, some 50 us on one core) run on one thread:
+ * a team's barrier costs little on an idle machine but stalls for milliseconds when another process
+ * (or another library's OpenMP pool, e.g. PyTorch's) holds the other cores, and a small product
+ * should not pay that. */
 #ifndef PARALLEL_PAIRS
-#define PARALLEL_PAIRS (1 << 15)
+#define PARALLEL_PAIRS (1 << 20)
 #endif
 
 static int thread_count(int threads, int64_t M, int64_t K, int64_t N, int64_t tiles) {

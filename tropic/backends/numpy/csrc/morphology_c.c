@@ -51,8 +51,9 @@ PyMODINIT_FUNC PyInit__morphology_c(void) { return PyModule_Create(&module); }
 #define INLINE static inline __attribute__((always_inline))
 #define BAD_ARGUMENT 1
 #define NO_MEMORY 2
-/* Below this many candidates one thread is faster than waking a team. */
-#define PARALLEL_MIN_WORK 65536
+/* Below this many candidates (some 50 us on one core) one thread: a team's barrier stalls for
+ * milliseconds when other processes hold the cores, which a small call should not risk. */
+#define PARALLEL_MIN_WORK (1 << 20)
 /* Rectangle: images per pass are limited so that the row-pass buffer stays about this many elements. */
 #define RECT_BUFFER_ELEMENTS ((int64_t)1 << 22)
 /* Rectangle column pass: a task covers at most this many columns of one block of kh output rows. */
