@@ -3,7 +3,8 @@
  * (tropic/backends/numpy/compiled.py binds the names below).
  *
  *   int tropic_matmul_f32(a, b, c, idx, M, K, N, maximise, threads)   (and _f64)
- *   const char *tropic_isa(void)     "avx2" or "generic": the path the run-time dispatch chose
+ *   const char *tropic_isa(void)     "avx512+avx2" (float32 AVX-512, float64 AVX2), "avx2" or
+ *                                    "generic": the path the run-time dispatch chose
  *
  * a (M, K), b (K, N), c and idx (M, N): C-contiguous. For every output, in increasing k:
  *   v = a[i,k] + b[k,j]                  plain add in the array's precision (no wider type, no FMA)
@@ -28,9 +29,16 @@
  *    The N tail uses masked loads / stores; M tails use 1- or 2-row instances.
  *  - OpenMP gives each thread a contiguous range of column panels, or of row blocks when that
  *    splits more evenly (few panels), so thin products (M = 64, large N) use every thread too.
+ * AVX-512 path (float32 only; chosen ahead of AVX2 when the CPU has AVX-512F/VL/BW/DQ): the same
+ *    packing, blocking, tails and split, with 8 rows x 16 columns per micro-kernel (one zmm of best
+ *    values and one of int32 winners per row, 16 of the 32 zmm registers): per 16 pairs one add
+ *    (A broadcast from memory), one compare into a mask register, and two masked moves (value and
+ *    index) under that mask, which is exactly "v > best ? v : best" (ties and NaN keep best). The
+ *    N tail uses mask-register loads / stores; M tails use 1- to 7-row instances. float64 stays AVX2.
  * Portable path: plain C with the same loop, for CPUs without AVX2 and non-x86 builds.
  * TROPIC_FORCE_GENERIC=1 in the environment (read at the first call) forces the portable path;
- * tests use it to check that both paths agree. */
+ * TROPIC_MAX_ISA=avx2 (read at the first call) caps the dispatch at AVX2 (skips AVX-512).
+ * Tests use them to check that the paths agree. */
 #include <Python.h>
 
 #include <math.h>
@@ -341,7 +349,7 @@ static int split_columns(int64_t npan, int64_t nrb, int nt) {
  * in increasing order; per k-block, pack, then every (row block, panel) tile of it. Row blocks run
  * outside panels so that a row block's slice of A stays in L1 while the packed block (L2) streams.
  * The N tail panel is always packed (padded), in place reading would run past the end of B. */
-#define DEFINE_DRIVER(T, NR, NAME, PACK, KERNEL)                                                    \
+#define DEFINE_DRIVER(T, NR, NAME, PACK, KERNEL, MR)                                                \
   static int NAME(const T *a, const T *b, T *c, int32_t *idx, int64_t M, int64_t K, int64_t N,      \
                   int maximise, int threads) {                                                      \
     const T zero = maximise ? (T)-INFINITY : (T)INFINITY;                                           \
@@ -391,13 +399,84 @@ static int split_columns(int64_t npan, int64_t nrb, int nt) {
     return failed;                                                                                  \
   }
 
-DEFINE_DRIVER(float, 16, avx2_f32, pack_f32, kernel_f32)
-DEFINE_DRIVER(double, 8, avx2_f64, pack_f64, kernel_f64)
+DEFINE_DRIVER(float, 16, avx2_f32, pack_f32, kernel_f32, MR)
+DEFINE_DRIVER(double, 8, avx2_f64, pack_f64, kernel_f64, MR)
+
+/* ------------------------------------------------------------------------------------------------
+ * AVX-512 float32 path: the same packing, blocking and split, with MR5 rows x 16 columns per
+ * micro-kernel, one zmm of best values and one of winners per row. Per 16 pairs one add, one
+ * compare into a mask register, and two masked moves (value and index) under that mask, so the
+ * stored value is exactly "v > best ? v : best" / "v < best ? v : best" (ties and NaN keep best). */
+#define MR5 8 /* 16 accumulators + sum, b, k, 1; 12 rows spill with gcc and run slower */
+#define AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
+
+INLINE AVX512 void kernel512_f32(const float *a, int64_t lda, const float *bp, int64_t ldb,
+                                 int64_t k0, int64_t k1, float *c, int32_t *ix, int64_t ldc,
+                                 int64_t ncols, const int rows, const int maximise) {
+  const __mmask16 mk = ncols >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << ncols) - 1u);
+  __m512 s[MR5];
+  __m512i x[MR5];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR5; r++) {
+    if (r < rows) {
+      if (k0 > 0) {
+        s[r] = _mm512_maskz_loadu_ps(mk, c + r * ldc);
+        x[r] = _mm512_maskz_loadu_epi32(mk, ix + r * ldc);
+      } else {
+        s[r] = _mm512_set1_ps(maximise ? -INFINITY : INFINITY);
+        x[r] = _mm512_set1_epi32(-1);
+      }
+    }
+  }
+  __m512i kv = _mm512_set1_epi32((int32_t)k0);
+  const __m512i one = _mm512_set1_epi32(1);
+  const float *ak = a + k0;
+  for (int64_t k = k0; k < k1; k++, bp += ldb, ak++) {
+    const __m512 b0 = _mm512_loadu_ps(bp);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR5; r++) {
+      if (r < rows) {
+        const __m512 v = _mm512_add_ps(_mm512_set1_ps(ak[r * lda]), b0);
+        const __mmask16 m = maximise ? _mm512_cmp_ps_mask(v, s[r], _CMP_GT_OQ)
+                                     : _mm512_cmp_ps_mask(v, s[r], _CMP_LT_OQ);
+        s[r] = _mm512_mask_mov_ps(s[r], m, v);
+        x[r] = _mm512_mask_mov_epi32(x[r], m, kv);
+      }
+    }
+    kv = _mm512_add_epi32(kv, one);
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR5; r++) {
+    if (r < rows) {
+      _mm512_mask_storeu_ps(c + r * ldc, mk, s[r]);
+      _mm512_mask_storeu_epi32(ix + r * ldc, mk, x[r]);
+    }
+  }
+}
+
+typedef void (*kernel512_f32_fn)(const float *, int64_t, const float *, int64_t, int64_t, int64_t,
+                                 float *, int32_t *, int64_t, int64_t);
+#define DEFINE_INSTANCE512(ROWS, MAX)                                                               \
+  static AVX512 void kernel512_f32_##ROWS##_##MAX(const float *a, int64_t lda, const float *bp,     \
+                                                  int64_t ldb, int64_t k0, int64_t k1, float *c,    \
+                                                  int32_t *ix, int64_t ldc, int64_t ncols) {        \
+    kernel512_f32(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, ROWS, MAX);                           \
+  }
+#define DEFINE_INSTANCES512(ROWS) DEFINE_INSTANCE512(ROWS, 0) DEFINE_INSTANCE512(ROWS, 1)
+DEFINE_INSTANCES512(1) DEFINE_INSTANCES512(2) DEFINE_INSTANCES512(3) DEFINE_INSTANCES512(4)
+DEFINE_INSTANCES512(5) DEFINE_INSTANCES512(6) DEFINE_INSTANCES512(7) DEFINE_INSTANCES512(8)
+#define K512(ROWS, MAX) kernel512_f32_##ROWS##_##MAX
+#define K512_ROW(MAX)                                                                               \
+  {K512(1, MAX), K512(2, MAX), K512(3, MAX), K512(4, MAX), K512(5, MAX), K512(6, MAX),              \
+   K512(7, MAX), K512(8, MAX)}
+static const kernel512_f32_fn kernel512_f32_table[2][MR5] = {K512_ROW(0), K512_ROW(1)};
+
+DEFINE_DRIVER(float, 16, avx512_f32, pack_f32, kernel512_f32, MR5)
 
 #endif /* TROPIC_X86 */
 
 /* ------------------------------------------------------------------------------------------------
- * Run-time dispatch, decided once: 1 = AVX2, 0 = portable. */
+ * Run-time dispatch, decided once: 2 = AVX-512 (float32; float64 uses AVX2), 1 = AVX2, 0 = portable. */
 static int isa_choice = -1;
 
 static int choose_isa(void) {
@@ -406,9 +485,14 @@ static int choose_isa(void) {
   choice = 0;
 #ifdef TROPIC_X86
   const char *force = getenv("TROPIC_FORCE_GENERIC");
+  const char *cap = getenv("TROPIC_MAX_ISA");
   if (!(force != NULL && force[0] != '\0' && strcmp(force, "0") != 0)) {
     __builtin_cpu_init();
     choice = __builtin_cpu_supports("avx2") ? 1 : 0;
+    if (choice && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+        !(cap != NULL && strcmp(cap, "avx2") == 0))
+      choice = 2;
   }
 #endif
   __atomic_store_n(&isa_choice, choice, __ATOMIC_RELAXED);
@@ -424,14 +508,19 @@ static int choose_isa(void) {
 DEFINE_EMPTY(float, empty_f32)
 DEFINE_EMPTY(double, empty_f64)
 
-const char *tropic_isa(void) { return choose_isa() ? "avx2" : "generic"; }
+const char *tropic_isa(void) {
+  const int choice = choose_isa();
+  return choice == 2 ? "avx512+avx2" : choice ? "avx2" : "generic"; /* float32 + float64 paths */
+}
 
 int tropic_matmul_f32(const float *a, const float *b, float *c, int32_t *idx, int64_t M, int64_t K,
                       int64_t N, int maximise, int threads) {
   if (M <= 0 || N <= 0) return 0;
   if (K <= 0) return empty_f32(c, idx, M * N, maximise);
 #ifdef TROPIC_X86
-  if (choose_isa()) return avx2_f32(a, b, c, idx, M, K, N, maximise != 0, threads);
+  const int choice = choose_isa();
+  if (choice == 2) return avx512_f32(a, b, c, idx, M, K, N, maximise != 0, threads);
+  if (choice) return avx2_f32(a, b, c, idx, M, K, N, maximise != 0, threads);
 #endif
   return generic_f32(a, b, c, idx, M, K, N, maximise != 0, threads);
 }
