@@ -238,7 +238,7 @@ def morphology(xp, semiring, image, weights, support, row_window, col_window, fi
     padded = _pad(image.reshape(-1, H, W), row_window, col_window, fill)
     taps = list(zip(*np.nonzero(support), strict=True))
     w = None if weights is None else np.asarray(weights)
-    has_nan = bool(np.isnan(padded).any()) or (w is not None and bool(np.isnan(w[support]).any()))
+    has_nan = _any_nan(padded) or (w is not None and _any_nan(w[support]))
     result = _compiled_morphology(semiring, padded, w, taps, support, row_window, col_window, H, W, has_nan)
     if result is None:
         result = _numpy_taps(semiring, padded, w, taps, kw, row_window, col_window, H, W)
@@ -247,6 +247,11 @@ def morphology(xp, semiring, image, weights, support, row_window, col_window, fi
         _propagate_nan(padded, w, taps, row_window, col_window, kw, out, winner)
     # astype copies: the compiled paths' int32 winners are scratch
     return out.reshape(image.shape), winner.astype(_index_type(kh * kw)).reshape(image.shape)
+
+
+def _any_nan(x: np.ndarray) -> bool:
+    """NaN anywhere in ``x``: ``max`` propagates NaN, needs no boolean temporary and is vectorised."""
+    return x.size > 0 and bool(np.isnan(np.max(x)))
 
 
 def _pad(flat: np.ndarray, row_window, col_window, fill: float) -> np.ndarray:
