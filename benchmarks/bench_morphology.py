@@ -5,6 +5,8 @@ tropic runs with ``mode="reflect"``, SciPy's default border, so both compute the
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 import tropic
@@ -13,9 +15,9 @@ from .common import (
     Benchmark,
     optional_import,
     random_array,
-    require_compiled,
     require_ndimage,
     scipy_batched_grey_dilation,
+    tropic_or_baseline,
 )
 
 optional_import("scipy.ndimage")  # imported once, before asv forks the benchmark processes
@@ -32,14 +34,11 @@ class NonFlatDilation(Benchmark):
 
     def setup(self, implementation):
         images, structure = random_array(8, 16, 64, 64, seed=1), random_array(5, 5, seed=2)
-        run = lambda: tropic.dilation(images, structure, mode="reflect")  # noqa: E731
-        if implementation == "tropic":
-            self.run = run
-        elif implementation == "tropic_numpy_path":
-            self.run = require_compiled(run)
-        else:
-            ndimage = require_ndimage()
-            self.run = lambda: scipy_batched_grey_dilation(images, structure, ndimage)
+        self.run = tropic_or_baseline(
+            implementation,
+            lambda: tropic.dilation(images, structure, mode="reflect"),
+            lambda: partial(scipy_batched_grey_dilation, images, structure, require_ndimage()),
+        )
 
     def time_dilation(self, implementation):
         self.run()
@@ -56,14 +55,11 @@ class FlatDilation(Benchmark):
 
     def setup(self, implementation):
         image, footprint = random_array(1024, 1024, seed=1), np.ones((15, 15), dtype=bool)
-        run = lambda: tropic.dilation(image, footprint=footprint, mode="reflect")  # noqa: E731
-        if implementation == "tropic":
-            self.run = run
-        elif implementation == "tropic_numpy_path":
-            self.run = require_compiled(run)
-        else:
-            ndimage = require_ndimage()
-            self.run = lambda: ndimage.maximum_filter(image, footprint=footprint)
+        self.run = tropic_or_baseline(
+            implementation,
+            lambda: tropic.dilation(image, footprint=footprint, mode="reflect"),
+            lambda: partial(require_ndimage().maximum_filter, image, footprint=footprint),
+        )
 
     def time_dilation(self, implementation):
         self.run()

@@ -45,6 +45,7 @@ __all__ = [
     "torch_naive_maxplus",
     "torch_unfold_conv2d",
     "tropic_layer_step",
+    "tropic_or_baseline",
 ]
 
 
@@ -61,6 +62,16 @@ def require_compiled(fn):
     if not compiled.available():
         raise NotImplementedError("the compiled CPU kernels are not in use")
     return numpy_path(fn)
+
+
+def tropic_or_baseline(implementation: str, run, baseline):
+    """``run`` for "tropic", ``run`` on the NumPy path for "tropic_numpy_path", else ``baseline()``
+    (a factory, so that a missing optional library is only asked for when its row is timed)."""
+    if implementation == "tropic":
+        return run
+    if implementation == "tropic_numpy_path":
+        return require_compiled(run)
+    return baseline()
 
 
 def require_torch():

@@ -24,7 +24,7 @@ from . import compiled
 
 _BLOCK_ELEMENTS = 1 << 19  # candidates per block (2 MiB of float32): few Python-level calls
 _PARALLEL_PAIRS = 1 << 22  # products with fewer pairs run on one thread
-_executor: ThreadPoolExecutor | None = None
+_executor: tuple[int, ThreadPoolExecutor] | None = None  # (threads, pool)
 _SCRATCH_LIMIT = 1 << 25  # bytes
 _thread_local = threading.local()
 _C_PRODUCT = {np.float32: "tropic_matmul_f32", np.float64: "tropic_matmul_f64"}
@@ -109,9 +109,9 @@ def product(semiring, a: np.ndarray, b: np.ndarray, index_type) -> tuple[np.ndar
 def _product_nan_rule(a: np.ndarray, b: np.ndarray, c: np.ndarray, winner: np.ndarray) -> None:
     """NaN dominates: ``c[i, j]`` is NaN if row ``i`` of ``a`` or column ``j`` of ``b`` holds one,
     won by the first NaN candidate. (The compiled kernels never let a NaN candidate win.)"""
-    nan_a, nan_b = np.isnan(a), np.isnan(b)
-    if not (nan_a.any() or nan_b.any()):
+    if not (_any_nan(a) or _any_nan(b)):  # the common case, without boolean temporaries
         return
+    nan_a, nan_b = np.isnan(a), np.isnan(b)
     K = a.shape[1]
     first_a = np.where(nan_a.any(axis=1), nan_a.argmax(axis=1), K)
     first_b = np.where(nan_b.any(axis=0), nan_b.argmax(axis=0), K)
@@ -164,11 +164,11 @@ def matmul_rows(semiring, a: np.ndarray, b_t: np.ndarray, index_type) -> tuple[n
 
 def _pool(threads: int) -> ThreadPoolExecutor:
     global _executor
-    if _executor is None or _executor._max_workers != threads:
+    if _executor is None or _executor[0] != threads:
         if _executor is not None:
-            _executor.shutdown(wait=False)
-        _executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tropic")
-    return _executor
+            _executor[1].shutdown(wait=False)
+        _executor = (threads, ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tropic"))
+    return _executor[1]
 
 
 def _has_inf(x: np.ndarray, sign: int) -> bool:
