@@ -306,6 +306,7 @@ def _morphology_rows(sizes: Sizes, repeat: int, rng, ndimage) -> list[Row]:
         missing if ndimage is None else (lambda: scipy_batched_grey_dilation(images, structure, ndimage))
     )
     shape = "x".join(map(str, sizes.nonflat)) + ", se 5x5"
+
     def nonflat():
         return tropic.dilation(images, structure, mode="reflect")
 
@@ -322,6 +323,7 @@ def _morphology_rows(sizes: Sizes, repeat: int, rng, ndimage) -> list[Row]:
     maximum_filter = (
         missing if ndimage is None else (lambda: ndimage.maximum_filter(image, footprint=footprint))
     )
+
     def flat():
         return tropic.dilation(image, footprint=footprint, mode="reflect")
 
@@ -363,6 +365,7 @@ def _training_rows(sizes: Sizes, repeat: int, rng, torch) -> list[Row]:
     else:
         tx, tw, tg = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(grad)
         autograd = _broadcast_reason(batch, n_in, n_out) or (lambda: torch_layer_step(tx, tw, tg))
+
     def run():
         return tropic_layer_step(x, w, grad)
 
