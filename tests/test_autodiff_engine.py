@@ -1,0 +1,212 @@
+"""The autodiff engine: the tape, accumulation, broadcasting, grad mode, dtypes and array libraries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tropic.autodiff as ad
+from tropic.autodiff import Tensor, is_grad_enabled, no_grad, tensor
+
+from .helpers import assert_identical, strict, to_numpy
+
+
+def test_tensor_attributes_and_conversions():
+    t = tensor(1.0)
+    assert isinstance(t.data, np.ndarray) and t.data.shape == () and t.dtype == np.float64
+    x = Tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    assert (x.shape, x.ndim, x.size, len(x)) == ((2, 3), 2, 6, 2)
+    assert x.T.shape == (3, 2) and x.T.data[2, 1] == 5.0
+    assert tensor([[2.5]]).item() == 2.5 and isinstance(tensor([3]).item(), int)
+    copy = x.numpy()
+    copy[0, 0] = 99.0
+    assert x.data[0, 0] == 0.0
+    d = x.detach()
+    assert d.data is x.data and not d.requires_grad
+    assert tensor(np.ones(2), dtype=np.float32).dtype == np.float32
+    with pytest.raises(TypeError):
+        len(tensor(1.0))
+    with pytest.raises(ValueError, match="one element"):
+        x.item()
+
+
+def test_comparisons_return_raw_boolean_arrays():
+    x = tensor([1.0, 2.0, 3.0], requires_grad=True)
+    for result, expected in (
+        (x < 2, [1, 0, 0]),
+        (x <= 2, [1, 1, 0]),
+        (x > 2, [0, 0, 1]),
+        (x >= 2, [0, 1, 1]),
+    ):
+        assert type(result) is np.ndarray and result.dtype == bool
+        np.testing.assert_array_equal(result, np.array(expected, dtype=bool))
+    # Identity equality: tensors work as dictionary keys and set members.
+    assert len({x, x, tensor([1.0, 2.0, 3.0])}) == 2
+
+
+def test_gradients_accumulate_over_backward_calls():
+    x = tensor([1.0, -2.0], requires_grad=True)
+    y = (x * x).sum()
+    y.backward()
+    y.backward()  # the same graph again
+    np.testing.assert_array_equal(x.grad, 2 * 2 * x.data)
+    (3.0 * x).sum().backward()  # a new graph adds to it
+    np.testing.assert_array_equal(x.grad, 4 * x.data + 3.0)
+    x.grad = None
+    (3.0 * x).sum().backward()
+    np.testing.assert_array_equal(x.grad, [3.0, 3.0])
+    x.zero_grad()
+    assert x.grad is None
+
+
+def test_shared_subexpressions_sum_their_paths():
+    x = tensor([0.5, 2.0, -1.0], requires_grad=True)
+    h = x * x  # used twice below
+    y = (h + h * x + x).sum()
+    y.backward()
+    np.testing.assert_allclose(x.grad, 2 * x.data + 3 * x.data**2 + 1, rtol=1e-15)
+
+
+def test_broadcasting_gradients_are_summed_to_the_operand_shape():
+    a = tensor(np.arange(3.0).reshape(3, 1), requires_grad=True)
+    b = tensor(np.arange(4.0), requires_grad=True)
+    c = tensor(2.0, requires_grad=True)
+    ((a + b) * c).sum().backward()
+    assert a.grad.shape == (3, 1) and b.grad.shape == (4,) and c.grad.shape == ()
+    np.testing.assert_array_equal(a.grad, np.full((3, 1), 8.0))
+    np.testing.assert_array_equal(b.grad, np.full(4, 6.0))
+    assert c.grad == (np.arange(3.0)[:, None] + np.arange(4.0)).sum()
+
+
+def test_no_grad_records_nothing():
+    x = tensor([1.0, 2.0], requires_grad=True)
+    with no_grad():
+        assert not is_grad_enabled()
+        y = ad.maxplus_matmul(x, x) + x * 2.0
+        with ad.enable_grad():
+            z = x * 2.0
+    assert is_grad_enabled()
+    assert not y.requires_grad and y.is_leaf and y._parents == ()
+    assert z.requires_grad
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        y.backward()
+
+    @no_grad()
+    def f(t):
+        return t * 3.0
+
+    assert not f(x).requires_grad and is_grad_enabled()
+    assert not (tensor([1.0]) * x.detach()).requires_grad  # no operand requires grad: no tape
+
+
+def test_backward_needs_grad_for_non_scalar_outputs():
+    x = tensor([1.0, 2.0], requires_grad=True)
+    y = x * 3.0
+    with pytest.raises(RuntimeError, match="one element"):
+        y.backward()
+    with pytest.raises(ValueError, match="shape"):
+        y.backward(np.ones(3))
+    g = np.array([1.0, -1.0])
+    y.backward(g)
+    np.testing.assert_array_equal(x.grad, [3.0, -3.0])
+    (x * 1.0)[:1].backward()  # size-1 output: implicit one
+    np.testing.assert_array_equal(x.grad, [4.0, -3.0])
+
+
+def test_deep_chain_does_not_hit_the_recursion_limit():
+    x = tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = x
+    for _ in range(5000):
+        y = y * 1.0001 + 0.5
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad, np.full(2, 1.0001**5000), rtol=1e-12)
+
+
+def test_leaf_gradients_never_share_arrays():
+    a = tensor([1.0, 2.0], requires_grad=True)
+    b = tensor([3.0, 4.0], requires_grad=True)
+    g = np.array([1.0, 1.0])
+    (a + b).backward(g)
+    assert a.grad is not b.grad and a.grad is not g
+    a.grad += 1.0  # an optimiser updating in place touches only a's gradient
+    np.testing.assert_array_equal(b.grad, [1.0, 1.0])
+    np.testing.assert_array_equal(g, [1.0, 1.0])
+
+
+def test_dtypes_follow_the_array_api():
+    x = tensor(np.ones(3, dtype=np.float32), requires_grad=True)
+    assert (x * 1.5 + 1).dtype == np.float32  # Python scalars do not upcast
+    assert (2.0 / x - 1.0).dtype == np.float32
+    w = tensor(np.ones(3), requires_grad=True)  # float64
+    y = x * w
+    assert y.dtype == np.float64
+    y.sum().backward()
+    assert x.grad.dtype == np.float32 and w.grad.dtype == np.float64  # grads in the operand's dtype
+    with pytest.raises(TypeError, match="floating"):
+        Tensor(np.arange(3), requires_grad=True)
+    with pytest.raises(TypeError, match="exponent"):
+        x ** tensor(2.0)
+
+
+def test_raw_arrays_and_scalars_are_constants():
+    x = tensor([1.0, 2.0], requires_grad=True)
+    c = np.array([10.0, 20.0])
+    y = (c - x) * c + 1.0 - np.float64(2.0) * x  # ndarray on the left defers to Tensor
+    assert isinstance(y, Tensor)
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, -c - 2.0)
+    z = ad.add(np.ones(2), 1.0)
+    assert isinstance(z, Tensor) and not z.requires_grad
+
+
+def test_array_api_strict_operands():
+    xp = strict()
+    x = Tensor(xp.asarray([[1.0, 2.0, 3.0], [4.0, 5.0, 7.0]], dtype=xp.float64), requires_grad=True)
+    w = Tensor(xp.asarray([[0.5, -1.0, 2.0]], dtype=xp.float64), requires_grad=True)
+    assert x.xp is xp
+    y = ad.maxplus_matmul(x, w.T) * 2.0 + ad.log_softmax(x @ w.T, axis=0) + x.max(axis=1, keepdims=True)
+    y = y.sum() + x[0, 1:].sum() + x.reshape(-1)[xp.asarray([0, 0, 5])].sum()
+    y.backward()
+    assert isinstance(x.grad, type(x.data)) and isinstance(w.grad, type(w.data))
+    # The same computation on NumPy gives the same gradients.
+    xn = tensor(to_numpy(x.data), requires_grad=True)
+    wn = tensor(to_numpy(w.data), requires_grad=True)
+    yn = ad.maxplus_matmul(xn, wn.T) * 2.0 + ad.log_softmax(xn @ wn.T, axis=0) + xn.max(axis=1, keepdims=True)
+    yn = yn.sum() + xn[0, 1:].sum() + xn.reshape(-1)[np.array([0, 0, 5])].sum()
+    yn.backward()
+    np.testing.assert_allclose(to_numpy(x.grad), xn.grad, rtol=1e-15)
+    np.testing.assert_allclose(to_numpy(w.grad), wn.grad, rtol=1e-15)
+    with pytest.raises(TypeError, match="same array library"):
+        x + np.ones((2, 3))
+
+
+def test_repeated_integer_indices_accumulate(xp):
+    x = Tensor(xp.asarray([1.0, 2.0, 3.0, 4.0], dtype=xp.float64), requires_grad=True)
+    idx = xp.asarray([3, 0, 3, 3], dtype=xp.int64)
+    (x[idx] * Tensor(xp.asarray([1.0, 2.0, 3.0, 4.0], dtype=xp.float64))).sum().backward()
+    np.testing.assert_array_equal(to_numpy(x.grad), [2.0, 0.0, 0.0, 8.0])
+
+
+def test_callers_arrays_are_never_modified():
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x": rng.standard_normal((2, 2, 5, 5)),
+        "w": rng.standard_normal((2, 2, 3, 3)),
+        "b": rng.standard_normal(2),
+        "s": rng.standard_normal((3, 3)),
+        "g": rng.standard_normal((2, 2, 5, 5)),
+    }
+    before = {k: v.copy() for k, v in arrays.items()}
+    x = Tensor(arrays["x"], requires_grad=True)
+    w = Tensor(arrays["w"], requires_grad=True)
+    s = Tensor(arrays["s"], requires_grad=True)
+    y = ad.conv2d(x, w, bias=arrays["b"], padding=1) + ad.dilation(x, s) + ad.erosion(x, s)
+    spatial = ((0, 0), (0, 0), (1, 1), (1, 1))
+    y = y + ad.pad(x, spatial, mode="edge")[:, :, 1:-1, 1:-1] + ad.pad(x, spatial)[:, :, 1:-1, 1:-1]
+    y = y + ad.maxplus_conv2d(x, w, padding=1) + ad.clamp(x, -0.5, 0.5) + ad.relu(x) * x
+    y = y + ad.softmax(x, axis=1) + ad.maximum(x, 0.0) + ad.where(arrays["x"] > 0, x, arrays["x"])
+    y.backward(arrays["g"])
+    y.backward(arrays["g"])
+    x.grad += 1.0  # in-place on our own gradient
+    for k in arrays:
+        assert_identical(arrays[k], before[k])
