@@ -1,0 +1,93 @@
+"""tropic.nn: modules, layers, initialisers, optimisers, losses and pruning for morphological networks.
+
+Built on :mod:`tropic.autodiff`: a layer's ``forward`` takes a :class:`~tropic.autodiff.Tensor` (or an
+array) and returns a Tensor; ``loss.backward()`` fills the ``.grad`` of every :class:`Parameter`.
+
+Examples
+--------
+>>> import numpy as np
+>>> import tropic.nn as nn
+>>> net = nn.Sequential(
+...     nn.Linear(64, 32, bias=False, seed=0), nn.BatchNorm1d(32),
+...     nn.MaxPlus(32, 32, init="sparse", count=64, seed=1), nn.Linear(32, 10, seed=2))
+>>> loss = nn.cross_entropy(net(np.ones((4, 64), dtype=np.float32)), np.array([0, 1, 2, 3]))
+>>> loss.backward()
+>>> opt = nn.Adam(net.parameters(), lr=1e-3)
+>>> opt.step()
+"""
+
+from . import data, init, pruning
+from .activations import ReLU, Sigmoid, Softplus, Tanh
+from .conv import Conv2d, Dilation2d, Erosion2d, MaxPlusConv2d, MaxPool2d, MinPlusConv2d
+from .dropout import DropConnect, Dropout, WeightDropout
+from .linear import Flatten, Identity, Linear
+from .losses import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    DiceLoss,
+    MSELoss,
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    dice_loss,
+    mse_loss,
+)
+from .module import Module, ModuleList, Parameter, Sequential, load_state
+from .normalization import BatchNorm1d
+from .optim import SGD, Adam, AdamW, CosineAnnealingLR, Optimizer, StepLR
+from .pruning import global_unstructured, l1_unstructured, sparsity_report
+from .residual import Residual
+from .tropical import DilationErosion, Maxout, MaxPlus, MinPlus
+
+__all__ = [
+    "SGD",
+    "Adam",
+    "AdamW",
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "BatchNorm1d",
+    "Conv2d",
+    "CosineAnnealingLR",
+    "CrossEntropyLoss",
+    "DiceLoss",
+    "Dilation2d",
+    "DilationErosion",
+    "DropConnect",
+    "Dropout",
+    "Erosion2d",
+    "Flatten",
+    "Identity",
+    "Linear",
+    "MSELoss",
+    "MaxPlus",
+    "MaxPlusConv2d",
+    "MaxPool2d",
+    "Maxout",
+    "MinPlus",
+    "MinPlusConv2d",
+    "Module",
+    "ModuleList",
+    "Optimizer",
+    "Parameter",
+    "ReLU",
+    "Residual",
+    "Sequential",
+    "Sigmoid",
+    "Softplus",
+    "StepLR",
+    "Tanh",
+    "WeightDropout",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "data",
+    "dice_loss",
+    "global_unstructured",
+    "init",
+    "l1_unstructured",
+    "load_state",
+    "mse_loss",
+    "pruning",
+    "sparsity_report",
+]

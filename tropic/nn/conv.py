@@ -1,0 +1,352 @@
+"""Convolution-type layers: ``Conv2d``, ``MaxPlusConv2d``, ``MinPlusConv2d``, ``Dilation2d``,
+``Erosion2d``, ``MaxPool2d``. Inputs are ``(B, C, H, W)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import autodiff as ad
+from ..core.checks import pair, positive_int
+from . import init as _init
+from .linear import _positive, linear_init
+from .module import Module, Parameter
+from .tropical import tropical_weight
+
+__all__ = ["Conv2d", "Dilation2d", "Erosion2d", "MaxPlusConv2d", "MaxPool2d", "MinPlusConv2d"]
+
+
+def _conv_shape(in_channels: int, out_channels: int, kernel_size: Any, groups: int) -> tuple[int, ...]:
+    in_channels = _positive("in_channels", in_channels)
+    out_channels = _positive("out_channels", out_channels)
+    groups = positive_int("groups", groups)
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(
+            f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by "
+            f"groups ({groups})"
+        )
+    kh, kw = pair("kernel_size", kernel_size, 1)
+    return (out_channels, in_channels // groups, kh, kw)
+
+
+class Conv2d(Module):
+    """Linear 2-D convolution (cross-correlation, as ``torch.nn.Conv2d``).
+
+    .. math:: y_{b,o,i,j} = c_o + \\sum_{c,u,v} x_{b,\\,g(o) C_g + c,\\; i s + u - p,\\; j s + v - p}
+              \\, w_{o,c,u,v}
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, padding : int or (int, int)
+        Zero padding.
+    groups : int
+    bias : bool
+        Learn ``c`` (init 0).
+    init : str
+        Linear initialiser of ``w`` (default He normal, fan-in ``C_g kh kw``).
+    rng, seed, dtype
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        stride: Any = 1,
+        padding: Any = 0,
+        groups: int = 1,
+        bias: bool = True,
+        *,
+        init: str = "he_normal",
+        rng: Any = None,
+        seed: int | None = None,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__()
+        shape = _conv_shape(in_channels, out_channels, kernel_size, groups)
+        self.stride, self.padding, self.groups = (
+            pair("stride", stride, 1),
+            pair("padding", padding, 0),
+            groups,
+        )
+        self.weight = Parameter(linear_init(init, shape, _init.as_rng(rng, seed), dtype))
+        self.bias = Parameter(np.zeros(out_channels, dtype=dtype)) if bias else None
+
+    def forward(self, x: Any) -> ad.Tensor:
+        return ad.conv2d(
+            x, self.weight, self.bias, stride=self.stride, padding=self.padding, groups=self.groups
+        )
+
+    def extra_repr(self) -> str:
+        o, c, kh, kw = self.weight.shape
+        return (
+            f"{c * self.groups}, {o}, kernel_size={(kh, kw)}, stride={self.stride}, padding={self.padding}, "
+            f"groups={self.groups}, bias={self.bias is not None}"
+        )
+
+
+class _TropicalConv2d(Module):
+    _zero = -np.inf
+    _op: Any = None  # set by the subclasses: the tropical op and the bias combination
+    _combine: Any = None
+
+    def __init__(
+        self, in_channels, out_channels, kernel_size, stride, padding, groups, bias, init, p, count,
+        rng, seed, dtype,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        shape = _conv_shape(in_channels, out_channels, kernel_size, groups)
+        self.stride, self.padding, self.groups = (
+            pair("stride", stride, 1),
+            pair("padding", padding, 0),
+            groups,
+        )
+        self.init = init
+        gen = _init.as_rng(rng, seed)
+        self.weight = Parameter(
+            tropical_weight(shape, init, gen, dtype, p, count, self._zero), zero=self._zero
+        )
+        if bias:
+            self.bias = Parameter(_init.normal((out_channels,), gen, dtype), zero=self._zero)
+        else:
+            self.bias = None
+
+    def forward(self, x: Any) -> ad.Tensor:
+        y = type(self)._op(x, self.weight, stride=self.stride, padding=self.padding, groups=self.groups)
+        if self.bias is None:
+            return y
+        return type(self)._combine(ad.reshape(self.bias, (1, self.bias.shape[0], 1, 1)), y)
+
+    def extra_repr(self) -> str:
+        o, c, kh, kw = self.weight.shape
+        return (
+            f"{c * self.groups}, {o}, kernel_size={(kh, kw)}, stride={self.stride}, padding={self.padding}, "
+            f"groups={self.groups}, bias={self.bias is not None}, init={self.init!r}"
+        )
+
+
+class MaxPlusConv2d(_TropicalConv2d):
+    """Max-plus 2-D convolution layer (correlation orientation, like :class:`Conv2d`).
+
+    .. math:: y_{b,o,i,j} = \\max\\big(c_o,\\; \\max_{c,u,v}
+              x_{b,\\,g(o) C_g + c,\\; i s + u - p,\\; j s + v - p} + w_{o,c,u,v}\\big)
+
+    Padding is the tropical zero ``-inf`` (:func:`tropic.maxplus_conv2d`). The bias ``c`` is, as in
+    :class:`MaxPlus`, a candidate inside the max; it is off by default (``bias=False``), as in the
+    morphological convolution layers of the literature.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, padding : int or (int, int)
+    groups : int
+    bias : bool
+    init : {"dense", "sparse"}
+        ``N(0, 1)`` weights, or sparse with ``p`` / ``count`` and the rest ``-inf``.
+    p, count, rng, seed, dtype
+    """
+
+    _zero = -np.inf
+    _op = staticmethod(ad.maxplus_conv2d)
+    _combine = staticmethod(ad.maximum)
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        stride: Any = 1,
+        padding: Any = 0,
+        groups: int = 1,
+        bias: bool = False,
+        *,
+        init: str = "dense",
+        p: float | None = None,
+        count: float | None = None,
+        rng: Any = None,
+        seed: int | None = None,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            groups,
+            bias,
+            init,
+            p,
+            count,
+            rng,
+            seed,
+            dtype,
+        )
+
+
+class MinPlusConv2d(_TropicalConv2d):
+    """Min-plus 2-D convolution layer, the dual of :class:`MaxPlusConv2d` (``min``, ``+inf`` padding,
+    ``+inf`` as the sparse zero, the bias a candidate inside the min).
+
+    .. math:: y_{b,o,i,j} = \\min\\big(c_o,\\; \\min_{c,u,v}
+              x_{b,\\,g(o) C_g + c,\\; i s + u - p,\\; j s + v - p} + w_{o,c,u,v}\\big)
+    """
+
+    _zero = np.inf
+    _op = staticmethod(ad.minplus_conv2d)
+    _combine = staticmethod(ad.minimum)
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        stride: Any = 1,
+        padding: Any = 0,
+        groups: int = 1,
+        bias: bool = False,
+        *,
+        init: str = "dense",
+        p: float | None = None,
+        count: float | None = None,
+        rng: Any = None,
+        seed: int | None = None,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            groups,
+            bias,
+            init,
+            p,
+            count,
+            rng,
+            seed,
+            dtype,
+        )
+
+
+class _Morphology2d(Module):
+    _dilation = True
+
+    def __init__(self, channels: int, kernel_size: Any, init: str, rng: Any, seed: Any, dtype: Any) -> None:
+        super().__init__()
+        self.channels = _positive("channels", channels)
+        self.kernel_size = pair("kernel_size", kernel_size, 1)
+        shape = (self.channels, *self.kernel_size)
+        if init == "zeros":
+            structure = np.zeros(shape, dtype=dtype)
+        elif init == "normal":
+            structure = _init.normal(shape, _init.as_rng(rng, seed), dtype, std=0.1)
+        else:
+            raise ValueError(f"init must be 'zeros' or 'normal', got {init!r}")
+        self.structure = Parameter(structure, zero=-np.inf if self._dilation else np.inf)
+
+    def forward(self, x: Any) -> ad.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.channels:
+            raise ValueError(f"x must have shape (B, {self.channels}, H, W), got {tuple(x.shape)}")
+        kh, kw = self.kernel_size
+        # SciPy's centre of an even window is k // 2: rows before/after the output position.
+        before = (kh // 2, kw // 2)
+        after = (kh - 1 - kh // 2, kw - 1 - kw // 2)
+        w = ad.reshape(self.structure, (self.channels, 1, kh, kw))
+        if self._dilation:
+            # (f ⊕ s)(x) = max_y f(x - y) + s(y): a correlation with the reflected element.
+            w = w[:, :, ::-1, ::-1]
+            pad = ((0, 0), (0, 0), (after[0], before[0]), (after[1], before[1]))
+            xpad = ad.pad(x, pad, value=-np.inf)
+            return ad.maxplus_conv2d(xpad, w, groups=self.channels)
+        # (f ⊖ s)(x) = min_y f(x + y) - s(y): a min-plus correlation with -s.
+        pad = ((0, 0), (0, 0), (before[0], after[0]), (before[1], after[1]))
+        xpad = ad.pad(x, pad, value=np.inf)
+        return ad.minplus_conv2d(xpad, -w, groups=self.channels)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, kernel_size={self.kernel_size}"
+
+
+class Dilation2d(_Morphology2d):
+    """Grey-level dilation of every channel by its own learnable structuring element.
+
+    .. math:: y_{b,c} = (x_{b,c} \\oplus s_c)(i, j) = \\max_{u,v} x_{b,c}(i - u, j - v) + s_c(u, v)
+
+    with SciPy's conventions (centre ``k // 2``, output the size of the input, ``-inf`` outside the
+    image): ``y[b, c] == tropic.dilation(x[b, c], s[c])``.
+
+    Implemented as one depthwise max-plus convolution (``groups = channels``) of the
+    ``-inf``-padded input with the reflected element: one kernel call for all channels (a loop of
+    per-channel :func:`tropic.dilation` calls would cost one call and one tape node per channel),
+    and the subgradient is the same winner rule.
+
+    Parameters
+    ----------
+    channels : int
+    kernel_size : int or (int, int)
+    init : {"zeros", "normal"}
+        Flat element (0 everywhere, default) or ``N(0, 0.1^2)``.
+    rng, seed, dtype
+
+    Attributes
+    ----------
+    structure : Parameter, shape (channels, kh, kw)
+    """
+
+    _dilation = True
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: Any = 3,
+        *,
+        init: str = "zeros",
+        rng: Any = None,
+        seed: int | None = None,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__(channels, kernel_size, init, rng, seed, dtype)
+
+
+class Erosion2d(_Morphology2d):
+    """Grey-level erosion of every channel by its own learnable structuring element.
+
+    .. math:: y_{b,c} = (x_{b,c} \\ominus s_c)(i, j) = \\min_{u,v} x_{b,c}(i + u, j + v) - s_c(u, v)
+
+    ``y[b, c] == tropic.erosion(x[b, c], s[c])`` (SciPy conventions, ``+inf`` outside the image);
+    implemented as a depthwise min-plus correlation with ``-s``. Parameters as :class:`Dilation2d`.
+    """
+
+    _dilation = False
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: Any = 3,
+        *,
+        init: str = "zeros",
+        rng: Any = None,
+        seed: int | None = None,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__(channels, kernel_size, init, rng, seed, dtype)
+
+
+class MaxPool2d(Module):
+    """Max pooling over ``kernel_size`` windows with ``stride`` (default ``kernel_size``), no padding;
+    the gradient goes to the lowest-index winner of each window."""
+
+    def __init__(self, kernel_size: Any, stride: Any = None) -> None:
+        super().__init__()
+        self.kernel_size = pair("kernel_size", kernel_size, 1)
+        self.stride = self.kernel_size if stride is None else pair("stride", stride, 1)
+
+    def forward(self, x: Any) -> ad.Tensor:
+        return ad.max_pool2d(x, self.kernel_size, self.stride)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}"

@@ -1,0 +1,181 @@
+"""Weight initialisers: functions ``(shape, rng, dtype) -> numpy.ndarray``.
+
+Every initialiser draws from a ``numpy.random.Generator`` (pass an int seed or None to get one via
+:func:`as_rng`) and returns a new NumPy array, so results are reproducible whatever library the
+network later runs on. Fans follow the (out, in, *kernel) layout of the layers:
+``fan_in = in * prod(kernel)``, ``fan_out = out * prod(kernel)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "as_rng",
+    "constant",
+    "fans",
+    "glorot_normal",
+    "glorot_uniform",
+    "he_normal",
+    "he_uniform",
+    "normal",
+    "sparse_maxplus",
+    "uniform",
+    "zeros",
+]
+
+Shape = Sequence[int]
+
+
+def as_rng(rng: Any = None, seed: int | None = None) -> np.random.Generator:
+    """A ``numpy.random.Generator`` from ``rng`` (a Generator, an int seed or None) or ``seed``.
+
+    Giving both ``rng`` and ``seed`` is an error; neither gives fresh OS entropy.
+    """
+    if rng is not None and seed is not None:
+        raise ValueError("give rng or seed, not both")
+    if rng is None:
+        rng = seed
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)):
+        return np.random.default_rng(rng)
+    raise TypeError(f"rng must be a numpy.random.Generator, an int seed or None, got {type(rng).__name__}")
+
+
+def fans(shape: Shape) -> tuple[int, int]:
+    """``(fan_in, fan_out)`` of a weight of shape (out, in, *kernel) (a 1-D shape: both equal)."""
+    shape = _shape(shape)
+    if len(shape) < 1:
+        raise ValueError("shape must have at least one dimension")
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def normal(
+    shape: Shape, rng: Any = None, dtype: Any = np.float32, *, mean: float = 0.0, std: float = 1.0
+) -> np.ndarray:
+    """Entries ``~ N(mean, std^2)`` (the paper's dense max-plus initialisation is ``N(0, 1)``)."""
+    draws = as_rng(rng).standard_normal(_shape(shape))
+    return (mean + std * draws).astype(dtype)
+
+
+def uniform(
+    shape: Shape, rng: Any = None, dtype: Any = np.float32, *, low: float = -1.0, high: float = 1.0
+) -> np.ndarray:
+    """Entries ``~ U(low, high)``."""
+    return as_rng(rng).uniform(low, high, _shape(shape)).astype(dtype)
+
+
+def zeros(shape: Shape, rng: Any = None, dtype: Any = np.float32) -> np.ndarray:
+    """All zeros (``rng`` is ignored; present for a uniform signature)."""
+    return np.zeros(_shape(shape), dtype=dtype)
+
+
+def constant(shape: Shape, value: float, dtype: Any = np.float32) -> np.ndarray:
+    """Every entry equal to ``value`` (may be ``-inf``)."""
+    return np.full(_shape(shape), value, dtype=dtype)
+
+
+def he_normal(shape: Shape, rng: Any = None, dtype: Any = np.float32) -> np.ndarray:
+    """He (Kaiming) normal: ``N(0, 2 / fan_in)``, for layers followed by ReLU."""
+    fan_in, _ = fans(shape)
+    return normal(shape, rng, dtype, std=math.sqrt(2.0 / fan_in))
+
+
+def he_uniform(shape: Shape, rng: Any = None, dtype: Any = np.float32) -> np.ndarray:
+    """He (Kaiming) uniform: ``U(-b, b)`` with ``b = sqrt(6 / fan_in)`` (variance ``2 / fan_in``)."""
+    fan_in, _ = fans(shape)
+    bound = math.sqrt(6.0 / fan_in)
+    return uniform(shape, rng, dtype, low=-bound, high=bound)
+
+
+def glorot_uniform(shape: Shape, rng: Any = None, dtype: Any = np.float32) -> np.ndarray:
+    """Glorot (Xavier) uniform: ``U(-b, b)`` with ``b = sqrt(6 / (fan_in + fan_out))``."""
+    fan_in, fan_out = fans(shape)
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    return uniform(shape, rng, dtype, low=-bound, high=bound)
+
+
+def glorot_normal(shape: Shape, rng: Any = None, dtype: Any = np.float32) -> np.ndarray:
+    """Glorot (Xavier) normal: ``N(0, 2 / (fan_in + fan_out))``."""
+    fan_in, fan_out = fans(shape)
+    return normal(shape, rng, dtype, std=math.sqrt(2.0 / (fan_in + fan_out)))
+
+
+def sparse_maxplus(
+    shape: Shape,
+    rng: Any = None,
+    p: float | None = None,
+    count: float | None = None,
+    dtype: Any = np.float32,
+    *,
+    zero: float = -np.inf,
+) -> np.ndarray:
+    """Sparse max-plus initialisation (Fotopoulos et al. 2025, "Sparse-Morph").
+
+    .. math:: W_{ji} = \\begin{cases} z_{ji} \\sim N(0, 1) & \\text{with probability } p \\\\
+              -\\infty & \\text{otherwise} \\end{cases}, \\qquad p = K / (m n)
+
+    Parameters
+    ----------
+    shape : (m, n, ...)
+        Weight shape.
+    rng : numpy.random.Generator, int or None
+    p : float in (0, 1], optional
+        Probability that an entry is kept.
+    count : float, optional
+        Expected number ``K`` of kept entries instead of ``p`` (``p = K / size``; the paper uses
+        ``K = 1024`` for a 512 x 512 layer). Give exactly one of ``p`` and ``count``.
+    dtype : floating dtype
+    zero : float
+        Value of the entries that are not kept: ``-inf`` (max-plus, default) or ``+inf`` (min-plus).
+        Exact infinities, never a finite sentinel.
+
+    Returns
+    -------
+    numpy.ndarray
+        The normal draws are made first and the keep-mask second, from the same generator.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropic.nn import init
+    >>> w = init.sparse_maxplus((4, 5), np.random.default_rng(0), p=0.5)
+    >>> bool(np.all(np.isfinite(w) | (w == -np.inf)))
+    True
+    """
+    shape = _shape(shape)
+    size = math.prod(shape)
+    if (p is None) == (count is None):
+        raise ValueError("give exactly one of p and count")
+    if count is not None:
+        if not count > 0:
+            raise ValueError(f"count must be > 0, got {count!r}")
+        p = min(1.0, float(count) / size)
+    if not 0.0 < p <= 1.0:
+        raise ValueError(f"p must be in (0, 1], got {p!r}")
+    if zero not in (-np.inf, np.inf):
+        raise ValueError(f"zero must be -inf or +inf, got {zero!r}")
+    gen = as_rng(rng)
+    values = gen.standard_normal(shape)
+    keep = gen.random(shape) < p
+    return np.where(keep, values, zero).astype(dtype)
+
+
+def _shape(shape: Any) -> tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        shape = (shape,)
+    try:
+        out = tuple(int(s) for s in shape)
+    except TypeError as err:
+        raise TypeError(f"shape must be a sequence of ints, got {shape!r}") from err
+    if any(s < 0 for s in out):
+        raise ValueError(f"shape must be non-negative, got {out}")
+    return out

@@ -1,0 +1,546 @@
+"""``Module`` and ``Parameter``: the containers every layer of ``tropic.nn`` is built from.
+
+A :class:`Module` registers the :class:`Parameter` s, sub-modules and buffers assigned to it as
+attributes, in assignment order, so that ``named_parameters()``, ``state_dict()`` and the ``.npz``
+round trip see one stable, dotted naming (``"0.weight"``, ``"block.bn.running_mean"``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..autodiff import Tensor
+from ..core._array_api import Array, array_namespace
+
+__all__ = ["Module", "ModuleList", "Parameter", "Sequential", "load_state"]
+
+
+class Parameter(Tensor):
+    """A trainable :class:`~tropic.autodiff.Tensor` (``requires_grad=True``) owned by a module.
+
+    Parameters
+    ----------
+    data : array
+        The initial values (any array-API array), kept as given (not copied).
+    zero : float
+        The value that means "no connection" for this weight: ``0.0`` for a linear weight, ``-inf``
+        for a max-plus weight, ``+inf`` for a min-plus weight. Pruning and weight dropout write it,
+        and optimisers keep entries equal to an infinite ``zero`` fixed.
+
+    Attributes
+    ----------
+    mask : boolean array or None
+        Set by pruning: entries where it is False are held at ``zero`` by every optimiser step.
+    """
+
+    def __init__(self, data: Array, zero: float = 0.0) -> None:
+        super().__init__(data, requires_grad=True)
+        self.zero = float(zero)
+        self.mask = None
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={tuple(self.shape)}, dtype={self.dtype})"
+
+
+class IncompatibleKeys(NamedTuple):
+    """Keys of a state dict that did not match the module (returned by a non-strict load)."""
+
+    missing: list[str]
+    unexpected: list[str]
+
+
+class Module:
+    """Base class of all layers and models (the design of ``torch.nn.Module``).
+
+    Subclasses call ``super().__init__()`` first, then assign :class:`Parameter` s and sub-modules as
+    attributes (registered in that order) and implement ``forward``; calling the module calls
+    ``forward``. Non-trainable state (running statistics, pruning masks) is registered with
+    :meth:`register_buffer` and is part of :meth:`state_dict`.
+
+    Attributes
+    ----------
+    training : bool
+        Training mode (``True``) or evaluation mode; changed for the whole tree by :meth:`train` /
+        :meth:`eval`.
+    binary_mode : bool
+        Set for the whole tree by :meth:`binary`; binarised layers read it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import tropic.nn as nn
+    >>> class Affine(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.scale = nn.Parameter(np.ones(3))
+    ...         self.shift = nn.Parameter(np.zeros(3))
+    ...     def forward(self, x):
+    ...         return x * self.scale + self.shift
+    >>> [name for name, _ in Affine().named_parameters()]
+    ['scale', 'shift']
+    """
+
+    training: bool
+    binary_mode: bool
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "binary_mode", False)
+
+    # -- registration -------------------------------------------------------------------------
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(
+                f"cannot assign {name!r} before Module.__init__() ran: call super().__init__() first "
+                f"in {type(self).__name__}.__init__"
+            )
+        params, buffers, modules = self._parameters, self._buffers, self._modules
+        if isinstance(value, Parameter):
+            self._forget(name)
+            params[name] = value
+        elif isinstance(value, Module):
+            self._forget(name)
+            modules[name] = value
+        elif name in params:
+            if value is not None:
+                raise TypeError(
+                    f"cannot assign {type(value).__name__} to parameter {name!r} of "
+                    f"{type(self).__name__}: use a Parameter (or None)"
+                )
+            params[name] = None
+        elif name in modules:
+            if value is not None:
+                raise TypeError(f"cannot assign {type(value).__name__} to sub-module {name!r}")
+            modules[name] = None
+        elif name in buffers:
+            buffers[name] = value
+        else:
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup fails: the registered names live in the three dicts.
+        d = self.__dict__
+        for store in ("_parameters", "_buffers", "_modules"):
+            if store in d and name in d[store]:
+                return d[store][name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        for store in (self._parameters, self._buffers, self._modules):
+            if name in store:
+                del store[name]
+                return
+        object.__delattr__(self, name)
+
+    def _forget(self, name: str) -> None:
+        for store in (self._parameters, self._buffers, self._modules):
+            store.pop(name, None)
+        self.__dict__.pop(name, None)
+
+    def register_buffer(self, name: str, array: Array | None) -> None:
+        """Register non-trainable state (part of :meth:`state_dict`, untouched by optimisers).
+
+        Parameters
+        ----------
+        name : str
+            Attribute name; must not clash with a parameter or sub-module.
+        array : array or None
+            The buffer's value; reassigning the attribute later replaces it.
+        """
+        if not isinstance(name, str) or not name or "." in name:
+            raise ValueError(f"buffer name must be a non-empty str without '.', got {name!r}")
+        if name in self._parameters or name in self._modules:
+            raise ValueError(f"name {name!r} is already a parameter or sub-module of {type(self).__name__}")
+        if array is not None:
+            array_namespace(array=array)  # a clear TypeError for non-arrays
+        self.__dict__.pop(name, None)
+        self._buffers[name] = array
+
+    def register_parameter(self, name: str, param: Parameter | None) -> None:
+        """Register ``param`` under ``name`` (same as assigning it as an attribute)."""
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"param must be a Parameter or None, got {type(param).__name__}")
+        self._forget(name)
+        self._parameters[name] = param
+
+    def add_module(self, name: str, module: Module | None) -> None:
+        """Register ``module`` under ``name`` (same as assigning it as an attribute)."""
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"module must be a Module or None, got {type(module).__name__}")
+        self._forget(name)
+        self._modules[name] = module
+
+    # -- traversal ----------------------------------------------------------------------------
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """Yield ``(dotted name, module)`` for this module (name ``prefix``) and all below it, once each."""
+        seen: set[int] = set()
+        stack: list[tuple[str, Module]] = [(prefix, self)]
+        while stack:  # iterative pre-order: deep nets do not hit the recursion limit
+            name, module = stack.pop()
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            yield name, module
+            children = [
+                (f"{name}.{child_name}" if name else child_name, child)
+                for child_name, child in module._modules.items()
+                if child is not None
+            ]
+            stack.extend(reversed(children))
+
+    def modules(self) -> Iterator[Module]:
+        """Yield every module of the tree (this one first), once each."""
+        for _, module in self.named_modules():
+            yield module
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        """Yield ``(name, module)`` for the direct sub-modules."""
+        for name, child in self._modules.items():
+            if child is not None:
+                yield name, child
+
+    def children(self) -> Iterator[Module]:
+        """Yield the direct sub-modules."""
+        for _, child in self.named_children():
+            yield child
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """Yield ``(dotted name, parameter)``: a module's own parameters, then its sub-modules' in order.
+
+        A parameter shared by several modules is yielded once, under its first name.
+        """
+        seen: set[int] = set()
+        for module_name, module in self.named_modules(prefix):
+            for name, p in module._parameters.items():
+                if p is None or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                yield (f"{module_name}.{name}" if module_name else name), p
+
+    def parameters(self) -> Iterator[Parameter]:
+        """Yield every parameter of the tree once (the order of :meth:`named_parameters`)."""
+        for _, p in self.named_parameters():
+            yield p
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Array]]:
+        """Yield ``(dotted name, array)`` for every buffer of the tree."""
+        for module_name, module in self.named_modules(prefix):
+            for name, b in module._buffers.items():
+                if b is not None:
+                    yield (f"{module_name}.{name}" if module_name else name), b
+
+    def buffers(self) -> Iterator[Array]:
+        """Yield every buffer of the tree."""
+        for _, b in self.named_buffers():
+            yield b
+
+    def apply(self, fn: Callable[[Module], Any]) -> Module:
+        """Call ``fn(module)`` on every sub-module (children first) and then on this one; return self."""
+        for module in reversed(list(self.modules())):
+            fn(module)
+        return self
+
+    # -- modes --------------------------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> Module:
+        """Set training mode (``mode=True``) or evaluation mode on the whole tree; return self."""
+        if not isinstance(mode, bool):
+            raise TypeError(f"mode must be a bool, got {type(mode).__name__}")
+        for module in self.modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self) -> Module:
+        """Evaluation mode for the whole tree (``train(False)``); return self."""
+        return self.train(False)
+
+    def binary(self, mode: bool = True) -> Module:
+        """Set ``binary_mode`` on every module of the tree (binarised layers read it); return self."""
+        if not isinstance(mode, bool):
+            raise TypeError(f"mode must be a bool, got {type(mode).__name__}")
+        for module in self.modules():
+            object.__setattr__(module, "binary_mode", mode)
+        return self
+
+    def zero_grad(self) -> None:
+        """Forget the accumulated gradients (``grad = None``) of every parameter."""
+        for p in self.parameters():
+            p.grad = None
+
+    # -- state --------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Array]:
+        """Copies of every parameter's and buffer's array, keyed by dotted name.
+
+        Parameters come first (order of :meth:`named_parameters`), then buffers. Shared parameters
+        appear once.
+        """
+        state: dict[str, Array] = {}
+        for name, p in self.named_parameters():
+            state[name] = _copy(p.data)
+        for name, b in self.named_buffers():
+            state[name] = _copy(b)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> IncompatibleKeys:
+        """Copy the arrays of ``state`` into this module's parameters and buffers.
+
+        Parameters
+        ----------
+        state : dict
+            Name -> array, as made by :meth:`state_dict` or :func:`load_state`.
+        strict : bool
+            If True (default), the keys must match exactly. A key ``"<param>_mask"`` for an existing
+            parameter (a pruning mask) is accepted even when this module is not pruned yet.
+
+        Returns
+        -------
+        IncompatibleKeys
+            ``(missing, unexpected)`` key lists (both empty after a strict load).
+
+        Raises
+        ------
+        KeyError
+            ``strict`` and keys missing or unexpected (all of them named).
+        ValueError
+            A shape or dtype differs from the module's (nothing is loaded then).
+        """
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict of arrays, got {type(state).__name__}")
+        targets: dict[str, tuple[Module, str, str]] = {}
+        for module_name, module in self.named_modules():
+            dot = f"{module_name}." if module_name else ""
+            for name, p in module._parameters.items():
+                if p is not None:
+                    targets.setdefault(dot + name, (module, name, "param"))
+            for name, b in module._buffers.items():
+                if b is not None:
+                    targets[dot + name] = (module, name, "buffer")
+            for name, p in module._parameters.items():
+                key = f"{dot}{name}_mask"
+                if p is not None and key not in targets and key in state:
+                    targets[key] = (module, f"{name}_mask", "new mask")
+        missing = [k for k in targets if k not in state and targets[k][2] != "new mask"]
+        unexpected = [k for k in state if k not in targets]
+        if strict and (missing or unexpected):
+            raise KeyError(
+                f"state dict does not match {type(self).__name__}: missing keys {missing}, "
+                f"unexpected keys {unexpected}"
+            )
+        updates = []
+        for key, (module, name, kind) in targets.items():
+            if key not in state:
+                continue
+            current = module._parameters[name].data if kind == "param" else module._buffers.get(name)
+            value = state[key]
+            if current is None:  # a new mask: boolean, shaped like its parameter
+                current = module._parameters[name[: -len("_mask")]].data
+                xp = array_namespace(current=current)
+                value = _convert(xp, value, key)
+                if value.dtype != xp.bool or tuple(value.shape) != tuple(current.shape):
+                    raise ValueError(
+                        f"{key}: a mask must be boolean with shape {tuple(current.shape)}, "
+                        f"got {value.dtype} {tuple(value.shape)}"
+                    )
+            else:
+                xp = array_namespace(current=current)
+                value = _convert(xp, value, key)
+                if tuple(value.shape) != tuple(current.shape) or value.dtype != current.dtype:
+                    raise ValueError(
+                        f"{key}: expected shape {tuple(current.shape)} and dtype {current.dtype}, got "
+                        f"shape {tuple(value.shape)} and dtype {value.dtype}"
+                    )
+            updates.append((module, name, kind, value))
+        for module, name, kind, value in updates:
+            if kind == "param":
+                module._parameters[name].data = value
+            else:
+                module._buffers[name] = value
+        for module in self.modules():
+            module._link_masks()
+        return IncompatibleKeys(missing, unexpected)
+
+    def _link_masks(self) -> None:
+        # A buffer "<name>_mask" is parameter <name>'s pruning mask: optimisers read it from the
+        # parameter, so the link is renewed whenever buffers are replaced.
+        for name, p in self._parameters.items():
+            if p is not None:
+                mask = self._buffers.get(f"{name}_mask")
+                p.mask = mask
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write :meth:`state_dict` to an uncompressed ``.npz`` file (NumPy's ``savez``).
+
+        Values are stored exactly (``-inf`` weights and running statistics included), so
+        ``load`` reproduces outputs bitwise. NumPy appends ``.npz`` to a path without it.
+        """
+        np.savez(path, **{k: _to_numpy(v) for k, v in self.state_dict().items()})
+
+    def load(self, path: str | os.PathLike, strict: bool = True) -> IncompatibleKeys:
+        """Load a file written by :meth:`save` (see :meth:`load_state_dict`)."""
+        return self.load_state_dict(load_state(path), strict=strict)
+
+    def to(self, dtype: Any) -> Module:
+        """Cast every floating-point parameter and buffer to ``dtype`` (new arrays); return self."""
+        for module in self.modules():
+            for p in module._parameters.values():
+                if p is not None:
+                    xp = array_namespace(p=p.data)
+                    if xp.isdtype(p.data.dtype, "real floating"):
+                        p.data = xp.astype(p.data, dtype)
+            for name, b in module._buffers.items():
+                if b is not None:
+                    xp = array_namespace(b=b)
+                    if xp.isdtype(b.dtype, "real floating"):
+                        module._buffers[name] = xp.astype(b, dtype)
+        return self
+
+    # -- display ------------------------------------------------------------------------------
+
+    def extra_repr(self) -> str:
+        """The text inside this module's parentheses in ``repr`` (layers override it)."""
+        return ""
+
+    def __repr__(self) -> str:
+        children = list(self.named_children())
+        if not children:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}("]
+        if self.extra_repr():
+            lines.append(f"  {self.extra_repr()}")
+        for name, child in children:
+            body = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {body}")
+        lines.append(")")
+        return "\n".join(lines)
+
+
+class Sequential(Module):
+    """Modules applied one after another: ``Sequential(f, g)(x) == g(f(x))``.
+
+    Indexable (an int gives a module, a slice a new ``Sequential`` sharing the modules), iterable,
+    ``len``; sub-modules are named ``"0"``, ``"1"``, ...
+
+    Examples
+    --------
+    >>> import tropic.nn as nn
+    >>> net = nn.Sequential(nn.Linear(4, 3, seed=0), nn.ReLU())
+    >>> len(net), type(net[1]).__name__
+    (2, 'ReLU')
+    """
+
+    def __init__(self, *modules: Module) -> None:
+        super().__init__()
+        for i, module in enumerate(modules):
+            if not isinstance(module, Module):
+                raise TypeError(f"Sequential takes Modules, argument {i} is {type(module).__name__}")
+            self.add_module(str(i), module)
+
+    def forward(self, x: Any) -> Any:
+        for module in self._modules.values():
+            x = module(x)
+        return x
+
+    def __getitem__(self, index: int | slice) -> Any:
+        items = list(self._modules.values())
+        if isinstance(index, slice):
+            return Sequential(*items[index])
+        return items[_index(index, len(items))]
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(list(self._modules.values()))
+
+
+class ModuleList(Module):
+    """A list of modules, registered as sub-modules ``"0"``, ``"1"``, ... (no ``forward`` of its own)."""
+
+    def __init__(self, modules: Iterable[Module] = ()) -> None:
+        super().__init__()
+        self.extend(modules)
+
+    def append(self, module: Module) -> ModuleList:
+        """Add ``module`` at the end; return self."""
+        if not isinstance(module, Module):
+            raise TypeError(f"ModuleList holds Modules, got {type(module).__name__}")
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+    def extend(self, modules: Iterable[Module]) -> ModuleList:
+        """Append every module of ``modules``; return self."""
+        for module in modules:
+            self.append(module)
+        return self
+
+    def __getitem__(self, index: int | slice) -> Any:
+        items = list(self._modules.values())
+        if isinstance(index, slice):
+            return ModuleList(items[index])
+        return items[_index(index, len(items))]
+
+    def __setitem__(self, index: int, module: Module) -> None:
+        if not isinstance(module, Module):
+            raise TypeError(f"ModuleList holds Modules, got {type(module).__name__}")
+        self._modules[str(_index(index, len(self._modules)))] = module
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(list(self._modules.values()))
+
+
+def load_state(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a ``.npz`` written by :meth:`Module.save` into a state dict of NumPy arrays."""
+    with np.load(path, allow_pickle=False) as data:
+        return {key: np.array(data[key]) for key in data.files}
+
+
+def _index(index: Any, n: int) -> int:
+    if not isinstance(index, int) or isinstance(index, bool):
+        raise TypeError(f"index must be an int or a slice, got {type(index).__name__}")
+    if not -n <= index < n:
+        raise IndexError(f"index {index} out of range for {n} modules")
+    return index % n
+
+
+def _copy(x: Array) -> Array:
+    if isinstance(x, np.ndarray):
+        return x.copy()
+    xp = array_namespace(x=x)
+    return xp.asarray(x, copy=True)
+
+
+def _to_numpy(x: Array) -> np.ndarray:
+    return x if isinstance(x, np.ndarray) else np.from_dlpack(x)
+
+
+def _convert(xp: Any, value: Any, key: str) -> Array:
+    """``value`` as a fresh array of namespace ``xp`` (NumPy arrays from ``.npz`` go to any library)."""
+    try:
+        if isinstance(value, np.ndarray) and xp.__name__.split(".")[-1] != "numpy":
+            return xp.asarray(value.copy())
+        vxp = array_namespace(value=value)
+    except TypeError as err:
+        raise TypeError(f"{key}: expected an array, got {type(value).__name__}") from err
+    if vxp is not xp:
+        raise TypeError(f"{key}: expected an array of {xp.__name__}, got one of {vxp.__name__}")
+    return _copy(value)
