@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tropic
-from tropic.backends.numpy import compiled
+from tropic.backends.numpy import compiled, kernels
 
 from .helpers import assert_identical
 
@@ -113,3 +113,57 @@ def test_backward_kernels_match_the_numpy_path_bitwise(monkeypatch):
     monkeypatch.setattr(compiled, "enabled", False)
     for got, want in zip(fast, gradients(), strict=True):
         assert_identical(got, want)
+
+
+@pytest.mark.parametrize(("n", "H", "cost", "tasks"), [(128, 64, 1600, 8), (3, 500, 40, 8), (1, 7, 10**7, 4)])
+def test_task_blocks_cover_every_row_once(n, H, cost, tasks):
+    blocks = kernels._task_blocks(n, H, cost, tasks)
+    seen = np.zeros((n, H), int)
+    for b0, b1, i0, i1 in blocks:
+        assert b0 < b1 and i0 < i1
+        assert b1 - b0 == 1 or (i0, i1) == (0, H)  # a block is whole images or rows of one image
+        assert (b1 - b0) * (i1 - i0) * cost <= max(kernels._TASK_CANDIDATES, cost)
+        seen[b0:b1, i0:i1] += 1
+    assert (seen == 1).all()
+
+
+def test_parallel_tasks_runs_each_task_once_and_reraises():
+    done = []
+    kernels.parallel_tasks(37, done.append, threads=3)
+    assert sorted(done) == list(range(37))
+
+    def fail(t: int) -> None:
+        if t == 5:
+            raise ValueError("task 5")
+
+    with pytest.raises(ValueError, match="task 5"):
+        kernels.parallel_tasks(9, fail, threads=2)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_blocked_taps_match_the_numpy_path(monkeypatch, threads):
+    """Tiny blocks (row bands and image blocks) on several threads, NaN and infinities included,
+    give the NumPy path's bits: the blocks' padding and NaN flags are stitched correctly."""
+    rng = np.random.default_rng(21)
+    images = rng.integers(-2, 3, (3, 23, 17)).astype(np.float32)
+    images[0, 4, 4], images[2, 20, 1] = np.nan, -np.inf
+    structure = rng.integers(-2, 3, (4, 3)).astype(np.float32)
+    structure[1, 1] = -np.inf
+    footprint = rng.random((5, 5)) < 0.5
+    cases = [
+        lambda: tropic.dilation(images, structure, mode="reflect", return_indices=True),
+        lambda: tropic.erosion(images, structure, return_indices=True),
+        lambda: tropic.dilation(images[1:2], structure, mode="constant", cval=np.nan, return_indices=True),
+        lambda: tropic.erosion(images, footprint=footprint, mode="wrap", return_indices=True),
+    ]
+    tropic.set_num_threads(threads)
+    try:
+        monkeypatch.setattr(kernels, "_PARALLEL_CANDIDATES", 0)
+        monkeypatch.setattr(kernels, "_TASK_CANDIDATES", 200)  # a few rows per block
+        fast = [case() for case in cases]
+        monkeypatch.setattr(compiled, "enabled", False)
+        for got, want in zip(fast, [case() for case in cases], strict=True):
+            for g, w in zip(got, want, strict=True):
+                assert_identical(g, w)
+    finally:
+        tropic.set_num_threads(None)

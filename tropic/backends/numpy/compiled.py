@@ -26,6 +26,8 @@ _i32 = np.ctypeslib.ndpointer(np.int32, flags="C_CONTIGUOUS")
 _i64 = np.ctypeslib.ndpointer(np.int64, flags="C_CONTIGUOUS")
 _d = np.ctypeslib.ndpointer(np.float64, flags="C_CONTIGUOUS")
 _n, _flag = ctypes.c_int64, ctypes.c_int
+_flag_out = ctypes.POINTER(ctypes.c_int)
+_c_f32, _c_f64 = ctypes.c_float, ctypes.c_double
 
 _SIGNATURES = {
     # (a, b, c, idx, M, K, N, maximise, threads)
@@ -66,6 +68,9 @@ _SIGNATURES = {
         _i32,
         _flag,
     ],
+    # (src, n, H, W, row_line, Hp, col_line, Wp, left, fill, dst, nan_found)
+    ("morphology_c", "tropic_pad_f32"): [_f32, _n, _n, _n, _i64, _n, _i64, _n, _n, _c_f32, _f32, _flag_out],
+    ("morphology_c", "tropic_pad_f64"): [_f64, _n, _n, _n, _i64, _n, _i64, _n, _n, _c_f64, _f64, _flag_out],
     # backward passes: (g, idx, shapes..., double accumulators)
     ("scatter_c", "tropic_matmul_vjp_f32"): [_f32, _i32, _n, _n, _n, _n, _d, _d],
     ("scatter_c", "tropic_matmul_vjp_f64"): [_f64, _i32, _n, _n, _n, _n, _d, _d],
@@ -79,6 +84,7 @@ _SIGNATURES = {
 }
 
 _functions: dict[str, ctypes._CFuncPtr] = {}
+_raw_functions: dict[str, ctypes._CFuncPtr] = {}
 _status: dict[str, str] = {}
 
 
@@ -116,11 +122,25 @@ def _bind() -> None:
         fn.argtypes = argtypes
         fn.restype = ctypes.c_int
         _functions[name] = fn
+        raw = lib[name]  # a second function object: same code, arrays passed as addresses
+        # ndpointer types subclass c_void_p: every pointer argument becomes a plain address
+        raw.argtypes = [ctypes.c_void_p if issubclass(t, ctypes.c_void_p) else t for t in argtypes]
+        raw.restype = ctypes.c_int
+        _raw_functions[name] = raw
 
 
 def function(name: str):
     """The bound C function ``name``, or None when it is not available (use the NumPy path)."""
     return _functions.get(name) if enabled else None
+
+
+def raw_function(name: str):
+    """``function(name)`` taking arrays as integer addresses (``a.ctypes.data``), unchecked.
+
+    Converting an ndarray argument costs microseconds (dtype and flags checks), which adds up when a
+    kernel is called per block of a large job; the caller checks dtype and contiguity once.
+    """
+    return _raw_functions.get(name) if enabled else None
 
 
 def available() -> bool:

@@ -10,8 +10,11 @@ reference kernels (the tests check it); the gradients are scatter-adds with ``np
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 import math
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -34,6 +37,9 @@ _C_VJP = {
     for op in ("matmul", "morphology", "conv2d")
 }
 _C_RECT = {np.float32: "tropic_rect_f32", np.float64: "tropic_rect_f64"}
+_C_PAD = {np.float32: "tropic_pad_f32", np.float64: "tropic_pad_f64"}
+_PARALLEL_CANDIDATES = 1 << 20  # compiled morphology with fewer candidates runs on one thread
+_TASK_CANDIDATES = 1 << 21  # candidates per task of the compiled morphology (its pad fits in L2)
 
 
 def scratch(slot: str, shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -227,26 +233,147 @@ def matmul_vjp(xp, grad, indices, a_shape, b_shape):
 
 @register("numpy", "morphology")
 def morphology(xp, semiring, image, weights, support, row_window, col_window, fill):
-    """Pad once by the window line maps, then reduce over the taps of the structuring element.
+    """Reduce over the taps of the structuring element, reading the image through the window maps.
 
     Compiled kernels when built: a van Herk running max for full flat rectangles (cost per pixel
-    independent of the window), a tap loop otherwise; else the NumPy tap loop. The NaN rule is
-    applied afterwards in every case.
+    independent of the window), else padding and a tap loop per block of images (see
+    :func:`_compiled_taps`); without them the NumPy tap loop. The NaN rule is applied afterwards.
     """
     kh, kw = support.shape
     H, W = image.shape[-2:]
-    padded = _pad(image.reshape(-1, H, W), row_window, col_window, fill)
+    flat = image.reshape(-1, H, W)
     taps = list(zip(*np.nonzero(support), strict=True))
     w = None if weights is None else np.asarray(weights)
-    has_nan = _any_nan(padded) or (w is not None and _any_nan(w[support]))
-    result = _compiled_morphology(semiring, padded, w, taps, support, row_window, col_window, H, W, has_nan)
+    index_type = _index_type(kh * kw)
+    padded = None
+    result = _compiled_taps(semiring, flat, w, taps, kw, row_window, col_window, fill, index_type)
     if result is None:
-        result = _numpy_taps(semiring, padded, w, taps, kw, row_window, col_window, H, W)
-    out, winner = result
+        padded = _pad(flat, row_window, col_window, fill)
+        has_nan = _any_nan(padded) or (w is not None and _any_nan(w[support]))
+        result = _compiled_rect(semiring, padded, w, support, row_window, col_window, H, W, has_nan)
+        if result is None:
+            result = _numpy_taps(semiring, padded, w, taps, kw, row_window, col_window, H, W)
+        out, winner = result
+        winner = winner.astype(index_type)  # copies: the compiled rectangle's int32 winners are scratch
+    else:
+        out, winner, has_nan = result
     if has_nan:
+        if padded is None:
+            padded = _pad(flat, row_window, col_window, fill)
         _propagate_nan(padded, w, taps, row_window, col_window, kw, out, winner)
-    # astype copies: the compiled paths' int32 winners are scratch
-    return out.reshape(image.shape), winner.astype(_index_type(kh * kw)).reshape(image.shape)
+    return out.reshape(image.shape), winner.reshape(image.shape)
+
+
+def _compiled_taps(semiring, flat, w, taps, kw, row_window, col_window, fill, index_type):
+    """Compiled tap loop as ``(out, winner, has_nan)``, or None (no kernel, no taps, or a full flat
+    rectangle, which the van Herk kernel does faster).
+
+    The work is cut into blocks (of whole images, or row bands of one image when there are few);
+    each task pads its block into a per-thread buffer, small enough to stay in cache for the tap
+    loop that follows, and reduces it; see :func:`parallel_tasks`.
+    """
+    dtype = flat.dtype.type
+    taps_kernel = compiled.raw_function(_C_TAPS.get(dtype, ""))
+    pad_kernel = compiled.raw_function(_C_PAD.get(dtype, ""))
+    if taps_kernel is None or pad_kernel is None or not taps:
+        return None
+    full = len(taps) == row_window.start.size * col_window.start.size
+    if w is None and full and compiled.function(_C_RECT[dtype]) is not None:
+        return None
+    n, H, W = flat.shape
+    kh = row_window.start.size
+    u, v = (np.array(axis, dtype=np.int64) for axis in zip(*taps, strict=True))
+    # The raw kernels take addresses: every array below is C-contiguous of the kernel's types.
+    flat = np.ascontiguousarray(flat)
+    tap_row = np.ascontiguousarray(row_window.start[u], dtype=np.int64)
+    tap_col = np.ascontiguousarray(col_window.start[v], dtype=np.int64)
+    tap_index = (u * kw + v).astype(np.int32)
+    tap_weight = None if w is None else np.ascontiguousarray(w[u, v], dtype=dtype)
+    weight_nan = tap_weight is not None and _any_nan(tap_weight)
+    row_line = np.ascontiguousarray(row_window.line, dtype=np.int64)
+    col_line = np.ascontiguousarray(col_window.line, dtype=np.int64)
+    Wp = col_line.size
+    out = np.empty((n, H, W), flat.dtype)
+    winner = np.empty((n, H, W), index_type)
+    if out.size == 0:
+        return out, winner, False
+    threads = get_num_threads() if out.size * len(taps) >= _PARALLEL_CANDIDATES else 1
+    blocks = _task_blocks(n, H, W * len(taps), 4 * threads if threads > 1 else 1)
+    nan_seen = [False] * len(blocks)
+    item, source, target = flat.itemsize, flat.ctypes.data, out.ctypes.data
+    fixed = (tap_row.ctypes.data, tap_col.ctypes.data, None if tap_weight is None else tap_weight.ctypes.data)
+    fixed += (tap_index.ctypes.data, len(taps), int(semiring.maximises))
+
+    def task(t: int) -> None:
+        b0, b1, i0, i1 = blocks[t]
+        rows = i1 - i0 + kh - 1  # padded rows that output rows i0:i1 read
+        padded = scratch("padded", (b1 - b0, rows, Wp), flat.dtype)
+        nan = ctypes.c_int(0)
+        lines = (row_line.ctypes.data + i0 * 8, rows, col_line.ctypes.data, Wp, col_window.before)
+        block = (source + b0 * H * W * item, b1 - b0, H, W)
+        _check(pad_kernel(*block, *lines, fill, padded.ctypes.data, ctypes.byref(nan)), "padding")
+        block_winner = scratch("winner", (b1 - b0, i1 - i0, W), np.int32)
+        block_out = target + (b0 * H + i0) * W * item  # whole images, or rows of one image
+        status = taps_kernel(
+            padded.ctypes.data, b1 - b0, rows, Wp, i1 - i0, W, *fixed, block_out, block_winner.ctypes.data, 1
+        )
+        _check(status, "morphology")
+        np.copyto(winner[b0:b1, i0:i1], block_winner, casting="unsafe")  # the indices fit index_type
+        nan_seen[t] = bool(nan.value)
+
+    parallel_tasks(len(blocks), task, threads)
+    return out, winner, weight_nan or any(nan_seen)
+
+
+def _task_blocks(n: int, H: int, cost_per_row: int, tasks: int) -> list[tuple[int, int, int, int]]:
+    """About ``tasks`` blocks ``(b0, b1, i0, i1)`` (images ``b0:b1``, rows ``i0:i1`` of each) that
+    cover ``n`` images of ``H`` rows: whole images when there are enough, else bands of rows. No
+    block exceeds ``_TASK_CANDIDATES`` candidates, so its padded copy stays cache-sized."""
+    max_rows = max(1, _TASK_CANDIDATES // max(cost_per_row, 1))
+    if H <= max_rows and n >= tasks:
+        per = max(1, min(-(-n // tasks), max_rows // H))
+        return [(b, min(b + per, n), 0, H) for b in range(0, n, per)]
+    bands = min(H, max(-(-tasks // n), -(-H // max_rows)))
+    edges = np.linspace(0, H, bands + 1).astype(int)
+    return [(b, b + 1, int(i0), int(i1)) for b in range(n) for i0, i1 in itertools.pairwise(edges)]
+
+
+def parallel_tasks(count: int, run: Callable[[int], None], threads: int) -> None:
+    """Run ``run(0) ... run(count - 1)`` on up to ``threads`` threads (``run`` must release the GIL
+    for its heavy part, as NumPy and the ctypes kernels do).
+
+    The calling thread works too, and tasks are claimed one at a time, so the call returns as soon
+    as every task is done: a helper thread that starts late (its core busy with another process)
+    finds nothing left, instead of holding everyone at a barrier for a scheduler time slice, which
+    is what a fixed split across an OpenMP team costs on a loaded machine.
+    """
+    if threads <= 1 or count <= 1:
+        for t in range(count):
+            run(t)
+        return
+    claims = itertools.count()  # next() on it is atomic under the GIL
+    left = [count]
+    lock, finished = threading.Lock(), threading.Event()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        while (t := next(claims)) < count:
+            try:
+                run(t)
+            except BaseException as exc:  # re-raised in the caller
+                errors.append(exc)
+            with lock:
+                left[0] -= 1
+                if left[0] == 0:
+                    finished.set()
+
+    pool = _pool(threads - 1)
+    for _ in range(min(threads, count) - 1):
+        pool.submit(work)
+    work()
+    finished.wait()
+    if errors:
+        raise errors[0]
 
 
 def _any_nan(x: np.ndarray) -> bool:
@@ -275,60 +402,32 @@ def _pad(flat: np.ndarray, row_window, col_window, fill: float) -> np.ndarray:
     return padded
 
 
-def _compiled_morphology(semiring, padded, w, taps, support, row_window, col_window, H, W, has_nan):
-    """The compiled kernels' result as (out, int32 winner), or None if they do not apply."""
+def _compiled_rect(semiring, padded, w, support, row_window, col_window, H, W, has_nan):
+    """The van Herk kernel's result for a full flat rectangle as (out, int32 winner), or None."""
     n, Hp, Wp = padded.shape
     kh, kw = support.shape
-    maximise = int(semiring.maximises)
     rect = compiled.function(_C_RECT.get(padded.dtype.type, ""))
-    if rect is not None and w is None and support.all() and not has_nan:
-        # The rectangle kernel ranks taps by padded position; a dilation's window runs backwards
-        # (start[u] = kh - 1 - u), so flip those axes, reduce, and flip the result back.
-        flip = tuple(
-            axis
-            for axis, window in ((1, row_window), (2, col_window))
-            if window.start.size > 1 and window.start[0] > window.start[-1]
-        )
-        source = padded
-        if flip:
-            source = scratch("flipped", padded.shape, padded.dtype)
-            np.copyto(source, np.flip(padded, axis=flip))
-        out = scratch("rect", (n, H, W), padded.dtype) if flip else np.empty((n, H, W), padded.dtype)
-        winner = scratch("winner", (n, H, W), np.int32)
-        _check(rect(source, n, Hp, Wp, kh, kw, maximise, out, winner, get_num_threads()), "morphology")
-        if flip:
-            # .copy(), not ascontiguousarray: a flip of length-1 axes is a contiguous view of scratch
-            out, winner = np.flip(out, flip).copy(), np.flip(winner, flip)
-        mark_no_winner(out, winner, semiring)
-        return out, winner
-    tap_kernel = compiled.function(_C_TAPS.get(padded.dtype.type, ""))
-    if tap_kernel is None or not taps:
+    if rect is None or w is not None or not support.all() or has_nan:
         return None
-    u, v = (np.array(axis, dtype=np.int64) for axis in zip(*taps, strict=True))
-    tap_row = np.ascontiguousarray(row_window.start[u], dtype=np.int64)
-    tap_col = np.ascontiguousarray(col_window.start[v], dtype=np.int64)
-    tap_index = (u * kw + v).astype(np.int32)
-    tap_weight = None if w is None else np.ascontiguousarray(w[u, v], dtype=padded.dtype)
-    out = np.empty((n, H, W), padded.dtype)
-    winner = scratch("winner", (n, H, W), np.int32)
-    status = tap_kernel(
-        np.ascontiguousarray(padded),
-        n,
-        Hp,
-        Wp,
-        H,
-        W,
-        tap_row,
-        tap_col,
-        None if tap_weight is None else tap_weight.ctypes.data,
-        tap_index,
-        len(taps),
-        maximise,
-        out,
-        winner,
-        get_num_threads(),
+    # The rectangle kernel ranks taps by padded position; a dilation's window runs backwards
+    # (start[u] = kh - 1 - u), so flip those axes, reduce, and flip the result back.
+    flip = tuple(
+        axis
+        for axis, window in ((1, row_window), (2, col_window))
+        if window.start.size > 1 and window.start[0] > window.start[-1]
     )
-    _check(status, "morphology")
+    source = padded
+    if flip:
+        source = scratch("flipped", padded.shape, padded.dtype)
+        np.copyto(source, np.flip(padded, axis=flip))
+    out = scratch("rect", (n, H, W), padded.dtype) if flip else np.empty((n, H, W), padded.dtype)
+    winner = scratch("winner", (n, H, W), np.int32)
+    maximise = int(semiring.maximises)
+    _check(rect(source, n, Hp, Wp, kh, kw, maximise, out, winner, get_num_threads()), "morphology")
+    if flip:
+        # .copy(), not ascontiguousarray: a flip of length-1 axes is a contiguous view of scratch
+        out, winner = np.flip(out, flip).copy(), np.flip(winner, flip)
+    mark_no_winner(out, winner, semiring)
     return out, winner
 
 

@@ -137,6 +137,10 @@ AVX2_INLINE __m256 vset1_f32(float x) { return _mm256_set1_ps(x); }
 AVX2_INLINE __m256 vadd_f32(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
 AVX2_INLINE __m256 vgt_f32(__m256 a, __m256 b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
 AVX2_INLINE __m256 vge_f32(__m256 a, __m256 b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
+/* max(a, b) / min(a, b) return b on ties (+0 vs -0) and when either is NaN: exactly "a if strictly
+   better than b, else b", the selection rule, without the compare in the dependency chain. */
+AVX2_INLINE __m256 vmax_f32(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
+AVX2_INLINE __m256 vmin_f32(__m256 a, __m256 b) { return _mm256_min_ps(a, b); }
 AVX2_INLINE __m256 vsel_f32(__m256 m, __m256 a, __m256 b) { return _mm256_blendv_ps(b, a, m); }
 AVX2_INLINE __m256i isel_f32(__m256 m, __m256i a, __m256i b)
 {
@@ -191,6 +195,8 @@ AVX2_INLINE __m256d vset1_f64(double x) { return _mm256_set1_pd(x); }
 AVX2_INLINE __m256d vadd_f64(__m256d a, __m256d b) { return _mm256_add_pd(a, b); }
 AVX2_INLINE __m256d vgt_f64(__m256d a, __m256d b) { return _mm256_cmp_pd(a, b, _CMP_GT_OQ); }
 AVX2_INLINE __m256d vge_f64(__m256d a, __m256d b) { return _mm256_cmp_pd(a, b, _CMP_GE_OQ); }
+AVX2_INLINE __m256d vmax_f64(__m256d a, __m256d b) { return _mm256_max_pd(a, b); }
+AVX2_INLINE __m256d vmin_f64(__m256d a, __m256d b) { return _mm256_min_pd(a, b); }
 AVX2_INLINE __m256d vsel_f64(__m256d m, __m256d a, __m256d b) { return _mm256_blendv_pd(b, a, m); }
 AVX2_INLINE __m256i isel_f64(__m256d m, __m256i a, __m256i b)
 {
@@ -280,6 +286,8 @@ AVX2_INLINE void itranspose_f64(__m256i r[4])
 #define BETTER(a, b) (mx ? (a) > (b) : (a) < (b))
 #define BETTER_EQ(a, b) (mx ? (a) >= (b) : (a) <= (b))
 #define VBETTER(a, b) (mx ? SUF(vgt)(a, b) : SUF(vgt)(b, a))
+/* a if strictly better than b, else b (see vmax_f32) */
+#define VBEST(a, b) (mx ? SUF(vmax)(a, b) : SUF(vmin)(a, b))
 #define VBETTER_EQ(a, b) (mx ? SUF(vge)(a, b) : SUF(vge)(b, a))
 /* Calls body(..., mx) with a literal mx, so each direction is compiled without a run-time test. */
 #define BY_DIRECTION(call_1, call_0) \
@@ -352,7 +360,7 @@ AVX2_INLINE void SUF(taps_avx2_block)(const T *base, const int64_t *off, const T
             if (weighted)
                 v = SUF(vadd)(v, SUF(vset1)(w[t]));
             const VT m = VBETTER(v, best[k]);
-            best[k] = SUF(vsel)(m, v, best[k]);
+            best[k] = VBEST(v, best[k]);
             win[k] = SUF(isel)(m, tt, win[k]);
         }
     }
@@ -385,7 +393,7 @@ AVX2_INLINE void SUF(taps_avx2_body)(const T *P, int64_t Hp, int64_t Wp, int64_t
                 if (weighted)
                     v = SUF(vadd)(v, SUF(vset1)(w[t]));
                 const VT m = VBETTER(v, best);
-                best = SUF(vsel)(m, v, best);
+                best = VBEST(v, best);
                 win = SUF(isel)(m, SUF(iset1)(tap_index[t]), win);
             }
             SUF(vmaskstore)(o + j, lanes, best);
@@ -443,6 +451,47 @@ EXPORT int SUF(tropic_taps)(const T *P, int64_t n, int64_t Hp, int64_t Wp, int64
     }
     (void)avx2;
     free(off);
+    return 0;
+}
+
+/* ====================================================================================== pad */
+/* dst (n, Hp, Wp): dst[b, r, c] = src[b, row_line[r], col_line[c]], or `fill` where either map is -1 (the
+   border value). Columns [left, left + W) must map to 0..W-1, so the middle of a row is a plain copy.
+   *nan_found becomes 1 if a copied value or the fill is NaN (the caller then applies the NaN rule). */
+EXPORT int SUF(tropic_pad)(const T *src, int64_t n, int64_t H, int64_t W, const int64_t *row_line, int64_t Hp,
+                           const int64_t *col_line, int64_t Wp, int64_t left, T fill, T *dst, int *nan_found)
+{
+    if (n < 0 || H < 1 || W < 1 || Hp < 0 || left < 0 || left + W > Wp)
+        return BAD_ARGUMENT;
+    for (int64_t r = 0; r < Hp; r++)
+        if (row_line[r] < -1 || row_line[r] >= H)
+            return BAD_ARGUMENT;
+    for (int64_t c = 0; c < Wp; c++)
+        if (col_line[c] < -1 || col_line[c] >= W || ((c >= left && c < left + W) && col_line[c] != c - left))
+            return BAD_ARGUMENT;
+    int nan = fill != fill;
+    for (int64_t b = 0; b < n; b++) {
+        for (int64_t r = 0; r < Hp; r++) {
+            T *restrict d = dst + (b * Hp + r) * Wp;
+            if (row_line[r] < 0) {
+                for (int64_t c = 0; c < Wp; c++)
+                    d[c] = fill;
+                continue;
+            }
+            const T *restrict s = src + (b * H + row_line[r]) * W;
+            for (int64_t c = 0; c < left; c++)
+                d[c] = col_line[c] < 0 ? fill : s[col_line[c]];
+            int bad = 0; /* a separate loop per row so that GCC vectorises copy and NaN test together */
+            for (int64_t j = 0; j < W; j++) {
+                d[left + j] = s[j];
+                bad |= s[j] != s[j];
+            }
+            nan |= bad;
+            for (int64_t c = left + W; c < Wp; c++)
+                d[c] = col_line[c] < 0 ? fill : s[col_line[c]];
+        }
+    }
+    *nan_found = nan;
     return 0;
 }
 
