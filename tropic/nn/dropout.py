@@ -51,7 +51,7 @@ class Dropout(Module):
         data = x.data if isinstance(x, ad.Tensor) else x
         xp = array_namespace(x=data)
         keep = xp.astype(_keep_mask(self.rng, tuple(data.shape), self.p, data), data.dtype)
-        return x * (keep / (1.0 - self.p))
+        return ad.mul(x, keep / (1.0 - self.p))
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
