@@ -210,3 +210,48 @@ def test_callers_arrays_are_never_modified():
     x.grad += 1.0  # in-place on our own gradient
     for k in arrays:
         assert_identical(arrays[k], before[k])
+
+
+def test_set_grad_enabled_as_call_and_context():
+    with ad.set_grad_enabled(False):
+        assert not is_grad_enabled()
+    assert is_grad_enabled()
+    ad.set_grad_enabled(False)
+    try:
+        assert not (tensor([1.0], requires_grad=True) * 2.0).requires_grad
+    finally:
+        ad.set_grad_enabled(True)
+    assert is_grad_enabled()
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda x: x.sum(axis=2), ValueError, "axis"),
+        (lambda x: x.max(axis=(0, -2)), ValueError, "repeated"),
+        (lambda x: x[:, :0].max(axis=1), ValueError, "zero-size"),
+        (lambda x: ad.pad(x, -1), ValueError, "pad_width"),
+        (lambda x: ad.pad(x, ((1, 1), (1, 1), (1, 1))), ValueError, "pad_width"),
+        (lambda x: ad.pad(x, 1, mode="reflect"), ValueError, "mode"),
+        (lambda x: ad.where(x.data, x, x), TypeError, "boolean"),
+        (lambda x: x.clamp(min=tensor(0.0, requires_grad=True)), TypeError, "constant"),
+        (lambda x: ad.matmul(x, tensor(1.0)), ValueError, "at least 1 dimension"),
+        (lambda x: ad.concatenate([]), ValueError, "at least one"),
+        (lambda x: ad.permute_dims(x, (0, 0)), ValueError, "permutation"),
+        (lambda x: ad.squeeze(x, 0), ValueError, "length 1"),
+        (lambda x: ad.expand_dims(x, 3), ValueError, "axis"),
+        (lambda x: ad.max_pool2d(x, 2), ValueError, "4 dimensions"),
+        (lambda x: ad.log_softmax(x, axis=2), ValueError, "axis"),
+        (
+            lambda x: ad.conv2d(x.reshape(1, 1, 2, 3), np.ones((1, 1, 2, 2)), bias=np.ones(2)),
+            ValueError,
+            "bias",
+        ),
+        (lambda x: ad.maxplus_matmul(x, x), ValueError, "K"),
+        (lambda x: x**x, TypeError, "exponent"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(call, error, match):
+    x = tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    with pytest.raises(error, match=match):
+        call(x)

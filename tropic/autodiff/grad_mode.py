@@ -15,8 +15,9 @@ def is_grad_enabled() -> bool:
     return getattr(_state, "enabled", True)
 
 
-class set_grad_enabled(contextlib.ContextDecorator):
-    """Switch recording on or off; as a plain call it sets the mode, as a context it restores it.
+class set_grad_enabled:
+    """Switch recording on or off: as a plain call it sets the mode, as a ``with`` context it also
+    restores the previous mode on exit.
 
     Examples
     --------

@@ -132,7 +132,13 @@ def getitem(x: Any, key: Any) -> Tensor:
     def vjp(g: Array) -> tuple[Array]:
         out = xp.zeros(shape, dtype=dtype, device=dev)
         if _is_basic(key):
-            out[key] = g  # our own array: no caller's data is touched
+            # Our own array: no caller's data is touched. The axes that None inserted have length
+            # 1; the array API's setitem takes no None, so they are dropped from key and g.
+            if any(k is None for k in key):
+                target = tuple(k for k in key if k is not None)
+                out[target] = xp.reshape(g, tuple(out[target].shape))
+            else:
+                out[key] = g
         elif isinstance(out, np.ndarray):
             np.add.at(out, key, g)  # sums repeated indices
         elif array_api_compat.is_cupy_array(out):
