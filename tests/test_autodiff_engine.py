@@ -187,6 +187,21 @@ def test_repeated_integer_indices_accumulate(xp):
     np.testing.assert_array_equal(to_numpy(x.grad), [2.0, 0.0, 0.0, 8.0])
 
 
+def test_boolean_mask_indexing(xp):
+    x = Tensor(xp.reshape(xp.arange(6.0, dtype=xp.float64), (2, 3)), requires_grad=True)
+    y = x[x.data > 2.0]
+    (y * y).sum().backward()
+    np.testing.assert_array_equal(to_numpy(y.data), [3.0, 4.0, 5.0])
+    np.testing.assert_array_equal(to_numpy(x.grad), [[0.0, 0.0, 0.0], [6.0, 8.0, 10.0]])
+
+
+def test_python_conversions():
+    assert float(tensor([[2.5]])) == 2.5 and int(tensor(3.0)) == 3
+    assert bool(tensor(1.0)) and not bool(tensor([0.0]))
+    with pytest.raises(ValueError):
+        bool(tensor([1.0, 2.0]))
+
+
 def test_callers_arrays_are_never_modified():
     rng = np.random.default_rng(0)
     arrays = {

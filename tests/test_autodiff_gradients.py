@@ -53,13 +53,17 @@ def t_minplus(a, b):
     return (a[..., :, :, None] + b[..., None, :, :]).amin(-2)
 
 
-def t_morphology(torch, x, s, dilate):
-    """Naive dilation / erosion with SciPy's centring and neutral borders: a stack of shifted images."""
+def t_morphology(torch, x, s, dilate, mode="neutral"):
+    """Naive dilation / erosion with SciPy's centring: a stack of shifted images; neutral borders or
+    ``mode="nearest"`` (replicated borders)."""
     kh, kw = s.shape
     ch, cw = kh // 2, kw // 2
     H, W = x.shape[-2:]
     fill = -float("inf") if dilate else float("inf")
-    padded = torch.nn.functional.pad(x, (kw, kw, kh, kh), value=fill)
+    if mode == "nearest":
+        padded = torch.nn.functional.pad(x, (kw, kw, kh, kh), mode="replicate")
+    else:
+        padded = torch.nn.functional.pad(x, (kw, kw, kh, kh), value=fill)
     shifted = []
     for u in range(kh):
         for v in range(kw):
@@ -318,6 +322,20 @@ CASES = [
         lambda x, s: ad.erosion(x, s),
         lambda t, x, s: t_morphology(t, x, s, False),
         lambda r: [spaced(r, (4, 5)), spaced(r, (2, 3), 1)],
+        exact=True,
+    ),
+    Case(
+        "dilation_nearest",
+        lambda x, s: ad.dilation(x, s, mode="nearest"),
+        lambda t, x, s: t_morphology(t, x, s, True, "nearest"),
+        lambda r: [spaced(r, (1, 2, 4, 4)), spaced(r, (3, 3), 1)],
+        exact=True,
+    ),
+    Case(
+        "erosion_nearest",
+        lambda x, s: ad.erosion(x, s, mode="nearest"),
+        lambda t, x, s: t_morphology(t, x, s, False, "nearest"),
+        lambda r: [spaced(r, (2, 4, 5)), spaced(r, (2, 3), 1)],
         exact=True,
     ),
     Case(

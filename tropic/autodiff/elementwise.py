@@ -176,17 +176,19 @@ def clamp(x: Any, min: Any = None, max: Any = None) -> Tensor:
             raise TypeError(f"clamp's {name} is a constant; use maximum/minimum for a learnable bound")
     (x,) = operands(x)
     xp = x.xp
-    y, inside = x.data, None
-    if min is not None:
-        lo = operands(x, min)[1].data
-        y, inside = xp.maximum(y, lo), x.data >= lo
-    if max is not None:
-        hi = operands(x, max)[1].data
-        y = xp.minimum(y, hi)
-        inside = x.data <= hi if inside is None else inside & (x.data <= hi)
-    if inside is None:
-        return record(y, (x,), lambda g: (g,))
-    return record(y, (x,), lambda g: (xp.where(inside, g, xp.zeros_like(g)),))
+    lo = None if min is None else operands(x, min)[1].data
+    hi = None if max is None else operands(x, max)[1].data
+    y = x.data if lo is None else xp.maximum(x.data, lo)
+    y = y if hi is None else xp.minimum(y, hi)
+
+    def vjp(g: Array) -> tuple[Array]:
+        # The mask is rebuilt here rather than kept: x is alive in the graph anyway.
+        inside = None if lo is None else x.data >= lo
+        if hi is not None:
+            inside = x.data <= hi if inside is None else inside & (x.data <= hi)
+        return (g if inside is None else xp.where(inside, g, xp.zeros_like(g)),)
+
+    return record(y, (x,), vjp)
 
 
 def where(condition: Any, a: Any, b: Any) -> Tensor:

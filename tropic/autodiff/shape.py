@@ -118,7 +118,7 @@ def _is_basic(key: tuple[Any, ...]) -> bool:
 
 
 def getitem(x: Any, key: Any) -> Tensor:
-    """``x[key]`` for basic indices (ints, slices, None, ``...``) and integer arrays.
+    """``x[key]`` for basic indices (ints, slices, None, ``...``), integer arrays and boolean masks.
 
     The gradient is scattered back into zeros of ``x``'s shape; entries selected more than once
     receive the sum of their gradients.

@@ -137,6 +137,15 @@ class Tensor:
             raise TypeError("len() of a 0-d tensor")
         return self.shape[0]
 
+    def __bool__(self) -> bool:
+        return bool(self.data)  # the array library decides (ambiguous for several elements)
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
     def __repr__(self) -> str:
         grad = ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor({self.data!r}{grad})"
@@ -344,11 +353,11 @@ def as_tensor(value: Any, like: Tensor | None = None) -> Tensor:
         return value
     if isinstance(value, (bool, int, float)) and like is not None:
         xp, dtype = like.xp, like.dtype
-        keeps = (
-            (isinstance(value, bool) and xp.isdtype(dtype, "bool"))
-            or (isinstance(value, int) and not isinstance(value, bool) and xp.isdtype(dtype, "numeric"))
-            or (isinstance(value, float) and _floating(xp, dtype))
-        )
+        kind = "bool" if isinstance(value, bool) else "numeric" if isinstance(value, int) else "real floating"
+        if isinstance(like.data, np.ndarray):  # fast path: the same rule through NumPy's dtype kinds
+            keeps = dtype.kind in {"bool": "b", "numeric": "iuf", "real floating": "f"}[kind]
+            return Tensor(np.asarray(value, dtype=dtype if keeps else None))
+        keeps = xp.isdtype(dtype, kind)
         return Tensor(xp.asarray(value, dtype=dtype if keeps else None, device=like.device))
     return Tensor(value)
 
