@@ -253,6 +253,7 @@ def test_set_grad_enabled_as_call_and_context():
         (lambda x: ad.matmul(x, tensor(1.0)), ValueError, "at least 1 dimension"),
         (lambda x: ad.concatenate([]), ValueError, "at least one"),
         (lambda x: ad.permute_dims(x, (0, 0)), ValueError, "permutation"),
+        (lambda x: x.transpose(0, 3), ValueError, "permutation"),
         (lambda x: ad.squeeze(x, 0), ValueError, "length 1"),
         (lambda x: ad.expand_dims(x, 3), ValueError, "axis"),
         (lambda x: ad.max_pool2d(x, 2), ValueError, "4 dimensions"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,7 +31,7 @@ def reshape(x: Any, shape: int | Sequence[int]) -> Tensor:
     """``x`` with a new shape of the same size (one entry may be -1); gradient reshaped back."""
     (x,) = operands(x)
     xp, old = x.xp, x.shape
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    shape = (operator.index(shape),) if isinstance(shape, int) else tuple(operator.index(n) for n in shape)
     return record(xp.reshape(x.data, shape), (x,), lambda g: (xp.reshape(g, old),))
 
 
@@ -38,9 +39,10 @@ def permute_dims(x: Any, axes: Sequence[int]) -> Tensor:
     """Axes reordered: output axis ``i`` is input axis ``axes[i]``; gradient permuted back."""
     (x,) = operands(x)
     xp = x.xp
-    axes = tuple(int(a) % x.ndim for a in axes) if x.ndim else tuple(axes)
+    given = tuple(axes)
+    axes = tuple(operator.index(a) % x.ndim if -x.ndim <= operator.index(a) < x.ndim else -1 for a in given)
     if sorted(axes) != list(range(x.ndim)):
-        raise ValueError(f"axes must be a permutation of range({x.ndim}), got {axes}")
+        raise ValueError(f"axes must be a permutation of range({x.ndim}), got {given}")
     inverse = tuple(axes.index(i) for i in range(x.ndim))
     return record(xp.permute_dims(x.data, axes), (x,), lambda g: (xp.permute_dims(g, inverse),))
 

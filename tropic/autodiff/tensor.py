@@ -67,18 +67,13 @@ class Tensor:
     array([ 2., -4.,  6.])
     """
 
-    # NumPy defers ``ndarray + Tensor`` to ``Tensor.__radd__`` instead of making an object array.
+    # NumPy defers ``ndarray + Tensor`` to ``Tensor.__radd__`` instead of making an object array;
+    # CuPy does so for a higher priority.
     __array_ufunc__ = None
+    __array_priority__ = 1000
 
     def __init__(self, data: Any, requires_grad: bool = False) -> None:
-        if isinstance(data, Tensor):
-            data = data.data
-        elif isinstance(data, np.generic):
-            data = np.asarray(data)
-        elif not _is_array(data):
-            data = np.asarray(data)
-        self.data = data
-        self._xp = array_namespace(data=data)
+        self.data = data.data if isinstance(data, Tensor) else data
         self.grad: Array | None = None
         self._parents: tuple[Tensor, ...] = ()
         self._vjp: Vjp | None = None
@@ -87,6 +82,18 @@ class Tensor:
             self.requires_grad = True
 
     # -- attributes ---------------------------------------------------------------------------
+    @property
+    def data(self) -> Array:
+        """The raw array. Assigning another array (an optimiser step) keeps the tape untouched."""
+        return self._data
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        if isinstance(value, np.generic) or not _is_array(value):
+            value = np.asarray(value)  # NumPy scalars (results of 0-d arithmetic), lists, numbers
+        self._xp = array_namespace(data=value)
+        self._data = value
+
     @property
     def requires_grad(self) -> bool:
         return self._requires_grad
@@ -290,12 +297,12 @@ class Tensor:
         return _ops.min(self, axis=axis, keepdims=keepdims)
 
     def reshape(self, *shape: Any) -> Tensor:
-        if len(shape) == 1 and not isinstance(shape[0], int):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
         return _ops.reshape(self, shape)
 
     def transpose(self, *axes: Any) -> Tensor:
-        if len(axes) == 1 and not isinstance(axes[0], int):
+        if len(axes) == 1 and (axes[0] is None or isinstance(axes[0], (tuple, list))):
             axes = tuple(axes[0]) if axes[0] is not None else ()
         return _ops.transpose(self, axes or None)
 
