@@ -248,6 +248,9 @@ def test_maxpool_flatten_relu():
     assert_identical(nn.Flatten(2)(x).data, x.reshape(2, 3, 24))
     assert_identical(nn.ReLU()(x).data, np.maximum(x, 0))
     assert_identical(nn.Tanh()(x).data, np.tanh(x))
+    np.testing.assert_allclose(nn.Sigmoid()(x).data, 1 / (1 + np.exp(-x)), rtol=1e-14)
+    np.testing.assert_allclose(nn.Softplus()(x).data, np.log1p(np.exp(x)), rtol=1e-14)
+    assert nn.Identity()(x) is x
 
 
 # -- normalisation, dropout, residual ------------------------------------------------------------
@@ -385,3 +388,27 @@ def test_as_rng():
         init.as_rng(1, seed=2)
     with pytest.raises(TypeError, match="rng must be"):
         init.as_rng("seed")
+
+
+def test_batchnorm1d_matches_torch():
+    torch = pytest.importorskip("torch")
+    ours = nn.BatchNorm1d(4, momentum=0.3, dtype=np.float64)
+    theirs = torch.nn.BatchNorm1d(4, momentum=0.3).double()
+    for step in range(3):
+        x = randn(6, 4) * (step + 1) + step
+        r = randn(6, 4)
+        ours.zero_grad()
+        y = ours(x)
+        ad.sum(y * r).backward()
+        ty = theirs(torch.tensor(x))
+        theirs.zero_grad()
+        (ty * torch.tensor(r)).sum().backward()
+        np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(ours.weight.grad, theirs.weight.grad.numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(ours.bias.grad, theirs.bias.grad.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(ours.running_mean, theirs.running_mean.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ours.running_var, theirs.running_var.numpy(), rtol=1e-12)
+    ours.eval()
+    theirs.eval()
+    x = randn(3, 4)
+    np.testing.assert_allclose(ours(x).data, theirs(torch.tensor(x)).detach().numpy(), rtol=1e-10, atol=1e-12)

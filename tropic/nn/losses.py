@@ -84,7 +84,7 @@ def binary_cross_entropy(probs: Any, target: Any, reduction: str = "mean") -> ad
     tiny = float(xp.finfo(p.dtype).smallest_normal)
     log_p = ad.clamp(ad.log(ad.maximum(p, tiny)), min=-100.0)
     log_q = ad.clamp(ad.log(ad.maximum(1.0 - p, tiny)), min=-100.0)
-    return _reduce(-(t * log_p + (1.0 - t) * log_q), reduction)
+    return _reduce(-(log_p * t + log_q * (1.0 - t)), reduction)  # Tensor first: strict arrays refuse
 
 
 def mse_loss(pred: Any, target: Any, reduction: str = "mean") -> ad.Tensor:
