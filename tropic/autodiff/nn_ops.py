@@ -110,13 +110,17 @@ def pad(x: Any, pad_width: Any, mode: str = "constant", value: float = 0.0) -> T
 
 
 def _columns(xp: Any, x: Array, geometry: ConvGeometry) -> Array:
-    """im2col: (B, Cin, H, W) -> (B, Cin, kh * kw, H_out, W_out), zero padding."""
+    """im2col, channels first: (B, Cin, H, W) -> (Cin, kh * kw, B, H_out, W_out), zero padding.
+
+    This layout makes the convolution one matrix product per group, (Cout/G, K) @ (K, B H_out W_out).
+    """
     B, C, H, W = geometry.x_shape
     _, _, kh, kw = geometry.w_shape
     (sh, sw), (ph, pw) = geometry.stride, geometry.padding
     _, _, Ho, Wo = geometry.out_shape
+    x = xp.permute_dims(x, (1, 0, 2, 3))
     if ph or pw:
-        padded = xp.zeros((B, C, H + 2 * ph, W + 2 * pw), dtype=x.dtype, device=device(x))
+        padded = xp.zeros((C, B, H + 2 * ph, W + 2 * pw), dtype=x.dtype, device=device(x))
         padded[:, :, ph : ph + H, pw : pw + W] = x
         x = padded
     taps = [
@@ -124,7 +128,21 @@ def _columns(xp: Any, x: Array, geometry: ConvGeometry) -> Array:
         for u in range(kh)
         for v in range(kw)
     ]
-    return xp.stack(taps, axis=2)
+    return xp.stack(taps, axis=1)
+
+
+def _col2im(xp: Any, cols: Array, geometry: ConvGeometry) -> Array:
+    """Adjoint of :func:`_columns`: (Cin, kh * kw, B, H_out, W_out) summed back into (B, Cin, H, W)."""
+    B, C, H, W = geometry.x_shape
+    _, _, kh, kw = geometry.w_shape
+    (sh, sw), (ph, pw) = geometry.stride, geometry.padding
+    _, _, Ho, Wo = geometry.out_shape
+    out = xp.zeros((C, B, H + 2 * ph, W + 2 * pw), dtype=cols.dtype, device=device(cols))
+    for u in range(kh):
+        for v in range(kw):
+            rows, columns = slice(u, u + sh * (Ho - 1) + 1, sh), slice(v, v + sw * (Wo - 1) + 1, sw)
+            out[:, :, rows, columns] = out[:, :, rows, columns] + cols[:, u * kw + v, :, :, :]
+    return xp.permute_dims(out[:, :, ph : ph + H, pw : pw + W], (1, 0, 2, 3))
 
 
 def conv2d(
@@ -141,23 +159,25 @@ def conv2d(
               j s_w + v - p_w} \\, w_{o,c,u,v}
 
     with zero padding. ``x`` (B, Cin, H, W), ``w`` (Cout, Cin // groups, kh, kw), ``bias`` (Cout,).
-    Computed as im2col + matmul; the columns are rebuilt in the backward pass instead of kept.
+    Computed as im2col + one matrix product per group; the columns are rebuilt in the backward pass
+    instead of kept.
     """
     x, w = operands(x, w)
     parents: tuple[Tensor, ...] = (x, w)
     xp = x.xp
     geometry = ConvGeometry(x.shape, w.shape, stride, padding, groups)
-    B, C_in, H, W = x.shape
+    B = x.shape[0]
     C_out, C_group, kh, kw = w.shape
     G = geometry.groups
     _, _, Ho, Wo = geometry.out_shape
-    K = C_group * kh * kw
+    K, N = C_group * kh * kw, B * Ho * Wo
 
-    def cols_of(data: Array) -> Array:  # (B, G, K, Ho * Wo)
-        return xp.reshape(_columns(xp, data, geometry), (B, G, K, Ho * Wo))
+    def cols_of(data: Array) -> Array:  # (G, K, N)
+        return xp.reshape(_columns(xp, data, geometry), (G, K, N))
 
     w3 = xp.reshape(w.data, (G, C_out // G, K))
-    y = xp.reshape(w3 @ cols_of(x.data), (B, C_out, Ho, Wo))
+    y = xp.reshape(w3 @ cols_of(x.data), (C_out, B, Ho, Wo))
+    y = xp.permute_dims(y, (1, 0, 2, 3))
     if bias is not None:
         bias = operands(x, bias)[1]
         if bias.shape != (C_out,):
@@ -166,38 +186,18 @@ def conv2d(
         parents = (x, w, bias)
 
     def vjp(g: Array) -> list[Array | None]:
-        g4 = xp.reshape(g, (B, G, C_out // G, Ho * Wo))
+        g3 = xp.reshape(xp.permute_dims(g, (1, 0, 2, 3)), (G, C_out // G, N))
         grads: list[Array | None] = [None, None, None]
         if w.requires_grad:
-            grad_w = xp.sum(g4 @ xp.matrix_transpose(cols_of(x.data)), axis=0)
-            grads[1] = xp.reshape(grad_w, w.shape)
+            grads[1] = xp.reshape(g3 @ xp.matrix_transpose(cols_of(x.data)), w.shape)
         if x.requires_grad:
-            grads[0] = _col2im(xp, xp.matrix_transpose(w3) @ g4, geometry)
+            grad_cols = xp.matrix_transpose(w3) @ g3  # (G, K, N)
+            grads[0] = _col2im(xp, xp.reshape(grad_cols, (G * C_group, kh * kw, B, Ho, Wo)), geometry)
         if len(parents) == 3:
             grads[2] = xp.sum(g, axis=(0, 2, 3))
         return grads[: len(parents)]
 
     return record(y, parents, vjp)
-
-
-def _col2im(xp: Any, cols: Array, geometry: ConvGeometry) -> Array:
-    """Adjoint of :func:`_columns`: (B, G, K, Ho * Wo) column gradients summed back into (B, Cin, H, W)."""
-    B, C, H, W = geometry.x_shape
-    _, _, kh, kw = geometry.w_shape
-    (sh, sw), (ph, pw) = geometry.stride, geometry.padding
-    _, _, Ho, Wo = geometry.out_shape
-    cols = xp.reshape(cols, (B, C, kh * kw, Ho, Wo))
-    out = xp.zeros((B, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype, device=device(cols))
-    for u in range(kh):
-        for v in range(kw):
-            window = (
-                slice(None),
-                slice(None),
-                slice(u, u + sh * (Ho - 1) + 1, sh),
-                slice(v, v + sw * (Wo - 1) + 1, sw),
-            )
-            out[window] = out[window] + cols[:, :, u * kw + v, :, :]
-    return out[:, :, ph : ph + H, pw : pw + W]
 
 
 def max_pool2d(
