@@ -151,3 +151,15 @@ def test_gradients_of_pruned_tropical_entries_are_zero():
     pruning.l1_unstructured(layer, 0.5)
     ad.sum(layer(np.random.default_rng(0).standard_normal((10, 8)))).backward()
     assert np.all(layer.weight.grad[~layer.weight_mask] == 0)
+
+
+def test_mask_buffer_assignment_relinks_the_parameter():
+    layer = nn.Linear(4, 3, seed=0)
+    pruning.l1_unstructured(layer, 0.5)
+    new = np.ones((3, 4), dtype=bool)
+    new[0, 0] = False
+    layer.weight_mask = new
+    assert layer.weight.mask is new
+    layer.weight.grad = np.zeros((3, 4), dtype=np.float32)
+    nn.SGD([layer.weight], lr=0.1).step()
+    assert layer.weight.data[0, 0] == 0

@@ -35,7 +35,9 @@ class Parameter(Tensor):
     Attributes
     ----------
     mask : boolean array or None
-        Set by pruning: entries where it is False are held at ``zero`` by every optimiser step.
+        Set by pruning: entries where it is False are held at ``zero`` by every optimiser step. A
+        module keeps it as its buffer ``"<name>_mask"`` (saved with the state dict) and links the
+        parameter to that buffer whenever the buffer is set or loaded.
     """
 
     def __init__(self, data: Array, zero: float = 0.0) -> None:
@@ -123,6 +125,7 @@ class Module:
             modules[name] = None
         elif name in buffers:
             buffers[name] = value
+            self._link_masks()
         else:
             object.__setattr__(self, name, value)
 
@@ -164,6 +167,7 @@ class Module:
             array_namespace(array=array)  # a clear TypeError for non-arrays
         self.__dict__.pop(name, None)
         self._buffers[name] = array
+        self._link_masks()
 
     def register_parameter(self, name: str, param: Parameter | None) -> None:
         """Register ``param`` under ``name`` (same as assigning it as an attribute)."""
@@ -378,11 +382,10 @@ class Module:
 
     def _link_masks(self) -> None:
         # A buffer "<name>_mask" is parameter <name>'s pruning mask: optimisers read it from the
-        # parameter, so the link is renewed whenever buffers are replaced.
+        # parameter, so the link is renewed whenever a buffer is set or replaced.
         for name, p in self._parameters.items():
-            if p is not None:
-                mask = self._buffers.get(f"{name}_mask")
-                p.mask = mask
+            if isinstance(p, Parameter):
+                p.mask = self._buffers.get(f"{name}_mask")
 
     def save(self, path: str | os.PathLike) -> None:
         """Write :meth:`state_dict` to an uncompressed ``.npz`` file (NumPy's ``savez``).
