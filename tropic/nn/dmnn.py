@@ -1,0 +1,329 @@
+"""Deep morphological networks (Fotopoulos & Maragos 2025): max-plus-min layers and constrained
+"linear" activations.
+
+A stack of max-plus layers alone is non-decreasing in every input and does not train; a "linear"
+activation with O(N) parameters between morphological layers restores the sign changes. This module
+holds the layers: :class:`MPM` (dilation and erosion sharing one weight, with optional weight
+dropout), :class:`DEP` (dilation-erosion perceptron), :class:`DiagonalActivation`,
+:class:`SVDActivation` and :class:`MPMResidual`. The paper's architectures are built by the functions
+of :mod:`tropic.nn.dmnn_models`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import autodiff as ad
+from . import init as _init
+from .dropout import _keep_mask
+from .linear import Linear, _positive
+from .module import Module, Parameter
+
+__all__ = ["DEP", "MPM", "DiagonalActivation", "MPMResidual", "SVDActivation"]
+
+
+class MPM(Module):
+    """Max-plus-min layer: a dilation and an erosion that share one weight, each with its own bias.
+
+    .. math:: y_{\\dots j} = \\max\\big(b_j,\\; \\max_i x_{\\dots i} + W_{ji}\\big)
+              + \\min\\big(b'_j,\\; \\min_i x_{\\dots i} + W_{ji}\\big)
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    init : {"normal", "zeros"}
+        ``W ~ N(0, 1)`` (the paper's hidden and output layers) or ``W = 0`` (its first layer).
+        The biases ``b`` (``bias_max``) and ``b'`` (``bias_min``) are ``N(0, 1)`` either way.
+    weight_dropout : float in [0, 1)
+        Probability ``p`` that an entry of ``W`` is dropped in a training forward pass (default 0).
+    rng, seed : optional
+        Random source of the initialisation (weight, then ``b``, then ``b'``) and afterwards of the
+        dropout masks.
+    dtype : floating dtype
+        Default float32.
+
+    Attributes
+    ----------
+    weight : Parameter (out, in)
+        Its ``zero`` is 0.0 (a pruned entry is stored as 0 and ranked by ``|w|``), but see Notes.
+    bias_max, bias_min : Parameter (out,)
+    dropout_keep : boolean array (out, in) or None
+        The keep mask of the last training forward pass with dropout (None otherwise).
+
+    Notes
+    -----
+    The biases are candidates inside the max and the min; on a tie the gradient goes to the bias,
+    otherwise to the single winning weight (lowest ``i`` on ties), as in :class:`MaxPlus`.
+
+    Weight dropout (the paper's regulariser): at every training forward pass a fresh Bernoulli(``p``)
+    mask over ``W``, shared by the whole batch, removes entries from *both* branches: a dropped entry
+    is the tropical zero of each branch (``-inf`` in the max, ``+inf`` in the min), gets no gradient,
+    and nothing is rescaled. The biases are never dropped, and nothing is dropped in evaluation mode.
+    Entries pruned by :mod:`tropic.nn.pruning` (``weight.mask`` False) are removed the same way in
+    every mode, so a pruned MPM weight is the tropical zero of both branches rather than 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropic.nn.dmnn import MPM
+    >>> layer = MPM(2, 1, seed=0)
+    >>> layer.weight.data[...] = [[0.0, -1.0]]
+    >>> layer.bias_max.data[...] = [0.5]
+    >>> layer.bias_min.data[...] = [9.0]
+    >>> layer(np.array([[0.0, 3.0]], dtype=np.float32)).numpy()  # max(0.5, 0, 2) + min(9, 0, 2)
+    array([[2.]], dtype=float32)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        init: str = "normal",
+        weight_dropout: float = 0.0,
+        rng: Any = None,
+        seed: int | None = None,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__()
+        self.in_features = _positive("in_features", in_features)
+        self.out_features = _positive("out_features", out_features)
+        if init not in ("normal", "zeros"):
+            raise ValueError(f"init must be 'normal' or 'zeros', got {init!r}")
+        if isinstance(weight_dropout, bool) or not isinstance(weight_dropout, (int, float)):
+            raise TypeError(f"weight_dropout must be a float in [0, 1), got {weight_dropout!r}")
+        if not 0.0 <= weight_dropout < 1.0:
+            raise ValueError(f"weight_dropout must be in [0, 1), got {weight_dropout!r}")
+        self.init = init
+        self.weight_dropout = float(weight_dropout)
+        self.rng = _init.as_rng(rng, seed)
+        shape = (out_features, in_features)
+        make = _init.normal if init == "normal" else _init.zeros
+        self.weight = Parameter(make(shape, self.rng, dtype))
+        self.bias_max = Parameter(_init.normal((out_features,), self.rng, dtype), zero=-np.inf)
+        self.bias_min = Parameter(_init.normal((out_features,), self.rng, dtype), zero=np.inf)
+        self.dropout_keep = None
+
+    def forward(self, x: Any) -> ad.Tensor:
+        w = self.weight
+        keep = w.mask
+        self.dropout_keep = None
+        if self.training and self.weight_dropout > 0.0:
+            drawn = _keep_mask(self.rng, tuple(w.shape), self.weight_dropout, w.data)
+            self.dropout_keep = drawn
+            keep = drawn if keep is None else keep & drawn
+        if keep is None:
+            w_max = w_min = w
+        else:
+            xp = w.xp
+            w_max = ad.where(keep, w, xp.full_like(w.data, -math.inf))
+            w_min = ad.where(keep, w, xp.full_like(w.data, math.inf))
+        dilation = ad.maximum(self.bias_max, ad.maxplus_matmul(x, ad.transpose(w_max)))
+        erosion = ad.minimum(self.bias_min, ad.minplus_matmul(x, ad.transpose(w_min)))
+        return dilation + erosion
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, init={self.init!r}, "
+            f"weight_dropout={self.weight_dropout}"
+        )
+
+
+class DEP(Module):
+    """Dilation-erosion perceptron layer: a convex mix of a dilation and an erosion with separate
+    weights and no bias.
+
+    .. math:: y_{\\dots j} = \\lambda_j \\max_i \\big(x_{\\dots i} + W_{ji}\\big)
+              + (1 - \\lambda_j) \\min_i \\big(x_{\\dots i} + W'_{ji}\\big),
+              \\qquad \\lambda_j \\in [0, 1]
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    mix : {"learned", "fixed"}
+        ``"learned"``: ``lambda`` is a parameter, initialised ``U(0, 1)``; ``"fixed"``:
+        ``lambda = 1/2`` (a buffer).
+    rng, seed : optional
+        Random source (``W``, then ``W'``, then ``lambda``).
+    dtype : floating dtype
+
+    Attributes
+    ----------
+    weight_max : Parameter (out, in)
+        ``W``, ``N(0, 1)`` at start (``zero = -inf``: prunable as a max-plus weight).
+    weight_min : Parameter (out, in)
+        ``W'``, ``N(0, 1)`` at start (``zero = +inf``).
+    mix : Parameter or buffer (out,)
+
+    Notes
+    -----
+    A learned ``lambda`` is clamped to ``[0, 1]`` *in the forward pass*; the stored parameter is not
+    changed. An entry that an optimiser step moves outside ``[0, 1]`` acts as the nearest bound and
+    gets no gradient there (the clamp's derivative is 0 outside the interval), so, unlike clamping
+    after each step, it only comes back through the optimiser's momentum.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        mix: str = "learned",
+        rng: Any = None,
+        seed: int | None = None,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__()
+        self.in_features = _positive("in_features", in_features)
+        self.out_features = _positive("out_features", out_features)
+        if mix not in ("learned", "fixed"):
+            raise ValueError(f"mix must be 'learned' or 'fixed', got {mix!r}")
+        self.mix_mode = mix
+        gen = _init.as_rng(rng, seed)
+        shape = (out_features, in_features)
+        self.weight_max = Parameter(_init.normal(shape, gen, dtype), zero=-np.inf)
+        self.weight_min = Parameter(_init.normal(shape, gen, dtype), zero=np.inf)
+        if mix == "learned":
+            self.mix = Parameter(_init.uniform((out_features,), gen, dtype, low=0.0, high=1.0))
+        else:
+            self.register_buffer("mix", _init.constant((out_features,), 0.5, dtype))
+
+    def forward(self, x: Any) -> ad.Tensor:
+        lam = ad.clamp(self.mix, 0.0, 1.0) if self.mix_mode == "learned" else self.mix
+        dilation = ad.maxplus_matmul(x, ad.transpose(self.weight_max))
+        erosion = ad.minplus_matmul(x, ad.transpose(self.weight_min))
+        return dilation * lam + erosion * (1.0 - lam)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, mix={self.mix_mode!r}"
+
+
+class DiagonalActivation(Module):
+    """Diagonal "linear" activation ``y = a ⊙ x`` (N learnable parameters).
+
+    .. math:: y_{\\dots j} = a_j \\, x_{\\dots j}, \\qquad a_j \\sim N(0, 1) / \\sqrt{12}
+
+    Parameters
+    ----------
+    num_features : int
+    rng, seed : optional
+    dtype : floating dtype
+
+    Attributes
+    ----------
+    weight : Parameter (num_features,)
+    """
+
+    def __init__(
+        self, num_features: int, *, rng: Any = None, seed: int | None = None, dtype: Any = np.float32
+    ) -> None:
+        super().__init__()
+        self.num_features = _positive("num_features", num_features)
+        gen = _init.as_rng(rng, seed)
+        self.weight = Parameter(_init.normal((num_features,), gen, dtype, std=1.0 / math.sqrt(12.0)))
+
+    def forward(self, x: Any) -> ad.Tensor:
+        return ad.mul(x, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"num_features={self.num_features}"
+
+
+class SVDActivation(Module):
+    """SVD-constrained "linear" activation ``y = U diag(a) V^T x``: only the N singular values learn.
+
+    .. math:: y = U \\,\\mathrm{diag}(a)\\, V^T x, \\qquad M_0 = U \\,\\mathrm{diag}(s)\\, V^T
+
+    ``M_0`` is the weight of a default-initialised ``Linear(N, N)`` (:class:`Linear`'s default
+    initialiser, He normal), ``U`` and ``V`` its (frozen) singular vectors and ``a`` starts at its
+    singular values ``s``, so the layer starts as that linear map.
+
+    Parameters
+    ----------
+    num_features : int
+        ``N``.
+    init : str
+        Initialiser of ``M_0`` (any ``init`` of :class:`Linear`).
+    rng, seed : optional
+    dtype : floating dtype
+        The SVD is computed in float64 and cast to ``dtype``.
+
+    Attributes
+    ----------
+    weight : Parameter (N,)
+        ``a``.
+    u, v : buffers (N, N)
+        ``U`` and ``V`` (not ``V^T``): part of the state dict, never trained.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        init: str = "he_normal",
+        rng: Any = None,
+        seed: int | None = None,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__()
+        self.num_features = _positive("num_features", num_features)
+        gen = _init.as_rng(rng, seed)
+        m0 = Linear(num_features, num_features, bias=False, init=init, rng=gen, dtype=np.float64).weight
+        u, s, vh = np.linalg.svd(np.asarray(m0.data))
+        self.register_buffer("u", u.astype(dtype))
+        self.register_buffer("v", np.ascontiguousarray(vh.T).astype(dtype))
+        self.weight = Parameter(s.astype(dtype))
+
+    def forward(self, x: Any) -> ad.Tensor:
+        # Row vectors: y = x V diag(a) U^T; U, V are raw arrays, i.e. constants of the tape.
+        return ad.matmul(ad.matmul(x, self.v) * self.weight, ad.transpose(self.u))
+
+    def extra_repr(self) -> str:
+        return f"num_features={self.num_features}"
+
+
+class MPMResidual(Module):
+    """Residual MPM block ``x + a ⊙ MPM(x)`` of width ``n`` (the hidden blocks of RMPM).
+
+    .. math:: y = x + a \\odot \\mathrm{MPM}(x)
+
+    Parameters
+    ----------
+    num_features : int
+    weight_dropout : float in [0, 1)
+        Passed to the :class:`MPM`.
+    init : {"normal", "zeros"}
+        Passed to the :class:`MPM`.
+    rng, seed : optional
+        One generator for the MPM and then ``a``.
+    dtype : floating dtype
+
+    Attributes
+    ----------
+    mpm : MPM
+    scale : DiagonalActivation
+        ``a``.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        weight_dropout: float = 0.0,
+        init: str = "normal",
+        rng: Any = None,
+        seed: int | None = None,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__()
+        gen = _init.as_rng(rng, seed)
+        self.mpm = MPM(
+            num_features, num_features, init=init, weight_dropout=weight_dropout, rng=gen, dtype=dtype
+        )
+        self.scale = DiagonalActivation(num_features, rng=gen, dtype=dtype)
+
+    def forward(self, x: Any) -> ad.Tensor:
+        return ad.add(x, self.scale(self.mpm(x)))
