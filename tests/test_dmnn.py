@@ -173,6 +173,23 @@ def test_mpm_pruned_weights_are_tropical_zeros_of_both_branches():
     )
 
 
+def test_mpm_and_dep_on_array_api_strict_match_numpy_bitwise():
+    xps = pytest.importorskip("array_api_strict")
+    x = np.random.default_rng(23).standard_normal((4, 5))
+    for make in (lambda: MPM(5, 3, weight_dropout=0.4, seed=24, dtype=np.float64),
+                 lambda: DEP(5, 3, seed=24, dtype=np.float64)):  # fmt: skip
+        ref, strict = make(), make()
+        for p in strict.parameters():
+            p.data = xps.asarray(p.data)
+        y_ref, y_strict = ref(x), strict(xps.asarray(x))
+        assert isinstance(y_strict.data, type(xps.asarray(0.0)))
+        np.testing.assert_array_equal(np.asarray(y_strict.data), y_ref.numpy())
+        y_ref.sum().backward()
+        y_strict.sum().backward()
+        for p, q in zip(ref.parameters(), strict.parameters(), strict=True):
+            np.testing.assert_array_equal(np.asarray(q.grad), p.grad)
+
+
 # -- DEP ---------------------------------------------------------------------------------------
 
 
