@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import tropic.autodiff as ad
 from tropic.autodiff import Tensor
 
-from .helpers import assert_identical, strict, to_numpy
+from .helpers import assert_identical, hsettings, strict, to_numpy
 
 STEP = 1e-6
 
@@ -32,7 +34,7 @@ def spaced(rng: np.random.Generator, shape: tuple[int, ...], level: int = 0) -> 
     scale = 2.0**-9 if level == 0 else 2.0**-17
     assert size * scale <= (0.5 if level == 0 else 2.0**-8), "too many entries for distinct offsets"
     offsets = rng.permutation(size).reshape(shape) * scale
-    return rng.integers(-4, 5, size=shape).astype(np.float64) + offsets
+    return np.asarray(rng.integers(-4, 5, size=shape).astype(np.float64) + offsets)
 
 
 def normal(rng: np.random.Generator, shape: tuple[int, ...], low: float | None = None) -> np.ndarray:
@@ -565,3 +567,66 @@ def test_tropical_backward_keeps_only_the_integer_winners(name, op, shapes):
     kept = _closure_arrays(out._vjp)
     assert kept, "the winners must be kept"
     assert all(a.dtype.kind == "i" and a.size == out.size for a in kept), [(a.dtype, a.shape) for a in kept]
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.exact], ids=[c.name for c in CASES if c.exact])
+def test_float32_tropical_gradients_equal_the_float64_ones(case):
+    """The spaced inputs and integer upstream gradients are exact in float32, and so are max, min,
+    + and the sums of a tropical backward pass: float32 must reproduce float64 bit for bit."""
+    inputs, upstream = _setup(case)
+    value, grads = _autodiff_grads(case, inputs, upstream)
+    value32, grads32 = _autodiff_grads(
+        case, [x.astype(np.float32) for x in inputs], upstream.astype(np.float32)
+    )
+    for actual, expected in [(value32, value), *zip(grads32, grads, strict=True)]:
+        assert_identical(np.asarray(actual + 0.0), np.asarray(expected + 0.0).astype(np.float32))
+
+
+_shapes = st.lists(st.integers(1, 3), min_size=0, max_size=3)
+
+
+@st.composite
+def broadcastable_shapes(draw):
+    """Two shapes that broadcast together: a shape, and a copy with leading axes dropped and some
+    axes set to 1, in either order."""
+    shape = tuple(draw(_shapes))
+    other = tuple(n if draw(st.booleans()) else 1 for n in shape)[draw(st.integers(0, len(shape))) :]
+    return (shape, other) if draw(st.booleans()) else (other, shape)
+
+
+BINARY = {
+    "add": ad.add,
+    "sub": ad.sub,
+    "mul": ad.mul,
+    "div": ad.div,
+    "maximum": ad.maximum,
+    "minimum": ad.minimum,
+    "where": lambda x, y: ad.where(x.data > 0.5, x, y),  # no entry of a near 0.5
+}
+
+
+@given(shapes=broadcastable_shapes(), op=st.sampled_from(sorted(BINARY)), seed=st.integers(0, 2**16))
+@hsettings(60)
+def test_broadcast_gradients_match_finite_differences(shapes, op, seed):
+    fn = BINARY[op]
+    rng = np.random.default_rng(seed)
+    # b >= 0.25 (a safe divisor) and never within 0.19 of an entry of a: a's fractional parts are
+    # below 27/512, b's within 2^-12 of 0.25 or 0.75.
+    a, b = spaced(rng, shapes[0]), np.asarray(np.abs(spaced(rng, shapes[1], 1)) + 0.25)
+    upstream = _upstream(rng, np.broadcast_shapes(*shapes))
+    tensors = [Tensor(a, requires_grad=True), Tensor(b, requires_grad=True)]
+    fn(*tensors).backward(upstream)
+
+    def loss(x, y):
+        return float(np.sum(fn(Tensor(x), Tensor(y)).data * upstream))
+
+    for i, x in enumerate((a, b)):
+        assert tensors[i].grad.shape == x.shape
+        numeric = np.empty_like(x)
+        for j in range(x.size):
+            args = [a.copy(), b.copy()]
+            args[i].flat[j] += STEP
+            up = loss(*args)
+            args[i].flat[j] -= 2 * STEP
+            numeric.flat[j] = (up - loss(*args)) / (2 * STEP)
+        np.testing.assert_allclose(tensors[i].grad, numeric, rtol=1e-5, atol=1e-6)
