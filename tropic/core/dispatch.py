@@ -39,13 +39,26 @@ def load_backend(backend: str) -> None:
     """Import a backend once (registering its kernels); remember why if it cannot be imported."""
     if backend in _load_status:
         return
-    module = _BACKEND_MODULES[backend]
     try:
-        importlib.import_module(module)
+        _import_backend(backend)
     except ImportError as exc:  # a missing optional backend means: use the reference
         _load_status[backend] = f"not available ({exc})"
     else:
         _load_status[backend] = "loaded"
+
+
+def _import_backend(backend: str) -> None:
+    # Import statements, not importlib: torch.compile (dynamo) runs an import statement when it meets
+    # one while tracing, but refuses to trace importlib, so a first call inside a compiled function
+    # would otherwise break the graph.
+    if backend == "numpy":
+        import tropic.backends.numpy
+    elif backend == "cupy":
+        import tropic.backends.cupy
+    elif backend == "torch":
+        import tropic.backends.torch  # noqa: F401
+    else:
+        importlib.import_module(_BACKEND_MODULES[backend])
 
 
 def kernel_for(operator: str, xp: ModuleType) -> Callable | None:

@@ -67,10 +67,16 @@ def maxout_vjp(grad: Array, indices: Array, x_shape: tuple[int, ...], pieces: in
         if tuple(a.shape) != out_shape:
             raise ValueError(f"{name} must have the output shape {out_shape}, got {tuple(a.shape)}")
     grad, indices = xp.moveaxis(grad, axis, -1), xp.moveaxis(indices, axis, -1)
-    zeros = xp.zeros_like(grad)
-    spread = xp.stack([xp.where(indices == p, grad, zeros) for p in range(pieces)], axis=-1)
+    kernel = kernel_for("maxout_vjp", xp) or maxout_vjp_reference
+    spread = kernel(xp, grad, indices, pieces)  # (..., m, pieces)
     moved = grad.shape[:-1] + (x_shape[axis],)
     return xp.moveaxis(xp.reshape(spread, moved), -1, axis)
+
+
+def maxout_vjp_reference(xp: ModuleType, grad: Array, indices: Array, pieces: int) -> Array:
+    """Reference vjp on the grouped layout: ``grad`` and ``indices`` (..., m) -> (..., m, pieces)."""
+    zeros = xp.zeros_like(grad)
+    return xp.stack([xp.where(indices == p, grad, zeros) for p in range(pieces)], axis=-1)
 
 
 def maxout_reference(xp: ModuleType, grouped: Array) -> tuple[Array, Array]:

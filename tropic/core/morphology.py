@@ -85,6 +85,8 @@ class AxisWindow:
     start: np.ndarray
     n: int
     before: int
+    mode: str = "neutral"  # the border rule and orientation it was built with (for kernels that
+    reflected: bool = False  # rebuild the window themselves, such as the torch custom ops)
 
     @property
     def indices(self) -> np.ndarray:
@@ -102,7 +104,7 @@ def axis_window(n: int, k: int, reflected: bool, mode: str) -> AxisWindow:
     else:
         before, start = centre, np.arange(k)
     line = border_index(n, np.arange(n + k - 1) - before, mode)
-    return AxisWindow(line=line, start=start, n=n, before=before)
+    return AxisWindow(line=line, start=start, n=n, before=before, mode=mode, reflected=reflected)
 
 
 def dilation(
@@ -317,6 +319,10 @@ def _morphology(
     cols = axis_window(W, kw, reflected, mode)
     fill = semiring.zero if _MODES[mode] == "neutral" else float(cval)
     kernel = kernel_for("morphology", xp) or morphology_reference
+    if getattr(kernel, "host_footprint", False):
+        # A kernel that takes the footprint as Python bools (the torch custom ops: under torch.compile
+        # a NumPy array made here is a traced tensor whose values are unknown).
+        support = _footprint_rows(footprint, support.shape)
     out, indices = kernel(xp, semiring, image, weights, support, rows, cols, fill)
     return (out, indices) if return_indices else out
 
@@ -333,6 +339,28 @@ def _morphology_vjp(grad, indices, image_shape, se_shape, mode, reflected):
     cols = axis_window(image_shape[-1], kw, reflected, mode)
     kernel = kernel_for("morphology_vjp", xp) or morphology_vjp_reference
     return kernel(xp, grad, indices, image_shape, rows, cols)
+
+
+def _python_footprint(footprint: Any) -> tuple[tuple[bool, ...], ...] | None:
+    """A footprint given as a non-empty rectangular nested list/tuple of Python bools or ints, as rows
+    of bools; None for anything else (checked by the NumPy path)."""
+    if not isinstance(footprint, (list, tuple)) or not footprint:
+        return None
+    if not all(isinstance(row, (list, tuple)) and len(row) == len(footprint[0]) for row in footprint):
+        return None
+    if not footprint[0] or not all(isinstance(v, int) for row in footprint for v in row):
+        return None
+    return tuple(tuple(v != 0 for v in row) for row in footprint)
+
+
+def _footprint_rows(footprint: Any, shape: tuple[int, int]) -> tuple[tuple[bool, ...], ...]:
+    """The (checked) footprint as rows of Python bools; all True without one."""
+    if footprint is None:
+        return ((True,) * shape[1],) * shape[0]
+    rows = _python_footprint(footprint)
+    if rows is None:  # a NumPy (or other host) mask: eager only
+        rows = tuple(tuple(bool(v) for v in row) for row in np.asarray(footprint).tolist())
+    return rows
 
 
 def _check_mode(mode: str) -> None:
@@ -355,6 +383,14 @@ def _structuring_element(xp: ModuleType, structure: Any, footprint: Any, size: A
             raise ValueError(f"structure must not be empty, got shape {tuple(structure.shape)}")
     if footprint is None:
         return np.ones(tuple(structure.shape), dtype=bool), structure
+    rows = _python_footprint(footprint)
+    if rows is not None:  # checked without NumPy attributes, which torch.compile cannot trace
+        if structure is not None and tuple(structure.shape) != (len(rows), len(rows[0])):
+            raise ValueError(
+                f"structure and footprint must have the same shape, got {tuple(structure.shape)} and "
+                f"{(len(rows), len(rows[0]))}"
+            )
+        return np.array(rows, dtype=bool), structure
     try:
         support = np.asarray(footprint)
     except Exception as exc:  # e.g. a GPU array: footprints are small host-side masks

@@ -1,0 +1,506 @@
+"""The torch backend: tropic's operators as torch custom ops (``tropic.backends.torch``).
+
+Every operator on CPU tensors against the NumPy backend, bitwise (values, winners, gradients),
+including ties, infinities and NaN; gradcheck in float64; torch.compile(fullgraph=True) through the
+public functions against eager; no copies of contiguous inputs; dtypes and devices; float16 / bfloat16
+against the core reference run natively in those dtypes; the errors for other devices and for mixing
+array libraries.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import array_api_compat.torch as torch_namespace
+import numpy as np
+import pytest
+
+import tropic
+from tropic.core import conv as core_conv
+from tropic.core import matmul as core_matmul
+from tropic.core import morphology as core_morphology
+from tropic.core.semiring import MAX_PLUS, MIN_PLUS
+
+from .helpers import assert_identical
+
+torch = pytest.importorskip("torch")
+ops = pytest.importorskip("tropic.backends.torch.ops")
+numpy_kernels = pytest.importorskip("tropic.backends.numpy.kernels")
+
+# array_api_compat's lru_cache'd helpers make dynamo warn while it traces core's glue: harmless.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+SPECIALS = np.array([-np.inf, np.inf, np.nan])
+
+
+def sample(rng, shape, dtype=np.float64, specials=True):
+    """Small integers (many ties), with a few infinities and NaN when ``specials``."""
+    x = rng.integers(-2, 3, size=shape).astype(dtype)
+    if specials and x.size:
+        hit = rng.random(shape) < 0.1
+        x[hit] = rng.choice(SPECIALS, size=int(hit.sum()))
+    return x
+
+
+def unique(rng, shape, dtype=torch.float64):
+    """Distinct values far apart (unique winners, gradcheck's finite differences stay inside)."""
+    n = int(np.prod(shape))
+    return torch.tensor(rng.permutation(n) * 1.0 + rng.random(n) * 0.5, dtype=dtype).reshape(shape)
+
+
+def as_torch(*arrays):
+    return [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
+
+
+def assert_same(actual, expected):
+    """torch result vs NumPy result: same dtype, shape and bits (NaN matches NaN)."""
+    assert isinstance(actual, torch.Tensor), type(actual)
+    assert_identical(actual.detach().numpy(), expected)
+
+
+# --- the operators, each as (call, inputs, vjp) ----------------------------------------------------
+
+MATMUL_SHAPES = [((3, 5), (5, 4)), ((5,), (5, 4)), ((3, 5), (5,)), ((2, 3, 5), (5, 4)), ((3, 5), (2, 5, 4))]
+MORPHOLOGY_CASES = [
+    dict(structure=True),
+    dict(structure=True, footprint=[[1, 0, 1], [1, 1, 0], [0, 1, 1]]),
+    dict(size=(3, 2)),
+    dict(footprint=[[True, False], [True, True]]),
+    dict(structure=True, mode="reflect"),
+    dict(size=3, mode="constant", cval=1.5),
+    dict(structure=True, mode="wrap"),
+]
+
+
+def se_shape(case):
+    if "footprint" in case:
+        return np.shape(case["footprint"])
+    size = case.get("size", 3)
+    return (size, size) if isinstance(size, int) else size
+
+
+CONV_CASES = [dict(), dict(stride=2, padding=1), dict(stride=(1, 2), padding=(2, 0), groups=2)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shapes", MATMUL_SHAPES, ids=str)
+@pytest.mark.parametrize("op", [tropic.maxplus_matmul, tropic.minplus_matmul], ids=lambda f: f.__name__)
+def test_matmul_matches_numpy(op, shapes, dtype):
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        a, b = sample(rng, shapes[0], dtype), sample(rng, shapes[1], dtype)
+        c, k = op(a, b, return_indices=True)
+        tc, tk = op(*as_torch(a, b), return_indices=True)
+        assert_same(tc, c)
+        assert_same(tk, k)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", MORPHOLOGY_CASES, ids=str)
+@pytest.mark.parametrize("op", [tropic.dilation, tropic.erosion], ids=lambda f: f.__name__)
+def test_morphology_matches_numpy(op, case, dtype):
+    rng = np.random.default_rng(1)
+    kwargs = {k: v for k, v in case.items() if k != "structure"}
+    shape = se_shape(case)
+    for _ in range(3):
+        image = sample(rng, (2, 5, 6), dtype)
+        structure = sample(rng, shape, dtype) if case.get("structure") else None
+        out, k = op(image, structure, return_indices=True, **kwargs)
+        t_structure = None if structure is None else torch.from_numpy(structure)
+        t_out, t_k = op(torch.from_numpy(image), t_structure, return_indices=True, **kwargs)
+        assert_same(t_out, out)
+        assert_same(t_k, k)
+
+
+@pytest.mark.parametrize(
+    "op",
+    [tropic.opening, tropic.closing, tropic.morphological_gradient, tropic.white_tophat, tropic.black_tophat],
+    ids=lambda f: f.__name__,
+)
+def test_compositions_match_numpy(op):
+    rng = np.random.default_rng(2)
+    image, structure = sample(rng, (2, 6, 5), specials=False), sample(rng, (3, 3), specials=False)
+    assert_same(op(*as_torch(image, structure)), op(image, structure))
+    assert_same(op(torch.from_numpy(image), size=(2, 3)), op(image, size=(2, 3)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+@pytest.mark.parametrize("op", [tropic.maxplus_conv2d, tropic.minplus_conv2d], ids=lambda f: f.__name__)
+def test_conv2d_matches_numpy(op, case, dtype):
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        x, w = sample(rng, (2, 4, 6, 5), dtype), sample(rng, (6, 4 // case.get("groups", 1), 3, 2), dtype)
+        y, k = op(x, w, return_indices=True, **case)
+        ty, tk = op(*as_torch(x, w), return_indices=True, **case)
+        assert_same(ty, y)
+        assert_same(tk, k)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_maxout_matches_numpy(axis, dtype):
+    rng = np.random.default_rng(4)
+    x = sample(rng, (6, 6, 6), dtype)
+    y, k = tropic.maxout(x, 3, axis=axis, return_indices=True)
+    ty, tk = tropic.maxout(torch.from_numpy(x), 3, axis=axis, return_indices=True)
+    assert_same(ty, y)
+    assert_same(tk, k)
+
+
+# --- gradients: autograd == NumPy vjp, bitwise; the public vjps on torch tensors -----------------
+
+
+def leaves(*arrays):
+    return [torch.from_numpy(a.copy()).requires_grad_() for a in arrays]
+
+
+@pytest.mark.parametrize("shapes", MATMUL_SHAPES, ids=str)
+@pytest.mark.parametrize("op", [tropic.maxplus_matmul, tropic.minplus_matmul], ids=lambda f: f.__name__)
+def test_matmul_gradients_match_numpy_vjp(op, shapes):
+    rng = np.random.default_rng(5)
+    a, b = sample(rng, shapes[0]), sample(rng, shapes[1])
+    _, k = op(a, b, return_indices=True)
+    g = rng.standard_normal(k.shape)
+    ta, tb = leaves(a, b)
+    op(ta, tb).backward(torch.from_numpy(g))
+    grad_a, grad_b = tropic.matmul_vjp(g, k, a.shape, b.shape)
+    assert_same(ta.grad, grad_a)
+    assert_same(tb.grad, grad_b)
+    public = tropic.matmul_vjp(*as_torch(g, k), a.shape, b.shape)
+    assert_same(public[0], grad_a)
+    assert_same(public[1], grad_b)
+
+
+@pytest.mark.parametrize("case", MORPHOLOGY_CASES, ids=str)
+@pytest.mark.parametrize("name", ["dilation", "erosion"])
+def test_morphology_gradients_match_numpy_vjp(name, case):
+    op, vjp = getattr(tropic, name), getattr(tropic, f"{name}_vjp")
+    rng = np.random.default_rng(6)
+    kwargs = {k: v for k, v in case.items() if k != "structure"}
+    shape = se_shape(case)
+    image = sample(rng, (2, 5, 6))
+    structure = sample(rng, shape) if case.get("structure") else None
+    _, k = op(image, structure, return_indices=True, **kwargs)
+    g = rng.standard_normal(k.shape)
+    t_image = leaves(image)[0]
+    t_structure = None if structure is None else leaves(structure)[0]
+    op(t_image, t_structure, **kwargs).backward(torch.from_numpy(g))
+    mode = kwargs.get("mode", "neutral")
+    grad_image, grad_structure = vjp(g, k, image.shape, shape, mode=mode)
+    assert_same(t_image.grad, grad_image)
+    if structure is not None:
+        assert_same(t_structure.grad, grad_structure)  # erosion: 0.0 - g, +0.0 where no tap wins
+    public = vjp(*as_torch(g, k), image.shape, shape, mode=mode)
+    assert_same(public[0], grad_image)
+    assert_same(public[1], grad_structure)
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+@pytest.mark.parametrize("op", [tropic.maxplus_conv2d, tropic.minplus_conv2d], ids=lambda f: f.__name__)
+def test_conv2d_gradients_match_numpy_vjp(op, case):
+    rng = np.random.default_rng(7)
+    x, w = sample(rng, (2, 4, 6, 5)), sample(rng, (6, 4 // case.get("groups", 1), 3, 2))
+    _, k = op(x, w, return_indices=True, **case)
+    g = rng.standard_normal(k.shape)
+    tx, tw = leaves(x, w)
+    op(tx, tw, **case).backward(torch.from_numpy(g))
+    grad_x, grad_w = tropic.conv2d_vjp(g, k, x.shape, w.shape, **case)
+    assert_same(tx.grad, grad_x)
+    assert_same(tw.grad, grad_w)
+    public = tropic.conv2d_vjp(*as_torch(g, k), x.shape, w.shape, **case)
+    assert_same(public[0], grad_x)
+    assert_same(public[1], grad_w)
+
+
+@pytest.mark.parametrize("axis", [0, -1])
+def test_maxout_gradients_match_numpy_vjp(axis):
+    rng = np.random.default_rng(8)
+    x = sample(rng, (6, 4, 6))
+    _, k = tropic.maxout(x, 3, axis=axis, return_indices=True)
+    g = rng.standard_normal(k.shape)
+    (tx,) = leaves(x)
+    tropic.maxout(tx, 3, axis=axis).backward(torch.from_numpy(g))
+    expected = tropic.maxout_vjp(g, k, x.shape, 3, axis=axis)
+    assert_same(tx.grad, expected)
+    assert_same(tropic.maxout_vjp(*as_torch(g, k), x.shape, 3, axis=axis), expected)
+
+
+def test_gradcheck_float64_at_unique_winners():
+    rng = np.random.default_rng(9)
+    a, b = unique(rng, (3, 4)).requires_grad_(), unique(rng, (4, 5)).requires_grad_()
+    image, structure = unique(rng, (2, 5, 6)).requires_grad_(), unique(rng, (3, 3)).requires_grad_()
+    x, w = unique(rng, (2, 4, 5, 5)).requires_grad_(), unique(rng, (4, 2, 2, 3)).requires_grad_()
+    cases = [
+        (tropic.maxplus_matmul, (a, b)),
+        (tropic.minplus_matmul, (a, b)),
+        (tropic.dilation, (image, structure)),
+        (tropic.erosion, (image, structure)),
+        (lambda f: tropic.dilation(f, size=(2, 3), mode="reflect"), (image,)),
+        (tropic.opening, (image, structure)),
+        (tropic.black_tophat, (image, structure)),
+        (lambda x, w: tropic.maxplus_conv2d(x, w, stride=2, padding=1, groups=2), (x, w)),
+        (lambda x, w: tropic.minplus_conv2d(x, w, padding=(0, 1)), (x, w[:, :1].repeat(1, 4, 1, 1))),
+        (lambda x: tropic.maxout(x, 2, axis=1), (x,)),
+    ]
+    for fn, inputs in cases:
+        inputs = tuple(t.detach().requires_grad_() for t in inputs)
+        assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5), fn
+
+
+def test_opcheck_every_op():
+    """torch.library.opcheck: schema, fake kernels, autograd registration, AOT dispatch."""
+    rng = np.random.default_rng(10)
+    cases = [
+        (ops.matmul, (unique(rng, (2, 3, 4)), unique(rng, (4, 5)), True)),
+        (ops.matmul, (unique(rng, (3, 4), torch.float32), unique(rng, (2, 4, 5), torch.float32), False)),
+        (
+            ops.morphology,
+            (unique(rng, (2, 5, 6)), unique(rng, (3, 3)), [True] * 9, 3, 3, False, "reflect", 0.0),
+        ),
+        (
+            ops.morphology,
+            (unique(rng, (5, 6)), None, [True, False, True, True], 2, 2, True, "neutral", -np.inf),
+        ),
+        (ops.conv2d, (unique(rng, (2, 4, 6, 6)), unique(rng, (6, 2, 3, 3)), [2, 1], [1, 0], 2, True)),
+        (ops.maxout, (unique(rng, (3, 4, 5)),)),
+    ]
+    for op, args in cases:
+        torch.library.opcheck(op, args)
+
+
+# --- torch.compile(fullgraph=True) through the public functions -----------------------------------
+
+
+def every_op(a, b, image, structure, x, w):
+    """A small function using every operator (compositions included), reduced to one number."""
+    terms = [
+        tropic.maxplus_matmul(a, b),
+        tropic.minplus_matmul(a, b),
+        tropic.dilation(image, structure),
+        tropic.erosion(image, size=(2, 2), mode="reflect"),
+        tropic.opening(image, structure),
+        tropic.closing(image, footprint=[[1, 0], [1, 1]]),
+        tropic.morphological_gradient(image, structure),
+        tropic.white_tophat(image, size=3),
+        tropic.black_tophat(image, structure),
+        tropic.maxplus_conv2d(x, w, stride=2, padding=1),
+        tropic.minplus_conv2d(x, w),
+        tropic.maxout(a, 2, axis=-1),
+    ]
+    return sum((t * (i + 1)).sum() for i, t in enumerate(terms))
+
+
+def test_compile_fullgraph_matches_eager():
+    """Integer-valued float64 inputs: every sum in the function is exact, so compiled (which may fuse
+    and reorder the reductions) and eager agree bitwise, values and gradients."""
+    rng = np.random.default_rng(11)
+    shapes = [(4, 6), (6, 5), (2, 6, 7), (3, 3), (2, 3, 6, 6), (4, 3, 3, 2)]
+    inputs = [torch.tensor(rng.permutation(int(np.prod(s))), dtype=torch.float64).reshape(s) for s in shapes]
+    eager_inputs = [t.clone().requires_grad_() for t in inputs]
+    compiled_inputs = [t.clone().requires_grad_() for t in inputs]
+    expected = every_op(*eager_inputs)
+    expected.backward()
+    torch._dynamo.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        actual = torch.compile(every_op, fullgraph=True)(*compiled_inputs)
+        actual.backward()
+    assert torch.equal(actual, expected)
+    for mine, reference in zip(compiled_inputs, eager_inputs, strict=True):
+        assert torch.equal(mine.grad, reference.grad)
+
+
+# --- memory: views in, views out ------------------------------------------------------------------
+
+
+def test_contiguous_inputs_are_not_copied_and_results_are_not_copied(monkeypatch):
+    seen = {}
+    real = numpy_kernels.matmul
+
+    def spy(xp, semiring, a, b):
+        seen["inputs"] = (a.ctypes.data, b.ctypes.data)
+        c, k = real(xp, semiring, a, b)
+        seen["outputs"] = (c.ctypes.data, k.ctypes.data)
+        return c, k
+
+    monkeypatch.setattr(numpy_kernels, "matmul", spy)
+    a, b = torch.randn(8, 5), torch.randn(5, 7)
+    c, k = tropic.maxplus_matmul(a, b, return_indices=True)
+    assert seen["inputs"] == (a.data_ptr(), b.data_ptr())  # the tensors' own memory
+    assert seen["outputs"] == (c.data_ptr(), k.data_ptr())  # the NumPy results' memory
+    tropic.maxplus_matmul(a.T.contiguous().T, b)  # a transposed view: one copy, then the kernel
+    assert seen["inputs"][0] != a.data_ptr()
+
+
+def test_morphology_and_conv_inputs_are_not_copied(monkeypatch):
+    seen = []
+    for name in ("morphology", "conv2d"):
+        real = getattr(numpy_kernels, name)
+
+        def spy(xp, semiring, first, *rest, _real=real):
+            seen.append(first.ctypes.data)
+            return _real(xp, semiring, first, *rest)
+
+        monkeypatch.setattr(numpy_kernels, name, spy)
+    image, x, w = torch.randn(2, 5, 6), torch.randn(1, 2, 5, 5), torch.randn(3, 2, 2, 2)
+    tropic.dilation(image, size=3)
+    tropic.maxplus_conv2d(x, w)
+    assert seen == [image.data_ptr(), x.data_ptr()]
+
+
+# --- dtypes and devices ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_dtype_and_device_are_preserved(dtype):
+    a, b = torch.randn(3, 4, dtype=dtype), torch.randn(4, 2, dtype=dtype)
+    image, x, w = (
+        torch.randn(2, 5, 5, dtype=dtype),
+        torch.randn(1, 2, 5, 5, dtype=dtype),
+        torch.randn(3, 2, 2, 2, dtype=dtype),
+    )
+    results = [
+        tropic.maxplus_matmul(a, b),
+        tropic.dilation(image, torch.randn(3, 3, dtype=dtype)),
+        tropic.erosion(image, size=2),
+        tropic.maxplus_conv2d(x, w),
+        tropic.maxout(a, 2),
+    ]
+    for result in results:
+        assert result.dtype == dtype and result.device == a.device
+    promoted = tropic.maxplus_matmul(a.double(), b.float())
+    assert promoted.dtype == torch.float64
+
+
+def rounded_sample(rng, shape, dtype):
+    """Values of every magnitude in ``dtype``, so that many sums round and many rounded sums tie."""
+    mantissa = torch.from_numpy(rng.integers(-256, 257, size=shape).astype(np.float32))
+    exponent = torch.from_numpy(rng.integers(-12, 6, size=shape).astype(np.float32))
+    x = (mantissa * torch.exp2(exponent)).to(dtype)
+    x.view(-1)[:: max(1, x.numel() // 3)] = float("-inf")
+    return x
+
+
+def assert_bits(actual, expected):
+    """Same dtype, shape, NaN positions and bits elsewhere (so -0.0 != 0.0)."""
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    if actual.is_floating_point():
+        nan = actual.isnan()
+        assert torch.equal(nan, expected.isnan())
+        bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[actual.element_size()]
+        actual, expected = actual[~nan].view(bits), expected[~nan].view(bits)
+    assert torch.equal(actual, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision_is_exact(dtype):
+    """Each candidate sum rounded to the dtype before the comparison, ties to the lowest index: the
+    core reference run natively in the dtype (torch rounds each addition) is the oracle."""
+    rng = np.random.default_rng(12)
+    differs_from_float32 = False
+    for semiring in (MAX_PLUS, MIN_PLUS):
+        a, b = rounded_sample(rng, (2, 7, 40), dtype), rounded_sample(rng, (40, 9), dtype)
+        expected = core_matmul.matmul_reference(torch_namespace, semiring, a, b)
+        actual = (tropic.maxplus_matmul if semiring.maximises else tropic.minplus_matmul)(
+            a, b, return_indices=True
+        )
+        for mine, reference in zip(actual, expected, strict=True):
+            assert_bits(mine, reference)
+        # Near-equal sums (64 + small steps): many differ in float32 but tie once rounded, and the
+        # lowest index must win. Without the rounding step some winners change.
+        a = (64 + torch.from_numpy(rng.integers(0, 4, size=(6, 30))) / 64).to(dtype)
+        b = (torch.from_numpy(rng.integers(0, 256, size=(30, 5))) / 256).to(dtype)
+        expected = core_matmul.matmul_reference(torch_namespace, semiring, a, b)
+        actual = (tropic.maxplus_matmul if semiring.maximises else tropic.minplus_matmul)(
+            a, b, return_indices=True
+        )
+        for mine, reference in zip(actual, expected, strict=True):
+            assert_bits(mine, reference)
+        unrounded = ops.numpy_kernels.matmul(np, semiring, a.float().numpy(), b.float().numpy())[1]
+        differs_from_float32 |= not np.array_equal(unrounded, expected[1].numpy())
+
+        image, structure = rounded_sample(rng, (2, 6, 7), dtype), rounded_sample(rng, (3, 3), dtype)
+        weights = structure if semiring.maximises else -structure
+        rows = core_morphology.axis_window(6, 3, semiring.maximises, "neutral")
+        cols = core_morphology.axis_window(7, 3, semiring.maximises, "neutral")
+        expected = core_morphology.morphology_reference(
+            torch_namespace, semiring, image, weights, np.ones((3, 3), bool), rows, cols, semiring.zero
+        )
+        op = tropic.dilation if semiring.maximises else tropic.erosion
+        for mine, reference in zip(op(image, structure, return_indices=True), expected, strict=True):
+            assert_bits(mine, reference)
+
+        x, w = rounded_sample(rng, (2, 3, 6, 5), dtype), rounded_sample(rng, (4, 3, 2, 3), dtype)
+        geometry = core_conv.ConvGeometry(tuple(x.shape), tuple(w.shape), 1, 1, 1)
+        expected = core_conv.conv2d_reference(torch_namespace, semiring, x, w, geometry)
+        op = tropic.maxplus_conv2d if semiring.maximises else tropic.minplus_conv2d
+        for mine, reference in zip(op(x, w, padding=1, return_indices=True), expected, strict=True):
+            assert_bits(mine, reference)
+    assert differs_from_float32
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision_gradients(dtype):
+    """Gradients in the operands' dtype: the NumPy vjp of the float32 gradient, rounded once."""
+    rng = np.random.default_rng(13)
+    a, b = (
+        rounded_sample(rng, (5, 8), dtype).requires_grad_(),
+        rounded_sample(rng, (8, 6), dtype).requires_grad_(),
+    )
+    c, k = tropic.maxplus_matmul(a, b, return_indices=True)
+    g = torch.randn(c.shape).to(dtype)
+    c.backward(g)
+    grad_a, grad_b = tropic.matmul_vjp(g.float().numpy(), k.numpy(), a.shape, b.shape)
+    assert torch.equal(a.grad, torch.from_numpy(grad_a).to(dtype))
+    assert torch.equal(b.grad, torch.from_numpy(grad_b).to(dtype))
+
+
+def test_nan_and_infinities_in_half_precision():
+    a = torch.tensor([[float("nan"), 1.0], [float("inf"), float("-inf")]], dtype=torch.bfloat16)
+    b = torch.tensor([[float("-inf"), 0.0], [2.0, float("inf")]], dtype=torch.bfloat16)
+    expected = core_matmul.matmul_reference(torch_namespace, MAX_PLUS, a, b)
+    for mine, reference in zip(tropic.maxplus_matmul(a, b, return_indices=True), expected, strict=True):
+        assert_bits(mine, reference)
+
+
+def test_cuda_tensors_fail_clearly():
+    with pytest.raises(NotImplementedError, match="CUDA kernels for torch tensors need the CuPy backend"):
+        ops.check_device("a", torch.device("cuda", 0))
+    ops.check_device("a", torch.device("cpu"))
+    meta = torch.empty(3, 4, device="meta")
+    with pytest.raises(NotImplementedError, match="CPU tensors only, got a on meta"):
+        tropic.maxplus_matmul(meta, torch.empty(4, 2, device="meta"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_tensors_through_public_functions():  # pragma: no cover - needs a GPU
+    with pytest.raises(NotImplementedError, match="need the CuPy backend"):
+        tropic.maxplus_matmul(torch.randn(2, 3, device="cuda"), torch.randn(3, 2, device="cuda"))
+
+
+def test_mixing_torch_and_numpy_is_an_error():
+    with pytest.raises(TypeError, match="same array library"):
+        tropic.maxplus_matmul(torch.randn(2, 3), np.zeros((3, 2)))
+    with pytest.raises(TypeError, match="same array library"):
+        tropic.dilation(torch.randn(4, 4), np.zeros((3, 3)))
+    with pytest.raises(TypeError, match="same array library"):
+        tropic.matmul_vjp(torch.randn(2, 2), np.zeros((2, 2), np.int8), (2, 3), (3, 2))
+
+
+def test_capabilities_list_the_torch_kernels():
+    from tropic.core.dispatch import capabilities
+
+    tropic.maxplus_matmul(torch.randn(2, 2), torch.randn(2, 2))
+    table = capabilities()
+    for operator in (
+        "matmul",
+        "matmul_vjp",
+        "morphology",
+        "morphology_vjp",
+        "conv2d",
+        "conv2d_vjp",
+        "maxout",
+        "maxout_vjp",
+    ):
+        assert table[operator].get("torch") == "native", operator

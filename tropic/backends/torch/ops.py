@@ -1,0 +1,446 @@
+"""tropic's operators as ``torch.library`` custom ops (namespace ``tropic``).
+
+Every forward op returns ``(values, indices)``; its autograd formula saves only the integer winners
+and the operand shapes, and its backward is a custom op of its own (``*_backward``), so
+``torch.compile(fullgraph=True)`` sees two opaque nodes and no Python in between. The fake (meta)
+implementations give the output shapes and dtypes: the values in the operands' dtype, the winners in
+the smallest signed integer dtype that holds the candidate count (``tropic.core``'s ``index_dtype``
+rule, the dtype the NumPy kernels return).
+
+CPU implementation: the NumPy backend's kernels on zero-copy views (``t.numpy()`` of a contiguous
+tensor; ``torch.from_numpy`` of the results). float16 / bfloat16 operands are widened to float32 (exact),
+every candidate sum is rounded back to the operands' precision before it is compared (the
+``_rounded_*`` kernels below; a float32 sum of two half-precision numbers rounded to half precision is
+the correctly rounded half-precision sum, since 24 >= 2 * 11 + 2), and the values are narrowed
+again (exact: they are half-precision numbers). Other devices raise (:func:`check_device`).
+"""
+
+from __future__ import annotations
+
+import array_api_compat.numpy as np_namespace
+import numpy as np
+import torch
+from torch import Tensor
+
+from tropic.backends.numpy import kernels as numpy_kernels
+from tropic.core.conv import ConvGeometry
+from tropic.core.morphology import axis_window
+from tropic.core.semiring import MAX_PLUS, MIN_PLUS
+
+__all__ = [
+    "HALF_DTYPES",
+    "check_device",
+    "conv2d",
+    "conv2d_backward",
+    "index_dtype",
+    "matmul",
+    "matmul_backward",
+    "maxout",
+    "maxout_backward",
+    "morphology",
+    "morphology_backward",
+]
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+_BLOCK_ELEMENTS = 1 << 19  # candidates per block of the rounded (half-precision) products
+_CUDA_MESSAGE = "CUDA kernels for torch tensors need the CuPy backend, not built yet"
+
+
+def check_device(name: str, device: torch.device) -> None:
+    """Raise unless ``device`` is the CPU: tropic never moves a tensor between devices itself."""
+    if device.type == "cpu":
+        return
+    if device.type == "cuda":
+        raise NotImplementedError(
+            f"{_CUDA_MESSAGE} ({name} is on {device}; tropic runs torch tensors on the CPU)"
+        )
+    raise NotImplementedError(f"tropic's torch operators run on CPU tensors only, got {name} on {device}")
+
+
+def index_dtype(n_candidates: int) -> torch.dtype:
+    """Smallest signed integer dtype holding ``-1 .. n_candidates - 1`` (core's ``index_dtype``)."""
+    for dtype, bound in ((torch.int8, 2**7), (torch.int16, 2**15), (torch.int32, 2**31)):
+        if n_candidates <= bound:
+            return dtype
+    return torch.int64
+
+
+def _semiring(maximise: bool):
+    return MAX_PLUS if maximise else MIN_PLUS
+
+
+def _view(t: Tensor) -> np.ndarray:
+    """A NumPy view of ``t`` (a copy only if ``t`` is not contiguous, or float32 for half dtypes)."""
+    t = t.detach()
+    if t.dtype in HALF_DTYPES:
+        return t.float().numpy()
+    return t.contiguous().numpy()
+
+
+def _tensor(x: np.ndarray, dtype: torch.dtype | None = None) -> Tensor:
+    """``torch.from_numpy`` of a kernel result, contiguous (as the fake kernels promise)."""
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    return t if dtype is None or t.dtype == dtype else t.to(dtype)
+
+
+def _round(block: np.ndarray, dtype: torch.dtype) -> None:
+    """Round the float32 ``block`` to ``dtype``'s precision, in place (round to nearest even)."""
+    t = torch.from_numpy(block)
+    t.copy_(t.to(dtype))
+
+
+def _check_all(**tensors: Tensor | None) -> None:
+    for name, t in tensors.items():
+        if t is not None:
+            check_device(name, t.device)
+
+
+# --- max-plus / min-plus products ----------------------------------------------------------------
+
+
+@torch.library.custom_op("tropic::matmul", mutates_args=())
+def matmul(a: Tensor, b: Tensor, maximise: bool) -> tuple[Tensor, Tensor]:
+    """``(c, indices)`` of the tropical product of ``a`` (..., M, K) and ``b`` (..., K, N), one dtype."""
+    _check_all(a=a, b=b)
+    semiring = _semiring(maximise)
+    if a.dtype in HALF_DTYPES:
+        c, indices = _rounded_matmul(semiring, _view(a), _view(b), a.dtype)
+    else:
+        c, indices = numpy_kernels.matmul(np_namespace, semiring, _view(a), _view(b))
+    return _tensor(c, a.dtype), _tensor(indices)
+
+
+@matmul.register_fake
+def _(a: Tensor, b: Tensor, maximise: bool) -> tuple[Tensor, Tensor]:
+    shape = (*torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]), a.shape[-2], b.shape[-1])
+    return a.new_empty(shape), a.new_empty(shape, dtype=index_dtype(a.shape[-1]))
+
+
+@torch.library.custom_op("tropic::matmul_backward", mutates_args=())
+def matmul_backward(
+    grad: Tensor, indices: Tensor, a_shape: list[int], b_shape: list[int]
+) -> tuple[Tensor, Tensor]:
+    """``(grad_a, grad_b)`` of a product of operands (>= 2-D) of shapes ``a_shape`` and ``b_shape``."""
+    _check_all(grad=grad, indices=indices)
+    g, k = _view(grad), _view(indices)
+    grad_a, grad_b = numpy_kernels.matmul_vjp(np_namespace, g, k, tuple(a_shape), tuple(b_shape))
+    return _tensor(grad_a, grad.dtype), _tensor(grad_b, grad.dtype)
+
+
+@matmul_backward.register_fake
+def _(grad, indices, a_shape, b_shape):
+    return grad.new_empty(a_shape), grad.new_empty(b_shape)
+
+
+def _matmul_setup(ctx, inputs, output) -> None:
+    a, b, _ = inputs
+    ctx.save_for_backward(output[1])
+    ctx.shapes = (list(a.shape), list(b.shape))
+
+
+def _matmul_grad(ctx, grad_c, _grad_indices):
+    (indices,) = ctx.saved_tensors
+    grad_a, grad_b = matmul_backward(grad_c, indices, *ctx.shapes)
+    return grad_a, grad_b, None
+
+
+matmul.register_autograd(_matmul_grad, setup_context=_matmul_setup)
+
+
+def _rounded_matmul(semiring, a: np.ndarray, b: np.ndarray, dtype: torch.dtype):
+    """Product of float32 ``a`` (..., M, K) and ``b`` (..., K, N) with every candidate rounded to
+    ``dtype`` before it is compared; values in float32 (representable in ``dtype``)."""
+    K = a.shape[-1]
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    M, N = a.shape[-2], b.shape[-1]
+    a = np.broadcast_to(a, batch + (M, K))
+    b = np.broadcast_to(b, batch + (K, N))
+    c = np.empty(batch + (M, N), np.float32)
+    winner = np.empty(batch + (M, N), np.dtype(str(index_dtype(K)).removeprefix("torch.")))
+    for i in np.ndindex(*batch):
+        c[i], winner[i] = _rounded_product(semiring, a[i], np.ascontiguousarray(b[i].T), dtype, winner.dtype)
+    return c, winner
+
+
+def _rounded_product(semiring, a: np.ndarray, b_t: np.ndarray, dtype: torch.dtype, index_type):
+    """``c[i, j] = ⊕_k round(a[i, k] + b_t[j, k])`` in bounded blocks (the NumPy path of the NumPy
+    backend's products, with the rounding step between the sums and the selection)."""
+    (M, K), N = a.shape, b_t.shape[0]
+    c = np.full((M, N), semiring.zero, np.float32)
+    winner = np.full((M, N), -1, index_type)
+    if K == 0:
+        return c, winner
+    repair = numpy_kernels.needs_repair(a, b_t)
+    cols = max(1, min(N, _BLOCK_ELEMENTS // K))
+    rows = max(1, min(M, _BLOCK_ELEMENTS // (K * cols)))
+    sums = np.empty((rows, cols, K), np.float32)
+    for j0 in range(0, N, cols):
+        b_block = b_t[None, j0 : j0 + cols, :]
+        for i0 in range(0, M, rows):
+            i1 = min(i0 + rows, M)
+            block = sums[: i1 - i0, : b_block.shape[1]]
+            numpy_kernels.tropical_add(a[i0:i1, None, :], b_block, semiring, repair, out=block)
+            _round(block, dtype)
+            numpy_kernels.select_winner(
+                block, semiring, c[i0:i1, j0 : j0 + cols], winner[i0:i1, j0 : j0 + cols]
+            )
+    numpy_kernels.mark_no_winner(c, winner, semiring)
+    return c, winner
+
+
+# --- grey-level morphology -----------------------------------------------------------------------
+
+
+@torch.library.custom_op("tropic::morphology", mutates_args=())
+def morphology(
+    image: Tensor,
+    structure: Tensor | None,
+    support: list[bool],
+    kh: int,
+    kw: int,
+    maximise: bool,
+    mode: str,
+    fill: float,
+) -> tuple[Tensor, Tensor]:
+    """Dilation (``maximise``) or erosion of ``image`` (..., H, W) on its last two axes.
+
+    ``structure`` (kh, kw) or None (flat) is the structuring element as the user gave it (erosion
+    subtracts it), ``support`` its row-major footprint, ``mode`` the border rule, ``fill`` the value
+    outside the image where the rule reads one (the tropical zero or ``cval``).
+    """
+    _check_all(image=image, structure=structure)
+    semiring = _semiring(maximise)
+    weights = None
+    if structure is not None:
+        weights = _view(structure)
+        weights = weights if maximise else np.negative(weights)
+    H, W = image.shape[-2:]
+    rows = axis_window(H, kh, maximise, mode)
+    cols = axis_window(W, kw, maximise, mode)
+    mask = np.asarray(support, dtype=bool).reshape(kh, kw)
+    if image.dtype in HALF_DTYPES and weights is not None:  # flat: no sums, nothing to round
+        out, indices = _rounded_morphology(
+            semiring, _view(image), weights, mask, rows, cols, fill, image.dtype
+        )
+    else:
+        out, indices = numpy_kernels.morphology(
+            np_namespace, semiring, _view(image), weights, mask, rows, cols, fill
+        )
+    return _tensor(out, image.dtype), _tensor(indices)
+
+
+@morphology.register_fake
+def _(image, structure, support, kh, kw, maximise, mode, fill):
+    return image.new_empty(image.shape), image.new_empty(image.shape, dtype=index_dtype(kh * kw))
+
+
+@torch.library.custom_op("tropic::morphology_backward", mutates_args=())
+def morphology_backward(
+    grad: Tensor, indices: Tensor, image_shape: list[int], kh: int, kw: int, reflected: bool, mode: str
+) -> tuple[Tensor, Tensor]:
+    """``(grad_image, grad_weights)``: the NumPy kernel's vjp (``grad_weights`` not negated)."""
+    _check_all(grad=grad, indices=indices)
+    rows = axis_window(image_shape[-2], kh, reflected, mode)
+    cols = axis_window(image_shape[-1], kw, reflected, mode)
+    grad_image, grad_weights = numpy_kernels.morphology_vjp(
+        np_namespace, _view(grad), _view(indices), tuple(image_shape), rows, cols
+    )
+    return _tensor(grad_image, grad.dtype), _tensor(grad_weights, grad.dtype)
+
+
+@morphology_backward.register_fake
+def _(grad, indices, image_shape, kh, kw, reflected, mode):
+    return grad.new_empty(image_shape), grad.new_empty((kh, kw))
+
+
+def _morphology_setup(ctx, inputs, output) -> None:
+    image, structure, _, kh, kw, maximise, mode, _ = inputs
+    ctx.save_for_backward(output[1])
+    ctx.args = (list(image.shape), kh, kw, maximise, mode)
+    ctx.has_structure = structure is not None
+
+
+def _morphology_grad(ctx, grad_out, _grad_indices):
+    (indices,) = ctx.saved_tensors
+    image_shape, kh, kw, maximise, mode = ctx.args
+    grad_image, grad_weights = morphology_backward(grad_out, indices, image_shape, kh, kw, maximise, mode)
+    grad_structure = None
+    if ctx.has_structure:  # erosion subtracts the structure (0.0 - g: taps that never win get +0.0)
+        grad_structure = grad_weights if maximise else 0.0 - grad_weights
+    return grad_image, grad_structure, None, None, None, None, None, None
+
+
+morphology.register_autograd(_morphology_grad, setup_context=_morphology_setup)
+
+
+def _rounded_morphology(semiring, image, weights, support, row_window, col_window, fill, dtype):
+    """Non-flat morphology of float32 ``image`` with every candidate sum rounded to ``dtype``: the
+    NumPy backend's tap loop (strict comparisons: ties keep the earliest tap) with the rounding step,
+    then the NaN rule (an output with a NaN operand among its candidates is NaN, won by the first)."""
+    kh, kw = support.shape
+    H, W = image.shape[-2:]
+    flat = image.reshape(-1, H, W)
+    rows, cols = row_window.line, col_window.line
+    padded = flat[:, np.maximum(rows, 0)][:, :, np.maximum(cols, 0)]
+    padded[:, rows < 0] = fill
+    padded[:, :, cols < 0] = fill
+    out = np.full(flat.shape, semiring.zero, np.float32)
+    winner = np.full(flat.shape, -1, np.int32)
+    decided = np.zeros(flat.shape, bool)
+    candidate, better = np.empty_like(out), np.empty(out.shape, bool)
+    beats = np.greater if semiring.maximises else np.less
+    taps = list(zip(*np.nonzero(support), strict=True))
+    for u, v in taps:
+        r, c = row_window.start[u], col_window.start[v]
+        view = padded[:, r : r + H, c : c + W]
+        with np.errstate(invalid="ignore"):
+            np.add(view, weights[u, v], out=candidate)
+        _round(candidate, dtype)
+        beats(candidate, out, out=better)
+        np.copyto(out, candidate, where=better)
+        np.copyto(winner, u * kw + v, where=better)
+    for u, v in taps:  # NaN dominates (an inf - inf sum is not a NaN operand: it never beats)
+        r, c = row_window.start[u], col_window.start[v]
+        first = ~decided & (np.isnan(padded[:, r : r + H, c : c + W]) | np.isnan(weights[u, v]))
+        out[first] = np.nan
+        winner[first] = u * kw + v
+        decided |= first
+    index_type = np.dtype(str(index_dtype(kh * kw)).removeprefix("torch."))
+    return out.reshape(image.shape), winner.astype(index_type).reshape(image.shape)
+
+
+# --- tropical convolutions -----------------------------------------------------------------------
+
+
+@torch.library.custom_op("tropic::conv2d", mutates_args=())
+def conv2d(
+    x: Tensor, w: Tensor, stride: list[int], padding: list[int], groups: int, maximise: bool
+) -> tuple[Tensor, Tensor]:
+    """``(y, indices)`` of the max-plus (``maximise``) or min-plus convolution of ``x`` and ``w``."""
+    _check_all(x=x, w=w)
+    semiring = _semiring(maximise)
+    geometry = ConvGeometry(tuple(x.shape), tuple(w.shape), tuple(stride), tuple(padding), groups)
+    if x.dtype in HALF_DTYPES:
+        y, indices = _rounded_conv2d(semiring, _view(x), _view(w), geometry, x.dtype)
+    else:
+        y, indices = numpy_kernels.conv2d(np_namespace, semiring, _view(x), _view(w), geometry)
+    return _tensor(y, x.dtype), _tensor(indices)
+
+
+@conv2d.register_fake
+def _(x, w, stride, padding, groups, maximise):
+    geometry = ConvGeometry(tuple(x.shape), tuple(w.shape), tuple(stride), tuple(padding), groups)
+    n_candidates = w.shape[1] * w.shape[2] * w.shape[3]
+    return x.new_empty(geometry.out_shape), x.new_empty(geometry.out_shape, dtype=index_dtype(n_candidates))
+
+
+@torch.library.custom_op("tropic::conv2d_backward", mutates_args=())
+def conv2d_backward(
+    grad: Tensor,
+    indices: Tensor,
+    x_shape: list[int],
+    w_shape: list[int],
+    stride: list[int],
+    padding: list[int],
+    groups: int,
+) -> tuple[Tensor, Tensor]:
+    """``(grad_x, grad_w)`` of a tropical convolution (the NumPy kernel's vjp)."""
+    _check_all(grad=grad, indices=indices)
+    geometry = ConvGeometry(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding), groups)
+    grad_x, grad_w = numpy_kernels.conv2d_vjp(np_namespace, _view(grad), _view(indices), geometry)
+    return _tensor(grad_x, grad.dtype), _tensor(grad_w, grad.dtype)
+
+
+@conv2d_backward.register_fake
+def _(grad, indices, x_shape, w_shape, stride, padding, groups):
+    return grad.new_empty(x_shape), grad.new_empty(w_shape)
+
+
+def _conv2d_setup(ctx, inputs, output) -> None:
+    x, w, stride, padding, groups, _ = inputs
+    ctx.save_for_backward(output[1])
+    ctx.args = (list(x.shape), list(w.shape), stride, padding, groups)
+
+
+def _conv2d_grad(ctx, grad_y, _grad_indices):
+    (indices,) = ctx.saved_tensors
+    grad_x, grad_w = conv2d_backward(grad_y, indices, *ctx.args)
+    return grad_x, grad_w, None, None, None, None
+
+
+conv2d.register_autograd(_conv2d_grad, setup_context=_conv2d_setup)
+
+
+def _rounded_conv2d(semiring, x, w, geometry, dtype):
+    """Convolution of float32 ``x`` and ``w`` with every candidate rounded to ``dtype``: im2col per
+    image and group (the NumPy backend's layout, candidates in ``(c, u, v)`` order), then
+    :func:`_rounded_product`."""
+    B, _, _, _ = geometry.x_shape
+    C_out, C_group, kh, kw = geometry.w_shape
+    G, (sh, sw), (ph, pw) = geometry.groups, geometry.stride, geometry.padding
+    _, _, H_out, W_out = geometry.out_shape
+    index_type = np.dtype(str(index_dtype(C_group * kh * kw)).removeprefix("torch."))
+    padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=semiring.zero)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(2, 3))
+    windows = windows[:, :, ::sh, ::sw][:, :, :H_out, :W_out]  # (B, C_in, H_out, W_out, kh, kw)
+    y = np.empty(geometry.out_shape, np.float32)
+    winner = np.empty(geometry.out_shape, index_type)
+    o_per_group = C_out // G
+    for g in range(G):
+        w_g = np.ascontiguousarray(w[g * o_per_group : (g + 1) * o_per_group].reshape(o_per_group, -1))
+        channels, outputs = (
+            slice(g * C_group, (g + 1) * C_group),
+            slice(g * o_per_group, (g + 1) * o_per_group),
+        )
+        for b in range(B):
+            block = windows[b, channels].transpose(1, 2, 0, 3, 4).reshape(H_out * W_out, -1)
+            values, k = _rounded_product(semiring, np.ascontiguousarray(block), w_g, dtype, index_type)
+            y[b, outputs] = values.T.reshape(o_per_group, H_out, W_out)
+            winner[b, outputs] = k.T.reshape(o_per_group, H_out, W_out)
+    return y, winner
+
+
+# --- maxout --------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("tropic::maxout", mutates_args=())
+def maxout(grouped: Tensor) -> tuple[Tensor, Tensor]:
+    """``(values, indices)``: the max over the last axis of ``grouped`` (..., m, pieces)."""
+    _check_all(grouped=grouped)
+    # No sums: widening half precision to float32 changes no value and no comparison.
+    values, indices = numpy_kernels.maxout(np_namespace, _view(grouped))
+    return _tensor(values, grouped.dtype), _tensor(indices)
+
+
+@maxout.register_fake
+def _(grouped):
+    shape = grouped.shape[:-1]
+    return grouped.new_empty(shape), grouped.new_empty(shape, dtype=index_dtype(grouped.shape[-1]))
+
+
+@torch.library.custom_op("tropic::maxout_backward", mutates_args=())
+def maxout_backward(grad: Tensor, indices: Tensor, pieces: int) -> Tensor:
+    """Gradient of the grouped input (..., m, pieces): ``grad`` where ``indices`` names the piece."""
+    _check_all(grad=grad, indices=indices)
+    g, k = _view(grad), _view(indices)
+    spread = np.zeros(g.shape + (pieces,), g.dtype)
+    np.copyto(spread, g[..., None], where=k[..., None] == np.arange(pieces))
+    return _tensor(spread, grad.dtype)
+
+
+@maxout_backward.register_fake
+def _(grad, indices, pieces):
+    return grad.new_empty((*grad.shape, pieces))
+
+
+def _maxout_setup(ctx, inputs, output) -> None:
+    ctx.save_for_backward(output[1])
+    ctx.pieces = inputs[0].shape[-1]
+
+
+def _maxout_grad(ctx, grad_values, _grad_indices):
+    (indices,) = ctx.saved_tensors
+    return maxout_backward(grad_values, indices, ctx.pieces)
+
+
+maxout.register_autograd(_maxout_grad, setup_context=_maxout_setup)
