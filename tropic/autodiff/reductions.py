@@ -1,8 +1,8 @@
 """Reductions: sum, mean, max, min.
 
 ``max`` and ``min`` send the gradient of each reduced slice to ONE winner, the lowest (row-major)
-index on ties, as the core's tropical operators do; they reuse the core's ``maxout`` and its vjp
-(a reduction over ``n`` entries is a maxout with ``n`` pieces).
+index on ties, as the core's tropical operators do (a slice that is all the tropical zero sends
+nothing). Only the integer winners are kept for the backward pass.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import builtins
 import math
 from typing import Any
 
-from ..core._array_api import Array
-from ..core.maxout import maxout, maxout_vjp
+from ..core._array_api import Array, device, index_dtype
 from .tensor import Tensor, needs_grad, operands, record
 
 __all__ = ["max", "mean", "min", "sum"]
@@ -83,23 +82,26 @@ def _extremum(x: Any, axis: Any, keepdims: bool, maximises: bool) -> Tensor:
     n = math.prod(shape[a] for a in axes)
     if n == 0:
         raise ValueError(f"cannot reduce over zero-size axes {axes} of a tensor of shape {shape}")
-    # The reduced axes go last and become one axis of n entries: a maxout with n pieces.
+    reduce = xp.max if maximises else xp.min
+    y = reduce(x.data, axis=axes, keepdims=keepdims)
+    if not needs_grad(x):
+        return Tensor(y)
+    # The reduced axes go last and become one axis of n entries; argmax/argmin give the first
+    # occurrence (the lowest row-major index), kept in the smallest integer type that fits.
     perm = kept + axes
-    grouped_shape = tuple(shape[i] for i in kept) + (n,)
-    grouped = xp.reshape(xp.permute_dims(x.data, perm), grouped_shape)
-    signed = grouped if maximises else -grouped
-    if needs_grad(x):
-        y, indices = maxout(signed, n, axis=-1, return_indices=True)
-    else:
-        y, indices = maxout(signed, n, axis=-1), None
-    y = y if maximises else -y
-    out_shape = _kept_shape(shape, axes) if keepdims else tuple(shape[i] for i in kept)
+    grouped = xp.reshape(xp.permute_dims(x.data, perm), tuple(shape[i] for i in kept) + (n,))
+    winners = (xp.argmax if maximises else xp.argmin)(grouped, axis=-1, keepdims=True)
+    # A slice that is all the tropical zero (-inf for max, +inf for min) sends nothing, as in core.
+    zero = -math.inf if maximises else math.inf
+    winners = xp.where(xp.reshape(y, winners.shape) == zero, xp.asarray(-1, dtype=winners.dtype), winners)
+    winners = xp.astype(winners, index_dtype(xp, n))
 
     def vjp(g: Array) -> tuple[Array]:
-        g = xp.reshape(g, indices.shape)
-        spread = maxout_vjp(g, indices, grouped_shape, n, axis=-1)
+        g = xp.reshape(g, winners.shape)
+        hit = xp.arange(n, dtype=winners.dtype, device=device(g)) == winners  # (..., n) one-hot
+        spread = xp.where(hit, g, xp.zeros_like(g))
         permuted = xp.reshape(spread, tuple(shape[i] for i in perm))
         inverse = tuple(perm.index(i) for i in range(len(perm)))
         return (xp.permute_dims(permuted, inverse),)
 
-    return record(xp.reshape(y, out_shape), (x,), vjp)
+    return record(y, (x,), vjp)
