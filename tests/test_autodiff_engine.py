@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 
@@ -28,6 +31,21 @@ def test_tensor_attributes_and_conversions():
         len(tensor(1.0))
     with pytest.raises(ValueError, match="one element"):
         x.item()
+
+
+def test_copies_and_pickles_are_leaves_with_the_same_data():
+    x = tensor([1.0, 2.0], requires_grad=True)
+    (x * x).sum().backward()
+    y = x * 3.0
+    for original in (x, y):
+        for clone in (copy.deepcopy(original), pickle.loads(pickle.dumps(original))):
+            assert clone.is_leaf and clone.requires_grad and clone.xp is original.xp
+            assert_identical(clone.data, original.data)
+            assert clone.data is not original.data
+    assert_identical(copy.deepcopy(x).grad, x.grad)
+    clone = copy.deepcopy(x)
+    (clone * 1.0).sum().backward()  # the clone learns on its own
+    assert_identical(x.grad, np.array([2.0, 4.0]))
 
 
 def test_comparisons_return_raw_boolean_arrays():

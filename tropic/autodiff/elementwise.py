@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 from ..core._array_api import Array
@@ -65,8 +66,9 @@ def neg(x: Any) -> Tensor:
 
 def pow(x: Any, exponent: float) -> Tensor:
     """``x ** p`` for a scalar ``p``; gradient ``g p x^(p-1)``."""
-    if isinstance(exponent, Tensor) or not isinstance(exponent, (int, float)) or isinstance(exponent, bool):
-        raise TypeError(f"exponent must be a Python int or float, got {type(exponent).__name__}")
+    if not isinstance(exponent, numbers.Real) or isinstance(exponent, bool):
+        raise TypeError(f"exponent must be a real number (int or float), got {type(exponent).__name__}")
+    exponent = int(exponent) if isinstance(exponent, numbers.Integral) else float(exponent)
     (x,) = operands(x)
     if exponent == 2:  # exact and cheaper than the general power
         return record(x.data * x.data, (x,), lambda g: (g * (2 * x.data),))

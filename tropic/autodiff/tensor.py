@@ -153,6 +153,19 @@ class Tensor:
     def __int__(self) -> int:
         return int(self.item())
 
+    # Copies and pickles carry the data, gradient and flag, not the namespace (a module) or the
+    # tape: a copy is a leaf, as ``detach`` makes.
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for name in ("_xp", "_parents", "_vjp"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.data = state["_data"]  # recomputes the namespace
+        self._parents, self._vjp = (), None
+
     def __repr__(self) -> str:
         grad = ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor({self.data!r}{grad})"
