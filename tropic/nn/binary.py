@@ -1,0 +1,573 @@
+"""Binarised morphological layers: ``BiSE``, ``LUI``, ``BiSEL``, ``DenseLUI`` and their regularisers.
+
+After Aouad & Talbot, "A foundation for exact binarized morphological neural networks" (2024). A BiSE
+(binary structuring element) neuron is a smooth threshold of a non-negative convolution,
+
+.. math:: \\mathrm{BiSE}(x) = \\xi\\big(p\\,(x \\star W - B)\\big),\\qquad
+          \\xi(u) = \\tfrac12 \\tanh(u) + \\tfrac12,\\qquad W = \\mathrm{softplus}(\\theta),\\;
+          B = \\mathrm{softplus}(\\beta),
+
+trained in float like any layer. On binary inputs it is *exactly* a dilation or an erosion by a
+structuring element ``S`` when its weights pass the activation tests of :mod:`tropic.nn.binarize`;
+``module.binary(True)`` then switches every BiSE-type layer of a model to the binary morphology
+(``x ⋆ 1_S >= 1`` for a dilation, ``>= |S|`` for an erosion, outputs 0/1), using the closest
+structuring element (``binarization`` method) for neurons that are not activated.
+
+Border: the convolution pads the image by ``k // 2`` replicated border pixels (``mode="edge"``), as
+the reference code. The binary forward pads the same way, so it is the SciPy binary morphology of the
+edge-padded image, cropped back. Orientation: ``⋆`` is a cross-correlation, so the binary dilation by
+``S`` is ``scipy.ndimage.binary_dilation(x, S[::-1, ::-1])`` and the erosion is
+``scipy.ndimage.binary_erosion(x, S)`` (the same thing for symmetric ``S``).
+
+A negative scale ``p`` flips the smooth output around 1/2; the binary forward then returns the
+complement of the morphology, so that binary and float outputs agree on which side of 1/2 they are.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .. import autodiff as ad
+from ..core.checks import pair, positive_int
+from . import binarize as _bz
+from . import init as _init
+from .module import Module, Parameter
+
+__all__ = [
+    "LUI",
+    "BiSE",
+    "BiSEL",
+    "BinarizedNeurons",
+    "DenseLUI",
+    "activable_set_regularization",
+    "constant_set_regularization",
+]
+
+
+class BinarizedNeurons(NamedTuple):
+    """The binary reading of a bank of BiSE-type neurons.
+
+    Attributes
+    ----------
+    is_erosion : numpy.ndarray of bool, shape (out,)
+    structuring_elements : numpy.ndarray of bool, shape (out, *neuron_shape)
+        ``S`` of each neuron (``(C_in / groups, kh, kw)`` for a BiSE, ``(in_features,)`` for a DenseLUI).
+    activated : numpy.ndarray of bool, shape (out,)
+        Whether the reading is exact (the neuron passed an activation test) or an approximation.
+    """
+
+    is_erosion: np.ndarray
+    structuring_elements: np.ndarray
+    activated: np.ndarray
+
+    @property
+    def operations(self) -> list[str]:
+        """``"dilation"`` or ``"erosion"`` per neuron."""
+        return [_bz.EROSION if e else _bz.DILATION for e in self.is_erosion]
+
+
+def _inverse_softplus(y: np.ndarray) -> np.ndarray:
+    """``log(exp(y) - 1)``, stable for large ``y`` (float64)."""
+    y = np.asarray(y, dtype=np.float64)
+    return y + np.log(-np.expm1(-y))
+
+
+def _xi(u: ad.Tensor) -> ad.Tensor:
+    """``tanh(u) / 2 + 1 / 2`` (equal to ``sigmoid(2u)``)."""
+    return ad.tanh(u) * 0.5 + 0.5
+
+
+class _BiSEBase(Module):
+    """Parameters, smooth forward and binarisation shared by ``BiSE``, ``LUI`` and ``DenseLUI``.
+
+    A subclass sets ``_neuron_shape`` (shape of one neuron's weights) and implements ``_linear(x, W)``
+    (the non-negative linear map: a convolution or a dense product) and ``_broadcast(v)`` (a per-neuron
+    vector shaped to broadcast against the output).
+    """
+
+    _neuron_shape: tuple[int, ...]
+
+    def _init_parameters(
+        self,
+        out: int,
+        neuron_shape: tuple[int, ...],
+        *,
+        bias_clamp: bool,
+        scale_init: float,
+        binarization: str,
+        rng: Any,
+        seed: int | None,
+        dtype: Any,
+    ) -> None:
+        if binarization not in _bz.METHODS:
+            raise ValueError(f"binarization must be one of {_bz.METHODS}, got {binarization!r}")
+        if not isinstance(bias_clamp, bool):
+            raise TypeError(f"bias_clamp must be a bool, got {type(bias_clamp).__name__}")
+        scale_init = float(scale_init)
+        if not np.isfinite(scale_init):
+            raise ValueError(f"scale_init must be finite, got {scale_init!r}")
+        generator = _init.as_rng(rng, seed)
+        n = int(np.prod(neuron_shape))
+        # Weights near 1/sqrt(n) (std 30 %) and the bias halfway, B = sum(W)/2: for a binary input of
+        # density 1/2, p (x * W - B) then has a spread of order 1 whatever the fan-in, and the neuron
+        # starts between a dilation and an erosion.
+        w0 = np.abs(1.0 + 0.3 * generator.standard_normal((out, *neuron_shape))) / np.sqrt(n)
+        b0 = w0.reshape(out, -1).sum(axis=1) / 2
+        self._neuron_shape = tuple(neuron_shape)
+        self.bias_clamp = bias_clamp
+        self.binarization = binarization
+        self.theta = Parameter(_inverse_softplus(w0).astype(dtype))
+        self.beta = Parameter(_inverse_softplus(b0).astype(dtype))
+        self.scale = Parameter(np.full(out, scale_init, dtype=dtype))
+        object.__setattr__(self, "_cache", None)
+
+    # -- the smooth layer ---------------------------------------------------------------------
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.theta.shape[0])
+
+    @property
+    def weight(self) -> ad.Tensor:
+        """``W = softplus(theta)`` (non-negative), with the gradient to ``theta``."""
+        return ad.softplus(self.theta)
+
+    @property
+    def bias(self) -> ad.Tensor:
+        """``B = softplus(beta)``, with ``bias_clamp`` clamped to ``[(w_(1) + w_(2))/2, sum(W) - w_(1)/2]``.
+
+        (``w_(1) <= w_(2)`` the two smallest weights of the neuron; the bounds are computed from the
+        current weights and held as constants: no gradient flows through them.)
+        """
+        b = ad.softplus(self.beta)
+        if not self.bias_clamp:
+            return b
+        w = np.sort(self._neuron_weights(), axis=1)
+        low = (w[:, 0] + w[:, 1]) / 2 if w.shape[1] > 1 else np.zeros(w.shape[0])
+        high = w.sum(axis=1) - w[:, 0] / 2
+        xp = b.xp
+        low, high = (xp.astype(xp.asarray(v), b.dtype) for v in (low, high))
+        return ad.minimum(ad.maximum(b, low), high)
+
+    def _linear(self, x: Any, w: ad.Tensor | Any) -> ad.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _broadcast(self, v: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def preactivation(self, x: Any) -> ad.Tensor:
+        """``p (x ⋆ W - B)``, the argument of ``xi`` (``2 u`` is a logit: ``xi(u) = sigmoid(2u)``)."""
+        z = self._linear(x, self.weight)
+        return (z - self._broadcast(self.bias)) * self._broadcast(self.scale)
+
+    def forward(self, x: Any) -> ad.Tensor:
+        if self.binary_mode:
+            return self.binary_forward(x)
+        return _xi(self.preactivation(x))
+
+    # -- binarisation -------------------------------------------------------------------------
+
+    def _neuron_weights(self) -> np.ndarray:
+        """``W`` of every neuron as float64 NumPy, shape (out, n)."""
+        with ad.no_grad():
+            return self.weight.numpy().astype(np.float64).reshape(self.out_channels, -1)
+
+    def _neuron_biases(self) -> np.ndarray:
+        with ad.no_grad():
+            return self.bias.numpy().astype(np.float64)
+
+    def _index(self, neuron: int | None) -> int:
+        if neuron is None:
+            if self.out_channels != 1:
+                raise ValueError(f"this layer has {self.out_channels} neurons: give neuron=")
+            return 0
+        if not isinstance(neuron, (int, np.integer)) or not 0 <= neuron < self.out_channels:
+            raise ValueError(f"neuron must be an int in [0, {self.out_channels}), got {neuron!r}")
+        return int(neuron)
+
+    def find_operation(self, neuron: int | None = None) -> str:
+        """``"dilation"`` if ``B <= sum(W) / 2``, else ``"erosion"`` (``neuron`` may be omitted for one)."""
+        i = self._index(neuron)
+        erosion = _bz.find_operation(self._neuron_weights()[i], self._neuron_biases()[i])
+        return _bz.EROSION if erosion else _bz.DILATION
+
+    def is_activated(self, neuron: int | None = None) -> tuple[str, np.ndarray] | None:
+        """``(operation, S)`` if the neuron is exactly a dilation or an erosion by ``S``, else None.
+
+        ``S`` is a boolean array of the neuron's weight shape. See
+        :func:`tropic.nn.binarize.activation_test` for the tests.
+        """
+        i = self._index(neuron)
+        activated, erosion, s = _bz.activation_test(self._neuron_weights()[i], self._neuron_biases()[i])
+        if not activated:
+            return None
+        return (_bz.EROSION if erosion else _bz.DILATION), s.reshape(self._neuron_shape)
+
+    def binarized(self, method: str | None = None) -> BinarizedNeurons:
+        """Operation and structuring element of every neuron (exact where activated).
+
+        Parameters
+        ----------
+        method : str, optional
+            Approximation for neurons that are not activated (default: the layer's
+            ``binarization``); see :func:`tropic.nn.binarize.binarize`.
+        """
+        method = self.binarization if method is None else method
+        erosion, s, activated = _bz.binarize(self._neuron_weights(), self._neuron_biases(), method)
+        return BinarizedNeurons(erosion, s.reshape(self.out_channels, *self._neuron_shape), activated)
+
+    def _binary_state(self) -> tuple[BinarizedNeurons, np.ndarray]:
+        """The binarisation (recomputed only when the parameters or the method changed) and ``p < 0``."""
+        key = (self.binarization, self.bias_clamp, self.theta.numpy(), self.beta.numpy())
+        cache = self._cache
+        if (
+            cache is not None
+            and cache[0][:2] == key[:2]
+            and all(np.array_equal(a, b) for a, b in zip(cache[0][2:], key[2:], strict=True))
+        ):
+            return cache[1], self.scale.numpy() < 0
+        result = self.binarized()
+        object.__setattr__(self, "_cache", (key, result))
+        return result, self.scale.numpy() < 0
+
+    def binary_forward(self, x: Any) -> ad.Tensor:
+        """The exact binary morphology of the binarised neurons (0/1 floats, no gradient).
+
+        The output has the float forward's dtype (``x``'s promoted with the parameters').
+
+        Dilation: ``x ⋆ 1_S >= 1``; erosion: ``x ⋆ 1_S >= |S|``; complemented where ``p < 0``.
+        ``x`` should be binary (0/1).
+        """
+        state, flipped = self._binary_state()
+        x = x if isinstance(x, ad.Tensor) else ad.Tensor(x)
+        xp = x.xp
+        dtype = xp.result_type(x.dtype, self.theta.dtype)  # the float forward's dtype
+        size = state.structuring_elements.reshape(self.out_channels, -1).sum(axis=1)
+        threshold = np.where(state.is_erosion, size, 1).astype(np.float64) - 0.5
+        masks = xp.astype(xp.asarray(state.structuring_elements.astype(np.float64)), dtype)
+        threshold = xp.astype(xp.asarray(threshold), dtype)
+        flip = xp.asarray(flipped)
+        with ad.no_grad():
+            z = self._linear(x.detach(), masks).data
+        # 0/1 sums are exact integers in floating point: comparing with k - 1/2 is rounding-free.
+        out = z >= self._broadcast(threshold)
+        out = out != self._broadcast(flip)
+        return ad.Tensor(xp.astype(out, dtype))
+
+
+class BiSE(_BiSEBase):
+    """A bank of 2-D BiSE neurons (a non-negative convolution with a smooth threshold).
+
+    .. math:: y_{b,o} = \\xi\\big(p_o\\,\\big((\\mathrm{pad}_{edge}(x) \\star W)_{b,o} - B_o\\big)\\big),
+              W = \\mathrm{softplus}(\\theta),\\; B = \\mathrm{softplus}(\\beta)
+
+    where ``⋆`` is the grouped cross-correlation (``tropic.autodiff.conv2d``) and the input is padded by
+    ``k // 2`` replicated border pixels, so the output has the input's size. Each neuron ``o`` reads
+    the ``in_channels / groups`` channels of its group; binarised, it is the dilation or the erosion of
+    that stack by a 3-D structuring element ``S_o`` (see the module docstring for the border and
+    orientation conventions).
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or (int, int)
+        Odd sizes only (the ``k // 2`` padding keeps the size and the centre).
+    groups : int
+        As ``Conv2d``: both channel counts must be divisible by it.
+    bias_clamp : bool
+        Clamp ``B`` into the interval where both activations stay possible (see ``bias``).
+    scale_init : float
+        Initial ``p`` (default 1; the initial weights are scaled so that ``p (x ⋆ W - B)`` is of
+        order 1 on binary inputs).
+    binarization : {"constant", "activable", "threshold_2/3", "threshold_3/4"}
+        How ``binary(True)`` reads a neuron that is not activated (``tropic.nn.binarize.binarize``).
+    rng, seed, dtype
+        Initialisation randomness and parameter dtype (default float32).
+
+    Attributes
+    ----------
+    theta : Parameter, shape (out_channels, in_channels / groups, kh, kw)
+    beta : Parameter, shape (out_channels,)
+    scale : Parameter, shape (out_channels,)
+        ``p``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropic.nn.binary import BiSE
+    >>> bise = BiSE(1, 1, 3, seed=0)
+    >>> x = np.zeros((1, 1, 5, 5), dtype=np.float32); x[0, 0, 2, 2] = 1
+    >>> bise(x).shape
+    (1, 1, 5, 5)
+    >>> y = bise.binary()(x)  # binarised: a dilation or an erosion by the closest S
+    >>> sorted(set(y.numpy().ravel().tolist())) in ([0.0], [0.0, 1.0], [1.0])
+    True
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        *,
+        groups: int = 1,
+        bias_clamp: bool = False,
+        scale_init: float = 1.0,
+        binarization: str = "constant",
+        rng: Any = None,
+        seed: int | None = None,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__()
+        in_channels = positive_int("in_channels", in_channels)
+        out_channels = positive_int("out_channels", out_channels)
+        groups = positive_int("groups", groups)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by "
+                f"groups ({groups})"
+            )
+        kh, kw = pair("kernel_size", kernel_size, 1)
+        if kh % 2 == 0 or kw % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (centred window), got {kernel_size!r}")
+        self.in_channels, self.groups, self.kernel_size = in_channels, groups, (kh, kw)
+        self._init_parameters(
+            out_channels,
+            (in_channels // groups, kh, kw),
+            bias_clamp=bias_clamp,
+            scale_init=scale_init,
+            binarization=binarization,
+            rng=rng,
+            seed=seed,
+            dtype=dtype,
+        )
+
+    def _linear(self, x: Any, w: Any) -> ad.Tensor:
+        shape = getattr(x, "shape", None)
+        if shape is None or len(shape) != 4 or shape[1] != self.in_channels:
+            raise ValueError(f"x must have shape (B, {self.in_channels}, H, W), got {shape}")
+        kh, kw = self.kernel_size
+        if kh > 1 or kw > 1:
+            x = ad.pad(x, ((0, 0), (0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2)), mode="edge")
+        return ad.conv2d(x, w, groups=self.groups)
+
+    def _broadcast(self, v: Any) -> Any:
+        reshaped = ad.reshape(v, (1, -1, 1, 1))
+        return reshaped if isinstance(v, ad.Tensor) else reshaped.data
+
+
+class LUI(BiSE):
+    """Logical union / intersection of channels: a BiSE with a 1x1 kernel.
+
+    Binarised, output channel ``o`` is the OR (a dilation) or the AND (an erosion) of the subset
+    ``S_o`` of the ``in_channels / groups`` channels of its group.
+
+    Parameters
+    ----------
+    in_channels, out_channels, groups
+        As :class:`BiSE`; other keyword arguments likewise.
+
+    Examples
+    --------
+    >>> from tropic.nn.binary import LUI
+    >>> LUI(4, 2).theta.shape
+    (2, 4, 1, 1)
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, groups: int = 1, **kwargs: Any) -> None:
+        super().__init__(in_channels, out_channels, 1, groups=groups, **kwargs)
+
+
+class BiSEL(Module):
+    """BiSE layer: one BiSE per (input, output) channel pair, then one LUI per output channel.
+
+    .. math:: y_o = \\mathrm{LUI}_o\\big(\\mathrm{BiSE}_{1,o}(x_1), \\dots,
+              \\mathrm{BiSE}_{C_{in},o}(x_{C_{in}})\\big)
+
+    The BiSEs are one grouped convolution (``groups = in_channels``, ``in * out`` neurons; neuron
+    ``i * out + o`` reads channel ``i``); the LUIs are one grouped 1x1 layer (``groups = out``).
+    Binarised, every output channel is a union or an intersection of dilations and erosions of the
+    input channels.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or (int, int)
+        Odd.
+    rng, seed, dtype, and the other keyword arguments of :class:`BiSE` (given to both parts).
+
+    Attributes
+    ----------
+    bises : BiSE
+    luis : LUI
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropic.nn.binary import BiSEL
+    >>> layer = BiSEL(2, 3, 5, seed=0)
+    >>> layer(np.zeros((4, 2, 8, 8), dtype=np.float32)).shape
+    (4, 3, 8, 8)
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        *,
+        rng: Any = None,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        in_channels = positive_int("in_channels", in_channels)
+        out_channels = positive_int("out_channels", out_channels)
+        generator = _init.as_rng(rng, seed)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.bises = BiSE(
+            in_channels, in_channels * out_channels, kernel_size, groups=in_channels, rng=generator, **kwargs
+        )
+        self.luis = LUI(
+            in_channels * out_channels, out_channels, groups=out_channels, rng=generator, **kwargs
+        )
+
+    def forward(self, x: Any) -> ad.Tensor:
+        z = self.bises(x)
+        b, _, h, w = z.shape
+        # (B, in, out, H, W) -> (B, out, in, H, W): group o of the LUI gathers BiSE_{i,o} for all i.
+        z = ad.reshape(z, (b, self.in_channels, self.out_channels, h, w))
+        z = ad.permute_dims(z, (0, 2, 1, 3, 4))
+        return self.luis(ad.reshape(z, (b, self.out_channels * self.in_channels, h, w)))
+
+
+class DenseLUI(_BiSEBase):
+    """A LUI on vectors: ``y = xi(p (x W^T - B))`` with ``W = softplus(theta) >= 0``.
+
+    Binarised, output ``j`` is the OR (dilation-type) or the AND (erosion-type) of the input bits in
+    ``S_j``. With ``real_valued=True`` the layer is a classifier head: it returns the scores
+    ``p (x W^T - B)`` (logits for ``cross_entropy``) and is never binarised.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    real_valued : bool
+    bias_clamp, scale_init, binarization, rng, seed, dtype
+        As :class:`BiSE`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropic.nn.binary import DenseLUI
+    >>> head = DenseLUI(16, 10, real_valued=True, seed=0)
+    >>> head(np.ones((3, 16), dtype=np.float32)).shape
+    (3, 10)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        real_valued: bool = False,
+        bias_clamp: bool = False,
+        scale_init: float = 1.0,
+        binarization: str = "constant",
+        rng: Any = None,
+        seed: int | None = None,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__()
+        self.in_features = positive_int("in_features", in_features)
+        positive_int("out_features", out_features)
+        if not isinstance(real_valued, bool):
+            raise TypeError(f"real_valued must be a bool, got {type(real_valued).__name__}")
+        self.real_valued = real_valued
+        self._init_parameters(
+            out_features,
+            (self.in_features,),
+            bias_clamp=bias_clamp,
+            scale_init=scale_init,
+            binarization=binarization,
+            rng=rng,
+            seed=seed,
+            dtype=dtype,
+        )
+
+    @property
+    def out_features(self) -> int:
+        return self.out_channels
+
+    def _linear(self, x: Any, w: Any) -> ad.Tensor:
+        shape = getattr(x, "shape", None)
+        if shape is None or len(shape) < 1 or shape[-1] != self.in_features:
+            raise ValueError(f"x must have shape (..., {self.in_features}), got {shape}")
+        return ad.matmul(x, ad.transpose(w) if isinstance(w, ad.Tensor) else w.T)
+
+    def _broadcast(self, v: Any) -> Any:
+        return v
+
+    def forward(self, x: Any) -> ad.Tensor:
+        if self.real_valued:
+            return self.preactivation(x)
+        return super().forward(x)
+
+
+def _binarisable(model: Module) -> list[_BiSEBase]:
+    return [m for m in model.modules() if isinstance(m, _BiSEBase) and not getattr(m, "real_valued", False)]
+
+
+def constant_set_regularization(model: Module) -> ad.Tensor:
+    """Sum over the model's BiSE-type neurons of ``d(W, A(S*))^2 = ||W||^2 - (sum_{S*} W)^2 / |S*|``.
+
+    ``S*`` is the closest constant set of each neuron (``project_constant_set``), recomputed at every
+    call from the current weights and held fixed for the gradient. Real-valued ``DenseLUI`` heads are
+    skipped. Add ``c * constant_set_regularization(model)`` to the data loss (the paper uses
+    ``c`` = 0.01 or 0.001).
+
+    Examples
+    --------
+    >>> from tropic.nn.binary import BiSE, constant_set_regularization
+    >>> float(constant_set_regularization(BiSE(1, 1, 3, seed=0)).item()) >= 0
+    True
+    """
+    total: ad.Tensor | None = None
+    for layer in _binarisable(model):
+        w = ad.reshape(layer.weight, (layer.out_channels, -1))
+        s, _ = _bz.project_constant_set(layer._neuron_weights())
+        mask = w.xp.asarray(s.astype(np.float64))
+        mask = w.xp.astype(mask, w.dtype)
+        size = w.xp.sum(mask, axis=1)
+        inside = ad.sum(w * mask, axis=1)
+        term = ad.sum(ad.sum(w * w, axis=1) - inside * inside / size)
+        total = term if total is None else total + term
+    if total is None:
+        raise ValueError("model has no BiSE-type layer to regularise")
+    return total
+
+
+def activable_set_regularization(model: Module) -> ad.Tensor:
+    """Sum over BiSE-type neurons of ``||W - W*||^2 + (B - B*)^2``, the squared distance to the
+    closest activable parameters ``(W*, B*)`` (``tropic.nn.binarize.activable_projection``), recomputed
+    at every call and held fixed for the gradient. Costlier than :func:`constant_set_regularization`
+    (a closed-form projection per neuron and candidate ``S``).
+    """
+    total: ad.Tensor | None = None
+    for layer in _binarisable(model):
+        w = ad.reshape(layer.weight, (layer.out_channels, -1))
+        b = layer.bias
+        weights, biases = layer._neuron_weights(), layer._neuron_biases()
+        targets = [_bz.activable_projection(weights[i], biases[i]) for i in range(layer.out_channels)]
+        w_star = np.stack([t[2] for t in targets])
+        b_star = np.array([t[3] for t in targets])
+        xp = w.xp
+        w_star = xp.astype(xp.asarray(w_star), w.dtype)
+        b_star = xp.astype(xp.asarray(b_star), b.dtype)
+        dw, db = w - w_star, b - b_star
+        term = ad.sum(dw * dw) + ad.sum(db * db)
+        total = term if total is None else total + term
+    if total is None:
+        raise ValueError("model has no BiSE-type layer to regularise")
+    return total
