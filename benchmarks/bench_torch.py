@@ -1,0 +1,130 @@
+"""The torch backend: a max-plus layer's training step on CPU tensors against torch autograd of the
+broadcast formula (what PyTorch users write today).
+
+Forward and backward of ``y = x ⊗ w`` (max-plus), batch 256, 1024 -> 1024 features, float32:
+
+* ``tropic``: ``tropic.maxplus_matmul(x, w)`` on tensors that require grad, then ``y.backward(g)``
+  (the custom ops ``tropic::matmul`` and ``tropic::matmul_backward``; autograd saves the int16 winners);
+* ``torch_broadcast``: ``(x[:, :, None] + w[None]).amax(1)`` then ``backward(g)``: a (256, 1024, 1024)
+  float32 intermediate (1 GiB) and as much again for its gradient.
+
+``python -m benchmarks.bench_torch [--repeat N]`` prints the medians, the speed-up and the extra peak
+resident memory of a step of each (measured in a fresh process per implementation, on its second step,
+after the inputs are built), which asv's ``peakmem_*`` cannot separate from the setup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+
+import tropic
+
+from .common import Benchmark, optional_import, random_array, require_torch, torch_layer_step
+
+# Imported once here, so asv's forked benchmark processes do not each import it again.
+optional_import("torch")
+
+BATCH, IN_FEATURES, OUT_FEATURES = 256, 1024, 1024
+IMPLEMENTATIONS = ("tropic", "torch_broadcast")
+
+
+def tropic_torch_step(x, w, grad):
+    """Forward and backward of the max-plus layer through tropic's torch ops: (grad_x, grad_w)."""
+    x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
+    tropic.maxplus_matmul(x, w).backward(grad)
+    return x.grad, w.grad
+
+
+def layer_step(implementation: str):
+    """A zero-argument callable running one training step of ``implementation`` on fresh inputs."""
+    torch = require_torch()
+    x = torch.from_numpy(random_array(BATCH, IN_FEATURES, seed=1))
+    w = torch.from_numpy(random_array(IN_FEATURES, OUT_FEATURES, seed=2))
+    grad = torch.from_numpy(random_array(BATCH, OUT_FEATURES, seed=3))
+    if implementation == "tropic":
+        return lambda: tropic_torch_step(x, w, grad)
+    if implementation == "torch_broadcast":
+        return lambda: torch_layer_step(x, w, grad)
+    raise NotImplementedError(implementation)
+
+
+class TorchMaxplusLayerTraining(Benchmark):
+    """Forward + backward of a max-plus layer on torch tensors (batch 256, 1024 -> 1024, float32)."""
+
+    params = (IMPLEMENTATIONS,)
+    param_names = ("implementation",)
+
+    def setup(self, implementation):
+        self.run = layer_step(implementation)
+
+    def time_forward_backward(self, implementation):
+        self.run()
+
+    def peakmem_forward_backward(self, implementation):
+        self.run()
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _peak_child(implementation: str, queue) -> None:
+    run = layer_step(implementation)
+    peaks = []
+    for _ in range(2):  # the first step also loads tropic's backends and the compiled kernels
+        with open("/proc/self/clear_refs", "w") as clear:  # reset the peak (VmHWM) to the current RSS
+            clear.write("5")
+        before = _status_kib("VmRSS")
+        run()
+        peaks.append((_status_kib("VmHWM") - before) / 1024)
+    queue.put(peaks[1])
+
+
+def extra_peak_rss_mib(implementation: str) -> float:
+    """Growth of the peak resident memory (Linux ``VmHWM``) during a step, in MiB: the second step
+    in a fresh process (the first one also loads libraries)."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_peak_child, args=(implementation, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
+
+
+def main(argv=None) -> None:
+    from tropic.bench import measure
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    torch = require_torch()
+    threads = f"{torch.get_num_threads()} torch threads, {tropic.get_num_threads()} tropic threads"
+    print(f"torch {torch.__version__}, {threads}")
+    print(f"max-plus layer forward+backward, batch {BATCH}, {IN_FEATURES} -> {OUT_FEATURES}, float32")
+    medians = {}
+    results = {}
+    for implementation in IMPLEMENTATIONS:
+        medians[implementation], results[implementation] = measure(layer_step(implementation), args.repeat)
+    peaks = {implementation: extra_peak_rss_mib(implementation) for implementation in IMPLEMENTATIONS}
+    pairs = list(zip(results["tropic"], results["torch_broadcast"], strict=True))
+    difference = max(float((a - b).abs().max()) for a, b in pairs)
+    for implementation in IMPLEMENTATIONS:
+        print(
+            f"{implementation:16s} median {medians[implementation] * 1e3:9.1f} ms   "
+            f"extra peak RSS {peaks[implementation]:8.1f} MiB"
+        )
+    print(
+        f"speed-up {medians['torch_broadcast'] / medians['tropic']:.1f}x, "
+        f"peak memory ratio {peaks['torch_broadcast'] / max(peaks['tropic'], 1e-9):.1f}x, "
+        f"largest gradient difference {difference:.2g} (accumulation order)"
+    )
+
+
+if __name__ == "__main__":
+    main()
