@@ -431,6 +431,23 @@ def test_half_precision_is_exact(dtype):
         for mine, reference in zip(op(image, structure, return_indices=True), expected, strict=True):
             assert_bits(mine, reference)
 
+        for mode, cval in (("reflect", 0.0), ("constant", 0.1)):  # 0.1: rounded to the dtype first
+            for structure in (None, rounded_sample(rng, (2, 3), dtype)):
+                rows = core_morphology.axis_window(6, 2, semiring.maximises, mode)
+                cols = core_morphology.axis_window(7, 3, semiring.maximises, mode)
+                weights = structure if structure is None or semiring.maximises else -structure
+                expected = core_morphology.morphology_reference(
+                    torch_namespace, semiring, image, weights, np.ones((2, 3), bool), rows, cols, cval
+                )
+                kwargs = dict(mode=mode, cval=cval, return_indices=True)
+                actual = (
+                    op(image, structure, **kwargs)
+                    if structure is not None
+                    else op(image, size=(2, 3), **kwargs)
+                )
+                for mine, reference in zip(actual, expected, strict=True):
+                    assert_bits(mine, reference)
+
         x, w = rounded_sample(rng, (2, 3, 6, 5), dtype), rounded_sample(rng, (4, 3, 2, 3), dtype)
         geometry = core_conv.ConvGeometry(tuple(x.shape), tuple(w.shape), 1, 1, 1)
         expected = core_conv.conv2d_reference(torch_namespace, semiring, x, w, geometry)

@@ -218,6 +218,8 @@ def morphology(
     rows = axis_window(H, kh, maximise, mode)
     cols = axis_window(W, kw, maximise, mode)
     mask = np.asarray(support, dtype=bool).reshape(kh, kw)
+    if image.dtype in HALF_DTYPES:  # the border value in the image's precision, as on every backend
+        fill = float(torch.tensor(fill).to(image.dtype))
     if image.dtype in HALF_DTYPES and weights is not None:  # flat: no sums, nothing to round
         out, indices = _rounded_morphology(
             semiring, _view(image), weights, mask, rows, cols, fill, image.dtype
