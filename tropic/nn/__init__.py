@@ -91,3 +91,30 @@ __all__ = [
     "pruning",
     "sparsity_report",
 ]
+
+# The layers of the binarised (BiSE) and deep-morphological-network families, built on the above.
+from .binary import (
+    LUI,
+    BinarizedNeurons,
+    BiSE,
+    BiSEL,
+    DenseLUI,
+    activable_set_regularization,
+    constant_set_regularization,
+)
+from .dmnn import DEP, MPM, DiagonalActivation, MPMResidual, SVDActivation
+
+__all__ += [
+    "DEP",
+    "LUI",
+    "MPM",
+    "BiSE",
+    "BiSEL",
+    "BinarizedNeurons",
+    "DenseLUI",
+    "DiagonalActivation",
+    "MPMResidual",
+    "SVDActivation",
+    "activable_set_regularization",
+    "constant_set_regularization",
+]
