@@ -1,0 +1,32 @@
+"""The torch benchmark (benchmarks/bench_torch.py) runs and times the right computation."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+bench_torch = pytest.importorskip("benchmarks.bench_torch")
+
+
+@pytest.fixture
+def small(monkeypatch):
+    monkeypatch.setattr(bench_torch, "BATCH", 8)
+    monkeypatch.setattr(bench_torch, "IN_FEATURES", 16)
+    monkeypatch.setattr(bench_torch, "OUT_FEATURES", 12)
+
+
+@pytest.mark.parametrize("implementation", bench_torch.IMPLEMENTATIONS)
+def test_benchmark_class_runs(small, implementation):
+    benchmark = bench_torch.TorchMaxplusLayerTraining()
+    benchmark.setup(implementation)
+    benchmark.time_forward_backward(implementation)
+    benchmark.peakmem_forward_backward(implementation)
+
+
+def test_both_implementations_compute_the_layer_gradients(small):
+    grad_x, grad_w = bench_torch.layer_step("tropic")()
+    reference_x, reference_w = bench_torch.layer_step("torch_broadcast")()
+    # Random normal inputs: unique winners, so both send each gradient to the same place.
+    torch.testing.assert_close(grad_x, reference_x)
+    torch.testing.assert_close(grad_w, reference_w)
+    assert grad_x.shape == (8, 16) and grad_w.shape == (16, 12)
