@@ -244,3 +244,48 @@ def test_repr_shows_the_tree():
     text = repr(nn.Sequential(nn.Linear(2, 3, seed=0), nn.MaxPlus(3, 1, seed=0)))
     assert "(0): Linear(in_features=2, out_features=3, bias=True)" in text
     assert "(1): MaxPlus(in_features=3, out_features=1" in text
+
+
+def test_public_names_resolve():
+    assert len(set(nn.__all__)) == len(nn.__all__)
+    for name in nn.__all__:
+        assert getattr(nn, name) is not None, name
+
+
+def test_to_namespace_trains_like_numpy_and_saves_back(tmp_path):
+    """A network moved to array-api-strict (the core's reference path) trains step for step like the
+    NumPy one (pruning mask, dropout and BatchNorm statistics included), and its file loads into NumPy."""
+    xps = pytest.importorskip("array_api_strict")
+    from tests.helpers import to_numpy
+
+    def make():
+        net = nn.Sequential(
+            nn.Linear(8, 16, bias=False, seed=0),
+            nn.BatchNorm1d(16),
+            nn.MaxPlus(16, 16, init="sparse", p=0.3, seed=1),
+            nn.MinPlus(16, 8, seed=2),
+            nn.Dropout(0.2, seed=3),
+            nn.Linear(8, 3, seed=4),
+        )
+        nn.pruning.l1_unstructured(net[3], 0.25)
+        return net
+
+    ref, moved = make(), make().to(xps)
+    assert type(moved[3].weight_mask) is not np.ndarray and moved[3].weight.mask is moved[3].weight_mask
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((10, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 10)
+    opts = [nn.Adam(ref.parameters(), lr=0.01), nn.Adam(moved.parameters(), lr=0.01)]
+    for _ in range(3):
+        for net, opt, xb, yb in ((ref, opts[0], x, y), (moved, opts[1], xps.asarray(x), xps.asarray(y))):
+            opt.zero_grad()
+            nn.cross_entropy(net(xb), yb).backward()
+            opt.step()
+    for (name, a), b in zip(ref.state_dict().items(), moved.state_dict().values(), strict=True):
+        np.testing.assert_allclose(to_numpy(b), a, rtol=1e-5, atol=1e-6, err_msg=name)
+    assert np.all(to_numpy(moved[3].weight.data)[~ref[3].weight_mask] == np.inf)
+    moved.save(tmp_path / "strict.npz")
+    back = make()
+    back.load(tmp_path / "strict.npz")
+    ref.eval(), moved.eval(), back.eval()
+    assert_identical(back(x).data, to_numpy(moved(xps.asarray(x)).data))

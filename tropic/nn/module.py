@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
+from types import ModuleType
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -399,19 +400,42 @@ class Module:
         """Load a file written by :meth:`save` (see :meth:`load_state_dict`)."""
         return self.load_state_dict(load_state(path), strict=strict)
 
-    def to(self, dtype: Any) -> Module:
-        """Cast every floating-point parameter and buffer to ``dtype`` (new arrays); return self."""
+    def to(self, target: Any) -> Module:
+        """Move every parameter and buffer to an array library, or cast the floating ones to a dtype.
+
+        Parameters
+        ----------
+        target : array namespace (module) or dtype
+            A namespace such as ``numpy``, ``array_api_strict`` or ``cupy``: every array is copied
+            through the host into it (values, dtypes and ``-inf`` entries unchanged). A dtype: every
+            floating-point parameter and buffer is cast (integer and boolean buffers are kept).
+
+        Returns
+        -------
+        self
+            Parameters stay the same objects (``.data`` is replaced); gradients are dropped. Create
+            optimisers after moving, since their state lives in the old library.
+        """
+        if isinstance(target, ModuleType):
+
+            def convert(x):
+                return target.asarray(_to_numpy(x).copy())
+
+        else:
+
+            def convert(x):
+                xp = array_namespace(x=x)
+                return xp.astype(x, target) if xp.isdtype(x.dtype, "real floating") else x
+
         for module in self.modules():
             for p in module._parameters.values():
                 if p is not None:
-                    xp = array_namespace(p=p.data)
-                    if xp.isdtype(p.data.dtype, "real floating"):
-                        p.data = xp.astype(p.data, dtype)
+                    p.data = convert(p.data)
+                    p.grad = None
             for name, b in module._buffers.items():
                 if b is not None:
-                    xp = array_namespace(b=b)
-                    if xp.isdtype(b.dtype, "real floating"):
-                        module._buffers[name] = xp.astype(b, dtype)
+                    module._buffers[name] = convert(b)
+            module._link_masks()
         return self
 
     # -- display ------------------------------------------------------------------------------
@@ -533,7 +557,11 @@ def _copy(x: Array) -> Array:
 
 
 def _to_numpy(x: Array) -> np.ndarray:
-    return x if isinstance(x, np.ndarray) else np.from_dlpack(x)
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "get") and type(x).__module__.startswith("cupy"):
+        return x.get()  # CuPy: device to host
+    return np.from_dlpack(x)
 
 
 def _convert(xp: Any, value: Any, key: str) -> Array:
