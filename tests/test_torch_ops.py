@@ -269,6 +269,21 @@ def test_opcheck_every_op():
         torch.library.opcheck(op, args)
 
 
+@pytest.mark.parametrize("K", [128, 129, 2**15, 2**15 + 1])
+def test_fake_kernels_give_the_real_index_dtype(K):
+    """The winners' dtype switches at the core rule's bounds; the fake kernels follow it."""
+    a, b = torch.randn(1, K), torch.randn(K, 1)
+    real = ops.matmul(a, b, True)
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+        fake = ops.matmul(mode.from_tensor(a), mode.from_tensor(b), True)
+    assert [t.dtype for t in fake] == [t.dtype for t in real]
+    assert real[1].dtype == ops.index_dtype(K) == {128: torch.int8, 129: torch.int16}.get(K, real[1].dtype)
+    assert (
+        tropic.maxplus_matmul(a, b, return_indices=True)[1].numpy().dtype
+        == tropic.maxplus_matmul(a.numpy(), b.numpy(), return_indices=True)[1].dtype
+    )
+
+
 # --- torch.compile(fullgraph=True) through the public functions -----------------------------------
 
 
