@@ -538,6 +538,40 @@ def test_diskorect_is_seeded_binary_and_checked():
         diskorect(1, 2)
 
 
+def test_sparse_init_and_init_errors():
+    layer = DenseLUI(400, 50, init="sparse", density=0.05, seed=0, dtype=np.float64)
+    w = layer._neuron_weights()
+    high = 2.0 / np.sqrt(20.0)
+    on = np.isclose(w, high)
+    assert np.isclose(w[~on], high / 100).all() and on.any(axis=1).all()
+    assert 0.03 < on.mean() < 0.07
+    np.testing.assert_allclose(layer._neuron_biases(), w.sum(axis=1) / 2)
+    dense = BiSE(1, 8, 5, seed=0, dtype=np.float64)._neuron_weights()
+    assert abs(dense.mean() * 5 - 1.0) < 0.1  # near 1/sqrt(25)
+    with pytest.raises(ValueError, match="init"):
+        BiSE(1, 1, 3, init="zeros")
+    with pytest.raises(ValueError, match="density"):
+        DenseLUI(4, 2, init="sparse", density=0.0)
+
+
+def test_layers_run_on_any_array_namespace(xp):
+    # the parameters and inputs moved to xp; the binarisation itself runs on NumPy copies
+    x = diskorect(2, 8, seed=0)
+    for layer, data in [(BiSEL(1, 2, 3, seed=0), x), (DenseLUI(8, 3, seed=0), x[:, 0, 0])]:
+        reference, reference_binary = layer(data).numpy(), layer.binary()(data).numpy()
+        layer.binary(False)
+        for p in layer.parameters():
+            p.data = xp.asarray(p.data)
+        out = layer(xp.asarray(data))
+        assert type(out.data) is type(xp.asarray(0.0))
+        np.testing.assert_allclose(out.numpy(), reference, rtol=1e-6)
+        np.testing.assert_array_equal(layer.binary()(xp.asarray(data)).numpy(), reference_binary)
+        layer.binary(False)
+        constant_set_regularization(layer).backward()
+        thetas = [p for name, p in layer.named_parameters() if name.endswith("theta")]
+        assert thetas and all(type(p.grad) is type(xp.asarray(0.0)) for p in thetas)
+
+
 def test_ad_tensor_input_is_accepted():
     bise = BiSE(1, 1, 3, seed=0)
     x = ad.tensor(diskorect(1, 8, seed=0))

@@ -94,6 +94,8 @@ class _BiSEBase(Module):
         out: int,
         neuron_shape: tuple[int, ...],
         *,
+        init: str,
+        density: float,
         bias_clamp: bool,
         scale_init: float,
         binarization: str,
@@ -101,6 +103,11 @@ class _BiSEBase(Module):
         seed: int | None,
         dtype: Any,
     ) -> None:
+        if init not in ("dense", "sparse"):
+            raise ValueError(f"init must be 'dense' or 'sparse', got {init!r}")
+        density = float(density)
+        if not 0.0 < density <= 1.0:
+            raise ValueError(f"density must be in (0, 1], got {density!r}")
         if binarization not in _bz.METHODS:
             raise ValueError(f"binarization must be one of {_bz.METHODS}, got {binarization!r}")
         if not isinstance(bias_clamp, bool):
@@ -110,10 +117,20 @@ class _BiSEBase(Module):
             raise ValueError(f"scale_init must be finite, got {scale_init!r}")
         generator = _init.as_rng(rng, seed)
         n = int(np.prod(neuron_shape))
-        # Weights near 1/sqrt(n) (std 30 %) and the bias halfway, B = sum(W)/2: for a binary input of
-        # density 1/2, p (x * W - B) then has a spread of order 1 whatever the fan-in, and the neuron
-        # starts between a dilation and an erosion.
-        w0 = np.abs(1.0 + 0.3 * generator.standard_normal((out, *neuron_shape))) / np.sqrt(n)
+        shape = (out, n)
+        if init == "dense":
+            # Weights near 1/sqrt(n) (std 30 %): for a binary input of density 1/2, p (x * W - B) then
+            # has a spread of order 1 whatever the fan-in.
+            w0 = np.abs(1.0 + 0.3 * generator.standard_normal(shape)) / np.sqrt(n)
+        else:
+            # A random subset of about density * n weights (at least one) at 2 / sqrt(its size), the
+            # others 100 times smaller: each neuron starts near a small structuring element.
+            on = generator.random(shape) < density
+            on[np.arange(out), generator.integers(0, n, out)] = True
+            high = 2.0 / np.sqrt(max(density * n, 1.0))
+            w0 = np.where(on, high, high / 100)
+        w0 = w0.reshape(out, *neuron_shape)
+        # The bias halfway, B = sum(W) / 2: the neuron starts between a dilation and an erosion.
         b0 = w0.reshape(out, -1).sum(axis=1) / 2
         self._neuron_shape = tuple(neuron_shape)
         self.bias_clamp = bias_clamp
@@ -276,6 +293,13 @@ class BiSE(_BiSEBase):
         Odd sizes only (the ``k // 2`` padding keeps the size and the centre).
     groups : int
         As ``Conv2d``: both channel counts must be divisible by it.
+    init : {"dense", "sparse"}
+        ``"dense"`` (default): every weight near ``1/sqrt(n)`` (``n`` weights per neuron, 30 % noise);
+        ``"sparse"``: a random ``density`` fraction of the weights (at least one) at
+        ``2/sqrt(density n)``, the others 100 times smaller. Both set ``B = sum(W)/2``. Sparse starts
+        binarise far better for wide fan-ins (a ``DenseLUI`` on images).
+    density : float
+        For ``init="sparse"`` (default 0.1).
     bias_clamp : bool
         Clamp ``B`` into the interval where both activations stay possible (see ``bias``).
     scale_init : float
@@ -313,6 +337,8 @@ class BiSE(_BiSEBase):
         kernel_size: Any,
         *,
         groups: int = 1,
+        init: str = "dense",
+        density: float = 0.1,
         bias_clamp: bool = False,
         scale_init: float = 1.0,
         binarization: str = "constant",
@@ -336,6 +362,8 @@ class BiSE(_BiSEBase):
         self._init_parameters(
             out_channels,
             (in_channels // groups, kh, kw),
+            init=init,
+            density=density,
             bias_clamp=bias_clamp,
             scale_init=scale_init,
             binarization=binarization,
@@ -454,7 +482,7 @@ class DenseLUI(_BiSEBase):
     ----------
     in_features, out_features : int
     real_valued : bool
-    bias_clamp, scale_init, binarization, rng, seed, dtype
+    init, density, bias_clamp, scale_init, binarization, rng, seed, dtype
         As :class:`BiSE`.
 
     Examples
@@ -472,6 +500,8 @@ class DenseLUI(_BiSEBase):
         out_features: int,
         *,
         real_valued: bool = False,
+        init: str = "dense",
+        density: float = 0.1,
         bias_clamp: bool = False,
         scale_init: float = 1.0,
         binarization: str = "constant",
@@ -488,6 +518,8 @@ class DenseLUI(_BiSEBase):
         self._init_parameters(
             out_features,
             (self.in_features,),
+            init=init,
+            density=density,
             bias_clamp=bias_clamp,
             scale_init=scale_init,
             binarization=binarization,
