@@ -390,13 +390,15 @@ def test_as_rng():
         init.as_rng("seed")
 
 
-def test_batchnorm1d_matches_torch():
+@pytest.mark.parametrize("dims", [1, 2])
+def test_batchnorm_matches_torch(dims):
     torch = pytest.importorskip("torch")
-    ours = nn.BatchNorm1d(4, momentum=0.3, dtype=np.float64)
-    theirs = torch.nn.BatchNorm1d(4, momentum=0.3).double()
+    ours = (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(4, momentum=0.3, dtype=np.float64)
+    theirs = (torch.nn.BatchNorm1d if dims == 1 else torch.nn.BatchNorm2d)(4, momentum=0.3).double()
+    shape = (6, 4) if dims == 1 else (3, 4, 5, 2)
     for step in range(3):
-        x = randn(6, 4) * (step + 1) + step
-        r = randn(6, 4)
+        x = randn(*shape) * (step + 1) + step
+        r = randn(*shape)
         ours.zero_grad()
         y = ours(x)
         ad.sum(y * r).backward()
@@ -410,5 +412,7 @@ def test_batchnorm1d_matches_torch():
     np.testing.assert_allclose(ours.running_var, theirs.running_var.numpy(), rtol=1e-12)
     ours.eval()
     theirs.eval()
-    x = randn(3, 4)
+    x = randn(*shape)
     np.testing.assert_allclose(ours(x).data, theirs(torch.tensor(x)).detach().numpy(), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="x must have shape"):
+        ours(randn(3, 5, 2) if dims == 1 else randn(3, 4))

@@ -34,7 +34,7 @@ from .losses import (
     mse_loss,
 )
 from .module import Module, ModuleList, Parameter, Sequential, load_state
-from .normalization import BatchNorm1d
+from .normalization import BatchNorm1d, BatchNorm2d
 from .optim import SGD, Adam, AdamW, CosineAnnealingLR, Optimizer, StepLR
 from .pruning import global_unstructured, l1_unstructured, sparsity_report
 from .residual import Residual
@@ -47,6 +47,7 @@ __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
     "BatchNorm1d",
+    "BatchNorm2d",
     "Conv2d",
     "CosineAnnealingLR",
     "CrossEntropyLoss",

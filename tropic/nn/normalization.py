@@ -1,7 +1,8 @@
-"""Batch normalisation: ``BatchNorm1d``."""
+"""Batch normalisation: ``BatchNorm1d``, ``BatchNorm2d``."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ from ..core._array_api import array_namespace
 from .linear import _positive
 from .module import Module, Parameter
 
-__all__ = ["BatchNorm1d"]
+__all__ = ["BatchNorm1d", "BatchNorm2d"]
 
 
 class BatchNorm1d(Module):
@@ -66,30 +67,37 @@ class BatchNorm1d(Module):
         self.register_buffer("running_var", np.ones(num_features, dtype=dtype))
         self.register_buffer("num_batches_tracked", np.zeros((), dtype=np.int64))
 
+    _layout = "(B, C)"
+
     def forward(self, x: Any) -> ad.Tensor:
-        if x.ndim != 2 or x.shape[1] != self.num_features:
-            raise ValueError(f"x must have shape (B, {self.num_features}), got {tuple(x.shape)}")
+        ndim = len(self._layout.split(","))
+        if x.ndim != ndim or x.shape[1] != self.num_features:
+            layout = self._layout.replace("C", str(self.num_features))
+            raise ValueError(f"x must have shape {layout}, got {tuple(x.shape)}")
+        axes = (0, *range(2, ndim))  # every axis but the channels
+        shape = (1, self.num_features) + (1,) * (ndim - 2)  # per-channel values broadcast on x
         if self.training:
-            n = x.shape[0]
+            n = math.prod(x.shape[a] for a in axes)
             if n < 2:
-                raise ValueError(f"training mode needs a batch of at least 2, got {n}")
-            mean = ad.mean(x, axis=0)
+                raise ValueError(f"training mode needs at least 2 values per channel, got {n}")
+            mean = ad.mean(x, axis=axes, keepdims=True)
             centred = x - mean
-            var = ad.mean(centred * centred, axis=0)
+            var = ad.mean(centred * centred, axis=axes, keepdims=True)
             with ad.no_grad():
-                m = self.momentum
-                mean_data, var_data = _data(mean), _data(var)
+                m, c = self.momentum, self.num_features
+                xp = array_namespace(r=self.running_mean)
+                mean_data, var_data = xp.reshape(_data(mean), (c,)), xp.reshape(_data(var), (c,))
                 self.running_mean = (1 - m) * self.running_mean + m * mean_data
                 self.running_var = (1 - m) * self.running_var + m * var_data * (n / (n - 1))
                 count = self.num_batches_tracked
-                self.num_batches_tracked = array_namespace(c=count).asarray(count + 1)
+                self.num_batches_tracked = xp.asarray(count + 1)
             y = centred / ad.sqrt(var + self.eps)
         else:
             xp = array_namespace(r=self.running_mean)
             scale = 1.0 / xp.sqrt(self.running_var + self.eps)
-            y = (x - self.running_mean) * scale
+            y = (x - xp.reshape(self.running_mean, shape)) * xp.reshape(scale, shape)
         if self.weight is not None:
-            y = y * self.weight + self.bias
+            y = y * ad.reshape(self.weight, shape) + ad.reshape(self.bias, shape)
         return y
 
     def extra_repr(self) -> str:
@@ -100,3 +108,13 @@ class BatchNorm1d(Module):
 
 def _data(t: Any) -> Any:
     return t.data if isinstance(t, ad.Tensor) else t
+
+
+class BatchNorm2d(BatchNorm1d):
+    """Batch normalisation of ``(B, C, H, W)`` inputs: statistics per channel over the batch and both
+    spatial axes (``n = B H W`` values each); otherwise as :class:`BatchNorm1d`.
+
+    .. math:: y_{bchw} = \\gamma_c \\, \\frac{x_{bchw} - \\mu_c}{\\sqrt{\\sigma_c^2 + \\epsilon}} + \\beta_c
+    """
+
+    _layout = "(B, C, H, W)"
