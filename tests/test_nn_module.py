@@ -289,3 +289,20 @@ def test_to_namespace_trains_like_numpy_and_saves_back(tmp_path):
     back.load(tmp_path / "strict.npz")
     ref.eval(), moved.eval(), back.eval()
     assert_identical(back(x).data, to_numpy(moved(xps.asarray(x)).data))
+
+
+def test_deepcopy_and_pickle_give_independent_equal_networks():
+    import copy
+    import pickle
+
+    net = nn.Sequential(
+        nn.Linear(3, 4, seed=0), nn.BatchNorm1d(4), nn.MaxPlus(4, 2, init="sparse", p=0.5, seed=1)
+    )
+    nn.pruning.l1_unstructured(net[0], 0.5)
+    x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    for clone in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
+        assert_identical(clone(x).data, net(x).data)
+        assert clone[0].weight is not net[0].weight
+        assert clone[0].weight.mask is clone[0].weight_mask  # the mask link survives
+        clone[0].weight.data = clone[0].weight.data + 1
+        assert not np.array_equal(clone[0].weight.data, net[0].weight.data)
