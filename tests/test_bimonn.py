@@ -360,6 +360,24 @@ def test_binary_cache_follows_the_weights():
     assert not np.array_equal(first, second)
 
 
+def test_state_round_trip_and_binarisation_methods(tmp_path):
+    bise = BiSE(2, 3, 3, seed=3)
+    x = (np.random.default_rng(1).random((2, 2, 9, 9)) < 0.4).astype(np.float32)
+    path = tmp_path / "bise.npz"
+    bise.save(path)
+    again = BiSE(2, 3, 3, seed=4)
+    again.load(path)
+    np.testing.assert_array_equal(again(x).numpy(), bise(x).numpy())
+    np.testing.assert_array_equal(again.binary()(x).numpy(), bise.binary()(x).numpy())
+    w, b = bise._neuron_weights(), bise._neuron_biases()
+    for method in bz.METHODS:
+        read = bise.binarized(method)
+        assert read.structuring_elements.shape == (3, 2, 3, 3)
+        expected = bz.binarize(w, b, method)
+        np.testing.assert_array_equal(read.structuring_elements.reshape(3, -1), expected[1])
+        assert read.operations == ["erosion" if e else "dilation" for e in expected[0]]
+
+
 def test_bise_errors():
     with pytest.raises(ValueError, match="odd"):
         BiSE(1, 1, 4)
