@@ -75,8 +75,9 @@ def maxout_vjp(grad: Array, indices: Array, x_shape: tuple[int, ...], pieces: in
 
 def maxout_vjp_reference(xp: ModuleType, grad: Array, indices: Array, pieces: int) -> Array:
     """Reference vjp on the grouped layout: ``grad`` and ``indices`` (..., m) -> (..., m, pieces)."""
-    zeros = xp.zeros_like(grad)
-    return xp.stack([xp.where(indices == p, grad, zeros) for p in range(pieces)], axis=-1)
+    # One broadcast comparison, not one pass per piece (wide groups made that loop dominate).
+    hit = xp.arange(pieces, dtype=indices.dtype, device=device(grad)) == indices[..., None]
+    return xp.where(hit, grad[..., None], xp.zeros_like(grad)[..., None])
 
 
 def maxout_reference(xp: ModuleType, grouped: Array) -> tuple[Array, Array]:
