@@ -1,7 +1,9 @@
 """Backends: fast kernels that register themselves with ``tropic.core.dispatch``.
 
-``numpy`` (CPU) ships with tropic. ``cupy`` and ``torch`` are planned; until they exist, arrays of
-those libraries run through the core's array-API reference (correct, not fast).
+``numpy`` (CPU: compiled C kernels, NumPy fallback) and ``torch`` (CPU tensors: ``torch.library``
+custom ops over the NumPy kernels, with autograd and ``torch.compile`` support) ship with tropic.
+``cupy`` is planned: until it exists CuPy arrays run through the core's array-API reference
+(correct, not fast), and CUDA torch tensors raise.
 """
 
 from __future__ import annotations
