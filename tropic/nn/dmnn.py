@@ -63,7 +63,9 @@ class MPM(Module):
     is the tropical zero of each branch (``-inf`` in the max, ``+inf`` in the min), gets no gradient,
     and nothing is rescaled. The biases are never dropped, and nothing is dropped in evaluation mode.
     Entries pruned by :mod:`tropic.nn.pruning` (``weight.mask`` False) are removed the same way in
-    every mode, so a pruned MPM weight is the tropical zero of both branches rather than 0.
+    every mode, so a pruned MPM weight is the tropical zero of both branches rather than 0 (the
+    paper's reference code writes 0). Ranking by ``|w|`` suits the shared weight: large entries win
+    the max, very negative ones the min, and those near 0 are the least likely to win either.
 
     Examples
     --------
