@@ -167,3 +167,26 @@ def test_blocked_taps_match_the_numpy_path(monkeypatch, threads):
                 assert_identical(g, w)
     finally:
         tropic.set_num_threads(None)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("M", "K", "N"), [(37, 29, 45), (2, 50, 300), (100, 7, 3), (1, 1, 1)])
+def test_product_shares_give_the_whole_product(dtype, M, K, N):
+    """Any split into shares (more shares than tiles included) writes every output exactly once,
+    with the bits of the one-call kernel."""
+    rng = np.random.default_rng(M * K * N)
+    a = rng.integers(-2, 3, (M, K)).astype(dtype)  # ties everywhere
+    b = rng.integers(-2, 3, (K, N)).astype(dtype)
+    b[0, 0], a[-1, -1] = -np.inf, np.inf
+    name = "tropic_matmul_f32" if dtype == np.float32 else "tropic_matmul_f64"
+    whole, part = compiled.function(name), compiled.function(name.replace("matmul", "matmul_part"))
+    for maximise in (1, 0):
+        c, idx = np.empty((M, N), dtype), np.empty((M, N), np.int32)
+        assert whole(a, b, c, idx, M, K, N, maximise, 1) == 0
+        for tasks in (1, 2, 3, 7, 64):
+            c_parts, idx_parts = np.full((M, N), np.nan, dtype), np.full((M, N), -7, np.int32)
+            for t in range(tasks):
+                assert part(a, b, c_parts, idx_parts, M, K, N, maximise, t, tasks) == 0
+            assert_identical(c_parts, c)
+            assert_identical(idx_parts, idx)
+        assert part(a, b, c, idx, M, K, N, maximise, 3, 3) == 1  # task out of range

@@ -31,6 +31,8 @@ _executor: tuple[int, ThreadPoolExecutor] | None = None  # (threads, pool)
 _SCRATCH_LIMIT = 1 << 25  # bytes
 _thread_local = threading.local()
 _C_PRODUCT = {np.float32: "tropic_matmul_f32", np.float64: "tropic_matmul_f64"}
+_C_PRODUCT_PART = {np.float32: "tropic_matmul_part_f32", np.float64: "tropic_matmul_part_f64"}
+_SHARES_PER_THREAD = 2  # more shares balance better on a loaded machine, fewer re-read more of A
 _C_TAPS = {np.float32: "tropic_taps_f32", np.float64: "tropic_taps_f64"}
 _C_VJP = {
     op: {np.float32: f"tropic_{op}_vjp_f32", np.float64: f"tropic_{op}_vjp_f64"}
@@ -38,7 +40,7 @@ _C_VJP = {
 }
 _C_RECT = {np.float32: "tropic_rect_f32", np.float64: "tropic_rect_f64"}
 _C_PAD = {np.float32: "tropic_pad_f32", np.float64: "tropic_pad_f64"}
-_PARALLEL_CANDIDATES = 1 << 20  # compiled morphology with fewer candidates runs on one thread
+_PARALLEL_CANDIDATES = 1 << 20  # compiled kernels with fewer candidates run on one thread
 _TASK_CANDIDATES = 1 << 21  # candidates per task of the compiled morphology (its pad fits in L2)
 
 
@@ -107,7 +109,19 @@ def product(semiring, a: np.ndarray, b: np.ndarray, index_type) -> tuple[np.ndar
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     c = np.empty((M, N), a.dtype)
     winner = scratch("winner", (M, N), np.int32)
-    _check(kernel(a, b, c, winner, M, K, N, int(semiring.maximises), get_num_threads()), "product")
+    maximise = int(semiring.maximises)
+    threads = get_num_threads() if M * K * N >= _PARALLEL_CANDIDATES else 1
+    part = compiled.raw_function(_C_PRODUCT_PART[a.dtype.type])
+    if threads == 1 or part is None:
+        _check(kernel(a, b, c, winner, M, K, N, maximise, 1), "product")
+    else:  # shares of the tiles, claimed by the threads one at a time (see parallel_tasks)
+        tasks = _SHARES_PER_THREAD * threads
+        addresses = (a.ctypes.data, b.ctypes.data, c.ctypes.data, winner.ctypes.data)
+
+        def share(t: int) -> None:
+            _check(part(*addresses, M, K, N, maximise, t, tasks), "product")
+
+        parallel_tasks(tasks, share, threads)
     _product_nan_rule(a, b, c, winner)
     return c, winner.astype(index_type)  # a copy: `winner` is scratch
 

@@ -15,7 +15,9 @@
  * the tropical zero and -1, and the stored value is the winner's exact bits. Results are bitwise
  * independent of the ISA path and of the thread count. The caller applies the NaN rule and narrows
  * the int32 indices; K < 2^31 is the caller's job (K = 0 gives zeros and -1).
- * Returns 0, or 1 when a work buffer could not be allocated.
+ * Returns 0, or 2 when a work buffer could not be allocated.
+ *   int tropic_matmul_part_f32(a, b, c, idx, M, K, N, maximise, task, tasks)   (and _f64): one share
+ *                                    of a tasks-way split, on the calling thread
  *
  * Fast path (x86-64 with AVX2, chosen once at run time), GEMM-style blocking:
  *  - B is packed, one block of at most KC rows x 16 column panels at a time, into a per-thread
@@ -107,6 +109,11 @@ static int thread_count(int threads, int64_t M, int64_t K, int64_t N, int64_t ti
       for (int64_t k = 0; k < K; k++)                                                               \
         NAME##_step(cr, ir, b + k * N + j0, a[i * K + k], (int32_t)k, nj, maximise);                \
     }                                                                                               \
+  }                                                                                                 \
+  static int NAME##_share(const T *a, const T *b, T *c, int32_t *idx, int64_t M, int64_t K,        \
+                          int64_t N, int maximise, int t, int n) {                                  \
+    for (int64_t i = M * t / n; i < M * (t + 1) / n; i++) NAME##_rows(a, b, c, idx, i, K, N, maximise); \
+    return 0;                                                                                       \
   }                                                                                                 \
   static int NAME(const T *a, const T *b, T *c, int32_t *idx, int64_t M, int64_t K, int64_t N,      \
                   int maximise, int threads) {                                                      \
@@ -350,51 +357,55 @@ static int split_columns(int64_t npan, int64_t nrb, int nt) {
  * outside panels so that a row block's slice of A stays in L1 while the packed block (L2) streams.
  * The N tail panel is always packed (padded), in place reading would run past the end of B. */
 #define DEFINE_DRIVER(T, NR, NAME, PACK, KERNEL, MR)                                                \
-  static int NAME(const T *a, const T *b, T *c, int32_t *idx, int64_t M, int64_t K, int64_t N,      \
-                  int maximise, int threads) {                                                      \
+  /* Share t of an n-way split of the tiles (one thread's work); returns 2 if its buffer failed. */ \
+  static int NAME##_share(const T *a, const T *b, T *c, int32_t *idx, int64_t M, int64_t K,        \
+                          int64_t N, int maximise, int t, int n) {                                  \
     const T zero = maximise ? (T)-INFINITY : (T)INFINITY;                                           \
     const int64_t npan = (N + NR - 1) / NR, nrb = (M + MR - 1) / MR;                                \
     const int thin = nrb == 1;                                                                      \
     const int64_t nkb = (K + KC - 1) / KC;                                                          \
     const int64_t kc = thin ? THIN_KB(K * N * (int64_t)sizeof(T)) : (K + nkb - 1) / nkb;            \
-    const int nt = thread_count(threads, M, K, N, npan * nrb);                                      \
-    const int by_cols = split_columns(npan, nrb, nt);                                               \
+    const int by_cols = split_columns(npan, nrb, n);                                                \
     const KERNEL##_fn *kern = KERNEL##_table[maximise];                                             \
+    const int64_t p_lo = by_cols ? npan * t / n : 0, p_hi = by_cols ? npan * (t + 1) / n : npan;     \
+    const int64_t r_lo = by_cols ? 0 : nrb * t / n, r_hi = by_cols ? nrb : nrb * (t + 1) / n;        \
+    if (p_lo >= p_hi || r_lo >= r_hi) return 0;                                                     \
+    T *buf = aligned_alloc(64, (size_t)kc * PANELS * NR * sizeof(T));                               \
+    if (buf == NULL) return 2;                                                                      \
+    const int64_t chunk = thin ? p_hi - p_lo : PANELS; /* thin: sweep all panels per k */          \
+    for (int64_t pc = p_lo; pc < p_hi; pc += chunk) {                                               \
+      const int64_t pn = p_hi - pc < chunk ? p_hi - pc : chunk;                                     \
+      for (int64_t k0 = 0; k0 < K; k0 += kc) {                                                      \
+        const int64_t k1 = K - k0 < kc ? K : k0 + kc;                                               \
+        const int64_t tail = (pc + pn) * NR > N; /* the block holds the N tail panel */             \
+        if (!thin) PACK(b, buf, N, k0, k1 - k0, pc * NR, pn, zero);                                 \
+        else if (tail) PACK(b, buf, N, k0, k1 - k0, (pc + pn - 1) * NR, 1, zero);                   \
+        for (int64_t rb = r_lo; rb < r_hi; rb++) {                                                  \
+          const int64_t i0 = rb * MR, rows = M - i0 < MR ? M - i0 : MR;                             \
+          for (int64_t q = 0; q < pn; q++) {                                                        \
+            const int64_t j0 = (pc + q) * NR, nj = N - j0 < NR ? N - j0 : NR;                       \
+            const T *panel = !thin ? buf + q * (k1 - k0) * NR : nj < NR ? buf : b + k0 * N + j0;    \
+            kern[rows - 1](a + i0 * K, K, panel, thin && nj == NR ? N : NR, k0, k1,                  \
+                           c + i0 * N + j0, idx + i0 * N + j0, N, nj);                              \
+          }                                                                                         \
+        }                                                                                           \
+      }                                                                                             \
+    }                                                                                               \
+    free(buf);                                                                                      \
+    return 0;                                                                                       \
+  }                                                                                                 \
+  static int NAME(const T *a, const T *b, T *c, int32_t *idx, int64_t M, int64_t K, int64_t N,      \
+                  int maximise, int threads) {                                                      \
+    const int64_t npan = (N + NR - 1) / NR, nrb = (M + MR - 1) / MR;                                \
+    const int nt = thread_count(threads, M, K, N, npan * nrb);                                      \
     int failed = 0;                                                                                 \
     _Pragma("omp parallel num_threads(nt)")                                                         \
     {                                                                                               \
       int t = 0, n = 1;                                                                             \
       TROPIC_THREAD_ID(t, n);                                                                       \
-      const int64_t p_lo = by_cols ? npan * t / n : 0, p_hi = by_cols ? npan * (t + 1) / n : npan;   \
-      const int64_t r_lo = by_cols ? 0 : nrb * t / n, r_hi = by_cols ? nrb : nrb * (t + 1) / n;      \
-      T *buf = NULL;                                                                                \
-      if (p_lo < p_hi && r_lo < r_hi) {                                                             \
-        buf = aligned_alloc(64, (size_t)kc * PANELS * NR * sizeof(T));                              \
-        if (buf == NULL) {                                                                          \
-          _Pragma("omp atomic write") failed = 1;                                                   \
-        } else {                                                                                    \
-          const int64_t chunk = thin ? p_hi - p_lo : PANELS; /* thin: sweep all panels per k */    \
-          for (int64_t pc = p_lo; pc < p_hi; pc += chunk) {                                         \
-            const int64_t pn = p_hi - pc < chunk ? p_hi - pc : chunk;                               \
-            for (int64_t k0 = 0; k0 < K; k0 += kc) {                                                \
-              const int64_t k1 = K - k0 < kc ? K : k0 + kc;                                         \
-              const int64_t tail = (pc + pn) * NR > N; /* the block holds the N tail panel */       \
-              if (!thin) PACK(b, buf, N, k0, k1 - k0, pc * NR, pn, zero);                           \
-              else if (tail) PACK(b, buf, N, k0, k1 - k0, (pc + pn - 1) * NR, 1, zero);             \
-              for (int64_t rb = r_lo; rb < r_hi; rb++) {                                            \
-                const int64_t i0 = rb * MR, rows = M - i0 < MR ? M - i0 : MR;                       \
-                for (int64_t q = 0; q < pn; q++) {                                                  \
-                  const int64_t j0 = (pc + q) * NR, nj = N - j0 < NR ? N - j0 : NR;                 \
-                  const T *panel = !thin ? buf + q * (k1 - k0) * NR : nj < NR ? buf : b + k0 * N + j0; \
-                  kern[rows - 1](a + i0 * K, K, panel, thin && nj == NR ? N : NR, k0, k1,            \
-                                 c + i0 * N + j0, idx + i0 * N + j0, N, nj);                        \
-                }                                                                                   \
-              }                                                                                     \
-            }                                                                                       \
-          }                                                                                         \
-        }                                                                                           \
+      if (NAME##_share(a, b, c, idx, M, K, N, maximise, t, n)) {                                    \
+        _Pragma("omp atomic write") failed = 2;                                                     \
       }                                                                                             \
-      free(buf);                                                                                    \
     }                                                                                               \
     return failed;                                                                                  \
   }
@@ -523,6 +534,29 @@ int tropic_matmul_f32(const float *a, const float *b, float *c, int32_t *idx, in
   if (choice) return avx2_f32(a, b, c, idx, M, K, N, maximise != 0, threads);
 #endif
   return generic_f32(a, b, c, idx, M, K, N, maximise != 0, threads);
+}
+
+/* Share `task` of a `tasks`-way split of the product, on the calling thread: the caller runs the
+ * shares on its own threads (tasks claimed one by one, so a late thread cannot stall the others).
+ * Shares write disjoint outputs; together they give bitwise the result of tropic_matmul_*. K >= 1. */
+int tropic_matmul_part_f32(const float *a, const float *b, float *c, int32_t *idx, int64_t M,
+                           int64_t K, int64_t N, int maximise, int task, int tasks) {
+  if (M <= 0 || N <= 0 || K <= 0 || tasks < 1 || task < 0 || task >= tasks) return 1;
+#ifdef TROPIC_X86
+  const int choice = choose_isa();
+  if (choice == 2) return avx512_f32_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
+  if (choice) return avx2_f32_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
+#endif
+  return generic_f32_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
+}
+
+int tropic_matmul_part_f64(const double *a, const double *b, double *c, int32_t *idx, int64_t M,
+                           int64_t K, int64_t N, int maximise, int task, int tasks) {
+  if (M <= 0 || N <= 0 || K <= 0 || tasks < 1 || task < 0 || task >= tasks) return 1;
+#ifdef TROPIC_X86
+  if (choose_isa()) return avx2_f64_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
+#endif
+  return generic_f64_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
 }
 
 int tropic_matmul_f64(const double *a, const double *b, double *c, int32_t *idx, int64_t M, int64_t K,
