@@ -21,6 +21,7 @@ import importlib
 import os
 import platform
 import statistics
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
@@ -450,10 +451,8 @@ def _environment(torch, ndimage, repeat: int) -> str:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tropic.bench", description="Time tropic's operators against common baselines."
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The report's options (shared by ``tropic bench`` and ``python -m tropic.bench``)."""
     parser.add_argument("--quick", action="store_true", help="small sizes (a few seconds)")
     parser.add_argument(
         "--repeat", type=int, default=5, metavar="N", help="timed calls per measurement (default 5)"
@@ -463,9 +462,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="add torch.compile of the broadcast product (compiles ~30 s)",
     )
-    options = parser.parse_args(argv)
+
+
+def run(options: argparse.Namespace) -> int:
+    """Print the report for parsed ``options``; returns the exit status."""
     if options.repeat < 1:
-        parser.error("--repeat must be at least 1")
+        from tropic.cli import CommandError
+
+        raise CommandError("--repeat must be at least 1")
     sizes = QUICK if options.quick else FULL
     torch, ndimage = optional_import("torch"), optional_import("scipy.ndimage")
     rng = np.random.default_rng(0)
@@ -478,6 +482,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print("\n".join(memory_lines(sizes.memory, rng)))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tropic.bench``: the same as ``tropic bench``."""
+    from tropic.cli import main as cli_main
+
+    return cli_main(["bench", *(argv if argv is not None else sys.argv[1:])])
 
 
 if __name__ == "__main__":
