@@ -166,6 +166,13 @@ def test_mpm_pruned_weights_are_tropical_zeros_of_both_branches():
     np.testing.assert_array_equal(
         layer(x).numpy(), mpm_reference(x, w, layer.bias_max.data, layer.bias_min.data, keep)
     )
+    # pruning.remove keeps the stored 0s and drops the mask: 0 then takes part in both branches.
+    kept = MPM(6, 3, seed=10, dtype=np.float64)
+    nn.pruning.l1_unstructured(kept, 0.5)
+    nn.pruning.remove(kept)
+    np.testing.assert_array_equal(
+        kept(x).numpy(), mpm_reference(x, np.where(keep, w, 0.0), kept.bias_max.data, kept.bias_min.data)
+    )
     # Everything pruned: only the biases are left, y = b + b'.
     nn.pruning.l1_unstructured(layer, 1.0)
     np.testing.assert_array_equal(

@@ -66,6 +66,8 @@ class MPM(Module):
     every mode, so a pruned MPM weight is the tropical zero of both branches rather than 0 (the
     paper's reference code writes 0). Ranking by ``|w|`` suits the shared weight: large entries win
     the max, very negative ones the min, and those near 0 are the least likely to win either.
+    :func:`tropic.nn.pruning.remove` drops the mask and leaves the stored 0s in both branches: the
+    reference code's variant.
 
     Examples
     --------
