@@ -1,0 +1,16 @@
+"""tropic for PyTorch users: ``torch.nn.Module`` s of tropic's layers and pruning helpers.
+
+Documented import::
+
+    from tropic.torch import nn as tnn       # the layers (MaxPlus, Dilation2d, BiSE, MPM, ...)
+    from tropic.torch import prune           # tropical-zero pruning, compatible with torch.nn.utils.prune
+
+tropic's public operators (``tropic.maxplus_matmul`` and the others) accept torch tensors directly
+(``tropic.backends.torch``); this package holds the layers built on them. Each layer takes its
+initialisation and configuration from the matching :mod:`tropic.nn` layer (same constructor
+arguments, same seeds, same values), so a layer's definition is written once.
+"""
+
+from . import nn, prune
+
+__all__ = ["nn", "prune"]

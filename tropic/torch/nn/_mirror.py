@@ -1,0 +1,400 @@
+"""The bridge between :mod:`tropic.nn` layers and their ``torch.nn.Module`` mirrors.
+
+A mirror class names the :mod:`tropic.nn` class it mirrors (``_tropic_cls``) and the configuration
+attributes it copies (``_config``). Its constructor builds that tropic layer with the same arguments
+(so the initialisation code runs once, in :mod:`tropic.nn`) and adopts it: configuration attributes,
+parameters (as ``torch.nn.Parameter``, same names, same values), buffers and sub-modules (converted
+recursively). :func:`from_tropic` adopts an existing tropic layer or model the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+import tropic.nn as _tnn
+
+__all__ = ["TropicMirror", "from_tropic", "load_tropic_state", "tropic_state_dict", "tropical_zero"]
+
+# torch dtype -> the NumPy dtype the tropic layer is built in (bfloat16: built in float32, then cast,
+# which rounds each value once, as building it directly would).
+_NUMPY_DTYPES = {
+    torch.float16: np.float16,
+    torch.float32: np.float32,
+    torch.float64: np.float64,
+    torch.bfloat16: np.float32,
+}
+_CONVERTERS: dict[type, Callable[..., torch.nn.Module]] = {}
+
+
+def numpy_dtype(dtype: Any) -> tuple[Any, torch.dtype]:
+    """``(NumPy dtype to build the tropic layer in, torch dtype of the result)`` for a ``dtype``
+    argument: a torch floating dtype, a NumPy floating dtype, or None (torch's default dtype)."""
+    if dtype is None:
+        dtype = torch.get_default_dtype()
+    if not isinstance(dtype, torch.dtype):
+        try:
+            np_dtype = np.dtype(dtype)
+        except TypeError as err:
+            raise TypeError(f"dtype must be a torch or NumPy floating dtype, got {dtype!r}") from err
+        dtype = {np.dtype(v): k for k, v in _NUMPY_DTYPES.items() if k != torch.bfloat16}.get(np_dtype)
+        if dtype is None:
+            raise TypeError(f"dtype must be a floating dtype (float16/32/64, bfloat16), got {np_dtype}")
+    if dtype not in _NUMPY_DTYPES:
+        raise TypeError(f"dtype must be a floating dtype (float16/32/64, bfloat16), got {dtype}")
+    return _NUMPY_DTYPES[dtype], dtype
+
+
+def _to_tensor(array: Any, dtype: torch.dtype | None, device: Any) -> torch.Tensor:
+    array = np.asarray(array)
+    t = torch.from_numpy(np.array(array, copy=True, order="C"))
+    if dtype is not None and t.is_floating_point():
+        t = t.to(dtype)
+    return t if device is None else t.to(device)
+
+
+def tropical_zero(module: torch.nn.Module, name: str) -> float:
+    """The value that means "no connection" for parameter ``name`` of ``module``: ``-inf`` for a
+    max-plus weight, ``+inf`` for a min-plus weight, ``0.0`` otherwise (linear weights, any module
+    that is not a tropic mirror). Taken from the tropic layer's ``Parameter.zero``."""
+    return getattr(module, "_zeros", {}).get(name, 0.0)
+
+
+class TropicMirror(torch.nn.Module):
+    """Base of the torch modules that mirror a :mod:`tropic.nn` layer.
+
+    Attributes
+    ----------
+    binary_mode : bool
+        As :attr:`tropic.nn.Module.binary_mode`; set on a whole tree by :meth:`binary`.
+    """
+
+    _tropic_cls: type
+    _config: tuple[str, ...] = ()
+
+    def __init__(self, *args: Any, dtype: Any = None, device: Any = None, **kwargs: Any) -> None:
+        super().__init__()
+        np_dtype, torch_dtype = numpy_dtype(dtype)
+        self._adopt(self._tropic_cls(*args, dtype=np_dtype, **kwargs), torch_dtype, device)
+
+    def _adopt(self, layer: _tnn.Module, dtype: torch.dtype | None = None, device: Any = None) -> None:
+        for name in self._config:
+            setattr(self, name, getattr(layer, name))
+        self.binary_mode = bool(getattr(layer, "binary_mode", False))
+        self._zeros: dict[str, float] = {}
+        masks = {}
+        for name, p in layer._parameters.items():
+            if p is None:
+                self.register_parameter(name, None)
+                continue
+            self.register_parameter(name, torch.nn.Parameter(_to_tensor(p.data, dtype, device)))
+            self._zeros[name] = p.zero
+            if p.mask is not None:
+                masks[name] = p.mask
+        if "bias" not in self._parameters and layer.__dict__.get("bias", 0) is None:
+            self.register_parameter("bias", None)  # a layer built with bias=False
+        for name, b in layer._buffers.items():
+            if name.endswith("_mask") and name[: -len("_mask")] in masks:
+                continue  # a pruning mask: re-created below by torch-style pruning
+            self.register_buffer(name, None if b is None else _to_tensor(b, dtype, device))
+        for name, child in layer._modules.items():
+            self.add_module(name, None if child is None else from_tropic(child, dtype=dtype, device=device))
+        self.train(layer.training)
+        for name, mask in masks.items():
+            from ..prune import custom_from_mask
+
+            custom_from_mask(self, name, _to_tensor(mask, None, device))
+
+    def binary(self, mode: bool = True) -> TropicMirror:
+        """Set ``binary_mode`` on every module of the tree (binarised layers read it); return self."""
+        set_binary(self, mode)
+        return self
+
+    def load_tropic_state(self, state: dict[str, Any], strict: bool = True) -> Any:
+        """Load a :mod:`tropic.nn` state dict (NumPy arrays, as ``Module.state_dict()`` or
+        ``tropic.nn.load_state`` give) into this module; see :func:`load_tropic_state`."""
+        return load_tropic_state(self, state, strict=strict)
+
+
+def set_binary(model: torch.nn.Module, mode: bool = True) -> torch.nn.Module:
+    """Set ``binary_mode`` on every module of ``model`` (any torch model); return ``model``."""
+    if not isinstance(mode, bool):
+        raise TypeError(f"mode must be a bool, got {type(mode).__name__}")
+    for module in model.modules():
+        if isinstance(module, TropicMirror):
+            module.binary_mode = mode
+    return model
+
+
+def register(*tropic_classes: type) -> Callable:
+    """Decorator: ``fn(layer, dtype, device) -> torch module`` converts instances of these classes."""
+
+    def decorate(fn: Callable) -> Callable:
+        for cls in tropic_classes:
+            _CONVERTERS[cls] = fn
+        return fn
+
+    return decorate
+
+
+def mirror(*tropic_classes: type) -> Callable[[type], type]:
+    """Class decorator: the mirror class ``cls`` converts instances of ``cls._tropic_cls`` (and of
+    the other classes given)."""
+
+    def decorate(cls: type) -> type:
+        def convert(layer: Any, dtype: Any, device: Any) -> torch.nn.Module:
+            module = cls.__new__(cls)
+            torch.nn.Module.__init__(module)
+            module._adopt(layer, dtype, device)
+            return module
+
+        register(cls._tropic_cls, *tropic_classes)(convert)
+        return cls
+
+    return decorate
+
+
+def from_tropic(layer: _tnn.Module, *, dtype: Any = None, device: Any = None) -> torch.nn.Module:
+    """The torch module equivalent to a :mod:`tropic.nn` layer or model, with a copy of its state.
+
+    Tropical, binarised and deep-morphological layers become their :mod:`tropic.torch.nn` mirrors;
+    ``Sequential``, ``ModuleList``, ``Linear``, ``Conv2d``, ``BatchNorm1d/2d``, ``ReLU``, ``Tanh``,
+    ``Sigmoid``, ``Flatten``, ``Identity`` and ``MaxPool2d`` become torch's own modules. Pruning masks
+    become torch-style pruning (``weight_orig`` + ``weight_mask``, see :mod:`tropic.torch.prune`).
+
+    Parameters
+    ----------
+    layer : tropic.nn.Module
+    dtype : torch dtype, optional
+        Cast the floating parameters and buffers (default: keep the tropic layer's dtypes).
+    device : optional
+        Where the tensors go (default CPU).
+
+    Examples
+    --------
+    >>> import numpy as np, torch, tropic.nn
+    >>> from tropic.torch import nn as tnn
+    >>> layer = tropic.nn.MaxPlus(3, 2, seed=0, dtype=np.float64)
+    >>> module = tnn.from_tropic(layer)
+    >>> x = np.ones((4, 3))
+    >>> bool(np.array_equal(module(torch.from_numpy(x)).detach().numpy(), layer(x).numpy()))
+    True
+    """
+    if dtype is not None:
+        dtype = numpy_dtype(dtype)[1]
+    for cls in type(layer).__mro__:
+        if cls in _CONVERTERS:
+            return _CONVERTERS[cls](layer, dtype, device)
+    raise NotImplementedError(f"no torch equivalent of tropic.nn.{type(layer).__name__} yet")
+
+
+def load_tropic_state(module: torch.nn.Module, state: dict[str, Any], strict: bool = True) -> Any:
+    """Load a :mod:`tropic.nn` state dict into a torch module built from the same tropic layer.
+
+    Keys are the same on both sides (``"0.weight"``, ``"dilation.bias"``, ...). Values are copied
+    exactly and cast to the torch tensors' dtypes; a tropic pruning mask ``"<name>_mask"`` goes to
+    the torch module's ``"<name>_mask"`` buffer (the module must be pruned already). Returns
+    ``torch.nn.Module.load_state_dict``'s result.
+    """
+    own = module.state_dict()
+    converted = {}
+    for key, value in state.items():
+        tensor = torch.from_numpy(np.array(np.asarray(value), copy=True, order="C"))
+        target = own.get(key, own.get(f"{key}_orig"))
+        if target is not None:
+            tensor = tensor.to(dtype=target.dtype, device=target.device)
+            key = key if key in own else f"{key}_orig"
+        converted[key] = tensor
+    return module.load_state_dict(converted, strict=strict)
+
+
+def tropic_state_dict(module: torch.nn.Module) -> dict[str, np.ndarray]:
+    """The state of a torch module as a :mod:`tropic.nn` state dict (NumPy arrays, tropic's keys):
+    ``tropic_layer.load_state_dict(tropic_state_dict(module))`` reverses :func:`from_tropic`.
+
+    A pruned parameter is stored as its pruned value (``weight_orig`` with the mask applied, under
+    ``"weight"``) and its mask as a boolean ``"weight_mask"``. bfloat16 tensors are widened to
+    float32 (NumPy has no bfloat16); cast the tropic layer accordingly.
+    """
+    state = {}
+    pruned = {
+        (prefix, hook._tensor_name): hook
+        for prefix, m in module.named_modules()
+        for hook in m._forward_pre_hooks.values()
+        if isinstance(hook, torch.nn.utils.prune.BasePruningMethod)
+    }
+    modules = dict(module.named_modules())
+    for key, value in module.state_dict().items():
+        prefix, _, name = key.rpartition(".")
+        if name.endswith("_orig") and (prefix, name[: -len("_orig")]) in pruned:
+            base = name[: -len("_orig")]
+            value = pruned[(prefix, base)].apply_mask(modules[prefix])
+            key = f"{prefix}.{base}" if prefix else base
+        elif name.endswith("_mask") and (prefix, name[: -len("_mask")]) in pruned:
+            value = value != 0
+        value = value.detach().cpu()
+        if value.dtype == torch.bfloat16:
+            value = value.float()
+        state[key] = value.numpy().copy()
+    return state
+
+
+# -- torch's own modules for the plain layers of tropic.nn ------------------------------------------
+
+
+def _copy_into(target: torch.nn.Module, layer: _tnn.Module, dtype: Any, device: Any) -> torch.nn.Module:
+    with torch.no_grad():
+        for name, p in layer._parameters.items():
+            if p is not None:
+                getattr(target, name).copy_(_to_tensor(p.data, None, None))
+        for name, b in layer._buffers.items():
+            if b is not None:
+                getattr(target, name).copy_(_to_tensor(b, None, None))
+    if dtype is not None:
+        target = target.to(dtype)
+    if device is not None:
+        target = target.to(device)
+    return target.train(layer.training)
+
+
+def _np_to_torch_dtype(layer: _tnn.Module) -> torch.dtype:
+    for p in layer._parameters.values():
+        if p is not None:
+            return torch.from_numpy(np.asarray(p.data)[:0].copy()).dtype
+    return torch.get_default_dtype()
+
+
+@register(_tnn.Linear)
+def _linear(layer, dtype, device):
+    target = torch.nn.Linear(
+        layer.in_features, layer.out_features, bias=layer.bias is not None, dtype=_np_to_torch_dtype(layer)
+    )
+    return _copy_into(target, layer, dtype, device)
+
+
+@register(_tnn.Conv2d)
+def _conv2d(layer, dtype, device):
+    o, c, kh, kw = layer.weight.shape
+    target = torch.nn.Conv2d(
+        c * layer.groups, o, (kh, kw), stride=layer.stride, padding=layer.padding, groups=layer.groups,
+        bias=layer.bias is not None, dtype=_np_to_torch_dtype(layer),
+    )  # fmt: skip
+    return _copy_into(target, layer, dtype, device)
+
+
+@register(_tnn.BatchNorm1d, _tnn.BatchNorm2d)
+def _batch_norm(layer, dtype, device):
+    cls = torch.nn.BatchNorm2d if isinstance(layer, _tnn.BatchNorm2d) else torch.nn.BatchNorm1d
+    np_dtype = np.asarray(layer.running_mean).dtype
+    target = cls(
+        layer.num_features, eps=layer.eps, momentum=layer.momentum, affine=layer.weight is not None,
+        dtype=torch.from_numpy(np.zeros(0, np_dtype)).dtype,
+    )  # fmt: skip
+    return _copy_into(target, layer, dtype, device)
+
+
+@register(_tnn.Sequential)
+def _sequential(layer, dtype, device):
+    modules = [from_tropic(m, dtype=dtype, device=device) for m in layer]
+    return torch.nn.Sequential(*modules).train(layer.training)
+
+
+@register(_tnn.ModuleList)
+def _module_list(layer, dtype, device):
+    return torch.nn.ModuleList([from_tropic(m, dtype=dtype, device=device) for m in layer])
+
+
+for _tropic_cls, _make in (
+    (_tnn.ReLU, torch.nn.ReLU),
+    (_tnn.Tanh, torch.nn.Tanh),
+    (_tnn.Sigmoid, torch.nn.Sigmoid),
+    (_tnn.Identity, torch.nn.Identity),
+):
+    register(_tropic_cls)(lambda layer, dtype, device, _make=_make: _make().train(layer.training))
+register(_tnn.Flatten)(lambda layer, dtype, device: torch.nn.Flatten(layer.start_dim))
+register(_tnn.MaxPool2d)(
+    lambda layer, dtype, device: torch.nn.MaxPool2d(layer.kernel_size, stride=layer.stride)
+)
+
+
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 + e^x)`` as :func:`tropic.autodiff.softplus` computes it: ``max(x, 0) + log1p(e^{-|x|})``
+    (``torch.nn.functional.softplus`` switches to ``x`` above a threshold; this does not)."""
+    return torch.clamp_min(x, 0.0) + torch.log1p(torch.exp(-x.abs()))
+
+
+class Softplus(torch.nn.Module):
+    """``y = log(1 + e^x)`` without a threshold (the formula of :class:`tropic.nn.Softplus`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return softplus(x)
+
+
+register(_tnn.Softplus)(lambda layer, dtype, device: Softplus().train(layer.training))
+
+
+class Residual(torch.nn.Module):
+    """``y = x + block(x)`` (:class:`tropic.nn.Residual`)."""
+
+    def __init__(self, block: torch.nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+register(_tnn.Residual)(
+    lambda layer, dtype, device: Residual(from_tropic(layer.block, dtype=dtype, device=device)).train(
+        layer.training
+    )
+)
+
+
+# -- tie rules of tropic.autodiff's maximum / minimum ----------------------------------------------
+
+
+class _Extremum(torch.autograd.Function):
+    """``max(a, b)`` / ``min(a, b)`` with NumPy's values and tropic.autodiff's gradient.
+
+    Values: ``np.maximum`` (NaN propagates; on a tie, ``b``, which decides the sign of a zero).
+    Gradient: to ``b`` where ``b > a`` (``b < a`` for min), else to ``a``, so ``a`` wins ties
+    (``torch.maximum`` would split a tie in halves), summed back to each operand's shape.
+    """
+
+    @staticmethod
+    def forward(a: torch.Tensor, b: torch.Tensor, maximise: bool) -> torch.Tensor:
+        a_wins = (a > b if maximise else a < b) | torch.isnan(a)
+        return torch.where(a_wins, a, b)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        a, b, maximise = inputs
+        ctx.save_for_backward(b > a if maximise else b < a)
+        ctx.shapes = (a.shape, b.shape)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        (to_b,) = ctx.saved_tensors
+        zero = torch.zeros((), dtype=grad.dtype, device=grad.device)
+        grad_a = torch.where(to_b, zero, grad).sum_to_size(ctx.shapes[0])
+        grad_b = torch.where(to_b, grad, zero).sum_to_size(ctx.shapes[1])
+        return grad_a, grad_b, None
+
+
+def maximum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Elementwise ``max(a, b)`` exactly as :func:`tropic.autodiff.maximum`: NumPy's values, the
+    gradient to ``b`` where ``b > a``, else to ``a`` (``a`` wins ties)."""
+    return _Extremum.apply(a, b, True)
+
+
+def minimum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Elementwise ``min(a, b)`` exactly as :func:`tropic.autodiff.minimum` (``a`` wins ties)."""
+    return _Extremum.apply(a, b, False)
+
+
+INF = math.inf
