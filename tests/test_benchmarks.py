@@ -106,11 +106,11 @@ def test_maxplus_matmul_512_extra_peak_below_64_mib():
     assert extra_peak_mib(lambda: tropic.maxplus_matmul(a, b, return_indices=True)) < 64.0
 
 
-def _table_rows(output: str) -> dict[tuple[str, str], list[str]]:
-    """{(operator, baseline): cells} of the printed table (columns are separated by 2+ spaces)."""
+def _table_rows(output: str) -> dict[tuple[str, str], list[list[str]]]:
+    """{(operator, implementation): [cells, ...]} of the printed table (columns split on 2+ spaces)."""
     lines = output.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("operator "))
-    rows = {}
+    rows: dict[tuple[str, str], list[list[str]]] = {}
     for line in lines[start + 2 :]:
         if not line.strip():
             break
@@ -119,16 +119,20 @@ def _table_rows(output: str) -> dict[tuple[str, str], list[str]]:
     return rows
 
 
-def test_bench_cli_quick_prints_every_comparison(capsys):
-    """``python -m tropic.bench --quick --repeat 1`` prints a row per comparison with a numeric tropic
-    time, results that agree with each baseline that ran, and the extra-peak memory lines."""
-    assert main(["--quick", "--repeat", "1"]) == 0
+def test_bench_cli_quick_prints_every_comparison(capsys, tmp_path):
+    """``tropic bench --quick --repeat 1`` prints a row per implementation: tropic first (the
+    reference of its case), every other implementation agreeing with it, a numeric time and peak
+    memory; then the extra-peak memory lines; and writes the chart."""
+    chart = tmp_path / "bench.png"
+    assert main(["--quick", "--repeat", "1", "--plot", str(chart)]) == 0
     output = capsys.readouterr().out
     rows = _table_rows(output)
     expected = {
+        ("maxplus_matmul", "tropic (numpy)"),
         ("maxplus_matmul", "np.max broadcast"),
         ("maxplus_matmul", "NumPy loop over k"),
         ("maxplus_matmul", "torch broadcast amax"),
+        ("maxplus_matmul", "tropic (torch tensors)"),
         ("dilation (non-flat)", "scipy grey_dilation loop"),
         ("dilation (flat)", "scipy maximum_filter"),
         ("maxplus_conv2d", "NumPy unfold + max"),
@@ -136,13 +140,23 @@ def test_bench_cli_quick_prints_every_comparison(capsys):
         ("maxplus layer fwd+bwd", "torch autograd broadcast"),
     }
     assert expected <= set(rows), sorted(set(rows))
-    for cells in (c for group in rows.values() for c in group):
-        assert float(cells[3]) > 0.0, cells  # tropic ms
-        check = cells[-1]
-        assert check in ("equal", "close") or check.startswith("skipped: "), cells
-        if check in ("equal", "close"):
-            assert float(cells[4]) > 0.0 and cells[5].endswith("x"), cells
+    for (_operator, implementation), group in rows.items():
+        for cells in group:
+            check = cells[-1]
+            if implementation == "tropic (numpy)":
+                assert check == "reference" and cells[6] == "1.00x", cells
+            else:
+                assert check in ("equal", "close") or check.startswith("skipped: "), cells
+            if not check.startswith("skipped: "):
+                assert float(cells[3]) > 0.0 and cells[6].endswith("x"), cells
+                assert cells[5] == "-" or float(cells[5]) >= 0.0, cells
     assert len(rows[("maxplus_matmul", "np.max broadcast")]) >= 2  # several product shapes
+    # the broadcast's (M, K, N) intermediate shows in its peak: 64 MiB at 256^3; tropic's does not
+    broadcast_256 = next(c for c in rows[("maxplus_matmul", "np.max broadcast")] if c[1].startswith("256x"))
+    tropic_256 = next(c for c in rows[("maxplus_matmul", "tropic (numpy)")] if c[1].startswith("256x"))
+    if broadcast_256[5] != "-":
+        assert float(broadcast_256[5]) >= 60.0 and float(tropic_256[5]) < 16.0, (broadcast_256, tropic_256)
     peak = re.search(r"tropic\.maxplus_matmul\s+([\d.]+) MiB", output)
     assert peak is not None and float(peak.group(1)) < 64.0, output
     assert re.search(r"np\.max broadcast\s+512\.0 MiB", output), output  # 512^3 x 4 bytes in quick mode
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -148,15 +148,6 @@ def numpy_path(fn: Callable[[], Any]) -> Callable[[], Any]:
     return run
 
 
-def _with_numpy_path(fn: Callable[[], Any], baselines: Sequence[Baseline]) -> list[Baseline]:
-    """Prepend the NumPy-path baseline when the compiled kernels are in use (else it is tropic)."""
-    from tropic.backends.numpy import compiled
-
-    if not compiled.available():
-        return list(baselines)
-    return [("tropic NumPy path", numpy_path(fn)), *baselines]
-
-
 def tropic_layer_step(x: np.ndarray, w: np.ndarray, grad: np.ndarray):
     """Forward and backward of a max-plus layer ``x ⊗ w``: (grad_x, grad_w)."""
     _, winners = tropic.maxplus_matmul(x, w, return_indices=True)
@@ -208,18 +199,22 @@ QUICK = Sizes(
 class Row:
     operator: str
     shape: str
-    baseline: str
-    tropic_s: float
-    baseline_s: float | None  # None: skipped
+    implementation: str  # "tropic (numpy)" first: the reference of its case
+    seconds: float | None  # median; None: skipped
+    peak_mib: float | None  # extra peak RSS of one call (None: not measurable here, or skipped)
+    tropic_s: float  # the first implementation's median, for the speed-up column
     pairs: int | None  # candidate pairs per call (None: no throughput column)
-    check: str  # agreement of the results, or why the baseline was skipped
+    check: str  # "reference", agreement with it, or why the implementation was skipped
 
 
 Baseline = tuple[str, "Callable[[], Any] | str"]  # (name, call) or (name, reason it is skipped)
 
 
 def _to_numpy(x: Any) -> np.ndarray:
-    return np.asarray(x.detach()) if hasattr(x, "detach") else np.asarray(x)
+    if hasattr(x, "detach"):
+        x = x.detach()
+        return np.asarray(x.float() if str(x.dtype) == "torch.bfloat16" else x)
+    return np.asarray(x)
 
 
 def _agreement(expected: Any, actual: Any) -> str:
@@ -238,21 +233,66 @@ def compare(
     operator: str,
     shape: str,
     pairs: int | None,
-    tropic_fn: Callable[[], Any],
-    baselines: Sequence[Baseline],
+    implementations: Sequence[Baseline],
     repeat: int,
 ) -> list[Row]:
-    """Time ``tropic_fn`` and each baseline on the same inputs; one row per baseline."""
-    tropic_s, expected = measure(tropic_fn, repeat)
-    rows = []
-    for name, fn in baselines:
+    """Time every implementation on the same inputs (the first is tropic's reference); one row each,
+    with the extra peak memory of one call and the agreement of its result with the first."""
+    rows: list[Row] = []
+    reference = None
+    tropic_s = 0.0
+    for name, fn in implementations:
         if isinstance(fn, str):
-            rows.append(Row(operator, shape, name, tropic_s, None, pairs, f"skipped: {fn}"))
+            rows.append(Row(operator, shape, name, None, None, tropic_s, pairs, f"skipped: {fn}"))
             continue
-        baseline_s, actual = measure(fn, repeat)
-        rows.append(Row(operator, shape, name, tropic_s, baseline_s, pairs, _agreement(expected, actual)))
-        del actual
+        seconds, result = measure(fn, repeat)
+        peak = extra_peak_rss_mib(fn)
+        if reference is None:
+            reference, tropic_s, check = result, seconds, "reference"
+        else:
+            check = _agreement(reference, result)
+        rows.append(Row(operator, shape, name, seconds, peak, tropic_s, pairs, check))
+        del result
     return rows
+
+
+def extra_peak_rss_mib(fn: Callable[[], Any]) -> float | None:
+    """Peak resident memory while ``fn()`` runs, above the resident memory before it, in MiB.
+
+    Unlike :func:`extra_peak_mib` this sees every allocator (NumPy, PyTorch, C kernels): freed heap
+    memory is first handed back to the OS (``malloc_trim``), then Linux's peak counter is reset
+    (``/proc/self/clear_refs``) and read back (``VmHWM``) after the call. None where that is not
+    available (not Linux, or no permission). The result of ``fn`` is counted (it is alive at the peak).
+    """
+    try:
+        _trim_heap()
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")  # the peak RSS (VmHWM) becomes the current RSS
+        before = _status_kib("VmRSS")
+    except OSError:
+        return None
+    result = fn()
+    peak = _status_kib("VmHWM")
+    del result
+    return max(peak - before, 0) / 1024
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def _trim_heap() -> None:
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the measurement is only less tight
+        pass
 
 
 def _random(rng: np.random.Generator, *shape: int) -> np.ndarray:
@@ -264,6 +304,19 @@ def _broadcast_reason(m: int, k: int, n: int) -> str | None:
     if need * MiB > BROADCAST_LIMIT_BYTES:
         return f"its (M,K,N) intermediate needs {need / 1024:.1f} GiB"
     return None
+
+
+def _tropic_implementations(run: Callable[[], Any], torch_run: Callable[[], Any] | None, torch) -> list:
+    """tropic itself on every available backend: NumPy arrays (compiled kernels), the pure NumPy
+    path when the compiled kernels are in use, and CPU torch tensors (the torch backend)."""
+    from tropic.backends.numpy import compiled
+
+    implementations: list[Baseline] = [("tropic (numpy)", run)]
+    if compiled.available():
+        implementations.append(("tropic (NumPy path)", numpy_path(run)))
+    if torch_run is not None:
+        implementations.append(("tropic (torch tensors)", torch_run if torch is not None else "no torch"))
+    return implementations
 
 
 def _product_rows(sizes: Sizes, repeat: int, rng, torch, compile_torch: bool) -> list[Row]:
@@ -278,62 +331,76 @@ def _product_case(m: int, k: int, n: int, repeat: int, rng, torch, with_compile:
     """Rows of one product shape; ``with_compile`` None: no torch.compile row, False: a skipped one."""
     a, b = _random(rng, m, k), _random(rng, k, n)
     too_big = _broadcast_reason(m, k, n)
-    baselines: list[Baseline] = [
+    ta, tb = (torch.from_numpy(a), torch.from_numpy(b)) if torch is not None else (None, None)
+    implementations = _tropic_implementations(
+        lambda: tropic.maxplus_matmul(a, b), lambda: tropic.maxplus_matmul(ta, tb), torch
+    )
+    implementations += [
         ("np.max broadcast", too_big or (lambda: naive_maxplus(a, b))),
         ("NumPy loop over k", lambda: loop_maxplus(a, b)),
     ]
     if torch is None:
-        baselines.append(("torch broadcast amax", "torch is not installed"))
+        implementations.append(("torch broadcast amax", "torch is not installed"))
     else:
-        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-        baselines.append(("torch broadcast amax", too_big or (lambda: torch_naive_maxplus(ta, tb))))
+        implementations.append(("torch broadcast amax", too_big or (lambda: torch_naive_maxplus(ta, tb))))
         if with_compile:
             compiled = torch.compile(torch_naive_maxplus)
-            baselines.append(("torch.compile broadcast", lambda: compiled(ta, tb)))
+            implementations.append(("torch.compile broadcast", lambda: compiled(ta, tb)))
         elif with_compile is not None:
-            baselines.append(("torch.compile broadcast", "pass --torch-compile (compiling takes ~30 s)"))
-    shape = f"{m}x{k} @ {k}x{n}"
-
-    def run():
-        return tropic.maxplus_matmul(a, b)
-
-    return compare("maxplus_matmul", shape, m * k * n, run, _with_numpy_path(run, baselines), repeat)
+            reason = "pass --torch-compile (compiling takes ~30 s)"
+            implementations.append(("torch.compile broadcast", reason))
+    return compare("maxplus_matmul", f"{m}x{k} @ {k}x{n}", m * k * n, implementations, repeat)
 
 
-def _morphology_rows(sizes: Sizes, repeat: int, rng, ndimage) -> list[Row]:
+def _morphology_rows(sizes: Sizes, repeat: int, rng, ndimage, torch, kornia) -> list[Row]:
     missing = "scipy is not installed"
     images, structure = _random(rng, *sizes.nonflat), _random(rng, 5, 5)
-    batch_dilation = (
-        missing if ndimage is None else (lambda: scipy_batched_grey_dilation(images, structure, ndimage))
-    )
     shape = "x".join(map(str, sizes.nonflat)) + ", se 5x5"
-
-    def nonflat():
-        return tropic.dilation(images, structure, mode="reflect")
-
-    rows = compare(
-        "dilation (non-flat)",
-        shape,
-        images.size * structure.size,
-        nonflat,
-        _with_numpy_path(nonflat, [("scipy grey_dilation loop", batch_dilation)]),
-        repeat,
+    pairs = images.size * structure.size
+    t_images, t_structure = (
+        (torch.from_numpy(images), torch.from_numpy(structure)) if torch is not None else (None, None)
     )
+    implementations = _tropic_implementations(
+        lambda: tropic.dilation(images, structure, mode="reflect"),
+        lambda: tropic.dilation(t_images, t_structure, mode="reflect"),
+        torch,
+    )
+    implementations.append(
+        (
+            "scipy grey_dilation loop",
+            missing if ndimage is None else (lambda: scipy_batched_grey_dilation(images, structure, ndimage)),
+        )
+    )
+    rows = compare("dilation (non-flat)", shape + ", reflect", pairs, implementations, repeat)
+    # kornia pads with a finite sentinel (-max_val): compare on tropic's neutral (-inf) border
+    neutral = [("tropic (numpy)", lambda: tropic.dilation(images, structure))]
+    if torch is None or kornia is None:
+        neutral.append(("kornia.morphology.dilation", "kornia is not installed"))
+    else:
+        kernel = torch.ones(5, 5)
+        neutral.append(
+            (
+                "kornia.morphology.dilation",
+                lambda: kornia.morphology.dilation(t_images, kernel, structuring_element=t_structure),
+            )
+        )
+    rows += compare("dilation (non-flat)", shape + ", neutral", pairs, neutral, repeat)
     side, k = sizes.flat
     image, footprint = _random(rng, side, side), np.ones((k, k), dtype=bool)
-    maximum_filter = (
-        missing if ndimage is None else (lambda: ndimage.maximum_filter(image, footprint=footprint))
+    implementations = _tropic_implementations(
+        lambda: tropic.dilation(image, footprint=footprint, mode="reflect"), None, torch
     )
-
-    def flat():
-        return tropic.dilation(image, footprint=footprint, mode="reflect")
-
+    implementations.append(
+        (
+            "scipy maximum_filter",
+            missing if ndimage is None else (lambda: ndimage.maximum_filter(image, footprint=footprint)),
+        )
+    )
     rows += compare(
         "dilation (flat)",
         f"{side}x{side}, footprint {k}x{k}",
         image.size * footprint.size,
-        flat,
-        _with_numpy_path(flat, [("scipy maximum_filter", maximum_filter)]),
+        implementations,
         repeat,
     )
     return rows
@@ -343,41 +410,42 @@ def _conv_rows(sizes: Sizes, repeat: int, rng, torch) -> list[Row]:
     B, C_in, C_out, side, k = sizes.conv
     x, w = _random(rng, B, C_in, side, side), _random(rng, C_out, C_in, k, k)
     out_side = side - k + 1
-    baselines: list[Baseline] = [("NumPy unfold + max", lambda: numpy_unfold_conv2d(x, w))]
+    tx, tw = (torch.from_numpy(x), torch.from_numpy(w)) if torch is not None else (None, None)
+    implementations = _tropic_implementations(
+        lambda: tropic.maxplus_conv2d(x, w), lambda: tropic.maxplus_conv2d(tx, tw), torch
+    )
+    implementations.append(("NumPy unfold + max", lambda: numpy_unfold_conv2d(x, w)))
     if torch is None:
-        baselines.append(("torch unfold + amax", "torch is not installed"))
+        implementations.append(("torch unfold + amax", "torch is not installed"))
     else:
-        tx, tw = torch.from_numpy(x), torch.from_numpy(w)
-        baselines.append(("torch unfold + amax", lambda: torch_unfold_conv2d(tx, tw)))
+        implementations.append(("torch unfold + amax", lambda: torch_unfold_conv2d(tx, tw)))
     shape = f"x {B}x{C_in}x{side}x{side}, w {C_out}x{C_in}x{k}x{k}"
     pairs = B * C_out * out_side * out_side * C_in * k * k
-
-    def run():
-        return tropic.maxplus_conv2d(x, w)
-
-    return compare("maxplus_conv2d", shape, pairs, run, _with_numpy_path(run, baselines), repeat)
+    return compare("maxplus_conv2d", shape, pairs, implementations, repeat)
 
 
 def _training_rows(sizes: Sizes, repeat: int, rng, torch) -> list[Row]:
     batch, n_in, n_out = sizes.train
     x, w, grad = _random(rng, batch, n_in), _random(rng, n_in, n_out), _random(rng, batch, n_out)
     if torch is None:
-        autograd: Callable[[], Any] | str = "torch is not installed"
+        tropic_torch = autograd = "torch is not installed"
     else:
         tx, tw, tg = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(grad)
         autograd = _broadcast_reason(batch, n_in, n_out) or (lambda: torch_layer_step(tx, tw, tg))
+        tropic_torch = lambda: tropic_torch_layer_step(tx, tw, tg)  # noqa: E731
+    implementations = _tropic_implementations(lambda: tropic_layer_step(x, w, grad), None, torch)
+    implementations += [
+        ("tropic autograd (torch tensors)", tropic_torch),
+        ("torch autograd broadcast", autograd),
+    ]
+    return compare("maxplus layer fwd+bwd", f"{batch}x{n_in} @ {n_in}x{n_out}", None, implementations, repeat)
 
-    def run():
-        return tropic_layer_step(x, w, grad)
 
-    return compare(
-        "maxplus layer fwd+bwd",
-        f"{batch}x{n_in} @ {n_in}x{n_out}",
-        None,
-        run,
-        _with_numpy_path(run, [("torch autograd broadcast", autograd)]),
-        repeat,
-    )
+def tropic_torch_layer_step(x, w, grad):
+    """Forward and backward of ``x ⊗ w`` on torch tensors, through torch autograd of tropic's op."""
+    x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
+    tropic.maxplus_matmul(x, w).backward(grad)
+    return x.grad, w.grad
 
 
 def memory_lines(n: int, rng) -> list[str]:
@@ -397,27 +465,27 @@ def memory_lines(n: int, rng) -> list[str]:
     ]
 
 
+HEADER = ("operator", "shape", "implementation", "ms", "Gp/s", "peak MiB", "tropic speed-up", "check")
+
+
+def _cells(row: Row) -> tuple[str, ...]:
+    skipped = row.seconds is None
+    return (
+        row.operator,
+        row.shape,
+        row.implementation,
+        "-" if skipped else f"{row.seconds * 1e3:.2f}",
+        "-" if skipped or row.pairs is None else f"{row.pairs / row.seconds / 1e9:.2f}",
+        "-" if row.peak_mib is None else f"{row.peak_mib:.1f}",
+        "-" if skipped else f"{row.seconds / row.tropic_s:.2f}x",
+        row.check,
+    )
+
+
 def _format_table(rows: Sequence[Row]) -> list[str]:
-    header = ("operator", "shape", "baseline", "tropic ms", "base ms", "speed-up")
-    header += ("tropic Gp/s", "base Gp/s", "check")
-    cells = []
-    for r in rows:
-        skipped = r.baseline_s is None
-        cells.append(
-            (
-                r.operator,
-                r.shape,
-                r.baseline,
-                f"{r.tropic_s * 1e3:.2f}",
-                "-" if skipped else f"{r.baseline_s * 1e3:.2f}",
-                "-" if skipped else f"{r.baseline_s / r.tropic_s:.2f}x",
-                "-" if r.pairs is None else f"{r.pairs / r.tropic_s / 1e9:.2f}",
-                "-" if skipped or r.pairs is None else f"{r.pairs / r.baseline_s / 1e9:.2f}",
-                r.check,
-            )
-        )
-    widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
-    numeric = {3, 4, 5, 6, 7}
+    cells = [_cells(r) for r in rows]
+    widths = [max(len(row[i]) for row in [HEADER, *cells]) for i in range(len(HEADER))]
+    numeric = {3, 4, 5, 6}
 
     def line(row):
         padded = (
@@ -426,7 +494,31 @@ def _format_table(rows: Sequence[Row]) -> list[str]:
         )
         return "  ".join(padded)
 
-    return [line(header).rstrip(), "  ".join("-" * w for w in widths), *(line(row).rstrip() for row in cells)]
+    return [line(HEADER).rstrip(), "  ".join("-" * w for w in widths), *(line(row).rstrip() for row in cells)]
+
+
+def plot(rows: Sequence[Row], path: str) -> str:
+    """A PNG bar chart of the speed-ups (implementation ms / tropic ms, log scale), one group per case."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError("the chart needs matplotlib: pip install matplotlib") from exc
+    timed = [r for r in rows if r.seconds is not None and r.check != "reference"]
+    labels = [f"{r.operator} {r.shape}\n{r.implementation}" for r in timed]
+    figure, axes = plt.subplots(figsize=(9, 0.32 * len(timed) + 1.2))
+    axes.barh(range(len(timed)), [r.seconds / r.tropic_s for r in timed], color="tab:blue")
+    axes.axvline(1.0, color="black", linewidth=0.8)
+    axes.set_xscale("log")
+    axes.set_yticks(range(len(timed)), labels, fontsize=6)
+    axes.invert_yaxis()
+    axes.set_xlabel("time / tropic (numpy) time: above 1, tropic is faster")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
 
 
 def _environment(torch, ndimage, repeat: int) -> str:
@@ -462,6 +554,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="add torch.compile of the broadcast product (compiles ~30 s)",
     )
+    parser.add_argument("--plot", metavar="PNG", help="also write a bar chart of the speed-ups to this file")
 
 
 def run(options: argparse.Namespace) -> int:
@@ -475,12 +568,14 @@ def run(options: argparse.Namespace) -> int:
     rng = np.random.default_rng(0)
     print(_environment(torch, ndimage, options.repeat), flush=True)
     rows = _product_rows(sizes, options.repeat, rng, torch, options.torch_compile)
-    rows += _morphology_rows(sizes, options.repeat, rng, ndimage)
+    rows += _morphology_rows(sizes, options.repeat, rng, ndimage, torch, optional_import("kornia"))
     rows += _conv_rows(sizes, options.repeat, rng, torch)
     rows += _training_rows(sizes, options.repeat, rng, torch)
     print("\n".join(_format_table(rows)))
     print()
     print("\n".join(memory_lines(sizes.memory, rng)))
+    if options.plot:
+        print(f"chart: {plot(rows, options.plot)}")
     return 0
 
 
