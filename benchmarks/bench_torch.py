@@ -65,24 +65,12 @@ class TorchMaxplusLayerTraining(Benchmark):
         self.run()
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
 def _peak_child(implementation: str, queue) -> None:
+    from tropic.bench import extra_peak_rss_mib
+
     run = layer_step(implementation)
-    peaks = []
-    for _ in range(2):  # the first step also loads tropic's backends and the compiled kernels
-        with open("/proc/self/clear_refs", "w") as clear:  # reset the peak (VmHWM) to the current RSS
-            clear.write("5")
-        before = _status_kib("VmRSS")
-        run()
-        peaks.append((_status_kib("VmHWM") - before) / 1024)
-    queue.put(peaks[1])
+    run()  # the first step also loads tropic's backends and the compiled kernels
+    queue.put(extra_peak_rss_mib(run))
 
 
 def extra_peak_rss_mib(implementation: str) -> float:
