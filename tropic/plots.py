@@ -1,4 +1,5 @@
-"""PNG plots for ``tropic train`` and ``tropic reproduce``: learning curves and image grids.
+"""PNG plots for ``tropic train`` and ``tropic reproduce``: learning curves (:func:`line_plot`,
+:func:`line_plots` for side-by-side panels) and image grids (:func:`image_grid`).
 
 matplotlib is optional (``pip install matplotlib``, or the ``plot`` / ``test`` extras). It is imported
 inside each function, with the non-interactive Agg backend, so importing tropic never imports it and
@@ -16,10 +17,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["image_grid", "line_plot"]
+__all__ = ["image_grid", "line_plot", "line_plots"]
 
 
 def _pyplot():
@@ -49,30 +51,52 @@ def line_plot(
     ``bands`` optionally maps a label of ``series`` to a standard deviation per point: a shaded band
     ``y ± std`` is drawn around that line (a mean over seeds, say).
     """
+    panel = {"series": series, "title": "", "xlabel": xlabel, "ylabel": ylabel, "bands": bands}
+    return line_plots([panel], path, title=title)
+
+
+def line_plots(panels: Sequence[Mapping[str, Any]], path: str | Path, *, title: str = "") -> Path:
+    """Several :func:`line_plot` panels side by side in one PNG; returns ``path``.
+
+    Each panel is a mapping with the keys of :func:`line_plot`: ``series`` (required), and optionally
+    ``title``, ``xlabel``, ``ylabel``, ``bands``. ``title`` is the figure's title.
+    """
     plt = _pyplot()
     path = Path(path)
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    if not panels:
+        raise ValueError("line_plots needs at least one panel")
+    figure, grid = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.2), squeeze=False)
     try:
-        for label, values in series.items():
-            x, y = _xy(values)
-            (line,) = axes.plot(x, y, marker="o" if len(y) <= 30 else None, markersize=3, label=label)
-            if bands and label in bands:
-                std = np.asarray(bands[label], dtype=float)
-                if std.shape != y.shape:
-                    raise ValueError(f"bands[{label!r}] has {std.size} values, the series has {y.size}")
-                axes.fill_between(x, y - std, y + std, color=line.get_color(), alpha=0.2, linewidth=0)
-        axes.set_title(title)
-        axes.set_xlabel(xlabel)
-        axes.set_ylabel(ylabel)
-        axes.grid(True, alpha=0.3)
-        if series:
-            axes.legend(fontsize="small")
+        for axes, panel in zip(grid[0], panels, strict=True):
+            _draw(axes, panel["series"], panel.get("bands"))
+            axes.set_title(panel.get("title", ""))
+            axes.set_xlabel(panel.get("xlabel", ""))
+            axes.set_ylabel(panel.get("ylabel", ""))
+        if title:
+            if len(panels) == 1 and not panels[0].get("title"):
+                grid[0, 0].set_title(title)
+            else:
+                figure.suptitle(title)
         figure.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=100)
     finally:
         plt.close(figure)
     return path
+
+
+def _draw(axes: Any, series: Mapping[str, Any], bands: Mapping[str, Sequence[float]] | None) -> None:
+    for label, values in series.items():
+        x, y = _xy(values)
+        (line,) = axes.plot(x, y, marker="o" if len(y) <= 30 else None, markersize=3, label=label)
+        if bands and label in bands:
+            std = np.asarray(bands[label], dtype=float)
+            if std.shape != y.shape:
+                raise ValueError(f"bands[{label!r}] has {std.size} values, the series has {y.size}")
+            axes.fill_between(x, y - std, y + std, color=line.get_color(), alpha=0.2, linewidth=0)
+    axes.grid(True, alpha=0.3)
+    if series:
+        axes.legend(fontsize="small")
 
 
 def image_grid(
