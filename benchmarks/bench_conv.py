@@ -14,6 +14,7 @@ from .common import (
     optional_import,
     random_array,
     require_torch,
+    size,
     torch_unfold_conv2d,
 )
 
@@ -27,7 +28,8 @@ class MaxplusConv2d(Benchmark):
     param_names = ("implementation",)
 
     def setup(self, implementation):
-        x, w = random_array(8, 16, 32, 32, seed=1), random_array(16, 16, 3, 3, seed=2)
+        x = random_array(*size((8, 16, 32, 32), (1, 2, 8, 8)), seed=1)
+        w = random_array(*size((16, 16, 3, 3), (2, 2, 3, 3)), seed=2)
         if implementation == "tropic":
             self.run = lambda: tropic.maxplus_conv2d(x, w)
         elif implementation == "numpy_unfold":

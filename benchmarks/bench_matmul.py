@@ -22,6 +22,7 @@ from .common import (
     require_broadcast_fits,
     require_compiled,
     require_torch,
+    size,
     torch_layer_step,
     torch_naive_maxplus,
     tropic_layer_step,
@@ -31,7 +32,9 @@ from .common import (
 optional_import("torch")
 
 # M x K x N: squares, a dense layer's batch, a thin wide product
-SHAPES = ("64x64x64", "256x256x256", "512x512x512", "4096x784x256", "64x4096x4096")
+SHAPES = size(
+    ("64x64x64", "256x256x256", "512x512x512", "4096x784x256", "64x4096x4096"), ("16x16x16", "40x24x8")
+)
 IMPLEMENTATIONS = (
     "tropic",
     "tropic_numpy_path",
@@ -95,11 +98,11 @@ class MaxplusMatmulMemory(Benchmark):
     tracemalloc sees NumPy's buffers but not PyTorch's allocator, so torch is not measured here.
     """
 
-    params = ((256, 1024), ("tropic", "numpy_loop", "numpy_broadcast"))
+    params = (size((256, 1024), (16, 32)), ("tropic", "numpy_loop", "numpy_broadcast"))
     param_names = ("n", "implementation")
 
     def setup(self, n, implementation):
-        if implementation == "numpy_broadcast" and n > 256:
+        if implementation == "numpy_broadcast" and n > size(256, 16):
             raise NotImplementedError("the broadcast needs 4 GiB at n = 1024; its size is tracked instead")
         self.run = product(implementation, random_array(n, n, seed=1), random_array(n, n, seed=2))
 
@@ -115,7 +118,7 @@ class MaxplusMatmulMemory(Benchmark):
 class BroadcastIntermediate:
     """The size of the (n, n, n) float32 array ``np.max(a[:, :, None] + b[None], 1)`` forms."""
 
-    params = ((256, 512, 1024),)
+    params = (size((256, 512, 1024), (16,)),)
     param_names = ("n",)
 
     def track_broadcast_intermediate_mib(self, n):
@@ -135,8 +138,9 @@ class MaxplusLayerTraining(Benchmark):
     param_names = ("implementation",)
 
     def setup(self, implementation):
-        x, w = random_array(256, 1024, seed=1), random_array(1024, 1024, seed=2)
-        grad = random_array(256, 1024, seed=3)
+        batch, features = size((256, 1024), (8, 16))
+        x, w = random_array(batch, features, seed=1), random_array(features, features, seed=2)
+        grad = random_array(batch, features, seed=3)
         if implementation == "tropic":
             self.run = lambda: tropic_layer_step(x, w, grad)
         else:

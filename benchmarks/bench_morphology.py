@@ -17,6 +17,7 @@ from .common import (
     random_array,
     require_ndimage,
     scipy_batched_grey_dilation,
+    size,
     tropic_or_baseline,
 )
 
@@ -33,7 +34,8 @@ class NonFlatDilation(Benchmark):
     param_names = ("implementation",)
 
     def setup(self, implementation):
-        images, structure = random_array(8, 16, 64, 64, seed=1), random_array(5, 5, seed=2)
+        images = random_array(*size((8, 16, 64, 64), (1, 2, 16, 16)), seed=1)
+        structure = random_array(5, 5, seed=2)
         self.run = tropic_or_baseline(
             implementation,
             lambda: tropic.dilation(images, structure, mode="reflect"),
@@ -54,7 +56,8 @@ class FlatDilation(Benchmark):
     param_names = ("implementation",)
 
     def setup(self, implementation):
-        image, footprint = random_array(1024, 1024, seed=1), np.ones((15, 15), dtype=bool)
+        side = size(1024, 32)
+        image, footprint = random_array(side, side, seed=1), np.ones((15, 15), dtype=bool)
         self.run = tropic_or_baseline(
             implementation,
             lambda: tropic.dilation(image, footprint=footprint, mode="reflect"),

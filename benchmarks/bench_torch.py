@@ -20,20 +20,21 @@ import multiprocessing
 
 import tropic
 
-from .common import Benchmark, optional_import, random_array, require_torch, torch_layer_step
+from .common import (
+    Benchmark,
+    optional_import,
+    random_array,
+    require_torch,
+    size,
+    torch_layer_step,
+    tropic_torch_layer_step,
+)
 
 # Imported once here, so asv's forked benchmark processes do not each import it again.
 optional_import("torch")
 
-BATCH, IN_FEATURES, OUT_FEATURES = 256, 1024, 1024
+BATCH, IN_FEATURES, OUT_FEATURES = size((256, 1024, 1024), (8, 16, 16))
 IMPLEMENTATIONS = ("tropic", "torch_broadcast")
-
-
-def tropic_torch_step(x, w, grad):
-    """Forward and backward of the max-plus layer through tropic's torch ops: (grad_x, grad_w)."""
-    x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
-    tropic.maxplus_matmul(x, w).backward(grad)
-    return x.grad, w.grad
 
 
 def layer_step(implementation: str):
@@ -43,7 +44,7 @@ def layer_step(implementation: str):
     w = torch.from_numpy(random_array(IN_FEATURES, OUT_FEATURES, seed=2))
     grad = torch.from_numpy(random_array(BATCH, OUT_FEATURES, seed=3))
     if implementation == "tropic":
-        return lambda: tropic_torch_step(x, w, grad)
+        return lambda: tropic_torch_layer_step(x, w, grad)
     if implementation == "torch_broadcast":
         return lambda: torch_layer_step(x, w, grad)
     raise NotImplementedError(implementation)

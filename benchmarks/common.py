@@ -7,6 +7,7 @@ report), so that the report and this suite time exactly the same code. asv does 
 from __future__ import annotations
 
 import abc
+import os
 
 import numpy as np
 
@@ -24,7 +25,12 @@ from tropic.bench import (
     torch_naive_maxplus,
     torch_unfold_conv2d,
     tropic_layer_step,
+    tropic_torch_layer_step,
 )
+
+# TROPIC_BENCH_SMOKE=1: tiny sizes, so that CI can check in seconds that the whole suite runs (the
+# timings then mean nothing); the real sizes otherwise.
+SMOKE = os.environ.get("TROPIC_BENCH_SMOKE") == "1"
 
 __all__ = [
     "BROADCAST_LIMIT_BYTES",
@@ -41,12 +47,19 @@ __all__ = [
     "require_ndimage",
     "require_torch",
     "scipy_batched_grey_dilation",
+    "size",
     "torch_layer_step",
     "torch_naive_maxplus",
     "torch_unfold_conv2d",
     "tropic_layer_step",
     "tropic_or_baseline",
+    "tropic_torch_layer_step",
 ]
+
+
+def size(full, smoke):
+    """``full``, or ``smoke`` when the suite runs as a smoke test (``TROPIC_BENCH_SMOKE=1``)."""
+    return smoke if SMOKE else full
 
 
 def random_array(*shape: int, seed: int = 0) -> np.ndarray:

@@ -9,7 +9,11 @@ Tests of the same size share a group, so pytest-benchmark prints tropic next to 
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,3 +164,27 @@ def test_bench_cli_quick_prints_every_comparison(capsys, tmp_path):
     assert peak is not None and float(peak.group(1)) < 64.0, output
     assert re.search(r"np\.max broadcast\s+512\.0 MiB", output), output  # 512^3 x 4 bytes in quick mode
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_asv_suite_runs(tmp_path):
+    """``asv check`` and one quick pass over every benchmark (tiny sizes: ``TROPIC_BENCH_SMOKE=1``) in
+    this environment, with asv's machine file in a temporary home."""
+    asv = shutil.which("asv")
+    if asv is None:
+        if os.environ.get("CI"):
+            pytest.fail("asv is part of the test extra: CI must run the asv suite")
+        pytest.skip("asv is not installed (pip install asv)")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HOME": str(tmp_path), "TROPIC_BENCH_SMOKE": "1"}
+
+    def asv_run(*args: str) -> str:
+        result = subprocess.run([asv, *args], cwd=root, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout + result.stderr
+
+    asv_run("machine", "--yes", "--machine", "ci")
+    assert "No problems found" in asv_run("check", "--python=same")
+    out = asv_run("run", "--python=same", "--quick", "--dry-run", "--machine", "ci", "--show-stderr")
+    finished = re.findall(r"··· (\S+)\s+(ok|failed)$", out, flags=re.M)
+    assert len(finished) >= 20, out
+    assert all(state == "ok" for _, state in finished), [name for name, state in finished if state != "ok"]

@@ -94,6 +94,7 @@ __all__ = [
 ]
 
 # The layers of the binarised (BiSE) and deep-morphological-network families, built on the above.
+from . import dmnn_models  # the papers' architectures: dmnn_models.mpm(...), .hybrid_head(...), ...
 from .binary import (
     LUI,
     BinarizedNeurons,
@@ -118,4 +119,5 @@ __all__ += [
     "SVDActivation",
     "activable_set_regularization",
     "constant_set_regularization",
+    "dmnn_models",
 ]
