@@ -93,9 +93,22 @@ class _TropicalConv2d(Module):
     _combine: Any = None
 
     def __init__(
-        self, in_channels, out_channels, kernel_size, stride, padding, groups, bias, init, p, count,
-        rng, seed, dtype,
-    ) -> None:  # fmt: skip
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        stride: Any = 1,
+        padding: Any = 0,
+        groups: int = 1,
+        bias: bool = False,
+        *,
+        init: str = "dense",
+        p: float | None = None,
+        count: float | None = None,
+        rng: Any = None,
+        seed: int | None = None,
+        dtype: Any = np.float32,
+    ) -> None:
         super().__init__()
         shape = _conv_shape(in_channels, out_channels, kernel_size, groups)
         self.stride, self.padding, self.groups = (
@@ -152,39 +165,6 @@ class MaxPlusConv2d(_TropicalConv2d):
     _op = staticmethod(ad.maxplus_conv2d)
     _combine = staticmethod(ad.maximum)
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: Any,
-        stride: Any = 1,
-        padding: Any = 0,
-        groups: int = 1,
-        bias: bool = False,
-        *,
-        init: str = "dense",
-        p: float | None = None,
-        count: float | None = None,
-        rng: Any = None,
-        seed: int | None = None,
-        dtype: Any = np.float32,
-    ) -> None:
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride,
-            padding,
-            groups,
-            bias,
-            init,
-            p,
-            count,
-            rng,
-            seed,
-            dtype,
-        )
-
 
 class MinPlusConv2d(_TropicalConv2d):
     """Min-plus 2-D convolution layer, the dual of :class:`MaxPlusConv2d` (``min``, ``+inf`` padding,
@@ -197,39 +177,6 @@ class MinPlusConv2d(_TropicalConv2d):
     _zero = np.inf
     _op = staticmethod(ad.minplus_conv2d)
     _combine = staticmethod(ad.minimum)
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: Any,
-        stride: Any = 1,
-        padding: Any = 0,
-        groups: int = 1,
-        bias: bool = False,
-        *,
-        init: str = "dense",
-        p: float | None = None,
-        count: float | None = None,
-        rng: Any = None,
-        seed: int | None = None,
-        dtype: Any = np.float32,
-    ) -> None:
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride,
-            padding,
-            groups,
-            bias,
-            init,
-            p,
-            count,
-            rng,
-            seed,
-            dtype,
-        )
 
 
 class _Morphology2d(Module):

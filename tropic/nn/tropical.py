@@ -36,7 +36,19 @@ def tropical_weight(
 class _TropicalDense(Module):
     _zero = -np.inf
 
-    def __init__(self, in_features, out_features, bias, init, p, count, rng, seed, dtype) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        init: str = "dense",
+        p: float | None = None,
+        count: float | None = None,
+        rng: Any = None,
+        seed: int | None = None,
+        dtype: Any = np.float32,
+    ) -> None:
         super().__init__()
         self.in_features = _positive("in_features", in_features)
         self.out_features = _positive("out_features", out_features)
@@ -95,21 +107,6 @@ class MaxPlus(_TropicalDense):
 
     _zero = -np.inf
 
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        bias: bool = True,
-        *,
-        init: str = "dense",
-        p: float | None = None,
-        count: float | None = None,
-        rng: Any = None,
-        seed: int | None = None,
-        dtype: Any = np.float32,
-    ) -> None:
-        super().__init__(in_features, out_features, bias, init, p, count, rng, seed, dtype)
-
     def forward(self, x: Any) -> ad.Tensor:
         y = ad.maxplus_matmul(x, self.weight.T)
         return y if self.bias is None else ad.maximum(self.bias, y)
@@ -125,21 +122,6 @@ class MinPlus(_TropicalDense):
     """
 
     _zero = np.inf
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        bias: bool = True,
-        *,
-        init: str = "dense",
-        p: float | None = None,
-        count: float | None = None,
-        rng: Any = None,
-        seed: int | None = None,
-        dtype: Any = np.float32,
-    ) -> None:
-        super().__init__(in_features, out_features, bias, init, p, count, rng, seed, dtype)
 
     def forward(self, x: Any) -> ad.Tensor:
         y = ad.minplus_matmul(x, self.weight.T)
