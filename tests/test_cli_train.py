@@ -1,0 +1,246 @@
+"""``tropic train`` in-process: run folders of a few models on both engines, the embedded default's
+accuracy, real-data formats from tiny files, and one-line errors (status 2) for user mistakes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tropic.cli import main
+
+from .test_datasets import idx_bytes, write_cifar, write_mnist
+
+pytest.importorskip("sklearn", reason="scikit-learn (the test extra) provides the digits data")
+pytest.importorskip("matplotlib", reason="the run folder's curves.png needs matplotlib")
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def torch_engine():
+    pytest.importorskip("torch")
+    pytest.importorskip("tropic.torch.nn", reason="tropic.torch (the torch layers) is not available")
+
+
+def train(capsys, *args):
+    status = main(["train", *args])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    return out
+
+
+def check_run(folder, epochs):
+    """The run folder's files parse and agree; the saved model reproduces the test accuracy."""
+    from tropic.cli.train import evaluate
+
+    config = json.loads((folder / "config.json").read_text())
+    assert Path(config["out"]).resolve() == folder.resolve() and config["epochs"] == epochs
+    assert {"tropic_version", "model", "engine", "dataset", "lr", "input_shape"} <= set(config)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert [row["epoch"] for row in metrics["epochs"]] == list(range(1, epochs + 1))
+    with open(folder / "metrics.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == epochs
+    for row, saved in zip(rows, metrics["epochs"], strict=True):
+        assert set(row) == set(saved)
+        assert float(row["test_accuracy"]) == pytest.approx(saved["test_accuracy"], abs=1e-12)
+        assert float(row["samples_per_s"]) > 0
+    assert (folder / "curves.png").read_bytes()[:8] == PNG
+    model_file = folder / ("model.pt" if config["engine"] == "torch" else "model.npz")
+    assert model_file.stat().st_size > 0
+    again = evaluate(folder)
+    for key, value in again.items():
+        assert value == metrics["final"][key], key
+    return config, metrics
+
+
+def test_default_run_reaches_90_percent(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = train(capsys)
+    match = re.search(r"^final test accuracy: (\d\.\d+)$", out, re.MULTILINE)
+    assert match and float(match.group(1)) >= 0.9
+    assert out.rstrip().endswith(match.group(0))
+    assert len(re.findall(r"^epoch +\d+/10 .* samples/s", out, re.MULTILINE)) == 10
+    (folder,) = (tmp_path / "runs").iterdir()
+    assert folder.name.endswith("-sparse-hybrid")
+    config, metrics = check_run(folder, 10)
+    assert (config["model"], config["engine"], config["dataset"]) == ("sparse-hybrid", "autodiff", "digits")
+    assert metrics["final"]["test_accuracy"] == pytest.approx(float(match.group(1)), abs=5e-5)
+
+
+@pytest.mark.parametrize(
+    ("model", "engine", "extra"),
+    [
+        ("relu", "autodiff", ["--optimizer", "sgd", "--lr", "0.05"]),
+        ("maxout", "autodiff", ["--optimizer", "adamw"]),
+        ("rmpm-dropout", "autodiff", ["--blocks", "1"]),
+        ("mpm-svd", "autodiff", ["--blocks", "1"]),
+        ("bise", "autodiff", ["--regularization", "0.01"]),
+        ("sparse-hybrid", "torch", []),
+        ("hybrid-mlp", "torch", ["--blocks", "1"]),
+        ("bise", "torch", []),
+    ],
+)
+def test_one_epoch_run_folder(capsys, tmp_path, model, engine, extra):
+    if engine == "torch":
+        torch_engine()
+    folder = tmp_path / "run"
+    out = train(capsys, "--model", model, "--engine", engine, "--epochs", "1", "--width", "16",
+                "--out", str(folder), *extra)  # fmt: skip
+    assert "epoch 1/1" in out and "final test accuracy" in out
+    config, metrics = check_run(folder, 1)
+    assert (config["model"], config["engine"], config["width"]) == (model, engine, 16)
+    if model == "bise":  # the DenseLUI classifier also reports its binarised accuracy
+        assert 0.0 <= metrics["final"]["binary_test_accuracy"] <= 1.0
+        assert config["threshold"] == 0.5
+
+
+def test_autodiff_model_reloads_and_predicts(capsys, tmp_path):
+    from tropic import datasets
+    from tropic.cli.train import load_run
+
+    folder = tmp_path / "run"
+    train(capsys, "--model", "relu", "--epochs", "2", "--width", "32", "--seed", "3", "--out", str(folder))
+    model, config = load_run(folder)
+    _, _, x_test, y_test = datasets.load("digits", seed=3, flatten=True)
+    accuracy = float(np.mean(np.argmax(model(x_test).numpy(), axis=1) == y_test))
+    assert accuracy == json.loads((folder / "metrics.json").read_text())["final"]["test_accuracy"]
+    assert config["seed"] == 3
+
+
+@pytest.mark.parametrize("engine", ["autodiff", "torch"])
+def test_bise_learns_a_dilation_exactly(capsys, tmp_path, engine):
+    if engine == "torch":
+        torch_engine()
+    folder = tmp_path / "run"
+    train(capsys, "--model", "bise", "--dataset", "diskorect", "--target", "dilation:cross:3", "--engine",
+          engine, "--epochs", "12", "--out", str(folder), "--quiet")  # fmt: skip
+    config, metrics = check_run(folder, 12)
+    final = metrics["final"]
+    assert config["task"] == "segment" and config["batch_size"] == 16  # the segmentation defaults
+    assert final["binary_test_dice_error"] == 0.0 and final["binary_test_accuracy"] == 1.0
+    assert final["bise"] == [
+        {"operation": "dilation", "activated": True, "expected_operation": "dilation", "matches_target": True}
+    ]
+    assert (folder / "structuring_elements.png").read_bytes()[:8] == PNG
+
+
+def test_real_data_formats(capsys, tmp_path):
+    write_mnist(tmp_path / "fashion", n_train=40, n_test=10, gz=True)
+    folder = tmp_path / "run-fashion"
+    train(capsys, "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "fashion"), "--model", "relu",
+          "--epochs", "1", "--width", "8", "--out", str(folder))  # fmt: skip
+    config, _ = check_run(folder, 1)
+    assert config["input_shape"] == [784] and config["classes"] == 10
+    write_cifar(tmp_path / "cifar" / "cifar-10-batches-py", per_batch=6)
+    folder = tmp_path / "run-cifar"
+    train(capsys, "--dataset", "cifar10", "--data-dir", str(tmp_path / "cifar"), "--model", "mpm",
+          "--blocks", "0", "--epochs", "1", "--width", "8", "--out", str(folder), "--quiet")  # fmt: skip
+    config, _ = check_run(folder, 1)
+    assert config["input_shape"] == [3072] and config["data_dir"] == str((tmp_path / "cifar").resolve())
+
+
+def test_config_file_and_command_line_override(capsys, tmp_path):
+    first = tmp_path / "first"
+    options = tmp_path / "options.json"
+    options.write_text(json.dumps({"model": "relu", "epochs": 1, "width": 8, "batch-size": 64}))
+    train(capsys, "--config", str(options), "--width", "12", "--out", str(first), "--quiet")
+    config = json.loads((first / "config.json").read_text())
+    assert (config["model"], config["epochs"], config["width"], config["batch_size"]) == ("relu", 1, 12, 64)
+    # a run's own config.json is a valid --config (its informational keys are ignored)
+    second = tmp_path / "second"
+    train(capsys, "--config", str(first / "config.json"), "--out", str(second), "--quiet")
+    again = json.loads((second / "config.json").read_text())
+    assert {k: v for k, v in again.items() if k != "out"} == {k: v for k, v in config.items() if k != "out"}
+    first_metrics = json.loads((first / "metrics.json").read_text())["final"]
+    assert (
+        json.loads((second / "metrics.json").read_text())["final"]["test_accuracy"]
+        == (first_metrics["test_accuracy"])
+    )
+
+
+def errors(tmp_path):
+    bad_magic = tmp_path / "bad-magic"
+    write_mnist(bad_magic)
+    images = (bad_magic / "train-images-idx3-ubyte").read_bytes()
+    (bad_magic / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x07" + images[4:])
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "x").write_text("")
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "unknown.json").write_text('{"epochz": 3}')
+    (tmp_path / "wrong-type.json").write_text('{"epochs": "3"}')
+    (tmp_path / "list.json").write_text("[1]")
+    labels = tmp_path / "labels"
+    write_mnist(labels)
+    (labels / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.array([0, 1, 11])))
+    return [
+        (["--model", "resnet"], "invalid choice: 'resnet'"),
+        (["--engine", "jax"], "invalid choice: 'jax'"),
+        (["--epochs", "-1"], "--epochs must be at least 1, got -1"),
+        (["--epochs", "x"], "invalid int value"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--lr", "0"], "--lr must be a positive number"),
+        (["--lr", "nan"], "--lr must be a positive number"),
+        (["--width", "0"], "--width must be at least 1"),
+        (["--seed", "-2"], "--seed must be non-negative"),
+        (["--test-fraction", "1.5"], "--test-fraction must be in (0, 1)"),
+        (["--dataset", "mnist"], "--dataset mnist is read from local files: give --data-dir"),
+        (["--dataset", "cifar10", "--data-dir", str(tmp_path / "empty")], "cifar10: "),
+        (["--dataset", "mnist", "--data-dir", str(tmp_path / "empty")], "none of"),
+        (["--dataset", "mnist", "--data-dir", str(tmp_path / "nowhere")], "does not exist"),
+        (["--dataset", "mnist", "--data-dir", str(bad_magic)], "bad IDX magic number 0x00000807"),
+        (["--dataset", "mnist", "--data-dir", str(labels)], "label 11 outside 0..9"),
+        (["--dataset", "diskorect"], "only --model bise learns it, not sparse-hybrid"),
+        (["--model", "bise", "--dataset", "diskorect", "--target", "thinning"], "--target: target must be"),
+        (["--model", "bise", "--dataset", "diskorect", "--target", "erosion:disk:4"], "odd positive int"),
+        (["--config", str(tmp_path / "missing.json")], "does not exist"),
+        (["--config", str(tmp_path / "bad.json")], "not valid JSON"),
+        (["--config", str(tmp_path / "unknown.json")], "unknown key(s) epochz"),
+        (["--config", str(tmp_path / "wrong-type.json")], "--epochs has the wrong type: '3'"),
+        (["--config", str(tmp_path / "list.json")], "expected a JSON object"),
+        (["--out", str(tmp_path / "used")], "exists and is not empty"),
+    ]
+
+
+def test_user_mistakes_give_one_line_and_status_2(capsys, tmp_path):
+    for args, message in errors(tmp_path):
+        assert main(["train", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("tropic: error: ") and message in err, (args, err)
+        assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_torch_engine_without_tropic_torch(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tropic.torch", None)  # import tropic.torch now fails
+    assert main(["train", "--engine", "torch", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "--engine torch needs PyTorch and tropic.torch" in err and err.count("\n") == 1
+
+
+def test_torch_engine_without_the_layer(capsys, tmp_path, monkeypatch):
+    torch_engine()
+    import tropic.nn as nn
+    from tropic.torch.nn import _mirror
+
+    monkeypatch.delitem(_mirror._CONVERTERS, nn.MaxPlus)
+    assert main(["train", "--engine", "torch", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "--engine torch: no torch equivalent of tropic.nn.MaxPlus" in err and err.count("\n") == 1
+
+
+def test_image_grid_png(tmp_path):
+    from tropic.plots import image_grid
+
+    images = [np.eye(5), np.where(np.eye(3) > 0, 0.0, -np.inf), np.ones((1, 1, 3, 3))]
+    path = image_grid(images, tmp_path / "g.png", titles=["a", "b", "c"], title="elements")
+    assert path.read_bytes()[:8] == PNG
+    with pytest.raises(ValueError, match="2 titles for 3 images"):
+        image_grid(images, tmp_path / "h.png", titles=["a", "b"])
+    with pytest.raises(ValueError, match="must be 2-d"):
+        image_grid([np.ones((2, 3, 3))], tmp_path / "h.png")

@@ -1,0 +1,628 @@
+"""``tropic train``: train one model on one data set and write a run folder.
+
+With no arguments it trains the sparse hybrid head (Linear -> BatchNorm -> sparse max-plus ->
+Linear) on scikit-learn's digits with :mod:`tropic.autodiff` (no download, seconds on a laptop CPU).
+
+Options come from three places, later ones winning: the built-in defaults (global, then the model's
+own, see :mod:`tropic.cli.train_models`), a JSON file (``--config FILE``, the same keys as the
+options with ``_`` for ``-``: a run's ``config.json`` works as is), then the command line.
+
+The run folder (``--out``, default ``runs/<timestamp>-<model>``) receives
+
+- ``config.json``: the full resolved config, with the tropic version and the data's shape;
+- ``metrics.json`` and ``metrics.csv``: one row per epoch (loss, train/test accuracy, samples/s);
+- ``model.npz`` (autodiff engine, :meth:`tropic.nn.Module.save`) or ``model.pt`` (torch engine, the
+  ``state_dict``);
+- ``curves.png``: loss and accuracy per epoch (and ``structuring_elements.png`` for a BiSE network
+  learning a morphological operation).
+
+:func:`load_run` rebuilds the trained model from a run folder; :func:`evaluate` recomputes its test
+metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import CommandError
+from .train_models import MODELS
+
+HELP = "train a model (tropical, morphological or baseline) and write a run folder"
+
+ENGINES = ("autodiff", "torch")
+OPTIMIZERS = ("adam", "sgd", "adamw")
+
+DEFAULTS: dict[str, Any] = {
+    "model": "sparse-hybrid",
+    "engine": "autodiff",
+    "dataset": "digits",
+    "data_dir": None,
+    "epochs": 10,
+    "batch_size": 32,
+    "lr": 3e-3,
+    "optimizer": "adam",
+    "width": 128,
+    "blocks": 4,
+    "seed": 0,
+    "out": None,
+    "quiet": False,
+    "device": "cpu",
+    "target": "dilation:disk:7",
+    "regularization": 0.0,
+    "threshold": 0.5,
+    "test_fraction": 0.25,
+}
+# BiSE networks learning a diskorect target: small batches, more epochs (about 240 Adam steps).
+SEGMENT_DEFAULTS = {"batch_size": 16, "epochs": 20, "lr": 0.05}
+
+# Keys a run's config.json holds besides the options; --config ignores them.
+_INFORMATIONAL = ("tropic_version", "versions", "task", "input_shape", "classes")
+
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "model": str,
+    "engine": str,
+    "dataset": str,
+    "data_dir": (str, type(None)),
+    "epochs": int,
+    "batch_size": int,
+    "lr": (int, float),
+    "optimizer": str,
+    "width": int,
+    "blocks": int,
+    "seed": int,
+    "out": (str, type(None)),
+    "quiet": bool,
+    "device": str,
+    "target": str,
+    "regularization": (int, float),
+    "threshold": (int, float),
+    "test_fraction": (int, float),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from tropic.datasets import DATASETS
+
+    s = argparse.SUPPRESS  # only the options given appear in the namespace: the config file fills the rest
+    d = DEFAULTS
+    add = parser.add_argument
+    add("--model", choices=list(MODELS), default=s, help=f"architecture (default {d['model']})")
+    add("--engine", choices=ENGINES, default=s, help="tropic.autodiff or torch (tropic.torch.nn)")
+    add("--dataset", choices=DATASETS, default=s, help=f"default {d['dataset']}")
+    add("--data-dir", default=s, metavar="FOLDER", help="folder of the mnist / fashion-mnist / cifar10 files")
+    add("--epochs", type=int, default=s, help=f"default {d['epochs']}")
+    add("--batch-size", type=int, default=s, help=f"default {d['batch_size']} (64 for the DMNN models)")
+    add("--lr", type=float, default=s, help=f"learning rate (default {d['lr']}; the model's own otherwise)")
+    add("--optimizer", choices=OPTIMIZERS, default=s, help="default adam (sgd: momentum 0.9)")
+    add("--width", type=int, default=s, help="hidden width (default: the model's, 128 for the heads)")
+    add("--blocks", type=int, default=s, help=f"hidden blocks of the DMNN models (default {d['blocks']})")
+    add("--seed", type=int, default=s, help="initialisation, data order and split (default 0)")
+    add("--out", default=s, metavar="FOLDER", help="run folder (default runs/<timestamp>-<model>)")
+    add("--config", default=s, metavar="FILE", help="JSON file of options (the command line overrides it)")
+    add("--quiet", action="store_true", default=s, help="print only the final line")
+    add("--device", default=s, help="torch engine: device (default cpu)")
+    add("--target", default=s, help="diskorect: OPERATION[:SHAPE[:SIZE]] (default dilation:disk:7)")
+    add("--regularization", type=float, default=s, help="bise: weight of the binarisation regulariser")
+    add("--threshold", type=float, default=s, help="bise classifier: binarisation threshold of inputs")
+    add("--test-fraction", type=float, default=s, help="digits / diskorect: held-out share (default 0.25)")
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+def resolve_config(given: dict[str, Any], file: str | None = None) -> dict[str, Any]:
+    """Defaults <- the model's defaults <- ``file`` (JSON) <- ``given`` (the command line); checked."""
+    from_file = _read_config(file) if file is not None else {}
+    chosen = {**from_file, **given}
+    model = chosen.get("model", DEFAULTS["model"])
+    if model not in MODELS:
+        raise CommandError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    config = {**DEFAULTS, **MODELS[model].defaults}
+    if model == "bise" and chosen.get("dataset", DEFAULTS["dataset"]) == "diskorect":
+        config.update(SEGMENT_DEFAULTS)
+    config.update(chosen)
+    _check(config)
+    return config
+
+
+def _read_config(file: str) -> dict[str, Any]:
+    path = Path(file)
+    try:
+        values = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CommandError(f"config file {file} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CommandError(f"config file {file}: not valid JSON ({exc})") from None
+    if not isinstance(values, dict):
+        raise CommandError(f"config file {file}: expected a JSON object, got {type(values).__name__}")
+    values = {key.replace("-", "_"): value for key, value in values.items()}
+    unknown = sorted(set(values) - set(DEFAULTS) - set(_INFORMATIONAL))
+    if unknown:
+        raise CommandError(f"config file {file}: unknown key(s) {', '.join(unknown)}")
+    return {k: v for k, v in values.items() if k in DEFAULTS}
+
+
+def _check(config: dict[str, Any]) -> None:
+    from tropic.datasets import DATASETS
+
+    for key, expected in _TYPES.items():
+        value = config[key]
+        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
+            raise CommandError(f"{_flag(key)} has the wrong type: {value!r}")
+    for key, choices in (("engine", ENGINES), ("optimizer", OPTIMIZERS), ("dataset", DATASETS)):
+        if config[key] not in choices:
+            raise CommandError(f"{_flag(key)} must be one of {', '.join(choices)}, got {config[key]!r}")
+    for key in ("epochs", "batch_size", "width", "blocks"):
+        low = 0 if key == "blocks" else 1
+        if config[key] < low:
+            raise CommandError(f"{_flag(key)} must be at least {low}, got {config[key]}")
+    if config["seed"] < 0:
+        raise CommandError(f"--seed must be non-negative, got {config['seed']}")
+    if not (math.isfinite(config["lr"]) and config["lr"] > 0):
+        raise CommandError(f"--lr must be a positive number, got {config['lr']}")
+    if not (math.isfinite(config["regularization"]) and config["regularization"] >= 0):
+        raise CommandError(f"--regularization must be non-negative, got {config['regularization']}")
+    if not 0 < config["test_fraction"] < 1:
+        raise CommandError(f"--test-fraction must be in (0, 1), got {config['test_fraction']}")
+    if config["model"] == "bise" and config["dataset"] == "diskorect":
+        from tropic.datasets import _parse_target
+
+        try:
+            _parse_target(config["target"])
+        except ValueError as exc:
+            raise CommandError(f"--target: {exc}") from None
+    elif config["dataset"] == "diskorect":
+        raise CommandError(
+            f"diskorect is a segmentation task (learn a morphological operation): only --model bise "
+            f"learns it, not {config['model']}"
+        )
+    if config["dataset"] in ("mnist", "fashion-mnist", "cifar10") and not config["data_dir"]:
+        raise CommandError(
+            f"--dataset {config['dataset']} is read from local files: give --data-dir FOLDER "
+            f"(nothing is downloaded)"
+        )
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+
+def _load_data(config: dict[str, Any]) -> tuple[np.ndarray, ...]:
+    from tropic import datasets
+
+    segment = config["dataset"] == "diskorect"
+    try:
+        x_train, y_train, x_test, y_test = datasets.load(
+            config["dataset"],
+            config["data_dir"],
+            seed=config["seed"],
+            test_fraction=config["test_fraction"],
+            flatten=not segment,
+            target=config["target"],
+        )
+    except ImportError:
+        raise CommandError(
+            f"--dataset {config['dataset']} needs scikit-learn: pip install scikit-learn"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise CommandError(str(exc).replace("\n", " ")) from None
+    if config["model"] == "bise" and not segment:  # the BiSE classifier reads one binary level set
+        threshold = np.float32(config["threshold"])
+        x_train, x_test = ((x >= threshold).astype(np.float32) for x in (x_train, x_test))
+    return x_train, y_train, x_test, y_test
+
+
+# -- engines: the same training loop over tropic.autodiff or torch -------------------------------
+
+
+class _Autodiff:
+    """Training step, prediction and saving with :mod:`tropic.nn`."""
+
+    file = "model.npz"
+
+    def __init__(self, model: Any, config: dict[str, Any], segment: bool) -> None:
+        import tropic.nn as nn
+
+        self.nn, self.model, self.segment = nn, model, segment
+        self.regularization = config["regularization"] if config["model"] == "bise" else 0.0
+        params, lr = list(model.parameters()), config["lr"]
+        self.optimizer = {
+            "adam": lambda: nn.Adam(params, lr=lr),
+            "sgd": lambda: nn.SGD(params, lr=lr, momentum=0.9),
+            "adamw": lambda: nn.AdamW(params, lr=lr),
+        }[config["optimizer"]]()
+
+    def step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, np.ndarray]:
+        nn = self.nn
+        self.model.train()
+        out = self.model(xb)
+        loss = nn.binary_cross_entropy(out, yb) if self.segment else nn.cross_entropy(out, yb)
+        if self.regularization:
+            loss = loss + self.regularization * nn.constant_set_regularization(self.model)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.item()), out.numpy()
+
+    def predict(self, x: np.ndarray, binary: bool = False) -> np.ndarray:
+        import tropic.autodiff as ad
+
+        self.model.eval()
+        self.model.binary(binary)
+        try:
+            with ad.no_grad():
+                return np.concatenate([self.model(x[i : i + 1024]).numpy() for i in range(0, len(x), 1024)])
+        finally:
+            self.model.binary(False)
+
+    def tropic_model(self) -> Any:
+        return self.model
+
+    def save(self, folder: Path) -> Path:
+        self.model.save(folder / self.file)
+        return folder / self.file
+
+
+class _Torch:
+    """The same with torch: the tropic model converted by ``tropic.torch.nn.from_tropic`` and a
+    ``torch.optim`` optimiser."""
+
+    file = "model.pt"
+
+    def __init__(self, model: Any, config: dict[str, Any], segment: bool) -> None:
+        torch, tnn = _torch_modules()
+        self.torch, self.tnn, self.base, self.segment = torch, tnn, model, segment
+        try:
+            self.device = torch.device(config["device"])
+            self.model = tnn.from_tropic(model, device=self.device)
+        except NotImplementedError as exc:
+            raise CommandError(f"--engine torch: {exc} (use --engine autodiff)") from None
+        except (RuntimeError, ValueError) as exc:
+            raise CommandError(f"--engine torch: {str(exc).splitlines()[0]}") from None
+        torch.manual_seed(config["seed"])
+        self.regularization = config["regularization"] if config["model"] == "bise" else 0.0
+        params, lr = self.model.parameters(), config["lr"]
+        self.optimizer = {
+            "adam": lambda: torch.optim.Adam(params, lr=lr),
+            "sgd": lambda: torch.optim.SGD(params, lr=lr, momentum=0.9),
+            "adamw": lambda: torch.optim.AdamW(params, lr=lr),
+        }[config["optimizer"]]()
+
+    def _tensor(self, x: np.ndarray) -> Any:
+        return self.torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+
+    def step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, np.ndarray]:
+        functional = self.torch.nn.functional
+        self.model.train()
+        out = self.model(self._tensor(xb))
+        yb = self._tensor(yb)
+        loss = functional.binary_cross_entropy(out, yb) if self.segment else functional.cross_entropy(out, yb)
+        if self.regularization:
+            loss = loss + self.regularization * self.tnn.constant_set_regularization(self.model)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.item()), out.detach().cpu().numpy()
+
+    def predict(self, x: np.ndarray, binary: bool = False) -> np.ndarray:
+        self.model.eval()
+        self.tnn.set_binary(self.model, binary)
+        try:
+            with self.torch.no_grad():
+                parts = [
+                    self.model(self._tensor(x[i : i + 1024])).cpu().numpy() for i in range(0, len(x), 1024)
+                ]
+        finally:
+            self.tnn.set_binary(self.model, False)
+        return np.concatenate(parts)
+
+    def tropic_model(self) -> Any:
+        """The tropic model with the trained weights (for reading structuring elements)."""
+        self.base.load_state_dict(self.tnn.tropic_state_dict(self.model))
+        return self.base
+
+    def save(self, folder: Path) -> Path:
+        self.torch.save(self.model.state_dict(), folder / self.file)
+        return folder / self.file
+
+
+def _torch_modules() -> tuple[Any, Any]:
+    try:
+        import torch
+
+        from tropic.torch import nn as tnn
+    except ImportError as exc:
+        raise CommandError(
+            f"--engine torch needs PyTorch and tropic.torch ({exc}); use --engine autodiff"
+        ) from None
+    return torch, tnn
+
+
+# -- metrics -------------------------------------------------------------------------------------
+
+
+def _accuracy(out: np.ndarray, y: np.ndarray, segment: bool) -> float:
+    if segment:
+        return float(np.mean((out >= 0.5) == (y >= 0.5)))
+    return float(np.mean(np.argmax(out, axis=1) == y))
+
+
+def _dice_error(pred: np.ndarray, target: np.ndarray) -> float:
+    pred, target = pred >= 0.5, target >= 0.5
+    total = pred.sum() + target.sum()
+    return float(1.0 - 2.0 * (pred & target).sum() / total) if total else 0.0
+
+
+def _test_metrics(engine: Any, x: np.ndarray, y: np.ndarray, config: dict[str, Any], segment: bool) -> dict:
+    metrics = {"test_accuracy": _accuracy(engine.predict(x), y, segment)}
+    if config["model"] == "bise":
+        binary = engine.predict(x, binary=True)
+        metrics["binary_test_accuracy"] = _accuracy(binary, y, segment)
+        if segment:
+            metrics["binary_test_dice_error"] = _dice_error(binary, y)
+    return metrics
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+def run(options: argparse.Namespace) -> int:
+    given = {k: v for k, v in vars(options).items() if k in DEFAULTS}
+    config = resolve_config(given, getattr(options, "config", None))
+    result = train(config)
+    print(f"final test accuracy: {result['final']['test_accuracy']:.4f}")
+    return 0
+
+
+def train(config: dict[str, Any]) -> dict[str, Any]:
+    """Train with a resolved config (see :func:`resolve_config`); write the run folder; return the
+    metrics (``{"epochs": [row, ...], "final": {...}, "run": folder}``)."""
+    import tropic
+
+    quiet = config["quiet"]
+    segment = config["dataset"] == "diskorect"
+    x_train, y_train, x_test, y_test = _load_data(config)
+    classes = 0 if segment else int(max(y_train.max(), y_test.max())) + 1
+    n_in = x_train.shape[1]
+    spec = MODELS[config["model"]]
+    try:
+        model = spec.build(config, n_in, classes)
+    except ValueError as exc:
+        raise CommandError(f"--model {config['model']}: {exc}") from None
+    engine = (_Torch if config["engine"] == "torch" else _Autodiff)(model, config, segment)
+    folder = _run_folder(config)
+    config = {
+        **config,
+        "out": str(folder),
+        "data_dir": str(Path(config["data_dir"]).resolve()) if config["data_dir"] else None,
+        "tropic_version": tropic.__version__,
+        "versions": _versions(config["engine"]),
+        "task": "segment" if segment else "classify",
+        "input_shape": list(x_train.shape[1:]),
+        "classes": classes,
+    }
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if not quiet:
+        print(
+            f"{config['model']} on {config['dataset']} ({len(x_train)} train / {len(x_test)} test, "
+            f"{x_train.shape[1:]} inputs) with {config['engine']}, {_count(model)} parameters -> {folder}"
+        )
+
+    rng = np.random.default_rng(config["seed"])
+    rows: list[dict[str, Any]] = []
+    bar = sys.stdout.isatty() and not quiet
+    from tropic.nn.data import batches
+
+    for epoch in range(1, config["epochs"] + 1):
+        start = time.perf_counter()
+        losses, correct_weight, seen = [], 0.0, 0
+        n_batches = math.ceil(len(x_train) / config["batch_size"])
+        last_draw = 0.0
+        for i, (xb, yb) in enumerate(batches(x_train, y_train, config["batch_size"], rng=rng), 1):
+            loss, out = engine.step(xb, yb)
+            if not math.isfinite(loss):
+                raise CommandError(f"the loss became {loss} at epoch {epoch}: lower --lr")
+            losses.append(loss * len(xb))
+            correct_weight += _accuracy(out, yb, segment) * len(xb)
+            seen += len(xb)
+            if bar and (time.perf_counter() - last_draw > 0.1 or i == n_batches):
+                last_draw = time.perf_counter()
+                done = int(24 * i / n_batches)
+                print(
+                    f"\repoch {epoch} [{'#' * done}{'.' * (24 - done)}] {i}/{n_batches} loss {loss:.4f}",
+                    end="",
+                )
+        train_seconds = time.perf_counter() - start
+        row = {
+            "epoch": epoch,
+            "loss": sum(losses) / seen,
+            "train_accuracy": correct_weight / seen,
+            **_test_metrics(engine, x_test, y_test, config, segment),
+            "samples_per_s": seen / train_seconds,
+            "seconds": time.perf_counter() - start,
+        }
+        rows.append(row)
+        if bar:
+            print("\r" + " " * 60 + "\r", end="")
+        if not quiet:
+            print(_epoch_line(row, config["epochs"]), flush=True)
+
+    final = {k: v for k, v in rows[-1].items() if k not in ("epoch", "samples_per_s", "seconds")}
+    final["train_seconds"] = sum(r["seconds"] for r in rows)
+    if config["model"] == "bise":
+        final["bise"] = _bise_report(engine.tropic_model(), config, segment)
+    engine.save(folder)
+    metrics = {"epochs": rows, "final": final}
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    with open(folder / "metrics.csv", "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    _plots(folder, rows, config, engine, segment)
+    if not quiet:
+        if "binary_test_accuracy" in final:
+            print(f"binarised network: test accuracy {final['binary_test_accuracy']:.4f}")
+        print(f"run folder: {folder}")
+    return {**metrics, "run": folder}
+
+
+def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+    width = len(str(epochs))
+    line = (
+        f"epoch {row['epoch']:{width}d}/{epochs}  loss {row['loss']:.4f}"
+        f"  train acc {row['train_accuracy']:.4f}  test acc {row['test_accuracy']:.4f}"
+    )
+    if "binary_test_accuracy" in row:
+        line += f"  binarised {row['binary_test_accuracy']:.4f}"
+    return line + f"  {row['samples_per_s']:,.0f} samples/s  ({row['seconds']:.1f} s)"
+
+
+def _run_folder(config: dict[str, Any]) -> Path:
+    if config["out"]:
+        folder = Path(config["out"])
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise CommandError(f"run folder {folder} exists and is not empty: choose another --out")
+    else:
+        stem = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{config['model']}"
+        folder, n = stem, 1
+        while folder.exists():
+            n += 1
+            folder = stem.with_name(f"{stem.name}-{n}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"cannot create the run folder {folder}: {exc.strerror or exc}") from None
+    return folder
+
+
+def _versions(engine: str) -> dict[str, str]:
+    versions = {"python": sys.version.split()[0], "numpy": np.__version__}
+    if engine == "torch":
+        import torch
+
+        versions["torch"] = torch.__version__
+    return versions
+
+
+def _count(model: Any) -> int:
+    return int(sum(int(np.isfinite(np.asarray(p.numpy())).sum()) for p in model.parameters()))
+
+
+def _bise_report(model: Any, config: dict[str, Any], segment: bool) -> list[dict[str, Any]] | dict:
+    """What each binarisable layer became: the operation, whether it is exact (activated) and, on
+    diskorect, whether the structuring element is the target's."""
+    import tropic.nn as nn
+    from tropic.datasets import _parse_target, structuring_element
+
+    if not segment:
+        layer = model[0]
+        read = layer.binarized()
+        return {"activated_neurons": int(read.activated.sum()), "neurons": len(read.activated)}
+    operation, shape, size = _parse_target(config["target"])
+    expected = {"dilation": ["dilation"], "erosion": ["erosion"], "opening": ["erosion", "dilation"]}
+    expected_ops = expected.get(operation, ["dilation", "erosion"])
+    se = structuring_element(shape, size)
+    report = []
+    for layer, wanted in zip([m for m in model if isinstance(m, nn.BiSE)], expected_ops, strict=True):
+        read = layer.binarized()
+        learned = read.structuring_elements[0, 0]
+        report.append(
+            {
+                "operation": read.operations[0],
+                "activated": bool(read.activated[0]),
+                "expected_operation": wanted,
+                "matches_target": bool(read.operations[0] == wanted and np.array_equal(learned, se)),
+            }
+        )
+    return report
+
+
+def _plots(
+    folder: Path, rows: list[dict[str, Any]], config: dict[str, Any], engine: Any, segment: bool
+) -> None:
+    try:
+        from tropic.plots import image_grid, line_plots
+    except ImportError:  # pragma: no cover - plots.py itself imports nothing optional
+        return
+    epochs = [r["epoch"] for r in rows]
+    accuracy = {
+        "train": (epochs, [r["train_accuracy"] for r in rows]),
+        "test": (epochs, [r["test_accuracy"] for r in rows]),
+    }
+    if "binary_test_accuracy" in rows[0]:
+        accuracy["test, binarised"] = (epochs, [r["binary_test_accuracy"] for r in rows])
+    kind = "pixel accuracy" if segment else "accuracy"
+    panels = [
+        {"series": {"train": (epochs, [r["loss"] for r in rows])}, "title": "loss", "xlabel": "epoch"},
+        {"series": accuracy, "title": kind, "xlabel": "epoch", "ylabel": kind},
+    ]
+    title = f"{config['model']} on {config['dataset']} ({config['engine']})"
+    try:
+        line_plots(panels, folder / "curves.png", title=title)
+        if segment:
+            from tropic.datasets import _parse_target, structuring_element
+
+            _, shape, size = _parse_target(config["target"])
+            model = engine.tropic_model()
+            weights = [layer.weight.numpy()[0, 0] for layer in model]
+            read = [layer.binarized() for layer in model]
+            images = [structuring_element(shape, size).astype(float), *weights]
+            images += [r.structuring_elements[0, 0].astype(float) for r in read]
+            titles = [f"target {config['target']}"] + [f"W{i + 1}" for i in range(len(weights))]
+            titles += [f"S{i + 1} ({r.operations[0]})" for i, r in enumerate(read)]
+            image_grid(
+                images, folder / "structuring_elements.png", titles=titles, title=title, columns=len(images)
+            )
+    except ImportError as exc:
+        print(f"tropic: no plots ({exc})", file=sys.stderr)
+
+
+# -- reading a run back --------------------------------------------------------------------------
+
+
+def load_run(folder: str | Path) -> tuple[Any, dict[str, Any]]:
+    """The trained model of a run folder and its config: a :mod:`tropic.nn` model (autodiff runs) or
+    a torch module (torch runs), in evaluation mode."""
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CommandError(f"{folder} is not a run folder ({exc})") from None
+    shape = config["input_shape"]
+    n_in = shape[0] if config["task"] == "segment" else int(np.prod(shape))
+    model = MODELS[config["model"]].build(config, n_in, config["classes"])
+    if config["engine"] == "torch":
+        torch, tnn = _torch_modules()
+        model = tnn.from_tropic(model, device=torch.device(config["device"]))
+        model.load_state_dict(torch.load(folder / _Torch.file, map_location=config["device"]))
+    else:
+        model.load(folder / _Autodiff.file)
+    model.eval()
+    return model, config
+
+
+def evaluate(folder: str | Path) -> dict[str, float]:
+    """Reload a run's model and data and recompute its test metrics (as in ``metrics.json``)."""
+    model, config = load_run(folder)
+    segment = config["task"] == "segment"
+    _, _, x_test, y_test = _load_data(config)
+    engine = (_Torch if config["engine"] == "torch" else _Autodiff).__new__(
+        _Torch if config["engine"] == "torch" else _Autodiff
+    )
+    engine.model, engine.segment = model, segment
+    if config["engine"] == "torch":
+        engine.torch, engine.tnn = _torch_modules()
+        engine.device = engine.torch.device(config["device"])
+    return _test_metrics(engine, x_test, y_test, config, segment)

@@ -1,0 +1,123 @@
+"""The models of ``tropic train``: name -> a :mod:`tropic.nn` model built from the run's config.
+
+Every model is built with :mod:`tropic.nn` (the torch engine converts it with
+``tropic.torch.nn.from_tropic``, so both engines start from the same weights for the same seed).
+
+Classifiers take flattened images (``C * H * W`` features) and return logits:
+
+=================  ================================================================================
+``relu``           ReLU head of the sparse-hybrid paper: Linear(no bias) -> BatchNorm -> ReLU -> Linear
+``maxout``         Maxout head (2 pieces): Linear(no bias) -> BatchNorm -> group max -> Linear
+``dense-maxplus``  hybrid head with a dense max-plus layer (W ~ N(0, 1) everywhere)
+``sparse-hybrid``  hybrid head with the sparse max-plus layer ("Sparse-Morph", about 2 inputs/neuron)
+``mlp``            ReLU MLP of the DMNN paper (``blocks`` hidden blocks)
+``maxout-mlp``     Maxout MLP of the DMNN paper
+``mp``, ``act-mp``, ``dep``, ``act-dep``, ``mpm``, ``rmpm``, ``mpm-svd``, ``hybrid-mlp``
+                   the DMNN paper's networks (:mod:`tropic.nn.dmnn_models`)
+``rmpm-dropout``   ``rmpm`` with weight dropout p = 0.3 (the paper's best)
+``bise``           a BiSE network (Aouad & Talbot), see below
+=================  ================================================================================
+
+The heads sit directly on the pixels (the papers put them on a CNN backbone's features).
+
+``bise``: on ``diskorect`` (a segmentation task: learn a morphological operation) one BiSE for a
+dilation or an erosion, two chained BiSEs for an opening or a closing, each with the target's
+structuring-element size as its kernel, trained with binary cross-entropy (the paper's claims 1, 2).
+On a classification set, the paper's MNIST classifier: inputs thresholded at ``threshold`` (one
+binary level set), ``DenseLUI(in -> width)`` (binarisable), then a real-valued
+``DenseLUI(width -> classes)`` whose scores are the logits (claim 3). Both add
+``regularization * constant_set_regularization(model)`` to the loss when ``regularization > 0``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+CLASSIFY, SEGMENT = "classify", "segment"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A ``tropic train`` model: how to build it and the defaults it overrides."""
+
+    name: str
+    build: Callable[[dict[str, Any], int, int], Any]  # (config, in_features, classes) -> tropic.nn model
+    help: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+    uses_blocks: bool = False
+
+
+def _head(kind: str) -> Callable[[dict[str, Any], int, int], Any]:
+    def build(config: dict[str, Any], n_in: int, classes: int) -> Any:
+        from tropic.nn import dmnn_models as m
+
+        seed, width = config["seed"], config["width"]
+        if kind == "relu":
+            return m.relu_head(n_in, width, classes, seed=seed)
+        if kind == "maxout":
+            return m.maxout_head(n_in, width, classes, pieces=2, seed=seed)
+        return m.hybrid_head(n_in, width, classes, init=kind, seed=seed)
+
+    return build
+
+
+def _dmnn(function: str, **extra: Any) -> Callable[[dict[str, Any], int, int], Any]:
+    def build(config: dict[str, Any], n_in: int, classes: int) -> Any:
+        from tropic.nn import dmnn_models as m
+
+        return getattr(m, function)(
+            n_in, config["width"], classes, blocks=config["blocks"], seed=config["seed"], **extra
+        )
+
+    return build
+
+
+def _bise(config: dict[str, Any], n_in: int, classes: int) -> Any:
+    import tropic.nn as nn
+    from tropic.datasets import _parse_target
+
+    gen = np.random.default_rng(config["seed"])
+    if classes == 0:  # segmentation: n_in is the image's channel count
+        operation, _, size = _parse_target(config["target"])
+        layers = 2 if operation in ("opening", "closing") else 1
+        return nn.Sequential(*(nn.BiSE(n_in, n_in, size, rng=gen) for _ in range(layers)))
+    return nn.Sequential(
+        nn.DenseLUI(n_in, config["width"], init="sparse", rng=gen),
+        nn.DenseLUI(config["width"], classes, real_valued=True, rng=gen),
+    )
+
+
+_DMNN = {"lr": 1e-3, "width": 256, "batch_size": 64}  # the DMNN paper's Adam 1e-3, batch 64, width 256
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in [
+        ModelSpec("relu", _head("relu"), "ReLU head (sparse-hybrid paper baseline)"),
+        ModelSpec("maxout", _head("maxout"), "maxout head, 2 pieces"),
+        ModelSpec("dense-maxplus", _head("dense"), "hybrid head, dense max-plus layer"),
+        ModelSpec("sparse-hybrid", _head("sparse"), "hybrid head, sparse max-plus layer (Sparse-Morph)"),
+        ModelSpec("mlp", _dmnn("mlp"), "ReLU MLP (DMNN paper baseline)", _DMNN, True),
+        ModelSpec("maxout-mlp", _dmnn("maxout_mlp"), "maxout MLP (DMNN paper baseline)", _DMNN, True),
+        ModelSpec("mp", _dmnn("mp"), "pure max-plus stack (does not train)", _DMNN, True),
+        ModelSpec("act-mp", _dmnn("act_mp"), "max-plus + diagonal activations", _DMNN, True),
+        ModelSpec("dep", _dmnn("dep"), "dilation-erosion perceptrons", _DMNN, True),
+        ModelSpec("act-dep", _dmnn("act_dep"), "DEP + diagonal activations", _DMNN, True),
+        ModelSpec("mpm", _dmnn("mpm"), "max-plus-min layers + diagonal activations", _DMNN, True),
+        ModelSpec("rmpm", _dmnn("rmpm"), "residual MPM", _DMNN, True),
+        ModelSpec(
+            "rmpm-dropout", _dmnn("rmpm", weight_dropout=0.3), "residual MPM, weight dropout 0.3", _DMNN, True
+        ),
+        ModelSpec("mpm-svd", _dmnn("mpm_svd"), "MPM + SVD-constrained activations", _DMNN, True),
+        ModelSpec("hybrid-mlp", _dmnn("hybrid_mlp"), "Linear -> MPM hybrid MLP", _DMNN, True),
+        ModelSpec(
+            "bise",
+            _bise,
+            "BiSE net: learns the diskorect target, or a DenseLUI classifier on thresholded inputs",
+            {"lr": 0.01, "width": 1024, "regularization": 0.0},
+        ),
+    ]
+}
