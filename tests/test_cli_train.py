@@ -223,6 +223,19 @@ def test_torch_engine_without_tropic_torch(capsys, tmp_path, monkeypatch):
     assert "--engine torch needs PyTorch and tropic.torch" in err and err.count("\n") == 1
 
 
+def test_torch_device_errors(capsys, tmp_path):
+    torch_engine()
+    import torch
+
+    cases = [("bogus", "is not a torch device")]
+    if not torch.cuda.is_available():
+        cases.append(("cuda", "torch sees no CUDA device"))
+    for device, message in cases:
+        assert main(["train", "--engine", "torch", "--device", device, "--out", str(tmp_path / device)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+
+
 def test_torch_engine_without_the_layer(capsys, tmp_path, monkeypatch):
     torch_engine()
     import tropic.nn as nn

@@ -94,6 +94,11 @@ def _draw(axes: Any, series: Mapping[str, Any], bands: Mapping[str, Sequence[flo
             if std.shape != y.shape:
                 raise ValueError(f"bands[{label!r}] has {std.size} values, the series has {y.size}")
             axes.fill_between(x, y - std, y + std, color=line.get_color(), alpha=0.2, linewidth=0)
+    xs = [_xy(values)[0] for values in series.values()]
+    if xs and all(np.array_equal(x, np.round(x)) for x in xs):  # epochs: integer ticks
+        from matplotlib.ticker import MaxNLocator
+
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.grid(True, alpha=0.3)
     if series:
         axes.legend(fontsize="small")

@@ -257,15 +257,7 @@ class _Autodiff:
         return float(loss.item()), out.numpy()
 
     def predict(self, x: np.ndarray, binary: bool = False) -> np.ndarray:
-        import tropic.autodiff as ad
-
-        self.model.eval()
-        self.model.binary(binary)
-        try:
-            with ad.no_grad():
-                return np.concatenate([self.model(x[i : i + 1024]).numpy() for i in range(0, len(x), 1024)])
-        finally:
-            self.model.binary(False)
+        return _predict_autodiff(self.model, x, binary)
 
     def tropic_model(self) -> Any:
         return self.model
@@ -284,8 +276,8 @@ class _Torch:
     def __init__(self, model: Any, config: dict[str, Any], segment: bool) -> None:
         torch, tnn = _torch_modules()
         self.torch, self.tnn, self.base, self.segment = torch, tnn, model, segment
+        self.device = _torch_device(torch, config["device"])
         try:
-            self.device = torch.device(config["device"])
             self.model = tnn.from_tropic(model, device=self.device)
         except NotImplementedError as exc:
             raise CommandError(f"--engine torch: {exc} (use --engine autodiff)") from None
@@ -317,16 +309,7 @@ class _Torch:
         return float(loss.item()), out.detach().cpu().numpy()
 
     def predict(self, x: np.ndarray, binary: bool = False) -> np.ndarray:
-        self.model.eval()
-        self.tnn.set_binary(self.model, binary)
-        try:
-            with self.torch.no_grad():
-                parts = [
-                    self.model(self._tensor(x[i : i + 1024])).cpu().numpy() for i in range(0, len(x), 1024)
-                ]
-        finally:
-            self.tnn.set_binary(self.model, False)
-        return np.concatenate(parts)
+        return _predict_torch(self.model, x, binary, self.device)
 
     def tropic_model(self) -> Any:
         """The tropic model with the trained weights (for reading structuring elements)."""
@@ -336,6 +319,42 @@ class _Torch:
     def save(self, folder: Path) -> Path:
         self.torch.save(self.model.state_dict(), folder / self.file)
         return folder / self.file
+
+
+def _predict_autodiff(model: Any, x: np.ndarray, binary: bool = False) -> np.ndarray:
+    """Outputs of a tropic.nn model in evaluation (and optionally binary) mode, 1024 samples at a time."""
+    import tropic.autodiff as ad
+
+    model.eval()
+    model.binary(binary)
+    try:
+        with ad.no_grad():
+            return np.concatenate([model(x[i : i + 1024]).numpy() for i in range(0, len(x), 1024)])
+    finally:
+        model.binary(False)
+
+
+def _predict_torch(model: Any, x: np.ndarray, binary: bool, device: Any) -> np.ndarray:
+    """The same for a torch module."""
+    torch, tnn = _torch_modules()
+    model.eval()
+    tnn.set_binary(model, binary)
+    try:
+        with torch.no_grad():
+            parts = [model(torch.from_numpy(x[i : i + 1024]).to(device)) for i in range(0, len(x), 1024)]
+    finally:
+        tnn.set_binary(model, False)
+    return np.concatenate([p.cpu().numpy() for p in parts])
+
+
+def _torch_device(torch: Any, name: str) -> Any:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CommandError(f"--device {name!r} is not a torch device") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CommandError(f"--device {name}: torch sees no CUDA device")
+    return device
 
 
 def _torch_modules() -> tuple[Any, Any]:
@@ -365,10 +384,10 @@ def _dice_error(pred: np.ndarray, target: np.ndarray) -> float:
     return float(1.0 - 2.0 * (pred & target).sum() / total) if total else 0.0
 
 
-def _test_metrics(engine: Any, x: np.ndarray, y: np.ndarray, config: dict[str, Any], segment: bool) -> dict:
-    metrics = {"test_accuracy": _accuracy(engine.predict(x), y, segment)}
+def _test_metrics(predict: Any, x: np.ndarray, y: np.ndarray, config: dict[str, Any], segment: bool) -> dict:
+    metrics = {"test_accuracy": _accuracy(predict(x), y, segment)}
     if config["model"] == "bise":
-        binary = engine.predict(x, binary=True)
+        binary = predict(x, binary=True)
         metrics["binary_test_accuracy"] = _accuracy(binary, y, segment)
         if segment:
             metrics["binary_test_dice_error"] = _dice_error(binary, y)
@@ -449,7 +468,7 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
             "epoch": epoch,
             "loss": sum(losses) / seen,
             "train_accuracy": correct_weight / seen,
-            **_test_metrics(engine, x_test, y_test, config, segment),
+            **_test_metrics(engine.predict, x_test, y_test, config, segment),
             "samples_per_s": seen / train_seconds,
             "seconds": time.perf_counter() - start,
         }
@@ -605,8 +624,9 @@ def load_run(folder: str | Path) -> tuple[Any, dict[str, Any]]:
     model = MODELS[config["model"]].build(config, n_in, config["classes"])
     if config["engine"] == "torch":
         torch, tnn = _torch_modules()
-        model = tnn.from_tropic(model, device=torch.device(config["device"]))
-        model.load_state_dict(torch.load(folder / _Torch.file, map_location=config["device"]))
+        device = _torch_device(torch, config["device"])
+        model = tnn.from_tropic(model, device=device)
+        model.load_state_dict(torch.load(folder / _Torch.file, map_location=device))
     else:
         model.load(folder / _Autodiff.file)
     model.eval()
@@ -618,11 +638,14 @@ def evaluate(folder: str | Path) -> dict[str, float]:
     model, config = load_run(folder)
     segment = config["task"] == "segment"
     _, _, x_test, y_test = _load_data(config)
-    engine = (_Torch if config["engine"] == "torch" else _Autodiff).__new__(
-        _Torch if config["engine"] == "torch" else _Autodiff
-    )
-    engine.model, engine.segment = model, segment
     if config["engine"] == "torch":
-        engine.torch, engine.tnn = _torch_modules()
-        engine.device = engine.torch.device(config["device"])
-    return _test_metrics(engine, x_test, y_test, config, segment)
+        device = next(model.parameters()).device
+
+        def predict(x: np.ndarray, binary: bool = False) -> np.ndarray:
+            return _predict_torch(model, x, binary, device)
+    else:
+
+        def predict(x: np.ndarray, binary: bool = False) -> np.ndarray:
+            return _predict_autodiff(model, x, binary)
+
+    return _test_metrics(predict, x_test, y_test, config, segment)
