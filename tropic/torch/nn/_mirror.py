@@ -86,28 +86,20 @@ class TropicMirror(torch.nn.Module):
             setattr(self, name, getattr(layer, name))
         self.binary_mode = bool(getattr(layer, "binary_mode", False))
         self._zeros: dict[str, float] = {}
-        masks = {}
         for name, p in layer._parameters.items():
             if p is None:
                 self.register_parameter(name, None)
                 continue
             self.register_parameter(name, torch.nn.Parameter(_to_tensor(p.data, dtype, device)))
             self._zeros[name] = p.zero
-            if p.mask is not None:
-                masks[name] = p.mask
         if "bias" not in self._parameters and layer.__dict__.get("bias", 0) is None:
             self.register_parameter("bias", None)  # a layer built with bias=False
-        for name, b in layer._buffers.items():
-            if name.endswith("_mask") and name[: -len("_mask")] in masks:
-                continue  # a pruning mask: re-created below by torch-style pruning
+        for name, b in _plain_buffers(layer):
             self.register_buffer(name, None if b is None else _to_tensor(b, dtype, device))
         for name, child in layer._modules.items():
             self.add_module(name, None if child is None else from_tropic(child, dtype=dtype, device=device))
         self.train(layer.training)
-        for name, mask in masks.items():
-            from ..prune import custom_from_mask
-
-            custom_from_mask(self, name, _to_tensor(mask, None, device))
+        _prune_like(self, layer)
 
     def binary(self, mode: bool = True) -> TropicMirror:
         """Set ``binary_mode`` on every module of the tree (binarised layers read it); return self."""
@@ -251,14 +243,34 @@ def _copy_into(target: torch.nn.Module, layer: _tnn.Module, dtype: Any, device: 
         for name, p in layer._parameters.items():
             if p is not None:
                 getattr(target, name).copy_(_to_tensor(p.data, None, None))
-        for name, b in layer._buffers.items():
+        for name, b in _plain_buffers(layer):
             if b is not None:
                 getattr(target, name).copy_(_to_tensor(b, None, None))
     if dtype is not None:
         target = target.to(dtype)
     if device is not None:
         target = target.to(device)
-    return target.train(layer.training)
+    return _prune_like(target.train(layer.training), layer)
+
+
+def _plain_buffers(layer: _tnn.Module) -> list[tuple[str, Any]]:
+    """The buffers of ``layer`` except its pruning masks (``"<param>_mask"``)."""
+    return [
+        (name, b)
+        for name, b in layer._buffers.items()
+        if not (name.endswith("_mask") and name[: -len("_mask")] in layer._parameters)
+    ]
+
+
+def _prune_like(module: torch.nn.Module, layer: _tnn.Module) -> torch.nn.Module:
+    """Give ``module`` the pruning masks of ``layer`` (torch-style, see :mod:`tropic.torch.prune`)."""
+    from ..prune import custom_from_mask
+
+    for name, p in layer._parameters.items():
+        if p is not None and p.mask is not None:
+            device = getattr(module, name).device
+            custom_from_mask(module, name, _to_tensor(p.mask, None, device))
+    return module
 
 
 def _np_to_torch_dtype(layer: _tnn.Module) -> torch.dtype:

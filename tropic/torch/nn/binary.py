@@ -36,6 +36,20 @@ _COMPILE_MESSAGE = (
 )
 
 
+def _edge_pad(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
+    """``x`` (B, C, H, W) padded by ``ph`` / ``pw`` replicated border pixels (``mode="edge"``).
+
+    Built from slices and ``cat`` rather than ``F.pad(mode="replicate")``: under torch.compile (2.13,
+    CPU) inductor may hand ``replication_pad2d_backward`` a channels-last gradient and then fail its
+    own stride assertion.
+    """
+    if ph:
+        x = torch.cat([x[:, :, :1].expand(-1, -1, ph, -1), x, x[:, :, -1:].expand(-1, -1, ph, -1)], dim=2)
+    if pw:
+        x = torch.cat([x[..., :1].expand(-1, -1, -1, pw), x, x[..., -1:].expand(-1, -1, -1, pw)], dim=3)
+    return x
+
+
 def _xi(u: torch.Tensor) -> torch.Tensor:
     """``tanh(u) / 2 + 1 / 2`` (as tropic.nn.binary)."""
     return torch.tanh(u) * 0.5 + 0.5
@@ -182,9 +196,7 @@ class BiSE(_BiSEBase):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"x must have shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
         kh, kw = self.kernel_size
-        if kh > 1 or kw > 1:
-            x = F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2), mode="replicate")
-        return F.conv2d(x, w, groups=self.groups)
+        return F.conv2d(_edge_pad(x, kh // 2, kw // 2), w, groups=self.groups)
 
     def _broadcast(self, v: torch.Tensor) -> torch.Tensor:
         return v.reshape(1, -1, 1, 1)
