@@ -301,3 +301,22 @@ def test_mpm_weight_dropout_draws_from_torch():
     module.eval()
     layer = tn.MPM(8, 6, weight_dropout=0.5, seed=0, dtype=F64).eval()
     assert_identical(module(x).detach().numpy(), layer(x.numpy()).numpy())
+
+
+LAYERS = (
+    "MaxPlus MinPlus DilationErosion Maxout MaxPlusConv2d MinPlusConv2d Dilation2d Erosion2d BiSE BiSEL "
+    "LUI DenseLUI MPM DEP DiagonalActivation SVDActivation MPMResidual"
+).split()
+
+
+def test_public_names_mirror_tropic_nn():
+    for name in tnn.__all__:
+        assert getattr(tnn, name) is not None, name
+    for name in LAYERS:
+        cls = getattr(tnn, name)
+        assert issubclass(cls, torch.nn.Module) and cls._tropic_cls is getattr(tn, name), name
+    for name in dmnn_models.__all__:
+        assert callable(getattr(tnn, name)), name
+    from tropic.torch import nn as documented
+
+    assert documented is tnn

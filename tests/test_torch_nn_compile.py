@@ -19,7 +19,12 @@ import pytest
 torch = pytest.importorskip("torch")
 tnn = pytest.importorskip("tropic.torch.nn")
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+# dynamo warns about array_api_compat's lru_cache'd helpers (UserWarning) and about torch.jit APIs
+# it meets while tracing (DeprecationWarning): harmless here.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
 
 
 class EveryModule(torch.nn.Module):
