@@ -149,3 +149,14 @@ def test_bad_amount_and_zero():
     assert not torch_prune.is_pruned(layer)
     with pytest.raises(ValueError, match="zero"):
         prune.TropicalUnstructured(0.5, zero=0.0)
+
+
+def test_pruned_erosion_entries_are_absent_not_minus_infinity():
+    """An erosion's absent element entry is s = -inf (then -s = +inf is neutral in the min)."""
+    layer = tnn.Erosion2d(2, 3, init="normal", seed=0, dtype=torch.float64)
+    x = torch.randn(2, 2, 6, 6, dtype=torch.float64)
+    before = layer(x)
+    prune.l1_unstructured(layer, "structure", amount=0.3)
+    assert int((layer.structure == -torch.inf).sum()) == 5
+    after = layer(x)
+    assert torch.isfinite(after).all() and torch.all(after >= before)  # fewer candidates in the min

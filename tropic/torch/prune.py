@@ -76,7 +76,7 @@ class TropicalPruningContainer(_TropicalMask, _prune.PruningContainer):
 class _TropicalMethod(_TropicalMask, _prune.BasePruningMethod):
     @classmethod
     def apply(cls, module: torch.nn.Module, name: str, *args: Any, **kwargs: Any) -> Any:
-        zero = kwargs.get("zero", tropical_zero(module, name))
+        zero = kwargs.setdefault("zero", tropical_zero(module, name))
         # torch wraps an earlier pruning of the same parameter into a PruningContainer, whose
         # apply_mask multiplies: put a tropical container in its place first.
         for key, hook in list(module._forward_pre_hooks.items()):

@@ -129,3 +129,10 @@ class Erosion2d(_Morphology2d):
 
     _tropic_cls = _tnn.Erosion2d
     _dilation = False
+
+    def _adopt(self, layer, dtype=None, device=None) -> None:
+        super()._adopt(layer, dtype, device)
+        # In (f ⊖ s)(x) = min_y f(x + y) - s(y) an absent element entry is s = -inf (then -s = +inf,
+        # neutral in the min), as for a dilation; tropic.nn.Erosion2d marks its structure with +inf,
+        # which would make every pruned window's minimum -inf. Pruning (tropic.torch.prune) reads this.
+        self._zeros["structure"] = -INF
