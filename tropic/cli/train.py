@@ -469,6 +469,7 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
                 print(
                     f"\repoch {epoch} [{'#' * done}{'.' * (24 - done)}] {i}/{n_batches} loss {loss:.4f}",
                     end="",
+                    flush=True,
                 )
         train_seconds = time.perf_counter() - start
         row = {
@@ -481,7 +482,7 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
         }
         rows.append(row)
         if bar:
-            print("\r" + " " * 60 + "\r", end="")
+            print("\r" + " " * 79 + "\r", end="")
         if not quiet:
             print(_epoch_line(row, config["epochs"]), flush=True)
 
