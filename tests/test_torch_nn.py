@@ -320,3 +320,12 @@ def test_public_names_mirror_tropic_nn():
     from tropic.torch import nn as documented
 
     assert documented is tnn
+
+
+def test_from_tropic_reads_layers_on_other_array_libraries():
+    strict = pytest.importorskip("array_api_strict")
+    layer = tn.MPM(4, 3, seed=0, dtype=F64)
+    expected = {k: v.copy() for k, v in layer.state_dict().items()}
+    module = tnn.from_tropic(layer.to(strict))
+    for key, value in module.state_dict().items():
+        assert_identical(value.numpy(), expected[key])

@@ -50,8 +50,11 @@ def numpy_dtype(dtype: Any) -> tuple[Any, torch.dtype]:
 
 
 def _to_tensor(array: Any, dtype: torch.dtype | None, device: Any) -> torch.Tensor:
-    array = np.asarray(array)
-    t = torch.from_numpy(np.array(array, copy=True, order="C"))
+    """A new tensor with the values of ``array`` (NumPy, or any DLPack array: array-api-strict, CuPy)."""
+    if isinstance(array, (np.ndarray, np.generic)):
+        t = torch.from_numpy(np.array(array, copy=True, order="C"))
+    else:
+        t = torch.from_dlpack(array).clone()
     if dtype is not None and t.is_floating_point():
         t = t.to(dtype)
     return t if device is None else t.to(device)
@@ -133,21 +136,17 @@ def register(*tropic_classes: type) -> Callable:
     return decorate
 
 
-def mirror(*tropic_classes: type) -> Callable[[type], type]:
-    """Class decorator: the mirror class ``cls`` converts instances of ``cls._tropic_cls`` (and of
-    the other classes given)."""
+def mirror(cls: type) -> type:
+    """Class decorator: :func:`from_tropic` converts instances of ``cls._tropic_cls`` into ``cls``."""
 
-    def decorate(cls: type) -> type:
-        def convert(layer: Any, dtype: Any, device: Any) -> torch.nn.Module:
-            module = cls.__new__(cls)
-            torch.nn.Module.__init__(module)
-            module._adopt(layer, dtype, device)
-            return module
+    def convert(layer: Any, dtype: Any, device: Any) -> torch.nn.Module:
+        module = cls.__new__(cls)
+        torch.nn.Module.__init__(module)
+        module._adopt(layer, dtype, device)
+        return module
 
-        register(cls._tropic_cls, *tropic_classes)(convert)
-        return cls
-
-    return decorate
+    register(cls._tropic_cls)(convert)
+    return cls
 
 
 def from_tropic(layer: _tnn.Module, *, dtype: Any = None, device: Any = None) -> torch.nn.Module:
@@ -273,17 +272,15 @@ def _prune_like(module: torch.nn.Module, layer: _tnn.Module) -> torch.nn.Module:
     return module
 
 
-def _np_to_torch_dtype(layer: _tnn.Module) -> torch.dtype:
-    for p in layer._parameters.values():
-        if p is not None:
-            return torch.from_numpy(np.asarray(p.data)[:0].copy()).dtype
-    return torch.get_default_dtype()
+def _dtype_of(array: Any) -> torch.dtype:
+    """The torch dtype of a tropic layer's array (to build torch's module in it, then copy exactly)."""
+    return _to_tensor(array, None, None)[:0].dtype
 
 
 @register(_tnn.Linear)
 def _linear(layer, dtype, device):
     target = torch.nn.Linear(
-        layer.in_features, layer.out_features, bias=layer.bias is not None, dtype=_np_to_torch_dtype(layer)
+        layer.in_features, layer.out_features, bias=layer.bias is not None, dtype=_dtype_of(layer.weight.data)
     )
     return _copy_into(target, layer, dtype, device)
 
@@ -293,7 +290,7 @@ def _conv2d(layer, dtype, device):
     o, c, kh, kw = layer.weight.shape
     target = torch.nn.Conv2d(
         c * layer.groups, o, (kh, kw), stride=layer.stride, padding=layer.padding, groups=layer.groups,
-        bias=layer.bias is not None, dtype=_np_to_torch_dtype(layer),
+        bias=layer.bias is not None, dtype=_dtype_of(layer.weight.data),
     )  # fmt: skip
     return _copy_into(target, layer, dtype, device)
 
@@ -301,10 +298,9 @@ def _conv2d(layer, dtype, device):
 @register(_tnn.BatchNorm1d, _tnn.BatchNorm2d)
 def _batch_norm(layer, dtype, device):
     cls = torch.nn.BatchNorm2d if isinstance(layer, _tnn.BatchNorm2d) else torch.nn.BatchNorm1d
-    np_dtype = np.asarray(layer.running_mean).dtype
     target = cls(
         layer.num_features, eps=layer.eps, momentum=layer.momentum, affine=layer.weight is not None,
-        dtype=torch.from_numpy(np.zeros(0, np_dtype)).dtype,
+        dtype=_dtype_of(layer.running_mean),
     )  # fmt: skip
     return _copy_into(target, layer, dtype, device)
 

@@ -162,7 +162,7 @@ class _BiSEBase(TropicMirror):
         return int(neuron)
 
 
-@mirror()
+@mirror
 class BiSE(_BiSEBase):
     """A bank of 2-D BiSE neurons ``xi(p ((pad_edge(x) ⋆ W) - B))``, ``W = softplus(theta)``,
     ``B = softplus(beta)`` (:class:`tropic.nn.BiSE`: same arguments, same initial values).
@@ -208,14 +208,14 @@ class BiSE(_BiSEBase):
         )
 
 
-@mirror()
+@mirror
 class LUI(BiSE):
     """Logical union / intersection of channels: a BiSE with a 1x1 kernel (:class:`tropic.nn.LUI`)."""
 
     _tropic_cls = _tnn.LUI
 
 
-@mirror()
+@mirror
 class BiSEL(TropicMirror):
     """One BiSE per (input, output) channel pair, then one LUI per output channel
     (:class:`tropic.nn.BiSEL`).
@@ -237,7 +237,7 @@ class BiSEL(TropicMirror):
         return self.luis(z.reshape(b, self.out_channels * self.in_channels, h, w))
 
 
-@mirror()
+@mirror
 class DenseLUI(_BiSEBase):
     """A LUI on vectors, ``xi(p (x W^T - B))`` (:class:`tropic.nn.DenseLUI`); with
     ``real_valued=True`` it returns the scores ``p (x W^T - B)`` (logits) and is never binarised."""

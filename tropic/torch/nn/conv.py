@@ -25,7 +25,7 @@ class _TropicalConv2d(TropicMirror):
         )
 
 
-@mirror()
+@mirror
 class MaxPlusConv2d(_TropicalConv2d):
     """Max-plus 2-D convolution (:class:`tropic.nn.MaxPlusConv2d`, correlation orientation):
     ``y[b,o,i,j] = max(c_o, max_{c,u,v} x[b, g(o) C_g + c, i s + u - p, j s + v - p] + w[o,c,u,v])``,
@@ -53,7 +53,7 @@ class MaxPlusConv2d(_TropicalConv2d):
         return y if self.bias is None else maximum(self.bias.reshape(1, -1, 1, 1), y)
 
 
-@mirror()
+@mirror
 class MinPlusConv2d(_TropicalConv2d):
     """Min-plus 2-D convolution (:class:`tropic.nn.MinPlusConv2d`): the dual of
     :class:`MaxPlusConv2d` (``min``, ``+inf`` padding and sparse zero, bias inside the min)."""
@@ -91,7 +91,7 @@ class _Morphology2d(TropicMirror):
         return f"channels={self.channels}, kernel_size={self.kernel_size}"
 
 
-@mirror()
+@mirror
 class Dilation2d(_Morphology2d):
     """Grey-level dilation of every channel by its own learnable structuring element
     (:class:`tropic.nn.Dilation2d`, SciPy conventions, ``-inf`` outside the image): one depthwise
@@ -122,7 +122,7 @@ class Dilation2d(_Morphology2d):
     _dilation = True
 
 
-@mirror()
+@mirror
 class Erosion2d(_Morphology2d):
     """Grey-level erosion of every channel by its own learnable structuring element
     (:class:`tropic.nn.Erosion2d`, ``+inf`` outside the image); parameters as :class:`Dilation2d`."""

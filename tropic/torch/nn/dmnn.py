@@ -13,7 +13,7 @@ from ._mirror import INF, TropicMirror, maximum, minimum, mirror
 __all__ = ["DEP", "MPM", "DiagonalActivation", "MPMResidual", "SVDActivation"]
 
 
-@mirror()
+@mirror
 class MPM(TropicMirror):
     """Max-plus-min layer ``y_j = max(b_j, max_i x_i + W_ji) + min(b'_j, min_i x_i + W_ji)``
     (:class:`tropic.nn.MPM`: same arguments and initial values).
@@ -62,7 +62,7 @@ class MPM(TropicMirror):
         )
 
 
-@mirror()
+@mirror
 class DEP(TropicMirror):
     """Dilation-erosion perceptron ``y_j = l_j max_i(x_i + W_ji) + (1 - l_j) min_i(x_i + W'_ji)``
     (:class:`tropic.nn.DEP`); a learned ``l`` is clamped to [0, 1] in the forward pass."""
@@ -80,7 +80,7 @@ class DEP(TropicMirror):
         return f"in_features={self.in_features}, out_features={self.out_features}, mix={self.mix_mode!r}"
 
 
-@mirror()
+@mirror
 class DiagonalActivation(TropicMirror):
     """Diagonal "linear" activation ``y = a ⊙ x`` (:class:`tropic.nn.DiagonalActivation`)."""
 
@@ -94,7 +94,7 @@ class DiagonalActivation(TropicMirror):
         return f"num_features={self.num_features}"
 
 
-@mirror()
+@mirror
 class SVDActivation(TropicMirror):
     """SVD-constrained "linear" activation ``y = U diag(a) V^T x`` with frozen buffers ``u``, ``v``
     (:class:`tropic.nn.SVDActivation`)."""
@@ -109,7 +109,7 @@ class SVDActivation(TropicMirror):
         return f"num_features={self.num_features}"
 
 
-@mirror()
+@mirror
 class MPMResidual(TropicMirror):
     """Residual MPM block ``x + a ⊙ MPM(x)`` (:class:`tropic.nn.MPMResidual`).
 

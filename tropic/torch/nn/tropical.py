@@ -26,7 +26,7 @@ class _TropicalDense(TropicMirror):
         )
 
 
-@mirror()
+@mirror
 class MaxPlus(_TropicalDense):
     """Dense max-plus layer ``y_j = max(b_j, max_i x_i + W_ji)`` (:class:`tropic.nn.MaxPlus`).
 
@@ -64,7 +64,7 @@ class MaxPlus(_TropicalDense):
         return y if self.bias is None else maximum(self.bias, y)
 
 
-@mirror()
+@mirror
 class MinPlus(_TropicalDense):
     """Dense min-plus layer ``y_j = min(b_j, min_i x_i + W_ji)`` (:class:`tropic.nn.MinPlus`);
     parameters as :class:`MaxPlus`, with ``+inf`` as the sparse zero."""
@@ -76,7 +76,7 @@ class MinPlus(_TropicalDense):
         return y if self.bias is None else minimum(self.bias, y)
 
 
-@mirror()
+@mirror
 class DilationErosion(TropicMirror):
     """Dilation neurons and erosion neurons side by side (:class:`tropic.nn.DilationErosion`):
     ``[d, e]`` (``combine="concat"``) or ``d + e`` (``combine="sum"``).
@@ -98,7 +98,7 @@ class DilationErosion(TropicMirror):
         return f"combine={self.combine!r}"
 
 
-@mirror()
+@mirror
 class Maxout(TropicMirror):
     """Maxout unit (:class:`tropic.nn.Maxout`): ``Linear(in, out * pieces)`` then the max over each
     group of ``pieces`` consecutive features (``tropic.maxout``: the gradient goes to one winner).
