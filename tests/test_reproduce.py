@@ -1,0 +1,82 @@
+"""``tropic reproduce``: quick runs of the three papers write their tables, verdicts, JSON and plots;
+bad arguments give one line; the verdict rules behave as stated."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tropic.cli import main
+from tropic.reproduce import report as rp
+
+pytest.importorskip("sklearn", reason="scikit-learn (the test extra) provides the digits data")
+pytest.importorskip("matplotlib", reason="the plots need matplotlib (the test extra)")
+
+CLAIMS = {"hybrid": ["1", "2", "3"], "dmnn": ["1", "2", "3", "4a", "4b"], "bimonn": ["1", "2", "3"]}
+
+
+@pytest.mark.parametrize("paper", list(CLAIMS))
+def test_quick_run_writes_tables_verdicts_json_and_plots(paper, tmp_path, capsys):
+    out = tmp_path / paper
+    assert main(["reproduce", paper, "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    md = (out / "results.md").read_text()
+    for claim in CLAIMS[paper]:
+        assert f"## Claim {claim}:" in md
+        line = re.search(rf"\*\*Verdict \(claim {claim}\): (agrees|does not agree|inconclusive)\.\*\*", md)
+        assert line is not None, f"no verdict line for claim {claim}"
+        assert f"Verdict (claim {claim}):" in printed
+    assert md.count("Rule (fixed before the run):") == len(CLAIMS[paper])
+    assert re.search(r"^\|---\|", md, flags=re.M)  # at least one Markdown table
+    assert "±" in md
+    results = json.loads((out / "results.json").read_text())
+    assert results["paper"] == paper
+    assert [s["seed"] for s in results["seeds"]] == [0, 1]
+    assert [c["id"] for c in results["claims"]] == CLAIMS[paper]
+    assert all(c["verdict"] in rp.VERDICTS for c in results["claims"])
+    assert results["figures"]
+    for name in results["figures"]:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({name})" in md
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["reproduce", "resnet"], "invalid choice"),
+        (["reproduce", "hybrid", "--seeds", "0"], "--seeds must be at least 1"),
+        (["reproduce", "dmnn", "--epochs", "0"], "--epochs must be at least 1"),
+        (["reproduce", "bimonn", "--seeds", "two"], "invalid int value"),
+        (["reproduce", "hybrid", "--dataset", "mnist"], "give --data-dir"),
+        (["reproduce", "hybrid", "--data-dir", "/no/such/folder"], "is not a folder"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_status_2(capsys, args, message):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tropic: error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_missing_mnist_files_give_one_line(tmp_path, capsys):
+    assert (
+        main(["reproduce", "dmnn", "--quick", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    )
+    err = capsys.readouterr().err
+    assert err.startswith("tropic: error: ") and err.count("\n") == 1 and "mnist" in err
+
+
+def test_comparison_rules():
+    assert rp.better([0.9, 0.92], [0.8, 0.82]) == "yes"
+    assert rp.better([0.80, 0.82], [0.81, 0.81]) == "no"  # equal means: not better
+    assert rp.better([0.813, 0.813], [0.81, 0.81]) == "unclear"  # above, but within the 0.5-point floor
+    assert rp.as_good([0.80, 0.80], [0.803, 0.803]) == "yes"
+    assert rp.as_good([0.70, 0.70], [0.80, 0.80]) == "no"
+    assert rp.as_good([0.792, 0.792], [0.80, 0.80]) == "unclear"
+    assert rp.combine(["yes", "yes"]) == rp.AGREES
+    assert rp.combine(["yes", "no", "unclear"]) == rp.DISAGREES
+    assert rp.combine(["yes", "unclear"]) == rp.INCONCLUSIVE
+    assert rp.pm([0.5, 0.7]) == "60.0 ± 10.0"
+    assert rp.markdown_table(["a", "b"], [[1, 2]]).splitlines() == ["| a | b |", "|---|---|", "| 1 | 2 |"]

@@ -1,0 +1,106 @@
+"""``tropic reproduce hybrid | dmnn | bimonn``: small-scale reproductions of the papers' claims.
+
+Writes ``results.md`` (a table per claim, mean ± std over seeds, the paper's numbers beside ours, a
+verdict per claim decided by a rule stated in the file), ``results.json`` (raw per-seed numbers) and
+PNG plots into ``--out`` (default ``reproductions/<paper>/``), and prints the tables and verdicts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from . import CommandError
+
+HELP = "reproduce a paper's claims at small scale (hybrid | dmnn | bimonn): tables, verdicts, plots"
+
+PAPERS = ("hybrid", "dmnn", "bimonn")
+DATASETS = ("digits", "mnist", "fashion-mnist")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paper", choices=PAPERS, help="which paper's claims to reproduce")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 seeds, tiny widths and budgets (a test-sized run)"
+    )
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3; 2 with --quick)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="main training budget in epochs (each paper's module says what it scales)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default reproductions/<paper>)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder with the MNIST / Fashion-MNIST IDX files (default: digits)",
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default=None,
+        help="data set (default digits; mnist when --data-dir is given)",
+    )
+
+
+def run(options: argparse.Namespace) -> int:
+    from tropic.reproduce import Settings, reproduce
+
+    seeds = options.seeds if options.seeds is not None else (2 if options.quick else 3)
+    if seeds < 1:
+        raise CommandError(f"--seeds must be at least 1, got {seeds}")
+    if options.epochs is not None and options.epochs < 1:
+        raise CommandError(f"--epochs must be at least 1, got {options.epochs}")
+    dataset = options.dataset or ("mnist" if options.data_dir is not None else "digits")
+    if dataset != "digits" and options.data_dir is None:
+        raise CommandError(f"--dataset {dataset} is read from local files: give --data-dir")
+    if options.data_dir is not None and not options.data_dir.is_dir():
+        raise CommandError(f"--data-dir {options.data_dir} is not a folder")
+    if dataset == "digits":
+        try:
+            import sklearn  # noqa: F401
+        except ImportError:
+            raise CommandError("the digits data set needs scikit-learn: pip install scikit-learn") from None
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise CommandError("the plots need matplotlib: pip install matplotlib") from None
+    out = options.out if options.out is not None else Path("reproductions") / options.paper
+    settings = Settings(
+        quick=options.quick,
+        seeds=seeds,
+        epochs=options.epochs,
+        out=out,
+        dataset=dataset,
+        data_dir=options.data_dir,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    settings.command = "tropic reproduce " + " ".join(shlex.quote(a) for a in _argv(options))
+    if dataset != "digits":
+        from tropic import datasets
+
+        try:
+            datasets.load(dataset, options.data_dir, flatten=True)
+        except (FileNotFoundError, ValueError) as exc:
+            raise CommandError(str(exc).splitlines()[0]) from None
+    report = reproduce(options.paper, settings)
+    print(report.text())
+    print(f"results written to {out}/results.md, {out}/results.json and the PNGs there")
+    return 0
+
+
+def _argv(options: argparse.Namespace) -> list[str]:
+    args = [options.paper]
+    if options.quick:
+        args.append("--quick")
+    for flag, value in (("--seeds", options.seeds), ("--epochs", options.epochs), ("--out", options.out),
+                        ("--data-dir", options.data_dir), ("--dataset", options.dataset)):  # fmt: skip
+        if value is not None:
+            args += [flag, str(value)]
+    return args

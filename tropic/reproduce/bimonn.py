@@ -1,0 +1,408 @@
+"""``tropic reproduce bimonn``: binarised morphological networks (Aouad & Talbot 2024), claims 1-3 of
+``papers/bimonn.md`` at small scale, with the layers of :mod:`tropic.nn.binary`.
+
+- Claim 1: one ``BiSE(1, 1, 7)`` learns the dilation or the erosion of diskorect images
+  (:func:`tropic.datasets.diskorect_task`, 50 x 50, edge-replicated border as the BiSE's) by a 7 x 7
+  disk, cross or stick; we read its operation and structuring element
+  (:meth:`~tropic.nn.binary.BiSE.binarized`) and measure the binarised error 1 - Dice on held-out
+  images.
+- Claim 2: two chained ``BiSE(1, 1, 7)`` learn the opening or the closing by the same elements
+  (32 x 32 images: budget), with the constant-set regularisation ``c = 0.01``.
+- Claim 3: a DenseLUI classifier (binarised input -> ``DenseLUI(in, 256)`` -> real-valued
+  ``DenseLUI(256, 10)``; the paper: 784 -> 4096 -> 10 on MNIST) trained with and without the
+  constant-set regularisation (``c = 0.01``, and 0.001 for context); float vs binarised accuracy.
+
+Training: Adam (0.05 for the BiSEs as in tropic's tests, 0.01 for the classifier), binary
+cross-entropy / cross-entropy. An "epoch" of claims 1-2 is 50 steps of batch 16 (full: 8 epochs
+for claim 1, 12 for claim 2); claim 3 runs 30 epochs of batch 64. ``--epochs N`` sets all three.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from .. import datasets, nn
+from ..nn.binary import BiSE, DenseLUI, constant_set_regularization
+from . import report as rp
+from ._common import Settings, accuracy, curves, fit, load_classification
+
+TITLE = "binarised morphological networks (Aouad & Talbot, arXiv 2401.03830)"
+
+SHAPES = ("disk", "cross", "stick")
+SE_SIZE = 7
+STEPS_PER_EPOCH = 50
+BATCH = 16
+LR_BISE = 0.05
+REG = 0.01
+REGS = (0.0, 0.001, 0.01)
+LR_LUI, BATCH_LUI, HIDDEN_LUI = 1e-2, 64, 256
+
+
+def dice_error(pred: np.ndarray, target: np.ndarray) -> float:
+    """``1 - Dice`` of two 0/1 arrays (0 when both are empty)."""
+    pred, target = pred.astype(bool), target.astype(bool)
+    total = pred.sum() + target.sum()
+    return 0.0 if total == 0 else float(1.0 - 2.0 * np.logical_and(pred, target).sum() / total)
+
+
+def _binary_error(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    model.binary(True)
+    try:
+        return dice_error(model(x).numpy() > 0.5, y > 0.5)
+    finally:
+        model.binary(False)
+
+
+def _train_morphology(model, x, y, xt, yt, epochs, seed, regularization=0.0) -> list[float]:
+    """Adam on random batches; the held-out binarised error after every epoch of 50 steps."""
+    rng = np.random.default_rng(seed)
+    opt = nn.Adam(model.parameters(), lr=LR_BISE)
+    errors = []
+    for _ in range(epochs):
+        for _ in range(STEPS_PER_EPOCH):
+            idx = rng.choice(len(x), min(BATCH, len(x)), replace=False)
+            loss = nn.binary_cross_entropy(model(x[idx]), y[idx])
+            if regularization:
+                loss = loss + regularization * constant_set_regularization(model)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        errors.append(_binary_error(model, xt, yt))
+    return errors
+
+
+def _task(target: str, size: int, seed: int) -> tuple[np.ndarray, ...]:
+    # 48 training and 16 held-out images
+    return datasets.load("diskorect", target=target, count=64, size=size, seed=seed, test_fraction=0.25)
+
+
+def run_seed(settings: Settings, seed: int, e1: int, e2: int, e3: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"seed": seed, "single": {}, "chained": {}, "classifier": {}}
+    size1, size2 = (24, 24) if settings.quick else (50, 32)
+    for operation in ("dilation", "erosion"):
+        for shape in SHAPES:
+            target = f"{operation}:{shape}:{SE_SIZE}"
+            x, y, xt, yt = _task(target, size1, seed)
+            bise = BiSE(1, 1, SE_SIZE, seed=seed)
+            curve = _train_morphology(bise, x, y, xt, yt, e1, seed)
+            read = bise.binarized()
+            s = read.structuring_elements[0, 0]
+            expected = datasets.structuring_element(shape, SE_SIZE)
+            out["single"][target] = {
+                "error": curve[-1],
+                "curve": curve,
+                "operation": read.operations[0],
+                "recovered": bool(read.operations[0] == operation and np.array_equal(s, expected)),
+                "activated": bool(read.activated[0]),
+                "weights": bise._neuron_weights()[0].reshape(SE_SIZE, SE_SIZE),
+                "se": s,
+            }
+            settings.log(
+                f"  seed {seed} {target:>16}: binarised error {curve[-1]:.4f}, read as {read.operations[0]}, "
+                f"S recovered {out['single'][target]['recovered']}"
+            )
+    for operation in ("opening", "closing"):
+        for shape in SHAPES:
+            target = f"{operation}:{shape}:{SE_SIZE}"
+            x, y, xt, yt = _task(target, size2, seed)
+            model = nn.Sequential(BiSE(1, 1, SE_SIZE, seed=seed), BiSE(1, 1, SE_SIZE, seed=seed + 1000))
+            curve = _train_morphology(model, x, y, xt, yt, e2, seed, regularization=REG)
+            out["chained"][target] = {
+                "error": curve[-1],
+                "curve": curve,
+                "identity": dice_error(xt > 0.5, yt > 0.5),
+                "operations": [layer.find_operation() for layer in model],
+                "weights": [layer._neuron_weights()[0].reshape(SE_SIZE, SE_SIZE) for layer in model],
+            }
+            settings.log(
+                f"  seed {seed} {target:>16}: binarised error {curve[-1]:.4f} "
+                f"(identity {out['chained'][target]['identity']:.3f}), layers "
+                f"{out['chained'][target]['operations']}"
+            )
+    data = load_classification(settings, seed)
+    data = type(data)(*[(a >= 0.5).astype(np.float32) if i % 2 == 0 else a for i, a in enumerate(data)])
+    n_in = data.x_train.shape[1]
+    for c in REGS:
+        net = nn.Sequential(
+            DenseLUI(n_in, HIDDEN_LUI if not settings.quick else 32, seed=seed),
+            DenseLUI(HIDDEN_LUI if not settings.quick else 32, 10, real_valued=True, seed=seed + 1),
+        )
+
+        def binarised_val(model: nn.Module) -> dict[str, float]:
+            model.binary(True)
+            try:
+                return {"binarised_val": accuracy(model, data.x_val, data.y_val)}
+            finally:
+                model.binary(False)
+
+        regularizer = (lambda m, c=c: c * constant_set_regularization(m)) if c else None
+        history = fit(
+            net, data, epochs=e3, lr=LR_LUI, batch_size=BATCH_LUI, seed=seed, regularizer=regularizer,
+            on_epoch=binarised_val,
+        )  # fmt: skip
+        float_acc = accuracy(net, data.x_test, data.y_test)
+        net.binary(True)
+        binary_acc = accuracy(net, data.x_test, data.y_test)
+        activated = float(np.mean(net[0].binarized().activated))
+        net.binary(False)
+        out["classifier"][f"{c:g}"] = {
+            "float": float_acc,
+            "binarised": binary_acc,
+            "activated": activated,
+            "val_curve": history.val_accuracy,
+            "binarised_val_curve": history.extra["binarised_val"],
+        }
+        settings.log(
+            f"  seed {seed} DenseLUI c={c:g}: float {float_acc:.3f}, binarised {binary_acc:.3f}, "
+            f"activated neurons {activated:.2f} ({history.seconds:.1f} s)"
+        )
+    return out
+
+
+def run(settings: Settings) -> rp.Report:
+    start = time.perf_counter()
+    e1 = settings.budget(full=8, quick=1)
+    e2 = settings.budget(full=12, quick=1)
+    e3 = settings.budget(full=30, quick=1)
+    hidden = 32 if settings.quick else HIDDEN_LUI
+    report = rp.Report(
+        paper="bimonn",
+        title=TITLE,
+        settings={
+            "claim 1": f"BiSE(1, 1, {SE_SIZE}), diskorect {'24' if settings.quick else '50'} x "
+            f"{'24' if settings.quick else '50'}, 48 training + 16 held-out images, Adam {LR_BISE:g}, batch "
+            f"{BATCH}, {e1 * STEPS_PER_EPOCH} steps",
+            "claim 2": f"BiSE(1, 1, {SE_SIZE}) -> BiSE(1, 1, {SE_SIZE}), diskorect "
+            f"{'24' if settings.quick else '32'} "
+            f"px, constant-set regularisation c = {REG:g}, {e2 * STEPS_PER_EPOCH} steps",
+            "claim 3": f"{settings.dataset} thresholded at 0.5 -> DenseLUI(in, {hidden}) -> real-valued "
+            f"DenseLUI({hidden}, 10), Adam {LR_LUI:g}, batch {BATCH_LUI}, {e3} epochs, c in {REGS}",
+            "seeds": settings.seeds,
+        },
+    )
+    for seed in range(settings.seeds):
+        report.seeds.append(run_seed(settings, seed, e1, e2, e3))
+    seeds = report.seeds
+    n = len(seeds)
+
+    # -- claim 1 -------------------------------------------------------------------------------
+    rows, good = [], 0
+    for operation in ("dilation", "erosion"):
+        for shape in SHAPES:
+            t = f"{operation}:{shape}:{SE_SIZE}"
+            runs = [s["single"][t] for s in seeds]
+            ok = sum(r["recovered"] and r["error"] == 0.0 for r in runs)
+            good += ok
+            rows.append(
+                [
+                    f"{operation}, {shape} {SE_SIZE}x{SE_SIZE}",
+                    f"{sum(r['recovered'] for r in runs)} / {n}",
+                    f"{sum(r['activated'] for r in runs)} / {n}",
+                    rp.pm([r["error"] for r in runs], percent=False, digits=4),
+                    "0.000",
+                ]
+            )
+    total = 6 * n
+    verdict = rp.AGREES if good == total else (rp.DISAGREES if good < total / 2 else rp.INCONCLUSIVE)
+    report.claims.append(
+        rp.Claim(
+            id="1",
+            statement="a single BiSE trained on (image, dilation/erosion of image) pairs recovers the exact "
+            "structuring element and operation, and its binarised form has zero error",
+            setup="Per target: runs whose binarised operation and structuring element equal the "
+            "target's; runs "
+            "whose neuron passes the exact activation test (no approximation needed); held-out binarised "
+            "error 1 - Dice, mean ± std over seeds.",
+            tables=[
+                rp.markdown_table(
+                    ["target", "S and operation recovered", "activated", "binarised 1 - Dice, ours", "paper"],
+                    rows,
+                )
+            ],
+            rule="agrees if every run (6 targets x seeds) recovers the operation and the structuring "
+            "element with "
+            "binarised error exactly 0; does not agree if fewer than half of the runs do; inconclusive "
+            "otherwise.",
+            verdict=verdict,
+            reason=f"{good} of {total} runs exact.",
+        )
+    )
+
+    # -- claim 2 -------------------------------------------------------------------------------
+    rows, within, failed = [], [], []
+    for operation in ("opening", "closing"):
+        for shape in SHAPES:
+            t = f"{operation}:{shape}:{SE_SIZE}"
+            runs = [s["chained"][t] for s in seeds]
+            err = [r["error"] for r in runs]
+            ident = [r["identity"] for r in runs]
+            expected = ["erosion", "dilation"] if operation == "opening" else ["dilation", "erosion"]
+            rows.append(
+                [
+                    f"{operation}, {shape} {SE_SIZE}x{SE_SIZE}",
+                    rp.pm(err, percent=False, digits=3),
+                    rp.pm(ident, percent=False, digits=3),
+                    f"{sum(r['operations'] == expected for r in runs)} / {n}",
+                ]
+            )
+            within.append(np.mean(err) <= 0.072)
+            failed.append(np.mean(err) >= np.mean(ident) / 2)
+    verdict = rp.AGREES if all(within) else (rp.DISAGREES if any(failed) else rp.INCONCLUSIVE)
+    report.claims.append(
+        rp.Claim(
+            id="2",
+            statement="openings/closings are learned by two chained BiSEs with small binarised error",
+            setup="Held-out binarised 1 - Dice of the two-BiSE network, beside that of the identity (the "
+            "input "
+            "itself as the prediction); the paper's worst case over its targets is 0.072 (diskorect, disk).",
+            tables=[
+                rp.markdown_table(
+                    [
+                        "target",
+                        "binarised 1 - Dice, ours",
+                        "identity",
+                        "layers read as the target's two steps",
+                    ],
+                    rows,
+                )
+            ],
+            rule="agrees if every target's mean binarised error is at most 0.072 (the paper's worst); "
+            "does not agree "
+            "if any target's mean error is at least half the identity's; inconclusive otherwise.",
+            verdict=verdict,
+            reason=f"{sum(within)} of 6 targets within 0.072; {sum(failed)} no better than half the "
+            "identity's error.",
+        )
+    )
+
+    # -- claim 3 -------------------------------------------------------------------------------
+    rows = []
+    for c in REGS:
+        k = f"{c:g}"
+        runs = [s["classifier"][k] for s in seeds]
+        gap = [r["float"] - r["binarised"] for r in runs]
+        rows.append(
+            [
+                "none" if c == 0 else f"c = {c:g}",
+                rp.pm([r["float"] for r in runs]),
+                rp.pm([r["binarised"] for r in runs]),
+                rp.pm(gap),
+                rp.pm([r["activated"] for r in runs]),
+            ]
+        )
+    with_reg = [s["classifier"][f"{REG:g}"]["binarised"] for s in seeds]
+    without = [s["classifier"]["0"]["binarised"] for s in seeds]
+    outcome = rp.better(with_reg, without)
+    report.claims.append(
+        rp.Claim(
+            id="3",
+            statement="the regularisation raises the binarised accuracy of a DenseLUI classifier toward "
+            "its float accuracy",
+            setup="Test accuracy (%) of the float network and of its binarised form (hidden DenseLUI "
+            "binarised, "
+            "real-valued head kept), the gap between them, and the share of hidden neurons that are exactly "
+            "activated; mean ± std over seeds. The paper gives no numbers in our summary.",
+            tables=[
+                rp.markdown_table(
+                    [
+                        "regularisation",
+                        "float accuracy",
+                        "binarised accuracy",
+                        "float - binarised",
+                        "activated neurons",
+                    ],
+                    rows,
+                )
+            ],
+            rule=f"agrees if the binarised accuracy with c = {REG:g} beats the one without "
+            "regularisation by more "
+            "than the larger of the two stds (at least 0.5 points); does not agree if it is at or below it; "
+            "inconclusive otherwise (c = 0.001 is shown for context, not used by the rule).",
+            verdict=rp.combine([outcome]),
+            reason=f"binarised accuracy: c = {REG:g} {np.mean(with_reg) * 100:.1f}%, none "
+            f"{np.mean(without) * 100:.1f}%.",
+        )
+    )
+
+    # -- figures -------------------------------------------------------------------------------
+    from .. import plots
+
+    images, titles = [], []
+    first = seeds[0]
+    for operation in ("dilation", "erosion"):
+        for shape in SHAPES:
+            t = f"{operation}:{shape}:{SE_SIZE}"
+            images += [
+                datasets.structuring_element(shape, SE_SIZE),
+                first["single"][t]["weights"],
+                first["single"][t]["se"],
+            ]
+            titles += [
+                f"{operation[:3]}. {shape}: target",
+                "learned W",
+                f"read: {first['single'][t]['operation'][:3]}.",
+            ]
+    plots.image_grid(images, settings.out / "structuring_elements.png", titles=titles, columns=6,
+                     title="claim 1 (seed 0): target S, learned BiSE weights, binarised S")  # fmt: skip
+    images, titles = [], []
+    for operation in ("opening", "closing"):
+        for shape in SHAPES:
+            t = f"{operation}:{shape}:{SE_SIZE}"
+            run0 = first["chained"][t]
+            images += [datasets.structuring_element(shape, SE_SIZE), *run0["weights"]]
+            titles += [
+                f"{operation[:4]}. {shape}",
+                f"1: {run0['operations'][0][:3]}.",
+                f"2: {run0['operations'][1][:3]}.",
+            ]
+    plots.image_grid(images, settings.out / "chained_elements.png", titles=titles, columns=6,
+                     title="claim 2 (seed 0): target S, weights of the two learned BiSEs")  # fmt: skip
+    panels = []
+    for key, label in (("single", "claim 1: one BiSE"), ("chained", "claim 2: two BiSEs")):
+        series, bands = {}, {}
+        for t in first[key]:
+            mean, std = curves([s[key][t]["curve"] for s in seeds])
+            name = t.rsplit(":", 1)[0].replace(":", " ")
+            series[name], bands[name] = mean, std
+        xlabel = f"epoch ({STEPS_PER_EPOCH} steps)"
+        panels.append(
+            {
+                "series": series,
+                "bands": bands,
+                "title": label,
+                "xlabel": xlabel,
+                "ylabel": "held-out 1 - Dice",
+            }
+        )
+    series, bands = {}, {}
+    for c in (0.0, REG):
+        for key, label in (("val_curve", "float"), ("binarised_val_curve", "binarised")):
+            name = f"{label}, {'no reg.' if c == 0 else f'c = {c:g}'}"
+            series[name], bands[name] = curves([s["classifier"][f"{c:g}"][key] for s in seeds])
+    title = "claim 3: DenseLUI classifier"
+    panels.append(
+        {"series": series, "bands": bands, "title": title, "xlabel": "epoch", "ylabel": "validation accuracy"}
+    )
+    plots.line_plots(
+        panels, settings.out / "curves.png", title="BiMoNN: validation metric per epoch (mean ± std)"
+    )
+    report.figures += [
+        (
+            "structuring_elements.png",
+            "Claim 1, seed 0: target structuring element, learned BiSE weights W, binarised S.",
+        ),
+        (
+            "chained_elements.png",
+            "Claim 2, seed 0: target structuring element and the weights of the two BiSEs.",
+        ),
+        ("curves.png", "Held-out binarised error per epoch (claims 1-2) and validation accuracy (claim 3)."),
+    ]
+    report.notes += [
+        "Images are smaller than the paper's in claim 2 (32 x 32 instead of 50 x 50) and the classifier is "
+        f"{hidden} hidden neurons on {settings.dataset} instead of 4096 on MNIST (budget).",
+    ]
+    report.seconds = time.perf_counter() - start
+    return report
