@@ -329,3 +329,32 @@ def test_from_tropic_reads_layers_on_other_array_libraries():
     module = tnn.from_tropic(layer.to(strict))
     for key, value in module.state_dict().items():
         assert_identical(value.numpy(), expected[key])
+
+
+@pytest.mark.parametrize(
+    ("module", "shape"),
+    [
+        (lambda: tnn.MaxPlus(5, 4, seed=0, dtype=torch.float64), (3, 5)),
+        (lambda: tnn.MinPlusConv2d(2, 3, 3, padding=1, bias=True, seed=0, dtype=torch.float64), (2, 2, 4, 4)),
+        (lambda: tnn.Dilation2d(2, 3, init="normal", seed=0, dtype=torch.float64), (2, 2, 4, 5)),
+        (lambda: tnn.MPM(5, 4, seed=0, dtype=torch.float64), (3, 5)),
+    ],
+)
+def test_gradcheck_through_functional_call(module, shape):
+    """torch.autograd.gradcheck of input and parameters at points with unique winners (distinct
+    values far apart), through torch.func.functional_call."""
+    module = module()
+    rng = np.random.default_rng(0)
+    names = [name for name, _ in module.named_parameters()]
+    count = int(np.prod(shape)) + sum(p.numel() for p in module.parameters())
+    values = torch.from_numpy(rng.permutation(count) + rng.random(count) * 0.5)
+    x, *params = torch.split(values, [int(np.prod(shape))] + [p.numel() for p in module.parameters()])
+    inputs = [x.reshape(shape)] + [
+        v.reshape(p.shape) for v, p in zip(params, module.parameters(), strict=True)
+    ]
+    inputs = [t.clone().requires_grad_() for t in inputs]
+
+    def call(x, *params):
+        return torch.func.functional_call(module, dict(zip(names, params, strict=True)), (x,))
+
+    assert torch.autograd.gradcheck(call, inputs, eps=1e-6, atol=1e-8)
