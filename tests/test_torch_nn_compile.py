@@ -17,6 +17,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 tnn = pytest.importorskip("tropic.torch.nn")
+prune = pytest.importorskip("tropic.torch.prune")
 
 # dynamo warns about array_api_compat's lru_cache'd helpers (UserWarning) and about torch.jit APIs
 # it meets while tracing (DeprecationWarning): harmless here.
@@ -73,6 +74,9 @@ def _run(model, x, g):
 def check_every_module(backend):
     torch.manual_seed(0)
     model = EveryModule(torch.float64)
+    # pruned layers too: torch's forward pre-hooks write the tropical zero inside the graph
+    prune.l1_unstructured(model.head[1], "weight", amount=0.6)
+    prune.l1_unstructured(model.head[5], "weight", amount=0.3)
     x = torch.rand(5, 2, 8, 8, dtype=torch.float64)
     g = torch.randn(5, 3, dtype=torch.float64)
     y0, gx0, gp0 = _run(model, x, g)
