@@ -163,3 +163,20 @@ def test_mask_buffer_assignment_relinks_the_parameter():
     layer.weight.grad = np.zeros((3, 4), dtype=np.float32)
     nn.SGD([layer.weight], lr=0.1).step()
     assert layer.weight.data[0, 0] == 0
+
+
+def test_pruned_erosion_structure_entries_are_absent():
+    """An Erosion2d subtracts its structure, so a pruned entry is -inf (x - s = +inf never wins the
+    min): the output equals the erosion by the kept entries alone, and stays finite."""
+    import tropic
+
+    layer = nn.Erosion2d(1, 3, init="normal", seed=4, dtype=np.float64)
+    nn.pruning.l1_unstructured(layer, 4, name="structure")
+    s = layer.structure.data[0]
+    assert np.sum(s == -np.inf) == 4
+    x = np.random.default_rng(5).standard_normal((1, 1, 9, 8))
+    y = layer(x).numpy()
+    kept = s != -np.inf
+    assert np.isfinite(y).all()
+    expected = tropic.erosion(x[0, 0], np.where(kept, s, 0.0), footprint=kept)
+    np.testing.assert_array_equal(y[0, 0], expected)

@@ -193,7 +193,8 @@ class _Morphology2d(Module):
             structure = _init.normal(shape, _init.as_rng(rng, seed), dtype, std=0.1)
         else:
             raise ValueError(f"init must be 'zeros' or 'normal', got {init!r}")
-        self.structure = Parameter(structure, zero=-np.inf if self._dilation else np.inf)
+        # An absent (pruned) entry is -inf for both: the erosion subtracts s, so -inf never wins its min.
+        self.structure = Parameter(structure, zero=-np.inf)
 
     def forward(self, x: Any) -> ad.Tensor:
         if x.ndim != 4 or x.shape[1] != self.channels:
@@ -266,6 +267,8 @@ class Erosion2d(_Morphology2d):
 
     ``y[b, c] == tropic.erosion(x[b, c], s[c])`` (SciPy conventions, ``+inf`` outside the image);
     implemented as a depthwise min-plus correlation with ``-s``. Parameters as :class:`Dilation2d`.
+    A pruned entry of ``s`` is ``-inf`` (absent: ``x - s = +inf`` never wins the min), as for the
+    dilation.
     """
 
     _dilation = False
