@@ -538,3 +538,20 @@ def test_capabilities_list_the_torch_kernels():
         "maxout_vjp",
     ):
         assert table[operator].get("torch") == "native", operator
+
+
+def test_compiling_tropic_ops_raises_no_dynamo_warnings():
+    """Core's namespace and device lookups answer torch tensors directly, so tracing them does not
+    step into array_api_compat's cached type checks (dynamo warns about each such call)."""
+    def f(x, w, s):
+        return (tropic.maxplus_matmul(x.flatten(1), w).sum() + tropic.dilation(x, s).sum()) * 1.0
+
+    x = torch.randn(2, 1, 4, 4, requires_grad=True)
+    w, s = torch.randn(16, 3), torch.zeros(3, 3)
+    torch._dynamo.reset()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.compile(f, fullgraph=True, backend="aot_eager")(x, w, s).backward()
+    dynamo = [str(w.message) for w in caught if "Dynamo" in str(w.message)]
+    assert dynamo == []
+    assert x.grad is not None

@@ -6,13 +6,14 @@ PyTorch and array-api-strict arrays alike.
 
 from __future__ import annotations
 
+import sys
 from types import ModuleType
 from typing import Any
 
 import array_api_compat
 import array_api_compat.numpy as compat_numpy
 import numpy as np
-from array_api_compat import device
+from array_api_compat import device as _compat_device
 
 __all__ = [
     "Array",
@@ -26,6 +27,11 @@ __all__ = [
 ]
 
 Array = Any  # any array-API array; the operators return arrays of the caller's library
+_BACKEND_OF_NAMESPACE = {
+    "array_api_compat.numpy": "numpy",
+    "array_api_compat.torch": "torch",
+    "array_api_compat.cupy": "cupy",
+}
 
 
 def array_namespace(**arrays: Array) -> ModuleType:
@@ -40,9 +46,14 @@ def array_namespace(**arrays: Array) -> ModuleType:
         If an argument is not an array, or if the arrays come from different libraries.
     """
     given = {name: x for name, x in arrays.items() if x is not None}
-    # Fast path: plain NumPy arrays (the common case on the CPU).
+    # Fast paths: plain NumPy arrays (the common case on the CPU), and torch tensors, for which
+    # array_api_compat's cached type checks also make torch.compile warn on every traced call.
     if all(type(x) is np.ndarray for x in given.values()):
         return compat_numpy
+    if given and all(_is_torch_tensor(x) for x in given.values()):
+        import array_api_compat.torch as compat_torch
+
+        return compat_torch
     namespaces = {}
     for name, x in given.items():
         if not array_api_compat.is_array_api_obj(x) or isinstance(x, (bool, int, float, complex)):
@@ -58,8 +69,23 @@ def array_namespace(**arrays: Array) -> ModuleType:
     return next(iter(distinct.values()))
 
 
+def device(x: Array) -> Any:
+    """The device of ``x`` (``array_api_compat.device``; torch tensors answered directly, as in
+    :func:`array_namespace`)."""
+    return x.device if _is_torch_tensor(x) else _compat_device(x)
+
+
+def _is_torch_tensor(x: Any) -> bool:
+    """``isinstance(x, torch.Tensor)`` without importing torch (it is optional)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
 def backend_name(xp: ModuleType) -> str | None:
     """Name of the tropic backend that serves namespace ``xp``, or None for the reference path."""
+    name = getattr(xp, "__name__", "")
+    if name in _BACKEND_OF_NAMESPACE:  # the namespaces array_namespace returns, by name
+        return _BACKEND_OF_NAMESPACE[name]
     if array_api_compat.is_numpy_namespace(xp):
         return "numpy"
     if array_api_compat.is_cupy_namespace(xp):

@@ -24,7 +24,7 @@ def require_ndim(name: str, x: Array, ndim: int, layout: str, exact: bool = True
 
 def require_same_device(**arrays: Array) -> None:
     """Refuse to mix devices: tropic never moves data between devices behind the caller's back."""
-    from array_api_compat import device
+    from ._array_api import device
 
     devices = {name: device(x) for name, x in arrays.items() if x is not None}
     if len({str(d) for d in devices.values()}) > 1:
