@@ -9,6 +9,7 @@ import re
 import pytest
 
 from tropic.cli import main
+from tropic.reproduce import render
 from tropic.reproduce import report as rp
 
 pytest.importorskip("sklearn", reason="scikit-learn (the test extra) provides the digits data")
@@ -40,6 +41,10 @@ def test_quick_run_writes_tables_verdicts_json_and_plots(paper, tmp_path, capsys
     for name in results["figures"]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({name})" in md
+    # the report can be rebuilt from results.json alone (no training), identically
+    (out / "results.md").unlink()
+    render(out)
+    assert (out / "results.md").read_text() == md
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,13 @@ Each module's ``run(settings)`` trains the models for every seed and returns a
 from __future__ import annotations
 
 import importlib
+import json
+from pathlib import Path
 
 from ._common import Settings
 from .report import Report
 
-__all__ = ["PAPERS", "Report", "Settings", "reproduce"]
+__all__ = ["PAPERS", "Report", "Settings", "render", "reproduce"]
 
 #: paper name -> (module, the summary in ../shared/papers it reproduces)
 PAPERS = {
@@ -31,7 +33,36 @@ def reproduce(paper: str, settings: Settings) -> Report:
         raise ValueError(f"unknown paper {paper!r}; choose one of {', '.join(PAPERS)}")
     settings.out.mkdir(parents=True, exist_ok=True)
     report = importlib.import_module(PAPERS[paper]).run(settings)
+    return _finish(report, settings)
+
+
+def _finish(report: Report, settings: Settings) -> Report:
     if settings.command:
         report.settings["command"] = f"`{settings.command}`"
+    report.options = {
+        "quick": settings.quick,
+        "seeds": settings.seeds,
+        "epochs": settings.epochs,
+        "dataset": settings.dataset,
+        "data_dir": None if settings.data_dir is None else str(settings.data_dir),
+        "command": settings.command,
+    }
     report.write(settings.out)
     return report
+
+
+def render(folder: str | Path, settings: Settings | None = None) -> Report:
+    """Rebuild ``results.md`` and the plots in ``folder`` from its ``results.json`` (no training).
+
+    ``settings`` defaults to the options stored in the JSON file; the wall time is the stored one.
+    """
+    folder = Path(folder)
+    data = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    if settings is None:
+        options = dict(data.get("options") or {})
+        data_dir = options.pop("data_dir", None)
+        settings = Settings(out=folder, data_dir=None if data_dir is None else Path(data_dir), **options)
+    settings.out = folder
+    module = importlib.import_module(PAPERS[data["paper"]])
+    report = module.summarize(settings, data["seeds"], float(data.get("seconds", 0.0)))
+    return _finish(report, settings)

@@ -8,7 +8,7 @@
   images.
 - Claim 2: two chained ``BiSE(1, 1, 7)`` learn the opening or the closing by the same elements
   (32 x 32 images: budget), with the constant-set regularisation ``c = 0.01``.
-- Claim 3: a DenseLUI classifier (binarised input -> ``DenseLUI(in, 256)`` -> real-valued
+- Claim 3: a DenseLUI classifier (binarised input -> ``DenseLUI(in, 256, init="sparse")`` -> real-valued
   ``DenseLUI(256, 10)``; the paper: 784 -> 4096 -> 10 on MNIST) trained with and without the
   constant-set regularisation (``c = 0.01``, and 0.001 for context); float vs binarised accuracy.
 
@@ -127,7 +127,7 @@ def run_seed(settings: Settings, seed: int, e1: int, e2: int, e3: int) -> dict[s
     n_in = data.x_train.shape[1]
     for c in REGS:
         net = nn.Sequential(
-            DenseLUI(n_in, HIDDEN_LUI if not settings.quick else 32, seed=seed),
+            DenseLUI(n_in, HIDDEN_LUI if not settings.quick else 32, init="sparse", seed=seed),
             DenseLUI(HIDDEN_LUI if not settings.quick else 32, 10, real_valued=True, seed=seed + 1),
         )
 
@@ -163,7 +163,18 @@ def run_seed(settings: Settings, seed: int, e1: int, e2: int, e3: int) -> dict[s
 
 
 def run(settings: Settings) -> rp.Report:
+    """Train every seed, then :func:`summarize` (tables, verdicts, plots)."""
     start = time.perf_counter()
+    e1 = settings.budget(full=8, quick=1)
+    e2 = settings.budget(full=12, quick=1)
+    e3 = settings.budget(full=30, quick=1)
+    seeds = [run_seed(settings, seed, e1, e2, e3) for seed in range(settings.seeds)]
+    return summarize(settings, seeds, time.perf_counter() - start)
+
+
+def summarize(settings: Settings, seeds: list[dict[str, Any]], seconds: float) -> rp.Report:
+    """The report of per-seed results (as :func:`run_seed` returns them, or read back from
+    ``results.json``): tables, verdicts and the plots written into ``settings.out``."""
     e1 = settings.budget(full=8, quick=1)
     e2 = settings.budget(full=12, quick=1)
     e3 = settings.budget(full=30, quick=1)
@@ -180,12 +191,10 @@ def run(settings: Settings) -> rp.Report:
             f"px, constant-set regularisation c = {REG:g}, {e2 * STEPS_PER_EPOCH} steps",
             "claim 3": f"{settings.dataset} thresholded at 0.5 -> DenseLUI(in, {hidden}) -> real-valued "
             f"DenseLUI({hidden}, 10), Adam {LR_LUI:g}, batch {BATCH_LUI}, {e3} epochs, c in {REGS}",
-            "seeds": settings.seeds,
+            "seeds": len(seeds),
         },
     )
-    for seed in range(settings.seeds):
-        report.seeds.append(run_seed(settings, seed, e1, e2, e3))
-    seeds = report.seeds
+    report.seeds = seeds
     n = len(seeds)
 
     # -- claim 1 -------------------------------------------------------------------------------
@@ -401,8 +410,13 @@ def run(settings: Settings) -> rp.Report:
         ("curves.png", "Held-out binarised error per epoch (claims 1-2) and validation accuracy (claim 3)."),
     ]
     report.notes += [
+        "The hidden DenseLUI starts from the sparse initialisation (init='sparse', density 0.1), which "
+        "tropic.nn.binary documents as the one that binarises well for wide fan-ins. A first full run "
+        "with the dense initialisation, stopped after seed 0, gave binarised accuracies at chance "
+        "(10.0% with c = 0.001, 10.9% with c = 0.01; float 94.0% and 93.3%), so we switched; the "
+        "verdict rule was not changed.",
         "Images are smaller than the paper's in claim 2 (32 x 32 instead of 50 x 50) and the classifier is "
         f"{hidden} hidden neurons on {settings.dataset} instead of 4096 on MNIST (budget).",
     ]
-    report.seconds = time.perf_counter() - start
+    report.seconds = seconds
     return report

@@ -171,6 +171,7 @@ class Report:
     figures: list[tuple[str, str]] = field(default_factory=list)  # (file name, caption)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict)  # how it was run (for :func:`render`)
 
     def markdown(self, figure_prefix: str = "") -> str:
         lines = [f"# `tropic reproduce {self.paper}`: {self.title}", ""]
@@ -209,6 +210,7 @@ class Report:
             "title": self.title,
             "settings": self.settings,
             "seconds": self.seconds,
+            "options": self.options,
             "claims": [
                 {
                     "id": c.id,
