@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 
 from tropic.cli import main
@@ -85,3 +86,26 @@ def test_comparison_rules():
     assert rp.combine(["yes", "unclear"]) == rp.INCONCLUSIVE
     assert rp.pm([0.5, 0.7]) == "60.0 ± 10.0"
     assert rp.markdown_table(["a", "b"], [[1, 2]]).splitlines() == ["| a | b |", "|---|---|", "| 1 | 2 |"]
+
+
+def _write_idx(path, array):
+    codes = {np.dtype(np.uint8): 0x08}
+    header = bytes([0, 0, codes[array.dtype], array.ndim])
+    header += b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+def test_data_dir_runs_on_mnist_files(tmp_path, capsys):
+    # A tiny fake MNIST in IDX format: the --data-dir path end to end (flattened 784 pixels).
+    rng = np.random.default_rng(0)
+    data = tmp_path / "mnist"
+    data.mkdir()
+    for part, n in (("train", 120), ("t10k", 40)):
+        _write_idx(data / f"{part}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        _write_idx(data / f"{part}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8))
+    out = tmp_path / "out"
+    args = ["reproduce", "hybrid", "--quick", "--seeds", "1", "--data-dir", str(data), "--out", str(out)]
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["options"]["dataset"] == "mnist" and len(results["seeds"]) == 1
+    assert "mnist" in (out / "results.md").read_text()
