@@ -1,15 +1,17 @@
 """Performance report: tropic's operators against the code a user would otherwise write.
 
-``python -m tropic.bench [--quick] [--repeat N] [--torch-compile]`` (also ``tropic bench ...``) times,
-in one process, each operator and its baselines on the same inputs and prints one table row per
-baseline: the median of ``N`` timed calls after one warm-up call (``time.perf_counter``), the
-speed-up ``baseline ms / tropic ms`` (above 1: tropic is faster), the throughput in G pairs/s (one
-pair is one candidate ``x + w`` that enters a max: ``M*K*N`` for a product) and whether the two
-results agree (computed once, outside the timed calls). After the table it prints the extra peak
+``tropic bench [--quick] [--repeat N] [--torch-compile] [--plot PNG]`` (also ``python -m tropic.bench``)
+times, in one process and on the same inputs, every implementation of each case: tropic on each
+available backend (NumPy arrays with the compiled kernels, the pure NumPy path, CPU torch tensors),
+then the baselines. One row each: the median of ``N`` timed calls after one warm-up call
+(``time.perf_counter``), the throughput in G pairs/s (one pair is one candidate ``x + w`` that enters
+a max: ``M*K*N`` for a product), the extra peak resident memory of one call (:func:`extra_peak_rss_mib`),
+the speed-up ``implementation ms / tropic ms`` (above 1: tropic is faster) and whether the result
+agrees with tropic's (computed once, outside the timed calls). After the table it prints the extra peak
 memory of a large max-plus product, measured with ``tracemalloc``, next to what NumPy broadcasting
 needs for the same product.
 
-SciPy and PyTorch are optional: their baselines are skipped with a note when they cannot be imported.
+SciPy, PyTorch and kornia are optional: their rows are skipped with a note when they cannot be imported.
 The timing and memory helpers here (:func:`measure`, :func:`extra_peak_mib`) and the baselines are
 shared with the asv suite in ``benchmarks/`` so that both measure the same code the same way.
 """
@@ -538,8 +540,9 @@ def _environment(torch, ndimage, repeat: int) -> str:
     return (
         f"{', '.join(parts)}; {platform.machine()} with {os.cpu_count()} CPUs; float32; "
         f"median of {repeat} after 1 warm-up\n"
-        "speed-up = base ms / tropic ms (above 1: tropic is faster); Gp/s = 1e9 candidate pairs (x + w "
-        "entering a max) per second; check = the results agree bitwise (equal) or to rounding (close)"
+        "tropic speed-up = implementation ms / tropic (numpy) ms (above 1: tropic is faster); Gp/s = 1e9 "
+        "candidate pairs (x + w entering a max) per second; peak MiB = extra peak resident memory of one "
+        "call; check = agrees with tropic bitwise (equal) or to rounding (close)"
     )
 
 
