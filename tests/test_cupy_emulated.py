@@ -1,0 +1,347 @@
+"""The CuPy backend's CUDA kernels and Python glue, run on the CPU (no GPU, no CuPy needed).
+
+The CUDA sources are compiled as C++ with a small shim (``__global__`` is a plain function, each
+CUDA thread of a block is a host thread, ``__syncthreads`` a barrier, ``__shared__`` a static), and
+``tropic.backends.cupy.kernels`` is loaded with NumPy standing in for CuPy and the shim standing in
+for ``RawModule``. So the kernels' index arithmetic, tie, NaN and infinity rules, the gradient
+gathers and the launch glue are checked bitwise against the NumPy backend on any machine with g++
+(float32 and float64; the half types, the NVRTC compile and real launches are left to
+tests/test_cupy_backend.py on a GPU). Skipped without g++.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import array_api_compat.numpy as compat_numpy
+import numpy as np
+import pytest
+
+from tropic.core import dispatch
+from tropic.core.conv import ConvGeometry, conv2d_reference
+from tropic.core.matmul import matmul_reference
+from tropic.core.maxout import maxout_reference
+from tropic.core.morphology import _MODES, axis_window, morphology_reference
+from tropic.core.semiring import MAX_PLUS, MIN_PLUS
+
+from .helpers import assert_identical
+
+CUPY_DIR = Path(__file__).resolve().parents[1] / "tropic" / "backends" / "cupy"
+SEMIRINGS = pytest.mark.parametrize("semiring", [MAX_PLUS, MIN_PLUS], ids=["maxplus", "minplus"])
+DTYPES = pytest.mark.parametrize("dtype", [np.float32, np.float64])
+
+SHIM = r"""
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+struct Dim3 { unsigned x = 0, y = 0, z = 0; };
+thread_local Dim3 threadIdx, blockIdx;
+Dim3 blockDim, gridDim;
+static std::barrier<>* emu_barrier = nullptr;
+inline void __syncthreads() { emu_barrier->arrive_and_wait(); }
+inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
+inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, 8); return d; }
+using std::isnan;
+using std::min;
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __restrict__
+#define __launch_bounds__(x)
+#define __shared__ static
+SOURCES
+template <typename T> T& arg_at(void** args, size_t i) { return *static_cast<T*>(args[i]); }
+template <typename... A, size_t... I>
+void call_with(void (*f)(A...), void** args, std::index_sequence<I...>) {
+    f(arg_at<std::remove_cv_t<std::remove_reference_t<A>>>(args, I)...);
+}
+template <typename... A> std::function<void(void**)> entry(void (*f)(A...)) {
+    return [f](void** args) { call_with(f, args, std::index_sequence_for<A...>{}); };
+}
+static std::map<std::string, std::function<void(void**)>> table() {
+    std::map<std::string, std::function<void(void**)>> t;
+    ENTRIES
+    return t;
+}
+extern "C" int emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                          void** args) {
+    static const auto kernels = table();
+    auto it = kernels.find(name);
+    if (it == kernels.end()) return 1;
+    gridDim = {gx, gy, gz};
+    blockDim = {bx, 1, 1};
+    for (unsigned z = 0; z < gz; ++z)
+        for (unsigned y = 0; y < gy; ++y)
+            for (unsigned x = 0; x < gx; ++x) {
+                std::barrier<> bar(bx);
+                emu_barrier = &bar;
+                std::vector<std::thread> threads;
+                for (unsigned t = 0; t < bx; ++t)
+                    threads.emplace_back([&, t] {
+                        threadIdx = {t, 0, 0};
+                        blockIdx = {x, y, z};
+                        it->second(args);
+                    });
+                for (auto& th : threads) th.join();
+            }
+    return 0;
+}
+"""
+
+# Kernels that use __syncthreads need their real block; the grid-stride ones run as one CUDA
+# thread (the loop then covers every item), which keeps the emulation fast.
+_BLOCK_KERNELS = {"tropic_matmul_tiled", "tropic_tap_partials"}
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    """``(kernels, library)``: the backend's kernels module wired to the C++ build of its sources."""
+    compiler = shutil.which("g++")
+    if compiler is None:
+        pytest.skip("g++ is not installed")
+    glue = _load_glue()
+    sources = "\n".join(f'#include "{CUPY_DIR / "cuda" / s}"' for s in glue.module.SOURCES)
+    entries = "\n".join(
+        f't["{k}<{t}>"] = entry(&{k}<{t}>);'
+        for kernels in glue.module.KERNELS.values()
+        for k in kernels
+        for t in ("float", "double")
+    )
+    build = tmp_path_factory.mktemp("cupy_emu")
+    (build / "emu.cpp").write_text(SHIM.replace("SOURCES", sources).replace("ENTRIES", entries))
+    command = [compiler, "-O1", "-std=c++20", "-pthread", "-shared", "-fPIC", "-Wno-unknown-pragmas"]
+    result = subprocess.run(
+        [*command, str(build / "emu.cpp"), "-o", str(build / "emu.so")], capture_output=True, text=True
+    )
+    if result.returncode:
+        if "barrier" in result.stderr and "No such file" in result.stderr:
+            pytest.skip("g++ without C++20 <barrier>")
+        pytest.fail(f"the CUDA sources do not build as C++ for the emulation:\n{result.stderr[-4000:]}")
+    library = ctypes.CDLL(str(build / "emu.so"))
+    library.emu_launch.restype = ctypes.c_int
+    glue.module.get_kernel = lambda name, dtype: _Kernel(library, name, glue.module.cuda_type(dtype))
+    return glue.kernels
+
+
+def _load_glue():
+    """``tropic/backends/cupy`` under a private package name with NumPy as ``cupy``, registering
+    its kernels in a throwaway table (the real dispatch table is left as it was)."""
+    package = types.ModuleType("tropic_cupy_emulated")
+    package.__path__ = [str(CUPY_DIR)]
+    saved_cupy = sys.modules.get("cupy")
+    saved_kernels = dispatch._kernels
+    sys.modules["tropic_cupy_emulated"] = package
+    sys.modules["cupy"] = np
+    dispatch._kernels = dict(saved_kernels)
+    try:
+        package.layout = importlib.import_module("tropic_cupy_emulated.layout")
+        package.module = importlib.import_module("tropic_cupy_emulated.module")
+        package.kernels = importlib.import_module("tropic_cupy_emulated.kernels")
+    finally:
+        dispatch._kernels = saved_kernels
+        if saved_cupy is None:
+            del sys.modules["cupy"]
+        else:
+            sys.modules["cupy"] = saved_cupy
+    return package
+
+
+class _Kernel:
+    """A RawModule function stand-in: ``kernel(grid, block, args)`` runs the C++ build."""
+
+    def __init__(self, library, name: str, cuda_type: str):
+        self.library, self.name, self.expression = library, name, f"{name}<{cuda_type}>"
+
+    def __call__(self, grid, block, args):
+        grid = tuple(grid) + (1,) * (3 - len(grid))
+        threads = block[0] if self.name in _BLOCK_KERNELS else 1
+        if self.name not in _BLOCK_KERNELS:
+            grid = (1, 1, 1)
+        held = [_c_value(a) for a in args]
+        pointers = (ctypes.c_void_p * len(held))(
+            *[ctypes.cast(ctypes.pointer(h), ctypes.c_void_p) for h in held]
+        )
+        status = self.library.emu_launch(self.expression.encode(), *map(int, grid), int(threads), pointers)
+        assert status == 0, f"no emulated kernel {self.expression}"
+
+
+def _c_value(a):
+    if isinstance(a, np.ndarray):
+        assert a.flags.c_contiguous, "kernel arrays must be C-contiguous"
+        return ctypes.c_void_p(a.ctypes.data)
+    kinds = {np.int32: ctypes.c_int32, np.int64: ctypes.c_int64, np.float32: ctypes.c_float}
+    kinds[np.float64] = ctypes.c_double
+    assert type(a) in kinds, f"kernel scalars must be exact NumPy types, got {type(a).__name__}"
+    return kinds[type(a)](a)
+
+
+def sample(rng, shape, dtype, specials=True):
+    """Small integers (many ties), with a few infinities and NaN when ``specials``."""
+    x = rng.integers(-2, 3, size=shape).astype(dtype)
+    if specials and x.size:
+        hit = rng.random(shape) < 0.1
+        x[hit] = rng.choice([-np.inf, np.inf, np.nan], size=int(hit.sum()))
+    return x
+
+
+def dyadic(rng, shape, dtype):
+    """Gradients whose float64 sums are exact in any order (so every summation order agrees)."""
+    return (rng.integers(-64, 65, size=shape) / 8).astype(dtype)
+
+
+MATMUL_SHAPES = [
+    ((5, 7), (7, 3)),
+    ((1, 1), (1, 1)),
+    ((70, 33), (33, 65)),  # not multiples of the 64 x 64 tile
+    ((3, 0), (0, 4)),  # K = 0: every output is the zero, no winner
+    ((2, 4, 5), (5, 6)),  # the layer case: a's batch folded into rows
+    ((2, 1, 4, 5), (3, 5, 6)),  # broadcast batches
+    ((3, 4, 5), (3, 5, 2)),
+]
+
+
+@pytest.mark.parametrize("tiled", [True, False], ids=["tiled", "simple"])
+@pytest.mark.parametrize(("a_shape", "b_shape"), MATMUL_SHAPES)
+@DTYPES
+@SEMIRINGS
+def test_matmul(emu, monkeypatch, semiring, dtype, a_shape, b_shape, tiled):
+    monkeypatch.setattr(emu, "TILED", tiled)
+    rng = np.random.default_rng(0)
+    a, b = sample(rng, a_shape, dtype), sample(rng, b_shape, dtype)
+    c, k = emu.matmul(compat_numpy, semiring, a, b)
+    c_ref, k_ref = matmul_reference(compat_numpy, semiring, a, b)
+    assert_identical(c, c_ref)
+    assert_identical(k, k_ref)
+
+
+@pytest.mark.parametrize(("a_shape", "b_shape"), MATMUL_SHAPES)
+@DTYPES
+def test_matmul_vjp(emu, dtype, a_shape, b_shape):
+    from tropic.backends.numpy import kernels as numpy_kernels
+
+    rng = np.random.default_rng(1)
+    a, b = sample(rng, a_shape, dtype), sample(rng, b_shape, dtype)
+    c, k = matmul_reference(compat_numpy, MAX_PLUS, a, b)
+    broadcast = a.shape[:-2] != c.shape[:-2] or b.shape[:-2] != c.shape[:-2]
+    # Broadcast batches are summed after the cast (sum_to_shape): exact only for dyadic values.
+    g = dyadic(rng, c.shape, dtype) if broadcast else rng.standard_normal(c.shape).astype(dtype)
+    got = emu.matmul_vjp(compat_numpy, g, k, a.shape, b.shape)
+    expected = numpy_kernels.matmul_vjp(compat_numpy, g, k, a.shape, b.shape)
+    for x, y in zip(got, expected, strict=True):
+        assert_identical(x, y)
+
+
+MORPHOLOGY_CASES = [
+    # (image shape, support shape, weighted, footprint holes)
+    ((6, 7), (3, 3), False, False),
+    ((2, 5, 9), (2, 4), True, False),
+    ((3, 4), (5, 5), True, True),  # element larger than the image: reflections of reflections
+    ((1, 1), (3, 2), False, True),
+]
+
+
+@pytest.mark.parametrize("mode", sorted(set(_MODES.values())))
+@pytest.mark.parametrize("case", MORPHOLOGY_CASES, ids=str)
+@DTYPES
+@SEMIRINGS
+def test_morphology_and_vjp(emu, semiring, dtype, case, mode):
+    from tropic.backends.numpy import kernels as numpy_kernels
+
+    image_shape, (kh, kw), weighted, holes = case
+    rng = np.random.default_rng(2)
+    image = sample(rng, image_shape, dtype)
+    support = rng.random((kh, kw)) < 0.7 if holes else np.ones((kh, kw), bool)
+    weights = sample(rng, (kh, kw), dtype) if weighted else None
+    reflected = semiring.maximises
+    rows = axis_window(image_shape[-2], kh, reflected, mode)
+    cols = axis_window(image_shape[-1], kw, reflected, mode)
+    fill = semiring.zero if mode == "neutral" else 1.5
+    args = (semiring, image, weights, support, rows, cols, fill)
+    out, k = emu.morphology(compat_numpy, *args)
+    out_ref, k_ref = morphology_reference(compat_numpy, *args)
+    assert_identical(out, out_ref)
+    assert_identical(k, k_ref)
+    if dtype != np.float32:  # the gradient gathers do not depend on the dtype: once is enough here
+        return
+    g = dyadic(rng, image_shape, dtype)
+    got = emu.morphology_vjp(compat_numpy, g, k, image_shape, rows, cols)
+    expected = numpy_kernels.morphology_vjp(compat_numpy, g, k_ref, image_shape, rows, cols)
+    for x, y in zip(got, expected, strict=True):
+        assert_identical(x, y)
+
+
+CONV_CASES = [
+    # (x shape, w shape, stride, padding, groups)
+    ((2, 3, 7, 6), (4, 3, 3, 2), 1, 0, 1),
+    ((1, 4, 9, 8), (6, 2, 3, 3), 2, 1, 2),
+    ((2, 2, 5, 5), (2, 1, 2, 3), (2, 1), (0, 2), 2),
+    ((1, 1, 3, 3), (1, 1, 3, 3), 3, 2, 1),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+@DTYPES
+@SEMIRINGS
+def test_conv2d_and_vjp(emu, semiring, dtype, case):
+    from tropic.backends.numpy import kernels as numpy_kernels
+
+    x_shape, w_shape, stride, padding, groups = case
+    rng = np.random.default_rng(3)
+    x, w = sample(rng, x_shape, dtype), sample(rng, w_shape, dtype)
+    geometry = ConvGeometry(x_shape, w_shape, stride, padding, groups)
+    y, k = emu.conv2d(compat_numpy, semiring, x, w, geometry)
+    y_ref, k_ref = conv2d_reference(compat_numpy, semiring, x, w, geometry)
+    assert_identical(y, y_ref)
+    assert_identical(k, k_ref)
+    if dtype != np.float32:
+        return
+    g = dyadic(rng, y.shape, dtype)
+    got = emu.conv2d_vjp(compat_numpy, g, k, geometry)
+    expected = numpy_kernels.conv2d_vjp(compat_numpy, g, k_ref, geometry)
+    for a, b in zip(got, expected, strict=True):
+        assert_identical(a, b)
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 5), (1, 1), (6, 2, 8)])
+@DTYPES
+def test_maxout_and_vjp(emu, dtype, shape):
+    from tropic.core.maxout import maxout_vjp_reference
+
+    rng = np.random.default_rng(4)
+    grouped = sample(rng, shape, dtype)
+    y, k = emu.maxout(compat_numpy, grouped)
+    y_ref, k_ref = maxout_reference(compat_numpy, grouped)
+    assert_identical(y, y_ref)
+    assert_identical(k, k_ref)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    assert_identical(
+        emu.maxout_vjp(compat_numpy, g, k, shape[-1]), maxout_vjp_reference(compat_numpy, g, k_ref, shape[-1])
+    )
+
+
+def test_weight_sums_over_many_chunks(emu):
+    """The chunked tap sums (several chunks, a ragged last one) against a plain float64 sum."""
+    rng = np.random.default_rng(5)
+    B, planes, S, taps = 3, 2, 5000, 3
+    g = dyadic(rng, (B, planes, S), np.float32)
+    winner = rng.integers(-1, taps, size=(B, planes, S)).astype(np.int32)
+    assert sys.modules["tropic_cupy_emulated.layout"].chunking(B * S, planes * taps)[0] > 1
+    got = emu._tap_sums(g, winner, B, planes, S, taps, np.float32)
+    expected = np.array(
+        [[g[:, o][winner[:, o] == t].astype(np.float64).sum() for t in range(taps)] for o in range(planes)]
+    ).astype(np.float32)
+    assert_identical(got, expected)

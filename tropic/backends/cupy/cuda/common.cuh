@@ -1,0 +1,111 @@
+// tropic CUDA kernels: shared helpers (inlined into every source by tropic/backends/cupy/module.py).
+//
+// Semantics (DESIGN.md, tropic/core/semiring.py), the same in every kernel:
+// * candidates of an output are visited in increasing index order and a candidate replaces the
+//   current best only if it is strictly better (`v > best` for max-plus, `v < best` for min-plus),
+//   so ties keep the lowest index;
+// * the best starts at the tropical zero (-inf / +inf) with index -1, so an output whose candidates
+//   are all the zero keeps index -1;
+// * a candidate with a NaN operand decides the output: the first one wins and the output is NaN;
+// * `-inf + +inf` (IEEE NaN from non-NaN operands) is the tropical zero: it never wins;
+// * the add is done in the compute type (float for float/__half/__nv_bfloat16, double for double)
+//   and rounded to the input type before the compare (float then round-to-nearest to a half type is
+//   the correctly rounded half sum: 24 >= 2 * 11 + 2 bits, so the double rounding is harmless).
+// Gradients are gathers in a fixed order with double accumulators: deterministic, no atomics.
+#pragma once
+
+#ifdef TROPIC_HALF
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#endif
+
+namespace tropic {
+
+template <typename T> struct Traits {
+    typedef float C;  // compute type
+    static __device__ __forceinline__ float load(T x) { return (float)x; }
+    static __device__ __forceinline__ float round(float s) { return s; }
+    static __device__ __forceinline__ T store(float s) { return (T)s; }
+};
+
+template <> struct Traits<double> {
+    typedef double C;
+    static __device__ __forceinline__ double load(double x) { return x; }
+    static __device__ __forceinline__ double round(double s) { return s; }
+    static __device__ __forceinline__ double store(double s) { return s; }
+};
+
+#ifdef TROPIC_HALF
+template <> struct Traits<__half> {
+    typedef float C;
+    static __device__ __forceinline__ float load(__half x) { return __half2float(x); }
+    static __device__ __forceinline__ float round(float s) { return __half2float(__float2half_rn(s)); }
+    static __device__ __forceinline__ __half store(float s) { return __float2half_rn(s); }
+};
+
+template <> struct Traits<__nv_bfloat16> {
+    typedef float C;
+    static __device__ __forceinline__ float load(__nv_bfloat16 x) { return __bfloat162float(x); }
+    static __device__ __forceinline__ float round(float s) {
+        return __bfloat162float(__float2bfloat16_rn(s));
+    }
+    static __device__ __forceinline__ __nv_bfloat16 store(float s) { return __float2bfloat16_rn(s); }
+};
+#endif
+
+// Accumulator of the gradient sums: double for every input type (the NumPy backend sums in float64
+// too, so sums taken in the same order agree bitwise).
+template <typename T> __device__ __forceinline__ T store_sum(double s) {
+    return Traits<T>::store((typename Traits<T>::C)s);
+}
+template <> __device__ __forceinline__ double store_sum<double>(double s) { return s; }
+#ifdef TROPIC_HALF
+// Straight from double: one rounding, as NumPy's float64 -> float16 cast.
+template <> __device__ __forceinline__ __half store_sum<__half>(double s) { return __double2half(s); }
+template <> __device__ __forceinline__ __nv_bfloat16 store_sum<__nv_bfloat16>(double s) {
+    return __double2bfloat16(s);
+}
+#endif
+
+template <typename C> __device__ __forceinline__ C infinity();
+template <> __device__ __forceinline__ float infinity<float>() { return __int_as_float(0x7f800000); }
+template <> __device__ __forceinline__ double infinity<double>() {
+    return __longlong_as_double(0x7ff0000000000000LL);
+}
+
+// The running winner of one output.
+template <typename T> struct Best {
+    typedef typename Traits<T>::C C;
+    C value;
+    int index;
+    bool decided;  // a NaN candidate was met: nothing later changes the output
+    bool maximise;
+
+    __device__ __forceinline__ explicit Best(bool maximise_)
+        : value(maximise_ ? -infinity<C>() : infinity<C>()), index(-1), decided(false),
+          maximise(maximise_) {}
+
+    // Offer candidate k with value x (+) w (or x alone when !has_w).
+    __device__ __forceinline__ void offer(C x, C w, bool has_w, int k) {
+        if (decided) return;
+        if (isnan(x) || (has_w && isnan(w))) {
+            value = has_w ? x + w : x;  // NaN
+            index = k;
+            decided = true;
+            return;
+        }
+        C v = has_w ? Traits<T>::round(x + w) : x;
+        if (isnan(v)) return;  // -inf + inf: the tropical zero, never wins
+        if (maximise ? v > value : v < value) {
+            value = v;
+            index = k;
+        }
+    }
+};
+
+// Launch helper: a grid-stride loop over n items (64-bit).
+#define TROPIC_GRID_LOOP(i, n)                                                                   \
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                \
+         i += (long long)blockDim.x * gridDim.x)
+
+}  // namespace tropic

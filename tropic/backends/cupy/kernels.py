@@ -1,0 +1,236 @@
+"""CuPy kernels for the tropical operators, registered with ``tropic.core.dispatch``.
+
+Each operator gets the already checked and normalised arguments of the core reference it replaces
+and returns bitwise the same values and winners (DESIGN.md; the CUDA sources in ``cuda/`` state the
+rules they follow). The kernels write int32 winners, narrowed here to core's ``index_dtype``; an
+operator with more candidates than int32 holds runs the core reference instead.
+
+Gradients are deterministic: every gradient entry is a gather over the outputs that reach it, summed
+in a fixed order in float64 (no atomics), so a run repeats bitwise. The product and image gradients
+sum in increasing output order, as the NumPy backend does, and agree with it bitwise; the weight
+gradients of morphology and conv2d are chunked sums in a fixed tree order (``cuda/sums.cu``), equal
+to NumPy's when the sums are exact and otherwise within float64 rounding before the cast. Broadcast
+batch dimensions of a product's gradient are summed afterwards with ``sum_to_shape``, as in NumPy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cupy
+import numpy as np
+
+from tropic.core._array_api import index_dtype, sum_to_shape
+from tropic.core.dispatch import register
+
+from . import layout, module
+
+# The tiled product kernel (shared-memory and register tiles); False: the one-thread-per-output
+# reference kernel, which the GPU tests compare it with bitwise.
+TILED = True
+
+
+def _fits_int32(*sizes: int) -> bool:
+    return all(s <= layout.INT32_MAX for s in sizes)
+
+
+def _launch(name: str, dtype, total: int, args: tuple) -> None:
+    if total <= 0:
+        return
+    grid, block = layout.launch_size(total)
+    module.get_kernel(name, dtype)(grid, block, args)
+
+
+def _compute_scalar(dtype, value: float):
+    """``value`` as the kernels' compute type (double for float64, float otherwise)."""
+    return np.float64(value) if np.dtype(dtype) == np.float64 else np.float32(value)
+
+
+def _winner_out(winner, n_candidates: int, xp):
+    return winner.astype(index_dtype(xp, n_candidates), copy=False)
+
+
+def _int32_indices(indices):
+    return cupy.ascontiguousarray(indices, dtype=cupy.int32)
+
+
+def _device_int32(x):
+    return cupy.asarray(np.ascontiguousarray(x, dtype=np.int32))
+
+
+@register("cupy", "matmul")
+def matmul(xp, semiring, a, b):
+    *_, M, K = a.shape
+    N = b.shape[-1]
+    if index_dtype(xp, K) == xp.int64 or not _fits_int32(M, N):
+        from tropic.core.matmul import matmul_reference
+
+        return matmul_reference(xp, semiring, a, b)
+    batch = tuple(np.broadcast_shapes(tuple(a.shape[:-2]), tuple(b.shape[:-2])))
+    if b.ndim == 2 and a.ndim > 2:  # the layer case x @ W: fold a's batch into its rows
+        c, winner = matmul(xp, semiring, a.reshape(math.prod(a.shape[:-1]), K), b)
+        return c.reshape(batch + (M, N)), winner.reshape(batch + (M, N))
+    a_c, b_c = cupy.ascontiguousarray(a), cupy.ascontiguousarray(b)
+    n_batch = math.prod(batch)
+    a_off = cupy.asarray(layout.batch_offsets(tuple(a.shape[:-2]), batch, M * K))
+    b_off = cupy.asarray(layout.batch_offsets(tuple(b.shape[:-2]), batch, K * N))
+    c = cupy.empty((n_batch, M, N), a.dtype)
+    winner = cupy.empty((n_batch, M, N), cupy.int32)
+    maximise = np.int32(semiring.maximises)
+    if n_batch * M * N:
+        if TILED and layout.tiled_fits(M):
+            kernel = module.get_kernel("tropic_matmul_tiled", a.dtype)
+            for p0 in range(0, n_batch, layout.GRID_YZ):
+                grid = layout.tile_grid(M, N, n_batch - p0)
+                args = (a_c, b_c, a_off[p0:], b_off[p0:], c[p0:], winner[p0:])
+                kernel(grid, (layout.TILE_THREADS,), args + (np.int32(M), np.int32(K), np.int32(N), maximise))
+        else:
+            args = (a_c, b_c, a_off, b_off, c, winner, np.int64(n_batch), np.int32(M), np.int32(K))
+            _launch("tropic_matmul", a.dtype, n_batch * M * N, args + (np.int32(N), maximise))
+    shape = batch + (M, N)
+    return c.reshape(shape), _winner_out(winner, K, xp).reshape(shape)
+
+
+@register("cupy", "matmul_vjp")
+def matmul_vjp(xp, grad, indices, a_shape, b_shape):
+    *batch, M, N = grad.shape
+    K = a_shape[-1]
+    batch = tuple(batch)
+    n_batch = math.prod(batch)
+    g, winner = cupy.ascontiguousarray(grad), _int32_indices(indices)
+    grad_a = cupy.empty(batch + (M, K), grad.dtype)
+    grad_b = cupy.empty(batch + (K, N), grad.dtype)
+    sizes = (np.int64(n_batch), np.int32(M), np.int32(K), np.int32(N))
+    _launch("tropic_matmul_vjp_a", grad.dtype, n_batch * M * K, (g, winner, grad_a, *sizes))
+    _launch("tropic_matmul_vjp_b", grad.dtype, n_batch * K * N, (g, winner, grad_b, *sizes))
+    return sum_to_shape(xp, grad_a, tuple(a_shape)), sum_to_shape(xp, grad_b, tuple(b_shape))
+
+
+@register("cupy", "morphology")
+def morphology(xp, semiring, image, weights, support, row_window, col_window, fill):
+    kh, kw = support.shape
+    H, W = image.shape[-2:]
+    if index_dtype(xp, kh * kw) == xp.int64:
+        from tropic.core.morphology import morphology_reference
+
+        return morphology_reference(xp, semiring, image, weights, support, row_window, col_window, fill)
+    n = math.prod(image.shape[:-2])
+    flat = cupy.ascontiguousarray(image)
+    u, v = np.nonzero(support)  # row-major: increasing flat index u * kw + v
+    if weights is None:
+        tap_weight, has_weight = cupy.empty(1, image.dtype), 0
+    else:
+        tap_weight = cupy.ascontiguousarray(weights[cupy.asarray(u), cupy.asarray(v)])
+        has_weight = 1
+    out = cupy.empty(image.shape, image.dtype)
+    winner = cupy.empty(image.shape, cupy.int32)
+    args = (
+        flat,
+        out,
+        winner,
+        np.int64(n),
+        np.int32(H),
+        np.int32(W),
+        _device_int32(row_window.line),
+        _device_int32(col_window.line),
+        _device_int32(row_window.start[u]),
+        _device_int32(col_window.start[v]),
+        _device_int32(u * kw + v),
+        tap_weight,
+        np.int32(u.size),
+        np.int32(has_weight),
+        _compute_scalar(image.dtype, fill),
+        np.int32(semiring.maximises),
+    )
+    _launch("tropic_morphology", image.dtype, n * H * W, args)
+    return out, _winner_out(winner, kh * kw, xp)
+
+
+def _tap_sums(g, winner, B: int, planes: int, S: int, taps: int, dtype):
+    """``out[o, t] = sum_{b, s} g[b, o, s] [winner[b, o, s] = t]`` (cuda/sums.cu), shape (planes, taps)."""
+    keys = planes * taps
+    out = cupy.zeros((planes, taps), dtype)
+    if keys == 0 or B * S == 0:
+        return out
+    chunks, chunk_size = layout.chunking(B * S, keys)
+    partial = cupy.empty((keys, chunks), cupy.float64)
+    grid = (min(chunks, layout.GRID_YZ), min(keys, layout.GRID_YZ))
+    sizes = (np.int64(B), np.int64(planes), np.int64(S), np.int32(taps), np.int32(chunks))
+    sizes += (np.int64(chunk_size),)
+    module.get_kernel("tropic_tap_partials", dtype)(grid, (layout.SUM_THREADS,), (g, winner, partial, *sizes))
+    _launch("tropic_tap_finish", dtype, keys, (partial, out, np.int64(keys), np.int32(chunks)))
+    return out
+
+
+@register("cupy", "morphology_vjp")
+def morphology_vjp(xp, grad, indices, image_shape, row_window, col_window):
+    rows, cols = row_window.indices, col_window.indices
+    kh, kw = rows.shape[1], cols.shape[1]
+    H, W = image_shape[-2:]
+    n = math.prod(image_shape[:-2])
+    g, winner = cupy.ascontiguousarray(grad), _int32_indices(indices)
+    row_ptr, row_out, row_tap = (cupy.asarray(x) for x in layout.inverse_lines(rows, H))
+    col_ptr, col_out, col_tap = (cupy.asarray(x) for x in layout.inverse_lines(cols, W))
+    grad_image = cupy.empty(tuple(image_shape), grad.dtype)
+    args = (g, winner, grad_image, np.int64(n), np.int32(H), np.int32(W))
+    args += (row_ptr, row_out, row_tap, col_ptr, col_out, col_tap, np.int32(kw))
+    _launch("tropic_morphology_vjp_image", grad.dtype, n * H * W, args)
+    grad_weights = _tap_sums(g, winner, n, 1, H * W, kh * kw, grad.dtype)
+    return grad_image, grad_weights.reshape(kh, kw)
+
+
+def _conv_sizes(geometry) -> tuple:
+    B, C_in, H, W = geometry.x_shape
+    C_out, C_group, kh, kw = geometry.w_shape
+    (sh, sw), (ph, pw) = geometry.stride, geometry.padding
+    _, _, H_out, W_out = geometry.out_shape
+    sizes = (B, C_in, H, W, C_out, C_group, kh, kw, sh, sw, ph, pw, geometry.groups, H_out, W_out)
+    return tuple(np.int32(s) for s in sizes)
+
+
+@register("cupy", "conv2d")
+def conv2d(xp, semiring, x, w, geometry):
+    C_out, C_group, kh, kw = geometry.w_shape
+    n_candidates = C_group * kh * kw
+    if index_dtype(xp, n_candidates) == xp.int64 or not _fits_int32(*geometry.x_shape, *geometry.out_shape):
+        from tropic.core.conv import conv2d_reference
+
+        return conv2d_reference(xp, semiring, x, w, geometry)
+    x_c, w_c = cupy.ascontiguousarray(x), cupy.ascontiguousarray(w)
+    y = cupy.empty(geometry.out_shape, x.dtype)
+    winner = cupy.empty(geometry.out_shape, cupy.int32)
+    args = (x_c, w_c, y, winner, *_conv_sizes(geometry), np.int32(semiring.maximises))
+    _launch("tropic_conv2d", x.dtype, math.prod(geometry.out_shape), args)
+    return y, _winner_out(winner, n_candidates, xp)
+
+
+@register("cupy", "conv2d_vjp")
+def conv2d_vjp(xp, grad, indices, geometry):
+    B, C_out, H_out, W_out = geometry.out_shape
+    _, C_group, kh, kw = geometry.w_shape
+    g, winner = cupy.ascontiguousarray(grad), _int32_indices(indices)
+    grad_x = cupy.empty(geometry.x_shape, grad.dtype)
+    _launch("tropic_conv2d_vjp_x", grad.dtype, grad_x.size, (g, winner, grad_x, *_conv_sizes(geometry)))
+    grad_w = _tap_sums(g, winner, B, C_out, H_out * W_out, C_group * kh * kw, grad.dtype)
+    return grad_x, grad_w.reshape(geometry.w_shape)
+
+
+@register("cupy", "maxout")
+def maxout(xp, grouped):
+    pieces = grouped.shape[-1]
+    rows = math.prod(grouped.shape[:-1])
+    x = cupy.ascontiguousarray(grouped)
+    y = cupy.empty(grouped.shape[:-1], grouped.dtype)
+    winner = cupy.empty(grouped.shape[:-1], cupy.int32)
+    _launch("tropic_maxout", grouped.dtype, rows, (x, y, winner, np.int64(rows), np.int32(pieces)))
+    return y, _winner_out(winner, pieces, xp)
+
+
+@register("cupy", "maxout_vjp")
+def maxout_vjp(xp, grad, indices, pieces):
+    rows = math.prod(grad.shape)
+    g, winner = cupy.ascontiguousarray(grad), _int32_indices(indices)
+    out = cupy.empty(tuple(grad.shape) + (pieces,), grad.dtype)
+    args = (g, winner, out, np.int64(rows), np.int32(pieces))
+    _launch("tropic_maxout_vjp", grad.dtype, rows * pieces, args)
+    return out

@@ -1,0 +1,64 @@
+"""Host-side arithmetic of the CuPy backend (no CuPy needed, tested on any machine): launch sizes,
+the tiled product's grid, the CSR inverse of a morphology window and the chunking of the
+deterministic weight-gradient sums."""
+
+from __future__ import annotations
+
+import numpy as np
+
+BLOCK = 256  # threads per block of the one-thread-per-output kernels
+MAX_GRID = 65535 * 32  # blocks of a grid-stride launch (a larger grid only adds scheduling)
+GRID_YZ = 65535  # the largest grid in y and z
+TILE_M = TILE_N = 64  # outputs per block of tropic_matmul_tiled (TM * RM, TN * RN in matmul.cu)
+TILE_THREADS = 256  # TM * TN in matmul.cu
+SUM_THREADS = 256  # TROPIC_SUM_THREADS in sums.cu
+INT32_MAX = 2**31 - 1
+
+
+def launch_size(total: int, block: int = BLOCK) -> tuple[tuple[int], tuple[int]]:
+    """(grid, block) of a grid-stride launch over ``total`` items (at least one block)."""
+    blocks = max(1, min(-(-total // block), MAX_GRID))
+    return (blocks,), (block,)
+
+
+def tile_grid(M: int, N: int, batch: int) -> tuple[int, int, int]:
+    """Grid of one ``tropic_matmul_tiled`` launch (batches in launches of at most 65535)."""
+    return -(-N // TILE_N), -(-M // TILE_M), min(batch, GRID_YZ)
+
+
+def tiled_fits(M: int) -> bool:
+    """Whether the tiled kernel's grid (M / 64 blocks in y) can cover ``M`` rows."""
+    return -(-M // TILE_M) <= GRID_YZ
+
+
+def batch_offsets(shape: tuple[int, ...], batch: tuple[int, ...], size: int) -> np.ndarray:
+    """Element offset (int64) of each batch's matrix, in the broadcast ``batch`` order, in a
+    C-contiguous array of batch shape ``shape`` holding matrices of ``size`` elements."""
+    starts = np.arange(int(np.prod(shape, dtype=np.int64)), dtype=np.int64).reshape(shape) * size
+    return np.ascontiguousarray(np.broadcast_to(starts, batch)).ravel()
+
+
+def inverse_lines(table: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR inverse of a window's source table ``(n_out, k)`` (``-1``: border): for each source
+    ``r < n``, the pairs ``(out, tap)`` with ``table[out, tap] == r``, sorted by ``(out, tap)``.
+
+    Returns int32 ``(ptr, out, tap)``: the pairs of source ``r`` are ``ptr[r]:ptr[r + 1]``.
+
+    >>> ptr, out, tap = inverse_lines(np.array([[-1, 0], [0, 1], [1, -1]]), 2)
+    >>> ptr.tolist(), out.tolist(), tap.tolist()
+    ([0, 2, 4], [0, 1, 1, 2], [1, 0, 1, 0])
+    """
+    out, tap = np.nonzero(table >= 0)  # row-major: sorted by (out, tap)
+    source = table[out, tap]
+    order = np.argsort(source, kind="stable")
+    ptr = np.zeros(n + 1, np.int64)
+    ptr[1:] = np.cumsum(np.bincount(source, minlength=n))
+    return ptr.astype(np.int32), out[order].astype(np.int32), tap[order].astype(np.int32)
+
+
+def chunking(positions: int, keys: int) -> tuple[int, int]:
+    """``(chunks, chunk_size)`` of the weight-gradient sums over ``positions`` per key: a function
+    of the shapes only (so the summation order, and the result, depends on nothing else), chunks of
+    at least 4096 positions, and at most 4 Mi float64 partial sums (32 MiB) in all."""
+    chunks = max(1, min(-(-positions // 4096), (1 << 22) // max(keys, 1)))
+    return chunks, max(1, -(-positions // chunks))

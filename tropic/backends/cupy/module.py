@@ -1,0 +1,115 @@
+"""CUDA sources of the CuPy backend and their compiled modules.
+
+The sources are package data (``cuda/*.cu`` plus the shared header ``cuda/common.cuh``, inlined here
+so that NVRTC needs no include path for it). Each source is compiled once per (device, source, type
+group) into a ``cupy.RawModule`` whose ``name_expressions`` instantiate every kernel template for the
+group's dtypes; :func:`get_kernel` hands out the instantiated kernels. The half types
+(``__half``, ``__nv_bfloat16``) form their own group, so a missing ``cuda_fp16.h`` / ``cuda_bf16.h``
+only affects those dtypes. This module imports no CuPy at import time: the source list, the name
+expressions and the launch arithmetic are plain Python, tested without a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from pathlib import Path
+
+from .layout import launch_size
+
+__all__ = ["CUDA_DIR", "KERNELS", "SOURCES", "get_kernel", "launch_size", "name_expressions", "source_text"]
+
+# Each source and the kernel templates it defines (each takes one dtype template argument).
+KERNELS: dict[str, tuple[str, ...]] = {
+    "matmul.cu": ("tropic_matmul", "tropic_matmul_tiled", "tropic_matmul_vjp_a", "tropic_matmul_vjp_b"),
+    "morphology.cu": ("tropic_morphology", "tropic_morphology_vjp_image"),
+    "conv.cu": ("tropic_conv2d", "tropic_conv2d_vjp_x"),
+    "maxout.cu": ("tropic_maxout", "tropic_maxout_vjp"),
+    "sums.cu": ("tropic_tap_partials", "tropic_tap_finish"),
+}
+SOURCES: tuple[str, ...] = tuple(KERNELS)
+HEADER = "common.cuh"
+# CUDA type of each dtype name, and the type group compiled together.
+CUDA_TYPES: dict[str, str] = {
+    "float32": "float",
+    "float64": "double",
+    "float16": "__half",
+    "bfloat16": "__nv_bfloat16",
+}
+GROUPS: dict[str, tuple[str, ...]] = {"full": ("float", "double"), "half": ("__half", "__nv_bfloat16")}
+CUDA_DIR = Path(__file__).resolve().parent / "cuda"
+_INCLUDE = re.compile(r'^#include "common\.cuh"$', re.MULTILINE)
+
+
+def read_source(name: str) -> str:
+    """The text of ``cuda/<name>`` (package data)."""
+    return (CUDA_DIR / name).read_text()
+
+
+def source_text(source: str, group: str) -> str:
+    """``source`` ready for NVRTC: the header inlined, ``TROPIC_HALF`` defined for the half group."""
+    text = _INCLUDE.sub(lambda _: read_source(HEADER), read_source(source))
+    prefix = "#define TROPIC_HALF 1\n" if group == "half" else ""
+    return prefix + text
+
+
+def name_expression(kernel: str, cuda_type: str) -> str:
+    return f"{kernel}<{cuda_type}>"
+
+
+def name_expressions(source: str, group: str) -> list[str]:
+    """Every instantiation compiled for ``source`` and type ``group`` (RawModule name_expressions)."""
+    return [name_expression(k, t) for k in KERNELS[source] for t in GROUPS[group]]
+
+
+def group_of(cuda_type: str) -> str:
+    return next(g for g, types in GROUPS.items() if cuda_type in types)
+
+
+def cuda_type(dtype) -> str:
+    """The CUDA type for a floating dtype (``TypeError`` for one without kernels)."""
+    import numpy as np
+
+    name = np.dtype(dtype).name
+    if name not in CUDA_TYPES:
+        raise TypeError(f"the CuPy backend has no kernels for dtype {name}")
+    return CUDA_TYPES[name]
+
+
+def compile_options() -> tuple[str, ...]:
+    """NVRTC options: the toolkit's include directory when there is one (for the half headers, which
+    recent NVRTC versions also carry built in). The sources need no more than C++11."""
+    options: list[str] = []
+    for root in (os.environ.get("CUDA_PATH"), os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        if root and os.path.isfile(os.path.join(root, "include", "cuda_fp16.h")):
+            options.append("-I" + os.path.join(root, "include"))
+            break
+    return tuple(options)
+
+
+@functools.cache
+def _module(device_id: int, source: str, group: str):
+    import cupy
+
+    with cupy.cuda.Device(device_id):
+        module = cupy.RawModule(
+            code=source_text(source, group),
+            options=compile_options(),
+            name_expressions=name_expressions(source, group),
+        )
+        module.compile()
+    return module
+
+
+def source_of(kernel: str) -> str:
+    return next(s for s, kernels in KERNELS.items() if kernel in kernels)
+
+
+def get_kernel(kernel: str, dtype):
+    """The compiled ``kernel<dtype>`` for the current device (compiled on first use, then cached)."""
+    import cupy
+
+    t = cuda_type(dtype)
+    module = _module(cupy.cuda.Device().id, source_of(kernel), group_of(t))
+    return module.get_function(name_expression(kernel, t))
