@@ -49,7 +49,8 @@ def read_source(name: str) -> str:
 
 def source_text(source: str, group: str) -> str:
     """``source`` ready for NVRTC: the header inlined, ``TROPIC_HALF`` defined for the half group."""
-    text = _INCLUDE.sub(lambda _: read_source(HEADER), read_source(source))
+    header = read_source(HEADER).replace("#pragma once\n", "")  # inlined: once by construction
+    text = _INCLUDE.sub(lambda _: header, read_source(source))
     prefix = "#define TROPIC_HALF 1\n" if group == "half" else ""
     return prefix + text
 
