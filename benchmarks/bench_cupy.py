@@ -1,0 +1,243 @@
+"""The CuPy backend on a GPU: max-plus products and a 7x7 dilation, against PyTorch on the same GPU.
+
+Every combination raises ``NotImplementedError`` in ``setup`` (asv: skipped) without CuPy and a CUDA
+device, and the torch rows without a CUDA build of torch. The timed calls synchronise the device, so
+asv's wall clock covers the GPU work; ``track_*`` report throughput and memory measured with CUDA
+events and the memory pools. ``scripts/gpu_check.sh`` prints the same figures as a report
+(:func:`report`) next to the issue's targets.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+import tropic
+
+from .common import Benchmark, optional_import, random_array, size
+
+# M x K x N of the products: the issue's targets (G pairs/s, float32 max-plus)
+PRODUCTS = size(("4096x4096x4096", "1024x1024x1024", "65536x256x256"), ("64x64x64", "100x30x70"))
+TARGETS_G_PAIRS = {"4096x4096x4096": 8000.0, "1024x1024x1024": 4000.0, "65536x256x256": 4000.0}
+DILATION = size((32, 64, 256, 256), (2, 3, 20, 20))  # images (B, C, H, W), 7 x 7 element
+PRODUCT_IMPLEMENTATIONS = ("tropic_cupy", "tropic_cupy_simple", "torch_broadcast", "torch_compile")
+DILATION_IMPLEMENTATIONS = ("tropic_cupy", "tropic_cupy_flat", "kornia")
+BROADCAST_LIMIT_BYTES = 24 << 30  # torch's (M, K, N) intermediate on the GPU
+
+
+def require_cupy():
+    """CuPy with a CUDA device and tropic's CuPy backend; ``NotImplementedError`` otherwise."""
+    cupy = optional_import("cupy")
+    if cupy is None:
+        raise NotImplementedError("CuPy is not installed")
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            raise NotImplementedError("no CUDA device")
+    except NotImplementedError:
+        raise
+    except Exception as exc:
+        raise NotImplementedError(f"no usable CUDA device ({exc})") from None
+    from tropic.core.dispatch import backend_status, load_backend
+
+    load_backend("cupy")
+    if backend_status()["cupy"] != "loaded":
+        raise NotImplementedError(f"tropic's CuPy backend: {backend_status()['cupy']}")
+    return cupy
+
+
+def require_torch_cuda():
+    torch = optional_import("torch")
+    if torch is None or not torch.cuda.is_available():
+        raise NotImplementedError("no CUDA build of torch with a device")
+    return torch
+
+
+def gpu_seconds(run, repeat: int = 5, warmup: int = 1) -> float:
+    """Median seconds of ``run()`` on the current CUDA stream, timed with CUDA events."""
+    cupy = require_cupy()
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeat):
+        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        run()
+        stop.record()
+        stop.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
+    return float(np.median(times))
+
+
+def _parse(shape: str) -> tuple[int, int, int]:
+    m, k, n = map(int, shape.split("x"))
+    return m, k, n
+
+
+def product(implementation: str, m: int, k: int, n: int):
+    """A zero-argument callable for a float32 m x k x n max-plus product on the GPU (no sync)."""
+    if implementation.startswith("tropic_cupy"):
+        cupy = require_cupy()
+        from tropic.backends.cupy import kernels
+
+        a = cupy.asarray(random_array(m, k, seed=1))
+        b = cupy.asarray(random_array(k, n, seed=2))
+        tiled = implementation == "tropic_cupy"
+
+        def run():
+            saved, kernels.TILED = kernels.TILED, tiled
+            try:
+                return tropic.maxplus_matmul(a, b)
+            finally:
+                kernels.TILED = saved
+
+        return run
+    torch = require_torch_cuda()
+    if 4 * m * k * n > BROADCAST_LIMIT_BYTES:
+        raise NotImplementedError(f"the (M, K, N) intermediate would need {4 * m * k * n >> 30} GiB")
+    ta = torch.from_numpy(random_array(m, k, seed=1)).cuda()
+    tb = torch.from_numpy(random_array(k, n, seed=2)).cuda()
+
+    def broadcast(x, y):
+        return (x[:, :, None] + y[None]).amax(1)
+
+    if implementation == "torch_broadcast":
+        return lambda: broadcast(ta, tb)
+    if not os.environ.get("TROPIC_ASV_TORCH_COMPILE"):
+        raise NotImplementedError("set TROPIC_ASV_TORCH_COMPILE=1 to time torch.compile (slow to compile)")
+    compiled = torch.compile(broadcast)
+    compiled(ta, tb)
+    return lambda: compiled(ta, tb)
+
+
+def _synchronize() -> None:
+    cupy = optional_import("cupy")
+    if cupy is not None:
+        cupy.cuda.Device().synchronize()
+    torch = optional_import("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class CupyMaxplusMatmul(Benchmark):
+    """Float32 max-plus products on the GPU: tropic's tiled and simple kernels, torch broadcasting."""
+
+    params = (PRODUCTS, PRODUCT_IMPLEMENTATIONS)
+    param_names = ("MxKxN", "implementation")
+    timeout = 300
+
+    def setup(self, shape, implementation):
+        self.pairs = np.prod(_parse(shape), dtype=np.float64)
+        self.run = product(implementation, *_parse(shape))
+        self.run()  # compile / warm up outside the timing
+        _synchronize()
+
+    def time_product(self, shape, implementation):
+        self.run()
+        _synchronize()
+
+    def track_g_pairs_per_s(self, shape, implementation):
+        return self.pairs / gpu_seconds(self.run) / 1e9
+
+    track_g_pairs_per_s.unit = "G pairs/s"
+
+
+def dilation(implementation: str, shape: tuple[int, int, int, int]):
+    """A zero-argument callable for a 7 x 7 dilation of float32 images of ``shape`` on the GPU."""
+    images = random_array(*shape, seed=1)
+    structure = random_array(7, 7, seed=2)
+    if implementation.startswith("tropic_cupy"):
+        cupy = require_cupy()
+        x = cupy.asarray(images)
+        if implementation == "tropic_cupy_flat":
+            return lambda: tropic.dilation(x, size=7)
+        s = cupy.asarray(structure)
+        return lambda: tropic.dilation(x, s)
+    torch = require_torch_cuda()
+    kornia = optional_import("kornia")
+    if kornia is None:
+        raise NotImplementedError("kornia is not installed")
+    tx = torch.from_numpy(images).cuda()
+    ts = torch.from_numpy(structure).cuda()
+    return lambda: kornia.morphology.dilation(tx, torch.ones_like(ts), structuring_element=ts)
+
+
+class CupyDilation(Benchmark):
+    """Grey-level dilation 7 x 7 of a (32, 64, 256, 256) float32 batch: tropic (non-flat and flat)
+    against kornia (non-flat), time and extra device memory."""
+
+    params = (DILATION_IMPLEMENTATIONS,)
+    param_names = ("implementation",)
+    timeout = 300
+
+    def setup(self, implementation):
+        self.run = dilation(implementation, DILATION)
+        self.run()
+        _synchronize()
+
+    def time_dilation(self, implementation):
+        self.run()
+        _synchronize()
+
+    def track_extra_device_mib(self, implementation):
+        return extra_device_mib(self.run, implementation)
+
+    track_extra_device_mib.unit = "MiB"
+
+
+def extra_device_mib(run, implementation: str) -> float:
+    """Peak device memory a call adds (beyond what was allocated before it), in MiB."""
+    _synchronize()
+    if implementation.startswith("tropic_cupy"):
+        cupy = require_cupy()
+        pool = cupy.get_default_memory_pool()
+        pool.free_all_blocks()
+        before = pool.used_bytes()
+        result = run()
+        cupy.cuda.Device().synchronize()
+        extra = pool.total_bytes() - before
+        del result
+        return extra / 2**20
+    torch = require_torch_cuda()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    result = run()
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - before
+    del result
+    return extra / 2**20
+
+
+def report(print_=print) -> dict:
+    """The figures of the issue's GPU targets, measured now (``scripts/gpu_check.sh`` prints them)."""
+    results: dict = {}
+    for shape in PRODUCTS:
+        m, k, n = _parse(shape)
+        row = {}
+        for implementation in PRODUCT_IMPLEMENTATIONS:
+            try:
+                run = product(implementation, m, k, n)
+                seconds = gpu_seconds(run, repeat=3)
+            except NotImplementedError as exc:
+                row[implementation] = f"skipped: {exc}"
+                continue
+            row[implementation] = m * k * n / seconds / 1e9
+        results[shape] = row
+        target = TARGETS_G_PAIRS.get(shape)
+        cells = ", ".join(f"{i} {v:.0f}" if isinstance(v, float) else f"{i} ({v})" for i, v in row.items())
+        print_(f"max-plus {shape} float32, G pairs/s: {cells}; target >= {target}")
+    row = {}
+    for implementation in DILATION_IMPLEMENTATIONS:
+        try:
+            run = dilation(implementation, DILATION)
+            seconds = gpu_seconds(run, repeat=3)
+            row[implementation] = (seconds, extra_device_mib(run, implementation))
+        except NotImplementedError as exc:
+            row[implementation] = f"skipped: {exc}"
+    results["dilation"] = row
+    for implementation, value in row.items():
+        if isinstance(value, tuple):
+            print_(f"dilation 7x7 {DILATION} {implementation}: {value[0] * 1e3:.2f} ms, +{value[1]:.0f} MiB")
+        else:
+            print_(f"dilation 7x7 {DILATION} {implementation}: {value}")
+    return results

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# One-shot check of tropic's CuPy backend on a GPU machine (about 5 minutes on one H100/H200).
+#
+#   bash scripts/gpu_check.sh            # from the repository root; output also to $OUT if set
+#
+# 1. CuPy: used if importable, else `pip install cupy-cuda12x` (then cupy-cuda13x if that fails:
+#    a machine with only a CUDA 13 driver/toolkit). pip needs the package index or a local wheel
+#    (PIP_FIND_LINKS=/path/to/wheels PIP_NO_INDEX=1); nothing else is needed: CuPy compiles the
+#    kernels with NVRTC, whose half headers come with the toolkit or NVRTC itself.
+# 2. The GPU tests with skips turned into failures, plus the compile and emulation tests.
+# 3. A benchmark report: G pairs/s of the float32 max-plus products against the issue's targets,
+#    torch broadcasting (and torch.compile with TROPIC_GPU_CHECK_COMPILE=1) when torch has CUDA,
+#    and the 7x7 dilation of a (32, 64, 256, 256) batch (against kornia if installed).
+set -u
+cd "$(dirname "$0")/.."
+OUT_DIR="${OUT:-}"
+LOG=/dev/null
+if [ -n "$OUT_DIR" ]; then mkdir -p "$OUT_DIR"; LOG="$OUT_DIR/gpu_check.log"; : > "$LOG"; fi
+say() { echo "$@" | tee -a "$LOG"; }
+run() { say "\$ $*"; "$@" 2>&1 | tee -a "$LOG"; return "${PIPESTATUS[0]}"; }
+
+say "== gpu_check $(date -u +%FT%TZ) at $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+run nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || say "nvidia-smi failed"
+if ! python -c "import cupy" 2>/dev/null; then
+    run python -m pip install --quiet cupy-cuda12x || run python -m pip install --quiet cupy-cuda13x \
+        || { say "FAILED: could not install CuPy"; exit 1; }
+fi
+run python -c "import cupy; print('cupy', cupy.__version__, 'CUDA runtime', cupy.cuda.runtime.runtimeGetVersion(), \
+'device', cupy.cuda.runtime.getDeviceProperties(0)['name'].decode())" || { say "FAILED: CuPy has no device"; exit 1; }
+python -c "import pytest" 2>/dev/null || run python -m pip install --quiet pytest hypothesis
+
+status=0
+JUNIT=()
+[ -n "$OUT_DIR" ] && JUNIT=(--junitxml "$OUT_DIR/gpu_tests.xml")
+TROPIC_REQUIRE_GPU=1 run timeout 240 python -m pytest -q -x -p no:cacheprovider "${JUNIT[@]}" \
+    tests/test_cupy_backend.py tests/test_cupy_compile.py || status=1
+[ $status -eq 0 ] && say "GPU tests: PASSED" || say "GPU tests: FAILED"
+
+if [ "${TROPIC_GPU_CHECK_COMPILE:-0}" = "1" ]; then export TROPIC_ASV_TORCH_COMPILE=1; fi
+run timeout 150 python - <<'PY' || say "benchmark report: FAILED or timed out"
+import json, os, sys
+sys.path.insert(0, ".")
+from benchmarks import bench_cupy
+
+results = bench_cupy.report()
+out = os.environ.get("OUT")
+if out:
+    with open(os.path.join(out, "gpu_bench.json"), "w") as f:
+        json.dump(results, f, indent=1, default=str)
+PY
+exit $status
