@@ -16,13 +16,13 @@ after the inputs are built), which asv's ``peakmem_*`` cannot separate from the 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 
 import tropic
 
 from .common import (
     Benchmark,
     optional_import,
+    peak_in_fresh_process,
     random_array,
     require_torch,
     size,
@@ -66,26 +66,6 @@ class TorchMaxplusLayerTraining(Benchmark):
         self.run()
 
 
-def _peak_child(implementation: str, queue) -> None:
-    from tropic.bench import extra_peak_rss_mib
-
-    run = layer_step(implementation)
-    run()  # the first step also loads tropic's backends and the compiled kernels
-    queue.put(extra_peak_rss_mib(run))
-
-
-def extra_peak_rss_mib(implementation: str) -> float:
-    """Growth of the peak resident memory (Linux ``VmHWM``) during a step, in MiB: the second step
-    in a fresh process (the first one also loads libraries)."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_peak_child, args=(implementation, queue))
-    process.start()
-    result = queue.get()
-    process.join()
-    return result
-
-
 def main(argv=None) -> None:
     from tropic.bench import measure
 
@@ -100,7 +80,7 @@ def main(argv=None) -> None:
     results = {}
     for implementation in IMPLEMENTATIONS:
         medians[implementation], results[implementation] = measure(layer_step(implementation), args.repeat)
-    peaks = {implementation: extra_peak_rss_mib(implementation) for implementation in IMPLEMENTATIONS}
+    peaks = {i: peak_in_fresh_process("benchmarks.bench_torch", i) for i in IMPLEMENTATIONS}
     pairs = list(zip(results["tropic"], results["torch_broadcast"], strict=True))
     difference = max(float((a - b).abs().max()) for a, b in pairs)
     for implementation in IMPLEMENTATIONS:

@@ -19,9 +19,8 @@ after the inputs are built).
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 
-from .common import Benchmark, optional_import, random_array, require_torch, size
+from .common import Benchmark, optional_import, peak_in_fresh_process, random_array, require_torch, size
 
 optional_import("torch")  # imported once here, so asv's forked benchmark processes do not each import it
 
@@ -98,26 +97,6 @@ class TorchDilation2dLayerTraining(Benchmark):
         self.run()
 
 
-def _peak_child(implementation: str, queue) -> None:
-    from tropic.bench import extra_peak_rss_mib
-
-    run = layer_step(implementation)
-    run()  # the first step also loads the libraries and kernels
-    queue.put(extra_peak_rss_mib(run))
-
-
-def extra_peak_rss_mib(implementation: str) -> float:
-    """Growth of the peak resident memory (Linux ``VmHWM``) during a step, in MiB: the second step in
-    a fresh process."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_peak_child, args=(implementation, queue))
-    process.start()
-    result = queue.get()
-    process.join()
-    return result
-
-
 def main(argv=None) -> None:
     import tropic
     from tropic.bench import measure
@@ -139,7 +118,7 @@ def main(argv=None) -> None:
     medians, results = {}, {}
     for implementation in available:
         medians[implementation], results[implementation] = measure(layer_step(implementation), args.repeat)
-    peaks = {implementation: extra_peak_rss_mib(implementation) for implementation in available}
+    peaks = {i: peak_in_fresh_process("benchmarks.bench_torch_nn", i) for i in available}
     for implementation in available:
         print(
             f"{implementation:14s} median {medians[implementation] * 1e3:9.1f} ms   "

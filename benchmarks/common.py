@@ -15,6 +15,7 @@ from tropic.bench import (
     BROADCAST_LIMIT_BYTES,
     broadcast_mib,
     extra_peak_mib,
+    extra_peak_rss_mib,
     loop_maxplus,
     naive_maxplus,
     numpy_path,
@@ -41,6 +42,7 @@ __all__ = [
     "naive_maxplus",
     "numpy_path",
     "numpy_unfold_conv2d",
+    "peak_in_fresh_process",
     "random_array",
     "require_broadcast_fits",
     "require_compiled",
@@ -55,6 +57,28 @@ __all__ = [
     "tropic_or_baseline",
     "tropic_torch_layer_step",
 ]
+
+
+def _peak_child(module: str, implementation: str, queue) -> None:
+    import importlib
+
+    run = importlib.import_module(module).layer_step(implementation)
+    run()  # the first step also loads tropic's backends, the compiled kernels and the libraries
+    queue.put(extra_peak_rss_mib(run))
+
+
+def peak_in_fresh_process(module: str, implementation: str) -> float | None:
+    """Extra peak resident memory (MiB) of the second ``layer_step(implementation)()`` of benchmark
+    ``module``, in a fresh process, so that nothing earlier in this one hides or inflates it."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_peak_child, args=(module, implementation, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
 
 
 def size(full, smoke):

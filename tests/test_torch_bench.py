@@ -30,3 +30,12 @@ def test_both_implementations_compute_the_layer_gradients(small):
     torch.testing.assert_close(grad_x, reference_x)
     torch.testing.assert_close(grad_w, reference_w)
     assert grad_x.shape == (8, 16) and grad_w.shape == (16, 12)
+
+
+def test_peak_probe_in_a_fresh_process(monkeypatch):
+    """The report's memory column: a spawned process builds the step (smoke sizes) and measures it."""
+    from benchmarks.common import peak_in_fresh_process
+
+    monkeypatch.setenv("TROPIC_BENCH_SMOKE", "1")  # the child imports the module with tiny sizes
+    peak = peak_in_fresh_process("benchmarks.bench_torch", "tropic")
+    assert peak is None or 0.0 <= peak < 256.0

@@ -182,7 +182,16 @@ class MinPlusConv2d(_TropicalConv2d):
 class _Morphology2d(Module):
     _dilation = True
 
-    def __init__(self, channels: int, kernel_size: Any, init: str, rng: Any, seed: Any, dtype: Any) -> None:
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: Any = 3,
+        *,
+        init: str = "zeros",
+        rng: Any = None,
+        seed: int | None = None,
+        dtype: Any = np.float32,
+    ) -> None:
         super().__init__()
         self.channels = _positive("channels", channels)
         self.kernel_size = pair("kernel_size", kernel_size, 1)
@@ -247,18 +256,6 @@ class Dilation2d(_Morphology2d):
 
     _dilation = True
 
-    def __init__(
-        self,
-        channels: int,
-        kernel_size: Any = 3,
-        *,
-        init: str = "zeros",
-        rng: Any = None,
-        seed: int | None = None,
-        dtype: Any = np.float32,
-    ) -> None:
-        super().__init__(channels, kernel_size, init, rng, seed, dtype)
-
 
 class Erosion2d(_Morphology2d):
     """Grey-level erosion of every channel by its own learnable structuring element.
@@ -272,18 +269,6 @@ class Erosion2d(_Morphology2d):
     """
 
     _dilation = False
-
-    def __init__(
-        self,
-        channels: int,
-        kernel_size: Any = 3,
-        *,
-        init: str = "zeros",
-        rng: Any = None,
-        seed: int | None = None,
-        dtype: Any = np.float32,
-    ) -> None:
-        super().__init__(channels, kernel_size, init, rng, seed, dtype)
 
 
 class MaxPool2d(Module):
