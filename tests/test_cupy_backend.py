@@ -333,26 +333,28 @@ def test_name_expressions_cover_every_kernel_and_type():
     assert set(module.SOURCES) == {p.name for p in (CUPY_DIR / "cuda").glob("*.cu")}
     for source, kernels in module.KERNELS.items():
         full = module.name_expressions(source, "full")
-        half = module.name_expressions(source, "half")
         assert full == [f"{k}<{t}>" for k in kernels for t in ("float", "double")]
-        assert half == [f"{k}<{t}>" for k in kernels for t in ("__half", "__nv_bfloat16")]
+        assert module.name_expressions(source, "fp16") == [f"{k}<__half>" for k in kernels]
+        assert module.name_expressions(source, "bf16") == [f"{k}<__nv_bfloat16>" for k in kernels]
         assert module.source_of(kernels[0]) == source
 
 
 def test_source_text_inlines_the_header():
     module = glue("module")
     for source in module.SOURCES:
-        full, half = module.source_text(source, "full"), module.source_text(source, "half")
+        full = module.source_text(source, "full")
         assert '#include "common.cuh"' not in full and "struct Best" in full
-        assert "#pragma once" not in full
-        assert half.startswith("#define TROPIC_HALF 1\n") and "TROPIC_HALF 1" not in full
+        assert "#pragma once" not in full and "#define TROPIC_FP16" not in full
+        assert module.source_text(source, "fp16").startswith("#define TROPIC_FP16 1\n")
+        assert module.source_text(source, "bf16").startswith("#define TROPIC_BF16 1\n")
 
 
 def test_cuda_types():
     module = glue("module")
     types_ = [module.cuda_type(t) for t in (np.float32, np.float64, np.float16)]
     assert types_ == ["float", "double", "__half"]
-    assert module.group_of("__half") == "half" and module.group_of("double") == "full"
+    assert module.group_of("__half") == "fp16" and module.group_of("double") == "full"
+    assert module.group_of("__nv_bfloat16") == "bf16" and module.cuda_type("bfloat16") == "__nv_bfloat16"
     with pytest.raises(TypeError, match="no kernels for dtype int32"):
         module.cuda_type(np.int32)
 

@@ -2,7 +2,7 @@
 
 No GPU needed: the machine's ``nvcc`` builds a cubin of exactly the text NVRTC gets at run time
 (``module.source_text``, header inlined) with every templated kernel instantiated for every dtype
-(the name expressions of ``module.py``, forced by taking the kernels' addresses), and
+(the name expressions of ``module.py``, per type group, forced by taking the kernels' addresses), and
 ``-Werror all-warnings`` plus ``-Xptxas -Werror`` turn front-end and assembler warnings into
 errors; any other compiler output fails too. Skipped (with the reason) only where nvcc is missing.
 """
@@ -59,11 +59,11 @@ def compile_cubin(nvcc: str, text: str, arch: str, directory: Path):
 
 
 def _cases():
+    # Every type group (float/double without the half headers; __half; __nv_bfloat16) on each arch.
     for source in module.SOURCES:
         for arch in ARCHES:
-            yield pytest.param(source, "half", arch, id=f"{source}-{arch}")
-        # The float/double group compiles without the half headers (TROPIC_HALF undefined).
-        yield pytest.param(source, "full", "sm_80", id=f"{source}-sm_80-no-half")
+            for group in module.GROUPS:
+                yield pytest.param(source, group, arch, id=f"{source}-{arch}-{group}")
 
 
 @pytest.mark.parametrize(("source", "group", "arch"), list(_cases()))
@@ -74,8 +74,8 @@ def test_source_compiles_without_warnings(nvcc, tmp_path, source, group, arch):
     binary = cubin.read_bytes()
     for kernel in module.KERNELS[source]:
         assert kernel.encode() in binary, f"{kernel} missing from the {arch} cubin of {source}"
-    if group == "half":  # every dtype was instantiated (the mangled names name the types)
-        for cuda_type in ("__half", "__nv_bfloat16"):
+    for cuda_type in module.GROUPS[group]:  # every dtype was instantiated (mangled names name it)
+        if cuda_type.startswith("__"):
             assert cuda_type.encode() in binary
 
 

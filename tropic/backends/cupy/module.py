@@ -4,8 +4,8 @@ The sources are package data (``cuda/*.cu`` plus the shared header ``cuda/common
 so that NVRTC needs no include path for it). Each source is compiled once per (device, source, type
 group) into a ``cupy.RawModule`` whose ``name_expressions`` instantiate every kernel template for the
 group's dtypes; :func:`get_kernel` hands out the instantiated kernels. The half types
-(``__half``, ``__nv_bfloat16``) form their own group, so a missing ``cuda_fp16.h`` / ``cuda_bf16.h``
-only affects those dtypes. This module imports no CuPy at import time: the source list, the name
+(``__half``, ``__nv_bfloat16``) have a group each, so a missing ``cuda_fp16.h`` / ``cuda_bf16.h``
+only affects its own dtype. This module imports no CuPy at import time: the source list, the name
 expressions and the launch arithmetic are plain Python, tested without a GPU.
 """
 
@@ -37,7 +37,12 @@ CUDA_TYPES: dict[str, str] = {
     "float16": "__half",
     "bfloat16": "__nv_bfloat16",
 }
-GROUPS: dict[str, tuple[str, ...]] = {"full": ("float", "double"), "half": ("__half", "__nv_bfloat16")}
+GROUPS: dict[str, tuple[str, ...]] = {
+    "full": ("float", "double"),
+    "fp16": ("__half",),
+    "bf16": ("__nv_bfloat16",),
+}
+DEFINES: dict[str, str] = {"full": "", "fp16": "#define TROPIC_FP16 1\n", "bf16": "#define TROPIC_BF16 1\n"}
 CUDA_DIR = Path(__file__).resolve().parent / "cuda"
 _INCLUDE = re.compile(r'^#include "common\.cuh"$', re.MULTILINE)
 
@@ -48,11 +53,11 @@ def read_source(name: str) -> str:
 
 
 def source_text(source: str, group: str) -> str:
-    """``source`` ready for NVRTC: the header inlined, ``TROPIC_HALF`` defined for the half group."""
+    """``source`` ready for NVRTC: the header inlined, after the group's define (``TROPIC_FP16``,
+    ``TROPIC_BF16``), which pulls in the half type's header."""
     header = read_source(HEADER).replace("#pragma once\n", "")  # inlined: once by construction
     text = _INCLUDE.sub(lambda _: header, read_source(source))
-    prefix = "#define TROPIC_HALF 1\n" if group == "half" else ""
-    return prefix + text
+    return DEFINES[group] + text
 
 
 def name_expression(kernel: str, cuda_type: str) -> str:
@@ -72,35 +77,46 @@ def cuda_type(dtype) -> str:
     """The CUDA type for a floating dtype (``TypeError`` for one without kernels)."""
     import numpy as np
 
-    name = np.dtype(dtype).name
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:  # a name NumPy does not know without ml_dtypes ("bfloat16")
+        name = str(dtype)
     if name not in CUDA_TYPES:
         raise TypeError(f"the CuPy backend has no kernels for dtype {name}")
     return CUDA_TYPES[name]
 
 
-def compile_options() -> tuple[str, ...]:
-    """NVRTC options: the toolkit's include directory when there is one (for the half headers, which
-    recent NVRTC versions also carry built in). The sources need no more than C++11."""
-    options: list[str] = []
+def toolkit_include() -> str | None:
+    """``<toolkit>/include`` when it holds ``cuda_fp16.h`` (CUDA_PATH, CUDA_HOME, /usr/local/cuda)."""
     for root in (os.environ.get("CUDA_PATH"), os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
         if root and os.path.isfile(os.path.join(root, "include", "cuda_fp16.h")):
-            options.append("-I" + os.path.join(root, "include"))
-            break
-    return tuple(options)
+            return os.path.join(root, "include")
+    return None
 
 
 @functools.cache
 def _module(device_id: int, source: str, group: str):
+    """The compiled module. NVRTC's own options first (recent NVRTC versions carry the half headers
+    built in, and CuPy adds its bundled ones); if a half group fails to compile that way, once more
+    with the toolkit's include directory, when the machine has one. The sources need only C++11."""
     import cupy
 
+    attempts = [()]
+    include = toolkit_include()
+    if group != "full" and include is not None:
+        attempts.append(("-I" + include,))
+    code, names = source_text(source, group), name_expressions(source, group)
     with cupy.cuda.Device(device_id):
-        module = cupy.RawModule(
-            code=source_text(source, group),
-            options=compile_options(),
-            name_expressions=name_expressions(source, group),
-        )
-        module.compile()
-    return module
+        for i, options in enumerate(attempts):
+            module = cupy.RawModule(code=code, options=options, name_expressions=names)
+            try:
+                module.compile()
+            except cupy.cuda.compiler.CompileException:
+                if i == len(attempts) - 1:
+                    raise
+            else:
+                return module
+    raise AssertionError("unreachable")
 
 
 def source_of(kernel: str) -> str:

@@ -14,8 +14,12 @@
 // Gradients are gathers in a fixed order with double accumulators: deterministic, no atomics.
 #pragma once
 
-#ifdef TROPIC_HALF
+// The half types are compiled in their own modules (module.py defines TROPIC_FP16 or TROPIC_BF16),
+// so that a missing header costs only its own dtype.
+#ifdef TROPIC_FP16
 #include <cuda_fp16.h>
+#endif
+#ifdef TROPIC_BF16
 #include <cuda_bf16.h>
 #endif
 
@@ -35,14 +39,16 @@ template <> struct Traits<double> {
     static __device__ __forceinline__ double store(double s) { return s; }
 };
 
-#ifdef TROPIC_HALF
+#ifdef TROPIC_FP16
 template <> struct Traits<__half> {
     typedef float C;
     static __device__ __forceinline__ float load(__half x) { return __half2float(x); }
     static __device__ __forceinline__ float round(float s) { return __half2float(__float2half_rn(s)); }
     static __device__ __forceinline__ __half store(float s) { return __float2half_rn(s); }
 };
+#endif
 
+#ifdef TROPIC_BF16
 template <> struct Traits<__nv_bfloat16> {
     typedef float C;
     static __device__ __forceinline__ float load(__nv_bfloat16 x) { return __bfloat162float(x); }
@@ -59,9 +65,11 @@ template <typename T> __device__ __forceinline__ T store_sum(double s) {
     return Traits<T>::store((typename Traits<T>::C)s);
 }
 template <> __device__ __forceinline__ double store_sum<double>(double s) { return s; }
-#ifdef TROPIC_HALF
-// Straight from double: one rounding, as NumPy's float64 -> float16 cast.
+// Half types straight from double: one rounding, as NumPy's float64 -> float16 cast.
+#ifdef TROPIC_FP16
 template <> __device__ __forceinline__ __half store_sum<__half>(double s) { return __double2half(s); }
+#endif
+#ifdef TROPIC_BF16
 template <> __device__ __forceinline__ __nv_bfloat16 store_sum<__nv_bfloat16>(double s) {
     return __double2bfloat16(s);
 }
