@@ -5,8 +5,10 @@ CUDA thread of a block is a host thread, ``__syncthreads`` a barrier, ``__shared
 ``tropic.backends.cupy.kernels`` is loaded with NumPy standing in for CuPy and the shim standing in
 for ``RawModule``. So the kernels' index arithmetic, tie, NaN and infinity rules, the gradient
 gathers and the launch glue are checked bitwise against the NumPy backend on any machine with g++
-(float32 and float64; the half types, the NVRTC compile and real launches are left to
-tests/test_cupy_backend.py on a GPU). Skipped without g++.
+(float32, float64, and float16 where the CUDA toolkit's ``cuda_fp16.h`` is at hand; bfloat16, the
+NVRTC compile and real launches are left to tests/test_cupy_backend.py on a GPU). Skipped without
+g++. The emulation runs each block's threads in lockstep at barriers only, so it checks the
+arithmetic and the data flow, not timing or memory-model behaviour between barriers.
 """
 
 from __future__ import annotations
@@ -34,9 +36,18 @@ from .helpers import assert_identical
 
 CUPY_DIR = Path(__file__).resolve().parents[1] / "tropic" / "backends" / "cupy"
 SEMIRINGS = pytest.mark.parametrize("semiring", [MAX_PLUS, MIN_PLUS], ids=["maxplus", "minplus"])
-DTYPES = pytest.mark.parametrize("dtype", [np.float32, np.float64])
+DTYPES = pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+
+
+@pytest.fixture
+def emu_dtype(emu, dtype):
+    if np.dtype(dtype) == np.float16 and "__half" not in emu.emulated_types:
+        pytest.skip("float16 needs the CUDA toolkit's cuda_fp16.h")
+    return dtype
+
 
 SHIM = r"""
+HALF_HEADERS
 #include <algorithm>
 #include <barrier>
 #include <cmath>
@@ -57,6 +68,11 @@ inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; 
 inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, 8); return d; }
 using std::isnan;
 using std::min;
+#undef __global__
+#undef __device__
+#undef __forceinline__
+#undef __shared__
+#undef __launch_bounds__
 #define __global__
 #define __device__
 #define __forceinline__ inline
@@ -114,16 +130,22 @@ def emu(tmp_path_factory):
     if compiler is None:
         pytest.skip("g++ is not installed")
     glue = _load_glue()
+    # float16 too where the CUDA toolkit's cuda_fp16.h is at hand (it has host implementations).
+    include = glue.module.toolkit_include()
+    types_ = ("float", "double") + (("__half",) if include else ())
+    headers = "#define TROPIC_FP16 1\n#include <cuda_fp16.h>" if include else ""
     sources = "\n".join(f'#include "{CUPY_DIR / "cuda" / s}"' for s in glue.module.SOURCES)
     entries = "\n".join(
         f't["{k}<{t}>"] = entry(&{k}<{t}>);'
         for kernels in glue.module.KERNELS.values()
         for k in kernels
-        for t in ("float", "double")
+        for t in types_
     )
     build = tmp_path_factory.mktemp("cupy_emu")
-    (build / "emu.cpp").write_text(SHIM.replace("SOURCES", sources).replace("ENTRIES", entries))
+    shim = SHIM.replace("HALF_HEADERS", headers).replace("SOURCES", sources).replace("ENTRIES", entries)
+    (build / "emu.cpp").write_text(shim)
     command = [compiler, "-O1", "-std=c++20", "-pthread", "-shared", "-fPIC", "-Wno-unknown-pragmas"]
+    command += [f"-I{include}"] if include else []
     result = subprocess.run(
         [*command, str(build / "emu.cpp"), "-o", str(build / "emu.so")], capture_output=True, text=True
     )
@@ -134,6 +156,7 @@ def emu(tmp_path_factory):
     library = ctypes.CDLL(str(build / "emu.so"))
     library.emu_launch.restype = ctypes.c_int
     glue.module.get_kernel = lambda name, dtype: _Kernel(library, name, glue.module.cuda_type(dtype))
+    glue.kernels.emulated_types = types_
     return glue.kernels
 
 
@@ -218,7 +241,7 @@ MATMUL_SHAPES = [
 @pytest.mark.parametrize(("a_shape", "b_shape"), MATMUL_SHAPES)
 @DTYPES
 @SEMIRINGS
-def test_matmul(emu, monkeypatch, semiring, dtype, a_shape, b_shape, tiled):
+def test_matmul(emu, emu_dtype, monkeypatch, semiring, dtype, a_shape, b_shape, tiled):
     monkeypatch.setattr(emu, "TILED", tiled)
     rng = np.random.default_rng(0)
     a, b = sample(rng, a_shape, dtype), sample(rng, b_shape, dtype)
@@ -230,7 +253,7 @@ def test_matmul(emu, monkeypatch, semiring, dtype, a_shape, b_shape, tiled):
 
 @pytest.mark.parametrize(("a_shape", "b_shape"), MATMUL_SHAPES)
 @DTYPES
-def test_matmul_vjp(emu, dtype, a_shape, b_shape):
+def test_matmul_vjp(emu, emu_dtype, dtype, a_shape, b_shape):
     from tropic.backends.numpy import kernels as numpy_kernels
 
     rng = np.random.default_rng(1)
@@ -258,7 +281,7 @@ MORPHOLOGY_CASES = [
 @pytest.mark.parametrize("case", MORPHOLOGY_CASES, ids=str)
 @DTYPES
 @SEMIRINGS
-def test_morphology_and_vjp(emu, semiring, dtype, case, mode):
+def test_morphology_and_vjp(emu, emu_dtype, semiring, dtype, case, mode):
     from tropic.backends.numpy import kernels as numpy_kernels
 
     image_shape, (kh, kw), weighted, holes = case
@@ -275,7 +298,7 @@ def test_morphology_and_vjp(emu, semiring, dtype, case, mode):
     out_ref, k_ref = morphology_reference(compat_numpy, *args)
     assert_identical(out, out_ref)
     assert_identical(k, k_ref)
-    if dtype != np.float32:  # the gradient gathers do not depend on the dtype: once is enough here
+    if dtype == np.float64:  # the gathers do not depend on the dtype; float16 checks the rounding
         return
     g = dyadic(rng, image_shape, dtype)
     got = emu.morphology_vjp(compat_numpy, g, k, image_shape, rows, cols)
@@ -296,7 +319,7 @@ CONV_CASES = [
 @pytest.mark.parametrize("case", CONV_CASES, ids=str)
 @DTYPES
 @SEMIRINGS
-def test_conv2d_and_vjp(emu, semiring, dtype, case):
+def test_conv2d_and_vjp(emu, emu_dtype, semiring, dtype, case):
     from tropic.backends.numpy import kernels as numpy_kernels
 
     x_shape, w_shape, stride, padding, groups = case
@@ -307,7 +330,7 @@ def test_conv2d_and_vjp(emu, semiring, dtype, case):
     y_ref, k_ref = conv2d_reference(compat_numpy, semiring, x, w, geometry)
     assert_identical(y, y_ref)
     assert_identical(k, k_ref)
-    if dtype != np.float32:
+    if dtype == np.float64 or not semiring.maximises:  # the vjp does not depend on either
         return
     g = dyadic(rng, y.shape, dtype)
     got = emu.conv2d_vjp(compat_numpy, g, k, geometry)
@@ -318,7 +341,7 @@ def test_conv2d_and_vjp(emu, semiring, dtype, case):
 
 @pytest.mark.parametrize("shape", [(3, 4, 5), (1, 1), (6, 2, 8)])
 @DTYPES
-def test_maxout_and_vjp(emu, dtype, shape):
+def test_maxout_and_vjp(emu, emu_dtype, dtype, shape):
     from tropic.core.maxout import maxout_vjp_reference
 
     rng = np.random.default_rng(4)
