@@ -68,43 +68,71 @@ tropic_matmul_tiled(const T* __restrict__ a, const T* __restrict__ b,
         }
     const int threads = TROPIC_TILE_TM * TROPIC_TILE_TN;
     for (int k0 = 0; k0 < K; k0 += TROPIC_TILE_BK) {
+        int nan_seen = 0;
         for (int e = threadIdx.x; e < TROPIC_TILE_BK * BM; e += threads) {
             const int kk = e % TROPIC_TILE_BK, ii = e / TROPIC_TILE_BK;
             const int i = i0 + ii, k = k0 + kk;
-            sa[kk][ii] = (i < M && k < K) ? Traits<T>::load(A[(long long)i * K + k]) : zero;
+            const C x = (i < M && k < K) ? Traits<T>::load(A[(long long)i * K + k]) : zero;
+            nan_seen |= isnan(x) ? 1 : 0;
+            sa[kk][ii] = x;
         }
         for (int e = threadIdx.x; e < TROPIC_TILE_BK * BN; e += threads) {
             const int jj = e % BN, kk = e / BN;
             const int j = j0 + jj, k = k0 + kk;
-            sb[kk][jj] = (j < N && k < K) ? Traits<T>::load(B[(long long)k * N + j]) : zero;
+            const C w = (j < N && k < K) ? Traits<T>::load(B[(long long)k * N + j]) : zero;
+            nan_seen |= isnan(w) ? 1 : 0;
+            sb[kk][jj] = w;
         }
-        __syncthreads();
+        const bool tile_has_nan = __syncthreads_or(nan_seen) != 0;
         const int kend = min(TROPIC_TILE_BK, K - k0);
-        for (int kk = 0; kk < kend; ++kk) {
-            C ra[TROPIC_TILE_RM], rb[TROPIC_TILE_RN];
+        if (!tile_has_nan) {
+            // Fast path, no NaN operand in this step: an output decided earlier holds NaN, and
+            // strict compares with NaN are false, so it stays as it is; a -inf + inf sum is NaN and
+            // never wins either. Exactly the slow path's result, with 4 operations per pair.
+            for (int kk = 0; kk < kend; ++kk) {
+                C ra[TROPIC_TILE_RM], rb[TROPIC_TILE_RN];
 #pragma unroll
-            for (int r = 0; r < TROPIC_TILE_RM; ++r) ra[r] = sa[kk][ty + r * TROPIC_TILE_TM];
+                for (int r = 0; r < TROPIC_TILE_RM; ++r) ra[r] = sa[kk][ty + r * TROPIC_TILE_TM];
 #pragma unroll
-            for (int s = 0; s < TROPIC_TILE_RN; ++s) rb[s] = sb[kk][tx + s * TROPIC_TILE_TN];
+                for (int s = 0; s < TROPIC_TILE_RN; ++s) rb[s] = sb[kk][tx + s * TROPIC_TILE_TN];
 #pragma unroll
-            for (int r = 0; r < TROPIC_TILE_RM; ++r)
+                for (int r = 0; r < TROPIC_TILE_RM; ++r)
 #pragma unroll
-                for (int s = 0; s < TROPIC_TILE_RN; ++s) {
-                    const C x = ra[r], w = rb[s];
-                    if (decided[r][s]) continue;
-                    if (isnan(x) || isnan(w)) {
-                        value[r][s] = x + w;
-                        index[r][s] = k0 + kk;
-                        decided[r][s] = true;
-                        continue;
+                    for (int s = 0; s < TROPIC_TILE_RN; ++s) {
+                        const C v = Traits<T>::round(ra[r] + rb[s]);
+                        if (max_ ? v > value[r][s] : v < value[r][s]) {
+                            value[r][s] = v;
+                            index[r][s] = k0 + kk;
+                        }
                     }
-                    const C v = Traits<T>::round(x + w);
-                    // NaN v (-inf + inf) compares false both ways: never wins.
-                    if (max_ ? v > value[r][s] : v < value[r][s]) {
-                        value[r][s] = v;
-                        index[r][s] = k0 + kk;
+            }
+        } else {
+            for (int kk = 0; kk < kend; ++kk) {
+                C ra[TROPIC_TILE_RM], rb[TROPIC_TILE_RN];
+#pragma unroll
+                for (int r = 0; r < TROPIC_TILE_RM; ++r) ra[r] = sa[kk][ty + r * TROPIC_TILE_TM];
+#pragma unroll
+                for (int s = 0; s < TROPIC_TILE_RN; ++s) rb[s] = sb[kk][tx + s * TROPIC_TILE_TN];
+#pragma unroll
+                for (int r = 0; r < TROPIC_TILE_RM; ++r)
+#pragma unroll
+                    for (int s = 0; s < TROPIC_TILE_RN; ++s) {
+                        const C x = ra[r], w = rb[s];
+                        if (decided[r][s]) continue;
+                        if (isnan(x) || isnan(w)) {
+                            value[r][s] = x + w;
+                            index[r][s] = k0 + kk;
+                            decided[r][s] = true;
+                            continue;
+                        }
+                        const C v = Traits<T>::round(x + w);
+                        // NaN v (-inf + inf) compares false both ways: never wins.
+                        if (max_ ? v > value[r][s] : v < value[r][s]) {
+                            value[r][s] = v;
+                            index[r][s] = k0 + kk;
+                        }
                     }
-                }
+            }
         }
         __syncthreads();
     }
