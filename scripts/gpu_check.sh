@@ -32,7 +32,7 @@ python -c "import pytest" 2>/dev/null || run python -m pip install --quiet pytes
 status=0
 JUNIT=()
 [ -n "$OUT_DIR" ] && JUNIT=(--junitxml "$OUT_DIR/gpu_tests.xml")
-TROPIC_REQUIRE_GPU=1 run timeout 240 python -m pytest -q -x -p no:cacheprovider "${JUNIT[@]}" \
+TROPIC_REQUIRE_GPU=1 run timeout 240 python -m pytest -q --maxfail=25 -p no:cacheprovider "${JUNIT[@]}" \
     tests/test_cupy_backend.py tests/test_cupy_compile.py || status=1
 [ $status -eq 0 ] && say "GPU tests: PASSED" || say "GPU tests: FAILED"
 
