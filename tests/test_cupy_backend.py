@@ -410,3 +410,29 @@ def test_backend_unavailable_without_cupy():
 
     load_backend("cupy")
     assert backend_status()["cupy"].startswith("not available")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tiled", [True, False], ids=["tiled", "simple"])
+def test_subnormals_are_not_flushed(cp, monkeypatch, tiled):
+    """CuPy compiles with -ftz=true; float32 subnormal sums, compares and gradients must still be
+    NumPy's (the kernels use PTX without .ftz for them)."""
+    from tropic.backends.cupy import kernels
+
+    monkeypatch.setattr(kernels, "TILED", tiled)
+    tiny = np.float32(1e-45)  # the smallest float32 subnormal
+    rng = np.random.default_rng(10)
+    a = (rng.integers(-3, 4, size=(33, 20)) * tiny).astype(np.float32)
+    b = (rng.integers(-3, 4, size=(20, 31)) * tiny).astype(np.float32)
+    for op in (tropic.maxplus_matmul, tropic.minplus_matmul):
+        expected = op(a, b, return_indices=True)
+        assert_all_identical(on_gpu(cp, op(cp.asarray(a), cp.asarray(b), return_indices=True)), expected)
+    c, k = tropic.maxplus_matmul(a, b, return_indices=True)
+    g = (rng.integers(-3, 4, size=c.shape) * tiny).astype(np.float32)
+    want = tropic.matmul_vjp(g, k, a.shape, b.shape)
+    assert_all_identical(on_gpu(cp, tropic.matmul_vjp(cp.asarray(g), cp.asarray(k), a.shape, b.shape)), want)
+    image = a[None]
+    expected = tropic.dilation(image, b[:3, :3], return_indices=True)
+    assert_all_identical(
+        on_gpu(cp, tropic.dilation(cp.asarray(image), cp.asarray(b[:3, :3]), return_indices=True)), expected
+    )

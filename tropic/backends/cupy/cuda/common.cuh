@@ -25,6 +25,71 @@
 
 namespace tropic {
 
+// CuPy compiles every kernel with -ftz=true (float32 subnormals flushed to zero). NumPy does not
+// flush, so the float32 adds, compares and conversions whose operands may be subnormal are written
+// as PTX without .ftz on the device (and as plain C++ elsewhere, e.g. the tests' CPU emulation).
+// float64 is never flushed.
+__device__ __forceinline__ float exact_add(float a, float b) {
+#ifdef __CUDA_ARCH__
+    float r;
+    asm("add.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    return r;
+#else
+    return a + b;
+#endif
+}
+__device__ __forceinline__ double exact_add(double a, double b) { return a + b; }
+
+__device__ __forceinline__ bool exact_greater(float a, float b) {
+#ifdef __CUDA_ARCH__
+    unsigned r;
+    asm("{\n\t.reg .pred p;\n\tsetp.gt.f32 p, %1, %2;\n\tselp.u32 %0, 1, 0, p;\n\t}"
+        : "=r"(r) : "f"(a), "f"(b));
+    return r != 0;
+#else
+    return a > b;
+#endif
+}
+__device__ __forceinline__ bool exact_greater(double a, double b) { return a > b; }
+
+__device__ __forceinline__ bool exact_less(float a, float b) {
+#ifdef __CUDA_ARCH__
+    unsigned r;
+    asm("{\n\t.reg .pred p;\n\tsetp.lt.f32 p, %1, %2;\n\tselp.u32 %0, 1, 0, p;\n\t}"
+        : "=r"(r) : "f"(a), "f"(b));
+    return r != 0;
+#else
+    return a < b;
+#endif
+}
+__device__ __forceinline__ bool exact_less(double a, double b) { return a < b; }
+
+// Strictly better under the semiring (false whenever either side is NaN).
+template <typename C> __device__ __forceinline__ bool better(bool maximise, C v, C best) {
+    return maximise ? exact_greater(v, best) : exact_less(v, best);
+}
+
+__device__ __forceinline__ double exact_to_double(float a) {
+#ifdef __CUDA_ARCH__
+    double r;
+    asm("cvt.f64.f32 %0, %1;" : "=d"(r) : "f"(a));
+    return r;
+#else
+    return (double)a;
+#endif
+}
+__device__ __forceinline__ double exact_to_double(double a) { return a; }
+
+__device__ __forceinline__ float exact_to_float(double a) {
+#ifdef __CUDA_ARCH__
+    float r;
+    asm("cvt.rn.f32.f64 %0, %1;" : "=f"(r) : "d"(a));
+    return r;
+#else
+    return (float)a;
+#endif
+}
+
 template <typename T> struct Traits {
     typedef float C;  // compute type
     static __device__ __forceinline__ float load(T x) { return (float)x; }
@@ -61,9 +126,7 @@ template <> struct Traits<__nv_bfloat16> {
 
 // Accumulator of the gradient sums: double for every input type (the NumPy backend sums in float64
 // too, so sums taken in the same order agree bitwise).
-template <typename T> __device__ __forceinline__ T store_sum(double s) {
-    return Traits<T>::store((typename Traits<T>::C)s);
-}
+template <typename T> __device__ __forceinline__ T store_sum(double s) { return exact_to_float(s); }
 template <> __device__ __forceinline__ double store_sum<double>(double s) { return s; }
 // Half types straight from double: one rounding, as NumPy's float64 -> float16 cast.
 #ifdef TROPIC_FP16
@@ -97,14 +160,14 @@ template <typename T> struct Best {
     __device__ __forceinline__ void offer(C x, C w, bool has_w, int k) {
         if (decided) return;
         if (isnan(x) || (has_w && isnan(w))) {
-            value = has_w ? x + w : x;  // NaN
+            value = has_w ? exact_add(x, w) : x;  // NaN
             index = k;
             decided = true;
             return;
         }
-        C v = has_w ? Traits<T>::round(x + w) : x;
+        C v = has_w ? Traits<T>::round(exact_add(x, w)) : x;
         if (isnan(v)) return;  // -inf + inf: the tropical zero, never wins
-        if (maximise ? v > value : v < value) {
+        if (better(maximise, v, value)) {
             value = v;
             index = k;
         }

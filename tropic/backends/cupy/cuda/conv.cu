@@ -70,7 +70,7 @@ __global__ void tropic_conv2d_vjp_x(const T* __restrict__ g, const int* __restri
                 for (int j = j_lo; j <= j_hi; ++j) {
                     const int v = cx - j * sw;
                     const long long at = plane + (long long)i * W_out + j;
-                    if (winner[at] == (c * kh + u) * kw + v) sum += (double)Traits<T>::load(g[at]);
+                    if (winner[at] == (c * kh + u) * kw + v) sum += exact_to_double(Traits<T>::load(g[at]));
                 }
             }
         }

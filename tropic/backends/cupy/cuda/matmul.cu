@@ -99,8 +99,8 @@ tropic_matmul_tiled(const T* __restrict__ a, const T* __restrict__ b,
                 for (int r = 0; r < TROPIC_TILE_RM; ++r)
 #pragma unroll
                     for (int s = 0; s < TROPIC_TILE_RN; ++s) {
-                        const C v = Traits<T>::round(ra[r] + rb[s]);
-                        if (max_ ? v > value[r][s] : v < value[r][s]) {
+                        const C v = Traits<T>::round(exact_add(ra[r], rb[s]));
+                        if (better(max_, v, value[r][s])) {
                             value[r][s] = v;
                             index[r][s] = k0 + kk;
                         }
@@ -120,14 +120,14 @@ tropic_matmul_tiled(const T* __restrict__ a, const T* __restrict__ b,
                         const C x = ra[r], w = rb[s];
                         if (decided[r][s]) continue;
                         if (isnan(x) || isnan(w)) {
-                            value[r][s] = x + w;
+                            value[r][s] = exact_add(x, w);
                             index[r][s] = k0 + kk;
                             decided[r][s] = true;
                             continue;
                         }
-                        const C v = Traits<T>::round(x + w);
+                        const C v = Traits<T>::round(exact_add(x, w));
                         // NaN v (-inf + inf) compares false both ways: never wins.
-                        if (max_ ? v > value[r][s] : v < value[r][s]) {
+                        if (better(max_, v, value[r][s])) {
                             value[r][s] = v;
                             index[r][s] = k0 + kk;
                         }
@@ -161,7 +161,7 @@ __global__ void tropic_matmul_vjp_a(const T* __restrict__ g, const int* __restri
         const int* wr = winner + row * N;
         double sum = 0.0;
         for (int j = 0; j < N; ++j) {
-            if (wr[j] == k) sum += (double)Traits<T>::load(gr[j]);
+            if (wr[j] == k) sum += exact_to_double(Traits<T>::load(gr[j]));
         }
         grad_a[o] = store_sum<T>(sum);
     }
@@ -180,7 +180,7 @@ __global__ void tropic_matmul_vjp_b(const T* __restrict__ g, const int* __restri
         const int* wc = winner + p * M * N + j;
         double sum = 0.0;
         for (int i = 0; i < M; ++i) {
-            if (wc[(long long)i * N] == k) sum += (double)Traits<T>::load(gc[(long long)i * N]);
+            if (wc[(long long)i * N] == k) sum += exact_to_double(Traits<T>::load(gc[(long long)i * N]));
         }
         grad_b[o] = store_sum<T>(sum);
     }

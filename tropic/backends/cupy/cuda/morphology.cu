@@ -64,7 +64,7 @@ __global__ void tropic_morphology_vjp_image(const T* __restrict__ g, const int* 
                 const int t = winner[at];
                 if (t < 0) continue;
                 for (int pp = p; pp < p_next; ++pp) {
-                    if (t == row_tap[pp] * kw + col_tap[q]) sum += (double)Traits<T>::load(g[at]);
+                    if (t == row_tap[pp] * kw + col_tap[q]) sum += exact_to_double(Traits<T>::load(g[at]));
                 }
             }
             p = p_next;

@@ -28,7 +28,7 @@ tropic_tap_partials(const T* __restrict__ g, const int* __restrict__ winner, dou
             for (long long q = lo + threadIdx.x; q < hi; q += TROPIC_SUM_THREADS) {
                 const long long b = q / S, s = q % S;
                 const long long at = (b * O + o) * S + s;
-                if (winner[at] == t) sum += (double)Traits<T>::load(g[at]);
+                if (winner[at] == t) sum += exact_to_double(Traits<T>::load(g[at]));
             }
             part[threadIdx.x] = sum;
             __syncthreads();
