@@ -27,7 +27,22 @@ if ! python -c "import cupy" 2>/dev/null; then
 fi
 run python -c "import cupy; print('cupy', cupy.__version__, 'CUDA runtime', cupy.cuda.runtime.runtimeGetVersion(), \
 'device', cupy.cuda.runtime.getDeviceProperties(0)['name'].decode())" || { say "FAILED: CuPy has no device"; exit 1; }
-python -c "import pytest" 2>/dev/null || run python -m pip install --quiet pytest hypothesis
+# CuPy compiles with NVRTC: from the CUDA toolkit, or the pip wheels of NVRTC (and the runtime's headers)
+probe='import cupy; cupy.RawKernel(r"""extern "C" __global__ void k(float* x) { x[0] = 1.0f; }""", "k").compile(); print("NVRTC ok")'
+if ! run python -c "$probe"; then
+    run python -m pip install --quiet "nvidia-cuda-nvrtc-cu12" "nvidia-cuda-runtime-cu12" || true
+    run python -c "$probe" || { say "FAILED: CuPy cannot compile kernels (no NVRTC)"; exit 1; }
+fi
+# Headers of the half types for NVRTC: the toolkit's, else the CUDA 12 runtime wheel's
+python - <<'PY' || run python -m pip install --quiet "nvidia-cuda-runtime-cu12"
+import importlib, sys, types
+package = types.ModuleType("glue"); package.__path__ = ["tropic/backends/cupy"]; sys.modules["glue"] = package
+include = importlib.import_module("glue.module").toolkit_include()
+print("half-type headers:", include)
+sys.exit(include is None)
+PY
+python -c "import numpy, array_api_compat" 2>/dev/null || run python -m pip install --quiet numpy array-api-compat
+python -c "import pytest, hypothesis, scipy" 2>/dev/null || run python -m pip install --quiet pytest hypothesis scipy
 
 status=0
 JUNIT=()

@@ -87,10 +87,19 @@ def cuda_type(dtype) -> str:
 
 
 def toolkit_include() -> str | None:
-    """``<toolkit>/include`` when it holds ``cuda_fp16.h`` (CUDA_PATH, CUDA_HOME, /usr/local/cuda)."""
-    for root in (os.environ.get("CUDA_PATH"), os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
-        if root and os.path.isfile(os.path.join(root, "include", "cuda_fp16.h")):
-            return os.path.join(root, "include")
+    """A directory holding ``cuda_fp16.h`` and ``cuda_bf16.h``: the toolkit's ``include`` (CUDA_PATH,
+    CUDA_HOME, /usr/local/cuda) or that of the ``nvidia-cuda-runtime-cu12`` wheel; None if none."""
+    roots = [os.environ.get("CUDA_PATH"), os.environ.get("CUDA_HOME"), "/usr/local/cuda"]
+    candidates = [os.path.join(root, "include") for root in roots if root]
+    try:
+        import nvidia.cuda_runtime  # the pip wheel of the CUDA 12 runtime ships the headers
+
+        candidates += [os.path.join(path, "include") for path in nvidia.cuda_runtime.__path__]
+    except ImportError:
+        pass
+    for include in candidates:
+        if os.path.isfile(os.path.join(include, "cuda_fp16.h")):
+            return include
     return None
 
 
