@@ -208,6 +208,18 @@ def extra_device_mib(run, implementation: str) -> float:
     return extra / 2**20
 
 
+def _free_device_memory() -> None:
+    cupy = optional_import("cupy")
+    if cupy is not None:
+        try:
+            cupy.get_default_memory_pool().free_all_blocks()
+        except Exception:  # no device
+            pass
+    torch = optional_import("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def report(print_=print) -> dict:
     """The figures of the issue's GPU targets, measured now (``scripts/gpu_check.sh`` prints them)."""
     results: dict = {}
@@ -221,6 +233,12 @@ def report(print_=print) -> dict:
             except NotImplementedError as exc:
                 row[implementation] = f"skipped: {exc}"
                 continue
+            except Exception as exc:  # e.g. out of memory: report it and go on
+                row[implementation] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+                continue
+            finally:
+                run = None
+                _free_device_memory()
             row[implementation] = m * k * n / seconds / 1e9
         results[shape] = row
         target = TARGETS_G_PAIRS.get(shape)
@@ -234,6 +252,11 @@ def report(print_=print) -> dict:
             row[implementation] = (seconds, extra_device_mib(run, implementation))
         except NotImplementedError as exc:
             row[implementation] = f"skipped: {exc}"
+        except Exception as exc:
+            row[implementation] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+        finally:
+            run = None
+            _free_device_memory()
     results["dilation"] = row
     for implementation, value in row.items():
         if isinstance(value, tuple):
