@@ -2,8 +2,9 @@
 
 ``numpy`` (CPU: compiled C kernels, NumPy fallback) and ``torch`` (CPU tensors: ``torch.library``
 custom ops over the NumPy kernels, with autograd and ``torch.compile`` support) ship with tropic.
-``cupy`` is planned: until it exists CuPy arrays run through the core's array-API reference
-(correct, not fast), and CUDA torch tensors raise.
+``cupy`` (CUDA kernels compiled with NVRTC through CuPy; needs CuPy and a CUDA device) is written,
+compiled for sm_80/sm_90 and tested in a CPU emulation, but has not run on a GPU yet; CUDA torch
+tensors raise until the torch adapter routes them to it.
 """
 
 from __future__ import annotations
