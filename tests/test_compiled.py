@@ -143,7 +143,7 @@ def test_parallel_tasks_runs_each_task_once_and_reraises():
 @pytest.mark.parametrize("threads", [1, 2])
 def test_blocked_taps_match_the_numpy_path(monkeypatch, threads):
     """Tiny blocks (row bands and image blocks) on several threads, NaN and infinities included,
-    give the NumPy path's bits: the blocks' padding and NaN flags are stitched correctly."""
+    give the NumPy path's bits: the blocks' padding, NaN flags and van Herk bands stitch correctly."""
     rng = np.random.default_rng(21)
     images = rng.integers(-2, 3, (3, 23, 17)).astype(np.float32)
     images[0, 4, 4], images[2, 20, 1] = np.nan, -np.inf
@@ -155,6 +155,11 @@ def test_blocked_taps_match_the_numpy_path(monkeypatch, threads):
         lambda: tropic.erosion(images, structure, return_indices=True),
         lambda: tropic.dilation(images[1:2], structure, mode="constant", cval=np.nan, return_indices=True),
         lambda: tropic.erosion(images, footprint=footprint, mode="wrap", return_indices=True),
+        # full flat rectangles: the van Herk kernel, on blocks and bands (dilation: flipped input)
+        lambda: tropic.dilation(
+            np.nan_to_num(images, nan=1.0), size=(3, 4), mode="reflect", return_indices=True
+        ),
+        lambda: tropic.erosion(np.nan_to_num(images, nan=1.0), size=(4, 3), return_indices=True),
     ]
     tropic.set_num_threads(threads)
     try:

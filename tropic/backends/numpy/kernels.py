@@ -41,6 +41,7 @@ _C_VJP = {
 _C_RECT = {np.float32: "tropic_rect_f32", np.float64: "tropic_rect_f64"}
 _C_PAD = {np.float32: "tropic_pad_f32", np.float64: "tropic_pad_f64"}
 _PARALLEL_CANDIDATES = 1 << 20  # compiled kernels with fewer candidates run on one thread
+_RECT_COST = 8  # comparisons per pixel of the van Herk kernel, for the task sizes
 _TASK_CANDIDATES = 1 << 21  # candidates per task of the compiled morphology (its pad fits in L2)
 
 
@@ -420,7 +421,7 @@ def _compiled_rect(semiring, padded, w, support, row_window, col_window, H, W, h
     """The van Herk kernel's result for a full flat rectangle as (out, int32 winner), or None."""
     n, Hp, Wp = padded.shape
     kh, kw = support.shape
-    rect = compiled.function(_C_RECT.get(padded.dtype.type, ""))
+    rect = compiled.raw_function(_C_RECT.get(padded.dtype.type, ""))
     if rect is None or w is not None or not support.all() or has_nan:
         return None
     # The rectangle kernel ranks taps by padded position; a dilation's window runs backwards
@@ -437,7 +438,25 @@ def _compiled_rect(semiring, padded, w, support, row_window, col_window, H, W, h
     out = scratch("rect", (n, H, W), padded.dtype) if flip else np.empty((n, H, W), padded.dtype)
     winner = scratch("winner", (n, H, W), np.int32)
     maximise = int(semiring.maximises)
-    _check(rect(source, n, Hp, Wp, kh, kw, maximise, out, winner, get_num_threads()), "morphology")
+    # Blocks of images, or bands of rows (a band of output rows reads kh - 1 more padded rows, which
+    # is a sub-image the kernel takes as it is), claimed by the threads one at a time.
+    threads = get_num_threads() if out.size * _RECT_COST >= _PARALLEL_CANDIDATES else 1
+    blocks = _task_blocks(n, H, W * _RECT_COST, 4 * threads if threads > 1 else 1)
+    source = np.ascontiguousarray(source)
+    item, addresses = padded.itemsize, (source.ctypes.data, out.ctypes.data, winner.ctypes.data)
+
+    def task(t: int) -> None:
+        b0, b1, i0, i1 = blocks[t]
+        rows = i1 - i0 + kh - 1 if b1 - b0 == 1 else Hp  # a band of one image, or whole images
+        block_in = addresses[0] + (b0 * Hp + i0) * Wp * item
+        block_out = (b0 * H + i0) * W
+        status = rect(
+            block_in, b1 - b0, rows, Wp, kh, kw, maximise, addresses[1] + block_out * item,
+            addresses[2] + block_out * 4, 1,
+        )  # fmt: skip
+        _check(status, "morphology")
+
+    parallel_tasks(len(blocks), task, threads)
     if flip:
         # .copy(), not ascontiguousarray: a flip of length-1 axes is a contiguous view of scratch
         out, winner = np.flip(out, flip).copy(), np.flip(winner, flip)
