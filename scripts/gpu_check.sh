@@ -3,6 +3,15 @@
 #
 #   bash scripts/gpu_check.sh            # from the repository root; output also to $OUT if set
 #
+# This workplace's lent GPU machines (see the device tool's KINDS.md) reach no package index; their
+# image has python3 3.12 with cupy-cuda13x, numpy, scipy, pytest, hypothesis and torch, but not
+# array-api-compat, which tropic needs: carry it as a wheel, prepared on the CPU machine with
+#   echo /.whl/ >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       -d .whl array-api-compat==1.16.0
+# and `carry: [".whl"]`; this script installs .whl/*.whl into /tmp/site without any index. tropic
+# itself runs from the checkout (PYTHONPATH), on the NumPy fallback where its C kernels are not built,
+# which the GPU tests compare against bitwise all the same.
 # 1. CuPy: used if importable, else `pip install cupy-cuda12x` (then cupy-cuda13x if that fails:
 #    a machine with only a CUDA 13 driver/toolkit). pip needs the package index or a local wheel
 #    (PIP_FIND_LINKS=/path/to/wheels PIP_NO_INDEX=1); nothing else is needed: CuPy compiles the
@@ -20,6 +29,13 @@ say() { echo "$@" | tee -a "$LOG"; }
 run() { say "\$ $*"; "$@" 2>&1 | tee -a "$LOG"; return "${PIPESTATUS[0]}"; }
 
 say "== gpu_check $(date -u +%FT%TZ) at $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+python() { "${PYTHON:-python3}" "$@"; }  # the image's python3 is the one with torch and CuPy
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if ls .whl/*.whl >/dev/null 2>&1; then
+    run python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl || say "could not install the carried wheels"
+    export PYTHONPATH="/tmp/site:$PYTHONPATH"
+fi
 run nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || say "nvidia-smi failed"
 if ! python -c "import cupy" 2>/dev/null; then
     run python -m pip install --quiet cupy-cuda12x || run python -m pip install --quiet cupy-cuda13x \
