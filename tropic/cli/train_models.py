@@ -91,7 +91,7 @@ def _bise(config: dict[str, Any], n_in: int, classes: int) -> Any:
     )
 
 
-_DMNN = {"lr": 1e-3, "width": 256, "batch_size": 64}  # the DMNN paper's Adam 1e-3, batch 64, width 256
+DMNN_DEFAULTS = {"lr": 1e-3, "width": 256, "batch_size": 64}  # the DMNN paper's Adam, batch, width
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
@@ -100,19 +100,23 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("maxout", _head("maxout"), "maxout head, 2 pieces"),
         ModelSpec("dense-maxplus", _head("dense"), "hybrid head, dense max-plus layer"),
         ModelSpec("sparse-hybrid", _head("sparse"), "hybrid head, sparse max-plus layer (Sparse-Morph)"),
-        ModelSpec("mlp", _dmnn("mlp"), "ReLU MLP (DMNN paper baseline)", _DMNN, True),
-        ModelSpec("maxout-mlp", _dmnn("maxout_mlp"), "maxout MLP (DMNN paper baseline)", _DMNN, True),
-        ModelSpec("mp", _dmnn("mp"), "pure max-plus stack (does not train)", _DMNN, True),
-        ModelSpec("act-mp", _dmnn("act_mp"), "max-plus + diagonal activations", _DMNN, True),
-        ModelSpec("dep", _dmnn("dep"), "dilation-erosion perceptrons", _DMNN, True),
-        ModelSpec("act-dep", _dmnn("act_dep"), "DEP + diagonal activations", _DMNN, True),
-        ModelSpec("mpm", _dmnn("mpm"), "max-plus-min layers + diagonal activations", _DMNN, True),
-        ModelSpec("rmpm", _dmnn("rmpm"), "residual MPM", _DMNN, True),
+        ModelSpec("mlp", _dmnn("mlp"), "ReLU MLP (DMNN paper baseline)", DMNN_DEFAULTS, True),
+        ModelSpec("maxout-mlp", _dmnn("maxout_mlp"), "maxout MLP (DMNN paper baseline)", DMNN_DEFAULTS, True),
+        ModelSpec("mp", _dmnn("mp"), "pure max-plus stack (does not train)", DMNN_DEFAULTS, True),
+        ModelSpec("act-mp", _dmnn("act_mp"), "max-plus + diagonal activations", DMNN_DEFAULTS, True),
+        ModelSpec("dep", _dmnn("dep"), "dilation-erosion perceptrons", DMNN_DEFAULTS, True),
+        ModelSpec("act-dep", _dmnn("act_dep"), "DEP + diagonal activations", DMNN_DEFAULTS, True),
+        ModelSpec("mpm", _dmnn("mpm"), "max-plus-min layers + diagonal activations", DMNN_DEFAULTS, True),
+        ModelSpec("rmpm", _dmnn("rmpm"), "residual MPM", DMNN_DEFAULTS, True),
         ModelSpec(
-            "rmpm-dropout", _dmnn("rmpm", weight_dropout=0.3), "residual MPM, weight dropout 0.3", _DMNN, True
+            "rmpm-dropout",
+            _dmnn("rmpm", weight_dropout=0.3),
+            "residual MPM, weight dropout 0.3",
+            DMNN_DEFAULTS,
+            True,
         ),
-        ModelSpec("mpm-svd", _dmnn("mpm_svd"), "MPM + SVD-constrained activations", _DMNN, True),
-        ModelSpec("hybrid-mlp", _dmnn("hybrid_mlp"), "Linear -> MPM hybrid MLP", _DMNN, True),
+        ModelSpec("mpm-svd", _dmnn("mpm_svd"), "MPM + SVD-constrained activations", DMNN_DEFAULTS, True),
+        ModelSpec("hybrid-mlp", _dmnn("hybrid_mlp"), "Linear -> MPM hybrid MLP", DMNN_DEFAULTS, True),
         ModelSpec(
             "bise",
             _bise,
