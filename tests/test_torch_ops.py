@@ -543,6 +543,7 @@ def test_capabilities_list_the_torch_kernels():
 def test_compiling_tropic_ops_raises_no_dynamo_warnings():
     """Core's namespace and device lookups answer torch tensors directly, so tracing them does not
     step into array_api_compat's cached type checks (dynamo warns about each such call)."""
+
     def f(x, w, s):
         return (tropic.maxplus_matmul(x.flatten(1), w).sum() + tropic.dilation(x, s).sum()) * 1.0
 
