@@ -382,7 +382,7 @@ def parallel_tasks(count: int, run: Callable[[int], None], threads: int) -> None
                 if left[0] == 0:
                     finished.set()
 
-    pool = _pool(threads - 1)
+    pool = _pool(threads)  # the same size as matmul_rows asks for: one pool, never rebuilt
     for _ in range(min(threads, count) - 1):
         pool.submit(work)
     work()
