@@ -287,7 +287,16 @@ def test_constructor_errors_are_tropic_errors():
     with pytest.raises(ValueError, match=r"x must have shape \(B, 3, H, W\)"):
         tnn.Dilation2d(3)(torch.zeros(1, 2, 4, 4))
     with pytest.raises(NotImplementedError, match="no torch equivalent"):
-        tnn.from_tropic(tn.Dropout(0.5))
+        tnn.from_tropic(tn.WeightDropout(tn.Linear(3, 2), 0.5))
+
+
+def test_dropout_converts_to_torch_dropout_with_its_rate_and_mode():
+    assert tnn.from_tropic(tn.Dropout(0.3)).training
+    model = tn.Sequential(tn.Linear(4, 4, seed=0), tn.Dropout(0.3)).eval()
+    module = tnn.from_tropic(model)[1]
+    assert isinstance(module, torch.nn.Dropout) and module.p == 0.3 and not module.training
+    x = torch.randn(2, 4)
+    assert torch.equal(module(x), x)  # evaluation mode: the identity, as in tropic.nn
 
 
 def test_mpm_weight_dropout_draws_from_torch():
