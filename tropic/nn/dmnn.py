@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import autodiff as ad
 from . import init as _init
-from .dropout import _keep_mask
+from .dropout import _keep_mask, _probability
 from .linear import Linear, _positive
 from .module import Module, Parameter
 
@@ -97,12 +97,8 @@ class MPM(Module):
         self.out_features = _positive("out_features", out_features)
         if init not in ("normal", "zeros"):
             raise ValueError(f"init must be 'normal' or 'zeros', got {init!r}")
-        if isinstance(weight_dropout, bool) or not isinstance(weight_dropout, (int, float)):
-            raise TypeError(f"weight_dropout must be a float in [0, 1), got {weight_dropout!r}")
-        if not 0.0 <= weight_dropout < 1.0:
-            raise ValueError(f"weight_dropout must be in [0, 1), got {weight_dropout!r}")
         self.init = init
-        self.weight_dropout = float(weight_dropout)
+        self.weight_dropout = _probability(weight_dropout, "weight_dropout")
         self.rng = _init.as_rng(rng, seed)
         shape = (out_features, in_features)
         make = _init.normal if init == "normal" else _init.zeros

@@ -14,9 +14,12 @@ from .module import Module, Parameter
 __all__ = ["DropConnect", "Dropout", "WeightDropout"]
 
 
-def _probability(p: Any) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-        raise ValueError(f"p must be a number in [0, 1), got {p!r}")
+def _probability(p: Any, name: str = "p") -> float:
+    """``p`` as a float drop probability in [0, 1): TypeError if not a real number, else ValueError."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)):
+        raise TypeError(f"{name} must be a number in [0, 1), got {p!r}")
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1), got {p!r}")
     return float(p)
 
 
