@@ -21,8 +21,8 @@ import tropic
 
 from .common import (
     Benchmark,
+    compare_layer_steps,
     optional_import,
-    peak_in_fresh_process,
     random_array,
     require_torch,
     size,
@@ -67,8 +67,6 @@ class TorchMaxplusLayerTraining(Benchmark):
 
 
 def main(argv=None) -> None:
-    from tropic.bench import measure
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
@@ -76,23 +74,10 @@ def main(argv=None) -> None:
     threads = f"{torch.get_num_threads()} torch threads, {tropic.get_num_threads()} tropic threads"
     print(f"torch {torch.__version__}, {threads}")
     print(f"max-plus layer forward+backward, batch {BATCH}, {IN_FEATURES} -> {OUT_FEATURES}, float32")
-    medians = {}
-    results = {}
-    for implementation in IMPLEMENTATIONS:
-        medians[implementation], results[implementation] = measure(layer_step(implementation), args.repeat)
-    peaks = {i: peak_in_fresh_process("benchmarks.bench_torch", i) for i in IMPLEMENTATIONS}
-    pairs = list(zip(results["tropic"], results["torch_broadcast"], strict=True))
+    results = compare_layer_steps("benchmarks.bench_torch", IMPLEMENTATIONS, layer_step, args.repeat)
+    pairs = zip(results["tropic"][1], results["torch_broadcast"][1], strict=True)
     difference = max(float((a - b).abs().max()) for a, b in pairs)
-    for implementation in IMPLEMENTATIONS:
-        print(
-            f"{implementation:16s} median {medians[implementation] * 1e3:9.1f} ms   "
-            f"extra peak RSS {peaks[implementation]:8.1f} MiB"
-        )
-    print(
-        f"speed-up {medians['torch_broadcast'] / medians['tropic']:.1f}x, "
-        f"peak memory ratio {peaks['torch_broadcast'] / max(peaks['tropic'], 1e-9):.1f}x, "
-        f"largest gradient difference {difference:.2g} (accumulation order)"
-    )
+    print(f"largest gradient difference {difference:.2g} (accumulation order)")
 
 
 if __name__ == "__main__":

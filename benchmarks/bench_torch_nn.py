@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import Benchmark, optional_import, peak_in_fresh_process, random_array, require_torch, size
+from .common import Benchmark, compare_layer_steps, optional_import, random_array, require_torch, size
 
 optional_import("torch")  # imported once here, so asv's forked benchmark processes do not each import it
 
@@ -99,7 +99,6 @@ class TorchDilation2dLayerTraining(Benchmark):
 
 def main(argv=None) -> None:
     import tropic
-    from tropic.bench import measure
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -115,19 +114,9 @@ def main(argv=None) -> None:
         f"{KERNEL}x{KERNEL}, float32"
     )
     available = [i for i in IMPLEMENTATIONS if i != "kornia" or kornia is not None]
-    medians, results = {}, {}
-    for implementation in available:
-        medians[implementation], results[implementation] = measure(layer_step(implementation), args.repeat)
-    peaks = {i: peak_in_fresh_process("benchmarks.bench_torch_nn", i) for i in available}
-    for implementation in available:
-        print(
-            f"{implementation:14s} median {medians[implementation] * 1e3:9.1f} ms   "
-            f"extra peak RSS {peaks[implementation]:8.1f} MiB   "
-            f"time / tropic {medians[implementation] / medians['tropic']:6.1f}x   "
-            f"peak / tropic {peaks[implementation] / max(peaks['tropic'], 1e-9):6.1f}x"
-        )
-    y, gx, gs = results["tropic"]
-    y_ref, gx_ref, gs_ref = results["torch_unfold"]
+    results = compare_layer_steps("benchmarks.bench_torch_nn", available, layer_step, args.repeat)
+    y, gx, gs = results["tropic"][1]
+    y_ref, gx_ref, gs_ref = results["torch_unfold"][1]
     difference = max(float((a - b).abs().max()) for a, b in ((gx, gx_ref), (gs, gs_ref)))
     print(
         f"tropic vs unfold: outputs equal {bool(torch.equal(y, y_ref))}, largest gradient difference "

@@ -37,6 +37,7 @@ __all__ = [
     "BROADCAST_LIMIT_BYTES",
     "Benchmark",
     "broadcast_mib",
+    "compare_layer_steps",
     "extra_peak_mib",
     "loop_maxplus",
     "naive_maxplus",
@@ -79,6 +80,26 @@ def peak_in_fresh_process(module: str, implementation: str) -> float | None:
     result = queue.get()
     process.join()
     return result
+
+
+def compare_layer_steps(module: str, implementations, layer_step, repeat: int) -> dict:
+    """Time ``layer_step(i)()`` for every implementation (median of ``repeat``, this process) and
+    measure its extra peak RSS in a fresh process; print one line each, with the ratios to the first
+    (tropic). Returns ``{implementation: (median seconds, warm-up result)}``."""
+    from tropic.bench import measure
+
+    results = {i: measure(layer_step(i), repeat) for i in implementations}
+    peaks = {i: peak_in_fresh_process(module, i) for i in implementations}
+    first = implementations[0]
+    for i in implementations:
+        seconds, peak = results[i][0], peaks[i]
+        memory = "-" if peak is None else f"{peak:8.1f} MiB"
+        ratio = "-" if peak is None or not peaks[first] else f"{peak / peaks[first]:6.1f}x"
+        print(
+            f"{i:16s} median {seconds * 1e3:9.1f} ms   extra peak RSS {memory}   "
+            f"time / {first} {seconds / results[first][0]:6.1f}x   peak / {first} {ratio}"
+        )
+    return results
 
 
 def size(full, smoke):
