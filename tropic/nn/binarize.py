@@ -397,6 +397,14 @@ def activable_projection(w: object, b: float) -> tuple[str, np.ndarray, np.ndarr
     return best
 
 
+def activable_targets(weights: object, biases: object) -> tuple[np.ndarray, np.ndarray]:
+    """The closest activable parameters ``(W*, B*)`` of every neuron (rows of ``weights``, entries of
+    ``biases``), by :func:`activable_projection`: the targets of the activable-set regularisation."""
+    pairs = zip(np.asarray(weights), np.asarray(biases), strict=True)
+    targets = [activable_projection(w, b) for w, b in pairs]
+    return np.stack([t[2] for t in targets]), np.array([t[3] for t in targets])
+
+
 def binarize(w: object, b: object, method: str = "constant") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Operation and structuring element of each neuron: exact if activated, else ``method``'s guess.
 

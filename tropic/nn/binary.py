@@ -590,10 +590,7 @@ def activable_set_regularization(model: Module) -> ad.Tensor:
     for layer in _binarisable(model):
         w = ad.reshape(layer.weight, (layer.out_channels, -1))
         b = layer.bias
-        weights, biases = layer._neuron_weights(), layer._neuron_biases()
-        targets = [_bz.activable_projection(weights[i], biases[i]) for i in range(layer.out_channels)]
-        w_star = np.stack([t[2] for t in targets])
-        b_star = np.array([t[3] for t in targets])
+        w_star, b_star = _bz.activable_targets(layer._neuron_weights(), layer._neuron_biases())
         xp = w.xp
         w_star = xp.astype(xp.asarray(w_star), w.dtype)
         b_star = xp.astype(xp.asarray(b_star), b.dtype)

@@ -294,10 +294,9 @@ def activable_set_regularization(model: torch.nn.Module) -> torch.Tensor:
     total: torch.Tensor | None = None
     for layer in _binarisable(model):
         w, b = layer.weight.reshape(layer.out_channels, -1), layer.bias
-        weights, biases = layer._neuron_weights(), layer._neuron_biases()
-        targets = [_bz.activable_projection(weights[i], biases[i]) for i in range(layer.out_channels)]
-        w_star = torch.from_numpy(np.stack([t[2] for t in targets])).to(dtype=w.dtype, device=w.device)
-        b_star = torch.from_numpy(np.array([t[3] for t in targets])).to(dtype=b.dtype, device=b.device)
+        w_star, b_star = _bz.activable_targets(layer._neuron_weights(), layer._neuron_biases())
+        w_star = torch.from_numpy(w_star).to(dtype=w.dtype, device=w.device)
+        b_star = torch.from_numpy(b_star).to(dtype=b.dtype, device=b.device)
         dw, db = w - w_star, b - b_star
         term = (dw * dw).sum() + (db * db).sum()
         total = term if total is None else total + term
