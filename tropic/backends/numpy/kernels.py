@@ -175,10 +175,7 @@ def matmul_rows(semiring, a: np.ndarray, b_t: np.ndarray, index_type) -> tuple[n
     # output is written by one thread only, so the result does not depend on the thread count.
     threads = min(get_num_threads(), M) if M * N * K >= _PARALLEL_PAIRS else 1
     bounds = np.linspace(0, M, threads + 1).astype(int)
-    if threads == 1:
-        stripe(0, M)
-    else:
-        list(_pool(threads).map(stripe, bounds[:-1], bounds[1:]))
+    parallel_tasks(threads, lambda t: stripe(bounds[t], bounds[t + 1]), threads)
     mark_no_winner(c, winner, semiring)
     return c, winner
 
@@ -382,7 +379,7 @@ def parallel_tasks(count: int, run: Callable[[int], None], threads: int) -> None
                 if left[0] == 0:
                     finished.set()
 
-    pool = _pool(threads)  # the same size as matmul_rows asks for: one pool, never rebuilt
+    pool = _pool(threads)
     for _ in range(min(threads, count) - 1):
         pool.submit(work)
     work()
