@@ -184,7 +184,9 @@ def test_matmul_vjp(cp, dtype, a_shape, b_shape):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_matmul_vjp_normal_gradients(cp, dtype):
-    """Without broadcasting the sums run in the NumPy backend's order: equal for any gradient."""
+    """Sums that round: float32 gradients' float64 sums are exact here (about 90 terms of similar
+    magnitude), so they equal NumPy's bitwise; float64 ones are chunked sums (layout.vjp_chunking), equal
+    to NumPy's flat-order sums within float64 rounding. Both repeat bitwise."""
     rng = np.random.default_rng(3)
     a, b = rng.standard_normal((3, 90, 40)).astype(dtype), rng.standard_normal((3, 40, 70)).astype(dtype)
     a[:, :, :20] = np.round(a[:, :, :20])  # some ties
@@ -193,7 +195,12 @@ def test_matmul_vjp_normal_gradients(cp, dtype):
     expected = tropic.matmul_vjp(g, k, a.shape, b.shape)
     first = on_gpu(cp, tropic.matmul_vjp(cp.asarray(g), cp.asarray(k), a.shape, b.shape))
     second = on_gpu(cp, tropic.matmul_vjp(cp.asarray(g), cp.asarray(k), a.shape, b.shape))
-    assert_all_identical(first, expected)
+    if dtype == np.float32:
+        assert_all_identical(first, expected)
+    else:  # reorderings differ by at most (terms) * eps * (sum of |terms|)
+        magnitudes = tropic.matmul_vjp(np.abs(g), k, a.shape, b.shape)
+        for got, want, magnitude in zip(first, expected, magnitudes, strict=True):
+            assert np.all(np.abs(got - want) <= 90 * np.finfo(dtype).eps * magnitude)
     assert_all_identical(second, first)  # deterministic
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import math
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,8 @@ from pathlib import Path
 import array_api_compat.numpy as compat_numpy
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tropic.core import dispatch
 from tropic.core.conv import ConvGeometry, conv2d_reference
@@ -262,21 +265,74 @@ def test_matmul(emu, emu_dtype, monkeypatch, semiring, dtype, a_shape, b_shape, 
     assert_identical(k, k_ref)
 
 
-@pytest.mark.parametrize(("a_shape", "b_shape"), MATMUL_SHAPES)
+# (a shape, b shape, whether dL/da's lines are summed in chunks, whether dL/db's are): a line of
+# at least 64 positions (a row of g for dL/da, a column for dL/db) is cut into chunks in the emulation.
+VJP_CHUNKING = [
+    ((20, 33), (33, 40), False, False),
+    ((300, 4), (4, 2), False, True),
+    ((2, 150, 3), (3, 5), False, True),
+    ((2, 3), (3, 300), True, False),
+]
+
+
+@pytest.mark.parametrize(("a_shape", "b_shape"), MATMUL_SHAPES + [case[:2] for case in VJP_CHUNKING])
 @DTYPES
 def test_matmul_vjp(emu, emu_dtype, dtype, a_shape, b_shape):
+    """Dyadic gradients sum exactly in any order: bitwise the NumPy backend's result, chunked or not."""
     from tropic.backends.numpy import kernels as numpy_kernels
 
     rng = np.random.default_rng(1)
     a, b = sample(rng, a_shape, dtype), sample(rng, b_shape, dtype)
     c, k = matmul_reference(compat_numpy, MAX_PLUS, a, b)
-    broadcast = a.shape[:-2] != c.shape[:-2] or b.shape[:-2] != c.shape[:-2]
-    # Broadcast batches are summed after the cast (sum_to_shape): exact only for dyadic values.
-    g = dyadic(rng, c.shape, dtype) if broadcast else rng.standard_normal(c.shape).astype(dtype)
+    g = dyadic(rng, c.shape, dtype)
     got = emu.matmul_vjp(compat_numpy, g, k, a.shape, b.shape)
     expected = numpy_kernels.matmul_vjp(compat_numpy, g, k, a.shape, b.shape)
     for x, y in zip(got, expected, strict=True):
         assert_identical(x, y)
+
+
+@pytest.mark.parametrize(("a_shape", "b_shape", "a_chunked", "b_chunked"), VJP_CHUNKING, ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_vjp_rounded_sums(emu, dtype, a_shape, b_shape, a_chunked, b_chunked):
+    """Gradients whose float64 sums round: a line summed in one chunk runs in NumPy's order (bitwise
+    equal); chunks add their partial sums in a fixed order (within float64 rounding, and repeatable)."""
+    from tropic.backends.numpy import kernels as numpy_kernels
+
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal(a_shape).astype(dtype), rng.standard_normal(b_shape).astype(dtype)
+    a[..., : a.shape[-1] // 2] = np.round(a[..., : a.shape[-1] // 2])  # some ties
+    c, k = matmul_reference(compat_numpy, MIN_PLUS, a, b)
+    g = (rng.standard_normal(c.shape) * np.exp2(rng.integers(-30, 30, c.shape))).astype(dtype)
+    got = emu.matmul_vjp(compat_numpy, g, k, a.shape, b.shape)
+    expected = numpy_kernels.matmul_vjp(compat_numpy, g, k, a.shape, b.shape)
+    again = emu.matmul_vjp(compat_numpy, g, k, a.shape, b.shape)
+    *batch, M, N = c.shape
+    n_batch, keys = math.prod(batch), a.shape[-1]
+    lines = ((n_batch * M, N), (n_batch * N, M))  # (lines, positions) of dL/da and dL/db
+    magnitudes = numpy_kernels.matmul_vjp(compat_numpy, np.abs(g), k, a.shape, b.shape)
+    cases = zip(got, expected, again, magnitudes, lines, (a_chunked, b_chunked), strict=True)
+    for x, y, x_again, magnitude, (n, positions), chunked in cases:
+        assert (emu.layout.vjp_chunking(n, positions, keys)[0] > 1) == chunked
+        assert_identical(x_again, x)
+        if chunked:  # float64 reorderings differ by at most positions * eps * sum |g|, then one rounding
+            bound = np.finfo(dtype).eps * np.abs(y) + positions * 2.0**-52 * magnitude.astype(np.float64)
+            assert np.all(np.abs(x.astype(np.float64) - y) <= bound)
+        else:
+            assert_identical(x, y)
+
+
+@given(
+    lines=st.integers(1, 1 << 20), positions=st.integers(0, 1 << 20), keys=st.integers(1, 1 << 14)
+)
+def test_vjp_chunking_covers_each_line_once(emu, lines, positions, keys):
+    """Runs tile every line exactly (none empty), run long, and the partial sums stay bounded."""
+    layout = emu.layout
+    chunks, size = layout.vjp_chunking(lines, positions, keys)
+    assert chunks >= 1 and size >= 1
+    assert (chunks - 1) * size < max(positions, 1) <= chunks * size
+    assert chunks == 1 or size >= layout.VJP_MIN_RUN
+    assert (chunks - 1) * lines * keys <= layout.VJP_MAX_PARTIAL
+    assert chunks == 1 or lines * (chunks - 1) < layout.VJP_THREADS
 
 
 MORPHOLOGY_CASES = [

@@ -5,12 +5,16 @@ and returns bitwise the same values and winners (DESIGN.md; the CUDA sources in 
 rules they follow). The kernels write int32 winners, narrowed here to core's ``index_dtype``; an
 operator with more candidates than int32 holds runs the core reference instead.
 
-Gradients are deterministic: every gradient entry is a gather over the outputs that reach it, summed
-in a fixed order in float64 (no atomics), so a run repeats bitwise. The product and image gradients
-sum in increasing output order, as the NumPy backend does, and agree with it bitwise; the weight
-gradients of morphology and conv2d are chunked sums in a fixed tree order (``cuda/sums.cu``), equal
-to NumPy's when the sums are exact and otherwise within float64 rounding before the cast. Broadcast
-batch dimensions of a product's gradient are summed afterwards with ``sum_to_shape``, as in NumPy.
+Gradients are deterministic: no atomics, every sum runs in float64 in an order fixed by the shapes,
+so a run repeats bitwise. The image gradients gather in increasing output order, as the NumPy backend
+does, and agree with it bitwise. The product gradients are keyed sums along the rows (columns) of the
+output gradient, each line cut into runs of consecutive positions (``cuda/matmul_vjp.cu``,
+``layout.vjp_chunking``): O(output) work, and NumPy's flat order wherever a line is one run; runs are
+added in a fixed order, equal to NumPy's when the float64 sums are exact (float32 and half-precision
+gradients of similar magnitudes) and within float64 rounding before the cast otherwise. The weight
+gradients of morphology and conv2d are chunked sums in a fixed tree order (``cuda/sums.cu``), agreeing
+with NumPy's likewise. Broadcast batch dimensions of a product's gradient are summed afterwards with
+``sum_to_shape``, as in NumPy.
 """
 
 from __future__ import annotations
@@ -98,12 +102,31 @@ def matmul_vjp(xp, grad, indices, a_shape, b_shape):
     batch = tuple(batch)
     n_batch = math.prod(batch)
     g, winner = cupy.ascontiguousarray(grad), _int32_indices(indices)
-    grad_a = cupy.empty(batch + (M, K), grad.dtype)
-    grad_b = cupy.empty(batch + (K, N), grad.dtype)
-    sizes = (np.int64(n_batch), np.int32(M), np.int32(K), np.int32(N))
-    _launch("tropic_matmul_vjp_a", grad.dtype, n_batch * M * K, (g, winner, grad_a, *sizes))
-    _launch("tropic_matmul_vjp_b", grad.dtype, n_batch * K * N, (g, winner, grad_b, *sizes))
+    # dL/da sums along the rows of g (lines (p, i), positions j), dL/db along its columns.
+    grad_a = _line_sums(g, winner, n_batch, M, N, K, rows=True).reshape(batch + (M, K))
+    grad_b = _line_sums(g, winner, n_batch, M, N, K, rows=False).reshape(batch + (K, N))
     return sum_to_shape(xp, grad_a, tuple(a_shape)), sum_to_shape(xp, grad_b, tuple(b_shape))
+
+
+def _line_sums(g, winner, n_batch: int, M: int, N: int, K: int, rows: bool):
+    """``out[p, i, k] = sum_j g[p, i, j] [winner = k]`` (``rows``) or ``out[p, k, j] = sum_i ...``,
+    flat, by the keyed line sums of ``cuda/matmul_vjp.cu``."""
+    per_batch, positions = (M, N) if rows else (N, M)
+    line_step, position_step = (N, 1) if rows else (1, N)
+    out_line_step, key_step = (K, 1) if rows else (1, N)
+    lines = n_batch * per_batch
+    out = cupy.zeros(n_batch * per_batch * K, g.dtype)
+    if lines * K == 0 or positions == 0:
+        return out
+    chunks, chunk_size = layout.vjp_chunking(lines, positions, K)
+    partial = cupy.zeros(chunks * lines * K, cupy.float64)
+    i32 = np.int32
+    args = (g, winner, partial, np.int64(lines), i32(per_batch), np.int64(M * N), i32(line_step))
+    args += (i32(position_step), i32(positions), i32(K), i32(chunks), i32(chunk_size))
+    _launch("tropic_matmul_vjp_scatter", g.dtype, lines * chunks, args)
+    args = (partial, out, np.int64(lines), i32(per_batch), i32(out_line_step), i32(key_step), i32(K))
+    _launch("tropic_matmul_vjp_finish", g.dtype, lines * K, args + (i32(chunks),))
+    return out
 
 
 @register("cupy", "morphology")

@@ -62,3 +62,26 @@ def chunking(positions: int, keys: int) -> tuple[int, int]:
     at least 4096 positions, and at most 4 Mi float64 partial sums (32 MiB) in all."""
     chunks = max(1, min(-(-positions // 4096), (1 << 22) // max(keys, 1)))
     return chunks, max(1, -(-positions // chunks))
+
+
+VJP_THREADS = 1 << 17  # threads that keep a GPU's memory system busy (about 1000 per SM)
+VJP_MIN_RUN = 32  # fewer positions per thread cost more in partial sums than they gain
+VJP_MAX_PARTIAL = 1 << 25  # float64 partial sums beyond one chunk's (256 MiB)
+
+
+def vjp_chunking(lines: int, positions: int, keys: int) -> tuple[int, int]:
+    """``(chunks, chunk_size)`` of a product gradient's keyed sums (``cuda/matmul_vjp.cu``): each of
+    ``lines`` lines of ``positions`` elements is cut into runs of ``chunk_size`` consecutive positions.
+
+    A function of the shapes only, so the summation order (and the result) is too. One chunk when
+    ``lines`` alone give enough threads (then the sums run in the NumPy backend's order); otherwise
+    enough chunks for about ``VJP_THREADS`` threads, with runs of at least ``VJP_MIN_RUN`` positions and
+    at most ``VJP_MAX_PARTIAL`` float64 partial sums beyond the first chunk's ``lines * keys``.
+
+    >>> vjp_chunking(65536, 256, 256), vjp_chunking(256, 65536, 256), vjp_chunking(4, 10, 3)
+    ((2, 128), (512, 128), (1, 10))
+    """
+    wanted = -(-VJP_THREADS // max(lines, 1))
+    chunks = max(1, min(wanted, positions // VJP_MIN_RUN, 1 + VJP_MAX_PARTIAL // max(lines * keys, 1)))
+    chunk_size = max(1, -(-positions // chunks))
+    return max(1, -(-positions // chunk_size)), chunk_size

@@ -11,7 +11,8 @@
 // * the add is done in the compute type (float for float/__half/__nv_bfloat16, double for double)
 //   and rounded to the input type before the compare (float then round-to-nearest to a half type is
 //   the correctly rounded half sum: 24 >= 2 * 11 + 2 bits, so the double rounding is harmless).
-// Gradients are gathers in a fixed order with double accumulators: deterministic, no atomics.
+// Gradients are sums in an order fixed by the shapes, with double accumulators: deterministic, no
+// atomics.
 #pragma once
 
 // The half types are compiled in their own modules (module.py defines TROPIC_FP16 or TROPIC_BF16),
