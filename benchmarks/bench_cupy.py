@@ -1,4 +1,5 @@
-"""The CuPy backend on a GPU: max-plus products and a 7x7 dilation, against PyTorch on the same GPU.
+"""The CuPy backend on a GPU: max-plus products (and their gradients) and a 7x7 dilation, against
+PyTorch on the same GPU.
 
 Every combination raises ``NotImplementedError`` in ``setup`` (asv: skipped) without CuPy and a CUDA
 device, and the torch rows without a CUDA build of torch. The timed calls synchronise the device, so
@@ -142,6 +143,35 @@ class CupyMaxplusMatmul(Benchmark):
     track_g_pairs_per_s.unit = "G pairs/s"
 
 
+def product_gradient(m: int, k: int, n: int):
+    """A zero-argument callable for both gradients of a float32 m x k x n max-plus product on the GPU
+    (``tropic.matmul_vjp`` from the forward's winners; no sync)."""
+    cupy = require_cupy()
+    a = cupy.asarray(random_array(m, k, seed=1))
+    b = cupy.asarray(random_array(k, n, seed=2))
+    _, winners = tropic.maxplus_matmul(a, b, return_indices=True)
+    g = cupy.asarray(random_array(m, n, seed=3))
+    return lambda: tropic.matmul_vjp(g, winners, a.shape, b.shape)
+
+
+class CupyMaxplusMatmulGradient(Benchmark):
+    """Both gradients of a float32 max-plus product on the GPU (O(M N) keyed sums; compare with the
+    forward's time in ``CupyMaxplusMatmul``)."""
+
+    params = (PRODUCTS,)
+    param_names = ("MxKxN",)
+    timeout = 300
+
+    def setup(self, shape):
+        self.run = product_gradient(*_parse(shape))
+        self.run()
+        _synchronize()
+
+    def time_gradient(self, shape):
+        self.run()
+        _synchronize()
+
+
 def dilation(implementation: str, shape: tuple[int, int, int, int]):
     """A zero-argument callable for a 7 x 7 dilation of float32 images of ``shape`` on the GPU."""
     images = random_array(*shape, seed=1)
@@ -244,6 +274,23 @@ def report(print_=print) -> dict:
         target = TARGETS_G_PAIRS.get(shape)
         cells = ", ".join(f"{i} {v:.0f}" if isinstance(v, float) else f"{i} ({v})" for i, v in row.items())
         print_(f"max-plus {shape} float32, G pairs/s: {cells}; target >= {target}")
+        try:
+            run = product_gradient(m, k, n)
+            seconds = gpu_seconds(run, repeat=3)
+            forward = row.get("tropic_cupy")  # G pairs/s
+            ratio = ""
+            if isinstance(forward, float):
+                ratio = f", {seconds / (m * k * n / forward / 1e9):.2f}x the forward's time"
+            results[f"{shape} gradient"] = seconds
+            print_(f"max-plus {shape} float32 gradients (matmul_vjp): {seconds * 1e3:.2f} ms{ratio}")
+        except NotImplementedError as exc:
+            results[f"{shape} gradient"] = f"skipped: {exc}"
+        except Exception as exc:
+            results[f"{shape} gradient"] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+            print_(f"max-plus {shape} gradients: {results[f'{shape} gradient']}")
+        finally:
+            run = None
+            _free_device_memory()
     row = {}
     for implementation in DILATION_IMPLEMENTATIONS:
         try:
