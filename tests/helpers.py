@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, settings
@@ -59,3 +61,44 @@ def expected_index_dtype(n_candidates):
         if n_candidates - 1 <= np.iinfo(dtype).max:
             return np.dtype(dtype)
     raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------------------- GPU tests
+
+REQUIRE_GPU = os.environ.get("TROPIC_REQUIRE_GPU") == "1"
+
+
+def skip_gpu_test(reason: str):
+    """Skip a GPU test that cannot run here, or fail it when TROPIC_REQUIRE_GPU=1 (a GPU machine,
+    where a skip would hide a broken setup)."""
+    if REQUIRE_GPU:
+        pytest.fail(f"TROPIC_REQUIRE_GPU=1 but the GPU tests cannot run: {reason}")
+    pytest.skip(reason)
+
+
+def gpu_unavailable() -> str | None:
+    """Why the CuPy GPU tests cannot run here, or None."""
+    try:
+        import cupy
+    except ImportError as exc:
+        return f"CuPy is not installed ({exc})"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDARuntimeError without a driver or device
+        return f"no usable CUDA device ({type(exc).__name__}: {exc})"
+    return None if count > 0 else "no CUDA device"
+
+
+def require_gpu():
+    """CuPy with a device and the backend loaded; else skip, or fail when TROPIC_REQUIRE_GPU=1."""
+    reason = gpu_unavailable()
+    if reason is not None:
+        skip_gpu_test(reason)
+    import cupy
+
+    from tropic.core.dispatch import backend_status, load_backend
+
+    load_backend("cupy")
+    status = backend_status()["cupy"]
+    assert status == "loaded", f"the CuPy backend did not load: {status}"
+    return cupy

@@ -15,7 +15,6 @@ tests/test_cupy_compile.py compiles them with nvcc.)
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 import types
 from pathlib import Path
@@ -27,46 +26,15 @@ import tropic
 from tropic.core.morphology import _MODES, axis_window
 from tropic.core.semiring import MAX_PLUS, MIN_PLUS
 
-from .helpers import assert_identical
+from .helpers import assert_identical, gpu_unavailable, require_gpu
 
 CUPY_DIR = Path(__file__).resolve().parents[1] / "tropic" / "backends" / "cupy"
-REQUIRE_GPU = os.environ.get("TROPIC_REQUIRE_GPU") == "1"
 SEMIRINGS = pytest.mark.parametrize("semiring", [MAX_PLUS, MIN_PLUS], ids=["maxplus", "minplus"])
 DTYPES = pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 MODES = sorted(set(_MODES.values()))
 
 
 # ---------------------------------------------------------------------------------------- helpers
-
-
-def gpu_unavailable() -> str | None:
-    """Why the GPU tests cannot run here, or None."""
-    try:
-        import cupy
-    except ImportError as exc:
-        return f"CuPy is not installed ({exc})"
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # CUDARuntimeError without a driver or device
-        return f"no usable CUDA device ({type(exc).__name__}: {exc})"
-    return None if count > 0 else "no CUDA device"
-
-
-def require_gpu():
-    """CuPy with a device and the backend loaded; else skip, or fail when TROPIC_REQUIRE_GPU=1."""
-    reason = gpu_unavailable()
-    if reason is not None:
-        if REQUIRE_GPU:
-            pytest.fail(f"TROPIC_REQUIRE_GPU=1 but the GPU tests cannot run: {reason}")
-        pytest.skip(reason)
-    import cupy
-
-    from tropic.core.dispatch import backend_status, load_backend
-
-    load_backend("cupy")
-    status = backend_status()["cupy"]
-    assert status == "loaded", f"the CuPy backend did not load: {status}"
-    return cupy
 
 
 @pytest.fixture(scope="module")
