@@ -2,7 +2,8 @@
 
 Importing it defines the ops (:mod:`.ops`) and registers the kernels that core's public functions call
 for torch tensors (:mod:`.kernels`). CPU tensors run the NumPy backend's kernels on shared memory;
-other devices raise (CUDA needs the CuPy backend).
+CUDA tensors run the CuPy backend's kernels on DLPack views, on torch's current stream (CuPy must be
+installed; without it they raise, saying what to install); other devices raise.
 """
 
 from . import kernels, ops  # noqa: F401

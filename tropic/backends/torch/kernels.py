@@ -1,6 +1,7 @@
 """The torch kernels registered with ``tropic.core.dispatch``: core's public functions, given torch
 tensors, check and normalise the arguments (with torch operations, so autograd follows them) and call
-these, which call the custom ops of :mod:`.ops` and return their (differentiable) outputs."""
+these, which check the tensors' devices (CPU, or CUDA with the CuPy backend available), call the custom
+ops of :mod:`.ops` and return their (differentiable) outputs."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from tropic.core.dispatch import register
 from . import ops
 
 
-def _on_cpu(**tensors) -> None:
+def _check_devices(**tensors) -> None:
+    """Each tensor on a device the ops run on (:func:`.ops.check_device`). Core has already refused a
+    forward operator's operands on different devices; the ops' CUDA kernels refuse any mix they get."""
     for name, t in tensors.items():
         if t is not None:
             ops.check_device(name, t.device)
@@ -17,19 +20,19 @@ def _on_cpu(**tensors) -> None:
 
 @register("torch", "matmul")
 def matmul(xp, semiring, a, b):
-    _on_cpu(a=a, b=b)
+    _check_devices(a=a, b=b)
     return ops.matmul(a, b, semiring.maximises)
 
 
 @register("torch", "matmul_vjp")
 def matmul_vjp(xp, grad, indices, a_shape, b_shape):
-    _on_cpu(grad=grad, indices=indices)
+    _check_devices(grad=grad, indices=indices)
     return ops.matmul_backward(grad, indices, list(a_shape), list(b_shape))
 
 
 @register("torch", "morphology")
 def morphology(xp, semiring, image, weights, support, row_window, col_window, fill):
-    _on_cpu(image=image, structure=weights)
+    _check_devices(image=image, structure=weights)
     # Core hands erosion the negated structure; the op takes the structure itself (negation is exact,
     # so -(-s) is s bitwise) and autograd's two negations give back the op's ``0.0 - g`` exactly.
     structure = weights if weights is None or semiring.maximises else -weights
@@ -43,7 +46,7 @@ morphology.host_footprint = True  # core passes the footprint as rows of Python 
 
 @register("torch", "morphology_vjp")
 def morphology_vjp(xp, grad, indices, image_shape, row_window, col_window):
-    _on_cpu(grad=grad, indices=indices)
+    _check_devices(grad=grad, indices=indices)
     kh, kw = row_window.start.size, col_window.start.size
     return ops.morphology_backward(
         grad, indices, list(image_shape), kh, kw, row_window.reflected, row_window.mode
@@ -52,7 +55,7 @@ def morphology_vjp(xp, grad, indices, image_shape, row_window, col_window):
 
 @register("torch", "conv2d")
 def conv2d(xp, semiring, x, w, geometry):
-    _on_cpu(x=x, w=w)
+    _check_devices(x=x, w=w)
     return ops.conv2d(
         x, w, list(geometry.stride), list(geometry.padding), geometry.groups, semiring.maximises
     )
@@ -60,7 +63,7 @@ def conv2d(xp, semiring, x, w, geometry):
 
 @register("torch", "conv2d_vjp")
 def conv2d_vjp(xp, grad, indices, geometry):
-    _on_cpu(grad=grad, indices=indices)
+    _check_devices(grad=grad, indices=indices)
     g = geometry
     return ops.conv2d_backward(
         grad, indices, list(g.x_shape), list(g.w_shape), list(g.stride), list(g.padding), g.groups
@@ -69,11 +72,11 @@ def conv2d_vjp(xp, grad, indices, geometry):
 
 @register("torch", "maxout")
 def maxout(xp, grouped):
-    _on_cpu(x=grouped)
+    _check_devices(x=grouped)
     return ops.maxout(grouped)
 
 
 @register("torch", "maxout_vjp")
 def maxout_vjp(xp, grad, indices, pieces):
-    _on_cpu(grad=grad, indices=indices)
+    _check_devices(grad=grad, indices=indices)
     return ops.maxout_backward(grad, indices, pieces)

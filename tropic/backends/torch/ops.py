@@ -12,10 +12,23 @@ tensor; ``torch.from_numpy`` of the results). float16 / bfloat16 operands are wi
 every candidate sum is rounded back to the operands' precision before it is compared (the
 ``_rounded_*`` kernels below; a float32 sum of two half-precision numbers rounded to half precision is
 the correctly rounded half-precision sum, since 24 >= 2 * 11 + 2), and the values are narrowed
-again (exact: they are half-precision numbers). Other devices raise (:func:`check_device`).
+again (exact: they are half-precision numbers).
+
+CUDA implementation (``register_kernel("cuda")``): the CuPy backend's kernels, found through
+``tropic.core.dispatch`` (backends never import each other), on zero-copy CuPy views of the tensors
+(``cupy.from_dlpack``; the kernels make their own contiguous copies where they need them), launched on
+torch's current stream of the tensors' device and returned with ``torch.from_dlpack``, no
+synchronisation. The results live in CuPy's memory pool, not torch's caching allocator. float16 runs
+the CuPy backend's half kernels (each candidate sum rounded to half precision, as on the CPU); bfloat16
+raises ``TypeError``: CuPy has no bfloat16 arrays to hand its ``__nv_bfloat16`` kernels (and older
+CuPy versions crash on a bfloat16 DLPack tensor). Without CuPy, CUDA tensors raise
+``NotImplementedError`` saying what to install. Tensors on different devices raise ``ValueError``
+(tropic never moves a tensor). Other devices raise (:func:`check_device`).
 """
 
 from __future__ import annotations
+
+import functools
 
 import array_api_compat.numpy as np_namespace
 import numpy as np
@@ -23,6 +36,7 @@ import torch
 from torch import Tensor
 
 from tropic.backends.numpy import kernels as numpy_kernels
+from tropic.core import dispatch
 from tropic.core.conv import ConvGeometry
 from tropic.core.morphology import axis_window
 from tropic.core.semiring import MAX_PLUS, MIN_PLUS
@@ -43,18 +57,32 @@ __all__ = [
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 _BLOCK_ELEMENTS = 1 << 19  # candidates per block of the rounded (half-precision) products
-_CUDA_MESSAGE = "CUDA kernels for torch tensors need the CuPy backend, not built yet"
+_CUPY_INSTALL = "install CuPy built for your CUDA version (`pip install cupy-cuda12x`, or cupy-cuda13x)"
 
 
 def check_device(name: str, device: torch.device) -> None:
-    """Raise unless ``device`` is the CPU: tropic never moves a tensor between devices itself."""
+    """Raise unless ``device`` is the CPU, or a CUDA device with the CuPy backend available: tropic
+    never moves a tensor between devices itself."""
     if device.type == "cpu":
         return
     if device.type == "cuda":
+        _require_cupy(f"{name} is on {device}")
+        return
+    raise NotImplementedError(
+        f"tropic's torch operators run on CUDA tensors (with CuPy) and CPU tensors only, got {name} on "
+        f"{device}"
+    )
+
+
+def _require_cupy(where: str) -> None:
+    """Load the CuPy backend (once), or raise ``NotImplementedError`` saying what to install."""
+    dispatch.load_backend("cupy")
+    status = dispatch.backend_status()["cupy"]
+    if status != "loaded":
         raise NotImplementedError(
-            f"{_CUDA_MESSAGE} ({name} is on {device}; tropic runs torch tensors on the CPU)"
+            f"CUDA kernels for torch tensors need the CuPy backend, which is {status}: {_CUPY_INSTALL} "
+            f"({where})"
         )
-    raise NotImplementedError(f"tropic's torch operators run on CPU tensors only, got {name} on {device}")
 
 
 def index_dtype(n_candidates: int) -> torch.dtype:
@@ -95,6 +123,93 @@ def _check_all(**tensors: Tensor | None) -> None:
             check_device(name, t.device)
 
 
+# --- the CUDA path: the CuPy backend's kernels on DLPack views -------------------------------------
+
+
+def _cuda_device(**tensors: Tensor | None) -> torch.device:
+    """The one CUDA device holding every given tensor; ``ValueError`` naming them otherwise (a call
+    mixing devices reaches the CUDA kernel whenever one tensor is on CUDA)."""
+    devices = {name: t.device for name, t in tensors.items() if t is not None}
+    first = next(iter(devices.values()))
+    if first.type != "cuda" or any(d != first for d in devices.values()):
+        described = ", ".join(f"{name} on {d}" for name, d in devices.items())
+        raise ValueError(
+            f"all tensors must be on one CUDA device (tropic never moves tensors), got {described}"
+        )
+    return first
+
+
+def _refuse_bfloat16(**tensors: Tensor | None) -> None:
+    for name, t in tensors.items():
+        if t is not None and t.dtype == torch.bfloat16:
+            raise TypeError(
+                f"{name} is a bfloat16 CUDA tensor: CuPy has no bfloat16 arrays for the CUDA kernels; use "
+                "float16, float32 or float64 on CUDA (bfloat16 runs on the CPU)"
+            )
+
+
+@functools.cache
+def _cupy_modules():
+    """CuPy and its array-API namespace (the ``xp`` the CuPy backend's kernels take); imported once
+    the backend has loaded (:func:`_require_cupy`)."""
+    import array_api_compat.cupy as cupy_namespace
+    import cupy
+
+    return cupy, cupy_namespace
+
+
+def _cupy_kernel(operator: str, xp):
+    kernel = dispatch.kernel_for(operator, xp)
+    if kernel is None:
+        raise RuntimeError(f"the CuPy backend registered no {operator!r} kernel")
+    return kernel
+
+
+def _cupy_stream(cupy, device: torch.device):
+    """torch's current stream of ``device`` as a CuPy stream (the same CUDA stream, not a new one)."""
+    stream = torch.cuda.current_stream(device)
+    from_external = getattr(cupy.cuda.Stream, "from_external", None)
+    if from_external is not None and hasattr(stream, "__cuda_stream__"):
+        return from_external(stream)  # CuPy 14: the CUDA stream protocol (ExternalStream deprecated)
+    return cupy.cuda.ExternalStream(stream.cuda_stream, device.index)
+
+
+def _as_cupy(cupy, t: Tensor):
+    """A zero-copy CuPy view of ``t`` (strides kept: the kernels copy what they need contiguous)."""
+    t = t.detach()
+    if t.numel() == 0:  # nothing to share (and no data pointer to hand over)
+        return cupy.empty(tuple(t.shape), str(t.dtype).removeprefix("torch."))
+    return cupy.from_dlpack(t)
+
+
+def _as_torch(x, device: torch.device) -> Tensor:
+    """``torch.from_dlpack`` of a kernel result, contiguous (as the fake kernels promise; the kernels'
+    results already are, so no copy)."""
+    if x.size == 0:
+        return torch.empty(tuple(x.shape), dtype=getattr(torch, x.dtype.name), device=device)
+    return torch.from_dlpack(x).contiguous()
+
+
+def _on_cupy(operator: str, device: torch.device, *args):
+    """Run the CuPy backend's ``operator`` kernel on ``args`` (tensors as CuPy views) on torch's
+    current stream of ``device``; its array results as tensors. Everything, the DLPack exchanges
+    included, happens inside the stream context, so producer and consumer share one stream and
+    neither side inserts a synchronisation."""
+    _require_cupy(f"tropic::{operator} on {device}")
+    cupy, xp = _cupy_modules()
+    kernel = _cupy_kernel(operator, xp)
+    with cupy.cuda.Device(device.index), _cupy_stream(cupy, device):
+        result = kernel(xp, *(_as_cupy(cupy, a) if isinstance(a, Tensor) else a for a in args))
+        if isinstance(result, tuple):
+            return tuple(_as_torch(r, device) for r in result)
+        return _as_torch(result, device)
+
+
+def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t`` in ``dtype`` (the CuPy kernels already return the promised dtypes: no copy then)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 # --- max-plus / min-plus products ----------------------------------------------------------------
 
 
@@ -116,6 +231,14 @@ def _(a: Tensor, b: Tensor, maximise: bool) -> tuple[Tensor, Tensor]:
     return a.new_empty(shape), a.new_empty(shape, dtype=index_dtype(a.shape[-1]))
 
 
+@matmul.register_kernel("cuda")
+def _matmul_cuda(a: Tensor, b: Tensor, maximise: bool) -> tuple[Tensor, Tensor]:
+    device = _cuda_device(a=a, b=b)
+    _refuse_bfloat16(a=a, b=b)
+    c, indices = _on_cupy("matmul", device, _semiring(maximise), a, b)
+    return _cast(c, a.dtype), _cast(indices, index_dtype(a.shape[-1]))
+
+
 @torch.library.custom_op("tropic::matmul_backward", mutates_args=())
 def matmul_backward(
     grad: Tensor, indices: Tensor, a_shape: list[int], b_shape: list[int]
@@ -130,6 +253,16 @@ def matmul_backward(
 @matmul_backward.register_fake
 def _(grad, indices, a_shape, b_shape):
     return grad.new_empty(a_shape), grad.new_empty(b_shape)
+
+
+@matmul_backward.register_kernel("cuda")
+def _matmul_backward_cuda(
+    grad: Tensor, indices: Tensor, a_shape: list[int], b_shape: list[int]
+) -> tuple[Tensor, Tensor]:
+    device = _cuda_device(grad=grad, indices=indices)
+    _refuse_bfloat16(grad=grad)
+    grad_a, grad_b = _on_cupy("matmul_vjp", device, grad, indices, tuple(a_shape), tuple(b_shape))
+    return _cast(grad_a, grad.dtype), _cast(grad_b, grad.dtype)
 
 
 def _matmul_setup(ctx, inputs, output) -> None:
@@ -236,6 +369,32 @@ def _(image, structure, support, kh, kw, maximise, mode, fill):
     return image.new_empty(image.shape), image.new_empty(image.shape, dtype=index_dtype(kh * kw))
 
 
+@morphology.register_kernel("cuda")
+def _morphology_cuda(
+    image: Tensor,
+    structure: Tensor | None,
+    support: list[bool],
+    kh: int,
+    kw: int,
+    maximise: bool,
+    mode: str,
+    fill: float,
+) -> tuple[Tensor, Tensor]:
+    device = _cuda_device(image=image, structure=structure)
+    _refuse_bfloat16(image=image, structure=structure)
+    # The kernels add the weights: erosion's are the negated structure (exact).
+    weights = structure if structure is None or maximise else torch.neg(structure.detach())
+    H, W = image.shape[-2:]
+    rows = axis_window(H, kh, maximise, mode)
+    cols = axis_window(W, kw, maximise, mode)
+    mask = np.asarray(support, dtype=bool).reshape(kh, kw)
+    if image.dtype in HALF_DTYPES:  # the border value in the image's precision, as on the CPU
+        fill = float(torch.tensor(fill).to(image.dtype))
+    semiring = _semiring(maximise)
+    out, indices = _on_cupy("morphology", device, semiring, image, weights, mask, rows, cols, fill)
+    return _cast(out, image.dtype), _cast(indices, index_dtype(kh * kw))
+
+
 @torch.library.custom_op("tropic::morphology_backward", mutates_args=())
 def morphology_backward(
     grad: Tensor, indices: Tensor, image_shape: list[int], kh: int, kw: int, reflected: bool, mode: str
@@ -253,6 +412,20 @@ def morphology_backward(
 @morphology_backward.register_fake
 def _(grad, indices, image_shape, kh, kw, reflected, mode):
     return grad.new_empty(image_shape), grad.new_empty((kh, kw))
+
+
+@morphology_backward.register_kernel("cuda")
+def _morphology_backward_cuda(
+    grad: Tensor, indices: Tensor, image_shape: list[int], kh: int, kw: int, reflected: bool, mode: str
+) -> tuple[Tensor, Tensor]:
+    device = _cuda_device(grad=grad, indices=indices)
+    _refuse_bfloat16(grad=grad)
+    rows = axis_window(image_shape[-2], kh, reflected, mode)
+    cols = axis_window(image_shape[-1], kw, reflected, mode)
+    grad_image, grad_weights = _on_cupy(
+        "morphology_vjp", device, grad, indices, tuple(image_shape), rows, cols
+    )
+    return _cast(grad_image, grad.dtype), _cast(grad_weights, grad.dtype)
 
 
 def _morphology_setup(ctx, inputs, output) -> None:
@@ -336,6 +509,17 @@ def _(x, w, stride, padding, groups, maximise):
     return x.new_empty(geometry.out_shape), x.new_empty(geometry.out_shape, dtype=index_dtype(n_candidates))
 
 
+@conv2d.register_kernel("cuda")
+def _conv2d_cuda(
+    x: Tensor, w: Tensor, stride: list[int], padding: list[int], groups: int, maximise: bool
+) -> tuple[Tensor, Tensor]:
+    device = _cuda_device(x=x, w=w)
+    _refuse_bfloat16(x=x, w=w)
+    geometry = ConvGeometry(tuple(x.shape), tuple(w.shape), tuple(stride), tuple(padding), groups)
+    y, indices = _on_cupy("conv2d", device, _semiring(maximise), x, w, geometry)
+    return _cast(y, x.dtype), _cast(indices, index_dtype(w.shape[1] * w.shape[2] * w.shape[3]))
+
+
 @torch.library.custom_op("tropic::conv2d_backward", mutates_args=())
 def conv2d_backward(
     grad: Tensor,
@@ -356,6 +540,23 @@ def conv2d_backward(
 @conv2d_backward.register_fake
 def _(grad, indices, x_shape, w_shape, stride, padding, groups):
     return grad.new_empty(x_shape), grad.new_empty(w_shape)
+
+
+@conv2d_backward.register_kernel("cuda")
+def _conv2d_backward_cuda(
+    grad: Tensor,
+    indices: Tensor,
+    x_shape: list[int],
+    w_shape: list[int],
+    stride: list[int],
+    padding: list[int],
+    groups: int,
+) -> tuple[Tensor, Tensor]:
+    device = _cuda_device(grad=grad, indices=indices)
+    _refuse_bfloat16(grad=grad)
+    geometry = ConvGeometry(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding), groups)
+    grad_x, grad_w = _on_cupy("conv2d_vjp", device, grad, indices, geometry)
+    return _cast(grad_x, grad.dtype), _cast(grad_w, grad.dtype)
 
 
 def _conv2d_setup(ctx, inputs, output) -> None:
@@ -420,6 +621,14 @@ def _(grouped):
     return grouped.new_empty(shape), grouped.new_empty(shape, dtype=index_dtype(grouped.shape[-1]))
 
 
+@maxout.register_kernel("cuda")
+def _maxout_cuda(grouped: Tensor) -> tuple[Tensor, Tensor]:
+    device = _cuda_device(grouped=grouped)
+    _refuse_bfloat16(grouped=grouped)
+    values, indices = _on_cupy("maxout", device, grouped)
+    return _cast(values, grouped.dtype), _cast(indices, index_dtype(grouped.shape[-1]))
+
+
 @torch.library.custom_op("tropic::maxout_backward", mutates_args=())
 def maxout_backward(grad: Tensor, indices: Tensor, pieces: int) -> Tensor:
     """Gradient of the grouped input (..., m, pieces): ``grad`` where ``indices`` names the piece."""
@@ -433,6 +642,13 @@ def maxout_backward(grad: Tensor, indices: Tensor, pieces: int) -> Tensor:
 @maxout_backward.register_fake
 def _(grad, indices, pieces):
     return grad.new_empty((*grad.shape, pieces))
+
+
+@maxout_backward.register_kernel("cuda")
+def _maxout_backward_cuda(grad: Tensor, indices: Tensor, pieces: int) -> Tensor:
+    device = _cuda_device(grad=grad, indices=indices)
+    _refuse_bfloat16(grad=grad)
+    return _cast(_on_cupy("maxout_vjp", device, grad, indices, pieces), grad.dtype)
 
 
 def _maxout_setup(ctx, inputs, output) -> None:
