@@ -1,0 +1,594 @@
+"""tropic's torch custom ops on CUDA tensors: the CuPy backend's kernels on DLPack views.
+
+GPU tests (marked ``gpu``): every operator through the public functions on CUDA tensors against the
+same call on the same data on the CPU (the NumPy backend's kernels), bitwise: values, winners and the
+gradients autograd computes (dyadic incoming gradients, so every summation order gives the same
+sums); gradcheck in float64; torch.compile(fullgraph=True) of layers on CUDA against eager; a call on
+a non-default stream whose inputs are written on that stream just before; zero-copy inputs; empty
+and non-contiguous tensors; opcheck; mixed devices and bfloat16 refused. They skip without a CUDA
+build of torch, CuPy or a device, and fail instead when ``TROPIC_REQUIRE_GPU=1``.
+
+CPU tests: the CUDA kernels are registered for every op; the error messages (no CuPy, mixed devices,
+bfloat16, other devices); and the CUDA kernels' glue run on the CPU, with NumPy standing in for CuPy
+and the NumPy backend's kernels for the CuPy backend's (the two take the same arguments): what each
+op hands its kernel, the device and stream it enters, the DLPack exchanges inside the stream context
+and the dtypes it returns, against the CPU op bitwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+import warnings
+
+import numpy as np
+import pytest
+
+import tropic
+
+from .helpers import assert_identical, require_gpu, skip_gpu_test
+
+torch = pytest.importorskip("torch")
+ops = pytest.importorskip("tropic.backends.torch.ops")
+compat_numpy = pytest.importorskip("array_api_compat.numpy")
+
+# array_api_compat's lru_cache'd helpers make dynamo warn while it traces core's glue: harmless.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+OPS = [
+    "matmul",
+    "matmul_backward",
+    "morphology",
+    "morphology_backward",
+    "conv2d",
+    "conv2d_backward",
+    "maxout",
+    "maxout_backward",
+]
+FLOATS = [torch.float32, torch.float64, torch.float16]
+
+
+def sample(rng, shape, dtype=torch.float32, specials=True):
+    """Small integers (many ties), with a few infinities and NaN when ``specials``."""
+    x = rng.integers(-2, 3, size=shape).astype(np.float64)
+    if specials and x.size:
+        hit = rng.random(shape) < 0.1
+        x[hit] = rng.choice([-np.inf, np.inf, np.nan], size=int(hit.sum()))
+    return torch.from_numpy(x).to(dtype)
+
+
+def dyadic(rng, shape, dtype=torch.float32):
+    """Incoming gradients whose sums are exact in any order (so every summation order agrees)."""
+    return torch.from_numpy(rng.integers(-64, 65, size=shape) / 8).to(dtype)
+
+
+def unique(rng, shape, dtype=torch.float64):
+    """Distinct values far apart (unique winners, gradcheck's finite differences stay inside)."""
+    n = int(np.prod(shape))
+    return torch.tensor(rng.permutation(n) * 1.0 + rng.random(n) * 0.5, dtype=dtype).reshape(shape)
+
+
+def assert_same(actual, expected):
+    """Same dtype, shape and bits (NaN matches NaN, -0.0 != 0.0); ``actual`` may be on any device."""
+    assert isinstance(actual, torch.Tensor), type(actual)
+    if expected is None:
+        assert actual is None
+        return
+    actual, expected = actual.detach().cpu(), expected.detach().cpu()
+    if actual.dtype == torch.float16:  # NumPy has float16: compare there
+        actual, expected = actual.numpy(), expected.numpy()
+    assert_identical(np.asarray(actual), np.asarray(expected))
+
+
+# --- the operators, each a function of tensors returning (values, indices) -----------------------
+
+FORWARD = {
+    "maxplus_matmul": (lambda a, b: tropic.maxplus_matmul(a, b, return_indices=True), [(5, 7), (7, 3)]),
+    "minplus_matmul_tiles": (
+        lambda a, b: tropic.minplus_matmul(a, b, return_indices=True),
+        [(130, 33), (33, 65)],  # not multiples of the CuPy product's 64 x 64 tile
+    ),
+    "matmul_broadcast": (
+        lambda a, b: tropic.maxplus_matmul(a, b, return_indices=True),
+        [(2, 1, 9, 20), (3, 20, 7)],
+    ),
+    "matmul_layer": (lambda a, b: tropic.maxplus_matmul(a, b, return_indices=True), [(2, 3, 17), (17, 5)]),
+    "matvec": (lambda a, b: tropic.minplus_matmul(a, b, return_indices=True), [(6,), (6, 4)]),
+    "dilation": (lambda f, s: tropic.dilation(f, s, return_indices=True), [(2, 9, 11), (3, 4)]),
+    "erosion_reflect": (
+        lambda f, s: tropic.erosion(f, s, mode="reflect", return_indices=True),
+        [(2, 9, 11), (3, 3)],
+    ),
+    "dilation_footprint": (
+        lambda f, s: tropic.dilation(f, s, footprint=[[1, 0, 1], [1, 1, 0]], return_indices=True),
+        [(3, 7, 8), (2, 3)],
+    ),
+    "erosion_flat_constant": (
+        lambda f: tropic.erosion(f, size=(3, 2), mode="constant", cval=1.5, return_indices=True),
+        [(2, 8, 9)],
+    ),
+    "dilation_flat_wrap": (lambda f: tropic.dilation(f, size=3, mode="wrap", return_indices=True), [(8, 9)]),
+    "maxplus_conv2d": (
+        lambda x, w: tropic.maxplus_conv2d(x, w, stride=2, padding=1, return_indices=True),
+        [(2, 4, 9, 8), (6, 4, 3, 2)],
+    ),
+    "minplus_conv2d_groups": (
+        lambda x, w: tropic.minplus_conv2d(
+            x, w, stride=(1, 2), padding=(2, 0), groups=2, return_indices=True
+        ),
+        [(2, 4, 7, 8), (6, 2, 3, 2)],
+    ),
+    "maxout": (lambda x: tropic.maxout(x, 3, return_indices=True), [(4, 12)]),
+    "maxout_axis": (lambda x: tropic.maxout(x, 2, axis=1, return_indices=True), [(3, 6, 5)]),
+}
+
+
+def run(case, tensors):
+    fn, _ = FORWARD[case]
+    return fn(*tensors)
+
+
+# ------------------------------------------------------------------------------------------ GPU
+
+
+@pytest.fixture(scope="module")
+def cuda():
+    """The first CUDA device, with CuPy and the CuPy backend; else skip (fail with TROPIC_REQUIRE_GPU=1)."""
+    if not torch.cuda.is_available():
+        skip_gpu_test(f"this torch ({torch.__version__}) has no usable CUDA device")
+    require_gpu()
+    return torch.device("cuda", 0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("case", list(FORWARD))
+def test_forward_matches_cpu(cuda, case, dtype):
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        inputs = [sample(rng, shape, dtype) for shape in FORWARD[case][1]]
+        expected = run(case, inputs)
+        actual = run(case, [t.to(cuda) for t in inputs])
+        for mine, reference in zip(actual, expected, strict=True):
+            assert mine.device == cuda
+            assert_same(mine, reference)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("case", list(FORWARD))
+def test_gradients_match_cpu(cuda, case, dtype):
+    rng = np.random.default_rng(1)
+    inputs = [sample(rng, shape, dtype) for shape in FORWARD[case][1]]
+    cpu_leaves = [t.clone().requires_grad_() for t in inputs]
+    cuda_leaves = [t.to(cuda).requires_grad_() for t in inputs]
+    expected, _ = run(case, cpu_leaves)
+    g = dyadic(rng, tuple(expected.shape), dtype)
+    expected.backward(g)
+    actual, _ = run(case, cuda_leaves)
+    actual.backward(g.to(cuda))
+    for mine, reference in zip(cuda_leaves, cpu_leaves, strict=True):
+        assert mine.grad.device == cuda
+        assert_same(mine.grad, reference.grad)
+
+
+@pytest.mark.gpu
+def test_public_vjps_on_cuda_match_cpu(cuda):
+    rng = np.random.default_rng(2)
+    a, b = sample(rng, (2, 6, 9)), sample(rng, (9, 5))
+    c, k = tropic.maxplus_matmul(a, b, return_indices=True)
+    g = dyadic(rng, tuple(c.shape))
+    for mine, reference in zip(
+        tropic.matmul_vjp(g.to(cuda), k.to(cuda), a.shape, b.shape),
+        tropic.matmul_vjp(g, k, a.shape, b.shape),
+        strict=True,
+    ):
+        assert_same(mine, reference)
+    image, structure = sample(rng, (2, 7, 6)), sample(rng, (3, 2))
+    out, k = tropic.erosion(image, structure, mode="mirror", return_indices=True)
+    g = dyadic(rng, tuple(out.shape))
+    args = (image.shape, structure.shape)
+    for mine, reference in zip(
+        tropic.erosion_vjp(g.to(cuda), k.to(cuda), *args, mode="mirror"),
+        tropic.erosion_vjp(g, k, *args, mode="mirror"),
+        strict=True,
+    ):
+        assert_same(mine, reference)
+
+
+@pytest.mark.gpu
+def test_gradcheck_float64_on_cuda(cuda):
+    rng = np.random.default_rng(3)
+    a, b = unique(rng, (3, 4)), unique(rng, (4, 5))
+    image, structure = unique(rng, (2, 5, 6)), unique(rng, (3, 3))
+    x, w = unique(rng, (2, 4, 5, 5)), unique(rng, (4, 2, 2, 3))
+    cases = [
+        (tropic.maxplus_matmul, (a, b)),
+        (tropic.minplus_matmul, (a, b)),
+        (tropic.dilation, (image, structure)),
+        (tropic.erosion, (image, structure)),
+        (lambda f: tropic.dilation(f, size=(2, 3), mode="reflect"), (image,)),
+        (tropic.opening, (image, structure)),
+        (lambda x, w: tropic.maxplus_conv2d(x, w, stride=2, padding=1, groups=2), (x, w)),
+        (lambda x: tropic.maxout(x, 2, axis=1), (x,)),
+    ]
+    for fn, inputs in cases:
+        inputs = tuple(t.to(cuda).requires_grad_() for t in inputs)
+        assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5), fn
+
+
+@pytest.mark.gpu
+def test_compile_fullgraph_layers_on_cuda_match_eager(cuda):
+    from tropic.torch import nn as tnn
+
+    torch.manual_seed(0)
+    cases = [  # inductor (the default) for the dense layer; aot_eager keeps the others quick
+        (tnn.MaxPlus(16, 8, seed=0), (5, 16), "inductor"),
+        (tnn.MinPlusConv2d(3, 4, kernel_size=3, padding=1, seed=1), (2, 3, 9, 9), "aot_eager"),
+        (tnn.Dilation2d(3, kernel_size=3, seed=2), (2, 3, 9, 9), "aot_eager"),
+    ]
+    for layer, shape, backend in cases:
+        eager = layer.to(cuda)
+        x = torch.randn(shape, device=cuda)
+        expected = eager(x)
+        g = torch.randn_like(expected)
+        expected.backward(g)
+        expected_grads = [p.grad.clone() for p in eager.parameters()]
+        eager.zero_grad()
+        torch._dynamo.reset()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            actual = torch.compile(eager, fullgraph=True, backend=backend)(x)
+            actual.backward(g)
+        assert_same(actual, expected)
+        for p, reference in zip(eager.parameters(), expected_grads, strict=True):
+            assert_same(p.grad, reference)
+
+
+@pytest.mark.gpu
+def test_runs_on_the_current_stream(cuda):
+    """Inputs written on a side stream behind a long sleep, the op called on that stream, its results
+    read on it: right only if every kernel, and both DLPack exchanges, are ordered on that stream."""
+    rng = np.random.default_rng(4)
+    a, b = sample(rng, (70, 40)), sample(rng, (40, 33))
+    image, structure = sample(rng, (2, 20, 21)), sample(rng, (3, 3))
+    expected_c, expected_k = tropic.maxplus_matmul(a, b, return_indices=True)
+    expected_out, expected_j = tropic.dilation(image, structure, return_indices=True)
+    sources = [t.to(cuda) for t in (a, b, image, structure)]
+    targets = [torch.full_like(t, float("nan")) for t in sources]
+    torch.cuda.synchronize(cuda)
+    side = torch.cuda.Stream(cuda)
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(100_000_000)  # about 50 ms of GPU time before the copies on `side`
+        for target, source in zip(targets, sources, strict=True):
+            target.copy_(source)
+        c, k = tropic.maxplus_matmul(targets[0], targets[1], return_indices=True)
+        out, j = tropic.dilation(targets[2], targets[3], return_indices=True)
+        results = [t.clone() for t in (c, k, out, j)]
+    side.synchronize()
+    for mine, reference in zip(results, (expected_c, expected_k, expected_out, expected_j), strict=True):
+        assert_same(mine, reference)
+
+
+@pytest.mark.gpu
+def test_backward_on_a_side_stream(cuda):
+    rng = np.random.default_rng(5)
+    x, w = sample(rng, (2, 3, 8, 8)), sample(rng, (4, 3, 3, 3))
+    tx, tw = x.clone().requires_grad_(), w.clone().requires_grad_()
+    y = tropic.maxplus_conv2d(tx, tw, padding=1)
+    g = dyadic(rng, tuple(y.shape))
+    y.backward(g)
+    side = torch.cuda.Stream(cuda)
+    cx, cw = x.to(cuda).requires_grad_(), w.to(cuda).requires_grad_()
+    cg = g.to(cuda)
+    side.wait_stream(torch.cuda.current_stream(cuda))
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(50_000_000)
+        tropic.maxplus_conv2d(cx, cw, padding=1).backward(cg)
+        grads = [cx.grad.clone(), cw.grad.clone()]
+    side.synchronize()
+    assert_same(grads[0], tx.grad)
+    assert_same(grads[1], tw.grad)
+
+
+@pytest.mark.gpu
+def test_inputs_are_viewed_not_copied(cuda, monkeypatch):
+    seen = []
+    original = ops._as_cupy
+
+    def spy(cupy, t):
+        view = original(cupy, t)
+        seen.append((view.data.ptr, t.data_ptr()))
+        return view
+
+    monkeypatch.setattr(ops, "_as_cupy", spy)
+    rng = np.random.default_rng(6)
+    a, b = sample(rng, (4, 6)).to(cuda), sample(rng, (6, 3)).to(cuda)
+    tropic.maxplus_matmul(a, b)
+    x, w = sample(rng, (1, 2, 5, 5)).to(cuda), sample(rng, (3, 2, 2, 2)).to(cuda)
+    tropic.minplus_conv2d(x, w)
+    assert len(seen) == 4 and all(view == tensor for view, tensor in seen)
+
+
+@pytest.mark.gpu
+def test_non_contiguous_and_empty_tensors(cuda):
+    """Views (transposed, strided) and empty tensors, cut the same way from the same data on both
+    devices."""
+    rng = np.random.default_rng(7)
+    big = sample(rng, (12, 10))
+
+    def maxplus(a, b):
+        return tropic.maxplus_matmul(a, b, return_indices=True)
+
+    def minplus(a, b):
+        return tropic.minplus_matmul(a, b, return_indices=True)
+
+    cases = [
+        (maxplus, lambda t: (t.t(), t[:, ::2])),
+        (lambda f: tropic.dilation(f, size=3, return_indices=True), lambda t: (t[::2, 1:],)),
+        (lambda x: tropic.maxout(x, 2, axis=0, return_indices=True), lambda t: (t.t(),)),
+        (maxplus, lambda t: (t[:0], t[:10, :4])),  # M = 0
+        (minplus, lambda t: (t[:3, :0], t[:0, :4])),  # K = 0: the tropical zero, no winners
+        (lambda f, s: tropic.erosion(f, s, return_indices=True), lambda t: (t[:0].view(0, 4, 5), t[:2, :2])),
+        (lambda x: tropic.maxout(x, 2, return_indices=True), lambda t: (t[:3, :0],)),
+    ]
+    for fn, cut in cases:
+        expected = fn(*cut(big))
+        actual = fn(*cut(big.to(cuda)))
+        for mine, reference in zip(actual, expected, strict=True):
+            assert_same(mine, reference)
+    assert not big.to(cuda).t().is_contiguous()  # the views above reach the kernels as views
+
+
+@pytest.mark.gpu
+def test_opcheck_on_cuda(cuda):
+    rng = np.random.default_rng(8)
+    image, structure = unique(rng, (2, 5, 6)), unique(rng, (3, 3))
+    cases = [
+        (ops.matmul, (unique(rng, (2, 3, 4)), unique(rng, (4, 5)), True)),
+        (ops.morphology, (image, structure, [True] * 9, 3, 3, False, "reflect", 0.0)),
+        (ops.morphology, (image[0], None, [True, False, True, True], 2, 2, True, "neutral", -np.inf)),
+        (ops.conv2d, (unique(rng, (2, 4, 6, 6)), unique(rng, (6, 2, 3, 3)), [2, 1], [1, 0], 2, True)),
+        (ops.maxout, (unique(rng, (3, 4, 5)),)),
+    ]
+    for op, args in cases:
+        args = tuple(a.to(cuda) if isinstance(a, torch.Tensor) else a for a in args)
+        torch.library.opcheck(op, args)
+
+
+@pytest.mark.gpu
+def test_mixed_devices_and_bfloat16_are_refused(cuda):
+    a, b = torch.randn(3, 4, device=cuda), torch.randn(4, 2)
+    with pytest.raises(ValueError, match="same device"):
+        tropic.maxplus_matmul(a, b)
+    with pytest.raises(ValueError, match="a on cuda:0, b on cpu"):
+        ops.matmul(a, b, True)
+    c, k = tropic.maxplus_matmul(a, b.to(cuda), return_indices=True)
+    with pytest.raises(ValueError, match="grad on cuda:0, indices on cpu"):
+        tropic.matmul_vjp(torch.ones_like(c), k.cpu(), a.shape, b.shape)
+    with pytest.raises(ValueError, match="image on cpu, structure on cuda:0"):
+        structure = torch.zeros(2, 2, device=cuda)
+        ops.morphology(torch.randn(4, 4), structure, [True] * 4, 2, 2, True, "neutral", 0.0)
+    with pytest.raises(TypeError, match=r"bfloat16.*float16, float32 or float64"):
+        tropic.maxplus_matmul(a.bfloat16(), b.to(cuda).bfloat16())
+
+
+@pytest.mark.gpu
+def test_second_device(cuda):
+    if torch.cuda.device_count() < 2:
+        pytest.skip("one CUDA device: the second-device checks need two")
+    other = torch.device("cuda", 1)
+    rng = np.random.default_rng(9)
+    image, structure = sample(rng, (2, 9, 8)), sample(rng, (3, 3))
+    expected = tropic.erosion(image, structure, return_indices=True)
+    actual = tropic.erosion(image.to(other), structure.to(other), return_indices=True)
+    for mine, reference in zip(actual, expected, strict=True):
+        assert mine.device == other
+        assert_same(mine, reference)
+    with pytest.raises(ValueError, match=r"image on cuda:1, structure on cuda:0"):
+        ops.morphology(image.to(other), structure.to(cuda), [True] * 9, 3, 3, True, "neutral", -np.inf)
+
+
+# ------------------------------------------------------------------------------------------ CPU
+
+
+def test_every_op_has_a_cuda_kernel():
+    for name in OPS:
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"tropic::{name}", "CUDA"), name
+
+
+def cupy_available() -> bool:
+    from tropic.core import dispatch
+
+    dispatch.load_backend("cupy")
+    return dispatch.backend_status()["cupy"] == "loaded"
+
+
+def test_device_errors():
+    ops.check_device("a", torch.device("cpu"))
+    with pytest.raises(NotImplementedError, match="CPU tensors only, got x on meta"):
+        ops.check_device("x", torch.device("meta"))
+    with pytest.raises(NotImplementedError, match="CPU tensors only, got a on meta"):
+        tropic.maxplus_matmul(torch.empty(3, 4, device="meta"), torch.empty(4, 2, device="meta"))
+    cpu, meta = torch.zeros(2, 2), torch.empty(2, 2, device="meta")
+    with pytest.raises(ValueError, match="got a on cpu, b on meta"):
+        ops._matmul_cuda(cpu, meta, True)
+    with pytest.raises(ValueError, match="got grad on meta, indices on cpu"):
+        ops._maxout_backward_cuda(meta, cpu.to(torch.int8), 2)
+    with pytest.raises(ValueError, match="one CUDA device"):  # no CUDA tensor at all
+        ops._cuda_device(image=cpu, structure=None)
+
+
+def test_cuda_without_cupy_says_what_to_install(monkeypatch):
+    if cupy_available():
+        pytest.skip("CuPy is installed here")
+    message = r"need the CuPy backend.*pip install cupy-cuda12x.*a is on cuda:0"
+    with pytest.raises(NotImplementedError, match=message):
+        ops.check_device("a", torch.device("cuda", 0))
+    monkeypatch.setattr(ops, "_cuda_device", lambda **tensors: torch.device("cuda", 0))
+    with pytest.raises(NotImplementedError, match=r"not available.*pip install cupy-cuda12x.*tropic::conv2d"):
+        ops._conv2d_cuda(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 2, 2), [1, 1], [0, 0], 1, True)
+
+
+def test_bfloat16_cuda_tensors_are_refused_before_any_dlpack_exchange(monkeypatch):
+    monkeypatch.setattr(ops, "_cuda_device", lambda **tensors: torch.device("cuda", 0))
+    monkeypatch.setattr(ops, "_on_cupy", lambda *args: pytest.fail("reached the CuPy kernels"))
+    x = torch.zeros(2, 4, dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match=r"grouped is a bfloat16 CUDA tensor.*float16, float32 or float64"):
+        ops._maxout_cuda(x)
+    with pytest.raises(TypeError, match="w is a bfloat16"):
+        ops._conv2d_cuda(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 2, 2).bfloat16(), [1, 1], [0, 0], 1, True)
+    with pytest.raises(TypeError, match="grad is a bfloat16"):
+        ops._matmul_backward_cuda(x, torch.zeros(2, 4, dtype=torch.int8), [2, 3], [3, 4])
+
+
+# --- the CUDA glue on the CPU: NumPy in CuPy's place -----------------------------------------------
+
+
+class FakeCupy:
+    """NumPy in CuPy's place: records the device and stream contexts the CUDA kernels enter and
+    checks that every DLPack exchange happens inside both."""
+
+    def __init__(self, stream_protocol: bool):
+        self.entered: list[tuple] = []
+        self.depth = 0
+        stream = types.SimpleNamespace(from_external=self._from_external) if stream_protocol else object()
+        self.cuda = types.SimpleNamespace(Device=self._device, ExternalStream=self._external, Stream=stream)
+
+    @contextlib.contextmanager
+    def _context(self, record):
+        self.entered.append(record)
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+
+    def _device(self, index):
+        assert self.depth == 0
+        return self._context(("device", index))
+
+    def _external(self, ptr, device_id):
+        assert self.depth == 1, "the stream must be entered inside the device context"
+        return self._context(("stream", ptr, device_id))
+
+    def _from_external(self, stream):
+        assert self.depth == 1, "the stream must be entered inside the device context"
+        return self._context(("stream", stream.cuda_stream, "protocol"))
+
+    def from_dlpack(self, t):
+        assert self.depth == 2, "a DLPack exchange outside the device and stream contexts"
+        return np.from_dlpack(t)
+
+    def empty(self, shape, dtype):
+        return np.empty(shape, dtype)
+
+
+class FakeStream:
+    cuda_stream = 0x5EED
+
+    def __cuda_stream__(self):
+        return (0, self.cuda_stream)
+
+
+def stand_in_kernel(operator: str, xp):
+    """The NumPy backend's kernel for ``operator`` (it has none for maxout_vjp: core's reference)."""
+    from tropic.core import dispatch
+    from tropic.core.maxout import maxout_vjp_reference
+
+    assert xp is compat_numpy
+    return dispatch.kernel_for(operator, xp) or {"maxout_vjp": maxout_vjp_reference}[operator]
+
+
+@pytest.fixture(params=["ExternalStream", "stream-protocol"])
+def emulated(request, monkeypatch):
+    """The ops' CUDA kernels made to run on CPU tensors: the tensors are said to be on cuda:1."""
+    fake = FakeCupy(stream_protocol=request.param == "stream-protocol")
+    streams = []
+
+    def current_stream(device=None):
+        streams.append(device)
+        return FakeStream()
+
+    from_dlpack = torch.from_dlpack
+
+    def torch_from_dlpack(x):
+        assert fake.depth == 2, "a DLPack exchange outside the device and stream contexts"
+        return from_dlpack(x)
+
+    monkeypatch.setattr(ops, "_cuda_device", lambda **tensors: torch.device("cuda", 1))
+    monkeypatch.setattr(ops, "_require_cupy", lambda where: None)
+    monkeypatch.setattr(ops, "_cupy_modules", lambda: (fake, compat_numpy))
+    monkeypatch.setattr(ops, "_cupy_kernel", stand_in_kernel)
+    monkeypatch.setattr(torch.cuda, "current_stream", current_stream)
+    monkeypatch.setattr(torch, "from_dlpack", torch_from_dlpack)
+    fake.streams = streams
+    fake.protocol = request.param == "stream-protocol"
+    return fake
+
+
+def assert_entered_cuda_1(fake, calls: int):
+    stream = ("stream", FakeStream.cuda_stream, "protocol" if fake.protocol else 1)
+    assert fake.entered == [("device", 1), stream] * calls
+    assert fake.streams == [torch.device("cuda", 1)] * calls
+    assert fake.depth == 0
+
+
+def op_cases(rng, dtype):
+    """(op name, args) for every op, the backward ops fed the winners of their forward op."""
+    a, b = sample(rng, (2, 5, 7), dtype), sample(rng, (7, 4), dtype)
+    image, structure = sample(rng, (2, 6, 7), dtype), sample(rng, (3, 2), dtype)
+    x, w = sample(rng, (2, 4, 7, 6), dtype), sample(rng, (6, 2, 3, 2), dtype)
+    grouped = sample(rng, (3, 4, 5), dtype)
+    cases = []
+    _, k = ops.matmul(a, b, True)
+    cases += [("matmul", (a, b, True)), ("matmul", (a, b, False)), ("matmul", (a[0], b[None], True))]
+    cases += [("matmul_backward", (dyadic(rng, k.shape, dtype), k, [2, 5, 7], [7, 4]))]
+    _, k = ops.matmul(a[:1], b[None].expand(3, 7, 4), True)  # broadcast batch: grad_a summed back
+    cases += [("matmul_backward", (dyadic(rng, k.shape, dtype), k, [1, 5, 7], [7, 4]))]
+    borders = [(True, "neutral", -np.inf), (False, "reflect", 0.0), (False, "constant", 1.1)]
+    for maximise, mode, fill in borders:
+        args = (image, structure, [True, False, True, True, False, True], 3, 2, maximise, mode, fill)
+        cases += [("morphology", args), ("morphology", (image, None, *args[2:]))]
+        _, k = ops.morphology(*args)
+        g = dyadic(rng, k.shape, dtype)
+        cases += [("morphology_backward", (g, k, [2, 6, 7], 3, 2, maximise, mode))]
+    conv = ([2, 1], [1, 0], 2)
+    _, k = ops.conv2d(x, w, *conv, True)
+    cases += [("conv2d", (x, w, *conv, True)), ("conv2d", (x, w, [1, 2], [0, 1], 2, False))]
+    cases += [("conv2d_backward", (dyadic(rng, k.shape, dtype), k, [2, 4, 7, 6], [6, 2, 3, 2], *conv))]
+    _, k = ops.maxout(grouped)
+    cases += [("maxout", (grouped,)), ("maxout", (grouped.transpose(0, 1),))]  # strided input
+    cases += [("maxout_backward", (dyadic(rng, k.shape, dtype), k, 5))]
+    return cases
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+def test_emulated_cuda_kernels_match_the_cpu_ops(emulated, dtype):
+    """Each CUDA kernel with NumPy for CuPy gives the CPU op's results bitwise, in the promised
+    dtypes, having entered the tensors' device and torch's current stream there once per call."""
+    rng = np.random.default_rng(10)
+    cases = op_cases(rng, dtype)
+    for name, args in cases:
+        expected = getattr(ops, name)(*args)
+        actual = getattr(ops, f"_{name}_cuda")(*args)
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        actual = actual if isinstance(actual, tuple) else (actual,)
+        for mine, reference in zip(actual, expected, strict=True):
+            assert mine.is_contiguous()
+            assert_same(mine, reference)
+    assert_entered_cuda_1(emulated, len(cases))
+
+
+def test_emulated_cuda_kernels_take_empty_tensors(emulated, monkeypatch):
+    """Empty tensors never reach DLPack (nothing to share): they become empty arrays and back."""
+    monkeypatch.setattr(ops, "_cuda_device", lambda **tensors: torch.device("cpu"))
+    cases = [
+        ("matmul", (torch.zeros(0, 3), torch.ones(3, 2), True)),
+        ("matmul", (torch.zeros(2, 0, dtype=torch.float64), torch.zeros(0, 3, dtype=torch.float64), False)),
+        ("maxout", (torch.zeros(0, 4),)),
+    ]
+    for name, args in cases:
+        expected = getattr(ops, name)(*args)
+        for mine, reference in zip(getattr(ops, f"_{name}_cuda")(*args), expected, strict=True):
+            assert_same(mine, reference)
