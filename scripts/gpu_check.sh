@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One-shot check of tropic's CuPy backend on a GPU machine (about 5 minutes on one H100/H200).
+# One-shot check of tropic's CuPy backend on a GPU machine (about 5 minutes on one H100/H200 before
+# the torch CUDA tests were added; those are capped at 5 minutes more, not yet timed on a GPU).
 #
 #   bash scripts/gpu_check.sh            # from the repository root; output also to $OUT if set
 #
@@ -16,7 +17,9 @@
 #    a machine with only a CUDA 13 driver/toolkit). pip needs the package index or a local wheel
 #    (PIP_FIND_LINKS=/path/to/wheels PIP_NO_INDEX=1); nothing else is needed: CuPy compiles the
 #    kernels with NVRTC, whose half headers come with the toolkit or NVRTC itself.
-# 2. The GPU tests with skips turned into failures, plus the compile and emulation tests.
+# 2. The GPU tests with skips turned into failures, plus the compile and emulation tests; then the
+#    torch CUDA tests (tests/test_torch_cuda.py: torch tensors on the CuPy kernels), which need torch
+#    with CUDA (the lent machines' torch has it).
 # 3. A benchmark report: G pairs/s of the float32 max-plus products against the issue's targets,
 #    torch broadcasting (and torch.compile with TROPIC_GPU_CHECK_COMPILE=1) when torch has CUDA,
 #    and the 7x7 dilation of a (32, 64, 256, 256) batch (against kornia if installed).
@@ -66,6 +69,12 @@ JUNIT=()
 TROPIC_REQUIRE_GPU=1 run timeout 240 python -m pytest -q --maxfail=25 -p no:cacheprovider "${JUNIT[@]}" \
     tests/test_cupy_backend.py tests/test_cupy_compile.py || status=1
 [ $status -eq 0 ] && say "GPU tests: PASSED" || say "GPU tests: FAILED"
+# torch CUDA tensors through the CuPy backend (DLPack, torch's current stream, autograd, torch.compile)
+torch_status=0
+[ -n "$OUT_DIR" ] && JUNIT=(--junitxml "$OUT_DIR/gpu_torch_tests.xml")
+TROPIC_REQUIRE_GPU=1 run timeout 300 python -m pytest -q --maxfail=25 -p no:cacheprovider "${JUNIT[@]}" \
+    tests/test_torch_cuda.py || torch_status=1
+[ $torch_status -eq 0 ] && say "torch CUDA tests: PASSED" || { say "torch CUDA tests: FAILED"; status=1; }
 
 if [ "${TROPIC_GPU_CHECK_COMPILE:-0}" = "1" ]; then export TROPIC_ASV_TORCH_COMPILE=1; fi
 run timeout 150 python - <<'PY' || say "benchmark report: FAILED or timed out"
