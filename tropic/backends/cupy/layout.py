@@ -9,8 +9,11 @@ import numpy as np
 BLOCK = 256  # threads per block of the one-thread-per-output kernels
 MAX_GRID = 65535 * 32  # blocks of a grid-stride launch (a larger grid only adds scheduling)
 GRID_YZ = 65535  # the largest grid in y and z
-TILE_M = TILE_N = 64  # outputs per block of tropic_matmul_tiled (TM * RM, TN * RN in matmul.cu)
-TILE_THREADS = 256  # TM * TN in matmul.cu
+# tropic_matmul_tiled (matmul.cu): a block of TILE_THREADS threads computes TILE_M x TILE_N outputs
+# (TROPIC_TILE_TM * TROPIC_TILE_RM rows, TROPIC_TILE_TN * TROPIC_TILE_RN columns; the same for every dtype).
+TILE_M = 128
+TILE_N = 64
+TILE_THREADS = 256  # TROPIC_TILE_TM * TROPIC_TILE_TN
 SUM_THREADS = 256  # TROPIC_SUM_THREADS in sums.cu
 INT32_MAX = 2**31 - 1
 
@@ -27,7 +30,7 @@ def tile_grid(M: int, N: int, batch: int) -> tuple[int, int, int]:
 
 
 def tiled_fits(M: int) -> bool:
-    """Whether the tiled kernel's grid (M / 64 blocks in y) can cover ``M`` rows."""
+    """Whether the tiled kernel's grid (``M / TILE_M`` blocks in y) can cover ``M`` rows."""
     return -(-M // TILE_M) <= GRID_YZ
 
 
