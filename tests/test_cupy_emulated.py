@@ -243,7 +243,8 @@ def dyadic(rng, shape, dtype):
 MATMUL_SHAPES = [
     ((5, 7), (7, 3)),
     ((1, 1), (1, 1)),
-    ((70, 33), (33, 65)),  # not multiples of the 64 x 64 tile
+    ((70, 33), (33, 65)),  # not multiples of the 128 x 64 tile nor of the k step (32; 16 for float64)
+    ((130, 70), (70, 66)),  # 2 x 2 blocks, 3 k steps
     ((3, 0), (0, 4)),  # K = 0: every output is the zero, no winner
     ((2, 4, 5), (5, 6)),  # the layer case: a's batch folded into rows
     ((2, 1, 4, 5), (3, 5, 6)),  # broadcast batches
@@ -437,19 +438,99 @@ def test_weight_sums_over_many_chunks(emu):
     assert_identical(got, expected)
 
 
+# The tiled product's own geometry (matmul.cu): 128 x 64 outputs per block, k in steps of 32 (16 for
+# float64). The shapes below give 2 x 2 blocks (M, N not multiples of the tile) and a last, partial k
+# step (K = 100), small enough for the emulation's 256 host threads per block.
+TILED_M, TILED_K, TILED_N = 130, 100, 70
+
+
+def _tiled_case(name: str, rng, dtype, semiring):
+    """``(a, b)`` of the tiled product's named edge case."""
+    M, K, N = TILED_M, TILED_K, TILED_N
+    sign = 1.0 if semiring.maximises else -1.0  # towards the better end of the semiring
+    if name == "records_in_every_step":
+        # Half of the rows rise with k (for max-plus a new best in every step, the winner in the last,
+        # partial step), half fall (the winner in step 0); b's spread (1) is below a's slope (4).
+        slope = np.where(np.arange(M) % 2 == 0, 4.0, -4.0)[:, None]
+        a = slope * np.arange(K)[None, :] + rng.integers(-8, 9, size=(M, 1))
+        b = rng.integers(-1, 2, size=(K, N)).astype(np.float64)
+    elif name == "all_equal":  # every candidate ties: the winner is k = 0
+        a, b = np.ones((M, K)), np.ones((K, N))
+    elif name == "ties_across_and_within_steps":
+        # Each row's best value sits at 3 random k (often in different steps, sometimes in the same
+        # one); b is constant per column, so those candidates tie exactly. The first one wins.
+        a = np.full((M, K), -3.0 * sign)
+        for i in range(M):
+            a[i, rng.choice(K, size=3, replace=False)] = 5.0 * sign
+        b = np.broadcast_to(rng.integers(-2, 3, size=(1, N)), (K, N)).astype(np.float64)
+    elif name == "signed_zeros":
+        # Sums of +-0.0 tie with each other: the first zero sum wins with its own sign.
+        a = rng.choice([-0.0, 0.0, -1.0 * sign], size=(M, K), p=[0.4, 0.4, 0.2])
+        b = rng.choice([-0.0, 0.0], size=(K, N))
+    elif name == "late_nan":
+        # Finite winners in the NaN-free steps 0 and 1, then NaN in step 2 (k = 80, 90; also step 5 of
+        # float64's 16-k steps) for some rows and columns, and a NaN-free step after it.
+        a, b = sample(rng, (M, K), np.float64, False), sample(rng, (K, N), np.float64, False)
+        a[rng.random(M) < 0.2, 80] = np.nan
+        b[90, rng.random(N) < 0.2] = np.nan
+    elif name == "infinities":
+        # -inf + inf candidates (the tropical zero, never winning), the absorbing infinity, rows and
+        # columns with no winner at all.
+        a, b = sample(rng, (M, K), np.float64, False), sample(rng, (K, N), np.float64, False)
+        a[rng.random((M, K)) < 0.3] = -np.inf * sign
+        b[rng.random((K, N)) < 0.3] = np.inf * sign
+        a[3, :], b[:, 5] = -np.inf * sign, np.inf * sign  # every candidate of row 3 / column 5: NaN
+        a[7, 60], b[60, 9] = np.inf * sign, 1.0  # an absorbing candidate in step 1
+    elif name == "k_zero":
+        a, b = np.zeros((M, 0)), np.zeros((0, N))
+    else:
+        raise AssertionError(name)
+    return a.astype(dtype), b.astype(dtype)
+
+
+TILED_CASES = [
+    "records_in_every_step",
+    "all_equal",
+    "ties_across_and_within_steps",
+    "signed_zeros",
+    "late_nan",
+    "infinities",
+    "k_zero",
+]
+
+
+@pytest.mark.parametrize("case", TILED_CASES)
+@DTYPES
+@SEMIRINGS
+def test_tiled_product_edge_cases(emu, emu_dtype, monkeypatch, semiring, dtype, case):
+    """The tiled kernel's step-wise best and its resolution of the winning step, bitwise against the
+    reference (value, sign of zero, winner) on the cases that separate it from a per-pair scan."""
+    monkeypatch.setattr(emu, "TILED", True)
+    a, b = _tiled_case(case, np.random.default_rng(7), dtype, semiring)
+    c, k = emu.matmul(compat_numpy, semiring, a, b)
+    c_ref, k_ref = matmul_reference(compat_numpy, semiring, a, b)
+    assert_identical(c, c_ref)
+    assert_identical(k, k_ref)
+    if case == "all_equal":
+        assert (k_ref == 0).all()
+    if case == "signed_zeros":  # the case means something only if both signs win somewhere
+        assert np.signbit(c_ref[c_ref == 0]).any() and not np.signbit(c_ref[c_ref == 0]).all()
+
+
 @pytest.mark.parametrize("nan", [False, True])
 @SEMIRINGS
 def test_tiled_product_fast_and_slow_steps(emu, monkeypatch, semiring, nan):
-    """Steps of 16 k without a NaN take the tiled kernel's fast path, the others the full rules; an
-    output decided by a NaN in an early step must stay NaN through the later fast steps."""
+    """Steps of 32 k without a NaN take the tiled kernel's fast path, the others the full rules; an
+    output decided by a NaN in an early step must stay NaN through the later fast steps, and one whose
+    best is in a fast step must keep it through a later slow one."""
     monkeypatch.setattr(emu, "TILED", True)
     rng = np.random.default_rng(6)
-    a, b = sample(rng, (70, 50), np.float32, False), sample(rng, (50, 66), np.float32, False)
+    a, b = sample(rng, (70, 130), np.float32, False), sample(rng, (130, 66), np.float32, False)
     a[rng.random(a.shape) < 0.1] = -np.inf
     b[rng.random(b.shape) < 0.1] = np.inf
     if nan:
         a[5, 3] = np.nan  # step 0
-        b[20, 7] = np.nan  # step 1; steps 2 and 3 are NaN-free
+        b[70, 7] = np.nan  # step 2; steps 1, 3 and 4 are NaN-free
     c, k = emu.matmul(compat_numpy, semiring, a, b)
     c_ref, k_ref = matmul_reference(compat_numpy, semiring, a, b)
     assert_identical(c, c_ref)
