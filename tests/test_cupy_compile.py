@@ -51,10 +51,10 @@ def forced_text(source: str, group: str) -> str:
     return "\n".join([*lines, "};", ""])
 
 
-def compile_cubin(nvcc: str, text: str, arch: str, directory: Path):
+def compile_cubin(nvcc: str, text: str, arch: str, directory: Path, extra: tuple[str, ...] = ()):
     source, cubin = directory / "source.cu", directory / "source.cubin"
     source.write_text(text)
-    command = [nvcc, f"-arch={arch}", *FLAGS, str(source), "-o", str(cubin)]
+    command = [nvcc, f"-arch={arch}", *FLAGS, *extra, str(source), "-o", str(cubin)]
     return subprocess.run(command, capture_output=True, text=True, timeout=120), cubin
 
 
@@ -95,3 +95,36 @@ def test_every_source_is_listed():
         text = module.read_source(source)
         defined = set(re.findall(r"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s*)?(\w+)\s*\(", text))
         assert defined == set(kernels), source
+
+
+# ptxas -v reports, per entry function: "Function properties for NAME" then "N bytes stack frame,
+# N bytes spill stores, N bytes spill loads".
+_PROPERTIES = re.compile(
+    r"Function properties for (\w+)\s+(\d+) bytes stack frame, "
+    r"(\d+) bytes spill stores, (\d+) bytes spill loads"
+)
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("group", list(module.GROUPS))
+def test_tiled_product_keeps_its_tiles_in_registers(nvcc, tmp_path, group, arch):
+    """The tiled product's per-thread state (the best, its index and the step's best of every output
+    of the register tile) fits in registers for every dtype: no local memory (stack frame) and no
+    spill stores or loads, compiled with -ftz=true as CuPy does."""
+    text = forced_text("matmul.cu", group)
+    result, _ = compile_cubin(nvcc, text, arch, tmp_path, ("-ftz=true", "-Xptxas", "-v"))
+    assert result.returncode == 0, result.stderr
+    report = result.stdout + result.stderr
+    found = [m.groups() for m in _PROPERTIES.finditer(report) if "tropic_matmul_tiled" in m[1]]
+    assert len(found) == len(module.GROUPS[group]), f"no ptxas report of the tiled kernel:\n{report}"
+    for name, stack, stores, loads in found:
+        assert (stack, stores, loads) == ("0", "0", "0"), f"{arch} {name}: {stack} {stores} {loads}"
+
+
+def test_tile_geometry_matches_layout():
+    """layout.py's launch constants are the ones matmul.cu's tiled kernel is written for."""
+    layout = importlib.import_module("tropic_cupy_glue.layout")
+    text = module.read_source("matmul.cu")
+    defines = dict(re.findall(r"^#define TROPIC_TILE_(\w+) (\d+)", text, re.MULTILINE))
+    tm, tn, rm, rn = (int(defines[k]) for k in ("TM", "TN", "RM", "RN"))
+    assert (layout.TILE_M, layout.TILE_N, layout.TILE_THREADS) == (tm * rm, tn * rn, tm * tn)
