@@ -851,3 +851,25 @@ def test_bad_input_errors_name_the_argument(bad_call, error, name):
     """Each bad input raises ValueError/TypeError whose message names the offending argument."""
     with pytest.raises(error, match=name):
         bad_call()
+
+
+@pytest.mark.parametrize("shape", [(0, 4, 5), (3, 0, 5), (2, 4, 0), (0, 2, 3, 4)], ids=str)
+@pytest.mark.parametrize("name", OPS)
+def test_empty_images(name, shape):
+    """Empty batches and empty images give empty results of the input's shape and dtype, flat and
+    non-flat, with and without the winners and the vjp, on the NumPy backend and the core reference."""
+    import array_api_strict as xps
+
+    op = getattr(tropic, name)
+    for dtype in (np.float32, np.float64):
+        image = np.zeros(shape, dtype)
+        elements = [{"size": 3}, {"structure": np.ones((2, 3), dtype)}, {"footprint": np.eye(3, dtype=bool)}]
+        for kwargs in elements:
+            out = op(image, **kwargs)
+            assert out.shape == shape and out.dtype == dtype
+            on_strict = {k: v if k == "size" else xps.asarray(v) for k, v in kwargs.items()}
+            assert op(xps.asarray(image), **on_strict).shape == shape
+    structure = np.ones((2, 3))
+    out, winners = tropic.dilation(np.zeros(shape), structure, return_indices=True)
+    grad_image, grad_structure = tropic.dilation_vjp(out, winners, shape, structure.shape)
+    assert grad_image.shape == shape and not grad_structure.any() and grad_structure.shape == (2, 3)

@@ -253,10 +253,12 @@ def morphology(xp, semiring, image, weights, support, row_window, col_window, fi
     """
     kh, kw = support.shape
     H, W = image.shape[-2:]
-    flat = image.reshape(-1, H, W)
+    flat = image.reshape(math.prod(image.shape[:-2]), H, W)
     taps = list(zip(*np.nonzero(support), strict=True))
     w = None if weights is None else np.asarray(weights)
     index_type = _index_type(kh * kw)
+    if flat.size == 0:  # nothing to compute (and no pixel to pad from)
+        return np.empty(image.shape, image.dtype), np.empty(image.shape, index_type)
     padded = None
     result = _compiled_taps(semiring, flat, w, taps, kw, row_window, col_window, fill, index_type)
     if result is None:
@@ -341,6 +343,8 @@ def _task_blocks(n: int, H: int, cost_per_row: int, tasks: int) -> list[tuple[in
     """About ``tasks`` blocks ``(b0, b1, i0, i1)`` (images ``b0:b1``, rows ``i0:i1`` of each) that
     cover ``n`` images of ``H`` rows: whole images when there are enough, else bands of rows. No
     block exceeds ``_TASK_CANDIDATES`` candidates, so its padded copy stays cache-sized."""
+    if n == 0 or H == 0:
+        return []
     max_rows = max(1, _TASK_CANDIDATES // max(cost_per_row, 1))
     if H <= max_rows and n >= tasks:
         per = max(1, min(-(-n // tasks), max_rows // H))
@@ -515,7 +519,7 @@ def morphology_vjp(xp, grad, indices, image_shape, row_window, col_window):
         rows, cols = np.ascontiguousarray(rows, np.int64), np.ascontiguousarray(cols, np.int64)
         scatter(_contiguous(grad), _int32(indices), n, H, W, rows, kh, cols, kw, grad_image, grad_weights)
         return grad_image.astype(grad.dtype), grad_weights.astype(grad.dtype)
-    t = indices.reshape(-1, H, W).astype(np.int64)
+    t = indices.reshape(math.prod(image_shape[:-2]), H, W).astype(np.int64)
     n = t.shape[0]
     u, v = np.divmod(np.maximum(t, 0), kw)
     i_idx, j_idx = np.indices((H, W), sparse=True)

@@ -29,6 +29,7 @@ CuPy versions crash on a bfloat16 DLPack tensor). Without CuPy, CUDA tensors rai
 from __future__ import annotations
 
 import functools
+import math
 
 import array_api_compat.numpy as np_namespace
 import numpy as np
@@ -454,7 +455,10 @@ def _rounded_morphology(semiring, image, weights, support, row_window, col_windo
     then the NaN rule (an output with a NaN operand among its candidates is NaN, won by the first)."""
     kh, kw = support.shape
     H, W = image.shape[-2:]
-    flat = image.reshape(-1, H, W)
+    flat = image.reshape(math.prod(image.shape[:-2]), H, W)
+    index_type = np.dtype(str(index_dtype(kh * kw)).removeprefix("torch."))
+    if flat.size == 0:  # no pixel to pad from, and nothing to compute
+        return np.empty(image.shape, np.float32), np.empty(image.shape, index_type)
     rows, cols = row_window.line, col_window.line
     padded = flat[:, np.maximum(rows, 0)][:, :, np.maximum(cols, 0)]
     padded[:, rows < 0] = fill
@@ -480,7 +484,6 @@ def _rounded_morphology(semiring, image, weights, support, row_window, col_windo
         out[first] = np.nan
         winner[first] = u * kw + v
         decided |= first
-    index_type = np.dtype(str(index_dtype(kh * kw)).removeprefix("torch."))
     return out.reshape(image.shape), winner.astype(index_type).reshape(image.shape)
 
 
