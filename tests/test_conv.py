@@ -485,3 +485,22 @@ def test_inputs_not_modified():
     assert_identical(w, w0)
     assert_identical(index, index0)
     assert_identical(g, np.ones_like(y))
+
+
+EMPTY_CONVS = [((0, 2, 5, 5), (3, 2, 2, 2)), ((1, 0, 5, 5), (3, 0, 2, 2)), ((2, 2, 5, 5), (0, 2, 2, 2))]
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape"), EMPTY_CONVS)
+def test_empty_batches_and_channels(x_shape, w_shape):
+    """No image, no input channel (every output is the tropical zero, no winner) or no output channel:
+    the NumPy backend agrees with the core reference bitwise, and the vjp has the operands' shapes."""
+    import array_api_strict as xps
+
+    x, w = np.zeros(x_shape), np.zeros(w_shape)
+    for op in (tropic.maxplus_conv2d, tropic.minplus_conv2d):
+        y, k = op(x, w, return_indices=True)
+        y_ref, k_ref = op(xps.asarray(x), xps.asarray(w), return_indices=True)
+        assert_identical(y, to_numpy(y_ref))
+        assert_identical(k, to_numpy(k_ref))
+        grad_x, grad_w = tropic.conv2d_vjp(np.ones(y.shape), k, x_shape, w_shape)
+        assert grad_x.shape == x_shape and grad_w.shape == w_shape and not grad_x.any() and not grad_w.any()

@@ -545,6 +545,10 @@ def conv2d(xp, semiring, x, w, geometry):
     windows = windows[:, :, ::sh, ::sw][:, :, :H_out, :W_out]  # (B, C_in, H_out, W_out, kh, kw)
     y = np.empty(geometry.out_shape, x.dtype)
     winner = np.empty(geometry.out_shape, index_type)
+    if y.size == 0 or C_group == 0:  # no output, or no candidate: every output is the tropical zero
+        y.fill(semiring.zero)
+        winner.fill(-1)
+        return y, winner
     # im2col in bounded blocks: several whole images per block when they fit, else row blocks of one
     # image; a block is (images * rows * W_out, C_group * kh * kw) in (c, u, v) order.
     per_row = W_out * C_group * kh * kw
