@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# One-shot check of tropic's CuPy backend on a GPU machine (about 5 minutes on one H100/H200 before
-# the torch CUDA tests were added; those are capped at 5 minutes more, not yet timed on a GPU).
+# Check of tropic's CuPy backend on a GPU machine, in stages that each fit one device-tool call
+# (at most 10 minutes a command, and 15 minutes of device time a session, start-up included):
 #
-#   bash scripts/gpu_check.sh            # from the repository root; output also to $OUT if set
+#   bash scripts/gpu_check.sh [STAGE ...]   # from the repository root; output also to $OUT if set
+#
+#   tests    the CuPy GPU tests with skips turned into failures, and the compile tests (<= 200 s)
+#   torch    torch CUDA tensors through the CuPy kernels: tests/test_torch_cuda.py (<= 180 s)
+#   bench    the benchmark report: G pairs/s of the float32 max-plus products (and their gradients)
+#            against the issue's targets, torch broadcasting (torch.compile with
+#            TROPIC_GPU_CHECK_COMPILE=1), the 7x7 dilation of a (32, 64, 256, 256) batch (<= 150 s)
+#   profile  Nsight Compute on one 4096^3 tiled product launch: where the time goes (<= 120 s)
+#   all      tests, torch and bench (the default; up to about 9 minutes)
 #
 # This workplace's lent GPU machines (see the device tool's KINDS.md) reach no package index; their
 # image has python3 3.12 with cupy-cuda13x, numpy, scipy, pytest, hypothesis and torch, but not
@@ -13,16 +21,10 @@
 # and `carry: [".whl"]`; this script installs .whl/*.whl into /tmp/site without any index. tropic
 # itself runs from the checkout (PYTHONPATH), on the NumPy fallback where its C kernels are not built,
 # which the GPU tests compare against bitwise all the same.
-# 1. CuPy: used if importable, else `pip install cupy-cuda12x` (then cupy-cuda13x if that fails:
-#    a machine with only a CUDA 13 driver/toolkit). pip needs the package index or a local wheel
-#    (PIP_FIND_LINKS=/path/to/wheels PIP_NO_INDEX=1); nothing else is needed: CuPy compiles the
-#    kernels with NVRTC, whose half headers come with the toolkit or NVRTC itself.
-# 2. The GPU tests with skips turned into failures, plus the compile and emulation tests; then the
-#    torch CUDA tests (tests/test_torch_cuda.py: torch tensors on the CuPy kernels), which need torch
-#    with CUDA (the lent machines' torch has it).
-# 3. A benchmark report: G pairs/s of the float32 max-plus products against the issue's targets,
-#    torch broadcasting (and torch.compile with TROPIC_GPU_CHECK_COMPILE=1) when torch has CUDA,
-#    and the 7x7 dilation of a (32, 64, 256, 256) batch (against kornia if installed).
+# Setup (every stage): CuPy is used if importable, else `pip install cupy-cuda12x` (then cupy-cuda13x:
+# a machine with only a CUDA 13 driver/toolkit); pip needs the package index or a local wheel
+# (PIP_FIND_LINKS=/path/to/wheels PIP_NO_INDEX=1). CuPy compiles the kernels with NVRTC, whose half
+# headers come with the toolkit or NVRTC itself.
 set -u
 cd "$(dirname "$0")/.."
 OUT_DIR="${OUT:-}"
@@ -31,7 +33,20 @@ if [ -n "$OUT_DIR" ]; then mkdir -p "$OUT_DIR"; LOG="$OUT_DIR/gpu_check.log"; : 
 say() { echo "$@" | tee -a "$LOG"; }
 run() { say "\$ $*"; "$@" 2>&1 | tee -a "$LOG"; return "${PIPESTATUS[0]}"; }
 
-say "== gpu_check $(date -u +%FT%TZ) at $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+STAGES=("$@")
+[ ${#STAGES[@]} -eq 0 ] && STAGES=(all)
+for stage in "${STAGES[@]}"; do
+    case "$stage" in tests|torch|bench|profile|all) ;; *) say "unknown stage: $stage"; exit 2 ;; esac
+done
+wants() {  # whether stage $1 was asked for ("all" means every stage but profile)
+    for stage in "${STAGES[@]}"; do
+        if [ "$stage" = "$1" ] || { [ "$stage" = all ] && [ "$1" != profile ]; }; then return 0; fi
+    done
+    return 1
+}
+junit() { [ -n "$OUT_DIR" ] && echo "--junitxml=$OUT_DIR/$1.xml"; }
+
+say "== gpu_check ${STAGES[*]} $(date -u +%FT%TZ) at $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 python() { "${PYTHON:-python3}" "$@"; }  # the image's python3 is the one with torch and CuPy
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -64,20 +79,22 @@ python -c "import numpy, array_api_compat" 2>/dev/null || run python -m pip inst
 python -c "import pytest, hypothesis, scipy" 2>/dev/null || run python -m pip install --quiet pytest hypothesis scipy
 
 status=0
-JUNIT=()
-[ -n "$OUT_DIR" ] && JUNIT=(--junitxml "$OUT_DIR/gpu_tests.xml")
-TROPIC_REQUIRE_GPU=1 run timeout 240 python -m pytest -q --maxfail=25 -p no:cacheprovider "${JUNIT[@]}" \
-    tests/test_cupy_backend.py tests/test_cupy_compile.py || status=1
-[ $status -eq 0 ] && say "GPU tests: PASSED" || say "GPU tests: FAILED"
-# torch CUDA tensors through the CuPy backend (DLPack, torch's current stream, autograd, torch.compile)
-torch_status=0
-[ -n "$OUT_DIR" ] && JUNIT=(--junitxml "$OUT_DIR/gpu_torch_tests.xml")
-TROPIC_REQUIRE_GPU=1 run timeout 300 python -m pytest -q --maxfail=25 -p no:cacheprovider "${JUNIT[@]}" \
-    tests/test_torch_cuda.py || torch_status=1
-[ $torch_status -eq 0 ] && say "torch CUDA tests: PASSED" || { say "torch CUDA tests: FAILED"; status=1; }
 
-if [ "${TROPIC_GPU_CHECK_COMPILE:-0}" = "1" ]; then export TROPIC_ASV_TORCH_COMPILE=1; fi
-run timeout 150 python - <<'PY' || say "benchmark report: FAILED or timed out"
+if wants tests; then
+    TROPIC_REQUIRE_GPU=1 run timeout 200 python -m pytest -q --maxfail=25 -p no:cacheprovider $(junit gpu_tests) \
+        tests/test_cupy_backend.py tests/test_cupy_compile.py && say "GPU tests: PASSED" \
+        || { say "GPU tests: FAILED"; status=1; }
+fi
+
+if wants torch; then  # torch CUDA tensors through the CuPy backend (DLPack, current stream, autograd, compile)
+    TROPIC_REQUIRE_GPU=1 run timeout 180 python -m pytest -q --maxfail=25 -p no:cacheprovider \
+        $(junit gpu_torch_tests) tests/test_torch_cuda.py && say "torch CUDA tests: PASSED" \
+        || { say "torch CUDA tests: FAILED"; status=1; }
+fi
+
+if wants bench; then
+    if [ "${TROPIC_GPU_CHECK_COMPILE:-0}" = "1" ]; then export TROPIC_ASV_TORCH_COMPILE=1; fi
+    run timeout 150 python - <<'PY' || say "benchmark report: FAILED or timed out"
 import json, os, sys
 sys.path.insert(0, ".")
 from benchmarks import bench_cupy
@@ -88,4 +105,28 @@ if out:
     with open(os.path.join(out, "gpu_bench.json"), "w") as f:
         json.dump(results, f, indent=1, default=str)
 PY
+fi
+
+if wants profile; then  # one warmed-up launch of the tiled product, profiled (ncu replays it per section)
+    cat > /tmp/tropic_profile.py <<'PY'
+import sys
+sys.path.insert(0, ".")
+from benchmarks import bench_cupy
+
+run = bench_cupy.product("tropic_cupy", 4096, 4096, 4096)
+run()
+bench_cupy.require_cupy().cuda.Device().synchronize()
+run()
+bench_cupy.require_cupy().cuda.Device().synchronize()
+PY
+    NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
+    if [ -z "$NCU" ]; then
+        say "profile: no ncu on this machine"
+    else
+        run timeout 120 "$NCU" --target-processes all --kernel-name regex:tropic_matmul_tiled --launch-skip 1 \
+            --launch-count 1 --section SpeedOfLight --section ComputeWorkloadAnalysis \
+            --section InstructionStats --section WarpStateStats --section Occupancy --section LaunchStats \
+            python /tmp/tropic_profile.py || say "profile: ncu FAILED or timed out"
+    fi
+fi
 exit $status
