@@ -345,9 +345,11 @@ def test_launch_sizes():
     assert layout.launch_size(256) == ((1,), (256,))
     assert layout.launch_size(257) == ((2,), (256,))
     assert layout.launch_size(10**12) == ((layout.MAX_GRID,), (256,))
-    assert layout.tile_grid(130, 65, 3) == (2, 3, 3)
+    tm, tn = layout.TILE_M, layout.TILE_N
+    assert layout.tile_grid(2 * tm + 2, tn + 1, 3) == (2, 3, 3)  # (blocks in N, in M, batches)
+    assert layout.tile_grid(tm, tn, 3) == (1, 1, 3)
     assert layout.tile_grid(1, 1, 70000) == (1, 1, 65535)
-    assert layout.tiled_fits(64 * 65535) and not layout.tiled_fits(64 * 65535 + 1)
+    assert layout.tiled_fits(tm * 65535) and not layout.tiled_fits(tm * 65535 + 1)
 
 
 def test_batch_offsets():
