@@ -172,6 +172,48 @@ class CupyMaxplusMatmulGradient(Benchmark):
         _synchronize()
 
 
+LAYER = size((256, 1024, 1024), (8, 16, 12))  # (batch, in, out) of the torch layer's fwd + bwd
+LAYER_IMPLEMENTATIONS = ("tropic_torch_cuda", "torch_broadcast")
+
+
+def layer_step(implementation: str, batch: int, n_in: int, n_out: int):
+    """A zero-argument callable for the forward and backward of a float32 max-plus layer x ⊗ w on
+    torch CUDA tensors: tropic's op (the CuPy kernels through DLPack) or torch autograd of the
+    broadcast formula."""
+    from tropic.bench import torch_layer_step, tropic_torch_layer_step
+
+    torch = require_torch_cuda()
+    if implementation == "tropic_torch_cuda":
+        require_cupy()
+    x = torch.from_numpy(random_array(batch, n_in, seed=1)).cuda()
+    w = torch.from_numpy(random_array(n_in, n_out, seed=2)).cuda()
+    grad = torch.from_numpy(random_array(batch, n_out, seed=3)).cuda()
+    step = tropic_torch_layer_step if implementation == "tropic_torch_cuda" else torch_layer_step
+    return lambda: step(x, w, grad)
+
+
+class TorchCudaLayerStep(Benchmark):
+    """Forward + backward of a max-plus layer on torch CUDA tensors: tropic against torch autograd."""
+
+    params = (LAYER_IMPLEMENTATIONS,)
+    param_names = ("implementation",)
+    timeout = 300
+
+    def setup(self, implementation):
+        self.run = layer_step(implementation, *LAYER)
+        self.run()
+        _synchronize()
+
+    def time_layer_step(self, implementation):
+        self.run()
+        _synchronize()
+
+    def track_extra_device_mib(self, implementation):
+        return extra_device_mib(self.run)
+
+    track_extra_device_mib.unit = "MiB"
+
+
 def dilation(implementation: str, shape: tuple[int, int, int, int]):
     """A zero-argument callable for a 7 x 7 dilation of float32 images of ``shape`` on the GPU."""
     images = random_array(*shape, seed=1)
@@ -210,30 +252,33 @@ class CupyDilation(Benchmark):
         _synchronize()
 
     def track_extra_device_mib(self, implementation):
-        return extra_device_mib(self.run, implementation)
+        return extra_device_mib(self.run)
 
     track_extra_device_mib.unit = "MiB"
 
 
-def extra_device_mib(run, implementation: str) -> float:
-    """Peak device memory a call adds (beyond what was allocated before it), in MiB."""
+def extra_device_mib(run) -> float:
+    """Peak device memory a call adds (beyond what was allocated before it), in MiB: the growth of
+    CuPy's memory pool (where tropic's kernels allocate, also for torch tensors) plus torch's peak
+    allocation (where torch's own operations allocate), each counted where that library is usable."""
     _synchronize()
-    if implementation.startswith("tropic_cupy"):
-        cupy = require_cupy()
-        pool = cupy.get_default_memory_pool()
+    cupy = optional_import("cupy")
+    torch = optional_import("torch")
+    use_torch = torch is not None and torch.cuda.is_available()
+    pool = cupy.get_default_memory_pool() if cupy is not None else None
+    if pool is not None:
         pool.free_all_blocks()
-        before = pool.used_bytes()
-        result = run()
-        cupy.cuda.Device().synchronize()
-        extra = pool.total_bytes() - before
-        del result
-        return extra / 2**20
-    torch = require_torch_cuda()
-    torch.cuda.reset_peak_memory_stats()
-    before = torch.cuda.memory_allocated()
+        pool_before = pool.used_bytes()
+    if use_torch:
+        torch.cuda.reset_peak_memory_stats()
+        torch_before = torch.cuda.memory_allocated()
     result = run()
-    torch.cuda.synchronize()
-    extra = torch.cuda.max_memory_allocated() - before
+    _synchronize()
+    extra = 0
+    if pool is not None:
+        extra += pool.total_bytes() - pool_before  # the pool keeps what the call freed: its peak
+    if use_torch:
+        extra += torch.cuda.max_memory_allocated() - torch_before
     del result
     return extra / 2**20
 
@@ -292,11 +337,27 @@ def report(print_=print) -> dict:
             run = None
             _free_device_memory()
     row = {}
+    for implementation in LAYER_IMPLEMENTATIONS:
+        try:
+            run = layer_step(implementation, *LAYER)
+            row[implementation] = (gpu_seconds(run, repeat=3), extra_device_mib(run))
+        except NotImplementedError as exc:
+            row[implementation] = f"skipped: {exc}"
+        except Exception as exc:
+            row[implementation] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+        finally:
+            run = None
+            _free_device_memory()
+    results["layer"] = row
+    for implementation, value in row.items():
+        shown = f"{value[0] * 1e3:.2f} ms, +{value[1]:.0f} MiB" if isinstance(value, tuple) else value
+        print_(f"max-plus layer fwd+bwd {LAYER} on torch CUDA tensors, {implementation}: {shown}")
+    row = {}
     for implementation in DILATION_IMPLEMENTATIONS:
         try:
             run = dilation(implementation, DILATION)
             seconds = gpu_seconds(run, repeat=3)
-            row[implementation] = (seconds, extra_device_mib(run, implementation))
+            row[implementation] = (seconds, extra_device_mib(run))
         except NotImplementedError as exc:
             row[implementation] = f"skipped: {exc}"
         except Exception as exc:
