@@ -11,6 +11,7 @@ events and the memory pools. ``scripts/gpu_check.sh`` prints the same figures as
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import numpy as np
 
@@ -192,26 +193,34 @@ def layer_step(implementation: str, batch: int, n_in: int, n_out: int):
     return lambda: step(x, w, grad)
 
 
-class TorchCudaLayerStep(Benchmark):
-    """Forward + backward of a max-plus layer on torch CUDA tensors: tropic against torch autograd."""
+class _DeviceCall(Benchmark):
+    """Setup and memory of the benchmarks timing one call per implementation (``make_run``)."""
 
-    params = (LAYER_IMPLEMENTATIONS,)
     param_names = ("implementation",)
     timeout = 300
 
     def setup(self, implementation):
-        self.run = layer_step(implementation, *LAYER)
-        self.run()
-        _synchronize()
-
-    def time_layer_step(self, implementation):
-        self.run()
+        self.run = self.make_run(implementation)
+        self.run()  # compile / warm up outside the timing
         _synchronize()
 
     def track_extra_device_mib(self, implementation):
         return extra_device_mib(self.run)
 
     track_extra_device_mib.unit = "MiB"
+
+
+class TorchCudaLayerStep(_DeviceCall):
+    """Forward + backward of a max-plus layer on torch CUDA tensors: tropic against torch autograd."""
+
+    params = (LAYER_IMPLEMENTATIONS,)
+
+    def make_run(self, implementation):
+        return layer_step(implementation, *LAYER)
+
+    def time_layer_step(self, implementation):
+        self.run()
+        _synchronize()
 
 
 def dilation(implementation: str, shape: tuple[int, int, int, int]):
@@ -234,27 +243,18 @@ def dilation(implementation: str, shape: tuple[int, int, int, int]):
     return lambda: kornia.morphology.dilation(tx, torch.ones_like(ts), structuring_element=ts)
 
 
-class CupyDilation(Benchmark):
+class CupyDilation(_DeviceCall):
     """Grey-level dilation 7 x 7 of a (32, 64, 256, 256) float32 batch: tropic (non-flat and flat)
     against kornia (non-flat), time and extra device memory."""
 
     params = (DILATION_IMPLEMENTATIONS,)
-    param_names = ("implementation",)
-    timeout = 300
 
-    def setup(self, implementation):
-        self.run = dilation(implementation, DILATION)
-        self.run()
-        _synchronize()
+    def make_run(self, implementation):
+        return dilation(implementation, DILATION)
 
     def time_dilation(self, implementation):
         self.run()
         _synchronize()
-
-    def track_extra_device_mib(self, implementation):
-        return extra_device_mib(self.run)
-
-    track_extra_device_mib.unit = "MiB"
 
 
 def extra_device_mib(run) -> float:
@@ -295,6 +295,27 @@ def _free_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def _measure(make_run, memory: bool = False):
+    """Median seconds of ``make_run()()`` (with its extra device MiB when ``memory``: a pair), or a
+    string saying why not (skipped: no device, library or size; failed: e.g. out of memory)."""
+    run = None
+    try:
+        run = make_run()
+        seconds = gpu_seconds(run, repeat=3)
+        return (seconds, extra_device_mib(run)) if memory else seconds
+    except NotImplementedError as exc:
+        return f"skipped: {exc}"
+    except Exception as exc:  # report it and go on
+        return f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+    finally:
+        run = None
+        _free_device_memory()
+
+
+def _shown(value) -> str:
+    return f"{value[0] * 1e3:.2f} ms, +{value[1]:.0f} MiB" if isinstance(value, tuple) else str(value)
+
+
 def report(print_=print) -> dict:
     """The figures of the issue's GPU targets, measured now (``scripts/gpu_check.sh`` prints them)."""
     results: dict = {}
@@ -302,73 +323,22 @@ def report(print_=print) -> dict:
         m, k, n = _parse(shape)
         row = {}
         for implementation in PRODUCT_IMPLEMENTATIONS:
-            try:
-                run = product(implementation, m, k, n)
-                seconds = gpu_seconds(run, repeat=3)
-            except NotImplementedError as exc:
-                row[implementation] = f"skipped: {exc}"
-                continue
-            except Exception as exc:  # e.g. out of memory: report it and go on
-                row[implementation] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
-                continue
-            finally:
-                run = None
-                _free_device_memory()
-            row[implementation] = m * k * n / seconds / 1e9
+            seconds = _measure(partial(product, implementation, m, k, n))
+            row[implementation] = m * k * n / seconds / 1e9 if isinstance(seconds, float) else seconds
         results[shape] = row
-        target = TARGETS_G_PAIRS.get(shape)
         cells = ", ".join(f"{i} {v:.0f}" if isinstance(v, float) else f"{i} ({v})" for i, v in row.items())
-        print_(f"max-plus {shape} float32, G pairs/s: {cells}; target >= {target}")
-        try:
-            run = product_gradient(m, k, n)
-            seconds = gpu_seconds(run, repeat=3)
-            forward = row.get("tropic_cupy")  # G pairs/s
-            ratio = ""
-            if isinstance(forward, float):
-                ratio = f", {seconds / (m * k * n / forward / 1e9):.2f}x the forward's time"
-            results[f"{shape} gradient"] = seconds
-            print_(f"max-plus {shape} float32 gradients (matmul_vjp): {seconds * 1e3:.2f} ms{ratio}")
-        except NotImplementedError as exc:
-            results[f"{shape} gradient"] = f"skipped: {exc}"
-        except Exception as exc:
-            results[f"{shape} gradient"] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
-            print_(f"max-plus {shape} gradients: {results[f'{shape} gradient']}")
-        finally:
-            run = None
-            _free_device_memory()
-    row = {}
-    for implementation in LAYER_IMPLEMENTATIONS:
-        try:
-            run = layer_step(implementation, *LAYER)
-            row[implementation] = (gpu_seconds(run, repeat=3), extra_device_mib(run))
-        except NotImplementedError as exc:
-            row[implementation] = f"skipped: {exc}"
-        except Exception as exc:
-            row[implementation] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
-        finally:
-            run = None
-            _free_device_memory()
-    results["layer"] = row
-    for implementation, value in row.items():
-        shown = f"{value[0] * 1e3:.2f} ms, +{value[1]:.0f} MiB" if isinstance(value, tuple) else value
-        print_(f"max-plus layer fwd+bwd {LAYER} on torch CUDA tensors, {implementation}: {shown}")
-    row = {}
-    for implementation in DILATION_IMPLEMENTATIONS:
-        try:
-            run = dilation(implementation, DILATION)
-            seconds = gpu_seconds(run, repeat=3)
-            row[implementation] = (seconds, extra_device_mib(run))
-        except NotImplementedError as exc:
-            row[implementation] = f"skipped: {exc}"
-        except Exception as exc:
-            row[implementation] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
-        finally:
-            run = None
-            _free_device_memory()
-    results["dilation"] = row
-    for implementation, value in row.items():
-        if isinstance(value, tuple):
-            print_(f"dilation 7x7 {DILATION} {implementation}: {value[0] * 1e3:.2f} ms, +{value[1]:.0f} MiB")
+        print_(f"max-plus {shape} float32, G pairs/s: {cells}; target >= {TARGETS_G_PAIRS.get(shape)}")
+        seconds = results[f"{shape} gradient"] = _measure(partial(product_gradient, m, k, n))
+        if isinstance(seconds, float) and isinstance(row["tropic_cupy"], float):
+            ratio = seconds / (m * k * n / row["tropic_cupy"] / 1e9)
+            print_(f"max-plus {shape} gradients: {seconds * 1e3:.2f} ms, {ratio:.2f}x the forward's time")
         else:
-            print_(f"dilation 7x7 {DILATION} {implementation}: {value}")
+            print_(f"max-plus {shape} gradients: {seconds}")
+    for name, implementations, make, what in (
+        ("layer", LAYER_IMPLEMENTATIONS, lambda i: layer_step(i, *LAYER), f"max-plus layer fwd+bwd {LAYER}"),
+        ("dilation", DILATION_IMPLEMENTATIONS, lambda i: dilation(i, DILATION), f"dilation 7x7 {DILATION}"),
+    ):
+        row = results[name] = {i: _measure(partial(make, i), memory=True) for i in implementations}
+        for implementation, value in row.items():
+            print_(f"{what} {implementation}: {_shown(value)}")
     return results

@@ -188,3 +188,35 @@ def test_asv_suite_runs(tmp_path):
     finished = re.findall(r"··· (\S+)\s+(ok|failed)$", out, flags=re.M)
     assert len(finished) >= 20, out
     assert all(state == "ok" for _, state in finished), [name for name, state in finished if state != "ok"]
+
+
+def test_gpu_report_arithmetic_without_a_gpu(monkeypatch):
+    """bench_cupy.report (what scripts/gpu_check.sh prints on a lent GPU, where time is scarce) on
+    stand-ins: throughput from seconds, the gradient as a multiple of the forward, memory pairs, and
+    a failing or skipped implementation reported without stopping the report."""
+    from benchmarks import bench_cupy
+
+    def fake(*args):
+        if args[0] == "torch_compile":
+            raise NotImplementedError("no compile here")
+        if args[0] == "kornia":
+            raise MemoryError("out of memory")
+        return lambda: 2.0
+
+    monkeypatch.setattr(bench_cupy, "PRODUCTS", ("100x30x70",))
+    for name in ("product", "product_gradient", "layer_step", "dilation"):
+        monkeypatch.setattr(bench_cupy, name, fake)
+    seconds = iter([0.5, 0.25, 0.5, 0.5] + [0.125] * 10)  # products, gradient, then the rest
+    monkeypatch.setattr(bench_cupy, "gpu_seconds", lambda run, repeat: next(seconds))
+    monkeypatch.setattr(bench_cupy, "extra_device_mib", lambda run: 3.0)
+    lines: list[str] = []
+    results = bench_cupy.report(lines.append)
+    row = results["100x30x70"]
+    assert row["tropic_cupy"] == pytest.approx(100 * 30 * 70 / 0.5 / 1e9)
+    assert row["tropic_cupy_simple"] == pytest.approx(100 * 30 * 70 / 0.25 / 1e9)
+    assert row["torch_compile"] == "skipped: no compile here"
+    assert results["100x30x70 gradient"] == 0.5
+    assert "1.00x the forward's time" in lines[1]
+    assert results["layer"]["tropic_torch_cuda"] == (0.125, 3.0)
+    assert results["dilation"]["kornia"].startswith("failed: MemoryError")
+    assert any(line.startswith("dilation 7x7") and "125.00 ms, +3 MiB" in line for line in lines)

@@ -325,6 +325,19 @@ def _rounded_product(semiring, a: np.ndarray, b_t: np.ndarray, dtype: torch.dtyp
 # --- grey-level morphology -----------------------------------------------------------------------
 
 
+def _morphology_frame(
+    image: Tensor, support: list[bool], kh: int, kw: int, maximise: bool, mode: str, fill: float
+):
+    """``(rows, cols, mask, fill)`` of a morphology op: the axis windows, the footprint as a boolean
+    (kh, kw) array and the border value in the image's precision (as on every backend)."""
+    rows = axis_window(image.shape[-2], kh, maximise, mode)
+    cols = axis_window(image.shape[-1], kw, maximise, mode)
+    mask = np.asarray(support, dtype=bool).reshape(kh, kw)
+    if image.dtype in HALF_DTYPES:
+        fill = float(torch.tensor(fill).to(image.dtype))
+    return rows, cols, mask, fill
+
+
 @torch.library.custom_op("tropic::morphology", mutates_args=())
 def morphology(
     image: Tensor,
@@ -348,12 +361,7 @@ def morphology(
     if structure is not None:
         weights = _view(structure)
         weights = weights if maximise else np.negative(weights)
-    H, W = image.shape[-2:]
-    rows = axis_window(H, kh, maximise, mode)
-    cols = axis_window(W, kw, maximise, mode)
-    mask = np.asarray(support, dtype=bool).reshape(kh, kw)
-    if image.dtype in HALF_DTYPES:  # the border value in the image's precision, as on every backend
-        fill = float(torch.tensor(fill).to(image.dtype))
+    rows, cols, mask, fill = _morphology_frame(image, support, kh, kw, maximise, mode, fill)
     if image.dtype in HALF_DTYPES and weights is not None:  # flat: no sums, nothing to round
         out, indices = _rounded_morphology(
             semiring, _view(image), weights, mask, rows, cols, fill, image.dtype
@@ -385,12 +393,7 @@ def _morphology_cuda(
     _refuse_bfloat16(image=image, structure=structure)
     # The kernels add the weights: erosion's are the negated structure (exact).
     weights = structure if structure is None or maximise else torch.neg(structure.detach())
-    H, W = image.shape[-2:]
-    rows = axis_window(H, kh, maximise, mode)
-    cols = axis_window(W, kw, maximise, mode)
-    mask = np.asarray(support, dtype=bool).reshape(kh, kw)
-    if image.dtype in HALF_DTYPES:  # the border value in the image's precision, as on the CPU
-        fill = float(torch.tensor(fill).to(image.dtype))
+    rows, cols, mask, fill = _morphology_frame(image, support, kh, kw, maximise, mode, fill)
     semiring = _semiring(maximise)
     out, indices = _on_cupy("morphology", device, semiring, image, weights, mask, rows, cols, fill)
     return _cast(out, image.dtype), _cast(indices, index_dtype(kh * kw))
