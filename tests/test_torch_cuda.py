@@ -27,6 +27,7 @@ import pytest
 import tropic
 
 from .helpers import assert_identical, require_gpu, skip_gpu_test
+from .test_torch_ops import gradcheck_cases, unique
 
 torch = pytest.importorskip("torch")
 ops = pytest.importorskip("tropic.backends.torch.ops")
@@ -60,12 +61,6 @@ def sample(rng, shape, dtype=torch.float32, specials=True):
 def dyadic(rng, shape, dtype=torch.float32):
     """Incoming gradients whose sums are exact in any order (so every summation order agrees)."""
     return torch.from_numpy(rng.integers(-64, 65, size=shape) / 8).to(dtype)
-
-
-def unique(rng, shape, dtype=torch.float64):
-    """Distinct values far apart (unique winners, gradcheck's finite differences stay inside)."""
-    n = int(np.prod(shape))
-    return torch.tensor(rng.permutation(n) * 1.0 + rng.random(n) * 0.5, dtype=dtype).reshape(shape)
 
 
 def assert_same(actual, expected):
@@ -198,21 +193,7 @@ def test_public_vjps_on_cuda_match_cpu(cuda):
 
 @pytest.mark.gpu
 def test_gradcheck_float64_on_cuda(cuda):
-    rng = np.random.default_rng(3)
-    a, b = unique(rng, (3, 4)), unique(rng, (4, 5))
-    image, structure = unique(rng, (2, 5, 6)), unique(rng, (3, 3))
-    x, w = unique(rng, (2, 4, 5, 5)), unique(rng, (4, 2, 2, 3))
-    cases = [
-        (tropic.maxplus_matmul, (a, b)),
-        (tropic.minplus_matmul, (a, b)),
-        (tropic.dilation, (image, structure)),
-        (tropic.erosion, (image, structure)),
-        (lambda f: tropic.dilation(f, size=(2, 3), mode="reflect"), (image,)),
-        (tropic.opening, (image, structure)),
-        (lambda x, w: tropic.maxplus_conv2d(x, w, stride=2, padding=1, groups=2), (x, w)),
-        (lambda x: tropic.maxout(x, 2, axis=1), (x,)),
-    ]
-    for fn, inputs in cases:
+    for fn, inputs in gradcheck_cases(np.random.default_rng(3)):
         inputs = tuple(t.to(cuda).requires_grad_() for t in inputs)
         assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5), fn
 

@@ -226,12 +226,13 @@ def test_maxout_gradients_match_numpy_vjp(axis):
     assert_same(tropic.maxout_vjp(*as_torch(g, k), x.shape, 3, axis=axis), expected)
 
 
-def test_gradcheck_float64_at_unique_winners():
-    rng = np.random.default_rng(9)
-    a, b = unique(rng, (3, 4)).requires_grad_(), unique(rng, (4, 5)).requires_grad_()
-    image, structure = unique(rng, (2, 5, 6)).requires_grad_(), unique(rng, (3, 3)).requires_grad_()
-    x, w = unique(rng, (2, 4, 5, 5)).requires_grad_(), unique(rng, (4, 2, 2, 3)).requires_grad_()
-    cases = [
+def gradcheck_cases(rng) -> list:
+    """(function, float64 inputs) pairs covering every op, at unique winners (tests/test_torch_cuda.py
+    runs them on CUDA)."""
+    a, b = unique(rng, (3, 4)), unique(rng, (4, 5))
+    image, structure = unique(rng, (2, 5, 6)), unique(rng, (3, 3))
+    x, w = unique(rng, (2, 4, 5, 5)), unique(rng, (4, 2, 2, 3))
+    return [
         (tropic.maxplus_matmul, (a, b)),
         (tropic.minplus_matmul, (a, b)),
         (tropic.dilation, (image, structure)),
@@ -243,7 +244,10 @@ def test_gradcheck_float64_at_unique_winners():
         (lambda x, w: tropic.minplus_conv2d(x, w, padding=(0, 1)), (x, w[:, :1].repeat(1, 4, 1, 1))),
         (lambda x: tropic.maxout(x, 2, axis=1), (x,)),
     ]
-    for fn, inputs in cases:
+
+
+def test_gradcheck_float64_at_unique_winners():
+    for fn, inputs in gradcheck_cases(np.random.default_rng(9)):
         inputs = tuple(t.detach().requires_grad_() for t in inputs)
         assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5), fn
 
