@@ -32,6 +32,9 @@ from . import layout, module
 # The tiled product kernel (shared-memory and register tiles); False: the one-thread-per-output
 # reference kernel, which the GPU tests compare it with bitwise.
 TILED = True
+# The tiled morphology kernel (the tile and its halo staged in shared memory) where the element fits
+# (layout.morphology_tiled_fits); False: the one-thread-per-output kernel, for the same comparison.
+TILED_MORPHOLOGY = True
 
 
 def _fits_int32(*sizes: int) -> bool:
@@ -147,25 +150,22 @@ def morphology(xp, semiring, image, weights, support, row_window, col_window, fi
         has_weight = 1
     out = cupy.empty(image.shape, image.dtype)
     winner = cupy.empty(image.shape, cupy.int32)
-    args = (
-        flat,
-        out,
-        winner,
-        np.int64(n),
-        np.int32(H),
-        np.int32(W),
-        _device_int32(row_window.line),
-        _device_int32(col_window.line),
-        _device_int32(row_window.start[u]),
-        _device_int32(col_window.start[v]),
-        _device_int32(u * kw + v),
-        tap_weight,
-        np.int32(u.size),
-        np.int32(has_weight),
-        _compute_scalar(image.dtype, fill),
-        np.int32(semiring.maximises),
-    )
-    _launch("tropic_morphology", image.dtype, n * H * W, args)
+    lines = (_device_int32(row_window.line), _device_int32(col_window.line))
+    taps = (_device_int32(row_window.start[u]), _device_int32(col_window.start[v]), _device_int32(u * kw + v))
+    element = (tap_weight, np.int32(u.size), np.int32(has_weight))
+    rule = (_compute_scalar(image.dtype, fill), np.int32(semiring.maximises))
+    if TILED_MORPHOLOGY and layout.morphology_tiled_fits(H, kh, kw):
+        if n * H * W:
+            kernel = module.get_kernel("tropic_morphology_tiled", image.dtype)
+            planes = (flat.reshape(n, H, W), out.reshape(n, H, W), winner.reshape(n, H, W))
+            shape = (np.int32(kh), np.int32(kw))
+            for p0 in range(0, n, layout.GRID_YZ):
+                grid = layout.morphology_tile_grid(H, W, n - p0)
+                args = tuple(x[p0:] for x in planes) + (np.int32(H), np.int32(W), *lines, *taps, *element)
+                kernel(grid, (layout.MORPH_THREADS,), args + shape + rule)
+    else:
+        args = (flat, out, winner, np.int64(n), np.int32(H), np.int32(W), *lines, *taps, *element, *rule)
+        _launch("tropic_morphology", image.dtype, n * H * W, args)
     return out, _winner_out(winner, kh * kw, xp)
 
 

@@ -88,3 +88,32 @@ def vjp_chunking(lines: int, positions: int, keys: int) -> tuple[int, int]:
     chunks = max(1, min(wanted, positions // VJP_MIN_RUN, 1 + VJP_MAX_PARTIAL // max(lines * keys, 1)))
     chunk_size = max(1, -(-positions // chunks))
     return max(1, -(-positions // chunk_size)), chunk_size
+
+
+# tropic_morphology_tiled (morphology.cu): a block of MORPH_THREADS threads computes a MORPH_TILE x
+# MORPH_TILE tile of one image's outputs (TROPIC_MORPH_TX columns, TROPIC_MORPH_TY * TROPIC_MORPH_RM
+# rows) from the tile and its window halo staged in shared memory, which holds the halo of elements
+# up to MORPH_MAX_K x MORPH_MAX_K (TROPIC_MORPH_KMAX) and their taps (at most MORPH_MAX_K ** 2).
+MORPH_TILE = 32
+MORPH_THREADS = 256
+MORPH_MAX_K = 32
+
+
+def morphology_tiled_fits(H: int, kh: int, kw: int) -> bool:
+    """Whether ``tropic_morphology_tiled`` computes a morphology of images ``H`` rows high with a
+    ``(kh, kw)`` structuring element: the staged region, ``(MORPH_TILE + kh - 1) x (MORPH_TILE + kw -
+    1)`` values, must fit (``kh, kw <= MORPH_MAX_K``: 31 x 31 and 32 x 32 elements do, 33 x 1 does not;
+    the other sizes take the one-thread-per-output kernel), and the grid's y dimension (``H /
+    MORPH_TILE`` blocks) must cover ``H``. A pure function of the sizes, so the choice of kernel, not
+    the result, depends on them.
+
+    >>> [morphology_tiled_fits(256, kh, kw) for kh, kw in ((7, 7), (32, 32), (33, 1), (1, 33))]
+    [True, True, False, False]
+    """
+    return kh <= MORPH_MAX_K and kw <= MORPH_MAX_K and -(-H // MORPH_TILE) <= GRID_YZ
+
+
+def morphology_tile_grid(H: int, W: int, n: int) -> tuple[int, int, int]:
+    """Grid of one ``tropic_morphology_tiled`` launch over ``n`` images of ``H x W``: (tiles along W,
+    tiles along H, images), images in launches of at most 65535."""
+    return -(-W // MORPH_TILE), -(-H // MORPH_TILE), min(n, GRID_YZ)
