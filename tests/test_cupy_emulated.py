@@ -345,13 +345,15 @@ MORPHOLOGY_CASES = [
 ]
 
 
+@pytest.mark.parametrize("tiled", [True, False], ids=["tiled", "simple"])
 @pytest.mark.parametrize("mode", sorted(set(_MODES.values())))
 @pytest.mark.parametrize("case", MORPHOLOGY_CASES, ids=str)
 @DTYPES
 @SEMIRINGS
-def test_morphology_and_vjp(emu, emu_dtype, semiring, dtype, case, mode):
+def test_morphology_and_vjp(emu, emu_dtype, monkeypatch, semiring, dtype, case, mode, tiled):
     from tropic.backends.numpy import kernels as numpy_kernels
 
+    monkeypatch.setattr(emu, "TILED_MORPHOLOGY", tiled)
     image_shape, (kh, kw), weighted, holes = case
     rng = np.random.default_rng(2)
     image = sample(rng, image_shape, dtype)
@@ -366,7 +368,7 @@ def test_morphology_and_vjp(emu, emu_dtype, semiring, dtype, case, mode):
     out_ref, k_ref = morphology_reference(compat_numpy, *args)
     assert_identical(out, out_ref)
     assert_identical(k, k_ref)
-    if dtype == np.float64:  # the gathers do not depend on the dtype; float16 checks the rounding
+    if dtype == np.float64 or not tiled:  # the gathers depend on neither; float16 checks the rounding
         return
     g = dyadic(rng, image_shape, dtype)
     got = emu.morphology_vjp(compat_numpy, g, k, image_shape, rows, cols)
@@ -535,3 +537,119 @@ def test_tiled_product_fast_and_slow_steps(emu, monkeypatch, semiring, nan):
     c_ref, k_ref = matmul_reference(compat_numpy, semiring, a, b)
     assert_identical(c, c_ref)
     assert_identical(k, k_ref)
+
+
+# The tiled morphology kernel's own geometry (morphology.cu): 32 x 32 outputs per block, the taps in
+# steps of 8, elements up to 32 x 32 staged (larger ones take the one-thread-per-output kernel).
+def _tiled_morphology_case(name: str, rng, dtype, semiring):
+    """``(image, weights, support, mode)`` of the tiled morphology kernel's named edge case."""
+    sign = 1.0 if semiring.maximises else -1.0  # towards the better end of the semiring
+    weights = None
+    if name == "several_tiles":
+        # 3 x 2 tiles of 2 images, the last ones partly outside (70 x 45), winners in all 7 steps.
+        image = sample(rng, (2, 70, 45), np.float64, False) + rng.integers(-1, 2, size=(2, 70, 45))
+        image[rng.random(image.shape) < 0.05] = -np.inf * sign
+        support, weights, mode = np.ones((7, 7), bool), sample(rng, (7, 7), np.float64, False), "reflect"
+        weights[6, 6] = 3.0 * sign  # the last tap, alone in the last (partial) step, often wins
+    elif name == "flat_holes":
+        image = sample(rng, (1, 65, 33), np.float64, False)
+        support, mode = rng.random((5, 4)) < 0.6, "nearest"
+        support[0, 0] = support[-1, -1] = True
+    elif name == "nan_in_one_tile":
+        # A NaN in tile (0, 0) only (its halo reaches no other tile): that block takes the slow path,
+        # the other two the fast one.
+        image = sample(rng, (1, 40, 70), np.float64, False)
+        image[0, 5, 3] = image[0, 20, 12] = np.nan
+        support, weights, mode = np.ones((3, 5), bool), sample(rng, (3, 5), np.float64, False), "neutral"
+    elif name == "nan_weight":  # every block slow
+        image = sample(rng, (1, 33, 40), np.float64, False)
+        support, weights, mode = np.ones((3, 3), bool), sample(rng, (3, 3), np.float64, False), "mirror"
+        weights[1, 2] = np.nan
+    elif name == "infinities":
+        # -inf + inf candidates (the tropical zero, never winning), the absorbing infinity, outputs
+        # with no winner at all.
+        image = sample(rng, (1, 40, 36), np.float64, False)
+        image[rng.random(image.shape) < 0.3] = np.inf * sign
+        image[0, 10:15, :] = -np.inf * sign  # output row 12 reads only these: no winner
+        weights = sample(rng, (5, 5), np.float64, False)
+        weights[rng.random((5, 5)) < 0.3] = -np.inf * sign
+        weights[2, 2] = np.inf * sign
+        support, mode = np.ones((5, 5), bool), "constant"
+    elif name == "ties":  # every candidate ties: the first tap (0) wins wherever it is not the border
+        image, weights = np.full((1, 36, 36), 2.0), np.ones((5, 5))
+        support, mode = np.ones((5, 5), bool), "neutral"
+    elif name in ("signed_zeros", "signed_zeros_flat"):
+        # Candidates of +-0.0 tie with each other: the first zero wins with its own sign.
+        image = rng.choice([-0.0, 0.0, -1.0 * sign], size=(1, 40, 40), p=[0.4, 0.4, 0.2])
+        if name == "signed_zeros":
+            weights = rng.choice([-0.0, 0.0], size=(3, 3))
+        support, mode = np.ones((3, 3), bool), "nearest"
+    elif name == "largest_element":  # 32 x 32: the whole staged region and 1024 taps; H < kh
+        image = sample(rng, (1, 3, 40), np.float64, False)
+        support, weights, mode = np.ones((32, 32), bool), sample(rng, (32, 32), np.float64, False), "wrap"
+    elif name == "fallback":  # 33 rows: too tall to stage, the one-thread-per-output kernel runs
+        image = sample(rng, (1, 5, 6), np.float64, False)
+        support, weights, mode = np.ones((33, 2), bool), sample(rng, (33, 2), np.float64, False), "reflect"
+    else:
+        raise AssertionError(name)
+    weights = None if weights is None else weights.astype(dtype)
+    return image.astype(dtype), weights, support, mode
+
+
+TILED_MORPHOLOGY_CASES = [
+    "several_tiles",
+    "flat_holes",
+    "nan_in_one_tile",
+    "nan_weight",
+    "infinities",
+    "ties",
+    "signed_zeros",
+    "signed_zeros_flat",
+    "largest_element",
+    "fallback",
+]
+
+
+@pytest.mark.parametrize("case", TILED_MORPHOLOGY_CASES)
+@DTYPES
+@SEMIRINGS
+def test_tiled_morphology_edge_cases(emu, emu_dtype, monkeypatch, semiring, dtype, case):
+    """The tiled morphology kernel (staged halo, step-wise best, the winning step's resolution, the
+    NaN vote per block) bitwise against the reference and the NumPy backend: dilation (max-plus, the
+    reflected window) and erosion (min-plus), flat and non-flat, on the cases that separate it from a
+    per-tap scan."""
+    from tropic.backends.numpy import kernels as numpy_kernels
+
+    monkeypatch.setattr(emu, "TILED_MORPHOLOGY", True)
+    launched = []
+    get_kernel = emu.module.get_kernel
+    record = lambda name, t: launched.append(name) or get_kernel(name, t)  # noqa: E731
+    monkeypatch.setattr(emu.module, "get_kernel", record)
+    image, weights, support, mode = _tiled_morphology_case(case, np.random.default_rng(8), dtype, semiring)
+    (kh, kw), (H, W) = support.shape, image.shape[-2:]
+    rows = axis_window(H, kh, semiring.maximises, mode)
+    cols = axis_window(W, kw, semiring.maximises, mode)
+    fill = semiring.zero if mode == "neutral" else -1.5
+    args = (semiring, image, weights, support, rows, cols, fill)
+    out, k = emu.morphology(compat_numpy, *args)
+    out_ref, k_ref = morphology_reference(compat_numpy, *args)
+    assert_identical(out, out_ref)
+    assert_identical(k, k_ref)
+    out_np, k_np = numpy_kernels.morphology(compat_numpy, *args)
+    assert_identical(out, out_np)
+    assert_identical(k, k_np)
+    assert launched == ["tropic_morphology" if case == "fallback" else "tropic_morphology_tiled"]
+    # The cases mean something only if what they set up happens.
+    if case == "ties":
+        assert (k_ref[..., 2:-2, 2:-2] == 0).all()
+    if case.startswith("signed_zeros"):
+        zeros = out_ref[out_ref == 0]
+        assert np.signbit(zeros).any() and not np.signbit(zeros).all()
+    if case == "infinities":
+        assert (k_ref == -1).any() and np.isinf(out_ref).any()
+    if case == "nan_in_one_tile":
+        assert np.isnan(out_ref).any() and not np.isnan(out_ref[..., 32:]).any()
+    if case == "nan_weight":  # every output meets the NaN weight's tap
+        assert np.isnan(out_ref).all() and (k_ref == 5).all()
+    if case == "several_tiles":  # winners in every step, the last (partial) one included
+        assert set(np.unique(k_ref // 8).tolist()) == set(range(7))
