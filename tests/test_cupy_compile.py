@@ -97,6 +97,25 @@ def test_every_source_is_listed():
         assert defined == set(kernels), source
 
 
+def test_shared_headers_are_inlined_once(monkeypatch):
+    """NVRTC gets each source with every shared header inlined exactly once (tiled.cuh includes
+    common.cuh, and matmul.cu / conv.cu include both), no local #include left; HEADERS lists exactly
+    the headers shipped, and an include of any other header is refused."""
+    assert sorted(module.HEADERS) == sorted(p.name for p in (CUPY_DIR / "cuda").glob("*.cuh"))
+    for source in module.SOURCES:
+        text = module.source_text(source, "full")
+        assert not re.search(r'^#include "', text, re.MULTILINE) and "#pragma once" not in text
+        assert text.count("struct Best {") == 1
+        uses_tile = '#include "tiled.cuh"' in module.read_source(source)
+        assert text.count("struct TileMap {") == (1 if uses_tile else 0), source
+    assert {"matmul.cu"} <= {s for s in module.SOURCES if "tiled_product" in module.read_source(s)}
+    read = module.read_source
+    other = '#include "other.cuh"\n'
+    monkeypatch.setattr(module, "read_source", lambda name: other if name == "x.cu" else read(name))
+    with pytest.raises(ValueError, match=r"other\.cuh"):
+        module.source_text("x.cu", "full")
+
+
 # ptxas -v reports, per entry function: "Function properties for NAME" then "N bytes stack frame,
 # N bytes spill stores, N bytes spill loads".
 _PROPERTIES = re.compile(
@@ -105,26 +124,59 @@ _PROPERTIES = re.compile(
 )
 
 
+# ... and then "Used N registers, used N barriers, N bytes smem, ...".
+_SHARED = re.compile(
+    r"Function properties for (\w+)\s+[^\n]*\n[^\n]*?Used \d+ registers[^\n]*? (\d+) bytes smem"
+)
+# The tiled kernels and their sources.
+TILED_KERNELS = (("matmul.cu", "tropic_matmul_tiled"), ("morphology.cu", "tropic_morphology_tiled"))
+
+
 @pytest.mark.parametrize("arch", ARCHES)
 @pytest.mark.parametrize("group", list(module.GROUPS))
-def test_tiled_product_keeps_its_tiles_in_registers(nvcc, tmp_path, group, arch):
-    """The tiled product's per-thread state (the best, its index and the step's best of every output
-    of the register tile) fits in registers for every dtype: no local memory (stack frame) and no
-    spill stores or loads, compiled with -ftz=true as CuPy does."""
-    text = forced_text("matmul.cu", group)
+@pytest.mark.parametrize(("source", "kernel"), TILED_KERNELS, ids=[k for _, k in TILED_KERNELS])
+def test_tiled_kernels_keep_their_state_in_registers(nvcc, tmp_path, source, kernel, group, arch):
+    """The tiled kernels' per-thread state (the product: the best, its index and the step's best of
+    every output of the register tile; morphology: those of the thread's 4 outputs) fits in registers
+    for every dtype: no local memory (stack frame) and no spill stores or loads, compiled with
+    -ftz=true as CuPy does; and their static shared memory stays under the 48 KiB a block may have
+    without opting in to more."""
+    text = forced_text(source, group)
     result, _ = compile_cubin(nvcc, text, arch, tmp_path, ("-ftz=true", "-Xptxas", "-v"))
     assert result.returncode == 0, result.stderr
     report = result.stdout + result.stderr
-    found = [m.groups() for m in _PROPERTIES.finditer(report) if "tropic_matmul_tiled" in m[1]]
-    assert len(found) == len(module.GROUPS[group]), f"no ptxas report of the tiled kernel:\n{report}"
+    found = [m.groups() for m in _PROPERTIES.finditer(report) if kernel in m[1]]
+    assert len(found) == len(module.GROUPS[group]), f"no ptxas report of {kernel}:\n{report}"
     for name, stack, stores, loads in found:
         assert (stack, stores, loads) == ("0", "0", "0"), f"{arch} {name}: {stack} {stores} {loads}"
+    shared = [int(m[2]) for m in _SHARED.finditer(report) if kernel in m[1]]
+    assert len(shared) == len(found), f"no shared memory report of {kernel}:\n{report}"
+    assert all(0 < b < 48 * 1024 for b in shared), shared
 
 
 def test_tile_geometry_matches_layout():
-    """layout.py's launch constants are the ones matmul.cu's tiled kernel is written for."""
+    """layout.py's launch constants are the ones tiled.cuh's block tile (the tiled product's and the
+    tiled conv2d's) is written for."""
     layout = importlib.import_module("tropic_cupy_glue.layout")
-    text = module.read_source("matmul.cu")
+    text = module.read_source("tiled.cuh")
     defines = dict(re.findall(r"^#define TROPIC_TILE_(\w+) (\d+)", text, re.MULTILINE))
     tm, tn, rm, rn = (int(defines[k]) for k in ("TM", "TN", "RM", "RN"))
     assert (layout.TILE_M, layout.TILE_N, layout.TILE_THREADS) == (tm * rm, tn * rn, tm * tn)
+
+
+def test_morphology_tile_geometry_matches_layout():
+    """layout.py's morphology tile constants are the ones morphology.cu's tiled kernel is written for,
+    and its fit rule admits exactly the elements whose halo the staged region holds."""
+    layout = importlib.import_module("tropic_cupy_glue.layout")
+    text = module.read_source("morphology.cu")
+    defines = dict(re.findall(r"^#define TROPIC_MORPH_(\w+) (\d+)", text, re.MULTILINE))
+    tx, ty, rm, kmax, ld = (int(defines[k]) for k in ("TX", "TY", "RM", "KMAX", "LD"))
+    assert (layout.MORPH_TILE, layout.MORPH_THREADS, layout.MORPH_MAX_K) == (tx, tx * ty, kmax)
+    assert ty * rm == tx  # a square tile
+    for k in range(1, 40):
+        fits = layout.morphology_tiled_fits(100, k, 1) and layout.morphology_tiled_fits(100, 1, k)
+        assert fits == (tx + k - 1 <= ld and k <= kmax)
+    assert layout.morphology_tile_grid(65, 33, 3) == (2, 3, 3)
+    assert layout.morphology_tile_grid(1, 1, 70000) == (1, 1, 65535)
+    tallest = tx * layout.GRID_YZ  # rows the grid's y dimension covers
+    assert layout.morphology_tiled_fits(tallest, 3, 3) and not layout.morphology_tiled_fits(tallest + 1, 3, 3)
