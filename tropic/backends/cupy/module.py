@@ -1,9 +1,9 @@
 """CUDA sources of the CuPy backend and their compiled modules.
 
-The sources are package data (``cuda/*.cu`` plus the shared header ``cuda/common.cuh``, inlined here
-so that NVRTC needs no include path for it). Each source is compiled once per (device, source, type
-group) into a ``cupy.RawModule`` whose ``name_expressions`` instantiate every kernel template for the
-group's dtypes; :func:`get_kernel` hands out the instantiated kernels. The half types
+The sources are package data (``cuda/*.cu`` plus the shared headers ``cuda/*.cuh``, ``HEADERS``,
+inlined here so that NVRTC needs no include path for them). Each source is compiled once per (device,
+source, type group) into a ``cupy.RawModule`` whose ``name_expressions`` instantiate every kernel
+template for the group's dtypes; :func:`get_kernel` hands out the instantiated kernels. The half types
 (``__half``, ``__nv_bfloat16``) have a group each, so a missing ``cuda_fp16.h`` / ``cuda_bf16.h``
 only affects its own dtype. This module imports no CuPy at import time: the source list, the name
 expressions and the launch arithmetic are plain Python, tested without a GPU.
@@ -30,7 +30,8 @@ KERNELS: dict[str, tuple[str, ...]] = {
     "sums.cu": ("tropic_tap_partials", "tropic_tap_finish"),
 }
 SOURCES: tuple[str, ...] = tuple(KERNELS)
-HEADER = "common.cuh"
+# The shared headers (cuda/*.cuh), inlined into the sources that include them.
+HEADERS: tuple[str, ...] = ("common.cuh", "tiled.cuh")
 # CUDA type of each dtype name, and the type group compiled together.
 CUDA_TYPES: dict[str, str] = {
     "float32": "float",
@@ -45,7 +46,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }
 DEFINES: dict[str, str] = {"full": "", "fp16": "#define TROPIC_FP16 1\n", "bf16": "#define TROPIC_BF16 1\n"}
 CUDA_DIR = Path(__file__).resolve().parent / "cuda"
-_INCLUDE = re.compile(r'^#include "common\.cuh"$', re.MULTILINE)
+_INCLUDE = re.compile(r'^#include "([\w.]+\.cuh)"\n', re.MULTILINE)
 
 
 def read_source(name: str) -> str:
@@ -53,12 +54,27 @@ def read_source(name: str) -> str:
     return (CUDA_DIR / name).read_text()
 
 
+def _inline_headers(text: str, seen: set[str]) -> str:
+    """``text`` with each ``#include "<header>.cuh"`` replaced by the header's own text (its includes
+    inlined likewise), a header already in ``seen`` by nothing: each one once, where first included,
+    as ``#pragma once`` would have it."""
+
+    def inline(match: re.Match) -> str:
+        name = match[1]
+        if name not in HEADERS:
+            raise ValueError(f"{name} is not one of the shared headers {HEADERS}")
+        if name in seen:
+            return ""
+        seen.add(name)
+        return _inline_headers(read_source(name).replace("#pragma once\n", ""), seen)
+
+    return _INCLUDE.sub(inline, text)
+
+
 def source_text(source: str, group: str) -> str:
-    """``source`` ready for NVRTC: the header inlined, after the group's define (``TROPIC_FP16``,
-    ``TROPIC_BF16``), which pulls in the half type's header."""
-    header = read_source(HEADER).replace("#pragma once\n", "")  # inlined: once by construction
-    text = _INCLUDE.sub(lambda _: header, read_source(source))
-    return DEFINES[group] + text
+    """``source`` ready for NVRTC: the shared headers inlined (each once), after the group's define
+    (``TROPIC_FP16``, ``TROPIC_BF16``), which pulls in the half type's header."""
+    return DEFINES[group] + _inline_headers(read_source(source), set())
 
 
 def name_expression(kernel: str, cuda_type: str) -> str:
