@@ -225,6 +225,55 @@ def test_morphology_and_vjp(cp, op, dtype, case, mode):
     assert_all_identical(have, want)
 
 
+TILED_MORPHOLOGY_CASES = [
+    # image shape, element shape, structure?, footprint holes?
+    ((3, 2, 100, 77), (7, 7), True, False),  # several tiles, ragged edges
+    ((2, 256, 256), (7, 7), True, True),
+    ((4, 33, 65), (3, 5), False, True),
+    ((2, 50, 300), (31, 31), True, False),
+    ((1, 5, 9), (32, 32), False, False),  # the largest staged element; H, W < kh, kw
+    ((2, 40, 40), (33, 2), True, False),  # too tall to stage: both runs take the simple kernel
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", TILED_MORPHOLOGY_CASES, ids=str)
+@pytest.mark.parametrize("specials", [False, True])
+@pytest.mark.parametrize("mode", ["neutral", "reflect", "constant"])
+@DTYPES
+@pytest.mark.parametrize("op", ["dilation", "erosion"])
+def test_tiled_morphology_equals_simple(cp, monkeypatch, op, dtype, mode, specials, case):
+    """The shared-memory tiled morphology kernel and the one-thread-per-output kernel agree bitwise
+    (values, signs of zeros, NaN positions, winners) on larger images, with infinities everywhere and
+    NaN in the upper half only (tiles on the slow path and tiles on the fast one), and both equal the
+    NumPy backend."""
+    from tropic.backends.cupy import kernels
+
+    image_shape, se_shape, weighted, holes = case
+    rng = np.random.default_rng(11)
+    image = sample(rng, image_shape, dtype, False) + rng.standard_normal(image_shape).astype(dtype)
+    if specials:
+        hit = rng.random(image_shape) < 0.05
+        image[hit] = rng.choice([-np.inf, np.inf], size=int(hit.sum()))
+        upper = image[..., : image_shape[-2] // 2, :]  # a view
+        upper[rng.random(upper.shape) < 0.002] = np.nan
+    structure = sample(rng, se_shape, dtype, specials) if weighted else None
+    if structure is not None:
+        structure[np.isnan(structure)] = 0.0  # NaN weights would send every tile to the slow path
+    element = {"footprint": rng.random(se_shape) < 0.7} if holes else {}
+    if structure is None and not holes:
+        element = {"size": se_shape}
+    forward = getattr(tropic, op)
+    kwargs = dict(element, mode=mode, cval=-0.5, return_indices=True)
+    s_gpu = None if structure is None else cp.asarray(structure)
+    results = []
+    for tiled in (True, False):
+        monkeypatch.setattr(kernels, "TILED_MORPHOLOGY", tiled)
+        results.append(on_gpu(cp, forward(cp.asarray(image), s_gpu, **kwargs)))
+    assert_all_identical(results[0], results[1])
+    assert_all_identical(results[0], forward(image, structure, **kwargs))
+
+
 @pytest.mark.gpu
 def test_morphology_image_gradient_any_values(cp):
     """The image gradient sums in the NumPy backend's order: equal for any gradient values."""
