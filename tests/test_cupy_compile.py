@@ -108,7 +108,7 @@ def test_shared_headers_are_inlined_once(monkeypatch):
         assert text.count("struct Best {") == 1
         uses_tile = '#include "tiled.cuh"' in module.read_source(source)
         assert text.count("struct TileMap {") == (1 if uses_tile else 0), source
-    assert {"matmul.cu"} <= {s for s in module.SOURCES if "tiled_product" in module.read_source(s)}
+    assert {"matmul.cu", "conv.cu"} <= {s for s in module.SOURCES if "tiled_product" in module.read_source(s)}
     read = module.read_source
     other = '#include "other.cuh"\n'
     monkeypatch.setattr(module, "read_source", lambda name: other if name == "x.cu" else read(name))
@@ -129,18 +129,22 @@ _SHARED = re.compile(
     r"Function properties for (\w+)\s+[^\n]*\n[^\n]*?Used \d+ registers[^\n]*? (\d+) bytes smem"
 )
 # The tiled kernels and their sources.
-TILED_KERNELS = (("matmul.cu", "tropic_matmul_tiled"), ("morphology.cu", "tropic_morphology_tiled"))
+TILED_KERNELS = (
+    ("matmul.cu", "tropic_matmul_tiled"),
+    ("conv.cu", "tropic_conv2d_tiled"),
+    ("morphology.cu", "tropic_morphology_tiled"),
+)
 
 
 @pytest.mark.parametrize("arch", ARCHES)
 @pytest.mark.parametrize("group", list(module.GROUPS))
 @pytest.mark.parametrize(("source", "kernel"), TILED_KERNELS, ids=[k for _, k in TILED_KERNELS])
 def test_tiled_kernels_keep_their_state_in_registers(nvcc, tmp_path, source, kernel, group, arch):
-    """The tiled kernels' per-thread state (the product: the best, its index and the step's best of
-    every output of the register tile; morphology: those of the thread's 4 outputs) fits in registers
-    for every dtype: no local memory (stack frame) and no spill stores or loads, compiled with
-    -ftz=true as CuPy does; and their static shared memory stays under the 48 KiB a block may have
-    without opting in to more."""
+    """The tiled kernels' per-thread state (the product and conv2d, tiled.cuh's block tile: the best,
+    its index and the step's best of every output of the register tile; morphology: those of the
+    thread's 4 outputs) fits in registers for every dtype: no local memory (stack frame) and no spill
+    stores or loads, compiled with -ftz=true as CuPy does; and their static shared memory stays under
+    the 48 KiB a block may have without opting in to more."""
     text = forced_text(source, group)
     result, _ = compile_cubin(nvcc, text, arch, tmp_path, ("-ftz=true", "-Xptxas", "-v"))
     assert result.returncode == 0, result.stderr

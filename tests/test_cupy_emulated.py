@@ -134,7 +134,12 @@ extern "C" int emu_launch(const char* name, unsigned gx, unsigned gy, unsigned g
 
 # Kernels that use __syncthreads need their real block; the grid-stride ones run as one CUDA
 # thread (the loop then covers every item), which keeps the emulation fast.
-_BLOCK_KERNELS = {"tropic_matmul_tiled", "tropic_morphology_tiled", "tropic_tap_partials"}
+_BLOCK_KERNELS = {
+    "tropic_matmul_tiled",
+    "tropic_conv2d_tiled",
+    "tropic_morphology_tiled",
+    "tropic_tap_partials",
+}
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,10 @@ TILED = True
 # The tiled morphology kernel (the tile and its halo staged in shared memory) where the element fits
 # (layout.morphology_tiled_fits); False: the one-thread-per-output kernel, for the same comparison.
 TILED_MORPHOLOGY = True
+# The tiled conv2d kernel (the tiled product's block tile over the implicit unfold of each group) where
+# its int32 arithmetic fits (layout.conv_tiled_fits); False: the one-thread-per-output kernel, for the
+# same comparison.
+TILED_CONV = True
 
 
 def _fits_int32(*sizes: int) -> bool:
@@ -222,8 +226,20 @@ def conv2d(xp, semiring, x, w, geometry):
     x_c, w_c = cupy.ascontiguousarray(x), cupy.ascontiguousarray(w)
     y = cupy.empty(geometry.out_shape, x.dtype)
     winner = cupy.empty(geometry.out_shape, cupy.int32)
-    args = (x_c, w_c, y, winner, *_conv_sizes(geometry), np.int32(semiring.maximises))
-    _launch("tropic_conv2d", x.dtype, math.prod(geometry.out_shape), args)
+    sizes, maximise = _conv_sizes(geometry), np.int32(semiring.maximises)
+    shapes = (geometry.x_shape, geometry.w_shape, geometry.out_shape, geometry.padding, geometry.groups)
+    if TILED_CONV and layout.conv_tiled_fits(*shapes):
+        if y.size:
+            # Each group's weights as the K x per_group matrix W_g^T: wt (groups, K, per_group).
+            groups = geometry.groups
+            wt = cupy.ascontiguousarray(w_c.reshape(groups, C_out // groups, n_candidates).transpose(0, 2, 1))
+            B, _, H_out, W_out = geometry.out_shape
+            grid = layout.conv_tile_grid(B, H_out, W_out, C_out // groups, groups)
+            kernel = module.get_kernel("tropic_conv2d_tiled", x.dtype)
+            kernel(grid, (layout.TILE_THREADS,), (x_c, wt, y, winner, *sizes, maximise))
+    else:
+        args = (x_c, w_c, y, winner, *sizes, maximise)
+        _launch("tropic_conv2d", x.dtype, math.prod(geometry.out_shape), args)
     return y, _winner_out(winner, n_candidates, xp)
 
 

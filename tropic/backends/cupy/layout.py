@@ -117,3 +117,50 @@ def morphology_tile_grid(H: int, W: int, n: int) -> tuple[int, int, int]:
     """Grid of one ``tropic_morphology_tiled`` launch over ``n`` images of ``H x W``: (tiles along W,
     tiles along H, images), images in launches of at most 65535."""
     return -(-W // MORPH_TILE), -(-H // MORPH_TILE), min(n, GRID_YZ)
+
+
+# tropic_conv2d_tiled (conv.cu): tiled.cuh's TILE_M x TILE_N block tile over the implicit unfold of one
+# group (rows: the B * H_out * W_out output positions; columns: the group's output channels; k the
+# C_group * kh * kw window taps, in steps of at most CONV_MAX_BK), with int32 offsets.
+CONV_MAX_BK = 32  # TileDepth<float>::BK (16 for double)
+CONV_NO_ROW = 2**30  # -TROPIC_CONV_NO_ROW: a padded image side must stay below it
+
+
+def conv_tiled_fits(
+    x_shape: tuple[int, int, int, int],
+    w_shape: tuple[int, int, int, int],
+    out_shape: tuple[int, int, int, int],
+    padding: tuple[int, int],
+    groups: int,
+) -> bool:
+    """Whether ``tropic_conv2d_tiled`` computes this convolution: every element offset of x, y and the
+    transposed weights, the rows (``B * H_out * W_out``), columns (``C_out / groups``) and taps
+    (``C_group * kh * kw``) plus a tile or step, and the padded image sides fit its int32 arithmetic
+    (a side below ``CONV_NO_ROW``, so the rows past the last one stay outside the image), and the grid
+    (``conv_tile_grid``) fits its y and z limits. Otherwise the one-thread-per-output kernel (64-bit
+    offsets) runs. A pure function of the sizes: the choice of kernel, not the result, depends on them.
+
+    >>> conv_tiled_fits((8, 64, 32, 32), (128, 64, 3, 3), (8, 128, 32, 32), (1, 1), 1)
+    True
+    >>> conv_tiled_fits((1, 1, 2**16, 2**15), (1, 1, 1, 1), (1, 1, 2**16, 2**15), (0, 0), 1)  # 2^31 x
+    False
+    >>> conv_tiled_fits((1, 1, 4, 4), (1, 1, 1, 1), (1, 1, 4, 4), (2**29, 0), 1)  # padded side 2^30 + 4
+    False
+    """
+    B, C_in, H, W = x_shape
+    C_out, C_group, kh, kw = w_shape
+    _, _, H_out, W_out = out_shape
+    ph, pw = padding
+    per_group = C_out // groups
+    sizes_fit = max(B * C_in * H * W, B * C_out * H_out * W_out, C_out * C_group * kh * kw) <= INT32_MAX
+    rows, taps = B * H_out * W_out, C_group * kh * kw
+    tiles_fit = max(rows + TILE_M, per_group + TILE_N, taps + CONV_MAX_BK) <= INT32_MAX
+    sides_fit = max(H + 2 * ph, W + 2 * pw) < CONV_NO_ROW
+    grid_fit = -(-per_group // TILE_N) <= GRID_YZ and groups <= GRID_YZ
+    return sizes_fit and tiles_fit and sides_fit and grid_fit
+
+
+def conv_tile_grid(B: int, H_out: int, W_out: int, per_group: int, groups: int) -> tuple[int, int, int]:
+    """Grid of a ``tropic_conv2d_tiled`` launch: (row tiles of ``B * H_out * W_out``, column tiles of
+    ``per_group``, groups)."""
+    return -(-(B * H_out * W_out) // TILE_M), -(-per_group // TILE_N), groups

@@ -25,7 +25,7 @@ KERNELS: dict[str, tuple[str, ...]] = {
     "matmul.cu": ("tropic_matmul", "tropic_matmul_tiled"),
     "matmul_vjp.cu": ("tropic_matmul_vjp_scatter", "tropic_matmul_vjp_finish"),
     "morphology.cu": ("tropic_morphology", "tropic_morphology_tiled", "tropic_morphology_vjp_image"),
-    "conv.cu": ("tropic_conv2d", "tropic_conv2d_vjp_x"),
+    "conv.cu": ("tropic_conv2d", "tropic_conv2d_tiled", "tropic_conv2d_vjp_x"),
     "maxout.cu": ("tropic_maxout", "tropic_maxout_vjp"),
     "sums.cu": ("tropic_tap_partials", "tropic_tap_finish"),
 }

@@ -3,6 +3,7 @@
 // candidates in increasing (c * kh + u) * kw + v, padding the tropical zero; and the x part of the
 // vjp (the w part is tropic_tap_partials in sums.cu).
 #include "common.cuh"
+#include "tiled.cuh"
 
 using namespace tropic;
 
@@ -39,6 +40,124 @@ __global__ void tropic_conv2d(const T* __restrict__ x, const T* __restrict__ w, 
         y[o] = Traits<T>::store(best.value);
         winner[o] = best.index;
     }
+}
+
+// The tiled kernel: tiled.cuh's block tile (its comment is the correctness argument). The convolution
+// of group g is the product of the implicit unfold X_g, rows i = (b, oi, oj) of the output plane
+// (M = B H_out W_out), columns k = (c kh + u) kw + v (K = Cg kh kw), entries
+// x[b, g Cg + c, oi sh + u - ph, oj sw + v - pw] or the tropical zero outside the image, with W_g^T
+// (K x per_group): the same candidates in the same order as tropic_conv2d, so the same winners. The
+// host passes the weights transposed, wt (groups, K, per_group) row-major, so that W_g^T is a plain
+// matrix for tiled.cuh's MatrixCols. Grid (row tiles of M, column tiles of per_group, groups); int
+// offsets throughout (the host checks they fit: layout.conv_tiled_fits).
+
+// Row i of the block tile: where its image's channels of the group start, the corner of its window
+// (oi sh - ph, oj sw - pw), and where its outputs start (b C_out H_out W_out + oi W_out + oj).
+struct alignas(16) ConvRow {
+    int x, top, left, y;
+};
+// A row past the last one: top this far above the image puts every window row outside (kh <= 2^30).
+#define TROPIC_CONV_NO_ROW (-(1 << 30))
+
+// a: the unfold X_g, through the block's table of rows (shared memory).
+template <typename T> struct UnfoldRows {
+    typedef typename Traits<T>::C C;
+    typedef TileMap<C> Map;
+    const T* x;
+    const ConvRow* rows;  // rows[ii]: row i0 + ii
+    int i0, K, kh, kw, H, W, a_ii, kk;
+    C zero;
+    struct Step {
+        const T* x;
+        const ConvRow* rows;  // this thread's first row
+        int H, W, channel, u, v;
+        bool in;
+        C zero;
+        __device__ __forceinline__ C at(int n) const {
+            const ConvRow r = rows[n * Map::A_STEP];
+            const int row = r.top + u, col = r.left + v;
+            if (in && (unsigned)row < (unsigned)H && (unsigned)col < (unsigned)W)
+                return Traits<T>::load(x[r.x + channel + row * W + col]);
+            return zero;
+        }
+    };
+    // Column k0 + kk of the step: (c, u, v) once per step, shared by the thread's rows.
+    __device__ __forceinline__ Step step(int k0) const {
+        const bool in = k0 + kk < K;
+        const int k = in ? k0 + kk : 0, c = k / (kh * kw), uv = k - c * (kh * kw), u = uv / kw;
+        return Step{x, rows + a_ii, H, W, c * H * W, u, uv - u * kw, in, zero};
+    }
+    struct Cursor {
+        const T* x;
+        ConvRow r;
+        int H, W, kh, kw, c, u, v;
+        C zero;
+        __device__ __forceinline__ C value() const {
+            const int row = r.top + u, col = r.left + v;
+            if ((unsigned)row < (unsigned)H && (unsigned)col < (unsigned)W)
+                return Traits<T>::load(x[r.x + (c * H + row) * W + col]);
+            return zero;
+        }
+        __device__ __forceinline__ void next() {
+            if (++v == kw) {
+                v = 0;
+                if (++u == kh) {
+                    u = 0;
+                    ++c;
+                }
+            }
+        }
+    };
+    __device__ __forceinline__ Cursor cursor(int i, int k0) const {
+        const int c = k0 / (kh * kw), uv = k0 - c * (kh * kw), u = uv / kw;
+        return Cursor{x, rows[i - i0], H, W, kh, kw, c, u, uv - u * kw, zero};
+    }
+};
+
+// y[b, g per_group + j, oi, oj] and its winner for row i = (b, oi, oj), column j of the group.
+template <typename T> struct ConvOut {
+    T* y;
+    int* winner;
+    const ConvRow* rows;
+    int i0, first_channel, plane;  // g per_group, H_out W_out
+    __device__ __forceinline__ void write(int i, int j, typename Traits<T>::C v, int k) const {
+        const int o = rows[i - i0].y + (first_channel + j) * plane;
+        y[o] = Traits<T>::store(v);
+        winner[o] = k;
+    }
+};
+
+template <typename T>
+__global__ void __launch_bounds__(TROPIC_TILE_TM * TROPIC_TILE_TN)
+tropic_conv2d_tiled(const T* __restrict__ x, const T* __restrict__ wt, T* __restrict__ y,
+                    int* __restrict__ winner, int B, int C_in, int H, int W, int C_out, int C_group, int kh,
+                    int kw, int sh, int sw, int ph, int pw, int groups, int H_out, int W_out, int maximise) {
+    typedef typename Traits<T>::C C;
+    typedef TileMap<C> Map;
+    __shared__ ConvRow rows[Map::BM];
+    const TileMap<C> map(threadIdx.x);
+    const int per_group = C_out / groups, g = blockIdx.z, K = C_group * kh * kw;
+    const int plane = H_out * W_out, M = B * plane;
+    const int i0 = blockIdx.x * Map::BM, j0 = blockIdx.y * Map::BN;
+    for (int t = threadIdx.x; t < Map::BM; t += Map::THREADS) {
+        const int i = i0 + t;
+        ConvRow r = {0, TROPIC_CONV_NO_ROW, 0, 0};
+        if (i < M) {
+            const int b = i / plane, s = i - b * plane, oi = s / W_out;
+            r.x = (b * C_in + g * C_group) * H * W;
+            r.top = oi * sh - ph;
+            r.left = (s - oi * W_out) * sw - pw;
+            r.y = b * C_out * plane + s;
+        }
+        rows[t] = r;
+    }
+    __syncthreads();
+    const bool max_ = maximise != 0;
+    const C zero = max_ ? -infinity<C>() : infinity<C>();
+    const UnfoldRows<T> a{x, rows, i0, K, kh, kw, H, W, map.a_ii, map.a_kk, zero};
+    const MatrixCols<T> b(wt + (long long)g * K * per_group, K, per_group, j0, map, zero);
+    const ConvOut<T> out{y, winner, rows, i0, g * per_group, plane};
+    tiled_product<T>(map, a, b, out, M, K, per_group, i0, j0, max_);
 }
 
 // dL/dx[b, ch, r, col] = sum over outputs (o, i, j) of the group of ch, in increasing flat order,
