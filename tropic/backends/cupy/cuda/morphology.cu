@@ -110,11 +110,16 @@ __global__ void tropic_morphology_vjp_image(const T* __restrict__ g, const int* 
 #define TROPIC_MORPH_LD 64    // row pitch of the staged region (>= TX + KMAX - 1)
 #define TROPIC_MORPH_STEP 8   // taps per step of the fast path
 
-// One staged tap: its candidate for the thread's output r is at (its base) + offset + r * TY * LD.
+// One staged tap: its candidate for the thread's output r is at (its base) + offset + r * TY * LD,
+// the offset in bytes (an address is then one integer add, not an add and a scaling).
 template <typename C> struct MorphTap {
     C weight;
     int offset;
 };
+
+template <typename C> __device__ __forceinline__ const C* morph_at(const C* base, int byte_offset) {
+    return reinterpret_cast<const C*>(reinterpret_cast<const char*>(base) + byte_offset);
+}
 
 // The step's best m updated with a candidate v: v unless v is strictly worse or NaN (-inf + inf). m
 // is never NaN. float as PTX max.f32 / min.f32 (one instruction; a NaN operand yields the other)
@@ -157,7 +162,7 @@ __device__ __forceinline__ void morph_fast_step(const typename Traits<T>::C* at,
     for (int kk = 0; kk < TROPIC_MORPH_STEP; ++kk) {
         if (!FULL && kk >= len) break;
         const MorphTap<C> tp = tap[t0 + kk];
-        const C* p = at + tp.offset;
+        const C* p = morph_at(at, tp.offset);
 #pragma unroll
         for (int r = 0; r < TROPIC_MORPH_RM; ++r)
             m[r] = morph_better_of<MAX>(
@@ -231,13 +236,13 @@ tropic_morphology_tiled(const T* __restrict__ image, T* __restrict__ out, int* _
     }
     for (int t = threadIdx.x; t < taps; t += THREADS) {
         MorphTap<C> tp;
-        tp.offset = tap_row[t] * LD + tap_col[t];
+        tp.offset = (tap_row[t] * LD + tap_col[t]) * (int)sizeof(C);
         tp.weight = weighted ? Traits<T>::load(tap_weight[t]) : (C)0;
         nan_seen |= isnan(tp.weight) ? 1 : 0;
         s_tap[t] = tp;
     }
     const bool block_has_nan = __syncthreads_or(nan_seen) != 0;
-    const C* at = s_img + ty * LD + tx;  // output r of this thread reads at[r * TY * LD + offset]
+    const C* at = s_img + ty * LD + tx;  // output r reads morph_at(at, offset)[r * TY * LD]
     C value[RM];
     int index[RM];
     if (!block_has_nan) {
@@ -267,7 +272,7 @@ tropic_morphology_tiled(const T* __restrict__ image, T* __restrict__ out, int* _
             const int tend = min(code[r] + TROPIC_MORPH_STEP, taps);
             for (int t = code[r]; t < tend; ++t) {
                 const MorphTap<C> tp = s_tap[t];
-                const C x = at[r * TY * LD + tp.offset];
+                const C x = morph_at(at, tp.offset)[r * TY * LD];
                 const C v = weighted ? Traits<T>::round(exact_add(x, tp.weight)) : x;
                 if (!isnan(v) && !better(max_, value[r], v)) {
                     value[r] = v;
@@ -282,7 +287,7 @@ tropic_morphology_tiled(const T* __restrict__ image, T* __restrict__ out, int* _
             Best<T> best(max_);
             for (int t = 0; t < taps && !best.decided; ++t) {
                 const MorphTap<C> tp = s_tap[t];
-                best.offer(at[r * TY * LD + tp.offset], tp.weight, weighted, t);
+                best.offer(morph_at(at, tp.offset)[r * TY * LD], tp.weight, weighted, t);
             }
             value[r] = best.value;
             index[r] = best.index >= 0 ? tap_index[best.index] : -1;
