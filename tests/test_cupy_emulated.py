@@ -391,12 +391,14 @@ CONV_CASES = [
 ]
 
 
+@pytest.mark.parametrize("tiled", [True, False], ids=["tiled", "simple"])
 @pytest.mark.parametrize("case", CONV_CASES, ids=str)
 @DTYPES
 @SEMIRINGS
-def test_conv2d_and_vjp(emu, emu_dtype, semiring, dtype, case):
+def test_conv2d_and_vjp(emu, emu_dtype, monkeypatch, semiring, dtype, case, tiled):
     from tropic.backends.numpy import kernels as numpy_kernels
 
+    monkeypatch.setattr(emu, "TILED_CONV", tiled)
     x_shape, w_shape, stride, padding, groups = case
     rng = np.random.default_rng(3)
     x, w = sample(rng, x_shape, dtype), sample(rng, w_shape, dtype)
@@ -405,7 +407,7 @@ def test_conv2d_and_vjp(emu, emu_dtype, semiring, dtype, case):
     y_ref, k_ref = conv2d_reference(compat_numpy, semiring, x, w, geometry)
     assert_identical(y, y_ref)
     assert_identical(k, k_ref)
-    if dtype == np.float64 or not semiring.maximises:  # the vjp does not depend on either
+    if dtype == np.float64 or not semiring.maximises or not tiled:  # the vjp depends on none of them
         return
     g = dyadic(rng, y.shape, dtype)
     got = emu.conv2d_vjp(compat_numpy, g, k, geometry)
@@ -658,3 +660,157 @@ def test_tiled_morphology_edge_cases(emu, emu_dtype, monkeypatch, semiring, dtyp
         assert np.isnan(out_ref).all() and (k_ref == 5).all()
     if case == "several_tiles":  # winners in every step, the last (partial) one included
         assert set(np.unique(k_ref // 8).tolist()) == set(range(7))
+
+
+# The tiled conv2d kernel (conv.cu's tropic_conv2d_tiled on tiled.cuh's block tile: 128 output positions
+# x 64 output channels of a group per block, k in steps of 32, 16 for float64). The geometry below has
+# 2 x 2 tiles in each of its 2 groups (B * H_out * W_out = 2 * 7 * 12 = 168 rows, 66 channels per
+# group), stride (2, 1), padding (1, 2), a 3 x 2 window (kh != kw: the tap's (c, u, v) must use each
+# where it belongs), and K = 6 * 3 * 2 = 36 taps: a last, partial step of 4 (of 4 for float64 too,
+# after two full ones). Small enough for the emulation's 256 host threads per block.
+TILED_CONV_GEOMETRY = ((2, 12, 13, 9), (132, 6, 3, 2), (2, 1), (1, 2), 2)
+
+
+def _tiled_conv_case(name: str, rng, dtype, semiring):
+    """``(x, w, geometry)`` of the tiled conv2d kernel's named edge case."""
+    x_shape, w_shape, stride, padding, groups = TILED_CONV_GEOMETRY
+    sign = 1.0 if semiring.maximises else -1.0  # towards the better end of the semiring
+    x, w = sample(rng, x_shape, np.float64, False), sample(rng, w_shape, np.float64, False)
+    if name == "specials":  # NaN and infinities everywhere: most blocks take the slow path
+        x, w = sample(rng, x_shape, np.float64), sample(rng, w_shape, np.float64)
+    elif name == "records_in_every_step":
+        # Half of the output channels' weights rise with k (a new best in every step, the winner in the
+        # last, partial step where the window is inside the image), half fall (the winner in step 0).
+        k = np.arange(36.0).reshape(1, 6, 3, 2)
+        slope = sign * np.where(np.arange(132) % 2 == 0, 4.0, -4.0).reshape(132, 1, 1, 1)
+        w = slope * k + rng.integers(-1, 2, size=w_shape)
+    elif name == "ties":  # every candidate ties: the first tap inside the image wins
+        x, w = np.full(x_shape, 2.0), np.ones(w_shape)
+    elif name == "signed_zeros":  # sums of +-0.0 tie with each other: the first zero wins with its sign
+        x = rng.choice([-0.0, 0.0, -1.0 * sign], size=x_shape, p=[0.4, 0.4, 0.2])
+        w = rng.choice([-0.0, 0.0], size=w_shape)
+    elif name == "nan_in_x_one_step":
+        # NaN in channel 0 only (taps k < 6: step 0 for every dtype) of group 0: those blocks' step 0 is
+        # slow, their later steps and group 1's blocks fast.
+        x[0, 0, 3, 4] = x[1, 0, 12, 0] = np.nan
+    elif name == "nan_weight_late":  # NaN at tap 35 (the last, partial step) of one output channel
+        w[5, 5, 2, 1] = np.nan
+    elif name == "infinities":
+        # -inf + inf candidates (the tropical zero, never winning), the absorbing infinity, outputs with
+        # no winner at all (image 1's group 1 is all the zero).
+        x[rng.random(x_shape) < 0.3] = -np.inf * sign
+        w[rng.random(w_shape) < 0.3] = np.inf * sign
+        x[1, 6:] = -np.inf * sign
+        x[0, 1, 6, 4] = np.inf * sign
+    elif name != "finite":  # "finite": no NaN, no infinity, every step fast
+        raise AssertionError(name)
+    return x.astype(dtype), w.astype(dtype), ConvGeometry(x_shape, w_shape, stride, padding, groups)
+
+
+TILED_CONV_CASES = [
+    "finite",
+    "specials",
+    "records_in_every_step",
+    "ties",
+    "signed_zeros",
+    "nan_in_x_one_step",
+    "nan_weight_late",
+    "infinities",
+]
+
+
+def _record_launches(emu, monkeypatch) -> list:
+    """The names of the kernels launched from now on."""
+    launched = []
+    get_kernel = emu.module.get_kernel
+
+    def recording(name, dtype):
+        launched.append(name)
+        return get_kernel(name, dtype)
+
+    monkeypatch.setattr(emu.module, "get_kernel", recording)
+    return launched
+
+
+@pytest.mark.parametrize("case", TILED_CONV_CASES)
+@DTYPES
+@SEMIRINGS
+def test_tiled_conv2d_edge_cases(emu, emu_dtype, monkeypatch, semiring, dtype, case):
+    """The tiled conv2d kernel (the implicit unfold's loader with stride, padding and groups, the
+    product's step-wise best and winner recovery, the output's address) bitwise against the reference
+    and the NumPy backend, values and winners, on several row and column tiles of two groups."""
+    from tropic.backends.numpy import kernels as numpy_kernels
+
+    monkeypatch.setattr(emu, "TILED_CONV", True)
+    launched = _record_launches(emu, monkeypatch)
+    x, w, geometry = _tiled_conv_case(case, np.random.default_rng(9), dtype, semiring)
+    y, k = emu.conv2d(compat_numpy, semiring, x, w, geometry)
+    y_ref, k_ref = conv2d_reference(compat_numpy, semiring, x, w, geometry)
+    assert_identical(y, y_ref)
+    assert_identical(k, k_ref)
+    y_np, k_np = numpy_kernels.conv2d(compat_numpy, semiring, x, w, geometry)
+    assert_identical(y, y_np)
+    assert_identical(k, k_np)
+    assert launched == ["tropic_conv2d_tiled"]
+    # The cases mean something only if what they set up happens.
+    B, C_out, H_out, W_out = geometry.out_shape
+    assert B * H_out * W_out > emu.layout.TILE_M and C_out // geometry.groups > emu.layout.TILE_N
+    if case == "records_in_every_step":  # winners in the last, partial step and in step 0
+        assert (k_ref >= 32).any() and (k_ref < 6).any()
+    if case == "ties":  # the first tap inside the image: 0 wherever the window's corner is inside
+        assert (k_ref[:, :, 1:, 2:-1] == 0).all() and (k_ref[:, :, 0, 1:-1] > 0).all()
+        assert (k_ref[..., [0, -1]] == -1).all()  # the outer columns' windows are all padding: no winner
+    if case == "signed_zeros":
+        zeros = y_ref[y_ref == 0]
+        assert np.signbit(zeros).any() and not np.signbit(zeros).all()
+    if case == "nan_in_x_one_step":  # only group 0's outputs of the windows over the NaN
+        assert np.isnan(y_ref[:, :66]).any() and not np.isnan(y_ref[:, 66:]).any()
+        assert not np.isnan(y_ref[:, :66]).all()
+    if case == "nan_weight_late":
+        assert np.isnan(y_ref[:, 5]).all() and (k_ref[:, 5] == 35).all() and not np.isnan(y_ref[:, 6:]).any()
+    if case == "infinities":
+        assert (k_ref[1, 66:] == -1).all() and (k_ref[0] >= 0).any() and np.isinf(y_ref[0]).any()
+
+
+@SEMIRINGS
+def test_tiled_conv2d_falls_back(emu, monkeypatch, semiring):
+    """Where layout.conv_tiled_fits refuses (int32 offsets could overflow) the one-thread-per-output
+    kernel runs; no input channel (K = 0, every output the zero with no winner) runs tiled."""
+    monkeypatch.setattr(emu, "TILED_CONV", True)
+    launched = _record_launches(emu, monkeypatch)
+    rng = np.random.default_rng(10)
+    for shapes, fits, kernel in [
+        (((1, 2, 5, 6), (3, 2, 2, 2)), False, "tropic_conv2d"),
+        (((1, 0, 5, 6), (3, 0, 2, 2)), True, "tropic_conv2d_tiled"),
+    ]:
+        monkeypatch.setattr(emu.layout, "conv_tiled_fits", lambda *_, fits=fits: fits)
+        launched.clear()
+        x, w = sample(rng, shapes[0], np.float32), sample(rng, shapes[1], np.float32)
+        geometry = ConvGeometry(*shapes, 1, 1, 1)
+        y, k = emu.conv2d(compat_numpy, semiring, x, w, geometry)
+        y_ref, k_ref = conv2d_reference(compat_numpy, semiring, x, w, geometry)
+        assert_identical(y, y_ref)
+        assert_identical(k, k_ref)
+        assert launched == [kernel]
+
+
+def test_conv_tiled_fits_bounds(emu):
+    """The tiled conv2d's int32 limits, each just met and just exceeded, and its grid."""
+    layout = emu.layout
+    big = layout.INT32_MAX
+
+    def fits(B=1, C_in=1, H=4, W=4, C_out=1, kh=1, kw=1, ph=0, pw=0, groups=1):
+        H_out, W_out = H + 2 * ph - kh + 1, W + 2 * pw - kw + 1
+        shapes = (B, C_in, H, W), (C_out, C_in // groups, kh, kw), (B, C_out, H_out, W_out)
+        return layout.conv_tiled_fits(*shapes, (ph, pw), groups)
+
+    assert fits()
+    assert fits(C_in=big // 16) and not fits(C_in=big // 16 + 1)  # x's offsets (16 per channel)
+    assert fits(C_in=2048, C_out=2**27 - 2048, groups=2048) and not fits(C_in=2048, C_out=2**27, groups=2048)
+    assert fits(H=1, W=1, C_out=65535 * 64) and not fits(H=1, W=1, C_out=65535 * 64 + 1)  # column tiles
+    assert fits(C_in=65535, C_out=65535, groups=65535) and not fits(C_in=65536, C_out=65536, groups=65536)
+    assert fits(H=1, W=1, ph=2**29 - 1) and not fits(H=2, W=1, ph=2**29 - 1)  # padded sides below 2^30
+    assert fits(H=1, W=1, pw=2**29 - 1) and not fits(H=1, W=2, pw=2**29 - 1)
+    assert fits(B=big - 128, H=1, W=1) and not fits(B=big - 127, H=1, W=1)  # rows plus a tile
+    assert layout.conv_tile_grid(2, 7, 11, 66, 2) == (2, 2, 2)
+    assert layout.conv_tile_grid(1, 8, 16, 64, 3) == (1, 1, 3)

@@ -56,7 +56,9 @@ __global__ void tropic_conv2d(const T* __restrict__ x, const T* __restrict__ w, 
 struct alignas(16) ConvRow {
     int x, top, left, y;
 };
-// A row past the last one: top this far above the image puts every window row outside (kh <= 2^30).
+// A row past the last one: top this far above the image puts every window row outside (kh <= 2^30), so
+// it stages only the zero: no loads, and no NaN of the image that would send its block down the slow
+// path (its outputs are never written, so any value would give the same results).
 #define TROPIC_CONV_NO_ROW (-(1 << 30))
 
 // a: the unfold X_g, through the block's table of rows (shared memory).
