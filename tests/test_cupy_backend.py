@@ -316,6 +316,41 @@ def test_conv2d_and_vjp(cp, semiring, dtype, case):
     assert_all_identical(have, want)
 
 
+# Beyond CONV_CASES: several row and column tiles of the tiled kernel (128 positions x 64 channels of a
+# group), K over several steps with a partial one, and a layer-sized case.
+TILED_CONV_CASES = CONV_CASES + [
+    ((4, 16, 33, 31), (150, 8, 3, 5), (1, 2), (2, 1), 2),
+    ((2, 64, 20, 20), (128, 64, 3, 3), 1, 1, 1),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", TILED_CONV_CASES, ids=str)
+@pytest.mark.parametrize("specials", [False, True])
+@DTYPES
+@SEMIRINGS
+def test_tiled_conv2d_equals_simple(cp, monkeypatch, semiring, dtype, case, specials):
+    """The tiled conv2d kernel (tiled.cuh's block tile over the implicit unfold) and the
+    one-thread-per-output kernel agree bitwise, values and winners."""
+    import array_api_compat.cupy as xp
+
+    from tropic.backends.cupy import kernels
+    from tropic.core.conv import ConvGeometry
+
+    x_shape, w_shape, stride, padding, groups = case
+    rng = np.random.default_rng(11)
+    x = cp.asarray(sample(rng, x_shape, dtype, specials))
+    w = cp.asarray(sample(rng, w_shape, dtype, specials))
+    geometry = ConvGeometry(x_shape, w_shape, stride, padding, groups)
+    shapes = (geometry.x_shape, geometry.w_shape, geometry.out_shape, geometry.padding, geometry.groups)
+    assert kernels.layout.conv_tiled_fits(*shapes)  # so the tiled kernel runs
+    results = []
+    for tiled in (True, False):
+        monkeypatch.setattr(kernels, "TILED_CONV", tiled)
+        results.append(on_gpu(cp, kernels.conv2d(xp, semiring, x, w, geometry)))
+    assert_all_identical(results[0], results[1])
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize(("shape", "pieces", "axis"), [((3, 8), 4, -1), ((6, 5, 2), 3, 0), ((2, 9, 4), 9, 1)])
 @DTYPES
