@@ -82,6 +82,7 @@ template <typename T> struct UnfoldRows {
                 return Traits<T>::load(x[r.x + channel + row * W + col]);
             return zero;
         }
+        __device__ __forceinline__ void advance() {}  // at(n) indexes the row table
     };
     // Column k0 + kk of the step: (c, u, v) once per step, shared by the thread's rows.
     __device__ __forceinline__ Step step(int k0) const {

@@ -142,8 +142,9 @@ __device__ __forceinline__ void tile_fast_step(const typename Traits<T>::C (&sa)
 
 // Operand policies. An A policy gives the block's rows i0.. of a (M x K); a B policy its columns j0..
 // of b (K x N); both the tropical zero outside the matrix:
-//   A::Step s = a.step(k0);  s.at(n): a[i0 + map.a_ii + n * A_STEP, k0 + map.a_kk]  (the staging)
-//   B::Step s = b.step(k0);  s.at(n): b[k0 + map.b_kk + n * B_STEP, j0 + map.b_jj]
+//   A::Step s = a.step(k0);  s.at(n): a[i0 + map.a_ii + n * A_STEP, k0 + map.a_kk]  (the staging;
+//   B::Step s = b.step(k0);  s.at(n): b[k0 + map.b_kk + n * B_STEP, j0 + map.b_jj]   n = 0, 1, ..., in
+//                            order, s.advance() after each: a pointer walks instead of n * stride)
 //   a.cursor(i, k0) / b.cursor(j, k0): a[i, k] / b[k, j] by .value(), from k = k0 on by .next()
 //                                       (the winner's recovery; i < M, j < N, k < K only).
 // An output policy writes c[i, j] and its winner: out.write(i, j, value, k) (i < M, j < N).
@@ -166,8 +167,9 @@ template <typename T> struct MatrixRows {
         bool in;
         C zero;
         __device__ __forceinline__ C at(int n) const {
-            return (in && n * Map::A_STEP < rows) ? Traits<T>::load(src[n * stride]) : zero;
+            return (in && n * Map::A_STEP < rows) ? Traits<T>::load(*src) : zero;
         }
+        __device__ __forceinline__ void advance() { src += stride; }
     };
     __device__ __forceinline__ Step step(int k0) const { return Step{a + at + k0, stride, rows, k0 + kk < K, zero}; }
     struct Cursor {
@@ -197,8 +199,9 @@ template <typename T> struct MatrixCols {
         bool in;
         C zero;
         __device__ __forceinline__ C at(int n) const {
-            return (in && n * Map::B_STEP < rows) ? Traits<T>::load(src[n * stride]) : zero;
+            return (in && n * Map::B_STEP < rows) ? Traits<T>::load(*src) : zero;
         }
+        __device__ __forceinline__ void advance() { src += stride; }
     };
     __device__ __forceinline__ Step step(int k0) const {
         return Step{b + at + (long long)k0 * N, stride, K - k0 - kk, in, zero};
@@ -237,18 +240,18 @@ __device__ __forceinline__ void tiled_product(const TileMap<typename Traits<T>::
     for (int k0 = 0; k0 < K; k0 += BK) {
         int nan_seen = 0;
         {
-            const typename A::Step step = a.step(k0);
+            typename A::Step step = a.step(k0);
 #pragma unroll
-            for (int n = 0; n < Map::A_LOADS; ++n) {
+            for (int n = 0; n < Map::A_LOADS; ++n, step.advance()) {
                 const C x = step.at(n);
                 nan_seen |= isnan(x) ? 1 : 0;
                 sa[map.a_kk][map.a_ii + n * Map::A_STEP] = x;
             }
         }
         {
-            const typename B::Step step = b.step(k0);
+            typename B::Step step = b.step(k0);
 #pragma unroll
-            for (int n = 0; n < Map::B_LOADS; ++n) {
+            for (int n = 0; n < Map::B_LOADS; ++n, step.advance()) {
                 const C w = step.at(n);
                 nan_seen |= isnan(w) ? 1 : 0;
                 sb[map.b_kk + n * Map::B_STEP][map.b_jj] = w;
