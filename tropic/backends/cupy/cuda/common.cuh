@@ -70,6 +70,30 @@ template <typename C> __device__ __forceinline__ bool better(bool maximise, C v,
     return maximise ? exact_greater(v, best) : exact_less(v, best);
 }
 
+// The running best m of a step of the tiled kernels' fast paths, updated with a candidate sum v: v
+// unless v is strictly worse or NaN (-inf + inf). m is never NaN (it starts at the tropical zero).
+// Which of two equal operands comes back (-0.0 / +0.0) does not matter: the kernels recompute the
+// output's value from the winning candidate. float as PTX max.f32 / min.f32
+// (one instruction; a NaN operand yields the other) without .ftz, as CuPy compiles with -ftz=true and
+// NumPy keeps subnormals. Elsewhere (double has no min/max instruction on sm_80 / sm_90; the tests'
+// CPU emulation) a compare and a select that returns the later of equal operands, so that the
+// emulated tests would see any reliance on m's sign of zero.
+template <bool MAX> __device__ __forceinline__ double better_of(double m, double v) {
+    return (MAX ? v >= m : v <= m) ? v : m;
+}
+template <bool MAX> __device__ __forceinline__ float better_of(float m, float v) {
+#ifdef __CUDA_ARCH__
+    float r;
+    if (MAX)
+        asm("max.f32 %0, %1, %2;" : "=f"(r) : "f"(m), "f"(v));
+    else
+        asm("min.f32 %0, %1, %2;" : "=f"(r) : "f"(m), "f"(v));
+    return r;
+#else
+    return (MAX ? v >= m : v <= m) ? v : m;
+#endif
+}
+
 __device__ __forceinline__ double exact_to_double(float a) {
 #ifdef __CUDA_ARCH__
     double r;

@@ -121,26 +121,6 @@ template <typename C> __device__ __forceinline__ const C* morph_at(const C* base
     return reinterpret_cast<const C*>(reinterpret_cast<const char*>(base) + byte_offset);
 }
 
-// The step's best m updated with a candidate v: v unless v is strictly worse or NaN (-inf + inf). m
-// is never NaN. float as PTX max.f32 / min.f32 (one instruction; a NaN operand yields the other)
-// without .ftz (CuPy compiles with -ftz=true); elsewhere a compare and a select returning the later
-// of equal operands, so that the emulated tests see any reliance on the sign of a zero m.
-template <bool MAX> __device__ __forceinline__ double morph_better_of(double m, double v) {
-    return (MAX ? v >= m : v <= m) ? v : m;
-}
-template <bool MAX> __device__ __forceinline__ float morph_better_of(float m, float v) {
-#ifdef __CUDA_ARCH__
-    float r;
-    if (MAX)
-        asm("max.f32 %0, %1, %2;" : "=f"(r) : "f"(m), "f"(v));
-    else
-        asm("min.f32 %0, %1, %2;" : "=f"(r) : "f"(m), "f"(v));
-    return r;
-#else
-    return (MAX ? v >= m : v <= m) ? v : m;
-#endif
-}
-
 // The candidate of a staged value x at a tap of weight w: x (+) w rounded to T, or x when flat.
 template <typename T, bool WEIGHTED>
 __device__ __forceinline__ typename Traits<T>::C morph_candidate(typename Traits<T>::C x,
@@ -165,7 +145,7 @@ __device__ __forceinline__ void morph_fast_step(const typename Traits<T>::C* at,
         const C* p = morph_at(at, tp.offset);
 #pragma unroll
         for (int r = 0; r < TROPIC_MORPH_RM; ++r)
-            m[r] = morph_better_of<MAX>(
+            m[r] = better_of<MAX>(
                 m[r], morph_candidate<T, WEIGHTED>(p[r * TROPIC_MORPH_TY * TROPIC_MORPH_LD], tp.weight));
     }
 #pragma unroll
