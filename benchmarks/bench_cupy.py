@@ -24,7 +24,7 @@ PRODUCTS = size(("4096x4096x4096", "1024x1024x1024", "65536x256x256"), ("64x64x6
 TARGETS_G_PAIRS = {"4096x4096x4096": 8000.0, "1024x1024x1024": 4000.0, "65536x256x256": 4000.0}
 DILATION = size((32, 64, 256, 256), (2, 3, 20, 20))  # images (B, C, H, W), 7 x 7 element
 PRODUCT_IMPLEMENTATIONS = ("tropic_cupy", "tropic_cupy_simple", "torch_broadcast", "torch_compile")
-DILATION_IMPLEMENTATIONS = ("tropic_cupy", "tropic_cupy_flat", "kornia")
+DILATION_IMPLEMENTATIONS = ("tropic_cupy", "tropic_cupy_simple", "tropic_cupy_flat", "kornia")
 BROADCAST_LIMIT_BYTES = 24 << 30  # torch's (M, K, N) intermediate on the GPU
 
 
@@ -71,6 +71,22 @@ def gpu_seconds(run, repeat: int = 5, warmup: int = 1) -> float:
     return float(np.median(times))
 
 
+def with_kernel_switch(switch: str, on: bool, fn):
+    """``fn`` run with the CuPy backend's module switch ``switch`` (``TILED``, ``TILED_CONV``,
+    ``TILED_MORPHOLOGY``: the tiled kernel, or the one-thread-per-output one) set to ``on``."""
+    from tropic.backends.cupy import kernels
+
+    def run():
+        saved = getattr(kernels, switch)
+        setattr(kernels, switch, on)
+        try:
+            return fn()
+        finally:
+            setattr(kernels, switch, saved)
+
+    return run
+
+
 def _parse(shape: str) -> tuple[int, int, int]:
     m, k, n = map(int, shape.split("x"))
     return m, k, n
@@ -80,20 +96,10 @@ def product(implementation: str, m: int, k: int, n: int):
     """A zero-argument callable for a float32 m x k x n max-plus product on the GPU (no sync)."""
     if implementation.startswith("tropic_cupy"):
         cupy = require_cupy()
-        from tropic.backends.cupy import kernels
-
         a = cupy.asarray(random_array(m, k, seed=1))
         b = cupy.asarray(random_array(k, n, seed=2))
         tiled = implementation == "tropic_cupy"
-
-        def run():
-            saved, kernels.TILED = kernels.TILED, tiled
-            try:
-                return tropic.maxplus_matmul(a, b)
-            finally:
-                kernels.TILED = saved
-
-        return run
+        return with_kernel_switch("TILED", tiled, lambda: tropic.maxplus_matmul(a, b))
     torch = require_torch_cuda()
     if 4 * m * k * n > BROADCAST_LIMIT_BYTES:
         raise NotImplementedError(f"the (M, K, N) intermediate would need {4 * m * k * n >> 30} GiB")
@@ -223,6 +229,43 @@ class TorchCudaLayerStep(_DeviceCall):
         _synchronize()
 
 
+CONV = size((32, 64, 64, 32, 3), (2, 3, 4, 9, 3))  # (B, Cin, Cout, H = W, k) of a network layer
+CONV_IMPLEMENTATIONS = ("tropic_cupy", "tropic_cupy_simple", "torch_unfold")
+
+
+def conv2d(implementation: str, batch: int, c_in: int, c_out: int, side: int, k: int):
+    """A zero-argument callable for a float32 max-plus conv2d (stride 1, no padding) on the GPU:
+    tropic's tiled or one-thread-per-output kernel, or torch's unfold + broadcast + amax."""
+    x, w = random_array(batch, c_in, side, side, seed=1), random_array(c_out, c_in, k, k, seed=2)
+    if implementation.startswith("tropic_cupy"):
+        cupy = require_cupy()
+        cx, cw = cupy.asarray(x), cupy.asarray(w)
+        tiled = implementation == "tropic_cupy"
+        return with_kernel_switch("TILED_CONV", tiled, lambda: tropic.maxplus_conv2d(cx, cw))
+    torch = require_torch_cuda()
+    from tropic.bench import torch_unfold_conv2d
+
+    out = side - k + 1
+    if 4 * batch * c_out * c_in * out * out * k * k > BROADCAST_LIMIT_BYTES:
+        raise NotImplementedError("the unfolded broadcast would not fit")
+    tx, tw = torch.from_numpy(x).cuda(), torch.from_numpy(w).cuda()
+    return lambda: torch_unfold_conv2d(tx, tw)
+
+
+class CupyMaxplusConv2d(_DeviceCall):
+    """A max-plus conv2d layer's forward on the GPU: tropic's tiled kernel (implicit product), its
+    one-thread-per-output kernel, and torch's unfold + broadcast."""
+
+    params = (CONV_IMPLEMENTATIONS,)
+
+    def make_run(self, implementation):
+        return conv2d(implementation, *CONV)
+
+    def time_conv2d(self, implementation):
+        self.run()
+        _synchronize()
+
+
 def dilation(implementation: str, shape: tuple[int, int, int, int]):
     """A zero-argument callable for a 7 x 7 dilation of float32 images of ``shape`` on the GPU."""
     images = random_array(*shape, seed=1)
@@ -233,7 +276,8 @@ def dilation(implementation: str, shape: tuple[int, int, int, int]):
         if implementation == "tropic_cupy_flat":
             return lambda: tropic.dilation(x, size=7)
         s = cupy.asarray(structure)
-        return lambda: tropic.dilation(x, s)
+        tiled = implementation == "tropic_cupy"
+        return with_kernel_switch("TILED_MORPHOLOGY", tiled, lambda: tropic.dilation(x, s))
     torch = require_torch_cuda()
     kornia = optional_import("kornia")
     if kornia is None:
@@ -244,8 +288,8 @@ def dilation(implementation: str, shape: tuple[int, int, int, int]):
 
 
 class CupyDilation(_DeviceCall):
-    """Grey-level dilation 7 x 7 of a (32, 64, 256, 256) float32 batch: tropic (non-flat and flat)
-    against kornia (non-flat), time and extra device memory."""
+    """Grey-level dilation 7 x 7 of a (32, 64, 256, 256) float32 batch: tropic (non-flat: the tiled and
+    the one-thread-per-output kernel; flat) against kornia (non-flat), time and extra device memory."""
 
     params = (DILATION_IMPLEMENTATIONS,)
 
@@ -337,6 +381,7 @@ def report(print_=print) -> dict:
     for name, implementations, make, what in (
         ("layer", LAYER_IMPLEMENTATIONS, lambda i: layer_step(i, *LAYER), f"max-plus layer fwd+bwd {LAYER}"),
         ("dilation", DILATION_IMPLEMENTATIONS, lambda i: dilation(i, DILATION), f"dilation 7x7 {DILATION}"),
+        ("conv2d", CONV_IMPLEMENTATIONS, lambda i: conv2d(i, *CONV), f"max-plus conv2d {CONV}"),
     ):
         row = results[name] = {i: _measure(partial(make, i), memory=True) for i in implementations}
         for implementation, value in row.items():
