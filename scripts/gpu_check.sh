@@ -14,10 +14,13 @@
 #
 # This workplace's lent GPU machines (see the device tool's KINDS.md) reach no package index; their
 # image has python3 3.12 with cupy-cuda13x, numpy, scipy, pytest, hypothesis and torch, but not
-# array-api-compat, which tropic needs: carry it as a wheel, prepared on the CPU machine with
+# array-api-compat, which tropic needs, nor ml_dtypes, which CuPy (>= 14) needs for bfloat16 arrays (the
+# bfloat16 GPU tests skip without it): carry them as wheels, prepared on the CPU machine with
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       -d .whl array-api-compat==1.16.0
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 -d .whl ml_dtypes   # 0.6.0: needs NumPy >= 2 there
 # and `carry: [".whl"]`; this script installs .whl/*.whl into /tmp/site without any index. tropic
 # itself runs from the checkout (PYTHONPATH), on the NumPy fallback where its C kernels are not built,
 # which the GPU tests compare against bitwise all the same.
