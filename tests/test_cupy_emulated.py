@@ -5,9 +5,10 @@ CUDA thread of a block is a host thread, ``__syncthreads`` a barrier, ``__shared
 ``tropic.backends.cupy.kernels`` is loaded with NumPy standing in for CuPy and the shim standing in
 for ``RawModule``. So the kernels' index arithmetic, tie, NaN and infinity rules, the gradient
 gathers and the launch glue are checked bitwise against the NumPy backend on any machine with g++
-(float32, float64, and float16 where the CUDA toolkit's ``cuda_fp16.h`` is at hand; bfloat16, the
-NVRTC compile and real launches are left to tests/test_cupy_backend.py on a GPU). Skipped without
-g++. The emulation runs each block's threads in lockstep at barriers only, so it checks the
+(float32, float64, and float16 where the CUDA toolkit's ``cuda_fp16.h`` is at hand), and bfloat16
+(where ``cuda_bf16.h`` is, on ml_dtypes' NumPy bfloat16 arrays) against the torch CPU ops' exact
+bfloat16 path; the NVRTC compile and real launches are left to tests/test_cupy_backend.py on a GPU.
+Skipped without g++. The emulation runs each block's threads in lockstep at barriers only, so it checks the
 arithmetic and the data flow, not timing or memory-model behaviour between barriers.
 """
 
@@ -31,19 +32,36 @@ from hypothesis import strategies as st
 from tropic.core import dispatch
 from tropic.core.conv import ConvGeometry, conv2d_reference
 from tropic.core.matmul import matmul_reference
-from tropic.core.maxout import maxout_reference
+from tropic.core.maxout import maxout_reference, maxout_vjp_reference
 from tropic.core.morphology import _MODES, axis_window, morphology_reference
 from tropic.core.semiring import MAX_PLUS, MIN_PLUS
 
-from .helpers import assert_identical
+from .helpers import assert_identical as assert_identical_floats
+
+try:  # NumPy's bfloat16 dtype (registers the name "bfloat16"); optional: those cases skip without it
+    import ml_dtypes
+except ImportError:
+    ml_dtypes = None
 
 CUPY_DIR = Path(__file__).resolve().parents[1] / "tropic" / "backends" / "cupy"
 SEMIRINGS = pytest.mark.parametrize("semiring", [MAX_PLUS, MIN_PLUS], ids=["maxplus", "minplus"])
-DTYPES = pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+BF16 = "bfloat16"  # a dtype name, so the parametrisation needs no ml_dtypes
+DTYPES = pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, BF16])
+
+
+def is_bf16(dtype) -> bool:
+    return (isinstance(dtype, str) and dtype == BF16) or getattr(dtype, "name", None) == BF16
 
 
 @pytest.fixture
 def emu_dtype(emu, dtype):
+    if is_bf16(dtype):
+        if ml_dtypes is None:
+            pytest.skip("bfloat16 needs ml_dtypes (NumPy's bfloat16 arrays)")
+        if "__nv_bfloat16" not in emu.emulated_types:
+            pytest.skip("bfloat16 needs the CUDA toolkit's cuda_bf16.h")
+        pytest.importorskip("torch", reason="the bfloat16 reference is the torch CPU ops")
+        return np.dtype(BF16)
     if np.dtype(dtype) == np.float16 and "__half" not in emu.emulated_types:
         pytest.skip("float16 needs the CUDA toolkit's cuda_fp16.h")
     return dtype
@@ -149,10 +167,16 @@ def emu(tmp_path_factory):
     if compiler is None:
         pytest.skip("g++ is not installed")
     glue = _load_glue()
-    # float16 too where the CUDA toolkit's cuda_fp16.h is at hand (it has host implementations).
+    # float16 and bfloat16 too where the CUDA toolkit's cuda_fp16.h / cuda_bf16.h are at hand (they
+    # have host implementations of the conversions).
     include = glue.module.toolkit_include()
-    types_ = ("float", "double") + (("__half",) if include else ())
-    headers = "#define TROPIC_FP16 1\n#include <cuda_fp16.h>" if include else ""
+    types_, headers = ("float", "double"), ""
+    if include:
+        types_ += ("__half",)
+        headers += "#define TROPIC_FP16 1\n#include <cuda_fp16.h>\n"
+    if include and Path(include, "cuda_bf16.h").is_file():
+        types_ += ("__nv_bfloat16",)
+        headers += "#define TROPIC_BF16 1\n#include <cuda_bf16.h>\n"
     sources = "\n".join(f'#include "{CUPY_DIR / "cuda" / s}"' for s in glue.module.SOURCES)
     entries = "\n".join(
         f't["{k}<{t}>"] = entry(&{k}<{t}>);'
@@ -245,6 +269,121 @@ def dyadic(rng, shape, dtype):
     return (rng.integers(-64, 65, size=shape) / 8).astype(dtype)
 
 
+def assert_identical(actual, expected) -> None:
+    """helpers.assert_identical, bfloat16 included: NumPy gives ml_dtypes' bfloat16 the kind "V", so
+    those arrays are compared as float32 (an exact, bit-preserving widening)."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    if is_bf16(actual.dtype) or is_bf16(expected.dtype):
+        assert actual.dtype == expected.dtype, (actual.dtype, expected.dtype)
+        actual, expected = actual.astype(np.float32), expected.astype(np.float32)
+    assert_identical_floats(actual, expected)
+
+
+def _numpy_vjp(name: str):
+    """The NumPy backend's ``name`` kernel (imported when first called, as in the tests below)."""
+
+    def vjp(*args):
+        from tropic.backends.numpy import kernels as numpy_kernels
+
+        return getattr(numpy_kernels, name)(*args)
+
+    return staticmethod(vjp)
+
+
+class CoreReference:
+    """The reference of float32/64 and float16: core's forward references and the NumPy backend's
+    vjps, under the names and with the arguments of the CuPy backend's kernels."""
+
+    matmul, morphology = staticmethod(matmul_reference), staticmethod(morphology_reference)
+    conv2d, maxout = staticmethod(conv2d_reference), staticmethod(maxout_reference)
+    maxout_vjp = staticmethod(maxout_vjp_reference)
+    matmul_vjp, morphology_vjp = _numpy_vjp("matmul_vjp"), _numpy_vjp("morphology_vjp")
+    conv2d_vjp = _numpy_vjp("conv2d_vjp")
+
+
+def _to_torch(a):
+    """A NumPy array as a CPU tensor with the same bits (bfloat16 through its uint16 pattern)."""
+    import torch
+
+    a = np.ascontiguousarray(a)
+    if is_bf16(a.dtype):
+        return torch.from_numpy(a.view(np.uint16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def _from_torch(t):
+    import torch
+
+    t = t.detach().contiguous()
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(np.dtype(BF16))
+    return t.numpy()
+
+
+def _numpy_results(results):
+    return tuple(map(_from_torch, results)) if isinstance(results, tuple) else _from_torch(results)
+
+
+class TorchReference:
+    """The reference of bfloat16: the torch CPU custom ops (their exact ``_rounded_*`` paths: each
+    candidate sum rounded to bfloat16 before it is compared), called with the CuPy backend's kernel
+    arguments and returning NumPy arrays (bfloat16 ones of ml_dtypes)."""
+
+    @staticmethod
+    def _ops():
+        from tropic.backends.torch import ops
+
+        return ops
+
+    @classmethod
+    def matmul(cls, xp, semiring, a, b):
+        return _numpy_results(cls._ops().matmul(_to_torch(a), _to_torch(b), semiring.maximises))
+
+    @classmethod
+    def matmul_vjp(cls, xp, g, k, a_shape, b_shape):
+        args = (_to_torch(g), _to_torch(k), list(a_shape), list(b_shape))
+        return _numpy_results(cls._ops().matmul_backward(*args))
+
+    @classmethod
+    def morphology(cls, xp, semiring, image, weights, support, rows, cols, fill):
+        assert rows.reflected == cols.reflected == semiring.maximises and rows.mode == cols.mode
+        # The op takes the structure as the user gives it: erosion subtracts it (negation is exact).
+        structure = None if weights is None else _to_torch(weights if semiring.maximises else -weights)
+        kh, kw = support.shape
+        args = (support.ravel().tolist(), kh, kw, semiring.maximises, rows.mode, float(fill))
+        return _numpy_results(cls._ops().morphology(_to_torch(image), structure, *args))
+
+    @classmethod
+    def morphology_vjp(cls, xp, g, k, image_shape, rows, cols):
+        args = (list(image_shape), rows.start.size, cols.start.size, rows.reflected, rows.mode)
+        return _numpy_results(cls._ops().morphology_backward(_to_torch(g), _to_torch(k), *args))
+
+    @classmethod
+    def conv2d(cls, xp, semiring, x, w, geometry):
+        args = (list(geometry.stride), list(geometry.padding), geometry.groups, semiring.maximises)
+        return _numpy_results(cls._ops().conv2d(_to_torch(x), _to_torch(w), *args))
+
+    @classmethod
+    def conv2d_vjp(cls, xp, g, k, geometry):
+        args = (list(geometry.x_shape), list(geometry.w_shape), list(geometry.stride))
+        args += (list(geometry.padding), geometry.groups)
+        return _numpy_results(cls._ops().conv2d_backward(_to_torch(g), _to_torch(k), *args))
+
+    @classmethod
+    def maxout(cls, xp, grouped):
+        return _numpy_results(cls._ops().maxout(_to_torch(grouped)))
+
+    @classmethod
+    def maxout_vjp(cls, xp, g, k, pieces):
+        return _numpy_results(cls._ops().maxout_backward(_to_torch(g), _to_torch(k), pieces))
+
+
+def reference(dtype):
+    """Where ``dtype``'s kernels are checked against: the torch CPU ops for bfloat16, else core's
+    references and the NumPy backend's vjps."""
+    return TorchReference if is_bf16(dtype) else CoreReference
+
+
 MATMUL_SHAPES = [
     ((5, 7), (7, 3)),
     ((1, 1), (1, 1)),
@@ -266,7 +405,7 @@ def test_matmul(emu, emu_dtype, monkeypatch, semiring, dtype, a_shape, b_shape, 
     rng = np.random.default_rng(0)
     a, b = sample(rng, a_shape, dtype), sample(rng, b_shape, dtype)
     c, k = emu.matmul(compat_numpy, semiring, a, b)
-    c_ref, k_ref = matmul_reference(compat_numpy, semiring, a, b)
+    c_ref, k_ref = reference(dtype).matmul(compat_numpy, semiring, a, b)
     assert_identical(c, c_ref)
     assert_identical(k, k_ref)
 
@@ -284,15 +423,19 @@ VJP_CHUNKING = [
 @pytest.mark.parametrize(("a_shape", "b_shape"), MATMUL_SHAPES + [case[:2] for case in VJP_CHUNKING])
 @DTYPES
 def test_matmul_vjp(emu, emu_dtype, dtype, a_shape, b_shape):
-    """Dyadic gradients sum exactly in any order: bitwise the NumPy backend's result, chunked or not."""
-    from tropic.backends.numpy import kernels as numpy_kernels
-
+    """Dyadic gradients sum exactly in any order: bitwise the NumPy backend's result (bfloat16: the
+    torch CPU op's, each sum rounded once), chunked or not."""
     rng = np.random.default_rng(1)
     a, b = sample(rng, a_shape, dtype), sample(rng, b_shape, dtype)
-    c, k = matmul_reference(compat_numpy, MAX_PLUS, a, b)
+    c, k = reference(dtype).matmul(compat_numpy, MAX_PLUS, a, b)
     g = dyadic(rng, c.shape, dtype)
+    if is_bf16(dtype) and (a.shape[:-2] != c.shape[:-2] or b.shape[:-2] != c.shape[:-2]):
+        # Broadcast batches: the kernels round each batch's gradient to bfloat16, then sum the batches
+        # (as the NumPy backend does with float16); the torch CPU op sums in float32 and rounds once.
+        # They agree where every partial sum is exact in bfloat16 (8 bits): halves of small integers.
+        g = (rng.integers(-2, 3, size=c.shape) / 2).astype(dtype)
     got = emu.matmul_vjp(compat_numpy, g, k, a.shape, b.shape)
-    expected = numpy_kernels.matmul_vjp(compat_numpy, g, k, a.shape, b.shape)
+    expected = reference(dtype).matmul_vjp(compat_numpy, g, k, a.shape, b.shape)
     for x, y in zip(got, expected, strict=True):
         assert_identical(x, y)
 
@@ -356,8 +499,6 @@ MORPHOLOGY_CASES = [
 @DTYPES
 @SEMIRINGS
 def test_morphology_and_vjp(emu, emu_dtype, monkeypatch, semiring, dtype, case, mode, tiled):
-    from tropic.backends.numpy import kernels as numpy_kernels
-
     monkeypatch.setattr(emu, "TILED_MORPHOLOGY", tiled)
     image_shape, (kh, kw), weighted, holes = case
     rng = np.random.default_rng(2)
@@ -370,14 +511,14 @@ def test_morphology_and_vjp(emu, emu_dtype, monkeypatch, semiring, dtype, case, 
     fill = semiring.zero if mode == "neutral" else 1.5
     args = (semiring, image, weights, support, rows, cols, fill)
     out, k = emu.morphology(compat_numpy, *args)
-    out_ref, k_ref = morphology_reference(compat_numpy, *args)
+    out_ref, k_ref = reference(dtype).morphology(compat_numpy, *args)
     assert_identical(out, out_ref)
     assert_identical(k, k_ref)
-    if dtype == np.float64 or not tiled:  # the gathers depend on neither; float16 checks the rounding
+    if dtype == np.float64 or not tiled:  # the gathers depend on neither; the halves check the rounding
         return
     g = dyadic(rng, image_shape, dtype)
     got = emu.morphology_vjp(compat_numpy, g, k, image_shape, rows, cols)
-    expected = numpy_kernels.morphology_vjp(compat_numpy, g, k_ref, image_shape, rows, cols)
+    expected = reference(dtype).morphology_vjp(compat_numpy, g, k_ref, image_shape, rows, cols)
     for x, y in zip(got, expected, strict=True):
         assert_identical(x, y)
 
@@ -396,22 +537,20 @@ CONV_CASES = [
 @DTYPES
 @SEMIRINGS
 def test_conv2d_and_vjp(emu, emu_dtype, monkeypatch, semiring, dtype, case, tiled):
-    from tropic.backends.numpy import kernels as numpy_kernels
-
     monkeypatch.setattr(emu, "TILED_CONV", tiled)
     x_shape, w_shape, stride, padding, groups = case
     rng = np.random.default_rng(3)
     x, w = sample(rng, x_shape, dtype), sample(rng, w_shape, dtype)
     geometry = ConvGeometry(x_shape, w_shape, stride, padding, groups)
     y, k = emu.conv2d(compat_numpy, semiring, x, w, geometry)
-    y_ref, k_ref = conv2d_reference(compat_numpy, semiring, x, w, geometry)
+    y_ref, k_ref = reference(dtype).conv2d(compat_numpy, semiring, x, w, geometry)
     assert_identical(y, y_ref)
     assert_identical(k, k_ref)
     if dtype == np.float64 or not semiring.maximises or not tiled:  # the vjp depends on none of them
         return
     g = dyadic(rng, y.shape, dtype)
     got = emu.conv2d_vjp(compat_numpy, g, k, geometry)
-    expected = numpy_kernels.conv2d_vjp(compat_numpy, g, k_ref, geometry)
+    expected = reference(dtype).conv2d_vjp(compat_numpy, g, k_ref, geometry)
     for a, b in zip(got, expected, strict=True):
         assert_identical(a, b)
 
@@ -419,18 +558,15 @@ def test_conv2d_and_vjp(emu, emu_dtype, monkeypatch, semiring, dtype, case, tile
 @pytest.mark.parametrize("shape", [(3, 4, 5), (1, 1), (6, 2, 8)])
 @DTYPES
 def test_maxout_and_vjp(emu, emu_dtype, dtype, shape):
-    from tropic.core.maxout import maxout_vjp_reference
-
     rng = np.random.default_rng(4)
     grouped = sample(rng, shape, dtype)
     y, k = emu.maxout(compat_numpy, grouped)
-    y_ref, k_ref = maxout_reference(compat_numpy, grouped)
+    y_ref, k_ref = reference(dtype).maxout(compat_numpy, grouped)
     assert_identical(y, y_ref)
     assert_identical(k, k_ref)
     g = rng.standard_normal(y.shape).astype(dtype)
-    assert_identical(
-        emu.maxout_vjp(compat_numpy, g, k, shape[-1]), maxout_vjp_reference(compat_numpy, g, k_ref, shape[-1])
-    )
+    expected = reference(dtype).maxout_vjp(compat_numpy, g, k_ref, shape[-1])
+    assert_identical(emu.maxout_vjp(compat_numpy, g, k, shape[-1]), expected)
 
 
 def test_weight_sums_over_many_chunks(emu):
@@ -517,7 +653,7 @@ def test_tiled_product_edge_cases(emu, emu_dtype, monkeypatch, semiring, dtype, 
     monkeypatch.setattr(emu, "TILED", True)
     a, b = _tiled_case(case, np.random.default_rng(7), dtype, semiring)
     c, k = emu.matmul(compat_numpy, semiring, a, b)
-    c_ref, k_ref = matmul_reference(compat_numpy, semiring, a, b)
+    c_ref, k_ref = reference(dtype).matmul(compat_numpy, semiring, a, b)
     assert_identical(c, c_ref)
     assert_identical(k, k_ref)
     if case == "all_equal":
@@ -639,12 +775,13 @@ def test_tiled_morphology_edge_cases(emu, emu_dtype, monkeypatch, semiring, dtyp
     fill = semiring.zero if mode == "neutral" else -1.5
     args = (semiring, image, weights, support, rows, cols, fill)
     out, k = emu.morphology(compat_numpy, *args)
-    out_ref, k_ref = morphology_reference(compat_numpy, *args)
+    out_ref, k_ref = reference(dtype).morphology(compat_numpy, *args)
     assert_identical(out, out_ref)
     assert_identical(k, k_ref)
-    out_np, k_np = numpy_kernels.morphology(compat_numpy, *args)
-    assert_identical(out, out_np)
-    assert_identical(k, k_np)
+    if not is_bf16(dtype):  # (bfloat16's reference is the NumPy backend's kernels on torch's side)
+        out_np, k_np = numpy_kernels.morphology(compat_numpy, *args)
+        assert_identical(out, out_np)
+        assert_identical(k, k_np)
     assert launched == ["tropic_morphology" if case == "fallback" else "tropic_morphology_tiled"]
     # The cases mean something only if what they set up happens.
     if case == "ties":
@@ -745,12 +882,13 @@ def test_tiled_conv2d_edge_cases(emu, emu_dtype, monkeypatch, semiring, dtype, c
     launched = _record_launches(emu, monkeypatch)
     x, w, geometry = _tiled_conv_case(case, np.random.default_rng(9), dtype, semiring)
     y, k = emu.conv2d(compat_numpy, semiring, x, w, geometry)
-    y_ref, k_ref = conv2d_reference(compat_numpy, semiring, x, w, geometry)
+    y_ref, k_ref = reference(dtype).conv2d(compat_numpy, semiring, x, w, geometry)
     assert_identical(y, y_ref)
     assert_identical(k, k_ref)
-    y_np, k_np = numpy_kernels.conv2d(compat_numpy, semiring, x, w, geometry)
-    assert_identical(y, y_np)
-    assert_identical(k, k_np)
+    if not is_bf16(dtype):  # (bfloat16's reference is the NumPy backend's kernels on torch's side)
+        y_np, k_np = numpy_kernels.conv2d(compat_numpy, semiring, x, w, geometry)
+        assert_identical(y, y_np)
+        assert_identical(k, k_np)
     assert launched == ["tropic_conv2d_tiled"]
     # The cases mean something only if what they set up happens.
     B, C_out, H_out, W_out = geometry.out_shape
@@ -814,3 +952,47 @@ def test_conv_tiled_fits_bounds(emu):
     assert fits(B=big - 128, H=1, W=1) and not fits(B=big - 127, H=1, W=1)  # rows plus a tile
     assert layout.conv_tile_grid(2, 7, 11, 66, 2) == (2, 2, 2)
     assert layout.conv_tile_grid(1, 8, 16, 64, 3) == (1, 1, 3)
+
+
+def _rounding_ties_case(op: str, rng, semiring):
+    """``(args of the kernel, reference)`` of ``op`` on operands whose sums land in [245, 265], where
+    bfloat16 (8 significant bits) keeps only the even integers above 256: sums distinct in float32 tie
+    once rounded (257 -> 256, 259 -> 260, ties to even)."""
+    sign = 1.0 if semiring.maximises else -1.0
+    near_256 = lambda shape: sign * 2.0 * rng.integers(124, 132, size=shape)  # noqa: E731
+    small = lambda shape: sign * rng.integers(-3, 4, size=shape).astype(np.float64)  # noqa: E731
+    if op == "matmul":  # 2 x 2 tiles of the tiled kernel, 2 k steps
+        return (semiring, near_256((70, 40)), small((40, 66))), matmul_reference
+    if op == "morphology":  # 2 x 2 tiles of the tiled kernel
+        rows, cols = (axis_window(n, 5, semiring.maximises, "reflect") for n in (36, 35))
+        support = np.ones((5, 5), bool)
+        args = (semiring, near_256((2, 36, 35)), small((5, 5)), support, rows, cols, -1.5)
+        return args, morphology_reference
+    geometry = ConvGeometry((2, 4, 9, 10), (70, 2, 3, 3), 1, 1, 2)  # 2 row tiles in each of 2 groups
+    return (semiring, near_256(geometry.x_shape), small(geometry.w_shape), geometry), conv2d_reference
+
+
+@pytest.mark.parametrize("tiled", [True, False], ids=["tiled", "simple"])
+@pytest.mark.parametrize("op", ["matmul", "morphology", "conv2d"])
+@pytest.mark.parametrize("dtype", [BF16])
+@SEMIRINGS
+def test_bfloat16_rounding_ties(emu, emu_dtype, monkeypatch, semiring, dtype, op, tiled):
+    """Each candidate sum is rounded to bfloat16 before it is compared, so candidates whose float32
+    sums differ can tie: the winner is the lowest index among those with the best ROUNDED sum (the
+    torch CPU op's, bitwise), never the float32 winner when an earlier candidate rounds to the same."""
+    for switch in ("TILED", "TILED_MORPHOLOGY", "TILED_CONV"):
+        monkeypatch.setattr(emu, switch, tiled)
+    args, float32_reference = _rounding_ties_case(op, np.random.default_rng(11), semiring)
+    operand = lambda a: isinstance(a, np.ndarray) and a.dtype == np.float64  # noqa: E731
+    exact = tuple(a.astype(np.float32) if operand(a) else a for a in args)
+    rounded = tuple(a.astype(emu_dtype) if operand(a) else a for a in args)
+    values, winners = getattr(emu, op)(compat_numpy, *rounded)
+    values_ref, winners_ref = getattr(TorchReference, op)(compat_numpy, *rounded)
+    assert_identical(values, values_ref)
+    assert_identical(winners, winners_ref)
+    # The operands are bfloat16 numbers, so the float32 sums are exact; rounding is monotone, so the
+    # best rounded sum is the rounded best sum, and the first candidate reaching it comes no later
+    # than the float32 winner. Earlier somewhere: the case has rounding ties that float32 has not.
+    values_32, winners_32 = float32_reference(compat_numpy, *exact)
+    assert_identical(values, values_32.astype(emu_dtype))
+    assert (winners_ref <= winners_32).all() and (winners_ref < winners_32).any()
