@@ -3,21 +3,27 @@
 GPU tests (marked ``gpu``): every operator through the public functions on CUDA tensors against the
 same call on the same data on the CPU (the NumPy backend's kernels), bitwise: values, winners and the
 gradients autograd computes (dyadic incoming gradients, so every summation order gives the same
-sums); gradcheck in float64; torch.compile(fullgraph=True) of layers on CUDA against eager; a call on
-a non-default stream whose inputs are written on that stream just before; zero-copy inputs; empty
-and non-contiguous tensors; opcheck; mixed devices and bfloat16 refused. They skip without a CUDA
-build of torch, CuPy or a device, and fail instead when ``TROPIC_REQUIRE_GPU=1``.
+sums); bfloat16 too, with rounding ties float32 has not, where CuPy holds bfloat16 arrays (CuPy >= 14
+with ml_dtypes), refused with ``TypeError`` elsewhere; gradcheck in float64; torch.compile(fullgraph=True)
+of layers on CUDA against eager; a call on a non-default stream whose inputs are written on that stream
+just before; zero-copy inputs; empty and non-contiguous tensors; opcheck; mixed devices refused. They
+skip without a CUDA build of torch, CuPy or a device, and fail instead when ``TROPIC_REQUIRE_GPU=1``;
+the bfloat16 cases skip (even then: bfloat16 on CUDA is an optional capability) where CuPy has no
+bfloat16 arrays.
 
 CPU tests: the CUDA kernels are registered for every op; the error messages (no CuPy, mixed devices,
-bfloat16, other devices); and the CUDA kernels' glue run on the CPU, with NumPy standing in for CuPy
-and the NumPy backend's kernels for the CuPy backend's (the two take the same arguments): what each
-op hands its kernel, the device and stream it enters, the DLPack exchanges inside the stream context
-and the dtypes it returns, against the CPU op bitwise.
+bfloat16 without CuPy >= 14 and ml_dtypes, other devices) and the bfloat16 capability check; and the
+CUDA kernels' glue run on the CPU, with NumPy standing in for CuPy (bfloat16 as ml_dtypes' NumPy
+dtype) and the NumPy backend's kernels for the CuPy backend's (the two take the same arguments): what
+each op hands its kernel, the device and stream it enters, the DLPack exchanges inside the stream
+context and the dtypes it returns, against the CPU op bitwise.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import sys
 import types
 import warnings
 
@@ -46,7 +52,7 @@ OPS = [
     "maxout",
     "maxout_backward",
 ]
-FLOATS = [torch.float32, torch.float64, torch.float16]
+FLOATS = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
 
 def sample(rng, shape, dtype=torch.float32, specials=True):
@@ -59,7 +65,15 @@ def sample(rng, shape, dtype=torch.float32, specials=True):
 
 
 def dyadic(rng, shape, dtype=torch.float32):
-    """Incoming gradients whose sums are exact in any order (so every summation order agrees)."""
+    """Incoming gradients whose sums are exact in any order (so every summation order agrees).
+
+    bfloat16: halves of small integers, so that the sums are exact in bfloat16 (8 bits) too. The
+    NumPy and CuPy backends round a product's gradient to the operands' dtype in each batch, then sum
+    the broadcast batches; the CPU ops' half-precision path sums in float32 and rounds once. The two
+    agree where the partial sums are exact, which the float16 gradients here are (11 bits) and the
+    bfloat16 ones of the other scale would not be."""
+    if dtype == torch.bfloat16:
+        return torch.from_numpy(rng.integers(-2, 3, size=shape) / 2).to(dtype)
     return torch.from_numpy(rng.integers(-64, 65, size=shape) / 8).to(dtype)
 
 
@@ -70,6 +84,9 @@ def assert_same(actual, expected):
         assert actual is None
         return
     actual, expected = actual.detach().cpu(), expected.detach().cpu()
+    if torch.bfloat16 in (actual.dtype, expected.dtype):  # NumPy has none: float32 keeps the bits
+        assert actual.dtype == expected.dtype, (actual.dtype, expected.dtype)
+        actual, expected = actual.float(), expected.float()
     if actual.dtype == torch.float16:  # NumPy has float16: compare there
         actual, expected = actual.numpy(), expected.numpy()
     assert_identical(np.asarray(actual), np.asarray(expected))
@@ -135,10 +152,20 @@ def cuda():
     return torch.device("cuda", 0)
 
 
+def skip_unsupported_bfloat16(dtype: torch.dtype) -> None:
+    """Skip a bfloat16 GPU case where CuPy has no bfloat16 arrays: a plain skip, TROPIC_REQUIRE_GPU=1
+    or not, since bfloat16 on CUDA rests on optional packages (CuPy >= 14, ml_dtypes); the refusal
+    itself is tested (test_bfloat16_runs_where_cupy_has_it_else_is_refused)."""
+    reason = ops._bfloat16_unsupported() if dtype == torch.bfloat16 else None
+    if reason is not None:
+        pytest.skip(f"bfloat16 CUDA tensors need CuPy >= 14 with ml_dtypes here: {reason}")
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", FLOATS, ids=str)
 @pytest.mark.parametrize("case", list(FORWARD))
 def test_forward_matches_cpu(cuda, case, dtype):
+    skip_unsupported_bfloat16(dtype)
     rng = np.random.default_rng(0)
     for _ in range(2):
         inputs = [sample(rng, shape, dtype) for shape in FORWARD[case][1]]
@@ -153,6 +180,7 @@ def test_forward_matches_cpu(cuda, case, dtype):
 @pytest.mark.parametrize("dtype", FLOATS, ids=str)
 @pytest.mark.parametrize("case", list(FORWARD))
 def test_gradients_match_cpu(cuda, case, dtype):
+    skip_unsupported_bfloat16(dtype)
     rng = np.random.default_rng(1)
     inputs = [sample(rng, shape, dtype) for shape in FORWARD[case][1]]
     cpu_leaves = [t.clone().requires_grad_() for t in inputs]
@@ -338,7 +366,7 @@ def test_opcheck_on_cuda(cuda):
 
 
 @pytest.mark.gpu
-def test_mixed_devices_and_bfloat16_are_refused(cuda):
+def test_mixed_devices_are_refused(cuda):
     a, b = torch.randn(3, 4, device=cuda), torch.randn(4, 2)
     with pytest.raises(ValueError, match="same device"):
         tropic.maxplus_matmul(a, b)
@@ -350,8 +378,75 @@ def test_mixed_devices_and_bfloat16_are_refused(cuda):
     with pytest.raises(ValueError, match="image on cpu, structure on cuda:0"):
         structure = torch.zeros(2, 2, device=cuda)
         ops.morphology(torch.randn(4, 4), structure, [True] * 4, 2, 2, True, "neutral", 0.0)
-    with pytest.raises(TypeError, match=r"bfloat16.*float16, float32 or float64"):
-        tropic.maxplus_matmul(a.bfloat16(), b.to(cuda).bfloat16())
+
+
+@pytest.mark.gpu
+def test_bfloat16_runs_where_cupy_has_it_else_is_refused(cuda):
+    """With CuPy >= 14 and ml_dtypes, bfloat16 CUDA tensors give the CPU's results bitwise; without,
+    a TypeError saying what to install (whichever this machine has; the other branch is checked on
+    the CPU with the capability check stubbed)."""
+    rng = np.random.default_rng(12)
+    a, b = sample(rng, (9, 20), torch.bfloat16), sample(rng, (20, 7), torch.bfloat16)
+    reason = ops._bfloat16_unsupported()
+    if reason is not None:
+        with pytest.raises(TypeError, match=r"a is a bfloat16 CUDA tensor.*CuPy >= 14 with ml_dtypes"):
+            tropic.maxplus_matmul(a.to(cuda), b.to(cuda))
+        return
+    expected = tropic.maxplus_matmul(a, b, return_indices=True)
+    actual = tropic.maxplus_matmul(a.to(cuda), b.to(cuda), return_indices=True)
+    for mine, reference in zip(actual, expected, strict=True):
+        assert mine.device == cuda
+        assert_same(mine, reference)
+
+
+def rounding_tie_cases(rng):
+    """(function, bfloat16 inputs) whose candidate sums lie in [245, 265], where bfloat16 keeps only
+    the even integers above 256: sums distinct in float32 tie once rounded (257 -> 256, 259 -> 260)."""
+
+    def near_256(shape, sign=1.0):
+        return torch.from_numpy(sign * 2.0 * rng.integers(124, 132, size=shape)).bfloat16()
+
+    def small(shape):
+        return torch.from_numpy(rng.integers(-3, 4, size=shape).astype(np.float64)).bfloat16()
+
+    return [  # the product and conv2d over several tiles of the tiled kernels, morphology over two
+        (
+            lambda a, b: tropic.maxplus_matmul(a, b, return_indices=True),
+            (near_256((130, 70)), small((70, 66))),
+        ),
+        (
+            lambda a, b: tropic.minplus_matmul(a, b, return_indices=True),
+            (near_256((130, 70), -1.0), small((70, 66))),
+        ),
+        (lambda f, s: tropic.dilation(f, s, return_indices=True), (near_256((2, 40, 36)), small((5, 5)))),
+        (
+            lambda f, s: tropic.erosion(f, s, mode="reflect", return_indices=True),
+            (near_256((2, 40, 36), -1.0), small((5, 5))),
+        ),
+        (
+            lambda x, w: tropic.maxplus_conv2d(x, w, padding=1, groups=2, return_indices=True),
+            (near_256((2, 4, 9, 10)), small((70, 2, 3, 3))),
+        ),
+    ]
+
+
+def assert_rounding_ties(winners: torch.Tensor, fn, inputs) -> None:
+    """The bfloat16 winners come no later than the float32 ones on the same (exactly widened) inputs,
+    and earlier somewhere: the first of the candidates whose ROUNDED sums tie won there."""
+    _, exact_winners = fn(*(t.float() for t in inputs))
+    winners = winners.cpu()
+    assert (winners <= exact_winners).all() and (winners < exact_winners).any()
+
+
+@pytest.mark.gpu
+def test_bfloat16_rounding_ties_match_cpu(cuda):
+    skip_unsupported_bfloat16(torch.bfloat16)
+    for fn, inputs in rounding_tie_cases(np.random.default_rng(11)):
+        expected = fn(*inputs)
+        actual = fn(*(t.to(cuda) for t in inputs))
+        for mine, reference in zip(actual, expected, strict=True):
+            assert_same(mine, reference)
+        assert_rounding_ties(actual[1], fn, inputs)
 
 
 @pytest.mark.gpu
@@ -412,10 +507,18 @@ def test_cuda_without_cupy_says_what_to_install(monkeypatch):
 
 
 def test_bfloat16_cuda_tensors_are_refused_before_any_dlpack_exchange(monkeypatch):
+    """Where CuPy has no bfloat16 arrays: a TypeError naming the tensor, what to install and the
+    alternatives, before the CuPy kernels (and their DLPack exchanges) are reached."""
     monkeypatch.setattr(ops, "_cuda_device", lambda **tensors: torch.device("cuda", 0))
     monkeypatch.setattr(ops, "_on_cupy", lambda *args: pytest.fail("reached the CuPy kernels"))
+    monkeypatch.setattr(ops, "_bfloat16_unsupported", lambda: "CuPy 13.6.0 has no bfloat16 arrays")
     x = torch.zeros(2, 4, dtype=torch.bfloat16)
-    with pytest.raises(TypeError, match=r"grouped is a bfloat16 CUDA tensor.*float16, float32 or float64"):
+    message = (
+        r"grouped is a bfloat16 CUDA tensor: .*CuPy >= 14 with ml_dtypes only \(CuPy 13.6.0 has no bfloat16 "
+        r"arrays\); install both \(`pip install ml_dtypes`, CuPy >= 14\), or use float16, float32 or "
+        r"float64 on CUDA \(bfloat16 runs on CPU tensors\)"
+    )
+    with pytest.raises(TypeError, match=message):
         ops._maxout_cuda(x)
     with pytest.raises(TypeError, match="w is a bfloat16"):
         ops._conv2d_cuda(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 2, 2).bfloat16(), [1, 1], [0, 0], 1, True)
@@ -423,7 +526,50 @@ def test_bfloat16_cuda_tensors_are_refused_before_any_dlpack_exchange(monkeypatc
         ops._matmul_backward_cuda(x, torch.zeros(2, 4, dtype=torch.int8), [2, 3], [3, 4])
 
 
+@pytest.mark.parametrize(
+    ("ml_dtypes_installed", "cupy_version", "reason"),
+    [
+        (True, "14.2.0", None),
+        (True, "15.0.0a1", None),
+        (True, "13.6.0", "CuPy 13.6.0 has no bfloat16 arrays"),
+        (False, "14.2.0", "ml_dtypes is not installed"),
+        (True, None, "CuPy is not installed"),
+    ],
+)
+def test_bfloat16_capability(monkeypatch, ml_dtypes_installed, cupy_version, reason):
+    """CuPy holds bfloat16 arrays from version 14 on, with ml_dtypes: decided from the modules alone."""
+    fake_cupy = None if cupy_version is None else types.SimpleNamespace(__version__=cupy_version)
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)  # None: the import fails
+    fake_ml_dtypes = types.ModuleType("ml_dtypes") if ml_dtypes_installed else None
+    monkeypatch.setitem(sys.modules, "ml_dtypes", fake_ml_dtypes)
+    assert ops._bfloat16_unsupported.__wrapped__() == reason
+
+
+def test_bfloat16_capability_is_decided_once_per_process(monkeypatch):
+    ops._bfloat16_unsupported.cache_clear()
+    try:
+        monkeypatch.setitem(sys.modules, "ml_dtypes", None)
+        assert ops._bfloat16_unsupported() == "ml_dtypes is not installed"
+        monkeypatch.setitem(sys.modules, "ml_dtypes", types.ModuleType("ml_dtypes"))
+        monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(__version__="14.2.0"))
+        assert ops._bfloat16_unsupported() == "ml_dtypes is not installed"
+    finally:
+        ops._bfloat16_unsupported.cache_clear()  # the next caller decides from what is installed
+
+
+def test_bfloat16_rounding_tie_cases_tie_on_the_cpu():
+    """The GPU test's cases mean something: on the CPU (its reference) each has rounding ties that
+    float32 has not, won by the first candidate."""
+    for fn, inputs in rounding_tie_cases(np.random.default_rng(11)):
+        assert_rounding_ties(fn(*inputs)[1], fn, inputs)
+
+
 # --- the CUDA glue on the CPU: NumPy in CuPy's place -----------------------------------------------
+
+
+def bfloat16_numpy():
+    """ml_dtypes' NumPy bfloat16 dtype (what CuPy >= 14 uses); skip without it."""
+    return np.dtype(pytest.importorskip("ml_dtypes", reason="bfloat16 arrays need ml_dtypes").bfloat16)
 
 
 class FakeCupy:
@@ -459,6 +605,8 @@ class FakeCupy:
 
     def from_dlpack(self, t):
         assert self.depth == 2, "a DLPack exchange outside the device and stream contexts"
+        if t.dtype == torch.bfloat16:  # NumPy's DLPack has no bfloat16: the bits, then ml_dtypes' dtype
+            return np.from_dlpack(t.view(torch.int16)).view(bfloat16_numpy())
         return np.from_dlpack(t)
 
     def empty(self, shape, dtype):
@@ -495,9 +643,12 @@ def emulated(request, monkeypatch):
 
     def torch_from_dlpack(x):
         assert fake.depth == 2, "a DLPack exchange outside the device and stream contexts"
+        if x.dtype.name == "bfloat16":  # (as in FakeCupy.from_dlpack)
+            return from_dlpack(x.view(np.int16)).view(torch.bfloat16)
         return from_dlpack(x)
 
     monkeypatch.setattr(ops, "_cuda_device", lambda **tensors: torch.device("cuda", 1))
+    monkeypatch.setattr(ops, "_bfloat16_unsupported", lambda: None)  # CuPy >= 14 with ml_dtypes
     monkeypatch.setattr(ops, "_require_cupy", lambda where: None)
     monkeypatch.setattr(ops, "_cupy_modules", lambda: (fake, compat_numpy))
     monkeypatch.setattr(ops, "_cupy_kernel", stand_in_kernel)
@@ -547,7 +698,10 @@ def op_cases(rng, dtype):
 @pytest.mark.parametrize("dtype", FLOATS, ids=str)
 def test_emulated_cuda_kernels_match_the_cpu_ops(emulated, dtype):
     """Each CUDA kernel with NumPy for CuPy gives the CPU op's results bitwise, in the promised
-    dtypes, having entered the tensors' device and torch's current stream there once per call."""
+    dtypes, having entered the tensors' device and torch's current stream there once per call
+    (bfloat16 as ml_dtypes' NumPy arrays, as CuPy >= 14 holds it)."""
+    if dtype == torch.bfloat16:
+        bfloat16_numpy()
     rng = np.random.default_rng(10)
     cases = op_cases(rng, dtype)
     for name, args in cases:
@@ -569,6 +723,8 @@ def test_emulated_cuda_kernels_take_empty_tensors(emulated, monkeypatch):
         ("matmul", (torch.zeros(2, 0, dtype=torch.float64), torch.zeros(0, 3, dtype=torch.float64), False)),
         ("maxout", (torch.zeros(0, 4),)),
     ]
+    if importlib.util.find_spec("ml_dtypes") is not None:  # CuPy's empty bfloat16 arrays need it
+        cases += [("maxout", (torch.zeros(3, 0, 2, dtype=torch.bfloat16),))]
     for name, args in cases:
         expected = getattr(ops, name)(*args)
         for mine, reference in zip(getattr(ops, f"_{name}_cuda")(*args), expected, strict=True):

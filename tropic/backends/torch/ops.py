@@ -18,10 +18,12 @@ CUDA implementation (``register_kernel("cuda")``): the CuPy backend's kernels, f
 ``tropic.core.dispatch`` (backends never import each other), on zero-copy CuPy views of the tensors
 (``cupy.from_dlpack``; the kernels make their own contiguous copies where they need them), launched on
 torch's current stream of the tensors' device and returned with ``torch.from_dlpack``, no
-synchronisation. The results live in CuPy's memory pool, not torch's caching allocator. float16 runs
-the CuPy backend's half kernels (each candidate sum rounded to half precision, as on the CPU); bfloat16
-raises ``TypeError``: CuPy has no bfloat16 arrays to hand its ``__nv_bfloat16`` kernels (and older
-CuPy versions crash on a bfloat16 DLPack tensor). Without CuPy, CUDA tensors raise
+synchronisation. The results live in CuPy's memory pool, not torch's caching allocator. float16 and
+bfloat16 run the CuPy backend's half kernels (each candidate sum rounded to the half type, as on the
+CPU). bfloat16 needs CuPy >= 14 with ``ml_dtypes`` installed (CuPy's bfloat16 arrays and their DLPack
+exchange are built on ml_dtypes' NumPy dtype); elsewhere bfloat16 CUDA tensors raise ``TypeError``
+saying so, before any DLPack exchange (older CuPy versions crash on a bfloat16 DLPack tensor).
+Without CuPy, CUDA tensors raise
 ``NotImplementedError`` saying what to install. Tensors on different devices raise ``ValueError``
 (tropic never moves a tensor). Other devices raise (:func:`check_device`).
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 
 import array_api_compat.numpy as np_namespace
 import numpy as np
@@ -140,12 +143,37 @@ def _cuda_device(**tensors: Tensor | None) -> torch.device:
     return first
 
 
+@functools.cache
+def _bfloat16_unsupported() -> str | None:
+    """Why CuPy cannot hold bfloat16 arrays in this process, or None where it can (CuPy >= 14 with
+    ml_dtypes importable: CuPy's bfloat16 dtype, and its DLPack exchange, are ml_dtypes' NumPy dtype).
+    Decided from what is installed, without touching a GPU; once per process."""
+    try:
+        import ml_dtypes  # noqa: F401  (CuPy imports it itself where it can; this only asks)
+    except ImportError:
+        return "ml_dtypes is not installed"
+    try:
+        import cupy
+    except ImportError:
+        return "CuPy is not installed"
+    major = re.match(r"\d+", cupy.__version__)
+    if major is None or int(major[0]) < 14:
+        return f"CuPy {cupy.__version__} has no bfloat16 arrays"
+    return None
+
+
 def _refuse_bfloat16(**tensors: Tensor | None) -> None:
+    """``TypeError`` for a bfloat16 CUDA tensor where CuPy cannot hold it (:func:`_bfloat16_unsupported`),
+    raised before any DLPack exchange."""
     for name, t in tensors.items():
         if t is not None and t.dtype == torch.bfloat16:
+            reason = _bfloat16_unsupported()
+            if reason is None:
+                return
             raise TypeError(
-                f"{name} is a bfloat16 CUDA tensor: CuPy has no bfloat16 arrays for the CUDA kernels; use "
-                "float16, float32 or float64 on CUDA (bfloat16 runs on the CPU)"
+                f"{name} is a bfloat16 CUDA tensor: the CUDA kernels take bfloat16 through CuPy >= 14 with "
+                f"ml_dtypes only ({reason}); install both (`pip install ml_dtypes`, CuPy >= 14), or use "
+                "float16, float32 or float64 on CUDA (bfloat16 runs on CPU tensors)"
             )
 
 
