@@ -440,6 +440,24 @@ def test_matmul_vjp(emu, emu_dtype, dtype, a_shape, b_shape):
         assert_identical(x, y)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_matmul_vjp_broadcast_rounds_once(emu, dtype):
+    """Broadcast batches are summed in float64 before the one rounding, as in the NumPy backend:
+    bitwise equal to it for gradients whose per-batch roundings would differ."""
+    from tropic.backends.numpy import kernels as numpy_kernels
+
+    if np.dtype(dtype) == np.float16 and "__half" not in emu.emulated_types:
+        pytest.skip("float16 needs the CUDA toolkit's cuda_fp16.h")
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal((1, 6, 5)).astype(dtype), rng.standard_normal((8, 5, 7)).astype(dtype)
+    c, k = matmul_reference(compat_numpy, MAX_PLUS, a, b)
+    g = (rng.standard_normal(c.shape) * 3).astype(dtype)
+    got = emu.matmul_vjp(compat_numpy, g, k, a.shape, b.shape)
+    expected = numpy_kernels.matmul_vjp(compat_numpy, g, k, a.shape, b.shape)
+    for x, y in zip(got, expected, strict=True):
+        assert_identical(x, y)
+
+
 @pytest.mark.parametrize(("a_shape", "b_shape", "a_chunked", "b_chunked"), VJP_CHUNKING, ids=str)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_matmul_vjp_rounded_sums(emu, dtype, a_shape, b_shape, a_chunked, b_chunked):

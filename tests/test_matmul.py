@@ -537,6 +537,23 @@ def test_numpy_vjp_matches_reference_vjp(semiring, operands, data):
         assert_identical(ref_b, grad_b)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_vjp_of_broadcast_operands_rounds_once(dtype):
+    """A broadcast operand's gradient sums over the batches in float64 and is rounded to the dtype
+    once: no rounding per batch first (which changes some of these float16 entries)."""
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((1, 6, 5)).astype(dtype)
+    b = rng.standard_normal((8, 5, 7)).astype(dtype)
+    c, index = tropic.maxplus_matmul(a, b, return_indices=True)
+    g = rng.standard_normal(c.shape).astype(dtype) * dtype(3)
+    grad_a, _ = tropic.matmul_vjp(g, index, a.shape, b.shape)
+    per_batch64, _ = tropic.matmul_vjp(g.astype(np.float64), index, c.shape[:-1] + (5,), b.shape)
+    assert_identical(grad_a, per_batch64.sum(axis=0, keepdims=True).astype(dtype))
+    if dtype == np.float16:  # the test can tell: rounding each batch first gives other values here
+        twice = per_batch64.astype(dtype).sum(axis=0, keepdims=True, dtype=dtype)
+        assert np.any(twice != grad_a)
+
+
 def test_vjp_all_zero_outputs_send_nothing():
     """A row of a that is all -inf yields outputs with index -1; no gradient reaches a or b from them."""
     a = np.array([[1.0, 2.0, 0.0], [-np.inf, -np.inf, -np.inf]])

@@ -14,7 +14,7 @@ added in a fixed order, equal to NumPy's when the float64 sums are exact (float3
 gradients of similar magnitudes) and within float64 rounding before the cast otherwise. The weight
 gradients of morphology and conv2d are chunked sums in a fixed tree order (``cuda/sums.cu``), agreeing
 with NumPy's likewise. Broadcast batch dimensions of a product's gradient are summed afterwards with
-``sum_to_shape``, as in NumPy.
+``sum_to_shape``, in float64 before the one rounding to the gradient's dtype, as in NumPy.
 """
 
 from __future__ import annotations
@@ -109,10 +109,14 @@ def matmul_vjp(xp, grad, indices, a_shape, b_shape):
     batch = tuple(batch)
     n_batch = math.prod(batch)
     g, winner = cupy.ascontiguousarray(grad), _int32_indices(indices)
+    if tuple(a_shape) != batch + (M, K) or tuple(b_shape) != batch + (K, N):
+        # Broadcast batches are summed in float64 too, before the one rounding (as the NumPy backend).
+        g = g.astype(cupy.float64, copy=False)
     # dL/da sums along the rows of g (lines (p, i), positions j), dL/db along its columns.
     grad_a = _line_sums(g, winner, n_batch, M, N, K, rows=True).reshape(batch + (M, K))
     grad_b = _line_sums(g, winner, n_batch, M, N, K, rows=False).reshape(batch + (K, N))
-    return sum_to_shape(xp, grad_a, tuple(a_shape)), sum_to_shape(xp, grad_b, tuple(b_shape))
+    grad_a = sum_to_shape(xp, grad_a, tuple(a_shape)).astype(grad.dtype, copy=False)
+    return grad_a, sum_to_shape(xp, grad_b, tuple(b_shape)).astype(grad.dtype, copy=False)
 
 
 def _line_sums(g, winner, n_batch: int, M: int, N: int, K: int, rows: bool):

@@ -230,17 +230,19 @@ def matmul_vjp(xp, grad, indices, a_shape, b_shape):
         grad_a = np.zeros(tuple(batch) + (M, K))
         grad_b = np.zeros(tuple(batch) + (K, N))
         scatter(_contiguous(grad), _int32(indices), n_batch, M, N, K, grad_a, grad_b)
-        grad_a, grad_b = grad_a.astype(grad.dtype), grad_b.astype(grad.dtype)
-        return sum_to_shape(np, grad_a, tuple(a_shape)), sum_to_shape(np, grad_b, tuple(b_shape))
-    b_idx, i_idx, j_idx = np.indices((n_batch, M, N), sparse=True)
-    k = indices.reshape(n_batch, M, N).astype(np.int64)
-    valid = k >= 0
-    g = grad.reshape(n_batch, M, N)[valid]
-    a_slot = ((b_idx * M + i_idx) * K + k)[valid]
-    b_slot = ((b_idx * K + k) * N + j_idx)[valid]
-    grad_a = _bincount(a_slot, g, n_batch * M * K, grad.dtype).reshape(tuple(batch) + (M, K))
-    grad_b = _bincount(b_slot, g, n_batch * K * N, grad.dtype).reshape(tuple(batch) + (K, N))
-    return sum_to_shape(np, grad_a, tuple(a_shape)), sum_to_shape(np, grad_b, tuple(b_shape))
+    else:
+        b_idx, i_idx, j_idx = np.indices((n_batch, M, N), sparse=True)
+        k = indices.reshape(n_batch, M, N).astype(np.int64)
+        valid = k >= 0
+        g = grad.reshape(n_batch, M, N)[valid]
+        a_slot = ((b_idx * M + i_idx) * K + k)[valid]
+        b_slot = ((b_idx * K + k) * N + j_idx)[valid]
+        grad_a = _bincount(a_slot, g, n_batch * M * K, np.float64).reshape(tuple(batch) + (M, K))
+        grad_b = _bincount(b_slot, g, n_batch * K * N, np.float64).reshape(tuple(batch) + (K, N))
+    # Broadcast batches are summed in float64 too, before the one rounding to the gradient's dtype.
+    grad_a = sum_to_shape(np, grad_a, tuple(a_shape)).astype(grad.dtype, copy=False)
+    grad_b = sum_to_shape(np, grad_b, tuple(b_shape)).astype(grad.dtype, copy=False)
+    return grad_a, grad_b
 
 
 @register("numpy", "morphology")
