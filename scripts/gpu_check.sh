@@ -6,9 +6,11 @@
 #
 #   tests    the CuPy GPU tests with skips turned into failures, and the compile tests (<= 200 s)
 #   torch    torch CUDA tensors through the CuPy kernels: tests/test_torch_cuda.py (<= 180 s)
-#   bench    the benchmark report: G pairs/s of the float32 max-plus products (and their gradients)
-#            against the targets, torch broadcasting (torch.compile with
-#            TROPIC_GPU_CHECK_COMPILE=1), the 7x7 dilation of a (32, 64, 256, 256) batch (<= 150 s)
+#   bench    the benchmark report (benchmarks/bench_cupy.py): G pairs/s of the float32 max-plus
+#            products against the targets, tiled and simple, and torch broadcasting
+#            (torch.compile with TROPIC_GPU_CHECK_COMPILE=1); their gradients; a max-plus layer's
+#            fwd+bwd on torch CUDA tensors; the 7x7 dilation of a (32, 64, 256, 256) batch against
+#            kornia; a max-plus conv2d layer against torch unfold (<= 150 s)
 #   profile  Nsight Compute on one 4096^3 tiled product launch: where the time goes (<= 120 s)
 #   all      tests, torch and bench (the default; up to about 9 minutes)
 #
