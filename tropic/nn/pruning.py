@@ -63,11 +63,7 @@ def l1_unstructured(module: Module, amount: float | int, name: str = "weight") -
     """
     param = _param(module, name)
     count = _count(amount, param.size)
-    scores = _scores(param)
-    order = np.argsort(scores, axis=None, kind="stable")
-    keep = np.ones(param.size, dtype=bool)
-    keep[order[:count]] = False
-    keep &= scores.reshape(-1) != -np.inf  # already pruned entries stay pruned
+    keep = _keep(_scores(param).reshape(-1), count)
     _set_mask(module, name, param, keep.reshape(param.shape))
     return module
 
@@ -93,11 +89,7 @@ def global_unstructured(targets: Iterable[tuple[Module, str]], amount: float | i
         raise ValueError(f"cannot rank parameters of different algebras together (zeros {sorted(zeros)})")
     scores = [_scores(p).reshape(-1) for p in params]
     flat = np.concatenate(scores)
-    count = _count(amount, flat.size)
-    order = np.argsort(flat, kind="stable")
-    keep = np.ones(flat.size, dtype=bool)
-    keep[order[:count]] = False
-    keep &= flat != -np.inf
+    keep = _keep(flat, _count(amount, flat.size))
     start = 0
     for (module, name), p in zip(targets, params, strict=True):
         _set_mask(module, name, p, keep[start : start + p.size].reshape(p.shape))
@@ -180,6 +172,14 @@ def _scores(param: Parameter) -> np.ndarray:
         dead |= ~_numpy(param.mask)
     scores[dead] = -np.inf
     return scores
+
+
+def _keep(scores: np.ndarray, count: int) -> np.ndarray:
+    """Keep mask of flat ``scores``: the ``count`` lowest (stable order) are pruned, and so is every
+    entry scored ``-inf`` (already pruned or at the zero: the mask only shrinks)."""
+    keep = np.ones(scores.size, dtype=bool)
+    keep[np.argsort(scores, kind="stable")[:count]] = False
+    return keep & (scores != -np.inf)
 
 
 def _set_mask(module: Module, name: str, param: Parameter, keep: np.ndarray) -> None:
