@@ -93,7 +93,7 @@ def test_matches_torch_optim(name, kwargs):
         opt.step()
         topt.step()
     for p, t in zip(ours, theirs, strict=True):
-        np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
