@@ -20,6 +20,7 @@ from typing import Any
 
 from ..autodiff import Tensor
 from ..core._array_api import Array, array_namespace
+from ..core.checks import positive_int
 
 __all__ = ["SGD", "Adam", "AdamW", "CosineAnnealingLR", "Optimizer", "StepLR"]
 
@@ -227,9 +228,7 @@ class StepLR(_Scheduler):
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
         super().__init__(optimizer)
-        if not isinstance(step_size, int) or isinstance(step_size, bool) or step_size < 1:
-            raise ValueError(f"step_size must be a positive int, got {step_size!r}")
-        self.step_size, self.gamma = step_size, _non_negative("gamma", gamma)
+        self.step_size, self.gamma = positive_int("step_size", step_size), _non_negative("gamma", gamma)
 
     def lr_at(self, epoch: int) -> float:
         return self.base_lr * self.gamma ** (epoch // self.step_size)
@@ -243,9 +242,7 @@ class CosineAnnealingLR(_Scheduler):
 
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0) -> None:
         super().__init__(optimizer)
-        if not isinstance(T_max, int) or isinstance(T_max, bool) or T_max < 1:
-            raise ValueError(f"T_max must be a positive int, got {T_max!r}")
-        self.T_max, self.eta_min = T_max, _non_negative("eta_min", eta_min)
+        self.T_max, self.eta_min = positive_int("T_max", T_max), _non_negative("eta_min", eta_min)
 
     def lr_at(self, epoch: int) -> float:
         cos = (1 + math.cos(math.pi * epoch / self.T_max)) / 2
