@@ -30,9 +30,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import autodiff as ad
-from ..core.checks import pair, positive_int
+from ..core.checks import positive_int
 from . import binarize as _bz
 from . import init as _init
+from .conv import _conv_shape
 from .module import Module, Parameter
 
 __all__ = [
@@ -347,21 +348,13 @@ class BiSE(_BiSEBase):
         dtype: Any = np.float32,
     ) -> None:
         super().__init__()
-        in_channels = positive_int("in_channels", in_channels)
-        out_channels = positive_int("out_channels", out_channels)
-        groups = positive_int("groups", groups)
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by "
-                f"groups ({groups})"
-            )
-        kh, kw = pair("kernel_size", kernel_size, 1)
+        out_channels, c_g, kh, kw = _conv_shape(in_channels, out_channels, kernel_size, groups)
         if kh % 2 == 0 or kw % 2 == 0:
             raise ValueError(f"kernel_size must be odd (centred window), got {kernel_size!r}")
-        self.in_channels, self.groups, self.kernel_size = in_channels, groups, (kh, kw)
+        self.in_channels, self.groups, self.kernel_size = c_g * groups, groups, (kh, kw)
         self._init_parameters(
             out_channels,
-            (in_channels // groups, kh, kw),
+            (c_g, kh, kw),
             init=init,
             density=density,
             bias_clamp=bias_clamp,
