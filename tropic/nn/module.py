@@ -265,11 +265,7 @@ class Module:
 
     def train(self, mode: bool = True) -> Module:
         """Set training mode (``mode=True``) or evaluation mode on the whole tree; return self."""
-        if not isinstance(mode, bool):
-            raise TypeError(f"mode must be a bool, got {type(mode).__name__}")
-        for module in self.modules():
-            object.__setattr__(module, "training", mode)
-        return self
+        return self._set_flag("training", mode)
 
     def eval(self) -> Module:
         """Evaluation mode for the whole tree (``train(False)``); return self."""
@@ -277,10 +273,13 @@ class Module:
 
     def binary(self, mode: bool = True) -> Module:
         """Set ``binary_mode`` on every module of the tree (binarised layers read it); return self."""
+        return self._set_flag("binary_mode", mode)
+
+    def _set_flag(self, attr: str, mode: bool) -> Module:
         if not isinstance(mode, bool):
             raise TypeError(f"mode must be a bool, got {type(mode).__name__}")
         for module in self.modules():
-            object.__setattr__(module, "binary_mode", mode)
+            object.__setattr__(module, attr, mode)
         return self
 
     def zero_grad(self) -> None:
