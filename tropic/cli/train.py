@@ -392,19 +392,15 @@ def _accuracy(out: np.ndarray, y: np.ndarray, segment: bool) -> float:
     return float(np.mean(np.argmax(out, axis=1) == y))
 
 
-def _dice_error(pred: np.ndarray, target: np.ndarray) -> float:
-    pred, target = pred >= 0.5, target >= 0.5
-    total = pred.sum() + target.sum()
-    return float(1.0 - 2.0 * (pred & target).sum() / total) if total else 0.0
-
-
 def _test_metrics(predict: Any, x: np.ndarray, y: np.ndarray, config: dict[str, Any], segment: bool) -> dict:
     metrics = {"test_accuracy": _accuracy(predict(x), y, segment)}
     if config["model"] == "bise":
         binary = predict(x, binary=True)
         metrics["binary_test_accuracy"] = _accuracy(binary, y, segment)
         if segment:
-            metrics["binary_test_dice_error"] = _dice_error(binary, y)
+            from tropic.reproduce.bimonn import dice_error
+
+            metrics["binary_test_dice_error"] = dice_error(binary >= 0.5, y >= 0.5)
     return metrics
 
 
@@ -586,10 +582,8 @@ def _bise_report(model: Any, config: dict[str, Any], segment: bool) -> list[dict
 def _plots(
     folder: Path, rows: list[dict[str, Any]], config: dict[str, Any], engine: Any, segment: bool
 ) -> None:
-    try:
-        from tropic.plots import image_grid, line_plots
-    except ImportError:  # pragma: no cover - plots.py itself imports nothing optional
-        return
+    from tropic.plots import image_grid, line_plots  # matplotlib itself is imported when drawing
+
     epochs = [r["epoch"] for r in rows]
     accuracy = {
         "train": (epochs, [r["train_accuracy"] for r in rows]),

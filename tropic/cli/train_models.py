@@ -37,8 +37,6 @@ from typing import Any
 
 import numpy as np
 
-CLASSIFY, SEGMENT = "classify", "segment"
-
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -48,7 +46,6 @@ class ModelSpec:
     build: Callable[[dict[str, Any], int, int], Any]  # (config, in_features, classes) -> tropic.nn model
     help: str
     defaults: dict[str, Any] = field(default_factory=dict)
-    uses_blocks: bool = False
 
 
 def _head(kind: str) -> Callable[[dict[str, Any], int, int], Any]:
@@ -100,23 +97,22 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("maxout", _head("maxout"), "maxout head, 2 pieces"),
         ModelSpec("dense-maxplus", _head("dense"), "hybrid head, dense max-plus layer"),
         ModelSpec("sparse-hybrid", _head("sparse"), "hybrid head, sparse max-plus layer (Sparse-Morph)"),
-        ModelSpec("mlp", _dmnn("mlp"), "ReLU MLP (DMNN paper baseline)", DMNN_DEFAULTS, True),
-        ModelSpec("maxout-mlp", _dmnn("maxout_mlp"), "maxout MLP (DMNN paper baseline)", DMNN_DEFAULTS, True),
-        ModelSpec("mp", _dmnn("mp"), "pure max-plus stack (does not train)", DMNN_DEFAULTS, True),
-        ModelSpec("act-mp", _dmnn("act_mp"), "max-plus + diagonal activations", DMNN_DEFAULTS, True),
-        ModelSpec("dep", _dmnn("dep"), "dilation-erosion perceptrons", DMNN_DEFAULTS, True),
-        ModelSpec("act-dep", _dmnn("act_dep"), "DEP + diagonal activations", DMNN_DEFAULTS, True),
-        ModelSpec("mpm", _dmnn("mpm"), "max-plus-min layers + diagonal activations", DMNN_DEFAULTS, True),
-        ModelSpec("rmpm", _dmnn("rmpm"), "residual MPM", DMNN_DEFAULTS, True),
+        ModelSpec("mlp", _dmnn("mlp"), "ReLU MLP (DMNN paper baseline)", DMNN_DEFAULTS),
+        ModelSpec("maxout-mlp", _dmnn("maxout_mlp"), "maxout MLP (DMNN paper baseline)", DMNN_DEFAULTS),
+        ModelSpec("mp", _dmnn("mp"), "pure max-plus stack (does not train)", DMNN_DEFAULTS),
+        ModelSpec("act-mp", _dmnn("act_mp"), "max-plus + diagonal activations", DMNN_DEFAULTS),
+        ModelSpec("dep", _dmnn("dep"), "dilation-erosion perceptrons", DMNN_DEFAULTS),
+        ModelSpec("act-dep", _dmnn("act_dep"), "DEP + diagonal activations", DMNN_DEFAULTS),
+        ModelSpec("mpm", _dmnn("mpm"), "max-plus-min layers + diagonal activations", DMNN_DEFAULTS),
+        ModelSpec("rmpm", _dmnn("rmpm"), "residual MPM", DMNN_DEFAULTS),
         ModelSpec(
             "rmpm-dropout",
             _dmnn("rmpm", weight_dropout=0.3),
             "residual MPM, weight dropout 0.3",
             DMNN_DEFAULTS,
-            True,
         ),
-        ModelSpec("mpm-svd", _dmnn("mpm_svd"), "MPM + SVD-constrained activations", DMNN_DEFAULTS, True),
-        ModelSpec("hybrid-mlp", _dmnn("hybrid_mlp"), "Linear -> MPM hybrid MLP", DMNN_DEFAULTS, True),
+        ModelSpec("mpm-svd", _dmnn("mpm_svd"), "MPM + SVD-constrained activations", DMNN_DEFAULTS),
+        ModelSpec("hybrid-mlp", _dmnn("hybrid_mlp"), "Linear -> MPM hybrid MLP", DMNN_DEFAULTS),
         ModelSpec(
             "bise",
             _bise,

@@ -53,7 +53,8 @@ PAPER_LARGE = {"mlp": (49.8, 84.8, 95.2), "maxout": (57.7, 91.7, 98.9), "hybrid"
 LARGE_EPOCHS = (1, 5, 20)
 
 
-def _widths(settings: Settings, n_in: int) -> tuple[int, int]:
+def _widths(settings: Settings) -> tuple[int, int]:
+    """(hidden width, blocks): scaled down on digits and in quick mode, the paper's on MNIST."""
     if settings.quick:
         return 32, 1
     return (128, 2) if settings.dataset == "digits" else (256, 4)
@@ -89,7 +90,7 @@ def prune_all(net: nn.Module, ratio: float) -> int:
 def run_seed(settings: Settings, seed: int, epochs: int) -> dict[str, Any]:
     data = load_classification(settings, seed)
     n_in = data.x_train.shape[1]
-    hidden, blocks = _widths(settings, n_in)
+    hidden, blocks = _widths(settings)
     out: dict[str, Any] = {"seed": seed, "test": {}, "val_curve": {}, "best_epoch": {}, "seconds": {}}
     out |= {"pruned": {}, "kept": {}, "large_train_curve": {}, "large_test": {}, "small_test": {}}
     for name in ("mlp", "mp", "mpm", "rmpm", "rmpm_wd"):
@@ -150,7 +151,7 @@ def summarize(settings: Settings, seeds: list[dict[str, Any]], seconds: float) -
     ``results.json``): tables, verdicts and the plots written into ``settings.out``."""
     epochs = settings.budget(full=40, quick=1)
     n_in = 64 if settings.dataset == "digits" else 784
-    hidden, blocks = _widths(settings, n_in)
+    hidden, blocks = _widths(settings)
     report = rp.Report(
         paper="dmnn",
         title=TITLE,
