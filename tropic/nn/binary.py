@@ -80,7 +80,62 @@ def _xi(u: ad.Tensor) -> ad.Tensor:
     return ad.tanh(u) * 0.5 + 0.5
 
 
-class _BiSEBase(Module):
+class _BinaryReading:
+    """The binary reading of a bank of BiSE-type neurons from ``_neuron_weights()`` / ``_neuron_biases()``
+    (float64 NumPy, one row per neuron): shared by these layers and their torch mirrors."""
+
+    out_channels: int
+    binarization: str
+    _neuron_shape: tuple[int, ...]
+
+    def _neuron_weights(self) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _neuron_biases(self) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _index(self, neuron: int | None) -> int:
+        if neuron is None:
+            if self.out_channels != 1:
+                raise ValueError(f"this layer has {self.out_channels} neurons: give neuron=")
+            return 0
+        if not isinstance(neuron, (int, np.integer)) or not 0 <= neuron < self.out_channels:
+            raise ValueError(f"neuron must be an int in [0, {self.out_channels}), got {neuron!r}")
+        return int(neuron)
+
+    def find_operation(self, neuron: int | None = None) -> str:
+        """``"dilation"`` if ``B <= sum(W) / 2``, else ``"erosion"`` (``neuron`` may be omitted for one)."""
+        i = self._index(neuron)
+        erosion = _bz.find_operation(self._neuron_weights()[i], self._neuron_biases()[i])
+        return _bz.EROSION if erosion else _bz.DILATION
+
+    def is_activated(self, neuron: int | None = None) -> tuple[str, np.ndarray] | None:
+        """``(operation, S)`` if the neuron is exactly a dilation or an erosion by ``S``, else None.
+
+        ``S`` is a boolean array of the neuron's weight shape. See
+        :func:`tropic.nn.binarize.activation_test` for the tests.
+        """
+        i = self._index(neuron)
+        activated, erosion, s = _bz.activation_test(self._neuron_weights()[i], self._neuron_biases()[i])
+        if not activated:
+            return None
+        return (_bz.EROSION if erosion else _bz.DILATION), s.reshape(self._neuron_shape)
+
+    def binarized(self, method: str | None = None) -> BinarizedNeurons:
+        """Operation and structuring element of every neuron (exact where activated).
+
+        Parameters
+        ----------
+        method : str, optional
+            Approximation for neurons that are not activated (default: the layer's
+            ``binarization``); see :func:`tropic.nn.binarize.binarize`.
+        """
+        method = self.binarization if method is None else method
+        erosion, s, activated = _bz.binarize(self._neuron_weights(), self._neuron_biases(), method)
+        return BinarizedNeurons(erosion, s.reshape(self.out_channels, *self._neuron_shape), activated)
+
+
+class _BiSEBase(_BinaryReading, Module):
     """Parameters, smooth forward and binarisation shared by ``BiSE``, ``LUI`` and ``DenseLUI``.
 
     A subclass sets ``_neuron_shape`` (shape of one neuron's weights) and implements ``_linear(x, W)``
@@ -195,46 +250,6 @@ class _BiSEBase(Module):
     def _neuron_biases(self) -> np.ndarray:
         with ad.no_grad():
             return self.bias.numpy().astype(np.float64)
-
-    def _index(self, neuron: int | None) -> int:
-        if neuron is None:
-            if self.out_channels != 1:
-                raise ValueError(f"this layer has {self.out_channels} neurons: give neuron=")
-            return 0
-        if not isinstance(neuron, (int, np.integer)) or not 0 <= neuron < self.out_channels:
-            raise ValueError(f"neuron must be an int in [0, {self.out_channels}), got {neuron!r}")
-        return int(neuron)
-
-    def find_operation(self, neuron: int | None = None) -> str:
-        """``"dilation"`` if ``B <= sum(W) / 2``, else ``"erosion"`` (``neuron`` may be omitted for one)."""
-        i = self._index(neuron)
-        erosion = _bz.find_operation(self._neuron_weights()[i], self._neuron_biases()[i])
-        return _bz.EROSION if erosion else _bz.DILATION
-
-    def is_activated(self, neuron: int | None = None) -> tuple[str, np.ndarray] | None:
-        """``(operation, S)`` if the neuron is exactly a dilation or an erosion by ``S``, else None.
-
-        ``S`` is a boolean array of the neuron's weight shape. See
-        :func:`tropic.nn.binarize.activation_test` for the tests.
-        """
-        i = self._index(neuron)
-        activated, erosion, s = _bz.activation_test(self._neuron_weights()[i], self._neuron_biases()[i])
-        if not activated:
-            return None
-        return (_bz.EROSION if erosion else _bz.DILATION), s.reshape(self._neuron_shape)
-
-    def binarized(self, method: str | None = None) -> BinarizedNeurons:
-        """Operation and structuring element of every neuron (exact where activated).
-
-        Parameters
-        ----------
-        method : str, optional
-            Approximation for neurons that are not activated (default: the layer's
-            ``binarization``); see :func:`tropic.nn.binarize.binarize`.
-        """
-        method = self.binarization if method is None else method
-        erosion, s, activated = _bz.binarize(self._neuron_weights(), self._neuron_biases(), method)
-        return BinarizedNeurons(erosion, s.reshape(self.out_channels, *self._neuron_shape), activated)
 
     def _binary_state(self) -> tuple[BinarizedNeurons, np.ndarray]:
         """The binarisation (recomputed only when the parameters or the method changed) and ``p < 0``."""

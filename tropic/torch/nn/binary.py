@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 import tropic.nn as _tnn
 from tropic.nn import binarize as _bz
-from tropic.nn.binary import BinarizedNeurons
+from tropic.nn.binary import BinarizedNeurons, _BinaryReading
 
 from ._mirror import TropicMirror, maximum, minimum, mirror, softplus
 
@@ -55,8 +55,9 @@ def _xi(u: torch.Tensor) -> torch.Tensor:
     return torch.tanh(u) * 0.5 + 0.5
 
 
-class _BiSEBase(TropicMirror):
-    """Smooth forward, binarisation and binary forward shared by ``BiSE``, ``LUI`` and ``DenseLUI``."""
+class _BiSEBase(_BinaryReading, TropicMirror):
+    """Smooth forward, binarisation and binary forward shared by ``BiSE``, ``LUI`` and ``DenseLUI``
+    (the binary reading, ``binarized`` / ``is_activated`` / ``find_operation``, is tropic.nn's)."""
 
     _config = ("bias_clamp", "binarization", "_neuron_shape")
 
@@ -99,13 +100,6 @@ class _BiSEBase(TropicMirror):
     def _neuron_biases(self) -> np.ndarray:
         return self.bias.detach().cpu().double().numpy()
 
-    def binarized(self, method: str | None = None) -> BinarizedNeurons:
-        """Operation and structuring element of every neuron (exact where activated), as
-        :meth:`tropic.nn.BiSE.binarized`."""
-        method = self.binarization if method is None else method
-        erosion, s, activated = _bz.binarize(self._neuron_weights(), self._neuron_biases(), method)
-        return BinarizedNeurons(erosion, s.reshape(self.out_channels, *self._neuron_shape), activated)
-
     def _binary_state(self) -> BinarizedNeurons:
         key = (self.binarization, self.bias_clamp, self.theta.detach().clone(), self.beta.detach().clone())
         cache = getattr(self, "_binary_cache", None)
@@ -137,29 +131,6 @@ class _BiSEBase(TropicMirror):
             # 0/1 sums are exact integers in floating point: comparing with k - 1/2 is rounding-free.
             out = (z >= self._broadcast(threshold)) != self._broadcast(self.scale.detach() < 0)
         return out.to(dtype)
-
-    def find_operation(self, neuron: int | None = None) -> str:
-        """``"dilation"`` if ``B <= sum(W) / 2``, else ``"erosion"``."""
-        i = self._index(neuron)
-        erosion = _bz.find_operation(self._neuron_weights()[i], self._neuron_biases()[i])
-        return _bz.EROSION if erosion else _bz.DILATION
-
-    def is_activated(self, neuron: int | None = None) -> tuple[str, np.ndarray] | None:
-        """``(operation, S)`` if the neuron is exactly a dilation or an erosion by ``S``, else None."""
-        i = self._index(neuron)
-        activated, erosion, s = _bz.activation_test(self._neuron_weights()[i], self._neuron_biases()[i])
-        if not activated:
-            return None
-        return (_bz.EROSION if erosion else _bz.DILATION), s.reshape(self._neuron_shape)
-
-    def _index(self, neuron: int | None) -> int:
-        if neuron is None:
-            if self.out_channels != 1:
-                raise ValueError(f"this layer has {self.out_channels} neurons: give neuron=")
-            return 0
-        if not isinstance(neuron, (int, np.integer)) or not 0 <= neuron < self.out_channels:
-            raise ValueError(f"neuron must be an int in [0, {self.out_channels}), got {neuron!r}")
-        return int(neuron)
 
 
 @mirror
