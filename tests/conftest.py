@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
+from .helpers import strict
+
 # CI: fixed seed, no example database, so a run is reproducible; locally: the default profile.
 settings.register_profile(
     "ci",
@@ -23,16 +25,12 @@ settings.register_profile(
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
-def _strict():
-    return pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
-
-
 @pytest.fixture(params=["numpy", "array_api_strict"])
 def xp(request):
     """The namespace of the arrays under test: NumPy (fast backend) or array-api-strict (reference)."""
     if request.param == "numpy":
         return np
-    return _strict()
+    return strict()
 
 
 @pytest.fixture(params=["compiled", "numpy-path"])

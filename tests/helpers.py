@@ -39,6 +39,20 @@ SPECIAL_NO_NAN = st.one_of(INTS, st.sampled_from([-np.inf, np.inf]))
 SEMIRINGS = pytest.mark.parametrize("semiring", [MAX_PLUS, MIN_PLUS], ids=["maxplus", "minplus"])
 
 
+def sample(rng: np.random.Generator, shape, dtype=np.float64, specials: bool = True) -> np.ndarray:
+    """Small integers (many ties), with a few infinities and NaN when ``specials``."""
+    x = rng.integers(-2, 3, size=shape).astype(dtype)
+    if specials and x.size:
+        hit = rng.random(shape) < 0.1
+        x[hit] = rng.choice([-np.inf, np.inf, np.nan], size=int(hit.sum()))
+    return x
+
+
+def dyadic(rng: np.random.Generator, shape, dtype) -> np.ndarray:
+    """Gradients whose float64 sums are exact in any order (so every summation order agrees)."""
+    return (rng.integers(-64, 65, size=shape) / 8).astype(dtype)
+
+
 def hsettings(max_examples):
     """Hypothesis settings for these tests (the ``xp`` fixture only returns a module: safe to reuse).
 

@@ -24,12 +24,11 @@ import pytest
 
 import tropic
 from tropic.core.morphology import _MODES, axis_window
-from tropic.core.semiring import MAX_PLUS, MIN_PLUS
+from tropic.core.semiring import MAX_PLUS
 
-from .helpers import assert_identical, gpu_unavailable, require_gpu
+from .helpers import SEMIRINGS, assert_identical, dyadic, gpu_unavailable, require_gpu, sample
 
 CUPY_DIR = Path(__file__).resolve().parents[1] / "tropic" / "backends" / "cupy"
-SEMIRINGS = pytest.mark.parametrize("semiring", [MAX_PLUS, MIN_PLUS], ids=["maxplus", "minplus"])
 DTYPES = pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 MODES = sorted(set(_MODES.values()))
 
@@ -50,20 +49,6 @@ def glue(name: str):
         package.__path__ = [str(CUPY_DIR)]
         sys.modules["tropic_cupy_glue"] = package
     return importlib.import_module(f"tropic_cupy_glue.{name}")
-
-
-def sample(rng, shape, dtype, specials=True):
-    """Small integers (many ties), with a few infinities and NaN when ``specials``."""
-    x = rng.integers(-2, 3, size=shape).astype(dtype)
-    if specials and x.size:
-        hit = rng.random(shape) < 0.1
-        x[hit] = rng.choice([-np.inf, np.inf, np.nan], size=int(hit.sum()))
-    return x
-
-
-def dyadic(rng, shape, dtype):
-    """Gradients whose float64 sums are exact in any order (so every summation order agrees)."""
-    return (rng.integers(-64, 65, size=shape) / 8).astype(dtype)
 
 
 def on_gpu(cp, results):

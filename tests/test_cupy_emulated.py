@@ -36,6 +36,7 @@ from tropic.core.maxout import maxout_reference, maxout_vjp_reference
 from tropic.core.morphology import _MODES, axis_window, morphology_reference
 from tropic.core.semiring import MAX_PLUS, MIN_PLUS
 
+from .helpers import SEMIRINGS, dyadic, sample
 from .helpers import assert_identical as assert_identical_floats
 
 try:  # NumPy's bfloat16 dtype (registers the name "bfloat16"); optional: those cases skip without it
@@ -44,7 +45,6 @@ except ImportError:
     ml_dtypes = None
 
 CUPY_DIR = Path(__file__).resolve().parents[1] / "tropic" / "backends" / "cupy"
-SEMIRINGS = pytest.mark.parametrize("semiring", [MAX_PLUS, MIN_PLUS], ids=["maxplus", "minplus"])
 BF16 = "bfloat16"  # a dtype name, so the parametrisation needs no ml_dtypes
 DTYPES = pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, BF16])
 
@@ -253,20 +253,6 @@ def _c_value(a):
     kinds[np.float64] = ctypes.c_double
     assert type(a) in kinds, f"kernel scalars must be exact NumPy types, got {type(a).__name__}"
     return kinds[type(a)](a)
-
-
-def sample(rng, shape, dtype, specials=True):
-    """Small integers (many ties), with a few infinities and NaN when ``specials``."""
-    x = rng.integers(-2, 3, size=shape).astype(dtype)
-    if specials and x.size:
-        hit = rng.random(shape) < 0.1
-        x[hit] = rng.choice([-np.inf, np.inf, np.nan], size=int(hit.sum()))
-    return x
-
-
-def dyadic(rng, shape, dtype):
-    """Gradients whose float64 sums are exact in any order (so every summation order agrees)."""
-    return (rng.integers(-64, 65, size=shape) / 8).astype(dtype)
 
 
 def assert_identical(actual, expected) -> None:
