@@ -150,8 +150,14 @@ def _check(status: int, what: str) -> None:
         raise RuntimeError(f"tropic's compiled {what} kernel rejected its arguments (status {status})")
 
 
-def matmul_rows(semiring, a: np.ndarray, b_t: np.ndarray, index_type) -> tuple[np.ndarray, np.ndarray]:
-    """NumPy path: ``c[i, j] = ⊕_k a[i, k] ⊗ b_t[j, k]`` for 2-D ``a`` (M, K) and ``b_t`` (N, K)."""
+def matmul_rows(
+    semiring, a: np.ndarray, b_t: np.ndarray, index_type, rounding: Callable[[np.ndarray], None] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy path: ``c[i, j] = ⊕_k a[i, k] ⊗ b_t[j, k]`` for 2-D ``a`` (M, K) and ``b_t`` (N, K).
+
+    ``rounding``, if given, rounds each block of candidate sums in place before the selection (the
+    torch ops' half-precision products, computed in float32).
+    """
     (M, K), N = a.shape, b_t.shape[0]
     c = np.full((M, N), semiring.zero, a.dtype)
     winner = np.full((M, N), -1, index_type)
@@ -169,6 +175,8 @@ def matmul_rows(semiring, a: np.ndarray, b_t: np.ndarray, index_type) -> tuple[n
                 i1 = min(i0 + rows, hi)
                 block = sums[: i1 - i0, : b_block.shape[1]]
                 tropical_add(a[i0:i1, None, :], b_block, semiring, repair, out=block)
+                if rounding is not None:
+                    rounding(block)
                 select_winner(block, semiring, c[i0:i1, j0 : j0 + cols], winner[i0:i1, j0 : j0 + cols])
 
     # NumPy releases the GIL inside add and argmax, so row stripes run in parallel threads; each
@@ -264,19 +272,19 @@ def morphology(xp, semiring, image, weights, support, row_window, col_window, fi
     padded = None
     result = _compiled_taps(semiring, flat, w, taps, kw, row_window, col_window, fill, index_type)
     if result is None:
-        padded = _pad(flat, row_window, col_window, fill)
+        padded = pad(flat, row_window, col_window, fill)
         has_nan = _any_nan(padded) or (w is not None and _any_nan(w[support]))
         result = _compiled_rect(semiring, padded, w, support, row_window, col_window, H, W, has_nan)
         if result is None:
-            result = _numpy_taps(semiring, padded, w, taps, kw, row_window, col_window, H, W)
+            result = numpy_taps(semiring, padded, w, taps, kw, row_window, col_window, H, W)
         out, winner = result
         winner = winner.astype(index_type)  # copies: the compiled rectangle's int32 winners are scratch
     else:
         out, winner, has_nan = result
     if has_nan:
         if padded is None:
-            padded = _pad(flat, row_window, col_window, fill)
-        _propagate_nan(padded, w, taps, row_window, col_window, kw, out, winner)
+            padded = pad(flat, row_window, col_window, fill)
+        propagate_nan(padded, w, taps, row_window, col_window, kw, out, winner)
     return out.reshape(image.shape), winner.reshape(image.shape)
 
 
@@ -399,7 +407,7 @@ def _any_nan(x: np.ndarray) -> bool:
     return x.size > 0 and bool(np.isnan(np.max(x)))
 
 
-def _pad(flat: np.ndarray, row_window, col_window, fill: float) -> np.ndarray:
+def pad(flat: np.ndarray, row_window, col_window, fill: float) -> np.ndarray:
     """The images extended by the line maps of the two windows; index -1 reads ``fill``.
 
     One copy of the image into the middle, then only the border rows and columns are gathered
@@ -467,10 +475,14 @@ def _compiled_rect(semiring, padded, w, support, row_window, col_window, H, W, h
     return out, winner
 
 
-def _numpy_taps(semiring, padded, w, taps, kw, row_window, col_window, H, W):
+def numpy_taps(semiring, padded, w, taps, kw, row_window, col_window, H, W, rounding=None):
     """NumPy path: one pass per tap, each reading the flattened padded image as one contiguous
     run of ``H`` padded rows (the ``kw - 1`` extra columns per row are computed and dropped), so
-    every pass is a long unit-stride loop. Strict comparisons keep the earliest tap on ties."""
+    every pass is a long unit-stride loop. Strict comparisons keep the earliest tap on ties.
+
+    ``rounding``, if given, rounds each tap's sums ``x + w`` in place before they are compared (the
+    torch ops' half-precision morphology, computed in float32); flat elements have no sums.
+    """
     n, Hp, Wp = padded.shape
     fill_row = np.full((n, 1, Wp), semiring.zero, padded.dtype)  # keeps the last runs inside
     runs = np.concatenate([padded, fill_row], axis=1).reshape(n, -1)
@@ -486,6 +498,8 @@ def _numpy_taps(semiring, padded, w, taps, kw, row_window, col_window, H, W):
         # false) and is not a NaN operand, so it acts as the tropical zero it stands for.
         with np.errstate(invalid="ignore"):
             candidate = view if w is None else np.add(view, w[u, v], out=scratch)
+        if rounding is not None and w is not None:
+            rounding(candidate)
         beats(candidate, out, out=better)
         np.copyto(out, candidate, where=better)  # not fmax: -0.0 vs 0.0 keeps the earlier tap
         np.copyto(winner, u * kw + v, where=better)
@@ -494,7 +508,7 @@ def _numpy_taps(semiring, padded, w, taps, kw, row_window, col_window, H, W):
     return out, winner
 
 
-def _propagate_nan(padded, w, taps, row_window, col_window, kw, out, winner) -> None:
+def propagate_nan(padded, w, taps, row_window, col_window, kw, out, winner) -> None:
     """NaN dominates: an output with a NaN operand among its candidates is NaN, won by the first."""
     H, W = out.shape[-2:]
     decided = np.zeros(out.shape, bool)

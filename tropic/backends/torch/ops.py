@@ -41,7 +41,9 @@ from torch import Tensor
 
 from tropic.backends.numpy import kernels as numpy_kernels
 from tropic.core import dispatch
+from tropic.core._array_api import index_dtype as _core_index_dtype
 from tropic.core.conv import ConvGeometry
+from tropic.core.maxout import maxout_vjp_reference
 from tropic.core.morphology import axis_window
 from tropic.core.semiring import MAX_PLUS, MIN_PLUS
 
@@ -60,7 +62,6 @@ __all__ = [
 ]
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
-_BLOCK_ELEMENTS = 1 << 19  # candidates per block of the rounded (half-precision) products
 _CUPY_INSTALL = "install CuPy built for your CUDA version (`pip install cupy-cuda12x`, or cupy-cuda13x)"
 
 
@@ -91,10 +92,7 @@ def _require_cupy(where: str) -> None:
 
 def index_dtype(n_candidates: int) -> torch.dtype:
     """Smallest signed integer dtype holding ``-1 .. n_candidates - 1`` (core's ``index_dtype``)."""
-    for dtype, bound in ((torch.int8, 2**7), (torch.int16, 2**15), (torch.int32, 2**31)):
-        if n_candidates <= bound:
-            return dtype
-    return torch.int64
+    return _core_index_dtype(torch, n_candidates)
 
 
 def _semiring(maximise: bool):
@@ -318,36 +316,16 @@ def _rounded_matmul(semiring, a: np.ndarray, b: np.ndarray, dtype: torch.dtype):
     a = np.broadcast_to(a, batch + (M, K))
     b = np.broadcast_to(b, batch + (K, N))
     c = np.empty(batch + (M, N), np.float32)
-    winner = np.empty(batch + (M, N), np.dtype(str(index_dtype(K)).removeprefix("torch.")))
+    winner = np.empty(batch + (M, N), _core_index_dtype(np, K))
     for i in np.ndindex(*batch):
         c[i], winner[i] = _rounded_product(semiring, a[i], np.ascontiguousarray(b[i].T), dtype, winner.dtype)
     return c, winner
 
 
 def _rounded_product(semiring, a: np.ndarray, b_t: np.ndarray, dtype: torch.dtype, index_type):
-    """``c[i, j] = ⊕_k round(a[i, k] + b_t[j, k])`` in bounded blocks (the NumPy path of the NumPy
-    backend's products, with the rounding step between the sums and the selection)."""
-    (M, K), N = a.shape, b_t.shape[0]
-    c = np.full((M, N), semiring.zero, np.float32)
-    winner = np.full((M, N), -1, index_type)
-    if K == 0:
-        return c, winner
-    repair = numpy_kernels.needs_repair(a, b_t)
-    cols = max(1, min(N, _BLOCK_ELEMENTS // K))
-    rows = max(1, min(M, _BLOCK_ELEMENTS // (K * cols)))
-    sums = np.empty((rows, cols, K), np.float32)
-    for j0 in range(0, N, cols):
-        b_block = b_t[None, j0 : j0 + cols, :]
-        for i0 in range(0, M, rows):
-            i1 = min(i0 + rows, M)
-            block = sums[: i1 - i0, : b_block.shape[1]]
-            numpy_kernels.tropical_add(a[i0:i1, None, :], b_block, semiring, repair, out=block)
-            _round(block, dtype)
-            numpy_kernels.select_winner(
-                block, semiring, c[i0:i1, j0 : j0 + cols], winner[i0:i1, j0 : j0 + cols]
-            )
-    numpy_kernels.mark_no_winner(c, winner, semiring)
-    return c, winner
+    """``c[i, j] = ⊕_k round(a[i, k] + b_t[j, k])``: the NumPy path of the NumPy backend's products
+    with the rounding step between the sums and the selection."""
+    return numpy_kernels.matmul_rows(semiring, a, b_t, index_type, lambda block: _round(block, dtype))
 
 
 # --- grey-level morphology -----------------------------------------------------------------------
@@ -487,34 +465,16 @@ def _rounded_morphology(semiring, image, weights, support, row_window, col_windo
     kh, kw = support.shape
     H, W = image.shape[-2:]
     flat = image.reshape(math.prod(image.shape[:-2]), H, W)
-    index_type = np.dtype(str(index_dtype(kh * kw)).removeprefix("torch."))
+    index_type = _core_index_dtype(np, kh * kw)
     if flat.size == 0:  # no pixel to pad from, and nothing to compute
         return np.empty(image.shape, np.float32), np.empty(image.shape, index_type)
-    rows, cols = row_window.line, col_window.line
-    padded = flat[:, np.maximum(rows, 0)][:, :, np.maximum(cols, 0)]
-    padded[:, rows < 0] = fill
-    padded[:, :, cols < 0] = fill
-    out = np.full(flat.shape, semiring.zero, np.float32)
-    winner = np.full(flat.shape, -1, np.int32)
-    decided = np.zeros(flat.shape, bool)
-    candidate, better = np.empty_like(out), np.empty(out.shape, bool)
-    beats = np.greater if semiring.maximises else np.less
+    padded = numpy_kernels.pad(flat, row_window, col_window, fill)
     taps = list(zip(*np.nonzero(support), strict=True))
-    for u, v in taps:
-        r, c = row_window.start[u], col_window.start[v]
-        view = padded[:, r : r + H, c : c + W]
-        with np.errstate(invalid="ignore"):
-            np.add(view, weights[u, v], out=candidate)
-        _round(candidate, dtype)
-        beats(candidate, out, out=better)
-        np.copyto(out, candidate, where=better)
-        np.copyto(winner, u * kw + v, where=better)
-    for u, v in taps:  # NaN dominates (an inf - inf sum is not a NaN operand: it never beats)
-        r, c = row_window.start[u], col_window.start[v]
-        first = ~decided & (np.isnan(padded[:, r : r + H, c : c + W]) | np.isnan(weights[u, v]))
-        out[first] = np.nan
-        winner[first] = u * kw + v
-        decided |= first
+    out, winner = numpy_kernels.numpy_taps(
+        semiring, padded, weights, taps, kw, row_window, col_window, H, W, lambda c: _round(c, dtype)
+    )
+    # NaN dominates (an inf - inf sum is not a NaN operand: it never beats)
+    numpy_kernels.propagate_nan(padded, weights, taps, row_window, col_window, kw, out, winner)
     return out.reshape(image.shape), winner.astype(index_type).reshape(image.shape)
 
 
@@ -616,7 +576,7 @@ def _rounded_conv2d(semiring, x, w, geometry, dtype):
     C_out, C_group, kh, kw = geometry.w_shape
     G, (sh, sw), (ph, pw) = geometry.groups, geometry.stride, geometry.padding
     _, _, H_out, W_out = geometry.out_shape
-    index_type = np.dtype(str(index_dtype(C_group * kh * kw)).removeprefix("torch."))
+    index_type = _core_index_dtype(np, C_group * kh * kw)
     padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=semiring.zero)
     windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(2, 3))
     windows = windows[:, :, ::sh, ::sw][:, :, :H_out, :W_out]  # (B, C_in, H_out, W_out, kh, kw)
@@ -667,9 +627,7 @@ def _maxout_cuda(grouped: Tensor) -> tuple[Tensor, Tensor]:
 def maxout_backward(grad: Tensor, indices: Tensor, pieces: int) -> Tensor:
     """Gradient of the grouped input (..., m, pieces): ``grad`` where ``indices`` names the piece."""
     _check_all(grad=grad, indices=indices)
-    g, k = _view(grad), _view(indices)
-    spread = np.zeros(g.shape + (pieces,), g.dtype)
-    np.copyto(spread, g[..., None], where=k[..., None] == np.arange(pieces))
+    spread = maxout_vjp_reference(np_namespace, _view(grad), _view(indices), pieces)
     return _tensor(spread, grad.dtype)
 
 
