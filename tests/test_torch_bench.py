@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
 torch = pytest.importorskip("torch")
-bench_torch = pytest.importorskip("benchmarks.bench_torch")
+bench_torch = importlib.import_module("benchmarks.bench_torch")  # torch is here: fail, not skip
 
 
 @pytest.fixture
@@ -35,7 +37,11 @@ def test_both_implementations_compute_the_layer_gradients(small):
 def test_peak_probe_in_a_fresh_process(monkeypatch):
     """The report's memory column: a spawned process builds the step (smoke sizes) and measures it."""
     from benchmarks.common import peak_in_fresh_process
+    from tropic.bench import extra_peak_rss_mib
 
     monkeypatch.setenv("TROPIC_BENCH_SMOKE", "1")  # the child imports the module with tiny sizes
     peak = peak_in_fresh_process("benchmarks.bench_torch", "tropic")
-    assert peak is None or 0.0 <= peak < 256.0
+    if extra_peak_rss_mib(lambda: None) is None:  # no peak counter on this system (not Linux, no permission)
+        assert peak is None
+    else:
+        assert 0.0 <= peak < 256.0

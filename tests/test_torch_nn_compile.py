@@ -13,11 +13,13 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
 torch = pytest.importorskip("torch")
-tnn = pytest.importorskip("tropic.torch.nn")
-prune = pytest.importorskip("tropic.torch.prune")
+tnn = importlib.import_module("tropic.torch.nn")  # torch is here: fail, not skip
+prune = importlib.import_module("tropic.torch.prune")
 
 # dynamo warns about array_api_compat's lru_cache'd helpers (UserWarning) and about torch.jit APIs
 # it meets while tracing (DeprecationWarning): harmless here.

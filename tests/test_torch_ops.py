@@ -9,6 +9,7 @@ array libraries.
 
 from __future__ import annotations
 
+import importlib
 import warnings
 
 import numpy as np
@@ -20,27 +21,15 @@ from tropic.core import matmul as core_matmul
 from tropic.core import morphology as core_morphology
 from tropic.core.semiring import MAX_PLUS, MIN_PLUS
 
-from .helpers import assert_identical
+from .helpers import assert_identical, sample
 
 torch = pytest.importorskip("torch")
-torch_namespace = pytest.importorskip("array_api_compat.torch")
-ops = pytest.importorskip("tropic.backends.torch.ops")
-numpy_kernels = pytest.importorskip("tropic.backends.numpy.kernels")
+torch_namespace = importlib.import_module("array_api_compat.torch")  # torch is here: fail, not skip
+ops = importlib.import_module("tropic.backends.torch.ops")
+numpy_kernels = importlib.import_module("tropic.backends.numpy.kernels")
 
 # array_api_compat's lru_cache'd helpers make dynamo warn while it traces core's glue: harmless.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-SPECIALS = np.array([-np.inf, np.inf, np.nan])
-
-
-def sample(rng, shape, dtype=np.float64, specials=True):
-    """Small integers (many ties), with a few infinities and NaN when ``specials``."""
-    x = rng.integers(-2, 3, size=shape).astype(dtype)
-    if specials and x.size:
-        hit = rng.random(shape) < 0.1
-        x[hit] = rng.choice(SPECIALS, size=int(hit.sum()))
-    return x
-
 
 def unique(rng, shape, dtype=torch.float64):
     """Distinct values far apart (unique winners, gradcheck's finite differences stay inside)."""
