@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -13,7 +13,16 @@ import numpy as np
 from .. import autodiff as ad
 from .. import nn
 
-__all__ = ["History", "Settings", "Split", "accuracy", "fit", "load_classification"]
+__all__ = [
+    "History",
+    "Settings",
+    "Split",
+    "accuracy",
+    "curve_panel",
+    "curves",
+    "fit",
+    "load_classification",
+]
 
 
 @dataclass
@@ -169,3 +178,14 @@ def curves(runs: list[list[float]]) -> tuple[list[float], list[float]]:
     n = min((len(r) for r in runs), default=0)
     a = np.asarray([r[:n] for r in runs], dtype=float).reshape(len(runs), n)
     return a.mean(axis=0).tolist(), a.std(axis=0).tolist()
+
+
+def curve_panel(
+    runs: Mapping[str, list[list[float]]], title: str, xlabel: str, ylabel: str
+) -> dict[str, Any]:
+    """A :func:`tropic.plots.line_plots` panel: for each label, its per-seed curves drawn as the mean
+    with a ± std band (:func:`curves`)."""
+    series, bands = {}, {}
+    for label, per_seed in runs.items():
+        series[label], bands[label] = curves(per_seed)
+    return {"series": series, "bands": bands, "title": title, "xlabel": xlabel, "ylabel": ylabel}

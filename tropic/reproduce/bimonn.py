@@ -27,7 +27,7 @@ import numpy as np
 from .. import datasets, nn
 from ..nn.binary import BiSE, DenseLUI, constant_set_regularization
 from . import report as rp
-from ._common import Settings, accuracy, curves, fit, load_classification
+from ._common import Settings, accuracy, curve_panel, fit, load_classification
 
 TITLE = "binarised morphological networks (Aouad & Talbot, arXiv 2401.03830)"
 
@@ -39,6 +39,21 @@ LR_BISE = 0.05
 REG = 0.01
 REGS = (0.0, 0.001, 0.01)
 LR_LUI, BATCH_LUI, HIDDEN_LUI = 1e-2, 64, 256
+
+
+def _epochs(settings: Settings) -> tuple[int, int, int]:
+    """Epochs of claims 1, 2 and 3: 8, 12 and 30 (1 each in quick mode), or ``--epochs`` for all."""
+    return tuple(settings.budget(full=full, quick=1) for full in (8, 12, 30))  # type: ignore[return-value]
+
+
+def _image_sizes(settings: Settings) -> tuple[int, int]:
+    """Side of the diskorect images of claims 1 and 2."""
+    return (24, 24) if settings.quick else (50, 32)
+
+
+def _hidden(settings: Settings) -> int:
+    """Hidden DenseLUI width of the claim 3 classifier."""
+    return 32 if settings.quick else HIDDEN_LUI
 
 
 def dice_error(pred: np.ndarray, target: np.ndarray) -> float:
@@ -81,7 +96,7 @@ def _task(target: str, size: int, seed: int) -> tuple[np.ndarray, ...]:
 
 def run_seed(settings: Settings, seed: int, e1: int, e2: int, e3: int) -> dict[str, Any]:
     out: dict[str, Any] = {"seed": seed, "single": {}, "chained": {}, "classifier": {}}
-    size1, size2 = (24, 24) if settings.quick else (50, 32)
+    size1, size2 = _image_sizes(settings)
     for operation in ("dilation", "erosion"):
         for shape in SHAPES:
             target = f"{operation}:{shape}:{SE_SIZE}"
@@ -124,11 +139,11 @@ def run_seed(settings: Settings, seed: int, e1: int, e2: int, e3: int) -> dict[s
             )
     data = load_classification(settings, seed)
     data = type(data)(*[(a >= 0.5).astype(np.float32) if i % 2 == 0 else a for i, a in enumerate(data)])
-    n_in = data.x_train.shape[1]
+    n_in, hidden = data.x_train.shape[1], _hidden(settings)
     for c in REGS:
         net = nn.Sequential(
-            DenseLUI(n_in, HIDDEN_LUI if not settings.quick else 32, init="sparse", seed=seed),
-            DenseLUI(HIDDEN_LUI if not settings.quick else 32, 10, real_valued=True, seed=seed + 1),
+            DenseLUI(n_in, hidden, init="sparse", seed=seed),
+            DenseLUI(hidden, 10, real_valued=True, seed=seed + 1),
         )
 
         def binarised_val(model: nn.Module) -> dict[str, float]:
@@ -165,30 +180,24 @@ def run_seed(settings: Settings, seed: int, e1: int, e2: int, e3: int) -> dict[s
 def run(settings: Settings) -> rp.Report:
     """Train every seed, then :func:`summarize` (tables, verdicts, plots)."""
     start = time.perf_counter()
-    e1 = settings.budget(full=8, quick=1)
-    e2 = settings.budget(full=12, quick=1)
-    e3 = settings.budget(full=30, quick=1)
-    seeds = [run_seed(settings, seed, e1, e2, e3) for seed in range(settings.seeds)]
+    seeds = [run_seed(settings, seed, *_epochs(settings)) for seed in range(settings.seeds)]
     return summarize(settings, seeds, time.perf_counter() - start)
 
 
 def summarize(settings: Settings, seeds: list[dict[str, Any]], seconds: float) -> rp.Report:
     """The report of per-seed results (as :func:`run_seed` returns them, or read back from
     ``results.json``): tables, verdicts and the plots written into ``settings.out``."""
-    e1 = settings.budget(full=8, quick=1)
-    e2 = settings.budget(full=12, quick=1)
-    e3 = settings.budget(full=30, quick=1)
-    hidden = 32 if settings.quick else HIDDEN_LUI
+    e1, e2, e3 = _epochs(settings)
+    size1, size2 = _image_sizes(settings)
+    hidden = _hidden(settings)
     report = rp.Report(
         paper="bimonn",
         title=TITLE,
         settings={
-            "claim 1": f"BiSE(1, 1, {SE_SIZE}), diskorect {'24' if settings.quick else '50'} x "
-            f"{'24' if settings.quick else '50'}, 48 training + 16 held-out images, Adam {LR_BISE:g}, batch "
-            f"{BATCH}, {e1 * STEPS_PER_EPOCH} steps",
-            "claim 2": f"BiSE(1, 1, {SE_SIZE}) -> BiSE(1, 1, {SE_SIZE}), diskorect "
-            f"{'24' if settings.quick else '32'} "
-            f"px, constant-set regularisation c = {REG:g}, {e2 * STEPS_PER_EPOCH} steps",
+            "claim 1": f"BiSE(1, 1, {SE_SIZE}), diskorect {size1} x {size1}, 48 training + 16 held-out "
+            f"images, Adam {LR_BISE:g}, batch {BATCH}, {e1 * STEPS_PER_EPOCH} steps",
+            "claim 2": f"BiSE(1, 1, {SE_SIZE}) -> BiSE(1, 1, {SE_SIZE}), diskorect {size2} px, "
+            f"constant-set regularisation c = {REG:g}, {e2 * STEPS_PER_EPOCH} steps",
             "claim 3": f"{settings.dataset} thresholded at 0.5 -> DenseLUI(in, {hidden}) -> real-valued "
             f"DenseLUI({hidden}, 10), Adam {LR_LUI:g}, batch {BATCH_LUI}, {e3} epochs, c in {REGS}",
             "seeds": len(seeds),
@@ -371,30 +380,15 @@ def summarize(settings: Settings, seeds: list[dict[str, Any]], seconds: float) -
                      title="claim 2 (seed 0): target S, weights of the two learned BiSEs")  # fmt: skip
     panels = []
     for key, label in (("single", "claim 1: one BiSE"), ("chained", "claim 2: two BiSEs")):
-        series, bands = {}, {}
-        for t in first[key]:
-            mean, std = curves([s[key][t]["curve"] for s in seeds])
-            name = t.rsplit(":", 1)[0].replace(":", " ")
-            series[name], bands[name] = mean, std
-        xlabel = f"epoch ({STEPS_PER_EPOCH} steps)"
-        panels.append(
-            {
-                "series": series,
-                "bands": bands,
-                "title": label,
-                "xlabel": xlabel,
-                "ylabel": "held-out 1 - Dice",
-            }
-        )
-    series, bands = {}, {}
-    for c in (0.0, REG):
-        for key, label in (("val_curve", "float"), ("binarised_val_curve", "binarised")):
-            name = f"{label}, {'no reg.' if c == 0 else f'c = {c:g}'}"
-            series[name], bands[name] = curves([s["classifier"][f"{c:g}"][key] for s in seeds])
-    title = "claim 3: DenseLUI classifier"
-    panels.append(
-        {"series": series, "bands": bands, "title": title, "xlabel": "epoch", "ylabel": "validation accuracy"}
-    )
+        names = {t: t.rsplit(":", 1)[0].replace(":", " ") for t in first[key]}  # "dilation disk"
+        runs = {name: [s[key][t]["curve"] for s in seeds] for t, name in names.items()}
+        panels.append(curve_panel(runs, label, f"epoch ({STEPS_PER_EPOCH} steps)", "held-out 1 - Dice"))
+    runs = {
+        f"{label}, {'no reg.' if c == 0 else f'c = {c:g}'}": [s["classifier"][f"{c:g}"][key] for s in seeds]
+        for c in (0.0, REG)
+        for key, label in (("val_curve", "float"), ("binarised_val_curve", "binarised"))
+    }
+    panels.append(curve_panel(runs, "claim 3: DenseLUI classifier", "epoch", "validation accuracy"))
     plots.line_plots(
         panels, settings.out / "curves.png", title="BiMoNN: validation metric per epoch (mean ± std)"
     )

@@ -30,7 +30,7 @@ from .. import nn
 from ..nn import dmnn_models as models
 from ..nn import pruning
 from . import report as rp
-from ._common import Settings, accuracy, curves, fit, load_classification
+from ._common import Settings, accuracy, curve_panel, fit, load_classification
 
 TITLE = "deep morphological networks with constrained linear activations (Fotopoulos & Maragos 2025)"
 
@@ -58,6 +58,11 @@ def _widths(settings: Settings) -> tuple[int, int]:
     if settings.quick:
         return 32, 1
     return (128, 2) if settings.dataset == "digits" else (256, 4)
+
+
+def _epochs(settings: Settings) -> int:
+    """The main budget: 40 epochs (1 in quick mode) or ``--epochs``."""
+    return settings.budget(full=40, quick=1)
 
 
 def build(name: str, n_in: int, hidden: int, blocks: int, seed: int) -> nn.Sequential:
@@ -141,7 +146,7 @@ def run_seed(settings: Settings, seed: int, epochs: int) -> dict[str, Any]:
 def run(settings: Settings) -> rp.Report:
     """Train every seed, then :func:`summarize` (tables, verdicts, plots)."""
     start = time.perf_counter()
-    epochs = settings.budget(full=40, quick=1)
+    epochs = _epochs(settings)
     seeds = [run_seed(settings, seed, epochs) for seed in range(settings.seeds)]
     return summarize(settings, seeds, time.perf_counter() - start)
 
@@ -149,7 +154,7 @@ def run(settings: Settings) -> rp.Report:
 def summarize(settings: Settings, seeds: list[dict[str, Any]], seconds: float) -> rp.Report:
     """The report of per-seed results (as :func:`run_seed` returns them, or read back from
     ``results.json``): tables, verdicts and the plots written into ``settings.out``."""
-    epochs = settings.budget(full=40, quick=1)
+    epochs = _epochs(settings)
     n_in = 64 if settings.dataset == "digits" else 784
     hidden, blocks = _widths(settings)
     report = rp.Report(
@@ -366,31 +371,12 @@ def summarize(settings: Settings, seeds: list[dict[str, Any]], seconds: float) -
         ylabel="test accuracy",
         bands=bands,
     )
-    panels = []
-    series, bands = {}, {}
-    for n in ("mlp", "mp", "mpm", "rmpm", "rmpm_wd"):
-        series[NAMES[n]], bands[NAMES[n]] = curves(get("val_curve", n))
-    panels.append(
-        {
-            "series": series,
-            "bands": bands,
-            "title": f"batch {BATCH}",
-            "xlabel": "epoch",
-            "ylabel": "validation accuracy",
-        }
-    )
-    series, bands = {}, {}
-    for n in ("mlp", "maxout", "hybrid"):
-        series[NAMES[n]], bands[NAMES[n]] = curves(get("large_train_curve", n))
-    panels.append(
-        {
-            "series": series,
-            "bands": bands,
-            "title": f"batch {large}",
-            "xlabel": "epoch",
-            "ylabel": "training accuracy",
-        }
-    )
+    validation = {NAMES[n]: get("val_curve", n) for n in ("mlp", "mp", "mpm", "rmpm", "rmpm_wd")}
+    large_batch = {NAMES[n]: get("large_train_curve", n) for n in ("mlp", "maxout", "hybrid")}
+    panels = [
+        curve_panel(validation, f"batch {BATCH}", "epoch", "validation accuracy"),
+        curve_panel(large_batch, f"batch {large}", "epoch", "training accuracy"),
+    ]
     plots.line_plots(
         panels, settings.out / "curves.png", title="DMNN: accuracy per epoch (mean ± std over seeds)"
     )

@@ -35,7 +35,7 @@ from .. import nn
 from ..nn import dmnn_models as models
 from ..nn import pruning
 from . import report as rp
-from ._common import Settings, accuracy, curves, fit, load_classification
+from ._common import Settings, accuracy, curve_panel, fit, load_classification
 
 TITLE = "sparse hybrid linear-morphological networks (Fotopoulos, Garoufis & Maragos, EUSIPCO 2025)"
 
@@ -97,6 +97,12 @@ def prune(net: nn.Sequential, head: str, r1: float, r2: float, hidden: int) -> n
     return net
 
 
+def _epochs(settings: Settings) -> tuple[int, int]:
+    """(claims 1/3 epochs, claim 2 epochs): 10 (1 in quick mode) or ``--epochs``; at most 3 for claim 2."""
+    epochs = settings.budget(full=10, quick=1)
+    return epochs, min(epochs, 3)
+
+
 def _key(r1: float, r2: float) -> str:
     return f"{r1:g},{r2:g}"
 
@@ -138,17 +144,14 @@ def run_seed(settings: Settings, seed: int, epochs: int, fast_epochs: int) -> di
 def run(settings: Settings) -> rp.Report:
     """Train every seed, then :func:`summarize` (tables, verdicts, plots)."""
     start = time.perf_counter()
-    epochs = settings.budget(full=10, quick=1)
-    fast_epochs = min(epochs, 3)
-    seeds = [run_seed(settings, seed, epochs, fast_epochs) for seed in range(settings.seeds)]
+    seeds = [run_seed(settings, seed, *_epochs(settings)) for seed in range(settings.seeds)]
     return summarize(settings, seeds, time.perf_counter() - start)
 
 
 def summarize(settings: Settings, seeds: list[dict[str, Any]], seconds: float) -> rp.Report:
     """The report of per-seed results (as :func:`run_seed` returns them, or read back from
     ``results.json``): tables, verdicts and the plots written into ``settings.out``."""
-    epochs = settings.budget(full=10, quick=1)
-    fast_epochs = min(epochs, 3)
+    epochs, fast_epochs = _epochs(settings)
     front, hidden = _widths(settings)
     report = rp.Report(
         paper="hybrid",
@@ -314,23 +317,12 @@ def summarize(settings: Settings, seeds: list[dict[str, Any]], seconds: float) -
         bands=bands,
     )
     panels = []
-    for key, name in (
+    for key, title in (
         ("val_curve", f"Adam {LR:g}, batch {BATCH}"),
         ("fast_val_curve", f"Adam {LR_FAST:g}, batch {BATCH_FAST}"),
     ):
-        series, bands = {}, {}
-        for h in HEADS:
-            mean, std = curves([s[key][h] for s in seeds])
-            series[HEADS[h]], bands[HEADS[h]] = mean, std
-        panels.append(
-            {
-                "series": series,
-                "bands": bands,
-                "title": name,
-                "xlabel": "epoch",
-                "ylabel": "validation accuracy",
-            }
-        )
+        runs = {HEADS[h]: [s[key][h] for s in seeds] for h in HEADS}
+        panels.append(curve_panel(runs, title, "epoch", "validation accuracy"))
     plots.line_plots(
         panels, settings.out / "validation.png", title="hybrid heads: validation accuracy per epoch"
     )
