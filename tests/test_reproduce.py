@@ -95,8 +95,14 @@ def _write_idx(path, array):
     path.write_bytes(header + array.tobytes())
 
 
-def test_data_dir_runs_on_mnist_files(tmp_path, capsys):
-    # A tiny fake MNIST in IDX format: the --data-dir path end to end (flattened 784 pixels).
+def test_data_dir_runs_on_mnist_files(tmp_path, capsys, monkeypatch):
+    # A tiny fake MNIST in IDX format: the --data-dir path end to end (flattened 784 pixels), read once
+    # (the check of the arguments and the run share it).
+    from tropic import datasets
+
+    reads = []
+    load = datasets.load
+    monkeypatch.setattr(datasets, "load", lambda *args, **kwargs: reads.append(args) or load(*args, **kwargs))
     rng = np.random.default_rng(0)
     data = tmp_path / "mnist"
     data.mkdir()
@@ -108,4 +114,5 @@ def test_data_dir_runs_on_mnist_files(tmp_path, capsys):
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["options"]["dataset"] == "mnist" and len(results["seeds"]) == 1
+    assert len(reads) == 1
     assert "mnist" in (out / "results.md").read_text()

@@ -83,10 +83,10 @@ def run(options: argparse.Namespace) -> int:
     )
     settings.command = "tropic reproduce " + " ".join(shlex.quote(a) for a in _argv(options))
     if dataset != "digits":
-        from tropic import datasets
+        from tropic.reproduce._common import load_files
 
         try:
-            datasets.load(dataset, options.data_dir, flatten=True)
+            load_files(settings)  # the run reuses what this reads
         except (FileNotFoundError, ValueError) as exc:
             raise CommandError(str(exc).splitlines()[0]) from None
     report = reproduce(options.paper, settings)

@@ -84,14 +84,20 @@ def load_classification(settings: Settings, seed: int, val_fraction: float = 0.2
     if settings.dataset == "digits":
         x_train, y_train, x_test, y_test = nn.data.load_digits_split(0.25, seed=seed)
     else:
-        from .. import datasets
-
-        key = (settings.dataset, str(settings.data_dir))
-        if key not in _CACHE:
-            _CACHE[key] = datasets.load(settings.dataset, settings.data_dir, flatten=True)
-        x_train, y_train, x_test, y_test = _CACHE[key]
+        x_train, y_train, x_test, y_test = load_files(settings)
     x_train, y_train, x_val, y_val = nn.data.train_test_split(x_train, y_train, val_fraction, seed=seed)
     return Split(x_train, y_train, x_val, y_val, x_test, y_test)
+
+
+def load_files(settings: Settings) -> tuple[np.ndarray, ...]:
+    """MNIST / Fashion-MNIST from ``settings.data_dir``, flattened (:func:`tropic.datasets.load`), read
+    once per process: every seed reuses it, and so does the run after ``tropic reproduce`` checked it."""
+    from .. import datasets
+
+    key = (settings.dataset, str(settings.data_dir))
+    if key not in _CACHE:
+        _CACHE[key] = datasets.load(settings.dataset, settings.data_dir, flatten=True)
+    return _CACHE[key]
 
 
 def predict(net: nn.Module, x: np.ndarray, chunk: int = 2048) -> np.ndarray:
