@@ -501,13 +501,9 @@ def _format_table(rows: Sequence[Row]) -> list[str]:
 
 def plot(rows: Sequence[Row], path: str) -> str:
     """A PNG bar chart of the speed-ups (implementation ms / tropic ms, log scale), one group per case."""
-    try:
-        import matplotlib
+    from tropic.plots import _pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError("the chart needs matplotlib: pip install matplotlib") from exc
+    plt = _pyplot()  # Agg, or an ImportError saying how to install matplotlib
     timed = [r for r in rows if r.seconds is not None and r.check != "reference"]
     labels = [f"{r.operator} {r.shape}\n{r.implementation}" for r in timed]
     figure, axes = plt.subplots(figsize=(9, 0.32 * len(timed) + 1.2))
