@@ -20,7 +20,7 @@ import argparse
 import tropic
 
 from .common import (
-    Benchmark,
+    LayerStepBenchmark,
     compare_layer_steps,
     optional_import,
     random_array,
@@ -50,20 +50,13 @@ def layer_step(implementation: str):
     raise NotImplementedError(implementation)
 
 
-class TorchMaxplusLayerTraining(Benchmark):
+class TorchMaxplusLayerTraining(LayerStepBenchmark):
     """Forward + backward of a max-plus layer on torch tensors (batch 256, 1024 -> 1024, float32)."""
 
     params = (IMPLEMENTATIONS,)
-    param_names = ("implementation",)
 
-    def setup(self, implementation):
-        self.run = layer_step(implementation)
-
-    def time_forward_backward(self, implementation):
-        self.run()
-
-    def peakmem_forward_backward(self, implementation):
-        self.run()
+    def make_step(self, implementation):
+        return layer_step(implementation)
 
 
 def main(argv=None) -> None:

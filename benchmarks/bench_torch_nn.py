@@ -20,7 +20,14 @@ from __future__ import annotations
 
 import argparse
 
-from .common import Benchmark, compare_layer_steps, optional_import, random_array, require_torch, size
+from .common import (
+    LayerStepBenchmark,
+    compare_layer_steps,
+    optional_import,
+    random_array,
+    require_torch,
+    size,
+)
 
 optional_import("torch")  # imported once here, so asv's forked benchmark processes do not each import it
 
@@ -81,20 +88,13 @@ def layer_step(implementation: str):
     return run
 
 
-class TorchDilation2dLayerTraining(Benchmark):
+class TorchDilation2dLayerTraining(LayerStepBenchmark):
     """Forward + backward of a Dilation2d layer (32 x 16 x 64 x 64, 7 x 7, float32)."""
 
     params = (IMPLEMENTATIONS,)
-    param_names = ("implementation",)
 
-    def setup(self, implementation):
-        self.run = layer_step(implementation)
-
-    def time_forward_backward(self, implementation):
-        self.run()
-
-    def peakmem_forward_backward(self, implementation):
-        self.run()
+    def make_step(self, implementation):
+        return layer_step(implementation)
 
 
 def main(argv=None) -> None:

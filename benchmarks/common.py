@@ -36,6 +36,7 @@ SMOKE = os.environ.get("TROPIC_BENCH_SMOKE") == "1"
 __all__ = [
     "BROADCAST_LIMIT_BYTES",
     "Benchmark",
+    "LayerStepBenchmark",
     "broadcast_mib",
     "compare_layer_steps",
     "extra_peak_mib",
@@ -170,3 +171,23 @@ class Benchmark(abc.ABC):
 
     def peakmem_reference(self, *params):  # noqa: B027 (empty on purpose: the setup's peak alone)
         pass
+
+
+class LayerStepBenchmark(Benchmark):
+    """A training step per implementation: ``make_step(implementation)`` (the benchmark module's
+    ``layer_step``) builds it in ``setup``; its time and its peak memory are measured. Abstract too."""
+
+    param_names = ("implementation",)
+
+    @abc.abstractmethod
+    def make_step(self, implementation: str):
+        """A zero-argument callable running one forward + backward of ``implementation``."""
+
+    def setup(self, implementation):
+        self.run = self.make_step(implementation)
+
+    def time_forward_backward(self, implementation):
+        self.run()
+
+    def peakmem_forward_backward(self, implementation):
+        self.run()
