@@ -16,9 +16,7 @@ import os
 import re
 from pathlib import Path
 
-from .layout import launch_size
-
-__all__ = ["CUDA_DIR", "KERNELS", "SOURCES", "get_kernel", "launch_size", "name_expressions", "source_text"]
+__all__ = ["CUDA_DIR", "KERNELS", "SOURCES", "get_kernel", "name_expressions", "source_text"]
 
 # Each source and the kernel templates it defines (each takes one dtype template argument).
 KERNELS: dict[str, tuple[str, ...]] = {

@@ -319,8 +319,6 @@ def _compiled_taps(semiring, flat, w, taps, kw, row_window, col_window, fill, in
     Wp = col_line.size
     out = np.empty((n, H, W), flat.dtype)
     winner = np.empty((n, H, W), index_type)
-    if out.size == 0:
-        return out, winner, False
     threads = get_num_threads() if out.size * len(taps) >= _PARALLEL_CANDIDATES else 1
     blocks = _task_blocks(n, H, W * len(taps), 4 * threads if threads > 1 else 1)
     nan_seen = [False] * len(blocks)
