@@ -42,7 +42,26 @@ class set_grad_enabled:
         _state.enabled = self._previous
 
 
-class no_grad(contextlib.ContextDecorator):
+class _GradMode(contextlib.ContextDecorator):
+    """Set the mode to ``_mode`` inside the context, restore the previous one on exit."""
+
+    _mode: bool
+
+    def _recreate_cm(self) -> _GradMode:
+        # A fresh context per call of a decorated function, so recursive and concurrent calls each
+        # restore their own previous mode (one shared instance would restore the innermost one's).
+        return type(self)()
+
+    def __enter__(self) -> _GradMode:
+        self._previous = is_grad_enabled()
+        _state.enabled = self._mode
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _state.enabled = self._previous
+
+
+class no_grad(_GradMode):
     """Context manager and decorator under which no operation records the tape.
 
     Examples
@@ -53,24 +72,17 @@ class no_grad(contextlib.ContextDecorator):
     ...     y = x * 2.0
     >>> y.requires_grad
     False
+    >>> @ad.no_grad()
+    ... def depth(n):
+    ...     return depth(n - 1) if n else ad.is_grad_enabled()
+    >>> depth(2), ad.is_grad_enabled()  # the recursion restores the mode it found
+    (False, True)
     """
 
-    def __enter__(self) -> no_grad:
-        self._previous = is_grad_enabled()
-        _state.enabled = False
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        _state.enabled = self._previous
+    _mode = False
 
 
-class enable_grad(contextlib.ContextDecorator):
+class enable_grad(_GradMode):
     """Context manager and decorator that turns recording back on (inside :class:`no_grad`)."""
 
-    def __enter__(self) -> enable_grad:
-        self._previous = is_grad_enabled()
-        _state.enabled = True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        _state.enabled = self._previous
+    _mode = True
