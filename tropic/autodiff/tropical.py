@@ -36,50 +36,40 @@ def _tropical(forward: Any, vjp: Any, parents: tuple[Tensor, ...], *args: Any, *
     return record(out, parents, lambda g: vjp(g, indices))
 
 
+def _matmul_op(forward: Any, a: Any, b: Any) -> Tensor:
+    a, b = operands(a, b)
+    a_shape, b_shape = a.shape, b.shape
+    return _tropical(forward, lambda g, idx: _matmul.matmul_vjp(g, idx, a_shape, b_shape), (a, b))
+
+
 def maxplus_matmul(a: Any, b: Any) -> Tensor:
     """Max-plus product ``c[..., i, j] = max_k a[..., i, k] + b[..., k, j]`` (see
     :func:`tropic.maxplus_matmul`); the gradient of ``c[i, j]`` goes to its winning ``a[i, k*]`` and
     ``b[k*, j]`` (:func:`tropic.matmul_vjp`)."""
-    a, b = operands(a, b)
-    a_shape, b_shape = a.shape, b.shape
-    return _tropical(
-        _matmul.maxplus_matmul, lambda g, idx: _matmul.matmul_vjp(g, idx, a_shape, b_shape), (a, b)
-    )
+    return _matmul_op(_matmul.maxplus_matmul, a, b)
 
 
 def minplus_matmul(a: Any, b: Any) -> Tensor:
     """Min-plus product ``c[..., i, j] = min_k a[..., i, k] + b[..., k, j]``; gradient to the argmin."""
-    a, b = operands(a, b)
-    a_shape, b_shape = a.shape, b.shape
-    return _tropical(
-        _matmul.minplus_matmul, lambda g, idx: _matmul.matmul_vjp(g, idx, a_shape, b_shape), (a, b)
-    )
+    return _matmul_op(_matmul.minplus_matmul, a, b)
+
+
+def _morphology_op(forward: Any, vjp: Any, x: Any, structure: Any, mode: str) -> Tensor:
+    x, s = operands(x, structure)
+    x_shape, s_shape = x.shape, s.shape
+    return _tropical(forward, lambda g, idx: vjp(g, idx, x_shape, s_shape, mode=mode), (x, s), mode=mode)
 
 
 def dilation(x: Any, structure: Any, mode: str = "neutral") -> Tensor:
     """Grey-level dilation ``(f ⊕ s)(p) = max_y f(p - y) + s(y)`` on the last two axes (see
     :func:`tropic.dilation`); gradients to ``x`` and ``structure`` (:func:`tropic.dilation_vjp`)."""
-    x, s = operands(x, structure)
-    x_shape, s_shape = x.shape, s.shape
-    return _tropical(
-        _morphology.dilation,
-        lambda g, idx: _morphology.dilation_vjp(g, idx, x_shape, s_shape, mode=mode),
-        (x, s),
-        mode=mode,
-    )
+    return _morphology_op(_morphology.dilation, _morphology.dilation_vjp, x, structure, mode)
 
 
 def erosion(x: Any, structure: Any, mode: str = "neutral") -> Tensor:
     """Grey-level erosion ``(f ⊖ s)(p) = min_y f(p + y) - s(y)`` on the last two axes (see
     :func:`tropic.erosion`); gradients to ``x`` and ``structure`` (:func:`tropic.erosion_vjp`)."""
-    x, s = operands(x, structure)
-    x_shape, s_shape = x.shape, s.shape
-    return _tropical(
-        _morphology.erosion,
-        lambda g, idx: _morphology.erosion_vjp(g, idx, x_shape, s_shape, mode=mode),
-        (x, s),
-        mode=mode,
-    )
+    return _morphology_op(_morphology.erosion, _morphology.erosion_vjp, x, structure, mode)
 
 
 def _conv2d(forward: Any, x: Any, w: Any, stride: Any, padding: Any, groups: int) -> Tensor:
