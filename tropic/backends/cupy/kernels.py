@@ -65,8 +65,12 @@ def _int32_indices(indices):
     return cupy.ascontiguousarray(indices, dtype=cupy.int32)
 
 
-def _device_int32(x):
-    return cupy.asarray(np.ascontiguousarray(x, dtype=np.int32))
+def _device_int32(*parts: np.ndarray) -> tuple:
+    """The host integer arrays ``parts`` as 1-D int32 device arrays, in one host-to-device copy (each
+    copy is a round trip of its own; these small tables are made per call)."""
+    table = cupy.asarray(np.concatenate([np.ravel(p) for p in parts]).astype(np.int32, copy=False))
+    ends = np.cumsum([p.size for p in parts]).tolist()
+    return tuple(table[end - p.size : end] for p, end in zip(parts, ends, strict=True))
 
 
 @register("cupy", "matmul")
@@ -151,15 +155,15 @@ def morphology(xp, semiring, image, weights, support, row_window, col_window, fi
     n = math.prod(image.shape[:-2])
     flat = cupy.ascontiguousarray(image)
     u, v = np.nonzero(support)  # row-major: increasing flat index u * kw + v
+    lines_and_taps = (row_window.line, col_window.line, row_window.start[u], col_window.start[v], u * kw + v)
+    tables = _device_int32(*lines_and_taps)
+    lines, taps = tables[:2], tables[2:]
     if weights is None:
         tap_weight, has_weight = cupy.empty(1, image.dtype), 0
-    else:
-        tap_weight = cupy.ascontiguousarray(weights[cupy.asarray(u), cupy.asarray(v)])
-        has_weight = 1
+    else:  # gathered by the flat tap indices
+        tap_weight, has_weight = cupy.ascontiguousarray(weights.reshape(-1)[taps[2]]), 1
     out = cupy.empty(image.shape, image.dtype)
     winner = cupy.empty(image.shape, cupy.int32)
-    lines = (_device_int32(row_window.line), _device_int32(col_window.line))
-    taps = (_device_int32(row_window.start[u]), _device_int32(col_window.start[v]), _device_int32(u * kw + v))
     element = (tap_weight, np.int32(u.size), np.int32(has_weight))
     rule = (_compute_scalar(image.dtype, fill), np.int32(semiring.maximises))
     if TILED_MORPHOLOGY and layout.morphology_tiled_fits(H, kh, kw):
@@ -200,11 +204,10 @@ def morphology_vjp(xp, grad, indices, image_shape, row_window, col_window):
     H, W = image_shape[-2:]
     n = math.prod(image_shape[:-2])
     g, winner = cupy.ascontiguousarray(grad), _int32_indices(indices)
-    row_ptr, row_out, row_tap = (cupy.asarray(x) for x in layout.inverse_lines(rows, H))
-    col_ptr, col_out, col_tap = (cupy.asarray(x) for x in layout.inverse_lines(cols, W))
+    inverse = _device_int32(*layout.inverse_lines(rows, H), *layout.inverse_lines(cols, W))
     grad_image = cupy.empty(tuple(image_shape), grad.dtype)
     args = (g, winner, grad_image, np.int64(n), np.int32(H), np.int32(W))
-    args += (row_ptr, row_out, row_tap, col_ptr, col_out, col_tap, np.int32(kw))
+    args += (*inverse, np.int32(kw))
     _launch("tropic_morphology_vjp_image", grad.dtype, n * H * W, args)
     grad_weights = _tap_sums(g, winner, n, 1, H * W, kh * kw, grad.dtype)
     return grad_image, grad_weights.reshape(kh, kw)
