@@ -9,13 +9,10 @@ from tropic.core.dispatch import register
 
 from . import ops
 
-
-def _check_devices(**tensors) -> None:
-    """Each tensor on a device the ops run on (:func:`.ops.check_device`). Core has already refused a
-    forward operator's operands on different devices; the ops' CUDA kernels refuse any mix they get."""
-    for name, t in tensors.items():
-        if t is not None:
-            ops.check_device(name, t.device)
+# Each tensor on a device the ops run on, checked here too so that the error comes before the op is
+# called (and at trace time under torch.compile). Core has already refused a forward operator's
+# operands on different devices; the ops' CUDA kernels refuse any mix they get.
+_check_devices = ops.check_devices
 
 
 @register("torch", "matmul")

@@ -50,6 +50,7 @@ from tropic.core.semiring import MAX_PLUS, MIN_PLUS
 __all__ = [
     "HALF_DTYPES",
     "check_device",
+    "check_devices",
     "conv2d",
     "conv2d_backward",
     "index_dtype",
@@ -119,7 +120,8 @@ def _round(block: np.ndarray, dtype: torch.dtype) -> None:
     t.copy_(t.to(dtype))
 
 
-def _check_all(**tensors: Tensor | None) -> None:
+def check_devices(**tensors: Tensor | None) -> None:
+    """:func:`check_device` for each given tensor (by its argument name)."""
     for name, t in tensors.items():
         if t is not None:
             check_device(name, t.device)
@@ -243,7 +245,7 @@ def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
 @torch.library.custom_op("tropic::matmul", mutates_args=())
 def matmul(a: Tensor, b: Tensor, maximise: bool) -> tuple[Tensor, Tensor]:
     """``(c, indices)`` of the tropical product of ``a`` (..., M, K) and ``b`` (..., K, N), one dtype."""
-    _check_all(a=a, b=b)
+    check_devices(a=a, b=b)
     semiring = _semiring(maximise)
     if a.dtype in HALF_DTYPES:
         c, indices = _rounded_matmul(semiring, _view(a), _view(b), a.dtype)
@@ -271,7 +273,7 @@ def matmul_backward(
     grad: Tensor, indices: Tensor, a_shape: list[int], b_shape: list[int]
 ) -> tuple[Tensor, Tensor]:
     """``(grad_a, grad_b)`` of a product of operands (>= 2-D) of shapes ``a_shape`` and ``b_shape``."""
-    _check_all(grad=grad, indices=indices)
+    check_devices(grad=grad, indices=indices)
     g, k = _view(grad), _view(indices)
     grad_a, grad_b = numpy_kernels.matmul_vjp(np_namespace, g, k, tuple(a_shape), tuple(b_shape))
     return _tensor(grad_a, grad.dtype), _tensor(grad_b, grad.dtype)
@@ -361,7 +363,7 @@ def morphology(
     subtracts it), ``support`` its row-major footprint, ``mode`` the border rule, ``fill`` the value
     outside the image where the rule reads one (the tropical zero or ``cval``).
     """
-    _check_all(image=image, structure=structure)
+    check_devices(image=image, structure=structure)
     semiring = _semiring(maximise)
     weights = None
     if structure is not None:
@@ -410,7 +412,7 @@ def morphology_backward(
     grad: Tensor, indices: Tensor, image_shape: list[int], kh: int, kw: int, reflected: bool, mode: str
 ) -> tuple[Tensor, Tensor]:
     """``(grad_image, grad_weights)``: the NumPy kernel's vjp (``grad_weights`` not negated)."""
-    _check_all(grad=grad, indices=indices)
+    check_devices(grad=grad, indices=indices)
     rows = axis_window(image_shape[-2], kh, reflected, mode)
     cols = axis_window(image_shape[-1], kw, reflected, mode)
     grad_image, grad_weights = numpy_kernels.morphology_vjp(
@@ -486,7 +488,7 @@ def conv2d(
     x: Tensor, w: Tensor, stride: list[int], padding: list[int], groups: int, maximise: bool
 ) -> tuple[Tensor, Tensor]:
     """``(y, indices)`` of the max-plus (``maximise``) or min-plus convolution of ``x`` and ``w``."""
-    _check_all(x=x, w=w)
+    check_devices(x=x, w=w)
     semiring = _semiring(maximise)
     geometry = ConvGeometry(tuple(x.shape), tuple(w.shape), tuple(stride), tuple(padding), groups)
     if x.dtype in HALF_DTYPES:
@@ -525,7 +527,7 @@ def conv2d_backward(
     groups: int,
 ) -> tuple[Tensor, Tensor]:
     """``(grad_x, grad_w)`` of a tropical convolution (the NumPy kernel's vjp)."""
-    _check_all(grad=grad, indices=indices)
+    check_devices(grad=grad, indices=indices)
     geometry = ConvGeometry(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding), groups)
     grad_x, grad_w = numpy_kernels.conv2d_vjp(np_namespace, _view(grad), _view(indices), geometry)
     return _tensor(grad_x, grad.dtype), _tensor(grad_w, grad.dtype)
@@ -603,7 +605,7 @@ def _rounded_conv2d(semiring, x, w, geometry, dtype):
 @torch.library.custom_op("tropic::maxout", mutates_args=())
 def maxout(grouped: Tensor) -> tuple[Tensor, Tensor]:
     """``(values, indices)``: the max over the last axis of ``grouped`` (..., m, pieces)."""
-    _check_all(grouped=grouped)
+    check_devices(grouped=grouped)
     # No sums: widening half precision to float32 changes no value and no comparison.
     values, indices = numpy_kernels.maxout(np_namespace, _view(grouped))
     return _tensor(values, grouped.dtype), _tensor(indices)
@@ -626,7 +628,7 @@ def _maxout_cuda(grouped: Tensor) -> tuple[Tensor, Tensor]:
 @torch.library.custom_op("tropic::maxout_backward", mutates_args=())
 def maxout_backward(grad: Tensor, indices: Tensor, pieces: int) -> Tensor:
     """Gradient of the grouped input (..., m, pieces): ``grad`` where ``indices`` names the piece."""
-    _check_all(grad=grad, indices=indices)
+    check_devices(grad=grad, indices=indices)
     spread = maxout_vjp_reference(np_namespace, _view(grad), _view(indices), pieces)
     return _tensor(spread, grad.dtype)
 
