@@ -65,10 +65,10 @@ def _int32_indices(indices):
     return cupy.ascontiguousarray(indices, dtype=cupy.int32)
 
 
-def _device_int32(*parts: np.ndarray) -> tuple:
-    """The host integer arrays ``parts`` as 1-D int32 device arrays, in one host-to-device copy (each
-    copy is a round trip of its own; these small tables are made per call)."""
-    table = cupy.asarray(np.concatenate([np.ravel(p) for p in parts]).astype(np.int32, copy=False))
+def _upload(dtype, *parts: np.ndarray) -> tuple:
+    """The host integer arrays ``parts`` as 1-D device arrays of ``dtype``, in one host-to-device copy
+    (each copy is a round trip of its own; these small tables are made per call)."""
+    table = cupy.asarray(np.concatenate([np.ravel(p) for p in parts]).astype(dtype, copy=False))
     ends = np.cumsum([p.size for p in parts]).tolist()
     return tuple(table[end - p.size : end] for p, end in zip(parts, ends, strict=True))
 
@@ -87,8 +87,11 @@ def matmul(xp, semiring, a, b):
         return c.reshape(batch + (M, N)), winner.reshape(batch + (M, N))
     a_c, b_c = cupy.ascontiguousarray(a), cupy.ascontiguousarray(b)
     n_batch = math.prod(batch)
-    a_off = cupy.asarray(layout.batch_offsets(tuple(a.shape[:-2]), batch, M * K))
-    b_off = cupy.asarray(layout.batch_offsets(tuple(b.shape[:-2]), batch, K * N))
+    a_off, b_off = _upload(
+        np.int64,
+        layout.batch_offsets(tuple(a.shape[:-2]), batch, M * K),
+        layout.batch_offsets(tuple(b.shape[:-2]), batch, K * N),
+    )
     c = cupy.empty((n_batch, M, N), a.dtype)
     winner = cupy.empty((n_batch, M, N), cupy.int32)
     maximise = np.int32(semiring.maximises)
@@ -156,7 +159,7 @@ def morphology(xp, semiring, image, weights, support, row_window, col_window, fi
     flat = cupy.ascontiguousarray(image)
     u, v = np.nonzero(support)  # row-major: increasing flat index u * kw + v
     lines_and_taps = (row_window.line, col_window.line, row_window.start[u], col_window.start[v], u * kw + v)
-    tables = _device_int32(*lines_and_taps)
+    tables = _upload(np.int32, *lines_and_taps)
     lines, taps = tables[:2], tables[2:]
     if weights is None:
         tap_weight, has_weight = cupy.empty(1, image.dtype), 0
@@ -204,7 +207,7 @@ def morphology_vjp(xp, grad, indices, image_shape, row_window, col_window):
     H, W = image_shape[-2:]
     n = math.prod(image_shape[:-2])
     g, winner = cupy.ascontiguousarray(grad), _int32_indices(indices)
-    inverse = _device_int32(*layout.inverse_lines(rows, H), *layout.inverse_lines(cols, W))
+    inverse = _upload(np.int32, *layout.inverse_lines(rows, H), *layout.inverse_lines(cols, W))
     grad_image = cupy.empty(tuple(image_shape), grad.dtype)
     args = (g, winner, grad_image, np.int64(n), np.int32(H), np.int32(W))
     args += (*inverse, np.int32(kw))
