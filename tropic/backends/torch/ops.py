@@ -333,13 +333,18 @@ def _rounded_product(semiring, a: np.ndarray, b_t: np.ndarray, dtype: torch.dtyp
 # --- grey-level morphology -----------------------------------------------------------------------
 
 
+def _windows(image_shape, kh: int, kw: int, reflected: bool, mode: str):
+    """The row and column axis windows of a morphology of images of ``image_shape`` (..., H, W)."""
+    H, W = image_shape[-2:]
+    return axis_window(H, kh, reflected, mode), axis_window(W, kw, reflected, mode)
+
+
 def _morphology_frame(
     image: Tensor, support: list[bool], kh: int, kw: int, maximise: bool, mode: str, fill: float
 ):
     """``(rows, cols, mask, fill)`` of a morphology op: the axis windows, the footprint as a boolean
     (kh, kw) array and the border value in the image's precision (as on every backend)."""
-    rows = axis_window(image.shape[-2], kh, maximise, mode)
-    cols = axis_window(image.shape[-1], kw, maximise, mode)
+    rows, cols = _windows(image.shape, kh, kw, maximise, mode)
     mask = np.asarray(support, dtype=bool).reshape(kh, kw)
     if image.dtype in HALF_DTYPES:
         fill = float(torch.tensor(fill).to(image.dtype))
@@ -413,8 +418,7 @@ def morphology_backward(
 ) -> tuple[Tensor, Tensor]:
     """``(grad_image, grad_weights)``: the NumPy kernel's vjp (``grad_weights`` not negated)."""
     check_devices(grad=grad, indices=indices)
-    rows = axis_window(image_shape[-2], kh, reflected, mode)
-    cols = axis_window(image_shape[-1], kw, reflected, mode)
+    rows, cols = _windows(image_shape, kh, kw, reflected, mode)
     grad_image, grad_weights = numpy_kernels.morphology_vjp(
         np_namespace, _view(grad), _view(indices), tuple(image_shape), rows, cols
     )
@@ -432,8 +436,7 @@ def _morphology_backward_cuda(
 ) -> tuple[Tensor, Tensor]:
     device = _cuda_device(grad=grad, indices=indices)
     _refuse_bfloat16(grad=grad)
-    rows = axis_window(image_shape[-2], kh, reflected, mode)
-    cols = axis_window(image_shape[-1], kw, reflected, mode)
+    rows, cols = _windows(image_shape, kh, kw, reflected, mode)
     grad_image, grad_weights = _on_cupy(
         "morphology_vjp", device, grad, indices, tuple(image_shape), rows, cols
     )
