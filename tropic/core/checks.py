@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numbers
 from types import ModuleType
 from typing import Any
+
+import numpy as np
 
 from ._array_api import Array
 
@@ -49,6 +52,7 @@ def pair(name: str, value: Any, minimum: int) -> tuple[int, int]:
 
 
 def positive_int(name: str, value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    """``value`` as a Python int if it is an integer >= 1 (NumPy integers too; not a bool)."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+    return int(value)

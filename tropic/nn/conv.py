@@ -10,7 +10,7 @@ import numpy as np
 from .. import autodiff as ad
 from ..core.checks import pair, positive_int
 from . import init as _init
-from .linear import _positive, linear_init
+from .linear import linear_init
 from .module import Module, Parameter
 from .tropical import tropical_weight
 
@@ -18,8 +18,8 @@ __all__ = ["Conv2d", "Dilation2d", "Erosion2d", "MaxPlusConv2d", "MaxPool2d", "M
 
 
 def _conv_shape(in_channels: int, out_channels: int, kernel_size: Any, groups: int) -> tuple[int, ...]:
-    in_channels = _positive("in_channels", in_channels)
-    out_channels = _positive("out_channels", out_channels)
+    in_channels = positive_int("in_channels", in_channels)
+    out_channels = positive_int("out_channels", out_channels)
     groups = positive_int("groups", groups)
     if in_channels % groups or out_channels % groups:
         raise ValueError(
@@ -193,7 +193,7 @@ class _Morphology2d(Module):
         dtype: Any = np.float32,
     ) -> None:
         super().__init__()
-        self.channels = _positive("channels", channels)
+        self.channels = positive_int("channels", channels)
         self.kernel_size = pair("kernel_size", kernel_size, 1)
         shape = (self.channels, *self.kernel_size)
         if init == "zeros":

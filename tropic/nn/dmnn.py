@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from .. import autodiff as ad
+from ..core.checks import positive_int
 from . import init as _init
 from .dropout import _keep_mask, _probability
-from .linear import Linear, _positive
+from .linear import Linear
 from .module import Module, Parameter
 
 __all__ = ["DEP", "MPM", "DiagonalActivation", "MPMResidual", "SVDActivation"]
@@ -93,8 +94,8 @@ class MPM(Module):
         dtype: Any = np.float32,
     ) -> None:
         super().__init__()
-        self.in_features = _positive("in_features", in_features)
-        self.out_features = _positive("out_features", out_features)
+        self.in_features = positive_int("in_features", in_features)
+        self.out_features = positive_int("out_features", out_features)
         if init not in ("normal", "zeros"):
             raise ValueError(f"init must be 'normal' or 'zeros', got {init!r}")
         self.init = init
@@ -177,8 +178,8 @@ class DEP(Module):
         dtype: Any = np.float32,
     ) -> None:
         super().__init__()
-        self.in_features = _positive("in_features", in_features)
-        self.out_features = _positive("out_features", out_features)
+        self.in_features = positive_int("in_features", in_features)
+        self.out_features = positive_int("out_features", out_features)
         if mix not in ("learned", "fixed"):
             raise ValueError(f"mix must be 'learned' or 'fixed', got {mix!r}")
         self.mix_mode = mix
@@ -221,7 +222,7 @@ class DiagonalActivation(Module):
         self, num_features: int, *, rng: Any = None, seed: int | None = None, dtype: Any = np.float32
     ) -> None:
         super().__init__()
-        self.num_features = _positive("num_features", num_features)
+        self.num_features = positive_int("num_features", num_features)
         gen = _init.as_rng(rng, seed)
         self.weight = Parameter(_init.normal((num_features,), gen, dtype, std=1.0 / math.sqrt(12.0)))
 
@@ -269,7 +270,7 @@ class SVDActivation(Module):
         dtype: Any = np.float32,
     ) -> None:
         super().__init__()
-        self.num_features = _positive("num_features", num_features)
+        self.num_features = positive_int("num_features", num_features)
         gen = _init.as_rng(rng, seed)
         m0 = Linear(num_features, num_features, bias=False, init=init, rng=gen, dtype=np.float64).weight
         u, s, vh = np.linalg.svd(np.asarray(m0.data))

@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 
 from .. import autodiff as ad
+from ..core.checks import positive_int
 from . import init as _init
 from .activations import ReLU
 from .dmnn import DEP, MPM, DiagonalActivation, MPMResidual, SVDActivation
-from .linear import Linear, _positive
+from .linear import Linear
 from .module import Module, Sequential
 from .normalization import BatchNorm1d
 from .tropical import Maxout, MaxPlus
@@ -55,9 +56,9 @@ def _sizes(in_features: int, hidden: int, out_features: int, blocks: int) -> tup
     if isinstance(blocks, bool) or not isinstance(blocks, (int, np.integer)) or blocks < 0:
         raise ValueError(f"blocks must be a non-negative int, got {blocks!r}")
     return (
-        _positive("in_features", in_features),
-        _positive("hidden", hidden),
-        _positive("out_features", out_features),
+        positive_int("in_features", in_features),
+        positive_int("hidden", hidden),
+        positive_int("out_features", out_features),
         int(blocks),
     )
 
@@ -364,7 +365,7 @@ class _GroupMax(Module):
 
     def __init__(self, pieces: int) -> None:
         super().__init__()
-        self.pieces = _positive("pieces", pieces)
+        self.pieces = positive_int("pieces", pieces)
 
     def forward(self, x: Any) -> ad.Tensor:
         return ad.maxout(x, self.pieces, axis=-1)
@@ -390,7 +391,7 @@ def maxout_head(
     ``-inf`` elsewhere), i.e. maxout; ``hidden`` must be a multiple of ``pieces``.
     """
     n_in, h, n_out, _ = _sizes(in_features, hidden, out_features, 0)
-    pieces = _positive("pieces", pieces)
+    pieces = positive_int("pieces", pieces)
     if h % pieces:
         raise ValueError(f"hidden must be a multiple of pieces, got hidden={h}, pieces={pieces}")
     gen = _init.as_rng(rng, seed)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .. import autodiff as ad
+from ..core.checks import positive_int
 from . import init as _init
 from .module import Module, Parameter
 
@@ -70,8 +71,8 @@ class Linear(Module):
         dtype: Any = np.float32,
     ) -> None:
         super().__init__()
-        self.in_features = _positive("in_features", in_features)
-        self.out_features = _positive("out_features", out_features)
+        self.in_features = positive_int("in_features", in_features)
+        self.out_features = positive_int("out_features", out_features)
         gen = _init.as_rng(rng, seed)
         self.weight = Parameter(linear_init(init, (out_features, in_features), gen, dtype))
         self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
@@ -110,9 +111,3 @@ class Identity(Module):
 
     def forward(self, x: Any) -> Any:
         return x
-
-
-def _positive(name: str, value: Any) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)

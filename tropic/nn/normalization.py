@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import autodiff as ad
 from ..core._array_api import array_namespace
-from .linear import _positive
+from ..core.checks import positive_int
 from .module import Module, Parameter
 
 __all__ = ["BatchNorm1d", "BatchNorm2d"]
@@ -52,7 +52,7 @@ class BatchNorm1d(Module):
         dtype: Any = np.float32,
     ) -> None:
         super().__init__()
-        self.num_features = _positive("num_features", num_features)
+        self.num_features = positive_int("num_features", num_features)
         if not eps > 0:
             raise ValueError(f"eps must be > 0, got {eps!r}")
         if not 0.0 <= momentum <= 1.0:

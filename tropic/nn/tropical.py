@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 
 from .. import autodiff as ad
+from ..core.checks import positive_int
 from . import init as _init
-from .linear import Linear, _positive
+from .linear import Linear
 from .module import Module, Parameter
 
 __all__ = ["DilationErosion", "MaxPlus", "Maxout", "MinPlus"]
@@ -50,8 +51,8 @@ class _TropicalDense(Module):
         dtype: Any = np.float32,
     ) -> None:
         super().__init__()
-        self.in_features = _positive("in_features", in_features)
-        self.out_features = _positive("out_features", out_features)
+        self.in_features = positive_int("in_features", in_features)
+        self.out_features = positive_int("out_features", out_features)
         self.init = init
         gen = _init.as_rng(rng, seed)
         w = tropical_weight((out_features, in_features), init, gen, dtype, p, count, self._zero)
@@ -228,9 +229,9 @@ class Maxout(Module):
         dtype: Any = np.float32,
     ) -> None:
         super().__init__()
-        self.pieces = _positive("pieces", pieces)
+        self.pieces = positive_int("pieces", pieces)
         self.linear = Linear(
-            in_features, _positive("out_features", out_features) * self.pieces, bias,
+            in_features, positive_int("out_features", out_features) * self.pieces, bias,
             init=init, rng=rng, seed=seed, dtype=dtype,
         )  # fmt: skip
 
