@@ -75,24 +75,56 @@ def _inverse_softplus(y: np.ndarray) -> np.ndarray:
     return y + np.log(-np.expm1(-y))
 
 
+def _host_softplus(x: np.ndarray) -> np.ndarray:
+    """``max(x, 0) + log1p(e^{-|x|})`` in ``x``'s dtype, as :func:`tropic.autodiff.softplus` computes it."""
+    return np.maximum(x, x.dtype.type(0)) + np.log1p(np.exp(-np.abs(x)))
+
+
+def _clamp_bounds(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``bias_clamp``'s bounds ``[(w_(1) + w_(2))/2, sum(W) - w_(1)/2]`` per neuron of the float64
+    weights ``w`` (out, n), ``w_(1) <= w_(2)`` the two smallest."""
+    w = np.sort(w, axis=1)
+    low = (w[:, 0] + w[:, 1]) / 2 if w.shape[1] > 1 else np.zeros(w.shape[0])
+    return low, w.sum(axis=1) - w[:, 0] / 2
+
+
 def _xi(u: ad.Tensor) -> ad.Tensor:
     """``tanh(u) / 2 + 1 / 2`` (equal to ``sigmoid(2u)``)."""
     return ad.tanh(u) * 0.5 + 0.5
 
 
 class _BinaryReading:
-    """The binary reading of a bank of BiSE-type neurons from ``_neuron_weights()`` / ``_neuron_biases()``
-    (float64 NumPy, one row per neuron): shared by these layers and their torch mirrors."""
+    """The binary reading of a bank of BiSE-type neurons, shared by these layers and their torch
+    mirrors: ``W = softplus(theta)`` and ``B = softplus(beta)`` (clamped where ``bias_clamp``) as
+    float64 NumPy, one row per neuron, from the parameters' values through one NumPy formula.
+
+    One formula, not each engine's own softplus: the engines' ``exp``/``log1p`` may differ by an ulp
+    (torch's vectorised ones against the C library's), which can flip an exact tie of the activation
+    test and so the binarised operation. Computed in the parameters' dtype, then widened, so the
+    values are those of :attr:`weight` / :attr:`bias` on this engine.
+    """
 
     out_channels: int
     binarization: str
+    bias_clamp: bool
     _neuron_shape: tuple[int, ...]
 
-    def _neuron_weights(self) -> np.ndarray:  # pragma: no cover - abstract
+    def _host_parameter(self, name: str) -> np.ndarray:  # pragma: no cover - abstract
+        """The value of parameter ``name`` as a NumPy array of its dtype (no gradient)."""
         raise NotImplementedError
 
-    def _neuron_biases(self) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _neuron_weights(self) -> np.ndarray:
+        """``W`` of every neuron as float64 NumPy, shape (out, n)."""
+        weights = _host_softplus(self._host_parameter("theta"))
+        return weights.astype(np.float64).reshape(self.out_channels, -1)
+
+    def _neuron_biases(self) -> np.ndarray:
+        """``B`` of every neuron as float64 NumPy (clamped as :attr:`bias` where ``bias_clamp``)."""
+        b = _host_softplus(self._host_parameter("beta"))
+        if self.bias_clamp:
+            low, high = _clamp_bounds(self._neuron_weights())
+            b = np.minimum(np.maximum(b, low.astype(b.dtype)), high.astype(b.dtype))
+        return b.astype(np.float64)
 
     def _index(self, neuron: int | None) -> int:
         if neuron is None:
@@ -217,9 +249,7 @@ class _BiSEBase(_BinaryReading, Module):
         b = ad.softplus(self.beta)
         if not self.bias_clamp:
             return b
-        w = np.sort(self._neuron_weights(), axis=1)
-        low = (w[:, 0] + w[:, 1]) / 2 if w.shape[1] > 1 else np.zeros(w.shape[0])
-        high = w.sum(axis=1) - w[:, 0] / 2
+        low, high = _clamp_bounds(self._neuron_weights())
         xp = b.xp
         low, high = (xp.astype(xp.asarray(v), b.dtype) for v in (low, high))
         return ad.minimum(ad.maximum(b, low), high)
@@ -242,14 +272,8 @@ class _BiSEBase(_BinaryReading, Module):
 
     # -- binarisation -------------------------------------------------------------------------
 
-    def _neuron_weights(self) -> np.ndarray:
-        """``W`` of every neuron as float64 NumPy, shape (out, n)."""
-        with ad.no_grad():
-            return self.weight.numpy().astype(np.float64).reshape(self.out_channels, -1)
-
-    def _neuron_biases(self) -> np.ndarray:
-        with ad.no_grad():
-            return self.bias.numpy().astype(np.float64)
+    def _host_parameter(self, name: str) -> np.ndarray:
+        return np.asarray(getattr(self, name).numpy())
 
     def _binary_state(self) -> tuple[BinarizedNeurons, np.ndarray]:
         """The binarisation (recomputed only when the parameters or the method changed) and ``p < 0``."""

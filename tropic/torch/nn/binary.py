@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 import tropic.nn as _tnn
 from tropic.nn import binarize as _bz
-from tropic.nn.binary import BinarizedNeurons, _BinaryReading
+from tropic.nn.binary import BinarizedNeurons, _BinaryReading, _clamp_bounds
 
 from ._mirror import TropicMirror, maximum, minimum, mirror, softplus
 
@@ -77,10 +77,11 @@ class _BiSEBase(_BinaryReading, TropicMirror):
         b = softplus(self.beta)
         if not self.bias_clamp:
             return b
-        w = torch.sort(self.weight.detach().double().reshape(self.out_channels, -1), dim=1).values
-        low = (w[:, 0] + w[:, 1]) / 2 if w.shape[1] > 1 else torch.zeros_like(w[:, 0])
-        high = w.sum(dim=1) - w[:, 0] / 2
-        return minimum(maximum(b, low.to(b.dtype)), high.to(b.dtype))
+        low, high = (
+            torch.from_numpy(v).to(dtype=b.dtype, device=b.device)
+            for v in _clamp_bounds(self._neuron_weights())
+        )
+        return minimum(maximum(b, low), high)
 
     def preactivation(self, x: torch.Tensor) -> torch.Tensor:
         """``p (x ⋆ W - B)``, the argument of ``xi``."""
@@ -94,11 +95,10 @@ class _BiSEBase(_BinaryReading, TropicMirror):
 
     # -- binarisation (tropic.nn.binarize on the detached weights) ---------------------------------
 
-    def _neuron_weights(self) -> np.ndarray:
-        return self.weight.detach().cpu().double().reshape(self.out_channels, -1).numpy()
-
-    def _neuron_biases(self) -> np.ndarray:
-        return self.bias.detach().cpu().double().numpy()
+    def _host_parameter(self, name: str) -> np.ndarray:
+        value = getattr(self, name).detach().cpu()
+        # NumPy has no bfloat16: its values are exact in float32, where the binary reading runs then.
+        return (value.float() if value.dtype == torch.bfloat16 else value).numpy()
 
     def _binary_state(self) -> BinarizedNeurons:
         key = (self.binarization, self.bias_clamp, self.theta.detach().clone(), self.beta.detach().clone())
