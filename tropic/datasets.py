@@ -33,8 +33,11 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import pickle
+import pickletools
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -130,21 +133,30 @@ def structuring_element(shape: str, size: int) -> np.ndarray:
     """A symmetric boolean ``size x size`` structuring element: ``disk`` (Euclidean radius
     ``size // 2``), ``cross`` (the centre row and column), ``square`` (all ones) or ``stick`` (the
     diagonal line through the centre)."""
+    _check_element(shape, size)
+    r = size // 2
+    i, j = np.ogrid[-r : r + 1, -r : r + 1]  # a column and a row, broadcast: no (size, size) index grids
+    return {
+        "square": lambda: np.ones((size, size), dtype=bool),
+        "disk": lambda: i**2 + j**2 <= r**2,
+        "cross": lambda: (i == 0) | (j == 0),
+        "stick": lambda: i == j,
+    }[shape]()
+
+
+def _check_element(shape: str, size: int) -> None:
     if shape not in SHAPES:
         raise ValueError(f"unknown structuring element {shape!r}; choose one of {', '.join(SHAPES)}")
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1 or size % 2 == 0:
         raise ValueError(f"structuring element size must be an odd positive int, got {size!r}")
-    r = size // 2
-    i, j = np.mgrid[-r : r + 1, -r : r + 1]
-    return {
-        "disk": i**2 + j**2 <= r**2,
-        "cross": (i == 0) | (j == 0),
-        "square": np.ones((size, size), dtype=bool),
-        "stick": i == j,
-    }[shape]
 
 
-def _parse_target(target: str) -> tuple[str, str, int]:
+def _parse_target(target: str, image_size: int | None = None) -> tuple[str, str, int]:
+    """``(operation, shape, size)`` of a diskorect target, checked without building the element.
+
+    With ``image_size``, the size must be at most ``2 * image_size - 1``: a wider element reaches past
+    the image's edges from every pixel (and a huge one would only cost memory).
+    """
     parts = str(target).split(":")
     if not 1 <= len(parts) <= 3 or parts[0] not in OPERATIONS:
         raise ValueError(
@@ -157,7 +169,12 @@ def _parse_target(target: str) -> tuple[str, str, int]:
         size = int(parts[2]) if len(parts) > 2 else 7
     except ValueError:
         raise ValueError(f"target {target!r}: the size must be an int") from None
-    structuring_element(shape, size)  # validates both
+    _check_element(shape, size)
+    if image_size is not None and size > 2 * image_size - 1:
+        raise ValueError(
+            f"target {target!r}: the structuring element size must be at most 2 x {image_size} - 1 = "
+            f"{2 * image_size - 1} for {image_size} x {image_size} images, got {size}"
+        )
     return operation, shape, size
 
 
@@ -176,7 +193,9 @@ def diskorect_task(
 
     from .nn._synthetic import diskorect
 
-    operation, shape, k = _parse_target(target)
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+    operation, shape, k = _parse_target(target, int(size))
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 2:
         raise ValueError(f"count must be an int >= 2, got {count!r}")
     x = diskorect(int(count), int(size), seed=seed)
@@ -214,38 +233,77 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read one IDX file (raw, or gzip-compressed if its name ends with ``.gz``) into a native-endian
     NumPy array of its declared type and shape.
 
-    The header is checked exactly: two zero bytes, a known type code, a dimension count of 1 to 4,
-    and a file length equal to header plus data; a :class:`ValueError` names the file otherwise.
+    The header is read and checked first: two zero bytes, a known type code, a dimension count of 1
+    to 4, and a data length that the file can hold (a raw file's size must be header plus data
+    exactly; a gzip file cannot hold more than 1032 times its size, deflate's limit). Then exactly the
+    announced number of bytes is read, and one more to detect trailing data: memory stays of the
+    order of the announced size, whatever a compressed file would expand to. Any mismatch raises a
+    :class:`ValueError` naming the file.
     """
     path = Path(path)
     try:
-        opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rb") as stream:
-            raw = stream.read()
-    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
-        if isinstance(exc, FileNotFoundError):
-            raise
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if path.name.endswith(".gz"):
+                with gzip.GzipFile(fileobj=file, mode="rb") as stream:
+                    return _read_idx_stream(stream, path, size, compressed=True)
+            return _read_idx_stream(file, path, size, compressed=False)
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise ValueError(f"{path}: cannot read ({exc})") from None
-    if len(raw) < 4:
-        raise ValueError(f"{path}: too short for an IDX file ({len(raw)} bytes)")
-    zero, code, ndim = raw[0:2], raw[2], raw[3]
-    magic = int.from_bytes(raw[:4], "big")
+
+
+# Deflate emits at least 2 bits per 258-byte match: no gzip file expands by more than 1032 times.
+_DEFLATE_MAX_RATIO = 1032
+
+
+def _read_idx_stream(stream: Any, path: Path, size: int, compressed: bool) -> np.ndarray:
+    head = stream.read(4)
+    if len(head) < 4:
+        raise ValueError(f"{path}: too short for an IDX file ({len(head)} bytes)")
+    zero, code, ndim = head[0:2], head[2], head[3]
+    magic = int.from_bytes(head, "big")
     if zero != b"\0\0" or code not in _IDX_TYPES or not 1 <= ndim <= 4:
         raise ValueError(
             f"{path}: bad IDX magic number 0x{magic:08x} (expected 0x0000TTDD: type TT, DD dims)"
         )
-    header = 4 + 4 * ndim
-    if len(raw) < header:
+    sizes = stream.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
         raise ValueError(f"{path}: truncated IDX header")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    header = 4 + 4 * ndim
+    dims = tuple(int.from_bytes(sizes[4 * i : 4 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_TYPES[code])
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    if len(raw) != expected:
-        raise ValueError(
-            f"{path}: {len(raw)} bytes, but the header (shape {dims}, {dtype.name}) implies {expected}"
-        )
-    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
-    return data.astype(dtype.newbyteorder("="))
+    nbytes = math.prod(dims) * dtype.itemsize  # Python ints: no wrap-around, whatever the header says
+    expected = header + nbytes
+    announced = f"the header (shape {dims}, {dtype.name}) implies {expected}"
+    if not compressed and size != expected:
+        raise ValueError(f"{path}: {size} bytes, but {announced}")
+    if compressed and expected > _DEFLATE_MAX_RATIO * size:
+        raise ValueError(f"{path}: {announced} bytes, more than a {size}-byte gzip file can hold")
+    buffer = np.empty(nbytes, dtype=np.uint8)
+    got = _read_into(stream, buffer)
+    if got < nbytes:
+        raise ValueError(f"{path}: {header + got} bytes, but {announced}")
+    if stream.read(1):
+        raise ValueError(f"{path}: more than {expected} bytes, but {announced}")
+    data = buffer.view(dtype).reshape(dims)
+    if not dtype.isnative:
+        data = data.byteswap(inplace=True).view(dtype.newbyteorder("="))
+    return data
+
+
+def _read_into(stream: Any, buffer: np.ndarray, chunk: int = 1 << 22) -> int:
+    """Fill the uint8 ``buffer`` from ``stream`` (at most its length); return the bytes read."""
+    view = memoryview(buffer)
+    done = 0
+    while done < len(view):
+        part = stream.read(min(chunk, len(view) - done))
+        if not part:
+            break
+        view[done : done + len(part)] = part
+        done += len(part)
+    return done
 
 
 def _find(folder: Path, subfolders: tuple[str, ...], names: list[str], what: str) -> Path:
@@ -268,13 +326,22 @@ def _read_mnist(folder: Path, name: str) -> Split:
         if data.dtype != np.uint8 or data.ndim != (3 if images else 1):
             kind = "images (unsigned bytes, 3 dims)" if images else "labels (unsigned bytes, 1 dim)"
             raise ValueError(f"{path}: expected {kind}, got {data.dtype} with shape {data.shape}")
-        if not images and data.size and data.max() > 9:
+        if len(data) == 0 or (images and 0 in data.shape):
+            raise ValueError(f"{path}: holds no {'images' if images else 'labels'} (shape {data.shape})")
+        if not images and data.max() > 9:
             raise ValueError(f"{path}: label {int(data.max())} outside 0..9")
         arrays[key] = (data, path)
     for part in ("train", "test"):
         (x, x_path), (y, y_path) = arrays[f"x_{part}"], arrays[f"y_{part}"]
         if len(x) != len(y):
             raise ValueError(f"{x_path} has {len(x)} images but {y_path} has {len(y)} labels")
+    (x_train, train_path), (x_test, test_path) = arrays["x_train"], arrays["x_test"]
+    if x_train.shape[1:] != x_test.shape[1:]:
+        train_size, test_size = (" x ".join(map(str, x.shape[1:])) for x in (x_train, x_test))
+        raise ValueError(
+            f"{train_path} holds {train_size} images but {test_path} holds {test_size} images: "
+            f"train and test images must have one size"
+        )
     out = []
     for part in ("train", "test"):
         x, y = arrays[f"x_{part}"][0], arrays[f"y_{part}"][0]
@@ -312,29 +379,141 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+# Opcodes a CIFAR-10 batch never needs: sets, extensions, persistent ids, out-of-band buffers and the
+# object-creating opcodes other than REDUCE (the one NumPy's pickles use).
+_REFUSED_OPCODES = frozenset(
+    {
+        "EMPTY_SET", "ADDITEMS", "FROZENSET", "EXT1", "EXT2", "EXT4", "INST", "OBJ", "NEWOBJ",
+        "NEWOBJ_EX", "PERSID", "BINPERSID", "NEXT_BUFFER", "READONLY_BUFFER",
+    }
+)  # fmt: skip
+_CONTAINER_OPCODES = frozenset(
+    {"EMPTY_LIST", "LIST", "EMPTY_TUPLE", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "EMPTY_DICT", "DICT"}
+)
+_GET_OPCODES = frozenset({"GET", "BINGET", "LONG_BINGET", "DUP"})
+_PUT_OPCODES = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"})
+_IN_PLACE_OPCODES = frozenset({"APPEND", "APPENDS", "SETITEM", "SETITEMS", "BUILD"})  # leave their target
+
+
+class _Shadow:
+    """One object of :func:`_check_pickle_structure`'s shadow stack: is it a list, tuple or dict?"""
+
+    __slots__ = ("container",)
+
+    def __init__(self, container: bool) -> None:
+        self.container = container
+
+
+_MARK = _Shadow(False)
+
+
+def _check_pickle_structure(raw: bytes) -> None:
+    """Walk the opcodes of a pickle (without building anything) and refuse what a data file never
+    holds: a list, tuple or dict referenced more than once (memo ``GET`` or ``DUP`` of a container).
+
+    Without shared containers the unpickled object graph is a tree of at most the file's size, so
+    that nothing downstream (hashing a dict key, ``numpy.asarray``, ``repr``) can blow up: a
+    7 KB pickle of 30 nested levels of ``[a, a]`` is a list of 2**30 leaves for anything that walks
+    it. Opcodes a CIFAR batch does not use are refused too (:data:`_REFUSED_OPCODES`). Raises
+    :class:`pickle.UnpicklingError` (or the ``ValueError``, ``IndexError`` or ``KeyError`` of a
+    malformed stream).
+    """
+    stack: list[_Shadow] = []
+    memo: dict[int, _Shadow] = {}
+    for op, arg, pos in pickletools.genops(raw):
+        name = op.name
+        if name in _REFUSED_OPCODES:
+            raise pickle.UnpicklingError(f"refusing the opcode {name} (byte {pos}) in a data file")
+        if name in _GET_OPCODES:
+            target = stack[-1] if name == "DUP" else memo[arg]
+            if target.container:
+                raise pickle.UnpicklingError(
+                    f"refusing a second reference to a list, tuple or dict (byte {pos}): shared or "
+                    f"self-referencing containers are not allowed in a data file"
+                )
+            stack.append(target)
+            continue
+        if name in _PUT_OPCODES:
+            memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1]
+            continue
+        before = op.stack_before
+        popped = []
+        if pickletools.markobject in before:
+            while stack[-1] is not _MARK:
+                stack.pop()
+            stack.pop()
+            before = before[: before.index(pickletools.markobject)]
+        for _ in before:
+            popped.append(stack.pop())
+        if name in _IN_PLACE_OPCODES:
+            stack.append(popped[-1])  # the list, dict or object the opcode changed
+        elif op.stack_after == [pickletools.markobject]:
+            stack.append(_MARK)
+        else:
+            stack.extend(_Shadow(name in _CONTAINER_OPCODES) for _ in op.stack_after)
+
+
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 batch, checked in this order: the pickle's structure (no code, no shared
+    containers), a dict with ``data`` and ``labels``, their types and sizes, the label values; only
+    then is anything converted."""
     try:
         with open(path, "rb") as stream:
-            batch = _ArrayUnpickler(io.BytesIO(stream.read()), encoding="bytes").load()
+            raw = stream.read()
+        _check_pickle_structure(raw)
+        batch = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except FileNotFoundError:
         raise
-    except Exception as exc:  # any unpickling failure of a malformed file
+    except Exception as exc:  # any unpickling failure of a malformed or refused file
         raise ValueError(f"{path}: not a CIFAR-10 python pickle ({type(exc).__name__}: {exc})") from None
     if not isinstance(batch, dict):
         raise ValueError(f"{path}: expected a dict, got {type(batch).__name__}")
-    batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
-    if "data" not in batch or "labels" not in batch:
-        raise ValueError(f"{path}: missing the 'data' or 'labels' entry (has {sorted(map(str, batch))})")
-    data, labels = np.asarray(batch["data"]), np.asarray(batch["labels"])
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+    entries = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    if "data" not in entries or "labels" not in entries:
+        keys = sorted(repr(k)[:40] for k in entries if isinstance(k, str))
+        raise ValueError(f"{path}: missing the 'data' or 'labels' entry (has {', '.join(keys) or 'none'})")
+    data = _cifar_data(entries["data"], path)
+    return data, _cifar_labels(entries["labels"], len(data), path)
+
+
+def _cifar_data(data: Any, path: Path) -> np.ndarray:
+    """``data`` as float32 images ``(N, 3, 32, 32)``: a uint8 array ``(N, 3072)`` or its raw bytes."""
+    row = 3 * 32 * 32
+    if isinstance(data, (bytes, bytearray)):
+        if len(data) % row:
+            raise ValueError(f"{path}: 'data' holds {len(data)} bytes, not a multiple of {row} (3 x 32 x 32)")
+        data = np.frombuffer(data, dtype=np.uint8).reshape(-1, row)
+    if not isinstance(data, np.ndarray):
+        raise ValueError(f"{path}: 'data' must be uint8 of shape (N, 3072), got a {type(data).__name__}")
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != row:
         raise ValueError(f"{path}: 'data' must be uint8 of shape (N, 3072), got {data.dtype} {data.shape}")
-    if labels.ndim != 1 or len(labels) != len(data) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{path}: 'labels' must be {len(data)} ints, got {labels.dtype} {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise ValueError(
-            f"{path}: label {int(labels.max() if labels.max() > 9 else labels.min())} outside 0..9"
-        )
-    return (data.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0), labels.astype(np.int64)
+    return data.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0
+
+
+def _cifar_labels(labels: Any, n: int, path: Path) -> np.ndarray:
+    """``labels`` as int64: a flat list of ``n`` ints in 0..9, or a 1-D integer array of them.
+
+    Types and the length are checked before any conversion: a nested list is refused at its first
+    element, never expanded."""
+    if isinstance(labels, np.ndarray):
+        if labels.ndim != 1 or len(labels) != n or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"{path}: 'labels' must be {n} ints, got {labels.dtype} {labels.shape}")
+        values = labels.astype(np.int64)
+    elif isinstance(labels, list):
+        if len(labels) != n:
+            raise ValueError(f"{path}: 'labels' must be {n} ints, got a list of {len(labels)}")
+        for i, v in enumerate(labels):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ValueError(f"{path}: 'labels' must be {n} ints, got a {type(v).__name__} at index {i}")
+            if not 0 <= v <= 9:
+                raise ValueError(f"{path}: label {int(v)} outside 0..9 (index {i})")
+        return np.array(labels, dtype=np.int64)
+    else:
+        raise ValueError(f"{path}: 'labels' must be a list of {n} ints, got a {type(labels).__name__}")
+    bad = np.flatnonzero((values < 0) | (values > 9))
+    if bad.size:
+        raise ValueError(f"{path}: label {int(values[bad[0]])} outside 0..9 (index {int(bad[0])})")
+    return values
 
 
 def read_cifar10(folder: str | os.PathLike) -> Split:
