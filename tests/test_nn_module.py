@@ -216,6 +216,39 @@ def test_npz_round_trip_is_bitwise_with_inf_weights_and_running_stats(tmp_path):
     assert int(other[1].num_batches_tracked) == 3
 
 
+def test_save_and_load_take_the_same_path(tmp_path):
+    """``save("model")`` writes ``model.npz`` (NumPy's rule): ``load("model")`` reads it back (it used
+    to look for a file named ``model``); a file at exactly the given name is read when no ``.npz``
+    sibling exists."""
+    net, other = Net(), Net()
+    for p in net.parameters():
+        p.data = p.data + 1
+    net.save(tmp_path / "model")
+    assert (tmp_path / "model.npz").is_file() and not (tmp_path / "model").exists()
+    for path in (tmp_path / "model", str(tmp_path / "model"), tmp_path / "model.npz"):
+        other.load(path)
+        for key, value in net.state_dict().items():
+            assert_identical(other.state_dict()[key], value)
+    assert set(nn.load_state(tmp_path / "model")) == set(net.state_dict())
+    with open(tmp_path / "weights.bin", "wb") as stream:  # savez to a handle appends nothing
+        np.savez(stream, **net.state_dict())
+    Net().load(tmp_path / "weights.bin")
+    with pytest.raises(FileNotFoundError):
+        Net().load(tmp_path / "missing")
+
+
+def test_strict_load_from_a_file_names_the_file_and_the_keys(tmp_path):
+    net = Net()
+    state = net.state_dict()
+    state["extra"] = np.zeros(2)
+    del state["alpha"]
+    np.savez(tmp_path / "odd.npz", **state)
+    with pytest.raises(KeyError, match=r"odd\.npz does not match Net: missing keys \['alpha'\], unexpected"):
+        net.load(tmp_path / "odd.npz")
+    missing, unexpected = net.load(tmp_path / "odd.npz", strict=False)
+    assert (missing, unexpected) == (["alpha"], ["extra"])
+
+
 def test_to_casts_floating_state():
     net = nn.Sequential(nn.Linear(3, 2, seed=0), nn.BatchNorm1d(2)).to(np.float64)
     assert all(p.dtype == np.float64 for p in net.parameters())

@@ -10,6 +10,7 @@ little above what it holds after its imports, and with a timeout: a regression f
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import pickle
@@ -17,6 +18,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import numpy as np
 import pytest
@@ -294,3 +296,100 @@ def test_structure_check_accepts_what_pickle_writes():
 
 
 # -- model .npz files --------------------------------------------------------------------------------
+
+
+def npy_header(shape, dtype) -> bytes:
+    """The ``.npy`` header (magic, version 1.0, dict) of an array of ``shape`` and ``dtype``."""
+    stream = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        stream,
+        {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape},
+    )
+    return stream.getvalue()
+
+
+def add_zeros_member(path, name: str, mib: int) -> None:
+    """Append ``name`` to the zip ``path``: a uint8 ``.npy`` of ``mib`` MiB of zeros, deflated (about
+    ``mib`` KiB on disk)."""
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        with archive.open(name, "w", force_zip64=True) as member:
+            member.write(npy_header((mib * MiB,), np.uint8))
+            chunk = bytes(MiB)
+            for _ in range(mib):
+                member.write(chunk)
+
+
+def small_net():
+    import tropic.nn as nn
+
+    return nn.Sequential(nn.Linear(4, 3, seed=0), nn.BatchNorm1d(3))
+
+
+_NET = "import tropic.nn as nn\nnet = nn.Sequential(nn.Linear(4, 3, seed=0), nn.BatchNorm1d(3))"
+
+
+@linux_only
+def test_model_npz_with_a_huge_unexpected_member_fails_before_reading_it(tmp_path):
+    """A 1 MiB model file with an unexpected 1 GiB member used to peak at 2.1 GB before the KeyError:
+    the member names are compared first (here 256 MiB, in a child capped 160 MiB above its start)."""
+    path = tmp_path / "model.npz"
+    small_net().save(path)
+    add_zeros_member(path, "extra.npy", 256)
+    assert path.stat().st_size < 2 * MiB
+    outcome = run_capped(f"net.load({str(path)!r})", imports=_NET)
+    assert outcome["type"] == "KeyError", outcome
+    assert str(path) in outcome["message"] and "unexpected keys ['extra']" in outcome["message"]
+    body = f"assert net.load({str(path)!r}, strict=False).unexpected == ['extra']"
+    assert run_capped(body, imports=_NET) == {"ok": True}  # skipped unread
+
+
+@linux_only
+def test_model_npz_member_announcing_another_shape_fails_before_reading_it(tmp_path):
+    """The expected name with a 256 MiB array where a (3, 4) weight belongs: the header is compared
+    with the parameter first."""
+    path = tmp_path / "model.npz"
+    net = small_net()
+    state = {k: v for k, v in net.state_dict().items() if k != "0.weight"}
+    np.savez(path, **state)
+    add_zeros_member(path, "0.weight.npy", 256)
+    outcome = run_capped(f"net.load({str(path)!r})", imports=_NET)
+    assert outcome["type"] == "ValueError", outcome
+    assert f"{path}: 0.weight: expected shape (3, 4), the file holds (268435456,)" in outcome["message"]
+
+
+def test_model_npz_members_are_checked_against_their_headers(tmp_path):
+    net = small_net()
+    good = net.state_dict()
+    cases = []
+    cases.append(({**good, "0.weight": good["0.weight"].astype(np.float64)}, "expected dtype float32"))
+    cases.append(({**good, "0.bias": np.array([None, 1, 2], dtype=object)}, "dtype object is not a numeric"))
+    for i, (state, message) in enumerate(cases):
+        path = tmp_path / f"case{i}.npz"
+        np.savez(path, **state)
+        with pytest.raises(ValueError, match=message) as info:
+            small_net().load(path)
+        assert str(path) in str(info.value)
+    # trailing bytes after the array data, in a member whose header is right
+    path = tmp_path / "trailing.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        for key, value in good.items():
+            stream = io.BytesIO()
+            np.lib.format.write_array(stream, value)
+            archive.writestr(f"{key}.npy", stream.getvalue() + (b"junk" if key == "1.running_var" else b""))
+    with pytest.raises(ValueError, match=r"1\.running_var: .* bytes in the archive, but its header"):
+        small_net().load(path)
+    # not a zip at all, and a member that is not an array
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(ValueError, match=r"text\.npz: not an \.npz file"):
+        small_net().load(tmp_path / "text.npz")
+    with zipfile.ZipFile(tmp_path / "other.npz", "w") as archive:
+        archive.writestr("notes.txt", "x")
+    with pytest.raises(ValueError, match=r"member 'notes\.txt' is not an \.npy array"):
+        small_net().load(tmp_path / "other.npz")
+    # a truncated deflated member: the zip layer's CRC / length check, named
+    path = tmp_path / "deflated.npz"
+    np.savez_compressed(path, **good)
+    net = small_net()
+    net.load(path)  # compressed files load too
+    for key, value in good.items():
+        np.testing.assert_array_equal(net.state_dict()[key], value)

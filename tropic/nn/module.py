@@ -7,7 +7,10 @@ round trip see one stable, dotted naming (``"0.weight"``, ``"block.bn.running_me
 
 from __future__ import annotations
 
+import math
 import os
+import zipfile
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from types import ModuleType
@@ -327,26 +330,7 @@ class Module:
         """
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict of arrays, got {type(state).__name__}")
-        targets: dict[str, tuple[Module, str, str]] = {}
-        for module_name, module in self.named_modules():
-            dot = f"{module_name}." if module_name else ""
-            for name, p in module._parameters.items():
-                if p is not None:
-                    targets.setdefault(dot + name, (module, name, "param"))
-            for name, b in module._buffers.items():
-                if b is not None:
-                    targets[dot + name] = (module, name, "buffer")
-            for name, p in module._parameters.items():
-                key = f"{dot}{name}_mask"
-                if p is not None and key not in targets and key in state:
-                    targets[key] = (module, f"{name}_mask", "new mask")
-        missing = [k for k in targets if k not in state and targets[k][2] != "new mask"]
-        unexpected = [k for k in state if k not in targets]
-        if strict and (missing or unexpected):
-            raise KeyError(
-                f"state dict does not match {type(self).__name__}: missing keys {missing}, "
-                f"unexpected keys {unexpected}"
-            )
+        targets, missing, unexpected = self._match_keys(state, strict, "state dict")
         updates = []
         for key, (module, name, kind) in targets.items():
             if key not in state:
@@ -380,6 +364,37 @@ class Module:
             module._link_masks()
         return IncompatibleKeys(missing, unexpected)
 
+    def _match_keys(
+        self, keys: Iterable[str], strict: bool, what: str
+    ) -> tuple[dict[str, tuple[Module, str, str]], list[str], list[str]]:
+        """``(targets, missing, unexpected)`` for loading the state ``keys``: ``targets`` maps every
+        key this module can take to ``(module, attribute, kind)`` (kind ``"param"``, ``"buffer"`` or
+        ``"new mask"``: a pruning mask ``"<param>_mask"`` in ``keys`` for an unpruned parameter).
+        ``strict`` and a mismatch raise :class:`KeyError` naming ``what`` and every key."""
+        keys = list(keys)
+        given = set(keys)
+        targets: dict[str, tuple[Module, str, str]] = {}
+        for module_name, module in self.named_modules():
+            dot = f"{module_name}." if module_name else ""
+            for name, p in module._parameters.items():
+                if p is not None:
+                    targets.setdefault(dot + name, (module, name, "param"))
+            for name, b in module._buffers.items():
+                if b is not None:
+                    targets[dot + name] = (module, name, "buffer")
+            for name, p in module._parameters.items():
+                key = f"{dot}{name}_mask"
+                if p is not None and key not in targets and key in given:
+                    targets[key] = (module, f"{name}_mask", "new mask")
+        missing = [k for k in targets if k not in given and targets[k][2] != "new mask"]
+        unexpected = [k for k in keys if k not in targets]
+        if strict and (missing or unexpected):
+            raise KeyError(
+                f"{what} does not match {type(self).__name__}: missing keys {missing}, "
+                f"unexpected keys {unexpected}"
+            )
+        return targets, missing, unexpected
+
     def _link_masks(self) -> None:
         # A buffer "<name>_mask" is parameter <name>'s pruning mask: optimisers read it from the
         # parameter, so the link is renewed whenever a buffer is set or replaced.
@@ -391,13 +406,45 @@ class Module:
         """Write :meth:`state_dict` to an uncompressed ``.npz`` file (NumPy's ``savez``).
 
         Values are stored exactly (``-inf`` weights and running statistics included), so
-        ``load`` reproduces outputs bitwise. NumPy appends ``.npz`` to a path without it.
+        ``load`` reproduces outputs bitwise. As NumPy does, ``.npz`` is appended to a path without
+        it: ``save("model")`` writes ``model.npz``, and ``load("model")`` reads it back.
         """
-        np.savez(path, **{k: _to_numpy(v) for k, v in self.state_dict().items()})
+        target = path if hasattr(path, "write") else _npz_path(path)
+        np.savez(target, **{k: _to_numpy(v) for k, v in self.state_dict().items()})
 
     def load(self, path: str | os.PathLike, strict: bool = True) -> IncompatibleKeys:
-        """Load a file written by :meth:`save` (see :meth:`load_state_dict`)."""
-        return self.load_state_dict(load_state(path), strict=strict)
+        """Load a file written by :meth:`save` (see :meth:`load_state_dict`).
+
+        ``path`` is the one given to :meth:`save`: ``.npz`` is appended to a name without it (a file
+        at exactly ``path`` is read when ``path + ".npz"`` does not exist).
+
+        The file is checked before any array is read: its member names against this module's keys
+        (a strict load raises :class:`KeyError` for missing or unexpected ones; a non-strict load
+        skips unexpected members unread), then each member's ``.npy`` header (dtype and shape) and
+        size against the parameter or buffer it fills (:class:`ValueError` naming the file and the
+        key). Reading stops at the announced size, so memory stays of the order of the model,
+        whatever the file holds or would expand to.
+        """
+        with _NpzReader(path) as npz:
+            targets, missing, unexpected = self._match_keys(npz.names, strict, str(npz.path))
+            expected = {}
+            for key in npz.names:
+                if key not in targets:
+                    continue
+                module, name, kind = targets[key]
+                if kind == "param":
+                    current = module._parameters[name].data
+                elif kind == "buffer":
+                    current = module._buffers[name]
+                else:  # a new mask: boolean, shaped like its parameter
+                    current = module._parameters[name[: -len("_mask")]].data
+                shape, dtype = tuple(current.shape), _numpy_dtype(current)
+                expected[key] = (shape, np.dtype(bool) if kind == "new mask" else dtype)
+            for key, (shape, dtype) in expected.items():
+                npz.check(key, shape, dtype)  # every header before any data
+            state = {key: npz.read(key) for key in expected}
+        self.load_state_dict(state, strict=strict)
+        return IncompatibleKeys(missing, unexpected)
 
     def to(self, target: Any) -> Module:
         """Move every parameter and buffer to an array library, or cast the floating ones to a dtype.
@@ -535,9 +582,144 @@ class ModuleList(Module):
 
 
 def load_state(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a ``.npz`` written by :meth:`Module.save` into a state dict of NumPy arrays."""
-    with np.load(path, allow_pickle=False) as data:
-        return {key: np.array(data[key]) for key in data.files}
+    """Read a ``.npz`` written by :meth:`Module.save` into a state dict of NumPy arrays.
+
+    ``path`` as for :meth:`Module.load`. Every member must be a numeric or boolean ``.npy`` array
+    whose size in the archive is the one its header announces (no pickles, no trailing data); a
+    :class:`ValueError` names the file and the member otherwise.
+    """
+    with _NpzReader(path) as npz:
+        for key in npz.names:
+            npz.check(key)
+        return {key: npz.read(key) for key in npz.names}
+
+
+def _npz_path(path: str | os.PathLike) -> str:
+    """The file :meth:`Module.save` writes for ``path``: NumPy's rule, ``.npz`` appended unless there."""
+    path = os.fspath(path)
+    return path if str(path).endswith(".npz") else path + ".npz"
+
+
+# Deflate emits at least 2 bits per 258-byte match: no member expands by more than 1032 times.
+_DEFLATE_MAX_RATIO = 1032
+
+
+class _NpzReader:
+    """The members of a ``.npz`` file, read header first and never past the announced size.
+
+    ``names`` lists the arrays (member names without ``.npy``); :meth:`check` reads a member's
+    ``.npy`` header and compares it with the zip directory's size and, if given, with the expected
+    shape and dtype; :meth:`read` then reads exactly the announced bytes (the zip layer checks the
+    CRC at the end). Every failure is a :class:`ValueError` naming the file (and the member).
+    """
+
+    def __init__(self, path: Any) -> None:
+        if hasattr(path, "read"):
+            self.path, source = getattr(path, "name", "<file>"), path
+        else:
+            name = os.fspath(path)
+            source = _npz_path(name)
+            if not os.path.exists(source) and os.path.exists(name):
+                source = name
+            self.path = source
+        try:
+            self.zip = zipfile.ZipFile(source)
+        except FileNotFoundError:
+            raise
+        except (OSError, zipfile.BadZipFile, ValueError) as exc:
+            raise ValueError(f"{self.path}: not an .npz file ({exc})") from None
+        try:
+            self._archive_size = os.fstat(self.zip.fp.fileno()).st_size if self.zip.fp else None
+        except (AttributeError, OSError, ValueError):  # an in-memory file
+            self._archive_size = None
+        members = self.zip.infolist()
+        names = [m.filename for m in members]
+        if len(set(names)) != len(names):
+            self.close()
+            raise ValueError(f"{self.path}: a member name appears twice")
+        bad = [n for n in names if not n.endswith(".npy")]
+        if bad:
+            self.close()
+            raise ValueError(f"{self.path}: member {bad[0]!r} is not an .npy array")
+        self.members = {m.filename[: -len(".npy")]: m for m in members}
+        self.names = list(self.members)
+        self._headers: dict[str, tuple[tuple[int, ...], bool, np.dtype, int]] = {}
+
+    def __enter__(self) -> _NpzReader:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.zip.close()
+
+    def _fail(self, key: str, message: str) -> ValueError:
+        return ValueError(f"{self.path}: {key}: {message}")
+
+    def check(self, key: str, shape: tuple[int, ...] | None = None, dtype: np.dtype | None = None) -> None:
+        """Read and check ``key``'s header (and ``shape`` / ``dtype`` where given); no array data."""
+        info = self.members[key]
+        if self._archive_size is not None and info.compress_size > self._archive_size:
+            raise self._fail(key, f"the zip directory announces {info.compress_size} bytes in a "
+                             f"{self._archive_size}-byte file")  # fmt: skip
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise self._fail(key, f"zip compression method {info.compress_type} is not one NumPy writes")
+        deflated = info.compress_type == zipfile.ZIP_DEFLATED
+        if info.file_size > info.compress_size * (_DEFLATE_MAX_RATIO if deflated else 1):
+            raise self._fail(key, f"the zip directory announces {info.file_size} bytes, more than "
+                             f"{info.compress_size} stored bytes can hold")  # fmt: skip
+        try:
+            with self.zip.open(info) as stream:
+                version = np.lib.format.read_magic(stream)
+                if version == (1, 0):
+                    header = np.lib.format.read_array_header_1_0(stream)
+                elif version == (2, 0):
+                    header = np.lib.format.read_array_header_2_0(stream)
+                else:
+                    raise ValueError(f".npy format version {version} is not one save writes")
+                offset = stream.tell()
+        except (OSError, EOFError, RuntimeError, zipfile.BadZipFile, zlib.error, ValueError) as exc:
+            raise self._fail(key, f"not an .npy array ({exc})") from None
+        found_shape, fortran, found_dtype = header
+        if found_dtype.kind not in "biufc" or found_dtype.fields is not None or found_dtype.subdtype:
+            raise self._fail(key, f"dtype {found_dtype} is not a numeric or boolean array dtype")
+        if shape is not None and tuple(found_shape) != tuple(shape):
+            raise self._fail(key, f"expected shape {tuple(shape)}, the file holds {tuple(found_shape)}")
+        if dtype is not None and found_dtype != dtype:
+            raise self._fail(key, f"expected dtype {dtype}, the file holds {found_dtype}")
+        nbytes = math.prod(found_shape) * found_dtype.itemsize
+        if info.file_size != offset + nbytes:
+            raise self._fail(
+                key,
+                f"{info.file_size} bytes in the archive, but its header (shape {tuple(found_shape)}, "
+                f"{found_dtype}) implies {offset + nbytes}",
+            )
+        self._headers[key] = (tuple(found_shape), fortran, found_dtype, offset)
+
+    def read(self, key: str) -> np.ndarray:
+        """The array of ``key`` (checked first if :meth:`check` was not called): exactly the bytes
+        its header announces."""
+        if key not in self._headers:
+            self.check(key)
+        shape, fortran, dtype, offset = self._headers[key]
+        flat = np.empty(math.prod(shape), dtype=dtype)
+        view = memoryview(flat.view(np.uint8).reshape(-1))
+        try:
+            with self.zip.open(self.members[key]) as stream:
+                stream.read(offset)
+                done = 0
+                while done < len(view):
+                    part = stream.read(min(1 << 22, len(view) - done))
+                    if not part:
+                        raise self._fail(key, f"the array data ends after {done} of {len(view)} bytes")
+                    view[done : done + len(part)] = part
+                    done += len(part)
+        except (OSError, EOFError, RuntimeError, zipfile.BadZipFile, zlib.error) as exc:
+            raise self._fail(key, f"cannot read the array data ({exc})") from None
+        if fortran:
+            return flat.reshape(shape[::-1]).transpose()
+        return flat.reshape(shape)
 
 
 def _index(index: Any, n: int) -> int:
@@ -561,6 +743,20 @@ def _to_numpy(x: Array) -> np.ndarray:
     if hasattr(x, "get") and type(x).__module__.startswith("cupy"):
         return x.get()  # CuPy: device to host
     return np.from_dlpack(x)
+
+
+def _numpy_dtype(x: Array) -> np.dtype | None:
+    """The NumPy dtype of an array of any library (None where it has no NumPy equivalent)."""
+    try:
+        return np.dtype(x.dtype)
+    except TypeError:
+        pass
+    xp = array_namespace(x=x)
+    for name in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                 "float32", "float64", "complex64", "complex128"):  # fmt: skip
+        if getattr(xp, name, None) == x.dtype:
+            return np.dtype(name)
+    return None
 
 
 def _convert(xp: Any, value: Any, key: str) -> Array:
