@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -139,6 +140,60 @@ def test_parameters_without_gradient_are_skipped_and_zero_grad():
     assert p.data[0] == 0.0 and q.data[0] == 2.0
     opt.zero_grad()
     assert p.grad is None and q.grad is None
+
+
+OPTIMISERS = [("SGD", {"lr": 0.1, "momentum": 0.9}), ("Adam", {"lr": 0.1}), ("AdamW", {"lr": 0.1})]
+
+
+@pytest.mark.parametrize(("name", "kwargs"), OPTIMISERS)
+def test_non_finite_gradient_raises_before_anything_changes(name, kwargs):
+    """One NaN gradient used to leave the weight NaN for good: now step() raises, naming the parameter
+    and the step, and leaves parameters and state as they were (so the batch can be skipped)."""
+    p, q = param([1.0, 2.0]), param([3.0, -np.inf, 4.0], zero=-np.inf)
+    opt = getattr(nn, name)([p, q], **kwargs)
+    p.grad, q.grad = np.array([0.5, -0.5]), np.array([1.0, 0.0, -1.0])
+    opt.step()
+    before = ([p.data.copy(), q.data.copy()], copy.deepcopy(opt.state), opt.steps)
+    p.grad, q.grad = np.array([0.5, -0.5]), np.array([np.nan, 0.0, np.inf])
+    message = r"step 2: the gradient of parameter params\[1\] \(shape \(3,\)\) holds 1 NaN and 1 infinite"
+    with pytest.raises(FloatingPointError, match=message):
+        opt.step()
+    assert_identical(p.data, before[0][0])
+    assert_identical(q.data, before[0][1])
+    assert opt.steps == before[2]
+    for state, old in zip(opt.state, before[1], strict=True):
+        assert state.keys() == old.keys()
+        for key in state:
+            assert_identical(np.asarray(state[key]), np.asarray(old[key]))
+    opt.zero_grad()  # skip the batch: training goes on, finite
+    p.grad, q.grad = np.array([0.5, -0.5]), np.array([1.0, 0.0, -1.0])
+    opt.step()
+    assert np.isfinite(p.data).all() and np.isfinite(q.data[[0, 2]]).all() and q.data[1] == -np.inf
+
+
+@pytest.mark.parametrize(("name", "kwargs"), OPTIMISERS)
+def test_gradients_on_tropical_zeros_are_ignored_even_nan(name, kwargs):
+    """A -inf (pruned) weight keeps -inf whatever its gradient, finite or not, and raises nothing."""
+    q = param([[-np.inf, 1.0], [2.0, -np.inf]], dtype=np.float32, zero=-np.inf)
+    opt = getattr(nn, name)([q], **kwargs)
+    for grad in ([[5.0, 1.0], [1.0, -3.0]], [[np.nan, 1.0], [1.0, np.inf]]):
+        q.grad = np.array(grad, dtype=np.float32)
+        opt.step()
+        assert q.data[0, 0] == -np.inf and q.data[1, 1] == -np.inf
+        assert np.isfinite(q.data[0, 1]) and np.isfinite(q.data[1, 0])
+
+
+def test_non_finite_gradient_error_names_named_parameters():
+    net = nn.Sequential(nn.Linear(3, 2, seed=0), nn.MaxPlus(2, 2, seed=1))
+    opt = nn.Adam(net.named_parameters(), lr=0.1)
+    assert opt.names == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    before = net.state_dict()
+    x = np.array([[1.0, np.nan, 0.0]], dtype=np.float32)
+    net(x).sum().backward()
+    with pytest.raises(FloatingPointError, match=r"step 1: the gradient of parameter '0\.weight' \(shape"):
+        opt.step()
+    for key, value in net.state_dict().items():
+        assert_identical(value, before[key])
 
 
 def test_float32_parameters_stay_float32_with_float64_gradients():

@@ -81,3 +81,31 @@ def test_batches_cover_every_sample_once():
     assert [len(b) for b, _ in parts] == [4, 4, 2]
     assert sorted(np.concatenate([b for _, b in parts]).tolist()) == list(range(10))
     assert [len(b) for b in nn.data.batches(x, batch_size=4, drop_last=True, shuffle=False)] == [4, 4]
+
+
+def test_nan_in_the_training_data_stops_the_readme_loop_with_an_error():
+    """The README's loop on data with one NaN used to turn every weight NaN without a word (test
+    accuracy 0.109): the optimiser now raises at the first step whose gradient is NaN, naming it,
+    before any weight changes."""
+    x_train, y_train, _, _ = nn.data.load_digits_split(seed=0)
+    x_train = x_train.copy()
+    x_train[100, 10] = np.nan
+    net = nn.Sequential(
+        nn.Linear(64, 64, bias=False, seed=0),
+        nn.BatchNorm1d(64),
+        nn.MaxPlus(64, 64, init="sparse", count=128, seed=1),
+        nn.Linear(64, 10, seed=2),
+    )
+    opt = nn.Adam(net.parameters(), lr=3e-3)
+    steps = 0
+    with pytest.raises(FloatingPointError, match=r"step \d+: the gradient of parameter params\[\d\]") as info:
+        for xb, yb in nn.data.batches(x_train, y_train, 32, seed=0):
+            weights = [p.data.copy() for p in net.parameters()]
+            opt.zero_grad()
+            nn.cross_entropy(net(xb), yb).backward()
+            opt.step()
+            steps += 1
+    assert f"step {steps + 1}:" in str(info.value)
+    for p, before in zip(net.parameters(), weights, strict=True):
+        np.testing.assert_array_equal(p.data, before)
+        assert not np.isnan(p.data).any()

@@ -8,6 +8,10 @@ Two rules hold for every optimiser, so that tropical weights behave:
 * a parameter's pruning mask (``param.mask``, set by :mod:`tropic.nn.pruning`) is re-applied after
   every step: entries where it is False are reset to ``param.zero``.
 
+And one check: a NaN or infinite gradient on a finite entry makes :meth:`Optimizer.step` raise
+:class:`FloatingPointError` naming the parameter and the step, before anything is updated (see
+:meth:`Optimizer.step` for why an error and not a warning).
+
 Updates build new arrays (``p.data = ...``); nothing is modified in place. State (momentum, moments)
 is kept per parameter in the parameter's dtype and array library.
 """
@@ -28,12 +32,21 @@ __all__ = ["SGD", "Adam", "AdamW", "CosineAnnealingLR", "Optimizer", "StepLR"]
 class Optimizer:
     """Base class: holds the parameters, the learning rate ``lr`` and per-parameter ``state``.
 
+    ``params`` is an iterable of parameters, or of ``(name, parameter)`` pairs such as
+    ``model.named_parameters()``: the names then appear in the errors of :meth:`step` (which
+    otherwise say ``params[i]`` and the shape).
+
     Subclasses implement ``_update(i, p, grad) -> new data`` for one parameter; :meth:`step`
     applies it to every parameter with a gradient, then the finite-entries and mask rules.
     """
 
-    def __init__(self, params: Iterable[Tensor], lr: float) -> None:
-        self.params = list(params)
+    def __init__(self, params: Iterable[Tensor] | Iterable[tuple[str, Tensor]], lr: float) -> None:
+        items = list(params)
+        self.names: list[str | None] = [None] * len(items)
+        for i, item in enumerate(items):
+            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+                self.names[i], items[i] = item
+        self.params = items
         if not self.params:
             raise ValueError("params is empty: the optimiser has nothing to train")
         for i, p in enumerate(self.params):
@@ -52,7 +65,28 @@ class Optimizer:
             p.grad = None
 
     def step(self) -> None:
-        """Update every parameter that has a gradient (one optimisation step)."""
+        """Update every parameter that has a gradient (one optimisation step).
+
+        Raises
+        ------
+        FloatingPointError
+            A gradient holds NaN or an infinity where its parameter is finite. The message names the
+            parameter (its name when the optimiser was given ``named_parameters()``, else
+            ``params[i]`` and its shape), the number of such entries and the step (1 for the first
+            call). Every gradient is checked before any parameter or state changes, so after the
+            error the model and the optimiser are exactly as before the call: ``zero_grad()`` and
+            go on to skip the batch, or stop and look for the source (a NaN in the data, a log of
+            0, a learning rate that made the loss overflow).
+
+        Notes
+        -----
+        An error rather than a warning: one NaN gradient makes that weight NaN for good (every later
+        update of it is NaN, and through the next forward pass it reaches every weight downstream),
+        so a warning would leave a model that only ever outputs NaN, found epochs later. Gradients
+        on entries that are not finite (the tropical zeros ``-inf`` / ``+inf`` of max-plus and
+        min-plus weights, which send no gradient and are never updated) are ignored, as before.
+        """
+        self._check_gradients()
         self.steps += 1
         for i, p in enumerate(self.params):
             if p.grad is None:
@@ -66,6 +100,25 @@ class Optimizer:
                 new = xp.astype(new, old.dtype)
             new = xp.where(finite, new, old)  # tropical zeros stay exactly where they are
             p.data = apply_mask(p, new)
+
+    def _check_gradients(self) -> None:
+        """Raise :class:`FloatingPointError` for the first parameter with a non-finite gradient on a
+        finite entry (see :meth:`step`)."""
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            xp = array_namespace(data=p.data)
+            bad = xp.logical_and(xp.isfinite(p.data), xp.logical_not(xp.isfinite(p.grad)))
+            if not bool(xp.any(bad)):
+                continue
+            nan = int(xp.sum(xp.astype(xp.logical_and(bad, xp.isnan(p.grad)), xp.int64)))
+            inf = int(xp.sum(xp.astype(bad, xp.int64))) - nan
+            name = repr(self.names[i]) if self.names[i] is not None else f"params[{i}]"
+            raise FloatingPointError(
+                f"step {self.steps + 1}: the gradient of parameter {name} (shape {tuple(p.shape)}) "
+                f"holds {nan} NaN and {inf} infinite entries where the parameter is finite; nothing "
+                f"was updated (zero_grad() and continue to skip this batch)"
+            )
 
     def _update(self, i: int, xp: Any, p: Array, finite: Array, grad: Array) -> Array:
         raise NotImplementedError
@@ -94,7 +147,8 @@ class SGD(Optimizer):
 
     Parameters
     ----------
-    params : iterable of Parameter
+    params : iterable of Parameter, or of (name, Parameter) pairs
+        ``model.parameters()`` or ``model.named_parameters()`` (names then appear in errors).
     lr : float
         ``eta``.
     momentum : float
