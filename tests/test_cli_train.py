@@ -4,6 +4,7 @@ accuracy, real-data formats from tiny files, and one-line errors (status 2) for 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib
 import json
 import re
@@ -180,6 +181,25 @@ def errors(tmp_path):
     labels = tmp_path / "labels"
     write_mnist(labels)
     (labels / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.array([0, 1, 11])))
+    sizes = tmp_path / "sizes"
+    write_mnist(sizes)
+    (sizes / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros((3, 20, 20), np.uint8)))
+    overflow = tmp_path / "overflow"
+    write_mnist(overflow)
+    (overflow / "train-images-idx3-ubyte").write_bytes(bytes([0, 0, 8, 4]) + b"\x00\x01\x00\x00" * 4)
+    empty_images = tmp_path / "empty-images"
+    write_mnist(empty_images, n_train=0)
+    (tmp_path / "huge-float.json").write_text('{"lr": 1e400}')
+    (tmp_path / "nan.json").write_text('{"lr": NaN}')
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (tmp_path / "long-int.json").write_text('{"seed": ' + "7" * 5000 + "}")
+    (tmp_path / "big-int.json").write_text('{"epochs": ' + "9" * 19 + "}")
+    (tmp_path / "huge.json").write_text("{" + " " * (2 << 20) + "}")
+    diskorect = ["--model", "bise", "--dataset", "diskorect"]
+
+    def config(name):
+        return ["--config", str(tmp_path / name)]
+
     return [
         (["--model", "resnet"], "invalid choice: 'resnet'"),
         (["--engine", "jax"], "invalid choice: 'jax'"),
@@ -206,15 +226,105 @@ def errors(tmp_path):
         (["--config", str(tmp_path / "wrong-type.json")], "--epochs has the wrong type: '3'"),
         (["--config", str(tmp_path / "list.json")], "expected a JSON object"),
         (["--out", str(tmp_path / "used")], "exists and is not empty"),
+        (["--batch-size", "1"], "--batch-size 1: --model sparse-hybrid has BatchNorm, which cannot"),
+        (config("huge-float.json"), "huge-float.json: the number 1e400 is out of range"),
+        (config("nan.json"), "nan.json: NaN is not a valid option value"),
+        (config("deep.json"), "deep.json: nested too deeply"),
+        (config("long-int.json"), "long-int.json: an integer of 5000 digits is out of range"),
+        (config("big-int.json"), "--epochs must be below 2**63, got a 19-digit int"),
+        (config("huge.json"), "too large for options"),
+        (["--seed", "9" * 30], "--seed must be below 2**63"),
+        (["--width", "1000000000"], "--width 1000000000: --model sparse-hybrid would hold"),
+        (["--model", "mpm", "--width", "100000", "--blocks", "100"], "lower --width and --blocks"),
+        ([*diskorect, "--target", "dilation:disk:100001"], "at most 2 x 32 - 1 = 63 for 32 x 32 images"),
+        (["--model", "bise", "--threshold", "nan"], "--threshold must be a finite number, got nan"),
+        (["--dataset", "mnist", "--data-dir", str(sizes)], "holds 28 x 28 images but"),
+        (["--dataset", "mnist", "--data-dir", str(overflow)], "implies 18446744073709551636"),
+        (["--dataset", "mnist", "--data-dir", str(empty_images)], "train-images-idx3-ubyte: holds no images"),
     ]
 
 
-def test_user_mistakes_give_one_line_and_status_2(capsys, tmp_path):
+def test_user_mistakes_give_one_line_and_status_2(capsys, tmp_path, monkeypatch):
+    """Each mistake is one line, found before training starts: no run folder is left behind."""
+    monkeypatch.chdir(tmp_path)
     for args, message in errors(tmp_path):
         assert main(["train", *args]) == 2, args
         err = capsys.readouterr().err
         assert err.startswith("tropic: error: ") and message in err, (args, err)
         assert err.count("\n") == 1 and "Traceback" not in err
+        assert not (tmp_path / "runs").exists(), args
+
+
+def test_last_batch_of_one_sample_is_left_out_with_a_note(capsys, tmp_path):
+    """1348 digits in batches of 449 leave one sample: BatchNorm cannot normalise it in training mode
+    (it used to end in a traceback), so each epoch leaves it out and says so."""
+    folder = tmp_path / "run"
+    out = train(capsys, "--batch-size", "449", "--epochs", "2", "--width", "16", "--out", str(folder))
+    assert "note: 1348 samples in batches of 449 leave a last batch of one sample" in out
+    check_run(folder, 2)
+    out = train(capsys, "--batch-size", "449", "--epochs", "1", "--model", "mpm", "--blocks", "0",
+                "--width", "8", "--out", str(tmp_path / "mpm"))  # fmt: skip
+    assert "note:" not in out  # no BatchNorm: every sample is used
+
+
+def test_model_size_estimate_is_exact():
+    """The memory check reads every model's size off tiny builds: it matches the real models."""
+    from tropic.cli.train import _arrays, _model_bytes, resolve_config
+    from tropic.cli.train_models import MODELS
+
+    for name, spec in MODELS.items():
+        for given in ({"width": 10, "blocks": 3}, {"width": 16, "blocks": 0}, {"dataset": "diskorect"}):
+            if "dataset" in given and name != "bise":
+                continue
+            config = resolve_config({"model": name, **given})
+            n_in, classes = (1, 0) if "dataset" in given else (64, 10)
+            real = sum(a.nbytes for a in _arrays(spec.build(config, n_in, classes)))
+            assert _model_bytes(spec, config, n_in, classes)[0] == real, (name, given)
+
+
+def with_nan(data, index):
+    x_train, y_train, x_test, y_test = data
+    x_train = x_train.copy()
+    x_train[index] = np.nan
+    return x_train, y_train, x_test, y_test
+
+
+def test_nan_in_the_data_is_refused_before_training(capsys, tmp_path, monkeypatch):
+    from tropic import datasets
+
+    load = datasets.load
+    monkeypatch.setattr(datasets, "load", lambda *a, **k: with_nan(load(*a, **k), (17, 5)))
+    assert main(["train", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "tropic: error: --dataset digits: the training inputs hold NaN or infinite values (1 samples, "
+        "the first at index 17): training needs finite data\n"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("engine", ["autodiff", "torch"])
+def test_nan_gradient_during_training_is_one_line_and_no_run_folder(capsys, tmp_path, monkeypatch, engine):
+    """A step whose gradient is NaN (here from a NaN weight) stops the run with one line naming the
+    epoch, the batch and the parameter, and removes the run folder it had started."""
+    if engine == "torch":
+        torch_engine()
+    from tropic.cli import train_models
+
+    spec = train_models.MODELS["relu"]
+
+    def build(config, n_in, classes):
+        model = spec.build(config, n_in, classes)
+        model[0].weight.data[0, 0] = np.nan
+        return model
+
+    monkeypatch.setitem(train_models.MODELS, "relu", dataclasses.replace(spec, build=build))
+    folder = tmp_path / "run"
+    assert main(["train", "--model", "relu", "--engine", engine, "--width", "8", "--out", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tropic: error: epoch 1, batch 1: step 1: the gradient of parameter '"), err
+    assert err.count("\n") == 1 and err.rstrip().endswith("lower --lr or check the data")
+    assert not folder.exists()
 
 
 def test_torch_engine_without_tropic_torch(capsys, tmp_path, monkeypatch):

@@ -221,6 +221,9 @@ def test_structuring_elements():
         ({"name": "diskorect", "target": "dilation:disk:4"}, "odd positive"),
         ({"name": "diskorect", "target": "dilation:disk:x"}, "must be an int"),
         ({"name": "diskorect", "count": 1}, "count"),
+        ({"name": "diskorect", "target": "dilation:disk:65"}, r"at most 2 x 32 - 1 = 63 for 32 x 32 images"),
+        ({"name": "diskorect", "target": "dilation:disk:17", "size": 8}, r"at most 2 x 8 - 1 = 15"),
+        ({"name": "diskorect", "size": 0}, "size must be a positive int"),
     ],
 )
 def test_bad_arguments(kwargs, message):

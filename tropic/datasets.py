@@ -45,6 +45,7 @@ import numpy as np
 
 __all__ = [
     "DATASETS",
+    "DISKORECT_SIZE",
     "OPERATIONS",
     "SHAPES",
     "diskorect_task",
@@ -57,6 +58,7 @@ __all__ = [
 DATASETS = ("digits", "diskorect", "mnist", "fashion-mnist", "cifar10")
 OPERATIONS = ("dilation", "erosion", "opening", "closing")
 SHAPES = ("disk", "cross", "square", "stick")
+DISKORECT_SIZE = 32  # the default side of diskorect images
 
 Split = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -70,7 +72,7 @@ def load(
     flatten: bool = False,
     target: str = "dilation:disk:7",
     count: int = 256,
-    size: int = 32,
+    size: int = DISKORECT_SIZE,
 ) -> Split:
     """Load a data set as ``(x_train, y_train, x_test, y_test)`` NumPy arrays.
 
@@ -179,7 +181,7 @@ def _parse_target(target: str, image_size: int | None = None) -> tuple[str, str,
 
 
 def diskorect_task(
-    count: int, size: int = 32, *, target: str = "dilation:disk:7", seed: int = 0
+    count: int, size: int = DISKORECT_SIZE, *, target: str = "dilation:disk:7", seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """``count`` diskorect images (:func:`tropic.nn._synthetic.diskorect`) and their morphological
     transform: ``(x, y)``, both float32 0/1 of shape ``(count, 1, size, size)``.

@@ -26,6 +26,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -148,13 +149,57 @@ def resolve_config(given: dict[str, Any], file: str | None = None) -> dict[str, 
     return config
 
 
+# A config file holds a few options: anything larger is not one (and is not read whole).
+_CONFIG_MAX_BYTES = 1 << 20
+# Option values are ints below 2**63 (a seed, counts, sizes): longer JSON integers are refused as
+# they are parsed, before Python converts thousands of digits.
+_INT_MAX = 2**63 - 1
+
+
+class _BadNumber(ValueError):
+    """A JSON number that no option can take (raised while parsing, reported as is)."""
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _BadNumber(f"the number {text[:40]} is out of range (not a finite float)")
+    return value
+
+
+def _json_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > len(str(_INT_MAX)):
+        raise _BadNumber(f"an integer of {digits} digits is out of range (options are below 2**63)")
+    return int(text)
+
+
+def _json_constant(text: str) -> float:
+    raise _BadNumber(f"{text} is not a valid option value (not a finite number)")
+
+
 def _read_config(file: str) -> dict[str, Any]:
+    """The options of a JSON config file: an object of option names, with finite numbers and ints
+    below 2**63 (huge or non-finite numbers and deep nesting are one-line errors, not tracebacks)."""
     path = Path(file)
     try:
-        values = json.loads(path.read_text())
+        with open(path, "rb") as stream:
+            raw = stream.read(_CONFIG_MAX_BYTES + 1)
+        if len(raw) > _CONFIG_MAX_BYTES:
+            raise CommandError(f"config file {file}: over {_CONFIG_MAX_BYTES} bytes, too large for options")
+        values = json.loads(
+            raw.decode("utf-8"),
+            parse_float=_json_float,
+            parse_int=_json_int,
+            parse_constant=_json_constant,
+        )
     except FileNotFoundError:
         raise CommandError(f"config file {file} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except _BadNumber as exc:
+        raise CommandError(f"config file {file}: {exc}") from None
+    except RecursionError:
+        raise CommandError(f"config file {file}: nested too deeply (options are one flat object)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
         raise CommandError(f"config file {file}: not valid JSON ({exc})") from None
     if not isinstance(values, dict):
         raise CommandError(f"config file {file}: expected a JSON object, got {type(values).__name__}")
@@ -181,6 +226,11 @@ def _check(config: dict[str, Any]) -> None:
             raise CommandError(f"{_flag(key)} must be at least {low}, got {config[key]}")
     if config["seed"] < 0:
         raise CommandError(f"--seed must be non-negative, got {config['seed']}")
+    for key in ("epochs", "batch_size", "width", "blocks", "seed"):
+        if config[key] > _INT_MAX:
+            raise CommandError(f"{_flag(key)} must be below 2**63, got a {len(str(config[key]))}-digit int")
+    if not math.isfinite(config["threshold"]):
+        raise CommandError(f"--threshold must be a finite number, got {config['threshold']}")
     if not (math.isfinite(config["lr"]) and config["lr"] > 0):
         raise CommandError(f"--lr must be a positive number, got {config['lr']}")
     if not (math.isfinite(config["regularization"]) and config["regularization"] >= 0):
@@ -188,10 +238,10 @@ def _check(config: dict[str, Any]) -> None:
     if not 0 < config["test_fraction"] < 1:
         raise CommandError(f"--test-fraction must be in (0, 1), got {config['test_fraction']}")
     if config["model"] == "bise" and config["dataset"] == "diskorect":
-        from tropic.datasets import _parse_target
+        from tropic.datasets import DISKORECT_SIZE, _parse_target
 
         try:
-            _parse_target(config["target"])
+            _parse_target(config["target"], DISKORECT_SIZE)
         except ValueError as exc:
             raise CommandError(f"--target: {exc}") from None
     elif config["dataset"] == "diskorect":
@@ -232,10 +282,29 @@ def _load_data(config: dict[str, Any]) -> tuple[np.ndarray, ...]:
         ) from None
     except (OSError, ValueError) as exc:
         raise CommandError(str(exc).replace("\n", " ")) from None
+    _check_data(config["dataset"], (x_train, y_train, x_test, y_test), segment)
     if config["model"] == "bise" and not segment:  # the BiSE classifier reads one binary level set
         threshold = np.float32(config["threshold"])
         x_train, x_test = ((x >= threshold).astype(np.float32) for x in (x_train, x_test))
     return x_train, y_train, x_test, y_test
+
+
+def _check_data(dataset: str, data: tuple[np.ndarray, ...], segment: bool) -> None:
+    """Refuse empty sets and NaN or infinite values before training: one NaN sample would make every
+    gradient NaN (the optimisers stop at the first such step, but better say it before starting)."""
+    x_train, y_train, x_test, y_test = data
+    parts = {"training inputs": x_train, "test inputs": x_test}
+    if segment:
+        parts.update({"training targets": y_train, "test targets": y_test})
+    for part, x in parts.items():
+        if len(x) == 0:
+            raise CommandError(f"--dataset {dataset}: the {part} are empty")
+        bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if bad.any():
+            raise CommandError(
+                f"--dataset {dataset}: the {part} hold NaN or infinite values ({int(bad.sum())} samples, "
+                f"the first at index {int(np.argmax(bad))}): training needs finite data"
+            )
 
 
 # -- engines: the same training loop over tropic.autodiff or torch -------------------------------
@@ -251,7 +320,7 @@ class _Autodiff:
 
         self.nn, self.model, self.segment = nn, model, segment
         self.regularization = config["regularization"] if config["model"] == "bise" else 0.0
-        params, lr = list(model.parameters()), config["lr"]
+        params, lr = list(model.named_parameters()), config["lr"]  # named: errors name the parameter
         self.optimizer = {
             "adam": lambda: nn.Adam(params, lr=lr),
             "sgd": lambda: nn.SGD(params, lr=lr, momentum=0.9),
@@ -259,6 +328,7 @@ class _Autodiff:
         }[config["optimizer"]]()
 
     def step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, np.ndarray]:
+        """One training step; :class:`FloatingPointError` for a non-finite gradient (nothing updated)."""
         nn = self.nn
         self.model.train()
         out = self.model(xb)
@@ -298,6 +368,7 @@ class _Torch:
         except (RuntimeError, ValueError) as exc:
             raise CommandError(f"--engine torch: {str(exc).splitlines()[0]}") from None
         torch.manual_seed(config["seed"])
+        self.steps = 0
         self.regularization = config["regularization"] if config["model"] == "bise" else 0.0
         params, lr = self.model.parameters(), config["lr"]
         self.optimizer = {
@@ -319,8 +390,22 @@ class _Torch:
             loss = loss + self.regularization * self.tnn.constant_set_regularization(self.model)
         self.optimizer.zero_grad()
         loss.backward()
+        self._check_gradients()
         self.optimizer.step()
+        self.steps += 1
         return float(loss.item()), out.detach().cpu().numpy()
+
+    def _check_gradients(self) -> None:
+        """The rule of the :mod:`tropic.nn` optimisers, for ``torch.optim``: a NaN or infinite
+        gradient on a finite weight raises :class:`FloatingPointError` before the step."""
+        torch = self.torch
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                if p.grad is not None and bool((torch.isfinite(p) & ~torch.isfinite(p.grad)).any()):
+                    raise FloatingPointError(
+                        f"step {self.steps + 1}: the gradient of parameter {name!r} (shape "
+                        f"{tuple(p.shape)}) holds NaN or infinite entries where the parameter is finite"
+                    )
 
     def predict(self, x: np.ndarray, binary: bool = False) -> np.ndarray:
         return _predict_torch(self.model, x, binary, self.device)
@@ -426,12 +511,14 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     classes = 0 if segment else int(max(y_train.max(), y_test.max())) + 1
     n_in = x_train.shape[1]
     spec = MODELS[config["model"]]
+    _check_model_size(spec, config, n_in, classes)
     try:
         model = spec.build(config, n_in, classes)
     except ValueError as exc:
         raise CommandError(f"--model {config['model']}: {exc}") from None
+    skip_single = _check_batches(model, config, len(x_train))
     engine = (_Torch if config["engine"] == "torch" else _Autodiff)(model, config, segment)
-    folder = _run_folder(config)
+    folder, created = _run_folder(config)
     config = {
         **config,
         "out": str(folder),
@@ -448,46 +535,24 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
             f"{config['model']} on {config['dataset']} ({len(x_train)} train / {len(x_test)} test, "
             f"{x_train.shape[1:]} inputs) with {config['engine']}, {_count(model)} parameters -> {folder}"
         )
+        if skip_single:
+            print(
+                f"note: {len(x_train)} samples in batches of {config['batch_size']} leave a last batch of "
+                f"one sample, which BatchNorm cannot normalise in training mode: it is left out of "
+                f"each epoch (a different sample each time)"
+            )
 
     rng = np.random.default_rng(config["seed"])
     rows: list[dict[str, Any]] = []
-    bar = sys.stdout.isatty() and not quiet
-    from tropic.nn.data import batches
-
-    for epoch in range(1, config["epochs"] + 1):
-        start = time.perf_counter()
-        losses, correct_weight, seen = [], 0.0, 0
-        n_batches = math.ceil(len(x_train) / config["batch_size"])
-        last_draw = 0.0
-        for i, (xb, yb) in enumerate(batches(x_train, y_train, config["batch_size"], rng=rng), 1):
-            loss, out = engine.step(xb, yb)
-            if not math.isfinite(loss):
-                raise CommandError(f"the loss became {loss} at epoch {epoch}: lower --lr")
-            losses.append(loss * len(xb))
-            correct_weight += _accuracy(out, yb, segment) * len(xb)
-            seen += len(xb)
-            if bar and (time.perf_counter() - last_draw > 0.1 or i == n_batches):
-                last_draw = time.perf_counter()
-                done = int(24 * i / n_batches)
-                print(
-                    f"\repoch {epoch} [{'#' * done}{'.' * (24 - done)}] {i}/{n_batches} loss {loss:.4f}",
-                    end="",
-                    flush=True,
-                )
-        train_seconds = time.perf_counter() - start
-        row = {
-            "epoch": epoch,
-            "loss": sum(losses) / seen,
-            "train_accuracy": correct_weight / seen,
-            **_test_metrics(engine.predict, x_test, y_test, config, segment),
-            "samples_per_s": seen / train_seconds,
-            "seconds": time.perf_counter() - start,
-        }
-        rows.append(row)
-        if bar:
-            print("\r" + " " * 79 + "\r", end="")
-        if not quiet:
-            print(_epoch_line(row, config["epochs"]), flush=True)
+    data = (x_train, y_train, x_test, y_test)
+    try:
+        for epoch in range(1, config["epochs"] + 1):
+            rows.append(_epoch(engine, epoch, data, config, rng, skip_single))
+            if not quiet:
+                print(_epoch_line(rows[-1], config["epochs"]), flush=True)
+    except CommandError:
+        _remove_run(folder, created)  # no half-written run folder: it held only config.json
+        raise
 
     final = {k: v for k, v in rows[-1].items() if k not in ("epoch", "samples_per_s", "seconds")}
     final["train_seconds"] = sum(r["seconds"] for r in rows)
@@ -508,6 +573,62 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     return {**metrics, "run": folder}
 
 
+def _epoch(
+    engine: Any,
+    epoch: int,
+    data: tuple[np.ndarray, ...],
+    config: dict[str, Any],
+    rng: np.random.Generator,
+    skip_single: bool,
+) -> dict[str, Any]:
+    """One pass over the training set in random batches, then the test metrics: the epoch's row.
+
+    A non-finite gradient or loss is a :class:`CommandError` naming the epoch and batch.
+    """
+    from tropic.nn.data import batches
+
+    x_train, y_train, x_test, y_test = data
+    segment = config["dataset"] == "diskorect"
+    bar = sys.stdout.isatty() and not config["quiet"]
+    size = config["batch_size"]
+    n_batches = len(x_train) // size if skip_single else math.ceil(len(x_train) / size)
+    start = time.perf_counter()
+    losses, correct_weight, seen = [], 0.0, 0
+    last_draw = 0.0
+    for i, (xb, yb) in enumerate(batches(x_train, y_train, size, rng=rng), 1):
+        if skip_single and len(xb) == 1:
+            continue
+        try:
+            loss, out = engine.step(xb, yb)
+        except FloatingPointError as exc:
+            raise CommandError(f"epoch {epoch}, batch {i}: {exc}: lower --lr or check the data") from None
+        if not math.isfinite(loss):
+            raise CommandError(f"the loss became {loss} at epoch {epoch}: lower --lr")
+        losses.append(loss * len(xb))
+        correct_weight += _accuracy(out, yb, segment) * len(xb)
+        seen += len(xb)
+        if bar and (time.perf_counter() - last_draw > 0.1 or i == n_batches):
+            last_draw = time.perf_counter()
+            done = int(24 * i / n_batches)
+            print(
+                f"\repoch {epoch} [{'#' * done}{'.' * (24 - done)}] {i}/{n_batches} loss {loss:.4f}",
+                end="",
+                flush=True,
+            )
+    train_seconds = time.perf_counter() - start
+    row = {
+        "epoch": epoch,
+        "loss": sum(losses) / seen,
+        "train_accuracy": correct_weight / seen,
+        **_test_metrics(engine.predict, x_test, y_test, config, segment),
+        "samples_per_s": seen / train_seconds,
+        "seconds": time.perf_counter() - start,
+    }
+    if bar:
+        print("\r" + " " * 79 + "\r", end="")
+    return row
+
+
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:
     width = len(str(epochs))
     line = (
@@ -519,7 +640,8 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
     return line + f"  {row['samples_per_s']:,.0f} samples/s  ({row['seconds']:.1f} s)"
 
 
-def _run_folder(config: dict[str, Any]) -> Path:
+def _run_folder(config: dict[str, Any]) -> tuple[Path, bool]:
+    """The run folder, created if needed (``(folder, created)``); an existing one must be empty."""
     if config["out"]:
         folder = Path(config["out"])
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
@@ -530,11 +652,111 @@ def _run_folder(config: dict[str, Any]) -> Path:
         while folder.exists():
             n += 1
             folder = stem.with_name(f"{stem.name}-{n}")
+    created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CommandError(f"cannot create the run folder {folder}: {exc.strerror or exc}") from None
-    return folder
+    return folder, created
+
+
+def _remove_run(folder: Path, created: bool) -> None:
+    """Undo :func:`_run_folder` and the ``config.json`` written into it, after a failed training."""
+    (folder / "config.json").unlink(missing_ok=True)
+    if created:
+        try:
+            folder.rmdir()
+        except OSError:  # something else was written there meanwhile: leave it
+            pass
+
+
+def _check_batches(model: Any, config: dict[str, Any], n_train: int) -> bool:
+    """Check that training batches can be normalised; return whether the last batch of each epoch,
+    one sample, must be left out.
+
+    BatchNorm in training mode normalises each feature over the batch: with one sample there is
+    nothing to normalise (the variance is 0, the output undefined), and the layer raises. So a model
+    with BatchNorm refuses ``--batch-size 1`` and a training set of one sample, and leaves out the
+    one-sample last batch that ``n_train % batch_size == 1`` gives (a different sample each epoch,
+    as the order is shuffled).
+    """
+    import tropic.nn as nn
+
+    if not any(isinstance(m, nn.BatchNorm1d) and not isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        return False
+    why = f"--model {config['model']} has BatchNorm, which cannot normalise a batch of one sample in training"
+    if config["batch_size"] == 1:
+        raise CommandError(f"--batch-size 1: {why}; use --batch-size 2 or more")
+    if n_train < 2:
+        raise CommandError(f"the training set has {n_train} sample: {why}")
+    return n_train % config["batch_size"] == 1
+
+
+def _check_model_size(spec: Any, config: dict[str, Any], n_in: int, classes: int) -> None:
+    """Refuse a ``--width`` / ``--blocks`` whose model would not fit in memory, before building it.
+
+    Training holds about four times the parameters (weights, gradients, two Adam moments): that must
+    fit in this machine's memory (see :func:`_model_bytes` for the size).
+    """
+    width, blocks = config["width"], config["blocks"]
+    if width <= 6 and blocks <= 1:
+        return
+    sizes = _model_bytes(spec, config, n_in, classes)
+    if sizes is None:
+        return  # the real build reports the model's own error
+    total, per_block = sizes
+    memory = _physical_memory()
+    if 4 * total > memory:
+        knobs = "--width and --blocks" if per_block else "--width"
+        raise CommandError(
+            f"--width {width}{f' --blocks {blocks}' if per_block else ''}: --model {config['model']} "
+            f"would hold {_bytes(total)} of parameters, and training about 4x that, more than this "
+            f"machine's {_bytes(memory)} of memory: lower {knobs}"
+        )
+
+
+def _model_bytes(spec: Any, config: dict[str, Any], n_in: int, classes: int) -> tuple[int, int] | None:
+    """Bytes of parameters and buffers of the model ``config`` asks for, without building it, and the
+    bytes each block adds: ``(total, per_block)`` (None if a tiny model cannot be built).
+
+    Every model's size is a quadratic polynomial in the width (layers of width x width at most),
+    plus ``blocks`` times another: both are read off six builds of tiny models (widths 2, 4 and 6;
+    0 and 1 blocks), so no formula is written twice.
+    """
+    sizes = {}
+    for w in (2, 4, 6):
+        for b in (0, 1):
+            try:
+                model = spec.build({**config, "width": w, "blocks": b}, n_in, classes)
+            except ValueError:
+                return None
+            sizes[w, b] = sum(a.nbytes for a in _arrays(model))
+
+    def at(b: int) -> int:  # Lagrange through widths 2, 4 and 6, exact in integers
+        s2, s4, s6, w = sizes[2, b], sizes[4, b], sizes[6, b], config["width"]
+        return (s2 * (w - 4) * (w - 6) - 2 * s4 * (w - 2) * (w - 6) + s6 * (w - 2) * (w - 4)) // 8
+
+    base, per_block = at(0), at(1) - at(0)
+    return base + config["blocks"] * per_block, per_block
+
+
+def _arrays(model: Any) -> list[Any]:
+    return [p.data for p in model.parameters()] + list(model.buffers())
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):  # not POSIX: assume a small machine
+        return 8 << 30
+
+
+def _bytes(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError  # pragma: no cover
 
 
 def _versions(engine: str) -> dict[str, str]:
