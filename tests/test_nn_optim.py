@@ -213,6 +213,14 @@ def test_optimiser_argument_errors():
         nn.SGD([p, p], lr=0.1)
     with pytest.raises(ValueError, match="lr must be >= 0"):
         nn.SGD([p], lr=-1)
+    for kwargs in ({"lr": math.inf}, {"lr": math.nan}, {"lr": 0.1, "momentum": math.inf}):
+        name = "momentum" if "momentum" in kwargs else "lr"
+        with pytest.raises(ValueError, match=f"{name} must be >= 0 and finite"):
+            nn.SGD([p], **kwargs)
+    with pytest.raises(ValueError, match="eps must be >= 0 and finite, got inf"):
+        nn.Adam([p], eps=math.inf)
+    with pytest.raises(ValueError, match="weight_decay must be >= 0 and finite, got nan"):
+        nn.AdamW([p], weight_decay=math.nan)
     with pytest.raises(ValueError, match="nesterov"):
         nn.SGD([p], lr=0.1, nesterov=True)
     with pytest.raises(ValueError, match=r"betas\[1\]"):

@@ -308,6 +308,6 @@ def _non_negative(name: str, value: Any) -> float:
         value = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a number, got {value!r}") from None
-    if not value >= 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    if not (value >= 0 and math.isfinite(value)):  # NaN fails both; an infinite rate makes NaN weights
+        raise ValueError(f"{name} must be >= 0 and finite, got {value!r}")
     return value
