@@ -16,6 +16,14 @@ The run folder (``--out``, default ``runs/<timestamp>-<model>``) receives
 - ``curves.png``: loss and accuracy per epoch (and ``structuring_elements.png`` for a BiSE network
   learning a morphological operation).
 
+Mistakes are found before training starts and reported as one ``tropic: error: ...`` line (exit
+status 2), with no run folder left behind: bad or out-of-range options (in a config file too: no
+non-finite numbers, no ints beyond 2**63, no nesting), malformed data files, data holding NaN, a
+``--width`` / ``--blocks`` whose model would not fit in memory, ``--batch-size 1`` for a model with
+BatchNorm (which cannot normalise one sample in training mode; a last batch of one sample is left out
+of each epoch instead, with a note). A NaN or infinite gradient during training stops the run the
+same way, naming the epoch, the batch and the parameter, and removes the run folder it started.
+
 :func:`load_run` rebuilds the trained model from a run folder; :func:`evaluate` recomputes its test
 metrics.
 """
