@@ -336,12 +336,14 @@ class TorchReference:
         # The op takes the structure as the user gives it: erosion subtracts it (negation is exact).
         structure = None if weights is None else _to_torch(weights if semiring.maximises else -weights)
         kh, kw = support.shape
-        args = (support.ravel().tolist(), kh, kw, semiring.maximises, rows.mode, float(fill))
+        window = [kh, kw, rows.centre, cols.centre]
+        args = (support.ravel().tolist(), window, semiring.maximises, rows.mode, float(fill))
         return _numpy_results(cls._ops().morphology(_to_torch(image), structure, *args))
 
     @classmethod
     def morphology_vjp(cls, xp, g, k, image_shape, rows, cols):
-        args = (list(image_shape), rows.start.size, cols.start.size, rows.reflected, rows.mode)
+        window = [rows.start.size, cols.start.size, rows.centre, cols.centre]
+        args = (list(image_shape), window, rows.reflected, rows.mode)
         return _numpy_results(cls._ops().morphology_backward(_to_torch(g), _to_torch(k), *args))
 
     @classmethod
@@ -474,9 +476,7 @@ def test_matmul_vjp_rounded_sums(emu, dtype, a_shape, b_shape, a_chunked, b_chun
             assert_identical(x, y)
 
 
-@given(
-    lines=st.integers(1, 1 << 20), positions=st.integers(0, 1 << 20), keys=st.integers(1, 1 << 14)
-)
+@given(lines=st.integers(1, 1 << 20), positions=st.integers(0, 1 << 20), keys=st.integers(1, 1 << 14))
 def test_vjp_chunking_covers_each_line_once(emu, lines, positions, keys):
     """Runs tile every line exactly (none empty), run long, and the partial sums stay bounded."""
     layout = emu.layout

@@ -353,8 +353,8 @@ def test_opcheck_on_cuda(cuda):
     image, structure = unique(rng, (2, 5, 6)), unique(rng, (3, 3))
     cases = [
         (ops.matmul, (unique(rng, (2, 3, 4)), unique(rng, (4, 5)), True)),
-        (ops.morphology, (image, structure, [True] * 9, 3, 3, False, "reflect", 0.0)),
-        (ops.morphology, (image[0], None, [True, False, True, True], 2, 2, True, "neutral", -np.inf)),
+        (ops.morphology, (image, structure, [True] * 9, [3, 3, 1, 1], False, "reflect", 0.0)),
+        (ops.morphology, (image[0], None, [True, False, True, True], [2, 2, 1, 1], True, "neutral", -np.inf)),
         (ops.conv2d, (unique(rng, (2, 4, 6, 6)), unique(rng, (6, 2, 3, 3)), [2, 1], [1, 0], 2, True)),
         (ops.maxout, (unique(rng, (3, 4, 5)),)),
     ]
@@ -375,7 +375,7 @@ def test_mixed_devices_are_refused(cuda):
         tropic.matmul_vjp(torch.ones_like(c), k.cpu(), a.shape, b.shape)
     with pytest.raises(ValueError, match="image on cpu, structure on cuda:0"):
         structure = torch.zeros(2, 2, device=cuda)
-        ops.morphology(torch.randn(4, 4), structure, [True] * 4, 2, 2, True, "neutral", 0.0)
+        ops.morphology(torch.randn(4, 4), structure, [True] * 4, [2, 2, 1, 1], True, "neutral", 0.0)
 
 
 @pytest.mark.gpu
@@ -460,7 +460,9 @@ def test_second_device(cuda):
         assert mine.device == other
         assert_same(mine, reference)
     with pytest.raises(ValueError, match=r"image on cuda:1, structure on cuda:0"):
-        ops.morphology(image.to(other), structure.to(cuda), [True] * 9, 3, 3, True, "neutral", -np.inf)
+        ops.morphology(
+            image.to(other), structure.to(cuda), [True] * 9, [3, 3, 1, 1], True, "neutral", -np.inf
+        )
 
 
 # ------------------------------------------------------------------------------------------ CPU
@@ -675,14 +677,14 @@ def op_cases(rng, dtype):
     cases += [("matmul", (a, b, True)), ("matmul", (a, b, False)), ("matmul", (a[0], b[None], True))]
     cases += [("matmul_backward", (dyadic(rng, k.shape, dtype), k, [2, 5, 7], [7, 4]))]
     _, k = ops.matmul(a[:1], b[None].expand(3, 7, 4), True)  # broadcast batch: grad_a summed back
-    cases += [("matmul_backward", (dyadic(rng, k.shape, dtype), k, [1, 5, 7], [7, 4]))]
+    cases += [("matmul_backward", (dyadic(rng, k.shape, dtype), k, [1, 5, 7], [3, 7, 4]))]
     borders = [(True, "neutral", -np.inf), (False, "reflect", 0.0), (False, "constant", 1.1)]
     for maximise, mode, fill in borders:
-        args = (image, structure, [True, False, True, True, False, True], 3, 2, maximise, mode, fill)
+        args = (image, structure, [True, False, True, True, False, True], [3, 2, 1, 1], maximise, mode, fill)
         cases += [("morphology", args), ("morphology", (image, None, *args[2:]))]
         _, k = ops.morphology(*args)
         g = dyadic(rng, k.shape, dtype)
-        cases += [("morphology_backward", (g, k, [2, 6, 7], 3, 2, maximise, mode))]
+        cases += [("morphology_backward", (g, k, [2, 6, 7], [3, 2, 1, 1], maximise, mode))]
     conv = ([2, 1], [1, 0], 2)
     _, k = ops.conv2d(x, w, *conv, True)
     cases += [("conv2d", (x, w, *conv, True)), ("conv2d", (x, w, [1, 2], [0, 1], 2, False))]

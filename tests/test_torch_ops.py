@@ -31,6 +31,7 @@ numpy_kernels = importlib.import_module("tropic.backends.numpy.kernels")
 # array_api_compat's lru_cache'd helpers make dynamo warn while it traces core's glue: harmless.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
+
 def unique(rng, shape, dtype=torch.float64):
     """Distinct values far apart (unique winners, gradcheck's finite differences stay inside)."""
     n = int(np.prod(shape))
@@ -249,11 +250,11 @@ def test_opcheck_every_op():
         (ops.matmul, (unique(rng, (3, 4), torch.float32), unique(rng, (2, 4, 5), torch.float32), False)),
         (
             ops.morphology,
-            (unique(rng, (2, 5, 6)), unique(rng, (3, 3)), [True] * 9, 3, 3, False, "reflect", 0.0),
+            (unique(rng, (2, 5, 6)), unique(rng, (3, 3)), [True] * 9, [3, 3, 1, 1], False, "reflect", 0.0),
         ),
         (
             ops.morphology,
-            (unique(rng, (5, 6)), None, [True, False, True, True], 2, 2, True, "neutral", -np.inf),
+            (unique(rng, (5, 6)), None, [True, False, True, True], [2, 2, 1, 1], True, "neutral", -np.inf),
         ),
         (ops.conv2d, (unique(rng, (2, 4, 6, 6)), unique(rng, (6, 2, 3, 3)), [2, 1], [1, 0], 2, True)),
         (ops.maxout, (unique(rng, (3, 4, 5)),)),

@@ -4,6 +4,8 @@ The operators accept NumPy arrays (fast NumPy backend) and any other array-API a
 reference path) and return arrays of the caller's library. Conventions are in ``tropic.core``.
 """
 
+import sys as _sys
+
 from .core.config import get_num_threads, set_num_threads
 from .core.conv import conv2d_vjp, maxplus_conv2d, minplus_conv2d
 from .core.matmul import matmul_vjp, maxplus_matmul, minplus_matmul
@@ -22,6 +24,11 @@ from .core.morphology import (
 from .core.semiring import MAX_PLUS, MIN_PLUS, Semiring
 
 __version__ = "0.1.0"
+
+if "torch" in _sys.modules:  # torch is already here: define torch.ops.tropic.* now, not at a first call
+    from .core.dispatch import load_backend as _load_backend
+
+    _load_backend("torch")
 
 __all__ = [
     "MAX_PLUS",

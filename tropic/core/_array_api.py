@@ -56,6 +56,12 @@ def array_namespace(**arrays: Array) -> ModuleType:
         return compat_torch
     namespaces = {}
     for name, x in given.items():
+        if isinstance(x, np.ma.MaskedArray):
+            raise TypeError(
+                f"{name} is a masked array: tropic's operators would ignore its mask; pass "
+                f"{name}.filled(value) with the value the masked entries should take (for example the "
+                "tropical zero, -inf for max-plus)"
+            )
         if not array_api_compat.is_array_api_obj(x) or isinstance(x, (bool, int, float, complex)):
             raise TypeError(
                 f"{name} must be an array (NumPy, CuPy, PyTorch or another array-API library), "
@@ -76,9 +82,13 @@ def device(x: Array) -> Any:
 
 
 def _is_torch_tensor(x: Any) -> bool:
-    """``isinstance(x, torch.Tensor)`` without importing torch (it is optional)."""
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(x, torch.Tensor)
+    """``isinstance(x, torch.Tensor)`` without importing torch (it is optional).
+
+    Another thread may be importing torch right now: a partially initialised module may not have
+    ``Tensor`` yet, and then no tensor can exist either.
+    """
+    tensor_type = getattr(sys.modules.get("torch"), "Tensor", None)
+    return tensor_type is not None and isinstance(x, tensor_type)
 
 
 def backend_name(xp: ModuleType) -> str | None:

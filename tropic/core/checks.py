@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from types import ModuleType
 from typing import Any
@@ -37,22 +38,76 @@ def require_same_device(**arrays: Array) -> None:
 
 def pair(name: str, value: Any, minimum: int) -> tuple[int, int]:
     """Normalise an int or a pair of ints (stride, padding, size) and check its lower bound."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if _is_int(value):
         values = (value, value)
     else:
         try:
             values = tuple(value)
         except TypeError:
             values = ()
-        if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        if len(values) != 2 or not all(_is_int(v) for v in values):
             raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     if min(values) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return values  # type: ignore[return-value]
+    return int(values[0]), int(values[1])
+
+
+def _is_int(value: Any) -> bool:
+    """A Python or NumPy integer, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def positive_int(name: str, value: Any) -> int:
     """``value`` as a Python int if it is an integer >= 1 (NumPy integers too; not a bool)."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)) or value < 1:
+    if not _is_int(value) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
+
+
+def require_integer(xp: ModuleType, name: str, x: Array) -> None:
+    """Winner indices must be integers (as returned with ``return_indices=True``), not floats or bools."""
+    if not xp.isdtype(x.dtype, "integral"):
+        raise TypeError(
+            f"{name} must have an integer dtype (the winners returned with return_indices=True), "
+            f"got {x.dtype}"
+        )
+
+
+def require_winners(xp: ModuleType, name: str, indices: Array, n_candidates: int) -> None:
+    """Every winner must be a candidate index in ``[0, n_candidates)`` or ``-1`` (no winner).
+
+    The gradient kernels write to the slot a winner names, so this runs before any of them does;
+    a kernel that reads the indices anyway may check them itself instead (the compiled ones do, in
+    the same pass).
+    """
+    require_integer(xp, name, indices)
+    if math.prod(indices.shape) == 0:
+        return
+    low, high = int(xp.min(indices)), int(xp.max(indices))
+    if low < -1 or high >= n_candidates:
+        raise ValueError(
+            f"{name} must hold winners in [0, {n_candidates}) or -1 (no winner), got values from {low} "
+            f"to {high}"
+        )
+
+
+def shape_tuple(name: str, value: Any, min_ndim: int = 0, ndim: int | None = None) -> tuple[int, ...]:
+    """``value`` as a tuple of non-negative ints (a shape), with at least ``min_ndim`` (or exactly
+    ``ndim``) entries."""
+    try:
+        shape = tuple(value)
+    except TypeError:
+        shape = None
+    if shape is None or not all(_is_int(n) and n >= 0 for n in shape):
+        raise TypeError(f"{name} must be a shape (a tuple of non-negative ints), got {value!r}")
+    if (ndim is not None and len(shape) != ndim) or len(shape) < min_ndim:
+        wanted = f"{ndim}" if ndim is not None else f"at least {min_ndim}"
+        raise ValueError(f"{name} must have {wanted} entries, got {value!r}")
+    return tuple(int(n) for n in shape)
+
+
+def real_number(name: str, value: Any) -> float:
+    """``value`` as a Python float if it is a real number (Python or NumPy; not a bool or a string)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    return float(value)

@@ -8,7 +8,16 @@ from typing import Any
 import numpy as np
 
 from ._array_api import Array, array_namespace, device, gather_or_fill, index_dtype, scatter_add
-from .checks import pair, positive_int, require_floating, require_ndim, require_same_device
+from .checks import (
+    pair,
+    positive_int,
+    require_floating,
+    require_integer,
+    require_ndim,
+    require_same_device,
+    require_winners,
+    shape_tuple,
+)
 from .dispatch import kernel_for
 from .semiring import MAX_PLUS, MIN_PLUS, Semiring, reduce_candidates
 
@@ -95,7 +104,10 @@ def conv2d_vjp(
     Returns ``(grad_x, grad_w)`` of shapes ``x_shape`` and ``w_shape``.
     """
     xp = array_namespace(grad=grad, indices=indices)
-    geometry = ConvGeometry(tuple(x_shape), tuple(w_shape), stride, padding, groups)
+    require_floating(xp, "grad", grad)
+    require_integer(xp, "indices", indices)
+    x_shape, w_shape = shape_tuple("x_shape", x_shape, ndim=4), shape_tuple("w_shape", w_shape, ndim=4)
+    geometry = ConvGeometry(x_shape, w_shape, stride, padding, groups)
     for name, a in (("grad", grad), ("indices", indices)):
         if tuple(a.shape) != geometry.out_shape:
             raise ValueError(f"{name} must have the output shape {geometry.out_shape}, got {tuple(a.shape)}")
@@ -185,6 +197,7 @@ def conv2d_vjp_reference(
     C_out, C_group, kh, kw = geometry.w_shape
     G = geometry.groups
     _, _, H_out, W_out = geometry.out_shape
+    require_winners(xp, "indices", indices, C_group * kh * kw)
     grad5 = xp.reshape(grad, (B, G, C_out // G, H_out, W_out))
     indices5 = xp.reshape(indices, (B, G, C_out // G, H_out, W_out))
     zeros = xp.zeros_like(grad5)

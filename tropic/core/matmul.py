@@ -7,7 +7,7 @@ from types import ModuleType
 import numpy as np
 
 from ._array_api import Array, array_namespace, device, index_dtype, sum_to_shape
-from .checks import require_floating, require_same_device
+from .checks import require_floating, require_integer, require_same_device, require_winners, shape_tuple
 from .dispatch import kernel_for
 from .semiring import MAX_PLUS, MIN_PLUS, Semiring, reduce_candidates
 
@@ -80,18 +80,7 @@ def _tropical_matmul(semiring: Semiring, a: Array, b: Array, return_indices: boo
             f"a and b must have at least 1 dimension, got shapes {tuple(a.shape)} and {tuple(b.shape)}"
         )
     a2, b2 = _as_matrices(xp, a, b)
-    if a2.shape[-1] != b2.shape[-2]:
-        raise ValueError(
-            f"a.shape[-1] must equal b.shape[-2] (the contracted dimension K), got shapes "
-            f"{tuple(a.shape)} and {tuple(b.shape)}"
-        )
-    try:
-        np.broadcast_shapes(tuple(a2.shape[:-2]), tuple(b2.shape[:-2]))
-    except ValueError:
-        raise ValueError(
-            f"the batch dimensions of a and b must broadcast, got shapes {tuple(a.shape)} and "
-            f"{tuple(b.shape)}"
-        ) from None
+    product_shape(tuple(a2.shape), tuple(b2.shape), given=(tuple(a.shape), tuple(b.shape)))
     dtype = xp.result_type(a2.dtype, b2.dtype)
     a2, b2 = xp.astype(a2, dtype, copy=False), xp.astype(b2, dtype, copy=False)
     kernel = kernel_for("matmul", xp) or matmul_reference
@@ -135,11 +124,12 @@ def matmul_vjp(
     grad_a, grad_b : arrays of shapes ``a_shape`` and ``b_shape``, in ``grad``'s dtype.
     """
     xp = array_namespace(grad=grad, indices=indices)
-    a_shape, b_shape = tuple(a_shape), tuple(b_shape)
+    require_floating(xp, "grad", grad)
+    require_integer(xp, "indices", indices)
+    a_shape, b_shape = shape_tuple("a_shape", a_shape, 1), shape_tuple("b_shape", b_shape, 1)
     a2_shape = (1,) + a_shape if len(a_shape) == 1 else a_shape
     b2_shape = b_shape + (1,) if len(b_shape) == 1 else b_shape
-    batch = tuple(np.broadcast_shapes(a2_shape[:-2], b2_shape[:-2]))
-    out2_shape = batch + (a2_shape[-2], b2_shape[-1])
+    out2_shape = product_shape(a2_shape, b2_shape, ("a_shape", "b_shape"), (a_shape, b_shape))
     expected = out2_shape[:-2] + out2_shape[-2:-1] * (len(a_shape) > 1) + out2_shape[-1:] * (len(b_shape) > 1)
     for name, x in (("grad", grad), ("indices", indices)):
         if tuple(x.shape) != expected:
@@ -158,6 +148,7 @@ def matmul_vjp_reference(
 ) -> tuple[Array, Array]:
     """Reference vjp on matrix-shaped (>= 2-D) operands: one masked sum per candidate ``k``."""
     K = a_shape[-1]
+    require_winners(xp, "indices", indices, K)
     zeros = xp.zeros_like(grad)
     per_k = [xp.where(indices == k, grad, zeros) for k in range(K)]
     if K:
@@ -167,6 +158,30 @@ def matmul_vjp_reference(
         grad_a = xp.zeros(grad.shape[:-1] + (0,), dtype=grad.dtype, device=device(grad))
         grad_b = xp.zeros(grad.shape[:-2] + (0, grad.shape[-1]), dtype=grad.dtype, device=device(grad))
     return sum_to_shape(xp, grad_a, a_shape), sum_to_shape(xp, grad_b, b_shape)
+
+
+def product_shape(
+    a_shape: tuple[int, ...],
+    b_shape: tuple[int, ...],
+    names: tuple[str, str] = ("a", "b"),
+    given: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
+) -> tuple[int, ...]:
+    """Output shape ``(*batch, M, N)`` of a product of matrix-shaped (>= 2-D) operands (..., M, K) and
+    (..., K, N); ``ValueError`` naming the operands (``names``, shown as ``given``) if they do not fit."""
+    given = given or (a_shape, b_shape)
+    shapes = [name if name.endswith("_shape") else f"{name}.shape" for name in names]
+    if a_shape[-1] != b_shape[-2]:
+        raise ValueError(
+            f"{shapes[0]}[-1] must equal {shapes[1]}[-2] (the contracted dimension K), got shapes "
+            f"{given[0]} and {given[1]}"
+        )
+    try:
+        batch = tuple(np.broadcast_shapes(a_shape[:-2], b_shape[:-2]))
+    except ValueError:
+        raise ValueError(
+            f"the batch dimensions of {names[0]} and {names[1]} must broadcast, got {given[0]} and {given[1]}"
+        ) from None
+    return batch + (a_shape[-2], b_shape[-1])
 
 
 def _as_matrices(xp: ModuleType, a: Array, b: Array) -> tuple[Array, Array]:

@@ -6,7 +6,7 @@ import operator
 from types import ModuleType
 
 from ._array_api import Array, array_namespace, device, index_dtype
-from .checks import positive_int, require_floating
+from .checks import positive_int, require_floating, require_integer, require_winners, shape_tuple
 from .dispatch import kernel_for
 from .semiring import MAX_PLUS, reduce_candidates
 
@@ -57,7 +57,9 @@ def maxout_vjp(grad: Array, indices: Array, x_shape: tuple[int, ...], pieces: in
     """Vector-Jacobian product of :func:`maxout`:
     ``dL/dx[..., j * pieces + p, ...] = g[..., j, ...] [indices[..., j, ...] = p]``."""
     xp = array_namespace(grad=grad, indices=indices)
-    x_shape = tuple(x_shape)
+    require_floating(xp, "grad", grad)
+    require_integer(xp, "indices", indices)
+    x_shape = shape_tuple("x_shape", x_shape, 1)
     pieces = positive_int("pieces", pieces)
     axis = _check_axis(len(x_shape), x_shape, axis)
     if x_shape[axis] % pieces:
@@ -75,6 +77,7 @@ def maxout_vjp(grad: Array, indices: Array, x_shape: tuple[int, ...], pieces: in
 
 def maxout_vjp_reference(xp: ModuleType, grad: Array, indices: Array, pieces: int) -> Array:
     """Reference vjp on the grouped layout: ``grad`` and ``indices`` (..., m) -> (..., m, pieces)."""
+    require_winners(xp, "indices", indices, pieces)
     # One broadcast comparison, not one pass per piece (wide groups made that loop dominate).
     hit = xp.arange(pieces, dtype=indices.dtype, device=device(grad)) == indices[..., None]
     return xp.where(hit, grad[..., None], xp.zeros_like(grad)[..., None])

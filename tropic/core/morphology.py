@@ -21,6 +21,7 @@ structuring element, lowest on ties; :func:`dilation_vjp` / :func:`erosion_vjp` 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -28,7 +29,16 @@ from typing import Any
 import numpy as np
 
 from ._array_api import Array, array_namespace, device, gather_or_fill, index_dtype, scatter_add
-from .checks import pair, require_floating, require_ndim, require_same_device
+from .checks import (
+    pair,
+    real_number,
+    require_floating,
+    require_integer,
+    require_ndim,
+    require_same_device,
+    require_winners,
+    shape_tuple,
+)
 from .dispatch import kernel_for
 from .semiring import MAX_PLUS, MIN_PLUS, Semiring, reduce_candidates
 
@@ -56,6 +66,8 @@ def border_index(n: int, positions: np.ndarray, mode: str) -> np.ndarray:
     """
     p = np.asarray(positions, dtype=np.int64)
     rule = _MODES[mode]
+    if n == 0:  # an empty axis has no source to read: every position is outside
+        return np.full_like(p, -1)
     if rule in ("neutral", "constant"):
         return np.where((p >= 0) & (p < n), p, -1)
     if rule == "nearest":
@@ -85,26 +97,93 @@ class AxisWindow:
     start: np.ndarray
     n: int
     before: int
-    mode: str = "neutral"  # the border rule and orientation it was built with (for kernels that
-    reflected: bool = False  # rebuild the window themselves, such as the torch custom ops)
+    mode: str = "neutral"  # the border rule, orientation and centre it was built with (for kernels
+    reflected: bool = False  # that rebuild the window themselves, such as the torch custom ops)
+    centre: int = 0
 
     @property
     def indices(self) -> np.ndarray:
         return self.line[np.arange(self.n)[:, None] + self.start[None, :]]
 
 
-def axis_window(n: int, k: int, reflected: bool, mode: str) -> AxisWindow:
-    """The window of a structuring element of length ``k`` centred at ``k // 2``.
+def axis_window(n: int, k: int, reflected: bool, mode: str, centre: int | None = None) -> AxisWindow:
+    """The window of a structuring element of length ``k`` with its origin at tap ``centre``
+    (default ``k // 2``; any tap ``0 <= centre < k``).
 
-    Erosion reads ``f(i + (u - k // 2))``; dilation (``reflected``) reads ``f(i - (u - k // 2))``.
+    Erosion reads ``f(i + (u - centre))``; dilation (``reflected``) reads ``f(i - (u - centre))``.
     """
-    centre = k // 2
+    centre = k // 2 if centre is None else centre
     if reflected:
         before, start = k - 1 - centre, (k - 1) - np.arange(k)
     else:
         before, start = centre, np.arange(k)
     line = border_index(n, np.arange(n + k - 1) - before, mode)
-    return AxisWindow(line=line, start=start, n=n, before=before, mode=mode, reflected=reflected)
+    return AxisWindow(
+        line=line, start=start, n=n, before=before, mode=mode, reflected=reflected, centre=centre
+    )
+
+
+def flat_axis_window(n: int, k: int, reflected: bool, mode: str) -> tuple[AxisWindow, np.ndarray | None]:
+    """The window of a flat element of length ``k`` (a ``size=``), cut down to the taps that decide
+    an output, with the original tap each kept one stands for (None when all are kept).
+
+    Work and memory then grow with the image, not with ``size``: an element much longer than the
+    axis has runs of taps that read the same source for every output, and only the lowest of each
+    run can win a tie. Beyond ``n`` on either side of the centre every tap reads the border (the
+    fill, or the edge for ``"nearest"``): the taps within ``n`` of the centre and one more on each
+    side are kept, the first of them standing for tap 0 (the lowest of its run). The periodic modes
+    repeat every ``P`` taps (``P`` = ``2n``, ``2n - 2`` or ``n``): ``P`` consecutive taps around the
+    centre, starting at a multiple of ``P``, are kept, the ``j``-th standing for tap ``j``. The values
+    and winners are those of the whole window, bitwise.
+    """
+    if k <= 4 * n + 4:
+        return axis_window(n, k, reflected, mode), None
+    first, count, period = _cut(n, k, mode)
+    taps = np.arange(count) if period else np.arange(first, first + count)
+    taps[0] = 0
+    return axis_window(n, count, reflected, mode, centre=k // 2 - first), taps
+
+
+def _cut(n: int, k: int, mode: str) -> tuple[int, int, int]:
+    """``(first, count, period)`` of the taps :func:`flat_axis_window` keeps (``period`` 0: not a
+    periodic mode) of an element of length ``k > 4n + 4``."""
+    centre = k // 2
+    if n == 0:  # no output to decide
+        return 0, 1, 0
+    rule = _MODES[mode]
+    if rule in ("reflect", "mirror", "wrap"):
+        period = {"reflect": 2 * n, "mirror": max(2 * n - 2, 1), "wrap": n}[rule]
+        return centre - centre % period, period, period  # k > 4n + 4: first + period <= k
+    return centre - n, 2 * n + 1, 0
+
+
+def _kept_tap(xp: ModuleType, u: Array, n: int, k: int, mode: str) -> Array:
+    """The tap of :func:`flat_axis_window`'s window that reads what original tap ``u`` reads."""
+    first, count, period = _cut(n, k, mode)
+    if period:
+        return u % period
+    return xp.clip(u - first, 0, count - 1)
+
+
+def _original_winners(
+    xp: ModuleType, winners: Array, maps: tuple, kernel_shape: tuple, shape: tuple
+) -> Array:
+    """Winners over a cut-down flat window (``kernel_shape``) as flat indices of the whole element
+    (``shape``), through the per-axis tap ``maps`` (None: the axis was not cut); ``-1`` stays."""
+    mw, (kh, kw) = kernel_shape[1], shape
+    dev = device(winners)
+    t = xp.astype(winners, xp.int64)
+    none = t < 0
+    t = xp.where(none, xp.zeros_like(t), t)
+    u, v = t // mw, t % mw
+    if maps[0] is not None:
+        u = xp.take(xp.asarray(maps[0], device=dev), xp.reshape(u, (-1,)))
+        u = xp.reshape(u, tuple(winners.shape))
+    if maps[1] is not None:
+        v = xp.take(xp.asarray(maps[1], device=dev), xp.reshape(v, (-1,)))
+        v = xp.reshape(v, tuple(winners.shape))
+    original = xp.where(none, xp.full_like(t, -1), u * kw + v)
+    return xp.astype(original, index_dtype(xp, kh * kw))
 
 
 def dilation(
@@ -176,27 +255,41 @@ def erosion(
 
 def opening(image: Array, structure: Array | None = None, **kwargs: Any) -> Array:
     """Opening ``(f ⊖ s) ⊕ s``: anti-extensive, increasing, idempotent. Arguments as :func:`dilation`."""
+    _no_indices("opening", kwargs)
     return dilation(erosion(image, structure, **kwargs), structure, **kwargs)
 
 
 def closing(image: Array, structure: Array | None = None, **kwargs: Any) -> Array:
     """Closing ``(f ⊕ s) ⊖ s``: extensive, increasing, idempotent. Arguments as :func:`dilation`."""
+    _no_indices("closing", kwargs)
     return erosion(dilation(image, structure, **kwargs), structure, **kwargs)
 
 
 def morphological_gradient(image: Array, structure: Array | None = None, **kwargs: Any) -> Array:
     """Morphological gradient ``(f ⊕ s) - (f ⊖ s)``. Arguments as :func:`dilation`."""
+    _no_indices("morphological_gradient", kwargs)
     return dilation(image, structure, **kwargs) - erosion(image, structure, **kwargs)
 
 
 def white_tophat(image: Array, structure: Array | None = None, **kwargs: Any) -> Array:
     """White top-hat ``f - opening(f)``. Arguments as :func:`dilation`."""
+    _no_indices("white_tophat", kwargs)
     return image - opening(image, structure, **kwargs)
 
 
 def black_tophat(image: Array, structure: Array | None = None, **kwargs: Any) -> Array:
     """Black top-hat ``closing(f) - f``. Arguments as :func:`dilation`."""
+    _no_indices("black_tophat", kwargs)
     return closing(image, structure, **kwargs) - image
+
+
+def _no_indices(name: str, kwargs: dict) -> None:
+    """The compositions have two winners per output (one per primitive), so no single index."""
+    if kwargs.get("return_indices"):
+        raise TypeError(
+            f"{name} does not take return_indices: it composes dilation and erosion, each with winners "
+            "of its own; call tropic.dilation / tropic.erosion with return_indices=True"
+        )
 
 
 def dilation_vjp(
@@ -277,6 +370,7 @@ def morphology_vjp_reference(
     """Reference vjp: per candidate, mask the gradient and scatter it back through the index maps."""
     rows, cols = row_window.indices, col_window.indices
     kh, kw = rows.shape[1], cols.shape[1]
+    require_winners(xp, "indices", indices, kh * kw)
     H, W = image_shape[-2:]
     grad_image = xp.zeros(tuple(image_shape), dtype=grad.dtype, device=device(grad))
     grad_weights = []
@@ -304,7 +398,7 @@ def _morphology(
     require_floating(xp, "image", image)
     require_ndim("image", image, 2, "..., H, W", exact=False)
     require_same_device(image=image, structure=structure)
-    _check_mode(mode)
+    check_mode(mode)
     support, structure = _structuring_element(xp, structure, footprint, size)
     weights = None
     if structure is not None:
@@ -314,31 +408,81 @@ def _morphology(
         weights = xp.astype(structure, dtype, copy=False)
         weights = weights if semiring.maximises else -weights
     reflected = semiring.maximises
-    (H, W), (kh, kw) = image.shape[-2:], support.shape
-    rows = axis_window(H, kh, reflected, mode)
-    cols = axis_window(W, kw, reflected, mode)
-    fill = semiring.zero if _MODES[mode] == "neutral" else float(cval)
+    H, W = image.shape[-2:]
+    maps = (None, None)
+    if support is None:  # size=: a flat rectangle, cut down to the taps that can win
+        kh, kw = pair("size", size, 1)
+        rows, row_map = flat_axis_window(H, kh, reflected, mode)
+        cols, col_map = flat_axis_window(W, kw, reflected, mode)
+        maps = (row_map, col_map)
+        support = np.ones((rows.start.size, cols.start.size), dtype=bool)
+    else:
+        kh, kw = support.shape
+        rows = axis_window(H, kh, reflected, mode)
+        cols = axis_window(W, kw, reflected, mode)
+    fill = semiring.zero if _MODES[mode] == "neutral" else real_number("cval", cval)
     kernel = kernel_for("morphology", xp) or morphology_reference
     if getattr(kernel, "host_footprint", False):
         # A kernel that takes the footprint as Python bools (the torch custom ops: under torch.compile
         # a NumPy array made here is a traced tensor whose values are unknown).
         support = _footprint_rows(footprint, support.shape)
     out, indices = kernel(xp, semiring, image, weights, support, rows, cols, fill)
+    if return_indices and (maps[0] is not None or maps[1] is not None):
+        indices = _original_winners(xp, indices, maps, (rows.start.size, cols.start.size), (kh, kw))
     return (out, indices) if return_indices else out
 
 
 def _morphology_vjp(grad, indices, image_shape, se_shape, mode, reflected):
     xp = array_namespace(grad=grad, indices=indices)
-    _check_mode(mode)
-    image_shape = tuple(image_shape)
+    require_floating(xp, "grad", grad)
+    require_integer(xp, "indices", indices)
+    check_mode(mode)
+    image_shape = shape_tuple("image_shape", image_shape, 2)
     for name, x in (("grad", grad), ("indices", indices)):
         if tuple(x.shape) != image_shape:
             raise ValueError(f"{name} must have the image's shape {image_shape}, got {tuple(x.shape)}")
-    kh, kw = pair("se_shape", tuple(se_shape), 1)
-    rows = axis_window(image_shape[-2], kh, reflected, mode)
-    cols = axis_window(image_shape[-1], kw, reflected, mode)
+    kh, kw = pair("se_shape", shape_tuple("se_shape", se_shape, ndim=2), 1)
+    H, W = image_shape[-2:]
+    rows, row_map = flat_axis_window(H, kh, reflected, mode)
+    cols, col_map = flat_axis_window(W, kw, reflected, mode)
     kernel = kernel_for("morphology_vjp", xp) or morphology_vjp_reference
-    return kernel(xp, grad, indices, image_shape, rows, cols)
+    if row_map is None and col_map is None:
+        return kernel(xp, grad, indices, image_shape, rows, cols)
+    # An element much longer than the image: the image gradient through the cut-down window (taps
+    # that read the same sources share a kept one), the element's gradient summed per original tap.
+    require_winners(xp, "indices", indices, kh * kw)
+    t = xp.astype(indices, xp.int64)
+    none = t < 0
+    t = xp.where(none, xp.zeros_like(t), t)
+    u, v = t // kw, t % kw
+    u = u if row_map is None else _kept_tap(xp, u, H, kh, mode)
+    v = v if col_map is None else _kept_tap(xp, v, W, kw, mode)
+    kept = xp.where(none, xp.full_like(t, -1), u * cols.start.size + v)
+    kept = xp.astype(kept, index_dtype(xp, rows.start.size * cols.start.size))
+    grad_image, _ = kernel(xp, grad, kept, image_shape, rows, cols)
+    return grad_image, _tap_sums(xp, grad, indices, (kh, kw))
+
+
+def _tap_sums(xp: ModuleType, grad: Array, indices: Array, shape: tuple[int, int]) -> Array:
+    """``sum_x g(x) [indices(x) = t]`` for every tap ``t`` of an element of ``shape``: float64 sums in
+    the outputs' row-major order, rounded once to ``grad``'s dtype (as the NumPy backend's), on the
+    host (an element far larger than the image has few winning taps, but a table of its size)."""
+    g, t = _host(grad).reshape(-1), _host(indices).reshape(-1).astype(np.int64)
+    won = t >= 0
+    sums = np.bincount(t[won], weights=g[won].astype(np.float64), minlength=math.prod(shape))
+    host = sums.astype(_host(grad).dtype).reshape(shape)
+    return xp.asarray(host, device=device(grad))
+
+
+def _host(x: Array) -> np.ndarray:
+    """A NumPy copy of an array of any library (torch tensors detached, CuPy arrays fetched)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    if hasattr(x, "get"):
+        return x.get()
+    return np.from_dlpack(x)
 
 
 def _python_footprint(footprint: Any) -> tuple[tuple[bool, ...], ...] | None:
@@ -363,8 +507,9 @@ def _footprint_rows(footprint: Any, shape: tuple[int, int]) -> tuple[tuple[bool,
     return rows
 
 
-def _check_mode(mode: str) -> None:
-    if mode not in _MODES:
+def check_mode(mode: str) -> None:
+    """``ValueError`` naming ``mode`` and the allowed values unless it is a border mode name."""
+    if not isinstance(mode, str) or mode not in _MODES:
         raise ValueError(f"mode must be one of {sorted(_MODES)}, got {mode!r}")
 
 
@@ -375,7 +520,8 @@ def _structuring_element(xp: ModuleType, structure: Any, footprint: Any, size: A
     if structure is None and footprint is None and size is None:
         raise ValueError("one of structure, footprint or size is required")
     if size is not None:
-        return np.ones(pair("size", size, 1), dtype=bool), None
+        pair("size", size, 1)
+        return None, None  # the caller builds the (possibly cut-down) flat rectangle
     if structure is not None:
         require_floating(xp, "structure", structure)
         require_ndim("structure", structure, 2, "kh, kw")

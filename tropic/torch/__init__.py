@@ -11,6 +11,10 @@ initialisation and configuration from the matching :mod:`tropic.nn` layer (same 
 arguments, same seeds, same values), so a layer's definition is written once.
 """
 
+from tropic.core.dispatch import load_backend as _load_backend
+
 from . import nn, prune
+
+_load_backend("torch")  # torch.ops.tropic.* exist from this import on (exported programs refer to them)
 
 __all__ = ["nn", "prune"]

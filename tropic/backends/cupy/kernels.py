@@ -25,6 +25,7 @@ import cupy
 import numpy as np
 
 from tropic.core._array_api import index_dtype, sum_to_shape
+from tropic.core.checks import require_winners
 from tropic.core.dispatch import register
 
 from . import layout, module
@@ -61,7 +62,11 @@ def _winner_out(winner, n_candidates: int, xp):
     return winner.astype(index_dtype(xp, n_candidates), copy=False)
 
 
-def _int32_indices(indices):
+def _int32_indices(xp, indices, n_candidates: int):
+    """The winners as contiguous int32, after checking they name candidates (or -1): the kernels
+    index gradient slots with them. The check costs a synchronisation; a wrong slot would corrupt
+    device memory."""
+    require_winners(xp, "indices", indices, n_candidates)
     return cupy.ascontiguousarray(indices, dtype=cupy.int32)
 
 
@@ -115,7 +120,7 @@ def matmul_vjp(xp, grad, indices, a_shape, b_shape):
     K = a_shape[-1]
     batch = tuple(batch)
     n_batch = math.prod(batch)
-    g, winner = cupy.ascontiguousarray(grad), _int32_indices(indices)
+    g, winner = cupy.ascontiguousarray(grad), _int32_indices(xp, indices, K)
     if tuple(a_shape) != batch + (M, K) or tuple(b_shape) != batch + (K, N):
         # Broadcast batches are summed in float64 too, before the one rounding (as the NumPy backend).
         g = g.astype(cupy.float64, copy=False)
@@ -206,7 +211,7 @@ def morphology_vjp(xp, grad, indices, image_shape, row_window, col_window):
     kh, kw = rows.shape[1], cols.shape[1]
     H, W = image_shape[-2:]
     n = math.prod(image_shape[:-2])
-    g, winner = cupy.ascontiguousarray(grad), _int32_indices(indices)
+    g, winner = cupy.ascontiguousarray(grad), _int32_indices(xp, indices, kh * kw)
     inverse = _upload(np.int32, *layout.inverse_lines(rows, H), *layout.inverse_lines(cols, W))
     grad_image = cupy.empty(tuple(image_shape), grad.dtype)
     args = (g, winner, grad_image, np.int64(n), np.int32(H), np.int32(W))
@@ -257,7 +262,7 @@ def conv2d(xp, semiring, x, w, geometry):
 def conv2d_vjp(xp, grad, indices, geometry):
     B, C_out, H_out, W_out = geometry.out_shape
     _, C_group, kh, kw = geometry.w_shape
-    g, winner = cupy.ascontiguousarray(grad), _int32_indices(indices)
+    g, winner = cupy.ascontiguousarray(grad), _int32_indices(xp, indices, C_group * kh * kw)
     grad_x = cupy.empty(geometry.x_shape, grad.dtype)
     _launch("tropic_conv2d_vjp_x", grad.dtype, grad_x.size, (g, winner, grad_x, *_conv_sizes(geometry)))
     grad_w = _tap_sums(g, winner, B, C_out, H_out * W_out, C_group * kh * kw, grad.dtype)
@@ -278,7 +283,7 @@ def maxout(xp, grouped):
 @register("cupy", "maxout_vjp")
 def maxout_vjp(xp, grad, indices, pieces):
     rows = math.prod(grad.shape)
-    g, winner = cupy.ascontiguousarray(grad), _int32_indices(indices)
+    g, winner = cupy.ascontiguousarray(grad), _int32_indices(xp, indices, pieces)
     out = cupy.empty(tuple(grad.shape) + (pieces,), grad.dtype)
     args = (g, winner, out, np.int64(rows), np.int32(pieces))
     _launch("tropic_maxout_vjp", grad.dtype, rows * pieces, args)

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from tropic.core.checks import require_winners
 from tropic.core.config import get_num_threads
 from tropic.core.dispatch import register
 from tropic.core.semiring import MAX_PLUS
@@ -27,7 +28,8 @@ from . import compiled
 
 _BLOCK_ELEMENTS = 1 << 19  # candidates per block (2 MiB of float32): few Python-level calls
 _PARALLEL_PAIRS = 1 << 22  # products with fewer pairs run on one thread
-_executor: tuple[int, ThreadPoolExecutor] | None = None  # (threads, pool)
+_executor: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool)
+_executor_lock = threading.Lock()
 _SCRATCH_LIMIT = 1 << 25  # bytes
 _thread_local = threading.local()
 _C_PRODUCT = {np.float32: "tropic_matmul_f32", np.float64: "tropic_matmul_f64"}
@@ -188,13 +190,18 @@ def matmul_rows(
     return c, winner
 
 
-def _pool(threads: int) -> ThreadPoolExecutor:
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The shared pool, with at least ``workers`` threads.
+
+    A pool is never shut down while tropic runs: calls in flight on other Python threads hold it and
+    keep submitting to it. When a call needs more workers, a larger pool replaces it for later calls;
+    the old one's idle threads exit once the last call holding it is done and it is collected.
+    """
     global _executor
-    if _executor is None or _executor[0] != threads:
-        if _executor is not None:
-            _executor[1].shutdown(wait=False)
-        _executor = (threads, ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tropic"))
-    return _executor[1]
+    with _executor_lock:
+        if _executor is None or _executor[0] < workers:
+            _executor = (workers, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tropic"))
+        return _executor[1]
 
 
 def _has_inf(x: np.ndarray, sign: int) -> bool:
@@ -237,8 +244,10 @@ def matmul_vjp(xp, grad, indices, a_shape, b_shape):
     if scatter is not None:
         grad_a = np.zeros(tuple(batch) + (M, K))
         grad_b = np.zeros(tuple(batch) + (K, N))
-        scatter(_contiguous(grad), _int32(indices), n_batch, M, N, K, grad_a, grad_b)
+        status = scatter(_contiguous(grad), _int32(indices), n_batch, M, N, K, grad_a, grad_b)
+        _check_scatter(status, indices, K)
     else:
+        require_winners(np, "indices", indices, K)
         b_idx, i_idx, j_idx = np.indices((n_batch, M, N), sparse=True)
         k = indices.reshape(n_batch, M, N).astype(np.int64)
         valid = k >= 0
@@ -391,10 +400,16 @@ def parallel_tasks(count: int, run: Callable[[int], None], threads: int) -> None
                 if left[0] == 0:
                     finished.set()
 
-    pool = _pool(threads)
-    for _ in range(min(threads, count) - 1):
-        pool.submit(work)
+    helpers = min(threads, count) - 1
+    pool = _pool(helpers)
+    for _ in range(helpers):
+        try:
+            pool.submit(work)
+        except RuntimeError:  # the interpreter is shutting down: this thread does the rest itself
+            break
     work()
+    # Every task has finished (or failed) before this call returns or raises, so no helper is still
+    # writing into an output the caller may free.
     finished.wait()
     if errors:
         raise errors[0]
@@ -531,8 +546,12 @@ def morphology_vjp(xp, grad, indices, image_shape, row_window, col_window):
         grad_image, grad_weights = np.zeros(image_shape), np.zeros((kh, kw))
         n = math.prod(image_shape[:-2])
         rows, cols = np.ascontiguousarray(rows, np.int64), np.ascontiguousarray(cols, np.int64)
-        scatter(_contiguous(grad), _int32(indices), n, H, W, rows, kh, cols, kw, grad_image, grad_weights)
+        status = scatter(
+            _contiguous(grad), _int32(indices), n, H, W, rows, kh, cols, kw, grad_image, grad_weights
+        )
+        _check_scatter(status, indices, kh * kw)
         return grad_image.astype(grad.dtype), grad_weights.astype(grad.dtype)
+    require_winners(np, "indices", indices, kh * kw)
     t = indices.reshape(math.prod(image_shape[:-2]), H, W).astype(np.int64)
     n = t.shape[0]
     u, v = np.divmod(np.maximum(t, 0), kw)
@@ -595,8 +614,10 @@ def conv2d_vjp(xp, grad, indices, geometry):
     if scatter is not None:
         grad_x, grad_w = np.zeros(geometry.x_shape), np.zeros(geometry.w_shape)
         sizes = (B, C_out, H_out, W_out, C_in, H, W, C_group, kh, kw, sh, sw, ph, pw, geometry.groups)
-        scatter(_contiguous(grad), _int32(indices), *sizes, grad_x, grad_w)
+        status = scatter(_contiguous(grad), _int32(indices), *sizes, grad_x, grad_w)
+        _check_scatter(status, indices, C_group * kh * kw)
         return grad_x.astype(grad.dtype), grad_w.astype(grad.dtype)
+    require_winners(np, "indices", indices, C_group * kh * kw)
     t = indices.astype(np.int64)
     has_winner = t >= 0
     c, uv = np.divmod(np.maximum(t, 0), kh * kw)
@@ -621,9 +642,16 @@ def maxout(xp, grouped):
     return values, winner
 
 
+def _check_scatter(status: int, indices: np.ndarray, n_candidates: int) -> None:
+    """Status 3 of a compiled backward: a winner out of range, reported as core reports it."""
+    if status == 3:
+        require_winners(np, "indices", indices, n_candidates)
+    _check(status, "gradient")
+
+
 def _compiled_scatter(operator: str, grad: np.ndarray, indices: np.ndarray):
-    """The compiled backward of ``operator`` for this dtype (int32 indices suffice), or None."""
-    if indices.dtype == np.int64:
+    """The compiled backward of ``operator`` for this dtype (indices that fit int32), or None."""
+    if indices.dtype.itemsize > 4 or indices.dtype.kind != "i":
         return None
     return compiled.function(_C_VJP[operator].get(grad.dtype.type, ""))
 

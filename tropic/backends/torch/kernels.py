@@ -33,9 +33,9 @@ def morphology(xp, semiring, image, weights, support, row_window, col_window, fi
     # Core hands erosion the negated structure; the op takes the structure itself (negation is exact,
     # so -(-s) is s bitwise) and autograd's two negations give back the op's ``0.0 - g`` exactly.
     structure = weights if weights is None or semiring.maximises else -weights
-    kh, kw = len(support), len(support[0])
+    window = [len(support), len(support[0]), row_window.centre, col_window.centre]
     bits = [bit for row in support for bit in row]
-    return ops.morphology(image, structure, bits, kh, kw, semiring.maximises, row_window.mode, float(fill))
+    return ops.morphology(image, structure, bits, window, semiring.maximises, row_window.mode, float(fill))
 
 
 morphology.host_footprint = True  # core passes the footprint as rows of Python bools
@@ -44,9 +44,9 @@ morphology.host_footprint = True  # core passes the footprint as rows of Python 
 @register("torch", "morphology_vjp")
 def morphology_vjp(xp, grad, indices, image_shape, row_window, col_window):
     _check_devices(grad=grad, indices=indices)
-    kh, kw = row_window.start.size, col_window.start.size
+    window = [row_window.start.size, col_window.start.size, row_window.centre, col_window.centre]
     return ops.morphology_backward(
-        grad, indices, list(image_shape), kh, kw, row_window.reflected, row_window.mode
+        grad, indices, list(image_shape), window, row_window.reflected, row_window.mode
     )
 
 

@@ -42,9 +42,11 @@ from torch import Tensor
 from tropic.backends.numpy import kernels as numpy_kernels
 from tropic.core import dispatch
 from tropic.core._array_api import index_dtype as _core_index_dtype
+from tropic.core.checks import positive_int, shape_tuple
 from tropic.core.conv import ConvGeometry
+from tropic.core.matmul import product_shape
 from tropic.core.maxout import maxout_vjp_reference
-from tropic.core.morphology import axis_window
+from tropic.core.morphology import axis_window, check_mode
 from tropic.core.semiring import MAX_PLUS, MIN_PLUS
 
 __all__ = [
@@ -125,6 +127,55 @@ def check_devices(**tensors: Tensor | None) -> None:
     for name, t in tensors.items():
         if t is not None:
             check_device(name, t.device)
+
+
+def _check_operands(op: str, **tensors: Tensor | None) -> None:
+    """The floating operands of a forward op share one real floating dtype (core promotes before it
+    calls an op; a direct ``torch.ops.tropic.*`` call must not reach a kernel with anything else)."""
+    given = {name: t for name, t in tensors.items() if t is not None}
+    for name, t in given.items():
+        if not t.dtype.is_floating_point:
+            raise TypeError(f"tropic::{op}: {name} must have a real floating-point dtype, got {t.dtype}")
+    if len({t.dtype for t in given.values()}) > 1:
+        described = ", ".join(f"{name} {t.dtype}" for name, t in given.items())
+        raise TypeError(f"tropic::{op}: the operands must have one dtype, got {described}")
+
+
+def _check_gradient(op: str, grad: Tensor, indices: Tensor, shape: tuple[int, ...]) -> None:
+    """A backward op's ``grad`` (floating) and ``indices`` (integer) have the forward output's shape."""
+    if not grad.dtype.is_floating_point:
+        raise TypeError(f"tropic::{op}: grad must have a real floating-point dtype, got {grad.dtype}")
+    if indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool:
+        raise TypeError(f"tropic::{op}: indices must have an integer dtype, got {indices.dtype}")
+    for name, t in (("grad", grad), ("indices", indices)):
+        if tuple(t.shape) != tuple(shape):
+            raise ValueError(
+                f"tropic::{op}: {name} must have the output shape {tuple(shape)}, got {tuple(t.shape)}"
+            )
+
+
+def _product_shape(a: Tensor, b: Tensor) -> tuple:
+    """The output shape of ``tropic::matmul``, after the checks a kernel relies on (symbolic shapes
+    allowed: the fake kernel runs it under torch.compile)."""
+    _check_operands("matmul", a=a, b=b)
+    if a.dim() < 2 or b.dim() < 2:
+        raise ValueError(
+            f"tropic::matmul: a and b must have at least 2 dimensions (..., M, K) and (..., K, N), got "
+            f"shapes {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    if a.shape[-1] != b.shape[-2]:
+        raise ValueError(
+            f"tropic::matmul: a.shape[-1] must equal b.shape[-2] (the contracted dimension K), got shapes "
+            f"{tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    try:
+        batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except RuntimeError:
+        raise ValueError(
+            f"tropic::matmul: the batch dimensions of a and b must broadcast, got shapes {tuple(a.shape)} "
+            f"and {tuple(b.shape)}"
+        ) from None
+    return (*batch, a.shape[-2], b.shape[-1])
 
 
 # --- the CUDA path: the CuPy backend's kernels on DLPack views -------------------------------------
@@ -246,6 +297,7 @@ def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
 def matmul(a: Tensor, b: Tensor, maximise: bool) -> tuple[Tensor, Tensor]:
     """``(c, indices)`` of the tropical product of ``a`` (..., M, K) and ``b`` (..., K, N), one dtype."""
     check_devices(a=a, b=b)
+    _product_shape(a, b)
     semiring = _semiring(maximise)
     if a.dtype in HALF_DTYPES:
         c, indices = _rounded_matmul(semiring, _view(a), _view(b), a.dtype)
@@ -256,7 +308,7 @@ def matmul(a: Tensor, b: Tensor, maximise: bool) -> tuple[Tensor, Tensor]:
 
 @matmul.register_fake
 def _(a: Tensor, b: Tensor, maximise: bool) -> tuple[Tensor, Tensor]:
-    shape = (*torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]), a.shape[-2], b.shape[-1])
+    shape = _product_shape(a, b)
     return a.new_empty(shape), a.new_empty(shape, dtype=index_dtype(a.shape[-1]))
 
 
@@ -264,6 +316,7 @@ def _(a: Tensor, b: Tensor, maximise: bool) -> tuple[Tensor, Tensor]:
 def _matmul_cuda(a: Tensor, b: Tensor, maximise: bool) -> tuple[Tensor, Tensor]:
     device = _cuda_device(a=a, b=b)
     _refuse_bfloat16(a=a, b=b)
+    _product_shape(a, b)
     c, indices = _on_cupy("matmul", device, _semiring(maximise), a, b)
     return _cast(c, a.dtype), _cast(indices, index_dtype(a.shape[-1]))
 
@@ -274,6 +327,7 @@ def matmul_backward(
 ) -> tuple[Tensor, Tensor]:
     """``(grad_a, grad_b)`` of a product of operands (>= 2-D) of shapes ``a_shape`` and ``b_shape``."""
     check_devices(grad=grad, indices=indices)
+    _check_matmul_backward(grad, indices, a_shape, b_shape)
     g, k = _view(grad), _view(indices)
     grad_a, grad_b = numpy_kernels.matmul_vjp(np_namespace, g, k, tuple(a_shape), tuple(b_shape))
     return _tensor(grad_a, grad.dtype), _tensor(grad_b, grad.dtype)
@@ -281,7 +335,14 @@ def matmul_backward(
 
 @matmul_backward.register_fake
 def _(grad, indices, a_shape, b_shape):
+    _check_matmul_backward(grad, indices, a_shape, b_shape)
     return grad.new_empty(a_shape), grad.new_empty(b_shape)
+
+
+def _check_matmul_backward(grad: Tensor, indices: Tensor, a_shape: list[int], b_shape: list[int]) -> None:
+    a_shape = shape_tuple("a_shape", a_shape, 2)
+    b_shape = shape_tuple("b_shape", b_shape, 2)
+    _check_gradient("matmul_backward", grad, indices, product_shape(a_shape, b_shape, ("a_shape", "b_shape")))
 
 
 @matmul_backward.register_kernel("cuda")
@@ -290,6 +351,7 @@ def _matmul_backward_cuda(
 ) -> tuple[Tensor, Tensor]:
     device = _cuda_device(grad=grad, indices=indices)
     _refuse_bfloat16(grad=grad)
+    _check_matmul_backward(grad, indices, a_shape, b_shape)
     grad_a, grad_b = _on_cupy("matmul_vjp", device, grad, indices, tuple(a_shape), tuple(b_shape))
     return _cast(grad_a, grad.dtype), _cast(grad_b, grad.dtype)
 
@@ -333,18 +395,54 @@ def _rounded_product(semiring, a: np.ndarray, b_t: np.ndarray, dtype: torch.dtyp
 # --- grey-level morphology -----------------------------------------------------------------------
 
 
-def _windows(image_shape, kh: int, kw: int, reflected: bool, mode: str):
+def _check_morphology(
+    image: Tensor, structure: Tensor | None, support: list[bool] | None, window: list[int], mode: str
+) -> tuple[int, int]:
+    """What the morphology kernels rely on, checked for direct ``torch.ops.tropic`` calls too;
+    ``(kh, kw)``."""
+    _check_operands("morphology", image=image, structure=structure)
+    kh, kw = _window_shape(window)
+    if image.dim() < 2:
+        raise ValueError(
+            f"tropic::morphology: image must have at least 2 dimensions (..., H, W), got {tuple(image.shape)}"
+        )
+    if structure is not None and tuple(structure.shape) != (kh, kw):
+        raise ValueError(
+            f"tropic::morphology: structure must have shape (kh, kw) = {(kh, kw)}, got "
+            f"{tuple(structure.shape)}"
+        )
+    if support is not None and len(support) != kh * kw:
+        raise ValueError(
+            f"tropic::morphology: support must have kh * kw = {kh * kw} entries, got {len(support)}"
+        )
+    check_mode(mode)
+    return kh, kw
+
+
+def _window_shape(window: list[int]) -> tuple[int, int]:
+    """``(kh, kw)`` of ``window = [kh, kw, row_centre, col_centre]`` (the element's shape and the
+    taps at its origin), checked."""
+    if len(window) != 4:
+        raise ValueError(f"window must be [kh, kw, row_centre, col_centre], got {window!r}")
+    kh, kw = positive_int("kh", window[0]), positive_int("kw", window[1])
+    if not (0 <= window[2] < kh and 0 <= window[3] < kw):
+        raise ValueError(f"window's centre must be a tap of the ({kh}, {kw}) element, got {window!r}")
+    return kh, kw
+
+
+def _windows(image_shape, window: list[int], reflected: bool, mode: str):
     """The row and column axis windows of a morphology of images of ``image_shape`` (..., H, W)."""
-    H, W = image_shape[-2:]
-    return axis_window(H, kh, reflected, mode), axis_window(W, kw, reflected, mode)
+    (H, W), (kh, kw, row_centre, col_centre) = image_shape[-2:], window
+    return axis_window(H, kh, reflected, mode, row_centre), axis_window(W, kw, reflected, mode, col_centre)
 
 
 def _morphology_frame(
-    image: Tensor, support: list[bool], kh: int, kw: int, maximise: bool, mode: str, fill: float
+    image: Tensor, support: list[bool], window: list[int], maximise: bool, mode: str, fill: float
 ):
     """``(rows, cols, mask, fill)`` of a morphology op: the axis windows, the footprint as a boolean
     (kh, kw) array and the border value in the image's precision (as on every backend)."""
-    rows, cols = _windows(image.shape, kh, kw, maximise, mode)
+    kh, kw = _check_morphology(image, None, support, window, mode)
+    rows, cols = _windows(image.shape, window, maximise, mode)
     mask = np.asarray(support, dtype=bool).reshape(kh, kw)
     if image.dtype in HALF_DTYPES:
         fill = float(torch.tensor(fill).to(image.dtype))
@@ -356,8 +454,7 @@ def morphology(
     image: Tensor,
     structure: Tensor | None,
     support: list[bool],
-    kh: int,
-    kw: int,
+    window: list[int],
     maximise: bool,
     mode: str,
     fill: float,
@@ -365,16 +462,18 @@ def morphology(
     """Dilation (``maximise``) or erosion of ``image`` (..., H, W) on its last two axes.
 
     ``structure`` (kh, kw) or None (flat) is the structuring element as the user gave it (erosion
-    subtracts it), ``support`` its row-major footprint, ``mode`` the border rule, ``fill`` the value
-    outside the image where the rule reads one (the tropical zero or ``cval``).
+    subtracts it), ``support`` its row-major footprint, ``window`` ``[kh, kw, row_centre,
+    col_centre]`` its shape and origin, ``mode`` the border rule, ``fill`` the value outside the image
+    where the rule reads one (the tropical zero or ``cval``).
     """
     check_devices(image=image, structure=structure)
+    _check_morphology(image, structure, support, window, mode)
     semiring = _semiring(maximise)
     weights = None
     if structure is not None:
         weights = _view(structure)
         weights = weights if maximise else np.negative(weights)
-    rows, cols, mask, fill = _morphology_frame(image, support, kh, kw, maximise, mode, fill)
+    rows, cols, mask, fill = _morphology_frame(image, support, window, maximise, mode, fill)
     if image.dtype in HALF_DTYPES and weights is not None:  # flat: no sums, nothing to round
         out, indices = _rounded_morphology(
             semiring, _view(image), weights, mask, rows, cols, fill, image.dtype
@@ -387,7 +486,8 @@ def morphology(
 
 
 @morphology.register_fake
-def _(image, structure, support, kh, kw, maximise, mode, fill):
+def _(image, structure, support, window, maximise, mode, fill):
+    kh, kw = _check_morphology(image, structure, support, window, mode)
     return image.new_empty(image.shape), image.new_empty(image.shape, dtype=index_dtype(kh * kw))
 
 
@@ -396,17 +496,17 @@ def _morphology_cuda(
     image: Tensor,
     structure: Tensor | None,
     support: list[bool],
-    kh: int,
-    kw: int,
+    window: list[int],
     maximise: bool,
     mode: str,
     fill: float,
 ) -> tuple[Tensor, Tensor]:
     device = _cuda_device(image=image, structure=structure)
     _refuse_bfloat16(image=image, structure=structure)
+    kh, kw = _check_morphology(image, structure, support, window, mode)
     # The kernels add the weights: erosion's are the negated structure (exact).
     weights = structure if structure is None or maximise else torch.neg(structure.detach())
-    rows, cols, mask, fill = _morphology_frame(image, support, kh, kw, maximise, mode, fill)
+    rows, cols, mask, fill = _morphology_frame(image, support, window, maximise, mode, fill)
     semiring = _semiring(maximise)
     out, indices = _on_cupy("morphology", device, semiring, image, weights, mask, rows, cols, fill)
     return _cast(out, image.dtype), _cast(indices, index_dtype(kh * kw))
@@ -414,11 +514,12 @@ def _morphology_cuda(
 
 @torch.library.custom_op("tropic::morphology_backward", mutates_args=())
 def morphology_backward(
-    grad: Tensor, indices: Tensor, image_shape: list[int], kh: int, kw: int, reflected: bool, mode: str
+    grad: Tensor, indices: Tensor, image_shape: list[int], window: list[int], reflected: bool, mode: str
 ) -> tuple[Tensor, Tensor]:
     """``(grad_image, grad_weights)``: the NumPy kernel's vjp (``grad_weights`` not negated)."""
     check_devices(grad=grad, indices=indices)
-    rows, cols = _windows(image_shape, kh, kw, reflected, mode)
+    _check_morphology_backward(grad, indices, image_shape, window, mode)
+    rows, cols = _windows(image_shape, window, reflected, mode)
     grad_image, grad_weights = numpy_kernels.morphology_vjp(
         np_namespace, _view(grad), _view(indices), tuple(image_shape), rows, cols
     )
@@ -426,38 +527,49 @@ def morphology_backward(
 
 
 @morphology_backward.register_fake
-def _(grad, indices, image_shape, kh, kw, reflected, mode):
+def _(grad, indices, image_shape, window, reflected, mode):
+    kh, kw = _check_morphology_backward(grad, indices, image_shape, window, mode)
     return grad.new_empty(image_shape), grad.new_empty((kh, kw))
 
 
 @morphology_backward.register_kernel("cuda")
 def _morphology_backward_cuda(
-    grad: Tensor, indices: Tensor, image_shape: list[int], kh: int, kw: int, reflected: bool, mode: str
+    grad: Tensor, indices: Tensor, image_shape: list[int], window: list[int], reflected: bool, mode: str
 ) -> tuple[Tensor, Tensor]:
     device = _cuda_device(grad=grad, indices=indices)
     _refuse_bfloat16(grad=grad)
-    rows, cols = _windows(image_shape, kh, kw, reflected, mode)
+    _check_morphology_backward(grad, indices, image_shape, window, mode)
+    rows, cols = _windows(image_shape, window, reflected, mode)
     grad_image, grad_weights = _on_cupy(
         "morphology_vjp", device, grad, indices, tuple(image_shape), rows, cols
     )
     return _cast(grad_image, grad.dtype), _cast(grad_weights, grad.dtype)
 
 
+def _check_morphology_backward(
+    grad: Tensor, indices: Tensor, image_shape: list[int], window: list[int], mode: str
+) -> tuple[int, int]:
+    kh, kw = _window_shape(window)
+    check_mode(mode)
+    _check_gradient("morphology_backward", grad, indices, shape_tuple("image_shape", image_shape, 2))
+    return kh, kw
+
+
 def _morphology_setup(ctx, inputs, output) -> None:
-    image, structure, _, kh, kw, maximise, mode, _ = inputs
+    image, structure, _, window, maximise, mode, _ = inputs
     ctx.save_for_backward(output[1])
-    ctx.args = (list(image.shape), kh, kw, maximise, mode)
+    ctx.args = (list(image.shape), window, maximise, mode)
     ctx.has_structure = structure is not None
 
 
 def _morphology_grad(ctx, grad_out, _grad_indices):
     (indices,) = ctx.saved_tensors
-    image_shape, kh, kw, maximise, mode = ctx.args
-    grad_image, grad_weights = morphology_backward(grad_out, indices, image_shape, kh, kw, maximise, mode)
+    image_shape, window, maximise, mode = ctx.args
+    grad_image, grad_weights = morphology_backward(grad_out, indices, image_shape, window, maximise, mode)
     grad_structure = None
     if ctx.has_structure:  # erosion subtracts the structure (0.0 - g: taps that never win get +0.0)
         grad_structure = grad_weights if maximise else 0.0 - grad_weights
-    return grad_image, grad_structure, None, None, None, None, None, None
+    return grad_image, grad_structure, None, None, None, None, None
 
 
 morphology.register_autograd(_morphology_grad, setup_context=_morphology_setup)
@@ -493,7 +605,7 @@ def conv2d(
     """``(y, indices)`` of the max-plus (``maximise``) or min-plus convolution of ``x`` and ``w``."""
     check_devices(x=x, w=w)
     semiring = _semiring(maximise)
-    geometry = ConvGeometry(tuple(x.shape), tuple(w.shape), tuple(stride), tuple(padding), groups)
+    geometry = _conv_geometry(x, w, stride, padding, groups)
     if x.dtype in HALF_DTYPES:
         y, indices = _rounded_conv2d(semiring, _view(x), _view(w), geometry, x.dtype)
     else:
@@ -503,7 +615,7 @@ def conv2d(
 
 @conv2d.register_fake
 def _(x, w, stride, padding, groups, maximise):
-    geometry = ConvGeometry(tuple(x.shape), tuple(w.shape), tuple(stride), tuple(padding), groups)
+    geometry = _conv_geometry(x, w, stride, padding, groups)
     n_candidates = w.shape[1] * w.shape[2] * w.shape[3]
     return x.new_empty(geometry.out_shape), x.new_empty(geometry.out_shape, dtype=index_dtype(n_candidates))
 
@@ -514,7 +626,7 @@ def _conv2d_cuda(
 ) -> tuple[Tensor, Tensor]:
     device = _cuda_device(x=x, w=w)
     _refuse_bfloat16(x=x, w=w)
-    geometry = ConvGeometry(tuple(x.shape), tuple(w.shape), tuple(stride), tuple(padding), groups)
+    geometry = _conv_geometry(x, w, stride, padding, groups)
     y, indices = _on_cupy("conv2d", device, _semiring(maximise), x, w, geometry)
     return _cast(y, x.dtype), _cast(indices, index_dtype(w.shape[1] * w.shape[2] * w.shape[3]))
 
@@ -531,13 +643,14 @@ def conv2d_backward(
 ) -> tuple[Tensor, Tensor]:
     """``(grad_x, grad_w)`` of a tropical convolution (the NumPy kernel's vjp)."""
     check_devices(grad=grad, indices=indices)
-    geometry = ConvGeometry(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding), groups)
+    geometry = _conv_backward_geometry(grad, indices, x_shape, w_shape, stride, padding, groups)
     grad_x, grad_w = numpy_kernels.conv2d_vjp(np_namespace, _view(grad), _view(indices), geometry)
     return _tensor(grad_x, grad.dtype), _tensor(grad_w, grad.dtype)
 
 
 @conv2d_backward.register_fake
 def _(grad, indices, x_shape, w_shape, stride, padding, groups):
+    _conv_backward_geometry(grad, indices, x_shape, w_shape, stride, padding, groups)
     return grad.new_empty(x_shape), grad.new_empty(w_shape)
 
 
@@ -553,9 +666,26 @@ def _conv2d_backward_cuda(
 ) -> tuple[Tensor, Tensor]:
     device = _cuda_device(grad=grad, indices=indices)
     _refuse_bfloat16(grad=grad)
-    geometry = ConvGeometry(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding), groups)
+    geometry = _conv_backward_geometry(grad, indices, x_shape, w_shape, stride, padding, groups)
     grad_x, grad_w = _on_cupy("conv2d_vjp", device, grad, indices, geometry)
     return _cast(grad_x, grad.dtype), _cast(grad_w, grad.dtype)
+
+
+def _conv_geometry(x: Tensor, w: Tensor, stride, padding, groups) -> ConvGeometry:
+    _check_operands("conv2d", x=x, w=w)
+    for name, t, layout in (("x", x, "B, Cin, H, W"), ("w", w, "Cout, Cin // groups, kh, kw")):
+        if t.dim() != 4:
+            raise ValueError(
+                f"tropic::conv2d: {name} must have 4 dimensions ({layout}), got {tuple(t.shape)}"
+            )
+    return ConvGeometry(tuple(x.shape), tuple(w.shape), tuple(stride), tuple(padding), groups)
+
+
+def _conv_backward_geometry(grad, indices, x_shape, w_shape, stride, padding, groups) -> ConvGeometry:
+    x_shape, w_shape = shape_tuple("x_shape", x_shape, ndim=4), shape_tuple("w_shape", w_shape, ndim=4)
+    geometry = ConvGeometry(x_shape, w_shape, tuple(stride), tuple(padding), groups)
+    _check_gradient("conv2d_backward", grad, indices, geometry.out_shape)
+    return geometry
 
 
 def _conv2d_setup(ctx, inputs, output) -> None:
@@ -609,6 +739,7 @@ def _rounded_conv2d(semiring, x, w, geometry, dtype):
 def maxout(grouped: Tensor) -> tuple[Tensor, Tensor]:
     """``(values, indices)``: the max over the last axis of ``grouped`` (..., m, pieces)."""
     check_devices(grouped=grouped)
+    _check_maxout(grouped)
     # No sums: widening half precision to float32 changes no value and no comparison.
     values, indices = numpy_kernels.maxout(np_namespace, _view(grouped))
     return _tensor(values, grouped.dtype), _tensor(indices)
@@ -616,6 +747,7 @@ def maxout(grouped: Tensor) -> tuple[Tensor, Tensor]:
 
 @maxout.register_fake
 def _(grouped):
+    _check_maxout(grouped)
     shape = grouped.shape[:-1]
     return grouped.new_empty(shape), grouped.new_empty(shape, dtype=index_dtype(grouped.shape[-1]))
 
@@ -624,6 +756,7 @@ def _(grouped):
 def _maxout_cuda(grouped: Tensor) -> tuple[Tensor, Tensor]:
     device = _cuda_device(grouped=grouped)
     _refuse_bfloat16(grouped=grouped)
+    _check_maxout(grouped)
     values, indices = _on_cupy("maxout", device, grouped)
     return _cast(values, grouped.dtype), _cast(indices, index_dtype(grouped.shape[-1]))
 
@@ -632,12 +765,14 @@ def _maxout_cuda(grouped: Tensor) -> tuple[Tensor, Tensor]:
 def maxout_backward(grad: Tensor, indices: Tensor, pieces: int) -> Tensor:
     """Gradient of the grouped input (..., m, pieces): ``grad`` where ``indices`` names the piece."""
     check_devices(grad=grad, indices=indices)
+    _check_maxout_backward(grad, indices, pieces)
     spread = maxout_vjp_reference(np_namespace, _view(grad), _view(indices), pieces)
     return _tensor(spread, grad.dtype)
 
 
 @maxout_backward.register_fake
 def _(grad, indices, pieces):
+    _check_maxout_backward(grad, indices, pieces)
     return grad.new_empty((*grad.shape, pieces))
 
 
@@ -645,7 +780,19 @@ def _(grad, indices, pieces):
 def _maxout_backward_cuda(grad: Tensor, indices: Tensor, pieces: int) -> Tensor:
     device = _cuda_device(grad=grad, indices=indices)
     _refuse_bfloat16(grad=grad)
+    _check_maxout_backward(grad, indices, pieces)
     return _cast(_on_cupy("maxout_vjp", device, grad, indices, pieces), grad.dtype)
+
+
+def _check_maxout(grouped: Tensor) -> None:
+    _check_operands("maxout", grouped=grouped)
+    if grouped.dim() < 1:
+        raise ValueError("tropic::maxout: grouped must have at least 1 dimension (..., pieces), got a scalar")
+
+
+def _check_maxout_backward(grad: Tensor, indices: Tensor, pieces: int) -> None:
+    positive_int("pieces", pieces)
+    _check_gradient("maxout_backward", grad, indices, tuple(grad.shape))
 
 
 def _maxout_setup(ctx, inputs, output) -> None:

@@ -7,7 +7,8 @@
  * these loops visit the outputs in that order, add in double into caller-zeroed double arrays, and
  * the caller rounds once to the gradient's dtype. Single-threaded: the order is the determinism.
  * Outputs whose index is -1 (no winner) send nothing; contributions that land on padding are
- * dropped. Indices arrive as int32. Returns 0. */
+ * dropped. Indices arrive as int32. Returns 0, or 3 at the first index outside [-1, candidates): the
+ * caller raises (the gradient arrays are its own fresh ones, so what was added before is discarded). */
 #include <Python.h>
 
 #include <stdint.h>
@@ -23,7 +24,10 @@ PyMODINIT_FUNC PyInit__scatter_c(void) { return PyModule_Create(&module); }
       for (int64_t i = 0; i < M; i++)                                                               \
         for (int64_t j = 0; j < N; j++) {                                                           \
           int64_t at = (b * M + i) * N + j, k = idx[at];                                            \
-          if (k < 0) continue;                                                                      \
+          if (k < 0 || k >= K) {                                                                    \
+            if (k == -1) continue;                                                                  \
+            return 3;                                                                               \
+          }                                                                                         \
           ga[(b * M + i) * K + k] += (double)g[at];                                                 \
           gb[(b * K + k) * N + j] += (double)g[at];                                                 \
         }                                                                                           \
@@ -41,7 +45,10 @@ MATMUL_VJP(tropic_matmul_vjp_f64, double)
       for (int64_t i = 0; i < H; i++)                                                               \
         for (int64_t j = 0; j < W; j++) {                                                           \
           int64_t at = (b * H + i) * W + j, t = idx[at];                                            \
-          if (t < 0) continue;                                                                      \
+          if (t < 0 || t >= kh * kw) {                                                              \
+            if (t == -1) continue;                                                                  \
+            return 3;                                                                               \
+          }                                                                                         \
           int64_t r = rows[i * kh + t / kw], c = cols[j * kw + t % kw];                             \
           if (r >= 0 && c >= 0) gimg[(b * H + r) * W + c] += (double)g[at];                         \
           gw[t] += (double)g[at];                                                                   \
@@ -63,7 +70,10 @@ MORPHOLOGY_VJP(tropic_morphology_vjp_f64, double)
         for (int64_t i = 0; i < Ho; i++)                                                            \
           for (int64_t j = 0; j < Wo; j++) {                                                        \
             int64_t at = ((b * Cout + o) * Ho + i) * Wo + j, t = idx[at];                           \
-            if (t < 0) continue;                                                                    \
+            if (t < 0 || t >= taps) {                                                               \
+              if (t == -1) continue;                                                                \
+              return 3;                                                                             \
+            }                                                                                       \
             int64_t c = t / (kh * kw), u = t % (kh * kw) / kw, v = t % kw;                          \
             int64_t channel = (o / per_group) * Cg + c, row = i * sh + u - ph, col = j * sw + v - pw; \
             if (row >= 0 && row < H && col >= 0 && col < W)                                         \
