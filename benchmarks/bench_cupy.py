@@ -187,7 +187,7 @@ def layer_step(implementation: str, batch: int, n_in: int, n_out: int):
     """A zero-argument callable for the forward and backward of a float32 max-plus layer x ⊗ w on
     torch CUDA tensors: tropic's op (the CuPy kernels through DLPack) or torch autograd of the
     broadcast formula."""
-    from tropic.bench import torch_layer_step, tropic_torch_layer_step
+    from tropic.apps.bench import torch_layer_step, tropic_torch_layer_step
 
     torch = require_torch_cuda()
     if implementation == "tropic_torch_cuda":
@@ -243,7 +243,7 @@ def conv2d(implementation: str, batch: int, c_in: int, c_out: int, side: int, k:
         tiled = implementation == "tropic_cupy"
         return with_kernel_switch("TILED_CONV", tiled, lambda: tropic.maxplus_conv2d(cx, cw))
     torch = require_torch_cuda()
-    from tropic.bench import torch_unfold_conv2d
+    from tropic.apps.bench import torch_unfold_conv2d
 
     out = side - k + 1
     if 4 * batch * c_out * c_in * out * out * k * k > BROADCAST_LIMIT_BYTES:

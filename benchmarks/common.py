@@ -1,6 +1,6 @@
 """Shared pieces of the asv suite: random inputs, optional libraries, the base class.
 
-The baselines and the tracemalloc probe come from :mod:`tropic.bench` (the ``python -m tropic.bench``
+The baselines and the tracemalloc probe come from :mod:`tropic.apps.bench` (the ``tropic bench``
 report), so that the report and this suite time exactly the same code. asv does its own timing.
 """
 
@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from tropic.bench import (
+from tropic.apps.bench import (
     BROADCAST_LIMIT_BYTES,
     broadcast_mib,
     extra_peak_mib,
@@ -87,7 +87,7 @@ def compare_layer_steps(module: str, implementations, layer_step, repeat: int) -
     """Time ``layer_step(i)()`` for every implementation (median of ``repeat``, this process) and
     measure its extra peak RSS in a fresh process; print one line each, with the ratios to the first
     (tropic). Returns ``{implementation: (median seconds, warm-up result)}``."""
-    from tropic.bench import measure
+    from tropic.apps.bench import measure
 
     results = {i: measure(layer_step(i), repeat) for i in implementations}
     peaks = {i: peak_in_fresh_process(module, i) for i in implementations}

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import tropic
-from tropic.bench import (
+from tropic.apps.bench import (
     broadcast_mib,
     extra_peak_mib,
     loop_maxplus,

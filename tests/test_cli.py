@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import tropic
-from tropic.cli import main
+from tropic.apps.cli import main
 
 
 def test_info_reports_version_backends_and_libraries(capsys):
@@ -38,7 +38,11 @@ def test_bad_arguments_give_one_line_and_status_2(capsys, args, message):
 
 
 def test_module_entry_points_behave_like_the_command():
-    for entry in (["-m", "tropic", "bench", "--repeat", "0"], ["-m", "tropic.bench", "--repeat", "0"]):
+    entries = (
+        ["-m", "tropic", "bench", "--repeat", "0"],
+        ["-m", "tropic.apps.bench", "--repeat", "0"],
+    )
+    for entry in entries:
         result = subprocess.run([sys.executable, *entry], capture_output=True, text=True)
         assert result.returncode == 2
         assert result.stderr.strip() == "tropic: error: --repeat must be at least 1"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tropic.cli import main
+from tropic.apps.cli import main
 
 from .test_datasets import idx_bytes, write_cifar, write_mnist
 
@@ -38,7 +38,7 @@ def train(capsys, *args):
 
 def check_run(folder, epochs):
     """The run folder's files parse and agree; the saved model reproduces the test accuracy."""
-    from tropic.cli.train import evaluate
+    from tropic.apps.cli.train import evaluate
 
     config = json.loads((folder / "config.json").read_text())
     assert Path(config["out"]).resolve() == folder.resolve() and config["epochs"] == epochs
@@ -103,8 +103,8 @@ def test_one_epoch_run_folder(capsys, tmp_path, model, engine, extra):
 
 
 def test_autodiff_model_reloads_and_predicts(capsys, tmp_path):
-    from tropic import datasets
-    from tropic.cli.train import load_run
+    from tropic.apps import datasets
+    from tropic.apps.cli.train import load_run
 
     folder = tmp_path / "run"
     train(capsys, "--model", "relu", "--epochs", "2", "--width", "32", "--seed", "3", "--out", str(folder))
@@ -269,8 +269,8 @@ def test_last_batch_of_one_sample_is_left_out_with_a_note(capsys, tmp_path):
 
 def test_model_size_estimate_is_exact():
     """The memory check reads every model's size off tiny builds: it matches the real models."""
-    from tropic.cli.train import _arrays, _model_bytes, resolve_config
-    from tropic.cli.train_models import MODELS
+    from tropic.apps.cli.train import _arrays, _model_bytes, resolve_config
+    from tropic.apps.cli.train_models import MODELS
 
     for name, spec in MODELS.items():
         for given in ({"width": 10, "blocks": 3}, {"width": 16, "blocks": 0}, {"dataset": "diskorect"}):
@@ -290,7 +290,7 @@ def with_nan(data, index):
 
 
 def test_nan_in_the_data_is_refused_before_training(capsys, tmp_path, monkeypatch):
-    from tropic import datasets
+    from tropic.apps import datasets
 
     load = datasets.load
     monkeypatch.setattr(datasets, "load", lambda *a, **k: with_nan(load(*a, **k), (17, 5)))
@@ -309,7 +309,7 @@ def test_nan_gradient_during_training_is_one_line_and_no_run_folder(capsys, tmp_
     epoch, the batch and the parameter, and removes the run folder it had started."""
     if engine == "torch":
         torch_engine()
-    from tropic.cli import train_models
+    from tropic.apps.cli import train_models
 
     spec = train_models.MODELS["relu"]
 
@@ -359,7 +359,7 @@ def test_torch_engine_without_the_layer(capsys, tmp_path, monkeypatch):
 
 
 def test_image_grid_png(tmp_path):
-    from tropic.plots import image_grid
+    from tropic.apps.plots import image_grid
 
     images = [np.eye(5), np.where(np.eye(3) > 0, 0.0, -np.inf), np.ones((1, 1, 3, 3))]
     path = image_grid(images, tmp_path / "g.png", titles=["a", "b", "c"], title="elements")
@@ -373,7 +373,7 @@ def test_image_grid_png(tmp_path):
 def test_dmnn_models_on_digits_default_to_a_larger_learning_rate():
     """The DMNN paper's Adam 1e-3 assumes MNIST's ~40x more steps; on digits the default is 1e-2,
     elsewhere the paper's, and an explicit --lr always wins."""
-    from tropic.cli.train import resolve_config
+    from tropic.apps.cli.train import resolve_config
 
     assert resolve_config({"model": "mpm"})["lr"] == 1e-2
     assert resolve_config({"model": "mpm", "dataset": "mnist", "data_dir": "."})["lr"] == 1e-3

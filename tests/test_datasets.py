@@ -1,4 +1,4 @@
-"""tropic.datasets: tiny MNIST IDX files and CIFAR-10 pickles written here in their exact formats,
+"""tropic.apps.datasets: tiny MNIST IDX files and CIFAR-10 pickles written here in their exact formats,
 loaded back (values, shapes, labels), and malformed files rejected with errors naming the file."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import struct
 import numpy as np
 import pytest
 
-from tropic import datasets
+from tropic.apps import datasets
 
 pytest.importorskip("sklearn", reason="scikit-learn (the test extra) provides the digits data")
 

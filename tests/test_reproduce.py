@@ -9,9 +9,9 @@ import re
 import numpy as np
 import pytest
 
-from tropic.cli import main
-from tropic.reproduce import render
-from tropic.reproduce import report as rp
+from tropic.apps.cli import main
+from tropic.apps.reproduce import render
+from tropic.apps.reproduce import report as rp
 
 pytest.importorskip("sklearn", reason="scikit-learn (the test extra) provides the digits data")
 pytest.importorskip("matplotlib", reason="the plots need matplotlib (the test extra)")
@@ -98,7 +98,7 @@ def _write_idx(path, array):
 def test_data_dir_runs_on_mnist_files(tmp_path, capsys, monkeypatch):
     # A tiny fake MNIST in IDX format: the --data-dir path end to end (flattened 784 pixels), read once
     # (the check of the arguments and the run share it).
-    from tropic import datasets
+    from tropic.apps import datasets
 
     reads = []
     load = datasets.load

@@ -23,7 +23,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from tropic import datasets
+from tropic.apps import datasets
 
 from .test_datasets import idx_bytes, write_cifar, write_mnist
 
@@ -89,7 +89,9 @@ def test_gzip_idx_bomb_reads_only_the_announced_bytes(tmp_path):
     path = tmp_path / "train-images-idx3-ubyte.gz"
     gzip_bomb(path, idx_bytes(images), zeros_mib=384)
     assert path.stat().st_size < MiB
-    outcome = run_capped(f"tropic.datasets.read_idx({str(path)!r})", imports="import tropic.datasets")
+    outcome = run_capped(
+        f"tropic.apps.datasets.read_idx({str(path)!r})", imports="import tropic.apps.datasets"
+    )
     assert outcome["type"] == "ValueError", outcome
     assert str(path) in outcome["message"] and "more than 50192 bytes" in outcome["message"]
 
@@ -192,7 +194,9 @@ def test_cifar_shared_reference_bombs_fail_fast(tmp_path, content):
     path.write_bytes(content)
     assert len(content) < 16384
     outcome = run_capped(
-        f"tropic.datasets.load('cifar10', {str(tmp_path)!r})", imports="import tropic.datasets", timeout=30
+        f"tropic.apps.datasets.load('cifar10', {str(tmp_path)!r})",
+        imports="import tropic.apps.datasets",
+        timeout=30,
     )
     assert outcome["type"] == "ValueError", outcome
     assert str(path) in outcome["message"] and "second reference" in outcome["message"]

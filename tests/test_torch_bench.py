@@ -37,7 +37,7 @@ def test_both_implementations_compute_the_layer_gradients(small):
 def test_peak_probe_in_a_fresh_process(monkeypatch):
     """The report's memory column: a spawned process builds the step (smoke sizes) and measures it."""
     from benchmarks.common import peak_in_fresh_process
-    from tropic.bench import extra_peak_rss_mib
+    from tropic.apps.bench import extra_peak_rss_mib
 
     monkeypatch.setenv("TROPIC_BENCH_SMOKE", "1")  # the child imports the module with tiny sizes
     peak = peak_in_fresh_process("benchmarks.bench_torch", "tropic")

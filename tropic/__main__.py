@@ -1,10 +1,10 @@
-"""``python -m tropic ...``: the same as the ``tropic`` command (see :mod:`tropic.cli`)."""
+"""``python -m tropic ...``: the same as the ``tropic`` command (see :mod:`tropic.apps.cli`)."""
 
 from __future__ import annotations
 
 import sys
 
-from tropic.cli import main
+from tropic.apps.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

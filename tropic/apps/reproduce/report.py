@@ -1,4 +1,4 @@
-"""Tables, verdicts and the results files shared by the reproductions of :mod:`tropic.reproduce`.
+"""Tables, verdicts and the results files shared by the reproductions of :mod:`tropic.apps.reproduce`.
 
 A :class:`Report` holds the claims of one paper; each :class:`Claim` has Markdown tables (mean ± std
 over seeds, the paper's number beside ours where it gives one) and a verdict decided by a rule that is

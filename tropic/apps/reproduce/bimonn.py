@@ -2,7 +2,7 @@
 ``papers/bimonn.md`` at small scale, with the layers of :mod:`tropic.nn.binary`.
 
 - Claim 1: one ``BiSE(1, 1, 7)`` learns the dilation or the erosion of diskorect images
-  (:func:`tropic.datasets.diskorect_task`, 50 x 50, edge-replicated border as the BiSE's) by a 7 x 7
+  (:func:`tropic.apps.datasets.diskorect_task`, 50 x 50, edge-replicated border as the BiSE's) by a 7 x 7
   disk, cross or stick; we read its operation and structuring element
   (:meth:`~tropic.nn.binary.BiSE.binarized`) and measure the binarised error 1 - Dice on held-out
   images.
@@ -24,8 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import datasets, nn
-from ..nn.binary import BiSE, DenseLUI, constant_set_regularization
+from tropic import nn
+from tropic.nn.binary import BiSE, DenseLUI, constant_set_regularization
+
+from .. import datasets
 from . import report as rp
 from ._common import Settings, accuracy, curve_panel, fit, load_classification
 

@@ -1,10 +1,10 @@
 """Small-scale reproductions of the claims of the papers behind tropic (``tropic reproduce``).
 
-One module per paper: :mod:`~tropic.reproduce.hybrid` (sparse hybrid heads),
-:mod:`~tropic.reproduce.dmnn` (deep morphological networks) and :mod:`~tropic.reproduce.bimonn`
-(binarised morphological networks); :mod:`~tropic.reproduce.report` holds the tables and verdicts.
+One module per paper: :mod:`~tropic.apps.reproduce.hybrid` (sparse hybrid heads),
+:mod:`~tropic.apps.reproduce.dmnn` (deep morphological networks) and :mod:`~tropic.apps.reproduce.bimonn`
+(binarised morphological networks); :mod:`~tropic.apps.reproduce.report` holds the tables and verdicts.
 Each module's ``run(settings)`` trains the models for every seed and returns a
-:class:`~tropic.reproduce.report.Report`; :func:`reproduce` also writes ``results.md``,
+:class:`~tropic.apps.reproduce.report.Report`; :func:`reproduce` also writes ``results.md``,
 ``results.json`` and the plots into ``settings.out``.
 """
 
@@ -21,9 +21,9 @@ __all__ = ["PAPERS", "Report", "Settings", "render", "reproduce"]
 
 #: paper name -> (module, the summary in ../shared/papers it reproduces)
 PAPERS = {
-    "hybrid": "tropic.reproduce.hybrid",
-    "dmnn": "tropic.reproduce.dmnn",
-    "bimonn": "tropic.reproduce.bimonn",
+    "hybrid": "tropic.apps.reproduce.hybrid",
+    "dmnn": "tropic.apps.reproduce.dmnn",
+    "bimonn": "tropic.apps.reproduce.bimonn",
 }
 
 

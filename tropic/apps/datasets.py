@@ -20,7 +20,7 @@ that were looked for; malformed files raise :class:`ValueError` naming the file.
 
 Examples
 --------
->>> from tropic import datasets
+>>> from tropic.apps import datasets
 >>> x_train, y_train, x_test, y_test = datasets.load("digits")
 >>> x_train.shape, x_test.shape, x_train.dtype, int(y_train.max())
 ((1348, 1, 8, 8), (449, 1, 8, 8), dtype('float32'), 9)
@@ -102,12 +102,12 @@ def load(
     if not 0.0 < float(test_fraction) < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
     if name == "digits":
-        from .nn.data import load_digits_split
+        from tropic.nn.data import load_digits_split
 
         x_train, y_train, x_test, y_test = load_digits_split(test_fraction, seed=seed)
         x_train, x_test = x_train.reshape(-1, 1, 8, 8), x_test.reshape(-1, 1, 8, 8)
     elif name == "diskorect":
-        from .nn.data import train_test_split
+        from tropic.nn.data import train_test_split
 
         x, y = diskorect_task(count, size, target=target, seed=seed)
         x_train, y_train, x_test, y_test = train_test_split(x, y, test_fraction, seed=seed)
@@ -192,8 +192,7 @@ def diskorect_task(
     the convention of :class:`tropic.nn.BiSE`, so a BiSE network can match the target exactly.
     """
     import tropic
-
-    from .nn._synthetic import diskorect
+    from tropic.nn._synthetic import diskorect
 
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
         raise ValueError(f"size must be a positive int, got {size!r}")

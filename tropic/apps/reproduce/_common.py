@@ -10,8 +10,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .. import autodiff as ad
-from .. import nn
+from tropic import autodiff as ad
+from tropic import nn
 
 __all__ = [
     "History",
@@ -78,7 +78,7 @@ def load_classification(settings: Settings, seed: int, val_fraction: float = 0.2
 
     digits: scikit-learn's 8 x 8 digits split 75/25 into train/test with ``seed``
     (:func:`tropic.nn.data.load_digits_split`); MNIST / Fashion-MNIST: their official split, read
-    from ``settings.data_dir`` by :func:`tropic.datasets.load`. The validation set is the last
+    from ``settings.data_dir`` by :func:`tropic.apps.datasets.load`. The validation set is the last
     ``val_fraction`` of the shuffled training set (the 80/20 split of the DMNN paper).
     """
     if settings.dataset == "digits":
@@ -90,7 +90,7 @@ def load_classification(settings: Settings, seed: int, val_fraction: float = 0.2
 
 
 def load_files(settings: Settings) -> tuple[np.ndarray, ...]:
-    """MNIST / Fashion-MNIST from ``settings.data_dir``, flattened (:func:`tropic.datasets.load`), read
+    """MNIST / Fashion-MNIST from ``settings.data_dir``, flattened (:func:`tropic.apps.datasets.load`), read
     once per process: every seed reuses it, and so does the run after ``tropic reproduce`` checked it."""
     from .. import datasets
 
@@ -189,7 +189,7 @@ def curves(runs: list[list[float]]) -> tuple[list[float], list[float]]:
 def curve_panel(
     runs: Mapping[str, list[list[float]]], title: str, xlabel: str, ylabel: str
 ) -> dict[str, Any]:
-    """A :func:`tropic.plots.line_plots` panel: for each label, its per-seed curves drawn as the mean
+    """A :func:`tropic.apps.plots.line_plots` panel: for each label, its per-seed curves drawn as the mean
     with a ± std band (:func:`curves`)."""
     series, bands = {}, {}
     for label, per_seed in runs.items():

@@ -75,7 +75,7 @@ def _dmnn(function: str, **extra: Any) -> Callable[[dict[str, Any], int, int], A
 
 def _bise(config: dict[str, Any], n_in: int, classes: int) -> Any:
     import tropic.nn as nn
-    from tropic.datasets import _parse_target
+    from tropic.apps.datasets import _parse_target
 
     gen = np.random.default_rng(config["seed"])
     if classes == 0:  # segmentation: n_in is the image's channel count

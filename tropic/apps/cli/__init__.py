@@ -15,10 +15,10 @@ from collections.abc import Sequence
 
 # name -> module; imported only when that subcommand runs, so `tropic info` stays fast
 SUBCOMMANDS = {
-    "info": "tropic.cli.info",
-    "bench": "tropic.cli.bench",
-    "train": "tropic.cli.train",
-    "reproduce": "tropic.cli.reproduce",
+    "info": "tropic.apps.cli.info",
+    "bench": "tropic.apps.cli.bench",
+    "train": "tropic.apps.cli.train",
+    "reproduce": "tropic.apps.cli.reproduce",
 }
 
 

@@ -4,7 +4,7 @@ With no arguments it trains the sparse hybrid head (Linear -> BatchNorm -> spars
 Linear) on scikit-learn's digits with :mod:`tropic.autodiff` (no download, seconds on a laptop CPU).
 
 Options come from three places, later ones winning: the built-in defaults (global, then the model's
-own, see :mod:`tropic.cli.train_models`), a JSON file (``--config FILE``, the same keys as the
+own, see :mod:`tropic.apps.cli.train_models`), a JSON file (``--config FILE``, the same keys as the
 options with ``_`` for ``-``: a run's ``config.json`` works as is), then the command line.
 
 The run folder (``--out``, default ``runs/<timestamp>-<model>``) receives
@@ -102,7 +102,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from tropic.datasets import DATASETS
+    from tropic.apps.datasets import DATASETS
 
     s = argparse.SUPPRESS  # only the options given appear in the namespace: the config file fills the rest
     d = DEFAULTS
@@ -219,7 +219,7 @@ def _read_config(file: str) -> dict[str, Any]:
 
 
 def _check(config: dict[str, Any]) -> None:
-    from tropic.datasets import DATASETS
+    from tropic.apps.datasets import DATASETS
 
     for key, expected in _TYPES.items():
         value = config[key]
@@ -246,7 +246,7 @@ def _check(config: dict[str, Any]) -> None:
     if not 0 < config["test_fraction"] < 1:
         raise CommandError(f"--test-fraction must be in (0, 1), got {config['test_fraction']}")
     if config["model"] == "bise" and config["dataset"] == "diskorect":
-        from tropic.datasets import DISKORECT_SIZE, _parse_target
+        from tropic.apps.datasets import DISKORECT_SIZE, _parse_target
 
         try:
             _parse_target(config["target"], DISKORECT_SIZE)
@@ -272,7 +272,7 @@ def _flag(key: str) -> str:
 
 
 def _load_data(config: dict[str, Any]) -> tuple[np.ndarray, ...]:
-    from tropic import datasets
+    from tropic.apps import datasets
 
     segment = config["dataset"] == "diskorect"
     try:
@@ -491,7 +491,7 @@ def _test_metrics(predict: Any, x: np.ndarray, y: np.ndarray, config: dict[str, 
         binary = predict(x, binary=True)
         metrics["binary_test_accuracy"] = _accuracy(binary, y, segment)
         if segment:
-            from tropic.reproduce.bimonn import dice_error
+            from tropic.apps.reproduce.bimonn import dice_error
 
             metrics["binary_test_dice_error"] = dice_error(binary >= 0.5, y >= 0.5)
     return metrics
@@ -784,7 +784,7 @@ def _bise_report(model: Any, config: dict[str, Any], segment: bool) -> list[dict
     """What each binarisable layer became: the operation, whether it is exact (activated) and, on
     diskorect, whether the structuring element is the target's."""
     import tropic.nn as nn
-    from tropic.datasets import _parse_target, structuring_element
+    from tropic.apps.datasets import _parse_target, structuring_element
 
     if not segment:
         layer = model[0]
@@ -812,7 +812,7 @@ def _bise_report(model: Any, config: dict[str, Any], segment: bool) -> list[dict
 def _plots(
     folder: Path, rows: list[dict[str, Any]], config: dict[str, Any], engine: Any, segment: bool
 ) -> None:
-    from tropic.plots import image_grid, line_plots  # matplotlib itself is imported when drawing
+    from tropic.apps.plots import image_grid, line_plots  # matplotlib itself is imported when drawing
 
     epochs = [r["epoch"] for r in rows]
     accuracy = {
@@ -830,7 +830,7 @@ def _plots(
     try:
         line_plots(panels, folder / "curves.png", title=title)
         if segment:
-            from tropic.datasets import _parse_target, structuring_element
+            from tropic.apps.datasets import _parse_target, structuring_element
 
             _, shape, size = _parse_target(config["target"])
             model = engine.tropic_model()

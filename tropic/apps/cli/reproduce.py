@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(options: argparse.Namespace) -> int:
-    from tropic.reproduce import Settings, reproduce
+    from tropic.apps.reproduce import Settings, reproduce
 
     seeds = options.seeds if options.seeds is not None else (2 if options.quick else 3)
     if seeds < 1:
@@ -83,7 +83,7 @@ def run(options: argparse.Namespace) -> int:
     )
     settings.command = "tropic reproduce " + " ".join(shlex.quote(a) for a in _argv(options))
     if dataset != "digits":
-        from tropic.reproduce._common import load_files
+        from tropic.apps.reproduce._common import load_files
 
         try:
             load_files(settings)  # the run reuses what this reads

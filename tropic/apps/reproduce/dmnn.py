@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import nn
-from ..nn import dmnn_models as models
-from ..nn import pruning
+from tropic import nn
+from tropic.nn import dmnn_models as models
+from tropic.nn import pruning
+
 from . import report as rp
 from ._common import Settings, accuracy, curve_panel, fit, load_classification
 

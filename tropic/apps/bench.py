@@ -1,6 +1,6 @@
 """Performance report: tropic's operators against the code a user would otherwise write.
 
-``tropic bench [--quick] [--repeat N] [--torch-compile] [--plot PNG]`` (also ``python -m tropic.bench``)
+``tropic bench [--quick] [--repeat N] [--torch-compile] [--plot PNG]`` (also ``python -m tropic.apps.bench``)
 times, in one process and on the same inputs, every implementation of each case: tropic on each
 available backend (NumPy arrays with the compiled kernels, the pure NumPy path, CPU torch tensors),
 then the baselines. One row each: the median of ``N`` timed calls after one warm-up call
@@ -501,7 +501,7 @@ def _format_table(rows: Sequence[Row]) -> list[str]:
 
 def plot(rows: Sequence[Row], path: str) -> str:
     """A PNG bar chart of the speed-ups (implementation ms / tropic ms, log scale), one group per case."""
-    from tropic.plots import _pyplot
+    from tropic.apps.plots import _pyplot
 
     plt = _pyplot()  # Agg, or an ImportError saying how to install matplotlib
     timed = [r for r in rows if r.seconds is not None and r.check != "reference"]
@@ -543,7 +543,7 @@ def _environment(torch, ndimage, repeat: int) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The report's options (shared by ``tropic bench`` and ``python -m tropic.bench``)."""
+    """The report's options (shared by ``tropic bench`` and ``python -m tropic.apps.bench``)."""
     parser.add_argument("--quick", action="store_true", help="small sizes (a few seconds)")
     parser.add_argument(
         "--repeat", type=int, default=5, metavar="N", help="timed calls per measurement (default 5)"
@@ -559,7 +559,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(options: argparse.Namespace) -> int:
     """Print the report for parsed ``options``; returns the exit status."""
     if options.repeat < 1:
-        from tropic.cli import CommandError
+        from tropic.apps.cli import CommandError
 
         raise CommandError("--repeat must be at least 1")
     sizes = QUICK if options.quick else FULL
@@ -579,8 +579,8 @@ def run(options: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tropic.bench``: the same as ``tropic bench``."""
-    from tropic.cli import main as cli_main
+    """``python -m tropic.apps.bench``: the same as ``tropic bench``."""
+    from tropic.apps.cli import main as cli_main
 
     return cli_main(["bench", *(argv if argv is not None else sys.argv[1:])])
 

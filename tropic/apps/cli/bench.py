@@ -8,12 +8,12 @@ HELP = "time tropic's operators against NumPy, SciPy and PyTorch baselines in on
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from tropic.bench import add_arguments as add
+    from tropic.apps.bench import add_arguments as add
 
     add(parser)
 
 
 def run(options: argparse.Namespace) -> int:
-    from tropic.bench import run as bench
+    from tropic.apps.bench import run as bench
 
     return bench(options)
