@@ -41,6 +41,7 @@ def test_module_entry_points_behave_like_the_command():
     entries = (
         ["-m", "tropic", "bench", "--repeat", "0"],
         ["-m", "tropic.apps.bench", "--repeat", "0"],
+        ["-m", "tropic.bench", "--repeat", "0"],  # the path before the move to tropic.apps
     )
     for entry in entries:
         result = subprocess.run([sys.executable, *entry], capture_output=True, text=True)
