@@ -6,8 +6,9 @@ CUDA thread of a block is a host thread, ``__syncthreads`` a barrier, ``__shared
 for ``RawModule``. So the kernels' index arithmetic, tie, NaN and infinity rules, the gradient
 gathers and the launch glue are checked bitwise against the NumPy backend on any machine with g++
 (float32, float64, and float16 where the CUDA toolkit's ``cuda_fp16.h`` is at hand), and bfloat16
-(where ``cuda_bf16.h`` is, on ml_dtypes' NumPy bfloat16 arrays) against the torch CPU ops' exact
-bfloat16 path; the NVRTC compile and real launches are left to tests/test_cupy_backend.py on a GPU.
+(where ``cuda_bf16.h`` is, on ml_dtypes' NumPy bfloat16 arrays) against the NumPy kernels' exact
+bfloat16 rounding (the path torch's bfloat16 CPU tensors take); the NVRTC compile and real launches
+are left to tests/test_cupy_backend.py on a GPU.
 Skipped without g++. The emulation runs each block's threads in lockstep at barriers only, so it checks the
 arithmetic and the data flow, not timing or memory-model behaviour between barriers.
 """
@@ -60,7 +61,6 @@ def emu_dtype(emu, dtype):
             pytest.skip("bfloat16 needs ml_dtypes (NumPy's bfloat16 arrays)")
         if "__nv_bfloat16" not in emu.emulated_types:
             pytest.skip("bfloat16 needs the CUDA toolkit's cuda_bf16.h")
-        pytest.importorskip("torch", reason="the bfloat16 reference is the torch CPU ops")
         return np.dtype(BF16)
     if np.dtype(dtype) == np.float16 and "__half" not in emu.emulated_types:
         pytest.skip("float16 needs the CUDA toolkit's cuda_fp16.h")
@@ -287,89 +287,64 @@ class CoreReference:
     conv2d_vjp = _numpy_vjp("conv2d_vjp")
 
 
-def _to_torch(a):
-    """A NumPy array as a CPU tensor with the same bits (bfloat16 through its uint16 pattern)."""
-    import torch
-
-    a = np.ascontiguousarray(a)
-    if is_bf16(a.dtype):
-        return torch.from_numpy(a.view(np.uint16)).view(torch.bfloat16)
-    return torch.from_numpy(a)
-
-
-def _from_torch(t):
-    import torch
-
-    t = t.detach().contiguous()
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(np.dtype(BF16))
-    return t.numpy()
-
-
-def _numpy_results(results):
-    return tuple(map(_from_torch, results)) if isinstance(results, tuple) else _from_torch(results)
-
-
-class TorchReference:
-    """The reference of bfloat16: the torch CPU custom ops (their exact ``_rounded_*`` paths: each
-    candidate sum rounded to bfloat16 before it is compared), called with the CuPy backend's kernel
-    arguments and returning NumPy arrays (bfloat16 ones of ml_dtypes)."""
+class RoundedReference:
+    """The reference of bfloat16: the NumPy backend's kernels on float32 copies with every candidate
+    sum rounded to bfloat16 before it is compared (``rounding="bfloat16"``, what the torch engine runs
+    for bfloat16 CPU tensors), values and gradients narrowed back to bfloat16 (ml_dtypes arrays)."""
 
     @staticmethod
-    def _ops():
-        from tropic.backends.torch import ops
+    def _kernels():
+        from tropic.backends.numpy import kernels
 
-        return ops
+        return kernels
+
+    @staticmethod
+    def _narrow(results):
+        return tuple(r.astype(BF16) if r.dtype == np.float32 else r for r in results)
 
     @classmethod
     def matmul(cls, xp, semiring, a, b):
-        return _numpy_results(cls._ops().matmul(_to_torch(a), _to_torch(b), semiring.maximises))
+        c, k = cls._kernels().matmul(xp, semiring, a.astype(np.float32), b.astype(np.float32), "bfloat16")
+        return cls._narrow((c, k))
 
     @classmethod
     def matmul_vjp(cls, xp, g, k, a_shape, b_shape):
-        args = (_to_torch(g), _to_torch(k), list(a_shape), list(b_shape))
-        return _numpy_results(cls._ops().matmul_backward(*args))
+        return cls._narrow(cls._kernels().matmul_vjp(xp, g.astype(np.float32), k, a_shape, b_shape))
 
     @classmethod
     def morphology(cls, xp, semiring, image, weights, support, rows, cols, fill):
-        assert rows.reflected == cols.reflected == semiring.maximises and rows.mode == cols.mode
-        # The op takes the structure as the user gives it: erosion subtracts it (negation is exact).
-        structure = None if weights is None else _to_torch(weights if semiring.maximises else -weights)
-        kh, kw = support.shape
-        window = [kh, kw, rows.centre, cols.centre]
-        args = (support.ravel().tolist(), window, semiring.maximises, rows.mode, float(fill))
-        return _numpy_results(cls._ops().morphology(_to_torch(image), structure, *args))
+        weights = None if weights is None else weights.astype(np.float32)
+        args = (image.astype(np.float32), weights, support, rows, cols, fill, "bfloat16")
+        return cls._narrow(cls._kernels().morphology(xp, semiring, *args))
 
     @classmethod
     def morphology_vjp(cls, xp, g, k, image_shape, rows, cols):
-        window = [rows.start.size, cols.start.size, rows.centre, cols.centre]
-        args = (list(image_shape), window, rows.reflected, rows.mode)
-        return _numpy_results(cls._ops().morphology_backward(_to_torch(g), _to_torch(k), *args))
+        return cls._narrow(
+            cls._kernels().morphology_vjp(xp, g.astype(np.float32), k, image_shape, rows, cols)
+        )
 
     @classmethod
     def conv2d(cls, xp, semiring, x, w, geometry):
-        args = (list(geometry.stride), list(geometry.padding), geometry.groups, semiring.maximises)
-        return _numpy_results(cls._ops().conv2d(_to_torch(x), _to_torch(w), *args))
+        args = (x.astype(np.float32), w.astype(np.float32), geometry, "bfloat16")
+        return cls._narrow(cls._kernels().conv2d(xp, semiring, *args))
 
     @classmethod
     def conv2d_vjp(cls, xp, g, k, geometry):
-        args = (list(geometry.x_shape), list(geometry.w_shape), list(geometry.stride))
-        args += (list(geometry.padding), geometry.groups)
-        return _numpy_results(cls._ops().conv2d_backward(_to_torch(g), _to_torch(k), *args))
+        return cls._narrow(cls._kernels().conv2d_vjp(xp, g.astype(np.float32), k, geometry))
 
     @classmethod
     def maxout(cls, xp, grouped):
-        return _numpy_results(cls._ops().maxout(_to_torch(grouped)))
+        return cls._narrow(cls._kernels().maxout(xp, grouped.astype(np.float32)))
 
     @classmethod
     def maxout_vjp(cls, xp, g, k, pieces):
-        return _numpy_results(cls._ops().maxout_backward(_to_torch(g), _to_torch(k), pieces))
+        return maxout_vjp_reference(xp, g, k, pieces)
 
 
 def reference(dtype):
-    """Where ``dtype``'s kernels are checked against: the torch CPU ops for bfloat16, else core's
-    references and the NumPy backend's vjps."""
-    return TorchReference if is_bf16(dtype) else CoreReference
+    """Where ``dtype``'s kernels are checked against: the NumPy kernels rounding to bfloat16 for
+    bfloat16, else core's references and the NumPy backend's vjps."""
+    return RoundedReference if is_bf16(dtype) else CoreReference
 
 
 MATMUL_SHAPES = [
@@ -411,15 +386,15 @@ VJP_CHUNKING = [
 @pytest.mark.parametrize(("a_shape", "b_shape"), MATMUL_SHAPES + [case[:2] for case in VJP_CHUNKING])
 @DTYPES
 def test_matmul_vjp(emu, emu_dtype, dtype, a_shape, b_shape):
-    """Dyadic gradients sum exactly in any order: bitwise the NumPy backend's result (bfloat16: the
-    torch CPU op's, each sum rounded once), chunked or not."""
+    """Dyadic gradients sum exactly in any order: bitwise the NumPy backend's result (bfloat16: its
+    float32 gradient rounded once, as for torch's CPU tensors), chunked or not."""
     rng = np.random.default_rng(1)
     a, b = sample(rng, a_shape, dtype), sample(rng, b_shape, dtype)
     c, k = reference(dtype).matmul(compat_numpy, MAX_PLUS, a, b)
     g = dyadic(rng, c.shape, dtype)
     if is_bf16(dtype) and (a.shape[:-2] != c.shape[:-2] or b.shape[:-2] != c.shape[:-2]):
         # Broadcast batches: the kernels round each batch's gradient to bfloat16, then sum the batches
-        # (as the NumPy backend does with float16); the torch CPU op sums in float32 and rounds once.
+        # (as the NumPy backend does with float16); the rounded reference sums in float32, rounds once.
         # They agree where every partial sum is exact in bfloat16 (8 bits): halves of small integers.
         g = (rng.integers(-2, 3, size=c.shape) / 2).astype(dtype)
     got = emu.matmul_vjp(compat_numpy, g, k, a.shape, b.shape)
@@ -782,7 +757,7 @@ def test_tiled_morphology_edge_cases(emu, emu_dtype, monkeypatch, semiring, dtyp
     out_ref, k_ref = reference(dtype).morphology(compat_numpy, *args)
     assert_identical(out, out_ref)
     assert_identical(k, k_ref)
-    if not is_bf16(dtype):  # (bfloat16's reference is the NumPy backend's kernels on torch's side)
+    if not is_bf16(dtype):  # (bfloat16's reference is the NumPy kernels' rounding)
         out_np, k_np = numpy_kernels.morphology(compat_numpy, *args)
         assert_identical(out, out_np)
         assert_identical(k, k_np)
@@ -889,7 +864,7 @@ def test_tiled_conv2d_edge_cases(emu, emu_dtype, monkeypatch, semiring, dtype, c
     y_ref, k_ref = reference(dtype).conv2d(compat_numpy, semiring, x, w, geometry)
     assert_identical(y, y_ref)
     assert_identical(k, k_ref)
-    if not is_bf16(dtype):  # (bfloat16's reference is the NumPy backend's kernels on torch's side)
+    if not is_bf16(dtype):  # (bfloat16's reference is the NumPy kernels' rounding)
         y_np, k_np = numpy_kernels.conv2d(compat_numpy, semiring, x, w, geometry)
         assert_identical(y, y_np)
         assert_identical(k, k_np)
@@ -983,7 +958,8 @@ def _rounding_ties_case(op: str, rng, semiring):
 def test_bfloat16_rounding_ties(emu, emu_dtype, monkeypatch, semiring, dtype, op, tiled):
     """Each candidate sum is rounded to bfloat16 before it is compared, so candidates whose float32
     sums differ can tie: the winner is the lowest index among those with the best ROUNDED sum (the
-    torch CPU op's, bitwise), never the float32 winner when an earlier candidate rounds to the same."""
+    NumPy kernels' rounding, bitwise), never the float32 winner when an earlier candidate rounds to the
+    same."""
     for switch in ("TILED", "TILED_MORPHOLOGY", "TILED_CONV"):
         monkeypatch.setattr(emu, switch, tiled)
     args, float32_reference = _rounding_ties_case(op, np.random.default_rng(11), semiring)
@@ -991,7 +967,7 @@ def test_bfloat16_rounding_ties(emu, emu_dtype, monkeypatch, semiring, dtype, op
     exact = tuple(a.astype(np.float32) if operand(a) else a for a in args)
     rounded = tuple(a.astype(emu_dtype) if operand(a) else a for a in args)
     values, winners = getattr(emu, op)(compat_numpy, *rounded)
-    values_ref, winners_ref = getattr(TorchReference, op)(compat_numpy, *rounded)
+    values_ref, winners_ref = getattr(RoundedReference, op)(compat_numpy, *rounded)
     assert_identical(values, values_ref)
     assert_identical(winners, winners_ref)
     # The operands are bfloat16 numbers, so the float32 sums are exact; rounding is monotone, so the

@@ -224,18 +224,19 @@ def test_torch_ops_check_their_arguments_in_a_subprocess():
         ops = torch.ops.tropic   # defined by `import tropic` once torch is imported
         f, i8 = torch.zeros, torch.int8
         probes = [
-            (lambda: ops.matmul(f(1, 10**7), f(1, 16), True), ValueError, "contracted dimension"),
-            (lambda: ops.matmul(f(64, 100000), f(1, 16), True), ValueError, "contracted dimension"),
-            (lambda: ops.matmul(f(4), f(4, 4), True), ValueError, "at least 2 dimensions"),
-            (lambda: ops.matmul(f(2, 4, 4), f(3, 4, 4), True), ValueError, "must broadcast"),
-            (lambda: ops.matmul(f(4, 4), f(4, 4, dtype=torch.float64), True), TypeError, "one dtype"),
-            (lambda: ops.matmul(f(4, 4, dtype=torch.int32), f(4, 4, dtype=torch.int32), True), TypeError,
-             "floating"),
-            (lambda: ops.matmul_backward(f(4, 4), f(4, 4, dtype=i8), [4, 3], [3, 5]), ValueError,
-             "output shape"),
-            (lambda: ops.matmul_backward(f(4, 4), torch.full((4, 4), 7, dtype=i8), [4, 3], [3, 4]),
-             ValueError, "indices must hold winners"),
-            (lambda: ops.matmul_backward(f(4, 4), f(4, 4), [4, 3], [3, 4]), TypeError, "integer dtype"),
+            (lambda: ops.matmul(f(1, 10**7), f(1, 16), None, True), ValueError, "contracted dimension"),
+            (lambda: ops.matmul(f(64, 100000), f(1, 16), None, True), ValueError, "contracted dimension"),
+            (lambda: ops.matmul(f(()), f(4, 4), None, True), ValueError, "at least 1 dimension"),
+            (lambda: ops.matmul(f(2, 4, 4), f(3, 4, 4), None, True), ValueError, "must broadcast"),
+            (lambda: ops.matmul(f(4, 4), f(4, 4), f(5), True), ValueError, "bias must broadcast"),
+            (lambda: ops.matmul(f(4, 4, dtype=torch.int32), f(4, 4, dtype=torch.int32), None, True),
+             TypeError, "floating"),
+            (lambda: ops.matmul_backward(f(4, 4), f(4, 4, dtype=i8), [4, 3], [3, 5], None,
+                                         [True, True, False], True), ValueError, "output shape"),
+            (lambda: ops.matmul_backward(f(4, 4), torch.full((4, 4), 7, dtype=i8), [4, 3], [3, 4], None,
+                                         [True, True, False], True), ValueError, "indices must hold winners"),
+            (lambda: ops.matmul_backward(f(4, 4), f(4, 4), [4, 3], [3, 4], None, [True, True, False], True),
+             TypeError, "integer dtype"),
             (lambda: ops.morphology(f(4, 4), None, [True] * 9, [3, 3, 1, 1], True, "bogus", 0.0),
              ValueError, "mode must be one of"),
             (lambda: ops.morphology(f(4, 4), f(2, 2), [True] * 9, [3, 3, 1, 1], True, "neutral", 0.0),
@@ -244,17 +245,23 @@ def test_torch_ops_check_their_arguments_in_a_subprocess():
              ValueError, "support must have"),
             (lambda: ops.morphology(f(4, 4), None, [True] * 9, [3, 3, 5, 1], True, "neutral", 0.0),
              ValueError, "centre"),
-            (lambda: ops.morphology_backward(f(4, 4), torch.full((4, 4), 50, dtype=i8), [4, 4],
-                                             [3, 3, 1, 1], True, "neutral"), ValueError, "winners"),
-            (lambda: ops.morphology_backward(f(4, 4), f(4, 4, dtype=i8), [4, 5], [3, 3, 1, 1], True,
-                                             "neutral"), ValueError, "output shape"),
+            (lambda: ops.morphology_backward(f(4, 4), torch.full((4, 4), 50, dtype=i8), [4, 4], None,
+                                             [True, False], [True] * 9, [3, 3, 1, 1], True, "neutral", 0.0),
+             ValueError, "winners"),
+            (lambda: ops.morphology_backward(f(4, 4), f(4, 4, dtype=i8), [4, 5], None, [True, False],
+                                             [True] * 9, [3, 3, 1, 1], True, "neutral", 0.0),
+             ValueError, "output shape"),
             (lambda: ops.conv2d(f(1, 1, 4), f(1, 1, 2, 2), [1, 1], [0, 0], 1, True), ValueError,
              "4 dimensions"),
             (lambda: ops.conv2d_backward(f(1, 1, 2, 2), torch.full((1, 1, 2, 2), 9, dtype=i8),
-                                         [1, 1, 3, 3], [1, 1, 2, 2], [1, 1], [0, 0], 1),
+                                         [1, 1, 3, 3], [1, 1, 2, 2], [True, True], [1, 1], [0, 0], 1, True),
              ValueError, "winners"),
-            (lambda: ops.maxout_backward(f(3), torch.full((3,), 5, dtype=i8), 2), ValueError, "winners"),
-            (lambda: ops.maxout_backward(f(3), f(4, dtype=i8), 2), ValueError, "output shape"),
+            (lambda: ops.maxout_backward(f(3), torch.full((3,), 5, dtype=i8), [6], [True], 2, 0),
+             ValueError, "winners"),
+            (lambda: ops.maxout_backward(f(3), f(4, dtype=i8), [6], [True], 2, 0), ValueError,
+             "output shape"),
+            (lambda: ops.maxout(f(3, 5), 2, 1), ValueError, "multiple of pieces"),
+            (lambda: ops.extremum(f(3), f(4), True), ValueError, "must broadcast"),
         ]
         for i, (probe, error, message) in enumerate(probes):
             try:
@@ -359,7 +366,7 @@ def test_long_flat_elements_equal_the_whole_window(cpu_path, op, case, mode):
 
     reflected = op == "dilation"
     rows, cols = (axis_window(n, k, reflected, mode) for n, k in zip(image.shape[-2:], shape, strict=True))
-    grad_image, grad_se = kernels.morphology_vjp(np, g, winners, image.shape, rows, cols)
+    grad_image, grad_se = kernels.morphology_vjp(np, g, winners, image.shape, rows, cols, (True, True))
     cut_grads = vjp(g, winners, image.shape, shape, mode=mode)
     assert_identical(cut_grads[0], grad_image)
     assert_identical(cut_grads[1], grad_se if reflected else 0.0 - grad_se)

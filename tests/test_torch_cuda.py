@@ -38,8 +38,17 @@ from .helpers import sample as numpy_sample
 from .test_torch_ops import gradcheck_cases, unique
 
 torch = pytest.importorskip("torch")
-ops = importlib.import_module("tropic.backends.torch.ops")  # torch is here: fail, not skip
+engine = importlib.import_module("tropic.torch.engine")  # torch is here: fail, not skip
+cuda_glue = importlib.import_module("tropic.torch._cuda")
 compat_numpy = importlib.import_module("array_api_compat.numpy")
+ops = torch.ops.tropic
+
+
+def cuda_kernel(name: str):
+    """The CUDA kernel (a Python function) behind op ``name`` (``"matmul"``, ``"matmul_backward"``)."""
+    operator, _, backward = name.partition("_backward")
+    return engine.ops(operator).kernels["cuda_backward" if name.endswith("_backward") else "cuda"]
+
 
 # array_api_compat's lru_cache'd helpers make dynamo warn while it traces core's glue: harmless.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -53,6 +62,8 @@ OPS = [
     "conv2d_backward",
     "maxout",
     "maxout_backward",
+    "extremum",
+    "extremum_backward",
 ]
 FLOATS = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
@@ -154,7 +165,7 @@ def skip_unsupported_bfloat16(dtype: torch.dtype) -> None:
     """Skip a bfloat16 GPU case where CuPy has no bfloat16 arrays: a plain skip, TROPIC_REQUIRE_GPU=1
     or not, since bfloat16 on CUDA rests on optional packages (CuPy >= 14, ml_dtypes); the refusal
     itself is tested (test_bfloat16_runs_where_cupy_has_it_else_is_refused)."""
-    reason = ops._bfloat16_unsupported() if dtype == torch.bfloat16 else None
+    reason = cuda_glue.bfloat16_unsupported() if dtype == torch.bfloat16 else None
     if reason is not None:
         pytest.skip(f"bfloat16 CUDA tensors need CuPy >= 14 with ml_dtypes here: {reason}")
 
@@ -301,14 +312,14 @@ def test_backward_on_a_side_stream(cuda):
 @pytest.mark.gpu
 def test_inputs_are_viewed_not_copied(cuda, monkeypatch):
     seen = []
-    original = ops._as_cupy
+    original = cuda_glue.as_cupy
 
     def spy(cupy, t):
         view = original(cupy, t)
         seen.append((view.data.ptr, t.data_ptr()))
         return view
 
-    monkeypatch.setattr(ops, "_as_cupy", spy)
+    monkeypatch.setattr(cuda_glue, "as_cupy", spy)
     rng = np.random.default_rng(6)
     a, b = sample(rng, (4, 6)).to(cuda), sample(rng, (6, 3)).to(cuda)
     tropic.maxplus_matmul(a, b)
@@ -352,11 +363,12 @@ def test_opcheck_on_cuda(cuda):
     rng = np.random.default_rng(8)
     image, structure = unique(rng, (2, 5, 6)), unique(rng, (3, 3))
     cases = [
-        (ops.matmul, (unique(rng, (2, 3, 4)), unique(rng, (4, 5)), True)),
+        (ops.matmul, (unique(rng, (2, 3, 4)), unique(rng, (4, 5)), None, True)),
         (ops.morphology, (image, structure, [True] * 9, [3, 3, 1, 1], False, "reflect", 0.0)),
         (ops.morphology, (image[0], None, [True, False, True, True], [2, 2, 1, 1], True, "neutral", -np.inf)),
         (ops.conv2d, (unique(rng, (2, 4, 6, 6)), unique(rng, (6, 2, 3, 3)), [2, 1], [1, 0], 2, True)),
-        (ops.maxout, (unique(rng, (3, 4, 5)),)),
+        (ops.maxout, (unique(rng, (3, 4, 10)), 5, 2)),
+        (ops.extremum, (unique(rng, (3, 4)), unique(rng, (4,)), True)),
     ]
     for op, args in cases:
         args = tuple(a.to(cuda) if isinstance(a, torch.Tensor) else a for a in args)
@@ -369,7 +381,7 @@ def test_mixed_devices_are_refused(cuda):
     with pytest.raises(ValueError, match="same device"):
         tropic.maxplus_matmul(a, b)
     with pytest.raises(ValueError, match="a on cuda:0, b on cpu"):
-        ops.matmul(a, b, True)
+        ops.matmul(a, b, None, True)
     c, k = tropic.maxplus_matmul(a, b.to(cuda), return_indices=True)
     with pytest.raises(ValueError, match="grad on cuda:0, indices on cpu"):
         tropic.matmul_vjp(torch.ones_like(c), k.cpu(), a.shape, b.shape)
@@ -481,18 +493,18 @@ def cupy_available() -> bool:
 
 
 def test_device_errors():
-    ops.check_device("a", torch.device("cpu"))
+    cuda_glue.check_device("a", torch.device("cpu"))
     with pytest.raises(NotImplementedError, match="CPU tensors only, got x on meta"):
-        ops.check_device("x", torch.device("meta"))
+        cuda_glue.check_device("x", torch.device("meta"))
     with pytest.raises(NotImplementedError, match="CPU tensors only, got a on meta"):
         tropic.maxplus_matmul(torch.empty(3, 4, device="meta"), torch.empty(4, 2, device="meta"))
     cpu, meta = torch.zeros(2, 2), torch.empty(2, 2, device="meta")
     with pytest.raises(ValueError, match="got a on cpu, b on meta"):
-        ops._matmul_cuda(cpu, meta, True)
+        cuda_kernel("matmul")(cpu, meta, None, True)
     with pytest.raises(ValueError, match="got grad on meta, indices on cpu"):
-        ops._maxout_backward_cuda(meta, cpu.to(torch.int8), 2)
+        cuda_kernel("maxout_backward")(meta, cpu.to(torch.int8), [2, 4], [True], 2, 1)
     with pytest.raises(ValueError, match="one CUDA device"):  # no CUDA tensor at all
-        ops._cuda_device(image=cpu, structure=None)
+        cuda_glue.cuda_device(image=cpu, structure=None)
 
 
 def test_cuda_without_cupy_says_what_to_install(monkeypatch):
@@ -500,30 +512,33 @@ def test_cuda_without_cupy_says_what_to_install(monkeypatch):
         pytest.skip("CuPy is installed here")
     message = r"need the CuPy backend.*pip install cupy-cuda12x.*a is on cuda:0"
     with pytest.raises(NotImplementedError, match=message):
-        ops.check_device("a", torch.device("cuda", 0))
-    monkeypatch.setattr(ops, "_cuda_device", lambda **tensors: torch.device("cuda", 0))
+        cuda_glue.check_device("a", torch.device("cuda", 0))
+    monkeypatch.setattr(cuda_glue, "cuda_device", lambda **tensors: torch.device("cuda", 0))
     with pytest.raises(NotImplementedError, match=r"not available.*pip install cupy-cuda12x.*tropic::conv2d"):
-        ops._conv2d_cuda(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 2, 2), [1, 1], [0, 0], 1, True)
+        cuda_kernel("conv2d")(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 2, 2), [1, 1], [0, 0], 1, True)
 
 
 def test_bfloat16_cuda_tensors_are_refused_before_any_dlpack_exchange(monkeypatch):
     """Where CuPy has no bfloat16 arrays: a TypeError naming the tensor, what to install and the
     alternatives, before the CuPy kernels (and their DLPack exchanges) are reached."""
-    monkeypatch.setattr(ops, "_cuda_device", lambda **tensors: torch.device("cuda", 0))
-    monkeypatch.setattr(ops, "_on_cupy", lambda *args: pytest.fail("reached the CuPy kernels"))
-    monkeypatch.setattr(ops, "_bfloat16_unsupported", lambda: "CuPy 13.6.0 has no bfloat16 arrays")
+    monkeypatch.setattr(cuda_glue, "cuda_device", lambda **tensors: torch.device("cuda", 0))
+    monkeypatch.setattr(cuda_glue, "run", lambda *args: pytest.fail("reached the CuPy kernels"))
+    monkeypatch.setattr(cuda_glue, "bfloat16_unsupported", lambda: "CuPy 13.6.0 has no bfloat16 arrays")
     x = torch.zeros(2, 4, dtype=torch.bfloat16)
     message = (
-        r"grouped is a bfloat16 CUDA tensor: .*CuPy >= 14 with ml_dtypes only \(CuPy 13.6.0 has no bfloat16 "
+        r"x is a bfloat16 CUDA tensor: .*CuPy >= 14 with ml_dtypes only \(CuPy 13.6.0 has no bfloat16 "
         r"arrays\); install both \(`pip install ml_dtypes`, CuPy >= 14\), or use float16, float32 or "
         r"float64 on CUDA \(bfloat16 runs on CPU tensors\)"
     )
     with pytest.raises(TypeError, match=message):
-        ops._maxout_cuda(x)
+        cuda_kernel("maxout")(x, 2, 1)
     with pytest.raises(TypeError, match="w is a bfloat16"):
-        ops._conv2d_cuda(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 2, 2).bfloat16(), [1, 1], [0, 0], 1, True)
+        w = torch.zeros(1, 1, 2, 2).bfloat16()
+        cuda_kernel("conv2d")(torch.zeros(1, 1, 3, 3), w, [1, 1], [0, 0], 1, True)
     with pytest.raises(TypeError, match="grad is a bfloat16"):
-        ops._matmul_backward_cuda(x, torch.zeros(2, 4, dtype=torch.int8), [2, 3], [3, 4])
+        cuda_kernel("matmul_backward")(
+            x, torch.zeros(2, 4, dtype=torch.int8), [2, 3], [3, 4], None, [True, True, False], True
+        )
 
 
 @pytest.mark.parametrize(
@@ -542,19 +557,19 @@ def test_bfloat16_capability(monkeypatch, ml_dtypes_installed, cupy_version, rea
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy)  # None: the import fails
     fake_ml_dtypes = types.ModuleType("ml_dtypes") if ml_dtypes_installed else None
     monkeypatch.setitem(sys.modules, "ml_dtypes", fake_ml_dtypes)
-    assert ops._bfloat16_unsupported.__wrapped__() == reason
+    assert cuda_glue.bfloat16_unsupported.__wrapped__() == reason
 
 
 def test_bfloat16_capability_is_decided_once_per_process(monkeypatch):
-    ops._bfloat16_unsupported.cache_clear()
+    cuda_glue.bfloat16_unsupported.cache_clear()
     try:
         monkeypatch.setitem(sys.modules, "ml_dtypes", None)
-        assert ops._bfloat16_unsupported() == "ml_dtypes is not installed"
+        assert cuda_glue.bfloat16_unsupported() == "ml_dtypes is not installed"
         monkeypatch.setitem(sys.modules, "ml_dtypes", types.ModuleType("ml_dtypes"))
         monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(__version__="14.2.0"))
-        assert ops._bfloat16_unsupported() == "ml_dtypes is not installed"
+        assert cuda_glue.bfloat16_unsupported() == "ml_dtypes is not installed"
     finally:
-        ops._bfloat16_unsupported.cache_clear()  # the next caller decides from what is installed
+        cuda_glue.bfloat16_unsupported.cache_clear()  # the next caller decides from what is installed
 
 
 def test_bfloat16_rounding_tie_cases_tie_on_the_cpu():
@@ -620,15 +635,6 @@ class FakeStream:
         return (0, self.cuda_stream)
 
 
-def stand_in_kernel(operator: str, xp):
-    """The NumPy backend's kernel for ``operator`` (it has none for maxout_vjp: core's reference)."""
-    from tropic.core import dispatch
-    from tropic.core.maxout import maxout_vjp_reference
-
-    assert xp is compat_numpy
-    return dispatch.kernel_for(operator, xp) or {"maxout_vjp": maxout_vjp_reference}[operator]
-
-
 @pytest.fixture(params=["ExternalStream", "stream-protocol"])
 def emulated(request, monkeypatch):
     """The ops' CUDA kernels made to run on CPU tensors: the tensors are said to be on cuda:1."""
@@ -647,11 +653,12 @@ def emulated(request, monkeypatch):
             return from_dlpack(x.view(np.int16)).view(torch.bfloat16)
         return from_dlpack(x)
 
-    monkeypatch.setattr(ops, "_cuda_device", lambda **tensors: torch.device("cuda", 1))
-    monkeypatch.setattr(ops, "_bfloat16_unsupported", lambda: None)  # CuPy >= 14 with ml_dtypes
-    monkeypatch.setattr(ops, "_require_cupy", lambda where: None)
-    monkeypatch.setattr(ops, "_cupy_modules", lambda: (fake, compat_numpy))
-    monkeypatch.setattr(ops, "_cupy_kernel", stand_in_kernel)
+    monkeypatch.setattr(cuda_glue, "cuda_device", lambda **tensors: torch.device("cuda", 1))
+    monkeypatch.setattr(cuda_glue, "bfloat16_unsupported", lambda: None)  # CuPy >= 14 with ml_dtypes
+    monkeypatch.setattr(cuda_glue, "require_cupy", lambda where: None)
+    # NumPy's namespace in CuPy's place: the specs run the NumPy backend's kernels, which take the
+    # same arguments as the CuPy backend's.
+    monkeypatch.setattr(cuda_glue, "cupy_modules", lambda: (fake, compat_numpy))
     monkeypatch.setattr(torch.cuda, "current_stream", current_stream)
     monkeypatch.setattr(torch, "from_dlpack", torch_from_dlpack)
     fake.streams = streams
@@ -673,25 +680,28 @@ def op_cases(rng, dtype):
     x, w = sample(rng, (2, 4, 7, 6), dtype), sample(rng, (6, 2, 3, 2), dtype)
     grouped = sample(rng, (3, 4, 5), dtype)
     cases = []
-    _, k = ops.matmul(a, b, True)
-    cases += [("matmul", (a, b, True)), ("matmul", (a, b, False)), ("matmul", (a[0], b[None], True))]
-    cases += [("matmul_backward", (dyadic(rng, k.shape, dtype), k, [2, 5, 7], [7, 4]))]
-    _, k = ops.matmul(a[:1], b[None].expand(3, 7, 4), True)  # broadcast batch: grad_a summed back
-    cases += [("matmul_backward", (dyadic(rng, k.shape, dtype), k, [1, 5, 7], [3, 7, 4]))]
+    needs = [True, True, False]
+    _, k = ops.matmul(a, b, None, True)
+    cases += [("matmul", (a, b, None, True)), ("matmul", (a, b, None, False))]
+    cases += [("matmul", (a[0], b[None], None, True)), ("matmul", (a, b, b[0], True))]
+    cases += [("matmul_backward", (dyadic(rng, k.shape, dtype), k, [2, 5, 7], [7, 4], None, needs, True))]
+    _, k = ops.matmul(a[:1], b[None].expand(3, 7, 4), None, True)  # broadcast batch: grad_a summed back
+    cases += [("matmul_backward", (dyadic(rng, k.shape, dtype), k, [1, 5, 7], [3, 7, 4], None, needs, True))]
     borders = [(True, "neutral", -np.inf), (False, "reflect", 0.0), (False, "constant", 1.1)]
     for maximise, mode, fill in borders:
-        args = (image, structure, [True, False, True, True, False, True], [3, 2, 1, 1], maximise, mode, fill)
-        cases += [("morphology", args), ("morphology", (image, None, *args[2:]))]
-        _, k = ops.morphology(*args)
+        params = ([True, False, True, True, False, True], [3, 2, 1, 1], maximise, mode, fill)
+        cases += [("morphology", (image, structure, *params)), ("morphology", (image, None, *params))]
+        _, k = ops.morphology(image, structure, *params)
         g = dyadic(rng, k.shape, dtype)
-        cases += [("morphology_backward", (g, k, [2, 6, 7], [3, 2, 1, 1], maximise, mode))]
-    conv = ([2, 1], [1, 0], 2)
-    _, k = ops.conv2d(x, w, *conv, True)
-    cases += [("conv2d", (x, w, *conv, True)), ("conv2d", (x, w, [1, 2], [0, 1], 2, False))]
-    cases += [("conv2d_backward", (dyadic(rng, k.shape, dtype), k, [2, 4, 7, 6], [6, 2, 3, 2], *conv))]
-    _, k = ops.maxout(grouped)
-    cases += [("maxout", (grouped,)), ("maxout", (grouped.transpose(0, 1),))]  # strided input
-    cases += [("maxout_backward", (dyadic(rng, k.shape, dtype), k, 5))]
+        cases += [("morphology_backward", (g, k, [2, 6, 7], [3, 2], [True, True], *params))]
+    conv = ([2, 1], [1, 0], 2, True)
+    _, k = ops.conv2d(x, w, *conv)
+    cases += [("conv2d", (x, w, *conv)), ("conv2d", (x, w, [1, 2], [0, 1], 2, False))]
+    g = dyadic(rng, k.shape, dtype)
+    cases += [("conv2d_backward", (g, k, [2, 4, 7, 6], [6, 2, 3, 2], [True, True], *conv))]
+    _, k = ops.maxout(grouped, 5, 2)
+    cases += [("maxout", (grouped, 5, 2)), ("maxout", (grouped.transpose(0, 1), 5, 2))]  # strided input
+    cases += [("maxout_backward", (dyadic(rng, k.shape, dtype), k, [3, 4, 5], [True], 5, 2))]
     return cases
 
 
@@ -706,26 +716,31 @@ def test_emulated_cuda_kernels_match_the_cpu_ops(emulated, dtype):
     cases = op_cases(rng, dtype)
     for name, args in cases:
         expected = getattr(ops, name)(*args)
-        actual = getattr(ops, f"_{name}_cuda")(*args)
+        actual = cuda_kernel(name)(*args)
         expected = expected if isinstance(expected, tuple) else (expected,)
         actual = actual if isinstance(actual, tuple) else (actual,)
         for mine, reference in zip(actual, expected, strict=True):
-            assert mine.is_contiguous()
-            assert_same(mine, reference)
+            assert (mine is None) == (reference is None)
+            if mine is not None:
+                assert mine.is_contiguous()
+                assert_same(mine, reference)
     assert_entered_cuda_1(emulated, len(cases))
 
 
 def test_emulated_cuda_kernels_take_empty_tensors(emulated, monkeypatch):
     """Empty tensors never reach DLPack (nothing to share): they become empty arrays and back."""
-    monkeypatch.setattr(ops, "_cuda_device", lambda **tensors: torch.device("cpu"))
+    monkeypatch.setattr(cuda_glue, "cuda_device", lambda **tensors: torch.device("cpu"))
     cases = [
-        ("matmul", (torch.zeros(0, 3), torch.ones(3, 2), True)),
-        ("matmul", (torch.zeros(2, 0, dtype=torch.float64), torch.zeros(0, 3, dtype=torch.float64), False)),
-        ("maxout", (torch.zeros(0, 4),)),
+        ("matmul", (torch.zeros(0, 3), torch.ones(3, 2), None, True)),
+        (
+            "matmul",
+            (torch.zeros(2, 0, dtype=torch.float64), torch.zeros(0, 3, dtype=torch.float64), None, False),
+        ),
+        ("maxout", (torch.zeros(0, 4), 2, 1)),
     ]
     if importlib.util.find_spec("ml_dtypes") is not None:  # CuPy's empty bfloat16 arrays need it
-        cases += [("maxout", (torch.zeros(3, 0, 2, dtype=torch.bfloat16),))]
+        cases += [("maxout", (torch.zeros(3, 0, 2, dtype=torch.bfloat16), 2, 2))]
     for name, args in cases:
         expected = getattr(ops, name)(*args)
-        for mine, reference in zip(getattr(ops, f"_{name}_cuda")(*args), expected, strict=True):
+        for mine, reference in zip(cuda_kernel(name)(*args), expected, strict=True):
             assert_same(mine, reference)

@@ -1,4 +1,4 @@
-"""The torch backend: tropic's operators as torch custom ops (``tropic.backends.torch``).
+"""The torch engine: tropic's operators as torch custom ops generated from the specs (``tropic.torch.engine``).
 
 Every operator on CPU tensors against the NumPy backend, bitwise (values, winners, gradients),
 including ties, infinities and NaN; gradcheck in float64; torch.compile(fullgraph=True) through the
@@ -25,8 +25,11 @@ from .helpers import assert_identical, sample
 
 torch = pytest.importorskip("torch")
 torch_namespace = importlib.import_module("array_api_compat.torch")  # torch is here: fail, not skip
-ops = importlib.import_module("tropic.backends.torch.ops")
+importlib.import_module("tropic.torch.engine")  # defines torch.ops.tropic.*
+ops = torch.ops.tropic
 numpy_kernels = importlib.import_module("tropic.backends.numpy.kernels")
+from tropic.core import dispatch  # noqa: E402
+from tropic.core._array_api import index_dtype  # noqa: E402
 
 # array_api_compat's lru_cache'd helpers make dynamo warn while it traces core's glue: harmless.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -246,8 +249,12 @@ def test_opcheck_every_op():
     """torch.library.opcheck: schema, fake kernels, autograd registration, AOT dispatch."""
     rng = np.random.default_rng(10)
     cases = [
-        (ops.matmul, (unique(rng, (2, 3, 4)), unique(rng, (4, 5)), True)),
-        (ops.matmul, (unique(rng, (3, 4), torch.float32), unique(rng, (2, 4, 5), torch.float32), False)),
+        (ops.matmul, (unique(rng, (2, 3, 4)), unique(rng, (4, 5)), None, True)),
+        (
+            ops.matmul,
+            (unique(rng, (3, 4), torch.float32), unique(rng, (2, 4, 5), torch.float32), None, False),
+        ),
+        (ops.matmul, (unique(rng, (2, 3, 4)), unique(rng, (4, 5)), unique(rng, (5,)), True)),
         (
             ops.morphology,
             (unique(rng, (2, 5, 6)), unique(rng, (3, 3)), [True] * 9, [3, 3, 1, 1], False, "reflect", 0.0),
@@ -257,7 +264,8 @@ def test_opcheck_every_op():
             (unique(rng, (5, 6)), None, [True, False, True, True], [2, 2, 1, 1], True, "neutral", -np.inf),
         ),
         (ops.conv2d, (unique(rng, (2, 4, 6, 6)), unique(rng, (6, 2, 3, 3)), [2, 1], [1, 0], 2, True)),
-        (ops.maxout, (unique(rng, (3, 4, 5)),)),
+        (ops.maxout, (unique(rng, (3, 4, 10)), 5, 2)),
+        (ops.extremum, (unique(rng, (3, 4)), unique(rng, (4,)), True)),
     ]
     for op, args in cases:
         torch.library.opcheck(op, args)
@@ -267,11 +275,12 @@ def test_opcheck_every_op():
 def test_fake_kernels_give_the_real_index_dtype(K):
     """The winners' dtype switches at the core rule's bounds; the fake kernels follow it."""
     a, b = torch.randn(1, K), torch.randn(K, 1)
-    real = ops.matmul(a, b, True)
+    real = ops.matmul(a, b, None, True)
     with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
-        fake = ops.matmul(mode.from_tensor(a), mode.from_tensor(b), True)
+        fake = ops.matmul(mode.from_tensor(a), mode.from_tensor(b), None, True)
     assert [t.dtype for t in fake] == [t.dtype for t in real]
-    assert real[1].dtype == ops.index_dtype(K) == {128: torch.int8, 129: torch.int16}.get(K, real[1].dtype)
+    expected = {128: torch.int8, 129: torch.int16}.get(K, real[1].dtype)
+    assert real[1].dtype == index_dtype(torch, K) == expected
     assert (
         tropic.maxplus_matmul(a, b, return_indices=True)[1].numpy().dtype
         == tropic.maxplus_matmul(a.numpy(), b.numpy(), return_indices=True)[1].dtype
@@ -329,13 +338,13 @@ def test_contiguous_inputs_are_not_copied_and_results_are_not_copied(monkeypatch
     seen = {}
     real = numpy_kernels.matmul
 
-    def spy(xp, semiring, a, b):
+    def spy(xp, semiring, a, b, rounding):
         seen["inputs"] = (a.ctypes.data, b.ctypes.data)
-        c, k = real(xp, semiring, a, b)
+        c, k = real(xp, semiring, a, b, rounding)
         seen["outputs"] = (c.ctypes.data, k.ctypes.data)
         return c, k
 
-    monkeypatch.setattr(numpy_kernels, "matmul", spy)
+    monkeypatch.setitem(dispatch._kernels, ("numpy", "matmul"), spy)
     a, b = torch.randn(8, 5), torch.randn(5, 7)
     c, k = tropic.maxplus_matmul(a, b, return_indices=True)
     assert seen["inputs"] == (a.data_ptr(), b.data_ptr())  # the tensors' own memory
@@ -353,7 +362,7 @@ def test_morphology_and_conv_inputs_are_not_copied(monkeypatch):
             seen.append(first.ctypes.data)
             return _real(xp, semiring, first, *rest)
 
-        monkeypatch.setattr(numpy_kernels, name, spy)
+        monkeypatch.setitem(dispatch._kernels, ("numpy", name), spy)
     image, x, w = torch.randn(2, 5, 6), torch.randn(1, 2, 5, 5), torch.randn(3, 2, 2, 2)
     tropic.dilation(image, size=3)
     tropic.maxplus_conv2d(x, w)
@@ -428,7 +437,7 @@ def test_half_precision_is_exact(dtype):
         )
         for mine, reference in zip(actual, expected, strict=True):
             assert_bits(mine, reference)
-        unrounded = ops.numpy_kernels.matmul(np, semiring, a.float().numpy(), b.float().numpy())[1]
+        unrounded = numpy_kernels.matmul(np, semiring, a.float().numpy(), b.float().numpy(), None)[1]
         differs_from_float32 |= not np.array_equal(unrounded, expected[1].numpy())
 
         image, structure = rounded_sample(rng, (2, 6, 7), dtype), rounded_sample(rng, (3, 3), dtype)
@@ -501,22 +510,16 @@ def test_mixing_torch_and_numpy_is_an_error():
         tropic.matmul_vjp(torch.randn(2, 2), np.zeros((2, 2), np.int8), (2, 3), (3, 2))
 
 
-def test_capabilities_list_the_torch_kernels():
-    from tropic.core.dispatch import capabilities
+def test_every_operator_has_its_torch_ops():
+    """The engine generates a forward and a backward op for every operator spec, with CPU and CUDA
+    kernels (torch is an engine now, not a backend: it runs the NumPy and CuPy backends' kernels)."""
+    from tropic.core.spec import OPERATORS
 
-    tropic.maxplus_matmul(torch.randn(2, 2), torch.randn(2, 2))
-    table = capabilities()
-    for operator in (
-        "matmul",
-        "matmul_vjp",
-        "morphology",
-        "morphology_vjp",
-        "conv2d",
-        "conv2d_vjp",
-        "maxout",
-        "maxout_vjp",
-    ):
-        assert table[operator].get("torch") == "native", operator
+    assert set(OPERATORS) >= {"matmul", "morphology", "conv2d", "maxout", "extremum"}
+    for name in OPERATORS:
+        for op in (getattr(ops, name).default, getattr(ops, f"{name}_backward").default):
+            for key in ("CPU", "CUDA"):
+                assert torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), key), (op, key)
 
 
 def test_compiling_tropic_ops_raises_no_dynamo_warnings():

@@ -1,13 +1,17 @@
 """tropic: morphological (tropical, max-plus / min-plus) operators and networks.
 
-The operators accept NumPy arrays (fast NumPy backend) and any other array-API array (the core's
-reference path) and return arrays of the caller's library. Conventions are in ``tropic.core``.
+The operators accept NumPy arrays (compiled CPU kernels), CuPy arrays (CUDA kernels), any other
+array-API array (the core's reference path), and the tensors of two engines with an autodiff of their
+own, ``tropic.autodiff.Tensor`` and ``torch.Tensor`` (differentiable results); they return arrays or
+tensors of the caller's library. Conventions are in ``tropic.core``; each operator is declared once
+in ``tropic.core.spec``'s table, from which the engines are generated.
 """
 
 import sys as _sys
 
 from .core.config import get_num_threads, set_num_threads
 from .core.conv import conv2d_vjp, maxplus_conv2d, minplus_conv2d
+from .core.extremum import maximum, minimum
 from .core.matmul import matmul_vjp, maxplus_matmul, minplus_matmul
 from .core.maxout import maxout, maxout_vjp
 from .core.morphology import (
@@ -26,9 +30,9 @@ from .core.semiring import MAX_PLUS, MIN_PLUS, Semiring
 __version__ = "0.1.0"
 
 if "torch" in _sys.modules:  # torch is already here: define torch.ops.tropic.* now, not at a first call
-    from .core.dispatch import load_backend as _load_backend
+    from .core.engines import load as _load_engine
 
-    _load_backend("torch")
+    _load_engine("torch")
 
 __all__ = [
     "MAX_PLUS",
@@ -43,10 +47,12 @@ __all__ = [
     "erosion_vjp",
     "get_num_threads",
     "matmul_vjp",
+    "maximum",
     "maxout",
     "maxout_vjp",
     "maxplus_conv2d",
     "maxplus_matmul",
+    "minimum",
     "minplus_conv2d",
     "minplus_matmul",
     "morphological_gradient",

@@ -32,8 +32,6 @@ from .elementwise import (
     div,
     exp,
     log,
-    maximum,
-    minimum,
     mul,
     neg,
     pow,
@@ -54,9 +52,11 @@ from .tensor import Tensor, as_tensor, tensor
 from .tropical import (
     dilation,
     erosion,
+    maximum,
     maxout,
     maxplus_conv2d,
     maxplus_matmul,
+    minimum,
     minplus_conv2d,
     minplus_matmul,
 )

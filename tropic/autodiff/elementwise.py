@@ -15,8 +15,6 @@ __all__ = [
     "div",
     "exp",
     "log",
-    "maximum",
-    "minimum",
     "mul",
     "neg",
     "pow",
@@ -136,30 +134,6 @@ def softplus(x: Any) -> Tensor:
     zero = xp.zeros((), dtype=x.dtype, device=x.device)
     y = xp.maximum(x.data, zero) + xp.log1p(xp.exp(-xp.abs(x.data)))
     return record(y, (x,), lambda g: (g * _sigmoid(xp, x.data),))
-
-
-def maximum(a: Any, b: Any) -> Tensor:
-    """Elementwise ``max(a, b)`` with broadcasting; the gradient goes to ``b`` where ``b > a``, else
-    to ``a`` (so ``a`` wins ties)."""
-    return _extreme_of(a, b, maximises=True)
-
-
-def minimum(a: Any, b: Any) -> Tensor:
-    """Elementwise ``min(a, b)`` with broadcasting; the gradient goes to ``b`` where ``b < a``, else
-    to ``a`` (so ``a`` wins ties)."""
-    return _extreme_of(a, b, maximises=False)
-
-
-def _extreme_of(a: Any, b: Any, maximises: bool) -> Tensor:
-    a, b = operands(a, b)
-    xp = a.xp
-
-    def vjp(g: Array) -> tuple[Array, Array]:
-        to_b = b.data > a.data if maximises else b.data < a.data
-        zeros = xp.zeros_like(g)
-        return xp.where(to_b, zeros, g), xp.where(to_b, g, zeros)
-
-    return record((xp.maximum if maximises else xp.minimum)(a.data, b.data), (a, b), vjp)
 
 
 def clamp(x: Any, min: Any = None, max: Any = None) -> Tensor:

@@ -4,7 +4,7 @@
 import importlib
 
 collect_ignore_glob = []
-for _backend in ("torch", "cupy"):
+for _backend in ("cupy",):
     try:
         importlib.import_module(_backend)
     except ImportError:

@@ -29,7 +29,6 @@ __all__ = [
 Array = Any  # any array-API array; the operators return arrays of the caller's library
 _BACKEND_OF_NAMESPACE = {
     "array_api_compat.numpy": "numpy",
-    "array_api_compat.torch": "torch",
     "array_api_compat.cupy": "cupy",
 }
 
@@ -100,9 +99,7 @@ def backend_name(xp: ModuleType) -> str | None:
         return "numpy"
     if array_api_compat.is_cupy_namespace(xp):
         return "cupy"
-    if array_api_compat.is_torch_namespace(xp):
-        return "torch"
-    return None
+    return None  # torch tensors are an engine's (tropic.torch.engine), which runs these backends
 
 
 def index_dtype(xp: ModuleType, n_candidates: int) -> Any:

@@ -111,3 +111,12 @@ def real_number(name: str, value: Any) -> float:
     if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     return float(value)
+
+
+def require_no_rounding(rounding: str | None) -> None:
+    """The reference kernels compute in the operands' dtype: rounding each candidate to a narrower
+    one (``rounding="bfloat16"``, ``"float16"``) is an option of the NumPy backend's kernels."""
+    if rounding is not None:
+        raise NotImplementedError(
+            f"rounding={rounding!r}: only the NumPy backend's kernels round candidates to a narrower dtype"
+        )

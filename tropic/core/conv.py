@@ -14,12 +14,15 @@ from .checks import (
     require_floating,
     require_integer,
     require_ndim,
+    require_no_rounding,
     require_same_device,
     require_winners,
     shape_tuple,
 )
 from .dispatch import kernel_for
+from .engines import arrays, engine_of, run_vjp
 from .semiring import MAX_PLUS, MIN_PLUS, Semiring, reduce_candidates
+from .spec import Operator, define
 
 
 def maxplus_conv2d(
@@ -40,9 +43,10 @@ def maxplus_conv2d(
 
     Parameters
     ----------
-    x : array, shape (B, Cin, H, W)
-    w : array, shape (Cout, Cin // groups, kh, kw)
-        Real floating point, same library and device; dtypes promote.
+    x : array or tensor, shape (B, Cin, H, W)
+    w : array or tensor, shape (Cout, Cin // groups, kh, kw)
+        Real floating point, same library and device; dtypes promote. NumPy, CuPy and other
+        array-API arrays, ``tropic.autodiff`` tensors and torch tensors (the last two differentiable).
     stride : int or (int, int)
         Step between output positions, >= 1.
     padding : int or (int, int)
@@ -103,16 +107,22 @@ def conv2d_vjp(
 
     Returns ``(grad_x, grad_w)`` of shapes ``x_shape`` and ``w_shape``.
     """
-    xp = array_namespace(grad=grad, indices=indices)
-    require_floating(xp, "grad", grad)
-    require_integer(xp, "indices", indices)
+    raw_grad, raw_indices = arrays(grad, indices)
+    xp = array_namespace(grad=raw_grad, indices=raw_indices)
+    require_floating(xp, "grad", raw_grad)
+    require_integer(xp, "indices", raw_indices)
     x_shape, w_shape = shape_tuple("x_shape", x_shape, ndim=4), shape_tuple("w_shape", w_shape, ndim=4)
     geometry = ConvGeometry(x_shape, w_shape, stride, padding, groups)
     for name, a in (("grad", grad), ("indices", indices)):
         if tuple(a.shape) != geometry.out_shape:
             raise ValueError(f"{name} must have the output shape {geometry.out_shape}, got {tuple(a.shape)}")
-    kernel = kernel_for("conv2d_vjp", xp) or conv2d_vjp_reference
-    return kernel(xp, grad, indices, geometry)
+    params = {
+        "stride": list(geometry.stride),
+        "padding": list(geometry.padding),
+        "groups": geometry.groups,
+        "maximise": True,  # the vjp is the same for both
+    }
+    return run_vjp(CONV2D, grad, indices, (x_shape, w_shape), (True, True), params)
 
 
 class ConvGeometry:
@@ -163,9 +173,15 @@ class ConvGeometry:
 
 
 def conv2d_reference(
-    xp: ModuleType, semiring: Semiring, x: Array, w: Array, geometry: ConvGeometry
+    xp: ModuleType,
+    semiring: Semiring,
+    x: Array,
+    w: Array,
+    geometry: ConvGeometry,
+    rounding: str | None = None,
 ) -> tuple[Array, Array]:
     """Reference kernel: one candidate ``(c, u, v)`` at a time, all groups and channels at once."""
+    require_no_rounding(rounding)
     B, C_in, _, _ = geometry.x_shape
     C_out, C_group, kh, kw = geometry.w_shape
     G = geometry.groups
@@ -190,8 +206,12 @@ def conv2d_reference(
 
 
 def conv2d_vjp_reference(
-    xp: ModuleType, grad: Array, indices: Array, geometry: ConvGeometry
-) -> tuple[Array, Array]:
+    xp: ModuleType,
+    grad: Array,
+    indices: Array,
+    geometry: ConvGeometry,
+    needs: tuple[bool, bool] = (True, True),
+) -> tuple[Array | None, Array | None]:
     """Reference vjp: per candidate, mask the gradient, sum it per group and scatter it to ``x``."""
     B, C_in, H, W = geometry.x_shape
     C_out, C_group, kh, kw = geometry.w_shape
@@ -215,19 +235,110 @@ def conv2d_vjp_reference(
         grad_x_channels.append(grad_xc)
     grad_x = xp.reshape(xp.stack(grad_x_channels, axis=2), (B, C_in, H, W))
     grad_w = xp.stack(grad_w, axis=-1)  # (G, C_out // G, C_group * kh * kw)
-    return grad_x, xp.reshape(grad_w, (C_out, C_group, kh, kw))
+    grad_w = xp.reshape(grad_w, (C_out, C_group, kh, kw))
+    return (grad_x if needs[0] else None), (grad_w if needs[1] else None)
 
 
 def _tropical_conv2d(semiring, x, w, stride, padding, groups, return_indices):
+    engine = engine_of(x, w)
+    raw_x, raw_w = (x, w) if engine is None else (engine.array(x), engine.array(w))
+    xp, geometry = check(raw_x, raw_w, stride, padding, groups)
+    params = {
+        "stride": list(geometry.stride),
+        "padding": list(geometry.padding),
+        "groups": geometry.groups,
+        "maximise": semiring.maximises,
+    }
+    if engine is None:
+        y, indices = _run(xp, x, w, **params)
+    else:
+        y, indices = engine.apply(CONV2D, (x, w), params)
+    return (y, indices) if return_indices else y
+
+
+def check(x: Array, w: Array, stride: Any, padding: Any, groups: Any) -> tuple[ModuleType, ConvGeometry]:
+    """The namespace and geometry of a convolution's checked arguments."""
     xp = array_namespace(x=x, w=w)
     require_floating(xp, "x", x)
     require_floating(xp, "w", w)
     require_ndim("x", x, 4, "B, Cin, H, W")
     require_ndim("w", w, 4, "Cout, Cin // groups, kh, kw")
     require_same_device(x=x, w=w)
+    return xp, ConvGeometry(tuple(x.shape), tuple(w.shape), stride, padding, groups)
+
+
+def _run(xp, x, w, *, stride, padding, groups, maximise, rounding=None):
     geometry = ConvGeometry(tuple(x.shape), tuple(w.shape), stride, padding, groups)
     dtype = xp.result_type(x.dtype, w.dtype)
     x, w = xp.astype(x, dtype, copy=False), xp.astype(w, dtype, copy=False)
     kernel = kernel_for("conv2d", xp) or conv2d_reference
-    y, indices = kernel(xp, semiring, x, w, geometry)
-    return (y, indices) if return_indices else y
+    return kernel(xp, MAX_PLUS if maximise else MIN_PLUS, x, w, geometry, rounding)
+
+
+def _vjp(xp, grad, winners, shapes, needs, *, stride, padding, groups, maximise):
+    geometry = ConvGeometry(tuple(shapes[0]), tuple(shapes[1]), stride, padding, groups)
+    kernel = kernel_for("conv2d_vjp", xp) or conv2d_vjp_reference
+    return kernel(xp, grad, winners, geometry, tuple(needs))
+
+
+def _jvp(xp, tangents, winners, shapes, *, stride, padding, groups, maximise):
+    """The tangent of ``y[b, o, i, j]``: ``x``'s at the pixel its winner ``(c, u, v)`` read (0 on the
+    padding) plus ``w``'s at ``w[o, c, u, v]``."""
+    tx, tw = tangents
+    geometry = ConvGeometry(tuple(shapes[0]), tuple(shapes[1]), stride, padding, groups)
+    B, C_in, H, W = geometry.x_shape
+    C_out, C_group, kh, kw = geometry.w_shape
+    (sh, sw), (ph, pw) = geometry.stride, geometry.padding
+    _, _, H_out, W_out = geometry.out_shape
+    dev = device(winners)
+    known = tx if tx is not None else tw
+    zero = xp.zeros((), dtype=known.dtype, device=dev)
+    t = xp.astype(winners, xp.int64)
+    none = t < 0
+    t = xp.where(none, xp.zeros_like(t), t)
+    out = xp.zeros(tuple(winners.shape), dtype=known.dtype, device=dev)
+
+    def axis(n: int, shape: tuple[int, ...]) -> Array:
+        return xp.reshape(xp.arange(n, dtype=xp.int64, device=dev), shape)
+
+    if tx is not None:
+        c, uv = t // (kh * kw), t % (kh * kw)
+        row = axis(H_out, (1, 1, H_out, 1)) * sh + uv // kw - ph
+        col = axis(W_out, (1, 1, 1, W_out)) * sw + uv % kw - pw
+        channel = (axis(C_out, (1, C_out, 1, 1)) // (C_out // geometry.groups)) * C_group + c
+        inside = (row >= 0) & (row < H) & (col >= 0) & (col < W)
+        flat = ((axis(B, (B, 1, 1, 1)) * C_in + channel) * H + row) * W + col
+        flat = xp.where(inside, flat, xp.zeros_like(flat))
+        values = xp.reshape(xp.take(xp.reshape(tx, (-1,)), xp.reshape(flat, (-1,))), tuple(t.shape))
+        out = out + xp.where(inside, values, zero)
+    if tw is not None:
+        flat = axis(C_out, (1, C_out, 1, 1)) * (C_group * kh * kw) + t
+        out = out + xp.reshape(xp.take(xp.reshape(tw, (-1,)), xp.reshape(flat, (-1,))), tuple(t.shape))
+    return xp.where(none, zero, out)
+
+
+def _meta(shapes, *, stride, padding, groups, maximise):
+    for name, shape, layout in (
+        ("x", shapes[0], "B, Cin, H, W"),
+        ("w", shapes[1], "Cout, Cin // groups, kh, kw"),
+    ):
+        if len(shape) != 4:
+            raise ValueError(f"{name} must have 4 dimensions ({layout}), got shape {tuple(shape)}")
+    geometry = ConvGeometry(tuple(shapes[0]), tuple(shapes[1]), stride, padding, groups)
+    _, C_group, kh, kw = geometry.w_shape
+    return geometry.out_shape, C_group * kh * kw
+
+
+CONV2D = define(
+    Operator(
+        name="conv2d",
+        inputs=("x", "w"),
+        params=(("stride", "int[]"), ("padding", "int[]"), ("groups", int), ("maximise", bool)),
+        run=_run,
+        vjp=_vjp,
+        jvp=_jvp,
+        meta=_meta,
+        kernel=("conv2d", ("xp", "semiring", "x", "w", "geometry", "rounding")),
+        vjp_kernel=("conv2d_vjp", ("xp", "grad", "indices", "geometry", "needs")),
+    )
+)

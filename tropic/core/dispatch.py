@@ -1,24 +1,27 @@
-"""Routing from a public operator to the backend kernel for the caller's array library.
+"""Routing from an operator to the backend kernel for the caller's array library.
 
 A backend module registers kernels with :func:`register` when it is imported. Core never imports a
 backend at import time: the first call with, say, a NumPy array imports ``tropic.backends.numpy``.
 A kernel takes exactly the (already checked and normalised) arguments of the core reference it
-replaces and must return bitwise the same values and winners; where no kernel is registered for an
-operator, the reference runs.
+replaces, under the names the operator's spec lists (:mod:`tropic.core.spec`; ``register`` checks
+them), and must return bitwise the same values and winners; where no kernel is registered for an
+operator, the reference runs. A gradient kernel must raise ``ValueError`` for winners outside
+``[-1, candidates)`` before it writes anything (they index the gradients).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from types import ModuleType
 
 from ._array_api import backend_name
+from .spec import kernel_signature
 
 _BACKEND_MODULES = {
     "numpy": "tropic.backends.numpy",
     "cupy": "tropic.backends.cupy",
-    "torch": "tropic.backends.torch",
 }
 
 _kernels: dict[tuple[str, str], Callable] = {}
@@ -26,9 +29,18 @@ _load_status: dict[str, str] = {}  # backend -> "loaded" or the reason it could 
 
 
 def register(backend: str, operator: str) -> Callable[[Callable], Callable]:
-    """Decorator: make ``fn`` the ``backend`` kernel for ``operator``."""
+    """Decorator: make ``fn`` the ``backend`` kernel for ``operator`` (a kernel name of a spec).
+
+    ``TypeError`` if no spec names such a kernel or ``fn``'s parameters are not the spec's.
+    """
 
     def decorate(fn: Callable) -> Callable:
+        expected = kernel_signature(operator)
+        if expected is None:
+            raise TypeError(f"no operator spec names a kernel {operator!r}")
+        names = tuple(inspect.signature(fn).parameters)
+        if names != expected:
+            raise TypeError(f"the {backend} kernel {operator!r} must take {expected}, got {names}")
         _kernels[(backend, operator)] = fn
         return fn
 
@@ -54,9 +66,7 @@ def _import_backend(backend: str) -> None:
     if backend == "numpy":
         import tropic.backends.numpy
     elif backend == "cupy":
-        import tropic.backends.cupy
-    elif backend == "torch":
-        import tropic.backends.torch  # noqa: F401
+        import tropic.backends.cupy  # noqa: F401
     else:
         importlib.import_module(_BACKEND_MODULES[backend])
 

@@ -6,28 +6,45 @@ from types import ModuleType
 
 import numpy as np
 
+from . import extremum
 from ._array_api import Array, array_namespace, device, index_dtype, sum_to_shape
-from .checks import require_floating, require_integer, require_same_device, require_winners, shape_tuple
+from .checks import (
+    require_floating,
+    require_integer,
+    require_no_rounding,
+    require_same_device,
+    require_winners,
+    shape_tuple,
+)
 from .dispatch import kernel_for
+from .engines import arrays, engine_of, run_vjp
 from .semiring import MAX_PLUS, MIN_PLUS, Semiring, reduce_candidates
+from .spec import Operator, define
 
 
-def maxplus_matmul(a: Array, b: Array, *, return_indices: bool = False):
-    """Max-plus matrix product.
+def maxplus_matmul(a: Array, b: Array, *, bias: Array | None = None, return_indices: bool = False):
+    """Max-plus matrix product, optionally with a bias candidate inside the max.
 
-    .. math:: c_{\\dots ij} = \\max_k \\; a_{\\dots ik} + b_{\\dots kj}
+    .. math:: c_{\\dots ij} = \\max\\big(\\beta_j,\\; \\max_k \\; a_{\\dots ik} + b_{\\dots kj}\\big)
 
     Shapes follow ``matmul``: the last two axes are the matrices, leading axes broadcast, a 1-D
     ``a`` is a row vector and a 1-D ``b`` a column vector (the added axis is removed again).
 
     Parameters
     ----------
-    a : array, shape (..., M, K) or (K,)
-    b : array, shape (..., K, N) or (K,)
+    a : array or tensor, shape (..., M, K) or (K,)
+    b : array or tensor, shape (..., K, N) or (K,)
         Real floating point, same array library and device. Dtypes promote as in ``matmul``.
+        NumPy, CuPy and other array-API arrays, ``tropic.autodiff`` tensors and torch tensors (the
+        last two differentiable).
+    bias : array or tensor, optional
+        ``β``, broadcast against the output (``(N,)`` for a layer's bias): one more candidate of
+        every output, considered before the products. It keeps an output unless a product is strictly
+        greater (its gradient takes ties), as ``maximum(bias, product)`` would.
     return_indices : bool
-        Also return the winning ``k`` of every output (lowest ``k`` on ties; ``-1`` where every
-        candidate is ``-inf``), as the smallest signed integer dtype that holds ``K``.
+        Also return the winning ``k`` of every output (lowest ``k`` on ties; ``K`` where the bias
+        wins; ``-1`` where every candidate is ``-inf``), as the smallest signed integer dtype that
+        holds the candidate count.
 
     Returns
     -------
@@ -38,7 +55,7 @@ def maxplus_matmul(a: Array, b: Array, *, return_indices: bool = False):
     -----
     ``-inf`` is the tropical zero and absorbs: ``-inf + inf`` counts as ``-inf``, not NaN. A NaN in
     row ``i`` of ``a`` or column ``j`` of ``b`` makes ``c[i, j]`` NaN. Memory is O(output): no
-    (M, K, N) intermediate is formed. Gradients: :func:`matmul_vjp`.
+    (M, K, N) intermediate is formed. Gradients: :func:`matmul_vjp`, or the tensors' own autodiff.
 
     Examples
     --------
@@ -48,18 +65,23 @@ def maxplus_matmul(a: Array, b: Array, *, return_indices: bool = False):
     >>> tropic.maxplus_matmul(a, b)
     array([[1., 6.],
            [3., 2.]])
+    >>> tropic.maxplus_matmul(a, b, bias=np.array([4.0, 0.0]), return_indices=True)
+    (array([[4., 6.],
+           [4., 2.]]), array([[2, 1],
+           [2, 0]], dtype=int8))
     """
-    return _tropical_matmul(MAX_PLUS, a, b, return_indices)
+    return _tropical_matmul(MAX_PLUS, a, b, bias, return_indices)
 
 
-def minplus_matmul(a: Array, b: Array, *, return_indices: bool = False):
+def minplus_matmul(a: Array, b: Array, *, bias: Array | None = None, return_indices: bool = False):
     """Min-plus matrix product, the dual of :func:`maxplus_matmul`.
 
-    .. math:: c_{\\dots ij} = \\min_k \\; a_{\\dots ik} + b_{\\dots kj}
-              = -\\mathrm{maxplus}(-a, -b)_{\\dots ij}
+    .. math:: c_{\\dots ij} = \\min\\big(\\beta_j,\\; \\min_k \\; a_{\\dots ik} + b_{\\dots kj}\\big)
+              = -\\mathrm{maxplus}(-a, -b, \\text{bias}=-\\beta)_{\\dots ij}
 
     Same shapes, dtypes and conventions as :func:`maxplus_matmul` with ``+inf`` as the zero; the
-    indices are the argmin (lowest ``k`` on ties, ``-1`` where every candidate is ``+inf``).
+    indices are the argmin (lowest ``k`` on ties, ``K`` for the bias, ``-1`` where every candidate is
+    ``+inf``).
 
     Examples
     --------
@@ -67,30 +89,163 @@ def minplus_matmul(a: Array, b: Array, *, return_indices: bool = False):
     >>> tropic.minplus_matmul(np.array([[0.0, 1.0]]), np.array([[1.0], [-3.0]]))
     array([[-2.]])
     """
-    return _tropical_matmul(MIN_PLUS, a, b, return_indices)
+    return _tropical_matmul(MIN_PLUS, a, b, bias, return_indices)
 
 
-def _tropical_matmul(semiring: Semiring, a: Array, b: Array, return_indices: bool):
-    xp = array_namespace(a=a, b=b)
+def _tropical_matmul(semiring: Semiring, a: Array, b: Array, bias: Array | None, return_indices: bool):
+    engine = engine_of(a, b, bias)
+    if engine is None:
+        check(a, b, bias)
+        values, winners = _run(array_namespace(a=a, b=b), a, b, bias, maximise=semiring.maximises)
+    else:
+        check(engine.array(a), engine.array(b), None if bias is None else engine.array(bias))
+        values, winners = engine.apply(MATMUL, (a, b, bias), {"maximise": semiring.maximises})
+    return (values, winners) if return_indices else values
+
+
+def check(a: Array, b: Array, bias: Array | None = None) -> ModuleType:
+    """The namespace of a product's operands, after the checks its kernels rely on (``ValueError`` /
+    ``TypeError`` naming the argument)."""
+    xp = array_namespace(a=a, b=b, bias=bias)
     require_floating(xp, "a", a)
     require_floating(xp, "b", b)
-    require_same_device(a=a, b=b)
-    if a.ndim == 0 or b.ndim == 0:
-        raise ValueError(
-            f"a and b must have at least 1 dimension, got shapes {tuple(a.shape)} and {tuple(b.shape)}"
-        )
+    if bias is not None:
+        require_floating(xp, "bias", bias)
+    require_same_device(a=a, b=b, bias=bias)
+    _checked_shape(tuple(a.shape), tuple(b.shape), None if bias is None else tuple(bias.shape))
+    return xp
+
+
+def _checked_shape(a_shape: tuple, b_shape: tuple, bias_shape: tuple | None) -> tuple[int, ...]:
+    """The product's shape; ``ValueError`` naming the operands unless they fit."""
+    if len(a_shape) == 0 or len(b_shape) == 0:
+        raise ValueError(f"a and b must have at least 1 dimension, got shapes {a_shape} and {b_shape}")
+    out_shape = _output_shape(a_shape, b_shape)
+    if bias_shape is not None:
+        try:
+            broadcast = tuple(np.broadcast_shapes(bias_shape, out_shape))
+        except ValueError:
+            broadcast = None
+        if broadcast != out_shape:
+            raise ValueError(
+                f"bias must broadcast to the product's shape {out_shape} (and not enlarge it), got shape "
+                f"{bias_shape}"
+            )
+    return out_shape
+
+
+def _output_shape(
+    a_shape: tuple[int, ...], b_shape: tuple[int, ...], names: tuple[str, str] = ("a", "b")
+) -> tuple[int, ...]:
+    """The product's shape, 1-D operands included (as ``matmul``)."""
+    a2 = (1,) + a_shape if len(a_shape) == 1 else a_shape
+    b2 = b_shape + (1,) if len(b_shape) == 1 else b_shape
+    out = product_shape(a2, b2, names, given=(a_shape, b_shape))
+    return out[:-2] + out[-2:-1] * (len(a_shape) > 1) + out[-1:] * (len(b_shape) > 1)
+
+
+def _run(xp: ModuleType, a: Array, b: Array, bias: Array | None = None, *, maximise: bool, rounding=None):
+    """``(c, winners)`` of checked operands: 1-D operands as matrices, one dtype, the kernel, the bias."""
+    semiring = MAX_PLUS if maximise else MIN_PLUS
     a2, b2 = _as_matrices(xp, a, b)
-    product_shape(tuple(a2.shape), tuple(b2.shape), given=(tuple(a.shape), tuple(b.shape)))
-    dtype = xp.result_type(a2.dtype, b2.dtype)
+    dtypes = (a2.dtype, b2.dtype) if bias is None else (a2.dtype, b2.dtype, bias.dtype)
+    dtype = xp.result_type(*dtypes)
     a2, b2 = xp.astype(a2, dtype, copy=False), xp.astype(b2, dtype, copy=False)
     kernel = kernel_for("matmul", xp) or matmul_reference
-    c, indices = kernel(xp, semiring, a2, b2)
-    c, indices = _drop_vector_axes(xp, a, b, c), _drop_vector_axes(xp, a, b, indices)
-    return (c, indices) if return_indices else c
+    c, winners = kernel(xp, semiring, a2, b2, rounding)
+    c, winners = _drop_vector_axes(c, a.ndim, b.ndim), _drop_vector_axes(winners, a.ndim, b.ndim)
+    if bias is not None:
+        K = a2.shape[-1]
+        c, bias_wins = extremum.select(xp, maximise, xp.astype(bias, dtype, copy=False), c)
+        bias_wins = ~bias_wins  # select reports where its second operand (the product) wins
+        index_type = index_dtype(xp, K + 1)
+        at_bias = xp.asarray(K, dtype=index_type, device=device(c))
+        winners = xp.where(bias_wins, at_bias, xp.astype(winners, index_type))
+    return c, winners
 
 
-def matmul_reference(xp: ModuleType, semiring: Semiring, a: Array, b: Array) -> tuple[Array, Array]:
+def _vjp(xp: ModuleType, grad: Array, winners: Array, shapes: tuple, needs: tuple, *, maximise: bool):
+    """``(grad_a, grad_b, grad_bias)`` of a product: the bias takes the outputs it won, the rest go to
+    the winning ``a[i, k]`` and ``b[k, j]`` (:func:`matmul_vjp`)."""
+    a_shape, b_shape, bias_shape = shapes
+    grad_bias = None
+    if bias_shape is not None:
+        K = a_shape[-1]
+        at_bias = winners == K
+        zero = xp.zeros((), dtype=grad.dtype, device=device(grad))
+        if needs[2]:
+            grad_bias = sum_to_shape(xp, xp.where(at_bias, grad, zero), tuple(bias_shape))
+            if tuple(grad_bias.shape) != tuple(bias_shape):  # a bias of size-1 axes the sum dropped
+                grad_bias = xp.reshape(grad_bias, tuple(bias_shape))
+        winners = xp.where(at_bias, xp.asarray(-1, dtype=winners.dtype, device=device(grad)), winners)
+    grad_a = grad_b = None
+    if needs[0] or needs[1]:
+        grad_a, grad_b = _product_vjp(xp, grad, winners, tuple(a_shape), tuple(b_shape), needs[:2])
+    return grad_a, grad_b, grad_bias
+
+
+def _jvp(xp: ModuleType, tangents: tuple, winners: Array, shapes: tuple, *, maximise: bool):
+    """The tangent of ``c``: ``ta[..., i, k*] + tb[..., k*, j]`` at each output's winner ``k*`` (the
+    bias's tangent where it won, 0 where nothing won)."""
+    ta, tb, tbias = tangents
+    a_shape, b_shape, bias_shape = shapes
+    K = a_shape[-1]
+    known = next(t for t in tangents if t is not None)
+    dev = device(winners)
+    zero = xp.zeros((), dtype=known.dtype, device=dev)
+    k = winners
+    if len(b_shape) == 1:
+        k = k[..., None]
+    if len(a_shape) == 1:
+        k = k[..., None, :]
+    valid = (k >= 0) & (k < K)
+    safe = xp.where(valid, xp.astype(k, xp.int64), xp.zeros((), dtype=xp.int64, device=dev))
+    out = xp.zeros(tuple(k.shape), dtype=known.dtype, device=dev)
+    if ta is not None:
+        ta2 = xp.reshape(ta, (1, K)) if len(a_shape) == 1 else ta
+        ta2 = xp.broadcast_to(ta2, tuple(k.shape[:-1]) + (K,))
+        out = out + xp.take_along_axis(ta2, safe, axis=-1)
+    if tb is not None:
+        tb2 = xp.reshape(tb, (K, 1)) if len(b_shape) == 1 else tb
+        tb2 = xp.broadcast_to(tb2, tuple(k.shape[:-2]) + (K, k.shape[-1]))
+        out = out + xp.take_along_axis(tb2, safe, axis=-2)
+    out = xp.where(valid, out, zero)
+    out = _drop_vector_axes(out, len(a_shape), len(b_shape))
+    if bias_shape is not None:
+        bias_tangent = zero if tbias is None else xp.broadcast_to(tbias, tuple(out.shape))
+        out = xp.where(winners == K, bias_tangent, out)
+    return out
+
+
+def _meta(shapes: tuple, *, maximise: bool) -> tuple[tuple[int, ...], int]:
+    a_shape, b_shape, bias_shape = shapes
+    out_shape = _checked_shape(
+        tuple(a_shape), tuple(b_shape), None if bias_shape is None else tuple(bias_shape)
+    )
+    return out_shape, a_shape[-1] + (bias_shape is not None)
+
+
+MATMUL = define(
+    Operator(
+        name="matmul",
+        inputs=("a", "b", "bias"),
+        optional=("bias",),
+        params=(("maximise", bool),),
+        run=_run,
+        vjp=_vjp,
+        jvp=_jvp,
+        meta=_meta,
+        kernel=("matmul", ("xp", "semiring", "a", "b", "rounding")),
+        vjp_kernel=("matmul_vjp", ("xp", "grad", "indices", "a_shape", "b_shape", "needs")),
+    )
+)
+
+
+def matmul_reference(
+    xp: ModuleType, semiring: Semiring, a: Array, b: Array, rounding: str | None = None
+) -> tuple[Array, Array]:
     """Reference kernel: ``a`` (..., M, K) and ``b`` (..., K, N) of one dtype -> (c, indices)."""
+    require_no_rounding(rounding)
     K = a.shape[-1]
     batch = tuple(np.broadcast_shapes(tuple(a.shape[:-2]), tuple(b.shape[:-2])))
     out_shape = batch + (a.shape[-2], b.shape[-1])
@@ -123,41 +278,62 @@ def matmul_vjp(
     -------
     grad_a, grad_b : arrays of shapes ``a_shape`` and ``b_shape``, in ``grad``'s dtype.
     """
-    xp = array_namespace(grad=grad, indices=indices)
-    require_floating(xp, "grad", grad)
-    require_integer(xp, "indices", indices)
+    raw_grad, raw_indices = arrays(grad, indices)
+    xp = array_namespace(grad=raw_grad, indices=raw_indices)
+    require_floating(xp, "grad", raw_grad)
+    require_integer(xp, "indices", raw_indices)
     a_shape, b_shape = shape_tuple("a_shape", a_shape, 1), shape_tuple("b_shape", b_shape, 1)
-    a2_shape = (1,) + a_shape if len(a_shape) == 1 else a_shape
-    b2_shape = b_shape + (1,) if len(b_shape) == 1 else b_shape
-    out2_shape = product_shape(a2_shape, b2_shape, ("a_shape", "b_shape"), (a_shape, b_shape))
-    expected = out2_shape[:-2] + out2_shape[-2:-1] * (len(a_shape) > 1) + out2_shape[-1:] * (len(b_shape) > 1)
+    expected = _output_shape(a_shape, b_shape, ("a_shape", "b_shape"))
     for name, x in (("grad", grad), ("indices", indices)):
         if tuple(x.shape) != expected:
             raise ValueError(
                 f"{name} must have the product's output shape {expected} for operands of shapes "
                 f"{a_shape} and {b_shape}, got {tuple(x.shape)}"
             )
+    shapes, params = (a_shape, b_shape, None), {"maximise": True}  # the vjp is the same for both
+    return run_vjp(MATMUL, grad, indices, shapes, (True, True, False), params)[:2]
+
+
+def _product_vjp(xp: ModuleType, grad: Array, indices: Array, a_shape: tuple, b_shape: tuple, needs: tuple):
+    """The product part of the vjp (1-D operands included); None for a gradient not needed."""
+    a2_shape = (1,) + a_shape if len(a_shape) == 1 else a_shape
+    b2_shape = b_shape + (1,) if len(b_shape) == 1 else b_shape
+    out2_shape = product_shape(a2_shape, b2_shape)
     grad, indices = xp.reshape(grad, out2_shape), xp.reshape(indices, out2_shape)
     kernel = kernel_for("matmul_vjp", xp) or matmul_vjp_reference
-    grad_a, grad_b = kernel(xp, grad, indices, a2_shape, b2_shape)
-    return xp.reshape(grad_a, a_shape), xp.reshape(grad_b, b_shape)
+    grad_a, grad_b = kernel(xp, grad, indices, a2_shape, b2_shape, tuple(needs))
+    grad_a = None if grad_a is None else xp.reshape(grad_a, a_shape)
+    grad_b = None if grad_b is None else xp.reshape(grad_b, b_shape)
+    return grad_a, grad_b
 
 
 def matmul_vjp_reference(
-    xp: ModuleType, grad: Array, indices: Array, a_shape: tuple[int, ...], b_shape: tuple[int, ...]
-) -> tuple[Array, Array]:
+    xp: ModuleType,
+    grad: Array,
+    indices: Array,
+    a_shape: tuple[int, ...],
+    b_shape: tuple[int, ...],
+    needs: tuple[bool, bool] = (True, True),
+) -> tuple[Array | None, Array | None]:
     """Reference vjp on matrix-shaped (>= 2-D) operands: one masked sum per candidate ``k``."""
     K = a_shape[-1]
     require_winners(xp, "indices", indices, K)
     zeros = xp.zeros_like(grad)
     per_k = [xp.where(indices == k, grad, zeros) for k in range(K)]
-    if K:
-        grad_a = xp.stack([xp.sum(g, axis=-1) for g in per_k], axis=-1)
-        grad_b = xp.stack([xp.sum(g, axis=-2) for g in per_k], axis=-2)
-    else:
-        grad_a = xp.zeros(grad.shape[:-1] + (0,), dtype=grad.dtype, device=device(grad))
-        grad_b = xp.zeros(grad.shape[:-2] + (0, grad.shape[-1]), dtype=grad.dtype, device=device(grad))
-    return sum_to_shape(xp, grad_a, a_shape), sum_to_shape(xp, grad_b, b_shape)
+    grad_a = grad_b = None
+    if needs[0]:
+        if K:
+            grad_a = xp.stack([xp.sum(g, axis=-1) for g in per_k], axis=-1)
+        else:
+            grad_a = xp.zeros(grad.shape[:-1] + (0,), dtype=grad.dtype, device=device(grad))
+        grad_a = sum_to_shape(xp, grad_a, a_shape)
+    if needs[1]:
+        if K:
+            grad_b = xp.stack([xp.sum(g, axis=-2) for g in per_k], axis=-2)
+        else:
+            grad_b = xp.zeros(grad.shape[:-2] + (0, grad.shape[-1]), dtype=grad.dtype, device=device(grad))
+        grad_b = sum_to_shape(xp, grad_b, b_shape)
+    return grad_a, grad_b
 
 
 def product_shape(
@@ -190,10 +366,10 @@ def _as_matrices(xp: ModuleType, a: Array, b: Array) -> tuple[Array, Array]:
     return a2, b2
 
 
-def _drop_vector_axes(xp: ModuleType, a: Array, b: Array, c: Array) -> Array:
+def _drop_vector_axes(c: Array, a_ndim: int, b_ndim: int) -> Array:
     """Undo the matrix promotion of 1-D operands, as ``matmul`` does."""
-    if b.ndim == 1:
+    if b_ndim == 1:
         c = c[..., 0]
-    if a.ndim == 1:
-        c = c[..., 0] if b.ndim == 1 else c[..., 0, :]
+    if a_ndim == 1:
+        c = c[..., 0] if b_ndim == 1 else c[..., 0, :]
     return c

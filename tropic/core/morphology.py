@@ -31,16 +31,20 @@ import numpy as np
 from ._array_api import Array, array_namespace, device, gather_or_fill, index_dtype, scatter_add
 from .checks import (
     pair,
+    positive_int,
     real_number,
     require_floating,
     require_integer,
     require_ndim,
+    require_no_rounding,
     require_same_device,
     require_winners,
     shape_tuple,
 )
 from .dispatch import kernel_for
+from .engines import arrays, engine_of, run_vjp
 from .semiring import MAX_PLUS, MIN_PLUS, Semiring, reduce_candidates
+from .spec import Operator, define
 
 # SciPy's names for the filter border modes, mapped to the rule that extends the image.
 _MODES = {
@@ -200,11 +204,14 @@ def dilation(
 
     Parameters
     ----------
-    image : array, shape (..., H, W)
-        Real floating point. Leading axes are batch axes.
-    structure : array, shape (kh, kw), optional
+    image : array or tensor, shape (..., H, W)
+        Real floating point. Leading axes are batch axes. NumPy, CuPy and other array-API arrays,
+        ``tropic.autodiff`` tensors and torch tensors (the last two differentiable).
+    structure : array, shape (kh, kw) or (C, kh, kw), optional
         Non-flat structuring element (additive offsets), same library and device as ``image``;
-        ``-inf`` entries are the tropical zero (never win).
+        ``-inf`` entries are the tropical zero (never win). A 3-D structure holds one element per
+        channel: channel ``c`` of ``image`` (axis -3, of length ``C``) is filtered by ``structure[c]``
+        (depthwise morphology).
     footprint : boolean array-like, shape (kh, kw), optional
         Flat structuring element; with ``structure`` it selects which entries take part.
     size : int or (int, int), optional
@@ -321,8 +328,7 @@ def erosion_vjp(
 ) -> tuple[Array, Array]:
     """Vector-Jacobian product of :func:`erosion`: as :func:`dilation_vjp`, reading ``f(x + y*)``
     and with ``dL/ds(y) = -sum_x g(x) [y*(x) = y]`` (the structure is subtracted)."""
-    grad_image, grad_weights = _morphology_vjp(grad, indices, image_shape, se_shape, mode, reflected=False)
-    return grad_image, 0.0 - grad_weights  # not -x: taps that never win get +0.0, not -0.0
+    return _morphology_vjp(grad, indices, image_shape, se_shape, mode, reflected=False)
 
 
 def morphology_reference(
@@ -334,6 +340,7 @@ def morphology_reference(
     row_window: AxisWindow,
     col_window: AxisWindow,
     fill: float,
+    rounding: str | None = None,
 ) -> tuple[Array, Array]:
     """Reference kernel: ``out = ⊕_{(u,v) in support} f[rows[:, u], cols[:, v]] ⊗ weights[u, v]``.
 
@@ -341,6 +348,7 @@ def morphology_reference(
     :class:`AxisWindow`, ``-1`` meaning the value ``fill``; ``weights`` is None for a flat element
     (no addition at all, so ``-0.0`` stays ``-0.0`` as in SciPy).
     """
+    require_no_rounding(rounding)
     kh, kw = support.shape
     rows, cols = row_window.indices, col_window.indices
 
@@ -366,7 +374,8 @@ def morphology_vjp_reference(
     image_shape: tuple[int, ...],
     row_window: AxisWindow,
     col_window: AxisWindow,
-) -> tuple[Array, Array]:
+    needs: tuple[bool, bool] = (True, True),
+) -> tuple[Array | None, Array | None]:
     """Reference vjp: per candidate, mask the gradient and scatter it back through the index maps."""
     rows, cols = row_window.indices, col_window.indices
     kh, kw = rows.shape[1], cols.shape[1]
@@ -379,9 +388,11 @@ def morphology_vjp_reference(
         u, v = divmod(t, kw)
         contribution = xp.where(indices == t, grad, zeros)
         grad_weights.append(xp.sum(contribution))
-        spread = scatter_add(xp, contribution, rows[:, u], H, axis=-2)
-        grad_image = grad_image + scatter_add(xp, spread, cols[:, v], W, axis=-1)
-    return grad_image, xp.reshape(xp.stack(grad_weights), (kh, kw))
+        if needs[0]:
+            spread = scatter_add(xp, contribution, rows[:, u], H, axis=-2)
+            grad_image = grad_image + scatter_add(xp, spread, cols[:, v], W, axis=-1)
+    grad_weights = xp.reshape(xp.stack(grad_weights), (kh, kw)) if needs[1] else None
+    return (grad_image if needs[0] else None), grad_weights
 
 
 def _morphology(
@@ -394,73 +405,275 @@ def _morphology(
     cval: float,
     return_indices: bool,
 ):
+    engine = engine_of(image, structure)
+    raw_image, raw_structure = (image, structure) if engine is None else (
+        engine.array(image), None if structure is None else engine.array(structure)
+    )  # fmt: skip
+    xp, params, shapes = check(semiring, raw_image, raw_structure, footprint, size, mode, cval)
+    if engine is None:
+        values, winners = _run(xp, image, structure, **params)
+    else:
+        values, winners = engine.apply(MORPHOLOGY, (image, structure), params)
+    if not return_indices:
+        return values
+    kept, whole, maps = shapes
+    if maps[0] is not None or maps[1] is not None:
+        raw = winners if engine is None else engine.array(winners)
+        raw = _original_winners(array_namespace(winners=raw), raw, maps, kept, whole)
+        winners = raw if engine is None else engine.wrap(raw)
+    return values, winners
+
+
+def check(
+    semiring: Semiring, image: Array, structure: Array | None, footprint: Any, size: Any, mode: str, cval: Any
+) -> tuple[ModuleType, dict[str, Any], tuple]:
+    """Check a morphology's arguments; return the namespace, the operator's params and
+    ``(kernel shape, element shape, tap maps)`` (the maps are None but for a cut-down ``size=``)."""
     xp = array_namespace(image=image, structure=structure)
     require_floating(xp, "image", image)
     require_ndim("image", image, 2, "..., H, W", exact=False)
     require_same_device(image=image, structure=structure)
     check_mode(mode)
-    support, structure = _structuring_element(xp, structure, footprint, size)
+    rows, structure = _structuring_element(xp, structure, footprint, size)
+    if (
+        structure is not None
+        and structure.ndim == 3
+        and (image.ndim < 3 or image.shape[-3] != structure.shape[0])
+    ):
+        raise ValueError(
+            f"a structure of shape {tuple(structure.shape)} holds one element per channel: image must have "
+            f"shape (..., {structure.shape[0]}, H, W), got {tuple(image.shape)}"
+        )
+    reflected = semiring.maximises
+    H, W = image.shape[-2:]
+    maps: tuple = (None, None)
+    if rows is None:  # size=: a flat rectangle, cut down to the taps that can win
+        kh, kw = pair("size", size, 1)
+        row_window, row_map = flat_axis_window(H, kh, reflected, mode)
+        col_window, col_map = flat_axis_window(W, kw, reflected, mode)
+        maps = (row_map, col_map)
+        mh, mw = row_window.start.size, col_window.start.size
+        window = [mh, mw, row_window.centre, col_window.centre]
+        support = (True,) * (mh * mw)
+    else:
+        kh, kw = mh, mw = len(rows), len(rows[0])
+        window = [kh, kw, kh // 2, kw // 2]
+        support = tuple(bit for row in rows for bit in row)
+    fill = semiring.zero if _MODES[mode] == "neutral" else real_number("cval", cval)
+    params = {
+        "support": support,
+        "window": window,
+        "maximise": semiring.maximises,
+        "mode": mode,
+        "fill": fill,
+    }
+    return xp, params, ((mh, mw), (kh, kw), maps)
+
+
+def _windows(H: int, W: int, window: list[int], reflected: bool, mode: str) -> tuple[AxisWindow, AxisWindow]:
+    """The row and column windows of an element ``window = [kh, kw, row_centre, col_centre]``."""
+    kh, kw, row_centre, col_centre = window
+    return axis_window(H, kh, reflected, mode, row_centre), axis_window(W, kw, reflected, mode, col_centre)
+
+
+def _run(
+    xp: ModuleType,
+    image: Array,
+    structure: Array | None,
+    *,
+    support: tuple[bool, ...],
+    window: list[int],
+    maximise: bool,
+    mode: str,
+    fill: float,
+    rounding: str | None = None,
+) -> tuple[Array, Array]:
+    """``(out, winners)`` of checked arguments: one dtype, the windows, the kernel (per channel for a
+    3-D structure)."""
+    semiring = MAX_PLUS if maximise else MIN_PLUS
+    kh, kw = window[0], window[1]
+    rows, cols = _windows(image.shape[-2], image.shape[-1], window, maximise, mode)
+    mask = np.array(support, dtype=bool).reshape(kh, kw)
     weights = None
     if structure is not None:
         dtype = xp.result_type(image.dtype, structure.dtype)
         image = xp.astype(image, dtype, copy=False)
         # Erosion subtracts the structure: it is a min-plus sum with -s (exactly f - s in IEEE).
         weights = xp.astype(structure, dtype, copy=False)
-        weights = weights if semiring.maximises else -weights
-    reflected = semiring.maximises
-    H, W = image.shape[-2:]
-    maps = (None, None)
-    if support is None:  # size=: a flat rectangle, cut down to the taps that can win
-        kh, kw = pair("size", size, 1)
-        rows, row_map = flat_axis_window(H, kh, reflected, mode)
-        cols, col_map = flat_axis_window(W, kw, reflected, mode)
-        maps = (row_map, col_map)
-        support = np.ones((rows.start.size, cols.start.size), dtype=bool)
-    else:
-        kh, kw = support.shape
-        rows = axis_window(H, kh, reflected, mode)
-        cols = axis_window(W, kw, reflected, mode)
-    fill = semiring.zero if _MODES[mode] == "neutral" else real_number("cval", cval)
+        weights = weights if maximise else -weights
     kernel = kernel_for("morphology", xp) or morphology_reference
-    if getattr(kernel, "host_footprint", False):
-        # A kernel that takes the footprint as Python bools (the torch custom ops: under torch.compile
-        # a NumPy array made here is a traced tensor whose values are unknown).
-        support = _footprint_rows(footprint, support.shape)
-    out, indices = kernel(xp, semiring, image, weights, support, rows, cols, fill)
-    if return_indices and (maps[0] is not None or maps[1] is not None):
-        indices = _original_winners(xp, indices, maps, (rows.start.size, cols.start.size), (kh, kw))
-    return (out, indices) if return_indices else out
+    if weights is None or weights.ndim == 2:
+        return kernel(xp, semiring, image, weights, mask, rows, cols, fill, rounding)
+    results = [
+        kernel(xp, semiring, image[..., c, :, :], weights[c, ...], mask, rows, cols, fill, rounding)
+        for c in range(weights.shape[0])
+    ]
+    return xp.stack([r[0] for r in results], axis=-3), xp.stack([r[1] for r in results], axis=-3)
+
+
+def _vjp(xp, grad, winners, shapes, needs, *, support, window, maximise, mode, fill):
+    """``(grad_image, grad_structure)``: each output's gradient to the pixel its winner read (through
+    the border mode) and to the winning tap (negated for an erosion, which subtracts the structure)."""
+    image_shape, structure_shape = shapes
+    need_structure = needs[1] and structure_shape is not None
+    rows, cols = _windows(image_shape[-2], image_shape[-1], window, maximise, mode)
+    kernel = kernel_for("morphology_vjp", xp) or morphology_vjp_reference
+    flags = (needs[0], need_structure)
+    if structure_shape is None or len(structure_shape) == 2:
+        grad_image, grad_weights = kernel(xp, grad, winners, tuple(image_shape), rows, cols, flags)
+    else:  # one element per channel (axis -3)
+        channel_shape = tuple(image_shape[:-3]) + tuple(image_shape[-2:])
+        results = [
+            kernel(xp, grad[..., c, :, :], winners[..., c, :, :], channel_shape, rows, cols, flags)
+            for c in range(structure_shape[0])
+        ]
+        grad_image = xp.stack([r[0] for r in results], axis=-3) if needs[0] else None
+        grad_weights = xp.stack([r[1] for r in results], axis=0) if need_structure else None
+    if grad_weights is not None and not maximise:
+        grad_weights = 0.0 - grad_weights  # not -x: taps that never win get +0.0, not -0.0
+    return grad_image, grad_weights
+
+
+def _jvp(xp, tangents, winners, shapes, *, support, window, maximise, mode, fill):
+    """The tangent of each output: the image's tangent at the pixel its winner read (0 for a border
+    value) plus (dilation) or minus (erosion) the structure's tangent at the winning tap."""
+    t_image, t_structure = tangents
+    image_shape, structure_shape = shapes
+    kh, kw = window[0], window[1]
+    H, W = image_shape[-2:]
+    known = t_image if t_image is not None else t_structure
+    if math.prod(winners.shape) == 0:
+        return xp.zeros(tuple(winners.shape), dtype=known.dtype, device=device(winners))
+    rows, cols = _windows(H, W, window, maximise, mode)
+    dev = device(winners)
+    zero = xp.zeros((), dtype=known.dtype, device=dev)
+    t = xp.astype(winners, xp.int64)
+    none = t < 0
+    t = xp.where(none, xp.zeros_like(t), t)
+    out = xp.zeros(tuple(winners.shape), dtype=known.dtype, device=dev)
+    if t_image is not None:
+        i = xp.reshape(xp.arange(H, dtype=xp.int64, device=dev), (H, 1))
+        j = xp.reshape(xp.arange(W, dtype=xp.int64, device=dev), (1, W))
+        row_table = xp.asarray(rows.indices.reshape(-1), device=dev)
+        col_table = xp.asarray(cols.indices.reshape(-1), device=dev)
+        src_row = xp.take(row_table, xp.reshape(i * kh + t // kw, (-1,)))
+        src_col = xp.take(col_table, xp.reshape(j * kw + t % kw, (-1,)))
+        inside = (src_row >= 0) & (src_col >= 0)
+        batch = xp.reshape(
+            xp.arange(math.prod(winners.shape) // (H * W), dtype=xp.int64, device=dev), (-1, 1)
+        )
+        flat = xp.reshape(batch * (H * W) + xp.reshape(src_row * W + src_col, (-1, H * W)), (-1,))
+        flat = xp.where(inside, flat, xp.zeros_like(flat))
+        values = xp.take(xp.reshape(xp.broadcast_to(t_image, tuple(winners.shape)), (-1,)), flat)
+        out = out + xp.reshape(xp.where(inside, values, zero), tuple(winners.shape))
+    if t_structure is not None:
+        taps = t
+        if t_structure.ndim == 3:  # one element per channel: tap index within channel c's element
+            C = t_structure.shape[0]
+            channel = xp.reshape(xp.arange(C, dtype=xp.int64, device=dev), (C, 1, 1))
+            taps = t + channel * (kh * kw)
+        values = xp.take(xp.reshape(t_structure, (-1,)), xp.reshape(taps, (-1,)))
+        values = xp.reshape(values, tuple(winners.shape))
+        out = out + values if maximise else out - values
+    return xp.where(none, zero, out)
+
+
+def _meta(shapes, *, support, window, maximise, mode, fill):
+    """The output shape (the image's) and candidates, after the checks the kernels rely on."""
+    image_shape, structure_shape = shapes
+    if len(image_shape) < 2:
+        raise ValueError(f"image must have at least 2 dimensions (..., H, W), got shape {tuple(image_shape)}")
+    if len(window) != 4:
+        raise ValueError(f"window must be [kh, kw, row_centre, col_centre], got {list(window)!r}")
+    kh, kw = positive_int("kh", window[0]), positive_int("kw", window[1])
+    if not (0 <= window[2] < kh and 0 <= window[3] < kw):
+        raise ValueError(f"window's centre must be a tap of the ({kh}, {kw}) element, got {list(window)!r}")
+    if len(support) != kh * kw:
+        raise ValueError(f"support must have kh * kw = {kh * kw} entries, got {len(support)}")
+    check_mode(mode)
+    if structure_shape is not None:
+        structure_shape = tuple(structure_shape)
+        if structure_shape[-2:] != (kh, kw) or len(structure_shape) not in (2, 3):
+            raise ValueError(
+                f"structure must have shape (kh, kw) = {(kh, kw)} or (C, kh, kw), got {structure_shape}"
+            )
+        if len(structure_shape) == 3 and (len(image_shape) < 3 or image_shape[-3] != structure_shape[0]):
+            raise ValueError(
+                f"a structure of shape {structure_shape} holds one element per channel: image must have "
+                f"shape (..., {structure_shape[0]}, H, W), got {tuple(image_shape)}"
+            )
+    return tuple(image_shape), kh * kw
+
+
+MORPHOLOGY = define(
+    Operator(
+        name="morphology",
+        inputs=("image", "structure"),
+        optional=("structure",),
+        params=(
+            ("support", "bool[]"),
+            ("window", "int[]"),
+            ("maximise", bool),
+            ("mode", str),
+            ("fill", float),
+        ),
+        run=_run,
+        vjp=_vjp,
+        jvp=_jvp,
+        meta=_meta,
+        kernel=(
+            "morphology",
+            ("xp", "semiring", "image", "weights", "support", "row_window", "col_window", "fill", "rounding"),
+        ),
+        vjp_kernel=(
+            "morphology_vjp",
+            ("xp", "grad", "indices", "image_shape", "row_window", "col_window", "needs"),
+        ),
+    )
+)
 
 
 def _morphology_vjp(grad, indices, image_shape, se_shape, mode, reflected):
-    xp = array_namespace(grad=grad, indices=indices)
-    require_floating(xp, "grad", grad)
-    require_integer(xp, "indices", indices)
+    engine = engine_of(grad, indices)
+    raw_grad, raw_indices = arrays(grad, indices)
+    xp = array_namespace(grad=raw_grad, indices=raw_indices)
+    require_floating(xp, "grad", raw_grad)
+    require_integer(xp, "indices", raw_indices)
     check_mode(mode)
     image_shape = shape_tuple("image_shape", image_shape, 2)
-    for name, x in (("grad", grad), ("indices", indices)):
+    for name, x in (("grad", raw_grad), ("indices", raw_indices)):
         if tuple(x.shape) != image_shape:
             raise ValueError(f"{name} must have the image's shape {image_shape}, got {tuple(x.shape)}")
     kh, kw = pair("se_shape", shape_tuple("se_shape", se_shape, ndim=2), 1)
     H, W = image_shape[-2:]
     rows, row_map = flat_axis_window(H, kh, reflected, mode)
     cols, col_map = flat_axis_window(W, kw, reflected, mode)
-    kernel = kernel_for("morphology_vjp", xp) or morphology_vjp_reference
+    mh, mw = rows.start.size, cols.start.size
+    params = dict(
+        support=(True,) * (mh * mw),
+        window=[mh, mw, rows.centre, cols.centre],
+        maximise=reflected,
+        mode=mode,
+        fill=0.0,  # the vjp does not read the border value
+    )
     if row_map is None and col_map is None:
-        return kernel(xp, grad, indices, image_shape, rows, cols)
+        return run_vjp(MORPHOLOGY, grad, indices, (image_shape, (kh, kw)), (True, True), params)
     # An element much longer than the image: the image gradient through the cut-down window (taps
     # that read the same sources share a kept one), the element's gradient summed per original tap.
-    require_winners(xp, "indices", indices, kh * kw)
-    t = xp.astype(indices, xp.int64)
+    require_winners(xp, "indices", raw_indices, kh * kw)
+    t = xp.astype(raw_indices, xp.int64)
     none = t < 0
     t = xp.where(none, xp.zeros_like(t), t)
     u, v = t // kw, t % kw
     u = u if row_map is None else _kept_tap(xp, u, H, kh, mode)
     v = v if col_map is None else _kept_tap(xp, v, W, kw, mode)
-    kept = xp.where(none, xp.full_like(t, -1), u * cols.start.size + v)
-    kept = xp.astype(kept, index_dtype(xp, rows.start.size * cols.start.size))
-    grad_image, _ = kernel(xp, grad, kept, image_shape, rows, cols)
-    return grad_image, _tap_sums(xp, grad, indices, (kh, kw))
+    kept = xp.where(none, xp.full_like(t, -1), u * mw + v)
+    kept = xp.astype(kept, index_dtype(xp, mh * mw))
+    kept = kept if engine is None else engine.wrap(kept)
+    grad_image = run_vjp(MORPHOLOGY, grad, kept, (image_shape, (mh, mw)), (True, False), params)[0]
+    grad_weights = _tap_sums(xp, raw_grad, raw_indices, (kh, kw))
+    grad_weights = grad_weights if reflected else 0.0 - grad_weights
+    return grad_image, grad_weights if engine is None else engine.wrap(grad_weights)
 
 
 def _tap_sums(xp: ModuleType, grad: Array, indices: Array, shape: tuple[int, int]) -> Array:
@@ -497,16 +710,6 @@ def _python_footprint(footprint: Any) -> tuple[tuple[bool, ...], ...] | None:
     return tuple(tuple(v != 0 for v in row) for row in footprint)
 
 
-def _footprint_rows(footprint: Any, shape: tuple[int, int]) -> tuple[tuple[bool, ...], ...]:
-    """The (checked) footprint as rows of Python bools; all True without one."""
-    if footprint is None:
-        return ((True,) * shape[1],) * shape[0]
-    rows = _python_footprint(footprint)
-    if rows is None:  # a NumPy (or other host) mask: eager only
-        rows = tuple(tuple(bool(v) for v in row) for row in np.asarray(footprint).tolist())
-    return rows
-
-
 def check_mode(mode: str) -> None:
     """``ValueError`` naming ``mode`` and the allowed values unless it is a border mode name."""
     if not isinstance(mode, str) or mode not in _MODES:
@@ -514,42 +717,48 @@ def check_mode(mode: str) -> None:
 
 
 def _structuring_element(xp: ModuleType, structure: Any, footprint: Any, size: Any):
-    """Resolve (structure, footprint, size) into a host boolean support and the structure array."""
+    """Resolve (structure, footprint, size) into the support as rows of Python bools (None for a
+    ``size=``, which the caller builds) and the structure array.
+
+    The support is made of Python bools, not a NumPy array: under ``torch.compile`` a NumPy array
+    made here would be a traced tensor whose values are unknown.
+    """
     if size is not None and (structure is not None or footprint is not None):
         raise ValueError("size cannot be combined with structure or footprint; give one of them")
     if structure is None and footprint is None and size is None:
         raise ValueError("one of structure, footprint or size is required")
     if size is not None:
         pair("size", size, 1)
-        return None, None  # the caller builds the (possibly cut-down) flat rectangle
+        return None, None
     if structure is not None:
         require_floating(xp, "structure", structure)
-        require_ndim("structure", structure, 2, "kh, kw")
+        if structure.ndim not in (2, 3):
+            raise ValueError(
+                "structure must have 2 dimensions (kh, kw) or 3 (C, kh, kw), got shape "
+                f"{tuple(structure.shape)}"
+            )
         if 0 in tuple(structure.shape):
             raise ValueError(f"structure must not be empty, got shape {tuple(structure.shape)}")
+    element_shape = None if structure is None else tuple(structure.shape[-2:])
     if footprint is None:
-        return np.ones(tuple(structure.shape), dtype=bool), structure
+        kh, kw = element_shape
+        return ((True,) * kw,) * kh, structure
     rows = _python_footprint(footprint)
-    if rows is not None:  # checked without NumPy attributes, which torch.compile cannot trace
-        if structure is not None and tuple(structure.shape) != (len(rows), len(rows[0])):
-            raise ValueError(
-                f"structure and footprint must have the same shape, got {tuple(structure.shape)} and "
-                f"{(len(rows), len(rows[0]))}"
+    if rows is None:  # a NumPy (or other host) mask: eager only under torch.compile
+        try:
+            support = np.asarray(footprint)
+        except Exception as exc:  # e.g. a GPU array: footprints are small host-side masks
+            raise TypeError(f"footprint must be convertible to a NumPy boolean array ({exc})") from None
+        if support.dtype != bool and not np.issubdtype(support.dtype, np.integer):
+            raise TypeError(
+                f"footprint must be boolean, got dtype {support.dtype} (use structure= for additive offsets)"
             )
-        return np.array(rows, dtype=bool), structure
-    try:
-        support = np.asarray(footprint)
-    except Exception as exc:  # e.g. a GPU array: footprints are small host-side masks
-        raise TypeError(f"footprint must be convertible to a NumPy boolean array ({exc})") from None
-    if support.dtype != bool and not np.issubdtype(support.dtype, np.integer):
-        raise TypeError(
-            f"footprint must be boolean, got dtype {support.dtype} (use structure= for additive offsets)"
-        )
-    if support.ndim != 2 or 0 in support.shape:
-        raise ValueError(f"footprint must be a non-empty 2-D mask (kh, kw), got shape {support.shape}")
-    if structure is not None and tuple(structure.shape) != support.shape:
+        if support.ndim != 2 or 0 in support.shape:
+            raise ValueError(f"footprint must be a non-empty 2-D mask (kh, kw), got shape {support.shape}")
+        rows = tuple(tuple(bool(v) for v in row) for row in (support != 0).tolist())
+    if element_shape is not None and element_shape != (len(rows), len(rows[0])):
         raise ValueError(
             f"structure and footprint must have the same shape, got {tuple(structure.shape)} and "
-            f"{support.shape}"
+            f"{(len(rows), len(rows[0]))}"
         )
-    return support != 0, structure
+    return rows, structure

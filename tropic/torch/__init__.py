@@ -6,15 +6,12 @@ Documented import::
     from tropic.torch import prune           # tropical-zero pruning, compatible with torch.nn.utils.prune
 
 tropic's public operators (``tropic.maxplus_matmul`` and the others) accept torch tensors directly
-(``tropic.backends.torch``); this package holds the layers built on them. Each layer takes its
+(:mod:`tropic.torch.engine`: ``torch.library`` custom ops generated from the operator specs); this
+package holds the layers built on them. Each layer takes its
 initialisation and configuration from the matching :mod:`tropic.nn` layer (same constructor
 arguments, same seeds, same values), so a layer's definition is written once.
 """
 
-from tropic.core.dispatch import load_backend as _load_backend
+from . import engine, nn, prune  # engine: torch.ops.tropic.* exist from this import on
 
-from . import nn, prune
-
-_load_backend("torch")  # torch.ops.tropic.* exist from this import on (exported programs refer to them)
-
-__all__ = ["nn", "prune"]
+__all__ = ["engine", "nn", "prune"]

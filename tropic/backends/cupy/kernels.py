@@ -25,7 +25,7 @@ import cupy
 import numpy as np
 
 from tropic.core._array_api import index_dtype, sum_to_shape
-from tropic.core.checks import require_winners
+from tropic.core.checks import require_no_rounding, require_winners
 from tropic.core.dispatch import register
 
 from . import layout, module
@@ -79,7 +79,8 @@ def _upload(dtype, *parts: np.ndarray) -> tuple:
 
 
 @register("cupy", "matmul")
-def matmul(xp, semiring, a, b):
+def matmul(xp, semiring, a, b, rounding=None):
+    require_no_rounding(rounding)
     *_, M, K = a.shape
     N = b.shape[-1]
     if index_dtype(xp, K) == xp.int64 or not _fits_int32(M, N):
@@ -88,7 +89,7 @@ def matmul(xp, semiring, a, b):
         return matmul_reference(xp, semiring, a, b)
     batch = tuple(np.broadcast_shapes(tuple(a.shape[:-2]), tuple(b.shape[:-2])))
     if b.ndim == 2 and a.ndim > 2:  # the layer case x @ W: fold a's batch into its rows
-        c, winner = matmul(xp, semiring, a.reshape(math.prod(a.shape[:-1]), K), b)
+        c, winner = matmul(xp, semiring, a.reshape(math.prod(a.shape[:-1]), K), b, None)
         return c.reshape(batch + (M, N)), winner.reshape(batch + (M, N))
     a_c, b_c = cupy.ascontiguousarray(a), cupy.ascontiguousarray(b)
     n_batch = math.prod(batch)
@@ -115,7 +116,7 @@ def matmul(xp, semiring, a, b):
 
 
 @register("cupy", "matmul_vjp")
-def matmul_vjp(xp, grad, indices, a_shape, b_shape):
+def matmul_vjp(xp, grad, indices, a_shape, b_shape, needs=(True, True)):
     *batch, M, N = grad.shape
     K = a_shape[-1]
     batch = tuple(batch)
@@ -125,10 +126,14 @@ def matmul_vjp(xp, grad, indices, a_shape, b_shape):
         # Broadcast batches are summed in float64 too, before the one rounding (as the NumPy backend).
         g = g.astype(cupy.float64, copy=False)
     # dL/da sums along the rows of g (lines (p, i), positions j), dL/db along its columns.
-    grad_a = _line_sums(g, winner, n_batch, M, N, K, rows=True).reshape(batch + (M, K))
-    grad_b = _line_sums(g, winner, n_batch, M, N, K, rows=False).reshape(batch + (K, N))
-    grad_a = sum_to_shape(xp, grad_a, tuple(a_shape)).astype(grad.dtype, copy=False)
-    return grad_a, sum_to_shape(xp, grad_b, tuple(b_shape)).astype(grad.dtype, copy=False)
+    grad_a = grad_b = None
+    if needs[0]:
+        grad_a = _line_sums(g, winner, n_batch, M, N, K, rows=True).reshape(batch + (M, K))
+        grad_a = sum_to_shape(xp, grad_a, tuple(a_shape)).astype(grad.dtype, copy=False)
+    if needs[1]:
+        grad_b = _line_sums(g, winner, n_batch, M, N, K, rows=False).reshape(batch + (K, N))
+        grad_b = sum_to_shape(xp, grad_b, tuple(b_shape)).astype(grad.dtype, copy=False)
+    return grad_a, grad_b
 
 
 def _line_sums(g, winner, n_batch: int, M: int, N: int, K: int, rows: bool):
@@ -153,7 +158,8 @@ def _line_sums(g, winner, n_batch: int, M: int, N: int, K: int, rows: bool):
 
 
 @register("cupy", "morphology")
-def morphology(xp, semiring, image, weights, support, row_window, col_window, fill):
+def morphology(xp, semiring, image, weights, support, row_window, col_window, fill, rounding=None):
+    require_no_rounding(rounding)
     kh, kw = support.shape
     H, W = image.shape[-2:]
     if index_dtype(xp, kh * kw) == xp.int64:
@@ -206,19 +212,22 @@ def _tap_sums(g, winner, B: int, planes: int, S: int, taps: int, dtype):
 
 
 @register("cupy", "morphology_vjp")
-def morphology_vjp(xp, grad, indices, image_shape, row_window, col_window):
+def morphology_vjp(xp, grad, indices, image_shape, row_window, col_window, needs=(True, True)):
     rows, cols = row_window.indices, col_window.indices
     kh, kw = rows.shape[1], cols.shape[1]
     H, W = image_shape[-2:]
     n = math.prod(image_shape[:-2])
     g, winner = cupy.ascontiguousarray(grad), _int32_indices(xp, indices, kh * kw)
-    inverse = _upload(np.int32, *layout.inverse_lines(rows, H), *layout.inverse_lines(cols, W))
-    grad_image = cupy.empty(tuple(image_shape), grad.dtype)
-    args = (g, winner, grad_image, np.int64(n), np.int32(H), np.int32(W))
-    args += (*inverse, np.int32(kw))
-    _launch("tropic_morphology_vjp_image", grad.dtype, n * H * W, args)
-    grad_weights = _tap_sums(g, winner, n, 1, H * W, kh * kw, grad.dtype)
-    return grad_image, grad_weights.reshape(kh, kw)
+    grad_image = grad_weights = None
+    if needs[0]:
+        inverse = _upload(np.int32, *layout.inverse_lines(rows, H), *layout.inverse_lines(cols, W))
+        grad_image = cupy.empty(tuple(image_shape), grad.dtype)
+        args = (g, winner, grad_image, np.int64(n), np.int32(H), np.int32(W))
+        args += (*inverse, np.int32(kw))
+        _launch("tropic_morphology_vjp_image", grad.dtype, n * H * W, args)
+    if needs[1]:
+        grad_weights = _tap_sums(g, winner, n, 1, H * W, kh * kw, grad.dtype).reshape(kh, kw)
+    return grad_image, grad_weights
 
 
 def _conv_sizes(geometry) -> tuple:
@@ -231,7 +240,8 @@ def _conv_sizes(geometry) -> tuple:
 
 
 @register("cupy", "conv2d")
-def conv2d(xp, semiring, x, w, geometry):
+def conv2d(xp, semiring, x, w, geometry, rounding=None):
+    require_no_rounding(rounding)
     C_out, C_group, kh, kw = geometry.w_shape
     n_candidates = C_group * kh * kw
     if index_dtype(xp, n_candidates) == xp.int64 or not _fits_int32(*geometry.x_shape, *geometry.out_shape):
@@ -259,14 +269,18 @@ def conv2d(xp, semiring, x, w, geometry):
 
 
 @register("cupy", "conv2d_vjp")
-def conv2d_vjp(xp, grad, indices, geometry):
+def conv2d_vjp(xp, grad, indices, geometry, needs=(True, True)):
     B, C_out, H_out, W_out = geometry.out_shape
     _, C_group, kh, kw = geometry.w_shape
     g, winner = cupy.ascontiguousarray(grad), _int32_indices(xp, indices, C_group * kh * kw)
-    grad_x = cupy.empty(geometry.x_shape, grad.dtype)
-    _launch("tropic_conv2d_vjp_x", grad.dtype, grad_x.size, (g, winner, grad_x, *_conv_sizes(geometry)))
-    grad_w = _tap_sums(g, winner, B, C_out, H_out * W_out, C_group * kh * kw, grad.dtype)
-    return grad_x, grad_w.reshape(geometry.w_shape)
+    grad_x = grad_w = None
+    if needs[0]:
+        grad_x = cupy.empty(geometry.x_shape, grad.dtype)
+        _launch("tropic_conv2d_vjp_x", grad.dtype, grad_x.size, (g, winner, grad_x, *_conv_sizes(geometry)))
+    if needs[1]:
+        grad_w = _tap_sums(g, winner, B, C_out, H_out * W_out, C_group * kh * kw, grad.dtype)
+        grad_w = grad_w.reshape(geometry.w_shape)
+    return grad_x, grad_w
 
 
 @register("cupy", "maxout")

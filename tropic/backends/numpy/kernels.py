@@ -100,15 +100,20 @@ def mark_no_winner(values: np.ndarray, winner: np.ndarray, semiring) -> None:
     winner[values == semiring.zero] = -1
 
 
-def product(semiring, a: np.ndarray, b: np.ndarray, index_type) -> tuple[np.ndarray, np.ndarray]:
+def product(
+    semiring, a: np.ndarray, b: np.ndarray, index_type, rounding: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``c[i, j] = ⊕_k a[i, k] ⊗ b[k, j]`` for 2-D ``a`` (M, K) and ``b`` (K, N).
 
-    The compiled kernel when it is built and the dtype has one, else :func:`matmul_rows`.
+    The compiled kernel when it is built and the dtype has one, else :func:`matmul_rows`; with
+    ``rounding`` (float32 operands that hold half-precision values) each candidate sum is rounded to
+    that dtype before it is compared (:func:`rounder`).
     """
     (M, K), N = a.shape, b.shape[1]
-    kernel = compiled.function(_C_PRODUCT.get(a.dtype.type, "")) if 0 < K < 2**31 and M and N else None
+    compiled_ok = 0 < K < 2**31 and M and N and rounding is None
+    kernel = compiled.function(_C_PRODUCT.get(a.dtype.type, "")) if compiled_ok else None
     if kernel is None:
-        return matmul_rows(semiring, a, np.ascontiguousarray(b.T), index_type)
+        return matmul_rows(semiring, a, np.ascontiguousarray(b.T), index_type, rounder(rounding))
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     c = np.empty((M, N), a.dtype)
     winner = scratch("winner", (M, N), np.int32)
@@ -142,6 +147,36 @@ def _product_nan_rule(a: np.ndarray, b: np.ndarray, c: np.ndarray, winner: np.nd
     hit = first < K
     c[hit] = np.nan
     winner[hit] = first[hit]
+
+
+def rounder(rounding: str | None) -> Callable[[np.ndarray], None] | None:
+    """The in-place rounding of a float32 block of candidate sums to ``rounding`` (``"float16"`` or
+    ``"bfloat16"``, round to nearest even), or None.
+
+    A float32 sum of two half-precision numbers rounded to half precision is the correctly rounded
+    half-precision sum (24 >= 2 * 11 + 2 bits), so the candidates compare exactly as in that dtype.
+    """
+    if rounding is None:
+        return None
+    if rounding == "float16":
+        return lambda block: np.copyto(block, block.astype(np.float16))
+    if rounding == "bfloat16":
+        return _round_to_bfloat16
+    raise ValueError(f"rounding must be None, 'float16' or 'bfloat16', got {rounding!r}")
+
+
+def _rounded_scalar(value: float, rounding: str) -> float:
+    block = np.array([value], np.float32)
+    rounder(rounding)(block)
+    return float(block[0])
+
+
+def _round_to_bfloat16(block: np.ndarray) -> None:
+    """Round float32 ``block`` in place to bfloat16's 8 significand bits, to nearest even (NaN stays)."""
+    bits = block.view(np.uint32)
+    lowest_kept = (bits >> np.uint32(16)) & np.uint32(1)
+    rounded = (bits + (np.uint32(0x7FFF) + lowest_kept)) & np.uint32(0xFFFF0000)
+    np.copyto(bits, rounded, where=~np.isnan(block))
 
 
 def _check(status: int, what: str) -> None:
@@ -215,26 +250,26 @@ def _index_type(n_candidates: int):
 
 
 @register("numpy", "matmul")
-def matmul(xp, semiring, a: np.ndarray, b: np.ndarray):
+def matmul(xp, semiring, a: np.ndarray, b: np.ndarray, rounding: str | None = None):
     K = a.shape[-1]
     index_type = _index_type(K)
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     M, N = a.shape[-2], b.shape[-1]
     if b.ndim == 2:  # the layer case x @ W: fold a's batch into its rows
         a_rows = a.reshape(math.prod(a.shape[:-1]), K)  # not -1: K may be 0
-        c, w = product(semiring, a_rows, b, index_type)
+        c, w = product(semiring, a_rows, b, index_type, rounding)
         return c.reshape(batch + (M, N)), w.reshape(batch + (M, N))
     a = np.broadcast_to(a, batch + (M, K))
     b = np.broadcast_to(b, batch + (K, N))
     c = np.empty(batch + (M, N), a.dtype)
     winner = np.empty(batch + (M, N), index_type)
     for i in np.ndindex(*batch):
-        c[i], winner[i] = product(semiring, a[i], b[i], index_type)
+        c[i], winner[i] = product(semiring, a[i], b[i], index_type, rounding)
     return c, winner
 
 
 @register("numpy", "matmul_vjp")
-def matmul_vjp(xp, grad, indices, a_shape, b_shape):
+def matmul_vjp(xp, grad, indices, a_shape, b_shape, needs=(True, True)):
     from tropic.core._array_api import sum_to_shape
 
     *batch, M, N = grad.shape
@@ -242,9 +277,10 @@ def matmul_vjp(xp, grad, indices, a_shape, b_shape):
     n_batch = int(np.prod(batch, dtype=np.int64))
     scatter = _compiled_scatter("matmul", grad, indices)
     if scatter is not None:
-        grad_a = np.zeros(tuple(batch) + (M, K))
-        grad_b = np.zeros(tuple(batch) + (K, N))
-        status = scatter(_contiguous(grad), _int32(indices), n_batch, M, N, K, grad_a, grad_b)
+        grad_a = np.zeros(tuple(batch) + (M, K)) if needs[0] else None
+        grad_b = np.zeros(tuple(batch) + (K, N)) if needs[1] else None
+        g, k = _contiguous(grad), _int32(indices)  # held here: the call takes their addresses
+        status = scatter(*_addresses(g, k), n_batch, M, N, K, *_addresses(grad_a, grad_b))
         _check_scatter(status, indices, K)
     else:
         require_winners(np, "indices", indices, K)
@@ -252,23 +288,30 @@ def matmul_vjp(xp, grad, indices, a_shape, b_shape):
         k = indices.reshape(n_batch, M, N).astype(np.int64)
         valid = k >= 0
         g = grad.reshape(n_batch, M, N)[valid]
-        a_slot = ((b_idx * M + i_idx) * K + k)[valid]
-        b_slot = ((b_idx * K + k) * N + j_idx)[valid]
-        grad_a = _bincount(a_slot, g, n_batch * M * K, np.float64).reshape(tuple(batch) + (M, K))
-        grad_b = _bincount(b_slot, g, n_batch * K * N, np.float64).reshape(tuple(batch) + (K, N))
+        grad_a = grad_b = None
+        if needs[0]:
+            a_slot = ((b_idx * M + i_idx) * K + k)[valid]
+            grad_a = _bincount(a_slot, g, n_batch * M * K, np.float64).reshape(tuple(batch) + (M, K))
+        if needs[1]:
+            b_slot = ((b_idx * K + k) * N + j_idx)[valid]
+            grad_b = _bincount(b_slot, g, n_batch * K * N, np.float64).reshape(tuple(batch) + (K, N))
     # Broadcast batches are summed in float64 too, before the one rounding to the gradient's dtype.
-    grad_a = sum_to_shape(np, grad_a, tuple(a_shape)).astype(grad.dtype, copy=False)
-    grad_b = sum_to_shape(np, grad_b, tuple(b_shape)).astype(grad.dtype, copy=False)
+    if grad_a is not None:
+        grad_a = sum_to_shape(np, grad_a, tuple(a_shape)).astype(grad.dtype, copy=False)
+    if grad_b is not None:
+        grad_b = sum_to_shape(np, grad_b, tuple(b_shape)).astype(grad.dtype, copy=False)
     return grad_a, grad_b
 
 
 @register("numpy", "morphology")
-def morphology(xp, semiring, image, weights, support, row_window, col_window, fill):
+def morphology(xp, semiring, image, weights, support, row_window, col_window, fill, rounding=None):
     """Reduce over the taps of the structuring element, reading the image through the window maps.
 
     Compiled kernels when built: a van Herk running max for full flat rectangles (cost per pixel
     independent of the window), else padding and a tap loop per block of images (see
     :func:`_compiled_taps`); without them the NumPy tap loop. The NaN rule is applied afterwards.
+    With ``rounding``, the border value and every sum ``x + w`` are rounded to that dtype (a flat
+    element adds nothing: its candidates are the image's own values).
     """
     kh, kw = support.shape
     H, W = image.shape[-2:]
@@ -279,6 +322,15 @@ def morphology(xp, semiring, image, weights, support, row_window, col_window, fi
     if flat.size == 0:  # nothing to compute (and no pixel to pad from)
         return np.empty(image.shape, image.dtype), np.empty(image.shape, index_type)
     padded = None
+    if rounding is not None:
+        fill = _rounded_scalar(fill, rounding)
+        if w is not None:  # the sums are rounded one tap at a time, on the NumPy path
+            padded = pad(flat, row_window, col_window, fill)
+            out, winner = numpy_taps(
+                semiring, padded, w, taps, kw, row_window, col_window, H, W, rounder(rounding)
+            )
+            propagate_nan(padded, w, taps, row_window, col_window, kw, out, winner)
+            return out.reshape(image.shape), winner.astype(index_type).reshape(image.shape)
     result = _compiled_taps(semiring, flat, w, taps, kw, row_window, col_window, fill, index_type)
     if result is None:
         padded = pad(flat, row_window, col_window, fill)
@@ -537,20 +589,23 @@ def propagate_nan(padded, w, taps, row_window, col_window, kw, out, winner) -> N
 
 
 @register("numpy", "morphology_vjp")
-def morphology_vjp(xp, grad, indices, image_shape, row_window, col_window):
+def morphology_vjp(xp, grad, indices, image_shape, row_window, col_window, needs=(True, True)):
     rows, cols = row_window.indices, col_window.indices
     kh, kw = rows.shape[1], cols.shape[1]
     H, W = image_shape[-2:]
     scatter = _compiled_scatter("morphology", grad, indices)
     if scatter is not None:
-        grad_image, grad_weights = np.zeros(image_shape), np.zeros((kh, kw))
+        grad_image = np.zeros(image_shape) if needs[0] else None
+        grad_weights = np.zeros((kh, kw)) if needs[1] else None
         n = math.prod(image_shape[:-2])
         rows, cols = np.ascontiguousarray(rows, np.int64), np.ascontiguousarray(cols, np.int64)
+        g, k = _contiguous(grad), _int32(indices)  # held here: the call takes their addresses
         status = scatter(
-            _contiguous(grad), _int32(indices), n, H, W, rows, kh, cols, kw, grad_image, grad_weights
-        )
+            *_addresses(g, k), n, H, W, rows.ctypes.data, kh, cols.ctypes.data, kw,
+            *_addresses(grad_image, grad_weights),
+        )  # fmt: skip
         _check_scatter(status, indices, kh * kw)
-        return grad_image.astype(grad.dtype), grad_weights.astype(grad.dtype)
+        return _cast(grad_image, grad.dtype), _cast(grad_weights, grad.dtype)
     require_winners(np, "indices", indices, kh * kw)
     t = indices.reshape(math.prod(image_shape[:-2]), H, W).astype(np.int64)
     n = t.shape[0]
@@ -559,15 +614,18 @@ def morphology_vjp(xp, grad, indices, image_shape, row_window, col_window):
     src_row, src_col = rows[i_idx, u], cols[j_idx, v]
     g = grad.reshape(n, H, W)
     has_winner = t >= 0
-    inside = has_winner & (src_row >= 0) & (src_col >= 0)
-    image_slot = (np.arange(n)[:, None, None] * H + src_row) * W + src_col
-    grad_image = _bincount(image_slot[inside], g[inside], n * H * W, grad.dtype)
-    grad_weights = _bincount(t[has_winner], g[has_winner], kh * kw, grad.dtype)
-    return grad_image.reshape(image_shape), grad_weights.reshape(kh, kw)
+    grad_image = grad_weights = None
+    if needs[0]:
+        inside = has_winner & (src_row >= 0) & (src_col >= 0)
+        image_slot = (np.arange(n)[:, None, None] * H + src_row) * W + src_col
+        grad_image = _bincount(image_slot[inside], g[inside], n * H * W, grad.dtype).reshape(image_shape)
+    if needs[1]:
+        grad_weights = _bincount(t[has_winner], g[has_winner], kh * kw, grad.dtype).reshape(kh, kw)
+    return grad_image, grad_weights
 
 
 @register("numpy", "conv2d")
-def conv2d(xp, semiring, x, w, geometry):
+def conv2d(xp, semiring, x, w, geometry, rounding=None):
     B, C_in, H, W = geometry.x_shape
     C_out, C_group, kh, kw = geometry.w_shape
     G, (sh, sw), (ph, pw) = geometry.groups, geometry.stride, geometry.padding
@@ -597,7 +655,7 @@ def conv2d(xp, semiring, x, w, geometry):
             for r0 in range(0, H_out, n_rows):
                 r = slice(r0, r0 + n_rows)
                 block = windows[b, channels, r].transpose(0, 2, 3, 1, 4, 5).reshape(-1, w_g.shape[1])
-                values, k = product(semiring, block, w_g.T, index_type)
+                values, k = product(semiring, block, w_g.T, index_type, rounding)
                 shape = (-1, min(n_rows, H_out - r0), W_out, o_per_group)
                 y[b, outputs, r] = values.reshape(shape).transpose(0, 3, 1, 2)
                 winner[b, outputs, r] = k.reshape(shape).transpose(0, 3, 1, 2)
@@ -605,18 +663,20 @@ def conv2d(xp, semiring, x, w, geometry):
 
 
 @register("numpy", "conv2d_vjp")
-def conv2d_vjp(xp, grad, indices, geometry):
+def conv2d_vjp(xp, grad, indices, geometry, needs=(True, True)):
     B, C_in, H, W = geometry.x_shape
     C_out, C_group, kh, kw = geometry.w_shape
     (sh, sw), (ph, pw) = geometry.stride, geometry.padding
     _, _, H_out, W_out = geometry.out_shape
     scatter = _compiled_scatter("conv2d", grad, indices)
     if scatter is not None:
-        grad_x, grad_w = np.zeros(geometry.x_shape), np.zeros(geometry.w_shape)
+        grad_x = np.zeros(geometry.x_shape) if needs[0] else None
+        grad_w = np.zeros(geometry.w_shape) if needs[1] else None
         sizes = (B, C_out, H_out, W_out, C_in, H, W, C_group, kh, kw, sh, sw, ph, pw, geometry.groups)
-        status = scatter(_contiguous(grad), _int32(indices), *sizes, grad_x, grad_w)
+        g, k = _contiguous(grad), _int32(indices)  # held here: the call takes their addresses
+        status = scatter(*_addresses(g, k), *sizes, *_addresses(grad_x, grad_w))
         _check_scatter(status, indices, C_group * kh * kw)
-        return grad_x.astype(grad.dtype), grad_w.astype(grad.dtype)
+        return _cast(grad_x, grad.dtype), _cast(grad_w, grad.dtype)
     require_winners(np, "indices", indices, C_group * kh * kw)
     t = indices.astype(np.int64)
     has_winner = t >= 0
@@ -626,11 +686,16 @@ def conv2d_vjp(xp, grad, indices, geometry):
     channel = (o_idx // (C_out // geometry.groups)) * C_group + c
     row, col = i_idx * sh + u - ph, j_idx * sw + v - pw
     inside = has_winner & (row >= 0) & (row < H) & (col >= 0) & (col < W)
-    x_slot = ((b_idx * C_in + channel) * H + row) * W + col
-    w_slot = o_idx * (C_group * kh * kw) + t
-    grad_x = _bincount(x_slot[inside], grad[inside], B * C_in * H * W, grad.dtype)
-    grad_w = _bincount(w_slot[has_winner], grad[has_winner], C_out * C_group * kh * kw, grad.dtype)
-    return grad_x.reshape(geometry.x_shape), grad_w.reshape(geometry.w_shape)
+    grad_x = grad_w = None
+    if needs[0]:
+        x_slot = ((b_idx * C_in + channel) * H + row) * W + col
+        grad_x = _bincount(x_slot[inside], grad[inside], B * C_in * H * W, grad.dtype)
+        grad_x = grad_x.reshape(geometry.x_shape)
+    if needs[1]:
+        w_slot = o_idx * (C_group * kh * kw) + t
+        grad_w = _bincount(w_slot[has_winner], grad[has_winner], C_out * C_group * kh * kw, grad.dtype)
+        grad_w = grad_w.reshape(geometry.w_shape)
+    return grad_x, grad_w
 
 
 @register("numpy", "maxout")
@@ -650,10 +715,20 @@ def _check_scatter(status: int, indices: np.ndarray, n_candidates: int) -> None:
 
 
 def _compiled_scatter(operator: str, grad: np.ndarray, indices: np.ndarray):
-    """The compiled backward of ``operator`` for this dtype (indices that fit int32), or None."""
+    """The compiled backward of ``operator`` for this dtype (indices that fit int32), or None; it takes
+    addresses (:func:`_addresses`), None for a gradient not needed."""
     if indices.dtype.itemsize > 4 or indices.dtype.kind != "i":
         return None
-    return compiled.function(_C_VJP[operator].get(grad.dtype.type, ""))
+    return compiled.raw_function(_C_VJP[operator].get(grad.dtype.type, ""))
+
+
+def _cast(x: np.ndarray | None, dtype) -> np.ndarray | None:
+    return None if x is None else x.astype(dtype)
+
+
+def _addresses(*arrays: np.ndarray | None) -> tuple[int | None, ...]:
+    """The data addresses of C-contiguous arrays for the raw C functions (None: a NULL pointer)."""
+    return tuple(None if x is None else x.ctypes.data for x in arrays)
 
 
 def _contiguous(x: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+import tropic
 import tropic.nn as _tnn
 
 __all__ = ["TropicMirror", "from_tropic", "load_tropic_state", "tropic_state_dict", "tropical_zero"]
@@ -367,46 +368,9 @@ register(_tnn.Residual)(
 )
 
 
-# -- tie rules of tropic.autodiff's maximum / minimum ----------------------------------------------
+# -- tie rules of tropic.autodiff's maximum / minimum: tropic's own operators ------------------------
 
-
-class _Extremum(torch.autograd.Function):
-    """``max(a, b)`` / ``min(a, b)`` with NumPy's values and tropic.autodiff's gradient.
-
-    Values: ``np.maximum`` (NaN propagates; on a tie, ``b``, which decides the sign of a zero).
-    Gradient: to ``b`` where ``b > a`` (``b < a`` for min), else to ``a``, so ``a`` wins ties
-    (``torch.maximum`` would split a tie in halves), summed back to each operand's shape.
-    """
-
-    @staticmethod
-    def forward(a: torch.Tensor, b: torch.Tensor, maximise: bool) -> torch.Tensor:
-        a_wins = (a > b if maximise else a < b) | torch.isnan(a)
-        return torch.where(a_wins, a, b)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
-        a, b, maximise = inputs
-        ctx.save_for_backward(b > a if maximise else b < a)
-        ctx.shapes = (a.shape, b.shape)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
-        (to_b,) = ctx.saved_tensors
-        zero = torch.zeros((), dtype=grad.dtype, device=grad.device)
-        grad_a = torch.where(to_b, zero, grad).sum_to_size(ctx.shapes[0])
-        grad_b = torch.where(to_b, grad, zero).sum_to_size(ctx.shapes[1])
-        return grad_a, grad_b, None
-
-
-def maximum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Elementwise ``max(a, b)`` exactly as :func:`tropic.autodiff.maximum`: NumPy's values, the
-    gradient to ``b`` where ``b > a``, else to ``a`` (``a`` wins ties)."""
-    return _Extremum.apply(a, b, True)
-
-
-def minimum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Elementwise ``min(a, b)`` exactly as :func:`tropic.autodiff.minimum` (``a`` wins ties)."""
-    return _Extremum.apply(a, b, False)
-
+maximum = tropic.maximum
+minimum = tropic.minimum
 
 INF = math.inf

@@ -8,7 +8,8 @@
  * the caller rounds once to the gradient's dtype. Single-threaded: the order is the determinism.
  * Outputs whose index is -1 (no winner) send nothing; contributions that land on padding are
  * dropped. Indices arrive as int32. Returns 0, or 3 at the first index outside [-1, candidates): the
- * caller raises (the gradient arrays are its own fresh ones, so what was added before is discarded). */
+ * caller raises (the gradient arrays are its own fresh ones, so what was added before is discarded).
+ * A gradient the caller does not need is passed as NULL and not computed. */
 #include <Python.h>
 
 #include <stdint.h>
@@ -28,8 +29,8 @@ PyMODINIT_FUNC PyInit__scatter_c(void) { return PyModule_Create(&module); }
             if (k == -1) continue;                                                                  \
             return 3;                                                                               \
           }                                                                                         \
-          ga[(b * M + i) * K + k] += (double)g[at];                                                 \
-          gb[(b * K + k) * N + j] += (double)g[at];                                                 \
+          if (ga) ga[(b * M + i) * K + k] += (double)g[at];                                         \
+          if (gb) gb[(b * K + k) * N + j] += (double)g[at];                                         \
         }                                                                                           \
     return 0;                                                                                       \
   }
@@ -50,8 +51,8 @@ MATMUL_VJP(tropic_matmul_vjp_f64, double)
             return 3;                                                                               \
           }                                                                                         \
           int64_t r = rows[i * kh + t / kw], c = cols[j * kw + t % kw];                             \
-          if (r >= 0 && c >= 0) gimg[(b * H + r) * W + c] += (double)g[at];                         \
-          gw[t] += (double)g[at];                                                                   \
+          if (gimg && r >= 0 && c >= 0) gimg[(b * H + r) * W + c] += (double)g[at];                 \
+          if (gw) gw[t] += (double)g[at];                                                           \
         }                                                                                           \
     return 0;                                                                                       \
   }
@@ -76,9 +77,9 @@ MORPHOLOGY_VJP(tropic_morphology_vjp_f64, double)
             }                                                                                       \
             int64_t c = t / (kh * kw), u = t % (kh * kw) / kw, v = t % kw;                          \
             int64_t channel = (o / per_group) * Cg + c, row = i * sh + u - ph, col = j * sw + v - pw; \
-            if (row >= 0 && row < H && col >= 0 && col < W)                                         \
+            if (gx && row >= 0 && row < H && col >= 0 && col < W)                                   \
               gx[((b * Cin + channel) * H + row) * W + col] += (double)g[at];                       \
-            gw[o * taps + t] += (double)g[at];                                                      \
+            if (gw) gw[o * taps + t] += (double)g[at];                                              \
           }                                                                                         \
     return 0;                                                                                       \
   }

@@ -1,0 +1,92 @@
+"""Engines: the tensor types with an autodiff of their own that tropic's operators accept as peers.
+
+An engine (``tropic.autodiff``'s ``Tensor``, PyTorch's ``torch.Tensor``) registers here by the
+module that implements it and a test for its tensors. A public operator given such tensors asks the
+engine to apply the operator's spec (:mod:`tropic.core.spec`): the engine unwraps its tensors,
+runs the spec on the arrays underneath (so the same kernels serve every engine), wraps the result
+and records the spec's derivatives. Core imports no engine at import time: an engine's module is
+imported the first time one of its tensors arrives, as a backend is.
+
+An engine module provides:
+
+``array(x)``
+    The array under tensor ``x`` (for argument checks: shapes, dtypes, devices).
+``apply(operator, inputs, params)``
+    ``(values, winners)`` as the engine's tensors, the values differentiable.
+``vjp(operator, grad, winners, shapes, needs, params)``
+    The operator's vector-Jacobian product of the engine's tensors (the public ``*_vjp`` functions).
+``wrap(array)``
+    A constant tensor of the engine holding ``array``.
+"""
+
+from __future__ import annotations
+
+import sys
+from types import ModuleType
+from typing import Any
+
+__all__ = ["arrays", "engine_of", "run_vjp"]
+
+
+def _is_autodiff(x: Any) -> bool:
+    tensor_type = getattr(sys.modules.get("tropic.autodiff.tensor"), "Tensor", None)
+    return tensor_type is not None and isinstance(x, tensor_type)
+
+
+def _is_torch(x: Any) -> bool:
+    # Another thread may be importing torch: a half-initialised module has no Tensor, and then no
+    # tensor exists either.
+    tensor_type = getattr(sys.modules.get("torch"), "Tensor", None)
+    return tensor_type is not None and isinstance(x, tensor_type)
+
+
+_TESTS = (("autodiff", _is_autodiff), ("torch", _is_torch))
+
+
+def engine_of(*values: Any) -> ModuleType | None:
+    """The engine module of the tensors among ``values`` (None: plain arrays, the common case).
+
+    ``TypeError`` if tensors of two engines are mixed: tropic never converts one into the other.
+    """
+    found = None
+    for value in values:
+        if value is None or type(value).__module__ == "numpy":
+            continue
+        for name, is_tensor in _TESTS:
+            if is_tensor(value):
+                if found is not None and found != name:
+                    raise TypeError(
+                        f"cannot mix {found} and {name} tensors in one call: convert one side first "
+                        "(tropic never converts tensors between engines)"
+                    )
+                found = name
+    return None if found is None else load(found)
+
+
+def load(name: str) -> ModuleType:
+    """The engine module ``name`` (imported on first use)."""
+    # Import statements, not importlib: torch.compile traces an import statement, not importlib.
+    if name == "torch":
+        import tropic.torch.engine as module
+    else:
+        import tropic.autodiff.engine as module
+    return module
+
+
+def run_vjp(operator: Any, grad: Any, winners: Any, shapes: tuple, needs: tuple, params: dict) -> tuple:
+    """``operator``'s vjp of arrays or of an engine's tensors (the public ``*_vjp`` functions)."""
+    engine = engine_of(grad, winners)
+    if engine is None:
+        from ._array_api import array_namespace
+
+        xp = array_namespace(grad=grad, indices=winners)
+        return operator.vjp(xp, grad, winners, shapes, needs, **params)
+    return engine.vjp(operator, grad, winners, shapes, needs, params)
+
+
+def arrays(*values: Any) -> tuple[Any, ...]:
+    """The arrays under ``values`` (an engine's tensors unwrapped; arrays and None as they are)."""
+    engine = engine_of(*values)
+    if engine is None:
+        return values
+    return tuple(None if v is None else engine.array(v) for v in values)

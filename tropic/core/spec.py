@@ -1,0 +1,78 @@
+"""Operator specs: each tropical operator is declared once, here, and every engine is generated from it.
+
+An :class:`Operator` says what the operator *is* at the level of arrays:
+
+* ``inputs`` and ``params`` are its signature: the arrays it reads (``optional`` ones may be None)
+  and its static parameters with their Python types. The PyTorch engine turns that signature into
+  the schema of a custom op; nothing else describes it a second time.
+* ``run(xp, *inputs, **params)`` computes ``(values, winners)`` on arrays of namespace ``xp``: it
+  normalises the arguments (dtype promotion, vector operands, windows, geometry), picks the kernel that
+  :mod:`~tropic.core.dispatch` registered for ``xp`` (or the array-API reference) and returns
+  arrays of ``xp``. ``winners`` is the integer index of the candidate that decided each output
+  (``-1``: none); it is all that a gradient needs.
+* ``vjp(xp, grad, winners, shapes, needs, **params)`` is the vector-Jacobian product: one gradient
+  per input, each in its input's shape and in ``grad``'s dtype, or None where ``needs`` says the
+  gradient is not wanted (and then it is not computed).
+* ``jvp(xp, tangents, winners, shapes, **params)`` is the Jacobian-vector product: the tangent of
+  each output is the sum of the input tangents read at its winner (0 where there is no winner), so a
+  ``-inf`` or NaN output carries the tangent of its winner like any other.
+* ``meta(shapes, **params)`` gives ``(values shape, number of candidates)`` without computing
+  anything (the winners' dtype is ``index_dtype`` of that number, the values' the promoted dtype):
+  the fake kernels of the PyTorch engine are this function.
+* ``kernel`` and ``vjp_kernel`` name the backend kernels ``run`` and ``vjp`` call and list their
+  parameters; :func:`tropic.core.dispatch.register` refuses a kernel whose parameters differ.
+
+Engines (:mod:`tropic.core.engines`) apply an operator to their own tensors: unwrap, ``run``, wrap,
+and record ``vjp`` / ``jvp`` for their autodiff. The public functions (``tropic.maxplus_matmul``
+and the others) check the user's arguments, turn them into an operator's inputs and params and hand
+them to the engine of the tensors, or run the operator directly on arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["OPERATORS", "Operator", "define"]
+
+
+@dataclass(frozen=True, eq=False)
+class Operator:
+    """One operator, declared once (see the module docstring for each field)."""
+
+    name: str
+    inputs: tuple[str, ...]
+    params: tuple[tuple[str, Any], ...]
+    run: Callable[..., tuple[Any, Any]]
+    vjp: Callable[..., tuple[Any, ...]]
+    jvp: Callable[..., Any]
+    meta: Callable[..., tuple[tuple[int, ...], int]]
+    kernel: tuple[str, tuple[str, ...]] | None = None
+    vjp_kernel: tuple[str, tuple[str, ...]] | None = None
+    optional: tuple[str, ...] = ()
+    doc: str = ""
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.params)
+
+
+OPERATORS: dict[str, Operator] = {}
+_KERNEL_SIGNATURES: dict[str, tuple[str, ...]] = {}
+
+
+def define(operator: Operator) -> Operator:
+    """Add ``operator`` to the table (once per name) and record its kernels' signatures."""
+    if operator.name in OPERATORS:
+        raise ValueError(f"operator {operator.name!r} is defined twice")
+    OPERATORS[operator.name] = operator
+    for kernel in (operator.kernel, operator.vjp_kernel):
+        if kernel is not None:
+            _KERNEL_SIGNATURES[kernel[0]] = kernel[1]
+    return operator
+
+
+def kernel_signature(name: str) -> tuple[str, ...] | None:
+    """The parameter names a backend kernel called ``name`` must take (None: no such kernel)."""
+    return _KERNEL_SIGNATURES.get(name)

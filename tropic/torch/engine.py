@@ -1,0 +1,429 @@
+"""PyTorch as an engine of tropic's operators: custom ops generated from the operator specs.
+
+For every operator of :mod:`tropic.core.spec` this module defines two ``torch.library`` ops in the
+``tropic`` namespace, from the spec's signature (its inputs are the tensors, its params the
+schema's other arguments):
+
+``tropic::<name>(inputs..., params...) -> (values, winners)``
+    CPU kernel: the spec's ``run`` on NumPy views of the tensors (the NumPy backend's compiled
+    kernels; float16 / bfloat16 are widened to float32 and every candidate sum is rounded back to
+    their precision, so results are those of the narrow dtype, exactly). CUDA kernel: ``run`` on
+    CuPy views (:mod:`tropic.torch._cuda`). Fake kernel: the spec's ``meta``. Autograd: the backward op.
+``tropic::<name>_backward(grad, winners, shapes..., needs, params...) -> grads``
+    The spec's ``vjp``, computing only the gradients in ``needs``. Its own autograd (double
+    backward) is the spec's ``jvp``: the vjp is linear in ``grad`` and its adjoint reads the
+    gradients at the winners, which is what the jvp does with tangents.
+
+Public functions (``tropic.maxplus_matmul`` and the others) given torch tensors call :func:`apply`.
+In eager mode it runs the forward op through an ``autograd.Function`` generated from the same spec,
+because ``torch.func`` transforms (``grad``, ``jacrev``, ``jvp``, ``vmap``) and
+``torch.autograd.forward_ad`` need ``setup_context`` and a ``jvp`` rule, which ops' registered
+autograd cannot give; under ``torch.compile``, ``torch.export`` and ``torch.jit.trace`` it calls the
+op itself, so graphs hold ``tropic::*`` nodes that load in a fresh process after ``import tropic``.
+Both paths use the same backward op, so gradients and tie rules are the same everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat.numpy as np_namespace
+import array_api_compat.torch as torch_namespace
+import numpy as np
+import torch
+from torch import Tensor
+
+from tropic.core._array_api import index_dtype
+from tropic.core.spec import OPERATORS, Operator
+
+from . import _cuda
+
+__all__ = ["HALF_DTYPES", "apply", "array", "ops", "vjp", "wrap"]
+
+HALF_DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
+_SCHEMA_TYPES = {bool: "bool", int: "int", float: "float", str: "str", "int[]": "int[]", "bool[]": "bool[]"}
+_library = torch.library.Library("tropic", "DEF")  # the ops are defined once, when this module loads
+
+
+# -- the engine interface (tropic.core.engines) -------------------------------------------------
+
+
+def array(x: Any) -> Any:
+    """A torch tensor is an array-API array already (checks read it through array_api_compat)."""
+    return x
+
+
+def wrap(x: Any) -> Tensor:
+    return x
+
+
+def apply(operator: Operator, inputs: tuple[Any, ...], params: dict[str, Any]) -> tuple[Tensor, Tensor]:
+    """``(values, winners)`` of ``operator`` on torch tensors, differentiable (see the module docstring)."""
+    op = _OPS[operator.name]
+    _check_devices(operator, inputs)
+    args = (*inputs, *(_schema_value(params[name]) for name in operator.param_names))
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return op.forward(*args)
+    return op.function.apply(*args)
+
+
+def vjp(
+    operator: Operator, grad: Tensor, winners: Tensor, shapes: tuple, needs: tuple, params: dict[str, Any]
+) -> tuple[Tensor | None, ...]:
+    """``operator``'s vjp through its backward op (differentiable once more: double backward)."""
+    op = _OPS[operator.name]
+    _cuda.check_device("grad", grad.device)
+    _cuda.check_device("indices", winners.device)
+    shape_args = (None if shape is None else list(shape) for shape in shapes)
+    values = (_schema_value(params[name]) for name in operator.param_names)
+    return _received(op.backward(grad, winners, *shape_args, list(needs), *values))
+
+
+def ops(name: str) -> Any:
+    """The generated ops of operator ``name``: ``.forward``, ``.backward`` (OpOverloads) and
+    ``.function`` (the eager ``autograd.Function``)."""
+    return _OPS[name]
+
+
+def _schema_value(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+# -- the kernels of the generated ops ---------------------------------------------------------------
+
+
+def _split(operator: Operator, args: tuple) -> tuple[tuple, dict[str, Any]]:
+    n = len(operator.inputs)
+    return args[:n], dict(zip(operator.param_names, args[n:], strict=True))
+
+
+def _check_inputs(operator: Operator, inputs: tuple, params: dict[str, Any]) -> tuple[tuple[int, ...], int]:
+    """What the kernels rely on, for direct ``torch.ops.tropic`` calls too: floating tensors where
+    required, optional ones only where allowed, and shapes that fit (the spec's ``meta`` checks them).
+    Returns ``meta``'s (output shape, candidates)."""
+    for name, t in zip(operator.inputs, inputs, strict=True):
+        if t is None:
+            if name not in operator.optional:
+                raise TypeError(f"tropic::{operator.name}: {name} is required")
+        elif not t.dtype.is_floating_point:
+            raise TypeError(
+                f"tropic::{operator.name}: {name} must have a real floating-point dtype, got {t.dtype}"
+            )
+    return operator.meta(_shapes(inputs), **params)
+
+
+def _shapes(inputs: tuple) -> tuple:
+    return tuple(None if t is None else tuple(t.shape) for t in inputs)
+
+
+def _result_dtype(inputs: tuple) -> torch.dtype:
+    dtypes = [t.dtype for t in inputs if t is not None]
+    result = dtypes[0]
+    for dtype in dtypes[1:]:
+        result = torch.promote_types(result, dtype)
+    return result
+
+
+def _numpy(t: Tensor, widen: bool) -> np.ndarray:
+    """A NumPy view of ``t`` through DLPack (no copy, and no pinned storage, unlike ``.numpy()``);
+    half precision widened to float32 (exact) when ``widen``."""
+    t = t.detach()
+    if widen or t.dtype == torch.bfloat16:
+        t = t.float()
+    return np.from_dlpack(t)
+
+
+def _tensor(x: np.ndarray, dtype: torch.dtype | None = None) -> Tensor:
+    """A kernel result as a contiguous tensor (as the fake kernels promise), in ``dtype``."""
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    return t if dtype is None or t.dtype == dtype else t.to(dtype)
+
+
+def _forward_cpu(operator: Operator):
+    def kernel(*args: Any) -> tuple[Tensor, Tensor]:
+        inputs, params = _split(operator, args)
+        _check_inputs(operator, inputs, params)
+        dtype = _result_dtype(inputs)
+        rounding = HALF_DTYPES.get(dtype)
+        arrays = tuple(None if t is None else _numpy(t, rounding is not None) for t in inputs)
+        values, winners = operator.run(np_namespace, *arrays, **params, rounding=rounding)
+        return _tensor(values, dtype), _tensor(winners)
+
+    return kernel
+
+
+def _forward_cuda(operator: Operator):
+    def kernel(*args: Any) -> tuple[Tensor, Tensor]:
+        inputs, params = _split(operator, args)
+        tensors = dict(zip(operator.inputs, inputs, strict=True))
+        device = _cuda.cuda_device(**tensors)
+        _cuda.refuse_bfloat16(**tensors)
+        _, n_candidates = _check_inputs(operator, inputs, params)
+        dtype = _result_dtype(inputs)
+        where = f"tropic::{operator.name}"
+        values, winners = _cuda.run(
+            lambda xp, *arrays: operator.run(xp, *arrays, **params), device, where, *inputs
+        )
+        return values.to(dtype), winners.to(index_dtype(torch, n_candidates))
+
+    return kernel
+
+
+def _forward_fake(operator: Operator):
+    def kernel(*args: Any) -> tuple[Tensor, Tensor]:
+        inputs, params = _split(operator, args)
+        shape, n_candidates = _check_inputs(operator, inputs, params)
+        first = next(t for t in inputs if t is not None)
+        values = first.new_empty(shape, dtype=_result_dtype(inputs))
+        return values, first.new_empty(shape, dtype=index_dtype(torch, n_candidates))
+
+    return kernel
+
+
+def _check_devices(operator: Operator, inputs: tuple) -> None:
+    """Each tensor on a device the ops run on (CPU, or CUDA with CuPy): the error comes before an op is
+    called (and at trace time under torch.compile)."""
+    for name, t in zip(operator.inputs, inputs, strict=True):
+        if t is not None:
+            _cuda.check_device(name, t.device)
+
+
+def _split_backward(operator: Operator, args: tuple) -> tuple[Tensor, Tensor, tuple, tuple, dict[str, Any]]:
+    n = len(operator.inputs)
+    grad, winners = args[0], args[1]
+    shapes = tuple(None if s is None else tuple(s) for s in args[2 : 2 + n])
+    needs = tuple(args[2 + n])
+    params = dict(zip(operator.param_names, args[3 + n :], strict=True))
+    return grad, winners, shapes, needs, params
+
+
+def _check_backward(
+    operator: Operator, grad: Tensor, winners: Tensor, shapes: tuple, needs: tuple, params: dict[str, Any]
+) -> None:
+    for name, shape in zip(operator.inputs, shapes, strict=True):
+        if shape is None and name not in operator.optional:
+            raise TypeError(f"tropic::{operator.name}_backward: the shape of {name} is required")
+    if len(needs) != len(operator.inputs):
+        raise ValueError(f"tropic::{operator.name}_backward: needs must have {len(operator.inputs)} entries")
+    where = f"tropic::{operator.name}_backward"
+    if not grad.dtype.is_floating_point:
+        raise TypeError(f"{where}: grad must have a real floating-point dtype, got {grad.dtype}")
+    if winners.dtype.is_floating_point or winners.dtype.is_complex or winners.dtype == torch.bool:
+        raise TypeError(f"{where}: indices must have an integer dtype, got {winners.dtype}")
+    shape, _ = operator.meta(shapes, **params)
+    for name, t in (("grad", grad), ("indices", winners)):
+        if tuple(t.shape) != tuple(shape):
+            raise ValueError(
+                f"tropic::{operator.name}_backward: {name} must have the output shape {tuple(shape)}, got "
+                f"{tuple(t.shape)}"
+            )
+
+
+def _returned(grads: tuple) -> Any:
+    """The backward op's return: one gradient per input (the schema's single return is not a tuple)."""
+    return grads[0] if len(grads) == 1 else grads
+
+
+def _received(grads: Any) -> tuple:
+    return grads if isinstance(grads, (tuple, list)) else (grads,)
+
+
+def _backward_cpu(operator: Operator):
+    def kernel(*args: Any) -> tuple[Tensor | None, ...]:
+        grad, winners, shapes, needs, params = _split_backward(operator, args)
+        _check_backward(operator, grad, winners, shapes, needs, params)
+        g = _numpy(grad, grad.dtype in HALF_DTYPES)
+        grads = operator.vjp(np_namespace, g, _numpy(winners, False), shapes, needs, **params)
+        return _returned(tuple(None if x is None else _tensor(x, grad.dtype) for x in grads))
+
+    return kernel
+
+
+def _backward_cuda(operator: Operator):
+    def kernel(*args: Any) -> tuple[Tensor | None, ...]:
+        grad, winners, shapes, needs, params = _split_backward(operator, args)
+        device = _cuda.cuda_device(grad=grad, indices=winners)
+        _cuda.refuse_bfloat16(grad=grad)
+        _check_backward(operator, grad, winners, shapes, needs, params)
+
+        def vjp(xp: Any, g: Any, k: Any) -> tuple:
+            return operator.vjp(xp, g, k, shapes, needs, **params)
+
+        grads = _cuda.run(vjp, device, f"tropic::{operator.name}_backward", grad, winners)
+        return _returned(tuple(None if x is None else x.to(grad.dtype) for x in grads))
+
+    return kernel
+
+
+def _backward_fake(operator: Operator):
+    def kernel(*args: Any) -> tuple[Tensor | None, ...]:
+        grad, winners, shapes, needs, params = _split_backward(operator, args)
+        _check_backward(operator, grad, winners, shapes, needs, params)
+        return _returned(
+            tuple(
+                grad.new_empty(shape) if need and shape is not None else None
+                for shape, need in zip(shapes, needs, strict=True)
+            )
+        )
+
+    return kernel
+
+
+# -- autograd -------------------------------------------------------------------------------------
+
+
+def _save(ctx: Any, operator: Operator, inputs: tuple, output: tuple) -> None:
+    forward_inputs, params = _split(operator, inputs)
+    ctx.save_for_backward(output[1])
+    ctx.shapes = _shapes(forward_inputs)
+    ctx.dtypes = tuple(None if t is None else t.dtype for t in forward_inputs)
+    ctx.params = params
+
+
+def _backward(operator: Operator, backward_op: Any, ctx: Any, grad: Tensor) -> tuple:
+    (winners,) = ctx.saved_tensors
+    n = len(operator.inputs)
+    needs = [
+        bool(need) and shape is not None
+        for need, shape in zip(ctx.needs_input_grad[:n], ctx.shapes, strict=True)
+    ]
+    if not any(needs):
+        return (None,) * (n + len(operator.params))
+    params = [_schema_value(ctx.params[name]) for name in operator.param_names]
+    shapes = (None if s is None else list(s) for s in ctx.shapes)
+    grads = _received(backward_op(grad, winners, *shapes, needs, *params))
+    grads = tuple(None if g is None else g.to(dtype) for g, dtype in zip(grads, ctx.dtypes, strict=True))
+    return (*grads, *(None,) * len(operator.params))
+
+
+def _jvp(operator: Operator, ctx: Any, tangents: tuple) -> Tensor:
+    (winners,) = ctx.saved_tensors
+    n = len(operator.inputs)
+    tangents = tangents[:n]
+    out = operator.jvp(torch_namespace, tangents, winners, ctx.shapes, **ctx.params)
+    values_dtype = next(dtype for dtype in ctx.dtypes if dtype is not None)
+    for dtype in ctx.dtypes[1:]:
+        if dtype is not None:
+            values_dtype = torch.promote_types(values_dtype, dtype)
+    return out.to(values_dtype)
+
+
+def _register_autograd(operator: Operator, forward: Any, backward: Any) -> None:
+    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+        _save(ctx, operator, inputs, output)
+
+    def backward_formula(ctx: Any, grad: Tensor, _grad_winners: Tensor) -> tuple:
+        return _backward(operator, backward, ctx, grad)
+
+    torch.library.register_autograd(
+        f"tropic::{operator.name}", backward_formula, setup_context=setup_context, lib=_library
+    )
+
+    # The backward op is linear in grad: its vjp reads the incoming gradients at the winners (jvp).
+    n = len(operator.inputs)
+
+    def setup_backward(ctx: Any, inputs: tuple, output: tuple) -> None:
+        grad, winners, shapes, needs, params = _split_backward(operator, inputs)
+        ctx.save_for_backward(winners)
+        ctx.shapes, ctx.params, ctx.grad_dtype = shapes, params, grad.dtype
+
+    def double_backward(ctx: Any, *grads_of_grads: Tensor | None) -> tuple:
+        (winners,) = ctx.saved_tensors
+        tangents = tuple(grads_of_grads[:n])
+        if all(t is None for t in tangents):
+            grad_grad = None
+        else:
+            grad_grad = operator.jvp(torch_namespace, tangents, winners, ctx.shapes, **ctx.params)
+            grad_grad = grad_grad.to(ctx.grad_dtype)
+        return (grad_grad, None, *(None,) * n, None, *(None,) * len(operator.params))
+
+    torch.library.register_autograd(
+        f"tropic::{operator.name}_backward", double_backward, setup_context=setup_backward, lib=_library
+    )
+
+
+def _function(operator: Operator, forward: Any, backward: Any) -> type:
+    """The eager path's ``autograd.Function`` (functorch transforms and forward-mode AD)."""
+    n_params = len(operator.params)
+
+    def forward_fn(*args: Any) -> tuple[Tensor, Tensor]:
+        return forward(*args)
+
+    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+        _save(ctx, operator, inputs, output)
+        ctx.save_for_forward(output[1])
+        ctx.mark_non_differentiable(output[1])
+
+    def backward_fn(ctx: Any, grad: Tensor, _grad_winners: Tensor) -> tuple:
+        return _backward(operator, backward, ctx, grad)
+
+    def jvp_fn(ctx: Any, *tangents: Tensor | None) -> tuple[Tensor, None]:
+        return _jvp(operator, ctx, tangents), None
+
+    name = "".join(part.title() for part in operator.name.split("_"))
+    return type(
+        f"{name}Function",
+        (torch.autograd.Function,),
+        {
+            "__doc__": f"tropic::{operator.name} with its vjp and jvp ({n_params} static params).",
+            "generate_vmap_rule": True,
+            "forward": staticmethod(forward_fn),
+            "setup_context": staticmethod(setup_context),
+            "backward": staticmethod(backward_fn),
+            "jvp": staticmethod(jvp_fn),
+        },
+    )
+
+
+# -- definitions ------------------------------------------------------------------------------------
+
+
+class _Ops:
+    """One operator's ops (OpOverloads), its eager Function, and the Python kernels behind the ops."""
+
+    def __init__(self, forward: Any, backward: Any, function: type, kernels: dict[str, Any]) -> None:
+        self.forward, self.backward, self.function = forward, backward, function
+        self.kernels = kernels  # {"cpu", "cuda", "cpu_backward", "cuda_backward"}
+
+
+def _schema(operator: Operator) -> tuple[str, str]:
+    inputs = [f"Tensor{'?' if name in operator.optional else ''} {name}" for name in operator.inputs]
+    params = [f"{_SCHEMA_TYPES[kind]} {name}" for name, kind in operator.params]
+    forward = f"{operator.name}({', '.join(inputs + params)}) -> (Tensor, Tensor)"
+    shapes = [f"int[]{'?' if name in operator.optional else ''} {name}_shape" for name in operator.inputs]
+    returns = ", ".join(["Tensor?"] * len(operator.inputs))
+    arguments = ", ".join(["Tensor grad", "Tensor indices", *shapes, "bool[] needs", *params])
+    backward = f"{operator.name}_backward({arguments}) -> ({returns})"
+    return forward, backward
+
+
+def _define(operator: Operator) -> _Ops:
+    forward_schema, backward_schema = _schema(operator)
+    _library.define(forward_schema)
+    _library.define(backward_schema)
+    name, backward_name = f"tropic::{operator.name}", f"tropic::{operator.name}_backward"
+    kernels = {
+        "cpu": _forward_cpu(operator),
+        "cuda": _forward_cuda(operator),
+        "cpu_backward": _backward_cpu(operator),
+        "cuda_backward": _backward_cuda(operator),
+    }
+    torch.library.impl(name, "cpu", kernels["cpu"], lib=_library)
+    torch.library.impl(name, "cuda", kernels["cuda"], lib=_library)
+    torch.library.register_fake(name, _forward_fake(operator), lib=_library)
+    torch.library.impl(backward_name, "cpu", kernels["cpu_backward"], lib=_library)
+    torch.library.impl(backward_name, "cuda", kernels["cuda_backward"], lib=_library)
+    torch.library.register_fake(backward_name, _backward_fake(operator), lib=_library)
+    forward = getattr(torch.ops.tropic, operator.name).default
+    backward = getattr(torch.ops.tropic, f"{operator.name}_backward").default
+    _register_autograd(operator, forward, backward)
+    return _Ops(forward, backward, _function(operator, forward, backward), kernels)
+
+
+def _load_operators() -> None:
+    # The operator modules define their specs when imported; tropic's package import has done so.
+    import tropic  # noqa: F401
+
+
+_load_operators()
+_OPS = {name: _define(operator) for name, operator in OPERATORS.items()}
