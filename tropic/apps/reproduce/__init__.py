@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from ._common import Settings
-from .report import Report
+from .report import Report, summarize
 
 __all__ = ["PAPERS", "Report", "Settings", "render", "reproduce"]
 
@@ -64,5 +64,5 @@ def render(folder: str | Path, settings: Settings | None = None) -> Report:
         settings = Settings(out=folder, data_dir=None if data_dir is None else Path(data_dir), **options)
     settings.out = folder
     module = importlib.import_module(PAPERS[data["paper"]])
-    report = module.summarize(settings, data["seeds"], float(data.get("seconds", 0.0)))
+    report = summarize(module.PAPER, settings, data["seeds"], float(data.get("seconds", 0.0)))
     return _finish(report, settings)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from tropic import nn
 from tropic.nn import dmnn_models as models
 from tropic.nn import pruning
 
+from .. import plots
 from . import report as rp
 from ._common import Settings, accuracy, curve_panel, fit, load_classification
 
@@ -45,8 +47,8 @@ NAMES = {
     "maxout": "Maxout MLP",
     "hybrid": "hybrid MLP",
 }
-PAPER = {"mlp": "98.01 / 88.82", "mp": "31.59 / 22.05", "mpm": "94.66 / 82.86", "rmpm": "95.52 / 84.24"}
-PAPER["rmpm_wd"] = "97.49 / 86.88"
+PAPER_TEST = {"mlp": "98.01 / 88.82", "mp": "31.59 / 22.05", "mpm": "94.66 / 82.86", "rmpm": "95.52 / 84.24"}
+PAPER_TEST["rmpm_wd"] = "97.49 / 86.88"
 PAPER_PRUNED = {"mlp": (71.9, 38.2, 11.5), "mpm": (93.6, 92.2, 78.7)}
 PRUNE_RATIOS = (0.85, 0.9, 0.95)
 PLOT_RATIOS = (0.0, 0.5, 0.7, 0.85, 0.9, 0.95)
@@ -145,187 +147,122 @@ def run_seed(settings: Settings, seed: int, epochs: int) -> dict[str, Any]:
 
 
 def run(settings: Settings) -> rp.Report:
-    """Train every seed, then :func:`summarize` (tables, verdicts, plots)."""
+    """Train every seed, then render :data:`PAPER` (tables, verdicts, plots)."""
     start = time.perf_counter()
     epochs = _epochs(settings)
     seeds = [run_seed(settings, seed, epochs) for seed in range(settings.seeds)]
-    return summarize(settings, seeds, time.perf_counter() - start)
+    return rp.summarize(PAPER, settings, seeds, time.perf_counter() - start)
 
 
-def summarize(settings: Settings, seeds: list[dict[str, Any]], seconds: float) -> rp.Report:
-    """The report of per-seed results (as :func:`run_seed` returns them, or read back from
-    ``results.json``): tables, verdicts and the plots written into ``settings.out``."""
+def _shown(large_epochs: int) -> list[int]:
+    """The epochs of the claim 4a table: those of the paper's 1, 5, 20 that were run."""
+    return [e for e in LARGE_EPOCHS if e <= large_epochs] or [large_epochs]
+
+
+def _fields(settings: Settings, seeds: list[dict[str, Any]]) -> dict[str, Any]:
     epochs = _epochs(settings)
-    n_in = 64 if settings.dataset == "digits" else 784
     hidden, blocks = _widths(settings)
-    report = rp.Report(
-        paper="dmnn",
-        title=TITLE,
-        settings={
-            "data": f"{settings.dataset} (flattened pixels in [0, 1]; 80/20 train/validation split of "
-            "the training set)",
-            "widths": f"{n_in} -> {hidden} -> {blocks} blocks of {hidden} -> 10"
-            + (" (scaled down from the paper's 784 -> 256 -> 4 x 256 -> 10)" if hidden < 256 else ""),
-            "seeds": len(seeds),
-            "training": f"Adam {LR:g}, batch {BATCH}, {epochs} epochs ({4 * epochs} with weight dropout), "
-            "best-validation checkpoint",
-        },
+    large_epochs = min(epochs, 20)
+    return dict(
+        epochs=epochs,
+        dropout_epochs=4 * epochs,
+        n_in=64 if settings.dataset == "digits" else 784,
+        hidden=hidden,
+        blocks=blocks,
+        scaled=" (scaled down from the paper's 784 -> 256 -> 4 x 256 -> 10)" if hidden < 256 else "",
+        lr=LR,
+        batch=BATCH,
+        large_epochs=large_epochs,
+        shown=", ".join(map(str, _shown(large_epochs))),
+        large=seeds[0]["batch"]["large"],
+        small=seeds[0]["batch"]["small"],
+        small_choice="on digits we take 8 (1/135 of ours)."
+        if settings.dataset == "digits"
+        else "we use 64 too.",
+        steps=math.ceil(seeds[0]["n_train"] / BATCH),
     )
-    report.seeds = seeds
 
-    def get(*keys: str) -> list[float]:
-        values = []
-        for s in seeds:
-            v: Any = s
-            for k in keys:
-                v = v[k]
-            values.append(v)
-        return values
 
-    # -- claim 1 -------------------------------------------------------------------------------
-    rows = [[NAMES[n], rp.pm(get("test", n)), PAPER[n]] for n in ("mlp", "mp", "mpm")]
-    mp_m = rp.mean_std(get("test", "mp"))[0]
-    mpm_m = rp.mean_std(get("test", "mpm"))[0]
+def _mean(r: rp.Results, *keys: str) -> float:
+    return rp.mean_std(r.get(*keys))[0]
+
+
+def _mp_fails(r: rp.Results) -> rp.Finding:
+    """Claim 1: MLP, MP and MPM test accuracy."""
+    rows = [[NAMES[n], rp.pm(r.get("test", n)), PAPER_TEST[n]] for n in ("mlp", "mp", "mpm")]
+    header = ["model", f"test accuracy, ours ({r['dataset']})", "paper (MNIST / Fashion-MNIST)"]
+    mp_m, mpm_m = _mean(r, "test", "mp"), _mean(r, "test", "mpm")
     if mp_m < 0.5 and mpm_m - mp_m >= 0.3:
         verdict = rp.AGREES
     elif mp_m >= 0.8 or mpm_m - mp_m < 0.1:
         verdict = rp.DISAGREES
     else:
         verdict = rp.INCONCLUSIVE
-    report.claims.append(
-        rp.Claim(
-            id="1",
-            statement="pure max-plus stacks (MP) fail to train; MPM with the constrained linear "
-            "activations trains",
-            setup=f"Test accuracy (%) at the best-validation epoch, mean ± std over {len(seeds)} seeds.",
-            tables=[
-                rp.markdown_table(
-                    ["model", f"test accuracy, ours ({settings.dataset})", "paper (MNIST / Fashion-MNIST)"],
-                    rows,
-                )
-            ],
-            rule="agrees if MP's mean test accuracy is below 50% and MPM's is at least 30 points above "
-            "it; does not "
-            "agree if MP's is at least 80% or MPM's is less than 10 points above it; inconclusive otherwise.",
-            verdict=verdict,
-            reason=f"MP {mp_m * 100:.1f}%, MPM {mpm_m * 100:.1f}%.",
-        )
-    )
+    return rp.Finding([(header, rows)], verdict, f"MP {mp_m * 100:.1f}%, MPM {mpm_m * 100:.1f}%.")
 
-    # -- claim 2 -------------------------------------------------------------------------------
+
+def _residual(r: rp.Results) -> rp.Finding:
+    """Claim 2: MPM, RMPM, RMPM + weight dropout."""
+    models = ("mpm", "rmpm", "rmpm_wd")
     rows = [
-        [NAMES[n], rp.pm(get("test", n)), f"{np.mean(get('best_epoch', n)):.0f}", PAPER[n]]
-        for n in ("mpm", "rmpm", "rmpm_wd")
+        [NAMES[n], rp.pm(r.get("test", n)), f"{np.mean(r.get('best_epoch', n)):.0f}", PAPER_TEST[n]]
+        for n in models
     ]
-    o1 = rp.better(get("test", "rmpm"), get("test", "mpm"))
-    o2 = rp.better(get("test", "rmpm_wd"), get("test", "rmpm"))
-    report.claims.append(
-        rp.Claim(
-            id="2",
-            statement="residual connections and weight dropout improve MPM's accuracy (RMPM + dropout > "
-            "RMPM > MPM)",
-            setup=f"Test accuracy (%) at the best-validation epoch, mean ± std over {len(seeds)} seeds; "
-            f"{epochs} epochs, {4 * epochs} with weight dropout (p = 0.3).",
-            tables=[
-                rp.markdown_table(
-                    ["model", "test accuracy, ours", "mean best epoch", "paper (MNIST / Fashion-MNIST)"], rows
-                )
-            ],
-            rule="agrees if RMPM beats MPM and RMPM + weight dropout beats RMPM, each by more than the "
-            "larger of the "
-            "two stds (at least 0.5 points); does not agree if either mean is at or below the other's; "
-            "inconclusive otherwise.",
-            verdict=rp.combine([o1, o2]),
-            reason=f"RMPM > MPM: {o1}; RMPM + dropout > RMPM: {o2} ("
-            + ", ".join(
-                f"{NAMES[n]} {rp.mean_std(get('test', n))[0] * 100:.1f}%" for n in ("mpm", "rmpm", "rmpm_wd")
-            )
-            + ").",
-        )
-    )
+    header = ["model", "test accuracy, ours", "mean best epoch", "paper (MNIST / Fashion-MNIST)"]
+    o1 = rp.better(r.get("test", "rmpm"), r.get("test", "mpm"))
+    o2 = rp.better(r.get("test", "rmpm_wd"), r.get("test", "rmpm"))
+    means = ", ".join(f"{NAMES[n]} {_mean(r, 'test', n) * 100:.1f}%" for n in models)
+    reason = f"RMPM > MPM: {o1}; RMPM + dropout > RMPM: {o2} ({means})."
+    return rp.Finding([(header, rows)], rp.combine([o1, o2]), reason)
 
-    # -- claim 3 -------------------------------------------------------------------------------
-    rows = []
+
+def _prunable(r: rp.Results) -> rp.Finding:
+    """Claim 3: MLP vs MPM after one-shot magnitude pruning."""
+    rows = [
+        [
+            "0% (unpruned)",
+            rp.pm(r.get("pruned", "mlp", "0")),
+            rp.pm(r.get("pruned", "mpm", "0")),
+            "98.01 / 94.66",
+        ]
+    ]
     outcomes = []
     for i, ratio in enumerate(PRUNE_RATIOS):
         key = f"{ratio:g}"
         rows.append(
             [f"{ratio * 100:g}%"]
-            + [rp.pm(get("pruned", n, key)) for n in ("mlp", "mpm")]
+            + [rp.pm(r.get("pruned", n, key)) for n in ("mlp", "mpm")]
             + [f"{PAPER_PRUNED['mlp'][i]} / {PAPER_PRUNED['mpm'][i]}"]
         )
-        outcomes.append(rp.better(get("pruned", "mpm", key), get("pruned", "mlp", key)))
-    rows.insert(
-        0,
-        [
-            "0% (unpruned)",
-            rp.pm(get("pruned", "mlp", "0")),
-            rp.pm(get("pruned", "mpm", "0")),
-            "98.01 / 94.66",
-        ],
-    )
-    report.claims.append(
-        rp.Claim(
-            id="3",
-            statement="MPM is far more prunable than an MLP under one-shot magnitude pruning",
-            setup="Test accuracy (%) after pruning the same share of every layer's weights of the best "
-            "checkpoint, "
-            "no fine-tuning, mean ± std over seeds.",
-            tables=[
-                rp.markdown_table(["sparsity", "MLP, ours", "MPM, ours", "paper MNIST: MLP / MPM"], rows)
-            ],
-            rule="agrees if MPM's mean beats the MLP's by more than the larger of the two stds (at least 0.5 "
-            "points) at each of 85, 90 and 95%; does not agree if MPM's mean is at or below the MLP's at "
-            "any of "
-            "them; inconclusive otherwise.",
-            verdict=rp.combine(outcomes),
-            reason="MPM above MLP at 85/90/95%: " + " / ".join(outcomes) + ".",
-        )
-    )
+        outcomes.append(rp.better(r.get("pruned", "mpm", key), r.get("pruned", "mlp", key)))
+    header = ["sparsity", "MLP, ours", "MPM, ours", "paper MNIST: MLP / MPM"]
+    reason = "MPM above MLP at 85/90/95%: " + " / ".join(outcomes) + "."
+    return rp.Finding([(header, rows)], rp.combine(outcomes), reason)
 
-    # -- claim 4 -------------------------------------------------------------------------------
-    large_epochs = min(epochs, 20)
-    shown = [e for e in LARGE_EPOCHS if e <= large_epochs] or [large_epochs]
-    large = seeds[0]["batch"]["large"]
-    small = seeds[0]["batch"]["small"]
+
+def _large_batch(r: rp.Results) -> rp.Finding:
+    """Claim 4a: training accuracy per epoch with the large batch."""
+    large_epochs = r["large_epochs"]
+    shown = _shown(large_epochs)
     rows = []
     for n in ("mlp", "maxout", "hybrid"):
-        row = [NAMES[n]] + [rp.pm(get("large_train_curve", n, e - 1)) for e in shown]
-        row += [" / ".join(f"{v:g}" for v in PAPER_LARGE[n])]
-        rows.append(row)
-    checked = [e for e in (1, 5) if e <= large_epochs]
+        row = [NAMES[n]] + [rp.pm(r.get("large_train_curve", n, e - 1)) for e in shown]
+        rows.append(row + [" / ".join(f"{v:g}" for v in PAPER_LARGE[n])])
+    header = ["model"] + [f"epoch {e}" for e in shown] + ["paper MNIST, epochs 1 / 5 / 20 (batch 6400)"]
     outs, said = [], []
-    for e in checked:
+    for e in (e for e in (1, 5) if e <= large_epochs):
         for n in ("mlp", "maxout"):
             outs.append(
-                rp.better(get("large_train_curve", "hybrid", e - 1), get("large_train_curve", n, e - 1))
+                rp.better(r.get("large_train_curve", "hybrid", e - 1), r.get("large_train_curve", n, e - 1))
             )
             said.append(f"after epoch {e} vs {NAMES[n]}: {outs[-1]}")
-    report.claims.append(
-        rp.Claim(
-            id="4a",
-            statement="with large batches the hybrid MLP converges faster than ReLU and Maxout MLPs",
-            setup=f"Training accuracy (%) after epochs {', '.join(map(str, shown))} with batch {large} "
-            "(the paper's "
-            f"6400 of 48000 training images, the same share of ours), Adam {LR:g}, mean ± std over seeds.",
-            tables=[
-                rp.markdown_table(
-                    ["model"]
-                    + [f"epoch {e}" for e in shown]
-                    + ["paper MNIST, epochs 1 / 5 / 20 (batch 6400)"],
-                    rows,
-                )
-            ],
-            rule="agrees if the hybrid's mean training accuracy is above the MLP's and the Maxout MLP's "
-            "by more than "
-            "the larger of the two stds (at least 0.5 points) after epoch 1 and after epoch 5; does not "
-            "agree if it "
-            "is at or below either of them at either epoch; inconclusive otherwise.",
-            verdict=rp.combine(outs),
-            reason="Hybrid better " + "; ".join(said) + ".",
-        )
-    )
-    hyb_small, hyb_large = (rp.mean_std(get(k, "hybrid"))[0] for k in ("small_test", "large_test"))
+    return rp.Finding([(header, rows)], rp.combine(outs), "Hybrid better " + "; ".join(said) + ".")
+
+
+def _small_batch(r: rp.Results) -> rp.Finding:
+    """Claim 4b: the hybrid MLP's test accuracy with a small and with the large batch."""
+    small, large = r["small"], r["large"]
+    hyb_small, hyb_large = _mean(r, "small_test", "hybrid"), _mean(r, "large_test", "hybrid")
     drop = hyb_large - hyb_small
     if drop >= 0.2:
         verdict = rp.AGREES
@@ -333,67 +270,116 @@ def summarize(settings: Settings, seeds: list[dict[str, Any]], seconds: float) -
         verdict = rp.DISAGREES
     else:
         verdict = rp.INCONCLUSIVE
-    rows = [[NAMES[n], rp.pm(get("small_test", n)), rp.pm(get("large_test", n))] for n in ("hybrid", "mlp")]
+    rows = [
+        [NAMES[n], rp.pm(r.get("small_test", n)), rp.pm(r.get("large_test", n))] for n in ("hybrid", "mlp")
+    ]
     rows[0].append("33.6 (batch 64) / 97.4 (batch 6400)")
     rows[1].append("")
-    report.claims.append(
-        rp.Claim(
-            id="4b",
-            statement="with small batches the hybrid MLP fails (a property users must be warned about)",
-            setup=f"Test accuracy (%) with a small batch ({small}, {epochs} epochs) and with the large "
-            f"batch ({large}, "
-            f"{large_epochs} epochs). The paper's failing batch, 64, is 1/750 of its training set; "
-            + ("on digits we take 8 (1/135 of ours)." if settings.dataset == "digits" else "we use 64 too."),
-            tables=[
-                rp.markdown_table(["model", f"batch {small}", f"batch {large}", "paper MNIST (hybrid)"], rows)
-            ],
-            rule="agrees if the hybrid's mean test accuracy with the small batch is at least 20 points "
-            "below its "
-            "large-batch mean; does not agree if it is less than 5 points below (or above); inconclusive "
-            "otherwise.",
-            verdict=verdict,
-            reason=f"Hybrid: batch {small} {hyb_small * 100:.1f}%, batch {large} {hyb_large * 100:.1f}%.",
-        )
-    )
+    header = ["model", f"batch {small}", f"batch {large}", "paper MNIST (hybrid)"]
+    reason = f"Hybrid: batch {small} {hyb_small * 100:.1f}%, batch {large} {hyb_large * 100:.1f}%."
+    return rp.Finding([(header, rows)], verdict, reason)
 
-    # -- figures -------------------------------------------------------------------------------
-    from .. import plots
 
+def _draw_pruning(r: rp.Results, path: Path) -> None:
     series, bands = {}, {}
     for n in ("mlp", "mpm"):
-        xs = [float(np.mean(get("kept", n, f"{r:g}"))) for r in PLOT_RATIOS]
-        ys = [rp.mean_std(get("pruned", n, f"{r:g}")) for r in PLOT_RATIOS]
+        xs = [float(np.mean(r.get("kept", n, f"{x:g}"))) for x in PLOT_RATIOS]
+        ys = [rp.mean_std(r.get("pruned", n, f"{x:g}")) for x in PLOT_RATIOS]
         series[NAMES[n]], bands[NAMES[n]] = (xs, [m for m, _ in ys]), [s for _, s in ys]
-    plots.line_plot(
-        series,
-        settings.out / "pruning.png",
-        title="one-shot magnitude pruning, same ratio per layer",
-        xlabel="kept weights",
-        ylabel="test accuracy",
-        bands=bands,
-    )
-    validation = {NAMES[n]: get("val_curve", n) for n in ("mlp", "mp", "mpm", "rmpm", "rmpm_wd")}
-    large_batch = {NAMES[n]: get("large_train_curve", n) for n in ("mlp", "maxout", "hybrid")}
+    title = "one-shot magnitude pruning, same ratio per layer"
+    plots.line_plot(series, path, title=title, xlabel="kept weights", ylabel="test accuracy", bands=bands)
+
+
+def _draw_curves(r: rp.Results, path: Path) -> None:
+    validation = {NAMES[n]: r.get("val_curve", n) for n in ("mlp", "mp", "mpm", "rmpm", "rmpm_wd")}
+    large_batch = {NAMES[n]: r.get("large_train_curve", n) for n in ("mlp", "maxout", "hybrid")}
     panels = [
         curve_panel(validation, f"batch {BATCH}", "epoch", "validation accuracy"),
-        curve_panel(large_batch, f"batch {large}", "epoch", "training accuracy"),
+        curve_panel(large_batch, f"batch {r['large']}", "epoch", "training accuracy"),
     ]
-    plots.line_plots(
-        panels, settings.out / "curves.png", title="DMNN: accuracy per epoch (mean ± std over seeds)"
-    )
-    report.figures += [
-        ("pruning.png", "Test accuracy vs kept weights after one-shot magnitude pruning (MLP vs MPM)."),
-        (
+    plots.line_plots(panels, path, title="DMNN: accuracy per epoch (mean ± std over seeds)")
+
+
+PAPER = rp.Paper(
+    name="dmnn",
+    title=TITLE,
+    fields=_fields,
+    settings={
+        "data": "{dataset} (flattened pixels in [0, 1]; 80/20 train/validation split of the training set)",
+        "widths": "{n_in} -> {hidden} -> {blocks} blocks of {hidden} -> 10{scaled}",
+        "seeds": lambda r: len(r.seeds),
+        "training": "Adam {lr:g}, batch {batch}, {epochs} epochs ({dropout_epochs} with weight dropout), "
+        "best-validation checkpoint",
+    },
+    claims=(
+        rp.ClaimSpec(
+            id="1",
+            statement="pure max-plus stacks (MP) fail to train; MPM with the constrained linear activations "
+            "trains",
+            setup="Test accuracy (%) at the best-validation epoch, mean ± std over {seeds} seeds.",
+            rule="agrees if MP's mean test accuracy is below 50% and MPM's is at least 30 points above it; "
+            "does not agree if MP's is at least 80% or MPM's is less than 10 points above it; inconclusive "
+            "otherwise.",
+            judge=_mp_fails,
+        ),
+        rp.ClaimSpec(
+            id="2",
+            statement="residual connections and weight dropout improve MPM's accuracy (RMPM + dropout > "
+            "RMPM > MPM)",
+            setup="Test accuracy (%) at the best-validation epoch, mean ± std over {seeds} seeds; {epochs} "
+            "epochs, {dropout_epochs} with weight dropout (p = 0.3).",
+            rule="agrees if RMPM beats MPM and RMPM + weight dropout beats RMPM, each by more than the "
+            "larger of the two stds (at least 0.5 points); does not agree if either mean is at or below the "
+            "other's; inconclusive otherwise.",
+            judge=_residual,
+        ),
+        rp.ClaimSpec(
+            id="3",
+            statement="MPM is far more prunable than an MLP under one-shot magnitude pruning",
+            setup="Test accuracy (%) after pruning the same share of every layer's weights of the best "
+            "checkpoint, no fine-tuning, mean ± std over seeds.",
+            rule="agrees if MPM's mean beats the MLP's by more than the larger of the two stds (at least 0.5 "
+            "points) at each of 85, 90 and 95%; does not agree if MPM's mean is at or below the MLP's at any "
+            "of them; inconclusive otherwise.",
+            judge=_prunable,
+        ),
+        rp.ClaimSpec(
+            id="4a",
+            statement="with large batches the hybrid MLP converges faster than ReLU and Maxout MLPs",
+            setup="Training accuracy (%) after epochs {shown} with batch {large} (the paper's 6400 of 48000 "
+            "training images, the same share of ours), Adam {lr:g}, mean ± std over seeds.",
+            rule="agrees if the hybrid's mean training accuracy is above the MLP's and the Maxout MLP's by "
+            "more than the larger of the two stds (at least 0.5 points) after epoch 1 and after epoch 5; "
+            "does not agree if it is at or below either of them at either epoch; inconclusive otherwise.",
+            judge=_large_batch,
+        ),
+        rp.ClaimSpec(
+            id="4b",
+            statement="with small batches the hybrid MLP fails (a property users must be warned about)",
+            setup="Test accuracy (%) with a small batch ({small}, {epochs} epochs) and with the large batch "
+            "({large}, {large_epochs} epochs). The paper's failing batch, 64, is 1/750 of its training set; "
+            "{small_choice}",
+            rule="agrees if the hybrid's mean test accuracy with the small batch is at least 20 points below "
+            "its large-batch mean; does not agree if it is less than 5 points below (or above); inconclusive "
+            "otherwise.",
+            judge=_small_batch,
+        ),
+    ),
+    figures=(
+        rp.FigureSpec(
+            "pruning.png",
+            "Test accuracy vs kept weights after one-shot magnitude pruning (MLP vs MPM).",
+            _draw_pruning,
+        ),
+        rp.FigureSpec(
             "curves.png",
             "Validation accuracy per epoch (claims 1-2) and large-batch training accuracy (claim 4a).",
+            _draw_curves,
         ),
-    ]
-    report.notes += [
-        f"Widths and data are scaled down ({settings.dataset}, hidden {hidden}, {blocks} blocks) and so "
-        "are the "
-        "training steps: the paper's MNIST runs take about 750 steps per epoch, ours "
-        f"{math.ceil(seeds[0]['n_train'] / BATCH)}.",
+    ),
+    notes=(
+        "Widths and data are scaled down ({dataset}, hidden {hidden}, {blocks} blocks) and so are the "
+        "training steps: the paper's MNIST runs take about 750 steps per epoch, ours {steps}.",
         "MPM-SVD, DEP and Act-MP are in tropic.nn.dmnn_models but not part of these runs (budget).",
-    ]
-    report.seconds = seconds
-    return report
+    ),
+)

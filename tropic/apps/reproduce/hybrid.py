@@ -27,6 +27,7 @@ down to the sparse layer's 1024 finite weights.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from tropic import nn
 from tropic.nn import dmnn_models as models
 from tropic.nn import pruning
 
+from .. import plots
 from . import report as rp
 from ._common import Settings, accuracy, curve_panel, fit, load_classification
 
@@ -143,117 +145,66 @@ def run_seed(settings: Settings, seed: int, epochs: int, fast_epochs: int) -> di
 
 
 def run(settings: Settings) -> rp.Report:
-    """Train every seed, then :func:`summarize` (tables, verdicts, plots)."""
+    """Train every seed, then render :data:`PAPER` (tables, verdicts, plots)."""
     start = time.perf_counter()
     seeds = [run_seed(settings, seed, *_epochs(settings)) for seed in range(settings.seeds)]
-    return summarize(settings, seeds, time.perf_counter() - start)
+    return rp.summarize(PAPER, settings, seeds, time.perf_counter() - start)
 
 
-def summarize(settings: Settings, seeds: list[dict[str, Any]], seconds: float) -> rp.Report:
-    """The report of per-seed results (as :func:`run_seed` returns them, or read back from
-    ``results.json``): tables, verdicts and the plots written into ``settings.out``."""
+def _fields(settings: Settings, seeds: list[dict[str, Any]]) -> dict[str, Any]:
     epochs, fast_epochs = _epochs(settings)
     front, hidden = _widths(settings)
-    report = rp.Report(
-        paper="hybrid",
-        title=TITLE,
-        settings={
-            "data": f"{settings.dataset} (flattened pixels in [0, 1]; 20% of the training split held out "
-            "for validation)",
-            "network": f"front end Linear(in -> {front}) -> ReLU, trained jointly; heads {front} -> "
-            f"{hidden} -> 10"
-            + (" (quick mode: widths scaled down)" if settings.quick else " (the paper's head widths)"),
-            "seeds": len(seeds),
-            "claims 1, 3": f"Adam {LR:g}, batch {BATCH}, {epochs} epochs (the paper's CIFAR-10 recipe), "
-            "last epoch",
-            "claim 2": f"Adam {LR_FAST:g}, batch {BATCH_FAST}, {fast_epochs} epochs (the paper's MTAT "
-            "recipe)",
-        },
-    )
-    report.seeds = seeds
+    widths = " (quick mode: widths scaled down)" if settings.quick else " (the paper's head widths)"
+    return dict(epochs=epochs, fast_epochs=fast_epochs, front=front, hidden=hidden, widths=widths,
+                lr=LR, batch=BATCH, lr_fast=LR_FAST, batch_fast=BATCH_FAST)  # fmt: skip
 
-    def values(key: str, head: str, sub: str | None = None, index: int | None = None) -> list[float]:
-        out = []
-        for s in seeds:
-            v = s[key][head]
-            v = v[sub] if sub is not None else v
-            out.append(v[index] if index is not None else v)
-        return out
 
-    # -- claim 1 -------------------------------------------------------------------------------
+def _accuracy(r: rp.Results) -> rp.Finding:
+    """Claim 1: test accuracy of each head."""
     rows = [
-        [
-            HEADS[h],
-            f"{int(np.mean(values('weights', h)))}",
-            rp.pm(values("accuracy", h)),
-            PAPER_ACCURACY[h],
-        ]
+        [HEADS[h], f"{int(np.mean(r.get('weights', h)))}", rp.pm(r.get("accuracy", h)), PAPER_ACCURACY[h]]
         for h in HEADS
     ]
-    outcome = rp.as_good(values("accuracy", "sparse"), values("accuracy", "relu"))
-    sparse_m, relu_m = (rp.mean_std(values("accuracy", h))[0] * 100 for h in ("sparse", "relu"))
-    report.claims.append(
-        rp.Claim(
-            id="1",
-            statement="a hybrid head with a sparse max-plus layer trains as well as ReLU",
-            setup=f"Test accuracy (%) after {epochs} epochs, mean ± std over {len(seeds)} seeds.",
-            tables=[
-                rp.markdown_table(
-                    ["head", "head weights", f"test accuracy, ours ({settings.dataset})", "paper (CIFAR-10)"],
-                    rows,
-                )
-            ],
-            rule="agrees if Sparse-Morph's mean test accuracy is at least ReLU's mean minus s, s = the "
-            "larger "
-            "of their stds (at least 0.5 points); does not agree if it is more than 2 s below; "
-            "inconclusive in between.",
-            verdict=rp.combine([outcome]),
-            reason=f"Sparse-Morph {sparse_m:.1f}% vs ReLU {relu_m:.1f}%.",
-        )
+    header = ["head", "head weights", f"test accuracy, ours ({r['dataset']})", "paper (CIFAR-10)"]
+    outcome = rp.as_good(r.get("accuracy", "sparse"), r.get("accuracy", "relu"))
+    sparse_m, relu_m = (rp.mean_std(r.get("accuracy", h))[0] * 100 for h in ("sparse", "relu"))
+    return rp.Finding(
+        [(header, rows)], rp.combine([outcome]), f"Sparse-Morph {sparse_m:.1f}% vs ReLU {relu_m:.1f}%."
     )
 
-    # -- claim 2 -------------------------------------------------------------------------------
-    header = ["head"] + [f"val. accuracy after epoch {e + 1}" for e in range(fast_epochs)]
+
+def _convergence(r: rp.Results) -> rp.Finding:
+    """Claim 2: validation accuracy after each of the first epochs (the MTAT recipe)."""
+    epochs = range(r["fast_epochs"])
+    header = ["head"] + [f"val. accuracy after epoch {e + 1}" for e in epochs]
     header += ["paper: val. ROC-AUC after epoch 1 (MTAT)"]
     rows = [
-        [HEADS[h]]
-        + [rp.pm(values("fast_val_curve", h, index=e)) for e in range(fast_epochs)]
-        + [PAPER_EPOCH1[h]]
-        for h in HEADS
+        [HEADS[h]] + [rp.pm(r.get("fast_val_curve", h, e)) for e in epochs] + [PAPER_EPOCH1[h]] for h in HEADS
     ]
-    first = {h: values("fast_val_curve", h, index=0) for h in HEADS}
+    first = {h: r.get("fast_val_curve", h, 0) for h in HEADS}
     outcomes = {h: rp.better(first["sparse"], first[h]) for h in ("relu", "maxout", "dense")}
     means = {h: rp.mean_std(first[h])[0] * 100 for h in HEADS}
-    report.claims.append(
-        rp.Claim(
-            id="2",
-            statement="it converges faster in the first epochs",
-            setup=f"Validation accuracy (%) after each of the first epochs with Adam {LR_FAST:g}, batch "
-            f"{BATCH_FAST}, mean ± std over {len(seeds)} seeds. The paper measures ROC-AUC on MTAT "
-            "(auto-tagging); we measure accuracy on a classification set.",
-            tables=[rp.markdown_table(header, rows)],
-            rule="agrees if Sparse-Morph's mean epoch-1 validation accuracy is above each of ReLU's, "
-            "Maxout's and dense max-plus's by more than the larger of the two stds (at least 0.5 points); "
-            "does not agree if it is at or below any of them; inconclusive otherwise.",
-            verdict=rp.combine(outcomes.values()),
-            reason="Epoch-1 validation accuracy: "
-            + ", ".join(f"{HEADS[h]} {means[h]:.1f}%" for h in HEADS)
-            + "; Sparse-Morph faster than: "
-            + ", ".join(f"{HEADS[h]} {o}" for h, o in outcomes.items())
-            + ".",
-        )
+    reason = (
+        "Epoch-1 validation accuracy: "
+        + ", ".join(f"{HEADS[h]} {means[h]:.1f}%" for h in HEADS)
+        + "; Sparse-Morph faster than: "
+        + ", ".join(f"{HEADS[h]} {o}" for h, o in outcomes.items())
+        + "."
     )
+    return rp.Finding([(header, rows)], rp.combine(outcomes.values()), reason)
 
-    # -- claim 3 -------------------------------------------------------------------------------
+
+def _pruning(r: rp.Results) -> rp.Finding:
+    """Claim 3: test accuracy after one-shot L1 pruning, r1 = r2 with the kept weights, then all 16."""
     rows = []
-    for r in (0.0, *RATIOS):
-        row = [f"{r:g} / {r:g}"]
+    for ratio in (0.0, *RATIOS):
+        key = _key(ratio, ratio)
+        row = [f"{ratio:g} / {ratio:g}"]
         for h in HEADS:
-            kept = int(np.mean(values("kept", h, _key(r, r))))
-            row.append(f"{rp.pm(values('pruned', h, _key(r, r)))} ({kept})")
-        row.append(", ".join(f"{HEADS[h]} {PAPER_PRUNED[h]}" for h in HEADS) if r == 0.7 else "")
+            row.append(f"{rp.pm(r.get('pruned', h, key))} ({int(np.mean(r.get('kept', h, key)))})")
+        row.append(", ".join(f"{HEADS[h]} {PAPER_PRUNED[h]}" for h in HEADS) if ratio == 0.7 else "")
         rows.append(row)
-    diagonal = rp.markdown_table(
+    diagonal = (
         ["r1 / r2"] + [f"{HEADS[h]}: accuracy (kept head weights)" for h in HEADS] + ["paper (CIFAR-10)"],
         rows,
     )
@@ -261,89 +212,121 @@ def summarize(settings: Settings, seeds: list[dict[str, Any]], seconds: float) -
     grid_rows = []
     for r1 in RATIOS:
         for r2 in RATIOS:
-            accs = {h: rp.mean_std(values("pruned", h, _key(r1, r2)))[0] for h in HEADS}
+            accs = {h: rp.mean_std(r.get("pruned", h, _key(r1, r2)))[0] for h in HEADS}
             wins += accs["sparse"] > accs["relu"]
             best = max(accs, key=accs.get)
             grid_rows.append(
                 [f"{r1:g}", f"{r2:g}"]
-                + [rp.pm(values("pruned", h, _key(r1, r2))) for h in HEADS]
+                + [rp.pm(r.get("pruned", h, _key(r1, r2))) for h in HEADS]
                 + [HEADS[best]]
             )
-    grid = rp.markdown_table(["r1", "r2"] + [HEADS[h] for h in HEADS] + ["best mean"], grid_rows)
+    grid = (["r1", "r2"] + [HEADS[h] for h in HEADS] + ["best mean"], grid_rows)
     best_count = sum(row[-1] == HEADS["sparse"] for row in grid_rows)
-    headline = rp.better(values("pruned", "sparse", _key(0.7, 0.7)), values("pruned", "relu", _key(0.7, 0.7)))
+    at = _key(0.7, 0.7)
+    headline = rp.better(r.get("pruned", "sparse", at), r.get("pruned", "relu", at))
     if headline == "yes" and wins >= 12:
         verdict = rp.AGREES
     elif headline == "no" or wins < 8:
         verdict = rp.DISAGREES
     else:
         verdict = rp.INCONCLUSIVE
-    s07, r07 = (rp.mean_std(values("pruned", h, _key(0.7, 0.7)))[0] * 100 for h in ("sparse", "relu"))
-    report.claims.append(
-        rp.Claim(
-            id="3",
-            statement="its linear layers become more prunable: accuracy after L1 pruning degrades less "
-            "than ReLU's",
-            setup="Test accuracy (%) after one-shot per-layer L1 pruning of the head's first (r1) and second "
-            "(r2) linear layer, no fine-tuning; in brackets the kept head weights. The dense max-plus "
-            "layer is pruned to the sparse layer's budget in every row, 0 / 0 included (see the notes).",
-            tables=[diagonal, grid],
-            rule="agrees if at (0.7, 0.7) Sparse-Morph's mean beats ReLU's by more than the larger std "
-            "(at least "
-            "0.5 points) and its mean is above ReLU's in at least 12 of the 16 settings; does not agree "
-            "if its "
-            "mean is at or below ReLU's at (0.7, 0.7) or above it in fewer than 8 of the 16; inconclusive "
-            "otherwise.",
-            verdict=verdict,
-            reason=f"At (0.7, 0.7): Sparse-Morph {s07:.1f}% vs ReLU {r07:.1f}%; Sparse-Morph above ReLU in "
-            f"{wins} of 16 settings, best of the four heads in {best_count} of 16 (paper: 16 of 16).",
-        )
+    s07, r07 = (rp.mean_std(r.get("pruned", h, at))[0] * 100 for h in ("sparse", "relu"))
+    reason = (
+        f"At (0.7, 0.7): Sparse-Morph {s07:.1f}% vs ReLU {r07:.1f}%; Sparse-Morph above ReLU in {wins} of 16 "
+        f"settings, best of the four heads in {best_count} of 16 (paper: 16 of 16)."
     )
+    return rp.Finding([diagonal, grid], verdict, reason)
 
-    # -- figures -------------------------------------------------------------------------------
-    from .. import plots
 
+def _draw_pruning(r: rp.Results, path: Path) -> None:
     series, bands = {}, {}
     for h in HEADS:
-        xs = [float(np.mean(values("kept", h, _key(r, r)))) for r in (0.0, *RATIOS)]
-        ys = [rp.mean_std(values("pruned", h, _key(r, r))) for r in (0.0, *RATIOS)]
+        xs = [float(np.mean(r.get("kept", h, _key(x, x)))) for x in (0.0, *RATIOS)]
+        ys = [rp.mean_std(r.get("pruned", h, _key(x, x))) for x in (0.0, *RATIOS)]
         series[HEADS[h]] = (xs, [m for m, _ in ys])
         bands[HEADS[h]] = [s for _, s in ys]
+    title = "hybrid heads: one-shot L1 pruning, r1 = r2"
     plots.line_plot(
-        series,
-        settings.out / "pruning.png",
-        title="hybrid heads: one-shot L1 pruning, r1 = r2",
-        xlabel="kept head weights",
-        ylabel="test accuracy",
-        bands=bands,
+        series, path, title=title, xlabel="kept head weights", ylabel="test accuracy", bands=bands
     )
+
+
+def _draw_validation(r: rp.Results, path: Path) -> None:
     panels = []
     for key, title in (
         ("val_curve", f"Adam {LR:g}, batch {BATCH}"),
         ("fast_val_curve", f"Adam {LR_FAST:g}, batch {BATCH_FAST}"),
     ):
-        runs = {HEADS[h]: [s[key][h] for s in seeds] for h in HEADS}
+        runs = {HEADS[h]: r.get(key, h) for h in HEADS}
         panels.append(curve_panel(runs, title, "epoch", "validation accuracy"))
-    plots.line_plots(
-        panels, settings.out / "validation.png", title="hybrid heads: validation accuracy per epoch"
-    )
-    report.figures += [
-        (
+    plots.line_plots(panels, path, title="hybrid heads: validation accuracy per epoch")
+
+
+PAPER = rp.Paper(
+    name="hybrid",
+    title=TITLE,
+    fields=_fields,
+    settings={
+        "data": "{dataset} (flattened pixels in [0, 1]; 20% of the training split held out for validation)",
+        "network": "front end Linear(in -> {front}) -> ReLU, trained jointly; heads {front} -> {hidden} -> 10"
+        "{widths}",
+        "seeds": lambda r: len(r.seeds),
+        "claims 1, 3": "Adam {lr:g}, batch {batch}, {epochs} epochs (the paper's CIFAR-10 recipe), last "
+        "epoch",
+        "claim 2": "Adam {lr_fast:g}, batch {batch_fast}, {fast_epochs} epochs (the paper's MTAT recipe)",
+    },
+    claims=(
+        rp.ClaimSpec(
+            id="1",
+            statement="a hybrid head with a sparse max-plus layer trains as well as ReLU",
+            setup="Test accuracy (%) after {epochs} epochs, mean ± std over {seeds} seeds.",
+            rule="agrees if Sparse-Morph's mean test accuracy is at least ReLU's mean minus s, s = the "
+            "larger of their stds (at least 0.5 points); does not agree if it is more than 2 s below; "
+            "inconclusive in between.",
+            judge=_accuracy,
+        ),
+        rp.ClaimSpec(
+            id="2",
+            statement="it converges faster in the first epochs",
+            setup="Validation accuracy (%) after each of the first epochs with Adam {lr_fast:g}, batch "
+            "{batch_fast}, mean ± std over {seeds} seeds. The paper measures ROC-AUC on MTAT (auto-tagging); "
+            "we measure accuracy on a classification set.",
+            rule="agrees if Sparse-Morph's mean epoch-1 validation accuracy is above each of ReLU's, "
+            "Maxout's and dense max-plus's by more than the larger of the two stds (at least 0.5 points); "
+            "does not agree if it is at or below any of them; inconclusive otherwise.",
+            judge=_convergence,
+        ),
+        rp.ClaimSpec(
+            id="3",
+            statement="its linear layers become more prunable: accuracy after L1 pruning degrades less than "
+            "ReLU's",
+            setup="Test accuracy (%) after one-shot per-layer L1 pruning of the head's first (r1) and second "
+            "(r2) linear layer, no fine-tuning; in brackets the kept head weights. The dense max-plus layer "
+            "is pruned to the sparse layer's budget in every row, 0 / 0 included (see the notes).",
+            rule="agrees if at (0.7, 0.7) Sparse-Morph's mean beats ReLU's by more than the larger std (at "
+            "least 0.5 points) and its mean is above ReLU's in at least 12 of the 16 settings; does not "
+            "agree if its mean is at or below ReLU's at (0.7, 0.7) or above it in fewer than 8 of the 16; "
+            "inconclusive otherwise.",
+            judge=_pruning,
+        ),
+    ),
+    figures=(
+        rp.FigureSpec(
             "pruning.png",
             "Test accuracy vs kept head weights after one-shot L1 pruning (mean ± std over seeds).",
+            _draw_pruning,
         ),
-        (
+        rp.FigureSpec(
             "validation.png",
             "Validation accuracy per epoch (mean ± std over seeds): claims 1/3 runs, claim 2 runs.",
+            _draw_validation,
         ),
-    ]
-    report.notes += [
+    ),
+    notes=(
         "The paper trains its heads on CNN features (CIFAR-10, MTAT); we use a one-layer ReLU front end on "
-        f"{settings.dataset} pixels, trained jointly with the head, as the feature extractor.",
+        "{dataset} pixels, trained jointly with the head, as the feature extractor.",
         "Budget matching: all heads share the first linear layer; the dense max-plus layer is pruned to the "
         "sparse layer's 2 x hidden finite weights (our reading of 'parameter budgets are matched'), the "
-        "sparse "
-        "max-plus layer is not pruned.",
-    ]
-    report.seconds = seconds
-    return report
+        "sparse max-plus layer is not pruned.",
+    ),
+)

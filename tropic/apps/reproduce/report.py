@@ -8,16 +8,21 @@ numbers).
 
 The comparison helpers return ``"yes"``, ``"no"`` or ``"unclear"``; :func:`combine` turns several of
 them into one verdict: all ``"yes"`` -> agrees, any ``"no"`` -> does not agree, else inconclusive.
+
+Each paper's module describes its report as data, a :class:`Paper`: one :class:`ClaimSpec` per claim
+(its wording, setup and rule, and a ``judge`` that reads the per-seed results and returns the tables
+and the verdict), its figures (:class:`FigureSpec`), settings lines and notes. :func:`summarize` is
+the one renderer: it turns a :class:`Paper` and the per-seed results into a :class:`Report`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -26,13 +31,19 @@ __all__ = [
     "DISAGREES",
     "INCONCLUSIVE",
     "Claim",
+    "ClaimSpec",
+    "FigureSpec",
+    "Finding",
+    "Paper",
     "Report",
+    "Results",
     "as_good",
     "better",
     "combine",
     "markdown_table",
     "mean_std",
     "pm",
+    "summarize",
 ]
 
 AGREES = "agrees"
@@ -234,6 +245,115 @@ class Report:
         js = out / "results.json"
         js.write_text(json.dumps(_plain(self.to_json()), indent=1, allow_nan=True) + "\n", encoding="utf-8")
         return md, js
+
+
+class Results:
+    """One run's per-seed results (as a paper's ``run_seed`` returns them, or read back from
+    ``results.json``), its settings, and the values its texts are filled with (:attr:`fields`)."""
+
+    def __init__(self, settings: Any, seeds: list[dict[str, Any]], fields: dict[str, Any]) -> None:
+        self.settings = settings
+        self.seeds = seeds
+        self.fields = fields
+
+    def __getitem__(self, name: str) -> Any:
+        return self.fields[name]
+
+    def get(self, *keys: str | int) -> list[Any]:
+        """``seed[keys[0]][keys[1]]...`` for every seed, in seed order."""
+        values = []
+        for seed in self.seeds:
+            value: Any = seed
+            for key in keys:
+                value = value[key]
+            values.append(value)
+        return values
+
+
+class Finding(NamedTuple):
+    """What a claim's ``judge`` returns."""
+
+    tables: list[tuple[Sequence[str], Sequence[Sequence[Any]]]]  # (header, rows) per Markdown table
+    verdict: str
+    reason: str  # the numbers the rule was applied to
+
+
+@dataclass(frozen=True)
+class ClaimSpec:
+    """One claim of a paper as data.
+
+    ``setup`` and ``rule`` are templates (``str.format``) filled from :attr:`Results.fields`;
+    ``judge`` reads the per-seed results and returns the tables and the verdict (:class:`Finding`).
+    """
+
+    id: str
+    statement: str
+    setup: str
+    rule: str
+    judge: Callable[[Results], Finding]
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One PNG of a report: its file name, its caption, and ``draw(results, path)`` that writes it."""
+
+    name: str
+    caption: str
+    draw: Callable[[Results, Path], Any]
+
+
+@dataclass(frozen=True)
+class Paper:
+    """A paper's reproduction report as data, rendered by :func:`summarize`.
+
+    Attributes
+    ----------
+    name, title : str
+    fields : callable
+        ``fields(settings, seeds)``: the values the templates use besides ``dataset`` and ``seeds``
+        (the number of seeds), which every paper has.
+    settings : dict
+        The report's settings lines: a template, or a function of the :class:`Results`.
+    claims : tuple of ClaimSpec
+    figures : tuple of FigureSpec
+    notes : tuple of str
+        Templates.
+    """
+
+    name: str
+    title: str
+    fields: Callable[[Any, list[dict[str, Any]]], dict[str, Any]]
+    settings: dict[str, str | Callable[[Results], Any]]
+    claims: tuple[ClaimSpec, ...]
+    figures: tuple[FigureSpec, ...]
+    notes: tuple[str, ...]
+
+
+def summarize(paper: Paper, settings: Any, seeds: list[dict[str, Any]], seconds: float) -> Report:
+    """The report of ``paper`` for per-seed results (as its ``run_seed`` returns them, or read back
+    from ``results.json``): every claim judged, every figure drawn into ``settings.out``."""
+    fields = {"dataset": settings.dataset, "seeds": len(seeds)} | paper.fields(settings, seeds)
+    results = Results(settings, seeds, fields)
+    lines = {k: v.format_map(fields) if isinstance(v, str) else v(results) for k, v in paper.settings.items()}
+    report = Report(paper=paper.name, title=paper.title, settings=lines, seeds=seeds)
+    for spec in paper.claims:
+        finding = spec.judge(results)
+        claim = Claim(
+            id=spec.id,
+            statement=spec.statement,
+            setup=spec.setup.format_map(fields),
+            tables=[markdown_table(header, rows) for header, rows in finding.tables],
+            rule=spec.rule.format_map(fields),
+            verdict=finding.verdict,
+            reason=finding.reason,
+        )
+        report.claims.append(claim)
+    for figure in paper.figures:
+        figure.draw(results, settings.out / figure.name)
+        report.figures.append((figure.name, figure.caption))
+    report.notes = [note.format_map(fields) for note in paper.notes]
+    report.seconds = seconds
+    return report
 
 
 def _plain(value: Any) -> Any:
