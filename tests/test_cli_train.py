@@ -349,10 +349,12 @@ def test_torch_device_errors(capsys, tmp_path):
 
 def test_torch_engine_without_the_layer(capsys, tmp_path, monkeypatch):
     torch_engine()
-    import tropic.nn as nn
-    from tropic.torch.nn import _mirror
+    from tropic.torch.nn import convert
 
-    monkeypatch.delitem(_mirror._CONVERTERS, nn.MaxPlus)
+    def unconvertible(layer, dtype, device):
+        raise NotImplementedError(f"no torch equivalent of tropic.nn.{type(layer).__name__} yet")
+
+    monkeypatch.setattr(convert, "_from_layer", unconvertible)
     assert main(["train", "--engine", "torch", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "--engine torch: no torch equivalent of tropic.nn.MaxPlus" in err and err.count("\n") == 1

@@ -1,4 +1,4 @@
-"""The torch engine: tropic's operators as torch custom ops generated from the specs (``tropic.torch.engine``).
+"""The torch engine: tropic's operators as torch custom ops generated from the specs.
 
 Every operator on CPU tensors against the NumPy backend, bitwise (values, winners, gradients),
 including ties, infinities and NaN; gradcheck in float64; torch.compile(fullgraph=True) through the

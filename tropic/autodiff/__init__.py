@@ -47,7 +47,7 @@ from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .linalg import matmul
 from .nn_ops import conv2d, log_softmax, max_pool2d, pad, softmax
 from .reductions import max, mean, min, sum
-from .shape import concatenate, expand_dims, getitem, permute_dims, reshape, squeeze, stack, transpose
+from .shape import concatenate, expand_dims, flip, getitem, permute_dims, reshape, squeeze, stack, transpose
 from .tensor import Tensor, as_tensor, tensor
 from .tropical import (
     dilation,
@@ -78,6 +78,7 @@ __all__ = [
     "erosion",
     "exp",
     "expand_dims",
+    "flip",
     "getitem",
     "is_grad_enabled",
     "log",

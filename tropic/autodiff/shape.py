@@ -18,6 +18,7 @@ from .tensor import Tensor, operands, record
 __all__ = [
     "concatenate",
     "expand_dims",
+    "flip",
     "getitem",
     "permute_dims",
     "reshape",
@@ -156,3 +157,13 @@ def getitem(x: Any, key: Any) -> Tensor:
         return (out,)
 
     return record(x.data[key], (x,), vjp)
+
+
+def flip(x: Any, axis: int | Sequence[int]) -> Tensor:
+    """``x`` reversed along ``axis`` (an int or a sequence of ints); the gradient is flipped back."""
+    (x,) = operands(x)
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    key = [slice(None)] * x.ndim
+    for a in axes:
+        key[a % x.ndim] = slice(None, None, -1)
+    return getitem(x, tuple(key))

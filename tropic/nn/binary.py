@@ -21,6 +21,11 @@ edge-padded image, cropped back. Orientation: ``⋆`` is a cross-correlation, so
 
 A negative scale ``p`` flips the smooth output around 1/2; the binary forward then returns the
 complement of the morphology, so that binary and float outputs agree on which side of 1/2 they are.
+
+The layers are defined once for both engines (:mod:`tropic.nn.layer`); ``tropic.torch.nn`` has the same
+classes as ``torch.nn.Module`` s. The binarisation (activation tests, projections) is NumPy code on
+the weights' values (:mod:`tropic.nn.binarize`): the binary forward and the regularisers run eagerly
+(under ``torch.compile`` the binary forward raises a ``RuntimeError`` saying so).
 """
 
 from __future__ import annotations
@@ -29,12 +34,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .. import autodiff as ad
+import tropic
+
 from ..core.checks import positive_int
 from . import binarize as _bz
 from . import init as _init
 from .conv import _conv_shape
-from .module import Module, Parameter
+from .layer import Layer
 
 __all__ = [
     "LUI",
@@ -88,9 +94,9 @@ def _clamp_bounds(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return low, w.sum(axis=1) - w[:, 0] / 2
 
 
-def _xi(u: ad.Tensor) -> ad.Tensor:
+def _xi(F: Any, u: Any) -> Any:
     """``tanh(u) / 2 + 1 / 2`` (equal to ``sigmoid(2u)``)."""
-    return ad.tanh(u) * 0.5 + 0.5
+    return F.tanh(u) * 0.5 + 0.5
 
 
 class _BinaryReading:
@@ -167,7 +173,7 @@ class _BinaryReading:
         return BinarizedNeurons(erosion, s.reshape(self.out_channels, *self._neuron_shape), activated)
 
 
-class _BiSEBase(_BinaryReading, Module):
+class _BiSEBase(_BinaryReading, Layer):
     """Parameters, smooth forward and binarisation shared by ``BiSE``, ``LUI`` and ``DenseLUI``.
 
     A subclass sets ``_neuron_shape`` (shape of one neuron's weights) and implements ``_linear(x, W)``
@@ -176,6 +182,7 @@ class _BiSEBase(_BinaryReading, Module):
     """
 
     _neuron_shape: tuple[int, ...]
+    _binarisable = True  # (the regularisers and model.binary() find these layers by this mark)
 
     def _init_parameters(
         self,
@@ -223,10 +230,10 @@ class _BiSEBase(_BinaryReading, Module):
         self._neuron_shape = tuple(neuron_shape)
         self.bias_clamp = bias_clamp
         self.binarization = binarization
-        self.theta = Parameter(_inverse_softplus(w0).astype(dtype))
-        self.beta = Parameter(_inverse_softplus(b0).astype(dtype))
-        self.scale = Parameter(np.full(out, scale_init, dtype=dtype))
-        object.__setattr__(self, "_cache", None)
+        self.theta = self.parameter(_inverse_softplus(w0).astype(dtype))
+        self.beta = self.parameter(_inverse_softplus(b0).astype(dtype))
+        self.scale = self.parameter(np.full(out, scale_init, dtype=dtype))
+        self._binary_cache = None
 
     # -- the smooth layer ---------------------------------------------------------------------
 
@@ -235,61 +242,57 @@ class _BiSEBase(_BinaryReading, Module):
         return int(self.theta.shape[0])
 
     @property
-    def weight(self) -> ad.Tensor:
+    def weight(self) -> Any:
         """``W = softplus(theta)`` (non-negative), with the gradient to ``theta``."""
-        return ad.softplus(self.theta)
+        return self.F.softplus(self.theta)
 
     @property
-    def bias(self) -> ad.Tensor:
+    def bias(self) -> Any:
         """``B = softplus(beta)``, with ``bias_clamp`` clamped to ``[(w_(1) + w_(2))/2, sum(W) - w_(1)/2]``.
 
         (``w_(1) <= w_(2)`` the two smallest weights of the neuron; the bounds are computed from the
         current weights and held as constants: no gradient flows through them.)
         """
-        b = ad.softplus(self.beta)
+        b = self.F.softplus(self.beta)
         if not self.bias_clamp:
             return b
-        low, high = _clamp_bounds(self._neuron_weights())
-        xp = b.xp
-        low, high = (xp.astype(xp.asarray(v), b.dtype) for v in (low, high))
-        return ad.minimum(ad.maximum(b, low), high)
+        low, high = (self.constant(v, like=b) for v in _clamp_bounds(self._neuron_weights()))
+        return tropic.minimum(tropic.maximum(b, low), high)
 
-    def _linear(self, x: Any, w: ad.Tensor | Any) -> ad.Tensor:  # pragma: no cover - abstract
+    def _linear(self, x: Any, w: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _broadcast(self, v: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def preactivation(self, x: Any) -> ad.Tensor:
+    def preactivation(self, x: Any) -> Any:
         """``p (x ⋆ W - B)``, the argument of ``xi`` (``2 u`` is a logit: ``xi(u) = sigmoid(2u)``)."""
         z = self._linear(x, self.weight)
         return (z - self._broadcast(self.bias)) * self._broadcast(self.scale)
 
-    def forward(self, x: Any) -> ad.Tensor:
+    def forward(self, x: Any) -> Any:
         if self.binary_mode:
             return self.binary_forward(x)
-        return _xi(self.preactivation(x))
+        return _xi(self.F, self.preactivation(x))
 
     # -- binarisation -------------------------------------------------------------------------
 
     def _host_parameter(self, name: str) -> np.ndarray:
-        return np.asarray(getattr(self, name).numpy())
+        return self.host(getattr(self, name))
 
     def _binary_state(self) -> tuple[BinarizedNeurons, np.ndarray]:
         """The binarisation (recomputed only when the parameters or the method changed) and ``p < 0``."""
-        key = (self.binarization, self.bias_clamp, self.theta.numpy(), self.beta.numpy())
-        cache = self._cache
-        if (
+        key = (self.binarization, self.bias_clamp, self.host(self.theta), self.host(self.beta))
+        cache = self._binary_cache
+        if not (
             cache is not None
             and cache[0][:2] == key[:2]
             and all(np.array_equal(a, b) for a, b in zip(cache[0][2:], key[2:], strict=True))
         ):
-            return cache[1], self.scale.numpy() < 0
-        result = self.binarized()
-        object.__setattr__(self, "_cache", (key, result))
-        return result, self.scale.numpy() < 0
+            self._binary_cache = cache = (key, self.binarized())
+        return cache[1], self.host(self.scale) < 0
 
-    def binary_forward(self, x: Any) -> ad.Tensor:
+    def binary_forward(self, x: Any) -> Any:
         """The exact binary morphology of the binarised neurons (0/1 floats, no gradient).
 
         The output has the float forward's dtype (``x``'s promoted with the parameters').
@@ -297,21 +300,12 @@ class _BiSEBase(_BinaryReading, Module):
         Dilation: ``x ⋆ 1_S >= 1``; erosion: ``x ⋆ 1_S >= |S|``; complemented where ``p < 0``.
         ``x`` should be binary (0/1).
         """
+        self.require_eager("binary_forward")
         state, flipped = self._binary_state()
-        x = x if isinstance(x, ad.Tensor) else ad.Tensor(x)
-        xp = x.xp
-        dtype = xp.result_type(x.dtype, self.theta.dtype)  # the float forward's dtype
         size = state.structuring_elements.reshape(self.out_channels, -1).sum(axis=1)
         threshold = np.where(state.is_erosion, size, 1).astype(np.float64) - 0.5
-        masks = xp.astype(xp.asarray(state.structuring_elements.astype(np.float64)), dtype)
-        threshold = xp.astype(xp.asarray(threshold), dtype)
-        flip = xp.asarray(flipped)
-        with ad.no_grad():
-            z = self._linear(x.detach(), masks).data
-        # 0/1 sums are exact integers in floating point: comparing with k - 1/2 is rounding-free.
-        out = z >= self._broadcast(threshold)
-        out = out != self._broadcast(flip)
-        return ad.Tensor(xp.astype(out, dtype))
+        masks = state.structuring_elements.astype(np.float64)
+        return self.binary_map(x, masks, threshold, flipped)
 
 
 class BiSE(_BiSEBase):
@@ -384,9 +378,10 @@ class BiSE(_BiSEBase):
         binarization: str = "constant",
         rng: Any = None,
         seed: int | None = None,
-        dtype: Any = np.float32,
+        dtype: Any = None,
+        device: Any = None,
     ) -> None:
-        super().__init__()
+        dtype = self._setup(dtype, device)
         out_channels, c_g, kh, kw = _conv_shape(in_channels, out_channels, kernel_size, groups)
         if kh % 2 == 0 or kw % 2 == 0:
             raise ValueError(f"kernel_size must be odd (centred window), got {kernel_size!r}")
@@ -404,18 +399,23 @@ class BiSE(_BiSEBase):
             dtype=dtype,
         )
 
-    def _linear(self, x: Any, w: Any) -> ad.Tensor:
+    def _linear(self, x: Any, w: Any) -> Any:
         shape = getattr(x, "shape", None)
         if shape is None or len(shape) != 4 or shape[1] != self.in_channels:
-            raise ValueError(f"x must have shape (B, {self.in_channels}, H, W), got {shape}")
+            raise ValueError(f"x must have shape (B, {self.in_channels}, H, W), got {tuple(shape or ())}")
         kh, kw = self.kernel_size
         if kh > 1 or kw > 1:
-            x = ad.pad(x, ((0, 0), (0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2)), mode="edge")
-        return ad.conv2d(x, w, groups=self.groups)
+            x = self.F.pad(x, ((0, 0), (0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2)), mode="edge")
+        return self.F.conv2d(x, w, groups=self.groups)
 
     def _broadcast(self, v: Any) -> Any:
-        reshaped = ad.reshape(v, (1, -1, 1, 1))
-        return reshaped if isinstance(v, ad.Tensor) else reshaped.data
+        return self.F.reshape(v, (1, -1, 1, 1))
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, groups={self.groups}, "
+            f"binarization={self.binarization!r}"
+        )
 
 
 class LUI(BiSE):
@@ -437,10 +437,10 @@ class LUI(BiSE):
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, groups: int = 1, **kwargs: Any) -> None:
-        super().__init__(in_channels, out_channels, 1, groups=groups, **kwargs)
+        BiSE.__init__(self, in_channels, out_channels, 1, groups=groups, **kwargs)
 
 
-class BiSEL(Module):
+class BiSEL(Layer):
     """BiSE layer: one BiSE per (input, output) channel pair, then one LUI per output channel.
 
     .. math:: y_o = \\mathrm{LUI}_o\\big(\\mathrm{BiSE}_{1,o}(x_1), \\dots,
@@ -480,27 +480,31 @@ class BiSEL(Module):
         *,
         rng: Any = None,
         seed: int | None = None,
+        dtype: Any = None,
+        device: Any = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__()
+        self._setup(dtype, device)  # the sub-layers take the dtype as given
+        kwargs.update(dtype=dtype, device=device)
         in_channels = positive_int("in_channels", in_channels)
         out_channels = positive_int("out_channels", out_channels)
         generator = _init.as_rng(rng, seed)
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.bises = BiSE(
+        self.bises = self.engine_layer(BiSE)(
             in_channels, in_channels * out_channels, kernel_size, groups=in_channels, rng=generator, **kwargs
         )
-        self.luis = LUI(
+        self.luis = self.engine_layer(LUI)(
             in_channels * out_channels, out_channels, groups=out_channels, rng=generator, **kwargs
         )
 
-    def forward(self, x: Any) -> ad.Tensor:
+    def forward(self, x: Any) -> Any:
+        F = self.F
         z = self.bises(x)
         b, _, h, w = z.shape
         # (B, in, out, H, W) -> (B, out, in, H, W): group o of the LUI gathers BiSE_{i,o} for all i.
-        z = ad.reshape(z, (b, self.in_channels, self.out_channels, h, w))
-        z = ad.permute_dims(z, (0, 2, 1, 3, 4))
-        return self.luis(ad.reshape(z, (b, self.out_channels * self.in_channels, h, w)))
+        z = F.reshape(z, (b, self.in_channels, self.out_channels, h, w))
+        z = F.permute_dims(z, (0, 2, 1, 3, 4))
+        return self.luis(F.reshape(z, (b, self.out_channels * self.in_channels, h, w)))
 
 
 class DenseLUI(_BiSEBase):
@@ -539,9 +543,10 @@ class DenseLUI(_BiSEBase):
         binarization: str = "constant",
         rng: Any = None,
         seed: int | None = None,
-        dtype: Any = np.float32,
+        dtype: Any = None,
+        device: Any = None,
     ) -> None:
-        super().__init__()
+        dtype = self._setup(dtype, device)
         self.in_features = positive_int("in_features", in_features)
         positive_int("out_features", out_features)
         if not isinstance(real_valued, bool):
@@ -564,32 +569,40 @@ class DenseLUI(_BiSEBase):
     def out_features(self) -> int:
         return self.out_channels
 
-    def _linear(self, x: Any, w: Any) -> ad.Tensor:
+    def _linear(self, x: Any, w: Any) -> Any:
         shape = getattr(x, "shape", None)
         if shape is None or len(shape) < 1 or shape[-1] != self.in_features:
-            raise ValueError(f"x must have shape (..., {self.in_features}), got {shape}")
-        return ad.matmul(x, ad.transpose(w) if isinstance(w, ad.Tensor) else w.T)
+            raise ValueError(f"x must have shape (..., {self.in_features}), got {tuple(shape or ())}")
+        return self.F.matmul(x, w.T)
 
     def _broadcast(self, v: Any) -> Any:
         return v
 
-    def forward(self, x: Any) -> ad.Tensor:
+    def forward(self, x: Any) -> Any:
         if self.real_valued:
             return self.preactivation(x)
-        return super().forward(x)
+        return _BiSEBase.forward(self, x)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, real_valued={self.real_valued}"
 
 
-def _binarisable(model: Module) -> list[_BiSEBase]:
-    return [m for m in model.modules() if isinstance(m, _BiSEBase) and not getattr(m, "real_valued", False)]
+def _binarisable(model: Any) -> list[_BiSEBase]:
+    """The BiSE-type layers of ``model`` (either engine's) that binarise."""
+    return [
+        m
+        for m in model.modules()
+        if getattr(type(m), "_binarisable", False) and not getattr(m, "real_valued", False)
+    ]
 
 
-def constant_set_regularization(model: Module) -> ad.Tensor:
+def constant_set_regularization(model: Any) -> Any:
     """Sum over the model's BiSE-type neurons of ``d(W, A(S*))^2 = ||W||^2 - (sum_{S*} W)^2 / |S*|``.
 
     ``S*`` is the closest constant set of each neuron (``project_constant_set``), recomputed at every
     call from the current weights and held fixed for the gradient. Real-valued ``DenseLUI`` heads are
     skipped. Add ``c * constant_set_regularization(model)`` to the data loss (the paper uses
-    ``c`` = 0.01 or 0.001).
+    ``c`` = 0.01 or 0.001). Either engine's model (eagerly under torch).
 
     Examples
     --------
@@ -597,37 +610,34 @@ def constant_set_regularization(model: Module) -> ad.Tensor:
     >>> float(constant_set_regularization(BiSE(1, 1, 3, seed=0)).item()) >= 0
     True
     """
-    total: ad.Tensor | None = None
+    total = None
     for layer in _binarisable(model):
-        w = ad.reshape(layer.weight, (layer.out_channels, -1))
+        F = layer.F
+        w = F.reshape(layer.weight, (layer.out_channels, -1))
         s, _ = _bz.project_constant_set(layer._neuron_weights())
-        mask = w.xp.asarray(s.astype(np.float64))
-        mask = w.xp.astype(mask, w.dtype)
-        size = w.xp.sum(mask, axis=1)
-        inside = ad.sum(w * mask, axis=1)
-        term = ad.sum(ad.sum(w * w, axis=1) - inside * inside / size)
+        mask = layer.constant(s.astype(np.float64), like=w)
+        inside = F.sum(w * mask, axis=1)
+        term = F.sum(F.sum(w * w, axis=1) - inside * inside / F.sum(mask, axis=1))
         total = term if total is None else total + term
     if total is None:
         raise ValueError("model has no BiSE-type layer to regularise")
     return total
 
 
-def activable_set_regularization(model: Module) -> ad.Tensor:
+def activable_set_regularization(model: Any) -> Any:
     """Sum over BiSE-type neurons of ``||W - W*||^2 + (B - B*)^2``, the squared distance to the
     closest activable parameters ``(W*, B*)`` (``tropic.nn.binarize.activable_projection``), recomputed
     at every call and held fixed for the gradient. Costlier than :func:`constant_set_regularization`
-    (a closed-form projection per neuron and candidate ``S``).
+    (a closed-form projection per neuron and candidate ``S``). Either engine's model.
     """
-    total: ad.Tensor | None = None
+    total = None
     for layer in _binarisable(model):
-        w = ad.reshape(layer.weight, (layer.out_channels, -1))
+        F = layer.F
+        w = F.reshape(layer.weight, (layer.out_channels, -1))
         b = layer.bias
         w_star, b_star = _bz.activable_targets(layer._neuron_weights(), layer._neuron_biases())
-        xp = w.xp
-        w_star = xp.astype(xp.asarray(w_star), w.dtype)
-        b_star = xp.astype(xp.asarray(b_star), b.dtype)
-        dw, db = w - w_star, b - b_star
-        term = ad.sum(dw * dw) + ad.sum(db * db)
+        dw, db = w - layer.constant(w_star, like=w), b - layer.constant(b_star, like=b)
+        term = F.sum(dw * dw) + F.sum(db * db)
         total = term if total is None else total + term
     if total is None:
         raise ValueError("model has no BiSE-type layer to regularise")

@@ -1,5 +1,9 @@
 """Convolution-type layers: ``Conv2d``, ``MaxPlusConv2d``, ``MinPlusConv2d``, ``Dilation2d``,
-``Erosion2d``, ``MaxPool2d``. Inputs are ``(B, C, H, W)``."""
+``Erosion2d``, ``MaxPool2d``. Inputs are ``(B, C, H, W)``.
+
+The morphological ones are defined once for both engines (:mod:`tropic.nn.layer`); ``tropic.torch.nn``
+has the same classes as ``torch.nn.Module`` s.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,12 @@ from typing import Any
 
 import numpy as np
 
+import tropic
+
 from .. import autodiff as ad
 from ..core.checks import pair, positive_int
 from . import init as _init
+from .layer import Layer
 from .linear import linear_init
 from .module import Module, Parameter
 from .tropical import tropical_weight
@@ -87,10 +94,8 @@ class Conv2d(Module):
         )
 
 
-class _TropicalConv2d(Module):
+class _TropicalConv2d(Layer):
     _zero = -np.inf
-    _op: Any = None  # set by the subclasses: the tropical op and the bias combination
-    _combine: Any = None
 
     def __init__(
         self,
@@ -107,9 +112,10 @@ class _TropicalConv2d(Module):
         count: float | None = None,
         rng: Any = None,
         seed: int | None = None,
-        dtype: Any = np.float32,
+        dtype: Any = None,
+        device: Any = None,
     ) -> None:
-        super().__init__()
+        dtype = self._setup(dtype, device)
         shape = _conv_shape(in_channels, out_channels, kernel_size, groups)
         self.stride, self.padding, self.groups = (
             pair("stride", stride, 1),
@@ -118,19 +124,19 @@ class _TropicalConv2d(Module):
         )
         self.init = init
         gen = _init.as_rng(rng, seed)
-        self.weight = Parameter(
-            tropical_weight(shape, init, gen, dtype, p, count, self._zero), zero=self._zero
-        )
-        if bias:
-            self.bias = Parameter(_init.normal((out_channels,), gen, dtype), zero=self._zero)
-        else:
-            self.bias = None
+        w = tropical_weight(shape, init, gen, dtype, p, count, self._zero)
+        self.weight = self.parameter(w, zero=self._zero)
+        b = _init.normal((out_channels,), gen, dtype) if bias else None
+        self.bias = None if b is None else self.parameter(b, zero=self._zero)
 
-    def forward(self, x: Any) -> ad.Tensor:
-        y = type(self)._op(x, self.weight, stride=self.stride, padding=self.padding, groups=self.groups)
+    def forward(self, x: Any) -> Any:
+        maximise = self._zero < 0
+        op = tropic.maxplus_conv2d if maximise else tropic.minplus_conv2d
+        y = op(x, self.weight, stride=self.stride, padding=self.padding, groups=self.groups)
         if self.bias is None:
             return y
-        return type(self)._combine(ad.reshape(self.bias, (1, self.bias.shape[0], 1, 1)), y)
+        combine = tropic.maximum if maximise else tropic.minimum
+        return combine(self.F.reshape(self.bias, (1, self.bias.shape[0], 1, 1)), y)
 
     def extra_repr(self) -> str:
         o, c, kh, kw = self.weight.shape
@@ -158,12 +164,10 @@ class MaxPlusConv2d(_TropicalConv2d):
     bias : bool
     init : {"dense", "sparse"}
         ``N(0, 1)`` weights, or sparse with ``p`` / ``count`` and the rest ``-inf``.
-    p, count, rng, seed, dtype
+    p, count, rng, seed, dtype, device
     """
 
     _zero = -np.inf
-    _op = staticmethod(ad.maxplus_conv2d)
-    _combine = staticmethod(ad.maximum)
 
 
 class MinPlusConv2d(_TropicalConv2d):
@@ -175,11 +179,9 @@ class MinPlusConv2d(_TropicalConv2d):
     """
 
     _zero = np.inf
-    _op = staticmethod(ad.minplus_conv2d)
-    _combine = staticmethod(ad.minimum)
 
 
-class _Morphology2d(Module):
+class _Morphology2d(Layer):
     _dilation = True
 
     def __init__(
@@ -190,9 +192,10 @@ class _Morphology2d(Module):
         init: str = "zeros",
         rng: Any = None,
         seed: int | None = None,
-        dtype: Any = np.float32,
+        dtype: Any = None,
+        device: Any = None,
     ) -> None:
-        super().__init__()
+        dtype = self._setup(dtype, device)
         self.channels = positive_int("channels", channels)
         self.kernel_size = pair("kernel_size", kernel_size, 1)
         shape = (self.channels, *self.kernel_size)
@@ -203,26 +206,26 @@ class _Morphology2d(Module):
         else:
             raise ValueError(f"init must be 'zeros' or 'normal', got {init!r}")
         # An absent (pruned) entry is -inf for both: the erosion subtracts s, so -inf never wins its min.
-        self.structure = Parameter(structure, zero=-np.inf)
+        self.structure = self.parameter(structure, zero=-np.inf)
 
-    def forward(self, x: Any) -> ad.Tensor:
+    def forward(self, x: Any) -> Any:
         if x.ndim != 4 or x.shape[1] != self.channels:
             raise ValueError(f"x must have shape (B, {self.channels}, H, W), got {tuple(x.shape)}")
+        F = self.F
         kh, kw = self.kernel_size
         # SciPy's centre of an even window is k // 2: rows before/after the output position.
         before = (kh // 2, kw // 2)
         after = (kh - 1 - kh // 2, kw - 1 - kw // 2)
-        w = ad.reshape(self.structure, (self.channels, 1, kh, kw))
+        w = F.reshape(self.structure, (self.channels, 1, kh, kw))
         if self._dilation:
             # (f ⊕ s)(x) = max_y f(x - y) + s(y): a correlation with the reflected element.
-            w = w[:, :, ::-1, ::-1]
             pad = ((0, 0), (0, 0), (after[0], before[0]), (after[1], before[1]))
-            xpad = ad.pad(x, pad, value=-np.inf)
-            return ad.maxplus_conv2d(xpad, w, groups=self.channels)
+            xpad = F.pad(x, pad, value=-np.inf)
+            return tropic.maxplus_conv2d(xpad, F.flip(w, (2, 3)), groups=self.channels)
         # (f ⊖ s)(x) = min_y f(x + y) - s(y): a min-plus correlation with -s.
         pad = ((0, 0), (0, 0), (before[0], after[0]), (before[1], after[1]))
-        xpad = ad.pad(x, pad, value=np.inf)
-        return ad.minplus_conv2d(xpad, -w, groups=self.channels)
+        xpad = F.pad(x, pad, value=np.inf)
+        return tropic.minplus_conv2d(xpad, -w, groups=self.channels)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, kernel_size={self.kernel_size}"
@@ -247,7 +250,7 @@ class Dilation2d(_Morphology2d):
     kernel_size : int or (int, int)
     init : {"zeros", "normal"}
         Flat element (0 everywhere, default) or ``N(0, 0.1^2)``.
-    rng, seed, dtype
+    rng, seed, dtype, device
 
     Attributes
     ----------

@@ -6,7 +6,8 @@ activation with O(N) parameters between morphological layers restores the sign c
 holds the layers: :class:`MPM` (dilation and erosion sharing one weight, with optional weight
 dropout), :class:`DEP` (dilation-erosion perceptron), :class:`DiagonalActivation`,
 :class:`SVDActivation` and :class:`MPMResidual`. The paper's architectures are built by the functions
-of :mod:`tropic.nn.dmnn_models`.
+of :mod:`tropic.nn.dmnn_models`. Each layer is defined once for both engines
+(:mod:`tropic.nn.layer`); ``tropic.torch.nn`` has the same classes as ``torch.nn.Module`` s.
 """
 
 from __future__ import annotations
@@ -16,17 +17,18 @@ from typing import Any
 
 import numpy as np
 
-from .. import autodiff as ad
+import tropic
+
 from ..core.checks import positive_int
 from . import init as _init
-from .dropout import _keep_mask, _probability
-from .linear import Linear
-from .module import Module, Parameter
+from .dropout import _probability
+from .layer import Layer
+from .linear import linear_init
 
 __all__ = ["DEP", "MPM", "DiagonalActivation", "MPMResidual", "SVDActivation"]
 
 
-class MPM(Module):
+class MPM(Layer):
     """Max-plus-min layer: a dilation and an erosion that share one weight, each with its own bias.
 
     .. math:: y_{\\dots j} = \\max\\big(b_j,\\; \\max_i x_{\\dots i} + W_{ji}\\big)
@@ -42,9 +44,9 @@ class MPM(Module):
         Probability ``p`` that an entry of ``W`` is dropped in a training forward pass (default 0).
     rng, seed : optional
         Random source of the initialisation (weight, then ``b``, then ``b'``) and afterwards of the
-        dropout masks.
-    dtype : floating dtype
-        Default float32.
+        dropout masks (``tropic.torch.nn``: the masks come from torch's generator, ``torch.manual_seed``).
+    dtype, device : optional
+        As :class:`~tropic.nn.MaxPlus`.
 
     Attributes
     ----------
@@ -91,9 +93,10 @@ class MPM(Module):
         weight_dropout: float = 0.0,
         rng: Any = None,
         seed: int | None = None,
-        dtype: Any = np.float32,
+        dtype: Any = None,
+        device: Any = None,
     ) -> None:
-        super().__init__()
+        dtype = self._setup(dtype, device)
         self.in_features = positive_int("in_features", in_features)
         self.out_features = positive_int("out_features", out_features)
         if init not in ("normal", "zeros"):
@@ -103,27 +106,24 @@ class MPM(Module):
         self.rng = _init.as_rng(rng, seed)
         shape = (out_features, in_features)
         make = _init.normal if init == "normal" else _init.zeros
-        self.weight = Parameter(make(shape, self.rng, dtype))
-        self.bias_max = Parameter(_init.normal((out_features,), self.rng, dtype), zero=-np.inf)
-        self.bias_min = Parameter(_init.normal((out_features,), self.rng, dtype), zero=np.inf)
+        self.weight = self.parameter(make(shape, self.rng, dtype))
+        self.bias_max = self.parameter(_init.normal((out_features,), self.rng, dtype), zero=-np.inf)
+        self.bias_min = self.parameter(_init.normal((out_features,), self.rng, dtype), zero=np.inf)
         self.dropout_keep = None
 
-    def forward(self, x: Any) -> ad.Tensor:
+    def forward(self, x: Any) -> Any:
         w = self.weight
-        keep = w.mask
+        keep = self.keep_mask("weight")
         self.dropout_keep = None
         if self.training and self.weight_dropout > 0.0:
-            drawn = _keep_mask(self.rng, tuple(w.shape), self.weight_dropout, w.data)
-            self.dropout_keep = drawn
+            drawn = self.dropout_keep = self.dropout_keep_mask(tuple(w.shape), self.weight_dropout, w)
             keep = drawn if keep is None else keep & drawn
         if keep is None:
             w_max = w_min = w
         else:
-            xp = w.xp
-            w_max = ad.where(keep, w, xp.full_like(w.data, -math.inf))
-            w_min = ad.where(keep, w, xp.full_like(w.data, math.inf))
-        dilation = ad.maximum(self.bias_max, ad.maxplus_matmul(x, ad.transpose(w_max)))
-        erosion = ad.minimum(self.bias_min, ad.minplus_matmul(x, ad.transpose(w_min)))
+            w_max, w_min = self.F.where(keep, w, -math.inf), self.F.where(keep, w, math.inf)
+        dilation = tropic.maxplus_matmul(x, w_max.T, bias=self.bias_max)
+        erosion = tropic.minplus_matmul(x, w_min.T, bias=self.bias_min)
         return dilation + erosion
 
     def extra_repr(self) -> str:
@@ -133,7 +133,7 @@ class MPM(Module):
         )
 
 
-class DEP(Module):
+class DEP(Layer):
     """Dilation-erosion perceptron layer: a convex mix of a dilation and an erosion with separate
     weights and no bias.
 
@@ -175,9 +175,10 @@ class DEP(Module):
         mix: str = "learned",
         rng: Any = None,
         seed: int | None = None,
-        dtype: Any = np.float32,
+        dtype: Any = None,
+        device: Any = None,
     ) -> None:
-        super().__init__()
+        dtype = self._setup(dtype, device)
         self.in_features = positive_int("in_features", in_features)
         self.out_features = positive_int("out_features", out_features)
         if mix not in ("learned", "fixed"):
@@ -185,24 +186,24 @@ class DEP(Module):
         self.mix_mode = mix
         gen = _init.as_rng(rng, seed)
         shape = (out_features, in_features)
-        self.weight_max = Parameter(_init.normal(shape, gen, dtype), zero=-np.inf)
-        self.weight_min = Parameter(_init.normal(shape, gen, dtype), zero=np.inf)
+        self.weight_max = self.parameter(_init.normal(shape, gen, dtype), zero=-np.inf)
+        self.weight_min = self.parameter(_init.normal(shape, gen, dtype), zero=np.inf)
         if mix == "learned":
-            self.mix = Parameter(_init.uniform((out_features,), gen, dtype, low=0.0, high=1.0))
+            self.mix = self.parameter(_init.uniform((out_features,), gen, dtype, low=0.0, high=1.0))
         else:
-            self.register_buffer("mix", _init.constant((out_features,), 0.5, dtype))
+            self.buffer("mix", _init.constant((out_features,), 0.5, dtype))
 
-    def forward(self, x: Any) -> ad.Tensor:
-        lam = ad.clamp(self.mix, 0.0, 1.0) if self.mix_mode == "learned" else self.mix
-        dilation = ad.maxplus_matmul(x, ad.transpose(self.weight_max))
-        erosion = ad.minplus_matmul(x, ad.transpose(self.weight_min))
+    def forward(self, x: Any) -> Any:
+        lam = self.F.clamp(self.mix, 0.0, 1.0) if self.mix_mode == "learned" else self.mix
+        dilation = tropic.maxplus_matmul(x, self.weight_max.T)
+        erosion = tropic.minplus_matmul(x, self.weight_min.T)
         return dilation * lam + erosion * (1.0 - lam)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, mix={self.mix_mode!r}"
 
 
-class DiagonalActivation(Module):
+class DiagonalActivation(Layer):
     """Diagonal "linear" activation ``y = a ⊙ x`` (N learnable parameters).
 
     .. math:: y_{\\dots j} = a_j \\, x_{\\dots j}, \\qquad a_j \\sim N(0, 1) / \\sqrt{12}
@@ -219,21 +220,27 @@ class DiagonalActivation(Module):
     """
 
     def __init__(
-        self, num_features: int, *, rng: Any = None, seed: int | None = None, dtype: Any = np.float32
+        self,
+        num_features: int,
+        *,
+        rng: Any = None,
+        seed: int | None = None,
+        dtype: Any = None,
+        device: Any = None,
     ) -> None:
-        super().__init__()
+        dtype = self._setup(dtype, device)
         self.num_features = positive_int("num_features", num_features)
         gen = _init.as_rng(rng, seed)
-        self.weight = Parameter(_init.normal((num_features,), gen, dtype, std=1.0 / math.sqrt(12.0)))
+        self.weight = self.parameter(_init.normal((num_features,), gen, dtype, std=1.0 / math.sqrt(12.0)))
 
-    def forward(self, x: Any) -> ad.Tensor:
-        return ad.mul(x, self.weight)
+    def forward(self, x: Any) -> Any:
+        return x * self.weight
 
     def extra_repr(self) -> str:
         return f"num_features={self.num_features}"
 
 
-class SVDActivation(Module):
+class SVDActivation(Layer):
     """SVD-constrained "linear" activation ``y = U diag(a) V^T x``: only the N singular values learn.
 
     .. math:: y = U \\,\\mathrm{diag}(a)\\, V^T x, \\qquad M_0 = U \\,\\mathrm{diag}(s)\\, V^T
@@ -267,26 +274,28 @@ class SVDActivation(Module):
         init: str = "he_normal",
         rng: Any = None,
         seed: int | None = None,
-        dtype: Any = np.float32,
+        dtype: Any = None,
+        device: Any = None,
     ) -> None:
-        super().__init__()
+        dtype = self._setup(dtype, device)
         self.num_features = positive_int("num_features", num_features)
         gen = _init.as_rng(rng, seed)
-        m0 = Linear(num_features, num_features, bias=False, init=init, rng=gen, dtype=np.float64).weight
-        u, s, vh = np.linalg.svd(np.asarray(m0.data))
-        self.register_buffer("u", u.astype(dtype))
-        self.register_buffer("v", np.ascontiguousarray(vh.T).astype(dtype))
-        self.weight = Parameter(s.astype(dtype))
+        m0 = linear_init(init, (num_features, num_features), gen, np.float64)  # a Linear's weight
+        u, s, vh = np.linalg.svd(m0)
+        self.buffer("u", u.astype(dtype))
+        self.buffer("v", np.ascontiguousarray(vh.T).astype(dtype))
+        self.weight = self.parameter(s.astype(dtype))
 
-    def forward(self, x: Any) -> ad.Tensor:
-        # Row vectors: y = x V diag(a) U^T; U, V are raw arrays, i.e. constants of the tape.
-        return ad.matmul(ad.matmul(x, self.v) * self.weight, ad.transpose(self.u))
+    def forward(self, x: Any) -> Any:
+        # Row vectors: y = x V diag(a) U^T; U, V are buffers, i.e. constants of the tape.
+        matmul = self.F.matmul
+        return matmul(matmul(x, self.v) * self.weight, self.u.T)
 
     def extra_repr(self) -> str:
         return f"num_features={self.num_features}"
 
 
-class MPMResidual(Module):
+class MPMResidual(Layer):
     """Residual MPM block ``x + a ⊙ MPM(x)`` of width ``n`` (the hidden blocks of RMPM).
 
     .. math:: y = x + a \\odot \\mathrm{MPM}(x)
@@ -317,14 +326,16 @@ class MPMResidual(Module):
         init: str = "normal",
         rng: Any = None,
         seed: int | None = None,
-        dtype: Any = np.float32,
+        dtype: Any = None,
+        device: Any = None,
     ) -> None:
-        super().__init__()
+        self._setup(dtype, device)  # the sub-layers take the dtype as given
         gen = _init.as_rng(rng, seed)
-        self.mpm = MPM(
-            num_features, num_features, init=init, weight_dropout=weight_dropout, rng=gen, dtype=dtype
-        )
-        self.scale = DiagonalActivation(num_features, rng=gen, dtype=dtype)
+        self.mpm = self.engine_layer(MPM)(
+            num_features, num_features, init=init, weight_dropout=weight_dropout, rng=gen, dtype=dtype,
+            device=device,
+        )  # fmt: skip
+        self.scale = self.engine_layer(DiagonalActivation)(num_features, rng=gen, dtype=dtype, device=device)
 
-    def forward(self, x: Any) -> ad.Tensor:
-        return ad.add(x, self.scale(self.mpm(x)))
+    def forward(self, x: Any) -> Any:
+        return x + self.scale(self.mpm(x))

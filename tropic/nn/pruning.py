@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..core._array_api import array_namespace
+from ..core.pruning import keep_mask, pruning_score
 from .module import Module, Parameter
 from .optim import apply_mask
 
@@ -158,28 +159,13 @@ def _count(amount: Any, total: int) -> int:
 
 
 def _scores(param: Parameter) -> np.ndarray:
-    w = _numpy(param.data).astype(np.float64)
-    if param.zero == 0.0:
-        # A linear weight that happens to be 0 ranks first but is not forced out.
-        scores, dead = np.abs(w), np.zeros(w.shape, dtype=bool)
-    elif param.zero == -np.inf:
-        scores, dead = w.copy(), w == -np.inf
-    elif param.zero == np.inf:
-        scores, dead = -w, w == np.inf
-    else:
-        raise ValueError(f"cannot prune a parameter whose zero is {param.zero!r}")
-    if param.mask is not None:
-        dead |= ~_numpy(param.mask)
-    scores[dead] = -np.inf
-    return scores
+    """The tropical pruning score of ``param``'s entries (:func:`tropic.core.pruning.pruning_score`)."""
+    mask = None if param.mask is None else _numpy(param.mask)
+    return pruning_score(np, _numpy(param.data), param.zero, mask)
 
 
 def _keep(scores: np.ndarray, count: int) -> np.ndarray:
-    """Keep mask of flat ``scores``: the ``count`` lowest (stable order) are pruned, and so is every
-    entry scored ``-inf`` (already pruned or at the zero: the mask only shrinks)."""
-    keep = np.ones(scores.size, dtype=bool)
-    keep[np.argsort(scores, kind="stable")[:count]] = False
-    return keep & (scores != -np.inf)
+    return keep_mask(np, scores, count)
 
 
 def _set_mask(module: Module, name: str, param: Parameter, keep: np.ndarray) -> None:

@@ -1,4 +1,8 @@
-"""Dense tropical layers: ``MaxPlus``, ``MinPlus``, ``DilationErosion``, ``Maxout``."""
+"""Dense tropical layers: ``MaxPlus``, ``MinPlus``, ``DilationErosion``, ``Maxout``.
+
+Each is defined once for both engines (:mod:`tropic.nn.layer`); ``tropic.torch.nn`` has the same
+classes as ``torch.nn.Module`` s.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import autodiff as ad
+import tropic
+
 from ..core.checks import positive_int
 from . import init as _init
-from .linear import Linear
-from .module import Module, Parameter
+from .layer import Layer
 
 __all__ = ["DilationErosion", "MaxPlus", "Maxout", "MinPlus"]
 
@@ -34,7 +38,7 @@ def tropical_weight(
     raise ValueError(f"init must be 'dense' or 'sparse', got {init!r}")
 
 
-class _TropicalDense(Module):
+class _TropicalDense(Layer):
     _zero = -np.inf
 
     def __init__(
@@ -48,16 +52,19 @@ class _TropicalDense(Module):
         count: float | None = None,
         rng: Any = None,
         seed: int | None = None,
-        dtype: Any = np.float32,
+        dtype: Any = None,
+        device: Any = None,
     ) -> None:
-        super().__init__()
+        dtype = self._setup(dtype, device)
         self.in_features = positive_int("in_features", in_features)
         self.out_features = positive_int("out_features", out_features)
         self.init = init
         gen = _init.as_rng(rng, seed)
         w = tropical_weight((out_features, in_features), init, gen, dtype, p, count, self._zero)
-        self.weight = Parameter(w, zero=self._zero)
-        self.bias = Parameter(_init.normal((out_features,), gen, dtype), zero=self._zero) if bias else None
+        self.weight = self.parameter(w, zero=self._zero)
+        self.bias = (
+            self.parameter(_init.normal((out_features,), gen, dtype), zero=self._zero) if bias else None
+        )
 
     def extra_repr(self) -> str:
         return (
@@ -86,8 +93,11 @@ class MaxPlus(_TropicalDense):
         Sparsity of ``init="sparse"`` (exactly one).
     rng, seed : optional
         Random source of the initialisation (weights first, then bias).
-    dtype : floating dtype
-        Default float32.
+    dtype : floating dtype, optional
+        NumPy or torch dtype; default float32 (torch: its default dtype; bfloat16 values are drawn
+        in float32, then rounded once).
+    device : optional
+        torch's device (``tropic.nn``: the CPU).
 
     Notes
     -----
@@ -108,9 +118,8 @@ class MaxPlus(_TropicalDense):
 
     _zero = -np.inf
 
-    def forward(self, x: Any) -> ad.Tensor:
-        y = ad.maxplus_matmul(x, self.weight.T)
-        return y if self.bias is None else ad.maximum(self.bias, y)
+    def forward(self, x: Any) -> Any:
+        return tropic.maxplus_matmul(x, self.weight.T, bias=self.bias)
 
 
 class MinPlus(_TropicalDense):
@@ -124,12 +133,11 @@ class MinPlus(_TropicalDense):
 
     _zero = np.inf
 
-    def forward(self, x: Any) -> ad.Tensor:
-        y = ad.minplus_matmul(x, self.weight.T)
-        return y if self.bias is None else ad.minimum(self.bias, y)
+    def forward(self, x: Any) -> Any:
+        return tropic.minplus_matmul(x, self.weight.T, bias=self.bias)
 
 
-class DilationErosion(Module):
+class DilationErosion(Layer):
     """Dilation-erosion layer of dense morphological networks (Mondal et al., DenMo-Net).
 
     .. math:: d_{\\dots j} = \\max\\big(b^d_j, \\max_i x_{\\dots i} + D_{ji}\\big), \\qquad
@@ -148,7 +156,7 @@ class DilationErosion(Module):
         Number of dilation and erosion neurons (``n_erosion`` defaults to ``n_dilation``).
     combine : {"concat", "sum"}
     bias : bool
-    init, p, count, rng, seed, dtype
+    init, p, count, rng, seed, dtype, device
         As in :class:`MaxPlus`, for both parts (the dilation weights are drawn first).
 
     Attributes
@@ -170,9 +178,10 @@ class DilationErosion(Module):
         count: float | None = None,
         rng: Any = None,
         seed: int | None = None,
-        dtype: Any = np.float32,
+        dtype: Any = None,
+        device: Any = None,
     ) -> None:
-        super().__init__()
+        self._setup(dtype, device)
         n_erosion = n_dilation if n_erosion is None else n_erosion
         if combine not in ("concat", "sum"):
             raise ValueError(f"combine must be 'concat' or 'sum', got {combine!r}")
@@ -180,21 +189,21 @@ class DilationErosion(Module):
             raise ValueError(f"combine='sum' needs n_dilation == n_erosion, got {n_dilation} and {n_erosion}")
         self.combine = combine
         gen = _init.as_rng(rng, seed)
-        kw = dict(bias=bias, init=init, p=p, count=count, rng=gen, dtype=dtype)
-        self.dilation = MaxPlus(in_features, n_dilation, **kw)
-        self.erosion = MinPlus(in_features, n_erosion, **kw)
+        kw = dict(bias=bias, init=init, p=p, count=count, rng=gen, dtype=dtype, device=device)
+        self.dilation = self.engine_layer(MaxPlus)(in_features, n_dilation, **kw)
+        self.erosion = self.engine_layer(MinPlus)(in_features, n_erosion, **kw)
 
-    def forward(self, x: Any) -> ad.Tensor:
+    def forward(self, x: Any) -> Any:
         d, e = self.dilation(x), self.erosion(x)
         if self.combine == "sum":
             return d + e
-        return ad.concatenate([d, e], axis=-1)
+        return self.F.concatenate([d, e], axis=-1)
 
     def extra_repr(self) -> str:
         return f"combine={self.combine!r}"
 
 
-class Maxout(Module):
+class Maxout(Layer):
     """Maxout unit: a linear map to ``out * pieces`` features, then the max over each group of ``pieces``.
 
     .. math:: y_{\\dots j} = \\max_{0 \\le p < P} \\big(x W^T + c\\big)_{\\dots,\\, jP + p}
@@ -208,12 +217,13 @@ class Maxout(Module):
     pieces : int
         Group size ``P`` >= 1.
     bias : bool
-    init, rng, seed, dtype
+    init, rng, seed, dtype, device
         As in :class:`Linear` (default init ``"glorot_uniform"``).
 
     Attributes
     ----------
     linear : Linear
+        ``torch.nn.Linear`` in ``tropic.torch.nn``.
     """
 
     def __init__(
@@ -226,17 +236,16 @@ class Maxout(Module):
         init: str = "glorot_uniform",
         rng: Any = None,
         seed: int | None = None,
-        dtype: Any = np.float32,
+        dtype: Any = None,
+        device: Any = None,
     ) -> None:
-        super().__init__()
+        dtype = self._setup(dtype, device)
         self.pieces = positive_int("pieces", pieces)
-        self.linear = Linear(
-            in_features, positive_int("out_features", out_features) * self.pieces, bias,
-            init=init, rng=rng, seed=seed, dtype=dtype,
-        )  # fmt: skip
+        width = positive_int("out_features", out_features) * self.pieces
+        self.linear = self.linear_layer(in_features, width, bias, init, _init.as_rng(rng, seed), dtype)
 
-    def forward(self, x: Any) -> ad.Tensor:
-        return ad.maxout(self.linear(x), self.pieces, axis=-1)
+    def forward(self, x: Any) -> Any:
+        return tropic.maxout(self.linear(x), self.pieces, axis=-1)
 
     def extra_repr(self) -> str:
         return f"pieces={self.pieces}"

@@ -33,13 +33,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import array_api_compat.torch as torch_namespace
 import torch
 from torch.nn.utils import prune as _prune
 from torch.nn.utils.prune import is_pruned, remove
 
+from tropic.core.pruning import keep_mask, pruning_score
 from tropic.nn.pruning import _count
 
-from .nn._mirror import tropical_zero
+from .nn.convert import tropical_zero
 
 __all__ = [
     "TropicalFromMask",
@@ -132,17 +134,12 @@ class TropicalFromMask(_TropicalMethod):
 
 
 def _scores(t: torch.Tensor, default_mask: torch.Tensor, zero: float) -> torch.Tensor:
-    """Lowest pruned first: ``w`` (max-plus) or ``-w`` (min-plus); dead entries ``-inf``."""
-    w = t.detach().double()
-    scores = w.clone() if zero < 0 else -w
-    dead = (w == zero) | (default_mask == 0)
-    return torch.where(dead, -float("inf"), scores).reshape(-1)
+    """The tropical pruning score (:func:`tropic.core.pruning.pruning_score`); masked entries dead."""
+    return pruning_score(torch_namespace, t.detach(), zero, default_mask != 0)
 
 
 def _keep(scores: torch.Tensor, count: int) -> torch.Tensor:
-    keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
-    keep[torch.argsort(scores, stable=True)[:count]] = False
-    return keep & (scores != -float("inf"))
+    return keep_mask(torch_namespace, scores, count)
 
 
 def l1_unstructured(

@@ -1,11 +1,11 @@
 """torch ``nn.Module`` s of tropic's layers: ``from tropic.torch import nn as tnn``.
 
-Every layer mirrors the :mod:`tropic.nn` layer of the same name: same constructor arguments (plus
-torch's ``dtype`` and ``device``), same initial values for the same ``seed`` (the tropic layer's own
-initialisation code runs and its arrays are copied), same forward formula, with tropic's operators
-(``tropic.maxplus_matmul``, ``tropic.maxplus_conv2d``, ``tropic.maxout``, ... as ``torch.library``
-custom ops) so that gradients follow tropic's subgradient rule and ``torch.compile(fullgraph=True)``
-sees no graph break.
+Every layer here *is* the :mod:`tropic.nn` layer of the same name: one class body, defined once in
+:mod:`tropic.nn` against a small engine interface (:mod:`tropic.nn.layer`), on torch's engine
+(:func:`engine_class`). Same constructor arguments and signature (plus torch's ``dtype`` and
+``device``), same initial values for the same ``seed``, same forward formula, with tropic's operators
+(``tropic.maxplus_matmul``, ``tropic.maxplus_conv2d``, ... as ``torch.library`` custom ops) so that
+gradients follow tropic's subgradient rule and ``torch.compile(fullgraph=True)`` sees no graph break.
 
 Examples
 --------
@@ -21,27 +21,11 @@ Converting: :func:`from_tropic` turns a tropic.nn layer or model into the equiva
 :func:`load_tropic_state` loads a tropic state dict; :func:`tropic_state_dict` goes back.
 """
 
-from ._mirror import (
-    Residual,
-    Softplus,
-    TropicMirror,
-    from_tropic,
-    load_tropic_state,
-    set_binary,
-    tropic_state_dict,
-    tropical_zero,
-)
-from .binary import (
-    LUI,
-    BinarizedNeurons,
-    BiSE,
-    BiSEL,
-    DenseLUI,
-    activable_set_regularization,
-    constant_set_regularization,
-)
-from .conv import Dilation2d, Erosion2d, MaxPlusConv2d, MinPlusConv2d
-from .dmnn import DEP, MPM, DiagonalActivation, MPMResidual, SVDActivation
+import tropic.nn as _tnn
+from tropic.nn.binary import BinarizedNeurons, activable_set_regularization, constant_set_regularization
+
+from ._layer import TorchLayer, engine_class, set_binary
+from .convert import Residual, Softplus, from_tropic, load_tropic_state, tropic_state_dict, tropical_zero
 from .models import (
     GroupMax,
     act_dep,
@@ -58,7 +42,27 @@ from .models import (
     relu_head,
     rmpm,
 )
-from .tropical import DilationErosion, Maxout, MaxPlus, MinPlus
+
+TropicMirror = TorchLayer  # the name of this base class before the layers were defined once
+
+# The layers, defined once in tropic.nn, on torch's engine.
+MaxPlus = engine_class(_tnn.MaxPlus)
+MinPlus = engine_class(_tnn.MinPlus)
+DilationErosion = engine_class(_tnn.DilationErosion)
+Maxout = engine_class(_tnn.Maxout)
+MaxPlusConv2d = engine_class(_tnn.MaxPlusConv2d)
+MinPlusConv2d = engine_class(_tnn.MinPlusConv2d)
+Dilation2d = engine_class(_tnn.Dilation2d)
+Erosion2d = engine_class(_tnn.Erosion2d)
+BiSE = engine_class(_tnn.BiSE)
+LUI = engine_class(_tnn.LUI)
+BiSEL = engine_class(_tnn.BiSEL)
+DenseLUI = engine_class(_tnn.DenseLUI)
+MPM = engine_class(_tnn.dmnn.MPM)
+DEP = engine_class(_tnn.dmnn.DEP)
+DiagonalActivation = engine_class(_tnn.dmnn.DiagonalActivation)
+SVDActivation = engine_class(_tnn.dmnn.SVDActivation)
+MPMResidual = engine_class(_tnn.dmnn.MPMResidual)
 
 __all__ = [
     "DEP",
@@ -82,12 +86,14 @@ __all__ = [
     "Residual",
     "SVDActivation",
     "Softplus",
+    "TorchLayer",
     "TropicMirror",
     "act_dep",
     "act_mp",
     "activable_set_regularization",
     "constant_set_regularization",
     "dep",
+    "engine_class",
     "from_tropic",
     "hybrid_head",
     "hybrid_mlp",

@@ -26,7 +26,8 @@ import torch
 import tropic
 from tropic.nn import dmnn_models as _models
 
-from ._mirror import from_tropic, numpy_dtype, register
+from ._layer import numpy_dtype
+from .convert import from_tropic, register
 
 __all__ = list(_models.__all__) + ["GroupMax"]
 

@@ -1,64 +1,30 @@
-"""The bridge between :mod:`tropic.nn` layers and their ``torch.nn.Module`` mirrors.
+"""Conversions between :mod:`tropic.nn` models and torch modules.
 
-A mirror class names the :mod:`tropic.nn` class it mirrors (``_tropic_cls``) and the configuration
-attributes it copies (``_config``). Its constructor builds that tropic layer with the same arguments
-(so the initialisation code runs once, in :mod:`tropic.nn`) and adopts it: configuration attributes,
-parameters (as ``torch.nn.Parameter``, same names, same values), buffers and sub-modules (converted
-recursively). :func:`from_tropic` adopts an existing tropic layer or model the same way.
+:func:`from_tropic` builds the torch module of a tropic.nn model and copies its state: a layer defined
+for both engines (:mod:`tropic.nn.layer`) becomes its torch class built with the same arguments, then
+loaded with the layer's state dict; ``Sequential``, ``Linear``, ``BatchNorm`` and the other plain layers
+become torch's own modules. :func:`load_tropic_state` and :func:`tropic_state_dict` move state dicts
+between the two.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-import tropic
 import tropic.nn as _tnn
+from tropic.nn.layer import Layer
 
-__all__ = ["TropicMirror", "from_tropic", "load_tropic_state", "tropic_state_dict", "tropical_zero"]
+from .. import functional
+from ._layer import as_tensor as _to_tensor
+from ._layer import engine_class, numpy_dtype
 
-# torch dtype -> the NumPy dtype the tropic layer is built in (bfloat16: built in float32, then cast,
-# which rounds each value once, as building it directly would).
-_NUMPY_DTYPES = {
-    torch.float16: np.float16,
-    torch.float32: np.float32,
-    torch.float64: np.float64,
-    torch.bfloat16: np.float32,
-}
+__all__ = ["Residual", "Softplus", "from_tropic", "load_tropic_state", "tropic_state_dict", "tropical_zero"]
+
 _CONVERTERS: dict[type, Callable[..., torch.nn.Module]] = {}
-
-
-def numpy_dtype(dtype: Any) -> tuple[Any, torch.dtype]:
-    """``(NumPy dtype to build the tropic layer in, torch dtype of the result)`` for a ``dtype``
-    argument: a torch floating dtype, a NumPy floating dtype, or None (torch's default dtype)."""
-    if dtype is None:
-        dtype = torch.get_default_dtype()
-    if not isinstance(dtype, torch.dtype):
-        try:
-            np_dtype = np.dtype(dtype)
-        except TypeError as err:
-            raise TypeError(f"dtype must be a torch or NumPy floating dtype, got {dtype!r}") from err
-        dtype = {np.dtype(v): k for k, v in _NUMPY_DTYPES.items() if k != torch.bfloat16}.get(np_dtype)
-        if dtype is None:
-            raise TypeError(f"dtype must be a floating dtype (float16/32/64, bfloat16), got {np_dtype}")
-    if dtype not in _NUMPY_DTYPES:
-        raise TypeError(f"dtype must be a floating dtype (float16/32/64, bfloat16), got {dtype}")
-    return _NUMPY_DTYPES[dtype], dtype
-
-
-def _to_tensor(array: Any, dtype: torch.dtype | None, device: Any) -> torch.Tensor:
-    """A new tensor with the values of ``array`` (NumPy, or any DLPack array: array-api-strict, CuPy)."""
-    if isinstance(array, (np.ndarray, np.generic)):
-        t = torch.from_numpy(np.array(array, copy=True, order="C"))
-    else:
-        t = torch.from_dlpack(array).clone()
-    if dtype is not None and t.is_floating_point():
-        t = t.to(dtype)
-    return t if device is None else t.to(device)
 
 
 def tropical_zero(module: torch.nn.Module, name: str) -> float:
@@ -66,64 +32,6 @@ def tropical_zero(module: torch.nn.Module, name: str) -> float:
     max-plus weight, ``+inf`` for a min-plus weight, ``0.0`` otherwise (linear weights, any module
     that is not a tropic mirror). Taken from the tropic layer's ``Parameter.zero``."""
     return getattr(module, "_zeros", {}).get(name, 0.0)
-
-
-class TropicMirror(torch.nn.Module):
-    """Base of the torch modules that mirror a :mod:`tropic.nn` layer.
-
-    Attributes
-    ----------
-    binary_mode : bool
-        As :attr:`tropic.nn.Module.binary_mode`; set on a whole tree by :meth:`binary`.
-    """
-
-    _tropic_cls: type
-    _config: tuple[str, ...] = ()
-
-    def __init__(self, *args: Any, dtype: Any = None, device: Any = None, **kwargs: Any) -> None:
-        super().__init__()
-        np_dtype, torch_dtype = numpy_dtype(dtype)
-        self._adopt(self._tropic_cls(*args, dtype=np_dtype, **kwargs), torch_dtype, device)
-
-    def _adopt(self, layer: _tnn.Module, dtype: torch.dtype | None = None, device: Any = None) -> None:
-        for name in self._config:
-            setattr(self, name, getattr(layer, name))
-        self.binary_mode = bool(getattr(layer, "binary_mode", False))
-        self._zeros: dict[str, float] = {}
-        for name, p in layer._parameters.items():
-            if p is None:
-                self.register_parameter(name, None)
-                continue
-            self.register_parameter(name, torch.nn.Parameter(_to_tensor(p.data, dtype, device)))
-            self._zeros[name] = p.zero
-        if "bias" not in self._parameters and layer.__dict__.get("bias", 0) is None:
-            self.register_parameter("bias", None)  # a layer built with bias=False
-        for name, b in _plain_buffers(layer):
-            self.register_buffer(name, None if b is None else _to_tensor(b, dtype, device))
-        for name, child in layer._modules.items():
-            self.add_module(name, None if child is None else from_tropic(child, dtype=dtype, device=device))
-        self.train(layer.training)
-        _prune_like(self, layer)
-
-    def binary(self, mode: bool = True) -> TropicMirror:
-        """Set ``binary_mode`` on every module of the tree (binarised layers read it); return self."""
-        set_binary(self, mode)
-        return self
-
-    def load_tropic_state(self, state: dict[str, Any], strict: bool = True) -> Any:
-        """Load a :mod:`tropic.nn` state dict (NumPy arrays, as ``Module.state_dict()`` or
-        ``tropic.nn.load_state`` give) into this module; see :func:`load_tropic_state`."""
-        return load_tropic_state(self, state, strict=strict)
-
-
-def set_binary(model: torch.nn.Module, mode: bool = True) -> torch.nn.Module:
-    """Set ``binary_mode`` on every module of ``model`` (any torch model); return ``model``."""
-    if not isinstance(mode, bool):
-        raise TypeError(f"mode must be a bool, got {type(mode).__name__}")
-    for module in model.modules():
-        if isinstance(module, TropicMirror):
-            module.binary_mode = mode
-    return model
 
 
 def register(*tropic_classes: type) -> Callable:
@@ -137,23 +45,10 @@ def register(*tropic_classes: type) -> Callable:
     return decorate
 
 
-def mirror(cls: type) -> type:
-    """Class decorator: :func:`from_tropic` converts instances of ``cls._tropic_cls`` into ``cls``."""
-
-    def convert(layer: Any, dtype: Any, device: Any) -> torch.nn.Module:
-        module = cls.__new__(cls)
-        torch.nn.Module.__init__(module)
-        module._adopt(layer, dtype, device)
-        return module
-
-    register(cls._tropic_cls)(convert)
-    return cls
-
-
 def from_tropic(layer: _tnn.Module, *, dtype: Any = None, device: Any = None) -> torch.nn.Module:
     """The torch module equivalent to a :mod:`tropic.nn` layer or model, with a copy of its state.
 
-    Tropical, binarised and deep-morphological layers become their :mod:`tropic.torch.nn` mirrors;
+    Tropical, binarised and deep-morphological layers become their :mod:`tropic.torch.nn` classes;
     ``Sequential``, ``ModuleList``, ``Linear``, ``Conv2d``, ``BatchNorm1d/2d``, ``ReLU``, ``Tanh``,
     ``Sigmoid``, ``Flatten``, ``Identity``, ``MaxPool2d`` and ``Dropout`` become torch's own modules.
     Pruning masks become torch-style pruning (``weight_orig`` + ``weight_mask``, see
@@ -179,10 +74,30 @@ def from_tropic(layer: _tnn.Module, *, dtype: Any = None, device: Any = None) ->
     """
     if dtype is not None:
         dtype = numpy_dtype(dtype)[1]
+    if isinstance(layer, Layer):
+        return _from_layer(layer, dtype, device)
     for cls in type(layer).__mro__:
         if cls in _CONVERTERS:
             return _CONVERTERS[cls](layer, dtype, device)
     raise NotImplementedError(f"no torch equivalent of tropic.nn.{type(layer).__name__} yet")
+
+
+def _from_layer(layer: Layer, dtype: torch.dtype | None, device: Any) -> torch.nn.Module:
+    """The torch class of ``layer`` built with its arguments (another seed: the values are replaced),
+    then its state: parameters, buffers, pruning masks, training and binary modes."""
+    args, kwargs = layer._arguments
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("rng", "seed", "dtype", "device")}
+    if dtype is None:
+        floating = [p.data for p in layer.parameters()] or [b for b in layer.buffers() if b is not None]
+        dtype = _dtype_of(floating[0]) if floating else None
+    module = engine_class(type(layer))(*args, **kwargs, seed=0, dtype=dtype, device=device)
+    for (_, own), (_, mine) in zip(layer.named_modules(), module.named_modules(), strict=True):
+        mine.train(own.training)
+        if isinstance(own, Layer):
+            mine.binary_mode = own.binary_mode
+        _prune_like(mine, own)
+    load_tropic_state(module, layer.state_dict())  # pruning masks included, into torch's mask buffers
+    return module
 
 
 def load_tropic_state(module: torch.nn.Module, state: dict[str, Any], strict: bool = True) -> Any:
@@ -334,17 +249,11 @@ register(_tnn.MaxPool2d)(
 )
 
 
-def softplus(x: torch.Tensor) -> torch.Tensor:
-    """``log(1 + e^x)`` as :func:`tropic.autodiff.softplus` computes it: ``max(x, 0) + log1p(e^{-|x|})``
-    (``torch.nn.functional.softplus`` switches to ``x`` above a threshold; this does not)."""
-    return torch.clamp_min(x, 0.0) + torch.log1p(torch.exp(-x.abs()))
-
-
 class Softplus(torch.nn.Module):
     """``y = log(1 + e^x)`` without a threshold (the formula of :class:`tropic.nn.Softplus`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return softplus(x)
+        return functional.softplus(x)
 
 
 register(_tnn.Softplus)(lambda layer, dtype, device: Softplus().train(layer.training))
@@ -366,11 +275,3 @@ register(_tnn.Residual)(
         layer.training
     )
 )
-
-
-# -- tie rules of tropic.autodiff's maximum / minimum: tropic's own operators ------------------------
-
-maximum = tropic.maximum
-minimum = tropic.minimum
-
-INF = math.inf
