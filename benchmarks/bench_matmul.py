@@ -153,3 +153,42 @@ class MaxplusLayerTraining(Benchmark):
 
     def peakmem_forward_backward(self, implementation):
         self.run()
+
+
+class CallOverhead(Benchmark):
+    """The fixed cost of one call: a 4 x 4 float64 max-plus product, where the work is nothing.
+
+    tropic on NumPy arrays against ``np.max(a[:, :, None] + b[None], axis=1)`` on the same arrays, and
+    on torch tensors against ``(a[:, :, None] + b[None]).amax(1)`` (the formula a user would write).
+    ``track_overhead_ratio`` is the same-run median ratio tropic / formula.
+    """
+
+    params = (("numpy", "torch"),)
+    param_names = ("library",)
+    repeat = 20
+
+    def setup(self, library):
+        a, b = random_array(4, 4, seed=1).astype("float64"), random_array(4, 4, seed=2).astype("float64")
+        if library == "torch":
+            torch = require_torch()
+            a, b = torch.from_numpy(a), torch.from_numpy(b)
+            self.formula = lambda: (a[:, :, None] + b[None]).amax(1)
+        else:
+            self.formula = lambda: naive_maxplus(a, b)
+        self.tropic = lambda: tropic.maxplus_matmul(a, b)
+        self.tropic()
+
+    def time_tropic(self, library):
+        self.tropic()
+
+    def time_formula(self, library):
+        self.formula()
+
+    def track_overhead_ratio(self, library):
+        import timeit
+
+        tropic_time = min(timeit.repeat(self.tropic, number=200, repeat=15))
+        formula_time = min(timeit.repeat(self.formula, number=200, repeat=15))
+        return round(tropic_time / formula_time, 2)
+
+    track_overhead_ratio.unit = "ratio"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
+from .engines import PLACES
 from .helpers import strict
 
 # CI: fixed seed, no example database, so a run is reproducible; locally: the default profile.
@@ -48,3 +49,30 @@ def cpu_path(request, monkeypatch):
         pytest.skip(f"compiled kernels not built (optional): {compiled.status()}")
     monkeypatch.setattr(compiled, "enabled", request.param == "compiled")
     return request.param
+
+
+def _places(capability: str | None = None) -> list[str]:
+    return [p.name for p in PLACES if capability is None or getattr(p, capability)]
+
+
+def _enter(name: str, monkeypatch):
+    return next(p for p in PLACES if p.name == name).enter(monkeypatch)
+
+
+@pytest.fixture(params=_places())
+def place(request, monkeypatch):
+    """Each array library and engine that runs tropic's operators (tests/engines.py's table): a test
+    written once runs on all of them (skipped only where an optional library or a GPU is missing)."""
+    return _enter(request.param, monkeypatch)
+
+
+@pytest.fixture(params=_places("gradients"))
+def gradient_place(request, monkeypatch):
+    """The places whose results are differentiable (the capability table's ``gradients``)."""
+    return _enter(request.param, monkeypatch)
+
+
+@pytest.fixture(params=_places("float16"))
+def float16_place(request, monkeypatch):
+    """The places that hold float16 arrays (the capability table's ``float16``)."""
+    return _enter(request.param, monkeypatch)

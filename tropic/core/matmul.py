@@ -95,8 +95,8 @@ def minplus_matmul(a: Array, b: Array, *, bias: Array | None = None, return_indi
 def _tropical_matmul(semiring: Semiring, a: Array, b: Array, bias: Array | None, return_indices: bool):
     engine = engine_of(a, b, bias)
     if engine is None:
-        check(a, b, bias)
-        values, winners = _run(array_namespace(a=a, b=b), a, b, bias, maximise=semiring.maximises)
+        xp = check(a, b, bias)
+        values, winners = _run(xp, a, b, bias, maximise=semiring.maximises)
     else:
         check(engine.array(a), engine.array(b), None if bias is None else engine.array(bias))
         values, winners = engine.apply(MATMUL, (a, b, bias), {"maximise": semiring.maximises})
@@ -149,8 +149,9 @@ def _run(xp: ModuleType, a: Array, b: Array, bias: Array | None = None, *, maxim
     semiring = MAX_PLUS if maximise else MIN_PLUS
     a2, b2 = _as_matrices(xp, a, b)
     dtypes = (a2.dtype, b2.dtype) if bias is None else (a2.dtype, b2.dtype, bias.dtype)
-    dtype = xp.result_type(*dtypes)
-    a2, b2 = xp.astype(a2, dtype, copy=False), xp.astype(b2, dtype, copy=False)
+    dtype = a2.dtype if len(set(dtypes)) == 1 else xp.result_type(*dtypes)
+    if a2.dtype != dtype or b2.dtype != dtype:
+        a2, b2 = xp.astype(a2, dtype, copy=False), xp.astype(b2, dtype, copy=False)
     kernel = kernel_for("matmul", xp) or matmul_reference
     c, winners = kernel(xp, semiring, a2, b2, rounding)
     c, winners = _drop_vector_axes(c, a.ndim, b.ndim), _drop_vector_axes(winners, a.ndim, b.ndim)
@@ -352,7 +353,11 @@ def product_shape(
             f"{given[0]} and {given[1]}"
         )
     try:
-        batch = tuple(np.broadcast_shapes(a_shape[:-2], b_shape[:-2]))
+        batch = (
+            ()
+            if len(a_shape) == len(b_shape) == 2
+            else tuple(np.broadcast_shapes(a_shape[:-2], b_shape[:-2]))
+        )
     except ValueError:
         raise ValueError(
             f"the batch dimensions of {names[0]} and {names[1]} must broadcast, got {given[0]} and {given[1]}"

@@ -692,7 +692,7 @@ def _host(x: Array) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
     if hasattr(x, "detach"):
-        return x.detach().cpu().numpy()
+        return np.from_dlpack(x.detach().cpu())  # (not .numpy(): it would pin a torch tensor's storage)
     if hasattr(x, "get"):
         return x.get()
     return np.from_dlpack(x)

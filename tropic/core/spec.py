@@ -30,6 +30,7 @@ them to the engine of the tensors, or run the operator directly on arrays.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,7 +54,7 @@ class Operator:
     optional: tuple[str, ...] = ()
     doc: str = ""
 
-    @property
+    @functools.cached_property
     def param_names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.params)
 

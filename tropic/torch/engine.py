@@ -15,12 +15,13 @@ schema's other arguments):
     gradients at the winners, which is what the jvp does with tangents.
 
 Public functions (``tropic.maxplus_matmul`` and the others) given torch tensors call :func:`apply`.
-In eager mode it runs the forward op through an ``autograd.Function`` generated from the same spec,
-because ``torch.func`` transforms (``grad``, ``jacrev``, ``jvp``, ``vmap``) and
-``torch.autograd.forward_ad`` need ``setup_context`` and a ``jvp`` rule, which ops' registered
-autograd cannot give; under ``torch.compile``, ``torch.export`` and ``torch.jit.trace`` it calls the
-op itself, so graphs hold ``tropic::*`` nodes that load in a fresh process after ``import tropic``.
-Both paths use the same backward op, so gradients and tie rules are the same everywhere.
+It calls the forward op, whose registered autograd is the backward op; under ``torch.func`` transforms
+(``grad``, ``jacrev``, ``jvp``, ``vmap``) and ``torch.autograd.forward_ad`` (eager) it runs the op
+through an ``autograd.Function`` generated from the same spec instead, because those need
+``setup_context`` and a ``jvp`` rule, which ops' registered autograd cannot give. Graphs
+(``torch.compile``, ``torch.export``, ``torch.jit.trace``) hold ``tropic::*`` nodes that load in a
+fresh process after ``import tropic``. Both paths use the same backward op, so gradients and tie
+rules are the same everywhere.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import array_api_compat.numpy as np_namespace
 import array_api_compat.torch as torch_namespace
 import numpy as np
 import torch
+import torch.autograd.forward_ad as _forward_ad
 from torch import Tensor
 
 from tropic.core._array_api import index_dtype
@@ -62,9 +64,16 @@ def apply(operator: Operator, inputs: tuple[Any, ...], params: dict[str, Any]) -
     op = _OPS[operator.name]
     _check_devices(operator, inputs)
     args = (*inputs, *(_schema_value(params[name]) for name in operator.param_names))
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return op.forward(*args)
-    return op.function.apply(*args)
+    if _transforms_active() and not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
+        return op.function.apply(*args)
+    return op.forward(*args)
+
+
+def _transforms_active() -> bool:
+    """Whether a ``torch.func`` transform or forward-mode AD is active: then the call needs the
+    generated ``autograd.Function`` (its jvp and vmap rules); otherwise the op, whose registered
+    autograd is the same backward, costs less per call."""
+    return torch._C._are_functorch_transforms_active() or _forward_ad._current_level >= 0
 
 
 def vjp(
@@ -280,7 +289,7 @@ def _save(ctx: Any, operator: Operator, inputs: tuple, output: tuple) -> None:
     ctx.params = params
 
 
-def _backward(operator: Operator, backward_op: Any, ctx: Any, grad: Tensor) -> tuple:
+def _backward(operator: Operator, run_backward: Any, ctx: Any, grad: Tensor) -> tuple:
     (winners,) = ctx.saved_tensors
     n = len(operator.inputs)
     needs = [
@@ -291,7 +300,7 @@ def _backward(operator: Operator, backward_op: Any, ctx: Any, grad: Tensor) -> t
         return (None,) * (n + len(operator.params))
     params = [_schema_value(ctx.params[name]) for name in operator.param_names]
     shapes = (None if s is None else list(s) for s in ctx.shapes)
-    grads = _received(backward_op(grad, winners, *shapes, needs, *params))
+    grads = _received(run_backward(grad, winners, *shapes, needs, *params))
     grads = tuple(None if g is None else g.to(dtype) for g, dtype in zip(grads, ctx.dtypes, strict=True))
     return (*grads, *(None,) * len(operator.params))
 
@@ -342,6 +351,61 @@ def _register_autograd(operator: Operator, forward: Any, backward: Any) -> None:
     )
 
 
+def _backward_function(operator: Operator, backward: Any) -> type:
+    """The backward op as an ``autograd.Function`` for ``torch.func`` transforms (a gradient that is
+    itself differentiated): its vjp is the spec's jvp, its jvp the backward op (it is linear)."""
+    n, n_params = len(operator.inputs), len(operator.params)
+
+    def forward_fn(*args: Any) -> Any:
+        return backward(*args)
+
+    def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
+        grad, winners, shapes, needs, params = _split_backward(operator, inputs)
+        ctx.save_for_backward(winners)
+        ctx.save_for_forward(winners)
+        ctx.arguments = (list(inputs[2 : 2 + n]), list(needs), list(inputs[3 + n :]))
+        ctx.shapes, ctx.params, ctx.grad_dtype = shapes, params, grad.dtype
+
+    def backward_fn(ctx: Any, *grads_of_grads: Tensor | None) -> tuple:
+        (winners,) = ctx.saved_tensors
+        tangents = tuple(grads_of_grads[:n])
+        grad_grad = None
+        if any(t is not None for t in tangents):
+            grad_grad = operator.jvp(torch_namespace, tangents, winners, ctx.shapes, **ctx.params)
+            grad_grad = grad_grad.to(ctx.grad_dtype)
+        return (grad_grad, None, *(None,) * n, None, *(None,) * n_params)
+
+    def jvp_fn(ctx: Any, grad_tangent: Tensor | None, *rest: Any) -> Any:
+        (winners,) = ctx.saved_tensors
+        shapes, needs, params = ctx.arguments
+        return _run_backward(backward, None)(grad_tangent, winners, *shapes, needs, *params)
+
+    name = "".join(part.title() for part in operator.name.split("_"))
+    return type(
+        f"{name}BackwardFunction",
+        (torch.autograd.Function,),
+        {
+            "__doc__": f"tropic::{operator.name}_backward with its vjp and jvp.",
+            "generate_vmap_rule": True,
+            "forward": staticmethod(forward_fn),
+            "setup_context": staticmethod(setup_context),
+            "backward": staticmethod(backward_fn),
+            "jvp": staticmethod(jvp_fn),
+        },
+    )
+
+
+def _run_backward(backward: Any, function: type | None) -> Any:
+    """Call the backward op, or, under ``torch.func`` transforms, its Function (``function``)."""
+
+    def run(*args: Any) -> Any:
+        if function is not None and _transforms_active():
+            return function.apply(*args)
+        return backward(*args)
+
+    return run
+
+
 def _function(operator: Operator, forward: Any, backward: Any) -> type:
     """The eager path's ``autograd.Function`` (functorch transforms and forward-mode AD)."""
     n_params = len(operator.params)
@@ -354,8 +418,10 @@ def _function(operator: Operator, forward: Any, backward: Any) -> type:
         ctx.save_for_forward(output[1])
         ctx.mark_non_differentiable(output[1])
 
+    run_backward = _run_backward(backward, _backward_function(operator, backward))
+
     def backward_fn(ctx: Any, grad: Tensor, _grad_winners: Tensor) -> tuple:
-        return _backward(operator, backward, ctx, grad)
+        return _backward(operator, run_backward, ctx, grad)
 
     def jvp_fn(ctx: Any, *tangents: Tensor | None) -> tuple[Tensor, None]:
         return _jvp(operator, ctx, tangents), None
@@ -373,6 +439,69 @@ def _function(operator: Operator, forward: Any, backward: Any) -> type:
             "jvp": staticmethod(jvp_fn),
         },
     )
+
+
+# -- vmap -------------------------------------------------------------------------------------------
+
+
+def _vmap_rule(op: Any, single: bool, fold: Any = None):
+    """The batching rule of ``op``: ``fold(info, in_dims, *args)`` for the cases the op takes as
+    leading batch dimensions itself (it returns None where it cannot), else the op on each slice,
+    stacked. ``single``: the op returns one tensor (the backward op of a one-input operator)."""
+
+    def rule(info: Any, in_dims: tuple, *args: Any) -> tuple[Any, Any]:
+        if fold is not None:
+            folded = fold(info, in_dims, *args)
+            if folded is not None:
+                return folded
+        batched = [isinstance(a, Tensor) and d is not None for a, d in zip(args, in_dims, strict=True)]
+        moved = [a.movedim(d, 0) if b else a for a, d, b in zip(args, in_dims, batched, strict=True)]
+        results = [
+            _received(op(*(a[i] if b else a for a, b in zip(moved, batched, strict=True))))
+            for i in range(info.batch_size)
+        ]
+        outputs = tuple(
+            None if column[0] is None else torch.stack(list(column)) for column in zip(*results, strict=True)
+        )
+        dims = tuple(None if o is None else 0 for o in outputs)
+        return (outputs[0], dims[0]) if single else (outputs, dims)
+
+    return rule
+
+
+def _fold_leading(operator: Operator, op: Any):
+    """The forward op's own batch handling: the vmapped dimension of the first input in front, the
+    other inputs unbatched, for the operators that treat leading dimensions of it as a batch."""
+
+    def fold(info: Any, in_dims: tuple, *args: Any) -> tuple[Any, Any] | None:
+        n = len(operator.inputs)
+        first, rest = in_dims[0], in_dims[1:n]
+        if first is None or any(d is not None for d in rest):
+            return None
+        x = args[0].movedim(first, 0)
+        name = operator.name
+        if name == "matmul":
+            if x.ndim < 2:  # a batched vector: one row per slice, the same as a matrix
+                return None
+            return op(x, *args[1:]), (0, 0)
+        if name == "morphology":
+            structure = args[1]
+            if structure is not None and structure.ndim == 3:
+                return None
+            return op(x, *args[1:]), (0, 0)
+        if name == "conv2d":
+            B = x.shape[0]
+            values, winners = op(x.reshape(B * x.shape[1], *x.shape[2:]), *args[1:])
+            return (values.reshape(B, -1, *values.shape[1:]), winners.reshape(B, -1, *winners.shape[1:])), (
+                0,
+                0,
+            )
+        if name == "maxout":
+            pieces, axis = args[1], args[2]
+            return op(x, pieces, (axis % (x.ndim - 1)) + 1), (0, 0)
+        return None
+
+    return fold
 
 
 # -- definitions ------------------------------------------------------------------------------------
@@ -417,6 +546,10 @@ def _define(operator: Operator) -> _Ops:
     forward = getattr(torch.ops.tropic, operator.name).default
     backward = getattr(torch.ops.tropic, f"{operator.name}_backward").default
     _register_autograd(operator, forward, backward)
+    torch.library.register_vmap(
+        name, _vmap_rule(forward, False, _fold_leading(operator, forward)), lib=_library
+    )
+    torch.library.register_vmap(backward_name, _vmap_rule(backward, len(operator.inputs) == 1), lib=_library)
     return _Ops(forward, backward, _function(operator, forward, backward), kernels)
 
 

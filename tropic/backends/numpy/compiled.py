@@ -87,7 +87,9 @@ _SIGNATURES = {
 }
 
 _functions: dict[str, ctypes._CFuncPtr] = {}
+_modules: dict[str, object] = {}  # the extension modules imported as Python modules (entry points)
 _raw_functions: dict[str, ctypes._CFuncPtr] = {}
+_modules: dict[str, object] = {}  # the extension modules imported as Python modules (entry points)
 _status: dict[str, str] = {}
 
 
@@ -108,6 +110,7 @@ def _load(library: str) -> ctypes.CDLL | None:
     if isa is not None:
         isa.restype = ctypes.c_char_p
     _status[library] = f"loaded ({isa().decode()})" if isa is not None else "loaded"
+    _modules[library] = importlib.import_module(f"tropic.backends.numpy._{library}")
     return lib
 
 
@@ -144,6 +147,14 @@ def raw_function(name: str):
     kernel is called per block of a large job; the caller checks dtype and contiguity once.
     """
     return _raw_functions.get(name) if enabled else None
+
+
+def entry(library: str, name: str):
+    """The Python-callable function ``name`` of extension ``library`` (``"matmul_c"``), or None when the
+    compiled kernels are off or not built; same availability rules as :func:`function`."""
+    if not enabled or library not in _modules:
+        return None
+    return getattr(_modules[library], name, None)
 
 
 def available() -> bool:

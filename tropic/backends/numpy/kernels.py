@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from tropic.core._array_api import index_dtype
 from tropic.core.checks import require_winners
 from tropic.core.config import get_num_threads
 from tropic.core.dispatch import register
@@ -28,6 +29,7 @@ from . import compiled
 
 _BLOCK_ELEMENTS = 1 << 19  # candidates per block (2 MiB of float32): few Python-level calls
 _PARALLEL_PAIRS = 1 << 22  # products with fewer pairs run on one thread
+_SMALL_OUTPUT = 1 << 12  # outputs this small get fresh buffers (cheaper than the scratch lookup)
 _executor: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool)
 _executor_lock = threading.Lock()
 _SCRATCH_LIMIT = 1 << 25  # bytes
@@ -111,27 +113,39 @@ def product(
     """
     (M, K), N = a.shape, b.shape[1]
     compiled_ok = 0 < K < 2**31 and M and N and rounding is None
-    kernel = compiled.function(_C_PRODUCT.get(a.dtype.type, "")) if compiled_ok else None
+    kernel = compiled.raw_function(_C_PRODUCT.get(a.dtype.type, "")) if compiled_ok else None
     if kernel is None:
         return matmul_rows(semiring, a, np.ascontiguousarray(b.T), index_type, rounder(rounding))
+    # The raw kernels take addresses (converting arrays costs microseconds, which a 4 x 4 product
+    # notices): a, b contiguous of the kernel's dtype, c and winner fresh.
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     c = np.empty((M, N), a.dtype)
-    winner = scratch("winner", (M, N), np.int32)
+    small = M * N <= _SMALL_OUTPUT
+    winner = np.empty((M, N), np.int32) if small else scratch("winner", (M, N), np.int32)
     maximise = int(semiring.maximises)
     threads = get_num_threads() if M * K * N >= _PARALLEL_CANDIDATES else 1
     part = compiled.raw_function(_C_PRODUCT_PART[a.dtype.type])
+    direct = compiled.entry("matmul_c", "product")
+    if (threads == 1 or part is None) and direct is not None:
+        # One call through the module's own entry point: the product and the NaN scan, no ctypes.
+        status, nan_found = direct(a, b, c, winner, maximise)
+        _check(status, "product")
+        if nan_found:
+            _product_nan_rule(a, b, c, winner)
+        return c, winner.astype(index_type)
+    addresses = (a.ctypes.data, b.ctypes.data, c.ctypes.data, winner.ctypes.data)
     if threads == 1 or part is None:
-        _check(kernel(a, b, c, winner, M, K, N, maximise, 1), "product")
+        _check(kernel(*addresses, M, K, N, maximise, 1), "product")
     else:  # shares of the tiles, claimed by the threads one at a time (see parallel_tasks)
         tasks = _SHARES_PER_THREAD * threads
-        addresses = (a.ctypes.data, b.ctypes.data, c.ctypes.data, winner.ctypes.data)
 
         def share(t: int) -> None:
             _check(part(*addresses, M, K, N, maximise, t, tasks), "product")
 
         parallel_tasks(tasks, share, threads)
     _product_nan_rule(a, b, c, winner)
-    return c, winner.astype(index_type)  # a copy: `winner` is scratch
+    # A copy: a large `winner` is scratch, and the caller wants the smallest index dtype anyway.
+    return c, winner.astype(index_type)
 
 
 def _product_nan_rule(a: np.ndarray, b: np.ndarray, c: np.ndarray, winner: np.ndarray) -> None:
@@ -244,8 +258,6 @@ def _has_inf(x: np.ndarray, sign: int) -> bool:
 
 
 def _index_type(n_candidates: int):
-    from tropic.core._array_api import index_dtype
-
     return index_dtype(np, n_candidates)
 
 
@@ -253,7 +265,7 @@ def _index_type(n_candidates: int):
 def matmul(xp, semiring, a: np.ndarray, b: np.ndarray, rounding: str | None = None):
     K = a.shape[-1]
     index_type = _index_type(K)
-    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    batch = a.shape[:-2] if b.ndim == 2 else np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     M, N = a.shape[-2], b.shape[-1]
     if b.ndim == 2:  # the layer case x @ W: fold a's batch into its rows
         a_rows = a.reshape(math.prod(a.shape[:-1]), K)  # not -1: K may be 0
@@ -469,7 +481,7 @@ def parallel_tasks(count: int, run: Callable[[int], None], threads: int) -> None
 
 def _any_nan(x: np.ndarray) -> bool:
     """NaN anywhere in ``x``: ``max`` propagates NaN, needs no boolean temporary and is vectorised."""
-    return x.size > 0 and bool(np.isnan(np.max(x)))
+    return x.size > 0 and bool(np.isnan(np.maximum.reduce(x, axis=None)))
 
 
 def pad(flat: np.ndarray, row_window, col_window, fill: float) -> np.ndarray:

@@ -128,8 +128,9 @@ class TorchLayer(torch.nn.Module):
 
     def host(self, x: torch.Tensor) -> np.ndarray:
         value = x.detach().cpu()
-        # NumPy has no bfloat16: its values are exact in float32.
-        return (value.float() if value.dtype == torch.bfloat16 else value).numpy().copy()
+        # NumPy has no bfloat16: its values are exact in float32. A copy through DLPack: .numpy() would
+        # pin the parameter's storage (FSDP frees parameters by resizing theirs).
+        return np.array(np.from_dlpack(value.float() if value.dtype == torch.bfloat16 else value))
 
     def constant(self, values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(np.asarray(values)).to(dtype=like.dtype, device=like.device)

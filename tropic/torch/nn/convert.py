@@ -147,7 +147,7 @@ def tropic_state_dict(module: torch.nn.Module) -> dict[str, np.ndarray]:
         value = value.detach().cpu()
         if value.dtype == torch.bfloat16:
             value = value.float()
-        state[key] = value.numpy().copy()
+        state[key] = np.array(np.from_dlpack(value))  # a copy, without pinning the module's storage
     return state
 
 

@@ -1,6 +1,7 @@
 /* Compiled max-plus / min-plus matrix products with their winners (argmax / argmin), for tropic's
  * NumPy backend. Built as an extension module so that pip compiles it; called through ctypes
- * (tropic/backends/numpy/compiled.py binds the names below).
+ * (tropic/backends/numpy/compiled.py binds the names below), and for small one-thread products
+ * through the module's own function `product` (end of the file).
  *
  *   int tropic_matmul_f32(a, b, c, idx, M, K, N, maximise, threads)   (and _f64)
  *   const char *tropic_isa(void)     "avx512+avx2" (float32 AVX-512, float64 AVX2), "avx2" or
@@ -54,9 +55,6 @@
 #include <immintrin.h>
 #define TROPIC_X86 1
 #endif
-
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_matmul_c", "ctypes-loaded kernels", -1, NULL};
-PyMODINIT_FUNC PyInit__matmul_c(void) { return PyModule_Create(&module); }
 
 int tropic_abi_version(void) { return 1; }
 
@@ -568,3 +566,88 @@ int tropic_matmul_f64(const double *a, const double *b, double *c, int32_t *idx,
 #endif
   return generic_f64(a, b, c, idx, M, K, N, maximise != 0, threads);
 }
+
+
+/* Python entry point, for the small products where ctypes' per-call costs (an address per array, the
+ * argument conversions) and a separate NaN scan in NumPy would cost more than the product itself:
+ *
+ *   product(a, b, c, idx, maximise) -> (status, nan_found)
+ *
+ * a (M, K), b (K, N) C-contiguous float32 or float64 of one type (buffer protocol, no copy); c and
+ * idx (M, N) writable, of a's type and int32. One thread, without the GIL. nan_found says whether a
+ * or b holds a NaN (the caller then applies the NaN rule). Argument errors raise TypeError /
+ * ValueError (the caller checks first, so they mean a bug on its side). */
+static int get_matrix(PyObject *obj, Py_buffer *view, int writable, const char *name) {
+  const int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+  if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
+  if (view->ndim != 2) {
+    PyErr_Format(PyExc_ValueError, "product: %s must be 2-D", name);
+    PyBuffer_Release(view);
+    return -1;
+  }
+  return 0;
+}
+
+static int any_nan(const char *data, Py_ssize_t n, int is_double) {
+  if (is_double) {
+    const double *x = (const double *)data;
+    for (Py_ssize_t i = 0; i < n; i++)
+      if (x[i] != x[i]) return 1;
+  } else {
+    const float *x = (const float *)data;
+    for (Py_ssize_t i = 0; i < n; i++)
+      if (x[i] != x[i]) return 1;
+  }
+  return 0;
+}
+
+static PyObject *py_product(PyObject *self, PyObject *args) {
+  PyObject *objects[4];
+  int maximise;
+  (void)self;
+  if (!PyArg_ParseTuple(args, "OOOOi", &objects[0], &objects[1], &objects[2], &objects[3], &maximise))
+    return NULL;
+  Py_buffer views[4];
+  const char *names[4] = {"a", "b", "c", "idx"};
+  int got = 0;
+  for (; got < 4; got++)
+    if (get_matrix(objects[got], &views[got], got >= 2, names[got]) < 0) break;
+  PyObject *result = NULL;
+  if (got == 4) {
+    const char *type = views[0].format;
+    const int is_double = type[0] == 'd' && type[1] == 0;
+    const int is_float = type[0] == 'f' && type[1] == 0;
+    const Py_ssize_t M = views[0].shape[0], K = views[0].shape[1], N = views[1].shape[1];
+    if (!(is_double || is_float) || strcmp(views[1].format, type) || strcmp(views[2].format, type) ||
+        views[3].itemsize != 4 || (views[3].format[0] != 'i' && views[3].format[0] != 'l')) {
+      PyErr_SetString(PyExc_TypeError, "product: a, b, c must be float32 or float64 of one type, idx int32");
+    } else if (views[1].shape[0] != K || views[2].shape[0] != M || views[2].shape[1] != N ||
+               views[3].shape[0] != M || views[3].shape[1] != N) {
+      PyErr_SetString(PyExc_ValueError, "product: shapes must be (M, K), (K, N), (M, N), (M, N)");
+    } else {
+      int status, nan_found;
+      Py_BEGIN_ALLOW_THREADS
+      nan_found = any_nan(views[0].buf, M * K, is_double) || any_nan(views[1].buf, K * N, is_double);
+      if (is_double)
+        status = tropic_matmul_f64(views[0].buf, views[1].buf, views[2].buf, views[3].buf, M, K, N,
+                                   maximise, 1);
+      else
+        status = tropic_matmul_f32(views[0].buf, views[1].buf, views[2].buf, views[3].buf, M, K, N,
+                                   maximise, 1);
+      Py_END_ALLOW_THREADS
+      result = Py_BuildValue("(ii)", status, nan_found);
+    }
+  }
+  for (int i = 0; i < got; i++) PyBuffer_Release(&views[i]);
+  return result;
+}
+
+static PyMethodDef methods[] = {
+    {"product", py_product, METH_VARARGS, "product(a, b, c, idx, maximise) -> (status, nan_found)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_matmul_c",
+                                    "tropic's compiled products (ctypes names and a direct entry point)",
+                                    -1, methods};
+PyMODINIT_FUNC PyInit__matmul_c(void) { return PyModule_Create(&module); }
