@@ -113,15 +113,21 @@ def sparse_maxplus(
     shape: Shape,
     rng: Any = None,
     p: float | None = None,
-    count: float | None = None,
+    count: int | None = None,
     dtype: Any = np.float32,
     *,
     zero: float = -np.inf,
 ) -> np.ndarray:
     """Sparse max-plus initialisation (Fotopoulos et al. 2025, "Sparse-Morph").
 
-    .. math:: W_{ji} = \\begin{cases} z_{ji} \\sim N(0, 1) & \\text{with probability } p \\\\
-              -\\infty & \\text{otherwise} \\end{cases}, \\qquad p = K / (m n)
+    .. math:: W_{ji} = \\begin{cases} z_{ji} \\sim N(0, 1) & \\text{if entry } (j, i) \\text{ is kept}
+              \\\\ -\\infty & \\text{otherwise} \\end{cases}
+
+    With ``p`` each entry is kept independently with probability ``p`` (the number kept varies,
+    Binomial(size, p)); with ``count`` exactly ``K = count`` entries are kept, drawn uniformly
+    without replacement (every set of ``K`` entries equally likely, so each entry is still kept with
+    probability ``K / size``). ``count`` is the way to give two layers the same budget of finite
+    weights.
 
     Parameters
     ----------
@@ -130,9 +136,10 @@ def sparse_maxplus(
     rng : numpy.random.Generator, int or None
     p : float in (0, 1], optional
         Probability that an entry is kept.
-    count : float, optional
-        Expected number ``K`` of kept entries instead of ``p`` (``p = K / size``; the paper uses
-        ``K = 1024`` for a 512 x 512 layer). Give exactly one of ``p`` and ``count``.
+    count : int, optional
+        The exact number ``K`` of kept (finite) entries, at least 1; a count above the weight's size
+        keeps every entry (the paper uses ``K = 1024`` for a 512 x 512 layer). A float is taken if it
+        is a whole number. Give exactly one of ``p`` and ``count``.
     dtype : floating dtype
     zero : float
         Value of the entries that are not kept: ``-inf`` (max-plus, default) or ``+inf`` (min-plus).
@@ -141,7 +148,7 @@ def sparse_maxplus(
     Returns
     -------
     numpy.ndarray
-        The normal draws are made first and the keep-mask second, from the same generator.
+        The normal draws are made first and the kept entries second, from the same generator.
 
     Examples
     --------
@@ -150,23 +157,40 @@ def sparse_maxplus(
     >>> w = init.sparse_maxplus((4, 5), np.random.default_rng(0), p=0.5)
     >>> bool(np.all(np.isfinite(w) | (w == -np.inf)))
     True
+    >>> int(np.isfinite(init.sparse_maxplus((512, 512), 0, count=1024)).sum())
+    1024
     """
     shape = _shape(shape)
     size = math.prod(shape)
     if (p is None) == (count is None):
         raise ValueError("give exactly one of p and count")
     if count is not None:
-        if not count > 0:
-            raise ValueError(f"count must be > 0, got {count!r}")
-        p = min(1.0, float(count) / size)
-    if not 0.0 < p <= 1.0:
+        count = _count(count)
+    elif not 0.0 < p <= 1.0:
         raise ValueError(f"p must be in (0, 1], got {p!r}")
     if zero not in (-np.inf, np.inf):
         raise ValueError(f"zero must be -inf or +inf, got {zero!r}")
     gen = as_rng(rng)
     values = gen.standard_normal(shape)
-    keep = gen.random(shape) < p
+    if count is None:
+        keep = gen.random(shape) < p
+    else:
+        keep = np.zeros(size, dtype=bool)
+        keep[gen.choice(size, min(count, size), replace=False)] = True
+        keep = keep.reshape(shape)
     return np.where(keep, values, zero).astype(dtype)
+
+
+def _count(count: Any) -> int:
+    """``count`` of :func:`sparse_maxplus` as an int >= 1 (a whole float is accepted)."""
+    if isinstance(count, bool) or not isinstance(count, (int, float, np.integer, np.floating)):
+        raise TypeError(f"count must be an int, got {type(count).__name__}")
+    if isinstance(count, (float, np.floating)):
+        if not (math.isfinite(count) and float(count).is_integer()):
+            raise ValueError(f"count must be a whole number of entries, got {count!r}")
+    if not count >= 1:
+        raise ValueError(f"count must be > 0, got {count!r}")
+    return int(count)
 
 
 def _shape(shape: Any) -> tuple[int, ...]:
