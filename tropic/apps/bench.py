@@ -1,15 +1,25 @@
 """Performance report: tropic's operators against the code a user would otherwise write.
 
-``tropic bench [--quick] [--repeat N] [--torch-compile] [--plot PNG]`` (also ``python -m tropic.apps.bench``)
-times, in one process and on the same inputs, every implementation of each case: tropic on each
-available backend (NumPy arrays with the compiled kernels, the pure NumPy path, CPU torch tensors),
-then the baselines. One row each: the median of ``N`` timed calls after one warm-up call
-(``time.perf_counter``), the throughput in G pairs/s (one pair is one candidate ``x + w`` that enters
-a max: ``M*K*N`` for a product), the extra peak resident memory of one call (:func:`extra_peak_rss_mib`),
-the speed-up ``implementation ms / tropic ms`` (above 1: tropic is faster) and whether the result
-agrees with tropic's (computed once, outside the timed calls). After the table it prints the extra peak
-memory of a large max-plus product, measured with ``tracemalloc``, next to what NumPy broadcasting
-needs for the same product.
+``tropic bench [--quick] [--repeat N] [--torch-compile] [--plot FILE] [--quiet]`` (also
+``python -m tropic.apps.bench``) times, in one process and on the same inputs, every implementation of each case: tropic on each
+available backend, then the baselines. tropic's rows are labelled by what runs:
+
+- ``tropic, compiled C``: NumPy arrays on tropic's compiled C kernels (the default on NumPy arrays);
+- ``tropic, pure NumPy``: NumPy arrays with the C kernels switched off (the fallback used where they
+  cannot be built); when they are not in use at all, it is the first row of each case instead;
+- ``tropic, torch tensors``: CPU torch tensors, through tropic's torch custom ops (the same kernels).
+
+One row each: the median of ``N`` timed calls after one warm-up call (``time.perf_counter``), the
+throughput in G pairs/s (one pair is one candidate ``x + w`` that enters a max: ``M*K*N`` for a
+product), the extra peak resident memory of one call (:func:`extra_peak_rss_mib`), the speed-up
+``implementation ms / tropic ms`` against the first row of its case (above 1: tropic is faster) and
+whether the result agrees with that row's (computed once, outside the timed calls). For flat
+dilation the pairs are nominal (pixels x footprint taps): a running max, tropic's and SciPy's alike,
+does a few comparisons per pixel whatever the footprint's size, so its "Gp/s" is not a rate of
+additions and maxima. After the table it prints the extra peak memory of a large max-plus product,
+measured with ``tracemalloc``, next to what NumPy broadcasting needs for the same product.
+A progress bar (with the time left) runs on standard error while the cases are timed, when standard
+error is a terminal and ``--quiet`` is not given.
 
 SciPy, PyTorch and kornia are optional: their rows are skipped with a note when they cannot be imported.
 The timing and memory helpers here (:func:`measure`, :func:`extra_peak_mib`) and the baselines are
@@ -27,7 +37,7 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -36,6 +46,13 @@ import numpy as np
 import tropic
 
 MiB = 1 << 20
+# Labels of tropic's own rows (see the module docstring).
+COMPILED = "tropic, compiled C"
+PURE_NUMPY = "tropic, pure NumPy"
+TORCH_TENSORS = "tropic, torch tensors"
+TORCH_AUTOGRAD = "tropic autograd, torch tensors"
+# Operators whose pair count is nominal (see the module docstring).
+NOMINAL_PAIRS = ("dilation (flat)",)
 # Baselines that form the whole (M, K, N) broadcast are skipped above this intermediate size.
 BROADCAST_LIMIT_BYTES = 1 << 30
 
@@ -201,7 +218,7 @@ QUICK = Sizes(
 class Row:
     operator: str
     shape: str
-    implementation: str  # "tropic (numpy)" first: the reference of its case
+    implementation: str  # tropic's first row (reference_label()) first: the reference of its case
     seconds: float | None  # median; None: skipped
     peak_mib: float | None  # extra peak RSS of one call (None: not measurable here, or skipped)
     tropic_s: float  # the first implementation's median, for the speed-up column
@@ -210,6 +227,17 @@ class Row:
 
 
 Baseline = tuple[str, "Callable[[], Any] | str"]  # (name, call) or (name, reason it is skipped)
+
+
+@dataclass
+class Case:
+    """One comparison: an operator at one shape, and the implementations to time on the same inputs
+    (tropic's reference first)."""
+
+    operator: str
+    shape: str
+    pairs: int | None
+    implementations: list[Baseline] = field(default_factory=list)
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -237,15 +265,23 @@ def compare(
     pairs: int | None,
     implementations: Sequence[Baseline],
     repeat: int,
+    progress: Any = None,
 ) -> list[Row]:
     """Time every implementation on the same inputs (the first is tropic's reference); one row each,
-    with the extra peak memory of one call and the agreement of its result with the first."""
+    with the extra peak memory of one call and the agreement of its result with the first.
+
+    ``progress``, a tqdm bar (:func:`tropic.apps.progress.bar`), is told what runs and advanced by
+    one after each implementation."""
     rows: list[Row] = []
     reference = None
     tropic_s = 0.0
     for name, fn in implementations:
+        if progress is not None:
+            progress.set_postfix_str(f"{operator} {shape}: {name}")
         if isinstance(fn, str):
             rows.append(Row(operator, shape, name, None, None, tropic_s, pairs, f"skipped: {fn}"))
+            if progress is not None:
+                progress.update(1)
             continue
         seconds, result = measure(fn, repeat)
         peak = extra_peak_rss_mib(fn)
@@ -255,6 +291,8 @@ def compare(
             check = _agreement(reference, result)
         rows.append(Row(operator, shape, name, seconds, peak, tropic_s, pairs, check))
         del result
+        if progress is not None:
+            progress.update(1)
     return rows
 
 
@@ -308,29 +346,36 @@ def _broadcast_reason(m: int, k: int, n: int) -> str | None:
     return None
 
 
+def reference_label() -> str:
+    """The label of each case's first row: tropic on NumPy arrays, compiled C when in use."""
+    from tropic.backends.numpy import compiled
+
+    return COMPILED if compiled.available() else PURE_NUMPY
+
+
 def _tropic_implementations(run: Callable[[], Any], torch_run: Callable[[], Any] | None, torch) -> list:
     """tropic itself on every available backend: NumPy arrays (compiled kernels), the pure NumPy
     path when the compiled kernels are in use, and CPU torch tensors (the torch backend)."""
     from tropic.backends.numpy import compiled
 
-    implementations: list[Baseline] = [("tropic (numpy)", run)]
+    implementations: list[Baseline] = [(reference_label(), run)]
     if compiled.available():
-        implementations.append(("tropic (NumPy path)", numpy_path(run)))
+        implementations.append((PURE_NUMPY, numpy_path(run)))
     if torch_run is not None:
-        implementations.append(("tropic (torch tensors)", torch_run if torch is not None else "no torch"))
+        implementations.append((TORCH_TENSORS, torch_run if torch is not None else "no torch"))
     return implementations
 
 
-def _product_rows(sizes: Sizes, repeat: int, rng, torch, compile_torch: bool) -> list[Row]:
-    rows = []
+def _product_cases(sizes: Sizes, rng, torch, compile_torch: bool) -> list[Case]:
+    cases = []
     for m, k, n in [(n, n, n) for n in sizes.square] + list(sizes.layers):
         with_compile = compile_torch if (m, k, n) == (sizes.square[-1],) * 3 else None
-        rows += _product_case(m, k, n, repeat, rng, torch, with_compile)
-    return rows
+        cases.append(_product_case(m, k, n, rng, torch, with_compile))
+    return cases
 
 
-def _product_case(m: int, k: int, n: int, repeat: int, rng, torch, with_compile: bool | None) -> list[Row]:
-    """Rows of one product shape; ``with_compile`` None: no torch.compile row, False: a skipped one."""
+def _product_case(m: int, k: int, n: int, rng, torch, with_compile: bool | None) -> Case:
+    """The case of one product shape; ``with_compile`` None: no torch.compile row, False: a skipped one."""
     a, b = _random(rng, m, k), _random(rng, k, n)
     too_big = _broadcast_reason(m, k, n)
     ta, tb = (torch.from_numpy(a), torch.from_numpy(b)) if torch is not None else (None, None)
@@ -351,10 +396,10 @@ def _product_case(m: int, k: int, n: int, repeat: int, rng, torch, with_compile:
         elif with_compile is not None:
             reason = "pass --torch-compile (compiling takes ~30 s)"
             implementations.append(("torch.compile broadcast", reason))
-    return compare("maxplus_matmul", f"{m}x{k} @ {k}x{n}", m * k * n, implementations, repeat)
+    return Case("maxplus_matmul", f"{m}x{k} @ {k}x{n}", m * k * n, implementations)
 
 
-def _morphology_rows(sizes: Sizes, repeat: int, rng, ndimage, torch, kornia) -> list[Row]:
+def _morphology_cases(sizes: Sizes, rng, ndimage, torch, kornia) -> list[Case]:
     missing = "scipy is not installed"
     images, structure = _random(rng, *sizes.nonflat), _random(rng, 5, 5)
     shape = "x".join(map(str, sizes.nonflat)) + ", se 5x5"
@@ -373,9 +418,9 @@ def _morphology_rows(sizes: Sizes, repeat: int, rng, ndimage, torch, kornia) -> 
             missing if ndimage is None else (lambda: scipy_batched_grey_dilation(images, structure, ndimage)),
         )
     )
-    rows = compare("dilation (non-flat)", shape + ", reflect", pairs, implementations, repeat)
+    cases = [Case("dilation (non-flat)", shape + ", reflect", pairs, implementations)]
     # kornia pads with a finite sentinel (-max_val): compare on tropic's neutral (-inf) border
-    neutral = [("tropic (numpy)", lambda: tropic.dilation(images, structure))]
+    neutral = [(reference_label(), lambda: tropic.dilation(images, structure))]
     if torch is None or kornia is None:
         neutral.append(("kornia.morphology.dilation", "kornia is not installed"))
     else:
@@ -386,7 +431,7 @@ def _morphology_rows(sizes: Sizes, repeat: int, rng, ndimage, torch, kornia) -> 
                 lambda: kornia.morphology.dilation(t_images, kernel, structuring_element=t_structure),
             )
         )
-    rows += compare("dilation (non-flat)", shape + ", neutral", pairs, neutral, repeat)
+    cases.append(Case("dilation (non-flat)", shape + ", neutral", pairs, neutral))
     side, k = sizes.flat
     image, footprint = _random(rng, side, side), np.ones((k, k), dtype=bool)
     implementations = _tropic_implementations(
@@ -398,17 +443,18 @@ def _morphology_rows(sizes: Sizes, repeat: int, rng, ndimage, torch, kornia) -> 
             missing if ndimage is None else (lambda: ndimage.maximum_filter(image, footprint=footprint)),
         )
     )
-    rows += compare(
-        "dilation (flat)",
-        f"{side}x{side}, footprint {k}x{k}",
-        image.size * footprint.size,
-        implementations,
-        repeat,
+    cases.append(
+        Case(
+            "dilation (flat)",
+            f"{side}x{side}, footprint {k}x{k}",
+            image.size * footprint.size,
+            implementations,
+        )
     )
-    return rows
+    return cases
 
 
-def _conv_rows(sizes: Sizes, repeat: int, rng, torch) -> list[Row]:
+def _conv_cases(sizes: Sizes, rng, torch) -> list[Case]:
     B, C_in, C_out, side, k = sizes.conv
     x, w = _random(rng, B, C_in, side, side), _random(rng, C_out, C_in, k, k)
     out_side = side - k + 1
@@ -423,10 +469,10 @@ def _conv_rows(sizes: Sizes, repeat: int, rng, torch) -> list[Row]:
         implementations.append(("torch unfold + amax", lambda: torch_unfold_conv2d(tx, tw)))
     shape = f"x {B}x{C_in}x{side}x{side}, w {C_out}x{C_in}x{k}x{k}"
     pairs = B * C_out * out_side * out_side * C_in * k * k
-    return compare("maxplus_conv2d", shape, pairs, implementations, repeat)
+    return [Case("maxplus_conv2d", shape, pairs, implementations)]
 
 
-def _training_rows(sizes: Sizes, repeat: int, rng, torch) -> list[Row]:
+def _training_cases(sizes: Sizes, rng, torch) -> list[Case]:
     batch, n_in, n_out = sizes.train
     x, w, grad = _random(rng, batch, n_in), _random(rng, n_in, n_out), _random(rng, batch, n_out)
     if torch is None:
@@ -437,10 +483,11 @@ def _training_rows(sizes: Sizes, repeat: int, rng, torch) -> list[Row]:
         tropic_torch = lambda: tropic_torch_layer_step(tx, tw, tg)  # noqa: E731
     implementations = _tropic_implementations(lambda: tropic_layer_step(x, w, grad), None, torch)
     implementations += [
-        ("tropic autograd (torch tensors)", tropic_torch),
+        (TORCH_AUTOGRAD, tropic_torch),
         ("torch autograd broadcast", autograd),
     ]
-    return compare("maxplus layer fwd+bwd", f"{batch}x{n_in} @ {n_in}x{n_out}", None, implementations, repeat)
+    shape = f"{batch}x{n_in} @ {n_in}x{n_out}"
+    return [Case("maxplus layer fwd+bwd", shape, None, implementations)]
 
 
 def tropic_torch_layer_step(x, w, grad):
@@ -468,16 +515,20 @@ def memory_lines(n: int, rng) -> list[str]:
 
 
 HEADER = ("operator", "shape", "implementation", "ms", "Gp/s", "peak MiB", "tropic speed-up", "check")
+NOMINAL_MARK = "*"
 
 
 def _cells(row: Row) -> tuple[str, ...]:
     skipped = row.seconds is None
+    rate = "-" if skipped or row.pairs is None else f"{row.pairs / row.seconds / 1e9:.2f}"
+    if rate != "-" and row.operator in NOMINAL_PAIRS:
+        rate += NOMINAL_MARK
     return (
         row.operator,
         row.shape,
         row.implementation,
         "-" if skipped else f"{row.seconds * 1e3:.2f}",
-        "-" if skipped or row.pairs is None else f"{row.pairs / row.seconds / 1e9:.2f}",
+        rate,
         "-" if row.peak_mib is None else f"{row.peak_mib:.1f}",
         "-" if skipped else f"{row.seconds / row.tropic_s:.2f}x",
         row.check,
@@ -499,24 +550,75 @@ def _format_table(rows: Sequence[Row]) -> list[str]:
     return [line(HEADER).rstrip(), "  ".join("-" * w for w in widths), *(line(row).rstrip() for row in cells)]
 
 
-def plot(rows: Sequence[Row], path: str) -> str:
-    """A PNG bar chart of the speed-ups (implementation ms / tropic ms, log scale), one group per case."""
+def _notes(rows: Sequence[Row]) -> list[str]:
+    """Footnotes of the table (printed after it, past a blank line)."""
+    if not any(r.operator in NOMINAL_PAIRS and r.seconds is not None for r in rows):
+        return []
+    return [
+        f"{NOMINAL_MARK} {', '.join(NOMINAL_PAIRS)}: nominal Gp/s (image pixels x footprint taps per "
+        f"second). A flat dilation is a running max (tropic: van Herk/Gil-Werman; SciPy: 1-D passes) "
+        f"doing a few comparisons per pixel whatever the footprint's size, not one per pair."
+    ]
+
+
+def plot(rows: Sequence[Row], path: str | os.PathLike) -> str:
+    """A chart of the speed-ups: for each case a group of bars, one colour per implementation, each
+    bar the implementation's time / the time of the case's first row (tropic on NumPy arrays), on a
+    log scale: right of 1 tropic is faster, left of 1 slower. The file format follows the suffix."""
     from tropic.apps.plots import _pyplot
 
     plt = _pyplot()  # Agg, or an ImportError saying how to install matplotlib
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter
+
     timed = [r for r in rows if r.seconds is not None and r.check != "reference"]
-    labels = [f"{r.operator} {r.shape}\n{r.implementation}" for r in timed]
-    figure, axes = plt.subplots(figsize=(9, 0.32 * len(timed) + 1.2))
-    axes.barh(range(len(timed)), [r.seconds / r.tropic_s for r in timed], color="tab:blue")
-    axes.axvline(1.0, color="black", linewidth=0.8)
-    axes.set_xscale("log")
-    axes.set_yticks(range(len(timed)), labels, fontsize=6)
-    axes.invert_yaxis()
-    axes.set_xlabel("time / tropic (numpy) time: above 1, tropic is faster")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    cases = list(dict.fromkeys((r.operator, r.shape) for r in timed))
+    names = list(dict.fromkeys(r.implementation for r in timed))
+    palette = plt.get_cmap("tab20")  # its 10 strong colours first, then their light companions
+    colour = {name: palette((2 * i) % 20 + (i // 10) % 2) for i, name in enumerate(names)}
+    reference = next((r.implementation for r in rows if r.check == "reference"), reference_label())
+
+    positions, centres, y = [], [], 0.0
+    for case in cases:
+        group = [r for r in timed if (r.operator, r.shape) == case]
+        ys = [y + i for i in range(len(group))]
+        positions += list(zip(ys, group, strict=True))
+        centres.append((ys[0] + ys[-1]) / 2)
+        y = ys[-1] + 1.8  # a gap between cases
+    height = 0.24 * len(positions) + 0.3 * len(cases) + 2.2
+    figure, axes = plt.subplots(figsize=(11, height))
+    try:
+        for yy, r in positions:
+            ratio = r.seconds / r.tropic_s
+            axes.barh(yy, ratio - 1.0, left=1.0, height=0.8, color=colour[r.implementation])
+            axes.annotate(
+                f"{ratio:.3g}x",
+                (ratio, yy),
+                xytext=(3 if ratio >= 1 else -3, 0),
+                textcoords="offset points",
+                ha="left" if ratio >= 1 else "right",
+                va="center",
+                fontsize=7,
+            )
+        axes.axvline(1.0, color="black", linewidth=0.8)
+        axes.set_xscale("log")
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}x"))
+        low = min((r.seconds / r.tropic_s for _, r in positions), default=1.0)
+        high = max((r.seconds / r.tropic_s for _, r in positions), default=1.0)
+        axes.set_xlim(min(low, 1.0) / 2.5, max(high, 1.0) * 2.5)  # room for the value labels
+        axes.set_yticks(centres, [f"{op}\n{shape}" for op, shape in cases], fontsize=8)
+        axes.set_ylim(y - 1.3, -1.0)  # first case on top
+        axes.grid(True, axis="x", which="major", alpha=0.3)
+        axes.set_xlabel(f"time / time of {reference} (log scale): right of 1, tropic is faster")
+        axes.set_title(f"tropic bench: each implementation against {reference}", fontsize=11)
+        handles = [Patch(color=colour[name], label=name) for name in names]
+        axes.legend(
+            handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="implementation"
+        )
+        figure.savefig(path, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(figure)
+    return str(path)
 
 
 def _environment(torch, ndimage, repeat: int) -> str:
@@ -533,18 +635,21 @@ def _environment(torch, ndimage, repeat: int) -> str:
     kernels = "; ".join(f"{name}: {state}" for name, state in cpu["compiled kernels"].items())
     parts.append(f"compiled kernels {'in use' if cpu['in use'] else 'NOT in use'} ({kernels})")
     parts.append(f"tropic threads {cpu['threads']}")
+    reference = reference_label()
     return (
         f"{', '.join(parts)}; {platform.machine()} with {os.cpu_count()} CPUs; float32; "
         f"median of {repeat} after 1 warm-up\n"
-        "tropic speed-up = implementation ms / tropic (numpy) ms (above 1: tropic is faster); Gp/s = 1e9 "
+        f"{COMPILED} = tropic on NumPy arrays with its compiled C kernels; {PURE_NUMPY} = the same with "
+        f"the C kernels switched off (the fallback); {TORCH_TENSORS} = tropic's torch ops on CPU tensors\n"
+        f"tropic speed-up = implementation ms / {reference} ms (above 1: tropic is faster); Gp/s = 1e9 "
         "candidate pairs (x + w entering a max) per second; peak MiB = extra peak resident memory of one "
-        "call; check = agrees with tropic bitwise (equal) or to rounding (close)"
+        f"call; check = agrees with {reference} bitwise (equal) or to rounding (close)"
     )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The report's options (shared by ``tropic bench`` and ``python -m tropic.apps.bench``)."""
-    parser.add_argument("--quick", action="store_true", help="small sizes (a few seconds)")
+    parser.add_argument("--quick", action="store_true", help="small sizes (seconds instead of minutes)")
     parser.add_argument(
         "--repeat", type=int, default=5, metavar="N", help="timed calls per measurement (default 5)"
     )
@@ -553,28 +658,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="add torch.compile of the broadcast product (compiles ~30 s)",
     )
-    parser.add_argument("--plot", metavar="PNG", help="also write a bar chart of the speed-ups to this file")
+    parser.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="also write a chart of the speed-ups to this .png (or .svg, .pdf) file; its folder must exist",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bar (the report is printed as usual)"
+    )
 
 
 def run(options: argparse.Namespace) -> int:
     """Print the report for parsed ``options``; returns the exit status."""
-    if options.repeat < 1:
-        from tropic.apps.cli import CommandError
+    from tropic.apps import progress
+    from tropic.apps.cli import CommandError
 
+    if options.repeat < 1:
         raise CommandError("--repeat must be at least 1")
+    if options.plot is not None:  # checked now, not after minutes of timing
+        from tropic.apps.cli.paths import check_output_file
+
+        check_output_file("--plot", options.plot)
+        if optional_import("matplotlib") is None:
+            raise CommandError("--plot needs matplotlib: pip install matplotlib")
     sizes = QUICK if options.quick else FULL
     torch, ndimage = optional_import("torch"), optional_import("scipy.ndimage")
     rng = np.random.default_rng(0)
     print(_environment(torch, ndimage, options.repeat), flush=True)
-    rows = _product_rows(sizes, options.repeat, rng, torch, options.torch_compile)
-    rows += _morphology_rows(sizes, options.repeat, rng, ndimage, torch, optional_import("kornia"))
-    rows += _conv_rows(sizes, options.repeat, rng, torch)
-    rows += _training_rows(sizes, options.repeat, rng, torch)
+    cases = _product_cases(sizes, rng, torch, options.torch_compile)
+    cases += _morphology_cases(sizes, rng, ndimage, torch, optional_import("kornia"))
+    cases += _conv_cases(sizes, rng, torch)
+    cases += _training_cases(sizes, rng, torch)
+    rows: list[Row] = []
+    total = sum(len(case.implementations) for case in cases) + 1  # + the memory lines
+    with progress.bar(total, "tropic bench", quiet=options.quiet, unit="timing") as bar:
+        for case in cases:
+            rows += compare(case.operator, case.shape, case.pairs, case.implementations, options.repeat, bar)
+        bar.set_postfix_str("extra peak memory")
+        memory = memory_lines(sizes.memory, rng)
+        bar.update(1)
     print("\n".join(_format_table(rows)))
     print()
-    print("\n".join(memory_lines(sizes.memory, rng)))
+    if _notes(rows):
+        print("\n".join([*_notes(rows), ""]))
+    print("\n".join(memory))
     if options.plot:
-        print(f"chart: {plot(rows, options.plot)}")
+        try:
+            print(f"chart: {plot(rows, options.plot)}")
+        except OSError as exc:
+            raise CommandError(f"--plot {options.plot}: cannot write it ({exc.strerror or exc})") from None
     return 0
 
 
