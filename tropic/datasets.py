@@ -9,6 +9,7 @@ from tropic.apps.datasets import (
     load,
     read_cifar10,
     read_idx,
+    split_sizes,
     structuring_element,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "load",
     "read_cifar10",
     "read_idx",
+    "split_sizes",
     "structuring_element",
 ]

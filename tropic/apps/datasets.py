@@ -52,6 +52,7 @@ __all__ = [
     "load",
     "read_cifar10",
     "read_idx",
+    "split_sizes",
     "structuring_element",
 ]
 
@@ -59,6 +60,7 @@ DATASETS = ("digits", "diskorect", "mnist", "fashion-mnist", "cifar10")
 OPERATIONS = ("dilation", "erosion", "opening", "closing")
 SHAPES = ("disk", "cross", "square", "stick")
 DISKORECT_SIZE = 32  # the default side of diskorect images
+DIGITS_SAMPLES = 1797  # scikit-learn's digits
 
 Split = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -99,8 +101,7 @@ def load(
     """
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
-    if not 0.0 < float(test_fraction) < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    split_sizes(name, test_fraction, count=count)
     if name == "digits":
         from tropic.nn.data import load_digits_split
 
@@ -115,8 +116,10 @@ def load(
         if data_dir is None:
             raise ValueError(f"{name} is read from local files: give data_dir (the folder that holds them)")
         folder = Path(data_dir)
-        if not folder.is_dir():
+        if not folder.exists():
             raise FileNotFoundError(f"data folder {str(folder)!r} does not exist")
+        if not folder.is_dir():
+            raise NotADirectoryError(f"data folder {str(folder)!r} is a file, not a folder")
         if name == "cifar10":
             x_train, y_train, x_test, y_test = read_cifar10(folder)
         else:
@@ -126,6 +129,33 @@ def load(
         if name == "diskorect":
             y_train, y_test = y_train.reshape(len(y_train), -1), y_test.reshape(len(y_test), -1)
     return x_train, y_train, x_test, y_test
+
+
+def split_sizes(name: str, test_fraction: float, *, count: int = 256) -> tuple[int, int] | None:
+    """``(n_train, n_test)`` of the split :func:`load` makes of ``digits`` or ``diskorect`` (``count``
+    images), or None for the sets with an official split; :class:`ValueError` when ``test_fraction``
+    is not in (0, 1) or leaves the training or the test set empty.
+
+    >>> split_sizes("digits", 0.25)
+    (1348, 449)
+    """
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    if name not in ("digits", "diskorect"):
+        return None
+    if name == "diskorect" and (
+        isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 2
+    ):
+        return None  # diskorect_task says what is wrong with the count
+    n = DIGITS_SAMPLES if name == "digits" else int(count)
+    n_test = round(test_fraction * n)  # as tropic.nn.data.train_test_split cuts
+    if n_test == 0 or n_test == n:
+        part = "test" if n_test == 0 else "training"
+        raise ValueError(
+            f"test_fraction {test_fraction:g} leaves the {part} set empty ({n_test} of the {n} {name} "
+            f"samples held out): use a value from {1 / n:.4g} to {1 - 1 / n:.4g}"
+        )
+    return n - n_test, n_test
 
 
 # -- diskorect: synthetic binary images and a morphological target -------------------------------

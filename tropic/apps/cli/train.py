@@ -5,7 +5,9 @@ Linear) on scikit-learn's digits with :mod:`tropic.autodiff` (no download, secon
 
 Options come from three places, later ones winning: the built-in defaults (global, then the model's
 own, see :mod:`tropic.apps.cli.train_models`), a JSON file (``--config FILE``, the same keys as the
-options with ``_`` for ``-``: a run's ``config.json`` works as is), then the command line.
+options with ``_`` for ``-``), then the command line. A run's ``config.json`` works as is: it trains
+the same model on the same data again, into a new run folder (the ``out`` it names, the folder of
+that run, and its ``quiet`` are ignored; give ``--out`` to choose the folder).
 
 The run folder (``--out``, default ``runs/<timestamp>-<model>``) receives
 
@@ -18,14 +20,21 @@ The run folder (``--out``, default ``runs/<timestamp>-<model>``) receives
 
 Mistakes are found before training starts and reported as one ``tropic: error: ...`` line (exit
 status 2), with no run folder left behind: bad or out-of-range options (in a config file too: no
-non-finite numbers, no ints beyond 2**63, no nesting), malformed data files, data holding NaN, a
-``--width`` / ``--blocks`` whose model would not fit in memory, ``--batch-size 1`` for a model with
-BatchNorm (which cannot normalise one sample in training mode; a last batch of one sample is left out
-of each epoch instead, with a note). A NaN or infinite gradient during training stops the run the
-same way, naming the epoch, the batch and the parameter, and removes the run folder it started.
+non-finite numbers, no ints beyond 2**63, no nesting), a ``--test-fraction`` that leaves the training
+or the test set empty, ``--data-dir`` with a built-in data set (digits, diskorect) or naming a file,
+``--device`` without ``--engine torch``, an ``--out`` that is a file, a non-empty folder or a place
+where no folder can be created, malformed data files, data holding NaN, a ``--width`` / ``--blocks``
+whose model would not fit in memory, ``--batch-size 1`` for a model with BatchNorm (which cannot
+normalise one sample in training mode; a last batch of one sample is left out of each epoch instead,
+with a note). A NaN or infinite gradient during training stops the run the same way, naming the
+epoch, the batch and the parameter; then, as after any other failure or an interruption (Ctrl-C),
+the files the run wrote and the run folder it created are removed.
+
+A progress bar (batches of all epochs, with the time left) is drawn on standard error when it is a
+terminal; ``--quiet`` prints only the run folder and the final test accuracy.
 
 :func:`load_run` rebuilds the trained model from a run folder; :func:`evaluate` recomputes its test
-metrics.
+metrics (see the README's "Reusing a trained model").
 """
 
 from __future__ import annotations
@@ -78,6 +87,8 @@ DIGITS_DMNN_DEFAULTS = {"lr": 1e-2}
 
 # Keys a run's config.json holds besides the options; --config ignores them.
 _INFORMATIONAL = ("tropic_version", "versions", "task", "input_shape", "classes")
+# Options of one invocation, not of the training: --config ignores them in a run's config.json.
+_PER_RUN = ("out", "quiet")
 
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "model": str,
@@ -128,8 +139,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--seed", type=int, default=s, help="initialisation, data order and split (default 0)")
     add("--out", default=s, metavar="FOLDER", help="run folder (default runs/<timestamp>-<model>)")
     add("--config", default=s, metavar="FILE", help="JSON file of options (the command line overrides it)")
-    add("--quiet", action="store_true", default=s, help="print only the final line")
-    add("--device", default=s, help="torch engine: device (default cpu)")
+    add("--quiet", action="store_true", default=s, help="print only the run folder and the final accuracy")
+    add("--device", default=s, help="with --engine torch: torch device (default cpu)")
     add("--target", default=s, help="diskorect: OPERATION[:SHAPE[:SIZE]] (default dilation:disk:7)")
     add("--regularization", type=float, default=s, help="bise: weight of the binarisation regulariser")
     add("--threshold", type=float, default=s, help="bise classifier: binarisation threshold of inputs")
@@ -215,11 +226,14 @@ def _read_config(file: str) -> dict[str, Any]:
     unknown = sorted(set(values) - set(DEFAULTS) - set(_INFORMATIONAL))
     if unknown:
         raise CommandError(f"config file {file}: unknown key(s) {', '.join(unknown)}")
+    if "tropic_version" in values:  # a run's config.json: "out" is that run's (full) folder
+        for key in _PER_RUN:
+            values.pop(key, None)
     return {k: v for k, v in values.items() if k in DEFAULTS}
 
 
 def _check(config: dict[str, Any]) -> None:
-    from tropic.apps.datasets import DATASETS
+    from tropic.apps.datasets import DATASETS, split_sizes
 
     for key, expected in _TYPES.items():
         value = config[key]
@@ -262,6 +276,21 @@ def _check(config: dict[str, Any]) -> None:
             f"--dataset {config['dataset']} is read from local files: give --data-dir FOLDER "
             f"(nothing is downloaded)"
         )
+    if config["data_dir"] and config["dataset"] in ("digits", "diskorect"):
+        raise CommandError(
+            f"--data-dir is for the data sets read from files (mnist, fashion-mnist, cifar10), but "
+            f"--dataset is {config['dataset']}, which is built in: add --dataset mnist (or another), "
+            f"or leave --data-dir out"
+        )
+    if config["engine"] != "torch" and config["device"] != "cpu":
+        raise CommandError(
+            f"--device {config['device']} needs --engine torch (--engine {config['engine']} runs on the "
+            f"CPU): add --engine torch, or leave --device out"
+        )
+    try:
+        split_sizes(config["dataset"], config["test_fraction"])
+    except ValueError as exc:
+        raise CommandError(str(exc).replace("test_fraction", "--test-fraction")) from None
 
 
 def _flag(key: str) -> str:
@@ -512,9 +541,11 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     """Train with a resolved config (see :func:`resolve_config`); write the run folder; return the
     metrics (``{"epochs": [row, ...], "final": {...}, "run": folder}``)."""
     import tropic
+    from tropic.apps import progress
 
     quiet = config["quiet"]
     segment = config["dataset"] == "diskorect"
+    _check_paths(config)
     x_train, y_train, x_test, y_test = _load_data(config)
     classes = 0 if segment else int(max(y_train.max(), y_test.max())) + 1
     n_in = x_train.shape[1]
@@ -527,57 +558,59 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     skip_single = _check_batches(model, config, len(x_train))
     engine = (_Torch if config["engine"] == "torch" else _Autodiff)(model, config, segment)
     folder, created = _run_folder(config)
-    config = {
-        **config,
-        "out": str(folder),
-        "data_dir": str(Path(config["data_dir"]).resolve()) if config["data_dir"] else None,
-        "tropic_version": tropic.__version__,
-        "versions": _versions(config["engine"]),
-        "task": "segment" if segment else "classify",
-        "input_shape": list(x_train.shape[1:]),
-        "classes": classes,
-    }
-    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    if not quiet:
-        print(
-            f"{config['model']} on {config['dataset']} ({len(x_train)} train / {len(x_test)} test, "
-            f"{x_train.shape[1:]} inputs) with {config['engine']}, {_count(model)} parameters -> {folder}"
-        )
-        if skip_single:
-            print(
-                f"note: {len(x_train)} samples in batches of {config['batch_size']} leave a last batch of "
-                f"one sample, which BatchNorm cannot normalise in training mode: it is left out of "
-                f"each epoch (a different sample each time)"
-            )
-
-    rng = np.random.default_rng(config["seed"])
-    rows: list[dict[str, Any]] = []
-    data = (x_train, y_train, x_test, y_test)
     try:
-        for epoch in range(1, config["epochs"] + 1):
-            rows.append(_epoch(engine, epoch, data, config, rng, skip_single))
-            if not quiet:
-                print(_epoch_line(rows[-1], config["epochs"]), flush=True)
-    except CommandError:
-        _remove_run(folder, created)  # no half-written run folder: it held only config.json
-        raise
+        config = {
+            **config,
+            "out": str(folder),
+            "data_dir": str(Path(config["data_dir"]).resolve()) if config["data_dir"] else None,
+            "tropic_version": tropic.__version__,
+            "versions": _versions(config["engine"]),
+            "task": "segment" if segment else "classify",
+            "input_shape": list(x_train.shape[1:]),
+            "classes": classes,
+        }
+        (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        if not quiet:
+            print(
+                f"{config['model']} on {config['dataset']} ({len(x_train)} train / {len(x_test)} test, "
+                f"{x_train.shape[1:]} inputs) with {config['engine']}, {_count(model)} parameters -> {folder}"
+            )
+            if skip_single:
+                print(
+                    f"note: {len(x_train)} samples in batches of {config['batch_size']} leave a last batch "
+                    f"of one sample, which BatchNorm cannot normalise in training mode: it is left out of "
+                    f"each epoch (a different sample each time)"
+                )
 
-    final = {k: v for k, v in rows[-1].items() if k not in ("epoch", "samples_per_s", "seconds")}
-    final["train_seconds"] = sum(r["seconds"] for r in rows)
-    if config["model"] == "bise":
-        final["bise"] = _bise_report(engine.tropic_model(), config, segment)
-    engine.save(folder)
-    metrics = {"epochs": rows, "final": final}
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    with open(folder / "metrics.csv", "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    _plots(folder, rows, config, engine, segment)
-    if not quiet:
-        if "binary_test_accuracy" in final:
-            print(f"binarised network: test accuracy {final['binary_test_accuracy']:.4f}")
-        print(f"run folder: {folder}")
+        rng = np.random.default_rng(config["seed"])
+        rows: list[dict[str, Any]] = []
+        data = (x_train, y_train, x_test, y_test)
+        size = config["batch_size"]
+        n_batches = len(x_train) // size if skip_single else math.ceil(len(x_train) / size)
+        with progress.bar(config["epochs"] * n_batches, "training", quiet=quiet, unit="batch") as bar:
+            for epoch in range(1, config["epochs"] + 1):
+                rows.append(_epoch(engine, epoch, data, config, rng, skip_single, bar))
+                if not quiet:
+                    progress.write(_epoch_line(rows[-1], config["epochs"]))
+
+        final = {k: v for k, v in rows[-1].items() if k not in ("epoch", "samples_per_s", "seconds")}
+        final["train_seconds"] = sum(r["seconds"] for r in rows)
+        if config["model"] == "bise":
+            final["bise"] = _bise_report(engine.tropic_model(), config, segment)
+        engine.save(folder)
+        metrics = {"epochs": rows, "final": final}
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        with open(folder / "metrics.csv", "w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        _plots(folder, rows, config, engine, segment)
+    except BaseException:  # a NaN gradient, an interruption, a full disk: no half-written run folder
+        _remove_run(folder, created)
+        raise
+    if not quiet and "binary_test_accuracy" in final:
+        print(f"binarised network: test accuracy {final['binary_test_accuracy']:.4f}")
+    print(f"run folder: {folder}")
     return {**metrics, "run": folder}
 
 
@@ -588,22 +621,20 @@ def _epoch(
     config: dict[str, Any],
     rng: np.random.Generator,
     skip_single: bool,
+    bar: Any = None,
 ) -> dict[str, Any]:
     """One pass over the training set in random batches, then the test metrics: the epoch's row.
 
-    A non-finite gradient or loss is a :class:`CommandError` naming the epoch and batch.
+    ``bar`` (a :func:`tropic.apps.progress.bar`) advances by one per batch. A non-finite gradient or
+    loss is a :class:`CommandError` naming the epoch and batch.
     """
     from tropic.nn.data import batches
 
     x_train, y_train, x_test, y_test = data
     segment = config["dataset"] == "diskorect"
-    bar = sys.stdout.isatty() and not config["quiet"]
-    size = config["batch_size"]
-    n_batches = len(x_train) // size if skip_single else math.ceil(len(x_train) / size)
     start = time.perf_counter()
     losses, correct_weight, seen = [], 0.0, 0
-    last_draw = 0.0
-    for i, (xb, yb) in enumerate(batches(x_train, y_train, size, rng=rng), 1):
+    for i, (xb, yb) in enumerate(batches(x_train, y_train, config["batch_size"], rng=rng), 1):
         if skip_single and len(xb) == 1:
             continue
         try:
@@ -615,16 +646,11 @@ def _epoch(
         losses.append(loss * len(xb))
         correct_weight += _accuracy(out, yb, segment) * len(xb)
         seen += len(xb)
-        if bar and (time.perf_counter() - last_draw > 0.1 or i == n_batches):
-            last_draw = time.perf_counter()
-            done = int(24 * i / n_batches)
-            print(
-                f"\repoch {epoch} [{'#' * done}{'.' * (24 - done)}] {i}/{n_batches} loss {loss:.4f}",
-                end="",
-                flush=True,
-            )
+        if bar is not None:
+            bar.set_postfix_str(f"epoch {epoch}/{config['epochs']}, loss {loss:.4f}", refresh=False)
+            bar.update(1)
     train_seconds = time.perf_counter() - start
-    row = {
+    return {
         "epoch": epoch,
         "loss": sum(losses) / seen,
         "train_accuracy": correct_weight / seen,
@@ -632,9 +658,6 @@ def _epoch(
         "samples_per_s": seen / train_seconds,
         "seconds": time.perf_counter() - start,
     }
-    if bar:
-        print("\r" + " " * 79 + "\r", end="")
-    return row
 
 
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:
@@ -648,34 +671,45 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
     return line + f"  {row['samples_per_s']:,.0f} samples/s  ({row['seconds']:.1f} s)"
 
 
-def _run_folder(config: dict[str, Any]) -> tuple[Path, bool]:
-    """The run folder, created if needed (``(folder, created)``); an existing one must be empty."""
+def _check_paths(config: dict[str, Any]) -> None:
+    """The folders of ``--data-dir`` and ``--out``, before anything is read or trained."""
+    from .paths import check_input_folder, check_output_folder
+
+    if config["data_dir"]:
+        check_input_folder("--data-dir", config["data_dir"])
     if config["out"]:
-        folder = Path(config["out"])
-        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-            raise CommandError(f"run folder {folder} exists and is not empty: choose another --out")
+        check_output_folder("--out", config["out"], hint="choose another --out")
+
+
+def _run_folder(config: dict[str, Any]) -> tuple[Path, list[Path]]:
+    """The run folder, created if needed, and the folders created for it (``(folder, created)``,
+    outermost first); an existing one must be empty."""
+    from .paths import check_output_folder, make_folder
+
+    if config["out"]:
+        folder = check_output_folder("--out", config["out"], hint="choose another --out")
     else:
         stem = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{config['model']}"
         folder, n = stem, 1
         while folder.exists():
             n += 1
             folder = stem.with_name(f"{stem.name}-{n}")
-    created = not folder.exists()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CommandError(f"cannot create the run folder {folder}: {exc.strerror or exc}") from None
-    return folder, created
+    return folder, make_folder("--out", folder)
 
 
-def _remove_run(folder: Path, created: bool) -> None:
-    """Undo :func:`_run_folder` and the ``config.json`` written into it, after a failed training."""
-    (folder / "config.json").unlink(missing_ok=True)
-    if created:
+#: Every file a run writes into its folder (removed again when the run fails).
+_RUN_FILES = ("config.json", "metrics.json", "metrics.csv", "curves.png", "structuring_elements.png")
+
+
+def _remove_run(folder: Path, created: list[Path]) -> None:
+    """Undo :func:`_run_folder` and the files written into it, after a failed or interrupted training."""
+    for name in (*_RUN_FILES, _Autodiff.file, _Torch.file):
+        (folder / name).unlink(missing_ok=True)
+    for path in reversed(created):
         try:
-            folder.rmdir()
+            path.rmdir()
         except OSError:  # something else was written there meanwhile: leave it
-            pass
+            return
 
 
 def _check_batches(model: Any, config: dict[str, Any], n_train: int) -> bool:

@@ -9,7 +9,7 @@ Classifiers take flattened images (``C * H * W`` features) and return logits:
 ``relu``           ReLU head of the sparse-hybrid paper: Linear(no bias) -> BatchNorm -> ReLU -> Linear
 ``maxout``         Maxout head (2 pieces): Linear(no bias) -> BatchNorm -> group max -> Linear
 ``dense-maxplus``  hybrid head with a dense max-plus layer (W ~ N(0, 1) everywhere)
-``sparse-hybrid``  hybrid head with the sparse max-plus layer ("Sparse-Morph", about 2 inputs/neuron)
+``sparse-hybrid``  hybrid head with the sparse max-plus layer ("Sparse-Morph", 2 x width finite weights)
 ``mlp``            ReLU MLP of the DMNN paper (``blocks`` hidden blocks)
 ``maxout-mlp``     Maxout MLP of the DMNN paper
 ``mp``, ``act-mp``, ``dep``, ``act-dep``, ``mpm``, ``rmpm``, ``mpm-svd``, ``hybrid-mlp``
