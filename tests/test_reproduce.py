@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -19,10 +20,35 @@ pytest.importorskip("matplotlib", reason="the plots need matplotlib (the test ex
 CLAIMS = {"hybrid": ["1", "2", "3"], "dmnn": ["1", "2", "3", "4a", "4b"], "bimonn": ["1", "2", "3"]}
 
 
+class CountingBar:
+    """A stand-in for tropic.apps.progress.bar that counts the steps reported to it."""
+
+    made: ClassVar[list[CountingBar]] = []
+
+    def __init__(self, total, description, *, quiet=False, unit="it"):
+        self.total, self.n = total, 0
+        CountingBar.made.append(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n=1):
+        self.n += n
+
+
 @pytest.mark.parametrize("paper", list(CLAIMS))
-def test_quick_run_writes_tables_verdicts_json_and_plots(paper, tmp_path, capsys):
+def test_quick_run_writes_tables_verdicts_json_and_plots(paper, tmp_path, capsys, monkeypatch):
+    from tropic.apps import progress
+
+    monkeypatch.setattr(progress, "bar", CountingBar)
+    CountingBar.made.clear()
     out = tmp_path / paper
     assert main(["reproduce", paper, "--quick", "--out", str(out)]) == 0
+    (bar,) = CountingBar.made
+    assert bar.n == bar.total > 0  # the progress bar's length is the run's number of training steps
     printed = capsys.readouterr().out
     md = (out / "results.md").read_text()
     for claim in CLAIMS[paper]:
@@ -56,7 +82,7 @@ def test_quick_run_writes_tables_verdicts_json_and_plots(paper, tmp_path, capsys
         (["reproduce", "dmnn", "--epochs", "0"], "--epochs must be at least 1"),
         (["reproduce", "bimonn", "--seeds", "two"], "invalid int value"),
         (["reproduce", "hybrid", "--dataset", "mnist"], "give --data-dir"),
-        (["reproduce", "hybrid", "--data-dir", "/no/such/folder"], "is not a folder"),
+        (["reproduce", "hybrid", "--data-dir", "/no/such"], "--data-dir /no/such does not exist"),
     ],
 )
 def test_bad_arguments_give_one_line_and_status_2(capsys, args, message):

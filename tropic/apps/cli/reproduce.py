@@ -3,6 +3,12 @@
 Writes ``results.md`` (a table per claim, mean ± std over seeds, the paper's numbers beside ours, a
 verdict per claim decided by a rule stated in the file), ``results.json`` (raw per-seed numbers) and
 PNG plots into ``--out`` (default ``reproductions/<paper>/``), and prints the tables and verdicts.
+
+The output folder must be new or empty (``--overwrite`` replaces the results of an earlier run in
+it); it is checked before training starts and created only when the results are written, so a run
+that fails or is interrupted leaves nothing behind. A progress bar (training steps, with the time
+left) is drawn on standard error when it is a terminal, with a line per trained model; ``--quiet``
+keeps only the tables, verdicts and the line naming the results.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import sys
 from pathlib import Path
 
 from . import CommandError
+from .paths import check_input_folder, check_output_folder
 
 HELP = "reproduce a paper's claims at small scale (hybrid | dmnn | bimonn): tables, verdicts, plots"
 
@@ -33,7 +40,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="main training budget in epochs (each paper's module says what it scales)",
     )
     parser.add_argument(
-        "--out", type=Path, default=None, help="output folder (default reproductions/<paper>)"
+        "--out", type=Path, default=None, help="output folder, new or empty (default reproductions/<paper>)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the results of an earlier run in --out"
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar or per-model lines: the tables and verdicts only",
     )
     parser.add_argument(
         "--data-dir",
@@ -50,7 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(options: argparse.Namespace) -> int:
-    from tropic.apps.reproduce import Settings, reproduce
+    from tropic.apps import progress
+    from tropic.apps.reproduce import Settings, reproduce, steps
 
     seeds = options.seeds if options.seeds is not None else (2 if options.quick else 3)
     if seeds < 1:
@@ -60,8 +76,8 @@ def run(options: argparse.Namespace) -> int:
     dataset = options.dataset or ("mnist" if options.data_dir is not None else "digits")
     if dataset != "digits" and options.data_dir is None:
         raise CommandError(f"--dataset {dataset} is read from local files: give --data-dir")
-    if options.data_dir is not None and not options.data_dir.is_dir():
-        raise CommandError(f"--data-dir {options.data_dir} is not a folder")
+    if options.data_dir is not None:
+        check_input_folder("--data-dir", options.data_dir)
     if dataset == "digits":
         try:
             import sklearn  # noqa: F401
@@ -72,6 +88,13 @@ def run(options: argparse.Namespace) -> int:
     except ImportError:
         raise CommandError("the plots need matplotlib: pip install matplotlib") from None
     out = options.out if options.out is not None else Path("reproductions") / options.paper
+    check_output_folder(
+        "--out",
+        out,
+        hint="it holds an earlier run's results? choose another --out, or add --overwrite",
+        replace=options.overwrite,
+    )
+    quiet = options.quiet
     settings = Settings(
         quick=options.quick,
         seeds=seeds,
@@ -79,7 +102,7 @@ def run(options: argparse.Namespace) -> int:
         out=out,
         dataset=dataset,
         data_dir=options.data_dir,
-        log=lambda line: print(line, file=sys.stderr, flush=True),
+        log=(lambda line: None) if quiet else (lambda line: progress.write(line, sys.stderr)),
     )
     settings.command = "tropic reproduce " + " ".join(shlex.quote(a) for a in _argv(options))
     if dataset != "digits":
@@ -89,7 +112,10 @@ def run(options: argparse.Namespace) -> int:
             load_files(settings)  # the run reuses what this reads
         except (FileNotFoundError, ValueError) as exc:
             raise CommandError(str(exc).splitlines()[0]) from None
-    report = reproduce(options.paper, settings)
+    total = steps(options.paper, settings)
+    with progress.bar(total, f"reproduce {options.paper}", quiet=quiet, unit="step") as bar:
+        settings.progress = bar.update
+        report = reproduce(options.paper, settings)
     print(report.text())
     print(f"results written to {out}/results.md, {out}/results.json and the PNGs there")
     return 0

@@ -4,8 +4,10 @@ One module per paper: :mod:`~tropic.apps.reproduce.hybrid` (sparse hybrid heads)
 :mod:`~tropic.apps.reproduce.dmnn` (deep morphological networks) and :mod:`~tropic.apps.reproduce.bimonn`
 (binarised morphological networks); :mod:`~tropic.apps.reproduce.report` holds the tables and verdicts.
 Each module's ``run(settings)`` trains the models for every seed and returns a
-:class:`~tropic.apps.reproduce.report.Report`; :func:`reproduce` also writes ``results.md``,
-``results.json`` and the plots into ``settings.out``.
+:class:`~tropic.apps.reproduce.report.Report`, and its ``steps(settings)`` says how many training
+steps that takes (the length of ``tropic reproduce``'s progress bar: each step calls
+``settings.progress``); :func:`reproduce` also writes ``results.md``, ``results.json`` and the plots
+into ``settings.out``, which it creates only then, when the training is done.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from pathlib import Path
 from ._common import Settings
 from .report import Report, summarize
 
-__all__ = ["PAPERS", "Report", "Settings", "render", "reproduce"]
+__all__ = ["PAPERS", "Report", "Settings", "render", "reproduce", "steps"]
 
-#: paper name -> (module, the summary in ../shared/papers it reproduces)
+#: paper name -> the module that reproduces its claims (its docstring names the paper)
 PAPERS = {
     "hybrid": "tropic.apps.reproduce.hybrid",
     "dmnn": "tropic.apps.reproduce.dmnn",
@@ -29,11 +31,19 @@ PAPERS = {
 
 def reproduce(paper: str, settings: Settings) -> Report:
     """Run the reproduction of ``paper`` and write its results into ``settings.out``."""
+    report = _module(paper).run(settings)
+    return _finish(report, settings)
+
+
+def steps(paper: str, settings: Settings) -> int:
+    """The training steps :func:`reproduce` will report to ``settings.progress`` for ``paper``."""
+    return _module(paper).steps(settings)
+
+
+def _module(paper: str):
     if paper not in PAPERS:
         raise ValueError(f"unknown paper {paper!r}; choose one of {', '.join(PAPERS)}")
-    settings.out.mkdir(parents=True, exist_ok=True)
-    report = importlib.import_module(PAPERS[paper]).run(settings)
-    return _finish(report, settings)
+    return importlib.import_module(PAPERS[paper])
 
 
 def _finish(report: Report, settings: Settings) -> Report:

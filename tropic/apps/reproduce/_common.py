@@ -22,6 +22,7 @@ __all__ = [
     "curves",
     "fit",
     "load_classification",
+    "training_size",
 ]
 
 
@@ -43,6 +44,9 @@ class Settings:
     data_dir : Path or None
     log : callable
         Progress lines (stderr by default).
+    progress : callable or None
+        Called with the number of training steps just done (``tropic reproduce`` advances its
+        progress bar with it); each paper module's ``steps(settings)`` is the total of a run.
     """
 
     quick: bool = False
@@ -53,6 +57,12 @@ class Settings:
     data_dir: Path | None = None
     log: Callable[[str], None] = field(default=print, repr=False)
     command: str = ""
+    progress: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
+
+    def advance(self, steps: int = 1) -> None:
+        """Report ``steps`` training steps done to :attr:`progress` (if any)."""
+        if self.progress is not None:
+            self.progress(steps)
 
     def budget(self, full: int, quick: int) -> int:
         """The main epoch budget: ``--epochs`` if given, else ``quick`` or ``full``."""
@@ -87,6 +97,12 @@ def load_classification(settings: Settings, seed: int, val_fraction: float = 0.2
         x_train, y_train, x_test, y_test = load_files(settings)
     x_train, y_train, x_val, y_val = nn.data.train_test_split(x_train, y_train, val_fraction, seed=seed)
     return Split(x_train, y_train, x_val, y_val, x_test, y_test)
+
+
+def training_size(settings: Settings) -> int:
+    """Samples in the training part of :func:`load_classification`'s split (the same for every seed):
+    what the paper modules' ``steps`` count batches of."""
+    return len(load_classification(settings, 0).x_train)
 
 
 def load_files(settings: Settings) -> tuple[np.ndarray, ...]:
@@ -141,12 +157,14 @@ def fit(
     train_accuracy: bool = False,
     regularizer: Callable[[nn.Module], Any] | None = None,
     on_epoch: Callable[[nn.Module], dict[str, float]] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> History:
     """Adam + cross-entropy for ``epochs`` epochs, the batch order drawn from ``seed``.
 
     After each epoch: validation accuracy (and training-set accuracy if ``train_accuracy``, and the
     values ``on_epoch(net)`` returns). The state of the epoch with the best validation accuracy is
     kept in ``best_state`` (the first such epoch on ties). ``regularizer(net)`` is added to the loss.
+    ``progress(1)`` is called after every step (``ceil(len(x_train) / batch_size)`` an epoch).
     """
     history = History()
     opt = nn.Adam(net.parameters(), lr=lr)
@@ -165,6 +183,8 @@ def fit(
             opt.step()
             total += float(loss.item()) * len(yb)
             count += len(yb)
+            if progress is not None:
+                progress(1)
         history.loss.append(total / max(count, 1))
         val = accuracy(net, data.x_val, data.y_val)
         history.val_accuracy.append(val)

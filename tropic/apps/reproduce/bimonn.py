@@ -1,5 +1,7 @@
-"""``tropic reproduce bimonn``: binarised morphological networks (Aouad & Talbot 2024), claims 1-3 of
-``papers/bimonn.md`` at small scale, with the layers of :mod:`tropic.nn.binary`.
+"""``tropic reproduce bimonn``: binarised morphological networks (Aouad & Talbot, "A foundation for
+exact binarized morphological neural networks", 2024, arXiv:2401.03830), the paper's claims 1-3
+(listed in the report and in ``docs/reproductions.md``) at small scale, with the layers of
+:mod:`tropic.nn.binary`.
 
 - Claim 1: one ``BiSE(1, 1, 7)`` learns the dilation or the erosion of diskorect images
   (:func:`tropic.apps.datasets.diskorect_task`, 50 x 50, edge-replicated border as the BiSE's) by a 7 x 7
@@ -19,7 +21,9 @@ for claim 1, 12 for claim 2); claim 3 runs 30 epochs of batch 64. ``--epochs N``
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +34,7 @@ from tropic.nn.binary import BiSE, DenseLUI, constant_set_regularization
 
 from .. import datasets, plots
 from . import report as rp
-from ._common import Settings, accuracy, curve_panel, fit, load_classification
+from ._common import Settings, accuracy, curve_panel, fit, load_classification, training_size
 
 TITLE = "binarised morphological networks (Aouad & Talbot, arXiv 2401.03830)"
 
@@ -74,8 +78,11 @@ def _binary_error(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
         model.binary(False)
 
 
-def _train_morphology(model, x, y, xt, yt, epochs, seed, regularization=0.0) -> list[float]:
-    """Adam on random batches; the held-out binarised error after every epoch of 50 steps."""
+def _train_morphology(
+    model, x, y, xt, yt, epochs, seed, regularization=0.0, progress: Callable[[int], None] | None = None
+) -> list[float]:
+    """Adam on random batches; the held-out binarised error after every epoch of 50 steps
+    (``progress(1)`` after each step)."""
     rng = np.random.default_rng(seed)
     opt = nn.Adam(model.parameters(), lr=LR_BISE)
     errors = []
@@ -88,6 +95,8 @@ def _train_morphology(model, x, y, xt, yt, epochs, seed, regularization=0.0) -> 
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if progress is not None:
+                progress(1)
         errors.append(_binary_error(model, xt, yt))
     return errors
 
@@ -105,7 +114,7 @@ def run_seed(settings: Settings, seed: int, e1: int, e2: int, e3: int) -> dict[s
             target = f"{operation}:{shape}:{SE_SIZE}"
             x, y, xt, yt = _task(target, size1, seed)
             bise = BiSE(1, 1, SE_SIZE, seed=seed)
-            curve = _train_morphology(bise, x, y, xt, yt, e1, seed)
+            curve = _train_morphology(bise, x, y, xt, yt, e1, seed, progress=settings.advance)
             read = bise.binarized()
             s = read.structuring_elements[0, 0]
             expected = datasets.structuring_element(shape, SE_SIZE)
@@ -127,7 +136,9 @@ def run_seed(settings: Settings, seed: int, e1: int, e2: int, e3: int) -> dict[s
             target = f"{operation}:{shape}:{SE_SIZE}"
             x, y, xt, yt = _task(target, size2, seed)
             model = nn.Sequential(BiSE(1, 1, SE_SIZE, seed=seed), BiSE(1, 1, SE_SIZE, seed=seed + 1000))
-            curve = _train_morphology(model, x, y, xt, yt, e2, seed, regularization=REG)
+            curve = _train_morphology(
+                model, x, y, xt, yt, e2, seed, regularization=REG, progress=settings.advance
+            )
             out["chained"][target] = {
                 "error": curve[-1],
                 "curve": curve,
@@ -159,7 +170,7 @@ def run_seed(settings: Settings, seed: int, e1: int, e2: int, e3: int) -> dict[s
         regularizer = (lambda m, c=c: c * constant_set_regularization(m)) if c else None
         history = fit(
             net, data, epochs=e3, lr=LR_LUI, batch_size=BATCH_LUI, seed=seed, regularizer=regularizer,
-            on_epoch=binarised_val,
+            on_epoch=binarised_val, progress=settings.advance,
         )  # fmt: skip
         float_acc = accuracy(net, data.x_test, data.y_test)
         net.binary(True)
@@ -178,6 +189,15 @@ def run_seed(settings: Settings, seed: int, e1: int, e2: int, e3: int) -> dict[s
             f"activated neurons {activated:.2f} ({history.seconds:.1f} s)"
         )
     return out
+
+
+def steps(settings: Settings) -> int:
+    """Training steps of a run (what :func:`run` reports to ``settings.progress``)."""
+    e1, e2, e3 = _epochs(settings)
+    targets = 2 * len(SHAPES)  # claims 1 and 2: two operations, each shape
+    morphology = targets * (e1 + e2) * STEPS_PER_EPOCH
+    classifier = len(REGS) * e3 * math.ceil(training_size(settings) / BATCH_LUI)
+    return settings.seeds * (morphology + classifier)
 
 
 def run(settings: Settings) -> rp.Report:

@@ -1,5 +1,6 @@
 """``tropic reproduce hybrid``: sparse hybrid linear-morphological heads (Fotopoulos, Garoufis &
-Maragos, EUSIPCO 2025), claims 1-3 of ``papers/sparse-hybrid.md`` at small scale.
+Maragos, EUSIPCO 2025, arXiv:2504.09289), the paper's claims 1-3 (listed in the report and in
+``docs/reproductions.md``) at small scale.
 
 Setup. The paper puts its heads (256 -> 512 -> 10) on a CNN trained jointly with them. We keep the
 head's widths and stand a small trainable front end in for the CNN: ``Linear(in -> 256) -> ReLU``
@@ -19,13 +20,15 @@ paper's convergence evidence. Pruning (claim 3): per-layer L1 magnitude pruning 
 linear layers at ratios ``(r1, r2)`` in ``{0.7, 0.8, 0.9, 0.95}^2``, no fine-tuning
 (:func:`tropic.nn.pruning.l1_unstructured`); the front end is not pruned, nor is the sparse max-plus
 layer; to match the budgets the dense max-plus layer is pruned (most negative weights to ``-inf``)
-down to the sparse layer's 1024 finite weights.
+down to the sparse layer's 1024 finite weights (exactly: ``count=1024`` keeps exactly that many, see
+:func:`tropic.nn.init.sparse_maxplus`).
 
 ``--epochs N`` sets the claim 1/3 training length; claim 2 runs ``min(N, 3)`` epochs.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +41,7 @@ from tropic.nn import pruning
 
 from .. import plots
 from . import report as rp
-from ._common import Settings, accuracy, curve_panel, fit, load_classification
+from ._common import Settings, accuracy, curve_panel, fit, load_classification, training_size
 
 TITLE = "sparse hybrid linear-morphological networks (Fotopoulos, Garoufis & Maragos, EUSIPCO 2025)"
 
@@ -118,7 +121,7 @@ def run_seed(settings: Settings, seed: int, epochs: int, fast_epochs: int) -> di
     result |= {"pruned": {}, "kept": {}, "seconds": {}, "weights": {}}
     for head in HEADS:
         net = build(head, n_in, front, hidden, seed)
-        history = fit(net, data, epochs=epochs, lr=LR, batch_size=BATCH, seed=seed)
+        history = fit(net, data, epochs=epochs, lr=LR, batch_size=BATCH, seed=seed, progress=settings.advance)
         result["accuracy"][head] = accuracy(net, data.x_test, data.y_test)
         result["weights"][head] = kept_weights(net)
         result["val_curve"][head] = history.val_accuracy
@@ -133,7 +136,10 @@ def run_seed(settings: Settings, seed: int, epochs: int, fast_epochs: int) -> di
             kept[_key(r1, r2)] = kept_weights(copy)
         result["pruned"][head], result["kept"][head] = pruned, kept
         fast = build(head, n_in, front, hidden, seed)
-        fast_history = fit(fast, data, epochs=fast_epochs, lr=LR_FAST, batch_size=BATCH_FAST, seed=seed)
+        fast_history = fit(
+            fast, data, epochs=fast_epochs, lr=LR_FAST, batch_size=BATCH_FAST, seed=seed,
+            progress=settings.advance,
+        )  # fmt: skip
         result["fast_val_curve"][head] = fast_history.val_accuracy
         result["seconds"][head] = history.seconds + fast_history.seconds
         settings.log(
@@ -142,6 +148,13 @@ def run_seed(settings: Settings, seed: int, epochs: int, fast_epochs: int) -> di
             f"pruned 0.7/0.7 {pruned[_key(0.7, 0.7)]:.3f} ({result['seconds'][head]:.1f} s)"
         )
     return result
+
+
+def steps(settings: Settings) -> int:
+    """Training steps of a run (what :func:`run` reports to ``settings.progress``)."""
+    n, (epochs, fast_epochs) = training_size(settings), _epochs(settings)
+    per_head = epochs * math.ceil(n / BATCH) + fast_epochs * math.ceil(n / BATCH_FAST)
+    return settings.seeds * len(HEADS) * per_head
 
 
 def run(settings: Settings) -> rp.Report:
@@ -326,7 +339,7 @@ PAPER = rp.Paper(
         "The paper trains its heads on CNN features (CIFAR-10, MTAT); we use a one-layer ReLU front end on "
         "{dataset} pixels, trained jointly with the head, as the feature extractor.",
         "Budget matching: all heads share the first linear layer; the dense max-plus layer is pruned to the "
-        "sparse layer's 2 x hidden finite weights (our reading of 'parameter budgets are matched'), the "
-        "sparse max-plus layer is not pruned.",
+        "sparse layer's 2 x hidden finite weights (our reading of 'parameter budgets are matched'; the "
+        "sparse layer is initialised with exactly that many), the sparse max-plus layer is not pruned.",
     ),
 )
