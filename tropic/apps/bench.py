@@ -1,8 +1,8 @@
 """Performance report: tropic's operators against the code a user would otherwise write.
 
 ``tropic bench [--quick] [--repeat N] [--torch-compile] [--plot FILE] [--quiet]`` (also
-``python -m tropic.apps.bench``) times, in one process and on the same inputs, every implementation of each case: tropic on each
-available backend, then the baselines. tropic's rows are labelled by what runs:
+``python -m tropic.apps.bench``) times, in one process and on the same inputs, every implementation
+of each case: tropic on each available backend, then the baselines. tropic's rows are labelled by what runs:
 
 - ``tropic, compiled C``: NumPy arrays on tropic's compiled C kernels (the default on NumPy arrays);
 - ``tropic, pure NumPy``: NumPy arrays with the C kernels switched off (the fallback used where they
@@ -699,8 +699,9 @@ def run(options: argparse.Namespace) -> int:
         bar.update(1)
     print("\n".join(_format_table(rows)))
     print()
-    if _notes(rows):
-        print("\n".join([*_notes(rows), ""]))
+    notes = _notes(rows)
+    if notes:
+        print("\n".join([*notes, ""]))
     print("\n".join(memory))
     if options.plot:
         try:

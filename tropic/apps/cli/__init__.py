@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -106,8 +107,6 @@ def environment_problems() -> list[str]:
     AVX2) and silently ignore any other value; ``TROPIC_NUM_THREADS`` must be a thread count (tropic
     itself warns when it is not, see :func:`tropic.get_num_threads`).
     """
-    import os
-
     problems = []
     value = os.environ.get("TROPIC_MAX_ISA", "")
     if value and value not in MAX_ISA_VALUES:

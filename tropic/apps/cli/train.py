@@ -683,11 +683,11 @@ def _check_paths(config: dict[str, Any]) -> None:
 
 def _run_folder(config: dict[str, Any]) -> tuple[Path, list[Path]]:
     """The run folder, created if needed, and the folders created for it (``(folder, created)``,
-    outermost first); an existing one must be empty."""
-    from .paths import check_output_folder, make_folder
+    outermost first); ``--out`` was checked by :func:`_check_paths`."""
+    from .paths import make_folder
 
     if config["out"]:
-        folder = check_output_folder("--out", config["out"], hint="choose another --out")
+        folder = Path(config["out"])
     else:
         stem = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{config['model']}"
         folder, n = stem, 1
