@@ -111,6 +111,31 @@ def test_double_backward(name):
     assert torch.autograd.gradgradcheck(fn, inputs)
 
 
+@pytest.mark.parametrize("name", sorted(OPERATORS))
+def test_vmap_has_batching_rules(name):
+    """vmap over each input in turn (and over a grad of it) equals the loop over the batch bitwise,
+    without torch's fallback warning ("no batching rule")."""
+    import warnings
+
+    fn, shapes = OPERATORS[name]
+    rng = np.random.default_rng(20 + sorted(OPERATORS).index(name))
+    inputs = [distinct(rng, s) for s in shapes]
+    for index in range(len(inputs)):
+        batch = torch.stack([inputs[index] + k for k in (0.0, 0.5, -1.25)])
+
+        def of(x, index=index):
+            args = list(inputs)
+            args[index] = x
+            return fn(*args)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            values = func.vmap(of)(batch)
+            grads = func.vmap(func.grad(lambda x: of(x).sum()))(batch)
+        assert torch.equal(values, torch.stack([of(b) for b in batch]))
+        assert torch.equal(grads, torch.stack([func.grad(lambda x: of(x).sum())(b) for b in batch]))
+
+
 LAYERS = [
     (lambda: tnn.MaxPlus(5, 4, seed=0, dtype=torch.float64), (3, 5)),
     (lambda: tnn.MinPlus(5, 4, init="sparse", p=0.7, seed=1, dtype=torch.float64), (3, 5)),
@@ -193,9 +218,18 @@ def _model():
     )
 
 
+def _run_fresh(code: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env
+    )
+
+
+@pytest.mark.parametrize("imports", ["import tropic, torch", "import torch, tropic"])
 @pytest.mark.parametrize("kind", ["export", "jit.trace"])
-def test_saved_programs_load_in_a_fresh_process(tmp_path, kind):
-    """``import tropic`` in a fresh process defines the ops a saved program refers to."""
+def test_saved_programs_load_in_a_fresh_process(tmp_path, kind, imports):
+    """``import tropic`` in a fresh process, before or after torch, defines the ops a saved program
+    refers to (``torch.ops.tropic.*``)."""
     model = _model()
     x = torch.randn(2, 1, 4, 4)
     expected = model(x).detach()
@@ -208,7 +242,7 @@ def test_saved_programs_load_in_a_fresh_process(tmp_path, kind):
         load = "torch.jit.load(path)"
     torch.save({"x": x, "expected": expected}, tmp_path / "data.pt")
     code = f"""
-        import torch, tropic
+        {imports}
         path = {str(path)!r}
         data = torch.load({str(tmp_path / "data.pt")!r})
         model = {load}
@@ -219,10 +253,51 @@ def test_saved_programs_load_in_a_fresh_process(tmp_path, kind):
         assert x.grad is not None
         print("ok")
     """
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env
+    result = _run_fresh(code)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_aoti_package_runs_in_a_fresh_process(tmp_path):
+    """An AOTInductor package of a tropic model (compiled C++ around the custom ops) loads and runs
+    in a fresh process that imports tropic first, giving the eager outputs bitwise."""
+    pytest.importorskip("torch._inductor")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(tnn.MaxPlusConv2d(1, 2, 3, padding=1, seed=1), torch.nn.Flatten())
+    x = torch.randn(2, 1, 4, 4)
+    path = torch._inductor.aoti_compile_and_package(
+        torch.export.export(model, (x,)), package_path=str(tmp_path / "model.pt2")
     )
+    torch.save({"x": x, "expected": model(x).detach()}, tmp_path / "data.pt")
+    result = _run_fresh(f"""
+        import tropic, torch
+        data = torch.load({str(tmp_path / "data.pt")!r})
+        model = torch._inductor.aoti_load_package({str(path)!r})
+        assert torch.equal(model(data["x"]), data["expected"])
+    """)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_compile_before_any_eager_call_does_not_recompile():
+    """A model compiled in a fresh process before tropic ran anything eagerly compiles once: no guard
+    on state that tropic fills lazily."""
+    result = _run_fresh("""
+        import torch
+        import tropic.torch.nn as tnn
+        torch._dynamo.config.error_on_recompile = True
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(
+            tnn.Dilation2d(1, 3, init="normal", seed=0),
+            tnn.MaxPlusConv2d(1, 2, 3, padding=1, seed=1),
+            torch.nn.Flatten(),
+            tnn.MaxPlus(32, 4, init="sparse", p=0.5, seed=2),
+            tnn.MinPlus(4, 3, seed=3),
+        )
+        compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+        for _ in range(3):
+            x = torch.randn(2, 1, 4, 4, requires_grad=True)
+            compiled(x).sum().backward()
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    """)
     assert result.returncode == 0, result.stderr[-3000:]
 
 

@@ -7,10 +7,9 @@ tensors of the caller's library. Conventions are in ``tropic.core``; each operat
 in ``tropic.core.spec``'s table, from which the engines are generated.
 """
 
-import sys as _sys
-
 from .core.config import get_num_threads, set_num_threads
 from .core.conv import conv2d_vjp, maxplus_conv2d, minplus_conv2d
+from .core.engines import define_torch_ops_with_torch as _define_torch_ops_with_torch
 from .core.extremum import maximum, minimum
 from .core.matmul import matmul_vjp, maxplus_matmul, minplus_matmul
 from .core.maxout import maxout, maxout_vjp
@@ -29,10 +28,9 @@ from .core.semiring import MAX_PLUS, MIN_PLUS, Semiring
 
 __version__ = "0.1.0"
 
-if "torch" in _sys.modules:  # torch is already here: define torch.ops.tropic.* now, not at a first call
-    from .core.engines import load as _load_engine
-
-    _load_engine("torch")
+# torch.ops.tropic.* exist whenever torch is imported (now, or later), not only after a first call:
+# exported programs name them.
+_define_torch_ops_with_torch()
 
 __all__ = [
     "MAX_PLUS",

@@ -21,11 +21,14 @@ An engine module provides:
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import sys
+import warnings
 from types import ModuleType
 from typing import Any
 
-__all__ = ["arrays", "engine_of", "run_vjp"]
+__all__ = ["arrays", "define_torch_ops_with_torch", "engine_of", "run_vjp"]
 
 
 def _is_autodiff(x: Any) -> bool:
@@ -90,3 +93,49 @@ def arrays(*values: Any) -> tuple[Any, ...]:
     if engine is None:
         return values
     return tuple(None if v is None else engine.array(v) for v in values)
+
+
+class _AfterTorchImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: when ``torch`` is first imported, it runs torch's own loader, then
+    loads the torch engine (which defines ``torch.ops.tropic.*``)."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "torch":
+            return None
+        try:  # once only; and the lookup below must find torch's real spec, not this finder again
+            sys.meta_path.remove(self)
+        except ValueError:
+            return None
+        spec = importlib.util.find_spec("torch")
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        run_torch = spec.loader.exec_module
+
+        def run_torch_then_tropic(module: ModuleType) -> None:
+            run_torch(module)
+            try:
+                load("torch")
+            except Exception as error:  # a broken engine must not break ``import torch``
+                warnings.warn(
+                    f"tropic could not define torch.ops.tropic.* ({type(error).__name__}: {error}); "
+                    "import tropic.torch to see the full error",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+
+        spec.loader.exec_module = run_torch_then_tropic  # this spec's own loader object
+        return spec
+
+
+def define_torch_ops_with_torch() -> None:
+    """Make ``torch.ops.tropic.*`` exist whenever torch does, from ``import tropic`` on.
+
+    Exported programs (``torch.export.load``), AOTInductor packages and traced modules name the ops
+    ``torch.ops.tropic.<op>``; a fresh process that imports tropic, before or after torch, can load
+    them. If torch is already imported the engine loads now; otherwise it loads right after torch's
+    own import finishes (numpy-only users never pay for it).
+    """
+    if "torch" in sys.modules:
+        load("torch")
+    elif not any(isinstance(finder, _AfterTorchImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _AfterTorchImport())

@@ -30,9 +30,8 @@ them to the engine of the tensors, or run the operator directly on arrays.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["OPERATORS", "Operator", "define"]
@@ -54,9 +53,12 @@ class Operator:
     optional: tuple[str, ...] = ()
     doc: str = ""
 
-    @functools.cached_property
-    def param_names(self) -> tuple[str, ...]:
-        return tuple(name for name, _ in self.params)
+    param_names: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Computed here, not lazily: torch.compile cannot trace the lock of a cached_property, and a
+        # model compiled before any eager call reads this first inside the trace.
+        object.__setattr__(self, "param_names", tuple(name for name, _ in self.params))
 
 
 OPERATORS: dict[str, Operator] = {}
