@@ -59,7 +59,8 @@ def as_tensor(values: Any, dtype: torch.dtype | None, device: Any) -> torch.Tens
     """A new tensor with the values of ``values`` (NumPy, or any DLPack array); floating ones cast
     to ``dtype`` when given."""
     if isinstance(values, (np.ndarray, np.generic)):
-        t = torch.from_numpy(np.array(values, copy=True, order="C"))
+        # Storage of torch's own (resizable, as FSDP needs to free it): from_numpy's is NumPy's.
+        t = torch.from_numpy(np.asarray(values, order="C")).clone()
     else:
         t = torch.from_dlpack(values).clone()
     if dtype is not None and t.is_floating_point():
