@@ -109,7 +109,7 @@ class _TropicalConv2d(Layer):
         *,
         init: str = "dense",
         p: float | None = None,
-        count: float | None = None,
+        count: int | None = None,
         rng: Any = None,
         seed: int | None = None,
         dtype: Any = None,

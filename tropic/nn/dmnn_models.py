@@ -301,7 +301,7 @@ def hybrid_head(
     out_features: int,
     *,
     init: str = "sparse",
-    count: float | None = None,
+    count: int | None = None,
     rng: Any = None,
     seed: int | None = None,
     dtype: Any = np.float32,
@@ -315,10 +315,10 @@ def hybrid_head(
     ----------
     in_features, hidden, out_features : int
     init : {"sparse", "dense"}
-        The max-plus weight: ``"sparse"`` keeps ``count`` expected ``N(0, 1)`` entries and sets the
+        The max-plus weight: ``"sparse"`` keeps exactly ``count`` ``N(0, 1)`` entries and sets the
         rest to ``-inf`` ("Sparse-Morph"); ``"dense"`` is ``N(0, 1)`` everywhere.
-    count : float, optional
-        Expected finite entries of the sparse layer; default ``2 * hidden`` (about two finite inputs
+    count : int, optional
+        Finite entries of the sparse layer (exactly); default ``2 * hidden`` (about two finite inputs
         per neuron: the paper's ``K = 1024`` for ``hidden = 512``). Only with ``init="sparse"``.
     rng, seed, dtype
     """

@@ -25,7 +25,7 @@ def tropical_weight(
     gen: np.random.Generator,
     dtype: Any,
     p: float | None,
-    count: float | None,
+    count: int | None,
     zero: float,
 ) -> np.ndarray:
     """``"dense"``: N(0, 1); ``"sparse"``: :func:`~tropic.nn.init.sparse_maxplus` with zero ``zero``."""
@@ -49,7 +49,7 @@ class _TropicalDense(Layer):
         *,
         init: str = "dense",
         p: float | None = None,
-        count: float | None = None,
+        count: int | None = None,
         rng: Any = None,
         seed: int | None = None,
         dtype: Any = None,
@@ -86,11 +86,13 @@ class MaxPlus(_TropicalDense):
         outputs ``-inf``.
     init : {"dense", "sparse"}
         ``"dense"``: ``W ~ N(0, 1)`` (no fan-in scaling, as in the paper). ``"sparse"``: each entry
-        kept with probability ``p`` (or ``p = count / (out * in)``), the rest exactly ``-inf``; see
-        :func:`tropic.nn.init.sparse_maxplus`. For the paper's ``K = 1024`` in a 512 x 512 layer use
-        ``count=1024``.
-    p, count : float, optional
-        Sparsity of ``init="sparse"`` (exactly one).
+        kept with probability ``p``, or exactly ``count`` entries kept (drawn uniformly), the rest
+        exactly ``-inf``; see :func:`tropic.nn.init.sparse_maxplus`. For the paper's ``K = 1024`` in
+        a 512 x 512 layer use ``count=1024``.
+    p : float, optional
+    count : int, optional
+        Sparsity of ``init="sparse"`` (exactly one): the keep probability, or the exact number of
+        finite weights.
     rng, seed : optional
         Random source of the initialisation (weights first, then bias).
     dtype : floating dtype, optional
@@ -175,7 +177,7 @@ class DilationErosion(Layer):
         bias: bool = True,
         init: str = "dense",
         p: float | None = None,
-        count: float | None = None,
+        count: int | None = None,
         rng: Any = None,
         seed: int | None = None,
         dtype: Any = None,
