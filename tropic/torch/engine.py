@@ -22,6 +22,12 @@ through an ``autograd.Function`` generated from the same spec instead, because t
 (``torch.compile``, ``torch.export``, ``torch.jit.trace``) hold ``tropic::*`` nodes that load in a
 fresh process after ``import tropic``. Both paths use the same backward op, so gradients and tie
 rules are the same everywhere.
+
+Threads: the CPU kernels use torch's intra-op thread count (``torch.get_num_threads()``) unless
+tropic's is set (``tropic.set_num_threads``, ``TROPIC_NUM_THREADS``), so ``torch.set_num_threads(1)``
+and DataLoader workers (which torch sets to one thread) hold tropic too. The two pools never work at
+once: an op runs its kernel to the end on the calling thread and tropic's helpers while torch's
+pool waits, as between any two eager torch ops.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import torch.autograd.forward_ad as _forward_ad
 from torch import Tensor
 
 from tropic.core._array_api import index_dtype
+from tropic.core.config import host_threads
 from tropic.core.spec import OPERATORS, Operator
 
 from . import _cuda
@@ -155,7 +162,11 @@ def _forward_cpu(operator: Operator):
         dtype = _result_dtype(inputs)
         rounding = HALF_DTYPES.get(dtype)
         arrays = tuple(None if t is None else _numpy(t, rounding is not None) for t in inputs)
-        values, winners = operator.run(np_namespace, *arrays, **params, rounding=rounding)
+        token = host_threads.set(torch.get_num_threads)  # tropic's threads default to torch's
+        try:
+            values, winners = operator.run(np_namespace, *arrays, **params, rounding=rounding)
+        finally:
+            host_threads.reset(token)
         return _tensor(values, dtype), _tensor(winners)
 
     return kernel
@@ -242,7 +253,11 @@ def _backward_cpu(operator: Operator):
         grad, winners, shapes, needs, params = _split_backward(operator, args)
         _check_backward(operator, grad, winners, shapes, needs, params)
         g = _numpy(grad, grad.dtype in HALF_DTYPES)
-        grads = operator.vjp(np_namespace, g, _numpy(winners, False), shapes, needs, **params)
+        token = host_threads.set(torch.get_num_threads)
+        try:
+            grads = operator.vjp(np_namespace, g, _numpy(winners, False), shapes, needs, **params)
+        finally:
+            host_threads.reset(token)
         return _returned(tuple(None if x is None else _tensor(x, grad.dtype) for x in grads))
 
     return kernel
