@@ -40,7 +40,7 @@ from ..core.checks import positive_int
 from . import binarize as _bz
 from . import init as _init
 from .conv import _conv_shape
-from .layer import Layer
+from .layer import Layer, require_features, require_image
 
 __all__ = [
     "LUI",
@@ -400,9 +400,7 @@ class BiSE(_BiSEBase):
         )
 
     def _linear(self, x: Any, w: Any) -> Any:
-        shape = getattr(x, "shape", None)
-        if shape is None or len(shape) != 4 or shape[1] != self.in_channels:
-            raise ValueError(f"x must have shape (B, {self.in_channels}, H, W), got {tuple(shape or ())}")
+        require_image(self, x, self.in_channels)
         kh, kw = self.kernel_size
         if kh > 1 or kw > 1:
             x = self.F.pad(x, ((0, 0), (0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2)), mode="edge")
@@ -498,6 +496,7 @@ class BiSEL(Layer):
         )
 
     def forward(self, x: Any) -> Any:
+        require_image(self, x, self.in_channels)
         F = self.F
         z = self.bises(x)
         b, _, h, w = z.shape
@@ -570,9 +569,7 @@ class DenseLUI(_BiSEBase):
         return self.out_channels
 
     def _linear(self, x: Any, w: Any) -> Any:
-        shape = getattr(x, "shape", None)
-        if shape is None or len(shape) < 1 or shape[-1] != self.in_features:
-            raise ValueError(f"x must have shape (..., {self.in_features}), got {tuple(shape or ())}")
+        require_features(self, x, self.in_features)
         return self.F.matmul(x, w.T)
 
     def _broadcast(self, v: Any) -> Any:

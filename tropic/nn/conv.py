@@ -16,7 +16,7 @@ import tropic
 from .. import autodiff as ad
 from ..core.checks import pair, positive_int
 from . import init as _init
-from .layer import Layer
+from .layer import Layer, require_image
 from .linear import linear_init
 from .module import Module, Parameter
 from .tropical import tropical_weight
@@ -130,6 +130,7 @@ class _TropicalConv2d(Layer):
         self.bias = None if b is None else self.parameter(b, zero=self._zero)
 
     def forward(self, x: Any) -> Any:
+        require_image(self, x, self.weight.shape[1] * self.groups)
         maximise = self._zero < 0
         op = tropic.maxplus_conv2d if maximise else tropic.minplus_conv2d
         y = op(x, self.weight, stride=self.stride, padding=self.padding, groups=self.groups)
@@ -209,8 +210,7 @@ class _Morphology2d(Layer):
         self.structure = self.parameter(structure, zero=-np.inf)
 
     def forward(self, x: Any) -> Any:
-        if x.ndim != 4 or x.shape[1] != self.channels:
-            raise ValueError(f"x must have shape (B, {self.channels}, H, W), got {tuple(x.shape)}")
+        require_image(self, x, self.channels)
         F = self.F
         kh, kw = self.kernel_size
         # SciPy's centre of an even window is k // 2: rows before/after the output position.

@@ -22,7 +22,7 @@ import tropic
 from ..core.checks import positive_int
 from . import init as _init
 from .dropout import _probability
-from .layer import Layer
+from .layer import Layer, require_features
 from .linear import linear_init
 
 __all__ = ["DEP", "MPM", "DiagonalActivation", "MPMResidual", "SVDActivation"]
@@ -112,6 +112,7 @@ class MPM(Layer):
         self.dropout_keep = None
 
     def forward(self, x: Any) -> Any:
+        require_features(self, x, self.in_features)
         w = self.weight
         keep = self.keep_mask("weight")
         self.dropout_keep = None
@@ -194,6 +195,7 @@ class DEP(Layer):
             self.buffer("mix", _init.constant((out_features,), 0.5, dtype))
 
     def forward(self, x: Any) -> Any:
+        require_features(self, x, self.in_features)
         lam = self.F.clamp(self.mix, 0.0, 1.0) if self.mix_mode == "learned" else self.mix
         dilation = tropic.maxplus_matmul(x, self.weight_max.T)
         erosion = tropic.minplus_matmul(x, self.weight_min.T)
@@ -234,6 +236,7 @@ class DiagonalActivation(Layer):
         self.weight = self.parameter(_init.normal((num_features,), gen, dtype, std=1.0 / math.sqrt(12.0)))
 
     def forward(self, x: Any) -> Any:
+        require_features(self, x, self.num_features)
         return x * self.weight
 
     def extra_repr(self) -> str:
@@ -287,6 +290,7 @@ class SVDActivation(Layer):
         self.weight = self.parameter(s.astype(dtype))
 
     def forward(self, x: Any) -> Any:
+        require_features(self, x, self.num_features)
         # Row vectors: y = x V diag(a) U^T; U, V are buffers, i.e. constants of the tape.
         matmul = self.F.matmul
         return matmul(matmul(x, self.v) * self.weight, self.u.T)
@@ -338,4 +342,5 @@ class MPMResidual(Layer):
         self.scale = self.engine_layer(DiagonalActivation)(num_features, rng=gen, dtype=dtype, device=device)
 
     def forward(self, x: Any) -> Any:
+        require_features(self, x, self.mpm.in_features)
         return x + self.scale(self.mpm(x))

@@ -42,7 +42,7 @@ from .. import autodiff
 from . import init as _init
 from .module import Module, Parameter
 
-__all__ = ["Layer", "record_arguments"]
+__all__ = ["Layer", "record_arguments", "require_features", "require_image"]
 
 
 def record_arguments(init: Any) -> Any:
@@ -57,12 +57,37 @@ def record_arguments(init: Any) -> Any:
         outermost = "_arguments" not in self.__dict__
         if outermost:
             self.__dict__["_arguments"] = None  # a layer built inside this one keeps its own
-        init(self, *args, **kwargs)
+        try:
+            init(self, *args, **kwargs)
+        except TypeError as error:
+            # Python names the function that defines __init__ ("_TropicalDense.__init__() got an
+            # unexpected keyword argument"): name the class the user called.
+            prefix = f"{init.__qualname__}()"
+            if not str(error).startswith(prefix):
+                raise
+            raise TypeError(f"{type(self).__name__}(){str(error)[len(prefix) :]}") from None
         if outermost:
             self.__dict__["_arguments"] = (args, kwargs)
 
     wrapper._records_arguments = True  # type: ignore[attr-defined]
     return wrapper
+
+
+def require_features(layer: Any, x: Any, features: int) -> None:
+    """``ValueError`` naming ``layer`` unless ``x`` has shape ``(..., features)`` (an ``x`` without a
+    shape, a nested list, is left to the operators)."""
+    shape = getattr(x, "shape", None)
+    if shape is not None and (len(shape) == 0 or shape[-1] != features):
+        shape = tuple(shape)
+        raise ValueError(f"{type(layer).__name__}: x must have shape (..., {features}), got {shape}")
+
+
+def require_image(layer: Any, x: Any, channels: int) -> None:
+    """``ValueError`` naming ``layer`` unless ``x`` has shape ``(B, channels, H, W)``."""
+    shape = getattr(x, "shape", None)
+    if shape is not None and (len(shape) != 4 or shape[1] != channels):
+        shape = tuple(shape)
+        raise ValueError(f"{type(layer).__name__}: x must have shape (B, {channels}, H, W), got {shape}")
 
 
 class Layer(Module):

@@ -14,7 +14,7 @@ import tropic
 
 from ..core.checks import positive_int
 from . import init as _init
-from .layer import Layer
+from .layer import Layer, require_features
 
 __all__ = ["DilationErosion", "MaxPlus", "Maxout", "MinPlus"]
 
@@ -121,6 +121,7 @@ class MaxPlus(_TropicalDense):
     _zero = -np.inf
 
     def forward(self, x: Any) -> Any:
+        require_features(self, x, self.in_features)
         return tropic.maxplus_matmul(x, self.weight.T, bias=self.bias)
 
 
@@ -136,6 +137,7 @@ class MinPlus(_TropicalDense):
     _zero = np.inf
 
     def forward(self, x: Any) -> Any:
+        require_features(self, x, self.in_features)
         return tropic.minplus_matmul(x, self.weight.T, bias=self.bias)
 
 
@@ -196,6 +198,7 @@ class DilationErosion(Layer):
         self.erosion = self.engine_layer(MinPlus)(in_features, n_erosion, **kw)
 
     def forward(self, x: Any) -> Any:
+        require_features(self, x, self.dilation.in_features)
         d, e = self.dilation(x), self.erosion(x)
         if self.combine == "sum":
             return d + e
@@ -247,6 +250,7 @@ class Maxout(Layer):
         self.linear = self.linear_layer(in_features, width, bias, init, _init.as_rng(rng, seed), dtype)
 
     def forward(self, x: Any) -> Any:
+        require_features(self, x, self.linear.in_features)
         return tropic.maxout(self.linear(x), self.pieces, axis=-1)
 
     def extra_repr(self) -> str:
