@@ -368,3 +368,33 @@ def test_bad_environment_variables_are_one_warning_line(capsys, monkeypatch):
     assert main(["info"]) == 0
     out, err = capsys.readouterr()
     assert err == "" and isinstance(json.loads(out)["environment"], str)
+
+
+# -- 14. threads -------------------------------------------------------------------------------
+
+
+def test_threads_option_checked_first_and_held_for_the_run_only(capsys, monkeypatch, tmp_path):
+    """``tropic train --threads N``: a bad N is one error line before any data is read; a good one
+    holds tropic's kernels (and torch's pool with --engine torch) during the run, then the previous
+    settings are back."""
+    from tropic.apps.cli import train as train_cli
+
+    forbid(monkeypatch, train_cli, "_load_data")
+    for bad in ("0", "1025"):
+        one_error_line(capsys, ["train", "--threads", bad, "--out", str(tmp_path / bad)], "--threads")
+    monkeypatch.undo()
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads(), tropic.get_num_threads()
+    seen = []
+    real_epoch = train_cli._epoch
+
+    def epoch(*args, **kwargs):
+        seen.append((torch.get_num_threads(), tropic.get_num_threads()))
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train_cli, "_epoch", epoch)
+    args = ["train", "--engine", "torch", "--threads", "1", "--epochs", "1", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 0
+    assert seen == [(1, 1)]
+    assert (torch.get_num_threads(), tropic.get_num_threads()) == before
+    assert "threads" not in capsys.readouterr().err

@@ -51,6 +51,8 @@ from typing import Any
 
 import numpy as np
 
+from tropic.core.config import MAX_THREADS
+
 from . import CommandError
 from .train_models import DMNN_DEFAULTS, MODELS
 
@@ -78,6 +80,7 @@ DEFAULTS: dict[str, Any] = {
     "regularization": 0.0,
     "threshold": 0.5,
     "test_fraction": 0.25,
+    "threads": None,
 }
 # BiSE networks learning a diskorect target: small batches, more epochs (about 240 Adam steps).
 SEGMENT_DEFAULTS = {"batch_size": 16, "epochs": 20, "lr": 0.05}
@@ -88,7 +91,7 @@ DIGITS_DMNN_DEFAULTS = {"lr": 1e-2}
 # Keys a run's config.json holds besides the options; --config ignores them.
 _INFORMATIONAL = ("tropic_version", "versions", "task", "input_shape", "classes")
 # Options of one invocation, not of the training: --config ignores them in a run's config.json.
-_PER_RUN = ("out", "quiet")
+_PER_RUN = ("out", "quiet", "threads")
 
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "model": str,
@@ -109,6 +112,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "regularization": (int, float),
     "threshold": (int, float),
     "test_fraction": (int, float),
+    "threads": (int, type(None)),
 }
 
 
@@ -145,6 +149,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--regularization", type=float, default=s, help="bise: weight of the binarisation regulariser")
     add("--threshold", type=float, default=s, help="bise classifier: binarisation threshold of inputs")
     add("--test-fraction", type=float, default=s, help="digits / diskorect: held-out share (default 0.25)")
+    add(
+        "--threads",
+        type=int,
+        default=s,
+        metavar="N",
+        help="CPU threads of tropic's kernels and of torch (default: all cores; on a machine busy with "
+        "other work, 1 can be several times faster with --engine torch, see docs/pytorch.md)",
+    )
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -248,6 +260,8 @@ def _check(config: dict[str, Any]) -> None:
             raise CommandError(f"{_flag(key)} must be at least {low}, got {config[key]}")
     if config["seed"] < 0:
         raise CommandError(f"--seed must be non-negative, got {config['seed']}")
+    if config["threads"] is not None and not 1 <= config["threads"] <= MAX_THREADS:
+        raise CommandError(f"--threads must be from 1 to {MAX_THREADS}, got {config['threads']}")
     for key in ("epochs", "batch_size", "width", "blocks", "seed"):
         if config[key] > _INT_MAX:
             raise CommandError(f"{_flag(key)} must be below 2**63, got a {len(str(config[key]))}-digit int")
@@ -539,7 +553,16 @@ def run(options: argparse.Namespace) -> int:
 
 def train(config: dict[str, Any]) -> dict[str, Any]:
     """Train with a resolved config (see :func:`resolve_config`); write the run folder; return the
-    metrics (``{"epochs": [row, ...], "final": {...}, "run": folder}``)."""
+    metrics (``{"epochs": [row, ...], "final": {...}, "run": folder}``). ``threads`` holds for the
+    call only."""
+    restore = _set_threads(config)
+    try:
+        return _train(config)
+    finally:
+        restore()
+
+
+def _train(config: dict[str, Any]) -> dict[str, Any]:
     import tropic
     from tropic.apps import progress
 
@@ -658,6 +681,30 @@ def _epoch(
         "samples_per_s": seen / train_seconds,
         "seconds": time.perf_counter() - start,
     }
+
+
+def _set_threads(config: dict[str, Any]) -> Any:
+    """``--threads N``: tropic's kernels and, with ``--engine torch``, torch's intra-op pool. Returns
+    the function that puts the previous settings back."""
+    from tropic.core import config as settings
+
+    n = config.get("threads")
+    if n is None:
+        return lambda: None
+    before = settings._num_threads
+    settings.set_num_threads(n)
+    if config["engine"] != "torch":
+        return lambda: settings.set_num_threads(before)
+    import torch
+
+    torch_before = torch.get_num_threads()
+    torch.set_num_threads(n)
+
+    def restore() -> None:
+        settings.set_num_threads(before)
+        torch.set_num_threads(torch_before)
+
+    return restore
 
 
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:
