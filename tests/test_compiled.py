@@ -40,6 +40,9 @@ for dtype in (np.float32, np.float64):
         results += list(op(images, structure, mode="reflect", return_indices=True))
         results += list(op(images, footprint=footprint, return_indices=True))
         results += list(op(images, size=(4, 5), mode="nearest", return_indices=True))
+    x, w = data((2, 4, 9, 11), dtype), data((6, 2, 3, 2), dtype)
+    for conv in (tropic.maxplus_conv2d, tropic.minplus_conv2d):
+        results += list(conv(x, w, padding=1, groups=2, return_indices=True))
 """
 
 
@@ -195,3 +198,73 @@ def test_product_shares_give_the_whole_product(dtype, M, K, N):
             assert_identical(c_parts, c)
             assert_identical(idx_parts, idx)
         assert part(a, b, c, idx, M, K, N, maximise, 3, 3) == 1  # task out of range
+
+
+_CONV_CASES = [  # (x shape, w shape, padding, groups): stride 1, the tap-loop convolution
+    ((3, 1, 9, 8), (4, 1, 3, 3), 1, 1),
+    ((2, 4, 7, 9), (4, 1, 3, 2), (1, 0), 4),  # depthwise
+    ((2, 6, 8, 7), (4, 3, 2, 3), 0, 2),
+    ((1, 3, 5, 6), (2, 3, 5, 5), 2, 1),  # windows wider than the image
+    ((2, 2, 1, 1), (3, 2, 1, 1), 0, 1),
+]
+
+
+def _tie_data(rng, shape, dtype):
+    x = rng.integers(-2, 3, shape).astype(dtype)
+    x[rng.random(shape) < 0.1] = -np.inf
+    x[rng.random(shape) < 0.05] = np.inf
+    x[rng.random(shape) < 0.1] = -0.0
+    return x
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv2d_tap_loop_matches_im2col_and_the_numpy_path(monkeypatch, threads, dtype):
+    """Stride-1 convolutions run on the morphology tap loop (one tall image per group); their values
+    and winners are the im2col product's and the NumPy path's bit for bit: ties, signed zeros, both
+    infinities (inf + -inf never wins), tasks split over channels and batch chunks."""
+    rng = np.random.default_rng(5)
+    taken = []
+    real = kernels._conv2d_taps
+    monkeypatch.setattr(kernels, "_conv2d_taps", lambda *a: taken.append(1) or real(*a))
+    monkeypatch.setattr(kernels, "_PARALLEL_CANDIDATES", 0)
+    tropic.set_num_threads(threads)
+    try:
+        for x_shape, w_shape, padding, groups in _CONV_CASES:
+            x, w = _tie_data(rng, x_shape, dtype), _tie_data(rng, w_shape, dtype)
+            for conv in (tropic.maxplus_conv2d, tropic.minplus_conv2d):
+
+                def run(conv=conv, x=x, w=w, padding=padding, groups=groups):
+                    return conv(x, w, padding=padding, groups=groups, return_indices=True)
+
+                taken.clear()
+                fast = run()
+                assert taken, "the tap loop was not tried"
+                with monkeypatch.context() as m:
+                    m.setattr(kernels, "_conv2d_taps", lambda *a: None)
+                    im2col = run()
+                with monkeypatch.context() as m:
+                    m.setattr(compiled, "enabled", False)
+                    numpy_path = run()
+                for got, a, b in zip(fast, im2col, numpy_path, strict=True):
+                    assert_identical(got, a)
+                    assert_identical(got, b)
+    finally:
+        tropic.set_num_threads(None)
+
+
+def test_conv2d_with_nan_or_a_stride_keeps_the_im2col_rule():
+    """A NaN operand (NaN dominates, won by the first NaN candidate) and strides other than 1 leave
+    the tap loop: it declines them, and the results are the NumPy path's."""
+    from tropic.core.conv import ConvGeometry
+
+    rng = np.random.default_rng(6)
+    x, w = rng.standard_normal((2, 2, 6, 6)), rng.standard_normal((3, 2, 3, 3))
+    x[1, 0, 2, 2] = np.nan
+    geometry = ConvGeometry(x.shape, w.shape, (1, 1), (1, 1), 1)
+    assert kernels._conv2d_taps(tropic.MAX_PLUS, x, w, geometry, None) is None
+    y, k = tropic.maxplus_conv2d(x, w, padding=1, return_indices=True)
+    assert np.isnan(y[1]).any() and not np.isnan(y[0]).any()
+    x = rng.standard_normal((2, 2, 6, 6))
+    strided = ConvGeometry(x.shape, w.shape, (2, 1), (0, 0), 1)
+    assert kernels._conv2d_taps(tropic.MAX_PLUS, x, w, strided, None) is None
