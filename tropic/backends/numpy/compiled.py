@@ -71,6 +71,14 @@ _SIGNATURES = {
         _i32,
         _flag,
     ],
+    # (P, n, Hp, Wp, pstride, H, W, ostride, tap_row, tap_col, tap_weight | None, tap_index, T, maximise,
+    #  out, idx, threads): images and outputs pstride and ostride elements apart
+    ("morphology_c", "tropic_taps_strided_f32"): [_f32]
+    + [_n] * 7
+    + [_i64, _i64, ctypes.c_void_p, _i32, _n, _flag, _f32, _i32, _flag],
+    ("morphology_c", "tropic_taps_strided_f64"): [_f64]
+    + [_n] * 7
+    + [_i64, _i64, ctypes.c_void_p, _i32, _n, _flag, _f64, _i32, _flag],
     # (src, n, H, W, row_line, Hp, col_line, Wp, left, fill, dst, nan_found)
     ("morphology_c", "tropic_pad_f32"): [_f32, _n, _n, _n, _i64, _n, _i64, _n, _n, _c_f32, _f32, _flag_out],
     ("morphology_c", "tropic_pad_f64"): [_f64, _n, _n, _n, _i64, _n, _i64, _n, _n, _c_f64, _f64, _flag_out],
@@ -89,7 +97,6 @@ _SIGNATURES = {
 _functions: dict[str, ctypes._CFuncPtr] = {}
 _modules: dict[str, object] = {}  # the extension modules imported as Python modules (entry points)
 _raw_functions: dict[str, ctypes._CFuncPtr] = {}
-_modules: dict[str, object] = {}  # the extension modules imported as Python modules (entry points)
 _status: dict[str, str] = {}
 
 

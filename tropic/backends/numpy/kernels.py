@@ -38,6 +38,7 @@ _C_PRODUCT = {np.float32: "tropic_matmul_f32", np.float64: "tropic_matmul_f64"}
 _C_PRODUCT_PART = {np.float32: "tropic_matmul_part_f32", np.float64: "tropic_matmul_part_f64"}
 _SHARES_PER_THREAD = 2  # more shares balance better on a loaded machine, fewer re-read more of A
 _C_TAPS = {np.float32: "tropic_taps_f32", np.float64: "tropic_taps_f64"}
+_C_TAPS_STRIDED = {np.float32: "tropic_taps_strided_f32", np.float64: "tropic_taps_strided_f64"}
 _C_VJP = {
     op: {np.float32: f"tropic_{op}_vjp_f32", np.float64: f"tropic_{op}_vjp_f64"}
     for op in ("matmul", "morphology", "conv2d")
@@ -643,18 +644,18 @@ def conv2d(xp, semiring, x, w, geometry, rounding=None):
     G, (sh, sw), (ph, pw) = geometry.groups, geometry.stride, geometry.padding
     _, _, H_out, W_out = geometry.out_shape
     index_type = _index_type(C_group * kh * kw)
+    if math.prod(geometry.out_shape) == 0 or C_group == 0:  # no output, or no candidate: all zero
+        return np.full(geometry.out_shape, semiring.zero, x.dtype), np.full(
+            geometry.out_shape, -1, index_type
+        )
+    direct = _conv2d_taps(semiring, x, w, geometry, rounding)
+    if direct is not None:
+        return direct[0], direct[1].astype(index_type)
     padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=semiring.zero)
     windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(2, 3))
     windows = windows[:, :, ::sh, ::sw][:, :, :H_out, :W_out]  # (B, C_in, H_out, W_out, kh, kw)
     y = np.empty(geometry.out_shape, x.dtype)
     winner = np.empty(geometry.out_shape, index_type)
-    if y.size == 0 or C_group == 0:  # no output, or no candidate: every output is the tropical zero
-        y.fill(semiring.zero)
-        winner.fill(-1)
-        return y, winner
-    direct = _conv2d_taps(semiring, x, w, geometry, rounding)
-    if direct is not None:
-        return direct[0], direct[1].astype(index_type)
     # im2col in bounded blocks: several whole images per block when they fit, else row blocks of one
     # image; a block is (images * rows * W_out, C_group * kh * kw) in (c, u, v) order.
     per_row = W_out * C_group * kh * kw
@@ -681,7 +682,7 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding):
     """A stride-1 convolution on the compiled morphology tap loop, as ``(y, winner int32)``; None
     where it does not apply (another stride, no compiled kernel, half-precision rounding, a NaN).
 
-    Each group's ``C_group`` padded channels, stacked, are one tall image per batch entry, and the
+    The ``C_group`` padded channels of a group, stacked, are one tall image per batch entry, and the
     taps are the weight's entries in ``(c, u, v)`` order: tap ``(c, u, v)`` reads the stacked image at
     row ``i + c * Hp + u``, column ``j + v``. The tap loop takes candidates in that order and keeps
     the first strict maximum, as the product kernel does over an im2col row, so values and winners
@@ -693,7 +694,7 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding):
     C_out, C_group, kh, kw = geometry.w_shape
     G, (ph, pw) = geometry.groups, geometry.padding
     _, _, H_out, W_out = geometry.out_shape
-    taps_kernel = compiled.raw_function(_C_TAPS.get(x.dtype.type, ""))
+    taps_kernel = compiled.raw_function(_C_TAPS_STRIDED.get(x.dtype.type, ""))
     n_taps = C_group * kh * kw
     if (
         geometry.stride != (1, 1)
@@ -706,40 +707,39 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding):
     ):
         return None
     Hp, Wp = H + 2 * ph, W + 2 * pw
+    # (B, C_in, Hp, Wp): group g of batch entry b is the tall image (C_group * Hp, Wp) at channel
+    # g * C_group, and the next batch entry's is C_in * Hp * Wp elements further.
     padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=semiring.zero)
-    # (G, B, C_group * Hp, Wp): contiguous tall images, one per group and batch entry.
-    images = padded.reshape(B, G, C_group * Hp, Wp).transpose(1, 0, 2, 3)
-    images = np.ascontiguousarray(images)
     c, u, v = np.meshgrid(np.arange(C_group), np.arange(kh), np.arange(kw), indexing="ij")
     tap_row = np.ascontiguousarray((c * Hp + u).ravel(), dtype=np.int64)
     tap_col = np.ascontiguousarray(v.ravel(), dtype=np.int64)
     tap_index = np.arange(n_taps, dtype=np.int32)
     weights = np.ascontiguousarray(w.reshape(C_out, n_taps))
-    out = np.empty((C_out, B, H_out, W_out), x.dtype)  # per output channel: contiguous images
-    winner = np.empty((C_out, B, H_out, W_out), np.int32)
-    per_group, image_rows = C_out // G, C_group * Hp
-    candidates = out.size * n_taps
-    threads = get_num_threads() if candidates >= _PARALLEL_CANDIDATES else 1
-    # Tasks: (output channel, batch chunk), about 4 per thread, each at least a whole image.
+    y = np.empty(geometry.out_shape, x.dtype)
+    winner = np.empty(geometry.out_shape, np.int32)
+    per_group, plane = C_out // G, H_out * W_out
+    threads = get_num_threads() if y.size * n_taps >= _PARALLEL_CANDIDATES else 1
+    # Tasks: (output channel, batch chunk), about 4 per thread.
     chunks = max(1, min(B, -(-4 * threads // C_out))) if threads > 1 else 1
     edges = np.linspace(0, B, chunks + 1).astype(int)
     tasks = [(o, int(b0), int(b1)) for o in range(C_out) for b0, b1 in itertools.pairwise(edges) if b1 > b0]
     item = x.itemsize
-    fixed = (tap_row.ctypes.data, tap_col.ctypes.data)
+    shapes = (C_group * Hp, Wp, C_in * Hp * Wp, H_out, W_out, C_out * plane)
+    taps = (tap_row.ctypes.data, tap_col.ctypes.data)
     rest = (tap_index.ctypes.data, n_taps, int(semiring.maximises))
 
     def task(t: int) -> None:
         o, b0, b1 = tasks[t]
-        source = images.ctypes.data + ((o // per_group) * B + b0) * image_rows * Wp * item
-        at = (o * B + b0) * H_out * W_out
+        source = padded.ctypes.data + (b0 * C_in + (o // per_group) * C_group) * Hp * Wp * item
+        at = (b0 * C_out + o) * plane
         status = taps_kernel(
-            source, b1 - b0, image_rows, Wp, H_out, W_out, *fixed, weights[o].ctypes.data, *rest,
-            out.ctypes.data + at * item, winner.ctypes.data + at * 4, 1,
+            source, b1 - b0, *shapes, *taps, weights[o].ctypes.data, *rest,
+            y.ctypes.data + at * item, winner.ctypes.data + at * 4, 1,
         )  # fmt: skip
         _check(status, "conv2d")
 
     parallel_tasks(len(tasks), task, threads)
-    return np.ascontiguousarray(out.transpose(1, 0, 2, 3)), np.ascontiguousarray(winner.transpose(1, 0, 2, 3))
+    return y, winner
 
 
 @register("numpy", "conv2d_vjp")

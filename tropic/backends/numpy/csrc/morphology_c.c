@@ -1,6 +1,8 @@
 /* Compiled grey-level morphology kernels of tropic's NumPy backend, called through ctypes (compiled.py).
  *
  *   tropic_taps_{f32,f64}  any structuring element, as a list of taps over a once-padded image batch
+ *   tropic_taps_strided_{f32,f64}  the same over images and outputs spaced by given strides (the
+ *                          stride-1 tropical convolutions: channels of a group stacked as one tall image)
  *   tropic_rect_{f32,f64}  flat full rectangle, van Herk / Gil-Werman: O(1) comparisons per pixel in kh, kw
  *   tropic_isa             "avx2" or "generic": the code path chosen at load time
  *
@@ -301,15 +303,16 @@ AVX2_INLINE void itranspose_f64(__m256i r[4])
 /* ====================================================================================== taps */
 
 /* Generic: per output row, tap-outer loops over the row (unit stride, vectorisable by the compiler). */
-INLINE void SUF(taps_generic_body)(const T *P, int64_t Hp, int64_t Wp, int64_t H, int64_t W, const int64_t *off,
-                                    const T *w, const int32_t *tap_index, int64_t ntaps, T *out, int32_t *idx,
-                                    int64_t q0, int64_t q1, const int mx, const int weighted)
+INLINE void SUF(taps_generic_body)(const T *P, int64_t pstride, int64_t Wp, int64_t H, int64_t W,
+                                    int64_t ostride, const int64_t *off, const T *w, const int32_t *tap_index,
+                                    int64_t ntaps, T *out, int32_t *idx, int64_t q0, int64_t q1, const int mx,
+                                    const int weighted)
 {
     for (int64_t q = q0; q < q1; q++) {
         const int64_t b = q / H, i = q - b * H;
-        const T *base = P + (b * Hp + i) * Wp;
-        T *restrict o = out + q * W;
-        int32_t *restrict ix = idx + q * W;
+        const T *base = P + b * pstride + i * Wp;
+        T *restrict o = out + b * ostride + i * W;
+        int32_t *restrict ix = idx + b * ostride + i * W;
         for (int64_t j = 0; j < W; j++) {
             o[j] = ZERO;
             ix[j] = -1;
@@ -328,16 +331,16 @@ INLINE void SUF(taps_generic_body)(const T *P, int64_t Hp, int64_t Wp, int64_t H
     }
 }
 
-static void SUF(taps_generic)(const T *P, int64_t Hp, int64_t Wp, int64_t H, int64_t W, const int64_t *off,
-                              const T *w, const int32_t *tap_index, int64_t ntaps, int maximise, T *out,
-                              int32_t *idx, int64_t q0, int64_t q1)
+static void SUF(taps_generic)(const T *P, int64_t pstride, int64_t Wp, int64_t H, int64_t W, int64_t ostride,
+                              const int64_t *off, const T *w, const int32_t *tap_index, int64_t ntaps,
+                              int maximise, T *out, int32_t *idx, int64_t q0, int64_t q1)
 {
     if (w != NULL)
-        BY_DIRECTION(SUF(taps_generic_body)(P, Hp, Wp, H, W, off, w, tap_index, ntaps, out, idx, q0, q1, 1, 1),
-                     SUF(taps_generic_body)(P, Hp, Wp, H, W, off, w, tap_index, ntaps, out, idx, q0, q1, 0, 1));
+        BY_DIRECTION(SUF(taps_generic_body)(P, pstride, Wp, H, W, ostride, off, w, tap_index, ntaps, out, idx, q0, q1, 1, 1),
+                     SUF(taps_generic_body)(P, pstride, Wp, H, W, ostride, off, w, tap_index, ntaps, out, idx, q0, q1, 0, 1));
     else
-        BY_DIRECTION(SUF(taps_generic_body)(P, Hp, Wp, H, W, off, w, tap_index, ntaps, out, idx, q0, q1, 1, 0),
-                     SUF(taps_generic_body)(P, Hp, Wp, H, W, off, w, tap_index, ntaps, out, idx, q0, q1, 0, 0));
+        BY_DIRECTION(SUF(taps_generic_body)(P, pstride, Wp, H, W, ostride, off, w, tap_index, ntaps, out, idx, q0, q1, 1, 0),
+                     SUF(taps_generic_body)(P, pstride, Wp, H, W, ostride, off, w, tap_index, ntaps, out, idx, q0, q1, 0, 0));
 }
 
 #if TROPIC_X86
@@ -370,15 +373,16 @@ AVX2_INLINE void SUF(taps_avx2_block)(const T *base, const int64_t *off, const T
     }
 }
 
-AVX2_INLINE void SUF(taps_avx2_body)(const T *P, int64_t Hp, int64_t Wp, int64_t H, int64_t W, const int64_t *off,
-                                      const T *w, const int32_t *tap_index, int64_t ntaps, T *out, int32_t *idx,
-                                      int64_t q0, int64_t q1, const int mx, const int weighted)
+AVX2_INLINE void SUF(taps_avx2_body)(const T *P, int64_t pstride, int64_t Wp, int64_t H, int64_t W,
+                                      int64_t ostride, const int64_t *off, const T *w, const int32_t *tap_index,
+                                      int64_t ntaps, T *out, int32_t *idx, int64_t q0, int64_t q1, const int mx,
+                                      const int weighted)
 {
     for (int64_t q = q0; q < q1; q++) {
         const int64_t b = q / H, i = q - b * H;
-        const T *base = P + (b * Hp + i) * Wp;
-        T *o = out + q * W;
-        int32_t *ix = idx + q * W;
+        const T *base = P + b * pstride + i * Wp;
+        T *o = out + b * ostride + i * W;
+        int32_t *ix = idx + b * ostride + i * W;
         int64_t j = 0;
         for (; j + 4 * L <= W; j += 4 * L)
             SUF(taps_avx2_block)(base + j, off, w, tap_index, ntaps, o + j, ix + j, mx, weighted, 4);
@@ -402,25 +406,26 @@ AVX2_INLINE void SUF(taps_avx2_body)(const T *P, int64_t Hp, int64_t Wp, int64_t
     }
 }
 
-AVX2 static void SUF(taps_avx2)(const T *P, int64_t Hp, int64_t Wp, int64_t H, int64_t W, const int64_t *off,
-                                const T *w, const int32_t *tap_index, int64_t ntaps, int maximise, T *out,
-                                int32_t *idx, int64_t q0, int64_t q1)
+AVX2 static void SUF(taps_avx2)(const T *P, int64_t pstride, int64_t Wp, int64_t H, int64_t W, int64_t ostride,
+                                const int64_t *off, const T *w, const int32_t *tap_index, int64_t ntaps,
+                                int maximise, T *out, int32_t *idx, int64_t q0, int64_t q1)
 {
     if (w != NULL)
-        BY_DIRECTION(SUF(taps_avx2_body)(P, Hp, Wp, H, W, off, w, tap_index, ntaps, out, idx, q0, q1, 1, 1),
-                     SUF(taps_avx2_body)(P, Hp, Wp, H, W, off, w, tap_index, ntaps, out, idx, q0, q1, 0, 1));
+        BY_DIRECTION(SUF(taps_avx2_body)(P, pstride, Wp, H, W, ostride, off, w, tap_index, ntaps, out, idx, q0, q1, 1, 1),
+                     SUF(taps_avx2_body)(P, pstride, Wp, H, W, ostride, off, w, tap_index, ntaps, out, idx, q0, q1, 0, 1));
     else
-        BY_DIRECTION(SUF(taps_avx2_body)(P, Hp, Wp, H, W, off, w, tap_index, ntaps, out, idx, q0, q1, 1, 0),
-                     SUF(taps_avx2_body)(P, Hp, Wp, H, W, off, w, tap_index, ntaps, out, idx, q0, q1, 0, 0));
+        BY_DIRECTION(SUF(taps_avx2_body)(P, pstride, Wp, H, W, ostride, off, w, tap_index, ntaps, out, idx, q0, q1, 1, 0),
+                     SUF(taps_avx2_body)(P, pstride, Wp, H, W, ostride, off, w, tap_index, ntaps, out, idx, q0, q1, 0, 0));
 }
 #endif
 
-EXPORT int SUF(tropic_taps)(const T *P, int64_t n, int64_t Hp, int64_t Wp, int64_t H, int64_t W,
-                            const int64_t *tap_row, const int64_t *tap_col, const T *tap_weight,
-                            const int32_t *tap_index, int64_t T_count, int maximise, T *out, int32_t *idx,
-                            int threads)
+/* Images and outputs `pstride` and `ostride` elements apart (tropic_taps: packed, Hp * Wp and H * W). */
+EXPORT int SUF(tropic_taps_strided)(const T *P, int64_t n, int64_t Hp, int64_t Wp, int64_t pstride, int64_t H,
+                                    int64_t W, int64_t ostride, const int64_t *tap_row, const int64_t *tap_col,
+                                    const T *tap_weight, const int32_t *tap_index, int64_t T_count, int maximise,
+                                    T *out, int32_t *idx, int threads)
 {
-    if (n < 0 || H < 0 || W < 0 || T_count < 0 || Hp < H || Wp < W)
+    if (n < 0 || H < 0 || W < 0 || T_count < 0 || Hp < H || Wp < W || pstride < Hp * Wp || ostride < H * W)
         return BAD_ARGUMENT;
     if (n == 0 || H == 0 || W == 0)
         return 0;
@@ -444,14 +449,23 @@ EXPORT int SUF(tropic_taps)(const T *P, int64_t n, int64_t Hp, int64_t Wp, int64
         share(rows, &q0, &q1);
 #if TROPIC_X86
         if (avx2)
-            SUF(taps_avx2)(P, Hp, Wp, H, W, off, tap_weight, tap_index, T_count, maximise, out, idx, q0, q1);
+            SUF(taps_avx2)(P, pstride, Wp, H, W, ostride, off, tap_weight, tap_index, T_count, maximise, out, idx, q0, q1);
         else
 #endif
-            SUF(taps_generic)(P, Hp, Wp, H, W, off, tap_weight, tap_index, T_count, maximise, out, idx, q0, q1);
+            SUF(taps_generic)(P, pstride, Wp, H, W, ostride, off, tap_weight, tap_index, T_count, maximise, out, idx, q0, q1);
     }
     (void)avx2;
     free(off);
     return 0;
+}
+
+EXPORT int SUF(tropic_taps)(const T *P, int64_t n, int64_t Hp, int64_t Wp, int64_t H, int64_t W,
+                            const int64_t *tap_row, const int64_t *tap_col, const T *tap_weight,
+                            const int32_t *tap_index, int64_t T_count, int maximise, T *out, int32_t *idx,
+                            int threads)
+{
+    return SUF(tropic_taps_strided)(P, n, Hp, Wp, Hp * Wp, H, W, H * W, tap_row, tap_col, tap_weight, tap_index,
+                                    T_count, maximise, out, idx, threads);
 }
 
 /* ====================================================================================== pad */
