@@ -77,11 +77,16 @@ def line_plots(panels: Sequence[Mapping[str, Any]], path: str | Path, *, title: 
                 grid[0, 0].set_title(title)
             else:
                 figure.suptitle(title)
-        figure.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=100)
+        return _save(figure, path)
     finally:
         plt.close(figure)
+
+
+def _save(figure: Any, path: Path) -> Path:
+    """Lay out ``figure`` and write it to ``path`` (its folder created)."""
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
     return path
 
 
@@ -145,12 +150,9 @@ def image_grid(
                 axes.set_title(str(titles[index]), fontsize="small")
         if title:
             figure.suptitle(title)
-        figure.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=100)
+        return _save(figure, path)
     finally:
         plt.close(figure)
-    return path
 
 
 def _xy(values) -> tuple[np.ndarray, np.ndarray]:

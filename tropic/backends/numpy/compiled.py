@@ -29,6 +29,13 @@ _n, _flag = ctypes.c_int64, ctypes.c_int
 _flag_out = ctypes.POINTER(ctypes.c_int)
 _c_f32, _c_f64 = ctypes.c_float, ctypes.c_double
 
+
+def _tap_arguments(values: type) -> list:
+    """The tap kernels' arguments after the sizes: tap_row, tap_col, tap_weight (or NULL), tap_index,
+    T, maximise, out, idx, threads."""
+    return [_i64, _i64, ctypes.c_void_p, _i32, _n, _flag, values, _i32, _flag]
+
+
 _SIGNATURES = {
     # (a, b, c, idx, M, K, N, maximise, threads)
     ("matmul_c", "tropic_matmul_f32"): [_f32, _f32, _f32, _i32, _n, _n, _n, _flag, _flag],
@@ -37,48 +44,12 @@ _SIGNATURES = {
     ("matmul_c", "tropic_matmul_part_f32"): [_f32, _f32, _f32, _i32, _n, _n, _n, _flag, _flag, _flag],
     ("matmul_c", "tropic_matmul_part_f64"): [_f64, _f64, _f64, _i32, _n, _n, _n, _flag, _flag, _flag],
     # (P, n, Hp, Wp, H, W, tap_row, tap_col, tap_weight | None, tap_index, T, maximise, out, idx, threads)
-    ("morphology_c", "tropic_taps_f32"): [
-        _f32,
-        _n,
-        _n,
-        _n,
-        _n,
-        _n,
-        _i64,
-        _i64,
-        ctypes.c_void_p,
-        _i32,
-        _n,
-        _flag,
-        _f32,
-        _i32,
-        _flag,
-    ],
-    ("morphology_c", "tropic_taps_f64"): [
-        _f64,
-        _n,
-        _n,
-        _n,
-        _n,
-        _n,
-        _i64,
-        _i64,
-        ctypes.c_void_p,
-        _i32,
-        _n,
-        _flag,
-        _f64,
-        _i32,
-        _flag,
-    ],
-    # (P, n, Hp, Wp, pstride, H, W, ostride, tap_row, tap_col, tap_weight | None, tap_index, T, maximise,
-    #  out, idx, threads): images and outputs pstride and ostride elements apart
-    ("morphology_c", "tropic_taps_strided_f32"): [_f32]
-    + [_n] * 7
-    + [_i64, _i64, ctypes.c_void_p, _i32, _n, _flag, _f32, _i32, _flag],
-    ("morphology_c", "tropic_taps_strided_f64"): [_f64]
-    + [_n] * 7
-    + [_i64, _i64, ctypes.c_void_p, _i32, _n, _flag, _f64, _i32, _flag],
+    ("morphology_c", "tropic_taps_f32"): [_f32, *[_n] * 5, *_tap_arguments(_f32)],
+    ("morphology_c", "tropic_taps_f64"): [_f64, *[_n] * 5, *_tap_arguments(_f64)],
+    # (P, n, Hp, Wp, pstride, H, W, ostride, then as above): images and outputs pstride and ostride
+    # elements apart
+    ("morphology_c", "tropic_taps_strided_f32"): [_f32, *[_n] * 7, *_tap_arguments(_f32)],
+    ("morphology_c", "tropic_taps_strided_f64"): [_f64, *[_n] * 7, *_tap_arguments(_f64)],
     # (src, n, H, W, row_line, Hp, col_line, Wp, left, fill, dst, nan_found)
     ("morphology_c", "tropic_pad_f32"): [_f32, _n, _n, _n, _i64, _n, _i64, _n, _n, _c_f32, _f32, _flag_out],
     ("morphology_c", "tropic_pad_f64"): [_f64, _n, _n, _n, _i64, _n, _i64, _n, _n, _c_f64, _f64, _flag_out],
