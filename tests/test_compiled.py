@@ -268,3 +268,23 @@ def test_conv2d_with_nan_or_a_stride_keeps_the_im2col_rule():
     x = rng.standard_normal((2, 2, 6, 6))
     strided = ConvGeometry(x.shape, w.shape, (2, 1), (0, 0), 1)
     assert kernels._conv2d_taps(tropic.MAX_PLUS, x, w, strided, None) is None
+
+
+@pytest.mark.parametrize("layout", ["fortran", "strided", "reversed"])
+def test_conv2d_tap_loop_takes_any_memory_layout(layout):
+    """Fortran-ordered, strided and negatively strided inputs give the values and winners of the
+    C-contiguous copy (the tap loop reads raw addresses: it must see C order)."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 4, 7, 6))
+    w = rng.standard_normal((4, 2, 3, 3))
+    view = {
+        "fortran": np.asfortranarray(x),
+        "strided": np.repeat(x, 2, axis=3)[..., ::2],
+        "reversed": x[:, ::-1].copy()[:, ::-1],
+    }[layout]
+    assert np.array_equal(view, x) and not view.flags.c_contiguous
+    for conv in (tropic.maxplus_conv2d, tropic.minplus_conv2d):
+        expected = conv(np.ascontiguousarray(x), w, padding=1, groups=2, return_indices=True)
+        got = conv(view, np.asfortranarray(w), padding=1, groups=2, return_indices=True)
+        for g, e in zip(got, expected, strict=True):
+            assert_identical(g, e)

@@ -709,6 +709,8 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding):
     Hp, Wp = H + 2 * ph, W + 2 * pw
     # (B, C_in, Hp, Wp): group g of batch entry b is the tall image (C_group * Hp, Wp) at channel
     # g * C_group, and the next batch entry's is C_in * Hp * Wp elements further.
+    # C order, which the addresses below assume: np.pad keeps a Fortran-ordered input's order.
+    x = np.ascontiguousarray(x)
     padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=semiring.zero)
     c, u, v = np.meshgrid(np.arange(C_group), np.arange(kh), np.arange(kw), indexing="ij")
     tap_row = np.ascontiguousarray((c * Hp + u).ravel(), dtype=np.int64)
