@@ -142,3 +142,25 @@ def test_data_dir_runs_on_mnist_files(tmp_path, capsys, monkeypatch):
     assert results["options"]["dataset"] == "mnist" and len(results["seeds"]) == 1
     assert len(reads) == 1
     assert "mnist" in (out / "results.md").read_text()
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_quick_reports_say_they_are_not_evidence(quick):
+    """A --quick run's verdicts come from toy budgets: the printed text and results.md say so at the
+    top and beside every verdict; a full run's report carries no such mark."""
+    from tropic.apps.reproduce.report import AGREES, DISAGREES, Claim, Report
+
+    claims = [
+        Claim(id=str(i), statement=f"claim {i}", verdict=v, reason="x.")
+        for i, v in enumerate([AGREES, DISAGREES], 1)
+    ]
+    report = Report(paper="p", title="t", settings={"dataset": "digits"}, claims=claims, quick=quick)
+    text, md = report.text(), report.markdown()
+    for output in (text, md):
+        assert ("QUICK RUN (--quick)" in output) is quick
+        assert ("not evidence" in output) is quick
+    for claim in claims:
+        line = next(row for row in text.splitlines() if row.startswith(f"Verdict (claim {claim.id}):"))
+        assert line.endswith("(quick run, not evidence). x.") is quick, line
+        cell = next(row for row in md.splitlines() if row.startswith(f"| {claim.id}. "))
+        assert cell.endswith(f"{claim.verdict} (quick run) |" if quick else f"{claim.verdict} |"), cell

@@ -183,13 +183,26 @@ class Report:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     options: dict[str, Any] = field(default_factory=dict)  # how it was run (for :func:`render`)
+    quick: bool = False  # a --quick run: its verdicts test the pipeline, not the papers' claims
+
+    def quick_warning(self) -> list[str]:
+        """The lines that head a ``--quick`` report (none otherwise)."""
+        if not self.quick:
+            return []
+        return [
+            "QUICK RUN (--quick): tiny budgets and widths, a test that the pipeline works. Its verdicts",
+            "are not evidence for or against the paper's claims; run without --quick for those.",
+            "",
+        ]
 
     def markdown(self, figure_prefix: str = "") -> str:
         lines = [f"# `tropic reproduce {self.paper}`: {self.title}", ""]
+        lines += [f"> {line}" if line else "" for line in self.quick_warning()]
         lines += [f"- {k}: {v}" for k, v in self.settings.items()]
         lines += [f"- wall time: {self.seconds:.0f} s", ""]
         lines += ["| claim | verdict |", "|---|---|"]
-        lines += [f"| {c.id}. {c.statement} | {c.verdict} |" for c in self.claims]
+        marker = " (quick run)" if self.quick else ""
+        lines += [f"| {c.id}. {c.statement} | {c.verdict}{marker} |" for c in self.claims]
         lines.append("")
         if self.notes:
             lines += ["Notes:", ""] + [f"- {n}" for n in self.notes] + [""]
@@ -203,14 +216,15 @@ class Report:
 
     def text(self) -> str:
         """What is printed to stdout: the tables and verdicts of every claim."""
-        parts = [f"tropic reproduce {self.paper}: {self.title}", ""]
+        parts = [f"tropic reproduce {self.paper}: {self.title}", "", *self.quick_warning()]
+        marker = " (quick run, not evidence)" if self.quick else ""
         for claim in self.claims:
             parts += [f"Claim {claim.id}: {claim.statement}", ""]
             for table in claim.tables:
                 parts += [table, ""]
             parts += [
                 f"Rule: {claim.rule}",
-                f"Verdict (claim {claim.id}): {claim.verdict}. {claim.reason}",
+                f"Verdict (claim {claim.id}): {claim.verdict}{marker}. {claim.reason}",
                 "",
             ]
         return "\n".join(parts)
@@ -336,6 +350,7 @@ def summarize(paper: Paper, settings: Any, seeds: list[dict[str, Any]], seconds:
     results = Results(settings, seeds, fields)
     lines = {k: v.format_map(fields) if isinstance(v, str) else v(results) for k, v in paper.settings.items()}
     report = Report(paper=paper.name, title=paper.title, settings=lines, seeds=seeds)
+    report.quick = bool(getattr(settings, "quick", False))
     for spec in paper.claims:
         finding = spec.judge(results)
         claim = Claim(
