@@ -15,12 +15,12 @@ from tropic.apps.bench import (
     BROADCAST_LIMIT_BYTES,
     broadcast_mib,
     extra_peak_mib,
-    extra_peak_rss_mib,
     loop_maxplus,
     naive_maxplus,
     numpy_path,
     numpy_unfold_conv2d,
     optional_import,
+    peak_in_fresh_process,
     scipy_batched_grey_dilation,
     torch_layer_step,
     torch_naive_maxplus,
@@ -59,28 +59,6 @@ __all__ = [
     "tropic_or_baseline",
     "tropic_torch_layer_step",
 ]
-
-
-def _peak_child(module: str, implementation: str, queue) -> None:
-    import importlib
-
-    run = importlib.import_module(module).layer_step(implementation)
-    run()  # the first step also loads tropic's backends, the compiled kernels and the libraries
-    queue.put(extra_peak_rss_mib(run))
-
-
-def peak_in_fresh_process(module: str, implementation: str) -> float | None:
-    """Extra peak resident memory (MiB) of the second ``layer_step(implementation)()`` of benchmark
-    ``module``, in a fresh process, so that nothing earlier in this one hides or inflates it."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_peak_child, args=(module, implementation, queue))
-    process.start()
-    result = queue.get()
-    process.join()
-    return result
 
 
 def compare_layer_steps(module: str, implementations, layer_step, repeat: int) -> dict:

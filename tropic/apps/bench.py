@@ -317,6 +317,27 @@ def extra_peak_rss_mib(fn: Callable[[], Any]) -> float | None:
     return max(peak - before, 0) / 1024
 
 
+def _peak_child(module: str, args: tuple, queue) -> None:
+    run = importlib.import_module(module).layer_step(*args)
+    run()  # the first step also loads tropic's backends, the compiled kernels and the libraries
+    queue.put(extra_peak_rss_mib(run))
+
+
+def peak_in_fresh_process(module: str, *args: Any) -> float | None:
+    """Extra peak resident memory (MiB) of the second ``layer_step(*args)()`` of module ``module``
+    (:func:`extra_peak_rss_mib`), in a fresh process, so that nothing earlier in this one (allocator
+    caches, other benchmarks' buffers) hides or inflates it."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_peak_child, args=(module, args, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
+
+
 def _status_kib(field: str) -> int:
     with open("/proc/self/status") as status:
         for line in status:
@@ -536,9 +557,12 @@ def _cells(row: Row) -> tuple[str, ...]:
 
 
 def _format_table(rows: Sequence[Row]) -> list[str]:
-    cells = [_cells(r) for r in rows]
-    widths = [max(len(row[i]) for row in [HEADER, *cells]) for i in range(len(HEADER))]
-    numeric = {3, 4, 5, 6}
+    return table_lines(HEADER, [_cells(r) for r in rows], numeric={3, 4, 5, 6})
+
+
+def table_lines(header: Sequence[str], cells: Sequence[Sequence[str]], numeric: set[int]) -> list[str]:
+    """A plain-text table: the header, a rule, one line per row; columns in ``numeric`` right-aligned."""
+    widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
 
     def line(row):
         padded = (
@@ -547,7 +571,7 @@ def _format_table(rows: Sequence[Row]) -> list[str]:
         )
         return "  ".join(padded)
 
-    return [line(HEADER).rstrip(), "  ".join("-" * w for w in widths), *(line(row).rstrip() for row in cells)]
+    return [line(header).rstrip(), "  ".join("-" * w for w in widths), *(line(row).rstrip() for row in cells)]
 
 
 def _notes(rows: Sequence[Row]) -> list[str]:
@@ -666,6 +690,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quiet", action="store_true", help="no progress bar (the report is printed as usual)"
     )
+    parser.add_argument(
+        "--models",
+        action="store_true",
+        help="instead of the operators: a training step of each paper's model, tropic against the papers' "
+        "formulation and the linear network of the same shape (time and peak memory; needs torch)",
+    )
 
 
 def run(options: argparse.Namespace) -> int:
@@ -681,6 +711,8 @@ def run(options: argparse.Namespace) -> int:
         check_output_file("--plot", options.plot)
         if optional_import("matplotlib") is None:
             raise CommandError("--plot needs matplotlib: pip install matplotlib")
+    if options.models:
+        return _run_models(options)
     sizes = QUICK if options.quick else FULL
     torch, ndimage = optional_import("torch"), optional_import("scipy.ndimage")
     rng = np.random.default_rng(0)
@@ -706,6 +738,33 @@ def run(options: argparse.Namespace) -> int:
     if options.plot:
         try:
             print(f"chart: {plot(rows, options.plot)}")
+        except OSError as exc:
+            raise CommandError(f"--plot {options.plot}: cannot write it ({exc.strerror or exc})") from None
+    return 0
+
+
+def _run_models(options: argparse.Namespace) -> int:
+    """``tropic bench --models``: the table of :mod:`tropic.apps.model_steps`."""
+    from tropic.apps import model_steps, progress
+    from tropic.apps.cli import CommandError
+
+    torch = optional_import("torch")
+    if torch is None:
+        raise CommandError("--models needs PyTorch: pip install 'tropic[torch]'")
+    print(_environment(torch, optional_import("scipy.ndimage"), options.repeat).splitlines()[0], flush=True)
+    print(
+        "one training step (forward, loss, backward, Adam) per model; tropic = tropic.torch.nn; paper = the "
+        "same network and parameters in the papers' plain-torch formulation; linear = each tropical layer "
+        "replaced by nn.Linear / nn.Conv2d + ReLU; peak MiB = extra peak resident memory of a step, in a "
+        "fresh process"
+    )
+    total = len(model_steps.MODELS) * len(model_steps.IMPLEMENTATIONS)
+    with progress.bar(total, "tropic bench --models", quiet=options.quiet, unit="model") as bar:
+        rows = model_steps.compare_models(quick=options.quick, repeat=options.repeat, progress=bar)
+    print("\n".join(model_steps.format_models(rows)))
+    if options.plot:
+        try:
+            print(f"chart: {model_steps.plot_models(rows, options.plot)}")
         except OSError as exc:
             raise CommandError(f"--plot {options.plot}: cannot write it ({exc.strerror or exc})") from None
     return 0
