@@ -200,6 +200,36 @@ def test_product_shares_give_the_whole_product(dtype, M, K, N):
         assert part(a, b, c, idx, M, K, N, maximise, 3, 3) == 1  # task out of range
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (33, 65), (64, 64), (300, 17)])
+def test_tiled_transpose_copies_every_element(dtype, shape):
+    """The compiled transpose (the products' copy of a layer's ``W.T``) against NumPy's, with signed
+    zeros, infinities and NaN, bit for bit."""
+    rng = np.random.default_rng(shape[0] * shape[1])
+    w = _tie_data(rng, shape, dtype)
+    w[rng.random(shape) < 0.05] = np.nan
+    copied = kernels._c_order(w.T)
+    assert copied.flags.c_contiguous
+    assert_identical(copied, np.ascontiguousarray(w.T))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_product_of_a_transposed_view_equals_the_contiguous_product(dtype):
+    """A layer's ``x @ W.T`` (one thread and two, compiled) gives the bits of the contiguous copy."""
+    rng = np.random.default_rng(7)
+    x, w = _tie_data(rng, (100, 90), dtype), _tie_data(rng, (130, 90), dtype)  # > 2^20 pairs: threads
+    for threads in (1, 2):
+        tropic.set_num_threads(threads)
+        try:
+            for product in (tropic.maxplus_matmul, tropic.minplus_matmul):
+                got = product(x, w.T, return_indices=True)
+                expected = product(x, np.ascontiguousarray(w.T), return_indices=True)
+                for g, e in zip(got, expected, strict=True):
+                    assert_identical(g, e)
+        finally:
+            tropic.set_num_threads(None)
+
+
 _CONV_CASES = [  # (x shape, w shape, padding, groups): stride 1, the tap-loop convolution
     ((3, 1, 9, 8), (4, 1, 3, 3), 1, 1),
     ((2, 4, 7, 9), (4, 1, 3, 2), (1, 0), 4),  # depthwise

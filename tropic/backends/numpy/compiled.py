@@ -43,6 +43,9 @@ _SIGNATURES = {
     # (a, b, c, idx, M, K, N, maximise, task, tasks): one share, on the calling thread
     ("matmul_c", "tropic_matmul_part_f32"): [_f32, _f32, _f32, _i32, _n, _n, _n, _flag, _flag, _flag],
     ("matmul_c", "tropic_matmul_part_f64"): [_f64, _f64, _f64, _i32, _n, _n, _n, _flag, _flag, _flag],
+    # (src, dst, rows, cols): dst = the transpose of src
+    ("matmul_c", "tropic_transpose_f32"): [_f32, _f32, _n, _n],
+    ("matmul_c", "tropic_transpose_f64"): [_f64, _f64, _n, _n],
     # (P, n, Hp, Wp, H, W, tap_row, tap_col, tap_weight | None, tap_index, T, maximise, out, idx, threads)
     ("morphology_c", "tropic_taps_f32"): [_f32, *[_n] * 5, *_tap_arguments(_f32)],
     ("morphology_c", "tropic_taps_f64"): [_f64, *[_n] * 5, *_tap_arguments(_f64)],
