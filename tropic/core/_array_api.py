@@ -6,7 +6,6 @@ PyTorch and array-api-strict arrays alike.
 
 from __future__ import annotations
 
-import math
 import sys
 from types import ModuleType
 from typing import Any
@@ -25,7 +24,6 @@ __all__ = [
     "index_dtype",
     "scatter_add",
     "sum_to_shape",
-    "where",
 ]
 
 Array = Any  # any array-API array; the operators return arrays of the caller's library
@@ -114,39 +112,6 @@ def index_dtype(xp: ModuleType, n_candidates: int) -> Any:
         if n_candidates <= bound:
             return getattr(xp, name)
     return xp.int64
-
-
-# Selections of at least this many elements take the branch-free path of :func:`where` on NumPy.
-_BRANCH_FREE_MIN = 4096
-_SAME_SIZE_INTEGERS = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
-
-
-def where(xp: ModuleType, condition: Array, x1: Array, x2: Array) -> Array:
-    """``xp.where(condition, x1, x2)``, bit for bit.
-
-    On NumPy arrays of one dtype with at least 4096 outputs it selects the bits with masks instead:
-    NumPy's ``where`` branches per element, which costs about 4 ns an element when the condition is
-    unpredictable (as winners are: 65 us for a 64 x 256 bias selection) against under 1 ns for the
-    five mask operations. Every other case is ``xp.where`` itself.
-    """
-    if (
-        xp is compat_numpy
-        and type(condition) is np.ndarray
-        and condition.dtype == np.bool_
-        and type(x1) is np.ndarray
-        and type(x2) is np.ndarray
-        and x1.dtype == x2.dtype
-        and x1.dtype.itemsize in _SAME_SIZE_INTEGERS
-    ):
-        shape = np.broadcast_shapes(condition.shape, x1.shape, x2.shape)
-        if math.prod(shape) >= _BRANCH_FREE_MIN:
-            bits = _SAME_SIZE_INTEGERS[x1.dtype.itemsize]
-            mask = np.broadcast_to(condition, shape).astype(bits)
-            np.negative(mask, out=mask)  # all ones where x1 is taken, else 0
-            out = np.bitwise_and(x1.view(bits), mask)
-            np.bitwise_and(x2.view(bits), np.invert(mask, out=mask), out=mask)
-            return np.bitwise_or(out, mask, out=out).view(x1.dtype)
-    return xp.where(condition, x1, x2)
 
 
 def sum_to_shape(xp: ModuleType, x: Array, shape: tuple[int, ...]) -> Array:

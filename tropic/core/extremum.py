@@ -12,7 +12,7 @@ from types import ModuleType
 
 import numpy as np
 
-from ._array_api import Array, array_namespace, device, sum_to_shape, where
+from ._array_api import Array, array_namespace, device, sum_to_shape
 from .checks import require_floating, require_same_device
 from .engines import engine_of
 from .semiring import MAX_PLUS, MIN_PLUS, Semiring
@@ -79,7 +79,7 @@ def select(xp: ModuleType, maximise: bool, a: Array, b: Array) -> tuple[Array, A
     """``(values, b_wins)`` of ``max(a, b)`` (``min``) with the rule above; ``a`` and ``b`` of one
     dtype, broadcast against each other."""
     a_better = (a > b) if maximise else (a < b)
-    values = where(xp, a_better | xp.isnan(a), a, b)
+    values = xp.where(a_better | xp.isnan(a), a, b)
     b_wins = (b > a) if maximise else (b < a)
     return values, b_wins
 
@@ -98,8 +98,8 @@ def _vjp(xp, grad, winners, shapes, needs, *, maximise):
     a_shape, b_shape = shapes
     zero = xp.zeros((), dtype=grad.dtype, device=device(grad))
     b_wins = winners == 1
-    grad_a = sum_to_shape(xp, where(xp, b_wins, zero, grad), a_shape) if needs[0] else None
-    grad_b = sum_to_shape(xp, where(xp, b_wins, grad, zero), b_shape) if needs[1] else None
+    grad_a = sum_to_shape(xp, xp.where(b_wins, zero, grad), a_shape) if needs[0] else None
+    grad_b = sum_to_shape(xp, xp.where(b_wins, grad, zero), b_shape) if needs[1] else None
     return grad_a, grad_b
 
 

@@ -7,7 +7,7 @@ from types import ModuleType
 import numpy as np
 
 from . import extremum
-from ._array_api import Array, array_namespace, device, index_dtype, sum_to_shape, where
+from ._array_api import Array, array_namespace, device, index_dtype, sum_to_shape
 from .checks import (
     require_floating,
     require_integer,
@@ -161,7 +161,7 @@ def _run(xp: ModuleType, a: Array, b: Array, bias: Array | None = None, *, maxim
         bias_wins = ~bias_wins  # select reports where its second operand (the product) wins
         index_type = index_dtype(xp, K + 1)
         at_bias = xp.asarray(K, dtype=index_type, device=device(c))
-        winners = where(xp, bias_wins, at_bias, xp.astype(winners, index_type))
+        winners = xp.where(bias_wins, at_bias, xp.astype(winners, index_type))
     return c, winners
 
 
@@ -175,10 +175,10 @@ def _vjp(xp: ModuleType, grad: Array, winners: Array, shapes: tuple, needs: tupl
         at_bias = winners == K
         zero = xp.zeros((), dtype=grad.dtype, device=device(grad))
         if needs[2]:
-            grad_bias = sum_to_shape(xp, where(xp, at_bias, grad, zero), tuple(bias_shape))
+            grad_bias = sum_to_shape(xp, xp.where(at_bias, grad, zero), tuple(bias_shape))
             if tuple(grad_bias.shape) != tuple(bias_shape):  # a bias of size-1 axes the sum dropped
                 grad_bias = xp.reshape(grad_bias, tuple(bias_shape))
-        winners = where(xp, at_bias, xp.asarray(-1, dtype=winners.dtype, device=device(grad)), winners)
+        winners = xp.where(at_bias, xp.asarray(-1, dtype=winners.dtype, device=device(grad)), winners)
     grad_a = grad_b = None
     if needs[0] or needs[1]:
         grad_a, grad_b = _product_vjp(xp, grad, winners, tuple(a_shape), tuple(b_shape), needs[:2])
