@@ -201,23 +201,28 @@ def test_product_shares_give_the_whole_product(dtype, M, K, N):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (33, 65), (64, 64), (300, 17)])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (33, 65), (64, 64), (300, 17), (40, 256)])
 def test_tiled_transpose_copies_every_element(dtype, shape):
     """The compiled transpose (the products' copy of a layer's ``W.T``) against NumPy's, with signed
-    zeros, infinities and NaN, bit for bit."""
+    zeros, infinities and NaN, bit for bit; and ``_c_order`` on a shape that takes it."""
     rng = np.random.default_rng(shape[0] * shape[1])
     w = _tie_data(rng, shape, dtype)
     w[rng.random(shape) < 0.05] = np.nan
-    copied = kernels._c_order(w.T)
-    assert copied.flags.c_contiguous
+    name = "tropic_transpose_f32" if dtype == np.float32 else "tropic_transpose_f64"
+    copied = np.empty(shape[::-1], dtype)
+    assert compiled.function(name)(w, copied, *shape) == 0
     assert_identical(copied, np.ascontiguousarray(w.T))
+    ordered = kernels._c_order(w.T)
+    assert ordered.flags.c_contiguous
+    assert_identical(ordered, np.ascontiguousarray(w.T))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_product_of_a_transposed_view_equals_the_contiguous_product(dtype):
     """A layer's ``x @ W.T`` (one thread and two, compiled) gives the bits of the contiguous copy."""
     rng = np.random.default_rng(7)
-    x, w = _tie_data(rng, (100, 90), dtype), _tie_data(rng, (130, 90), dtype)  # > 2^20 pairs: threads
+    # K = 256: rows of W a multiple of 1 KiB, the tiled-transpose path; > 2^20 pairs: threads
+    x, w = _tie_data(rng, (40, 256), dtype), _tie_data(rng, (130, 256), dtype)
     for threads in (1, 2):
         tropic.set_num_threads(threads)
         try:
