@@ -11,6 +11,7 @@ import pytest
 
 import tropic
 from tropic.backends.numpy import compiled, kernels
+from tropic.core.semiring import MAX_PLUS, MIN_PLUS
 
 from .helpers import assert_identical
 
@@ -233,6 +234,49 @@ def test_product_of_a_transposed_view_equals_the_contiguous_product(dtype):
                     assert_identical(g, e)
         finally:
             tropic.set_num_threads(None)
+
+
+def _half_sample(rng, shape, dtype):
+    """float32 holding values of the half-precision ``dtype``: ties after rounding, infinities,
+    signed zeros, NaN, the largest finite value (sums overflow) and subnormals."""
+    x = rng.integers(-40, 40, shape) * rng.choice([1.0, 1 / 32, 1 / 1024, 1 / 3, 4096.0], shape)
+    for value, p in (
+        (np.inf, 0.02),
+        (-np.inf, 0.03),
+        (-0.0, 0.05),
+        (np.nan, 0.005),
+        (65504.0, 0.02),
+        (6e-8, 0.02),
+    ):
+        x[rng.random(shape) < p] = value
+    if dtype == "float16":
+        with np.errstate(over="ignore"):  # 4096 x 40 and such: beyond float16, an infinity
+            return x.astype(np.float16).astype(np.float32)
+    bits = x.astype(np.float32).view(np.uint32)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).view(np.float32)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("rounding", ["float16", "bfloat16"])
+@pytest.mark.parametrize(("M", "K", "N"), [(5, 3, 7), (40, 300, 130), (130, 64, 17)])
+def test_rounded_product_matches_the_numpy_rounding_path(monkeypatch, threads, rounding, M, K, N):
+    """The compiled half-precision product (sums rounded in the micro-kernel) gives the bits and
+    winners of the NumPy block loop that rounds each block of sums; one thread and shared tiles."""
+    if not kernels._compiled_rounding():
+        pytest.skip("this CPU has no AVX2 + F16C: the rounded product runs the NumPy path")
+    rng = np.random.default_rng(M * K + N)
+    a, b = _half_sample(rng, (M, K), rounding), _half_sample(rng, (K, N), rounding)
+    tropic.set_num_threads(threads)
+    try:
+        for semiring in (MAX_PLUS, MIN_PLUS):
+            fast = kernels.product(semiring, a, b, np.int32, rounding)
+            with monkeypatch.context() as m:
+                m.setattr(compiled, "enabled", False)
+                slow = kernels.product(semiring, a, b, np.int32, rounding)
+            for got, want in zip(fast, slow, strict=True):
+                assert_identical(got, want)
+    finally:
+        tropic.set_num_threads(None)
 
 
 _CONV_CASES = [  # (x shape, w shape, padding, groups): stride 1, the tap-loop convolution

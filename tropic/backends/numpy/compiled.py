@@ -43,6 +43,10 @@ _SIGNATURES = {
     # (a, b, c, idx, M, K, N, maximise, task, tasks): one share, on the calling thread
     ("matmul_c", "tropic_matmul_part_f32"): [_f32, _f32, _f32, _i32, _n, _n, _n, _flag, _flag, _flag],
     ("matmul_c", "tropic_matmul_part_f64"): [_f64, _f64, _f64, _i32, _n, _n, _n, _flag, _flag, _flag],
+    # half-precision products: (a, b, c, idx, M, K, N, maximise, rounding, threads | task, tasks)
+    ("matmul_c", "tropic_rounding_supported"): [],
+    ("matmul_c", "tropic_matmul_rounded_f32"): [_f32, _f32, _f32, _i32, _n, _n, _n, _flag, _flag, _flag],
+    ("matmul_c", "tropic_matmul_rounded_part_f32"): [_f32, _f32, _f32, _i32, _n, _n, _n, *[_flag] * 4],
     # (src, dst, rows, cols): dst = the transpose of src
     ("matmul_c", "tropic_transpose_f32"): [_f32, _f32, _n, _n],
     ("matmul_c", "tropic_transpose_f64"): [_f64, _f64, _n, _n],

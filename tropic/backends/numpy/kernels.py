@@ -111,11 +111,20 @@ def product(
 
     The compiled kernel when it is built and the dtype has one, else :func:`matmul_rows`; with
     ``rounding`` (float32 operands that hold half-precision values) each candidate sum is rounded to
-    that dtype before it is compared (:func:`rounder`).
+    that dtype before it is compared (:func:`rounder`), in the compiled kernel where the CPU has AVX2
+    and F16C.
     """
     (M, K), N = a.shape, b.shape[1]
-    compiled_ok = 0 < K < 2**31 and M and N and rounding is None
-    kernel = compiled.raw_function(_C_PRODUCT.get(a.dtype.type, "")) if compiled_ok else None
+    kernel = part = None
+    code: tuple[int, ...] = ()  # the rounded kernels take the rounding's code after `maximise`
+    if 0 < K < 2**31 and M and N:
+        if rounding is None:
+            kernel = compiled.raw_function(_C_PRODUCT.get(a.dtype.type, ""))
+            part = compiled.raw_function(_C_PRODUCT_PART.get(a.dtype.type, ""))
+        elif a.dtype == np.float32 == b.dtype and _compiled_rounding():
+            kernel = compiled.raw_function("tropic_matmul_rounded_f32")
+            part = compiled.raw_function("tropic_matmul_rounded_part_f32")
+            code = (_ROUNDING_CODES[rounding],)
     if kernel is None:
         return matmul_rows(semiring, a, np.ascontiguousarray(b.T), index_type, rounder(rounding))
     # The raw kernels take addresses (converting arrays costs microseconds, which a 4 x 4 product
@@ -126,8 +135,7 @@ def product(
     winner = np.empty((M, N), np.int32) if small else scratch("winner", (M, N), np.int32)
     maximise = int(semiring.maximises)
     threads = get_num_threads() if M * K * N >= _PARALLEL_CANDIDATES else 1
-    part = compiled.raw_function(_C_PRODUCT_PART[a.dtype.type])
-    direct = compiled.entry("matmul_c", "product")
+    direct = compiled.entry("matmul_c", "product") if rounding is None else None
     if (threads == 1 or part is None) and direct is not None:
         # One call through the module's own entry point: the product and the NaN scan, no ctypes.
         status, nan_found = direct(a, b, c, winner, maximise)
@@ -137,17 +145,26 @@ def product(
         return c, winner.astype(index_type)
     addresses = (a.ctypes.data, b.ctypes.data, c.ctypes.data, winner.ctypes.data)
     if threads == 1 or part is None:
-        _check(kernel(*addresses, M, K, N, maximise, 1), "product")
+        _check(kernel(*addresses, M, K, N, maximise, *code, 1), "product")
     else:  # shares of the tiles, claimed by the threads one at a time (see parallel_tasks)
         tasks = _SHARES_PER_THREAD * threads
 
         def share(t: int) -> None:
-            _check(part(*addresses, M, K, N, maximise, t, tasks), "product")
+            _check(part(*addresses, M, K, N, maximise, *code, t, tasks), "product")
 
         parallel_tasks(tasks, share, threads)
     _product_nan_rule(a, b, c, winner)
     # A copy: a large `winner` is scratch, and the caller wants the smallest index dtype anyway.
     return c, winner.astype(index_type)
+
+
+_ROUNDING_CODES = {"float16": 1, "bfloat16": 2}  # the rounded product kernels' codes
+
+
+def _compiled_rounding() -> bool:
+    """Whether the compiled kernels round half-precision sums themselves (AVX2 and F16C)."""
+    supported = compiled.raw_function("tropic_rounding_supported")
+    return supported is not None and supported() == 1
 
 
 def _c_order(b: np.ndarray) -> np.ndarray:
@@ -197,7 +214,7 @@ def rounder(rounding: str | None) -> Callable[[np.ndarray], None] | None:
     if rounding is None:
         return None
     if rounding == "float16":
-        return lambda block: np.copyto(block, block.astype(np.float16))
+        return _round_to_float16
     if rounding == "bfloat16":
         return _round_to_bfloat16
     raise ValueError(f"rounding must be None, 'float16' or 'bfloat16', got {rounding!r}")
@@ -207,6 +224,13 @@ def _rounded_scalar(value: float, rounding: str) -> float:
     block = np.array([value], np.float32)
     rounder(rounding)(block)
     return float(block[0])
+
+
+def _round_to_float16(block: np.ndarray) -> None:
+    """Round float32 ``block`` in place to float16, to nearest even. A sum beyond float16's range
+    rounds to an infinity, as in float16 arithmetic: not an error, so NumPy's cast warning is off."""
+    with np.errstate(over="ignore"):
+        np.copyto(block, block.astype(np.float16))
 
 
 def _round_to_bfloat16(block: np.ndarray) -> None:

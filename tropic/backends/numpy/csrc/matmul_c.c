@@ -137,6 +137,9 @@ DEFINE_GENERIC(double, generic_f64)
 #endif
 
 #define AVX2 __attribute__((target("avx2")))
+/* The float32 kernel also serves half-precision products (float16 rounding needs F16C's
+ * conversions; they run only where tropic_rounding_supported() says the CPU has them). */
+#define AVX2F16C __attribute__((target("avx2,f16c")))
 #define INLINE static inline __attribute__((always_inline))
 
 /* Copy rows k0 .. k0+kc-1 of pn panels of b starting at column j0 into buf, panel q at
@@ -163,9 +166,25 @@ DEFINE_PACK(double, 8, pack_f64)
 
 /* One pair step on 8 float lanes: s = best values, x = best k, kv = current k in every lane.
  * The compare reads the old best; max(v, s) == (v > s ? v : s) keeps s on ties and NaN. */
+/* Sums rounded to the narrow dtype of a half-precision product (rounding 1: float16 by F16C,
+ * 2: bfloat16 on the bits; both to nearest even, returned widened): the float32 sum of two such
+ * numbers rounded once is their correctly rounded sum in that dtype. NaN stays NaN and never wins:
+ * a NaN sum carries the payload of a NaN operand, whose low 16 bits are 0 for a widened bfloat16
+ * (the bfloat16 rounding adds at most 0x8000 to them: no carry), or is the default NaN of inf - inf. */
+INLINE AVX2F16C __m256 rounded_sums(__m256 v, const int rounding) {
+  if (rounding == 1) return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+  if (rounding == 2) {
+    const __m256i bits = _mm256_castps_si256(v);
+    const __m256i lowest_kept = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+    const __m256i sum = _mm256_add_epi32(bits, _mm256_add_epi32(lowest_kept, _mm256_set1_epi32(0x7FFF)));
+    return _mm256_castsi256_ps(_mm256_and_si256(sum, _mm256_set1_epi32((int)0xFFFF0000u)));
+  }
+  return v;
+}
+
 #define STEP_F32(s, x, av, bv)                                                                      \
   do {                                                                                              \
-    const __m256 v_ = _mm256_add_ps(av, bv);                                                        \
+    const __m256 v_ = rounded_sums(_mm256_add_ps(av, bv), rounding);                                \
     const __m256 m_ = maximise ? _mm256_cmp_ps(v_, s, _CMP_GT_OQ) : _mm256_cmp_ps(v_, s, _CMP_LT_OQ); \
     s = maximise ? _mm256_max_ps(v_, s) : _mm256_min_ps(v_, s);                                     \
     x = _mm256_blendv_ps(x, kv, m_);                                                                \
@@ -176,10 +195,10 @@ DEFINE_PACK(double, 8, pack_f64)
  * in place); c / ix: outputs (row stride ldc),
  * of which the first ncols columns are real. For k0 > 0 they hold the best so far and are read
  * back. The index vectors are kept as float bit patterns so every blend stays in the float domain. */
-INLINE AVX2 void kernel_f32(const float *a, int64_t lda, const float *bp, int64_t ldb, int64_t k0,
-                            int64_t k1,
-float *c, int32_t *ix, int64_t ldc, int64_t ncols, const int rows,
-                            const int maximise) {
+INLINE AVX2F16C void kernel_f32_rounded(const float *a, int64_t lda, const float *bp, int64_t ldb,
+                                        int64_t k0, int64_t k1, float *c, int32_t *ix, int64_t ldc,
+                                        int64_t ncols, const int rows, const int maximise,
+                                        const int rounding) {
   const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda;
   float *xf = (float *)ix;
   const int full = ncols >= 16;
@@ -230,6 +249,16 @@ float *c, int32_t *ix, int64_t ldc, int64_t ncols, const int rows,
 #undef ST
 #undef ST8
 }
+
+#define DEFINE_ROUNDING(NAME, ROUNDING)                                                             \
+  INLINE AVX2F16C void NAME(const float *a, int64_t lda, const float *bp, int64_t ldb, int64_t k0,  \
+                            int64_t k1, float *c, int32_t *ix, int64_t ldc, int64_t ncols,          \
+                            const int rows, const int maximise) {                                   \
+    kernel_f32_rounded(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, rows, maximise, ROUNDING);       \
+  }
+DEFINE_ROUNDING(kernel_f32, 0)
+DEFINE_ROUNDING(kernel_f32_f16, 1)
+DEFINE_ROUNDING(kernel_f32_bf16, 2)
 
 /* The same on 4 double lanes, rows x 8 outputs; indices ride in 64-bit lanes, converted from and
  * narrowed to int32 at the ends. */
@@ -320,13 +349,15 @@ double *c, int32_t *ix, int64_t ldc, int64_t ncols, const int rows,
   static const KERNEL##_fn KERNEL##_table[2][MR] = {                                                \
       {KERNEL##_1_0, KERNEL##_2_0, KERNEL##_3_0}, {KERNEL##_1_1, KERNEL##_2_1, KERNEL##_3_1}};
 #define DEFINE_INSTANCE(T, KERNEL, ROWS, MAX)                                                       \
-  static AVX2 void KERNEL##_##ROWS##_##MAX(const T *a, int64_t lda, const T *bp, int64_t ldb,        \
+  static AVX2F16C void KERNEL##_##ROWS##_##MAX(const T *a, int64_t lda, const T *bp, int64_t ldb,        \
                                            int64_t k0, int64_t k1, T *c, int32_t *ix, int64_t ldc,  \
                                            int64_t ncols) {                                        \
     KERNEL(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, ROWS, MAX);                                  \
   }
 
 DEFINE_INSTANCES(float, kernel_f32)
+DEFINE_INSTANCES(float, kernel_f32_f16)
+DEFINE_INSTANCES(float, kernel_f32_bf16)
 DEFINE_INSTANCES(double, kernel_f64)
 
 /* Split the work by column panels unless row blocks divide more evenly among the threads. */
@@ -409,6 +440,8 @@ static int split_columns(int64_t npan, int64_t nrb, int nt) {
   }
 
 DEFINE_DRIVER(float, 16, avx2_f32, pack_f32, kernel_f32, MR)
+DEFINE_DRIVER(float, 16, avx2_f32_f16, pack_f32, kernel_f32_f16, MR)
+DEFINE_DRIVER(float, 16, avx2_f32_bf16, pack_f32, kernel_f32_bf16, MR)
 DEFINE_DRIVER(double, 8, avx2_f64, pack_f64, kernel_f64, MR)
 
 /* ------------------------------------------------------------------------------------------------
@@ -555,6 +588,48 @@ int tropic_matmul_part_f64(const double *a, const double *b, double *c, int32_t 
   if (choose_isa()) return avx2_f64_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
 #endif
   return generic_f64_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
+}
+
+/* Half-precision products: float32 operands holding float16 (rounding 1) or bfloat16 (2) values,
+ * every candidate sum rounded to that dtype before it compares, so values and winners are those of
+ * the product in the narrow dtype. AVX2 + F16C only: elsewhere these return 3 and the caller keeps
+ * its NumPy path (tropic_rounding_supported() says which). Otherwise as tropic_matmul_f32 / _part_. */
+int tropic_rounding_supported(void) {
+#ifdef TROPIC_X86
+  if (choose_isa() == 0) return 0; /* also TROPIC_FORCE_GENERIC */
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("f16c") ? 1 : 0;
+#else
+  return 0;
+#endif
+}
+
+int tropic_matmul_rounded_f32(const float *a, const float *b, float *c, int32_t *idx, int64_t M,
+                              int64_t K, int64_t N, int maximise, int rounding, int threads) {
+  if (rounding != 1 && rounding != 2) return 1;
+  if (!tropic_rounding_supported()) return 3;
+  if (M <= 0 || N <= 0) return 0;
+  if (K <= 0) return empty_f32(c, idx, M * N, maximise);
+#ifdef TROPIC_X86
+  if (rounding == 1) return avx2_f32_f16(a, b, c, idx, M, K, N, maximise != 0, threads);
+  return avx2_f32_bf16(a, b, c, idx, M, K, N, maximise != 0, threads);
+#else
+  return 3;
+#endif
+}
+
+int tropic_matmul_rounded_part_f32(const float *a, const float *b, float *c, int32_t *idx, int64_t M,
+                                   int64_t K, int64_t N, int maximise, int rounding, int task,
+                                   int tasks) {
+  if (rounding != 1 && rounding != 2) return 1;
+  if (!tropic_rounding_supported()) return 3;
+  if (M <= 0 || N <= 0 || K <= 0 || tasks < 1 || task < 0 || task >= tasks) return 1;
+#ifdef TROPIC_X86
+  if (rounding == 1) return avx2_f32_f16_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
+  return avx2_f32_bf16_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
+#else
+  return 3;
+#endif
 }
 
 int tropic_matmul_f64(const double *a, const double *b, double *c, int32_t *idx, int64_t M, int64_t K,
