@@ -236,15 +236,16 @@ def test_product_of_a_transposed_view_equals_the_contiguous_product(dtype):
             tropic.set_num_threads(None)
 
 
-def _half_sample(rng, shape, dtype):
+def _half_sample(rng, shape, dtype, nan=True):
     """float32 holding values of the half-precision ``dtype``: ties after rounding, infinities,
-    signed zeros, NaN, the largest finite value (sums overflow) and subnormals."""
+    signed zeros, NaN (unless ``nan`` is False), the largest finite value (sums overflow) and
+    subnormals."""
     x = rng.integers(-40, 40, shape) * rng.choice([1.0, 1 / 32, 1 / 1024, 1 / 3, 4096.0], shape)
     for value, p in (
         (np.inf, 0.02),
         (-np.inf, 0.03),
         (-0.0, 0.05),
-        (np.nan, 0.005),
+        (np.nan, 0.005 if nan else 0.0),
         (65504.0, 0.02),
         (6e-8, 0.02),
     ):
@@ -277,6 +278,82 @@ def test_rounded_product_matches_the_numpy_rounding_path(monkeypatch, threads, r
                 assert_identical(got, want)
     finally:
         tropic.set_num_threads(None)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("rounding", ["float16", "bfloat16"])
+def test_rounded_tap_loops_match_the_numpy_rounding_path(monkeypatch, threads, rounding):
+    """Half-precision dilation / erosion (every mode's border, a structuring element with holes)
+    and stride-1 convolutions on the compiled tap loop that rounds each sum: the bits and winners
+    of the NumPy paths."""
+    if not kernels._compiled_rounding():
+        pytest.skip("this CPU has no AVX2 + F16C: half-precision tap loops run the NumPy path")
+    from tropic.core import conv as core_conv
+    from tropic.core import morphology as core_morphology
+
+    rng = np.random.default_rng(5)
+    images = _half_sample(rng, (6, 70, 37), rounding)
+    weights = _half_sample(rng, (3, 4), rounding)
+    support = rng.random((3, 4)) < 0.8
+    x = _half_sample(rng, (3, 4, 40, 19), rounding, nan=False)  # no NaN: the tap loop, not im2col
+    w = _half_sample(rng, (6, 2, 3, 3), rounding, nan=False)
+
+    def results():
+        out = []
+        for semiring in (MAX_PLUS, MIN_PLUS):
+            for mode in ("reflect", "nearest", "constant", "neutral"):
+                rows = core_morphology.axis_window(70, 3, semiring.maximises, mode)
+                cols = core_morphology.axis_window(37, 4, semiring.maximises, mode)
+                fill = 0.5 if mode == "constant" else semiring.zero
+                out += kernels.morphology(np, semiring, images, weights, support, rows, cols, fill, rounding)
+            geometry = core_conv.ConvGeometry(x.shape, w.shape, 1, 1, 2)
+            out += kernels.conv2d(np, semiring, x, w, geometry, rounding)
+        return out
+
+    tropic.set_num_threads(threads)
+    try:
+        fast = results()
+        monkeypatch.setattr(compiled, "enabled", False)
+        for got, want in zip(fast, results(), strict=True):
+            assert_identical(got, want)
+    finally:
+        tropic.set_num_threads(None)
+
+
+def test_float16_conversions_match_numpy_bitwise():
+    """The F16C casts of the torch engine's float16 operands and results: every float16 widens
+    exactly, and float32 bit patterns (subnormals, overflow, ties) narrow as NumPy rounds them."""
+    every = np.arange(2**16, dtype=np.uint16).view(np.float16)
+    expected = every.astype(np.float32)
+    got = kernels.float16_to_float32(every)
+    nan = np.isnan(expected)
+    assert np.array_equal(np.isnan(got), nan)
+    assert_identical(got[~nan], expected[~nan])
+    rng = np.random.default_rng(3)
+    bits = rng.integers(0, 2**32, 300_001, dtype=np.uint64).astype(np.uint32)
+    x = bits.view(np.float32)
+    x = np.concatenate([x[~np.isnan(x)], [65519.99, 65520.0, 2.0**-25, 2.0**-24 * 1.5, -0.0]]).astype(
+        np.float32
+    )
+    with np.errstate(over="ignore"):
+        expected16 = x.astype(np.float16)
+    assert_identical(kernels.float32_to_float16(x), expected16)
+
+
+def test_bfloat16_conversions_match_the_numpy_rounding(monkeypatch):
+    """Compiled bfloat16 casts: every pattern widens to its bits on top; float32 bit patterns narrow
+    to nearest even as the NumPy rounding does, and NaN stays NaN."""
+    every = np.arange(2**16, dtype=np.uint16)
+    assert_identical(kernels.bfloat16_to_float32(every).view(np.uint32), every.astype(np.uint32) << 16)
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 2**32, 300_001, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    got = kernels.float32_to_bfloat16(x)
+    with monkeypatch.context() as m:
+        m.setattr(compiled, "enabled", False)  # the NumPy rounding
+        want = kernels.float32_to_bfloat16(x)
+    nan = np.isnan(x)
+    assert np.isnan(kernels.bfloat16_to_float32(got[nan])).all()
+    assert_identical(got[~nan], want[~nan])
 
 
 _CONV_CASES = [  # (x shape, w shape, padding, groups): stride 1, the tap-loop convolution

@@ -24,16 +24,17 @@ _f32 = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
 _f64 = np.ctypeslib.ndpointer(np.float64, flags="C_CONTIGUOUS")
 _i32 = np.ctypeslib.ndpointer(np.int32, flags="C_CONTIGUOUS")
 _i64 = np.ctypeslib.ndpointer(np.int64, flags="C_CONTIGUOUS")
+_u16 = np.ctypeslib.ndpointer(np.uint16, flags="C_CONTIGUOUS")
 _d = np.ctypeslib.ndpointer(np.float64, flags="C_CONTIGUOUS")
 _n, _flag = ctypes.c_int64, ctypes.c_int
 _flag_out = ctypes.POINTER(ctypes.c_int)
 _c_f32, _c_f64 = ctypes.c_float, ctypes.c_double
 
 
-def _tap_arguments(values: type) -> list:
+def _tap_arguments(values: type, rounded: bool = False) -> list:
     """The tap kernels' arguments after the sizes: tap_row, tap_col, tap_weight (or NULL), tap_index,
-    T, maximise, out, idx, threads."""
-    return [_i64, _i64, ctypes.c_void_p, _i32, _n, _flag, values, _i32, _flag]
+    T, maximise, (rounding, for the rounded kernels,) out, idx, threads."""
+    return [_i64, _i64, ctypes.c_void_p, _i32, _n, _flag, *([_flag] if rounded else []), values, _i32, _flag]
 
 
 _SIGNATURES = {
@@ -47,16 +48,20 @@ _SIGNATURES = {
     ("matmul_c", "tropic_rounding_supported"): [],
     ("matmul_c", "tropic_matmul_rounded_f32"): [_f32, _f32, _f32, _i32, _n, _n, _n, _flag, _flag, _flag],
     ("matmul_c", "tropic_matmul_rounded_part_f32"): [_f32, _f32, _f32, _i32, _n, _n, _n, *[_flag] * 4],
+    # (src, dst, n): float16 / bfloat16 (as uint16) <-> float32
+    ("matmul_c", "tropic_widen_f16"): [_u16, _f32, _n],
+    ("matmul_c", "tropic_narrow_f16"): [_f32, _u16, _n],
+    ("matmul_c", "tropic_widen_bf16"): [_u16, _f32, _n],
+    ("matmul_c", "tropic_narrow_bf16"): [_f32, _u16, _n],
     # (src, dst, rows, cols): dst = the transpose of src
     ("matmul_c", "tropic_transpose_f32"): [_f32, _f32, _n, _n],
     ("matmul_c", "tropic_transpose_f64"): [_f64, _f64, _n, _n],
-    # (P, n, Hp, Wp, H, W, tap_row, tap_col, tap_weight | None, tap_index, T, maximise, out, idx, threads)
-    ("morphology_c", "tropic_taps_f32"): [_f32, *[_n] * 5, *_tap_arguments(_f32)],
-    ("morphology_c", "tropic_taps_f64"): [_f64, *[_n] * 5, *_tap_arguments(_f64)],
-    # (P, n, Hp, Wp, pstride, H, W, ostride, then as above): images and outputs pstride and ostride
-    # elements apart
+    # (P, n, Hp, Wp, pstride, H, W, ostride, tap_row, tap_col, tap_weight | None, tap_index, T, maximise,
+    # out, idx, threads): images and outputs pstride and ostride elements apart
     ("morphology_c", "tropic_taps_strided_f32"): [_f32, *[_n] * 7, *_tap_arguments(_f32)],
     ("morphology_c", "tropic_taps_strided_f64"): [_f64, *[_n] * 7, *_tap_arguments(_f64)],
+    # the same with half-precision rounding of the weighted sums (1: float16, 2: bfloat16)
+    ("morphology_c", "tropic_taps_rounded_strided_f32"): [_f32, *[_n] * 7, *_tap_arguments(_f32, True)],
     # (src, n, H, W, row_line, Hp, col_line, Wp, left, fill, dst, nan_found)
     ("morphology_c", "tropic_pad_f32"): [_f32, _n, _n, _n, _i64, _n, _i64, _n, _n, _c_f32, _f32, _flag_out],
     ("morphology_c", "tropic_pad_f64"): [_f64, _n, _n, _n, _i64, _n, _i64, _n, _n, _c_f64, _f64, _flag_out],

@@ -38,7 +38,6 @@ _C_PRODUCT = {np.float32: "tropic_matmul_f32", np.float64: "tropic_matmul_f64"}
 _C_TRANSPOSE = {np.float32: "tropic_transpose_f32", np.float64: "tropic_transpose_f64"}
 _C_PRODUCT_PART = {np.float32: "tropic_matmul_part_f32", np.float64: "tropic_matmul_part_f64"}
 _SHARES_PER_THREAD = 2  # more shares balance better on a loaded machine, fewer re-read more of A
-_C_TAPS = {np.float32: "tropic_taps_f32", np.float64: "tropic_taps_f64"}
 _C_TAPS_STRIDED = {np.float32: "tropic_taps_strided_f32", np.float64: "tropic_taps_strided_f64"}
 _C_VJP = {
     op: {np.float32: f"tropic_{op}_vjp_f32", np.float64: f"tropic_{op}_vjp_f64"}
@@ -165,6 +164,50 @@ def _compiled_rounding() -> bool:
     """Whether the compiled kernels round half-precision sums themselves (AVX2 and F16C)."""
     supported = compiled.raw_function("tropic_rounding_supported")
     return supported is not None and supported() == 1
+
+
+def float16_to_float32(x: np.ndarray) -> np.ndarray:
+    """``x.astype(np.float32)`` for a float16 array (exact), by F16C where the CPU has it."""
+    widen = compiled.function("tropic_widen_f16") if _compiled_rounding() else None
+    if widen is None:
+        return x.astype(np.float32)
+    out = np.empty(x.shape, np.float32)
+    _check(widen(np.ascontiguousarray(x).view(np.uint16), out, x.size), "float16 conversion")
+    return out
+
+
+def float32_to_float16(x: np.ndarray) -> np.ndarray:
+    """``x.astype(np.float16)`` for a float32 array: to nearest even, beyond float16's range an
+    infinity (as in float16 arithmetic, without NumPy's overflow warning); by F16C where the CPU has it."""
+    narrow = compiled.function("tropic_narrow_f16") if _compiled_rounding() else None
+    if narrow is None:
+        with np.errstate(over="ignore"):
+            return x.astype(np.float16)
+    out = np.empty(x.shape, np.uint16)
+    _check(narrow(np.ascontiguousarray(x), out, x.size), "float16 conversion")
+    return out.view(np.float16)
+
+
+def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
+    """The float32 values of bfloat16 numbers given as their uint16 bits (exact: the bits go on top)."""
+    widen = compiled.function("tropic_widen_bf16")
+    if widen is None:
+        return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    out = np.empty(bits.shape, np.float32)
+    _check(widen(np.ascontiguousarray(bits), out, bits.size), "bfloat16 conversion")
+    return out
+
+
+def float32_to_bfloat16(x: np.ndarray) -> np.ndarray:
+    """float32 ``x`` rounded to bfloat16, to nearest even, as uint16 bits (a NaN stays a NaN)."""
+    narrow = compiled.function("tropic_narrow_bf16")
+    if narrow is None:
+        rounded = np.array(x, dtype=np.float32, copy=True)
+        _round_to_bfloat16(rounded)
+        return (rounded.view(np.uint32) >> np.uint32(16)).astype(np.uint16)
+    out = np.empty(x.shape, np.uint16)
+    _check(narrow(np.ascontiguousarray(x), out, x.size), "bfloat16 conversion")
+    return out
 
 
 def _c_order(b: np.ndarray) -> np.ndarray:
@@ -384,20 +427,26 @@ def morphology(xp, semiring, image, weights, support, row_window, col_window, fi
     padded = None
     if rounding is not None:
         fill = _rounded_scalar(fill, rounding)
-        if w is not None:  # the sums are rounded one tap at a time, on the NumPy path
+        if w is None:  # a flat element adds nothing: no sum to round
+            rounding = None
+        elif not (flat.dtype == np.float32 and _compiled_rounding()):
+            # the sums are rounded one tap at a time, on the NumPy path
             padded = pad(flat, row_window, col_window, fill)
             out, winner = numpy_taps(
                 semiring, padded, w, taps, kw, row_window, col_window, H, W, rounder(rounding)
             )
             propagate_nan(padded, w, taps, row_window, col_window, kw, out, winner)
             return out.reshape(image.shape), winner.astype(index_type).reshape(image.shape)
-    result = _compiled_taps(semiring, flat, w, taps, kw, row_window, col_window, fill, index_type)
+    result = _compiled_taps(semiring, flat, w, taps, kw, row_window, col_window, fill, index_type, rounding)
     if result is None:
         padded = pad(flat, row_window, col_window, fill)
         has_nan = _any_nan(padded) or (w is not None and _any_nan(w[support]))
-        result = _compiled_rect(semiring, padded, w, support, row_window, col_window, H, W, has_nan)
+        if rounding is None:
+            result = _compiled_rect(semiring, padded, w, support, row_window, col_window, H, W, has_nan)
         if result is None:
-            result = numpy_taps(semiring, padded, w, taps, kw, row_window, col_window, H, W)
+            result = numpy_taps(
+                semiring, padded, w, taps, kw, row_window, col_window, H, W, rounder(rounding)
+            )
         out, winner = result
         winner = winner.astype(index_type)  # copies: the compiled rectangle's int32 winners are scratch
     else:
@@ -409,16 +458,22 @@ def morphology(xp, semiring, image, weights, support, row_window, col_window, fi
     return out.reshape(image.shape), winner.reshape(image.shape)
 
 
-def _compiled_taps(semiring, flat, w, taps, kw, row_window, col_window, fill, index_type):
+def _compiled_taps(semiring, flat, w, taps, kw, row_window, col_window, fill, index_type, rounding=None):
     """Compiled tap loop as ``(out, winner, has_nan)``, or None (no kernel, no taps, or a full flat
-    rectangle, which the van Herk kernel does faster).
+    rectangle, which the van Herk kernel does faster). ``rounding`` (float32 images and weights
+    holding half-precision values): every weighted sum rounded to that dtype before it compares.
 
     The work is cut into blocks (of whole images, or row bands of one image when there are few);
     each task pads its block into a per-thread buffer, small enough to stay in cache for the tap
     loop that follows, and reduces it; see :func:`parallel_tasks`.
     """
     dtype = flat.dtype.type
-    taps_kernel = compiled.raw_function(_C_TAPS.get(dtype, ""))
+    taps_kernel = compiled.raw_function(_C_TAPS_STRIDED.get(dtype, ""))
+    code: tuple[int, ...] = ()  # the rounded kernel takes the rounding's code after `maximise`
+    if rounding is not None:
+        rounded = "tropic_taps_rounded_strided_f32" if dtype is np.float32 else ""
+        taps_kernel = compiled.raw_function(rounded)
+        code = (_ROUNDING_CODES[rounding],)
     pad_kernel = compiled.raw_function(_C_PAD.get(dtype, ""))
     if taps_kernel is None or pad_kernel is None or not taps:
         return None
@@ -445,7 +500,7 @@ def _compiled_taps(semiring, flat, w, taps, kw, row_window, col_window, fill, in
     nan_seen = [False] * len(blocks)
     item, source, target = flat.itemsize, flat.ctypes.data, out.ctypes.data
     fixed = (tap_row.ctypes.data, tap_col.ctypes.data, None if tap_weight is None else tap_weight.ctypes.data)
-    fixed += (tap_index.ctypes.data, len(taps), int(semiring.maximises))
+    fixed += (tap_index.ctypes.data, len(taps), int(semiring.maximises), *code)
 
     def task(t: int) -> None:
         b0, b1, i0, i1 = blocks[t]
@@ -457,9 +512,8 @@ def _compiled_taps(semiring, flat, w, taps, kw, row_window, col_window, fill, in
         _check(pad_kernel(*block, *lines, fill, padded.ctypes.data, ctypes.byref(nan)), "padding")
         block_winner = scratch("winner", (b1 - b0, i1 - i0, W), np.int32)
         block_out = target + (b0 * H + i0) * W * item  # whole images, or rows of one image
-        status = taps_kernel(
-            padded.ctypes.data, b1 - b0, rows, Wp, i1 - i0, W, *fixed, block_out, block_winner.ctypes.data, 1
-        )
+        sizes = (b1 - b0, rows, Wp, rows * Wp, i1 - i0, W, (i1 - i0) * W)  # packed blocks
+        status = taps_kernel(padded.ctypes.data, *sizes, *fixed, block_out, block_winner.ctypes.data, 1)
         _check(status, "morphology")
         np.copyto(winner[b0:b1, i0:i1], block_winner, casting="unsafe")  # the indices fit index_type
         nan_seen[t] = bool(nan.value)
@@ -727,7 +781,8 @@ def conv2d(xp, semiring, x, w, geometry, rounding=None):
 
 def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding):
     """A stride-1 convolution on the compiled morphology tap loop, as ``(y, winner int32)``; None
-    where it does not apply (another stride, no compiled kernel, half-precision rounding, a NaN).
+    where it does not apply (another stride, no compiled kernel, half-precision rounding on a CPU
+    without AVX2 + F16C, a NaN).
 
     The ``C_group`` padded channels of a group, stacked, are one tall image per batch entry, and the
     taps are the weight's entries in ``(c, u, v)`` order: tap ``(c, u, v)`` reads the stacked image at
@@ -742,10 +797,14 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding):
     G, (ph, pw) = geometry.groups, geometry.padding
     _, _, H_out, W_out = geometry.out_shape
     taps_kernel = compiled.raw_function(_C_TAPS_STRIDED.get(x.dtype.type, ""))
+    code: tuple[int, ...] = ()  # the rounded kernel takes the rounding's code after `maximise`
+    if rounding is not None:
+        rounded_ok = x.dtype == np.float32 and _compiled_rounding()
+        taps_kernel = compiled.raw_function("tropic_taps_rounded_strided_f32") if rounded_ok else None
+        code = (_ROUNDING_CODES[rounding],)
     n_taps = C_group * kh * kw
     if (
         geometry.stride != (1, 1)
-        or rounding is not None
         or taps_kernel is None
         or w.dtype != x.dtype
         or n_taps >= 2**31
@@ -775,7 +834,7 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding):
     item = x.itemsize
     shapes = (C_group * Hp, Wp, C_in * Hp * Wp, H_out, W_out, C_out * plane)
     taps = (tap_row.ctypes.data, tap_col.ctypes.data)
-    rest = (tap_index.ctypes.data, n_taps, int(semiring.maximises))
+    rest = (tap_index.ctypes.data, n_taps, int(semiring.maximises), *code)
 
     def task(t: int) -> None:
         o, b0, b1 = tasks[t]

@@ -632,6 +632,107 @@ int tropic_matmul_rounded_part_f32(const float *a, const float *b, float *c, int
 #endif
 }
 
+/* float16 <-> float32 conversions of whole arrays (F16C, 8 at a time; narrowing rounds to nearest
+ * even, overflow to infinity): the torch engine's widening of float16 operands and narrowing of the
+ * results, several times faster than NumPy's casts. 3 where the CPU lacks AVX2 + F16C. */
+#ifdef TROPIC_X86
+static AVX2F16C void widen_f16(const uint16_t *src, float *dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+  for (; i < n; i++) _mm_store_ss(dst + i, _mm_cvtph_ps(_mm_cvtsi32_si128(src[i])));
+}
+
+static AVX2F16C void narrow_f16(const float *src, uint16_t *dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < n; i++)
+    dst[i] = (uint16_t)_mm_cvtsi128_si32(_mm_cvtps_ph(_mm_load_ss(src + i), _MM_FROUND_TO_NEAREST_INT));
+}
+
+/* bfloat16 <-> float32: widening puts the 16 bits on top; narrowing rounds to nearest even on the
+ * bits, and a NaN keeps its top bits with the quiet bit set (so it stays a NaN). */
+static AVX2 void widen_bf16(const uint16_t *src, float *dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(src + i)));
+    _mm256_storeu_si256((__m256i *)(dst + i), _mm256_slli_epi32(wide, 16));
+  }
+  for (; i < n; i++) {
+    const uint32_t bits = (uint32_t)src[i] << 16;
+    memcpy(dst + i, &bits, 4);
+  }
+}
+
+static inline uint16_t narrow_bf16_one(float x) {
+  uint32_t bits;
+  memcpy(&bits, &x, 4);
+  if (x != x) return (uint16_t)((bits >> 16) | 0x0040);
+  return (uint16_t)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+}
+
+static AVX2 void narrow_bf16(const float *src, uint16_t *dst, int64_t n) {
+  int64_t i = 0;
+  const __m256i one = _mm256_set1_epi32(1), half = _mm256_set1_epi32(0x7FFF), quiet = _mm256_set1_epi32(0x0040);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(src + i);
+    const __m256i bits = _mm256_castps_si256(x);
+    const __m256i rounded = _mm256_srli_epi32(
+        _mm256_add_epi32(bits, _mm256_add_epi32(half, _mm256_and_si256(_mm256_srli_epi32(bits, 16), one))), 16);
+    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+    const __m256i kept = _mm256_or_si256(_mm256_srli_epi32(bits, 16), quiet);
+    const __m256i top = _mm256_blendv_epi8(rounded, kept, nan);
+    /* 8 x 32-bit lanes (each < 2^16) to 8 x 16 bits: pack within lanes, then join the two halves */
+    const __m256i packed = _mm256_packus_epi32(top, top);
+    const __m128i out = _mm_unpacklo_epi64(_mm256_castsi256_si128(packed), _mm256_extracti128_si256(packed, 1));
+    _mm_storeu_si128((__m128i *)(dst + i), out);
+  }
+  for (; i < n; i++) dst[i] = narrow_bf16_one(src[i]);
+}
+#endif
+
+int tropic_widen_bf16(const uint16_t *src, float *dst, int64_t n) {
+#ifdef TROPIC_X86
+  if (choose_isa() != 0) {
+    widen_bf16(src, dst, n);
+    return 0;
+  }
+#endif
+  for (int64_t i = 0; i < n; i++) {
+    const uint32_t bits = (uint32_t)src[i] << 16;
+    memcpy(dst + i, &bits, 4);
+  }
+  return 0;
+}
+
+int tropic_narrow_bf16(const float *src, uint16_t *dst, int64_t n) {
+#ifdef TROPIC_X86
+  if (choose_isa() != 0) {
+    narrow_bf16(src, dst, n);
+    return 0;
+  }
+#endif
+  for (int64_t i = 0; i < n; i++) dst[i] = narrow_bf16_one(src[i]);
+  return 0;
+}
+
+int tropic_widen_f16(const uint16_t *src, float *dst, int64_t n) {
+  if (!tropic_rounding_supported()) return 3;
+#ifdef TROPIC_X86
+  widen_f16(src, dst, n);
+#endif
+  return 0;
+}
+
+int tropic_narrow_f16(const float *src, uint16_t *dst, int64_t n) {
+  if (!tropic_rounding_supported()) return 3;
+#ifdef TROPIC_X86
+  narrow_f16(src, dst, n);
+#endif
+  return 0;
+}
+
 int tropic_matmul_f64(const double *a, const double *b, double *c, int32_t *idx, int64_t M, int64_t K,
                       int64_t N, int maximise, int threads) {
   if (M <= 0 || N <= 0) return 0;

@@ -1,8 +1,10 @@
 /* Compiled grey-level morphology kernels of tropic's NumPy backend, called through ctypes (compiled.py).
  *
- *   tropic_taps_{f32,f64}  any structuring element, as a list of taps over a once-padded image batch
- *   tropic_taps_strided_{f32,f64}  the same over images and outputs spaced by given strides (the
- *                          stride-1 tropical convolutions: channels of a group stacked as one tall image)
+ *   tropic_taps_strided_{f32,f64}  any structuring element, as a list of taps over a once-padded image
+ *                          batch, images and outputs spaced by given strides (the stride-1 tropical
+ *                          convolutions: channels of a group stacked as one tall image)
+ *   tropic_taps_rounded_strided_f32  the same for half-precision images widened to float32: every
+ *                          weighted sum rounded to float16 or bfloat16 before it compares (AVX2 + F16C)
  *   tropic_rect_{f32,f64}  flat full rectangle, van Herk / Gil-Werman: O(1) comparisons per pixel in kh, kw
  *   tropic_isa             "avx2" or "generic": the code path chosen at load time
  *
@@ -17,7 +19,8 @@
  *  - rect: out (n, Hp-kh+1, Wp-kw+1) = best over the kh x kw window, idx = u*kw + v of the lowest-index
  *    maximum. P holds no NaN (the caller guarantees it); an output equal to the tropical zero may carry
  *    any index (the caller resets it to -1).
- *  - returns 0 on success, 1 on bad arguments, 2 when scratch memory could not be allocated.
+ *  - returns 0 on success, 1 on bad arguments, 2 when scratch memory could not be allocated, 3 for a
+ *    rounding the CPU cannot do (no AVX2 + F16C).
  * The AVX2 path (picked once at load time with __builtin_cpu_supports; TROPIC_FORCE_GENERIC=1 in the
  * environment forces the generic path, for tests) and the generic C path give identical results, for any
  * number of OpenMP threads: only comparisons, selects and one add per candidate, in the same order.
@@ -53,6 +56,7 @@ PyMODINIT_FUNC PyInit__morphology_c(void) { return PyModule_Create(&module); }
 #define INLINE static inline __attribute__((always_inline))
 #define BAD_ARGUMENT 1
 #define NO_MEMORY 2
+#define UNSUPPORTED 3 /* half-precision rounding without AVX2 + F16C: the caller keeps its NumPy path */
 /* Below this many candidates (some 50 us on one core) one thread: a team's barrier stalls for
  * milliseconds when other processes hold the cores, which a small call should not risk. */
 #define PARALLEL_MIN_WORK (1 << 20)
@@ -64,6 +68,7 @@ PyMODINIT_FUNC PyInit__morphology_c(void) { return PyModule_Create(&module); }
 EXPORT int tropic_abi_version(void) { return 1; }
 
 static int use_avx2 = 0;
+static int use_f16c = 0; /* AVX2 and F16C: the half-precision roundings of the tap loop */
 
 /* Read once when the library is loaded, so every call takes the same path (no data race either). */
 __attribute__((constructor)) static void select_isa(void)
@@ -74,6 +79,7 @@ __attribute__((constructor)) static void select_isa(void)
 #if TROPIC_X86
     __builtin_cpu_init();
     use_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+    use_f16c = use_avx2 && __builtin_cpu_supports("f16c");
 #endif
 }
 
@@ -128,8 +134,9 @@ static void share(int64_t tasks, int64_t *lo, int64_t *hi)
 }
 
 #if TROPIC_X86
-#define AVX2 __attribute__((target("avx2")))
-#define AVX2_INLINE static inline __attribute__((target("avx2"), always_inline))
+/* F16C for the float16 rounding of half-precision sums; its instructions run only where use_f16c. */
+#define AVX2 __attribute__((target("avx2,f16c")))
+#define AVX2_INLINE static inline __attribute__((target("avx2,f16c"), always_inline))
 
 /* Per-type vector vocabulary for the template. Index lanes match the value lanes: int32 for f32, int64
    for f64; `*32` load/store the int32 arrays of the interface. sel(m, a, b) = m ? a : b per lane. */
@@ -137,6 +144,20 @@ AVX2_INLINE __m256 vload_f32(const float *p) { return _mm256_loadu_ps(p); }
 AVX2_INLINE void vstore_f32(float *p, __m256 x) { _mm256_storeu_ps(p, x); }
 AVX2_INLINE __m256 vset1_f32(float x) { return _mm256_set1_ps(x); }
 AVX2_INLINE __m256 vadd_f32(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+/* A sum rounded to float16 (rounding 1, F16C) or bfloat16 (2, on the bits), to nearest even, widened
+   back: the half-precision ops' candidates (see the product kernel's rounded_sums, the same rule). */
+AVX2_INLINE __m256 vround_f32(__m256 v, const int rounding)
+{
+    if (rounding == 1)
+        return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+    if (rounding == 2) {
+        const __m256i bits = _mm256_castps_si256(v);
+        const __m256i lowest_kept = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+        const __m256i sum = _mm256_add_epi32(bits, _mm256_add_epi32(lowest_kept, _mm256_set1_epi32(0x7FFF)));
+        return _mm256_castsi256_ps(_mm256_and_si256(sum, _mm256_set1_epi32((int)0xFFFF0000u)));
+    }
+    return v;
+}
 AVX2_INLINE __m256 vgt_f32(__m256 a, __m256 b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
 AVX2_INLINE __m256 vge_f32(__m256 a, __m256 b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
 /* max(a, b) / min(a, b) return b on ties (+0 vs -0) and when either is NaN: exactly "a if strictly
@@ -195,6 +216,11 @@ AVX2_INLINE __m256d vload_f64(const double *p) { return _mm256_loadu_pd(p); }
 AVX2_INLINE void vstore_f64(double *p, __m256d x) { _mm256_storeu_pd(p, x); }
 AVX2_INLINE __m256d vset1_f64(double x) { return _mm256_set1_pd(x); }
 AVX2_INLINE __m256d vadd_f64(__m256d a, __m256d b) { return _mm256_add_pd(a, b); }
+AVX2_INLINE __m256d vround_f64(__m256d v, const int rounding)
+{
+    (void)rounding; /* half precision is widened to float32 only */
+    return v;
+}
 AVX2_INLINE __m256d vgt_f64(__m256d a, __m256d b) { return _mm256_cmp_pd(a, b, _CMP_GT_OQ); }
 AVX2_INLINE __m256d vge_f64(__m256d a, __m256d b) { return _mm256_cmp_pd(a, b, _CMP_GE_OQ); }
 AVX2_INLINE __m256d vmax_f64(__m256d a, __m256d b) { return _mm256_max_pd(a, b); }
@@ -347,7 +373,7 @@ static void SUF(taps_generic)(const T *P, int64_t pstride, int64_t Wp, int64_t H
 /* NV vectors of one output row: the best values and indices stay in registers over all taps. */
 AVX2_INLINE void SUF(taps_avx2_block)(const T *base, const int64_t *off, const T *w, const int32_t *tap_index,
                                        int64_t ntaps, T *o, int32_t *ix, const int mx, const int weighted,
-                                       const int NV)
+                                       const int NV, const int rounding)
 {
     VT best[4];
     __m256i win[4];
@@ -361,7 +387,7 @@ AVX2_INLINE void SUF(taps_avx2_block)(const T *base, const int64_t *off, const T
         for (int k = 0; k < NV; k++) {
             VT v = SUF(vload)(p + k * L);
             if (weighted)
-                v = SUF(vadd)(v, SUF(vset1)(w[t]));
+                v = SUF(vround)(SUF(vadd)(v, SUF(vset1)(w[t])), rounding);
             const VT m = VBETTER(v, best[k]);
             best[k] = VBEST(v, best[k]);
             win[k] = SUF(isel)(m, tt, win[k]);
@@ -376,7 +402,7 @@ AVX2_INLINE void SUF(taps_avx2_block)(const T *base, const int64_t *off, const T
 AVX2_INLINE void SUF(taps_avx2_body)(const T *P, int64_t pstride, int64_t Wp, int64_t H, int64_t W,
                                       int64_t ostride, const int64_t *off, const T *w, const int32_t *tap_index,
                                       int64_t ntaps, T *out, int32_t *idx, int64_t q0, int64_t q1, const int mx,
-                                      const int weighted)
+                                      const int weighted, const int rounding)
 {
     for (int64_t q = q0; q < q1; q++) {
         const int64_t b = q / H, i = q - b * H;
@@ -385,9 +411,9 @@ AVX2_INLINE void SUF(taps_avx2_body)(const T *P, int64_t pstride, int64_t Wp, in
         int32_t *ix = idx + b * ostride + i * W;
         int64_t j = 0;
         for (; j + 4 * L <= W; j += 4 * L)
-            SUF(taps_avx2_block)(base + j, off, w, tap_index, ntaps, o + j, ix + j, mx, weighted, 4);
+            SUF(taps_avx2_block)(base + j, off, w, tap_index, ntaps, o + j, ix + j, mx, weighted, 4, rounding);
         for (; j + L <= W; j += L)
-            SUF(taps_avx2_block)(base + j, off, w, tap_index, ntaps, o + j, ix + j, mx, weighted, 1);
+            SUF(taps_avx2_block)(base + j, off, w, tap_index, ntaps, o + j, ix + j, mx, weighted, 1, rounding);
         if (j < W) { /* masked lanes read nothing (no fault past the array) and are not stored */
             const __m256i lanes = SUF(tailmask)(W - j);
             VT best = SUF(vset1)(ZERO);
@@ -395,7 +421,7 @@ AVX2_INLINE void SUF(taps_avx2_body)(const T *P, int64_t pstride, int64_t Wp, in
             for (int64_t t = 0; t < ntaps; t++) {
                 VT v = SUF(vmaskload)(base + off[t] + j, lanes);
                 if (weighted)
-                    v = SUF(vadd)(v, SUF(vset1)(w[t]));
+                    v = SUF(vround)(SUF(vadd)(v, SUF(vset1)(w[t])), rounding);
                 const VT m = VBETTER(v, best);
                 best = VBEST(v, best);
                 win = SUF(isel)(m, SUF(iset1)(tap_index[t]), win);
@@ -408,23 +434,35 @@ AVX2_INLINE void SUF(taps_avx2_body)(const T *P, int64_t pstride, int64_t Wp, in
 
 AVX2 static void SUF(taps_avx2)(const T *P, int64_t pstride, int64_t Wp, int64_t H, int64_t W, int64_t ostride,
                                 const int64_t *off, const T *w, const int32_t *tap_index, int64_t ntaps,
-                                int maximise, T *out, int32_t *idx, int64_t q0, int64_t q1)
+                                int maximise, int rounding, T *out, int32_t *idx, int64_t q0, int64_t q1)
 {
-    if (w != NULL)
-        BY_DIRECTION(SUF(taps_avx2_body)(P, pstride, Wp, H, W, ostride, off, w, tap_index, ntaps, out, idx, q0, q1, 1, 1),
-                     SUF(taps_avx2_body)(P, pstride, Wp, H, W, ostride, off, w, tap_index, ntaps, out, idx, q0, q1, 0, 1));
+#define TAPS_BODY(mx, weighted, rounding) \
+    SUF(taps_avx2_body)(P, pstride, Wp, H, W, ostride, off, w, tap_index, ntaps, out, idx, q0, q1, mx, weighted, rounding)
+    if (w == NULL) /* no sums: nothing to round */
+        BY_DIRECTION(TAPS_BODY(1, 0, 0), TAPS_BODY(0, 0, 0));
+    else if (rounding == 1)
+        BY_DIRECTION(TAPS_BODY(1, 1, 1), TAPS_BODY(0, 1, 1));
+    else if (rounding == 2)
+        BY_DIRECTION(TAPS_BODY(1, 1, 2), TAPS_BODY(0, 1, 2));
     else
-        BY_DIRECTION(SUF(taps_avx2_body)(P, pstride, Wp, H, W, ostride, off, w, tap_index, ntaps, out, idx, q0, q1, 1, 0),
-                     SUF(taps_avx2_body)(P, pstride, Wp, H, W, ostride, off, w, tap_index, ntaps, out, idx, q0, q1, 0, 0));
+        BY_DIRECTION(TAPS_BODY(1, 1, 0), TAPS_BODY(0, 1, 0));
+#undef TAPS_BODY
 }
 #endif
 
-/* Images and outputs `pstride` and `ostride` elements apart (tropic_taps: packed, Hp * Wp and H * W). */
-EXPORT int SUF(tropic_taps_strided)(const T *P, int64_t n, int64_t Hp, int64_t Wp, int64_t pstride, int64_t H,
-                                    int64_t W, int64_t ostride, const int64_t *tap_row, const int64_t *tap_col,
-                                    const T *tap_weight, const int32_t *tap_index, int64_t T_count, int maximise,
-                                    T *out, int32_t *idx, int threads)
+/* Images and outputs `pstride` and `ostride` elements apart (packed: Hp * Wp and H * W).
+   `rounding` (float32 holding half-precision values only): 1 / 2 round every weighted sum to float16 /
+   bfloat16 before it compares, so values and winners are those of the narrow dtype; UNSUPPORTED
+   without AVX2 + F16C. */
+static int SUF(taps_strided)(const T *P, int64_t n, int64_t Hp, int64_t Wp, int64_t pstride, int64_t H, int64_t W,
+                             int64_t ostride, const int64_t *tap_row, const int64_t *tap_col, const T *tap_weight,
+                             const int32_t *tap_index, int64_t T_count, int maximise, int rounding, T *out,
+                             int32_t *idx, int threads)
 {
+    if (rounding != 0 && (rounding < 0 || rounding > 2 || sizeof(T) != sizeof(float)))
+        return BAD_ARGUMENT;
+    if (rounding != 0 && !use_f16c)
+        return UNSUPPORTED;
     if (n < 0 || H < 0 || W < 0 || T_count < 0 || Hp < H || Wp < W || pstride < Hp * Wp || ostride < H * W)
         return BAD_ARGUMENT;
     if (n == 0 || H == 0 || W == 0)
@@ -449,7 +487,8 @@ EXPORT int SUF(tropic_taps_strided)(const T *P, int64_t n, int64_t Hp, int64_t W
         share(rows, &q0, &q1);
 #if TROPIC_X86
         if (avx2)
-            SUF(taps_avx2)(P, pstride, Wp, H, W, ostride, off, tap_weight, tap_index, T_count, maximise, out, idx, q0, q1);
+            SUF(taps_avx2)(P, pstride, Wp, H, W, ostride, off, tap_weight, tap_index, T_count, maximise, rounding, out,
+                           idx, q0, q1);
         else
 #endif
             SUF(taps_generic)(P, pstride, Wp, H, W, ostride, off, tap_weight, tap_index, T_count, maximise, out, idx, q0, q1);
@@ -459,14 +498,25 @@ EXPORT int SUF(tropic_taps_strided)(const T *P, int64_t n, int64_t Hp, int64_t W
     return 0;
 }
 
-EXPORT int SUF(tropic_taps)(const T *P, int64_t n, int64_t Hp, int64_t Wp, int64_t H, int64_t W,
-                            const int64_t *tap_row, const int64_t *tap_col, const T *tap_weight,
-                            const int32_t *tap_index, int64_t T_count, int maximise, T *out, int32_t *idx,
-                            int threads)
+EXPORT int SUF(tropic_taps_strided)(const T *P, int64_t n, int64_t Hp, int64_t Wp, int64_t pstride, int64_t H,
+                                    int64_t W, int64_t ostride, const int64_t *tap_row, const int64_t *tap_col,
+                                    const T *tap_weight, const int32_t *tap_index, int64_t T_count, int maximise,
+                                    T *out, int32_t *idx, int threads)
 {
-    return SUF(tropic_taps_strided)(P, n, Hp, Wp, Hp * Wp, H, W, H * W, tap_row, tap_col, tap_weight, tap_index,
-                                    T_count, maximise, out, idx, threads);
+    return SUF(taps_strided)(P, n, Hp, Wp, pstride, H, W, ostride, tap_row, tap_col, tap_weight, tap_index, T_count,
+                             maximise, 0, out, idx, threads);
 }
+
+EXPORT int SUF(tropic_taps_rounded_strided)(const T *P, int64_t n, int64_t Hp, int64_t Wp, int64_t pstride,
+                                            int64_t H, int64_t W, int64_t ostride, const int64_t *tap_row,
+                                            const int64_t *tap_col, const T *tap_weight, const int32_t *tap_index,
+                                            int64_t T_count, int maximise, int rounding, T *out, int32_t *idx,
+                                            int threads)
+{
+    return SUF(taps_strided)(P, n, Hp, Wp, pstride, H, W, ostride, tap_row, tap_col, tap_weight, tap_index, T_count,
+                             maximise, rounding, out, idx, threads);
+}
+
 
 /* ====================================================================================== pad */
 /* dst (n, Hp, Wp): dst[b, r, c] = src[b, row_line[r], col_line[c]], or `fill` where either map is -1 (the
