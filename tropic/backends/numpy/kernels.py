@@ -114,6 +114,9 @@ def product(
     and F16C.
     """
     (M, K), N = a.shape, b.shape[1]
+    if _float16_through_float32(rounding, a, b):
+        c, winner = product(semiring, float16_to_float32(a), float16_to_float32(b), index_type, "float16")
+        return float32_to_float16(c), winner
     kernel = part = None
     code: tuple[int, ...] = ()  # the rounded kernels take the rounding's code after `maximise`
     if 0 < K < 2**31 and M and N:
@@ -158,6 +161,19 @@ def product(
 
 
 _ROUNDING_CODES = {"float16": 1, "bfloat16": 2}  # the rounded product kernels' codes
+
+
+def _float16_through_float32(rounding: str | None, *arrays: np.ndarray | None) -> bool:
+    """Whether float16 operands run on the float32 kernels that round every sum to float16 (where
+    the CPU has AVX2 + F16C): the same values and winners as float16 arithmetic, whose sum of two
+    float16 numbers is their correctly rounded sum too; NumPy's float16 has no compiled kernel."""
+    given = [x for x in arrays if x is not None]
+    return (
+        rounding is None
+        and bool(given)
+        and all(getattr(x, "dtype", None) == np.float16 for x in given)
+        and _compiled_rounding()
+    )
 
 
 def _compiled_rounding() -> bool:
@@ -416,6 +432,13 @@ def morphology(xp, semiring, image, weights, support, row_window, col_window, fi
     With ``rounding``, the border value and every sum ``x + w`` are rounded to that dtype (a flat
     element adds nothing: its candidates are the image's own values).
     """
+    if _float16_through_float32(rounding, image, weights):
+        out, winner = morphology(
+            xp, semiring, float16_to_float32(image),
+            None if weights is None else float16_to_float32(np.asarray(weights)),
+            support, row_window, col_window, fill, "float16",
+        )  # fmt: skip
+        return float32_to_float16(out), winner
     kh, kw = support.shape
     H, W = image.shape[-2:]
     flat = image.reshape(math.prod(image.shape[:-2]), H, W)
@@ -740,6 +763,9 @@ def morphology_vjp(xp, grad, indices, image_shape, row_window, col_window, needs
 
 @register("numpy", "conv2d")
 def conv2d(xp, semiring, x, w, geometry, rounding=None):
+    if _float16_through_float32(rounding, x, w):
+        y, winner = conv2d(xp, semiring, float16_to_float32(x), float16_to_float32(w), geometry, "float16")
+        return float32_to_float16(y), winner
     B, C_in, H, W = geometry.x_shape
     C_out, C_group, kh, kw = geometry.w_shape
     G, (sh, sw), (ph, pw) = geometry.groups, geometry.stride, geometry.padding
