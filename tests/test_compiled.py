@@ -362,6 +362,8 @@ _CONV_CASES = [  # (x shape, w shape, padding, groups): stride 1, the tap-loop c
     ((2, 6, 8, 7), (4, 3, 2, 3), 0, 2),
     ((1, 3, 5, 6), (2, 3, 5, 5), 2, 1),  # windows wider than the image
     ((2, 2, 1, 1), (3, 2, 1, 1), 0, 1),
+    ((2, 2, 7, 9), (6, 2, 3, 3), 1, 1),  # 6 output channels: blocks of 4 and 2
+    ((1, 1, 5, 21), (9, 1, 2, 2), 0, 1),  # blocks of 4, 4 and 1; rows of 20 (a masked tail)
 ]
 
 

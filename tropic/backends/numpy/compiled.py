@@ -37,6 +37,12 @@ def _tap_arguments(values: type, rounded: bool = False) -> list:
     return [_i64, _i64, ctypes.c_void_p, _i32, _n, _flag, *([_flag] if rounded else []), values, _i32, _flag]
 
 
+def _conv_tap_arguments(values: type) -> list:
+    """The convolution tap kernels' arguments after the sizes and strides: tap_row, tap_col,
+    tap_weight, wstride, tap_index, T, channels, maximise, rounding, out, idx, threads."""
+    return [_i64, _i64, values, _n, _i32, _n, _n, _flag, _flag, values, _i32, _flag]
+
+
 _SIGNATURES = {
     # (a, b, c, idx, M, K, N, maximise, threads)
     ("matmul_c", "tropic_matmul_f32"): [_f32, _f32, _f32, _i32, _n, _n, _n, _flag, _flag],
@@ -62,6 +68,10 @@ _SIGNATURES = {
     ("morphology_c", "tropic_taps_strided_f64"): [_f64, *[_n] * 7, *_tap_arguments(_f64)],
     # the same with half-precision rounding of the weighted sums (1: float16, 2: bfloat16)
     ("morphology_c", "tropic_taps_rounded_strided_f32"): [_f32, *[_n] * 7, *_tap_arguments(_f32, True)],
+    # (P, n, Hp, Wp, pstride, H, W, ostride, cstride, tap_row, tap_col, tap_weight, wstride, tap_index, T,
+    # channels, maximise, rounding, out, idx, threads): up to 4 output channels of a convolution at once
+    ("morphology_c", "tropic_conv_taps_f32"): [_f32, *[_n] * 8, *_conv_tap_arguments(_f32)],
+    ("morphology_c", "tropic_conv_taps_f64"): [_f64, *[_n] * 8, *_conv_tap_arguments(_f64)],
     # (src, n, H, W, row_line, Hp, col_line, Wp, left, fill, dst, nan_found)
     ("morphology_c", "tropic_pad_f32"): [_f32, _n, _n, _n, _i64, _n, _i64, _n, _n, _c_f32, _f32, _flag_out],
     ("morphology_c", "tropic_pad_f64"): [_f64, _n, _n, _n, _i64, _n, _i64, _n, _n, _c_f64, _f64, _flag_out],

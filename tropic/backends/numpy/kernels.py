@@ -38,6 +38,7 @@ _C_PRODUCT = {np.float32: "tropic_matmul_f32", np.float64: "tropic_matmul_f64"}
 _C_TRANSPOSE = {np.float32: "tropic_transpose_f32", np.float64: "tropic_transpose_f64"}
 _C_PRODUCT_PART = {np.float32: "tropic_matmul_part_f32", np.float64: "tropic_matmul_part_f64"}
 _SHARES_PER_THREAD = 2  # more shares balance better on a loaded machine, fewer re-read more of A
+_C_CONV_TAPS = {np.float32: "tropic_conv_taps_f32", np.float64: "tropic_conv_taps_f64"}
 _C_TAPS_STRIDED = {np.float32: "tropic_taps_strided_f32", np.float64: "tropic_taps_strided_f64"}
 _C_VJP = {
     op: {np.float32: f"tropic_{op}_vjp_f32", np.float64: f"tropic_{op}_vjp_f64"}
@@ -822,12 +823,10 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding):
     C_out, C_group, kh, kw = geometry.w_shape
     G, (ph, pw) = geometry.groups, geometry.padding
     _, _, H_out, W_out = geometry.out_shape
-    taps_kernel = compiled.raw_function(_C_TAPS_STRIDED.get(x.dtype.type, ""))
-    code: tuple[int, ...] = ()  # the rounded kernel takes the rounding's code after `maximise`
-    if rounding is not None:
-        rounded_ok = x.dtype == np.float32 and _compiled_rounding()
-        taps_kernel = compiled.raw_function("tropic_taps_rounded_strided_f32") if rounded_ok else None
-        code = (_ROUNDING_CODES[rounding],)
+    taps_kernel = compiled.raw_function(_C_CONV_TAPS.get(x.dtype.type, ""))
+    if rounding is not None and not (x.dtype == np.float32 and _compiled_rounding()):
+        taps_kernel = None
+    code = _ROUNDING_CODES[rounding] if rounding is not None else 0
     n_taps = C_group * kh * kw
     if (
         geometry.stride != (1, 1)
@@ -852,23 +851,28 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding):
     y = np.empty(geometry.out_shape, x.dtype)
     winner = np.empty(geometry.out_shape, np.int32)
     per_group, plane = C_out // G, H_out * W_out
+    # Blocks of up to 4 output channels of one group: the kernel reads each image vector once for all.
+    blocks = [
+        (o, min(4, (o // per_group + 1) * per_group - o))
+        for g in range(G)
+        for o in range(g * per_group, (g + 1) * per_group, 4)
+    ]
     threads = get_num_threads() if y.size * n_taps >= _PARALLEL_CANDIDATES else 1
-    # Tasks: (output channel, batch chunk), about 4 per thread.
-    chunks = max(1, min(B, -(-4 * threads // C_out))) if threads > 1 else 1
+    # Tasks: (channel block, batch chunk), about 4 per thread.
+    chunks = max(1, min(B, -(-4 * threads // len(blocks)))) if threads > 1 else 1
     edges = np.linspace(0, B, chunks + 1).astype(int)
-    tasks = [(o, int(b0), int(b1)) for o in range(C_out) for b0, b1 in itertools.pairwise(edges) if b1 > b0]
+    tasks = [(o, oc, int(b0), int(b1)) for o, oc in blocks for b0, b1 in itertools.pairwise(edges) if b1 > b0]
     item = x.itemsize
-    shapes = (C_group * Hp, Wp, C_in * Hp * Wp, H_out, W_out, C_out * plane)
+    shapes = (C_group * Hp, Wp, C_in * Hp * Wp, H_out, W_out, C_out * plane, plane)
     taps = (tap_row.ctypes.data, tap_col.ctypes.data)
-    rest = (tap_index.ctypes.data, n_taps, int(semiring.maximises), *code)
 
     def task(t: int) -> None:
-        o, b0, b1 = tasks[t]
+        o, oc, b0, b1 = tasks[t]
         source = padded.ctypes.data + (b0 * C_in + (o // per_group) * C_group) * Hp * Wp * item
         at = (b0 * C_out + o) * plane
         status = taps_kernel(
-            source, b1 - b0, *shapes, *taps, weights[o].ctypes.data, *rest,
-            y.ctypes.data + at * item, winner.ctypes.data + at * 4, 1,
+            source, b1 - b0, *shapes, *taps, weights[o].ctypes.data, n_taps, tap_index.ctypes.data, n_taps,
+            oc, int(semiring.maximises), code, y.ctypes.data + at * item, winner.ctypes.data + at * 4, 1,
         )  # fmt: skip
         _check(status, "conv2d")
 

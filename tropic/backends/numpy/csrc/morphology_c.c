@@ -5,6 +5,7 @@
  *                          convolutions: channels of a group stacked as one tall image)
  *   tropic_taps_rounded_strided_f32  the same for half-precision images widened to float32: every
  *                          weighted sum rounded to float16 or bfloat16 before it compares (AVX2 + F16C)
+ *   tropic_conv_taps_{f32,f64}  the convolutions' tap loop for up to 4 output channels at once
  *   tropic_rect_{f32,f64}  flat full rectangle, van Herk / Gil-Werman: O(1) comparisons per pixel in kh, kw
  *   tropic_isa             "avx2" or "generic": the code path chosen at load time
  *
@@ -449,6 +450,153 @@ AVX2 static void SUF(taps_avx2)(const T *P, int64_t pstride, int64_t Wp, int64_t
 #undef TAPS_BODY
 }
 #endif
+
+#if TROPIC_X86
+/* One vector of one output row for OC output channels of a convolution (the same input, OC weight
+   sets `wstride` apart, outputs `cstride` apart): each image vector loaded serves OC channels, which
+   keeps the loads below the arithmetic. `masked`: the row's last, partial vector. */
+AVX2_INLINE void SUF(channels_avx2_vector)(const T *base, const int64_t *off, const T *w, int64_t wstride,
+                                            const int32_t *tap_index, int64_t ntaps, T *o, int32_t *ix,
+                                            int64_t cstride, const int mx, const int OC, const int rounding,
+                                            const int masked, __m256i lanes)
+{
+    VT best[4];
+    __m256i win[4];
+    for (int c = 0; c < OC; c++) {
+        best[c] = SUF(vset1)(ZERO);
+        win[c] = SUF(iset1)(-1);
+    }
+    for (int64_t t = 0; t < ntaps; t++) {
+        const VT v = masked ? SUF(vmaskload)(base + off[t], lanes) : SUF(vload)(base + off[t]);
+        const __m256i tt = SUF(iset1)(tap_index[t]);
+        for (int c = 0; c < OC; c++) {
+            const VT sum = SUF(vround)(SUF(vadd)(v, SUF(vset1)(w[c * wstride + t])), rounding);
+            const VT m = VBETTER(sum, best[c]);
+            best[c] = VBEST(sum, best[c]);
+            win[c] = SUF(isel)(m, tt, win[c]);
+        }
+    }
+    for (int c = 0; c < OC; c++) {
+        if (masked) {
+            SUF(vmaskstore)(o + c * cstride, lanes, best[c]);
+            SUF(imaskstore32)(ix + c * cstride, lanes, win[c]);
+        } else {
+            SUF(vstore)(o + c * cstride, best[c]);
+            SUF(istore32)(ix + c * cstride, win[c]);
+        }
+    }
+}
+
+AVX2_INLINE void SUF(channels_avx2_body)(const T *P, int64_t pstride, int64_t Wp, int64_t H, int64_t W,
+                                          int64_t ostride, int64_t cstride, const int64_t *off, const T *w,
+                                          int64_t wstride, const int32_t *tap_index, int64_t ntaps, T *out,
+                                          int32_t *idx, int64_t q0, int64_t q1, const int mx, const int OC,
+                                          const int rounding)
+{
+    const __m256i none = SUF(tailmask)(0);
+    for (int64_t q = q0; q < q1; q++) {
+        const int64_t b = q / H, i = q - b * H;
+        const T *base = P + b * pstride + i * Wp;
+        T *o = out + b * ostride + i * W;
+        int32_t *ix = idx + b * ostride + i * W;
+        int64_t j = 0;
+        for (; j + L <= W; j += L)
+            SUF(channels_avx2_vector)(base + j, off, w, wstride, tap_index, ntaps, o + j, ix + j, cstride, mx, OC,
+                                      rounding, 0, none);
+        if (j < W)
+            SUF(channels_avx2_vector)(base + j, off, w, wstride, tap_index, ntaps, o + j, ix + j, cstride, mx, OC,
+                                      rounding, 1, SUF(tailmask)(W - j));
+    }
+}
+
+/* Dispatch to a body compiled for each (channels, direction, rounding). */
+AVX2 static void SUF(channels_avx2)(const T *P, int64_t pstride, int64_t Wp, int64_t H, int64_t W, int64_t ostride,
+                                    int64_t cstride, const int64_t *off, const T *w, int64_t wstride,
+                                    const int32_t *tap_index, int64_t ntaps, int OC, int maximise, int rounding,
+                                    T *out, int32_t *idx, int64_t q0, int64_t q1)
+{
+#define CHANNELS(oc, m, r)                                                                                       \
+    SUF(channels_avx2_body)(P, pstride, Wp, H, W, ostride, cstride, off, w, wstride, tap_index, ntaps, out, idx, \
+                            q0, q1, m, oc, r)
+#define BY_CHANNELS(m, r)        \
+    do {                         \
+        if (OC == 1)             \
+            CHANNELS(1, m, r);   \
+        else if (OC == 2)        \
+            CHANNELS(2, m, r);   \
+        else if (OC == 3)        \
+            CHANNELS(3, m, r);   \
+        else                     \
+            CHANNELS(4, m, r);   \
+    } while (0)
+#define BY_ROUNDING(m)           \
+    do {                         \
+        if (rounding == 1)       \
+            BY_CHANNELS(m, 1);   \
+        else if (rounding == 2)  \
+            BY_CHANNELS(m, 2);   \
+        else                     \
+            BY_CHANNELS(m, 0);   \
+    } while (0)
+    BY_DIRECTION(BY_ROUNDING(1), BY_ROUNDING(0));
+#undef BY_ROUNDING
+#undef BY_CHANNELS
+#undef CHANNELS
+}
+#endif
+
+/* A stride-1 tropical convolution's tap loop for OC (1..4) output channels at once: as
+   tropic_taps_strided with the OC weight rows `wstride` apart and their outputs `cstride` apart
+   (images and outputs of the batch pstride / ostride apart). Bit for bit the same as OC calls of
+   tropic_taps_rounded_strided (rounding 0: tropic_taps_strided), one per channel. */
+EXPORT int SUF(tropic_conv_taps)(const T *P, int64_t n, int64_t Hp, int64_t Wp, int64_t pstride, int64_t H,
+                                 int64_t W, int64_t ostride, int64_t cstride, const int64_t *tap_row,
+                                 const int64_t *tap_col, const T *tap_weight, int64_t wstride,
+                                 const int32_t *tap_index, int64_t T_count, int64_t OC, int maximise, int rounding,
+                                 T *out, int32_t *idx, int threads)
+{
+    if (OC < 1 || OC > 4 || wstride < T_count || cstride < H * W || tap_weight == NULL)
+        return BAD_ARGUMENT;
+    if (rounding != 0 && (rounding < 0 || rounding > 2 || sizeof(T) != sizeof(float)))
+        return BAD_ARGUMENT;
+    if (rounding != 0 && !use_f16c)
+        return UNSUPPORTED;
+    if (n < 0 || H < 0 || W < 0 || T_count < 0 || Hp < H || Wp < W || pstride < Hp * Wp || ostride < H * W)
+        return BAD_ARGUMENT;
+    if (n == 0 || H == 0 || W == 0)
+        return 0;
+    int64_t *off = scratch_alloc(sizeof(int64_t) * (size_t)(T_count > 0 ? T_count : 1));
+    if (off == NULL)
+        return NO_MEMORY;
+    for (int64_t t = 0; t < T_count; t++) {
+        if (tap_row[t] < 0 || tap_row[t] > Hp - H || tap_col[t] < 0 || tap_col[t] > Wp - W) {
+            free(off);
+            return BAD_ARGUMENT;
+        }
+        off[t] = tap_row[t] * Wp + tap_col[t];
+    }
+    const int64_t rows = n * H;
+    const int team = team_size(threads, rows * W * OC * (T_count > 0 ? T_count : 1), rows);
+    const int avx2 = use_avx2;
+    maximise = maximise != 0;
+#pragma omp parallel num_threads(team) if (team > 1)
+    {
+        int64_t q0, q1;
+        share(rows, &q0, &q1);
+#if TROPIC_X86
+        if (avx2)
+            SUF(channels_avx2)(P, pstride, Wp, H, W, ostride, cstride, off, tap_weight, wstride, tap_index, T_count,
+                               (int)OC, maximise, rounding, out, idx, q0, q1);
+        else
+#endif
+            for (int64_t c = 0; c < OC; c++)
+                SUF(taps_generic)(P, pstride, Wp, H, W, ostride, off, tap_weight + c * wstride, tap_index, T_count,
+                                  maximise, out + c * cstride, idx + c * cstride, q0, q1);
+    }
+    (void)avx2;
+    free(off);
+    return 0;
+}
 
 /* Images and outputs `pstride` and `ostride` elements apart (packed: Hp * Wp and H * W).
    `rounding` (float32 holding half-precision values only): 1 / 2 round every weighted sum to float16 /
