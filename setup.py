@@ -15,6 +15,7 @@ def _kernel(name: str) -> Extension:
     return Extension(
         f"tropic.backends.numpy._{name}",
         sources=[f"tropic/backends/numpy/csrc/{name}.c"],
+        depends=["tropic/backends/numpy/csrc/half_rounding.h"],  # shared by matmul_c and morphology_c
         extra_compile_args=_FLAGS,
         extra_link_args=["-fopenmp"],
         optional=True,

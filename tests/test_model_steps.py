@@ -5,6 +5,7 @@ same shapes and no tropical layer, and the report runs."""
 from __future__ import annotations
 
 import importlib
+import os
 
 import pytest
 
@@ -93,7 +94,9 @@ def test_peak_memory_in_a_fresh_process():
     from tropic.apps.bench import peak_in_fresh_process
 
     peak = peak_in_fresh_process("tropic.apps.model_steps", "sparse-morph", "paper", True)
-    assert peak is None or peak >= 0.0
+    if not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("no resettable peak-RSS counter here (Linux /proc/self/clear_refs)")
+    assert isinstance(peak, float) and peak >= 0.0  # measured, not "unavailable"
 
 
 def test_asv_benchmarks_run_at_smoke_sizes(monkeypatch):

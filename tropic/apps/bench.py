@@ -736,10 +736,7 @@ def run(options: argparse.Namespace) -> int:
         print("\n".join([*notes, ""]))
     print("\n".join(memory))
     if options.plot:
-        try:
-            print(f"chart: {plot(rows, options.plot)}")
-        except OSError as exc:
-            raise CommandError(f"--plot {options.plot}: cannot write it ({exc.strerror or exc})") from None
+        _write_chart(plot, rows, options.plot)
     return 0
 
 
@@ -763,11 +760,18 @@ def _run_models(options: argparse.Namespace) -> int:
         rows = model_steps.compare_models(quick=options.quick, repeat=options.repeat, progress=bar)
     print("\n".join(model_steps.format_models(rows)))
     if options.plot:
-        try:
-            print(f"chart: {model_steps.plot_models(rows, options.plot)}")
-        except OSError as exc:
-            raise CommandError(f"--plot {options.plot}: cannot write it ({exc.strerror or exc})") from None
+        _write_chart(model_steps.plot_models, rows, options.plot)
     return 0
+
+
+def _write_chart(draw: Callable[[Any, Any], str], rows: Any, path: str) -> None:
+    """``draw(rows, path)`` and say where the chart is; an unwritable path is the user's error."""
+    from tropic.apps.cli import CommandError
+
+    try:
+        print(f"chart: {draw(rows, path)}")
+    except OSError as exc:
+        raise CommandError(f"--plot {path}: cannot write it ({exc.strerror or exc})") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -221,7 +221,9 @@ def float32_to_bfloat16(x: np.ndarray) -> np.ndarray:
     if narrow is None:
         rounded = np.array(x, dtype=np.float32, copy=True)
         _round_to_bfloat16(rounded)
-        return (rounded.view(np.uint32) >> np.uint32(16)).astype(np.uint16)
+        bits = (rounded.view(np.uint32) >> np.uint32(16)).astype(np.uint16)
+        bits[np.isnan(rounded)] |= np.uint16(0x0040)  # the quiet bit: a NaN whose payload was low stays NaN
+        return bits
     out = np.empty(x.shape, np.uint16)
     _check(narrow(np.ascontiguousarray(x), out, x.size), "bfloat16 conversion")
     return out

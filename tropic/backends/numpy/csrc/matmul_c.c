@@ -53,6 +53,8 @@
 #endif
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+
+#include "half_rounding.h"
 #define TROPIC_X86 1
 #endif
 
@@ -166,25 +168,9 @@ DEFINE_PACK(double, 8, pack_f64)
 
 /* One pair step on 8 float lanes: s = best values, x = best k, kv = current k in every lane.
  * The compare reads the old best; max(v, s) == (v > s ? v : s) keeps s on ties and NaN. */
-/* Sums rounded to the narrow dtype of a half-precision product (rounding 1: float16 by F16C,
- * 2: bfloat16 on the bits; both to nearest even, returned widened): the float32 sum of two such
- * numbers rounded once is their correctly rounded sum in that dtype. NaN stays NaN and never wins:
- * a NaN sum carries the payload of a NaN operand, whose low 16 bits are 0 for a widened bfloat16
- * (the bfloat16 rounding adds at most 0x8000 to them: no carry), or is the default NaN of inf - inf. */
-INLINE AVX2F16C __m256 rounded_sums(__m256 v, const int rounding) {
-  if (rounding == 1) return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
-  if (rounding == 2) {
-    const __m256i bits = _mm256_castps_si256(v);
-    const __m256i lowest_kept = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
-    const __m256i sum = _mm256_add_epi32(bits, _mm256_add_epi32(lowest_kept, _mm256_set1_epi32(0x7FFF)));
-    return _mm256_castsi256_ps(_mm256_and_si256(sum, _mm256_set1_epi32((int)0xFFFF0000u)));
-  }
-  return v;
-}
-
 #define STEP_F32(s, x, av, bv)                                                                      \
   do {                                                                                              \
-    const __m256 v_ = rounded_sums(_mm256_add_ps(av, bv), rounding);                                \
+    const __m256 v_ = tropic_rounded_sums(_mm256_add_ps(av, bv), rounding);                            \
     const __m256 m_ = maximise ? _mm256_cmp_ps(v_, s, _CMP_GT_OQ) : _mm256_cmp_ps(v_, s, _CMP_LT_OQ); \
     s = maximise ? _mm256_max_ps(v_, s) : _mm256_min_ps(v_, s);                                     \
     x = _mm256_blendv_ps(x, kv, m_);                                                                \

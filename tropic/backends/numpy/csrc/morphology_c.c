@@ -46,6 +46,8 @@
 #if defined(__x86_64__) || defined(__i386__)
 #define TROPIC_X86 1
 #include <immintrin.h>
+
+#include "half_rounding.h"
 #else
 #define TROPIC_X86 0
 #endif
@@ -134,6 +136,42 @@ static void share(int64_t tasks, int64_t *lo, int64_t *hi)
     *hi = tasks * (tid + 1) / nt;
 }
 
+/* The checks shared by the tap-loop entries, then the taps' offsets into a padded image (a malloc'd
+   array the caller frees). NULL with *status set: BAD_ARGUMENT, UNSUPPORTED (a rounding without AVX2 +
+   F16C), NO_MEMORY, or 0 when there is nothing to compute. `item`: the element size (rounding is for
+   float32 only). */
+static int64_t *tap_offsets(int64_t n, int64_t Hp, int64_t Wp, int64_t pstride, int64_t H, int64_t W,
+                            int64_t ostride, const int64_t *tap_row, const int64_t *tap_col, int64_t T_count,
+                            int rounding, size_t item, int *status)
+{
+    *status = BAD_ARGUMENT;
+    if (rounding != 0 && (rounding < 0 || rounding > 2 || item != sizeof(float)))
+        return NULL;
+    if (rounding != 0 && !use_f16c) {
+        *status = UNSUPPORTED;
+        return NULL;
+    }
+    if (n < 0 || H < 0 || W < 0 || T_count < 0 || Hp < H || Wp < W || pstride < Hp * Wp || ostride < H * W)
+        return NULL;
+    *status = 0;
+    if (n == 0 || H == 0 || W == 0)
+        return NULL;
+    int64_t *off = scratch_alloc(sizeof(int64_t) * (size_t)(T_count > 0 ? T_count : 1));
+    if (off == NULL) {
+        *status = NO_MEMORY;
+        return NULL;
+    }
+    for (int64_t t = 0; t < T_count; t++) { /* every read must stay inside its own padded image */
+        if (tap_row[t] < 0 || tap_row[t] > Hp - H || tap_col[t] < 0 || tap_col[t] > Wp - W) {
+            free(off);
+            *status = BAD_ARGUMENT;
+            return NULL;
+        }
+        off[t] = tap_row[t] * Wp + tap_col[t];
+    }
+    return off;
+}
+
 #if TROPIC_X86
 /* F16C for the float16 rounding of half-precision sums; its instructions run only where use_f16c. */
 #define AVX2 __attribute__((target("avx2,f16c")))
@@ -145,20 +183,8 @@ AVX2_INLINE __m256 vload_f32(const float *p) { return _mm256_loadu_ps(p); }
 AVX2_INLINE void vstore_f32(float *p, __m256 x) { _mm256_storeu_ps(p, x); }
 AVX2_INLINE __m256 vset1_f32(float x) { return _mm256_set1_ps(x); }
 AVX2_INLINE __m256 vadd_f32(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
-/* A sum rounded to float16 (rounding 1, F16C) or bfloat16 (2, on the bits), to nearest even, widened
-   back: the half-precision ops' candidates (see the product kernel's rounded_sums, the same rule). */
-AVX2_INLINE __m256 vround_f32(__m256 v, const int rounding)
-{
-    if (rounding == 1)
-        return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
-    if (rounding == 2) {
-        const __m256i bits = _mm256_castps_si256(v);
-        const __m256i lowest_kept = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
-        const __m256i sum = _mm256_add_epi32(bits, _mm256_add_epi32(lowest_kept, _mm256_set1_epi32(0x7FFF)));
-        return _mm256_castsi256_ps(_mm256_and_si256(sum, _mm256_set1_epi32((int)0xFFFF0000u)));
-    }
-    return v;
-}
+/* A sum rounded to float16 / bfloat16 (half_rounding.h): the half-precision ops' candidates. */
+AVX2_INLINE __m256 vround_f32(__m256 v, const int rounding) { return tropic_rounded_sums(v, rounding); }
 AVX2_INLINE __m256 vgt_f32(__m256 a, __m256 b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
 AVX2_INLINE __m256 vge_f32(__m256 a, __m256 b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
 /* max(a, b) / min(a, b) return b on ties (+0 vs -0) and when either is NaN: exactly "a if strictly
@@ -557,24 +583,11 @@ EXPORT int SUF(tropic_conv_taps)(const T *P, int64_t n, int64_t Hp, int64_t Wp, 
 {
     if (OC < 1 || OC > 4 || wstride < T_count || cstride < H * W || tap_weight == NULL)
         return BAD_ARGUMENT;
-    if (rounding != 0 && (rounding < 0 || rounding > 2 || sizeof(T) != sizeof(float)))
-        return BAD_ARGUMENT;
-    if (rounding != 0 && !use_f16c)
-        return UNSUPPORTED;
-    if (n < 0 || H < 0 || W < 0 || T_count < 0 || Hp < H || Wp < W || pstride < Hp * Wp || ostride < H * W)
-        return BAD_ARGUMENT;
-    if (n == 0 || H == 0 || W == 0)
-        return 0;
-    int64_t *off = scratch_alloc(sizeof(int64_t) * (size_t)(T_count > 0 ? T_count : 1));
+    int status;
+    int64_t *off =
+        tap_offsets(n, Hp, Wp, pstride, H, W, ostride, tap_row, tap_col, T_count, rounding, sizeof(T), &status);
     if (off == NULL)
-        return NO_MEMORY;
-    for (int64_t t = 0; t < T_count; t++) {
-        if (tap_row[t] < 0 || tap_row[t] > Hp - H || tap_col[t] < 0 || tap_col[t] > Wp - W) {
-            free(off);
-            return BAD_ARGUMENT;
-        }
-        off[t] = tap_row[t] * Wp + tap_col[t];
-    }
+        return status;
     const int64_t rows = n * H;
     const int team = team_size(threads, rows * W * OC * (T_count > 0 ? T_count : 1), rows);
     const int avx2 = use_avx2;
@@ -607,24 +620,11 @@ static int SUF(taps_strided)(const T *P, int64_t n, int64_t Hp, int64_t Wp, int6
                              const int32_t *tap_index, int64_t T_count, int maximise, int rounding, T *out,
                              int32_t *idx, int threads)
 {
-    if (rounding != 0 && (rounding < 0 || rounding > 2 || sizeof(T) != sizeof(float)))
-        return BAD_ARGUMENT;
-    if (rounding != 0 && !use_f16c)
-        return UNSUPPORTED;
-    if (n < 0 || H < 0 || W < 0 || T_count < 0 || Hp < H || Wp < W || pstride < Hp * Wp || ostride < H * W)
-        return BAD_ARGUMENT;
-    if (n == 0 || H == 0 || W == 0)
-        return 0;
-    int64_t *off = scratch_alloc(sizeof(int64_t) * (size_t)(T_count > 0 ? T_count : 1));
+    int status;
+    int64_t *off =
+        tap_offsets(n, Hp, Wp, pstride, H, W, ostride, tap_row, tap_col, T_count, rounding, sizeof(T), &status);
     if (off == NULL)
-        return NO_MEMORY;
-    for (int64_t t = 0; t < T_count; t++) { /* every read must stay inside its own padded image */
-        if (tap_row[t] < 0 || tap_row[t] > Hp - H || tap_col[t] < 0 || tap_col[t] > Wp - W) {
-            free(off);
-            return BAD_ARGUMENT;
-        }
-        off[t] = tap_row[t] * Wp + tap_col[t];
-    }
+        return status;
     const int64_t rows = n * H;
     const int team = team_size(threads, rows * W * (T_count > 0 ? T_count : 1), rows);
     const int avx2 = use_avx2;
