@@ -22,6 +22,7 @@ from .common import (
     require_broadcast_fits,
     require_compiled,
     require_torch,
+    same_run_ratio,
     size,
     torch_layer_step,
     torch_naive_maxplus,
@@ -88,6 +89,22 @@ class MaxplusMatmul(Benchmark):
 
     def peakmem_maxplus_matmul(self, shape, implementation):
         self.run()
+
+
+class MaxplusMatmulRatio(Benchmark):
+    """Same-run ratio tropic time / baseline time of ``MaxplusMatmul``'s products (``same_run_ratio``)."""
+
+    params = (SHAPES, ("numpy_broadcast", "numpy_loop", "torch_broadcast"))
+    param_names = ("MxKxN", "baseline")
+    unit = "ratio"
+
+    def setup(self, shape, baseline):
+        m, k, n = _parse(shape)
+        a, b = random_array(m, k, seed=1), random_array(k, n, seed=2)
+        self.ratio = same_run_ratio(product("tropic", a, b), product(baseline, a, b))
+
+    def track_tropic_over_baseline(self, shape, baseline):
+        return self.ratio
 
 
 class MaxplusMatmulMemory(Benchmark):

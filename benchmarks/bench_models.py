@@ -47,8 +47,8 @@ class ModelStepRatios(Benchmark):
 
         self.seconds = {i: measure(training_step(model, i, quick=SMOKE), 5)[0] for i in IMPLEMENTATIONS}
 
-    def track_paper_over_tropic(self, model):
-        return self.seconds["paper"] / self.seconds["tropic"]
+    def track_tropic_over_paper(self, model):
+        return self.seconds["tropic"] / self.seconds["paper"]
 
     def track_tropic_over_linear(self, model):
         return self.seconds["tropic"] / self.seconds["linear"]

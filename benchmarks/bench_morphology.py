@@ -16,12 +16,35 @@ from .common import (
     optional_import,
     random_array,
     require_ndimage,
+    same_run_ratio,
     scipy_batched_grey_dilation,
     size,
     tropic_or_baseline,
 )
 
 optional_import("scipy.ndimage")  # imported once, before asv forks the benchmark processes
+
+
+def non_flat(implementation: str):
+    """5x5 non-flat element on a (8, 16, 64, 64) batch; SciPy loops over the 128 images."""
+    images = random_array(*size((8, 16, 64, 64), (1, 2, 16, 16)), seed=1)
+    structure = random_array(5, 5, seed=2)
+    return tropic_or_baseline(
+        implementation,
+        lambda: tropic.dilation(images, structure, mode="reflect"),
+        lambda: partial(scipy_batched_grey_dilation, images, structure, require_ndimage()),
+    )
+
+
+def flat(implementation: str):
+    """Flat 15x15 footprint on a 1024x1024 image; SciPy's ``maximum_filter`` (separable)."""
+    side = size(1024, 32)
+    image, footprint = random_array(side, side, seed=1), np.ones((15, 15), dtype=bool)
+    return tropic_or_baseline(
+        implementation,
+        lambda: tropic.dilation(image, footprint=footprint, mode="reflect"),
+        lambda: partial(require_ndimage().maximum_filter, image, footprint=footprint),
+    )
 
 
 class NonFlatDilation(Benchmark):
@@ -34,13 +57,7 @@ class NonFlatDilation(Benchmark):
     param_names = ("implementation",)
 
     def setup(self, implementation):
-        images = random_array(*size((8, 16, 64, 64), (1, 2, 16, 16)), seed=1)
-        structure = random_array(5, 5, seed=2)
-        self.run = tropic_or_baseline(
-            implementation,
-            lambda: tropic.dilation(images, structure, mode="reflect"),
-            lambda: partial(scipy_batched_grey_dilation, images, structure, require_ndimage()),
-        )
+        self.run = non_flat(implementation)
 
     def time_dilation(self, implementation):
         self.run()
@@ -56,16 +73,25 @@ class FlatDilation(Benchmark):
     param_names = ("implementation",)
 
     def setup(self, implementation):
-        side = size(1024, 32)
-        image, footprint = random_array(side, side, seed=1), np.ones((15, 15), dtype=bool)
-        self.run = tropic_or_baseline(
-            implementation,
-            lambda: tropic.dilation(image, footprint=footprint, mode="reflect"),
-            lambda: partial(require_ndimage().maximum_filter, image, footprint=footprint),
-        )
+        self.run = flat(implementation)
 
     def time_dilation(self, implementation):
         self.run()
 
     def peakmem_dilation(self, implementation):
         self.run()
+
+
+class DilationRatio(Benchmark):
+    """Same-run ratio tropic time / SciPy time of both dilations above (``common.same_run_ratio``)."""
+
+    params = (("non-flat 5x5", "flat 15x15"),)
+    param_names = ("case",)
+    unit = "ratio"
+
+    def setup(self, case):
+        make = non_flat if case.startswith("non-flat") else flat
+        self.ratio = same_run_ratio(make("tropic"), make("scipy"))
+
+    def track_tropic_over_scipy(self, case):
+        return self.ratio

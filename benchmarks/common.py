@@ -50,6 +50,7 @@ __all__ = [
     "require_compiled",
     "require_ndimage",
     "require_torch",
+    "same_run_ratio",
     "scipy_batched_grey_dilation",
     "size",
     "torch_layer_step",
@@ -84,6 +85,16 @@ def compare_layer_steps(module: str, implementations, layer_step, repeat: int) -
 def size(full, smoke):
     """``full``, or ``smoke`` when the suite runs as a smoke test (``TROPIC_BENCH_SMOKE=1``)."""
     return smoke if SMOKE else full
+
+
+def same_run_ratio(tropic_run, baseline_run, repeat: int = 5) -> float:
+    """tropic's median time over the baseline's (``measure``: medians of ``repeat`` after a warm-up),
+    one after the other in this process: tracked beside the times, because a same-run ratio reads the
+    same across machines where absolute times do not. Below 1: tropic is faster; lower is better, as
+    for a time, so that ``asv compare`` calls a smaller ratio an improvement."""
+    from tropic.apps.bench import measure
+
+    return measure(tropic_run, repeat)[0] / measure(baseline_run, repeat)[0]
 
 
 def random_array(*shape: int, seed: int = 0) -> np.ndarray:
