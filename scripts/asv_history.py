@@ -70,21 +70,23 @@ def asv(*args: str, config: Path | None = None) -> int:
 
 def ensure_machine() -> None:
     """Register ``MACHINE`` in ``~/.asv-machine.json`` (asv's per-user machine file) with this host's
-    description, so that the results land under the stable name whoever records them."""
+    description, so that the results land under the stable name whoever records them. Written
+    directly: ``asv machine --yes`` keeps only the values that it could not detect itself."""
     path = Path.home() / ".asv-machine.json"
-    if path.exists() and MACHINE in json.loads(path.read_text()):
+    machines = json.loads(path.read_text()) if path.exists() else {"version": 1}
+    if MACHINE in machines:
         return
     cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in _cpuinfo() if line.startswith("flags")), [])
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else ""
     ram = ""
     if Path("/proc/meminfo").exists():
-        ram = Path("/proc/meminfo").read_text().split()[1] + " kB"
-    description = {
-        "--arch": platform.machine(), "--cpu": cpu, "--num_cpu": str(os.cpu_count() or ""),
-        "--os": f"{platform.system()} {platform.release()}", "--ram": ram,
+        ram = Path("/proc/meminfo").read_text().split()[1]  # kB, as asv writes it
+    machines[MACHINE] = {
+        "machine": MACHINE, "arch": platform.machine(), "cpu": f"{cpu} ({isa})" if isa else cpu,
+        "num_cpu": str(os.cpu_count() or ""), "os": f"{platform.system()} {platform.release()}", "ram": ram,
     }
-    options = [item for option, value in description.items() if value for item in (option, value)]
-    if asv("machine", "--yes", "--machine", MACHINE, *options) != 0:
-        raise SystemExit("asv machine failed")
+    path.write_text(json.dumps(machines, indent=4))
 
 
 def _cpuinfo() -> list[str]:

@@ -116,9 +116,9 @@ def test_history_model_steps_train_both_networks(case):
 
     for implementation in bench_history.IMPLEMENTATIONS:
         step = bench_history.make(case, implementation)
-        first = float(step())
+        first = float(step().detach())
         for _ in range(5):
-            last = float(step())
+            last = float(step().detach())
         assert math.isfinite(first) and last < first, (implementation, first, last)
 
 
@@ -128,3 +128,19 @@ def test_median_seconds_is_a_per_call_time():
     calls = []
     seconds = bench_history.median_seconds(lambda: calls.append(1), samples=3, sample_time=1e-4)
     assert seconds > 0 and len(calls) >= 4  # a warm-up call and three samples of at least one call
+
+
+def test_the_machine_is_registered_once_under_its_stable_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".asv-machine.json").write_text(json.dumps({"version": 1, "other": {"machine": "other"}}))
+    history.ensure_machine()
+    machines = json.loads((tmp_path / ".asv-machine.json").read_text())
+    entry = machines[history.MACHINE]
+    assert machines["other"] == {"machine": "other"} and machines["version"] == 1
+    assert entry["machine"] == history.MACHINE and entry["num_cpu"].isdigit() and entry["arch"]
+    entry["cpu"] = "kept"
+    (tmp_path / ".asv-machine.json").write_text(json.dumps(machines))
+    history.ensure_machine()  # an existing entry is left as it is
+    assert json.loads((tmp_path / ".asv-machine.json").read_text())[history.MACHINE]["cpu"] == "kept"
+    stored = json.loads((ROOT / "benchmarks" / "results" / history.MACHINE / "machine.json").read_text())
+    assert stored["machine"] == history.MACHINE and stored["cpu"]  # the stored history says what ran it
