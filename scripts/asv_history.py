@@ -76,8 +76,9 @@ def ensure_machine() -> None:
     machines = json.loads(path.read_text()) if path.exists() else {"version": 1}
     if MACHINE in machines:
         return
-    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "")
-    flags = next((line.split(":", 1)[1].split() for line in _cpuinfo() if line.startswith("flags")), [])
+    cpuinfo = _cpuinfo()
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
     isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else ""
     ram = ""
     if Path("/proc/meminfo").exists():
