@@ -802,7 +802,12 @@ def _strict_structure():
 
 IMAGE = np.zeros((4, 5))
 BAD_CALLS = {
-    "integer image": (lambda: tropic.dilation(np.zeros((4, 5), int), size=3), TypeError, "image"),
+    "complex image": (lambda: tropic.dilation(np.zeros((4, 5), complex), size=3), TypeError, "image"),
+    "huge int64 image": (
+        lambda: tropic.dilation(np.full((4, 5), 2**60, np.int64), size=3),
+        ValueError,
+        "image.*2\\*\\*53",
+    ),
     "1-D image": (lambda: tropic.erosion(np.zeros(5), size=3), ValueError, "image"),
     "integer structure": (lambda: tropic.dilation(IMAGE, np.zeros((3, 3), int)), TypeError, "structure"),
     "1-D structure": (lambda: tropic.dilation(IMAGE, np.zeros(3)), ValueError, "structure"),

@@ -223,6 +223,7 @@ def test_torch_ops_check_their_arguments_in_a_subprocess():
         import numpy as np, torch, tropic
         ops = torch.ops.tropic   # defined by `import tropic` once torch is imported
         f, i8 = torch.zeros, torch.int8
+        A, N = [-2, -1], ["neutral"] * 2  # the morphology's axes and modes
         probes = [
             (lambda: ops.matmul(f(1, 10**7), f(1, 16), None, True), ValueError, "contracted dimension"),
             (lambda: ops.matmul(f(64, 100000), f(1, 16), None, True), ValueError, "contracted dimension"),
@@ -237,19 +238,19 @@ def test_torch_ops_check_their_arguments_in_a_subprocess():
                                          [True, True, False], True), ValueError, "indices must hold winners"),
             (lambda: ops.matmul_backward(f(4, 4), f(4, 4), [4, 3], [3, 4], None, [True, True, False], True),
              TypeError, "integer dtype"),
-            (lambda: ops.morphology(f(4, 4), None, [True] * 9, [3, 3, 1, 1], True, "bogus", 0.0),
+            (lambda: ops.morphology(f(4, 4), None, [True] * 9, [3, 3, 1, 1], A, True, ["bogus"] * 2, 0.0),
              ValueError, "mode must be one of"),
-            (lambda: ops.morphology(f(4, 4), f(2, 2), [True] * 9, [3, 3, 1, 1], True, "neutral", 0.0),
+            (lambda: ops.morphology(f(4, 4), f(2, 2), [True] * 9, [3, 3, 1, 1], A, True, N, 0.0),
              ValueError, "structure must have shape"),
-            (lambda: ops.morphology(f(4, 4), None, [True] * 4, [3, 3, 1, 1], True, "neutral", 0.0),
+            (lambda: ops.morphology(f(4, 4), None, [True] * 4, [3, 3, 1, 1], A, True, N, 0.0),
              ValueError, "support must have"),
-            (lambda: ops.morphology(f(4, 4), None, [True] * 9, [3, 3, 5, 1], True, "neutral", 0.0),
+            (lambda: ops.morphology(f(4, 4), None, [True] * 9, [3, 3, 5, 1], A, True, N, 0.0),
              ValueError, "centre"),
             (lambda: ops.morphology_backward(f(4, 4), torch.full((4, 4), 50, dtype=i8), [4, 4], None,
-                                             [True, False], [True] * 9, [3, 3, 1, 1], True, "neutral", 0.0),
+                                             [True, False], [True] * 9, [3, 3, 1, 1], A, True, N, 0.0),
              ValueError, "winners"),
             (lambda: ops.morphology_backward(f(4, 4), f(4, 4, dtype=i8), [4, 5], None, [True, False],
-                                             [True] * 9, [3, 3, 1, 1], True, "neutral", 0.0),
+                                             [True] * 9, [3, 3, 1, 1], A, True, N, 0.0),
              ValueError, "output shape"),
             (lambda: ops.conv2d(f(1, 1, 4), f(1, 1, 2, 2), [1, 1], [0, 0], 1, True), ValueError,
              "4 dimensions"),

@@ -689,7 +689,7 @@ def op_cases(rng, dtype):
     cases += [("matmul_backward", (dyadic(rng, k.shape, dtype), k, [1, 5, 7], [3, 7, 4], None, needs, True))]
     borders = [(True, "neutral", -np.inf), (False, "reflect", 0.0), (False, "constant", 1.1)]
     for maximise, mode, fill in borders:
-        params = ([True, False, True, True, False, True], [3, 2, 1, 1], maximise, mode, fill)
+        params = ([True, False, True, True, False, True], [3, 2, 1, 1], [-2, -1], maximise, [mode] * 2, fill)
         cases += [("morphology", (image, structure, *params)), ("morphology", (image, None, *params))]
         _, k = ops.morphology(image, structure, *params)
         g = dyadic(rng, k.shape, dtype)

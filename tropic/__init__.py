@@ -7,6 +7,7 @@ tensors of the caller's library. Conventions are in ``tropic.core``; each operat
 in ``tropic.core.spec``'s table, from which the engines are generated.
 """
 
+from . import ndimage  # SciPy's grey-morphology names and defaults (tropic.ndimage.grey_dilation, ...)
 from .core.config import get_num_threads, set_num_threads
 from .core.conv import conv2d_vjp, maxplus_conv2d, minplus_conv2d
 from .core.engines import define_torch_ops_with_torch as _define_torch_ops_with_torch
@@ -21,6 +22,7 @@ from .core.morphology import (
     erosion,
     erosion_vjp,
     morphological_gradient,
+    morphological_laplace,
     opening,
     white_tophat,
 )
@@ -54,6 +56,8 @@ __all__ = [
     "minplus_conv2d",
     "minplus_matmul",
     "morphological_gradient",
+    "morphological_laplace",
+    "ndimage",
     "opening",
     "set_num_threads",
     "white_tophat",

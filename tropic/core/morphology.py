@@ -1,27 +1,35 @@
-"""Grey-level morphology on the last two axes, with SciPy's conventions (``scipy.ndimage``).
+"""Grey-level morphology in any number of dimensions, with SciPy's conventions (``scipy.ndimage``).
 
-For an image ``f`` and a structuring element ``s`` of shape ``(kh, kw)`` centred at
-``(kh // 2, kw // 2)``, with offsets ``y = (u - kh // 2, v - kw // 2)``:
+For an image ``f``, a structuring element ``s`` of shape ``(k_1, ..., k_n)`` over ``n`` spatial
+``axes`` (default: the last two) and its origin at tap ``c = (k_1 // 2 + origin_1, ...)``, with
+offsets ``y = u - c`` for the taps ``u``:
 
 * dilation ``(f ⊕ s)(x) = max_y f(x - y) + s(y)``
 * erosion  ``(f ⊖ s)(x) = min_y f(x + y) - s(y)``
 
 A flat structuring element is a boolean ``footprint`` (``s = 0`` on it, not a candidate off it) or
-a ``size``. The border ``mode`` says what ``f`` is outside the image: ``"neutral"`` (default) is the
-operation's tropical zero (``-inf`` for dilation, ``+inf`` for erosion), under which the lattice
-identities hold at the border too; ``"reflect"``, ``"mirror"``, ``"nearest"``, ``"wrap"`` and
-``"constant"`` (with ``cval``) are SciPy's modes and give SciPy's results bitwise (but for the sign of
-a zero on ``0.0`` / ``-0.0`` ties, where tropic keeps the lowest-index winner's).
-Leading axes are batch axes. Opening, closing, the morphological gradient and the top-hats are
-compositions of dilation and erosion, exactly as in SciPy.
+a ``size``. The border ``mode`` (one for all axes or one per axis) says what ``f`` is outside the
+image: ``"neutral"`` (default) is the operation's tropical zero (``-inf`` for dilation, ``+inf`` for
+erosion), under which the lattice identities hold at the border too; ``"reflect"``, ``"mirror"``,
+``"nearest"``, ``"wrap"`` and ``"constant"`` (with ``cval``) are SciPy's modes and give SciPy's
+results bitwise (but for the sign of a zero on ``0.0`` / ``-0.0`` ties, where tropic keeps the
+lowest-index winner's, and for NaN, which propagates in tropic). The axes not filtered are batch
+axes. Opening, closing, the morphological gradient and Laplacian and the top-hats are compositions
+of dilation and erosion, exactly as in SciPy. Integer and boolean images are filtered exactly (see
+:func:`dilation`).
 
-The winner of an output (``return_indices=True``) is the flat index ``u * kw + v`` into the
-structuring element, lowest on ties; :func:`dilation_vjp` / :func:`erosion_vjp` consume it.
+The winner of an output (``return_indices=True``) is the flat (row-major) index into the structuring
+element, lowest on ties; :func:`dilation_vjp` / :func:`erosion_vjp` consume it.
+
+The kernels filter two axes at a time: one axis is filtered as a row of height 1, and ``n > 2``
+axes as the taps of the first axis, each a 2-D morphology of the image shifted along it (through
+the border mode), combined with the same tie and NaN rule as one pass over all the taps.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -30,12 +38,10 @@ import numpy as np
 
 from ._array_api import Array, array_namespace, device, gather_or_fill, index_dtype, scatter_add
 from .checks import (
-    pair,
     positive_int,
     real_number,
     require_floating,
     require_integer,
-    require_ndim,
     require_no_rounding,
     require_same_device,
     require_winners,
@@ -127,67 +133,82 @@ def axis_window(n: int, k: int, reflected: bool, mode: str, centre: int | None =
     )
 
 
-def flat_axis_window(n: int, k: int, reflected: bool, mode: str) -> tuple[AxisWindow, np.ndarray | None]:
-    """The window of a flat element of length ``k`` (a ``size=``), cut down to the taps that decide
-    an output, with the original tap each kept one stands for (None when all are kept).
+def flat_axis_window(
+    n: int, k: int, reflected: bool, mode: str, centre: int | None = None
+) -> tuple[AxisWindow, np.ndarray | None]:
+    """The window of a flat element of length ``k`` (a ``size=``) with its origin at tap ``centre``
+    (default ``k // 2``), cut down to the taps that decide an output, with the original tap each
+    kept one stands for (None when all are kept).
 
     Work and memory then grow with the image, not with ``size``: an element much longer than the
     axis has runs of taps that read the same source for every output, and only the lowest of each
     run can win a tie. Beyond ``n`` on either side of the centre every tap reads the border (the
     fill, or the edge for ``"nearest"``): the taps within ``n`` of the centre and one more on each
     side are kept, the first of them standing for tap 0 (the lowest of its run). The periodic modes
-    repeat every ``P`` taps (``P`` = ``2n``, ``2n - 2`` or ``n``): ``P`` consecutive taps around the
-    centre, starting at a multiple of ``P``, are kept, the ``j``-th standing for tap ``j``. The values
-    and winners are those of the whole window, bitwise.
+    repeat every ``P`` taps (``P`` = ``2n``, ``2n - 2`` or ``n``): ``P`` consecutive taps, the
+    ``j``-th standing for tap ``j``, with the origin moved by a multiple of ``P``. The values and
+    winners are those of the whole window, bitwise.
     """
+    centre = k // 2 if centre is None else centre
     if k <= 4 * n + 4:
-        return axis_window(n, k, reflected, mode), None
-    first, count, period = _cut(n, k, mode)
+        return axis_window(n, k, reflected, mode, centre), None
+    first, count, period = _cut(n, k, mode, centre)
     taps = np.arange(count) if period else np.arange(first, first + count)
     taps[0] = 0
-    return axis_window(n, count, reflected, mode, centre=k // 2 - first), taps
+    return axis_window(n, count, reflected, mode, centre=centre - first), taps
 
 
-def _cut(n: int, k: int, mode: str) -> tuple[int, int, int]:
+def _cut(n: int, k: int, mode: str, centre: int) -> tuple[int, int, int]:
     """``(first, count, period)`` of the taps :func:`flat_axis_window` keeps (``period`` 0: not a
-    periodic mode) of an element of length ``k > 4n + 4``."""
-    centre = k // 2
+    periodic mode) of an element of length ``k > 4n + 4`` with its origin at tap ``centre``."""
     if n == 0:  # no output to decide
         return 0, 1, 0
     rule = _MODES[mode]
     if rule in ("reflect", "mirror", "wrap"):
         period = {"reflect": 2 * n, "mirror": max(2 * n - 2, 1), "wrap": n}[rule]
-        return centre - centre % period, period, period  # k > 4n + 4: first + period <= k
-    return centre - n, 2 * n + 1, 0
+        return centre - centre % period, period, period
+    first = max(centre - n, 0)
+    return first, min(centre + n, k - 1) - first + 1, 0
 
 
-def _kept_tap(xp: ModuleType, u: Array, n: int, k: int, mode: str) -> Array:
+def _kept_tap(xp: ModuleType, u: Array, n: int, k: int, mode: str, centre: int) -> Array:
     """The tap of :func:`flat_axis_window`'s window that reads what original tap ``u`` reads."""
-    first, count, period = _cut(n, k, mode)
+    first, count, period = _cut(n, k, mode, centre)
     if period:
         return u % period
     return xp.clip(u - first, 0, count - 1)
 
 
-def _original_winners(
-    xp: ModuleType, winners: Array, maps: tuple, kernel_shape: tuple, shape: tuple
-) -> Array:
-    """Winners over a cut-down flat window (``kernel_shape``) as flat indices of the whole element
+def _unravel(t: Array, shape: tuple[int, ...]) -> list[Array]:
+    """The per-axis taps of flat (row-major) indices ``t`` into an element of ``shape``."""
+    taps = []
+    for d in range(len(shape)):
+        stride = math.prod(shape[d + 1 :])
+        taps.append((t // stride) % shape[d])
+    return taps
+
+
+def _ravel(taps: list[Array], shape: tuple[int, ...]) -> Array:
+    flat = taps[0]
+    for tap, k in zip(taps[1:], shape[1:], strict=True):
+        flat = flat * k + tap
+    return flat
+
+
+def _original_winners(xp: ModuleType, winners: Array, maps: tuple, kept_shape: tuple, shape: tuple) -> Array:
+    """Winners over a cut-down flat window (``kept_shape``) as flat indices of the whole element
     (``shape``), through the per-axis tap ``maps`` (None: the axis was not cut); ``-1`` stays."""
-    mw, (kh, kw) = kernel_shape[1], shape
     dev = device(winners)
     t = xp.astype(winners, xp.int64)
     none = t < 0
     t = xp.where(none, xp.zeros_like(t), t)
-    u, v = t // mw, t % mw
-    if maps[0] is not None:
-        u = xp.take(xp.asarray(maps[0], device=dev), xp.reshape(u, (-1,)))
-        u = xp.reshape(u, tuple(winners.shape))
-    if maps[1] is not None:
-        v = xp.take(xp.asarray(maps[1], device=dev), xp.reshape(v, (-1,)))
-        v = xp.reshape(v, tuple(winners.shape))
-    original = xp.where(none, xp.full_like(t, -1), u * kw + v)
-    return xp.astype(original, index_dtype(xp, kh * kw))
+    taps = _unravel(t, kept_shape)
+    for d, tap_map in enumerate(maps):
+        if tap_map is not None:
+            mapped = xp.take(xp.asarray(tap_map, device=dev), xp.reshape(taps[d], (-1,)))
+            taps[d] = xp.reshape(mapped, tuple(winners.shape))
+    original = xp.where(none, xp.full_like(t, -1), _ravel(taps, shape))
+    return xp.astype(original, index_dtype(xp, math.prod(shape)))
 
 
 def dilation(
@@ -195,37 +216,58 @@ def dilation(
     structure: Array | None = None,
     *,
     footprint: Any = None,
-    size: int | tuple[int, int] | None = None,
-    mode: str = "neutral",
+    size: int | tuple[int, ...] | None = None,
+    mode: str | tuple[str, ...] = "neutral",
     cval: float = 0.0,
+    origin: int | tuple[int, ...] = 0,
+    axes: int | tuple[int, ...] | None = None,
+    output: Any = None,
     return_indices: bool = False,
 ):
-    """Grey-level dilation on the last two axes: ``(f ⊕ s)(x) = max_y f(x - y) + s(y)``.
+    """Grey-level dilation: ``(f ⊕ s)(x) = max_y f(x - y) + s(y)`` over the ``axes`` of ``image``.
 
     Parameters
     ----------
-    image : array or tensor, shape (..., H, W)
-        Real floating point. Leading axes are batch axes. NumPy, CuPy and other array-API arrays,
-        ``tropic.autodiff`` tensors and torch tensors (the last two differentiable).
-    structure : array, shape (kh, kw) or (C, kh, kw), optional
+    image : array or tensor
+        Real floating point, integer or boolean. The axes not in ``axes`` are batch axes. NumPy,
+        CuPy and other array-API arrays, ``tropic.autodiff`` tensors and torch tensors (the last two
+        differentiable). Integer and boolean images are filtered exactly, in float64, with ``cval``
+        cast to the image's dtype first: a flat element returns the image's dtype (``±inf``, where
+        no candidate exists in ``mode="neutral"``, become the dtype's lowest / highest value), a
+        non-flat one the smallest floating dtype that holds every image value and the structure's
+        dtype (``uint8`` with ``float32``: ``float32``; ``int32``: ``float64``). 64-bit integers
+        beyond ±2**53 raise ``ValueError`` (no float holds them exactly).
+    structure : array, shape (k_1, ..., k_n) or (C, k_1, ..., k_n), optional
         Non-flat structuring element (additive offsets), same library and device as ``image``;
-        ``-inf`` entries are the tropical zero (never win). A 3-D structure holds one element per
-        channel: channel ``c`` of ``image`` (axis -3, of length ``C``) is filtered by ``structure[c]``
-        (depthwise morphology).
-    footprint : boolean array-like, shape (kh, kw), optional
+        ``-inf`` entries are the tropical zero (never win). With one more axis it holds one element
+        per channel: channel ``c`` of ``image`` (the last axis before the filtered ones, of length
+        ``C``) is filtered by ``structure[c]`` (depthwise morphology).
+    footprint : boolean array-like, shape (k_1, ..., k_n), optional
         Flat structuring element; with ``structure`` it selects which entries take part.
-    size : int or (int, int), optional
+    size : int or tuple of ints, optional
         Flat rectangular structuring element of this size (alone, without the other two).
-    mode : {"neutral", "reflect", "mirror", "nearest", "wrap", "constant"}
-        Border handling; "neutral" (default) pads with ``-inf``. SciPy's ``grid-*`` aliases work.
+    mode : str or sequence of str
+        Border handling, one for all axes or one per axis: ``"neutral"`` (default) pads with the
+        tropical zero (``-inf`` here), or SciPy's ``"reflect"``, ``"mirror"``, ``"nearest"``,
+        ``"wrap"``, ``"constant"`` (and the ``grid-*`` aliases). ``"neutral"`` and ``"constant"``
+        cannot be mixed across axes (one fill value).
     cval : float
         Image value outside the border for ``mode="constant"``.
+    origin : int or sequence of ints
+        Position of the element's origin relative to its centre, per axis (SciPy's ``origin``): the
+        origin is tap ``k // 2 + origin``, which must lie in the element.
+    axes : int or sequence of ints, optional
+        The axes filtered, in the order of the element's axes; default the last two. 1-D signals:
+        ``axes=-1``; volumes: ``axes=(-3, -2, -1)``.
+    output : array or dtype, optional
+        Where to write the result (an array of the result's shape, which may be ``image`` itself),
+        or the dtype of the result. Arrays of NumPy, CuPy and torch (not differentiable).
     return_indices : bool
         Also return the winner: flat index into the structuring element, ``-1`` if none.
 
     Returns
     -------
-    out : array, shape of ``image``
+    out : array, shape of ``image`` (``output`` when given)
     indices : array (only if ``return_indices``)
 
     Examples
@@ -233,8 +275,12 @@ def dilation(
     >>> import numpy as np, tropic
     >>> tropic.dilation(np.array([[0.0, 0.0, 3.0, 0.0]]), size=(1, 3))
     array([[0., 3., 3., 3.]])
+    >>> tropic.dilation(np.array([0, 5, 0, 0], dtype=np.uint8), size=3, axes=-1, origin=1)
+    array([5, 5, 0, 0], dtype=uint8)
     """
-    return _morphology(MAX_PLUS, image, structure, footprint, size, mode, cval, return_indices)
+    return _morphology(
+        MAX_PLUS, image, structure, footprint, size, mode, cval, origin, axes, output, return_indices
+    )
 
 
 def erosion(
@@ -242,12 +288,15 @@ def erosion(
     structure: Array | None = None,
     *,
     footprint: Any = None,
-    size: int | tuple[int, int] | None = None,
-    mode: str = "neutral",
+    size: int | tuple[int, ...] | None = None,
+    mode: str | tuple[str, ...] = "neutral",
     cval: float = 0.0,
+    origin: int | tuple[int, ...] = 0,
+    axes: int | tuple[int, ...] | None = None,
+    output: Any = None,
     return_indices: bool = False,
 ):
-    """Grey-level erosion on the last two axes: ``(f ⊖ s)(x) = min_y f(x + y) - s(y)``.
+    """Grey-level erosion: ``(f ⊖ s)(x) = min_y f(x + y) - s(y)`` over the ``axes`` of ``image``.
 
     Parameters and returns as in :func:`dilation`; "neutral" pads with ``+inf``.
 
@@ -256,79 +305,359 @@ def erosion(
     >>> import numpy as np, tropic
     >>> tropic.erosion(np.array([[1.0, 2.0, 0.0, 4.0]]), size=(1, 3))
     array([[1., 0., 0., 0.]])
+    >>> volume = np.zeros((4, 4, 4)); volume[1, 1, 1] = -1.0
+    >>> int((tropic.erosion(volume, size=2, axes=(0, 1, 2)) == -1.0).sum())  # a 2x2x2 cube
+    8
     """
-    return _morphology(MIN_PLUS, image, structure, footprint, size, mode, cval, return_indices)
+    return _morphology(
+        MIN_PLUS, image, structure, footprint, size, mode, cval, origin, axes, output, return_indices
+    )
 
 
 def opening(image: Array, structure: Array | None = None, **kwargs: Any) -> Array:
     """Opening ``(f ⊖ s) ⊕ s``: anti-extensive, increasing, idempotent. Arguments as :func:`dilation`."""
-    _no_indices("opening", kwargs)
-    return dilation(erosion(image, structure, **kwargs), structure, **kwargs)
+    kwargs, output = _composition("opening", kwargs)
+    return _deliver(dilation(erosion(image, structure, **kwargs), structure, **kwargs), output)
 
 
 def closing(image: Array, structure: Array | None = None, **kwargs: Any) -> Array:
     """Closing ``(f ⊕ s) ⊖ s``: extensive, increasing, idempotent. Arguments as :func:`dilation`."""
-    _no_indices("closing", kwargs)
-    return erosion(dilation(image, structure, **kwargs), structure, **kwargs)
+    kwargs, output = _composition("closing", kwargs)
+    return _deliver(erosion(dilation(image, structure, **kwargs), structure, **kwargs), output)
 
 
 def morphological_gradient(image: Array, structure: Array | None = None, **kwargs: Any) -> Array:
     """Morphological gradient ``(f ⊕ s) - (f ⊖ s)``. Arguments as :func:`dilation`."""
-    _no_indices("morphological_gradient", kwargs)
-    return dilation(image, structure, **kwargs) - erosion(image, structure, **kwargs)
+    kwargs, output = _composition("morphological_gradient", kwargs)
+    return _deliver(dilation(image, structure, **kwargs) - erosion(image, structure, **kwargs), output)
+
+
+def morphological_laplace(image: Array, structure: Array | None = None, **kwargs: Any) -> Array:
+    """Morphological Laplacian ``((f ⊕ s) + (f ⊖ s) - f) - f`` (in this order, as SciPy): the
+    difference of the external and internal gradients. Arguments as :func:`dilation`.
+
+    Examples
+    --------
+    >>> import numpy as np, tropic
+    >>> tropic.morphological_laplace(np.array([0.0, 0.0, 4.0, 0.0, 0.0]), size=3, axes=-1, mode="reflect")
+    array([ 0.,  4., -4.,  4.,  0.])
+    """
+    kwargs, output = _composition("morphological_laplace", kwargs)
+    dilated, eroded = dilation(image, structure, **kwargs), erosion(image, structure, **kwargs)
+    return _deliver(dilated + eroded - image - image, output)
 
 
 def white_tophat(image: Array, structure: Array | None = None, **kwargs: Any) -> Array:
-    """White top-hat ``f - opening(f)``. Arguments as :func:`dilation`."""
-    _no_indices("white_tophat", kwargs)
-    return image - opening(image, structure, **kwargs)
+    """White top-hat ``f - opening(f)`` (``f xor opening(f)`` for a boolean image, as SciPy).
+    Arguments as :func:`dilation`."""
+    kwargs, output = _composition("white_tophat", kwargs)
+    opened = opening(image, structure, **kwargs)
+    return _deliver(_difference(image, opened), output)
 
 
 def black_tophat(image: Array, structure: Array | None = None, **kwargs: Any) -> Array:
-    """Black top-hat ``closing(f) - f``. Arguments as :func:`dilation`."""
-    _no_indices("black_tophat", kwargs)
-    return closing(image, structure, **kwargs) - image
+    """Black top-hat ``closing(f) - f`` (``closing(f) xor f`` for a boolean image, as SciPy).
+    Arguments as :func:`dilation`."""
+    kwargs, output = _composition("black_tophat", kwargs)
+    closed = closing(image, structure, **kwargs)
+    return _deliver(_difference(closed, image), output)
 
 
-def _no_indices(name: str, kwargs: dict) -> None:
-    """The compositions have two winners per output (one per primitive), so no single index."""
+def _composition(name: str, kwargs: dict) -> tuple[dict, Any]:
+    """The arguments a composition passes to its primitives, and its own ``output``. The
+    compositions have two winners per output (one per primitive), so no single index."""
     if kwargs.get("return_indices"):
         raise TypeError(
             f"{name} does not take return_indices: it composes dilation and erosion, each with winners "
             "of its own; call tropic.dilation / tropic.erosion with return_indices=True"
         )
+    kwargs = dict(kwargs)
+    return kwargs, kwargs.pop("output", None)
 
 
-def dilation_vjp(
-    grad: Array,
-    indices: Array,
-    image_shape: tuple[int, ...],
-    se_shape: tuple[int, int],
+def _difference(a: Array, b: Array) -> Array:
+    """``a - b``, or ``a xor b`` for boolean arrays (which have no subtraction)."""
+    if _kind(a.dtype) == "b" and _kind(b.dtype) == "b":
+        return a ^ b
+    return a - b
+
+
+def _morphology(
+    semiring: Semiring,
+    image: Array,
+    structure: Array | None,
+    footprint: Any,
+    size: Any,
+    mode: Any,
+    cval: float,
+    origin: Any,
+    axes: Any,
+    output: Any,
+    return_indices: bool,
+):
+    engine = engine_of(image, structure)
+    raw_image, raw_structure = arrays(image, structure) if engine is not None else (image, structure)
+    image_dtype = raw_image.dtype
+    exact = _exact_float(array_namespace(image=raw_image), raw_image, raw_structure)
+    if exact is not None:  # an integer or boolean image, filtered in a float that holds it exactly
+        raw_image = exact
+        image = raw_image if engine is None else engine.wrap(raw_image)
+        cval = _in_dtype(real_number("cval", cval), image_dtype)
+    xp, params, shapes = check(
+        semiring, raw_image, raw_structure, footprint, size, mode, cval, origin=origin, axes=axes
+    )
+    if engine is None:
+        values, winners = _run(xp, image, structure, **params)
+    else:
+        values, winners = engine.apply(MORPHOLOGY, (image, structure), params)
+    if exact is not None and structure is None:  # flat: back to the image's dtype, exactly
+        raw = values if engine is None else engine.array(values)
+        raw = _integral(xp, raw, image_dtype)
+        values = raw if engine is None else engine.wrap(raw)
+    values = _deliver(values, output)
+    if not return_indices:
+        return values
+    kept, whole, maps = shapes
+    if any(m is not None for m in maps):
+        raw = winners if engine is None else engine.array(winners)
+        raw = _original_winners(array_namespace(winners=raw), raw, maps, kept, whole)
+        winners = raw if engine is None else engine.wrap(raw)
+    return values, winners
+
+
+def _kind(dtype: Any) -> str:
+    """``"f"`` (real floating), ``"i"`` (integer), ``"b"`` (boolean) or ``"?"`` of a NumPy, CuPy or
+    torch dtype."""
+    if isinstance(dtype, np.dtype):
+        return {"f": "f", "i": "i", "u": "i", "b": "b"}.get(dtype.kind, "?")
+    if type(dtype).__module__ == "torch":
+        import torch
+
+        if dtype == torch.bool:
+            return "b"
+        return "f" if dtype.is_floating_point else ("?" if dtype.is_complex else "i")
+    return "?"
+
+
+def _exact_float(xp: ModuleType, image: Array, structure: Array | None) -> Array | None:
+    """An integer or boolean ``image`` as floats that hold every value exactly (None for a
+    floating image; other dtypes are left to the floating-point check)."""
+    kind = _kind(image.dtype)
+    if kind not in ("i", "b"):
+        return None
+    limit = 2**53  # float64 holds every integer up to this exactly
+    if kind == "i" and math.prod(image.shape) and np.dtype(_numpy_dtype(image.dtype)).itemsize == 8:
+        low, high = xp.min(image), xp.max(image)
+        if int(low) < -limit or int(high) > limit:
+            raise ValueError(
+                f"image of dtype {image.dtype} holds values up to {max(-int(low), int(high))}, beyond "
+                "±2**53: no floating-point dtype holds them exactly (tropic computes integer images in "
+                "float64); cast them down or to float yourself"
+            )
+    small = np.dtype(_numpy_dtype(image.dtype)).itemsize <= 2
+    dtype = xp.float64
+    if structure is not None and small:  # the smallest float holding both (uint8 + float32: float32)
+        dtype = structure.dtype if _kind(structure.dtype) == "f" else xp.float64
+        if np.dtype(_numpy_dtype(dtype)).itemsize < 4:
+            dtype = xp.float32
+    return xp.astype(image, dtype)
+
+
+def _in_dtype(value: float, dtype: Any) -> float:
+    """``value`` as a value of an integer or boolean ``dtype`` would hold it (a C cast: truncated
+    toward zero, saturated to the dtype's range; nonzero is True): the image's value outside the
+    border is one of its own values, as in SciPy."""
+    if _kind(dtype) == "b":
+        return float(value != 0)
+    info = np.iinfo(_numpy_dtype(dtype))
+    return float(min(max(math.trunc(value), info.min), info.max)) if math.isfinite(value) else value
+
+
+def _numpy_dtype(dtype: Any) -> Any:
+    """The NumPy dtype of a NumPy, CuPy or torch dtype (for its size and kind)."""
+    if isinstance(dtype, np.dtype):
+        return dtype
+    name = str(dtype).removeprefix("torch.")
+    return {"bfloat16": np.float16}.get(name, name)
+
+
+def _integral(xp: ModuleType, values: Array, dtype: Any) -> Array:
+    """Float ``values`` of a flat morphology of an integer or boolean image back in its ``dtype``:
+    exact (they are image values or ``cval`` truncated as a C cast would, as SciPy), with ``-inf``
+    and ``+inf`` (no candidate) as the dtype's lowest and highest values."""
+    if _kind(dtype) == "b":
+        low, high = 0.0, 1.0
+    else:
+        info = xp.iinfo(dtype)
+        low, high = float(info.min), float(info.max)
+    values = xp.where(values == -math.inf, xp.asarray(low, dtype=values.dtype, device=device(values)), values)
+    values = xp.where(values == math.inf, xp.asarray(high, dtype=values.dtype, device=device(values)), values)
+    return xp.astype(values, dtype)
+
+
+def _deliver(result: Any, output: Any) -> Any:
+    """``result`` written into ``output`` (an array, which may be the image itself) or cast to the
+    dtype ``output``; ``result`` itself when ``output`` is None."""
+    if output is None:
+        return result
+    if not isinstance(output, type) and hasattr(output, "shape") and hasattr(output, "dtype"):
+        if tuple(output.shape) != tuple(result.shape):
+            raise ValueError(
+                f"output must have the result's shape {tuple(result.shape)}, got {tuple(output.shape)}"
+            )
+        if hasattr(output, "copy_"):  # torch: no gradient flows into a preallocated tensor
+            output.copy_(result.detach() if hasattr(result, "detach") else result)
+            return output
+        if type(result).__module__.startswith("tropic."):
+            raise TypeError("output= takes arrays (NumPy, CuPy, torch), not tropic.autodiff tensors")
+        output[...] = result
+        return output
+    xp = array_namespace(result=result)
+    try:
+        return xp.astype(result, output)
+    except Exception as exc:
+        message = f"output must be an array or a dtype of the result's library, got {output!r}"
+        raise TypeError(message) from exc
+
+
+def check(
+    semiring: Semiring,
+    image: Array,
+    structure: Array | None,
+    footprint: Any,
+    size: Any,
+    mode: Any,
+    cval: Any,
     *,
-    mode: str = "neutral",
-) -> tuple[Array, Array]:
-    """Vector-Jacobian product of :func:`dilation`.
+    origin: Any = 0,
+    axes: Any = None,
+) -> tuple[ModuleType, dict[str, Any], tuple]:
+    """Check a morphology's arguments; return the namespace, the operator's params and
+    ``(kernel element shape, element shape, per-axis tap maps)`` (a map is None but for an axis of a
+    ``size=`` cut down to the taps that can win)."""
+    xp = array_namespace(image=image, structure=structure)
+    require_floating(xp, "image", image)
+    require_same_device(image=image, structure=structure)
+    axes = spatial_axes(image.ndim, axes)
+    n = len(axes)
+    modes = axis_modes(mode, n)
+    support, element, structure = _structuring_element(xp, structure, footprint, size, n)
+    if structure is not None and structure.ndim == n + 1:
+        channel_axis = _channel_axis(image.ndim, axes)
+        if channel_axis is None or image.shape[channel_axis] != structure.shape[0]:
+            raise ValueError(
+                f"a structure of shape {tuple(structure.shape)} holds one element per channel: image must "
+                f"have {structure.shape[0]} channels on the axis before the filtered axes {axes}, got "
+                f"shape {tuple(image.shape)}"
+            )
+    centres = _centres(origin, element)
+    reflected = semiring.maximises
+    lengths = [image.shape[a] for a in axes]
+    maps: list = [None] * n
+    if support is None:  # size=: a flat box, each axis cut down to the taps that can win
+        kept = []
+        for d in range(n):
+            window, maps[d] = flat_axis_window(lengths[d], element[d], reflected, modes[d], centres[d])
+            kept.append(window.start.size)
+            centres[d] = window.centre
+        kept = tuple(kept)
+        support = (True,) * math.prod(kept)
+    else:
+        kept = element
+    rules = {_MODES[m] for m in modes}
+    if "neutral" in rules and "constant" in rules:
+        raise ValueError(
+            f"mode cannot mix 'neutral' and 'constant' (or 'grid-constant') across axes, got {mode!r}: "
+            "the value outside the image is one (the tropical zero or cval)"
+        )
+    fill = semiring.zero if "neutral" in rules else real_number("cval", cval)
+    params = {
+        "support": support,
+        "window": [*kept, *centres],
+        "axes": list(axes),
+        "maximise": semiring.maximises,
+        "modes": list(modes),
+        "fill": fill,
+    }
+    return xp, params, (kept, element, tuple(maps))
 
-    With ``y*(x)`` the winning offset of output ``x`` (from ``return_indices=True``):
-    ``dL/df(z) = sum_x g(x) [x - y*(x) maps to z]`` (through the border ``mode``) and
-    ``dL/ds(y) = sum_x g(x) [y*(x) = y]``. Outputs without a winner send nothing.
 
-    Returns ``(grad_image, grad_structure)`` of shapes ``image_shape`` and ``se_shape``.
-    """
-    return _morphology_vjp(grad, indices, image_shape, se_shape, mode, reflected=True)
+def spatial_axes(ndim: int, axes: Any) -> tuple[int, ...]:
+    """The filtered axes as negative indices (default the last two); ``ValueError`` naming
+    ``axes`` for an axis out of range or repeated."""
+    if axes is None:
+        if ndim < 2:
+            raise ValueError(
+                f"image must have at least 2 dimensions (..., H, W) when axes is None (the last two are "
+                f"filtered), got {ndim}; pass axes=-1 for a 1-D signal"
+            )
+        return (-2, -1)
+    given = (axes,) if isinstance(axes, numbers.Integral) else axes
+    try:
+        given = tuple(given)
+    except TypeError:
+        given = None
+    if not given or not all(
+        isinstance(a, numbers.Integral) and not isinstance(a, (bool, np.bool_)) for a in given
+    ):
+        raise TypeError(f"axes must be an int or a non-empty sequence of ints, got {axes!r}")
+    if not all(-ndim <= a < ndim for a in given):
+        raise ValueError(f"axes must be in [-{ndim}, {ndim}) for an image of {ndim} dimensions, got {axes!r}")
+    normalised = tuple(int(a) - ndim if a >= 0 else int(a) for a in given)
+    if len(set(normalised)) != len(normalised):
+        raise ValueError(f"axes must be distinct, got {axes!r}")
+    return normalised
 
 
-def erosion_vjp(
-    grad: Array,
-    indices: Array,
-    image_shape: tuple[int, ...],
-    se_shape: tuple[int, int],
-    *,
-    mode: str = "neutral",
-) -> tuple[Array, Array]:
-    """Vector-Jacobian product of :func:`erosion`: as :func:`dilation_vjp`, reading ``f(x + y*)``
-    and with ``dL/ds(y) = -sum_x g(x) [y*(x) = y]`` (the structure is subtracted)."""
-    return _morphology_vjp(grad, indices, image_shape, se_shape, mode, reflected=False)
+def _channel_axis(ndim: int, axes: tuple[int, ...]) -> int | None:
+    """The axis a per-channel structure's channels run along: the last axis not filtered."""
+    batch = [a for a in range(-ndim, 0) if a not in axes]
+    return batch[-1] if batch else None
+
+
+def axis_modes(mode: Any, n: int) -> tuple[str, ...]:
+    """One border mode per axis, from one name or a sequence of ``n`` names; ``ValueError`` naming
+    ``mode`` and the allowed values otherwise."""
+    if isinstance(mode, str):
+        check_mode(mode)
+        return (mode,) * n
+    try:
+        modes = tuple(mode)
+    except TypeError:
+        modes = None
+    if modes is None or len(modes) != n:
+        raise ValueError(
+            f"mode must be one of {sorted(_MODES)} or a sequence of {n} of them (one per filtered axis), "
+            f"got {mode!r}"
+        )
+    for m in modes:
+        check_mode(m)
+    return modes
+
+
+def _centres(origin: Any, element: tuple[int, ...]) -> list[int]:
+    """The origin's tap on each axis, ``k // 2 + origin``; ``ValueError`` naming ``origin`` unless it
+    lies in the element."""
+    n = len(element)
+    given = (origin,) * n if isinstance(origin, numbers.Integral) else origin
+    try:
+        given = tuple(given)
+    except TypeError:
+        given = ()
+    if len(given) != n or not all(
+        isinstance(o, numbers.Integral) and not isinstance(o, (bool, np.bool_)) for o in given
+    ):
+        raise TypeError(
+            f"origin must be an int or a sequence of {n} ints (one per filtered axis), got {origin!r}"
+        )
+    centres = [k // 2 + int(o) for k, o in zip(element, given, strict=True)]
+    for k, c in zip(element, centres, strict=True):
+        if not 0 <= c < k:
+            raise ValueError(
+                f"origin must keep the origin inside the element: -(k // 2) <= origin <= (k - 1) // 2, "
+                f"that is [{-(k // 2)}, {(k - 1) // 2}] for an axis of length {k}, got {origin!r}"
+            )
+    return centres
 
 
 def morphology_reference(
@@ -395,85 +724,43 @@ def morphology_vjp_reference(
     return (grad_image if needs[0] else None), grad_weights
 
 
-def _morphology(
-    semiring: Semiring,
-    image: Array,
-    structure: Array | None,
-    footprint: Any,
-    size: Any,
-    mode: str,
-    cval: float,
-    return_indices: bool,
-):
-    engine = engine_of(image, structure)
-    raw_image, raw_structure = (image, structure) if engine is None else (
-        engine.array(image), None if structure is None else engine.array(structure)
-    )  # fmt: skip
-    xp, params, shapes = check(semiring, raw_image, raw_structure, footprint, size, mode, cval)
-    if engine is None:
-        values, winners = _run(xp, image, structure, **params)
-    else:
-        values, winners = engine.apply(MORPHOLOGY, (image, structure), params)
-    if not return_indices:
-        return values
-    kept, whole, maps = shapes
-    if maps[0] is not None or maps[1] is not None:
-        raw = winners if engine is None else engine.array(winners)
-        raw = _original_winners(array_namespace(winners=raw), raw, maps, kept, whole)
-        winners = raw if engine is None else engine.wrap(raw)
-    return values, winners
+def _to_end(xp: ModuleType, x: Array, axes: tuple[int, ...]) -> Array:
+    """``x`` with ``axes`` moved to the end, in their order (no copy when they are there already)."""
+    order = _order(x.ndim, axes)
+    return x if order == tuple(range(x.ndim)) else xp.permute_dims(x, order)
 
 
-def check(
-    semiring: Semiring, image: Array, structure: Array | None, footprint: Any, size: Any, mode: str, cval: Any
-) -> tuple[ModuleType, dict[str, Any], tuple]:
-    """Check a morphology's arguments; return the namespace, the operator's params and
-    ``(kernel shape, element shape, tap maps)`` (the maps are None but for a cut-down ``size=``)."""
-    xp = array_namespace(image=image, structure=structure)
-    require_floating(xp, "image", image)
-    require_ndim("image", image, 2, "..., H, W", exact=False)
-    require_same_device(image=image, structure=structure)
-    check_mode(mode)
-    rows, structure = _structuring_element(xp, structure, footprint, size)
-    if (
-        structure is not None
-        and structure.ndim == 3
-        and (image.ndim < 3 or image.shape[-3] != structure.shape[0])
-    ):
-        raise ValueError(
-            f"a structure of shape {tuple(structure.shape)} holds one element per channel: image must have "
-            f"shape (..., {structure.shape[0]}, H, W), got {tuple(image.shape)}"
-        )
-    reflected = semiring.maximises
-    H, W = image.shape[-2:]
-    maps: tuple = (None, None)
-    if rows is None:  # size=: a flat rectangle, cut down to the taps that can win
-        kh, kw = pair("size", size, 1)
-        row_window, row_map = flat_axis_window(H, kh, reflected, mode)
-        col_window, col_map = flat_axis_window(W, kw, reflected, mode)
-        maps = (row_map, col_map)
-        mh, mw = row_window.start.size, col_window.start.size
-        window = [mh, mw, row_window.centre, col_window.centre]
-        support = (True,) * (mh * mw)
-    else:
-        kh, kw = mh, mw = len(rows), len(rows[0])
-        window = [kh, kw, kh // 2, kw // 2]
-        support = tuple(bit for row in rows for bit in row)
-    fill = semiring.zero if _MODES[mode] == "neutral" else real_number("cval", cval)
-    params = {
-        "support": support,
-        "window": window,
-        "maximise": semiring.maximises,
-        "mode": mode,
-        "fill": fill,
-    }
-    return xp, params, ((mh, mw), (kh, kw), maps)
+def _from_end(xp: ModuleType, x: Array, axes: tuple[int, ...]) -> Array:
+    """The inverse of :func:`_to_end`."""
+    order = _order(x.ndim, axes)
+    if order == tuple(range(x.ndim)):
+        return x
+    inverse = [0] * x.ndim
+    for i, a in enumerate(order):
+        inverse[a] = i
+    return xp.permute_dims(x, tuple(inverse))
 
 
-def _windows(H: int, W: int, window: list[int], reflected: bool, mode: str) -> tuple[AxisWindow, AxisWindow]:
-    """The row and column windows of an element ``window = [kh, kw, row_centre, col_centre]``."""
-    kh, kw, row_centre, col_centre = window
-    return axis_window(H, kh, reflected, mode, row_centre), axis_window(W, kw, reflected, mode, col_centre)
+def _order(ndim: int, axes: tuple[int, ...]) -> tuple[int, ...]:
+    spatial = [a % ndim for a in axes]
+    return tuple([a for a in range(ndim) if a not in spatial] + spatial)
+
+
+def _moved_shape(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(shape[a] for a in _order(len(shape), axes))
+
+
+def _windows(
+    lengths: tuple[int, ...], window: list[int], reflected: bool, modes: list[str]
+) -> list[AxisWindow]:
+    """The window of each filtered axis of an element ``window = [k_1, .., k_n, c_1, .., c_n]``."""
+    n = len(lengths)
+    return [axis_window(lengths[d], window[d], reflected, modes[d], window[n + d]) for d in range(n)]
+
+
+def _channel(x: Array, c: int, n: int) -> Array:
+    """Channel ``c`` of ``x`` along the axis before its last ``n``."""
+    return x[(..., c) + (slice(None),) * n]
 
 
 def _run(
@@ -483,17 +770,19 @@ def _run(
     *,
     support: tuple[bool, ...],
     window: list[int],
+    axes: list[int],
     maximise: bool,
-    mode: str,
+    modes: list[str],
     fill: float,
     rounding: str | None = None,
 ) -> tuple[Array, Array]:
-    """``(out, winners)`` of checked arguments: one dtype, the windows, the kernel (per channel for a
-    3-D structure)."""
+    """``(out, winners)`` of checked arguments: one dtype, the axes moved to the end, the windows,
+    the kernel (per channel for a per-channel structure)."""
     semiring = MAX_PLUS if maximise else MIN_PLUS
-    kh, kw = window[0], window[1]
-    rows, cols = _windows(image.shape[-2], image.shape[-1], window, maximise, mode)
-    mask = np.array(support, dtype=bool).reshape(kh, kw)
+    axes = tuple(axes)
+    n = len(axes)
+    shape = tuple(window[:n])
+    mask = np.array(support, dtype=bool).reshape(shape)
     weights = None
     if structure is not None:
         dtype = xp.result_type(image.dtype, structure.dtype)
@@ -501,108 +790,204 @@ def _run(
         # Erosion subtracts the structure: it is a min-plus sum with -s (exactly f - s in IEEE).
         weights = xp.astype(structure, dtype, copy=False)
         weights = weights if maximise else -weights
+    moved = _to_end(xp, image, axes)
+    windows = _windows(tuple(moved.shape[-n:]), window, maximise, modes)
+    if weights is None or weights.ndim == n:
+        values, winners = _filter(xp, semiring, moved, weights, mask, windows, fill, rounding)
+    else:
+        results = [
+            _filter(xp, semiring, _channel(moved, c, n), weights[c, ...], mask, windows, fill, rounding)
+            for c in range(weights.shape[0])
+        ]
+        values = xp.stack([r[0] for r in results], axis=-n - 1)
+        winners = xp.stack([r[1] for r in results], axis=-n - 1)
+    return _from_end(xp, values, axes), _from_end(xp, winners, axes)
+
+
+def _filter(
+    xp: ModuleType,
+    semiring: Semiring,
+    image: Array,
+    weights: Array | None,
+    mask: np.ndarray,
+    windows: list[AxisWindow],
+    fill: float,
+    rounding: str | None,
+) -> tuple[Array, Array]:
+    """The morphology over the last ``mask.ndim`` axes of ``image`` with the backend's 2-D kernel."""
     kernel = kernel_for("morphology", xp) or morphology_reference
-    if weights is None or weights.ndim == 2:
-        return kernel(xp, semiring, image, weights, mask, rows, cols, fill, rounding)
-    results = [
-        kernel(xp, semiring, image[..., c, :, :], weights[c, ...], mask, rows, cols, fill, rounding)
-        for c in range(weights.shape[0])
-    ]
-    return xp.stack([r[0] for r in results], axis=-3), xp.stack([r[1] for r in results], axis=-3)
+    n = mask.ndim
+    if n == 1:  # a row of height 1
+        row = axis_window(1, 1, windows[0].reflected, windows[0].mode, 0)
+        w = None if weights is None else xp.expand_dims(weights, axis=0)
+        values, winners = kernel(
+            xp, semiring, xp.expand_dims(image, axis=-2), w, mask[None, :], row, windows[0], fill, rounding
+        )
+        return values[..., 0, :], winners[..., 0, :]
+    if n == 2:
+        return kernel(xp, semiring, image, weights, mask, windows[0], windows[1], fill, rounding)
+    # n > 2: tap by tap along the first axis, each a morphology of the image shifted along it.
+    first, rest = windows[0], windows[1:]
+    per_tap = math.prod(mask.shape[1:])
+    index_type = index_dtype(xp, mask.size)
+    dev = device(image)
+    best = xp.full(tuple(image.shape), semiring.zero, dtype=image.dtype, device=dev)
+    winner = xp.full(tuple(image.shape), -1, dtype=index_type, device=dev)
+    seen_nan = xp.zeros(tuple(image.shape), dtype=xp.bool, device=dev)
+    for u in range(mask.shape[0]):
+        if not mask[u].any():
+            continue
+        shifted = gather_or_fill(xp, image, first.indices[:, u], -n, fill)
+        values, taps = _filter(
+            xp, semiring, shifted, None if weights is None else weights[u, ...], mask[u], rest, fill, rounding
+        )
+        # The rule of one pass over all taps in order: strictly better wins, the first NaN stays.
+        is_nan = xp.isnan(values)
+        take = ~seen_nan & (is_nan | semiring.better(xp, values, best))
+        best = xp.where(take, values, best)
+        winner = xp.where(take, xp.astype(taps, index_type) + u * per_tap, winner)
+        seen_nan = seen_nan | is_nan
+    return best, winner
 
 
-def _vjp(xp, grad, winners, shapes, needs, *, support, window, maximise, mode, fill):
+def _vjp(xp, grad, winners, shapes, needs, *, support, window, axes, maximise, modes, fill):
     """``(grad_image, grad_structure)``: each output's gradient to the pixel its winner read (through
     the border mode) and to the winning tap (negated for an erosion, which subtracts the structure)."""
     image_shape, structure_shape = shapes
+    axes = tuple(axes)
+    n = len(axes)
     need_structure = needs[1] and structure_shape is not None
-    rows, cols = _windows(image_shape[-2], image_shape[-1], window, maximise, mode)
-    kernel = kernel_for("morphology_vjp", xp) or morphology_vjp_reference
     flags = (needs[0], need_structure)
-    if structure_shape is None or len(structure_shape) == 2:
-        grad_image, grad_weights = kernel(xp, grad, winners, tuple(image_shape), rows, cols, flags)
-    else:  # one element per channel (axis -3)
-        channel_shape = tuple(image_shape[:-3]) + tuple(image_shape[-2:])
+    moved_shape = _moved_shape(tuple(image_shape), axes)
+    windows = _windows(moved_shape[-n:], window, maximise, modes)
+    grad, winners = _to_end(xp, grad, axes), _to_end(xp, winners, axes)
+    if structure_shape is None or len(structure_shape) == n:
+        grad_image, grad_weights = _filter_vjp(xp, grad, winners, moved_shape, windows, flags)
+    else:  # one element per channel (the axis before the filtered ones)
+        channel_shape = moved_shape[: -n - 1] + moved_shape[-n:]
         results = [
-            kernel(xp, grad[..., c, :, :], winners[..., c, :, :], channel_shape, rows, cols, flags)
+            _filter_vjp(xp, _channel(grad, c, n), _channel(winners, c, n), channel_shape, windows, flags)
             for c in range(structure_shape[0])
         ]
-        grad_image = xp.stack([r[0] for r in results], axis=-3) if needs[0] else None
+        grad_image = xp.stack([r[0] for r in results], axis=-n - 1) if needs[0] else None
         grad_weights = xp.stack([r[1] for r in results], axis=0) if need_structure else None
+    if grad_image is not None:
+        grad_image = _from_end(xp, grad_image, axes)
     if grad_weights is not None and not maximise:
         grad_weights = 0.0 - grad_weights  # not -x: taps that never win get +0.0, not -0.0
     return grad_image, grad_weights
 
 
-def _jvp(xp, tangents, winners, shapes, *, support, window, maximise, mode, fill):
+def _filter_vjp(xp, grad, winners, image_shape, windows, flags):
+    """The vjp of :func:`_filter` (image shape ``image_shape``) with the backend's 2-D kernel."""
+    kernel = kernel_for("morphology_vjp", xp) or morphology_vjp_reference
+    n = len(windows)
+    if n == 1:
+        row = axis_window(1, 1, windows[0].reflected, windows[0].mode, 0)
+        shape = (*image_shape[:-1], 1, image_shape[-1])
+        g, k = xp.expand_dims(grad, axis=-2), xp.expand_dims(winners, axis=-2)
+        grad_image, grad_weights = kernel(xp, g, k, shape, row, windows[0], flags)
+        grad_image = None if grad_image is None else grad_image[..., 0, :]
+        return grad_image, None if grad_weights is None else grad_weights[0, ...]
+    if n == 2:
+        return kernel(xp, grad, winners, tuple(image_shape), windows[0], windows[1], flags)
+    first, rest = windows[0], windows[1:]
+    per_tap = math.prod(w.start.size for w in rest)
+    local_type = index_dtype(xp, per_tap)
+    grad_image = xp.zeros(tuple(image_shape), dtype=grad.dtype, device=device(grad)) if flags[0] else None
+    grad_weights = []
+    for u in range(first.start.size):
+        low = u * per_tap
+        inside = (winners >= low) & (winners < low + per_tap)
+        local = xp.astype(xp.where(inside, winners - low, xp.full_like(winners, -1)), local_type)
+        g_shifted, g_weights = _filter_vjp(xp, grad, local, image_shape, rest, flags)
+        if flags[0]:  # back through the shift along the first axis (border reads send nothing)
+            grad_image = grad_image + scatter_add(xp, g_shifted, first.indices[:, u], first.n, axis=-n)
+        grad_weights.append(g_weights)
+    return grad_image, xp.stack(grad_weights, axis=0) if flags[1] else None
+
+
+def _jvp(xp, tangents, winners, shapes, *, support, window, axes, maximise, modes, fill):
     """The tangent of each output: the image's tangent at the pixel its winner read (0 for a border
     value) plus (dilation) or minus (erosion) the structure's tangent at the winning tap."""
     t_image, t_structure = tangents
     image_shape, structure_shape = shapes
-    kh, kw = window[0], window[1]
-    H, W = image_shape[-2:]
+    axes = tuple(axes)
+    n = len(axes)
+    shape = tuple(window[:n])
     known = t_image if t_image is not None else t_structure
     if math.prod(winners.shape) == 0:
         return xp.zeros(tuple(winners.shape), dtype=known.dtype, device=device(winners))
-    rows, cols = _windows(H, W, window, maximise, mode)
+    moved = _to_end(xp, winners, axes)
+    out_shape = tuple(moved.shape)
+    lengths = out_shape[-n:]
+    windows = _windows(lengths, window, maximise, modes)
     dev = device(winners)
     zero = xp.zeros((), dtype=known.dtype, device=dev)
-    t = xp.astype(winners, xp.int64)
+    t = xp.astype(moved, xp.int64)
     none = t < 0
     t = xp.where(none, xp.zeros_like(t), t)
-    out = xp.zeros(tuple(winners.shape), dtype=known.dtype, device=dev)
+    out = xp.zeros(out_shape, dtype=known.dtype, device=dev)
     if t_image is not None:
-        i = xp.reshape(xp.arange(H, dtype=xp.int64, device=dev), (H, 1))
-        j = xp.reshape(xp.arange(W, dtype=xp.int64, device=dev), (1, W))
-        row_table = xp.asarray(rows.indices.reshape(-1), device=dev)
-        col_table = xp.asarray(cols.indices.reshape(-1), device=dev)
-        src_row = xp.take(row_table, xp.reshape(i * kh + t // kw, (-1,)))
-        src_col = xp.take(col_table, xp.reshape(j * kw + t % kw, (-1,)))
-        inside = (src_row >= 0) & (src_col >= 0)
-        batch = xp.reshape(
-            xp.arange(math.prod(winners.shape) // (H * W), dtype=xp.int64, device=dev), (-1, 1)
-        )
-        flat = xp.reshape(batch * (H * W) + xp.reshape(src_row * W + src_col, (-1, H * W)), (-1,))
-        flat = xp.where(inside, flat, xp.zeros_like(flat))
-        values = xp.take(xp.reshape(xp.broadcast_to(t_image, tuple(winners.shape)), (-1,)), flat)
-        out = out + xp.reshape(xp.where(inside, values, zero), tuple(winners.shape))
+        taps = _unravel(t, shape)
+        inside, source = None, None
+        for d in range(n):
+            position = xp.reshape(
+                xp.arange(lengths[d], dtype=xp.int64, device=dev), (lengths[d],) + (1,) * (n - 1 - d)
+            )
+            table = xp.asarray(windows[d].indices.reshape(-1), device=dev)
+            src = xp.reshape(xp.take(table, xp.reshape(position * shape[d] + taps[d], (-1,))), out_shape)
+            inside = src >= 0 if inside is None else inside & (src >= 0)
+            source = src if source is None else source * lengths[d] + src
+        pixels = math.prod(lengths)
+        batch = xp.reshape(xp.arange(math.prod(out_shape) // pixels, dtype=xp.int64, device=dev), (-1, 1))
+        flat = xp.reshape(batch * pixels + xp.reshape(source, (-1, pixels)), (-1,))
+        flat = xp.where(xp.reshape(inside, (-1,)), flat, xp.zeros_like(flat))
+        moved_tangent = _to_end(xp, xp.broadcast_to(t_image, tuple(winners.shape)), axes)
+        values = xp.reshape(xp.take(xp.reshape(moved_tangent, (-1,)), flat), out_shape)
+        out = out + xp.where(inside, values, zero)
     if t_structure is not None:
         taps = t
-        if t_structure.ndim == 3:  # one element per channel: tap index within channel c's element
+        if t_structure.ndim == n + 1:  # one element per channel: tap index within channel c's element
             C = t_structure.shape[0]
-            channel = xp.reshape(xp.arange(C, dtype=xp.int64, device=dev), (C, 1, 1))
-            taps = t + channel * (kh * kw)
+            channel = xp.reshape(xp.arange(C, dtype=xp.int64, device=dev), (C,) + (1,) * n)
+            taps = t + channel * math.prod(shape)
         values = xp.take(xp.reshape(t_structure, (-1,)), xp.reshape(taps, (-1,)))
-        values = xp.reshape(values, tuple(winners.shape))
+        values = xp.reshape(values, out_shape)
         out = out + values if maximise else out - values
-    return xp.where(none, zero, out)
+    return _from_end(xp, xp.where(none, zero, out), axes)
 
 
-def _meta(shapes, *, support, window, maximise, mode, fill):
+def _meta(shapes, *, support, window, axes, maximise, modes, fill):
     """The output shape (the image's) and candidates, after the checks the kernels rely on."""
     image_shape, structure_shape = shapes
-    if len(image_shape) < 2:
-        raise ValueError(f"image must have at least 2 dimensions (..., H, W), got shape {tuple(image_shape)}")
-    if len(window) != 4:
-        raise ValueError(f"window must be [kh, kw, row_centre, col_centre], got {list(window)!r}")
-    kh, kw = positive_int("kh", window[0]), positive_int("kw", window[1])
-    if not (0 <= window[2] < kh and 0 <= window[3] < kw):
-        raise ValueError(f"window's centre must be a tap of the ({kh}, {kw}) element, got {list(window)!r}")
-    if len(support) != kh * kw:
-        raise ValueError(f"support must have kh * kw = {kh * kw} entries, got {len(support)}")
-    check_mode(mode)
+    image_shape = tuple(image_shape)
+    n = len(axes)
+    if n == 0 or len(window) != 2 * n or len(modes) != n:
+        raise ValueError(
+            f"window must be [k_1, .., k_n, c_1, .., c_n] and modes n names for n = len(axes) = {n} axes, "
+            f"got window {list(window)!r} and modes {list(modes)!r}"
+        )
+    spatial_axes(len(image_shape), tuple(axes))
+    shape = tuple(positive_int("window", k) for k in window[:n])
+    if not all(0 <= c < k for c, k in zip(window[n:], shape, strict=True)):
+        raise ValueError(f"window's centre must be a tap of the {shape} element, got {list(window)!r}")
+    if len(support) != math.prod(shape):
+        raise ValueError(f"support must have prod(k) = {math.prod(shape)} entries, got {len(support)}")
+    for m in modes:
+        check_mode(m)
     if structure_shape is not None:
         structure_shape = tuple(structure_shape)
-        if structure_shape[-2:] != (kh, kw) or len(structure_shape) not in (2, 3):
-            raise ValueError(
-                f"structure must have shape (kh, kw) = {(kh, kw)} or (C, kh, kw), got {structure_shape}"
-            )
-        if len(structure_shape) == 3 and (len(image_shape) < 3 or image_shape[-3] != structure_shape[0]):
-            raise ValueError(
-                f"a structure of shape {structure_shape} holds one element per channel: image must have "
-                f"shape (..., {structure_shape[0]}, H, W), got {tuple(image_shape)}"
-            )
-    return tuple(image_shape), kh * kw
+        if structure_shape[-n:] != shape or len(structure_shape) not in (n, n + 1):
+            raise ValueError(f"structure must have shape {shape} or (C, *{shape}), got {structure_shape}")
+        if len(structure_shape) == n + 1:
+            channel_axis = _channel_axis(len(image_shape), tuple(axes))
+            if channel_axis is None or image_shape[channel_axis] != structure_shape[0]:
+                raise ValueError(
+                    f"a structure of shape {structure_shape} holds one element per channel: image must have "
+                    f"{structure_shape[0]} channels on the axis before the filtered axes, got {image_shape}"
+                )
+    return image_shape, math.prod(shape)
 
 
 MORPHOLOGY = define(
@@ -613,8 +998,9 @@ MORPHOLOGY = define(
         params=(
             ("support", "bool[]"),
             ("window", "int[]"),
+            ("axes", "int[]"),
             ("maximise", bool),
-            ("mode", str),
+            ("modes", "str[]"),
             ("fill", float),
         ),
         run=_run,
@@ -633,45 +1019,92 @@ MORPHOLOGY = define(
 )
 
 
-def _morphology_vjp(grad, indices, image_shape, se_shape, mode, reflected):
+def dilation_vjp(
+    grad: Array,
+    indices: Array,
+    image_shape: tuple[int, ...],
+    se_shape: tuple[int, ...],
+    *,
+    mode: str | tuple[str, ...] = "neutral",
+    origin: int | tuple[int, ...] = 0,
+    axes: int | tuple[int, ...] | None = None,
+) -> tuple[Array, Array]:
+    """Vector-Jacobian product of :func:`dilation`.
+
+    With ``y*(x)`` the winning offset of output ``x`` (from ``return_indices=True``):
+    ``dL/df(z) = sum_x g(x) [x - y*(x) maps to z]`` (through the border ``mode``) and
+    ``dL/ds(y) = sum_x g(x) [y*(x) = y]``. Outputs without a winner send nothing. ``mode``,
+    ``origin`` and ``axes`` as given to the dilation.
+
+    Returns ``(grad_image, grad_structure)`` of shapes ``image_shape`` and ``se_shape``.
+    """
+    return _morphology_vjp(grad, indices, image_shape, se_shape, mode, origin, axes, reflected=True)
+
+
+def erosion_vjp(
+    grad: Array,
+    indices: Array,
+    image_shape: tuple[int, ...],
+    se_shape: tuple[int, ...],
+    *,
+    mode: str | tuple[str, ...] = "neutral",
+    origin: int | tuple[int, ...] = 0,
+    axes: int | tuple[int, ...] | None = None,
+) -> tuple[Array, Array]:
+    """Vector-Jacobian product of :func:`erosion`: as :func:`dilation_vjp`, reading ``f(x + y*)``
+    and with ``dL/ds(y) = -sum_x g(x) [y*(x) = y]`` (the structure is subtracted)."""
+    return _morphology_vjp(grad, indices, image_shape, se_shape, mode, origin, axes, reflected=False)
+
+
+def _morphology_vjp(grad, indices, image_shape, se_shape, mode, origin, axes, reflected):
     engine = engine_of(grad, indices)
     raw_grad, raw_indices = arrays(grad, indices)
     xp = array_namespace(grad=raw_grad, indices=raw_indices)
     require_floating(xp, "grad", raw_grad)
     require_integer(xp, "indices", raw_indices)
-    check_mode(mode)
-    image_shape = shape_tuple("image_shape", image_shape, 2)
+    image_shape = shape_tuple("image_shape", image_shape)
+    n = 2 if axes is None else len(spatial_axes(max(len(image_shape), 1), axes))
+    image_shape = shape_tuple("image_shape", image_shape, n)
+    modes = axis_modes(mode, n)
+    axes = spatial_axes(len(image_shape), axes)
     for name, x in (("grad", raw_grad), ("indices", raw_indices)):
         if tuple(x.shape) != image_shape:
             raise ValueError(f"{name} must have the image's shape {image_shape}, got {tuple(x.shape)}")
-    kh, kw = pair("se_shape", shape_tuple("se_shape", se_shape, ndim=2), 1)
-    H, W = image_shape[-2:]
-    rows, row_map = flat_axis_window(H, kh, reflected, mode)
-    cols, col_map = flat_axis_window(W, kw, reflected, mode)
-    mh, mw = rows.start.size, cols.start.size
+    element = shape_tuple("se_shape", se_shape, ndim=n)
+    if min(element) < 1:
+        raise ValueError(f"se_shape must be >= 1, got {se_shape!r}")
+    original = _centres(origin, element)
+    centres, kept, maps = list(original), [], []
+    for d, a in enumerate(axes):
+        window, tap_map = flat_axis_window(image_shape[a], element[d], reflected, modes[d], original[d])
+        kept.append(window.start.size)
+        maps.append(tap_map)
+        centres[d] = window.centre
     params = dict(
-        support=(True,) * (mh * mw),
-        window=[mh, mw, rows.centre, cols.centre],
+        support=(True,) * math.prod(kept),
+        window=[*kept, *centres],
+        axes=list(axes),
         maximise=reflected,
-        mode=mode,
+        modes=list(modes),
         fill=0.0,  # the vjp does not read the border value
     )
-    if row_map is None and col_map is None:
-        return run_vjp(MORPHOLOGY, grad, indices, (image_shape, (kh, kw)), (True, True), params)
+    if all(m is None for m in maps):
+        return run_vjp(MORPHOLOGY, grad, indices, (image_shape, element), (True, True), params)
     # An element much longer than the image: the image gradient through the cut-down window (taps
     # that read the same sources share a kept one), the element's gradient summed per original tap.
-    require_winners(xp, "indices", raw_indices, kh * kw)
+    require_winners(xp, "indices", raw_indices, math.prod(element))
     t = xp.astype(raw_indices, xp.int64)
     none = t < 0
     t = xp.where(none, xp.zeros_like(t), t)
-    u, v = t // kw, t % kw
-    u = u if row_map is None else _kept_tap(xp, u, H, kh, mode)
-    v = v if col_map is None else _kept_tap(xp, v, W, kw, mode)
-    kept = xp.where(none, xp.full_like(t, -1), u * mw + v)
-    kept = xp.astype(kept, index_dtype(xp, mh * mw))
-    kept = kept if engine is None else engine.wrap(kept)
-    grad_image = run_vjp(MORPHOLOGY, grad, kept, (image_shape, (mh, mw)), (True, False), params)[0]
-    grad_weights = _tap_sums(xp, raw_grad, raw_indices, (kh, kw))
+    taps = _unravel(t, element)
+    for d, a in enumerate(axes):
+        if maps[d] is not None:
+            taps[d] = _kept_tap(xp, taps[d], image_shape[a], element[d], modes[d], original[d])
+    kept_index = xp.where(none, xp.full_like(t, -1), _ravel(taps, tuple(kept)))
+    kept_index = xp.astype(kept_index, index_dtype(xp, math.prod(kept)))
+    kept_index = kept_index if engine is None else engine.wrap(kept_index)
+    grad_image = run_vjp(MORPHOLOGY, grad, kept_index, (image_shape, tuple(kept)), (True, False), params)[0]
+    grad_weights = _tap_sums(xp, raw_grad, raw_indices, element)
     grad_weights = grad_weights if reflected else 0.0 - grad_weights
     return grad_image, grad_weights if engine is None else engine.wrap(grad_weights)
 
@@ -698,16 +1131,17 @@ def _host(x: Array) -> np.ndarray:
     return np.from_dlpack(x)
 
 
-def _python_footprint(footprint: Any) -> tuple[tuple[bool, ...], ...] | None:
-    """A footprint given as a non-empty rectangular nested list/tuple of Python bools or ints, as rows
-    of bools; None for anything else (checked by the NumPy path)."""
+def _python_footprint(footprint: Any) -> tuple[tuple[int, ...], tuple[bool, ...]] | None:
+    """A footprint given as non-empty rectangular nested lists/tuples of Python bools or ints, as
+    ``(shape, flat support)``; None for anything else (checked through NumPy)."""
     if not isinstance(footprint, (list, tuple)) or not footprint:
         return None
-    if not all(isinstance(row, (list, tuple)) and len(row) == len(footprint[0]) for row in footprint):
+    if all(isinstance(v, int) for v in footprint):
+        return (len(footprint),), tuple(v != 0 for v in footprint)
+    parts = [_python_footprint(row) for row in footprint]
+    if any(p is None for p in parts) or len({p[0] for p in parts}) != 1:
         return None
-    if not footprint[0] or not all(isinstance(v, int) for row in footprint for v in row):
-        return None
-    return tuple(tuple(v != 0 for v in row) for row in footprint)
+    return (len(parts), *parts[0][0]), tuple(bit for p in parts for bit in p[1])
 
 
 def check_mode(mode: str) -> None:
@@ -716,9 +1150,28 @@ def check_mode(mode: str) -> None:
         raise ValueError(f"mode must be one of {sorted(_MODES)}, got {mode!r}")
 
 
-def _structuring_element(xp: ModuleType, structure: Any, footprint: Any, size: Any):
-    """Resolve (structure, footprint, size) into the support as rows of Python bools (None for a
-    ``size=``, which the caller builds) and the structure array.
+def _size(size: Any, n: int) -> tuple[int, ...]:
+    """``size=`` as ``n`` lengths >= 1 (one int for every axis)."""
+    from .checks import _is_int
+
+    values = (size,) * n if _is_int(size) else size
+    try:
+        values = tuple(values)
+    except TypeError:
+        values = ()
+    if len(values) != n or not all(_is_int(v) for v in values):
+        raise TypeError(
+            f"size must be an int or a sequence of {n} ints (one per filtered axis), got {size!r}"
+        )
+    if min(values) < 1:
+        raise ValueError(f"size must be >= 1, got {size!r}")
+    return tuple(int(v) for v in values)
+
+
+def _structuring_element(xp: ModuleType, structure: Any, footprint: Any, size: Any, n: int):
+    """Resolve (structure, footprint, size) of an ``n``-axis element into ``(support, element
+    shape, structure)``: the support as a flat tuple of Python bools (None for a ``size=``, which
+    the caller builds).
 
     The support is made of Python bools, not a NumPy array: under ``torch.compile`` a NumPy array
     made here would be a traced tensor whose values are unknown.
@@ -728,23 +1181,21 @@ def _structuring_element(xp: ModuleType, structure: Any, footprint: Any, size: A
     if structure is None and footprint is None and size is None:
         raise ValueError("one of structure, footprint or size is required")
     if size is not None:
-        pair("size", size, 1)
-        return None, None
+        return None, _size(size, n), None
     if structure is not None:
         require_floating(xp, "structure", structure)
-        if structure.ndim not in (2, 3):
+        if structure.ndim not in (n, n + 1):
             raise ValueError(
-                "structure must have 2 dimensions (kh, kw) or 3 (C, kh, kw), got shape "
-                f"{tuple(structure.shape)}"
+                f"structure must have {n} dimensions (one per filtered axis) or {n + 1} (one element per "
+                f"channel), got shape {tuple(structure.shape)}"
             )
         if 0 in tuple(structure.shape):
             raise ValueError(f"structure must not be empty, got shape {tuple(structure.shape)}")
-    element_shape = None if structure is None else tuple(structure.shape[-2:])
+    element_shape = None if structure is None else tuple(structure.shape[-n:])
     if footprint is None:
-        kh, kw = element_shape
-        return ((True,) * kw,) * kh, structure
-    rows = _python_footprint(footprint)
-    if rows is None:  # a NumPy (or other host) mask: eager only under torch.compile
+        return (True,) * math.prod(element_shape), element_shape, structure
+    given = _python_footprint(footprint)
+    if given is None:  # a NumPy (or other host) mask: eager only under torch.compile
         try:
             support = np.asarray(footprint)
         except Exception as exc:  # e.g. a GPU array: footprints are small host-side masks
@@ -753,12 +1204,14 @@ def _structuring_element(xp: ModuleType, structure: Any, footprint: Any, size: A
             raise TypeError(
                 f"footprint must be boolean, got dtype {support.dtype} (use structure= for additive offsets)"
             )
-        if support.ndim != 2 or 0 in support.shape:
-            raise ValueError(f"footprint must be a non-empty 2-D mask (kh, kw), got shape {support.shape}")
-        rows = tuple(tuple(bool(v) for v in row) for row in (support != 0).tolist())
-    if element_shape is not None and element_shape != (len(rows), len(rows[0])):
+        given = support.shape, tuple(bool(v) for v in (support != 0).reshape(-1).tolist())
+    shape, support = given
+    if len(shape) != n or 0 in shape:
         raise ValueError(
-            f"structure and footprint must have the same shape, got {tuple(structure.shape)} and "
-            f"{(len(rows), len(rows[0]))}"
+            f"footprint must be a non-empty {n}-D mask (one axis per filtered axis), got shape {shape}"
         )
-    return rows, structure
+    if element_shape is not None and element_shape != shape:
+        raise ValueError(
+            f"structure and footprint must have the same shape, got {tuple(structure.shape)} and {shape}"
+        )
+    return support, tuple(shape), structure

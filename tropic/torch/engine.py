@@ -56,7 +56,15 @@ from . import _cuda
 __all__ = ["HALF_DTYPES", "apply", "array", "ops", "vjp", "wrap"]
 
 HALF_DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
-_SCHEMA_TYPES = {bool: "bool", int: "int", float: "float", str: "str", "int[]": "int[]", "bool[]": "bool[]"}
+_SCHEMA_TYPES = {
+    bool: "bool",
+    int: "int",
+    float: "float",
+    str: "str",
+    "int[]": "int[]",
+    "bool[]": "bool[]",
+    "str[]": "str[]",
+}
 _library = torch.library.Library("tropic", "DEF")  # the ops are defined once, when this module loads
 
 
@@ -516,8 +524,8 @@ def _fold_leading(operator: Operator, op: Any):
                 return None
             return op(x, *args[1:]), (0, 0)
         if name == "morphology":
-            structure = args[1]
-            if structure is not None and structure.ndim == 3:
+            structure, axes = args[1], args[2 + operator.param_names.index("axes")]
+            if structure is not None and structure.ndim == len(axes) + 1:  # one element per channel
                 return None
             return op(x, *args[1:]), (0, 0)
         if name == "conv2d":
