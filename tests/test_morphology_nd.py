@@ -536,3 +536,29 @@ def test_scipy_size_with_footprint_warns_and_uses_the_footprint():
     assert math.isclose(
         float(got.sum()), float(ndi.grey_opening(image, footprint=np.ones((1, 2), bool)).sum())
     )
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.bool_])
+@pytest.mark.parametrize("name", SCIPY_FUNCTIONS)
+def test_the_scipy_drop_in_wraps_integer_sums_as_scipy(dtype, name):
+    """Candidates ``f + s`` beyond an integer dtype's range: SciPy's C loop sums the first candidate
+    in double precision and the others in the image's dtype (wrapping), and stores the result with a
+    C cast (a boolean image is summed as bytes and keeps the byte). Same bytes here."""
+    rng = np.random.default_rng(7)
+    if dtype is np.bool_:
+        image = rng.random((6, 7)) < 0.5
+    else:
+        info = np.iinfo(dtype)
+        image = rng.integers(info.min, info.max, (6, 7), endpoint=True).astype(dtype)
+    structure = rng.integers(-3, 4, (3, 2)).astype(float)
+    for mode in ("reflect", "constant"):
+        try:
+            want = getattr(ndi, name)(image, structure=structure, mode=mode, cval=2.0)
+        except TypeError:  # NumPy has no boolean subtraction (the gradient and the Laplacian)
+            with pytest.raises(TypeError):
+                getattr(tnd, name)(image, structure=structure, mode=mode, cval=2.0)
+            continue
+        got = getattr(tnd, name)(image, structure=structure, mode=mode, cval=2.0)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got.view(np.uint8) if dtype is np.bool_ else got,
+                                      want.view(np.uint8) if dtype is np.bool_ else want)  # fmt: skip

@@ -4,8 +4,8 @@ A drop-in for ``scipy.ndimage``'s ``grey_dilation``, ``grey_erosion``, ``grey_op
 ``grey_closing``, ``morphological_gradient``, ``morphological_laplace``, ``white_tophat`` and
 ``black_tophat``: the same positional order (``input, size, footprint, structure, output, mode,
 cval, origin``, keyword ``axes``), every axis filtered by default, ``mode="reflect"``, the result in
-the input's dtype (or ``output``'s; saturated to an integer dtype's range, where SciPy's C cast is
-undefined), the intermediate results of the compositions cast as SciPy casts
+the input's dtype (or ``output``'s, wrapped modulo an integer dtype's range as SciPy's C casts
+wrap), the intermediate results of the compositions cast as SciPy casts
 them, and the values bitwise SciPy's, but for NaN (it propagates here, where SciPy's comparisons skip
 it) and the sign of a zero on ``0.0`` / ``-0.0`` ties. Beyond SciPy: a sequence of modes with any
 footprint, NumPy, CuPy and torch arrays, and the speed of tropic's kernels.
@@ -27,6 +27,7 @@ array([[7, 7, 7],
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -156,6 +157,9 @@ def _primitive(operator, input, size, footprint, structure, output, mode, cval, 
         raise ValueError("input must have at least one dimension")
     size = _footprint_wins(size, footprint)
     mask = None if footprint is None else np.asarray(footprint, dtype=bool)
+    as_bytes = structure is not None and _core._kind(input.dtype) == "b"
+    if as_bytes:  # SciPy's C loop sums a boolean image's candidates as bytes (numpy.bool_ is one)
+        input = _view(input, xp.uint8)
     if structure is not None:
         structure = xp.asarray(structure, dtype=xp.float64, device=device(input))
         structure = _as_scipy_adds(xp, structure, mask, input.dtype, operator is _core.dilation)
@@ -166,15 +170,30 @@ def _primitive(operator, input, size, footprint, structure, output, mode, cval, 
         if structure is None and not mask.any():
             raise ValueError("footprint must have a True entry: an all-zero footprint is not supported")
         args = (axes, origin, mode, cval)
-        if structure is not None and _wider(output, input.dtype):
+        dilate = operator is _core.dilation
+        if (
+            structure is not None
+            and _core._kind(input.dtype) == "i"
+            and _may_wrap(xp, input, structure, dilate, cval)
+        ):
+            result = _wrapped_sums(xp, operator, input, structure, mask, args)
+        elif structure is not None and _wider(output, input.dtype):
             result = _float32_sums(xp, operator, input, structure, mask, args)
         else:
             result = _general(operator, input, structure, mask, *args)
+    if as_bytes:  # stored as SciPy stores it: the byte, in a boolean array (nonzero is True)
+        if output is None or (not _is_array(output) and output in (bool, np.bool_, xp.bool)):
+            return _view(_cast(xp, result, xp.uint8), xp.bool)
     if output is None:
         return _cast(xp, result, input.dtype)
     if _is_array(output):
         return _into(output, _cast(xp, result, output.dtype))
     return _cast(xp, result, output)
+
+
+def _view(x: Any, dtype: Any) -> Any:
+    """``x``'s bytes as another one-byte dtype (NumPy, CuPy and torch arrays)."""
+    return x.view(dtype)
 
 
 def _wider(output: Any, dtype: Any) -> bool:
@@ -188,16 +207,69 @@ def _wider(output: Any, dtype: Any) -> bool:
         return False
 
 
+def _first_tap(support: np.ndarray, operator: Any) -> np.ndarray:
+    """The tap SciPy's C loop reads first: the first of the footprint in C order, of the reflected
+    element for a dilation (its last)."""
+    taps = np.flatnonzero(support.reshape(-1))
+    first = np.zeros(support.size, bool)
+    first[taps[-1] if operator is _core.dilation else taps[0]] = True
+    return first.reshape(support.shape)
+
+
+def _int_adds(structure: np.ndarray, dtype: Any) -> np.ndarray:
+    """The structure's values as C casts them to the integer ``dtype`` (x86: truncated, wrapped
+    modulo its range)."""
+    wide = np.clip(np.trunc(structure), -(2.0**63), 2.0**63 - 1024).astype(np.int64)
+    return wide.astype(_core._numpy_dtype(dtype)).astype(np.int64)
+
+
+def _scipy_adds(structure: Any, dilate: bool) -> np.ndarray:
+    """What SciPy's C loop adds to the image at each tap: ``s`` (dilation) or ``-s`` (erosion)."""
+    host = _core._host(structure)
+    return host if dilate else -host
+
+
+def _may_wrap(xp: Any, input: Any, structure: Any, dilate: bool, cval: float) -> bool:
+    """Whether a candidate ``f ± s`` of an integer image (or of ``cval`` beyond its border) can leave
+    its dtype's range (where SciPy's C loop wraps)."""
+    if math.prod(input.shape) == 0:
+        return False
+    adds = _int_adds(_scipy_adds(structure, dilate), input.dtype)
+    info = np.iinfo(_core._numpy_dtype(input.dtype))
+    border = int(_int_adds(np.asarray(float(cval)), input.dtype))
+    low, high = min(int(xp.min(input)), border), max(int(xp.max(input)), border)
+    return low + int(adds.min()) < info.min or high + int(adds.max()) > info.max
+
+
+def _wrapped_sums(xp, operator, input, structure, mask, args):
+    """An integer image whose candidates leave its range, as SciPy's C loop computes them: the first
+    candidate ``f + a`` in double precision, every other one ``f + (dtype) a`` wrapped in the
+    image's dtype (``a`` is ``s``, ``-s`` for an erosion). The taps are grouped by their wrapped
+    value ``v``: each group is a flat morphology of the wrapped image ``f + v`` (and ``cval + v``),
+    and the groups are combined."""
+    axes, origin, mode, cval = args
+    support = np.ones(tuple(structure.shape), bool) if mask is None else mask
+    first = _first_tap(support, operator)
+    result = _general(operator, input, structure, first, *args)
+    adds = _int_adds(_scipy_adds(structure, operator is _core.dilation), input.dtype)
+    pick = xp.maximum if operator is _core.dilation else xp.minimum
+    border = int(_int_adds(np.asarray(float(cval)), input.dtype))
+    others = support & ~first
+    for value in np.unique(adds[others]).tolist():
+        shifted = xp.astype(xp.astype(input, xp.int64) + value, input.dtype)
+        border_value = int(np.asarray(border + value).astype(_core._numpy_dtype(input.dtype)))
+        part = _general(operator, shifted, None, others & (adds == value), axes, origin, mode, border_value)
+        result = pick(result, xp.astype(part, result.dtype))
+    return result
+
+
 def _float32_sums(xp, operator, input, structure, mask, args):
     """A float32 image with a structure, written to a wider output: SciPy adds the first candidate in
     double precision and the others in float32, so the two sets are filtered apart and combined."""
     support = np.ones(tuple(structure.shape), bool) if mask is None else mask
-    taps = np.flatnonzero(support.reshape(-1))
-    first = np.zeros(support.size, bool)
-    first[taps[-1] if operator is _core.dilation else taps[0]] = True
-    first = first.reshape(support.shape)
+    first = _first_tap(support, operator)
     exact = _general(operator, input, structure, first, *args)
-    if taps.size == 1:
+    if support.sum() == 1:
         return exact
     rounded = _general(operator, input, xp.astype(structure, input.dtype), support & ~first, *args)
     pick = xp.maximum if operator is _core.dilation else xp.minimum
@@ -213,15 +285,15 @@ def _as_scipy_adds(xp: Any, structure: Any, mask: Any, dtype: Any, dilate: bool)
     if kind == "b" or (kind == "f" and np.dtype(_core._numpy_dtype(dtype)).itemsize >= 8):
         return structure
     support = np.ones(tuple(structure.shape), bool) if mask is None else mask
-    taps = np.flatnonzero(support.reshape(-1))
-    if taps.size == 0:
+    if not support.any():
         return structure
-    first = int(taps[-1] if dilate else taps[0])
-    adds = xp.trunc(structure) if kind == "i" else xp.astype(xp.astype(structure, dtype), xp.float64)
-    is_first = np.zeros(support.size, bool)
-    is_first[first] = True
-    is_first = xp.asarray(is_first.reshape(support.shape), device=device(structure))
-    return xp.where(is_first, structure, adds)
+    if kind == "i":  # as SciPy casts what it adds (-s for an erosion), then back to s
+        added = _int_adds(_scipy_adds(structure, dilate), dtype).astype(np.float64)
+        adds = xp.asarray(added if dilate else -added, device=device(structure))
+    else:
+        adds = xp.astype(xp.astype(structure, dtype), xp.float64)
+    first = _first_tap(support, _core.dilation if dilate else _core.erosion)
+    return xp.where(xp.asarray(first, device=device(structure)), structure, adds)
 
 
 def _axes(axes: Any, ndim: int) -> tuple[int, ...]:
@@ -295,13 +367,14 @@ def _general(operator, input, structure, mask, axes, origin, mode, cval):
 
 
 def _cast(xp: Any, result: Any, dtype: Any) -> Any:
-    """``result`` in ``dtype``, as SciPy's C cast does, but saturated to an integer dtype's range
-    (a non-flat element can reach beyond it, where a C cast is undefined)."""
+    """``result`` in ``dtype`` as SciPy's C cast stores it: truncated toward zero, and for an
+    integer dtype wrapped modulo its range (SciPy's rule for negative values in unsigned dtypes; a
+    C cast is undefined beyond the range otherwise, and this is what x86 gives)."""
     if result.dtype == dtype:
         return result
     if _core._kind(dtype) == "i" and _core._kind(result.dtype) == "f":
-        info = xp.iinfo(dtype)
-        result = xp.clip(result, float(info.min), float(info.max))
+        wide = xp.clip(xp.trunc(result), -(2.0**63), 2.0**63 - 1024)
+        return xp.astype(xp.astype(wide, xp.int64), dtype)
     return xp.astype(result, dtype)
 
 
