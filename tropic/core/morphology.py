@@ -28,6 +28,7 @@ the border mode), combined with the same tie and NaN rule as one pass over all t
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass
@@ -121,13 +122,22 @@ def axis_window(n: int, k: int, reflected: bool, mode: str, centre: int | None =
     (default ``k // 2``; any tap ``0 <= centre < k``).
 
     Erosion reads ``f(i + (u - centre))``; dilation (``reflected``) reads ``f(i - (u - centre))``.
+    The windows are cached (a long axis's table costs milliseconds; nothing writes to them).
     """
-    centre = k // 2 if centre is None else centre
+    return _axis_window(int(n), int(k), bool(reflected), str(mode), k // 2 if centre is None else int(centre))
+
+
+@functools.lru_cache(maxsize=16)
+def _axis_window(n: int, k: int, reflected: bool, mode: str, centre: int) -> AxisWindow:
     if reflected:
         before, start = k - 1 - centre, (k - 1) - np.arange(k)
     else:
         before, start = centre, np.arange(k)
-    line = border_index(n, np.arange(n + k - 1) - before, mode)
+    # The axis itself, then only the k - 1 border positions through the mode (a long axis costs
+    # one arange, not a modulo per position).
+    head = border_index(n, np.arange(-before, 0), mode)
+    tail = border_index(n, np.arange(n, n + k - 1 - before), mode)
+    line = np.concatenate([head, np.arange(n, dtype=np.int64), tail])
     return AxisWindow(
         line=line, start=start, n=n, before=before, mode=mode, reflected=reflected, centre=centre
     )
@@ -817,6 +827,8 @@ def _filter(
     """The morphology over the last ``mask.ndim`` axes of ``image`` with the backend's 2-D kernel."""
     kernel = kernel_for("morphology", xp) or morphology_reference
     n = mask.ndim
+    if n == 1 and windows[0].n >= 2 * _ROW_CHUNK and windows[0].start.size <= _ROW_CHUNK:
+        return _folded_signal(xp, semiring, image, weights, mask, windows[0], fill, rounding, kernel)
     if n == 1:  # a row of height 1
         row = axis_window(1, 1, windows[0].reflected, windows[0].mode, 0)
         w = None if weights is None else xp.expand_dims(weights, axis=0)
@@ -826,28 +838,125 @@ def _filter(
         return values[..., 0, :], winners[..., 0, :]
     if n == 2:
         return kernel(xp, semiring, image, weights, mask, windows[0], windows[1], fill, rounding)
-    # n > 2: tap by tap along the first axis, each a morphology of the image shifted along it.
+    if weights is None and mask.all():
+        return _separable_box(xp, semiring, image, mask.shape, windows, fill, rounding, kernel)
+    return _flattened_planes(xp, semiring, image, weights, mask, windows, fill, rounding, kernel)
+
+
+# A long 1-D axis is cut into rows of this many outputs (each with the inputs its window reads after
+# them): kernels vectorise and share their work across rows, which one long row would not give them.
+_ROW_CHUNK = 2048
+
+
+def _folded_signal(xp, semiring, image, weights, mask, window, fill, rounding, kernel):
+    """A long axis as a 2-D morphology of rows of ``_ROW_CHUNK`` outputs: row ``c`` holds the
+    extended axis (border values included) from output ``c * _ROW_CHUNK`` on, as far as its window
+    reads, so each output reads exactly what it reads in the one long row."""
+    span, n, before = int(window.start.max()), window.n, window.before
+    rows = -(-n // _ROW_CHUNK)
+    # The extended axis (its border read through the mode), long enough for every row's reads.
+    after = np.full(rows * _ROW_CHUNK + _ROW_CHUNK - before - n, -1, np.int64)
+    after[: window.line.size - before - n] = window.line[before + n :]
+    head = gather_or_fill(xp, image, window.line[:before], -1, fill)
+    tail = gather_or_fill(xp, image, after, -1, fill)
+    extended = xp.concat([head, image, tail], axis=-1)
+    lead = tuple(image.shape[:-1])
+    main = xp.reshape(extended[..., : rows * _ROW_CHUNK], (*lead, rows, _ROW_CHUNK))
+    halo = xp.reshape(extended[..., _ROW_CHUNK:], (*lead, rows, _ROW_CHUNK))[..., :span]
+    folded = xp.concat([main, halo], axis=-1)
+    width = _ROW_CHUNK + span
+    column = AxisWindow(
+        line=np.concatenate([np.arange(width, dtype=np.int64), np.full(span, -1, np.int64)]),
+        start=window.start,
+        n=width,
+        before=0,
+        reflected=window.reflected,
+    )
+    row = axis_window(rows, 1, window.reflected, "neutral", 0)
+    w = None if weights is None else xp.expand_dims(weights, axis=0)
+    values, winners = kernel(xp, semiring, folded, w, mask[None, :], row, column, fill, rounding)
+    values = xp.reshape(values[..., :_ROW_CHUNK], (*lead, rows * _ROW_CHUNK))[..., :n]
+    winners = xp.reshape(winners[..., :_ROW_CHUNK], (*lead, rows * _ROW_CHUNK))[..., :n]
+    return values, winners
+
+
+def _flattened_planes(xp, semiring, image, weights, mask, windows, fill, rounding, kernel):
+    """``n > 2`` axes as one 2-D morphology: every axis but the first is extended through its own
+    window (border values included) and the extended planes are flattened into one axis, where a
+    tap of those axes is a single offset (the row-major sum of its per-axis offsets). The first
+    axis keeps its window; the element is ``(k_1, k_2 * .. * k_n)`` with the same flat indices, so
+    the kernel's values and winners are the N-D ones. Outputs are computed over the extended planes
+    (a margin of ``k - 1`` per axis) and the image's part is kept."""
+    n = mask.ndim
     first, rest = windows[0], windows[1:]
-    per_tap = math.prod(mask.shape[1:])
-    index_type = index_dtype(xp, mask.size)
+    extended = image
+    for d, window in enumerate(rest):
+        extended = gather_or_fill(xp, extended, window.line, -(n - 1) + d, fill)
+    lengths = [window.line.size for window in rest]
+    plane = math.prod(lengths)
+    strides = [math.prod(lengths[d + 1 :]) for d in range(n - 1)]
+    offsets = np.zeros(1, dtype=np.int64)
+    for window, stride in zip(rest, strides, strict=True):  # row-major over the rest axes' taps
+        offsets = (offsets[:, None] + window.start[None, :] * stride).reshape(-1)
+    column = AxisWindow(
+        line=np.concatenate([np.arange(plane, dtype=np.int64), np.full(int(offsets.max()), -1, np.int64)]),
+        start=offsets,
+        n=plane,
+        before=0,
+    )
+    lead = tuple(extended.shape[: -(n - 1)])
+    rows = xp.reshape(extended, (*lead, plane))
+    k0 = mask.shape[0]
+    w = None if weights is None else xp.reshape(weights, (k0, -1))
+    values, winners = kernel(xp, semiring, rows, w, mask.reshape(k0, -1), first, column, fill, rounding)
+    keep = (..., *(slice(0, window.n) for window in rest))
+    values = xp.reshape(values, (*lead, *lengths))[keep]
+    winners = xp.reshape(winners, (*lead, *lengths))[keep]
+    return values, winners
+
+
+def _separable_box(xp, semiring, image, shape, windows, fill, rounding, kernel):
+    """A flat box over ``n > 2`` axes, O(1) per pixel in its size: the box over the last ``n - 1``
+    axes, then the first axis alone over that result (as a (k, 1) element on rows of the flattened
+    other axes, so the kernel's running extremum serves it too). A box's lowest-index winner is the
+    lowest first-axis tap whose slice of the box holds the extremum, then that slice's lowest tap
+    (row-major order), so the inner winner is read where the chosen first-axis tap reads; a tap
+    reading the border value there has the whole slice on it, and its lowest tap, 0, wins."""
+    n = len(windows)
+    first, rest = windows[0], windows[1:]
+    inner, inner_winners = _filter(xp, semiring, image, None, np.ones(shape[1:], bool), rest, fill, rounding)
+    lead, length, tail = tuple(inner.shape[:-n]), first.n, math.prod(inner.shape[-n + 1 :])
+    rows = xp.reshape(inner, (*lead, length, tail))
+    column = axis_window(tail, 1, first.reflected, first.mode, 0)
+    values, taps = kernel(
+        xp, semiring, rows, None, np.ones((shape[0], 1), bool), first, column, fill, rounding
+    )
     dev = device(image)
-    best = xp.full(tuple(image.shape), semiring.zero, dtype=image.dtype, device=dev)
-    winner = xp.full(tuple(image.shape), -1, dtype=index_type, device=dev)
-    seen_nan = xp.zeros(tuple(image.shape), dtype=xp.bool, device=dev)
-    for u in range(mask.shape[0]):
-        if not mask[u].any():
-            continue
-        shifted = gather_or_fill(xp, image, first.indices[:, u], -n, fill)
-        values, taps = _filter(
-            xp, semiring, shifted, None if weights is None else weights[u, ...], mask[u], rest, fill, rounding
-        )
-        # The rule of one pass over all taps in order: strictly better wins, the first NaN stays.
-        is_nan = xp.isnan(values)
-        take = ~seen_nan & (is_nan | semiring.better(xp, values, best))
-        best = xp.where(take, values, best)
-        winner = xp.where(take, xp.astype(taps, index_type) + u * per_tap, winner)
-        seen_nan = seen_nan | is_nan
-    return best, winner
+    # Index arithmetic in int32 where it fits (it is most of this function's time).
+    itype = xp.int32 if math.prod(inner.shape) < 2**31 and math.prod(shape) < 2**31 else xp.int64
+    u = xp.astype(taps, itype)
+    none = u < 0
+    u = xp.where(none, xp.zeros_like(u), u)
+    position = xp.reshape(xp.arange(length, dtype=itype, device=dev), (length, 1))
+    indices = first.indices
+    table = xp.asarray(indices.reshape(-1), dtype=itype, device=dev)
+    source = xp.reshape(xp.take(table, xp.reshape(position * shape[0] + u, (-1,))), tuple(u.shape))
+    border = bool((indices < 0).any())  # only "neutral" and "constant" read the border value
+    inside = source >= 0
+    if border:
+        source = xp.where(inside, source, xp.zeros_like(source))
+    batch = xp.reshape(xp.arange(math.prod(lead), dtype=itype, device=dev), (*lead, 1, 1))
+    column_index = xp.reshape(xp.arange(tail, dtype=itype, device=dev), (1, tail))
+    flat = (batch * length + source) * tail + column_index
+    read = xp.astype(xp.take(xp.reshape(inner_winners, (-1,)), xp.reshape(flat, (-1,))), itype)
+    read = xp.reshape(read, tuple(u.shape))
+    if border:
+        read = xp.where(inside, read, xp.zeros_like(read))
+    per_tap = math.prod(shape[1:])
+    winners = xp.where(none, xp.full_like(u, -1), u * per_tap + read)
+    index_type = index_dtype(xp, math.prod(shape))
+    out_shape = tuple(image.shape)
+    return xp.reshape(values, out_shape), xp.reshape(xp.astype(winners, index_type), out_shape)
 
 
 def _vjp(xp, grad, winners, shapes, needs, *, support, window, axes, maximise, modes, fill):

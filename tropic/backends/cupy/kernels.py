@@ -180,7 +180,10 @@ def morphology(xp, semiring, image, weights, support, row_window, col_window, fi
     winner = cupy.empty(image.shape, cupy.int32)
     element = (tap_weight, np.int32(u.size), np.int32(has_weight))
     rule = (_compute_scalar(image.dtype, fill), np.int32(semiring.maximises))
-    if TILED_MORPHOLOGY and layout.morphology_tiled_fits(H, kh, kw):
+    # The tile's halo holds k - 1 rows and columns: only for windows whose taps read within them
+    # (not the flattened planes or folded signals of N-D morphology, whose taps are offsets).
+    compact = int(row_window.start.max()) < kh and int(col_window.start.max()) < kw
+    if TILED_MORPHOLOGY and compact and layout.morphology_tiled_fits(H, kh, kw):
         if n * H * W:
             kernel = module.get_kernel("tropic_morphology_tiled", image.dtype)
             planes = (flat.reshape(n, H, W), out.reshape(n, H, W), winner.reshape(n, H, W))
