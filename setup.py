@@ -22,4 +22,4 @@ def _kernel(name: str) -> Extension:
     )
 
 
-setup(ext_modules=[_kernel("matmul_c"), _kernel("morphology_c"), _kernel("scatter_c")])
+setup(ext_modules=[_kernel("matmul_c"), _kernel("morphology_c"), _kernel("scatter_c"), _kernel("geodesic_c")])

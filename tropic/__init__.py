@@ -12,6 +12,15 @@ from .core.config import get_num_threads, set_num_threads
 from .core.conv import conv2d_vjp, maxplus_conv2d, minplus_conv2d
 from .core.engines import define_torch_ops_with_torch as _define_torch_ops_with_torch
 from .core.extremum import maximum, minimum
+from .core.geodesic import (
+    closing_by_reconstruction,
+    fill_holes,
+    opening_by_reconstruction,
+    reconstruction,
+    reconstruction_vjp,
+    regional_maxima,
+    regional_minima,
+)
 from .core.matmul import matmul_vjp, maxplus_matmul, minplus_matmul
 from .core.maxout import maxout, maxout_vjp
 from .core.morphology import (
@@ -40,11 +49,13 @@ __all__ = [
     "Semiring",
     "black_tophat",
     "closing",
+    "closing_by_reconstruction",
     "conv2d_vjp",
     "dilation",
     "dilation_vjp",
     "erosion",
     "erosion_vjp",
+    "fill_holes",
     "get_num_threads",
     "matmul_vjp",
     "maximum",
@@ -59,6 +70,11 @@ __all__ = [
     "morphological_laplace",
     "ndimage",
     "opening",
+    "opening_by_reconstruction",
+    "reconstruction",
+    "reconstruction_vjp",
+    "regional_maxima",
+    "regional_minima",
     "set_num_threads",
     "white_tophat",
 ]

@@ -1230,14 +1230,17 @@ def _tap_sums(xp: ModuleType, grad: Array, indices: Array, shape: tuple[int, int
 
 
 def _host(x: Array) -> np.ndarray:
-    """A NumPy copy of an array of any library (torch tensors detached, CuPy arrays fetched)."""
+    """A NumPy copy of an array of any library (torch tensors detached, CuPy arrays fetched), or of
+    nested Python lists."""
     if isinstance(x, np.ndarray):
         return x
     if hasattr(x, "detach"):
         return np.from_dlpack(x.detach().cpu())  # (not .numpy(): it would pin a torch tensor's storage)
     if hasattr(x, "get"):
         return x.get()
-    return np.from_dlpack(x)
+    if hasattr(x, "__dlpack__"):
+        return np.from_dlpack(x)
+    return np.asarray(x)  # Python lists and scalars
 
 
 def _python_footprint(footprint: Any) -> tuple[tuple[int, ...], tuple[bool, ...]] | None:

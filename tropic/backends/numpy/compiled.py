@@ -25,6 +25,7 @@ _f64 = np.ctypeslib.ndpointer(np.float64, flags="C_CONTIGUOUS")
 _i32 = np.ctypeslib.ndpointer(np.int32, flags="C_CONTIGUOUS")
 _i64 = np.ctypeslib.ndpointer(np.int64, flags="C_CONTIGUOUS")
 _u16 = np.ctypeslib.ndpointer(np.uint16, flags="C_CONTIGUOUS")
+_u64 = np.ctypeslib.ndpointer(np.uint64, flags="C_CONTIGUOUS")
 _d = np.ctypeslib.ndpointer(np.float64, flags="C_CONTIGUOUS")
 _n, _flag = ctypes.c_int64, ctypes.c_int
 _flag_out = ctypes.POINTER(ctypes.c_int)
@@ -41,6 +42,12 @@ def _conv_tap_arguments(values: type) -> list:
     """The convolution tap kernels' arguments after the sizes and strides: tap_row, tap_col,
     tap_weight, wstride, tap_index, T, channels, maximise, rounding, out, idx, threads."""
     return [_i64, _i64, values, _n, _i32, _n, _n, _flag, _flag, values, _i32, _flag]
+
+
+def _reconstruct_arguments(values: type, winners: bool) -> list:
+    """The reconstruction kernels' arguments: seed, mask, ndim, shape, steps, nsteps, flip, out,
+    (winner, for the _winners kernels,) found."""
+    return [values, values, _n, _i64, _i64, _n, _flag, values, *([_i64] if winners else []), _flag_out]
 
 
 _SIGNATURES = {
@@ -85,6 +92,14 @@ _SIGNATURES = {
     # (P, n, Hp, Wp, kh, kw, maximise, out, idx, threads)
     ("morphology_c", "tropic_rect_f32"): [_f32, _n, _n, _n, _n, _n, _flag, _f32, _i32, _flag],
     ("morphology_c", "tropic_rect_f64"): [_f64, _n, _n, _n, _n, _n, _flag, _f64, _i32, _flag],
+    # geodesic reconstruction: (seed, mask, ndim, shape, steps, nsteps, flip, out[, winner], found)
+    **{
+        ("geodesic_c", f"tropic_reconstruct{'_winners' if winners else ''}_{name}"): _reconstruct_arguments(
+            values, winners
+        )
+        for name, values in (("f32", _f32), ("f64", _f64), ("i64", _i64), ("u64", _u64))
+        for winners in (False, True)
+    },
 }
 
 _functions: dict[str, ctypes._CFuncPtr] = {}
