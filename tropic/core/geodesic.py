@@ -31,6 +31,7 @@ seed pixel equals its own mask pixel, the mask pixel is the candidate that sprea
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from types import ModuleType
@@ -38,9 +39,11 @@ from typing import Any
 
 import numpy as np
 
-from ._array_api import Array, array_namespace, backend_name, device
+from ._array_api import Array, array_namespace, backend_name, device, index_dtype
 from .checks import require_same_device
+from .engines import arrays, engine_of
 from .morphology import _host, dilation, erosion
+from .spec import Operator, define
 
 __all__ = [
     "closing_by_reconstruction",
@@ -138,6 +141,11 @@ def reconstruction(
     >>> winners  # seed pixel 1 for the 2; mask pixel 2 (6 + 2) for the 1s; mask pixels 0 and 5 for the 0s
     array([ 6,  1,  8,  8,  8, 11])
     """
+    engine = engine_of(seed, mask)
+    if engine is not None and _floating(seed) and _floating(mask):  # differentiable
+        return _reconstruction_of_tensors(engine, seed, mask, method, footprint, offset, return_indices)
+    if engine is not None:  # integer or boolean tensors: values only, on the arrays underneath
+        seed, mask = arrays(seed, mask)
     xp = array_namespace(seed=seed, mask=mask)
     require_same_device(seed=seed, mask=mask)
     _require_real(xp, "seed", seed)
@@ -160,7 +168,97 @@ def reconstruction(
     values, winners, mixed_zeros = _reconstruct(xp, seed_w, mask_w, steps, maximise, return_indices)
     if numpy and mixed_zeros and values.size:
         values[values == 0] = _skimage_zero(seed, seed_w, mask_w, fp.shape, centre, maximise)
+    if not return_indices:
+        return values
+    return values, xp.astype(winners, index_dtype(xp, 2 * _size(seed)))
+
+
+def _reconstruction_of_tensors(engine, seed, mask, method, footprint, offset, return_indices):
+    """:func:`reconstruction` of an engine's floating tensors (``tropic.autodiff``, torch): the
+    operator :data:`RECONSTRUCTION`, differentiable in the seed and the mask (promoted to one
+    dtype; the sign of a zero where the inputs hold both +0.0 and -0.0 is not specified)."""
+    raw_seed, raw_mask = arrays(seed, mask)
+    require_same_device(seed=raw_seed, mask=raw_mask)
+    if tuple(raw_seed.shape) != tuple(raw_mask.shape):
+        raise ValueError(
+            f"seed and mask must have the same shape, got seed {tuple(raw_seed.shape)} and mask "
+            f"{tuple(raw_mask.shape)}"
+        )
+    maximise = _method(method)
+    if footprint is None and offset is None:  # the full 3^n neighbourhood, in plain Python: NumPy
+        # here would be traced by torch.compile (a NumPy footprint runs eagerly only)
+        steps = [v for step in itertools.product((-1, 0, 1), repeat=raw_seed.ndim) if any(step) for v in step]
+    else:
+        steps = [
+            int(v) for v in _footprint_steps(footprint, offset, raw_seed.ndim, _ones_footprint)[2].reshape(-1)
+        ]
+    params = {"steps": steps, "maximise": maximise}
+    values, winners = engine.apply(RECONSTRUCTION, (seed, mask), params)
     return (values, winners) if return_indices else values
+
+
+def _floating(x: Any) -> bool:
+    """Whether an engine's tensor is real floating point (then the reconstruction is differentiable)."""
+    raw = arrays(x)[0]
+    return array_namespace(x=raw).isdtype(raw.dtype, "real floating")
+
+
+def _run(xp: ModuleType, seed: Array, mask: Array, *, steps: list[int], maximise: bool, rounding=None):
+    """``(values, winners)`` of checked arguments, in the promoted floating dtype. (``rounding``, the
+    engines' half-precision option, changes nothing: every output is one of the inputs' values.)"""
+    dtype = xp.result_type(seed.dtype, mask.dtype)
+    seed, mask = xp.astype(seed, dtype, copy=False), xp.astype(mask, dtype, copy=False)
+    # Here, not before the engine's call: the values are known (also under torch.compile).
+    _require_order(seed > mask if maximise else seed < mask, maximise)
+    table = np.asarray(steps, dtype=np.int64).reshape(-1, max(seed.ndim, 1))
+    values, winners, _ = _reconstruct(xp, seed, mask, table, maximise, True)
+    return values, xp.astype(winners, index_dtype(xp, 2 * _size(seed)))
+
+
+def _vjp(xp, grad, winners, shapes, needs, *, steps, maximise):
+    """Each output's gradient to its winner: a seed pixel or a mask pixel."""
+    d_seed, d_mask = reconstruction_vjp(grad, winners, tuple(shapes[0]))
+    return (d_seed if needs[0] else None), (d_mask if needs[1] else None)
+
+
+def _jvp(xp, tangents, winners, shapes, *, steps, maximise):
+    """The tangent of each output: the tangent of its winner (0 where a NaN reached it)."""
+    shape = tuple(shapes[0])
+    known = tangents[0] if tangents[0] is not None else tangents[1]
+    dev = device(winners)
+    parts = [
+        xp.zeros(shape, dtype=known.dtype, device=dev) if t is None else xp.astype(t, known.dtype)
+        for t in tangents
+    ]
+    both = xp.concat([xp.reshape(p, (-1,)) for p in parts])
+    index = xp.reshape(xp.astype(winners, xp.int64), (-1,))
+    none = index < 0
+    read = xp.take(both, xp.where(none, xp.zeros_like(index), index))
+    return xp.reshape(xp.where(none, xp.zeros_like(read), read), shape)
+
+
+def _meta(shapes, *, steps, maximise):
+    """The output shape (the seed's) and the candidates (every seed and mask pixel)."""
+    seed_shape, mask_shape = (tuple(s) for s in shapes)
+    if seed_shape != mask_shape:
+        raise ValueError(f"seed and mask must have the same shape, got {seed_shape} and {mask_shape}")
+    if len(steps) % max(len(seed_shape), 1):
+        raise ValueError(f"steps must hold whole steps of {len(seed_shape)} entries, got {len(steps)}")
+    return seed_shape, 2 * math.prod(seed_shape)
+
+
+RECONSTRUCTION = define(
+    Operator(
+        name="reconstruction",
+        inputs=("seed", "mask"),
+        params=(("steps", "int[]"), ("maximise", bool)),
+        run=_run,
+        vjp=_vjp,
+        jvp=_jvp,
+        meta=_meta,
+        doc="Geodesic reconstruction by dilation (maximise) or erosion of seed under / above mask.",
+    )
+)
 
 
 def reconstruction_vjp(grad: Array, indices: Array, shape: tuple[int, ...]) -> tuple[Array, Array]:
