@@ -892,18 +892,7 @@ def _flattened_planes(xp, semiring, image, weights, mask, windows, fill, roundin
     extended = image
     for d, window in enumerate(rest):
         extended = gather_or_fill(xp, extended, window.line, -(n - 1) + d, fill)
-    lengths = [window.line.size for window in rest]
-    plane = math.prod(lengths)
-    strides = [math.prod(lengths[d + 1 :]) for d in range(n - 1)]
-    offsets = np.zeros(1, dtype=np.int64)
-    for window, stride in zip(rest, strides, strict=True):  # row-major over the rest axes' taps
-        offsets = (offsets[:, None] + window.start[None, :] * stride).reshape(-1)
-    column = AxisWindow(
-        line=np.concatenate([np.arange(plane, dtype=np.int64), np.full(int(offsets.max()), -1, np.int64)]),
-        start=offsets,
-        n=plane,
-        before=0,
-    )
+    lengths, plane, column = _plane_column(rest)
     lead = tuple(extended.shape[: -(n - 1)])
     rows = xp.reshape(extended, (*lead, plane))
     k0 = mask.shape[0]
@@ -913,6 +902,25 @@ def _flattened_planes(xp, semiring, image, weights, mask, windows, fill, roundin
     values = xp.reshape(values, (*lead, *lengths))[keep]
     winners = xp.reshape(winners, (*lead, *lengths))[keep]
     return values, winners
+
+
+def _plane_column(rest: list[AxisWindow]) -> tuple[list[int], int, AxisWindow]:
+    """``(extended lengths, their product, the column window)`` of :func:`_flattened_planes`: the
+    window of the flattened extended planes, whose taps are the row-major offsets of the rest
+    axes' taps (and whose reads past the planes are the border value: only dropped outputs read
+    there)."""
+    lengths = [window.line.size for window in rest]
+    plane = math.prod(lengths)
+    offsets = np.zeros(1, dtype=np.int64)
+    for d, window in enumerate(rest):  # row-major over the rest axes' taps
+        offsets = (offsets[:, None] + window.start[None, :] * math.prod(lengths[d + 1 :])).reshape(-1)
+    column = AxisWindow(
+        line=np.concatenate([np.arange(plane, dtype=np.int64), np.full(int(offsets.max()), -1, np.int64)]),
+        start=offsets,
+        n=plane,
+        before=0,
+    )
+    return lengths, plane, column
 
 
 def _separable_box(xp, semiring, image, shape, windows, fill, rounding, kernel):
@@ -1000,20 +1008,28 @@ def _filter_vjp(xp, grad, winners, image_shape, windows, flags):
         return grad_image, None if grad_weights is None else grad_weights[0, ...]
     if n == 2:
         return kernel(xp, grad, winners, tuple(image_shape), windows[0], windows[1], flags)
+    # n > 2: the vjp of the flattened planes (the forward's outputs past the image's part: no
+    # gradient, no winner), then back through the extension of each rest axis (border reads drop).
     first, rest = windows[0], windows[1:]
-    per_tap = math.prod(w.start.size for w in rest)
-    local_type = index_dtype(xp, per_tap)
-    grad_image = xp.zeros(tuple(image_shape), dtype=grad.dtype, device=device(grad)) if flags[0] else None
-    grad_weights = []
-    for u in range(first.start.size):
-        low = u * per_tap
-        inside = (winners >= low) & (winners < low + per_tap)
-        local = xp.astype(xp.where(inside, winners - low, xp.full_like(winners, -1)), local_type)
-        g_shifted, g_weights = _filter_vjp(xp, grad, local, image_shape, rest, flags)
-        if flags[0]:  # back through the shift along the first axis (border reads send nothing)
-            grad_image = grad_image + scatter_add(xp, g_shifted, first.indices[:, u], first.n, axis=-n)
-        grad_weights.append(g_weights)
-    return grad_image, xp.stack(grad_weights, axis=0) if flags[1] else None
+    lengths, plane, column = _plane_column(rest)
+    dev = device(grad)
+    g, k = grad, winners
+    for d, window in enumerate(rest):
+        axis = -(n - 1) + d
+        extra = list(g.shape)
+        extra[axis] = window.line.size - window.n
+        g = xp.concat([g, xp.zeros(tuple(extra), dtype=g.dtype, device=dev)], axis=axis)
+        k = xp.concat([k, xp.full(tuple(extra), -1, dtype=k.dtype, device=dev)], axis=axis)
+    lead = tuple(g.shape[: -(n - 1)])
+    g, k = xp.reshape(g, (*lead, plane)), xp.reshape(k, (*lead, plane))
+    grad_image, grad_weights = kernel(xp, g, k, (*lead, plane), first, column, flags)
+    if grad_image is not None:
+        grad_image = xp.reshape(grad_image, (*lead, *lengths))
+        for d in reversed(range(n - 1)):
+            grad_image = scatter_add(xp, grad_image, rest[d].line, rest[d].n, axis=-(n - 1) + d)
+    if grad_weights is not None:
+        grad_weights = xp.reshape(grad_weights, (first.start.size, *(w.start.size for w in rest)))
+    return grad_image, grad_weights
 
 
 def _jvp(xp, tangents, winners, shapes, *, support, window, axes, maximise, modes, fill):
