@@ -976,3 +976,39 @@ def test_bfloat16_rounding_ties(emu, emu_dtype, monkeypatch, semiring, dtype, op
     values_32, winners_32 = float32_reference(compat_numpy, *exact)
     assert_identical(values, values_32.astype(emu_dtype))
     assert (winners_ref <= winners_32).all() and (winners_ref < winners_32).any()
+
+
+@pytest.mark.parametrize("tiled", [True, False], ids=["tiled", "simple"])
+@pytest.mark.parametrize(
+    "shape, element, axes",
+    [
+        ((2, 5, 4, 6), (3, 2, 3), (1, 2, 3)),  # a volume: the flattened extended planes
+        ((3, 4500), (5,), (-1,)),  # a long signal: folded into rows
+        ((4, 7), (3,), (0,)),
+    ],
+    ids=["3-D", "folded 1-D", "1-D"],
+)
+@SEMIRINGS
+def test_n_dimensional_morphology_on_the_cuda_kernels(
+    emu, monkeypatch, semiring, shape, element, axes, tiled
+):
+    """The CUDA kernels serve N-D morphology through the windows the core builds for it (taps that
+    are offsets into flattened planes or folded rows, not compact windows): values, winners and
+    both gradients, the NumPy backend's bits."""
+    import tropic.core.morphology as morphology_module
+
+    monkeypatch.setattr(emu, "TILED_MORPHOLOGY", tiled)
+    rng = np.random.default_rng(9)
+    image, structure = sample(rng, shape, np.float32), sample(rng, element, np.float32)
+    g = dyadic(rng, shape, np.float32)
+    _, params, _ = morphology_module.check(semiring, image, structure, None, None, "reflect", 0.0, axes=axes)
+
+    def run():
+        values, winners = morphology_module._run(compat_numpy, image, structure, **params)
+        grads = morphology_module._vjp(compat_numpy, g, winners, (shape, element), (True, True), **params)
+        return values, winners, *grads
+
+    expected = run()  # the NumPy backend
+    monkeypatch.setattr(morphology_module, "kernel_for", lambda operator, xp: getattr(emu, operator))
+    for got, want in zip(run(), expected, strict=True):
+        assert_identical(got, want)
