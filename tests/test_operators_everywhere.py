@@ -62,6 +62,14 @@ CASES = {
         lambda x, w: tropic.minplus_conv2d(x, w, groups=2, return_indices=True),
         [(2, 4, 6, 6), (6, 2, 2, 3)],
     ),
+    "maxplus_conv1d": (
+        lambda x, w: tropic.maxplus_conv1d(x, w, stride=2, padding=1, return_indices=True),
+        [(2, 4, 9), (3, 4, 3)],
+    ),
+    "minplus_conv1d_groups": (
+        lambda x, w: tropic.minplus_conv1d(x, w, groups=2, return_indices=True),
+        [(2, 4, 7), (6, 2, 2)],
+    ),
     "maxout": (lambda x: tropic.maxout(x, 3, axis=1, return_indices=True), [(4, 6, 5)]),
     "maximum": (lambda a, b: tropic.maximum(a, b, return_indices=True), [(4, 5), (5,)]),
     "minimum": (lambda a, b: tropic.minimum(a, b, return_indices=True), [(4, 1), (4, 5)]),

@@ -9,7 +9,7 @@ in ``tropic.core.spec``'s table, from which the engines are generated.
 
 from . import ndimage  # SciPy's grey-morphology names and defaults (tropic.ndimage.grey_dilation, ...)
 from .core.config import get_num_threads, set_num_threads
-from .core.conv import conv2d_vjp, maxplus_conv2d, minplus_conv2d
+from .core.conv import conv2d_vjp, maxplus_conv1d, maxplus_conv2d, minplus_conv1d, minplus_conv2d
 from .core.engines import define_torch_ops_with_torch as _define_torch_ops_with_torch
 from .core.extremum import maximum, minimum
 from .core.geodesic import (
@@ -61,9 +61,11 @@ __all__ = [
     "maximum",
     "maxout",
     "maxout_vjp",
+    "maxplus_conv1d",
     "maxplus_conv2d",
     "maxplus_matmul",
     "minimum",
+    "minplus_conv1d",
     "minplus_conv2d",
     "minplus_matmul",
     "morphological_gradient",

@@ -46,18 +46,25 @@ def require_same_device(**arrays: Array) -> None:
 
 def pair(name: str, value: Any, minimum: int) -> tuple[int, int]:
     """Normalise an int or a pair of ints (stride, padding, size) and check its lower bound."""
+    return ints(name, value, 2, minimum)  # type: ignore[return-value]
+
+
+def ints(name: str, value: Any, n: int, minimum: int) -> tuple[int, ...]:
+    """Normalise an int or a tuple of ``n`` ints (one per spatial axis: kernel size, stride, padding)
+    and check its lower bound."""
     if _is_int(value):
-        values = (value, value)
+        values = (value,) * n
     else:
         try:
             values = tuple(value)
         except TypeError:
             values = ()
-        if len(values) != 2 or not all(_is_int(v) for v in values):
-            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+        if len(values) != n or not all(_is_int(v) for v in values):
+            expected = "a pair of ints" if n == 2 else f"a tuple of {n} int{'s' if n > 1 else ''}"
+            raise TypeError(f"{name} must be an int or {expected}, got {value!r}")
     if min(values) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(values[0]), int(values[1])
+    return tuple(int(v) for v in values)
 
 
 def _is_int(value: Any) -> bool:

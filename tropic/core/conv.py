@@ -1,4 +1,5 @@
-"""Tropical 2-D convolutions, the layer form: ``maxplus_conv2d`` and ``minplus_conv2d``."""
+"""Tropical convolutions, the layer form: ``maxplus_conv2d`` and ``minplus_conv2d``, and their 1-D
+forms ``maxplus_conv1d`` and ``minplus_conv1d`` (the 2-D operator with a unit height)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from ._array_api import Array, array_namespace, device, gather_or_fill, index_dtype, scatter_add
 from .checks import (
+    ints,
     pair,
     positive_int,
     require_floating,
@@ -88,6 +90,104 @@ def minplus_conv2d(
               + w_{o,c,u,v}
     """
     return _tropical_conv2d(MIN_PLUS, x, w, stride, padding, groups, return_indices)
+
+
+def maxplus_conv1d(
+    x: Array,
+    w: Array,
+    stride: int | tuple[int] = 1,
+    padding: int | tuple[int] = 0,
+    groups: int = 1,
+    *,
+    return_indices: bool = False,
+):
+    """Max-plus 1-D convolution (correlation orientation, like ``conv1d``).
+
+    .. math:: y_{b,o,i} = \\max_{c,v} \\; x_{b,\\,g(o) C_g + c,\\; i s + v - p} + w_{o,c,v}
+
+    where ``C_g = Cin / groups`` input channels belong to output channel ``o``'s group ``g(o)``. It is
+    :func:`maxplus_conv2d` of ``x[:, :, None, :]`` and ``w[:, :, None, :]`` (a unit height): same
+    kernels, tie rule and derivatives, on every backend and engine.
+
+    Parameters
+    ----------
+    x : array or tensor, shape (B, Cin, L)
+    w : array or tensor, shape (Cout, Cin // groups, k)
+        Real floating point, same library and device; dtypes promote. NumPy, CuPy and other
+        array-API arrays, ``tropic.autodiff`` tensors and torch tensors (the last two differentiable).
+    stride : int or (int,)
+        Step between output positions, >= 1.
+    padding : int or (int,)
+        Positions added on each side, filled with the tropical zero (``-inf``), >= 0.
+    groups : int
+        ``Cin`` and ``Cout`` must both be divisible by it.
+    return_indices : bool
+        Also return the winner: flat index ``c * k + v`` into ``w[o]``, lowest on ties, ``-1`` if
+        every candidate is ``-inf``.
+
+    Returns
+    -------
+    y : array, shape (B, Cout, (L + 2 p - k) // s + 1)
+    indices : array (only if ``return_indices``)
+
+    Examples
+    --------
+    >>> import numpy as np, tropic
+    >>> tropic.maxplus_conv1d(np.array([[[0.0, 3.0, 1.0, 2.0]]]), np.array([[[0.0, -1.0]]]))
+    array([[[2., 3., 1.]]])
+    """
+    return _tropical_conv1d(MAX_PLUS, x, w, stride, padding, groups, return_indices)
+
+
+def minplus_conv1d(
+    x: Array,
+    w: Array,
+    stride: int | tuple[int] = 1,
+    padding: int | tuple[int] = 0,
+    groups: int = 1,
+    *,
+    return_indices: bool = False,
+):
+    """Min-plus 1-D convolution: :func:`maxplus_conv1d` with ``min`` and ``+inf`` padding.
+
+    .. math:: y_{b,o,i} = \\min_{c,v} \\; x_{b,\\,g(o) C_g + c,\\; i s + v - p} + w_{o,c,v}
+    """
+    return _tropical_conv1d(MIN_PLUS, x, w, stride, padding, groups, return_indices)
+
+
+def _tropical_conv1d(semiring, x, w, stride, padding, groups, return_indices):
+    """The 1-D convolution as the 2-D one of ``(B, Cin, 1, L)`` by ``(Cout, Cin // groups, 1, k)``;
+    winners ``(c * 1 + 0) * k + v = c * k + v`` need no translation."""
+    engine = engine_of(x, w)
+    raw_x, raw_w = (x, w) if engine is None else (engine.array(x), engine.array(w))
+    xp = array_namespace(x=raw_x, w=raw_w)
+    require_ndim("x", raw_x, 3, "B, Cin, L")
+    require_ndim("w", raw_w, 3, "Cout, Cin // groups, k")
+    (s,), (p,) = ints("stride", stride, 1, 1), ints("padding", padding, 1, 0)
+    groups = positive_int("groups", groups)
+    (B, C_in, L), (C_out, C_group, k) = tuple(raw_x.shape), tuple(raw_w.shape)
+    if C_in % groups or C_out % groups:
+        raise ValueError(
+            f"groups={groups} must divide both the input channels (x.shape[1]={C_in}) and the "
+            f"output channels (w.shape[0]={C_out})"
+        )
+    if C_group != C_in // groups:
+        raise ValueError(
+            f"w.shape[1] must be x.shape[1] // groups = {C_in // groups}, got w of shape "
+            f"{(C_out, C_group, k)}"
+        )
+    if k < 1 or L + 2 * p < k:
+        raise ValueError(f"the kernel (length {k}) must fit the padded input (length {L + 2 * p})")
+
+    def reshape(t: Any, shape: tuple[int, ...]) -> Any:
+        # the engines' tensors reshape differentiably with their own method (torch.compile traces it)
+        return xp.reshape(t, shape) if engine is None else t.reshape(shape)
+
+    x4, w4 = reshape(x, (B, C_in, 1, L)), reshape(w, (C_out, C_group, 1, k))
+    y, indices = _tropical_conv2d(semiring, x4, w4, (1, s), (0, p), groups, True)
+    out_shape = (B, C_out, (L + 2 * p - k) // s + 1)
+    y = reshape(y, out_shape)
+    return (y, reshape(indices, out_shape)) if return_indices else y
 
 
 def conv2d_vjp(

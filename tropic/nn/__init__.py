@@ -18,7 +18,20 @@ Examples
 
 from . import data, init, pruning
 from .activations import ReLU, Sigmoid, Softplus, Tanh
-from .conv import Conv2d, Dilation2d, Erosion2d, MaxPlusConv2d, MaxPool2d, MinPlusConv2d
+from .conv import (
+    Conv2d,
+    Dilation1d,
+    Dilation2d,
+    Dilation3d,
+    Erosion1d,
+    Erosion2d,
+    Erosion3d,
+    MaxPlusConv1d,
+    MaxPlusConv2d,
+    MaxPool2d,
+    MinPlusConv1d,
+    MinPlusConv2d,
+)
 from .dropout import DropConnect, Dropout, WeightDropout
 from .linear import Flatten, Identity, Linear
 from .losses import (
@@ -52,20 +65,26 @@ __all__ = [
     "CosineAnnealingLR",
     "CrossEntropyLoss",
     "DiceLoss",
+    "Dilation1d",
     "Dilation2d",
+    "Dilation3d",
     "DilationErosion",
     "DropConnect",
     "Dropout",
+    "Erosion1d",
     "Erosion2d",
+    "Erosion3d",
     "Flatten",
     "Identity",
     "Linear",
     "MSELoss",
     "MaxPlus",
+    "MaxPlusConv1d",
     "MaxPlusConv2d",
     "MaxPool2d",
     "Maxout",
     "MinPlus",
+    "MinPlusConv1d",
     "MinPlusConv2d",
     "Module",
     "ModuleList",

@@ -1,5 +1,7 @@
-"""Convolution-type layers: ``Conv2d``, ``MaxPlusConv2d``, ``MinPlusConv2d``, ``Dilation2d``,
-``Erosion2d``, ``MaxPool2d``. Inputs are ``(B, C, H, W)``.
+"""Convolution-type layers: ``Conv2d``, ``MaxPlusConv1d``, ``MinPlusConv1d``, ``MaxPlusConv2d``,
+``MinPlusConv2d``, ``Dilation1d``, ``Erosion1d``, ``Dilation2d``, ``Erosion2d``, ``Dilation3d``,
+``Erosion3d``, ``MaxPool2d``. Inputs are ``(B, C, L)`` (1-D), ``(B, C, H, W)`` (2-D) or
+``(B, C, D, H, W)`` (3-D).
 
 The morphological ones are defined once for both engines (:mod:`tropic.nn.layer`); ``tropic.torch.nn``
 has the same classes as ``torch.nn.Module`` s.
@@ -14,17 +16,32 @@ import numpy as np
 import tropic
 
 from .. import autodiff as ad
-from ..core.checks import pair, positive_int
+from ..core.checks import ints, pair, positive_int
 from . import init as _init
 from .layer import Layer, require_image
 from .linear import linear_init
 from .module import Module, Parameter
 from .tropical import tropical_weight
 
-__all__ = ["Conv2d", "Dilation2d", "Erosion2d", "MaxPlusConv2d", "MaxPool2d", "MinPlusConv2d"]
+__all__ = [
+    "Conv2d",
+    "Dilation1d",
+    "Dilation2d",
+    "Dilation3d",
+    "Erosion1d",
+    "Erosion2d",
+    "Erosion3d",
+    "MaxPlusConv1d",
+    "MaxPlusConv2d",
+    "MaxPool2d",
+    "MinPlusConv1d",
+    "MinPlusConv2d",
+]
 
 
-def _conv_shape(in_channels: int, out_channels: int, kernel_size: Any, groups: int) -> tuple[int, ...]:
+def _conv_shape(
+    in_channels: int, out_channels: int, kernel_size: Any, groups: int, spatial: int = 2
+) -> tuple[int, ...]:
     in_channels = positive_int("in_channels", in_channels)
     out_channels = positive_int("out_channels", out_channels)
     groups = positive_int("groups", groups)
@@ -33,8 +50,7 @@ def _conv_shape(in_channels: int, out_channels: int, kernel_size: Any, groups: i
             f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by "
             f"groups ({groups})"
         )
-    kh, kw = pair("kernel_size", kernel_size, 1)
-    return (out_channels, in_channels // groups, kh, kw)
+    return (out_channels, in_channels // groups, *ints("kernel_size", kernel_size, spatial, 1))
 
 
 class Conv2d(Module):
@@ -94,8 +110,11 @@ class Conv2d(Module):
         )
 
 
-class _TropicalConv2d(Layer):
+class _TropicalConv(Layer):
+    """Max-plus (``_zero = -inf``) or min-plus (``+inf``) convolution over ``_spatial`` axes."""
+
     _zero = -np.inf
+    _spatial = 2
 
     def __init__(
         self,
@@ -116,10 +135,11 @@ class _TropicalConv2d(Layer):
         device: Any = None,
     ) -> None:
         dtype = self._setup(dtype, device)
-        shape = _conv_shape(in_channels, out_channels, kernel_size, groups)
+        n = self._spatial
+        shape = _conv_shape(in_channels, out_channels, kernel_size, groups, n)
         self.stride, self.padding, self.groups = (
-            pair("stride", stride, 1),
-            pair("padding", padding, 0),
+            ints("stride", stride, n, 1),
+            ints("padding", padding, n, 0),
             groups,
         )
         self.init = init
@@ -130,24 +150,64 @@ class _TropicalConv2d(Layer):
         self.bias = None if b is None else self.parameter(b, zero=self._zero)
 
     def forward(self, x: Any) -> Any:
-        require_image(self, x, self.weight.shape[1] * self.groups)
+        require_image(self, x, self.weight.shape[1] * self.groups, self._spatial)
         maximise = self._zero < 0
-        op = tropic.maxplus_conv2d if maximise else tropic.minplus_conv2d
+        if self._spatial == 1:
+            op = tropic.maxplus_conv1d if maximise else tropic.minplus_conv1d
+        else:
+            op = tropic.maxplus_conv2d if maximise else tropic.minplus_conv2d
         y = op(x, self.weight, stride=self.stride, padding=self.padding, groups=self.groups)
         if self.bias is None:
             return y
         combine = tropic.maximum if maximise else tropic.minimum
-        return combine(self.F.reshape(self.bias, (1, self.bias.shape[0], 1, 1)), y)
+        return combine(self.F.reshape(self.bias, (1, self.bias.shape[0]) + (1,) * self._spatial), y)
 
     def extra_repr(self) -> str:
-        o, c, kh, kw = self.weight.shape
+        o, c, *kernel = self.weight.shape
         return (
-            f"{c * self.groups}, {o}, kernel_size={(kh, kw)}, stride={self.stride}, padding={self.padding}, "
-            f"groups={self.groups}, bias={self.bias is not None}, init={self.init!r}"
+            f"{c * self.groups}, {o}, kernel_size={tuple(kernel)}, stride={self.stride}, "
+            f"padding={self.padding}, groups={self.groups}, bias={self.bias is not None}, init={self.init!r}"
         )
 
 
-class MaxPlusConv2d(_TropicalConv2d):
+class MaxPlusConv1d(_TropicalConv):
+    """Max-plus 1-D convolution layer (correlation orientation, like ``torch.nn.Conv1d``).
+
+    .. math:: y_{b,o,i} = \\max\\big(c_o,\\; \\max_{c,v}
+              x_{b,\\,g(o) C_g + c,\\; i s + v - p} + w_{o,c,v}\\big)
+
+    Inputs ``(B, in_channels, L)``, weight ``(out_channels, in_channels // groups, k)``
+    (:func:`tropic.maxplus_conv1d`: :class:`MaxPlusConv2d` with a unit height). Padding is ``-inf``;
+    the bias ``c`` is a candidate inside the max, off by default.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, padding : int or (int,)
+    groups : int
+    bias : bool
+    init : {"dense", "sparse"}
+        ``N(0, 1)`` weights, or sparse with ``p`` / ``count`` and the rest ``-inf``.
+    p, count, rng, seed, dtype, device
+    """
+
+    _zero = -np.inf
+    _spatial = 1
+
+
+class MinPlusConv1d(_TropicalConv):
+    """Min-plus 1-D convolution layer, the dual of :class:`MaxPlusConv1d` (``min``, ``+inf`` padding,
+    ``+inf`` as the sparse zero, the bias a candidate inside the min).
+
+    .. math:: y_{b,o,i} = \\min\\big(c_o,\\; \\min_{c,v}
+              x_{b,\\,g(o) C_g + c,\\; i s + v - p} + w_{o,c,v}\\big)
+    """
+
+    _zero = np.inf
+    _spatial = 1
+
+
+class MaxPlusConv2d(_TropicalConv):
     """Max-plus 2-D convolution layer (correlation orientation, like :class:`Conv2d`).
 
     .. math:: y_{b,o,i,j} = \\max\\big(c_o,\\; \\max_{c,u,v}
@@ -171,7 +231,7 @@ class MaxPlusConv2d(_TropicalConv2d):
     _zero = -np.inf
 
 
-class MinPlusConv2d(_TropicalConv2d):
+class MinPlusConv2d(_TropicalConv):
     """Min-plus 2-D convolution layer, the dual of :class:`MaxPlusConv2d` (``min``, ``+inf`` padding,
     ``+inf`` as the sparse zero, the bias a candidate inside the min).
 
@@ -182,8 +242,12 @@ class MinPlusConv2d(_TropicalConv2d):
     _zero = np.inf
 
 
-class _Morphology2d(Layer):
+class _Morphology(Layer):
+    """Depthwise dilation (``_dilation``) or erosion over ``_spatial`` axes, one learnable element per
+    channel."""
+
     _dilation = True
+    _spatial = 2
 
     def __init__(
         self,
@@ -198,7 +262,7 @@ class _Morphology2d(Layer):
     ) -> None:
         dtype = self._setup(dtype, device)
         self.channels = positive_int("channels", channels)
-        self.kernel_size = pair("kernel_size", kernel_size, 1)
+        self.kernel_size = ints("kernel_size", kernel_size, self._spatial, 1)
         shape = (self.channels, *self.kernel_size)
         if init == "zeros":
             structure = np.zeros(shape, dtype=dtype)
@@ -210,7 +274,28 @@ class _Morphology2d(Layer):
         self.structure = self.parameter(structure, zero=-np.inf)
 
     def forward(self, x: Any) -> Any:
-        require_image(self, x, self.channels)
+        require_image(self, x, self.channels, self._spatial)
+        return self._filter(x)
+
+    def _filter(self, x: Any) -> Any:
+        # One depthwise call: the structure has one more axis than `axes`, so channel c (axis 1, the
+        # last axis before the filtered ones) is filtered by structure[c]; "neutral" borders (-inf
+        # for the dilation, +inf for the erosion) and SciPy's centre k // 2 are the defaults.
+        op = tropic.dilation if self._dilation else tropic.erosion
+        return op(x, self.structure, axes=tuple(range(-self._spatial, 0)))
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, kernel_size={self.kernel_size}"
+
+
+class _Morphology2d(_Morphology):
+    """The 2-D layers keep their depthwise-convolution form: same values as :meth:`_Morphology._filter`
+    (max and + are exact), but among tied candidates of a dilation the convolution's winner is the
+    lowest index of the *reflected* element, so their gradients under ties stay what they were."""
+
+    _spatial = 2
+
+    def _filter(self, x: Any) -> Any:
         F = self.F
         kh, kw = self.kernel_size
         # SciPy's centre of an even window is k // 2: rows before/after the output position.
@@ -227,12 +312,9 @@ class _Morphology2d(Layer):
         xpad = F.pad(x, pad, value=np.inf)
         return tropic.minplus_conv2d(xpad, -w, groups=self.channels)
 
-    def extra_repr(self) -> str:
-        return f"channels={self.channels}, kernel_size={self.kernel_size}"
-
 
 class Dilation2d(_Morphology2d):
-    """Grey-level dilation of every channel by its own learnable structuring element.
+    """Grey-level dilation of every channel of an image by its own learnable structuring element.
 
     .. math:: y_{b,c} = (x_{b,c} \\oplus s_c)(i, j) = \\max_{u,v} x_{b,c}(i - u, j - v) + s_c(u, v)
 
@@ -261,7 +343,7 @@ class Dilation2d(_Morphology2d):
 
 
 class Erosion2d(_Morphology2d):
-    """Grey-level erosion of every channel by its own learnable structuring element.
+    """Grey-level erosion of every channel of an image by its own learnable structuring element.
 
     .. math:: y_{b,c} = (x_{b,c} \\ominus s_c)(i, j) = \\min_{u,v} x_{b,c}(i + u, j + v) - s_c(u, v)
 
@@ -272,6 +354,93 @@ class Erosion2d(_Morphology2d):
     """
 
     _dilation = False
+
+
+class Dilation1d(_Morphology):
+    """Grey-level dilation of every channel of a signal by its own learnable structuring element.
+
+    .. math:: y_{b,c,i} = (x_{b,c} \\oplus s_c)(i) = \\max_{0 \\le u < k}
+              x_{b,c,\\, i + \\lfloor k/2 \\rfloor - u} + s_{c,u}
+
+    on inputs ``(B, channels, L)``, with SciPy's conventions (centre ``k // 2``, output the size of the
+    input, ``-inf`` outside the signal): ``y[b, c] == tropic.dilation(x[b, c], s[c], axes=-1)``.
+    One depthwise :func:`tropic.dilation` call for all channels (``axes=(-1,)``, the structure
+    ``(channels, k)``); the subgradient goes to the winner with the lowest index ``u``.
+
+    Parameters
+    ----------
+    channels : int
+    kernel_size : int or (int,)
+    init : {"zeros", "normal"}
+        Flat element (0 everywhere, default) or ``N(0, 0.1^2)``.
+    rng, seed, dtype, device
+
+    Attributes
+    ----------
+    structure : Parameter, shape (channels, k)
+        A pruned entry is ``-inf`` (never wins).
+    """
+
+    _dilation = True
+    _spatial = 1
+
+
+class Erosion1d(_Morphology):
+    """Grey-level erosion of every channel of a signal by its own learnable structuring element.
+
+    .. math:: y_{b,c,i} = (x_{b,c} \\ominus s_c)(i) = \\min_{0 \\le u < k}
+              x_{b,c,\\, i + u - \\lfloor k/2 \\rfloor} - s_{c,u}
+
+    ``y[b, c] == tropic.erosion(x[b, c], s[c], axes=-1)`` (SciPy conventions, ``+inf`` outside the
+    signal). Parameters as :class:`Dilation1d`; a pruned entry of ``s`` is ``-inf`` (absent:
+    ``x - s = +inf`` never wins the min).
+    """
+
+    _dilation = False
+    _spatial = 1
+
+
+class Dilation3d(_Morphology):
+    """Grey-level dilation of every channel of a volume by its own learnable structuring element.
+
+    .. math:: y_{b,c,p} = (x_{b,c} \\oplus s_c)(p) = \\max_{u}
+              x_{b,c,\\, p + \\lfloor k/2 \\rfloor - u} + s_c(u)
+
+    with ``p = (d, h, w)`` and ``u = (u_1, u_2, u_3)`` in the ``(kd, kh, kw)`` element (per axis, as
+    in :class:`Dilation1d`), on inputs ``(B, channels, D, H, W)``; SciPy's conventions:
+    ``y[b, c] == tropic.dilation(x[b, c], s[c], axes=(0, 1, 2))``. One depthwise
+    :func:`tropic.dilation` call (``axes=(-3, -2, -1)``, the structure ``(channels, kd, kh, kw)``);
+    the subgradient goes to the winner with the lowest flat index into ``s[c]``.
+
+    Parameters
+    ----------
+    channels : int
+    kernel_size : int or (int, int, int)
+    init : {"zeros", "normal"}
+        Flat element (0 everywhere, default) or ``N(0, 0.1^2)``.
+    rng, seed, dtype, device
+
+    Attributes
+    ----------
+    structure : Parameter, shape (channels, kd, kh, kw)
+    """
+
+    _dilation = True
+    _spatial = 3
+
+
+class Erosion3d(_Morphology):
+    """Grey-level erosion of every channel of a volume by its own learnable structuring element.
+
+    .. math:: y_{b,c,p} = (x_{b,c} \\ominus s_c)(p) = \\min_{u}
+              x_{b,c,\\, p + u - \\lfloor k/2 \\rfloor} - s_c(u)
+
+    ``y[b, c] == tropic.erosion(x[b, c], s[c], axes=(0, 1, 2))`` (SciPy conventions, ``+inf``
+    outside the volume). Parameters as :class:`Dilation3d`; a pruned entry of ``s`` is ``-inf``.
+    """
+
+    _dilation = False
+    _spatial = 3
 
 
 class MaxPool2d(Module):

@@ -82,12 +82,17 @@ def require_features(layer: Any, x: Any, features: int) -> None:
         raise ValueError(f"{type(layer).__name__}: x must have shape (..., {features}), got {shape}")
 
 
-def require_image(layer: Any, x: Any, channels: int) -> None:
-    """``ValueError`` naming ``layer`` unless ``x`` has shape ``(B, channels, H, W)``."""
+_SPATIAL = {1: "L", 2: "H, W", 3: "D, H, W"}
+
+
+def require_image(layer: Any, x: Any, channels: int, spatial: int = 2) -> None:
+    """``ValueError`` naming ``layer`` unless ``x`` has shape ``(B, channels, H, W)`` (``spatial=2``),
+    ``(B, channels, L)`` (1) or ``(B, channels, D, H, W)`` (3)."""
     shape = getattr(x, "shape", None)
-    if shape is not None and (len(shape) != 4 or shape[1] != channels):
+    if shape is not None and (len(shape) != 2 + spatial or shape[1] != channels):
         shape = tuple(shape)
-        raise ValueError(f"{type(layer).__name__}: x must have shape (B, {channels}, H, W), got {shape}")
+        layout = _SPATIAL.get(spatial) or ", ".join(f"N{i}" for i in range(1, spatial + 1))
+        raise ValueError(f"{type(layer).__name__}: x must have shape (B, {channels}, {layout}), got {shape}")
 
 
 class Layer(Module):

@@ -4,8 +4,9 @@ Every layer here *is* the :mod:`tropic.nn` layer of the same name: one class bod
 :mod:`tropic.nn` against a small engine interface (:mod:`tropic.nn.layer`), on torch's engine
 (:func:`engine_class`). Same constructor arguments and signature (plus torch's ``dtype`` and
 ``device``), same initial values for the same ``seed``, same forward formula, with tropic's operators
-(``tropic.maxplus_matmul``, ``tropic.maxplus_conv2d``, ... as ``torch.library`` custom ops) so that
-gradients follow tropic's subgradient rule and ``torch.compile(fullgraph=True)`` sees no graph break.
+(``tropic.maxplus_matmul``, ``tropic.maxplus_conv2d``, ``tropic.dilation``, ... as ``torch.library``
+custom ops) so that gradients follow tropic's subgradient rule and ``torch.compile(fullgraph=True)``
+sees no graph break.
 
 Examples
 --------
@@ -50,10 +51,16 @@ MaxPlus = engine_class(_tnn.MaxPlus)
 MinPlus = engine_class(_tnn.MinPlus)
 DilationErosion = engine_class(_tnn.DilationErosion)
 Maxout = engine_class(_tnn.Maxout)
+MaxPlusConv1d = engine_class(_tnn.MaxPlusConv1d)
+MinPlusConv1d = engine_class(_tnn.MinPlusConv1d)
 MaxPlusConv2d = engine_class(_tnn.MaxPlusConv2d)
 MinPlusConv2d = engine_class(_tnn.MinPlusConv2d)
+Dilation1d = engine_class(_tnn.Dilation1d)
+Erosion1d = engine_class(_tnn.Erosion1d)
 Dilation2d = engine_class(_tnn.Dilation2d)
 Erosion2d = engine_class(_tnn.Erosion2d)
+Dilation3d = engine_class(_tnn.Dilation3d)
+Erosion3d = engine_class(_tnn.Erosion3d)
 BiSE = engine_class(_tnn.BiSE)
 LUI = engine_class(_tnn.LUI)
 BiSEL = engine_class(_tnn.BiSEL)
@@ -73,15 +80,21 @@ __all__ = [
     "BinarizedNeurons",
     "DenseLUI",
     "DiagonalActivation",
+    "Dilation1d",
     "Dilation2d",
+    "Dilation3d",
     "DilationErosion",
+    "Erosion1d",
     "Erosion2d",
+    "Erosion3d",
     "GroupMax",
     "MPMResidual",
     "MaxPlus",
+    "MaxPlusConv1d",
     "MaxPlusConv2d",
     "Maxout",
     "MinPlus",
+    "MinPlusConv1d",
     "MinPlusConv2d",
     "Residual",
     "SVDActivation",
