@@ -42,7 +42,7 @@ import numpy as np
 from ._array_api import Array, array_namespace, backend_name, device, index_dtype
 from .checks import require_same_device
 from .engines import arrays, engine_of
-from .morphology import _host, dilation, erosion
+from .morphology import _host, _python_footprint, dilation, erosion
 from .spec import Operator, define
 
 __all__ = [
@@ -185,16 +185,45 @@ def _reconstruction_of_tensors(engine, seed, mask, method, footprint, offset, re
             f"{tuple(raw_mask.shape)}"
         )
     maximise = _method(method)
-    if footprint is None and offset is None:  # the full 3^n neighbourhood, in plain Python: NumPy
-        # here would be traced by torch.compile (a NumPy footprint runs eagerly only)
-        steps = [v for step in itertools.product((-1, 0, 1), repeat=raw_seed.ndim) if any(step) for v in step]
-    else:
-        steps = [
-            int(v) for v in _footprint_steps(footprint, offset, raw_seed.ndim, _ones_footprint)[2].reshape(-1)
-        ]
+    # The steps in plain Python where the footprint is (the default, nested lists): NumPy here would
+    # be traced by torch.compile (a NumPy footprint runs eagerly only).
+    steps = _python_steps(footprint, offset, raw_seed.ndim)
+    if steps is None:
+        table = _footprint_steps(footprint, offset, raw_seed.ndim, _ones_footprint)[2]
+        steps = [int(v) for v in table.reshape(-1)]
     params = {"steps": steps, "maximise": maximise}
     values, winners = engine.apply(RECONSTRUCTION, (seed, mask), params)
     return (values, winners) if return_indices else values
+
+
+def _python_steps(footprint: Any, offset: Any, ndim: int) -> list[int] | None:
+    """The flattened neighbour steps of a footprint given as nested Python lists (or None: the full
+    ``3^ndim`` neighbourhood) and an offset of Python ints or None, computed without NumPy; None for
+    anything else (or anything to refuse, which :func:`_footprint_steps` then explains)."""
+    if footprint is None:
+        shape, support = (3,) * ndim, (True,) * 3**ndim
+    else:
+        given = _python_footprint(footprint)
+        if given is None or len(given[0]) != ndim:
+            return None
+        shape, support = given
+    if offset is None:
+        if any(d % 2 == 0 for d in shape):
+            return None
+        centre = tuple(d // 2 for d in shape)
+    elif isinstance(offset, (list, tuple)) and len(offset) == ndim and all(type(o) is int for o in offset):
+        centre = tuple(offset)
+        if not all(0 <= o < d for o, d in zip(centre, shape, strict=True)):
+            return None
+    else:
+        return None
+    taps = itertools.product(*(range(d) for d in shape))
+    steps = [
+        tuple(k - c for k, c in zip(tap, centre, strict=True))
+        for tap, on in zip(taps, support, strict=True)
+        if on
+    ]
+    return [v for step in steps if any(step) for v in step]
 
 
 def _floating(x: Any) -> bool:
