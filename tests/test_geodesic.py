@@ -689,3 +689,54 @@ def test_reconstruction_under_torch_compile_and_forward_mode():
     assert float((tangent.numpy() * g).sum()) == float((d_seed * t_seed).sum() + (d_mask * t_mask).sum())
     with pytest.raises(ValueError, match="seed must be <= mask"):
         geodesic.reconstruction(m, s)
+
+
+@pytest.mark.parametrize("spatial", [1, 2, 3])
+def test_reconstruction_layer_filters_each_image_on_both_engines(spatial):
+    """tropic.nn.Reconstruction and tropic.torch.nn.Reconstruction: each (batch, channel) image
+    reconstructed alone (the batch and channel axes never connect), bitwise the array function on it,
+    and the gradients of a learnable per-channel height h in the seed x - h agree across engines."""
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    import tropic.autodiff as ad
+    import tropic.nn as nn
+    import tropic.torch.nn as tnn
+
+    rng = np.random.default_rng(30 + spatial)
+    x = rng.integers(0, 6, (2, 3, *(5,) * spatial)).astype(np.float64)
+    h = np.array([0.5, 1.0, 2.0]).reshape(1, 3, *(1,) * spatial)
+    expected = np.empty_like(x)
+    for b, c in np.ndindex(2, 3):
+        expected[b, c] = geodesic.reconstruction(x[b, c] - h[0, c], x[b, c])
+    height = ad.Tensor(h, requires_grad=True)
+    out = nn.Reconstruction(spatial=spatial)(ad.Tensor(x) - height, ad.Tensor(x))
+    assert_identical(out.numpy(), expected)
+    g = rng.integers(-4, 5, x.shape) / 2.0
+    (out * ad.Tensor(g)).sum().backward()
+    torch_height = torch.tensor(h, requires_grad=True)
+    layer = tnn.Reconstruction(spatial=spatial)
+    torch_out = layer(torch.from_numpy(x) - torch_height, torch.from_numpy(x))
+    assert_identical(torch_out.detach().numpy(), expected)
+    (torch_out * torch.from_numpy(g)).sum().backward()
+    assert_identical(torch_height.grad.numpy(), height.grad)
+    assert np.any(height.grad != 0)
+    compiled = torch.compile(lambda a, b: layer(a, b), fullgraph=True)
+    assert_identical(
+        compiled(torch.from_numpy(x) - torch.from_numpy(h), torch.from_numpy(x)).numpy(), expected
+    )
+
+
+def test_reconstruction_layer_arguments():
+    import tropic.nn as nn
+
+    with pytest.raises(ValueError, match="method"):
+        nn.Reconstruction(method="opening")
+    with pytest.raises(ValueError, match="footprint"):
+        nn.Reconstruction(spatial=2, footprint=np.ones((2, 3)))
+    with pytest.raises(ValueError, match="spatial"):
+        nn.Reconstruction(spatial=3)(np.zeros((4, 4)), np.zeros((4, 4)))
+    cross = nn.Reconstruction(method="erosion", spatial=2, footprint=[[0, 1, 0], [1, 1, 1], [0, 1, 0]])
+    image = np.random.default_rng(3).random((1, 6, 6))
+    assert_identical(
+        cross(image + 0.5, image),
+        geodesic.reconstruction(image[0] + 0.5, image[0], method="erosion", footprint=cross.footprint)[None],
+    )

@@ -33,6 +33,7 @@ from .conv import (
     MinPlusConv2d,
 )
 from .dropout import DropConnect, Dropout, WeightDropout
+from .geodesic import Reconstruction
 from .linear import Flatten, Identity, Linear
 from .losses import (
     BCELoss,
@@ -91,6 +92,7 @@ __all__ = [
     "Optimizer",
     "Parameter",
     "ReLU",
+    "Reconstruction",
     "Residual",
     "Sequential",
     "Sigmoid",

@@ -60,6 +60,7 @@ Erosion1d = engine_class(_tnn.Erosion1d)
 Dilation2d = engine_class(_tnn.Dilation2d)
 Erosion2d = engine_class(_tnn.Erosion2d)
 Dilation3d = engine_class(_tnn.Dilation3d)
+Reconstruction = engine_class(_tnn.Reconstruction)
 Erosion3d = engine_class(_tnn.Erosion3d)
 BiSE = engine_class(_tnn.BiSE)
 LUI = engine_class(_tnn.LUI)
@@ -96,6 +97,7 @@ __all__ = [
     "MinPlus",
     "MinPlusConv1d",
     "MinPlusConv2d",
+    "Reconstruction",
     "Residual",
     "SVDActivation",
     "Softplus",
