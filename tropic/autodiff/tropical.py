@@ -55,16 +55,16 @@ def minimum(a: Any, b: Any) -> Tensor:
     return _extremum.minimum(*operands(a, b))
 
 
-def dilation(x: Any, structure: Any, mode: str = "neutral") -> Tensor:
-    """Grey-level dilation ``(f ⊕ s)(p) = max_y f(p - y) + s(y)`` on the last two axes (see
-    :func:`tropic.dilation`); gradients to ``x`` and ``structure``."""
-    return _morphology.dilation(*operands(x, structure), mode=mode)
+def dilation(x: Any, structure: Any, mode: str = "neutral", **kwargs: Any) -> Tensor:
+    """Grey-level dilation ``(f ⊕ s)(p) = max_y f(p - y) + s(y)`` over ``axes`` (default the last
+    two; ``origin=``, ``axes=`` as :func:`tropic.dilation`); gradients to ``x`` and ``structure``."""
+    return _morphology.dilation(*operands(x, structure), mode=mode, **kwargs)
 
 
-def erosion(x: Any, structure: Any, mode: str = "neutral") -> Tensor:
-    """Grey-level erosion ``(f ⊖ s)(p) = min_y f(p + y) - s(y)`` on the last two axes (see
-    :func:`tropic.erosion`); gradients to ``x`` and ``structure``."""
-    return _morphology.erosion(*operands(x, structure), mode=mode)
+def erosion(x: Any, structure: Any, mode: str = "neutral", **kwargs: Any) -> Tensor:
+    """Grey-level erosion ``(f ⊖ s)(p) = min_y f(p + y) - s(y)`` over ``axes`` (default the last
+    two; as :func:`tropic.erosion`); gradients to ``x`` and ``structure``."""
+    return _morphology.erosion(*operands(x, structure), mode=mode, **kwargs)
 
 
 def maxplus_conv2d(

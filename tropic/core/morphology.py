@@ -21,9 +21,10 @@ of dilation and erosion, exactly as in SciPy. Integer and boolean images are fil
 The winner of an output (``return_indices=True``) is the flat (row-major) index into the structuring
 element, lowest on ties; :func:`dilation_vjp` / :func:`erosion_vjp` consume it.
 
-The kernels filter two axes at a time: one axis is filtered as a row of height 1, and ``n > 2``
-axes as the taps of the first axis, each a 2-D morphology of the image shifted along it (through
-the border mode), combined with the same tie and NaN rule as one pass over all the taps.
+Every backend's 2-D kernel serves every dimension: one axis is a row of height 1 (a long one is cut
+into rows), ``n > 2`` axes are one 2-D morphology whose second axis is the other axes' extended
+planes flattened (a tap of those axes is one offset there), and a flat box over ``n > 2`` axes is
+separable (O(1) per pixel in its size). Values and winners are those of one pass over all the taps.
 """
 
 from __future__ import annotations
