@@ -41,6 +41,7 @@ import numpy as np
 
 from ._array_api import Array, array_namespace, backend_name, device, index_dtype
 from .checks import require_same_device
+from .dispatch import kernel_for
 from .engines import arrays, engine_of
 from .morphology import _host, _python_footprint, dilation, erosion
 from .spec import Operator, define
@@ -285,6 +286,7 @@ RECONSTRUCTION = define(
         vjp=_vjp,
         jvp=_jvp,
         meta=_meta,
+        kernel=("reconstruction", ("xp", "seed", "mask", "steps", "maximise", "winners")),
         doc="Geodesic reconstruction by dilation (maximise) or erosion of seed under / above mask.",
     )
 )
@@ -550,18 +552,12 @@ def _reconstruct(
             xp, xp.reshape(seed, (1,)), xp.reshape(mask, (1,)), np.zeros((0, 1), np.int64), maximise, winners
         )
         return xp.reshape(values, ()), None if index is None else xp.reshape(index, ()), mixed
-    if isinstance(seed, np.ndarray) and backend_name(xp) == "numpy":
-        from tropic.backends.numpy import geodesic as compiled_geodesic
-
-        result = compiled_geodesic.reconstruct(seed, mask, steps, maximise, winners)
-        if result is not None:
-            values, index, found = result
-            both = compiled_geodesic.FOUND_POSITIVE_ZERO | compiled_geodesic.FOUND_NEGATIVE_ZERO
-            return values, index, (found & both) == both
-        values, index = reconstruction_reference(xp, seed, mask, steps, maximise, winners)
-        return values, index, _mixed_zeros(seed, mask)
+    kernel = kernel_for("reconstruction", xp)
+    result = None if kernel is None else kernel(xp, seed, mask, steps, maximise, winners)
+    if result is not None:
+        return result
     values, index = reconstruction_reference(xp, seed, mask, steps, maximise, winners)
-    return values, index, False
+    return values, index, isinstance(seed, np.ndarray) and _mixed_zeros(seed, mask)
 
 
 def reconstruction_reference(

@@ -1,3 +1,3 @@
 """NumPy backend: importing it registers its kernels with ``tropic.core.dispatch``."""
 
-from . import kernels  # noqa: F401
+from . import geodesic, kernels  # noqa: F401

@@ -8,8 +8,11 @@ and winners.
 from __future__ import annotations
 
 import ctypes
+from typing import Any
 
 import numpy as np
+
+from tropic.core.dispatch import register
 
 from . import compiled
 
@@ -59,3 +62,19 @@ def reconstruct(
     if status != 0:
         raise RuntimeError(f"tropic's compiled reconstruction kernel rejected its arguments ({status=})")
     return out, winner, found.value
+
+
+@register("numpy", "reconstruction")
+def reconstruction(
+    xp: Any, seed: np.ndarray, mask: np.ndarray, steps: np.ndarray, maximise: bool, winners: bool
+) -> tuple[np.ndarray, np.ndarray | None, bool] | None:
+    """The operator's kernel: :func:`reconstruct` as ``(values, winners or None, mixed_zeros)``
+    (``mixed_zeros``: the inputs hold both +0.0 and -0.0), or None (the core runs its reference)."""
+    if not isinstance(seed, np.ndarray):
+        return None
+    result = reconstruct(seed, mask, steps, maximise, winners)
+    if result is None:
+        return None
+    values, winner, found = result
+    both = FOUND_POSITIVE_ZERO | FOUND_NEGATIVE_ZERO
+    return values, winner, (found & both) == both
