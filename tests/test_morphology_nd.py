@@ -24,15 +24,8 @@ import tropic.core.morphology as morphology_module
 from tropic import ndimage as tnd
 
 from .helpers import assert_identical, dyadic, expected_index_dtype
+from .test_morphology import NP_PAD
 
-NP_PAD = {
-    "reflect": "symmetric",
-    "grid-mirror": "symmetric",
-    "mirror": "reflect",
-    "nearest": "edge",
-    "wrap": "wrap",
-    "grid-wrap": "wrap",
-}
 SCIPY_MODES = [
     "reflect",
     "mirror",
