@@ -62,6 +62,14 @@ CASES = {
         lambda x, w: tropic.minplus_conv2d(x, w, groups=2, return_indices=True),
         [(2, 4, 6, 6), (6, 2, 2, 3)],
     ),
+    "maxplus_conv3d": (
+        lambda x, w: tropic.maxplus_conv3d(x, w, stride=(2, 1, 2), padding=1, return_indices=True),
+        [(2, 4, 5, 6, 5), (3, 4, 3, 2, 3)],
+    ),
+    "minplus_conv3d_groups": (
+        lambda x, w: tropic.minplus_conv3d(x, w, groups=2, padding=(1, 0, 0), return_indices=True),
+        [(1, 4, 4, 5, 4), (6, 2, 2, 3, 2)],
+    ),
     "maxplus_conv1d": (
         lambda x, w: tropic.maxplus_conv1d(x, w, stride=2, padding=1, return_indices=True),
         [(2, 4, 9), (3, 4, 3)],

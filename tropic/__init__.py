@@ -10,6 +10,7 @@ in ``tropic.core.spec``'s table, from which the engines are generated.
 from . import ndimage  # SciPy's grey-morphology names and defaults (tropic.ndimage.grey_dilation, ...)
 from .core.config import get_num_threads, set_num_threads
 from .core.conv import conv2d_vjp, maxplus_conv1d, maxplus_conv2d, minplus_conv1d, minplus_conv2d
+from .core.conv3d import conv3d_vjp, maxplus_conv3d, minplus_conv3d
 from .core.engines import define_torch_ops_with_torch as _define_torch_ops_with_torch
 from .core.extremum import maximum, minimum
 from .core.geodesic import (
@@ -51,6 +52,7 @@ __all__ = [
     "closing",
     "closing_by_reconstruction",
     "conv2d_vjp",
+    "conv3d_vjp",
     "dilation",
     "dilation_vjp",
     "erosion",
@@ -63,10 +65,12 @@ __all__ = [
     "maxout_vjp",
     "maxplus_conv1d",
     "maxplus_conv2d",
+    "maxplus_conv3d",
     "maxplus_matmul",
     "minimum",
     "minplus_conv1d",
     "minplus_conv2d",
+    "minplus_conv3d",
     "minplus_matmul",
     "morphological_gradient",
     "morphological_laplace",

@@ -28,9 +28,11 @@ from .conv import (
     Erosion3d,
     MaxPlusConv1d,
     MaxPlusConv2d,
+    MaxPlusConv3d,
     MaxPool2d,
     MinPlusConv1d,
     MinPlusConv2d,
+    MinPlusConv3d,
 )
 from .dropout import DropConnect, Dropout, WeightDropout
 from .geodesic import Reconstruction
@@ -82,11 +84,13 @@ __all__ = [
     "MaxPlus",
     "MaxPlusConv1d",
     "MaxPlusConv2d",
+    "MaxPlusConv3d",
     "MaxPool2d",
     "Maxout",
     "MinPlus",
     "MinPlusConv1d",
     "MinPlusConv2d",
+    "MinPlusConv3d",
     "Module",
     "ModuleList",
     "Optimizer",

@@ -1,7 +1,7 @@
 """Convolution-type layers: ``Conv2d``, ``MaxPlusConv1d``, ``MinPlusConv1d``, ``MaxPlusConv2d``,
-``MinPlusConv2d``, ``Dilation1d``, ``Erosion1d``, ``Dilation2d``, ``Erosion2d``, ``Dilation3d``,
-``Erosion3d``, ``MaxPool2d``. Inputs are ``(B, C, L)`` (1-D), ``(B, C, H, W)`` (2-D) or
-``(B, C, D, H, W)`` (3-D).
+``MinPlusConv2d``, ``MaxPlusConv3d``, ``MinPlusConv3d``, ``Dilation1d``, ``Erosion1d``, ``Dilation2d``,
+``Erosion2d``, ``Dilation3d``, ``Erosion3d``, ``MaxPool2d``. Inputs are ``(B, C, L)`` (1-D),
+``(B, C, H, W)`` (2-D) or ``(B, C, D, H, W)`` (3-D).
 
 The morphological ones are defined once for both engines (:mod:`tropic.nn.layer`); ``tropic.torch.nn``
 has the same classes as ``torch.nn.Module`` s.
@@ -33,9 +33,11 @@ __all__ = [
     "Erosion3d",
     "MaxPlusConv1d",
     "MaxPlusConv2d",
+    "MaxPlusConv3d",
     "MaxPool2d",
     "MinPlusConv1d",
     "MinPlusConv2d",
+    "MinPlusConv3d",
 ]
 
 
@@ -154,6 +156,8 @@ class _TropicalConv(Layer):
         maximise = self._zero < 0
         if self._spatial == 1:
             op = tropic.maxplus_conv1d if maximise else tropic.minplus_conv1d
+        elif self._spatial == 3:
+            op = tropic.maxplus_conv3d if maximise else tropic.minplus_conv3d
         else:
             op = tropic.maxplus_conv2d if maximise else tropic.minplus_conv2d
         y = op(x, self.weight, stride=self.stride, padding=self.padding, groups=self.groups)
@@ -240,6 +244,43 @@ class MinPlusConv2d(_TropicalConv):
     """
 
     _zero = np.inf
+
+
+class MaxPlusConv3d(_TropicalConv):
+    """Max-plus 3-D convolution layer (correlation orientation, like ``torch.nn.Conv3d``).
+
+    .. math:: y_{b,o,z,i,j} = \\max\\big(c_o,\\; \\max_{c,a,u,v}
+              x_{b,\\,g(o) C_g + c,\\; z s + a - p,\\; i s + u - p,\\; j s + v - p} + w_{o,c,a,u,v}\\big)
+
+    Inputs ``(B, in_channels, D, H, W)``, weight ``(out_channels, in_channels // groups, kd, kh, kw)``
+    (:func:`tropic.maxplus_conv3d`). Padding is ``-inf``; the bias ``c`` is a candidate inside the
+    max, off by default.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, padding : int or (int, int, int)
+    groups : int
+    bias : bool
+    init : {"dense", "sparse"}
+        ``N(0, 1)`` weights, or sparse with ``p`` / ``count`` and the rest ``-inf``.
+    p, count, rng, seed, dtype, device
+    """
+
+    _zero = -np.inf
+    _spatial = 3
+
+
+class MinPlusConv3d(_TropicalConv):
+    """Min-plus 3-D convolution layer, the dual of :class:`MaxPlusConv3d` (``min``, ``+inf`` padding,
+    ``+inf`` as the sparse zero, the bias a candidate inside the min).
+
+    .. math:: y_{b,o,z,i,j} = \\min\\big(c_o,\\; \\min_{c,a,u,v}
+              x_{b,\\,g(o) C_g + c,\\; z s + a - p,\\; i s + u - p,\\; j s + v - p} + w_{o,c,a,u,v}\\big)
+    """
+
+    _zero = np.inf
+    _spatial = 3
 
 
 class _Morphology(Layer):

@@ -528,7 +528,7 @@ def _fold_leading(operator: Operator, op: Any):
             if structure is not None and structure.ndim == len(axes) + 1:  # one element per channel
                 return None
             return op(x, *args[1:]), (0, 0)
-        if name == "conv2d":
+        if name in ("conv2d", "conv3d"):
             B = x.shape[0]
             values, winners = op(x.reshape(B * x.shape[1], *x.shape[2:]), *args[1:])
             return (values.reshape(B, -1, *values.shape[1:]), winners.reshape(B, -1, *winners.shape[1:])), (

@@ -55,6 +55,8 @@ MaxPlusConv1d = engine_class(_tnn.MaxPlusConv1d)
 MinPlusConv1d = engine_class(_tnn.MinPlusConv1d)
 MaxPlusConv2d = engine_class(_tnn.MaxPlusConv2d)
 MinPlusConv2d = engine_class(_tnn.MinPlusConv2d)
+MaxPlusConv3d = engine_class(_tnn.MaxPlusConv3d)
+MinPlusConv3d = engine_class(_tnn.MinPlusConv3d)
 Dilation1d = engine_class(_tnn.Dilation1d)
 Erosion1d = engine_class(_tnn.Erosion1d)
 Dilation2d = engine_class(_tnn.Dilation2d)
@@ -93,10 +95,12 @@ __all__ = [
     "MaxPlus",
     "MaxPlusConv1d",
     "MaxPlusConv2d",
+    "MaxPlusConv3d",
     "Maxout",
     "MinPlus",
     "MinPlusConv1d",
     "MinPlusConv2d",
+    "MinPlusConv3d",
     "Reconstruction",
     "Residual",
     "SVDActivation",
