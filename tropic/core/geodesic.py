@@ -100,9 +100,10 @@ def reconstruction(
         The centre of ``footprint`` (``0 <= offset[i] < footprint.shape[i]``). Default: the middle,
         and then every dimension of ``footprint`` must be odd.
     return_indices : bool
-        Also return the winner of every output (see the module docstring): an integer array of the
-        seed's shape with values in ``[0, 2 * seed.size)`` (``< seed.size``: that seed pixel,
-        else the mask pixel ``winner - seed.size``), ``-1`` where a NaN reached the output.
+        Also return the winner of every output (see the module docstring): an array of the seed's
+        shape, of the smallest signed integer dtype that holds ``2 * seed.size - 1``, with values in
+        ``[0, 2 * seed.size)`` (``< seed.size``: that seed pixel, else the mask pixel
+        ``winner - seed.size``), ``-1`` where a NaN reached the output.
 
     Returns
     -------
@@ -140,7 +141,7 @@ def reconstruction(
     array([5., 5., 5., 5., 5., 5.])
     >>> values, winners = reconstruction(seed, mask, return_indices=True)
     >>> winners  # seed pixel 1 for the 2; mask pixel 2 (6 + 2) for the 1s; mask pixels 0 and 5 for the 0s
-    array([ 6,  1,  8,  8,  8, 11])
+    array([ 6,  1,  8,  8,  8, 11], dtype=int8)
     """
     engine = engine_of(seed, mask)
     if engine is not None and _floating(seed) and _floating(mask):  # differentiable
