@@ -159,7 +159,7 @@ def _primitive(operator, input, size, footprint, structure, output, mode, cval, 
     mask = None if footprint is None else np.asarray(footprint, dtype=bool)
     as_bytes = structure is not None and _core._kind(input.dtype) == "b"
     if as_bytes:  # SciPy's C loop sums a boolean image's candidates as bytes (numpy.bool_ is one)
-        input = _view(input, xp.uint8)
+        input = input.view(xp.uint8)  # NumPy, CuPy and torch arrays
     if structure is not None:
         structure = xp.asarray(structure, dtype=xp.float64, device=device(input))
         structure = _as_scipy_adds(xp, structure, mask, input.dtype, operator is _core.dilation)
@@ -183,17 +183,12 @@ def _primitive(operator, input, size, footprint, structure, output, mode, cval, 
             result = _general(operator, input, structure, mask, *args)
     if as_bytes:  # stored as SciPy stores it: the byte, in a boolean array (nonzero is True)
         if output is None or (not _is_array(output) and output in (bool, np.bool_, xp.bool)):
-            return _view(_cast(xp, result, xp.uint8), xp.bool)
+            return _cast(xp, result, xp.uint8).view(xp.bool)
     if output is None:
         return _cast(xp, result, input.dtype)
     if _is_array(output):
         return _into(output, _cast(xp, result, output.dtype))
     return _cast(xp, result, output)
-
-
-def _view(x: Any, dtype: Any) -> Any:
-    """``x``'s bytes as another one-byte dtype (NumPy, CuPy and torch arrays)."""
-    return x.view(dtype)
 
 
 def _wider(output: Any, dtype: Any) -> bool:

@@ -49,9 +49,9 @@ def pair(name: str, value: Any, minimum: int) -> tuple[int, int]:
     return ints(name, value, 2, minimum)  # type: ignore[return-value]
 
 
-def ints(name: str, value: Any, n: int, minimum: int) -> tuple[int, ...]:
-    """Normalise an int or a tuple of ``n`` ints (one per spatial axis: kernel size, stride, padding)
-    and check its lower bound."""
+def ints(name: str, value: Any, n: int, minimum: int | None) -> tuple[int, ...]:
+    """Normalise an int or a tuple of ``n`` ints (one per spatial axis: kernel size, stride, padding,
+    origin) and check its lower bound (None: no bound)."""
     if _is_int(value):
         values = (value,) * n
     else:
@@ -62,7 +62,7 @@ def ints(name: str, value: Any, n: int, minimum: int) -> tuple[int, ...]:
         if len(values) != n or not all(_is_int(v) for v in values):
             expected = "a pair of ints" if n == 2 else f"a tuple of {n} int{'s' if n > 1 else ''}"
             raise TypeError(f"{name} must be an int or {expected}, got {value!r}")
-    if min(values) < minimum:
+    if minimum is not None and min(values) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     return tuple(int(v) for v in values)
 

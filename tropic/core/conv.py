@@ -207,12 +207,19 @@ def conv2d_vjp(
 
     Returns ``(grad_x, grad_w)`` of shapes ``x_shape`` and ``w_shape``.
     """
+    return checked_conv_vjp(CONV2D, ConvGeometry, grad, indices, x_shape, w_shape, stride, padding, groups)
+
+
+def checked_conv_vjp(operator, geometry_type, grad, indices, x_shape, w_shape, stride, padding, groups):
+    """A public ``conv*_vjp``: the arguments checked against ``geometry_type`` (its ``ndim``-axis
+    shapes), then ``operator``'s vjp of arrays or of an engine's tensors."""
     raw_grad, raw_indices = arrays(grad, indices)
     xp = array_namespace(grad=raw_grad, indices=raw_indices)
     require_floating(xp, "grad", raw_grad)
     require_integer(xp, "indices", raw_indices)
-    x_shape, w_shape = shape_tuple("x_shape", x_shape, ndim=4), shape_tuple("w_shape", w_shape, ndim=4)
-    geometry = ConvGeometry(x_shape, w_shape, stride, padding, groups)
+    ndim = geometry_type.ndim
+    x_shape, w_shape = shape_tuple("x_shape", x_shape, ndim=ndim), shape_tuple("w_shape", w_shape, ndim=ndim)
+    geometry = geometry_type(x_shape, w_shape, stride, padding, groups)
     for name, a in (("grad", grad), ("indices", indices)):
         if tuple(a.shape) != geometry.out_shape:
             raise ValueError(f"{name} must have the output shape {geometry.out_shape}, got {tuple(a.shape)}")
@@ -222,11 +229,13 @@ def conv2d_vjp(
         "groups": geometry.groups,
         "maximise": True,  # the vjp is the same for both
     }
-    return run_vjp(CONV2D, grad, indices, (x_shape, w_shape), (True, True), params)
+    return run_vjp(operator, grad, indices, (x_shape, w_shape), (True, True), params)
 
 
 class ConvGeometry:
     """Checked shapes of a grouped, strided, padded 2-D convolution."""
+
+    ndim = 4  # of x and w
 
     def __init__(self, x_shape: tuple, w_shape: tuple, stride: Any, padding: Any, groups: Any):
         for name, shape, layout in (

@@ -21,14 +21,12 @@ from .checks import (
     ints,
     positive_int,
     require_floating,
-    require_integer,
     require_ndim,
     require_same_device,
-    shape_tuple,
 )
-from .conv import ConvGeometry, conv2d_reference, conv2d_vjp_reference
+from .conv import ConvGeometry, checked_conv_vjp, conv2d_reference, conv2d_vjp_reference
 from .dispatch import kernel_for
-from .engines import arrays, engine_of, run_vjp
+from .engines import engine_of
 from .semiring import MAX_PLUS, MIN_PLUS
 from .spec import Operator, define
 
@@ -120,27 +118,14 @@ def conv3d_vjp(
 
     Returns ``(grad_x, grad_w)`` of shapes ``x_shape`` and ``w_shape``.
     """
-    raw_grad, raw_indices = arrays(grad, indices)
-    xp = array_namespace(grad=raw_grad, indices=raw_indices)
-    require_floating(xp, "grad", raw_grad)
-    require_integer(xp, "indices", raw_indices)
-    x_shape, w_shape = shape_tuple("x_shape", x_shape, ndim=5), shape_tuple("w_shape", w_shape, ndim=5)
-    geometry = Conv3dGeometry(x_shape, w_shape, stride, padding, groups)
-    for name, a in (("grad", grad), ("indices", indices)):
-        if tuple(a.shape) != geometry.out_shape:
-            raise ValueError(f"{name} must have the output shape {geometry.out_shape}, got {tuple(a.shape)}")
-    params = {
-        "stride": list(geometry.stride),
-        "padding": list(geometry.padding),
-        "groups": geometry.groups,
-        "maximise": True,  # the vjp is the same for both
-    }
-    return run_vjp(CONV3D, grad, indices, (x_shape, w_shape), (True, True), params)
+    return checked_conv_vjp(CONV3D, Conv3dGeometry, grad, indices, x_shape, w_shape, stride, padding, groups)
 
 
 class Conv3dGeometry:
     """Checked shapes of a grouped, strided, padded 3-D convolution, and the 2-D convolution of one
     depth tap (``plane``: the output depth folded into the batch)."""
+
+    ndim = 5  # of x and w
 
     def __init__(self, x_shape: tuple, w_shape: tuple, stride: Any, padding: Any, groups: Any):
         for name, shape, layout in (

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -40,6 +39,8 @@ import numpy as np
 
 from ._array_api import Array, array_namespace, device, gather_or_fill, index_dtype, scatter_add
 from .checks import (
+    _is_int,
+    ints,
     positive_int,
     real_number,
     require_floating,
@@ -603,14 +604,12 @@ def spatial_axes(ndim: int, axes: Any) -> tuple[int, ...]:
                 f"filtered), got {ndim}; pass axes=-1 for a 1-D signal"
             )
         return (-2, -1)
-    given = (axes,) if isinstance(axes, numbers.Integral) else axes
+    given = (axes,) if _is_int(axes) else axes
     try:
         given = tuple(given)
     except TypeError:
         given = None
-    if not given or not all(
-        isinstance(a, numbers.Integral) and not isinstance(a, (bool, np.bool_)) for a in given
-    ):
+    if not given or not all(_is_int(a) for a in given):
         raise TypeError(f"axes must be an int or a non-empty sequence of ints, got {axes!r}")
     if not all(-ndim <= a < ndim for a in given):
         raise ValueError(f"axes must be in [-{ndim}, {ndim}) for an image of {ndim} dimensions, got {axes!r}")
@@ -649,19 +648,8 @@ def axis_modes(mode: Any, n: int) -> tuple[str, ...]:
 def _centres(origin: Any, element: tuple[int, ...]) -> list[int]:
     """The origin's tap on each axis, ``k // 2 + origin``; ``ValueError`` naming ``origin`` unless it
     lies in the element."""
-    n = len(element)
-    given = (origin,) * n if isinstance(origin, numbers.Integral) else origin
-    try:
-        given = tuple(given)
-    except TypeError:
-        given = ()
-    if len(given) != n or not all(
-        isinstance(o, numbers.Integral) and not isinstance(o, (bool, np.bool_)) for o in given
-    ):
-        raise TypeError(
-            f"origin must be an int or a sequence of {n} ints (one per filtered axis), got {origin!r}"
-        )
-    centres = [k // 2 + int(o) for k, o in zip(element, given, strict=True)]
+    given = ints("origin", origin, len(element), None)
+    centres = [k // 2 + o for k, o in zip(element, given, strict=True)]
     for k, c in zip(element, centres, strict=True):
         if not 0 <= c < k:
             raise ValueError(
@@ -1279,24 +1267,6 @@ def check_mode(mode: str) -> None:
         raise ValueError(f"mode must be one of {sorted(_MODES)}, got {mode!r}")
 
 
-def _size(size: Any, n: int) -> tuple[int, ...]:
-    """``size=`` as ``n`` lengths >= 1 (one int for every axis)."""
-    from .checks import _is_int
-
-    values = (size,) * n if _is_int(size) else size
-    try:
-        values = tuple(values)
-    except TypeError:
-        values = ()
-    if len(values) != n or not all(_is_int(v) for v in values):
-        raise TypeError(
-            f"size must be an int or a sequence of {n} ints (one per filtered axis), got {size!r}"
-        )
-    if min(values) < 1:
-        raise ValueError(f"size must be >= 1, got {size!r}")
-    return tuple(int(v) for v in values)
-
-
 def _structuring_element(xp: ModuleType, structure: Any, footprint: Any, size: Any, n: int):
     """Resolve (structure, footprint, size) of an ``n``-axis element into ``(support, element
     shape, structure)``: the support as a flat tuple of Python bools (None for a ``size=``, which
@@ -1310,7 +1280,7 @@ def _structuring_element(xp: ModuleType, structure: Any, footprint: Any, size: A
     if structure is None and footprint is None and size is None:
         raise ValueError("one of structure, footprint or size is required")
     if size is not None:
-        return None, _size(size, n), None
+        return None, ints("size", size, n, 1), None
     if structure is not None:
         require_floating(xp, "structure", structure)
         if structure.ndim not in (n, n + 1):
