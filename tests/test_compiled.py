@@ -41,6 +41,10 @@ for dtype in (np.float32, np.float64):
         results += list(op(images, structure, mode="reflect", return_indices=True))
         results += list(op(images, footprint=footprint, return_indices=True))
         results += list(op(images, size=(4, 5), mode="nearest", return_indices=True))
+        results.append(op(images, structure, mode="reflect"))  # the values-only tap loop
+        signal, element = data((2, 20000), dtype), data((7,), dtype)  # a long row, read in place
+        results += list(op(signal, element, axes=-1, origin=1, mode="wrap", return_indices=True))
+        results.append(op(signal, element, axes=-1, origin=1, mode="wrap"))
     x, w = data((2, 4, 9, 11), dtype), data((6, 2, 3, 2), dtype)
     for conv in (tropic.maxplus_conv2d, tropic.minplus_conv2d):
         results += list(conv(x, w, padding=1, groups=2, return_indices=True))

@@ -192,6 +192,62 @@ def test_values_and_winners_are_the_definition_in_any_dimension(seed):
         assert_identical(values, want)
         np.testing.assert_array_equal(winners, want_winners)
         assert winners.dtype == expected_index_dtype(support.size)
+        # Without return_indices the kernels skip the winners: the same values, bit for bit.
+        assert_identical(fn(image, structure, **kwargs), want)
+
+
+@pytest.mark.usefixtures("cpu_path")
+@pytest.mark.parametrize("seed", range(16))
+def test_long_signals_are_the_definition(seed):
+    """Signals longer than the kernels' long-row threshold, where the compiled path reads the
+    signal in place in column bands (the ends through a padded piece) or folds it into rows (flat
+    elements of many taps, NaN): values with and without winners, every mode and origin, the rows
+    of a batch, float32 and float64, against the definition."""
+    from tropic.backends.numpy import kernels
+
+    rng = np.random.default_rng(seed)
+    length = kernels._LONG_ROW + int(rng.integers(0, 3000))
+    dtype = np.float32 if seed % 2 else np.float64
+    image = rng.integers(-50, 50, (2, length)).astype(dtype)
+    if seed % 4 == 0:  # NaN and infinities somewhere (in one band, or at an end)
+        image[0, int(rng.integers(0, length))] = np.nan
+        image[1, :3] = np.inf
+        image[1, -2:] = -np.inf
+    k = int(rng.integers(1, 26))  # up to 16 flat taps read in place, more are folded
+    support = rng.random(k) < 0.8 if seed % 3 == 0 else np.ones(k, bool)
+    support[int(rng.integers(0, k))] = True
+    structure = rng.integers(-3, 4, k).astype(dtype) if seed % 3 != 1 else None
+    origin = int(rng.integers(-(k // 2), (k - 1) // 2 + 1))
+    mode = str(rng.choice(["neutral", *SCIPY_MODES]))
+    kwargs = {"axes": -1, "origin": origin, "mode": mode, "cval": float(rng.integers(-3, 4))}
+    for dilate, fn in ((True, tropic.dilation), (False, tropic.erosion)):
+        values, winners = fn(image, structure, footprint=support, return_indices=True, **kwargs)
+        want, want_winners = definition(
+            image, structure, support, (-1,), [k // 2 + origin], [mode], kwargs["cval"], dilate
+        )
+        assert_identical(values, want)
+        np.testing.assert_array_equal(winners, want_winners)
+        assert_identical(fn(image, structure, footprint=support, **kwargs), want)
+
+
+def test_wide_images_under_a_one_row_element_are_the_definition():
+    """A 2-D image wider than the long-row threshold, filtered by a 1 x k element (the column-band
+    path with several rows), and by a k x 1 one (the ordinary path), against the definition."""
+    from tropic.backends.numpy import kernels
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(-9, 9, (3, kernels._LONG_ROW + 77)).astype(np.float32)
+    for element in ((1, 5), (5, 1)):
+        structure = rng.integers(-3, 4, element).astype(np.float32)
+        for dilate, fn in ((True, tropic.dilation), (False, tropic.erosion)):
+            values, winners = fn(image, structure, mode="wrap", origin=(0, -1 if element[1] > 1 else 0),
+                                 return_indices=True)  # fmt: skip
+            centres = [k // 2 + o for k, o in zip(element, (0, -1 if element[1] > 1 else 0), strict=True)]
+            want, want_winners = definition(
+                image, structure, np.ones(element, bool), (0, 1), centres, ["wrap"] * 2, 0.0, dilate
+            )
+            assert_identical(values, want)
+            np.testing.assert_array_equal(winners, want_winners)
 
 
 @pytest.mark.parametrize("seed", range(40))

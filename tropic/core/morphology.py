@@ -418,8 +418,8 @@ def _morphology(
     xp, params, shapes = check(
         semiring, raw_image, raw_structure, footprint, size, mode, cval, origin=origin, axes=axes
     )
-    if engine is None:
-        values, winners = _run(xp, image, structure, **params)
+    if engine is None:  # plain arrays: the winners are needed only to be returned
+        values, winners = _run(xp, image, structure, **params, winners=return_indices)
     else:
         values, winners = engine.apply(MORPHOLOGY, (image, structure), params)
     if exact is not None and structure is None:  # flat: back to the image's dtype, exactly
@@ -669,12 +669,15 @@ def morphology_reference(
     col_window: AxisWindow,
     fill: float,
     rounding: str | None = None,
+    winners: bool = True,
 ) -> tuple[Array, Array]:
     """Reference kernel: ``out = ⊕_{(u,v) in support} f[rows[:, u], cols[:, v]] ⊗ weights[u, v]``.
 
     ``rows`` (H, kh) and ``cols`` (W, kw) are the source index tables of the two
     :class:`AxisWindow`, ``-1`` meaning the value ``fill``; ``weights`` is None for a flat element
-    (no addition at all, so ``-0.0`` stays ``-0.0`` as in SciPy).
+    (no addition at all, so ``-0.0`` stays ``-0.0`` as in SciPy). ``winners=False`` says the caller
+    will not read the winners: a backend kernel may then skip them and return None (this one
+    computes them regardless; the values are the same bits either way).
     """
     require_no_rounding(rounding)
     kh, kw = support.shape
@@ -774,9 +777,11 @@ def _run(
     modes: list[str],
     fill: float,
     rounding: str | None = None,
-) -> tuple[Array, Array]:
+    winners: bool = True,
+) -> tuple[Array, Array | None]:
     """``(out, winners)`` of checked arguments: one dtype, the axes moved to the end, the windows,
-    the kernel (per channel for a per-channel structure)."""
+    the kernel (per channel for a per-channel structure). ``winners=False``: the caller does not
+    read them, so the kernels may skip them (None is returned; the values are the same bits)."""
     semiring = MAX_PLUS if maximise else MIN_PLUS
     axes = tuple(axes)
     n = len(axes)
@@ -792,15 +797,16 @@ def _run(
     moved = _to_end(xp, image, axes)
     windows = _windows(tuple(moved.shape[-n:]), window, maximise, modes)
     if weights is None or weights.ndim == n:
-        values, winners = _filter(xp, semiring, moved, weights, mask, windows, fill, rounding)
+        values, taps = _filter(xp, semiring, moved, weights, mask, windows, fill, rounding, winners)
     else:
+        channels = [_channel(moved, c, n) for c in range(weights.shape[0])]
         results = [
-            _filter(xp, semiring, _channel(moved, c, n), weights[c, ...], mask, windows, fill, rounding)
-            for c in range(weights.shape[0])
+            _filter(xp, semiring, x, weights[c, ...], mask, windows, fill, rounding, winners)
+            for c, x in enumerate(channels)
         ]
         values = xp.stack([r[0] for r in results], axis=-n - 1)
-        winners = xp.stack([r[1] for r in results], axis=-n - 1)
-    return _from_end(xp, values, axes), _from_end(xp, winners, axes)
+        taps = xp.stack([r[1] for r in results], axis=-n - 1) if winners else None
+    return _from_end(xp, values, axes), None if not winners else _from_end(xp, taps, axes)
 
 
 def _filter(
@@ -812,64 +818,26 @@ def _filter(
     windows: list[AxisWindow],
     fill: float,
     rounding: str | None,
-) -> tuple[Array, Array]:
-    """The morphology over the last ``mask.ndim`` axes of ``image`` with the backend's 2-D kernel."""
+    winners: bool = True,
+) -> tuple[Array, Array | None]:
+    """The morphology over the last ``mask.ndim`` axes of ``image`` with the backend's 2-D kernel
+    (``winners=False``: it may skip them and give None)."""
     kernel = kernel_for("morphology", xp) or morphology_reference
     n = mask.ndim
-    if n == 1 and windows[0].n >= 2 * _ROW_CHUNK and windows[0].start.size <= _ROW_CHUNK:
-        return _folded_signal(xp, semiring, image, weights, mask, windows[0], fill, rounding, kernel)
     if n == 1:  # a row of height 1
         row = axis_window(1, 1, windows[0].reflected, windows[0].mode, 0)
         w = None if weights is None else xp.expand_dims(weights, axis=0)
-        values, winners = kernel(
-            xp, semiring, xp.expand_dims(image, axis=-2), w, mask[None, :], row, windows[0], fill, rounding
-        )
-        return values[..., 0, :], winners[..., 0, :]
+        row_image, line = xp.expand_dims(image, axis=-2), windows[0]
+        values, taps = kernel(xp, semiring, row_image, w, mask[None], row, line, fill, rounding, winners)
+        return values[..., 0, :], None if taps is None else taps[..., 0, :]
     if n == 2:
-        return kernel(xp, semiring, image, weights, mask, windows[0], windows[1], fill, rounding)
+        return kernel(xp, semiring, image, weights, mask, windows[0], windows[1], fill, rounding, winners)
     if weights is None and mask.all():
-        return _separable_box(xp, semiring, image, mask.shape, windows, fill, rounding, kernel)
-    return _flattened_planes(xp, semiring, image, weights, mask, windows, fill, rounding, kernel)
+        return _separable_box(xp, semiring, image, mask.shape, windows, fill, rounding, kernel, winners)
+    return _flattened_planes(xp, semiring, image, weights, mask, windows, fill, rounding, kernel, winners)
 
 
-# A long 1-D axis is cut into rows of this many outputs (each with the inputs its window reads after
-# them): kernels vectorise and share their work across rows, which one long row would not give them.
-_ROW_CHUNK = 2048
-
-
-def _folded_signal(xp, semiring, image, weights, mask, window, fill, rounding, kernel):
-    """A long axis as a 2-D morphology of rows of ``_ROW_CHUNK`` outputs: row ``c`` holds the
-    extended axis (border values included) from output ``c * _ROW_CHUNK`` on, as far as its window
-    reads, so each output reads exactly what it reads in the one long row."""
-    span, n, before = int(window.start.max()), window.n, window.before
-    rows = -(-n // _ROW_CHUNK)
-    # The extended axis (its border read through the mode), long enough for every row's reads.
-    after = np.full(rows * _ROW_CHUNK + _ROW_CHUNK - before - n, -1, np.int64)
-    after[: window.line.size - before - n] = window.line[before + n :]
-    head = gather_or_fill(xp, image, window.line[:before], -1, fill)
-    tail = gather_or_fill(xp, image, after, -1, fill)
-    extended = xp.concat([head, image, tail], axis=-1)
-    lead = tuple(image.shape[:-1])
-    main = xp.reshape(extended[..., : rows * _ROW_CHUNK], (*lead, rows, _ROW_CHUNK))
-    halo = xp.reshape(extended[..., _ROW_CHUNK:], (*lead, rows, _ROW_CHUNK))[..., :span]
-    folded = xp.concat([main, halo], axis=-1)
-    width = _ROW_CHUNK + span
-    column = AxisWindow(
-        line=np.concatenate([np.arange(width, dtype=np.int64), np.full(span, -1, np.int64)]),
-        start=window.start,
-        n=width,
-        before=0,
-        reflected=window.reflected,
-    )
-    row = axis_window(rows, 1, window.reflected, "neutral", 0)
-    w = None if weights is None else xp.expand_dims(weights, axis=0)
-    values, winners = kernel(xp, semiring, folded, w, mask[None, :], row, column, fill, rounding)
-    values = xp.reshape(values[..., :_ROW_CHUNK], (*lead, rows * _ROW_CHUNK))[..., :n]
-    winners = xp.reshape(winners[..., :_ROW_CHUNK], (*lead, rows * _ROW_CHUNK))[..., :n]
-    return values, winners
-
-
-def _flattened_planes(xp, semiring, image, weights, mask, windows, fill, rounding, kernel):
+def _flattened_planes(xp, semiring, image, weights, mask, windows, fill, rounding, kernel, winners=True):
     """``n > 2`` axes as one 2-D morphology: every axis but the first is extended through its own
     window (border values included) and the extended planes are flattened into one axis, where a
     tap of those axes is a single offset (the row-major sum of its per-axis offsets). The first
@@ -886,11 +854,10 @@ def _flattened_planes(xp, semiring, image, weights, mask, windows, fill, roundin
     rows = xp.reshape(extended, (*lead, plane))
     k0 = mask.shape[0]
     w = None if weights is None else xp.reshape(weights, (k0, -1))
-    values, winners = kernel(xp, semiring, rows, w, mask.reshape(k0, -1), first, column, fill, rounding)
+    values, taps = kernel(xp, semiring, rows, w, mask.reshape(k0, -1), first, column, fill, rounding, winners)
     keep = (..., *(slice(0, window.n) for window in rest))
     values = xp.reshape(values, (*lead, *lengths))[keep]
-    winners = xp.reshape(winners, (*lead, *lengths))[keep]
-    return values, winners
+    return values, None if taps is None else xp.reshape(taps, (*lead, *lengths))[keep]
 
 
 def _plane_column(rest: list[AxisWindow]) -> tuple[list[int], int, AxisWindow]:
@@ -912,7 +879,7 @@ def _plane_column(rest: list[AxisWindow]) -> tuple[list[int], int, AxisWindow]:
     return lengths, plane, column
 
 
-def _separable_box(xp, semiring, image, shape, windows, fill, rounding, kernel):
+def _separable_box(xp, semiring, image, shape, windows, fill, rounding, kernel, winners=True):
     """A flat box over ``n > 2`` axes, O(1) per pixel in its size: the box over the last ``n - 1``
     axes, then the first axis alone over that result (as a (k, 1) element on rows of the flattened
     other axes, so the kernel's running extremum serves it too). A box's lowest-index winner is the
@@ -921,13 +888,17 @@ def _separable_box(xp, semiring, image, shape, windows, fill, rounding, kernel):
     reading the border value there has the whole slice on it, and its lowest tap, 0, wins."""
     n = len(windows)
     first, rest = windows[0], windows[1:]
-    inner, inner_winners = _filter(xp, semiring, image, None, np.ones(shape[1:], bool), rest, fill, rounding)
+    inner, inner_winners = _filter(
+        xp, semiring, image, None, np.ones(shape[1:], bool), rest, fill, rounding, winners
+    )
     lead, length, tail = tuple(inner.shape[:-n]), first.n, math.prod(inner.shape[-n + 1 :])
     rows = xp.reshape(inner, (*lead, length, tail))
     column = axis_window(tail, 1, first.reflected, first.mode, 0)
     values, taps = kernel(
-        xp, semiring, rows, None, np.ones((shape[0], 1), bool), first, column, fill, rounding
+        xp, semiring, rows, None, np.ones((shape[0], 1), bool), first, column, fill, rounding, winners
     )
+    if not winners:
+        return xp.reshape(values, tuple(image.shape)), None
     dev = device(image)
     # Index arithmetic in int32 where it fits (it is most of this function's time).
     itype = xp.int32 if math.prod(inner.shape) < 2**31 and math.prod(shape) < 2**31 else xp.int64
@@ -1123,7 +1094,8 @@ MORPHOLOGY = define(
         meta=_meta,
         kernel=(
             "morphology",
-            ("xp", "semiring", "image", "weights", "support", "row_window", "col_window", "fill", "rounding"),
+            ("xp", "semiring", "image", "weights", "support", "row_window", "col_window", "fill", "rounding")
+            + ("winners",),
         ),
         vjp_kernel=(
             "morphology_vjp",

@@ -158,7 +158,10 @@ def _line_sums(g, winner, n_batch: int, M: int, N: int, K: int, rows: bool):
 
 
 @register("cupy", "morphology")
-def morphology(xp, semiring, image, weights, support, row_window, col_window, fill, rounding=None):
+def morphology(
+    xp, semiring, image, weights, support, row_window, col_window, fill, rounding=None, winners=True
+):
+    # The winners are computed whether or not `winners` asks for them (the same launch writes both).
     require_no_rounding(rounding)
     kh, kw = support.shape
     H, W = image.shape[-2:]

@@ -19,10 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from tropic.core._array_api import index_dtype
+from tropic.core._array_api import gather_or_fill, index_dtype
 from tropic.core.checks import require_winners
 from tropic.core.config import get_num_threads
 from tropic.core.dispatch import register
+from tropic.core.morphology import AxisWindow, axis_window
 from tropic.core.semiring import MAX_PLUS
 
 from . import compiled
@@ -426,14 +427,18 @@ def matmul_vjp(xp, grad, indices, a_shape, b_shape, needs=(True, True)):
 
 
 @register("numpy", "morphology")
-def morphology(xp, semiring, image, weights, support, row_window, col_window, fill, rounding=None):
+def morphology(
+    xp, semiring, image, weights, support, row_window, col_window, fill, rounding=None, winners=True
+):
     """Reduce over the taps of the structuring element, reading the image through the window maps.
 
     Compiled kernels when built: a van Herk running max for full flat rectangles (cost per pixel
     independent of the window), else padding and a tap loop per block of images (see
-    :func:`_compiled_taps`); without them the NumPy tap loop. The NaN rule is applied afterwards.
-    With ``rounding``, the border value and every sum ``x + w`` are rounded to that dtype (a flat
-    element adds nothing: its candidates are the image's own values).
+    :func:`_compiled_taps`); one-row elements on long rows (1-D signals) read the image in place
+    (:func:`_compiled_line_taps`); without them the NumPy tap loop. The NaN rule is applied
+    afterwards. With ``rounding``, the border value and every sum ``x + w`` are rounded to that
+    dtype (a flat element adds nothing: its candidates are the image's own values).
+    ``winners=False``: the compiled tap loops skip the winners (None is returned in their place).
     """
     if _float16_through_float32(rounding, image, weights):
         out, winner = morphology(
@@ -450,6 +455,13 @@ def morphology(xp, semiring, image, weights, support, row_window, col_window, fi
     index_type = _index_type(kh * kw)
     if flat.size == 0:  # nothing to compute (and no pixel to pad from)
         return np.empty(image.shape, image.dtype), np.empty(image.shape, index_type)
+    if kh == 1 and W >= _LONG_ROW:  # 1-D signals (and very wide images under a one-row element)
+        if rounding is None and (w is not None or len(taps) <= _FEW_TAPS):
+            result = _compiled_line_taps(semiring, flat, w, taps, col_window, fill, index_type, winners)
+            if result is not None:
+                out, winner = result
+                return out.reshape(image.shape), None if winner is None else winner.reshape(image.shape)
+        return _folded_rows(semiring, image, w, support, col_window, fill, rounding, winners)
     padded = None
     if rounding is not None:
         fill = _rounded_scalar(fill, rounding)
@@ -463,7 +475,11 @@ def morphology(xp, semiring, image, weights, support, row_window, col_window, fi
             )
             propagate_nan(padded, w, taps, row_window, col_window, kw, out, winner)
             return out.reshape(image.shape), winner.astype(index_type).reshape(image.shape)
-    result = _compiled_taps(semiring, flat, w, taps, kw, row_window, col_window, fill, index_type, rounding)
+    # (the rounded tap loop always tracks the winners)
+    track = winners or rounding is not None
+    result = _compiled_taps(
+        semiring, flat, w, taps, kw, row_window, col_window, fill, index_type, rounding, track
+    )
     if result is None:
         padded = pad(flat, row_window, col_window, fill)
         has_nan = _any_nan(padded) or (w is not None and _any_nan(w[support]))
@@ -474,20 +490,24 @@ def morphology(xp, semiring, image, weights, support, row_window, col_window, fi
                 semiring, padded, w, taps, kw, row_window, col_window, H, W, rounder(rounding)
             )
         out, winner = result
-        winner = winner.astype(index_type)  # copies: the compiled rectangle's int32 winners are scratch
+        # copies: the compiled rectangle's int32 winners are scratch
+        winner = winner.astype(index_type) if winners else None
     else:
         out, winner, has_nan = result
     if has_nan:
         if padded is None:
             padded = pad(flat, row_window, col_window, fill)
         propagate_nan(padded, w, taps, row_window, col_window, kw, out, winner)
-    return out.reshape(image.shape), winner.reshape(image.shape)
+    return out.reshape(image.shape), None if winner is None else winner.reshape(image.shape)
 
 
-def _compiled_taps(semiring, flat, w, taps, kw, row_window, col_window, fill, index_type, rounding=None):
+def _compiled_taps(
+    semiring, flat, w, taps, kw, row_window, col_window, fill, index_type, rounding=None, winners=True
+):
     """Compiled tap loop as ``(out, winner, has_nan)``, or None (no kernel, no taps, or a full flat
     rectangle, which the van Herk kernel does faster). ``rounding`` (float32 images and weights
     holding half-precision values): every weighted sum rounded to that dtype before it compares.
+    ``winners=False``: the values only (``winner`` is None).
 
     The work is cut into blocks (of whole images, or row bands of one image when there are few);
     each task pads its block into a per-thread buffer, small enough to stay in cache for the tap
@@ -520,7 +540,7 @@ def _compiled_taps(semiring, flat, w, taps, kw, row_window, col_window, fill, in
     col_line = np.ascontiguousarray(col_window.line, dtype=np.int64)
     Wp = col_line.size
     out = np.empty((n, H, W), flat.dtype)
-    winner = np.empty((n, H, W), index_type)
+    winner = np.empty((n, H, W), index_type) if winners else None
     threads = get_num_threads() if out.size * len(taps) >= _PARALLEL_CANDIDATES else 1
     blocks = _task_blocks(n, H, W * len(taps), 4 * threads if threads > 1 else 1)
     nan_seen = [False] * len(blocks)
@@ -536,16 +556,122 @@ def _compiled_taps(semiring, flat, w, taps, kw, row_window, col_window, fill, in
         lines = (row_line.ctypes.data + i0 * 8, rows, col_line.ctypes.data, Wp, col_window.before)
         block = (source + b0 * H * W * item, b1 - b0, H, W)
         _check(pad_kernel(*block, *lines, fill, padded.ctypes.data, ctypes.byref(nan)), "padding")
-        block_winner = scratch("winner", (b1 - b0, i1 - i0, W), np.int32)
+        block_winner = scratch("winner", (b1 - b0, i1 - i0, W), np.int32) if winners else None
         block_out = target + (b0 * H + i0) * W * item  # whole images, or rows of one image
         sizes = (b1 - b0, rows, Wp, rows * Wp, i1 - i0, W, (i1 - i0) * W)  # packed blocks
-        status = taps_kernel(padded.ctypes.data, *sizes, *fixed, block_out, block_winner.ctypes.data, 1)
+        address = None if block_winner is None else block_winner.ctypes.data
+        status = taps_kernel(padded.ctypes.data, *sizes, *fixed, block_out, address, 1)
         _check(status, "morphology")
-        np.copyto(winner[b0:b1, i0:i1], block_winner, casting="unsafe")  # the indices fit index_type
+        if winners:  # the indices fit index_type
+            np.copyto(winner[b0:b1, i0:i1], block_winner, casting="unsafe")
         nan_seen[t] = bool(nan.value)
 
     parallel_tasks(len(blocks), task, threads)
     return out, winner, weight_nan or any(nan_seen)
+
+
+# Rows this long under a one-row element (1-D signals) are cut into column bands, or folded.
+_LONG_ROW = 1 << 14
+_FEW_TAPS = 16  # flat one-row elements up to this size: the tap loop beats van Herk's copies
+_BAND = 1 << 17  # most outputs per column band
+_ROW_CHUNK = 2048  # outputs per folded row
+
+
+def _compiled_line_taps(semiring, flat, w, taps, col_window, fill, index_type, winners=True):
+    """A one-row element on long rows as ``(out, winner)``, or None (no kernel, or a NaN to which
+    the NaN rule must be applied: the folded path does that). ``winners=False``: ``winner`` is None.
+
+    Each row is cut into column bands; a band whose reads stay inside the row is reduced straight
+    from the image, with no padded copy: output ``j`` reads ``row[j + start[t] - before]`` there.
+    Only the few outputs at the row's ends, which read the border, go through a padded piece.
+    """
+    dtype = flat.dtype.type
+    taps_kernel = compiled.raw_function(_C_TAPS_STRIDED.get(dtype, ""))
+    tap_weight = None if w is None else np.ascontiguousarray(w[0, [v for _, v in taps]], dtype=dtype)
+    if taps_kernel is None or (tap_weight is not None and _any_nan(tap_weight)):
+        return None
+    n, H, W = flat.shape
+    rows = np.ascontiguousarray(flat).reshape(n * H, W)
+    tap_index = np.array([v for _, v in taps], dtype=np.int32)
+    reads = col_window.start[tap_index].astype(np.int64)  # the padded columns the taps read
+    lo, hi = int(reads.min()), int(reads.max())
+    tap_col, tap_row = np.ascontiguousarray(reads - lo), np.zeros(len(taps), np.int64)
+    shift = lo - col_window.before  # output j's tap t reads row[j + shift + tap_col[t]]
+    head = min(W, max(0, -shift))  # outputs [head, tail) read inside the row
+    tail = max(head, min(W, W - shift - (hi - lo)))
+    out = np.empty((n * H, W), flat.dtype)
+    winner = np.empty((n * H, W), index_type) if winners else None
+    fixed = (tap_row.ctypes.data, tap_col.ctypes.data, None if tap_weight is None else tap_weight.ctypes.data)
+    fixed += (tap_index.ctypes.data, len(taps), int(semiring.maximises))
+
+    def reduce(source: np.ndarray, count: int, width: int, target: int, taps: np.ndarray | None) -> None:
+        # `count` rows of `source` (each read in full), `width` outputs each, packed at `target`
+        pitch = source.shape[-1]
+        status = taps_kernel(source.ctypes.data, count, 1, pitch, pitch, 1, width, width, *fixed, target,
+                             None if taps is None else taps.ctypes.data, 1)  # fmt: skip
+        _check(status, "morphology")
+
+    for j0, j1 in ((0, head), (tail, W)):  # the ends, all rows at once
+        if j1 > j0:
+            line = col_window.line[j0 + lo : j1 + hi]
+            piece = np.ascontiguousarray(np.take(rows, np.where(line < 0, 0, line), axis=1))
+            piece[:, line < 0] = fill
+            if _any_nan(piece):
+                return None
+            values = np.empty((n * H, j1 - j0), flat.dtype)
+            taps_won = np.empty((n * H, j1 - j0), np.int32) if winners else None
+            reduce(piece, n * H, j1 - j0, values.ctypes.data, taps_won)
+            out[:, j0:j1] = values
+            if winners:
+                winner[:, j0:j1] = taps_won
+    threads = get_num_threads() if out.size * len(taps) >= _PARALLEL_CANDIDATES else 1
+    band = min(_BAND, max(_ROW_CHUNK, -(-(tail - head) * n * H // (4 * threads))))
+    blocks = [(q, j0, min(j0 + band, tail)) for q in range(n * H) for j0 in range(head, tail, band)]
+    nan_seen = [False] * len(blocks)
+
+    def task(t: int) -> None:
+        q, j0, j1 = blocks[t]
+        source = rows[q, j0 + shift : j1 + shift + hi - lo]
+        taps_won = scratch("winner", (j1 - j0,), np.int32) if winners else None
+        reduce(source, 1, j1 - j0, out[q, j0:].ctypes.data, taps_won)
+        if winners:  # the indices fit index_type
+            np.copyto(winner[q, j0:j1], taps_won, casting="unsafe")
+        nan_seen[t] = _any_nan(source)
+
+    parallel_tasks(len(blocks), task, threads)
+    return None if any(nan_seen) else (out, winner)
+
+
+def _folded_rows(semiring, image, w, support, col_window, fill, rounding, winners=True):
+    """Long rows under a one-row element as rows of ``_ROW_CHUNK`` outputs, so that the kernels'
+    blocks (van Herk's across rows, the padded tap loop's per task) stay small: folded row ``c``
+    holds the extended row (border values included) from output ``c * _ROW_CHUNK`` on, as far as
+    its window reads, so each output reads exactly what it reads in the long row."""
+    span, n, before = int(col_window.start.max()), col_window.n, col_window.before
+    rows = -(-n // _ROW_CHUNK)
+    after = np.full(rows * _ROW_CHUNK + _ROW_CHUNK - before - n, -1, np.int64)
+    after[: col_window.line.size - before - n] = col_window.line[before + n :]
+    head = gather_or_fill(np, image, col_window.line[:before], -1, fill)
+    tail = gather_or_fill(np, image, after, -1, fill)
+    extended = np.concatenate([head, image, tail], axis=-1)
+    lead = tuple(image.shape[:-1])
+    main = extended[..., : rows * _ROW_CHUNK].reshape(*lead, rows, _ROW_CHUNK)
+    halo = extended[..., _ROW_CHUNK:].reshape(*lead, rows, _ROW_CHUNK)[..., :span]
+    folded = np.concatenate([main, halo], axis=-1)
+    width = _ROW_CHUNK + span
+    column = AxisWindow(
+        line=np.concatenate([np.arange(width, dtype=np.int64), np.full(span, -1, np.int64)]),
+        start=col_window.start,
+        n=width,
+        before=0,
+        reflected=col_window.reflected,
+    )
+    row = axis_window(rows, 1, col_window.reflected, "neutral", 0)
+    values, taps = morphology(np, semiring, folded, w, support, row, column, fill, rounding, winners)
+    values = values[..., :_ROW_CHUNK].reshape(*lead, rows * _ROW_CHUNK)[..., :n]
+    if taps is not None:
+        taps = taps[..., :_ROW_CHUNK].reshape(*lead, rows * _ROW_CHUNK)[..., :n]
+    return values, taps
 
 
 def _task_blocks(n: int, H: int, cost_per_row: int, tasks: int) -> list[tuple[int, int, int, int]]:
@@ -714,7 +840,8 @@ def numpy_taps(semiring, padded, w, taps, kw, row_window, col_window, H, W, roun
 
 
 def propagate_nan(padded, w, taps, row_window, col_window, kw, out, winner) -> None:
-    """NaN dominates: an output with a NaN operand among its candidates is NaN, won by the first."""
+    """NaN dominates: an output with a NaN operand among its candidates is NaN, won by the first
+    (``winner`` None: the values only)."""
     H, W = out.shape[-2:]
     decided = np.zeros(out.shape, bool)
     for u, v in taps:
@@ -724,7 +851,8 @@ def propagate_nan(padded, w, taps, row_window, col_window, kw, out, winner) -> N
             is_nan[...] = True
         first = is_nan & ~decided
         out[first] = np.nan
-        winner[first] = u * kw + v
+        if winner is not None:
+            winner[first] = u * kw + v
         decided |= is_nan
 
 

@@ -16,7 +16,8 @@
  *    -0.0 == +0.0 is a tie, and the stored value is exactly the winner's bits. Sums are in the array's
  *    own precision (no wider accumulator, no FMA).
  *  - taps: P (n, Hp, Wp); out[b,i,j] = best over t of P[b, i+tap_row[t], j+tap_col[t]] (+ tap_weight[t]),
- *    idx = tap_index[t] of the winner; no winner: the tropical zero and -1.
+ *    idx = tap_index[t] of the winner; no winner: the tropical zero and -1. idx NULL: the values only (no
+ *    comparison is spent on the winners; not with a rounding).
  *  - rect: out (n, Hp-kh+1, Wp-kw+1) = best over the kh x kw window, idx = u*kw + v of the lowest-index
  *    maximum. P holds no NaN (the caller guarantees it); an output equal to the tropical zero may carry
  *    any index (the caller resets it to -1).
@@ -359,16 +360,17 @@ AVX2_INLINE void itranspose_f64(__m256i r[4])
 INLINE void SUF(taps_generic_body)(const T *P, int64_t pstride, int64_t Wp, int64_t H, int64_t W,
                                     int64_t ostride, const int64_t *off, const T *w, const int32_t *tap_index,
                                     int64_t ntaps, T *out, int32_t *idx, int64_t q0, int64_t q1, const int mx,
-                                    const int weighted)
+                                    const int weighted, const int track)
 {
     for (int64_t q = q0; q < q1; q++) {
         const int64_t b = q / H, i = q - b * H;
         const T *base = P + b * pstride + i * Wp;
         T *restrict o = out + b * ostride + i * W;
-        int32_t *restrict ix = idx + b * ostride + i * W;
+        int32_t *restrict ix = track ? idx + b * ostride + i * W : NULL;
         for (int64_t j = 0; j < W; j++) {
             o[j] = ZERO;
-            ix[j] = -1;
+            if (track)
+                ix[j] = -1;
         }
         for (int64_t t = 0; t < ntaps; t++) {
             const T *restrict p = base + off[t];
@@ -376,9 +378,11 @@ INLINE void SUF(taps_generic_body)(const T *P, int64_t pstride, int64_t Wp, int6
             const int32_t tt = tap_index[t];
             for (int64_t j = 0; j < W; j++) { /* written so that GCC vectorises it: a select on a mask */
                 const T v = weighted ? (T)(p[j] + wt) : p[j], best = o[j];
-                const IT m = -(IT)BETTER(v, best), old = ix[j]; /* mask as wide as T */
                 o[j] = BETTER(v, best) ? v : best;
-                ix[j] = (int32_t)((tt & m) | (old & ~m));
+                if (track) {
+                    const IT m = -(IT)BETTER(v, best), old = ix[j]; /* mask as wide as T */
+                    ix[j] = (int32_t)((tt & m) | (old & ~m));
+                }
             }
         }
     }
@@ -388,19 +392,24 @@ static void SUF(taps_generic)(const T *P, int64_t pstride, int64_t Wp, int64_t H
                               const int64_t *off, const T *w, const int32_t *tap_index, int64_t ntaps,
                               int maximise, T *out, int32_t *idx, int64_t q0, int64_t q1)
 {
-    if (w != NULL)
-        BY_DIRECTION(SUF(taps_generic_body)(P, pstride, Wp, H, W, ostride, off, w, tap_index, ntaps, out, idx, q0, q1, 1, 1),
-                     SUF(taps_generic_body)(P, pstride, Wp, H, W, ostride, off, w, tap_index, ntaps, out, idx, q0, q1, 0, 1));
+#define GENERIC_BODY(mx, weighted, track) \
+    SUF(taps_generic_body)(P, pstride, Wp, H, W, ostride, off, w, tap_index, ntaps, out, idx, q0, q1, mx, weighted, track)
+    if (idx == NULL && w != NULL) /* values only */
+        BY_DIRECTION(GENERIC_BODY(1, 1, 0), GENERIC_BODY(0, 1, 0));
+    else if (idx == NULL)
+        BY_DIRECTION(GENERIC_BODY(1, 0, 0), GENERIC_BODY(0, 0, 0));
+    else if (w != NULL)
+        BY_DIRECTION(GENERIC_BODY(1, 1, 1), GENERIC_BODY(0, 1, 1));
     else
-        BY_DIRECTION(SUF(taps_generic_body)(P, pstride, Wp, H, W, ostride, off, w, tap_index, ntaps, out, idx, q0, q1, 1, 0),
-                     SUF(taps_generic_body)(P, pstride, Wp, H, W, ostride, off, w, tap_index, ntaps, out, idx, q0, q1, 0, 0));
+        BY_DIRECTION(GENERIC_BODY(1, 0, 1), GENERIC_BODY(0, 0, 1));
+#undef GENERIC_BODY
 }
 
 #if TROPIC_X86
 /* NV vectors of one output row: the best values and indices stay in registers over all taps. */
 AVX2_INLINE void SUF(taps_avx2_block)(const T *base, const int64_t *off, const T *w, const int32_t *tap_index,
                                        int64_t ntaps, T *o, int32_t *ix, const int mx, const int weighted,
-                                       const int NV, const int rounding)
+                                       const int NV, const int rounding, const int track)
 {
     VT best[4];
     __m256i win[4];
@@ -415,32 +424,35 @@ AVX2_INLINE void SUF(taps_avx2_block)(const T *base, const int64_t *off, const T
             VT v = SUF(vload)(p + k * L);
             if (weighted)
                 v = SUF(vround)(SUF(vadd)(v, SUF(vset1)(w[t])), rounding);
-            const VT m = VBETTER(v, best[k]);
+            if (track)
+                win[k] = SUF(isel)(VBETTER(v, best[k]), tt, win[k]);
             best[k] = VBEST(v, best[k]);
-            win[k] = SUF(isel)(m, tt, win[k]);
         }
     }
     for (int k = 0; k < NV; k++) {
         SUF(vstore)(o + k * L, best[k]);
-        SUF(istore32)(ix + k * L, win[k]);
+        if (track)
+            SUF(istore32)(ix + k * L, win[k]);
     }
 }
 
 AVX2_INLINE void SUF(taps_avx2_body)(const T *P, int64_t pstride, int64_t Wp, int64_t H, int64_t W,
                                       int64_t ostride, const int64_t *off, const T *w, const int32_t *tap_index,
                                       int64_t ntaps, T *out, int32_t *idx, int64_t q0, int64_t q1, const int mx,
-                                      const int weighted, const int rounding)
+                                      const int weighted, const int rounding, const int track)
 {
     for (int64_t q = q0; q < q1; q++) {
         const int64_t b = q / H, i = q - b * H;
         const T *base = P + b * pstride + i * Wp;
         T *o = out + b * ostride + i * W;
-        int32_t *ix = idx + b * ostride + i * W;
+        int32_t *ix = track ? idx + b * ostride + i * W : NULL;
         int64_t j = 0;
         for (; j + 4 * L <= W; j += 4 * L)
-            SUF(taps_avx2_block)(base + j, off, w, tap_index, ntaps, o + j, ix + j, mx, weighted, 4, rounding);
+            SUF(taps_avx2_block)(base + j, off, w, tap_index, ntaps, o + j, track ? ix + j : NULL, mx, weighted, 4,
+                                 rounding, track);
         for (; j + L <= W; j += L)
-            SUF(taps_avx2_block)(base + j, off, w, tap_index, ntaps, o + j, ix + j, mx, weighted, 1, rounding);
+            SUF(taps_avx2_block)(base + j, off, w, tap_index, ntaps, o + j, track ? ix + j : NULL, mx, weighted, 1,
+                                 rounding, track);
         if (j < W) { /* masked lanes read nothing (no fault past the array) and are not stored */
             const __m256i lanes = SUF(tailmask)(W - j);
             VT best = SUF(vset1)(ZERO);
@@ -449,12 +461,13 @@ AVX2_INLINE void SUF(taps_avx2_body)(const T *P, int64_t pstride, int64_t Wp, in
                 VT v = SUF(vmaskload)(base + off[t] + j, lanes);
                 if (weighted)
                     v = SUF(vround)(SUF(vadd)(v, SUF(vset1)(w[t])), rounding);
-                const VT m = VBETTER(v, best);
+                if (track)
+                    win = SUF(isel)(VBETTER(v, best), SUF(iset1)(tap_index[t]), win);
                 best = VBEST(v, best);
-                win = SUF(isel)(m, SUF(iset1)(tap_index[t]), win);
             }
             SUF(vmaskstore)(o + j, lanes, best);
-            SUF(imaskstore32)(ix + j, lanes, win);
+            if (track)
+                SUF(imaskstore32)(ix + j, lanes, win);
         }
     }
 }
@@ -464,8 +477,15 @@ AVX2 static void SUF(taps_avx2)(const T *P, int64_t pstride, int64_t Wp, int64_t
                                 int maximise, int rounding, T *out, int32_t *idx, int64_t q0, int64_t q1)
 {
 #define TAPS_BODY(mx, weighted, rounding) \
-    SUF(taps_avx2_body)(P, pstride, Wp, H, W, ostride, off, w, tap_index, ntaps, out, idx, q0, q1, mx, weighted, rounding)
-    if (w == NULL) /* no sums: nothing to round */
+    SUF(taps_avx2_body)(P, pstride, Wp, H, W, ostride, off, w, tap_index, ntaps, out, idx, q0, q1, mx, weighted, \
+                        rounding, 1)
+#define VALUES_BODY(mx, weighted) \
+    SUF(taps_avx2_body)(P, pstride, Wp, H, W, ostride, off, w, tap_index, ntaps, out, NULL, q0, q1, mx, weighted, 0, 0)
+    if (idx == NULL && w != NULL) /* values only (never with a rounding: taps_strided checks) */
+        BY_DIRECTION(VALUES_BODY(1, 1), VALUES_BODY(0, 1));
+    else if (idx == NULL)
+        BY_DIRECTION(VALUES_BODY(1, 0), VALUES_BODY(0, 0));
+    else if (w == NULL) /* no sums: nothing to round */
         BY_DIRECTION(TAPS_BODY(1, 0, 0), TAPS_BODY(0, 0, 0));
     else if (rounding == 1)
         BY_DIRECTION(TAPS_BODY(1, 1, 1), TAPS_BODY(0, 1, 1));
@@ -473,6 +493,7 @@ AVX2 static void SUF(taps_avx2)(const T *P, int64_t pstride, int64_t Wp, int64_t
         BY_DIRECTION(TAPS_BODY(1, 1, 2), TAPS_BODY(0, 1, 2));
     else
         BY_DIRECTION(TAPS_BODY(1, 1, 0), TAPS_BODY(0, 1, 0));
+#undef VALUES_BODY
 #undef TAPS_BODY
 }
 #endif
@@ -620,6 +641,8 @@ static int SUF(taps_strided)(const T *P, int64_t n, int64_t Hp, int64_t Wp, int6
                              const int32_t *tap_index, int64_t T_count, int maximise, int rounding, T *out,
                              int32_t *idx, int threads)
 {
+    if (idx == NULL && rounding != 0)
+        return BAD_ARGUMENT;
     int status;
     int64_t *off =
         tap_offsets(n, Hp, Wp, pstride, H, W, ostride, tap_row, tap_col, T_count, rounding, sizeof(T), &status);
