@@ -30,7 +30,7 @@ tensor([[0.5000,   -inf],
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import array_api_compat.torch as torch_namespace
@@ -38,7 +38,7 @@ import torch
 from torch.nn.utils import prune as _prune
 from torch.nn.utils.prune import is_pruned, remove
 
-from tropic.core.pruning import keep_mask, pruning_score
+from tropic.core.pruning import keep_mask, keep_rows, pruning_score, saliency, saliency_score
 from tropic.nn.pruning import _count
 
 from .nn.convert import tropical_zero
@@ -52,6 +52,7 @@ __all__ = [
     "is_pruned",
     "l1_unstructured",
     "remove",
+    "snip",
     "sparsity_report",
 ]
 
@@ -200,6 +201,66 @@ def global_unstructured(parameters: Iterable[tuple[torch.nn.Module, str]], amoun
     keep = _keep(flat, _count(amount, flat.numel()))
     for (module, name), part in zip(parameters, torch.split(keep, sizes), strict=True):
         TropicalFromMask.apply(module, name, part.reshape(getattr(module, name).shape), zero=zero)
+
+
+def snip(
+    model: torch.nn.Module,
+    batches: Iterable[tuple[Any, Any]],
+    loss: Callable[[Any, Any], torch.Tensor],
+    amount: float | int,
+    *,
+    parameters: Iterable[tuple[torch.nn.Module, str]] | None = None,
+    keep_rows_of: Iterable[tuple[torch.nn.Module, str]] = (),
+) -> None:
+    """SNIP on a torch model: :func:`tropic.nn.pruning.snip` (the same scores, ranking and masks),
+    with pruned entries written as each parameter's zero through :func:`custom_from_mask`.
+
+    ``parameters`` defaults to every parameter of ``model`` (under its own name when already
+    pruned); their gradients are cleared before and after.
+    """
+    targets = _named_targets(model) if parameters is None else list(parameters)
+    if not targets:
+        raise ValueError("there are no parameters to prune")
+    # the trained tensor: "<name>_orig" once torch's pruning has reparametrised the parameter
+    leaves = [m._parameters.get(f"{n}_orig", m._parameters.get(n)) for m, n in targets]
+    totals: list[torch.Tensor | None] = [None] * len(targets)
+    model.zero_grad(set_to_none=True)
+    for x, y in batches:
+        loss(model(x), y).backward()
+        for i, leaf in enumerate(leaves):
+            if leaf.grad is not None:
+                part = saliency(torch_namespace, leaf.grad.detach(), leaf.detach())
+                totals[i] = part if totals[i] is None else totals[i] + part
+        model.zero_grad(set_to_none=True)
+    scores = []
+    for (module, name), total in zip(targets, totals, strict=True):
+        value = getattr(module, name).detach()
+        mask = getattr(module, f"{name}_mask", None)
+        total = torch.zeros(value.shape, dtype=torch.float64, device=value.device) if total is None else total
+        scores.append(saliency_score(torch_namespace, total, value, tropical_zero(module, name), mask))
+    flat = torch.cat(scores)
+    keep = _keep(flat, _count(amount, flat.numel()))
+    protected = {(id(m), n) for m, n in keep_rows_of}
+    for (module, name), part, score in zip(targets, torch.split(keep, [s.numel() for s in scores]), scores,
+                                           strict=True):  # fmt: skip
+        shape = tuple(getattr(module, name).shape)
+        if (id(module), name) in protected:
+            part = keep_rows(torch_namespace, part, score, shape)
+        custom_from_mask(module, name, part.reshape(shape))
+
+
+def _named_targets(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str]]:
+    """``(module, name)`` of every parameter of ``model``, a pruned one under its own name."""
+    targets, seen = [], set()
+    for module in model.modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            base = pname[: -len("_orig")]
+            pruned = pname.endswith("_orig") and f"{base}_mask" in module._buffers
+            targets.append((module, base if pruned else pname))
+    return targets
 
 
 def sparsity_report(model: torch.nn.Module) -> dict[str, tuple[int, int, float]]:
