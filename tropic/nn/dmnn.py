@@ -8,6 +8,11 @@ dropout), :class:`DEP` (dilation-erosion perceptron), :class:`DiagonalActivation
 :class:`SVDActivation` and :class:`MPMResidual`. The paper's architectures are built by the functions
 of :mod:`tropic.nn.dmnn_models`. Each layer is defined once for both engines
 (:mod:`tropic.nn.layer`); ``tropic.torch.nn`` has the same classes as ``torch.nn.Module`` s.
+
+Presets: where tropic's default initialisation differs from the paper's reference code
+(``kostfoto/Morphological-Networks-as-Universal-Approximators``), a layer takes
+``preset="tropic"`` (default) or ``preset="reference"`` (the reference code's values);
+:data:`PRESETS` lists them.
 """
 
 from __future__ import annotations
@@ -23,9 +28,25 @@ from ..core.checks import positive_int
 from . import init as _init
 from .dropout import _probability
 from .layer import Layer, require_features
-from .linear import linear_init
+from .linear import _LINEAR_INITS, linear_init
 
-__all__ = ["DEP", "MPM", "DiagonalActivation", "MPMResidual", "SVDActivation"]
+__all__ = ["DEP", "MPM", "PRESETS", "DiagonalActivation", "MPMResidual", "SVDActivation"]
+
+#: The initialisation presets: tropic's own defaults and the paper's reference code's.
+PRESETS = ("tropic", "reference")
+
+# DiagonalActivation's standard deviation: 1/sqrt(12) (tropic), 1/3.46 (the reference code's LinAct).
+_DIAGONAL_STD = {"tropic": 1.0 / math.sqrt(12.0), "reference": 1.0 / 3.46}
+# SVDActivation's M_0: tropic's Linear default (He normal), torch's nn.Linear default (reference).
+_SVD_INIT = {"tropic": "he_normal", "reference": "fan_in_uniform"}
+
+
+def _check_preset(preset: Any) -> str:
+    """``preset`` if it is one of :data:`PRESETS`, else a ``ValueError`` naming the allowed values."""
+    if not isinstance(preset, str) or preset not in PRESETS:
+        allowed = ", ".join(repr(name) for name in PRESETS)
+        raise ValueError(f"preset must be one of {allowed}, got {preset!r}")
+    return preset
 
 
 class MPM(Layer):
@@ -145,9 +166,13 @@ class DEP(Layer):
     Parameters
     ----------
     in_features, out_features : int
-    mix : {"learned", "fixed"}
+    init : {"normal", "zeros"}
+        ``W, W' ~ N(0, 1)`` (default) or ``W = W' = 0`` (the reference code's first DEP layer, see
+        :func:`tropic.nn.dmnn_models.dep`).
+    mix : {"learned", "fixed"} or float in [0, 1]
         ``"learned"``: ``lambda`` is a parameter, initialised ``U(0, 1)``; ``"fixed"``:
-        ``lambda = 1/2`` (a buffer).
+        ``lambda = 1/2`` (a buffer); a number: ``lambda`` fixed at that value (a buffer; the
+        reference code also runs Act-DEP with ``mix=0.75``).
     rng, seed : optional
         Random source (``W``, then ``W'``, then ``lambda``).
     dtype : floating dtype
@@ -155,10 +180,11 @@ class DEP(Layer):
     Attributes
     ----------
     weight_max : Parameter (out, in)
-        ``W``, ``N(0, 1)`` at start (``zero = -inf``: prunable as a max-plus weight).
+        ``W`` (``zero = -inf``: prunable as a max-plus weight).
     weight_min : Parameter (out, in)
-        ``W'``, ``N(0, 1)`` at start (``zero = +inf``).
+        ``W'`` (``zero = +inf``).
     mix : Parameter or buffer (out,)
+    mix_mode : {"learned", "fixed"}
 
     Notes
     -----
@@ -173,7 +199,8 @@ class DEP(Layer):
         in_features: int,
         out_features: int,
         *,
-        mix: str = "learned",
+        init: str = "normal",
+        mix: str | float = "learned",
         rng: Any = None,
         seed: int | None = None,
         dtype: Any = None,
@@ -182,17 +209,21 @@ class DEP(Layer):
         dtype = self._setup(dtype, device)
         self.in_features = positive_int("in_features", in_features)
         self.out_features = positive_int("out_features", out_features)
-        if mix not in ("learned", "fixed"):
-            raise ValueError(f"mix must be 'learned' or 'fixed', got {mix!r}")
-        self.mix_mode = mix
+        if init not in ("normal", "zeros"):
+            raise ValueError(f"init must be 'normal' or 'zeros', got {init!r}")
+        fixed_value = _fixed_mix(mix)
+        self.init = init
+        self.mix_mode = "learned" if fixed_value is None else "fixed"
+        self._mix_argument = mix if isinstance(mix, str) else fixed_value
         gen = _init.as_rng(rng, seed)
         shape = (out_features, in_features)
-        self.weight_max = self.parameter(_init.normal(shape, gen, dtype), zero=-np.inf)
-        self.weight_min = self.parameter(_init.normal(shape, gen, dtype), zero=np.inf)
-        if mix == "learned":
+        make = _init.normal if init == "normal" else _init.zeros
+        self.weight_max = self.parameter(make(shape, gen, dtype), zero=-np.inf)
+        self.weight_min = self.parameter(make(shape, gen, dtype), zero=np.inf)
+        if fixed_value is None:
             self.mix = self.parameter(_init.uniform((out_features,), gen, dtype, low=0.0, high=1.0))
         else:
-            self.buffer("mix", _init.constant((out_features,), 0.5, dtype))
+            self.buffer("mix", _init.constant((out_features,), fixed_value, dtype))
 
     def forward(self, x: Any) -> Any:
         require_features(self, x, self.in_features)
@@ -202,17 +233,40 @@ class DEP(Layer):
         return dilation * lam + erosion * (1.0 - lam)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, mix={self.mix_mode!r}"
+        init = "" if self.init == "normal" else f", init={self.init!r}"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"mix={self._mix_argument!r}{init}"
+        )
+
+
+def _fixed_mix(mix: Any) -> float | None:
+    """The fixed ``lambda`` of :class:`DEP`'s ``mix`` argument (None for ``"learned"``)."""
+    if isinstance(mix, str):
+        if mix == "learned":
+            return None
+        if mix == "fixed":
+            return 0.5
+    elif isinstance(mix, (int, float, np.integer, np.floating)) and not isinstance(mix, bool):
+        if 0.0 <= float(mix) <= 1.0:
+            return float(mix)
+    raise ValueError(f"mix must be 'learned', 'fixed' or a number in [0, 1], got {mix!r}")
 
 
 class DiagonalActivation(Layer):
     """Diagonal "linear" activation ``y = a ⊙ x`` (N learnable parameters).
 
     .. math:: y_{\\dots j} = a_j \\, x_{\\dots j}, \\qquad a_j \\sim N(0, 1) / \\sqrt{12}
+              \\;\\; (\\texttt{preset="tropic"}), \\qquad a_j \\sim N(0, 1) / 3.46
+              \\;\\; (\\texttt{preset="reference"})
 
     Parameters
     ----------
     num_features : int
+    preset : {"tropic", "reference"}
+        The standard deviation of ``a``: ``1/sqrt(12)`` (tropic) or the reference code's ``1/3.46``
+        (its rounding of ``sqrt(12) = 3.4641``); tropic's is kept for compatibility;
+        ``preset='reference'`` gives the paper code's.
     rng, seed : optional
     dtype : floating dtype
 
@@ -225,6 +279,7 @@ class DiagonalActivation(Layer):
         self,
         num_features: int,
         *,
+        preset: str = "tropic",
         rng: Any = None,
         seed: int | None = None,
         dtype: Any = None,
@@ -232,15 +287,17 @@ class DiagonalActivation(Layer):
     ) -> None:
         dtype = self._setup(dtype, device)
         self.num_features = positive_int("num_features", num_features)
+        self.preset = _check_preset(preset)
         gen = _init.as_rng(rng, seed)
-        self.weight = self.parameter(_init.normal((num_features,), gen, dtype, std=1.0 / math.sqrt(12.0)))
+        self.weight = self.parameter(_init.normal((num_features,), gen, dtype, std=_DIAGONAL_STD[preset]))
 
     def forward(self, x: Any) -> Any:
         require_features(self, x, self.num_features)
         return x * self.weight
 
     def extra_repr(self) -> str:
-        return f"num_features={self.num_features}"
+        preset = "" if self.preset == "tropic" else f", preset={self.preset!r}"
+        return f"num_features={self.num_features}{preset}"
 
 
 class SVDActivation(Layer):
@@ -248,19 +305,31 @@ class SVDActivation(Layer):
 
     .. math:: y = U \\,\\mathrm{diag}(a)\\, V^T x, \\qquad M_0 = U \\,\\mathrm{diag}(s)\\, V^T
 
-    ``M_0`` is the weight of a default-initialised ``Linear(N, N)`` (:class:`Linear`'s default
-    initialiser, He normal), ``U`` and ``V`` its (frozen) singular vectors and ``a`` starts at its
-    singular values ``s``, so the layer starts as that linear map.
+    ``M_0`` is the weight of a default-initialised ``Linear(N, N)``, ``U`` and ``V`` its (frozen)
+    singular vectors and ``a`` starts at its singular values ``s``, so the layer starts as that
+    linear map:
+
+    .. math:: (M_0)_{ji} \\sim N(0, 2/N) \\;\\; (\\texttt{preset="tropic"}), \\qquad
+              (M_0)_{ji} \\sim U\\big(-1/\\sqrt{N},\\; 1/\\sqrt{N}\\big) \\;\\;
+              (\\texttt{preset="reference"})
 
     Parameters
     ----------
     num_features : int
         ``N``.
-    init : str
-        Initialiser of ``M_0`` (any ``init`` of :class:`Linear`).
+    init : str, optional
+        Initialiser of ``M_0``: any ``init`` of :class:`~tropic.nn.Linear`, or ``"fan_in_uniform"``
+        (:func:`tropic.nn.init.fan_in_uniform`, torch's ``nn.Linear`` default). Default: the
+        preset's.
+    preset : {"tropic", "reference"}
+        ``M_0`` from tropic's :class:`~tropic.nn.Linear` default, He normal (``"he_normal"``), or,
+        as in the reference code, from torch's ``nn.Linear`` default ``U(±1/sqrt(N))``
+        (``"fan_in_uniform"``), whose singular values are ``sqrt(6) = 2.45`` times smaller; tropic's
+        is kept for compatibility; ``preset='reference'`` gives the paper code's.
     rng, seed : optional
     dtype : floating dtype
-        The SVD is computed in float64 and cast to ``dtype``.
+        The SVD is computed in float64 and cast to ``dtype`` (the reference code draws and
+        decomposes ``M_0`` in float32).
 
     Attributes
     ----------
@@ -274,7 +343,8 @@ class SVDActivation(Layer):
         self,
         num_features: int,
         *,
-        init: str = "he_normal",
+        init: str | None = None,
+        preset: str = "tropic",
         rng: Any = None,
         seed: int | None = None,
         dtype: Any = None,
@@ -282,8 +352,17 @@ class SVDActivation(Layer):
     ) -> None:
         dtype = self._setup(dtype, device)
         self.num_features = positive_int("num_features", num_features)
+        self.preset = _check_preset(preset)
+        self.init = _SVD_INIT[preset] if init is None else init
         gen = _init.as_rng(rng, seed)
-        m0 = linear_init(init, (num_features, num_features), gen, np.float64)  # a Linear's weight
+        shape = (num_features, num_features)
+        if self.init == "fan_in_uniform":
+            m0 = _init.fan_in_uniform(shape, gen, np.float64)
+        elif self.init in _LINEAR_INITS:
+            m0 = linear_init(self.init, shape, gen, np.float64)  # a Linear's weight
+        else:
+            allowed = sorted([*_LINEAR_INITS, "fan_in_uniform"])
+            raise ValueError(f"init must be one of {allowed}, got {init!r}")
         u, s, vh = np.linalg.svd(m0)
         self.buffer("u", u.astype(dtype))
         self.buffer("v", np.ascontiguousarray(vh.T).astype(dtype))
@@ -296,7 +375,7 @@ class SVDActivation(Layer):
         return matmul(matmul(x, self.v) * self.weight, self.u.T)
 
     def extra_repr(self) -> str:
-        return f"num_features={self.num_features}"
+        return f"num_features={self.num_features}, init={self.init!r}"
 
 
 class MPMResidual(Layer):
@@ -311,6 +390,8 @@ class MPMResidual(Layer):
         Passed to the :class:`MPM`.
     init : {"normal", "zeros"}
         Passed to the :class:`MPM`.
+    preset : {"tropic", "reference"}
+        Passed to the :class:`DiagonalActivation` ``a`` (the :class:`MPM` is the same in both).
     rng, seed : optional
         One generator for the MPM and then ``a``.
     dtype : floating dtype
@@ -328,18 +409,22 @@ class MPMResidual(Layer):
         *,
         weight_dropout: float = 0.0,
         init: str = "normal",
+        preset: str = "tropic",
         rng: Any = None,
         seed: int | None = None,
         dtype: Any = None,
         device: Any = None,
     ) -> None:
         self._setup(dtype, device)  # the sub-layers take the dtype as given
+        _check_preset(preset)
         gen = _init.as_rng(rng, seed)
         self.mpm = self.engine_layer(MPM)(
             num_features, num_features, init=init, weight_dropout=weight_dropout, rng=gen, dtype=dtype,
             device=device,
         )  # fmt: skip
-        self.scale = self.engine_layer(DiagonalActivation)(num_features, rng=gen, dtype=dtype, device=device)
+        self.scale = self.engine_layer(DiagonalActivation)(
+            num_features, preset=preset, rng=gen, dtype=dtype, device=device
+        )
 
     def forward(self, x: Any) -> Any:
         require_features(self, x, self.mpm.in_features)

@@ -10,6 +10,11 @@ and the baselines :func:`relu_head` and :func:`maxout_head` with the same widths
 Every function takes ``rng`` or ``seed``; one generator initialises the layers in order (and then
 draws the weight-dropout masks), so a seed fixes the network.
 
+The paper's networks (:func:`mp` to :func:`hybrid_mlp`) also take ``preset``: ``"tropic"`` (default)
+or ``"reference"``, the initialisation of the paper's reference code
+(``kostfoto/Morphological-Networks-as-Universal-Approximators``, ``mainMNNs.ipynb``), drawn from
+NumPy (the same distributions, not torch's random stream). Each function's docstring gives both.
+
 Examples
 --------
 >>> import numpy as np
@@ -29,7 +34,7 @@ from .. import autodiff as ad
 from ..core.checks import positive_int
 from . import init as _init
 from .activations import ReLU
-from .dmnn import DEP, MPM, DiagonalActivation, MPMResidual, SVDActivation
+from .dmnn import DEP, MPM, DiagonalActivation, MPMResidual, SVDActivation, _check_preset
 from .linear import Linear
 from .module import Module, Sequential
 from .normalization import BatchNorm1d
@@ -102,11 +107,21 @@ def maxout_mlp(
     return Sequential(*layers, Linear(h, n_out, rng=gen, dtype=dtype))
 
 
-def _shifted_maxplus(n_in: int, n_out: int, gen: np.random.Generator, dtype: Any) -> MaxPlus:
-    # The paper's pure max-plus init W = 3 N(0, 1) - 5 (a negative shift keeps the bias in play).
+def _shifted_maxplus(
+    n_in: int, n_out: int, gen: np.random.Generator, dtype: Any, constant: float | None = None
+) -> MaxPlus:
+    # The paper's pure max-plus init W = 3 N(0, 1) - 5 (a negative shift keeps the bias in play), or
+    # W = constant (the reference code's first layer, -1); the bias stays MaxPlus's N(0, 1).
     layer = MaxPlus(n_in, n_out, rng=gen, dtype=dtype)
-    layer.weight.data = _init.normal((n_out, n_in), gen, dtype, mean=-5.0, std=3.0)
+    if constant is None:
+        layer.weight.data = _init.normal((n_out, n_in), gen, dtype, mean=-5.0, std=3.0)
+    else:
+        layer.weight.data = _init.constant((n_out, n_in), constant, dtype)
     return layer
+
+
+def _first_maxplus(n_in: int, n_out: int, gen: np.random.Generator, dtype: Any, preset: str) -> MaxPlus:
+    return _shifted_maxplus(n_in, n_out, gen, dtype, None if preset == "tropic" else -1.0)
 
 
 def mp(
@@ -115,18 +130,30 @@ def mp(
     out_features: int = 10,
     *,
     blocks: int = 4,
+    preset: str = "tropic",
     rng: Any = None,
     seed: int | None = None,
     dtype: Any = np.float32,
 ) -> Sequential:
     """Pure max-plus stack (the paper's negative result: it does not train).
 
-    ``MaxPlus(in, h) -> blocks x MaxPlus(h, h) -> MaxPlus(h, out)``, every weight
-    ``W = 3 N(0, 1) - 5``, biases ``N(0, 1)``. The network is non-decreasing in every input.
+    ``MaxPlus(in, h) -> blocks x MaxPlus(h, h) -> MaxPlus(h, out)``; the network is non-decreasing
+    in every input.
+
+    Parameters
+    ----------
+    in_features, hidden, out_features, blocks : int
+    preset : {"tropic", "reference"}
+        Initialisation. Every bias ``b ~ N(0, 1)``, every later weight ``W = 3 N(0, 1) - 5``; the
+        first layer's weight is ``W = 3 N(0, 1) - 5`` (tropic) or ``W = -1`` everywhere
+        (reference); tropic's is kept for compatibility; ``preset='reference'`` gives the paper
+        code's.
+    rng, seed, dtype
     """
     n_in, h, n_out, k = _sizes(in_features, hidden, out_features, blocks)
+    preset = _check_preset(preset)
     gen = _init.as_rng(rng, seed)
-    layers = [_shifted_maxplus(n_in, h, gen, dtype)]
+    layers = [_first_maxplus(n_in, h, gen, dtype, preset)]
     layers += [_shifted_maxplus(h, h, gen, dtype) for _ in range(k)]
     return Sequential(*layers, _shifted_maxplus(h, n_out, gen, dtype))
 
@@ -137,29 +164,56 @@ def act_mp(
     out_features: int = 10,
     *,
     blocks: int = 4,
+    preset: str = "tropic",
     rng: Any = None,
     seed: int | None = None,
     dtype: Any = np.float32,
 ) -> Sequential:
     """Act-MP: max-plus layers (init as :func:`mp`) with a :class:`DiagonalActivation` after each
-    hidden one: ``MaxPlus -> Diag -> blocks x [MaxPlus -> Diag] -> MaxPlus``."""
+    hidden one: ``MaxPlus -> Diag -> blocks x [MaxPlus -> Diag] -> MaxPlus``.
+
+    Parameters
+    ----------
+    in_features, hidden, out_features, blocks : int
+    preset : {"tropic", "reference"}
+        The max-plus layers as :func:`mp` (first weight ``3 N(0, 1) - 5`` or ``-1``); the diagonal
+        activations ``a ~ N(0, 1) / sqrt(12)`` (tropic) or ``N(0, 1) / 3.46`` (reference); tropic's
+        are kept for compatibility; ``preset='reference'`` gives the paper code's.
+    rng, seed, dtype
+    """
     n_in, h, n_out, k = _sizes(in_features, hidden, out_features, blocks)
+    preset = _check_preset(preset)
     gen = _init.as_rng(rng, seed)
     layers: list[Module] = [
-        _shifted_maxplus(n_in, h, gen, dtype),
-        DiagonalActivation(h, rng=gen, dtype=dtype),
+        _first_maxplus(n_in, h, gen, dtype, preset),
+        DiagonalActivation(h, preset=preset, rng=gen, dtype=dtype),
     ]
     for _ in range(k):
-        layers += [_shifted_maxplus(h, h, gen, dtype), DiagonalActivation(h, rng=gen, dtype=dtype)]
+        layers += [
+            _shifted_maxplus(h, h, gen, dtype),
+            DiagonalActivation(h, preset=preset, rng=gen, dtype=dtype),
+        ]
     return Sequential(*layers, _shifted_maxplus(h, n_out, gen, dtype))
 
 
-def _dep_stack(n_in, h, n_out, k, mix, activation, gen, dtype) -> Sequential:
+def _dep_stack(
+    n_in: int,
+    h: int,
+    n_out: int,
+    k: int,
+    mix: str | float,
+    activation: bool,
+    preset: str,
+    gen: np.random.Generator,
+    dtype: Any,
+) -> Sequential:
+    # The reference code starts its first DEP layer at W = W' = 0, the others at N(0, 1).
+    first_init = "normal" if preset == "tropic" else "zeros"
     layers: list[Module] = []
-    for a, b in [(n_in, h)] + [(h, h)] * k:
-        layers.append(DEP(a, b, mix=mix, rng=gen, dtype=dtype))
+    for i, (a, b) in enumerate([(n_in, h)] + [(h, h)] * k):
+        layers.append(DEP(a, b, init=first_init if i == 0 else "normal", mix=mix, rng=gen, dtype=dtype))
         if activation:
-            layers.append(DiagonalActivation(b, rng=gen, dtype=dtype))
+            layers.append(DiagonalActivation(b, preset=preset, rng=gen, dtype=dtype))
     return Sequential(*layers, DEP(h, n_out, mix=mix, rng=gen, dtype=dtype))
 
 
@@ -169,14 +223,29 @@ def dep(
     out_features: int = 10,
     *,
     blocks: int = 4,
-    mix: str = "learned",
+    mix: str | float = "learned",
+    preset: str = "tropic",
     rng: Any = None,
     seed: int | None = None,
     dtype: Any = np.float32,
 ) -> Sequential:
-    """DEP network: ``DEP(in, h) -> blocks x DEP(h, h) -> DEP(h, out)`` (see :class:`DEP`)."""
+    """DEP network: ``DEP(in, h) -> blocks x DEP(h, h) -> DEP(h, out)`` (see :class:`DEP`).
+
+    Parameters
+    ----------
+    in_features, hidden, out_features, blocks : int
+    mix : {"learned", "fixed"} or float in [0, 1]
+        The mix ``lambda`` of every :class:`DEP`: learned from ``U(0, 1)``, fixed at ``1/2``, or
+        fixed at the number given (the reference code runs DEP learned and at 1/2).
+    preset : {"tropic", "reference"}
+        Initialisation (no biases). Every later layer ``W, W' ~ N(0, 1)``; the first layer
+        ``W, W' ~ N(0, 1)`` (tropic) or ``W = W' = 0`` (reference); tropic's is kept for
+        compatibility; ``preset='reference'`` gives the paper code's.
+    rng, seed, dtype
+    """
     n_in, h, n_out, k = _sizes(in_features, hidden, out_features, blocks)
-    return _dep_stack(n_in, h, n_out, k, mix, False, _init.as_rng(rng, seed), dtype)
+    preset = _check_preset(preset)
+    return _dep_stack(n_in, h, n_out, k, mix, False, preset, _init.as_rng(rng, seed), dtype)
 
 
 def act_dep(
@@ -185,28 +254,53 @@ def act_dep(
     out_features: int = 10,
     *,
     blocks: int = 4,
-    mix: str = "learned",
+    mix: str | float = "learned",
+    preset: str = "tropic",
     rng: Any = None,
     seed: int | None = None,
     dtype: Any = np.float32,
 ) -> Sequential:
-    """Act-DEP: ``DEP -> Diag -> blocks x [DEP -> Diag] -> DEP`` with :class:`DiagonalActivation`."""
+    """Act-DEP: ``DEP -> Diag -> blocks x [DEP -> Diag] -> DEP`` with :class:`DiagonalActivation`.
+
+    Parameters
+    ----------
+    in_features, hidden, out_features, blocks : int
+    mix : {"learned", "fixed"} or float in [0, 1]
+        As :func:`dep` (the reference code runs Act-DEP learned, at 1/2 and at ``mix=0.75``).
+    preset : {"tropic", "reference"}
+        Initialisation (no biases). Every later layer ``W, W' ~ N(0, 1)``; the first layer
+        ``W, W' ~ N(0, 1)`` (tropic) or ``W = W' = 0`` (reference); the diagonal activations
+        ``a ~ N(0, 1) / sqrt(12)`` (tropic) or ``N(0, 1) / 3.46`` (reference); tropic's are kept
+        for compatibility; ``preset='reference'`` gives the paper code's.
+    rng, seed, dtype
+    """
     n_in, h, n_out, k = _sizes(in_features, hidden, out_features, blocks)
-    return _dep_stack(n_in, h, n_out, k, mix, True, _init.as_rng(rng, seed), dtype)
+    preset = _check_preset(preset)
+    return _dep_stack(n_in, h, n_out, k, mix, True, preset, _init.as_rng(rng, seed), dtype)
 
 
-def _mpm_stack(n_in, h, n_out, k, weight_dropout, activation, gen, dtype) -> Sequential:
-    # First MPM layer W = 0, later ones N(0, 1) (the paper's initialisation).
+def _mpm_stack(
+    n_in: int,
+    h: int,
+    n_out: int,
+    k: int,
+    weight_dropout: float,
+    activation: str,
+    preset: str,
+    gen: np.random.Generator,
+    dtype: Any,
+) -> Sequential:
+    # First MPM layer W = 0, later ones N(0, 1) (the paper's initialisation, both presets).
     def act() -> Module:
         if activation == "svd":
-            return SVDActivation(h, rng=gen, dtype=dtype)
-        return DiagonalActivation(h, rng=gen, dtype=dtype)
+            return SVDActivation(h, preset=preset, rng=gen, dtype=dtype)
+        return DiagonalActivation(h, preset=preset, rng=gen, dtype=dtype)
 
     kw = dict(weight_dropout=weight_dropout, rng=gen, dtype=dtype)
     layers: list[Module] = [MPM(n_in, h, init="zeros", **kw), act()]
     for _ in range(k):
         if activation == "residual":
-            layers.append(MPMResidual(h, **kw))
+            layers.append(MPMResidual(h, preset=preset, **kw))
         else:
             layers += [MPM(h, h, **kw), act()]
     return Sequential(*layers, MPM(h, n_out, **kw))
@@ -219,17 +313,29 @@ def mpm(
     *,
     blocks: int = 4,
     weight_dropout: float = 0.0,
+    preset: str = "tropic",
     rng: Any = None,
     seed: int | None = None,
     dtype: Any = np.float32,
 ) -> Sequential:
     """MPM network: ``MPM(in, h) -> Diag -> blocks x [MPM(h, h) -> Diag] -> MPM(h, out)``.
 
-    The first :class:`MPM` starts at ``W = 0``, the others at ``N(0, 1)``; ``Diag`` is
-    :class:`DiagonalActivation`; ``weight_dropout`` applies to every MPM layer.
+    ``Diag`` is :class:`DiagonalActivation`; ``weight_dropout`` applies to every MPM layer.
+
+    Parameters
+    ----------
+    in_features, hidden, out_features, blocks : int
+    weight_dropout : float in [0, 1)
+    preset : {"tropic", "reference"}
+        Initialisation. Both presets: the first :class:`MPM` ``W = 0``, the others ``W ~ N(0, 1)``,
+        every bias ``b, b' ~ N(0, 1)``. The diagonal activations ``a ~ N(0, 1) / sqrt(12)``
+        (tropic) or ``N(0, 1) / 3.46`` (reference); tropic's is kept for compatibility;
+        ``preset='reference'`` gives the paper code's.
+    rng, seed, dtype
     """
     n_in, h, n_out, k = _sizes(in_features, hidden, out_features, blocks)
-    return _mpm_stack(n_in, h, n_out, k, weight_dropout, "diagonal", _init.as_rng(rng, seed), dtype)
+    preset = _check_preset(preset)
+    return _mpm_stack(n_in, h, n_out, k, weight_dropout, "diagonal", preset, _init.as_rng(rng, seed), dtype)
 
 
 def rmpm(
@@ -239,6 +345,7 @@ def rmpm(
     *,
     blocks: int = 4,
     weight_dropout: float = 0.0,
+    preset: str = "tropic",
     rng: Any = None,
     seed: int | None = None,
     dtype: Any = np.float32,
@@ -247,9 +354,18 @@ def rmpm(
 
     Each hidden block is ``x + a ⊙ MPM(x)`` (:class:`MPMResidual`). ``weight_dropout=0.3`` gives the
     paper's best model, "RMPM + weight dropout".
+
+    Parameters
+    ----------
+    in_features, hidden, out_features, blocks : int
+    weight_dropout : float in [0, 1)
+    preset : {"tropic", "reference"}
+        Initialisation as :func:`mpm` (the residual scales ``a`` are its diagonal activations).
+    rng, seed, dtype
     """
     n_in, h, n_out, k = _sizes(in_features, hidden, out_features, blocks)
-    return _mpm_stack(n_in, h, n_out, k, weight_dropout, "residual", _init.as_rng(rng, seed), dtype)
+    preset = _check_preset(preset)
+    return _mpm_stack(n_in, h, n_out, k, weight_dropout, "residual", preset, _init.as_rng(rng, seed), dtype)
 
 
 def mpm_svd(
@@ -259,13 +375,36 @@ def mpm_svd(
     *,
     blocks: int = 4,
     weight_dropout: float = 0.0,
+    preset: str = "tropic",
     rng: Any = None,
     seed: int | None = None,
     dtype: Any = np.float32,
 ) -> Sequential:
-    """MPM-SVD: :func:`mpm` with :class:`SVDActivation` in place of the diagonal activation."""
+    """MPM-SVD: :func:`mpm` with :class:`SVDActivation` in place of the diagonal activation.
+
+    Parameters
+    ----------
+    in_features, hidden, out_features, blocks : int
+    weight_dropout : float in [0, 1)
+    preset : {"tropic", "reference"}
+        Initialisation. The :class:`MPM` layers as :func:`mpm`. Each activation is the SVD of
+        ``M_0 ~ N(0, 2 / h)`` (tropic's :class:`~tropic.nn.Linear` default, He normal) or
+        ``M_0 ~ U(-1/sqrt(h), 1/sqrt(h))`` (reference: torch's ``nn.Linear`` default), i.e.
+        singular values about ``sqrt(6) = 2.45`` times larger in tropic's; tropic's is kept for
+        compatibility; ``preset='reference'`` gives the paper code's.
+    rng, seed, dtype
+    """
     n_in, h, n_out, k = _sizes(in_features, hidden, out_features, blocks)
-    return _mpm_stack(n_in, h, n_out, k, weight_dropout, "svd", _init.as_rng(rng, seed), dtype)
+    preset = _check_preset(preset)
+    return _mpm_stack(n_in, h, n_out, k, weight_dropout, "svd", preset, _init.as_rng(rng, seed), dtype)
+
+
+def _linear(n_in: int, n_out: int, gen: np.random.Generator, dtype: Any, preset: str) -> Linear:
+    layer = Linear(n_in, n_out, rng=gen, dtype=dtype)
+    if preset == "reference":  # torch's nn.Linear default: W and b ~ U(-1/sqrt(n_in), 1/sqrt(n_in))
+        layer.weight.data = _init.fan_in_uniform((n_out, n_in), gen, dtype)
+        layer.bias.data = _init.fan_in_uniform((n_out,), gen, dtype, fan_in=n_in)
+    return layer
 
 
 def hybrid_mlp(
@@ -275,24 +414,39 @@ def hybrid_mlp(
     *,
     blocks: int = 4,
     weight_dropout: float = 0.0,
+    preset: str = "tropic",
     rng: Any = None,
     seed: int | None = None,
     dtype: Any = np.float32,
 ) -> Sequential:
     """Hybrid MLP: ``Linear(in, h) -> MPM -> blocks x [Linear(h, h) -> MPM] -> Linear(h, out)``.
 
-    The :class:`MPM` layers (``h -> h``, ``W ~ N(0, 1)``) are the only non-linearity. The paper finds
-    it converges fastest with large batches and fails with small ones (batch 64 on MNIST).
+    The :class:`MPM` layers (``h -> h``) are the only non-linearity. The paper finds it converges
+    fastest with large batches and fails with small ones (batch 64 on MNIST).
+
+    Parameters
+    ----------
+    in_features, hidden, out_features, blocks : int
+    weight_dropout : float in [0, 1)
+        Of every MPM layer (the reference code uses none here).
+    preset : {"tropic", "reference"}
+        Initialisation. Both presets: every MPM ``W ~ N(0, 1)``, ``b, b' ~ N(0, 1)``. The linear
+        layers (``n`` inputs): ``W ~ N(0, 2 / n)``, ``b = 0`` (tropic's :class:`~tropic.nn.Linear`
+        default, He normal) or ``W, b ~ U(-1/sqrt(n), 1/sqrt(n))`` (reference: torch's
+        ``nn.Linear`` default); tropic's is kept for compatibility; ``preset='reference'`` gives
+        the paper code's.
+    rng, seed, dtype
     """
     n_in, h, n_out, k = _sizes(in_features, hidden, out_features, blocks)
+    preset = _check_preset(preset)
     gen = _init.as_rng(rng, seed)
     layers: list[Module] = []
     for a in [n_in] + [h] * k:
         layers += [
-            Linear(a, h, rng=gen, dtype=dtype),
+            _linear(a, h, gen, dtype, preset),
             MPM(h, h, weight_dropout=weight_dropout, rng=gen, dtype=dtype),
         ]
-    return Sequential(*layers, Linear(h, n_out, rng=gen, dtype=dtype))
+    return Sequential(*layers, _linear(h, n_out, gen, dtype, preset))
 
 
 def hybrid_head(

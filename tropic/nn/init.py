@@ -17,6 +17,7 @@ import numpy as np
 __all__ = [
     "as_rng",
     "constant",
+    "fan_in_uniform",
     "fans",
     "glorot_normal",
     "glorot_uniform",
@@ -93,6 +94,26 @@ def he_uniform(shape: Shape, rng: Any = None, dtype: Any = np.float32) -> np.nda
     """He (Kaiming) uniform: ``U(-b, b)`` with ``b = sqrt(6 / fan_in)`` (variance ``2 / fan_in``)."""
     fan_in, _ = fans(shape)
     bound = math.sqrt(6.0 / fan_in)
+    return uniform(shape, rng, dtype, low=-bound, high=bound)
+
+
+def fan_in_uniform(
+    shape: Shape, rng: Any = None, dtype: Any = np.float32, *, fan_in: int | None = None
+) -> np.ndarray:
+    """Entries ``~ U(-b, b)`` with ``b = 1 / sqrt(fan_in)``: PyTorch's default ``nn.Linear`` weight
+    (``kaiming_uniform_`` with ``a = sqrt(5)``) and bias.
+
+    .. math:: W_{ji} \\sim U\\big(-1/\\sqrt{n_{in}},\\; 1/\\sqrt{n_{in}}\\big)
+
+    ``fan_in`` defaults to that of ``shape`` (:func:`fans`); give the weight's fan-in to draw a bias,
+    whose own shape has none.
+    """
+    if fan_in is None:
+        fan_in, _ = fans(shape)
+    fan_in = int(fan_in)
+    if fan_in < 1:
+        raise ValueError(f"fan_in must be >= 1, got {fan_in}")
+    bound = 1.0 / math.sqrt(fan_in)
     return uniform(shape, rng, dtype, low=-bound, high=bound)
 
 
