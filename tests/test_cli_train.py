@@ -238,6 +238,8 @@ def errors(tmp_path):
         (["--model", "mpm", "--width", "100000", "--blocks", "100"], "lower --width and --blocks"),
         ([*diskorect, "--target", "dilation:disk:100001"], "at most 2 x 32 - 1 = 63 for 32 x 32 images"),
         (["--model", "bise", "--threshold", "nan"], "--threshold must be a finite number, got nan"),
+        (["--model", "relu", "--preset", "reference"], "--model relu has no paper-code preset (models with"),
+        (["--preset", "paper"], "invalid choice: 'paper'"),
         (["--dataset", "mnist", "--data-dir", str(sizes)], "holds 28 x 28 images but"),
         (["--dataset", "mnist", "--data-dir", str(overflow)], "implies 18446744073709551636"),
         (["--dataset", "mnist", "--data-dir", str(empty_images)], "train-images-idx3-ubyte: holds no images"),
@@ -381,3 +383,27 @@ def test_dmnn_models_on_digits_default_to_a_larger_learning_rate():
     assert resolve_config({"model": "mpm", "dataset": "mnist", "data_dir": "."})["lr"] == 1e-3
     assert resolve_config({"model": "mpm", "lr": 5e-4})["lr"] == 5e-4
     assert resolve_config({"model": "sparse-hybrid"})["lr"] == 3e-3  # not a DMNN model
+
+
+def test_preset_reference_builds_the_paper_codes_initialisation(capsys, tmp_path):
+    """``--preset reference`` reaches the model (mp's first layer starts at W = -1 as in the paper's
+    code), is saved in config.json and reloads; ``act-dep-fixed`` fixes the DEP mix at 3/4."""
+    from tropic.apps.cli.train import load_run, resolve_config
+    from tropic.apps.cli.train_models import MODELS
+
+    config = resolve_config({"model": "mp", "preset": "reference", "width": 8, "blocks": 1})
+    reference = MODELS["mp"].build(config, 6, 3)
+    default = MODELS["mp"].build({**config, "preset": "tropic"}, 6, 3)
+    assert (reference[0].weight.data == -1).all()
+    assert not (default[0].weight.data == -1).any()
+    fixed = MODELS["act-dep-fixed"].build(
+        resolve_config({"model": "act-dep-fixed", "width": 8, "blocks": 1}), 6, 3
+    )
+    deps = [m for m in fixed.modules() if type(m).__name__ == "DEP"]
+    assert deps and all((np.asarray(m.mix) == 0.75).all() for m in deps)
+    out = tmp_path / "run"
+    train(capsys, "--model", "mp", "--preset", "reference", "--epochs", "1", "--width", "8", "--blocks", "1",
+          "--out", str(out), "--quiet")  # fmt: skip
+    assert json.loads((out / "config.json").read_text())["preset"] == "reference"
+    model, saved = load_run(out)
+    assert saved["preset"] == "reference"

@@ -81,7 +81,9 @@ DEFAULTS: dict[str, Any] = {
     "threshold": 0.5,
     "test_fraction": 0.25,
     "threads": None,
+    "preset": "tropic",
 }
+PRESETS = ("tropic", "reference")
 # BiSE networks learning a diskorect target: small batches, more epochs (about 240 Adam steps).
 SEGMENT_DEFAULTS = {"batch_size": 16, "epochs": 20, "lr": 0.05}
 # Digits gives some 21 steps an epoch at batch 64, where the DMNN paper's Adam 1e-3 had ~750 (MNIST):
@@ -113,6 +115,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "threshold": (int, float),
     "test_fraction": (int, float),
     "threads": (int, type(None)),
+    "preset": str,
 }
 
 
@@ -141,6 +144,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--width", type=int, default=s, help="hidden width (default: the model's, 128 for the heads)")
     add("--blocks", type=int, default=s, help=f"hidden blocks of the DMNN models (default {d['blocks']})")
     add("--seed", type=int, default=s, help="initialisation, data order and split (default 0)")
+    add(
+        "--preset",
+        choices=PRESETS,
+        default=s,
+        help="initialisation: tropic's defaults, or the paper code's (reference; the DMNN models)",
+    )
     add("--out", default=s, metavar="FOLDER", help="run folder (default runs/<timestamp>-<model>)")
     add("--config", default=s, metavar="FILE", help="JSON file of options (the command line overrides it)")
     add("--quiet", action="store_true", default=s, help="print only the run folder and the final accuracy")
@@ -251,13 +260,20 @@ def _check(config: dict[str, Any]) -> None:
         value = config[key]
         if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
             raise CommandError(f"{_flag(key)} has the wrong type: {value!r}")
-    for key, choices in (("engine", ENGINES), ("optimizer", OPTIMIZERS), ("dataset", DATASETS)):
+    choices_of = {"engine": ENGINES, "optimizer": OPTIMIZERS, "dataset": DATASETS, "preset": PRESETS}
+    for key, choices in choices_of.items():
         if config[key] not in choices:
             raise CommandError(f"{_flag(key)} must be one of {', '.join(choices)}, got {config[key]!r}")
     for key in ("epochs", "batch_size", "width", "blocks"):
         low = 0 if key == "blocks" else 1
         if config[key] < low:
             raise CommandError(f"{_flag(key)} must be at least {low}, got {config[key]}")
+    if config["preset"] != "tropic" and not MODELS[config["model"]].presets:
+        with_presets = ", ".join(name for name, spec in MODELS.items() if spec.presets)
+        raise CommandError(
+            f"--preset {config['preset']}: --model {config['model']} has no paper-code preset "
+            f"(models with one: {with_presets})"
+        )
     if config["seed"] < 0:
         raise CommandError(f"--seed must be non-negative, got {config['seed']}")
     if config["threads"] is not None and not 1 <= config["threads"] <= MAX_THREADS:

@@ -13,7 +13,9 @@ Classifiers take flattened images (``C * H * W`` features) and return logits:
 ``mlp``            ReLU MLP of the DMNN paper (``blocks`` hidden blocks)
 ``maxout-mlp``     Maxout MLP of the DMNN paper
 ``mp``, ``act-mp``, ``dep``, ``act-dep``, ``mpm``, ``rmpm``, ``mpm-svd``, ``hybrid-mlp``
-                   the DMNN paper's networks (:mod:`tropic.nn.dmnn_models`)
+                   the DMNN paper's networks (:mod:`tropic.nn.dmnn_models`); ``--preset reference``
+                   starts them as the paper's code does
+``act-dep-fixed``  ``act-dep`` with the mix fixed at 3/4 (a run of the paper's code)
 ``rmpm-dropout``   ``rmpm`` with weight dropout p = 0.3 (the paper's best)
 ``bise``           a BiSE network (Aouad & Talbot), see below
 =================  ================================================================================
@@ -46,6 +48,7 @@ class ModelSpec:
     build: Callable[[dict[str, Any], int, int], Any]  # (config, in_features, classes) -> tropic.nn model
     help: str
     defaults: dict[str, Any] = field(default_factory=dict)
+    presets: bool = False  # takes --preset reference (the paper code's initialisation)
 
 
 def _head(kind: str) -> Callable[[dict[str, Any], int, int], Any]:
@@ -66,11 +69,19 @@ def _dmnn(function: str, **extra: Any) -> Callable[[dict[str, Any], int, int], A
     def build(config: dict[str, Any], n_in: int, classes: int) -> Any:
         from tropic.nn import dmnn_models as m
 
+        options = dict(extra)
+        if config.get("preset", "tropic") != "tropic":  # (a run saved before --preset has none)
+            options["preset"] = config["preset"]
         return getattr(m, function)(
-            n_in, config["width"], classes, blocks=config["blocks"], seed=config["seed"], **extra
+            n_in, config["width"], classes, blocks=config["blocks"], seed=config["seed"], **options
         )
 
     return build
+
+
+def _paper_dmnn(name: str, function: str, help: str, **extra: Any) -> ModelSpec:
+    """A DMNN paper network: its defaults, and ``--preset reference``."""
+    return ModelSpec(name, _dmnn(function, **extra), help, DMNN_DEFAULTS, presets=True)
 
 
 def _bise(config: dict[str, Any], n_in: int, classes: int) -> Any:
@@ -99,20 +110,16 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("sparse-hybrid", _head("sparse"), "hybrid head, sparse max-plus layer (Sparse-Morph)"),
         ModelSpec("mlp", _dmnn("mlp"), "ReLU MLP (DMNN paper baseline)", DMNN_DEFAULTS),
         ModelSpec("maxout-mlp", _dmnn("maxout_mlp"), "maxout MLP (DMNN paper baseline)", DMNN_DEFAULTS),
-        ModelSpec("mp", _dmnn("mp"), "pure max-plus stack (does not train)", DMNN_DEFAULTS),
-        ModelSpec("act-mp", _dmnn("act_mp"), "max-plus + diagonal activations", DMNN_DEFAULTS),
-        ModelSpec("dep", _dmnn("dep"), "dilation-erosion perceptrons", DMNN_DEFAULTS),
-        ModelSpec("act-dep", _dmnn("act_dep"), "DEP + diagonal activations", DMNN_DEFAULTS),
-        ModelSpec("mpm", _dmnn("mpm"), "max-plus-min layers + diagonal activations", DMNN_DEFAULTS),
-        ModelSpec("rmpm", _dmnn("rmpm"), "residual MPM", DMNN_DEFAULTS),
-        ModelSpec(
-            "rmpm-dropout",
-            _dmnn("rmpm", weight_dropout=0.3),
-            "residual MPM, weight dropout 0.3",
-            DMNN_DEFAULTS,
-        ),
-        ModelSpec("mpm-svd", _dmnn("mpm_svd"), "MPM + SVD-constrained activations", DMNN_DEFAULTS),
-        ModelSpec("hybrid-mlp", _dmnn("hybrid_mlp"), "Linear -> MPM hybrid MLP", DMNN_DEFAULTS),
+        _paper_dmnn("mp", "mp", "pure max-plus stack (does not train)"),
+        _paper_dmnn("act-mp", "act_mp", "max-plus + diagonal activations"),
+        _paper_dmnn("dep", "dep", "dilation-erosion perceptrons"),
+        _paper_dmnn("act-dep", "act_dep", "DEP + diagonal activations"),
+        _paper_dmnn("act-dep-fixed", "act_dep", "act-dep, mix fixed at 3/4 (a paper code run)", mix=0.75),
+        _paper_dmnn("mpm", "mpm", "max-plus-min layers + diagonal activations"),
+        _paper_dmnn("rmpm", "rmpm", "residual MPM"),
+        _paper_dmnn("rmpm-dropout", "rmpm", "residual MPM, weight dropout 0.3", weight_dropout=0.3),
+        _paper_dmnn("mpm-svd", "mpm_svd", "MPM + SVD-constrained activations"),
+        _paper_dmnn("hybrid-mlp", "hybrid_mlp", "Linear -> MPM hybrid MLP"),
         ModelSpec(
             "bise",
             _bise,
