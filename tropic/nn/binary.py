@@ -22,6 +22,26 @@ edge-padded image, cropped back. Orientation: ``⋆`` is a cross-correlation, so
 A negative scale ``p`` flips the smooth output around 1/2; the binary forward then returns the
 complement of the morphology, so that binary and float outputs agree on which side of 1/2 they are.
 
+Presets. Every layer takes ``preset="tropic"`` (the default) or ``preset="reference"``, the settings of
+the paper's code (``TheodoreAouad/WANT2023``, commit 04088a9, and its experiment configurations);
+tropic's / the reference's:
+
+- initial weights (``init``): ``"dense"``, ``|1 + 0.3 N(0, 1)| / sqrt(n)`` / ``"uniform"``,
+  ``U(2a/n - h, 2a/n + h]`` with ``a = atanh(0.9)`` and ``h`` about ``1.97/n`` (a LUI: ``"constant"``,
+  every weight ``2a/n``); ``n`` weights per neuron;
+- initial bias: ``input_mean * sum(W)`` / ``input_mean * sum(W) * (1 + u)``, ``u ~ U(-0.01, 0.01)``
+  drawn once per layer;
+- initial scale ``p`` (``scale_init``): 1 / 0;
+- ``bias_mode``: ``"softplus"`` (``"projected"`` with ``bias_clamp=True``) / ``"reparametrized"``;
+- a LUI with ``in = out = groups`` (the LUI of ``BiSEL(1, C)``): learned / the identity;
+- a real-valued ``DenseLUI`` (``output``): ``p (x W^T - B)`` (logits) / ``xi(p (x W^T - B))``.
+
+Each piece is also an argument of its own (``init``, ``scale_init``, ``bias_mode``, ``input_mean``,
+``LUI(identity=)``, ``BiSEL(identity_lui=)``, ``DenseLUI(output=)``), which overrides the preset. The
+regularisers take ``preset`` too (the reference halves the activable-set distance and also regularises
+the real-valued head). tropic's defaults are kept for compatibility; ``preset="reference"`` gives the
+paper code's.
+
 The layers are defined once for both engines (:mod:`tropic.nn.layer`); ``tropic.torch.nn`` has the same
 classes as ``torch.nn.Module`` s. The binarisation (activation tests, projections) is NumPy code on
 the weights' values (:mod:`tropic.nn.binarize`): the binary forward and the regularisers run eagerly
@@ -43,7 +63,11 @@ from .conv import _conv_shape
 from .layer import Layer, require_features, require_image
 
 __all__ = [
+    "BIAS_MODES",
+    "DENSE_OUTPUTS",
+    "INITS",
     "LUI",
+    "PRESETS",
     "BiSE",
     "BiSEL",
     "BinarizedNeurons",
@@ -51,6 +75,43 @@ __all__ = [
     "activable_set_regularization",
     "constant_set_regularization",
 ]
+
+#: ``preset=`` values: tropic's own settings, or those of the paper's code (module docstring).
+PRESETS = ("tropic", "reference")
+#: ``bias_mode=`` values: ``B = softplus(beta)``, clamped with constant bounds, or clamped with the
+#: gradient through the bounds (the reference code's default, ``POSITIVE_INTERVAL_REPARAMETRIZED``).
+BIAS_MODES = ("softplus", "projected", "reparametrized")
+#: ``init=`` values: tropic's two, and the reference code's two (uniform and constant weights).
+INITS = ("dense", "sparse", "uniform", "constant")
+#: ``DenseLUI(output=)`` values for a real-valued head: ``p (x W^T - B)`` or ``xi`` of it.
+DENSE_OUTPUTS = ("preactivation", "xi")
+
+# The reference initialisation (WANT2023 deep_morpho/initializer/bise_initializer.py): the weights are
+# drawn so that xi(p0 (x * W - B)) reaches _REFERENCE_MAX_OUTPUT, and the bias is perturbed by a
+# relative U(-_REFERENCE_BIAS_NOISE, _REFERENCE_BIAS_NOISE).
+_REFERENCE_MAX_OUTPUT = 0.95
+_REFERENCE_BIAS_NOISE = 1e-2
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``allowed``, else a ``ValueError`` naming ``name`` and ``allowed``."""
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
+
+
+def _reference_weight_range(n: int) -> tuple[float, float, float]:
+    """``(mean, low, high)`` of the reference's initial weights for ``n`` weights per neuron.
+
+    ``InitBiseConstantVarianceWeights`` with ``p_for_init="auto"``: ``a = atanh(2 * 0.95 - 1)``,
+    ``p0 = (sqrt(3) + 2) sqrt(n) / (8 a)``, ``mean = (sqrt(3) + 2) / (4 p0 sqrt(n))`` (``= 2a/n``),
+    ``var = 1 / (p0^2 n) - mean^2``, ``[low, high] = mean -+ sqrt(3 var)`` (about ``[0.98, 4.91] / n``).
+    """
+    a = float(np.arctanh((_REFERENCE_MAX_OUTPUT - 0.5) * 2))
+    p0 = (np.sqrt(3) + 2) * np.sqrt(n) / (4 * 2 * a)
+    mean = (np.sqrt(3) + 2) / (4 * p0 * np.sqrt(n))
+    half = np.sqrt(3 * (1 / (p0**2 * n) - mean**2))
+    return float(mean), float(mean - half), float(mean + half)
 
 
 class BinarizedNeurons(NamedTuple):
@@ -108,11 +169,16 @@ class _BinaryReading:
     (torch's vectorised ones against the C library's), which can flip an exact tie of the activation
     test and so the binarised operation. Computed in the parameters' dtype, then widened, so the
     values are those of :attr:`weight` / :attr:`bias` on this engine.
+
+    Under ``bias_mode="reparametrized"`` the bias is the same clamp as under ``"projected"`` (only its
+    gradient differs), so the reading uses the effective, clamped bias in both. An identity LUI
+    (``identity``) reads as what it computes: the dilation by ``S = {its one input}``, activated.
     """
 
     out_channels: int
     binarization: str
-    bias_clamp: bool
+    bias_mode: str
+    identity: bool
     _neuron_shape: tuple[int, ...]
 
     def _host_parameter(self, name: str) -> np.ndarray:  # pragma: no cover - abstract
@@ -125,9 +191,12 @@ class _BinaryReading:
         return weights.astype(np.float64).reshape(self.out_channels, -1)
 
     def _neuron_biases(self) -> np.ndarray:
-        """``B`` of every neuron as float64 NumPy (clamped as :attr:`bias` where ``bias_clamp``)."""
+        """``B`` of every neuron as float64 NumPy: the effective bias, clamped as :attr:`bias` under the
+        clamping ``bias_mode`` s (0 for an identity LUI, as the reference's)."""
         b = _host_softplus(self._host_parameter("beta"))
-        if self.bias_clamp:
+        if self.identity:
+            return np.zeros(self.out_channels)
+        if self.bias_mode != "softplus":
             low, high = _clamp_bounds(self._neuron_weights())
             b = np.minimum(np.maximum(b, low.astype(b.dtype)), high.astype(b.dtype))
         return b.astype(np.float64)
@@ -144,6 +213,8 @@ class _BinaryReading:
     def find_operation(self, neuron: int | None = None) -> str:
         """``"dilation"`` if ``B <= sum(W) / 2``, else ``"erosion"`` (``neuron`` may be omitted for one)."""
         i = self._index(neuron)
+        if self.identity:
+            return _bz.DILATION
         erosion = _bz.find_operation(self._neuron_weights()[i], self._neuron_biases()[i])
         return _bz.EROSION if erosion else _bz.DILATION
 
@@ -154,6 +225,8 @@ class _BinaryReading:
         :func:`tropic.nn.binarize.activation_test` for the tests.
         """
         i = self._index(neuron)
+        if self.identity:
+            return _bz.DILATION, np.ones(self._neuron_shape, dtype=bool)
         activated, erosion, s = _bz.activation_test(self._neuron_weights()[i], self._neuron_biases()[i])
         if not activated:
             return None
@@ -169,6 +242,12 @@ class _BinaryReading:
             ``binarization``); see :func:`tropic.nn.binarize.binarize`.
         """
         method = self.binarization if method is None else method
+        if method not in _bz.METHODS:
+            raise ValueError(f"method must be one of {_bz.METHODS}, got {method!r}")
+        if self.identity:
+            out = self.out_channels
+            ones = np.ones((out, *self._neuron_shape), dtype=bool)
+            return BinarizedNeurons(np.zeros(out, dtype=bool), ones, np.ones(out, dtype=bool))
         erosion, s, activated = _bz.binarize(self._neuron_weights(), self._neuron_biases(), method)
         return BinarizedNeurons(erosion, s.reshape(self.out_channels, *self._neuron_shape), activated)
 
@@ -184,22 +263,30 @@ class _BiSEBase(_BinaryReading, Layer):
     _neuron_shape: tuple[int, ...]
     _binarisable = True  # (the regularisers and model.binary() find these layers by this mark)
 
+    _reference_init = "uniform"  # the weights of preset="reference" (a LUI's: "constant")
+
     def _init_parameters(
         self,
         out: int,
         neuron_shape: tuple[int, ...],
         *,
-        init: str,
+        preset: str,
+        init: str | None,
         density: float,
         bias_clamp: bool,
-        scale_init: float,
+        bias_mode: str | None,
+        scale_init: float | None,
+        input_mean: float,
         binarization: str,
         rng: Any,
         seed: int | None,
         dtype: Any,
     ) -> None:
-        if init not in ("dense", "sparse"):
-            raise ValueError(f"init must be 'dense' or 'sparse', got {init!r}")
+        preset = _choice("preset", preset, PRESETS)
+        reference = preset == "reference"
+        if init is None:
+            init = self._reference_init if reference else "dense"
+        _choice("init", init, INITS)
         density = float(density)
         if not 0.0 < density <= 1.0:
             raise ValueError(f"density must be in (0, 1], got {density!r}")
@@ -207,9 +294,19 @@ class _BiSEBase(_BinaryReading, Layer):
             raise ValueError(f"binarization must be one of {_bz.METHODS}, got {binarization!r}")
         if not isinstance(bias_clamp, bool):
             raise TypeError(f"bias_clamp must be a bool, got {type(bias_clamp).__name__}")
-        scale_init = float(scale_init)
+        if bias_mode is None:
+            bias_mode = "projected" if bias_clamp else ("reparametrized" if reference else "softplus")
+        _choice("bias_mode", bias_mode, BIAS_MODES)
+        if bias_clamp and bias_mode == "softplus":
+            raise ValueError(
+                "bias_clamp=True clamps the bias: bias_mode must be 'projected' or 'reparametrized'"
+            )
+        scale_init = (0.0 if reference else 1.0) if scale_init is None else float(scale_init)
         if not np.isfinite(scale_init):
             raise ValueError(f"scale_init must be finite, got {scale_init!r}")
+        input_mean = float(input_mean)
+        if not 0.0 <= input_mean <= 1.0:
+            raise ValueError(f"input_mean must be in [0, 1], got {input_mean!r}")
         generator = _init.as_rng(rng, seed)
         n = int(np.prod(neuron_shape))
         shape = (out, n)
@@ -217,18 +314,29 @@ class _BiSEBase(_BinaryReading, Layer):
             # Weights near 1/sqrt(n) (std 30 %): for a binary input of density 1/2, p (x * W - B) then
             # has a spread of order 1 whatever the fan-in.
             w0 = np.abs(1.0 + 0.3 * generator.standard_normal(shape)) / np.sqrt(n)
-        else:
+        elif init == "sparse":
             # A random subset of about density * n weights (at least one) at 2 / sqrt(its size), the
             # others 100 times smaller: each neuron starts near a small structuring element.
             on = generator.random(shape) < density
             on[np.arange(out), generator.integers(0, n, out)] = True
             high = 2.0 / np.sqrt(max(density * n, 1.0))
             w0 = np.where(on, high, high / 100)
+        else:
+            # The reference's: U(low, high] drawn as rand * (low - high) + high, or the mean alone.
+            mean, low, high = _reference_weight_range(n)
+            w0 = generator.random(shape) * (low - high) + high if init == "uniform" else np.full(shape, mean)
         w0 = w0.reshape(out, *neuron_shape)
-        # The bias halfway, B = sum(W) / 2: the neuron starts between a dilation and an erosion.
-        b0 = w0.reshape(out, -1).sum(axis=1) / 2
+        # The bias at input_mean * sum(W) (1/2: halfway, between a dilation and an erosion). The
+        # reference's inits perturb it by a relative u ~ U(-0.01, 0.01), one draw per layer, added as
+        # B + u B.
+        b0 = w0.reshape(out, -1).sum(axis=1) * input_mean
+        if init in ("uniform", "constant"):
+            u = generator.random() * (2 * _REFERENCE_BIAS_NOISE) - _REFERENCE_BIAS_NOISE
+            b0 = b0 + u * b0
         self._neuron_shape = tuple(neuron_shape)
-        self.bias_clamp = bias_clamp
+        self.preset = preset
+        self.bias_mode = bias_mode
+        self.identity = False  # (an identity LUI sets it)
         self.binarization = binarization
         self.theta = self.parameter(_inverse_softplus(w0).astype(dtype))
         self.beta = self.parameter(_inverse_softplus(b0).astype(dtype))
@@ -247,17 +355,57 @@ class _BiSEBase(_BinaryReading, Layer):
         return self.F.softplus(self.theta)
 
     @property
-    def bias(self) -> Any:
-        """``B = softplus(beta)``, with ``bias_clamp`` clamped to ``[(w_(1) + w_(2))/2, sum(W) - w_(1)/2]``.
+    def bias_clamp(self) -> bool:
+        """Whether :attr:`bias` is clamped (``bias_mode`` ``"projected"`` or ``"reparametrized"``)."""
+        return self.bias_mode != "softplus"
 
-        (``w_(1) <= w_(2)`` the two smallest weights of the neuron; the bounds are computed from the
-        current weights and held as constants: no gradient flows through them.)
+    @property
+    def bias(self) -> Any:
+        """``B``, the effective bias: ``softplus(beta)``, clamped under the clamping ``bias_mode`` s.
+
+        .. math:: B = \\mathrm{clamp}\\big(\\mathrm{softplus}(\\beta),\\;
+                  \\tfrac12 (w_{(1)} + w_{(2)}),\\; \\textstyle\\sum_k w_k - \\tfrac12 w_{(1)}\\big)
+
+        (``w_(1) <= w_(2)`` the two smallest weights of the neuron; with one weight the lower bound
+        is 0). ``"projected"``: the bounds are constants, no gradient flows through them (a projected
+        gradient). ``"reparametrized"``: the gradient also flows through the bounds to ``theta``, as
+        the reference's ``torch.clamp(softplus(beta), bmin, bmax)``. The values are the same in both,
+        and are those the binarisation reads. An identity LUI's bias is 0.
         """
         b = self.F.softplus(self.beta)
-        if not self.bias_clamp:
+        if self.identity:
+            return b * 0.0
+        if self.bias_mode == "softplus":
             return b
-        low, high = (self.constant(v, like=b) for v in _clamp_bounds(self._neuron_weights()))
+        w_host = self._neuron_weights()
+        low, high = (self.constant(v, like=b) for v in _clamp_bounds(w_host))
+        if self.bias_mode == "reparametrized":
+            low, high = self._bounds_with_gradient(w_host, low, high)
         return tropic.minimum(tropic.maximum(b, low), high)
+
+    def _bounds_with_gradient(self, w_host: np.ndarray, low: Any, high: Any) -> tuple[Any, Any]:
+        """The clamp bounds ``low``, ``high`` (constants of the host values) with the gradient of
+        ``(w_(1) + w_(2)) / 2`` and ``sum(W) - w_(1) / 2`` to the weights.
+
+        The order statistics are picked on the host (the smallest first, ties to the lowest index) as
+        one-hot masks; the value stays the host's exactly (``v + (e - e.detach())`` adds an exact 0),
+        so that the forward and the binarisation read the same bias.
+        """
+        F = self.F
+        out, n = w_host.shape
+        w = F.reshape(self.weight, (out, n))
+        order = np.argsort(w_host, axis=1, kind="stable")
+        rows = np.arange(out)
+        first = np.zeros((out, n))
+        first[rows, order[:, 0]] = 1.0
+        high_e = F.sum(w, axis=1) - F.sum(w * self.constant(first, like=w), axis=1) * 0.5
+        high = high + (high_e - high_e.detach())
+        if n > 1:
+            two = first.copy()
+            two[rows, order[:, 1]] = 1.0
+            low_e = F.sum(w * self.constant(two, like=w), axis=1) * 0.5
+            low = low + (low_e - low_e.detach())
+        return low, high
 
     def _linear(self, x: Any, w: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -270,7 +418,14 @@ class _BiSEBase(_BinaryReading, Layer):
         z = self._linear(x, self.weight)
         return (z - self._broadcast(self.bias)) * self._broadcast(self.scale)
 
+    def _identity_forward(self, x: Any) -> Any:
+        """``x`` itself, as an engine tensor (an identity LUI's float and binary forward)."""
+        require_image(self, x, self.in_channels)
+        return self.F.reshape(x, tuple(x.shape))
+
     def forward(self, x: Any) -> Any:
+        if self.identity:
+            return self._identity_forward(x)
         if self.binary_mode:
             return self.binary_forward(x)
         return _xi(self.F, self.preactivation(x))
@@ -282,7 +437,7 @@ class _BiSEBase(_BinaryReading, Layer):
 
     def _binary_state(self) -> tuple[BinarizedNeurons, np.ndarray]:
         """The binarisation (recomputed only when the parameters or the method changed) and ``p < 0``."""
-        key = (self.binarization, self.bias_clamp, self.host(self.theta), self.host(self.beta))
+        key = (self.binarization, self.bias_mode, self.host(self.theta), self.host(self.beta))
         cache = self._binary_cache
         if not (
             cache is not None
@@ -301,6 +456,8 @@ class _BiSEBase(_BinaryReading, Layer):
         ``x`` should be binary (0/1).
         """
         self.require_eager("binary_forward")
+        if self.identity:
+            return self._identity_forward(x)
         state, flipped = self._binary_state()
         size = state.structuring_elements.reshape(self.out_channels, -1).sum(axis=1)
         threshold = np.where(state.is_erosion, size, 1).astype(np.float64) - 0.5
@@ -327,18 +484,41 @@ class BiSE(_BiSEBase):
         Odd sizes only (the ``k // 2`` padding keeps the size and the centre).
     groups : int
         As ``Conv2d``: both channel counts must be divisible by it.
-    init : {"dense", "sparse"}
-        ``"dense"`` (default): every weight near ``1/sqrt(n)`` (``n`` weights per neuron, 30 % noise);
-        ``"sparse"``: a random ``density`` fraction of the weights (at least one) at
-        ``2/sqrt(density n)``, the others 100 times smaller. Both set ``B = sum(W)/2``. Sparse starts
-        binarise far better for wide fan-ins (a ``DenseLUI`` on images).
+    preset : {"tropic", "reference"}
+        The defaults of ``init``, ``scale_init`` and ``bias_mode``: tropic's (default), or those of
+        the paper's code, ``preset="reference"`` (see the module docstring). An argument given
+        explicitly overrides the preset.
+    init : {"dense", "sparse", "uniform", "constant"}, optional
+        Initial weights, ``n`` per neuron. ``"dense"`` (tropic's default): every weight
+        ``|1 + 0.3 N(0, 1)| / sqrt(n)``; ``"sparse"``: a random ``density`` fraction of the weights (at
+        least one) at ``2/sqrt(density n)``, the others 100 times smaller (sparse starts binarise far
+        better for wide fan-ins, a ``DenseLUI`` on images). The reference code's: ``"uniform"``
+        (default of ``preset="reference"``), ``W ~ U(m - h, m + h]`` with
+        ``m = 2 atanh(0.9) / n`` (about ``2.94/n``) and ``h = sqrt(3 (1/(p0^2 n) - m^2))`` (about
+        ``1.97/n``), ``p0 = (sqrt(3) + 2) sqrt(n) / (8 atanh(0.9))``; ``"constant"``: every weight
+        ``m``. tropic keeps ``"dense"`` for compatibility; ``preset='reference'`` gives the paper
+        code's.
     density : float
         For ``init="sparse"`` (default 0.1).
     bias_clamp : bool
-        Clamp ``B`` into the interval where both activations stay possible (see ``bias``).
-    scale_init : float
-        Initial ``p`` (default 1; the initial weights are scaled so that ``p (x ⋆ W - B)`` is of
-        order 1 on binary inputs).
+        Clamp ``B`` into the interval where both activations stay possible (see :attr:`bias`):
+        ``bias_mode="projected"`` unless ``bias_mode`` says otherwise.
+    bias_mode : {"softplus", "projected", "reparametrized"}, optional
+        ``B = softplus(beta)``; or clamped to ``[(w_(1) + w_(2))/2, sum(W) - w_(1)/2]`` with constant
+        bounds (``"projected"``) or with the gradient through the bounds (``"reparametrized"``, the
+        reference code's default and that of ``preset="reference"``). Default ``"softplus"``
+        (``"projected"`` with ``bias_clamp=True``), kept for compatibility; ``preset='reference'``
+        gives the paper code's.
+    scale_init : float, optional
+        Initial ``p``: 1 (tropic's default: the initial weights are scaled so that ``p (x ⋆ W - B)`` is
+        of order 1 on binary inputs) or 0 (``preset="reference"``, the paper's experiment
+        configurations: every output starts at ``xi(0) = 1/2`` and only ``p`` gets a gradient at
+        first). 1 is kept for compatibility; ``preset='reference'`` gives the paper code's.
+    input_mean : float
+        Mean of the (binary) input, in [0, 1]: the initial bias is ``B = input_mean * sum(W)``
+        (``* (1 + u)``, ``u ~ U(-0.01, 0.01)`` drawn once per layer, for the reference's inits
+        ``"uniform"`` and ``"constant"``). Default 1/2; the reference gives the first layer the mean of
+        a batch of training inputs, and 1/2 to the others.
     binarization : {"constant", "activable", "threshold_2/3", "threshold_3/4"}
         How ``binary(True)`` reads a neuron that is not activated (``tropic.nn.binarize.binarize``).
     rng, seed, dtype
@@ -350,6 +530,10 @@ class BiSE(_BiSEBase):
     beta : Parameter, shape (out_channels,)
     scale : Parameter, shape (out_channels,)
         ``p``.
+    preset, bias_mode : str
+        As resolved from the arguments.
+    identity : bool
+        Whether the layer is the identity (only a LUI can be: :class:`LUI`).
 
     Examples
     --------
@@ -371,10 +555,13 @@ class BiSE(_BiSEBase):
         kernel_size: Any,
         *,
         groups: int = 1,
-        init: str = "dense",
+        preset: str = "tropic",
+        init: str | None = None,
         density: float = 0.1,
         bias_clamp: bool = False,
-        scale_init: float = 1.0,
+        bias_mode: str | None = None,
+        scale_init: float | None = None,
+        input_mean: float = 0.5,
         binarization: str = "constant",
         rng: Any = None,
         seed: int | None = None,
@@ -389,10 +576,13 @@ class BiSE(_BiSEBase):
         self._init_parameters(
             out_channels,
             (c_g, kh, kw),
+            preset=preset,
             init=init,
             density=density,
             bias_clamp=bias_clamp,
+            bias_mode=bias_mode,
             scale_init=scale_init,
+            input_mean=input_mean,
             binarization=binarization,
             rng=rng,
             seed=seed,
@@ -425,17 +615,49 @@ class LUI(BiSE):
     Parameters
     ----------
     in_channels, out_channels, groups
-        As :class:`BiSE`; other keyword arguments likewise.
+        As :class:`BiSE`; other keyword arguments likewise (``preset="reference"``: the weights start
+        all equal, ``init="constant"``, as the reference's LUIs).
+    identity : bool, optional
+        Make the layer the identity (``y = x`` in float and binary mode; it reads as the activated
+        dilation by its one input, bias 0; its parameters are kept, unused, as the reference keeps
+        them). Only where ``in_channels == out_channels == groups``, each output combining a single
+        channel. Default: the identity there under ``preset="reference"`` (the reference's LUI
+        skips itself exactly then), never under ``preset="tropic"``, whose single-channel LUI is
+        learned (a smooth threshold ``xi(p (w x - B))``, not ``x``): kept for compatibility;
+        ``preset='reference'`` gives the paper code's.
 
     Examples
     --------
     >>> from tropic.nn.binary import LUI
     >>> LUI(4, 2).theta.shape
     (2, 4, 1, 1)
+    >>> LUI(3, 3, groups=3, preset="reference").identity
+    True
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, groups: int = 1, **kwargs: Any) -> None:
+    _reference_init = "constant"
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        groups: int = 1,
+        identity: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
         BiSE.__init__(self, in_channels, out_channels, 1, groups=groups, **kwargs)
+        single = self.in_channels == self.out_channels == self.groups  # one input channel per output
+        if identity is None:
+            identity = self.preset == "reference" and single
+        elif not isinstance(identity, bool):
+            raise TypeError(f"identity must be a bool or None, got {type(identity).__name__}")
+        elif identity and not single:
+            raise ValueError(
+                "identity=True needs in_channels == out_channels == groups (one input channel per output), "
+                f"got {self.in_channels}, {self.out_channels}, {self.groups}"
+            )
+        self.identity = identity
 
 
 class BiSEL(Layer):
@@ -454,7 +676,17 @@ class BiSEL(Layer):
     in_channels, out_channels : int
     kernel_size : int or (int, int)
         Odd.
-    rng, seed, dtype, and the other keyword arguments of :class:`BiSE` (given to both parts).
+    identity_lui : bool, optional
+        Make the LUIs the identity (``LUI(identity=)``); only for ``in_channels == 1``, where each
+        LUI combines a single channel. Default: the identity there under ``preset="reference"`` (the
+        reference's ``LUI`` skips itself when ``in = out = groups``, so its ``BiSEL(1, C)`` is ``C``
+        BiSEs), a learned LUI under ``preset="tropic"`` (kept for compatibility;
+        ``preset='reference'`` gives the paper code's).
+    input_mean : float
+        Mean of the input, for the BiSEs' initial bias (:class:`BiSE`); the LUIs read BiSE outputs and
+        take 1/2, as in the reference.
+    rng, seed, dtype, and the other keyword arguments of :class:`BiSE` (given to both parts;
+    ``preset="reference"``: uniform BiSE weights, constant LUI weights, as the reference's ``BiMoNN``).
 
     Attributes
     ----------
@@ -476,6 +708,8 @@ class BiSEL(Layer):
         out_channels: int,
         kernel_size: Any,
         *,
+        identity_lui: bool | None = None,
+        input_mean: float = 0.5,
         rng: Any = None,
         seed: int | None = None,
         dtype: Any = None,
@@ -487,12 +721,27 @@ class BiSEL(Layer):
         in_channels = positive_int("in_channels", in_channels)
         out_channels = positive_int("out_channels", out_channels)
         generator = _init.as_rng(rng, seed)
+        if identity_lui is True and in_channels != 1:
+            raise ValueError(
+                f"identity_lui=True needs in_channels == 1 (one channel per LUI), got {in_channels}"
+            )
         self.in_channels, self.out_channels = in_channels, out_channels
         self.bises = self.engine_layer(BiSE)(
-            in_channels, in_channels * out_channels, kernel_size, groups=in_channels, rng=generator, **kwargs
+            in_channels,
+            in_channels * out_channels,
+            kernel_size,
+            groups=in_channels,
+            input_mean=input_mean,
+            rng=generator,
+            **kwargs,
         )
         self.luis = self.engine_layer(LUI)(
-            in_channels * out_channels, out_channels, groups=out_channels, rng=generator, **kwargs
+            in_channels * out_channels,
+            out_channels,
+            groups=out_channels,
+            identity=identity_lui,
+            rng=generator,
+            **kwargs,
         )
 
     def forward(self, x: Any) -> Any:
@@ -510,15 +759,23 @@ class DenseLUI(_BiSEBase):
     """A LUI on vectors: ``y = xi(p (x W^T - B))`` with ``W = softplus(theta) >= 0``.
 
     Binarised, output ``j`` is the OR (dilation-type) or the AND (erosion-type) of the input bits in
-    ``S_j``. With ``real_valued=True`` the layer is a classifier head: it returns the scores
-    ``p (x W^T - B)`` (logits for ``cross_entropy``) and is never binarised.
+    ``S_j``. With ``real_valued=True`` the layer is a classifier head, never binarised, whose output
+    is set by ``output``.
 
     Parameters
     ----------
     in_features, out_features : int
     real_valued : bool
-    init, density, bias_clamp, scale_init, binarization, rng, seed, dtype
-        As :class:`BiSE`.
+    output : {"preactivation", "xi"}, optional
+        For ``real_valued=True``: ``"preactivation"``, the scores ``u = p (x W^T - B)`` (logits for
+        ``cross_entropy``; ``2u`` is the logit of ``xi(u)``), tropic's default; or ``"xi"``,
+        ``xi(u) = tanh(u)/2 + 1/2`` in (0, 1), the reference's (its classifiers apply the last
+        activation and train with ``BCELoss``), the default of ``preset="reference"``. The scores are
+        kept for compatibility (a ``cross_entropy`` on them is exact where ``BCE`` on ``xi`` saturates);
+        ``preset='reference'`` gives the paper code's. A binarisable layer (``real_valued=False``)
+        always returns ``xi``.
+    preset, init, density, bias_clamp, bias_mode, scale_init, input_mean, binarization, rng, seed, dtype
+        As :class:`BiSE` (``preset="reference"``: uniform weights, as the reference's ``BimonnDense``).
 
     Examples
     --------
@@ -535,10 +792,14 @@ class DenseLUI(_BiSEBase):
         out_features: int,
         *,
         real_valued: bool = False,
-        init: str = "dense",
+        output: str | None = None,
+        preset: str = "tropic",
+        init: str | None = None,
         density: float = 0.1,
         bias_clamp: bool = False,
-        scale_init: float = 1.0,
+        bias_mode: str | None = None,
+        scale_init: float | None = None,
+        input_mean: float = 0.5,
         binarization: str = "constant",
         rng: Any = None,
         seed: int | None = None,
@@ -554,15 +815,24 @@ class DenseLUI(_BiSEBase):
         self._init_parameters(
             out_features,
             (self.in_features,),
+            preset=preset,
             init=init,
             density=density,
             bias_clamp=bias_clamp,
+            bias_mode=bias_mode,
             scale_init=scale_init,
+            input_mean=input_mean,
             binarization=binarization,
             rng=rng,
             seed=seed,
             dtype=dtype,
         )
+        if output is None:
+            output = "xi" if (self.preset == "reference" or not real_valued) else "preactivation"
+        _choice("output", output, DENSE_OUTPUTS)
+        if not real_valued and output != "xi":
+            raise ValueError(f"output={output!r} needs real_valued=True (a binarisable DenseLUI returns xi)")
+        self.output = output
 
     @property
     def out_features(self) -> int:
@@ -577,29 +847,54 @@ class DenseLUI(_BiSEBase):
 
     def forward(self, x: Any) -> Any:
         if self.real_valued:
-            return self.preactivation(x)
+            u = self.preactivation(x)
+            return _xi(self.F, u) if self.output == "xi" else u
         return _BiSEBase.forward(self, x)
 
     def extra_repr(self) -> str:
-        return f"{self.in_features}, {self.out_features}, real_valued={self.real_valued}"
+        extra = f", output={self.output!r}" if self.real_valued else ""
+        return f"{self.in_features}, {self.out_features}, real_valued={self.real_valued}{extra}"
 
 
-def _binarisable(model: Any) -> list[_BiSEBase]:
-    """The BiSE-type layers of ``model`` (either engine's) that binarise."""
+def _regularised(model: Any, preset: str, include_real_valued: bool | None) -> list[_BiSEBase]:
+    """The BiSE-type layers of ``model`` (either engine's) that a regulariser sums over: the
+    binarisable ones, and the real-valued heads where ``include_real_valued`` (default: under
+    ``preset="reference"``). Identity LUIs are left out (their distance is 0 in the reference too)."""
+    preset = _choice("preset", preset, PRESETS)
+    if include_real_valued is None:
+        include_real_valued = preset == "reference"
+    elif not isinstance(include_real_valued, bool):
+        kind = type(include_real_valued).__name__
+        raise TypeError(f"include_real_valued must be a bool or None, got {kind}")
     return [
         m
         for m in model.modules()
-        if getattr(type(m), "_binarisable", False) and not getattr(m, "real_valued", False)
+        if getattr(type(m), "_binarisable", False)
+        and not getattr(m, "identity", False)
+        and (include_real_valued or not getattr(m, "real_valued", False))
     ]
 
 
-def constant_set_regularization(model: Any) -> Any:
+def constant_set_regularization(
+    model: Any, *, preset: str = "tropic", include_real_valued: bool | None = None
+) -> Any:
     """Sum over the model's BiSE-type neurons of ``d(W, A(S*))^2 = ||W||^2 - (sum_{S*} W)^2 / |S*|``.
 
     ``S*`` is the closest constant set of each neuron (``project_constant_set``), recomputed at every
-    call from the current weights and held fixed for the gradient. Real-valued ``DenseLUI`` heads are
-    skipped. Add ``c * constant_set_regularization(model)`` to the data loss (the paper uses
-    ``c`` = 0.01 or 0.001). Either engine's model (eagerly under torch).
+    call from the current weights and held fixed for the gradient. Add
+    ``c * constant_set_regularization(model)`` to the data loss (the paper uses ``c`` = 0.01 or
+    0.001). Either engine's model (eagerly under torch). The reference's ``RegularizationProjConstant``
+    (``mode="exact"``) has the same distance, with no factor.
+
+    Parameters
+    ----------
+    model : module
+    preset : {"tropic", "reference"}
+        The default of ``include_real_valued``.
+    include_real_valued : bool, optional
+        Also regularise real-valued ``DenseLUI`` heads. Default: not under ``preset="tropic"`` (a
+        head is never binarised: kept for compatibility), yes under ``preset="reference"`` (the
+        reference sums over every ``BiSEBase`` module, its real-valued head included).
 
     Examples
     --------
@@ -608,7 +903,7 @@ def constant_set_regularization(model: Any) -> Any:
     True
     """
     total = None
-    for layer in _binarisable(model):
+    for layer in _regularised(model, preset, include_real_valued):
         F = layer.F
         w = F.reshape(layer.weight, (layer.out_channels, -1))
         s, _ = _bz.project_constant_set(layer._neuron_weights())
@@ -621,14 +916,41 @@ def constant_set_regularization(model: Any) -> Any:
     return total
 
 
-def activable_set_regularization(model: Any) -> Any:
-    """Sum over BiSE-type neurons of ``||W - W*||^2 + (B - B*)^2``, the squared distance to the
-    closest activable parameters ``(W*, B*)`` (``tropic.nn.binarize.activable_projection``), recomputed
-    at every call and held fixed for the gradient. Costlier than :func:`constant_set_regularization`
-    (a closed-form projection per neuron and candidate ``S``). Either engine's model.
+def activable_set_regularization(
+    model: Any,
+    *,
+    preset: str = "tropic",
+    factor: float | None = None,
+    include_real_valued: bool | None = None,
+) -> Any:
+    """``factor`` times the sum over BiSE-type neurons of ``||W - W*||^2 + (B - B*)^2``, the squared
+    distance to the closest activable parameters ``(W*, B*)``.
+
+    ``(W*, B*)`` (``tropic.nn.binarize.activable_projection``, dilations and erosions) are recomputed at
+    every call and held fixed for the gradient: the gradient of ``d^2/2`` to a convex set is
+    ``x - P(x)`` whether or not ``P`` is differentiated, so this matches the reference's analytical
+    loss (which differentiates ``P`` on the active set) up to the factor. Costlier than
+    :func:`constant_set_regularization` (a closed-form projection per neuron and candidate ``S``).
+    Either engine's model.
+
+    Parameters
+    ----------
+    model : module
+    preset : {"tropic", "reference"}
+        The defaults of ``factor`` and ``include_real_valued``.
+    factor : float, optional
+        1 under ``preset="tropic"`` (the squared distance, as :func:`constant_set_regularization`:
+        kept for compatibility); 1/2 under ``preset="reference"``, the reference's
+        ``RegularizationProjActivated`` (``1/2 (||W - W*||^2 + (B - B*)^2)``, the QP's objective).
+    include_real_valued : bool, optional
+        As :func:`constant_set_regularization`.
     """
+    preset = _choice("preset", preset, PRESETS)
+    factor = (0.5 if preset == "reference" else 1.0) if factor is None else float(factor)
+    if not (np.isfinite(factor) and factor >= 0):
+        raise ValueError(f"factor must be a finite float >= 0, got {factor!r}")
     total = None
-    for layer in _binarisable(model):
+    for layer in _regularised(model, preset, include_real_valued):
         F = layer.F
         w = F.reshape(layer.weight, (layer.out_channels, -1))
         b = layer.bias
@@ -638,4 +960,4 @@ def activable_set_regularization(model: Any) -> Any:
         total = term if total is None else total + term
     if total is None:
         raise ValueError("model has no BiSE-type layer to regularise")
-    return total
+    return total if factor == 1.0 else total * factor
