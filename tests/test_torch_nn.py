@@ -316,7 +316,7 @@ def test_mpm_weight_dropout_draws_from_torch():
 
 LAYERS = (
     "MaxPlus MinPlus DilationErosion Maxout MaxPlusConv2d MinPlusConv2d Dilation2d Erosion2d BiSE BiSEL "
-    "LUI DenseLUI MPM DEP DiagonalActivation SVDActivation MPMResidual"
+    "LUI DenseLUI MPM DEP DiagonalActivation SVDActivation MPMResidual Negator"
 ).split()
 
 

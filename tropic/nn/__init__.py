@@ -129,7 +129,7 @@ from .binary import (
     activable_set_regularization,
     constant_set_regularization,
 )
-from .dmnn import DEP, MPM, DiagonalActivation, MPMResidual, SVDActivation
+from .dmnn import DEP, MPM, DiagonalActivation, MPMResidual, Negator, SVDActivation
 
 __all__ += [
     "DEP",
@@ -141,6 +141,7 @@ __all__ += [
     "DenseLUI",
     "DiagonalActivation",
     "MPMResidual",
+    "Negator",
     "SVDActivation",
     "activable_set_regularization",
     "constant_set_regularization",

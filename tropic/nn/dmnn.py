@@ -5,8 +5,9 @@ A stack of max-plus layers alone is non-decreasing in every input and does not t
 activation with O(N) parameters between morphological layers restores the sign changes. This module
 holds the layers: :class:`MPM` (dilation and erosion sharing one weight, with optional weight
 dropout), :class:`DEP` (dilation-erosion perceptron), :class:`DiagonalActivation`,
-:class:`SVDActivation` and :class:`MPMResidual`. The paper's architectures are built by the functions
-of :mod:`tropic.nn.dmnn_models`. Each layer is defined once for both engines
+:class:`SVDActivation`, :class:`MPMResidual`, and :class:`Negator` (``[x, -x]``, the input step of the
+reference code's min-max-plus networks with negation). The paper's architectures are built by the
+functions of :mod:`tropic.nn.dmnn_models`. Each layer is defined once for both engines
 (:mod:`tropic.nn.layer`); ``tropic.torch.nn`` has the same classes as ``torch.nn.Module`` s.
 
 Presets: where tropic's default initialisation differs from the paper's reference code
@@ -30,7 +31,7 @@ from .dropout import _probability
 from .layer import Layer, require_features
 from .linear import _LINEAR_INITS, linear_init
 
-__all__ = ["DEP", "MPM", "PRESETS", "DiagonalActivation", "MPMResidual", "SVDActivation"]
+__all__ = ["DEP", "MPM", "PRESETS", "DiagonalActivation", "MPMResidual", "Negator", "SVDActivation"]
 
 #: The initialisation presets: tropic's own defaults and the paper's reference code's.
 PRESETS = ("tropic", "reference")
@@ -429,3 +430,56 @@ class MPMResidual(Layer):
     def forward(self, x: Any) -> Any:
         require_features(self, x, self.mpm.in_features)
         return x + self.scale(self.mpm(x))
+
+
+class Negator(Layer):
+    """The input and its negation side by side: ``y = [x, -x]`` along the last axis (no parameters).
+
+    .. math:: y_{\\dots j} = x_{\\dots j}, \\qquad y_{\\dots n+j} = -x_{\\dots j}, \\qquad
+              j = 0, \\dots, n - 1
+
+    A max-plus layer after it, ``max_i max(x_i + W_{ji}, -x_i + W_{j,n+i})``, is non-decreasing in
+    some inputs and non-increasing in others: the sign change that a stack of max-plus and min-plus
+    layers lacks (:func:`tropic.nn.dmnn_models.min_max_plus_neg`). The gradient is
+    ``dL/dx_j = g_j - g_{n+j}``.
+
+    Parameters
+    ----------
+    num_features : int, optional
+        ``n``: if given, the input must have shape ``(..., n)`` (checked, the output is
+        ``(..., 2 n)``); if omitted, any last-axis length is accepted.
+    rng, seed : optional
+        Ignored (there is nothing to draw); accepted for the common layer signature, with which
+        :func:`tropic.torch.nn.from_tropic` rebuilds a layer.
+    dtype, device : optional
+        As :class:`~tropic.nn.MaxPlus` (nothing is stored in them).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tropic.nn.dmnn import Negator
+    >>> Negator(2)(np.array([[1.0, -3.0]])).numpy()
+    array([[ 1., -3., -1.,  3.]])
+    """
+
+    def __init__(
+        self,
+        num_features: int | None = None,
+        *,
+        rng: Any = None,
+        seed: int | None = None,
+        dtype: Any = None,
+        device: Any = None,
+    ) -> None:
+        self._setup(dtype, device)
+        self.num_features = None if num_features is None else positive_int("num_features", num_features)
+
+    def forward(self, x: Any) -> Any:
+        if self.num_features is not None:
+            require_features(self, x, self.num_features)
+        elif len(getattr(x, "shape", (0,))) == 0:
+            raise ValueError(f"{type(self).__name__}: x must have at least one axis, got shape ()")
+        return self.F.concatenate([x, -x], axis=-1)
+
+    def extra_repr(self) -> str:
+        return "" if self.num_features is None else f"num_features={self.num_features}"

@@ -4,13 +4,14 @@ return a :class:`~tropic.nn.Sequential`.
 MLP-type networks (Fotopoulos & Maragos 2025; defaults 784 -> 256 -> 4 blocks of 256 -> 10):
 :func:`mlp`, :func:`maxout_mlp`, :func:`mp`, :func:`act_mp`, :func:`dep`, :func:`act_dep`,
 :func:`mpm`, :func:`rmpm` (``weight_dropout=0.3`` for "RMPM + weight dropout"), :func:`mpm_svd`,
-:func:`hybrid_mlp`. Classification heads (Fotopoulos, Garoufis & Maragos 2025): :func:`hybrid_head`
+:func:`hybrid_mlp`, and the reference code's min-max-plus comparisons :func:`min_max_plus` and
+:func:`min_max_plus_neg`. Classification heads (Fotopoulos, Garoufis & Maragos 2025): :func:`hybrid_head`
 and the baselines :func:`relu_head` and :func:`maxout_head` with the same widths.
 
 Every function takes ``rng`` or ``seed``; one generator initialises the layers in order (and then
 draws the weight-dropout masks), so a seed fixes the network.
 
-The paper's networks (:func:`mp` to :func:`hybrid_mlp`) also take ``preset``: ``"tropic"`` (default)
+The paper's networks (:func:`mp` to :func:`min_max_plus_neg`) also take ``preset``: ``"tropic"`` (default)
 or ``"reference"``, the initialisation of the paper's reference code
 (``kostfoto/Morphological-Networks-as-Universal-Approximators``, ``mainMNNs.ipynb``), drawn from
 NumPy (the same distributions, not torch's random stream). Each function's docstring gives both.
@@ -34,11 +35,11 @@ from .. import autodiff as ad
 from ..core.checks import positive_int
 from . import init as _init
 from .activations import ReLU
-from .dmnn import DEP, MPM, DiagonalActivation, MPMResidual, SVDActivation, _check_preset
+from .dmnn import DEP, MPM, DiagonalActivation, MPMResidual, Negator, SVDActivation, _check_preset
 from .linear import Linear
 from .module import Module, Sequential
 from .normalization import BatchNorm1d
-from .tropical import Maxout, MaxPlus
+from .tropical import Maxout, MaxPlus, MinPlus
 
 __all__ = [
     "act_dep",
@@ -48,6 +49,8 @@ __all__ = [
     "hybrid_mlp",
     "maxout_head",
     "maxout_mlp",
+    "min_max_plus",
+    "min_max_plus_neg",
     "mlp",
     "mp",
     "mpm",
@@ -397,6 +400,118 @@ def mpm_svd(
     n_in, h, n_out, k = _sizes(in_features, hidden, out_features, blocks)
     preset = _check_preset(preset)
     return _mpm_stack(n_in, h, n_out, k, weight_dropout, "svd", preset, _init.as_rng(rng, seed), dtype)
+
+
+def _min_max_stack(
+    n_in: int,
+    h: int,
+    n_out: int,
+    k: int,
+    negate: bool,
+    preset: str,
+    gen: np.random.Generator,
+    dtype: Any,
+) -> Sequential:
+    # Both presets: every max-plus and min-plus weight N(0, 1) (MaxPlus/MinPlus "dense"), no biases.
+    layers: list[Module] = [DiagonalActivation(n_in, preset=preset, rng=gen, dtype=dtype)]
+    for i, a in enumerate([n_in] + [h] * (k + 1)):
+        if negate:
+            layers.append(Negator(a, dtype=dtype))
+        layers += [
+            MaxPlus(2 * a if negate else a, h, bias=False, rng=gen, dtype=dtype),
+            MinPlus(h, n_out if i == k + 1 else h, bias=False, rng=gen, dtype=dtype),
+        ]
+    return Sequential(*layers)
+
+
+def min_max_plus(
+    in_features: int = 784,
+    hidden: int = 256,
+    out_features: int = 10,
+    *,
+    blocks: int = 4,
+    preset: str = "tropic",
+    rng: Any = None,
+    seed: int | None = None,
+    dtype: Any = np.float32,
+) -> Sequential:
+    """Min-max-plus network: a diagonal activation on the input, then ``blocks + 2`` pairs of a
+    max-plus and a min-plus layer without biases and with nothing between them.
+
+    ``Diag(in) -> [MaxPlus(in, h) -> MinPlus(h, h)] -> blocks x [MaxPlus(h, h) -> MinPlus(h, h)]
+    -> [MaxPlus(h, h) -> MinPlus(h, out)]``: with ``x^{(0)} = a ⊙ input``, pair ``l`` computes
+
+    .. math:: u^{(l)}_j = \\max_i \\big(x^{(l)}_i + W^{(l)}_{ji}\\big), \\qquad
+              x^{(l+1)}_k = \\min_j \\big(u^{(l)}_j + V^{(l)}_{kj}\\big)
+
+    The reference code's comparison for MPM (``MinMaxPlus``): the only sign change is the diagonal
+    activation on the input, so the network is monotone in each input (non-decreasing where
+    ``a_i > 0``, non-increasing where ``a_i < 0``). With the defaults it has 859,408 parameters, the
+    count the reference notebook prints.
+
+    Parameters
+    ----------
+    in_features, hidden, out_features, blocks : int
+    preset : {"tropic", "reference"}
+        Initialisation. Both presets: every max-plus and min-plus weight ``N(0, 1)``
+        (:class:`~tropic.nn.MaxPlus` / :class:`~tropic.nn.MinPlus` ``init="dense"``,
+        ``bias=False``). The input's diagonal activation ``a ~ N(0, 1) / sqrt(12)`` (tropic) or
+        ``N(0, 1) / 3.46`` (reference); tropic's is kept for consistency with :func:`act_mp` and
+        :func:`mpm`; ``preset='reference'`` gives the paper code's.
+    rng, seed, dtype
+        One generator draws ``a``, then the weights layer by layer.
+
+    Notes
+    -----
+    In the reference repository's last version the class's first pair is declared as
+    ``MaxPlus(2 in, h) -> MinPlus(2 h, h)`` (copied from the negated variant) although nothing
+    doubles its input, so it cannot run; the notebook's saved run (859,408 parameters) used the
+    earlier, consistent ``MaxPlus(in, h) -> MinPlus(h, h)``, which is what is built here.
+    """
+    n_in, h, n_out, k = _sizes(in_features, hidden, out_features, blocks)
+    preset = _check_preset(preset)
+    return _min_max_stack(n_in, h, n_out, k, False, preset, _init.as_rng(rng, seed), dtype)
+
+
+def min_max_plus_neg(
+    in_features: int = 784,
+    hidden: int = 256,
+    out_features: int = 10,
+    *,
+    blocks: int = 4,
+    preset: str = "tropic",
+    rng: Any = None,
+    seed: int | None = None,
+    dtype: Any = np.float32,
+) -> Sequential:
+    """Min-max-plus network with negation: as :func:`min_max_plus`, with a :class:`Negator`
+    (``[x, -x]``) before every max-plus layer, which therefore has twice the inputs.
+
+    ``Diag(in) -> [Neg -> MaxPlus(2 in, h) -> MinPlus(h, h)] -> blocks x [Neg -> MaxPlus(2 h, h) ->
+    MinPlus(h, h)] -> [Neg -> MaxPlus(2 h, h) -> MinPlus(h, out)]``: with ``x^{(0)} = a ⊙ input`` (``n``
+    features), pair ``l`` computes
+
+    .. math:: u^{(l)}_j = \\max\\Big(\\max_i \\big(x^{(l)}_i + W^{(l)}_{ji}\\big),\\;
+              \\max_i \\big(-x^{(l)}_i + W^{(l)}_{j,n+i}\\big)\\Big), \\qquad
+              x^{(l+1)}_k = \\min_j \\big(u^{(l)}_j + V^{(l)}_{kj}\\big)
+
+    The reference code's ``MinMaxPlus_neg``: the negation gives every pair a sign change, as the
+    "linear" activations do in MPM. With the defaults it has 1,387,792 parameters, the count the
+    reference notebook prints.
+
+    Parameters
+    ----------
+    in_features, hidden, out_features, blocks : int
+    preset : {"tropic", "reference"}
+        Initialisation as :func:`min_max_plus`: every weight ``N(0, 1)``, no biases; the input's
+        diagonal activation ``a ~ N(0, 1) / sqrt(12)`` (tropic) or ``N(0, 1) / 3.46``
+        (reference).
+    rng, seed, dtype
+        One generator draws ``a``, then the weights layer by layer.
+    """
+    n_in, h, n_out, k = _sizes(in_features, hidden, out_features, blocks)
+    preset = _check_preset(preset)
+    return _min_max_stack(n_in, h, n_out, k, True, preset, _init.as_rng(rng, seed), dtype)
 
 
 def _linear(n_in: int, n_out: int, gen: np.random.Generator, dtype: Any, preset: str) -> Linear:

@@ -16,6 +16,8 @@ Classifiers take flattened images (``C * H * W`` features) and return logits:
                    the DMNN paper's networks (:mod:`tropic.nn.dmnn_models`); ``--preset reference``
                    starts them as the paper's code does
 ``act-dep-fixed``  ``act-dep`` with the mix fixed at 3/4 (a run of the paper's code)
+``min-max-plus``, ``min-max-plus-neg``
+                   the paper code's min-max-plus networks (the second negates: ``[x, -x]``)
 ``rmpm-dropout``   ``rmpm`` with weight dropout p = 0.3 (the paper's best)
 ``bise``           a BiSE network (Aouad & Talbot), see below
 =================  ================================================================================
@@ -120,6 +122,8 @@ MODELS: dict[str, ModelSpec] = {
         _paper_dmnn("rmpm-dropout", "rmpm", "residual MPM, weight dropout 0.3", weight_dropout=0.3),
         _paper_dmnn("mpm-svd", "mpm_svd", "MPM + SVD-constrained activations"),
         _paper_dmnn("hybrid-mlp", "hybrid_mlp", "Linear -> MPM hybrid MLP"),
+        _paper_dmnn("min-max-plus", "min_max_plus", "alternating max-plus / min-plus layers, no bias"),
+        _paper_dmnn("min-max-plus-neg", "min_max_plus_neg", "min-max-plus with [x, -x] before each max"),
         ModelSpec(
             "bise",
             _bise,

@@ -36,6 +36,8 @@ from .models import (
     hybrid_mlp,
     maxout_head,
     maxout_mlp,
+    min_max_plus,
+    min_max_plus_neg,
     mlp,
     mp,
     mpm,
@@ -73,6 +75,7 @@ DEP = engine_class(_tnn.dmnn.DEP)
 DiagonalActivation = engine_class(_tnn.dmnn.DiagonalActivation)
 SVDActivation = engine_class(_tnn.dmnn.SVDActivation)
 MPMResidual = engine_class(_tnn.dmnn.MPMResidual)
+Negator = engine_class(_tnn.dmnn.Negator)
 
 __all__ = [
     "DEP",
@@ -101,6 +104,7 @@ __all__ = [
     "MinPlusConv1d",
     "MinPlusConv2d",
     "MinPlusConv3d",
+    "Negator",
     "Reconstruction",
     "Residual",
     "SVDActivation",
@@ -119,6 +123,8 @@ __all__ = [
     "load_tropic_state",
     "maxout_head",
     "maxout_mlp",
+    "min_max_plus",
+    "min_max_plus_neg",
     "mlp",
     "mp",
     "mpm",
