@@ -316,7 +316,8 @@ def test_mpm_weight_dropout_draws_from_torch():
 
 LAYERS = (
     "MaxPlus MinPlus DilationErosion Maxout MaxPlusConv2d MinPlusConv2d Dilation2d Erosion2d BiSE BiSEL "
-    "LUI DenseLUI MPM DEP DiagonalActivation SVDActivation MPMResidual Negator"
+    "LUI DenseLUI MPM DEP DiagonalActivation SVDActivation MPMResidual Negator MPMConv2d SoftMPMConv2d "
+    "ConvLinAct GlobalAvgPool2d"
 ).split()
 
 

@@ -121,6 +121,13 @@ def shape_tuple(name: str, value: Any, min_ndim: int = 0, ndim: int | None = Non
     return tuple(int(n) for n in shape)
 
 
+def one_of(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    """``value`` if it is one of the strings ``allowed``, else a ``ValueError`` naming ``name`` and them."""
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    return value
+
+
 def real_number(name: str, value: Any) -> float:
     """``value`` as a Python float if it is a real number (Python or NumPy; not a bool or a string)."""
     if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):

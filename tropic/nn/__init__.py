@@ -119,7 +119,10 @@ __all__ = [
 ]
 
 # The layers of the binarised (BiSE) and deep-morphological-network families, built on the above.
-from . import dmnn_models  # the papers' architectures: dmnn_models.mpm(...), .hybrid_head(...), ...
+from . import (
+    dmnn_conv,  # the paper code's convolutional variants: dmnn_conv.mpm_lenet5(...), ...
+    dmnn_models,  # the papers' architectures: dmnn_models.mpm(...), .hybrid_head(...), ...
+)
 from .binary import (
     LUI,
     BinarizedNeurons,
@@ -130,6 +133,7 @@ from .binary import (
     constant_set_regularization,
 )
 from .dmnn import DEP, MPM, DiagonalActivation, MPMResidual, Negator, SVDActivation
+from .dmnn_conv import ConvLinAct, GlobalAvgPool2d, MPMConv2d, ResidualBlock, SoftMPMConv2d
 
 __all__ += [
     "DEP",
@@ -138,12 +142,18 @@ __all__ += [
     "BiSE",
     "BiSEL",
     "BinarizedNeurons",
+    "ConvLinAct",
     "DenseLUI",
     "DiagonalActivation",
+    "GlobalAvgPool2d",
+    "MPMConv2d",
     "MPMResidual",
     "Negator",
+    "ResidualBlock",
     "SVDActivation",
+    "SoftMPMConv2d",
     "activable_set_regularization",
     "constant_set_regularization",
+    "dmnn_conv",
     "dmnn_models",
 ]

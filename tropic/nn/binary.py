@@ -56,7 +56,7 @@ import numpy as np
 
 import tropic
 
-from ..core.checks import positive_int
+from ..core.checks import one_of, positive_int
 from . import binarize as _bz
 from . import init as _init
 from .conv import _conv_shape
@@ -91,13 +91,6 @@ DENSE_OUTPUTS = ("preactivation", "xi")
 # relative U(-_REFERENCE_BIAS_NOISE, _REFERENCE_BIAS_NOISE).
 _REFERENCE_MAX_OUTPUT = 0.95
 _REFERENCE_BIAS_NOISE = 1e-2
-
-
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
-    """``value`` if it is one of ``allowed``, else a ``ValueError`` naming ``name`` and ``allowed``."""
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-    return value
 
 
 def _reference_weight_range(n: int) -> tuple[float, float, float]:
@@ -282,11 +275,11 @@ class _BiSEBase(_BinaryReading, Layer):
         seed: int | None,
         dtype: Any,
     ) -> None:
-        preset = _choice("preset", preset, PRESETS)
+        preset = one_of("preset", preset, PRESETS)
         reference = preset == "reference"
         if init is None:
             init = self._reference_init if reference else "dense"
-        _choice("init", init, INITS)
+        one_of("init", init, INITS)
         density = float(density)
         if not 0.0 < density <= 1.0:
             raise ValueError(f"density must be in (0, 1], got {density!r}")
@@ -296,7 +289,7 @@ class _BiSEBase(_BinaryReading, Layer):
             raise TypeError(f"bias_clamp must be a bool, got {type(bias_clamp).__name__}")
         if bias_mode is None:
             bias_mode = "projected" if bias_clamp else ("reparametrized" if reference else "softplus")
-        _choice("bias_mode", bias_mode, BIAS_MODES)
+        one_of("bias_mode", bias_mode, BIAS_MODES)
         if bias_clamp and bias_mode == "softplus":
             raise ValueError(
                 "bias_clamp=True clamps the bias: bias_mode must be 'projected' or 'reparametrized'"
@@ -829,7 +822,7 @@ class DenseLUI(_BiSEBase):
         )
         if output is None:
             output = "xi" if (self.preset == "reference" or not real_valued) else "preactivation"
-        _choice("output", output, DENSE_OUTPUTS)
+        one_of("output", output, DENSE_OUTPUTS)
         if not real_valued and output != "xi":
             raise ValueError(f"output={output!r} needs real_valued=True (a binarisable DenseLUI returns xi)")
         self.output = output
@@ -860,7 +853,7 @@ def _regularised(model: Any, preset: str, include_real_valued: bool | None) -> l
     """The BiSE-type layers of ``model`` (either engine's) that a regulariser sums over: the
     binarisable ones, and the real-valued heads where ``include_real_valued`` (default: under
     ``preset="reference"``). Identity LUIs are left out (their distance is 0 in the reference too)."""
-    preset = _choice("preset", preset, PRESETS)
+    preset = one_of("preset", preset, PRESETS)
     if include_real_valued is None:
         include_real_valued = preset == "reference"
     elif not isinstance(include_real_valued, bool):
@@ -945,7 +938,7 @@ def activable_set_regularization(
     include_real_valued : bool, optional
         As :func:`constant_set_regularization`.
     """
-    preset = _choice("preset", preset, PRESETS)
+    preset = one_of("preset", preset, PRESETS)
     factor = (0.5 if preset == "reference" else 1.0) if factor is None else float(factor)
     if not (np.isfinite(factor) and factor >= 0):
         raise ValueError(f"factor must be a finite float >= 0, got {factor!r}")

@@ -25,7 +25,7 @@ import numpy as np
 
 import tropic
 
-from ..core.checks import positive_int
+from ..core.checks import one_of, positive_int
 from . import init as _init
 from .dropout import _probability
 from .layer import Layer, require_features
@@ -40,14 +40,6 @@ PRESETS = ("tropic", "reference")
 _DIAGONAL_STD = {"tropic": 1.0 / math.sqrt(12.0), "reference": 1.0 / 3.46}
 # SVDActivation's M_0: tropic's Linear default (He normal), torch's nn.Linear default (reference).
 _SVD_INIT = {"tropic": "he_normal", "reference": "fan_in_uniform"}
-
-
-def _check_preset(preset: Any) -> str:
-    """``preset`` if it is one of :data:`PRESETS`, else a ``ValueError`` naming the allowed values."""
-    if not isinstance(preset, str) or preset not in PRESETS:
-        allowed = ", ".join(repr(name) for name in PRESETS)
-        raise ValueError(f"preset must be one of {allowed}, got {preset!r}")
-    return preset
 
 
 class MPM(Layer):
@@ -288,7 +280,7 @@ class DiagonalActivation(Layer):
     ) -> None:
         dtype = self._setup(dtype, device)
         self.num_features = positive_int("num_features", num_features)
-        self.preset = _check_preset(preset)
+        self.preset = one_of("preset", preset, PRESETS)
         gen = _init.as_rng(rng, seed)
         self.weight = self.parameter(_init.normal((num_features,), gen, dtype, std=_DIAGONAL_STD[preset]))
 
@@ -353,7 +345,7 @@ class SVDActivation(Layer):
     ) -> None:
         dtype = self._setup(dtype, device)
         self.num_features = positive_int("num_features", num_features)
-        self.preset = _check_preset(preset)
+        self.preset = one_of("preset", preset, PRESETS)
         self.init = _SVD_INIT[preset] if init is None else init
         gen = _init.as_rng(rng, seed)
         shape = (num_features, num_features)
@@ -417,7 +409,7 @@ class MPMResidual(Layer):
         device: Any = None,
     ) -> None:
         self._setup(dtype, device)  # the sub-layers take the dtype as given
-        _check_preset(preset)
+        one_of("preset", preset, PRESETS)
         gen = _init.as_rng(rng, seed)
         self.mpm = self.engine_layer(MPM)(
             num_features, num_features, init=init, weight_dropout=weight_dropout, rng=gen, dtype=dtype,

@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 
 from .. import autodiff as ad
-from ..core.checks import positive_int
+from ..core.checks import one_of, positive_int
 from . import init as _init
 from .activations import ReLU
-from .dmnn import DEP, MPM, DiagonalActivation, MPMResidual, Negator, SVDActivation, _check_preset
+from .dmnn import DEP, MPM, PRESETS, DiagonalActivation, MPMResidual, Negator, SVDActivation
 from .linear import Linear
 from .module import Module, Sequential
 from .normalization import BatchNorm1d
@@ -154,7 +154,7 @@ def mp(
     rng, seed, dtype
     """
     n_in, h, n_out, k = _sizes(in_features, hidden, out_features, blocks)
-    preset = _check_preset(preset)
+    preset = one_of("preset", preset, PRESETS)
     gen = _init.as_rng(rng, seed)
     layers = [_first_maxplus(n_in, h, gen, dtype, preset)]
     layers += [_shifted_maxplus(h, h, gen, dtype) for _ in range(k)]
@@ -185,7 +185,7 @@ def act_mp(
     rng, seed, dtype
     """
     n_in, h, n_out, k = _sizes(in_features, hidden, out_features, blocks)
-    preset = _check_preset(preset)
+    preset = one_of("preset", preset, PRESETS)
     gen = _init.as_rng(rng, seed)
     layers: list[Module] = [
         _first_maxplus(n_in, h, gen, dtype, preset),
@@ -247,7 +247,7 @@ def dep(
     rng, seed, dtype
     """
     n_in, h, n_out, k = _sizes(in_features, hidden, out_features, blocks)
-    preset = _check_preset(preset)
+    preset = one_of("preset", preset, PRESETS)
     return _dep_stack(n_in, h, n_out, k, mix, False, preset, _init.as_rng(rng, seed), dtype)
 
 
@@ -278,7 +278,7 @@ def act_dep(
     rng, seed, dtype
     """
     n_in, h, n_out, k = _sizes(in_features, hidden, out_features, blocks)
-    preset = _check_preset(preset)
+    preset = one_of("preset", preset, PRESETS)
     return _dep_stack(n_in, h, n_out, k, mix, True, preset, _init.as_rng(rng, seed), dtype)
 
 
@@ -337,7 +337,7 @@ def mpm(
     rng, seed, dtype
     """
     n_in, h, n_out, k = _sizes(in_features, hidden, out_features, blocks)
-    preset = _check_preset(preset)
+    preset = one_of("preset", preset, PRESETS)
     return _mpm_stack(n_in, h, n_out, k, weight_dropout, "diagonal", preset, _init.as_rng(rng, seed), dtype)
 
 
@@ -367,7 +367,7 @@ def rmpm(
     rng, seed, dtype
     """
     n_in, h, n_out, k = _sizes(in_features, hidden, out_features, blocks)
-    preset = _check_preset(preset)
+    preset = one_of("preset", preset, PRESETS)
     return _mpm_stack(n_in, h, n_out, k, weight_dropout, "residual", preset, _init.as_rng(rng, seed), dtype)
 
 
@@ -398,7 +398,7 @@ def mpm_svd(
     rng, seed, dtype
     """
     n_in, h, n_out, k = _sizes(in_features, hidden, out_features, blocks)
-    preset = _check_preset(preset)
+    preset = one_of("preset", preset, PRESETS)
     return _mpm_stack(n_in, h, n_out, k, weight_dropout, "svd", preset, _init.as_rng(rng, seed), dtype)
 
 
@@ -469,7 +469,7 @@ def min_max_plus(
     earlier, consistent ``MaxPlus(in, h) -> MinPlus(h, h)``, which is what is built here.
     """
     n_in, h, n_out, k = _sizes(in_features, hidden, out_features, blocks)
-    preset = _check_preset(preset)
+    preset = one_of("preset", preset, PRESETS)
     return _min_max_stack(n_in, h, n_out, k, False, preset, _init.as_rng(rng, seed), dtype)
 
 
@@ -510,7 +510,7 @@ def min_max_plus_neg(
         One generator draws ``a``, then the weights layer by layer.
     """
     n_in, h, n_out, k = _sizes(in_features, hidden, out_features, blocks)
-    preset = _check_preset(preset)
+    preset = one_of("preset", preset, PRESETS)
     return _min_max_stack(n_in, h, n_out, k, True, preset, _init.as_rng(rng, seed), dtype)
 
 
@@ -553,7 +553,7 @@ def hybrid_mlp(
     rng, seed, dtype
     """
     n_in, h, n_out, k = _sizes(in_features, hidden, out_features, blocks)
-    preset = _check_preset(preset)
+    preset = one_of("preset", preset, PRESETS)
     gen = _init.as_rng(rng, seed)
     layers: list[Module] = []
     for a in [n_in] + [h] * k:

@@ -26,7 +26,15 @@ import tropic.nn as _tnn
 from tropic.nn.binary import BinarizedNeurons, activable_set_regularization, constant_set_regularization
 
 from ._layer import TorchLayer, engine_class, set_binary
-from .convert import Residual, Softplus, from_tropic, load_tropic_state, tropic_state_dict, tropical_zero
+from .convert import (
+    Residual,
+    ResidualBlock,
+    Softplus,
+    from_tropic,
+    load_tropic_state,
+    tropic_state_dict,
+    tropical_zero,
+)
 from .models import (
     GroupMax,
     act_dep,
@@ -76,6 +84,10 @@ DiagonalActivation = engine_class(_tnn.dmnn.DiagonalActivation)
 SVDActivation = engine_class(_tnn.dmnn.SVDActivation)
 MPMResidual = engine_class(_tnn.dmnn.MPMResidual)
 Negator = engine_class(_tnn.dmnn.Negator)
+MPMConv2d = engine_class(_tnn.dmnn_conv.MPMConv2d)
+SoftMPMConv2d = engine_class(_tnn.dmnn_conv.SoftMPMConv2d)
+ConvLinAct = engine_class(_tnn.dmnn_conv.ConvLinAct)
+GlobalAvgPool2d = engine_class(_tnn.dmnn_conv.GlobalAvgPool2d)
 
 __all__ = [
     "DEP",
@@ -84,6 +96,7 @@ __all__ = [
     "BiSE",
     "BiSEL",
     "BinarizedNeurons",
+    "ConvLinAct",
     "DenseLUI",
     "DiagonalActivation",
     "Dilation1d",
@@ -93,7 +106,9 @@ __all__ = [
     "Erosion1d",
     "Erosion2d",
     "Erosion3d",
+    "GlobalAvgPool2d",
     "GroupMax",
+    "MPMConv2d",
     "MPMResidual",
     "MaxPlus",
     "MaxPlusConv1d",
@@ -107,7 +122,9 @@ __all__ = [
     "Negator",
     "Reconstruction",
     "Residual",
+    "ResidualBlock",
     "SVDActivation",
+    "SoftMPMConv2d",
     "Softplus",
     "TorchLayer",
     "TropicMirror",

@@ -16,13 +16,22 @@ import numpy as np
 import torch
 
 import tropic.nn as _tnn
+from tropic.nn import dmnn_conv as _dmnn_conv
 from tropic.nn.layer import Layer
 
 from .. import functional
 from ._layer import as_tensor as _to_tensor
 from ._layer import engine_class, numpy_dtype
 
-__all__ = ["Residual", "Softplus", "from_tropic", "load_tropic_state", "tropic_state_dict", "tropical_zero"]
+__all__ = [
+    "Residual",
+    "ResidualBlock",
+    "Softplus",
+    "from_tropic",
+    "load_tropic_state",
+    "tropic_state_dict",
+    "tropical_zero",
+]
 
 _CONVERTERS: dict[type, Callable[..., torch.nn.Module]] = {}
 
@@ -275,3 +284,33 @@ register(_tnn.Residual)(
         layer.training
     )
 )
+
+
+class ResidualBlock(torch.nn.Module):
+    """``y = post(block(x) + shortcut(x))`` (:class:`tropic.nn.dmnn_conv.ResidualBlock`; a missing
+    shortcut is the identity, a missing ``post`` nothing)."""
+
+    def __init__(
+        self,
+        block: torch.nn.Module,
+        shortcut: torch.nn.Module | None = None,
+        post: torch.nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.block, self.shortcut, self.post = block, shortcut, post
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x) + (x if self.shortcut is None else self.shortcut(x))
+        return y if self.post is None else self.post(y)
+
+
+def _residual_block(layer, dtype, device):
+    def convert(module):
+        return None if module is None else from_tropic(module, dtype=dtype, device=device)
+
+    return ResidualBlock(convert(layer.block), convert(layer.shortcut), convert(layer.post)).train(
+        layer.training
+    )
+
+
+register(_dmnn_conv.ResidualBlock)(_residual_block)
