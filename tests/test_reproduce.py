@@ -164,3 +164,47 @@ def test_quick_reports_say_they_are_not_evidence(quick):
         assert line.endswith("(quick run, not evidence). x.") is quick, line
         cell = next(row for row in md.splitlines() if row.startswith(f"| {claim.id}. "))
         assert cell.endswith(f"{claim.verdict} (quick run) |" if quick else f"{claim.verdict} |"), cell
+
+
+@pytest.mark.parametrize("paper", ["dmnn", "bimonn"])
+def test_preset_reference_reaches_the_layers_and_the_report(paper, tmp_path, monkeypatch):
+    """``--preset reference`` builds the paper's networks with the paper code's initialisation (every
+    preset-taking constructor is called with it), says so in the report and keeps it in results.json,
+    so that ``render`` rebuilds the same report."""
+    import importlib
+
+    module = importlib.import_module(f"tropic.apps.reproduce.{paper}")
+    seen = []
+    if paper == "bimonn":
+        for name in ("BiSE", "DenseLUI"):
+            original = getattr(module, name)
+
+            def spy(*args, _original=original, **kwargs):
+                seen.append(kwargs.get("preset"))
+                return _original(*args, **kwargs)
+
+            monkeypatch.setattr(module, name, spy)
+    else:
+        original = module.models.mpm
+
+        def spy(*args, **kwargs):
+            seen.append(kwargs.get("preset"))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module.models, "mpm", spy)
+    out = tmp_path / paper
+    assert (
+        main(["reproduce", paper, "--quick", "--seeds", "1", "--preset", "reference", "--out", str(out)]) == 0
+    )
+    assert seen and set(seen) == {"reference"}
+    md = (out / "results.md").read_text()
+    assert "- preset: reference" in md and "--preset reference" in md
+    assert json.loads((out / "results.json").read_text())["options"]["preset"] == "reference"
+    assert "- preset: reference" in render(out).markdown()
+
+
+def test_preset_reference_is_refused_for_the_hybrid_paper(tmp_path, capsys):
+    assert (
+        main(["reproduce", "hybrid", "--quick", "--preset", "reference", "--out", str(tmp_path / "o")]) == 2
+    )
+    assert "already start as its code's" in capsys.readouterr().err

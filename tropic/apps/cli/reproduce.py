@@ -25,6 +25,7 @@ HELP = "reproduce a paper's claims at small scale (hybrid | dmnn | bimonn): tabl
 
 PAPERS = ("hybrid", "dmnn", "bimonn")
 DATASETS = ("digits", "mnist", "fashion-mnist")
+PRESETS = ("tropic", "reference")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder with the MNIST / Fashion-MNIST IDX files (default: digits)",
     )
     parser.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default="tropic",
+        help="initialisations: tropic's defaults, or the paper code's (reference; dmnn and bimonn)",
+    )
+    parser.add_argument(
         "--dataset",
         choices=DATASETS,
         default=None,
@@ -78,6 +85,8 @@ def run(options: argparse.Namespace) -> int:
         raise CommandError(f"--dataset {dataset} is read from local files: give --data-dir")
     if options.data_dir is not None:
         check_input_folder("--data-dir", options.data_dir)
+    if options.preset != "tropic" and options.paper == "hybrid":
+        raise CommandError("--preset reference: the hybrid paper's layers already start as its code's")
     if dataset == "digits":
         try:
             import sklearn  # noqa: F401
@@ -102,6 +111,7 @@ def run(options: argparse.Namespace) -> int:
         out=out,
         dataset=dataset,
         data_dir=options.data_dir,
+        preset=options.preset,
         log=(lambda line: None) if quiet else (lambda line: progress.write(line, sys.stderr)),
     )
     settings.command = "tropic reproduce " + " ".join(shlex.quote(a) for a in _argv(options))
@@ -125,6 +135,8 @@ def _argv(options: argparse.Namespace) -> list[str]:
     args = [options.paper]
     if options.quick:
         args.append("--quick")
+    if options.preset != "tropic":
+        args += ["--preset", options.preset]
     for flag, value in (("--seeds", options.seeds), ("--epochs", options.epochs), ("--out", options.out),
                         ("--data-dir", options.data_dir), ("--dataset", options.dataset)):  # fmt: skip
         if value is not None:

@@ -47,6 +47,8 @@ def _module(paper: str):
 
 
 def _finish(report: Report, settings: Settings) -> Report:
+    if settings.preset != "tropic":
+        report.settings["preset"] = f"{settings.preset} (the layers start as the paper's code starts them)"
     if settings.command:
         report.settings["command"] = f"`{settings.command}`"
     report.options = {
@@ -56,6 +58,7 @@ def _finish(report: Report, settings: Settings) -> Report:
         "dataset": settings.dataset,
         "data_dir": None if settings.data_dir is None else str(settings.data_dir),
         "command": settings.command,
+        "preset": settings.preset,
     }
     report.write(settings.out)
     return report

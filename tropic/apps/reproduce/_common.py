@@ -47,6 +47,9 @@ class Settings:
     progress : callable or None
         Called with the number of training steps just done (``tropic reproduce`` advances its
         progress bar with it); each paper module's ``steps(settings)`` is the total of a run.
+    preset : str
+        ``"tropic"`` (tropic's default initialisations) or ``"reference"`` (the paper code's, where
+        the layers have one: the dmnn and bimonn papers).
     """
 
     quick: bool = False
@@ -58,6 +61,7 @@ class Settings:
     log: Callable[[str], None] = field(default=print, repr=False)
     command: str = ""
     progress: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
+    preset: str = "tropic"
 
     def advance(self, steps: int = 1) -> None:
         """Report ``steps`` training steps done to :attr:`progress` (if any)."""

@@ -78,10 +78,15 @@ def _epochs(settings: Settings) -> int:
     return settings.budget(full=40, quick=1)
 
 
-def build(name: str, n_in: int, hidden: int, blocks: int, seed: int) -> nn.Sequential:
+def build(name: str, n_in: int, hidden: int, blocks: int, seed: int, preset: str = "tropic") -> nn.Sequential:
+    """The network ``name``; ``preset`` reaches the networks that have a paper-code preset (the MLP
+    and Maxout baselines have none)."""
     kw = dict(blocks=blocks, seed=seed)
     if name == "mlp":
         return models.mlp(n_in, hidden, 10, **kw)
+    if name == "maxout":
+        return models.maxout_mlp(n_in, hidden, 10, **kw)
+    kw["preset"] = preset
     if name == "mp":
         return models.mp(n_in, hidden, 10, **kw)
     if name == "mpm":
@@ -90,8 +95,6 @@ def build(name: str, n_in: int, hidden: int, blocks: int, seed: int) -> nn.Seque
         return models.rmpm(n_in, hidden, 10, **kw)
     if name == "rmpm_wd":
         return models.rmpm(n_in, hidden, 10, weight_dropout=0.3, **kw)
-    if name == "maxout":
-        return models.maxout_mlp(n_in, hidden, 10, **kw)
     if name == "hybrid":
         return models.hybrid_mlp(n_in, hidden, 10, **kw)
     raise ValueError(name)
@@ -108,7 +111,7 @@ def prune_all(net: nn.Module, ratio: float) -> int:
 def snip_run(settings: Settings, data: Any, name: str, ratio: float, seed: int, epochs: int) -> float:
     """Test accuracy of ``name`` trained one epoch, SNIP-pruned to ``ratio``, retrained ``epochs``."""
     hidden, blocks = _widths(settings)
-    net = build(name, data.x_train.shape[1], hidden, blocks, seed)
+    net = build(name, data.x_train.shape[1], hidden, blocks, seed, settings.preset)
     fit(net, data, epochs=1, lr=LR, batch_size=BATCH, seed=seed, progress=settings.advance)
     order = np.random.default_rng(seed).permutation(len(data.x_train))[: SNIP_BATCHES * BATCH]
     picks = [order[i : i + BATCH] for i in range(0, len(order), BATCH)]  # the paper code: 10 batches
@@ -131,7 +134,7 @@ def run_seed(settings: Settings, seed: int, epochs: int) -> dict[str, Any]:
     out: dict[str, Any] = {"seed": seed, "test": {}, "val_curve": {}, "best_epoch": {}, "seconds": {}}
     out |= {"pruned": {}, "kept": {}, "large_train_curve": {}, "large_test": {}, "small_test": {}, "snip": {}}
     for name in ("mlp", "mp", "mpm", "rmpm", "rmpm_wd"):
-        net = build(name, n_in, hidden, blocks, seed)
+        net = build(name, n_in, hidden, blocks, seed, settings.preset)
         n = 4 * epochs if name == "rmpm_wd" else epochs
         history = fit(net, data, epochs=n, lr=LR, batch_size=BATCH, seed=seed, progress=settings.advance)
         net.load_state_dict(history.best_state)
@@ -142,7 +145,7 @@ def run_seed(settings: Settings, seed: int, epochs: int) -> dict[str, Any]:
         if name in ("mlp", "mpm"):
             pruned, kept = {}, {}
             for ratio in sorted(set(PLOT_RATIOS) | set(PRUNE_RATIOS)):
-                copy = build(name, n_in, hidden, blocks, seed)
+                copy = build(name, n_in, hidden, blocks, seed, settings.preset)
                 copy.load_state_dict(history.best_state)
                 kept[f"{ratio:g}"] = prune_all(copy, ratio)
                 pruned[f"{ratio:g}"] = accuracy(copy, data.x_test, data.y_test)
@@ -158,7 +161,7 @@ def run_seed(settings: Settings, seed: int, epochs: int) -> dict[str, Any]:
     out["n_train"] = len(data.x_train)
     large_epochs = min(epochs, 20)
     for name in ("hybrid", "mlp", "maxout"):
-        net = build(name, n_in, hidden, blocks, seed)
+        net = build(name, n_in, hidden, blocks, seed, settings.preset)
         history = fit(
             net, data, epochs=large_epochs, lr=LR, batch_size=large, seed=seed, train_accuracy=True,
             progress=settings.advance,
@@ -170,7 +173,7 @@ def run_seed(settings: Settings, seed: int, epochs: int) -> dict[str, Any]:
             f"{[round(a, 3) for a in history.train_accuracy[:5]]}... ({history.seconds:.1f} s)"
         )
     for name in ("hybrid", "mlp"):
-        net = build(name, n_in, hidden, blocks, seed)
+        net = build(name, n_in, hidden, blocks, seed, settings.preset)
         history = fit(net, data, epochs=epochs, lr=LR, batch_size=small, seed=seed, progress=settings.advance)
         out["small_test"][name] = accuracy(net, data.x_test, data.y_test)
         settings.log(
