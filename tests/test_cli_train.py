@@ -279,7 +279,8 @@ def test_model_size_estimate_is_exact():
             if "dataset" in given and name != "bise":
                 continue
             config = resolve_config({"model": name, **given})
-            n_in, classes = (1, 0) if "dataset" in given else (64, 10)
+            images = 3072 if name.startswith("cnn-") else 784 if "lenet5" in name else 64  # their sizes
+            n_in, classes = (1, 0) if "dataset" in given else (images, 10)
             real = sum(a.nbytes for a in _arrays(spec.build(config, n_in, classes)))
             assert _model_bytes(spec, config, n_in, classes)[0] == real, (name, given)
 
@@ -407,3 +408,30 @@ def test_preset_reference_builds_the_paper_codes_initialisation(capsys, tmp_path
     assert json.loads((out / "config.json").read_text())["preset"] == "reference"
     model, saved = load_run(out)
     assert saved["preset"] == "reference"
+
+
+@pytest.mark.parametrize(
+    ("model", "engine", "dataset"),
+    [
+        ("mpm-lenet5", "autodiff", "mnist"),
+        ("resnet20", "torch", "mnist"),
+        ("cnn-sparse", "autodiff", "cifar10"),
+    ],
+)
+def test_convolutional_models_train_on_unflattened_images(capsys, tmp_path, model, engine, dataset):
+    """The papers' convolutional networks take the flattened images back to (C, H, W) with their
+    first layer, train, save and reload (check_run); LeNet-5 refuses 8 x 8 digits in one line."""
+    if engine == "torch":
+        pytest.importorskip("torch")
+    if dataset == "mnist":
+        write_mnist(tmp_path / "data", n_train=24, n_test=8)
+    else:
+        write_cifar(tmp_path / "data" / "cifar-10-batches-py", per_batch=4)
+    folder = tmp_path / model
+    data = ["--dataset", dataset, "--data-dir", str(tmp_path / "data")]
+    train(capsys, *data, "--model", model, "--engine", engine, "--epochs", "1", "--batch-size", "8",
+          "--out", str(folder), "--quiet")  # fmt: skip
+    config, _ = check_run(folder, 1)
+    assert config["input_shape"] == [784 if dataset == "mnist" else 3072]
+    assert main(["train", "--model", "lenet5", "--out", str(tmp_path / "digits")]) == 2
+    assert "it takes 28 x 28 images" in capsys.readouterr().err

@@ -36,7 +36,7 @@ from .conv import (
 )
 from .dropout import DropConnect, Dropout, WeightDropout
 from .geodesic import Reconstruction
-from .linear import Flatten, Identity, Linear
+from .linear import Flatten, Identity, Linear, Unflatten
 from .losses import (
     BCELoss,
     BCEWithLogitsLoss,
@@ -103,6 +103,7 @@ __all__ = [
     "Softplus",
     "StepLR",
     "Tanh",
+    "Unflatten",
     "WeightDropout",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
@@ -120,6 +121,7 @@ __all__ = [
 
 # The layers of the binarised (BiSE) and deep-morphological-network families, built on the above.
 from . import (
+    cnn_models,  # the sparse-hybrid paper's CIFAR-10 CNN with its four heads: cnn_models.cifar_cnn(...)
     dmnn_conv,  # the paper code's convolutional variants: dmnn_conv.mpm_lenet5(...), ...
     dmnn_models,  # the papers' architectures: dmnn_models.mpm(...), .hybrid_head(...), ...
 )
@@ -153,6 +155,7 @@ __all__ += [
     "SVDActivation",
     "SoftMPMConv2d",
     "activable_set_regularization",
+    "cnn_models",
     "constant_set_regularization",
     "dmnn_conv",
     "dmnn_models",

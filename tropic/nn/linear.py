@@ -106,6 +106,29 @@ class Flatten(Module):
         return f"start_dim={self.start_dim}"
 
 
+class Unflatten(Module):
+    """Reshape ``(B, d)`` to ``(B, *shape)`` with ``prod(shape) == d``: flattened images back to
+    ``(C, H, W)`` for a convolutional network (``tropic train`` feeds flattened inputs)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        if not (
+            isinstance(shape, (tuple, list))
+            and shape
+            and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
+        ):
+            raise ValueError(f"shape must be a non-empty tuple of positive ints, got {shape!r}")
+        self.shape = tuple(shape)
+
+    def forward(self, x: Any) -> ad.Tensor:
+        if x.ndim != 2 or x.shape[1] != math.prod(self.shape):
+            raise ValueError(f"x must have shape (B, {math.prod(self.shape)}), got {tuple(x.shape)}")
+        return ad.reshape(x, (x.shape[0], *self.shape))
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
+
+
 class Identity(Module):
     """``y = x``."""
 

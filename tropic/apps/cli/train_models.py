@@ -18,6 +18,13 @@ Classifiers take flattened images (``C * H * W`` features) and return logits:
 ``act-dep-fixed``  ``act-dep`` with the mix fixed at 3/4 (a run of the paper's code)
 ``min-max-plus``, ``min-max-plus-neg``
                    the paper code's min-max-plus networks (the second negates: ``[x, -x]``)
+``mpm-lenet5``, ``lenet5``, ``mpm-resnet20``, ``resnet20``
+                   the DMNN paper's convolutional networks (:mod:`tropic.nn.dmnn_conv`) on the
+                   unflattened images (LeNet-5: 28 x 28 only); ``--width`` / ``--blocks`` do not
+                   apply
+``cnn-relu``, ``cnn-maxout``, ``cnn-dense``, ``cnn-sparse``
+                   the sparse-hybrid paper's CIFAR-10 CNN with each of its heads
+                   (:func:`tropic.nn.cnn_models.cifar_cnn`; cifar10 only)
 ``rmpm-dropout``   ``rmpm`` with weight dropout p = 0.3 (the paper's best)
 ``bise``           a BiSE network (Aouad & Talbot), see below
 =================  ================================================================================
@@ -103,6 +110,39 @@ def _bise(config: dict[str, Any], n_in: int, classes: int) -> Any:
 
 DMNN_DEFAULTS = {"lr": 1e-3, "width": 256, "batch_size": 64}  # the DMNN paper's Adam, batch, width
 
+# The image shape of a data set's flattened inputs (digits, MNIST / Fashion-MNIST, CIFAR-10).
+IMAGE_SHAPES = {64: (1, 8, 8), 784: (1, 28, 28), 3072: (3, 32, 32)}
+
+
+Builder = Callable[[dict[str, Any], int, int], Any]  # (config, in_features, classes) -> tropic.nn model
+
+
+def _conv_net(function: str, sides: tuple[int, ...] = (8, 28, 32), **extra: Any) -> Builder:
+    """A convolutional network (``function`` of :mod:`tropic.nn.dmnn_conv` or
+    :mod:`tropic.nn.cnn_models`) on the flattened images, unflattened by its first layer; ``sides``:
+    the image sizes it takes."""
+
+    def build(config: dict[str, Any], n_in: int, classes: int) -> Any:
+        import tropic.nn as nn
+        from tropic.nn import cnn_models, dmnn_conv
+
+        shape = IMAGE_SHAPES.get(n_in)
+        if shape is None or shape[-1] not in sides:
+            takes = " or ".join(f"{s} x {s}" for s in sides)
+            raise ValueError(
+                f"it takes {takes} images (of digits, mnist, fashion-mnist, cifar10), not {n_in} inputs"
+            )
+        if function == "cifar_cnn":
+            net = cnn_models.cifar_cnn(
+                in_channels=shape[0], num_classes=classes, seed=config["seed"], **extra
+            )
+        else:
+            net = getattr(dmnn_conv, function)(shape[0], classes, seed=config["seed"], **extra)
+        return nn.Sequential(nn.Unflatten(shape), *net)
+
+    return build
+
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
@@ -124,6 +164,19 @@ MODELS: dict[str, ModelSpec] = {
         _paper_dmnn("hybrid-mlp", "hybrid_mlp", "Linear -> MPM hybrid MLP"),
         _paper_dmnn("min-max-plus", "min_max_plus", "alternating max-plus / min-plus layers, no bias"),
         _paper_dmnn("min-max-plus-neg", "min_max_plus_neg", "min-max-plus with [x, -x] before each max"),
+        ModelSpec("mpm-lenet5", _conv_net("mpm_lenet5", (28,)), "MPM-LeNet-5, soft MPM convs", DMNN_DEFAULTS),
+        ModelSpec("lenet5", _conv_net("lenet5", (28,)), "LeNet-5 (DMNN paper baseline)", DMNN_DEFAULTS),
+        ModelSpec("mpm-resnet20", _conv_net("mpm_resnet20"), "MPM-ResNet-20, MPM convs", DMNN_DEFAULTS),
+        ModelSpec("resnet20", _conv_net("resnet20"), "ResNet-20 (DMNN paper baseline)", DMNN_DEFAULTS),
+        *(
+            ModelSpec(
+                f"cnn-{head}",
+                _conv_net("cifar_cnn", (32,), head=head),
+                f"the sparse-hybrid paper's CIFAR-10 CNN, {head} head",
+                {"lr": 1e-3, "batch_size": 64},
+            )
+            for head in ("relu", "maxout", "dense", "sparse")
+        ),
         ModelSpec(
             "bise",
             _bise,

@@ -59,7 +59,8 @@ def from_tropic(layer: _tnn.Module, *, dtype: Any = None, device: Any = None) ->
 
     Tropical, binarised and deep-morphological layers become their :mod:`tropic.torch.nn` classes;
     ``Sequential``, ``ModuleList``, ``Linear``, ``Conv2d``, ``BatchNorm1d/2d``, ``ReLU``, ``Tanh``,
-    ``Sigmoid``, ``Flatten``, ``Identity``, ``MaxPool2d`` and ``Dropout`` become torch's own modules.
+    ``Sigmoid``, ``Flatten``, ``Unflatten``, ``Identity``, ``MaxPool2d`` and ``Dropout`` become
+    torch's own modules.
     Pruning masks become torch-style pruning (``weight_orig`` + ``weight_mask``, see
     :mod:`tropic.torch.prune`).
 
@@ -250,6 +251,7 @@ for _tropic_cls, _make in (
 ):
     register(_tropic_cls)(lambda layer, dtype, device, _make=_make: _make().train(layer.training))
 register(_tnn.Flatten)(lambda layer, dtype, device: torch.nn.Flatten(layer.start_dim))
+register(_tnn.Unflatten)(lambda layer, dtype, device: torch.nn.Unflatten(1, layer.shape))
 # Same inverted dropout (zero with probability p, scale the rest by 1 / (1 - p)); masks come from
 # torch's generator, not the tropic layer's.
 register(_tnn.Dropout)(lambda layer, dtype, device: torch.nn.Dropout(layer.p).train(layer.training))
