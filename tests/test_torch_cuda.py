@@ -364,8 +364,20 @@ def test_opcheck_on_cuda(cuda):
     image, structure = unique(rng, (2, 5, 6)), unique(rng, (3, 3))
     cases = [
         (ops.matmul, (unique(rng, (2, 3, 4)), unique(rng, (4, 5)), None, True)),
-        (ops.morphology, (image, structure, [True] * 9, [3, 3, 1, 1], False, "reflect", 0.0)),
-        (ops.morphology, (image[0], None, [True, False, True, True], [2, 2, 1, 1], True, "neutral", -np.inf)),
+        (ops.morphology, (image, structure, [True] * 9, [3, 3, 1, 1], [-2, -1], False, ["reflect"] * 2, 0.0)),
+        (
+            ops.morphology,
+            (
+                image[0],
+                None,
+                [True, False, True, True],
+                [2, 2, 1, 1],
+                [-2, -1],
+                True,
+                ["neutral"] * 2,
+                -np.inf,
+            ),
+        ),
         (ops.conv2d, (unique(rng, (2, 4, 6, 6)), unique(rng, (6, 2, 3, 3)), [2, 1], [1, 0], 2, True)),
         (ops.maxout, (unique(rng, (3, 4, 10)), 5, 2)),
         (ops.extremum, (unique(rng, (3, 4)), unique(rng, (4,)), True)),
@@ -387,7 +399,8 @@ def test_mixed_devices_are_refused(cuda):
         tropic.matmul_vjp(torch.ones_like(c), k.cpu(), a.shape, b.shape)
     with pytest.raises(ValueError, match="image on cpu, structure on cuda:0"):
         structure = torch.zeros(2, 2, device=cuda)
-        ops.morphology(torch.randn(4, 4), structure, [True] * 4, [2, 2, 1, 1], True, "neutral", 0.0)
+        modes = ["neutral", "neutral"]
+        ops.morphology(torch.randn(4, 4), structure, [True] * 4, [2, 2, 1, 1], [-2, -1], True, modes, 0.0)
 
 
 @pytest.mark.gpu
@@ -397,7 +410,7 @@ def test_bfloat16_runs_where_cupy_has_it_else_is_refused(cuda):
     the CPU with the capability check stubbed)."""
     rng = np.random.default_rng(12)
     a, b = sample(rng, (9, 20), torch.bfloat16), sample(rng, (20, 7), torch.bfloat16)
-    reason = ops._bfloat16_unsupported()
+    reason = importlib.import_module("tropic.torch._cuda").bfloat16_unsupported()
     if reason is not None:
         with pytest.raises(TypeError, match=r"a is a bfloat16 CUDA tensor.*CuPy >= 14 with ml_dtypes"):
             tropic.maxplus_matmul(a.to(cuda), b.to(cuda))

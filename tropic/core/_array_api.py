@@ -133,7 +133,9 @@ def scatter_add(xp: ModuleType, values: Array, index: Array, length: int, axis: 
     built on the host from the small integer ``index``), and the sum runs over those columns. Exact: no
     multiplication by 0/1 masks, so infinities in ``values`` stay where they belong.
     """
-    index_host = np.asarray(index, dtype=np.int64)
+    # the index may live on a device (CuPy's winners): np.asarray would refuse it (CuPy) or copy
+    # it implicitly; fetch it explicitly
+    index_host = np.asarray(index.get() if hasattr(index, "get") else index, dtype=np.int64)
     sources: list[list[int]] = [[] for _ in range(length)]
     for i, dest in enumerate(index_host.tolist()):
         if dest >= 0:

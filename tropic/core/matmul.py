@@ -223,7 +223,8 @@ def _meta(shapes: tuple, *, maximise: bool) -> tuple[tuple[int, ...], int]:
     out_shape = _checked_shape(
         tuple(a_shape), tuple(b_shape), None if bias_shape is None else tuple(bias_shape)
     )
-    return out_shape, a_shape[-1] + (bias_shape is not None)
+    # (an int, not a bool: under torch's symbolic shapes a bool in a size sum is a sympy error)
+    return out_shape, a_shape[-1] + (1 if bias_shape is not None else 0)
 
 
 MATMUL = define(

@@ -837,6 +837,44 @@ def _filter(
     return _flattened_planes(xp, semiring, image, weights, mask, windows, fill, rounding, kernel, winners)
 
 
+# Rows this long under a one-row element (1-D signals) are folded into rows of _ROW_CHUNK outputs by
+# the backends whose kernels share their work across rows (fold_long_rows).
+LONG_ROW = 1 << 14
+_ROW_CHUNK = 2048
+
+
+def fold_long_rows(xp, kernel, semiring, image, weights, support, col_window, fill, rounding, winners):
+    """A backend kernel's helper: long rows under a one-row element as a 2-D morphology by ``kernel``
+    of rows of ``_ROW_CHUNK`` outputs, so that its blocks (threads, GPU tiles) share the work.
+    Folded row ``c`` holds the extended row (border values included) from output ``c * _ROW_CHUNK``
+    on, as far as its window reads, so each output reads exactly what it reads in the long row."""
+    span, n, before = int(col_window.start.max()), col_window.n, col_window.before
+    rows = -(-n // _ROW_CHUNK)
+    after = np.full(rows * _ROW_CHUNK + _ROW_CHUNK - before - n, -1, np.int64)
+    after[: col_window.line.size - before - n] = col_window.line[before + n :]
+    head = gather_or_fill(xp, image, col_window.line[:before], -1, fill)
+    tail = gather_or_fill(xp, image, after, -1, fill)
+    extended = xp.concat([head, image, tail], axis=-1)
+    lead = tuple(image.shape[:-1])
+    main = xp.reshape(extended[..., : rows * _ROW_CHUNK], (*lead, rows, _ROW_CHUNK))
+    halo = xp.reshape(extended[..., _ROW_CHUNK:], (*lead, rows, _ROW_CHUNK))[..., :span]
+    folded = xp.concat([main, halo], axis=-1)
+    width = _ROW_CHUNK + span
+    column = AxisWindow(
+        line=np.concatenate([np.arange(width, dtype=np.int64), np.full(span, -1, np.int64)]),
+        start=col_window.start,
+        n=width,
+        before=0,
+        reflected=col_window.reflected,
+    )
+    row = axis_window(rows, 1, col_window.reflected, "neutral", 0)
+    values, taps = kernel(xp, semiring, folded, weights, support, row, column, fill, rounding, winners)
+    values = xp.reshape(values[..., :_ROW_CHUNK], (*lead, rows * _ROW_CHUNK))[..., :n]
+    if taps is not None:
+        taps = xp.reshape(taps[..., :_ROW_CHUNK], (*lead, rows * _ROW_CHUNK))[..., :n]
+    return values, taps
+
+
 def _flattened_planes(xp, semiring, image, weights, mask, windows, fill, rounding, kernel, winners=True):
     """``n > 2`` axes as one 2-D morphology: every axis but the first is extended through its own
     window (border values included) and the extended planes are flattened into one axis, where a

@@ -27,6 +27,7 @@ import numpy as np
 from tropic.core._array_api import index_dtype, sum_to_shape
 from tropic.core.checks import require_no_rounding, require_winners
 from tropic.core.dispatch import register
+from tropic.core.morphology import LONG_ROW, fold_long_rows
 
 from . import layout, module
 
@@ -165,6 +166,9 @@ def morphology(
     require_no_rounding(rounding)
     kh, kw = support.shape
     H, W = image.shape[-2:]
+    if kh == 1 and W >= LONG_ROW:  # 1-D signals: one row would leave the grid's other dimensions idle
+        element = (weights, support, col_window)
+        return fold_long_rows(xp, morphology, semiring, image, *element, fill, rounding, True)
     if index_dtype(xp, kh * kw) == xp.int64:
         from tropic.core.morphology import morphology_reference
 

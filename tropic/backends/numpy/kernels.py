@@ -19,11 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from tropic.core._array_api import gather_or_fill, index_dtype
+from tropic.core._array_api import index_dtype
 from tropic.core.checks import require_winners
 from tropic.core.config import get_num_threads
 from tropic.core.dispatch import register
-from tropic.core.morphology import AxisWindow, axis_window
+from tropic.core.morphology import LONG_ROW, fold_long_rows
 from tropic.core.semiring import MAX_PLUS
 
 from . import compiled
@@ -461,7 +461,8 @@ def morphology(
             if result is not None:
                 out, winner = result
                 return out.reshape(image.shape), None if winner is None else winner.reshape(image.shape)
-        return _folded_rows(semiring, image, w, support, col_window, fill, rounding, winners)
+        element = (w, support, col_window)
+        return fold_long_rows(np, morphology, semiring, image, *element, fill, rounding, winners)
     padded = None
     if rounding is not None:
         fill = _rounded_scalar(fill, rounding)
@@ -571,10 +572,9 @@ def _compiled_taps(
 
 
 # Rows this long under a one-row element (1-D signals) are cut into column bands, or folded.
-_LONG_ROW = 1 << 14
+_LONG_ROW = LONG_ROW
 _FEW_TAPS = 16  # flat one-row elements up to this size: the tap loop beats van Herk's copies
 _BAND = 1 << 17  # most outputs per column band
-_ROW_CHUNK = 2048  # outputs per folded row
 
 
 def _compiled_line_taps(semiring, flat, w, taps, col_window, fill, index_type, winners=True):
@@ -625,7 +625,7 @@ def _compiled_line_taps(semiring, flat, w, taps, col_window, fill, index_type, w
             if winners:
                 winner[:, j0:j1] = taps_won
     threads = get_num_threads() if out.size * len(taps) >= _PARALLEL_CANDIDATES else 1
-    band = min(_BAND, max(_ROW_CHUNK, -(-(tail - head) * n * H // (4 * threads))))
+    band = min(_BAND, max(2048, -(-(tail - head) * n * H // (4 * threads))))
     blocks = [(q, j0, min(j0 + band, tail)) for q in range(n * H) for j0 in range(head, tail, band)]
     nan_seen = [False] * len(blocks)
 
@@ -640,38 +640,6 @@ def _compiled_line_taps(semiring, flat, w, taps, col_window, fill, index_type, w
 
     parallel_tasks(len(blocks), task, threads)
     return None if any(nan_seen) else (out, winner)
-
-
-def _folded_rows(semiring, image, w, support, col_window, fill, rounding, winners=True):
-    """Long rows under a one-row element as rows of ``_ROW_CHUNK`` outputs, so that the kernels'
-    blocks (van Herk's across rows, the padded tap loop's per task) stay small: folded row ``c``
-    holds the extended row (border values included) from output ``c * _ROW_CHUNK`` on, as far as
-    its window reads, so each output reads exactly what it reads in the long row."""
-    span, n, before = int(col_window.start.max()), col_window.n, col_window.before
-    rows = -(-n // _ROW_CHUNK)
-    after = np.full(rows * _ROW_CHUNK + _ROW_CHUNK - before - n, -1, np.int64)
-    after[: col_window.line.size - before - n] = col_window.line[before + n :]
-    head = gather_or_fill(np, image, col_window.line[:before], -1, fill)
-    tail = gather_or_fill(np, image, after, -1, fill)
-    extended = np.concatenate([head, image, tail], axis=-1)
-    lead = tuple(image.shape[:-1])
-    main = extended[..., : rows * _ROW_CHUNK].reshape(*lead, rows, _ROW_CHUNK)
-    halo = extended[..., _ROW_CHUNK:].reshape(*lead, rows, _ROW_CHUNK)[..., :span]
-    folded = np.concatenate([main, halo], axis=-1)
-    width = _ROW_CHUNK + span
-    column = AxisWindow(
-        line=np.concatenate([np.arange(width, dtype=np.int64), np.full(span, -1, np.int64)]),
-        start=col_window.start,
-        n=width,
-        before=0,
-        reflected=col_window.reflected,
-    )
-    row = axis_window(rows, 1, col_window.reflected, "neutral", 0)
-    values, taps = morphology(np, semiring, folded, w, support, row, column, fill, rounding, winners)
-    values = values[..., :_ROW_CHUNK].reshape(*lead, rows * _ROW_CHUNK)[..., :n]
-    if taps is not None:
-        taps = taps[..., :_ROW_CHUNK].reshape(*lead, rows * _ROW_CHUNK)[..., :n]
-    return values, taps
 
 
 def _task_blocks(n: int, H: int, cost_per_row: int, tasks: int) -> list[tuple[int, int, int, int]]:
