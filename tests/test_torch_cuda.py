@@ -35,7 +35,7 @@ import tropic
 
 from .helpers import assert_identical, require_gpu, skip_gpu_test
 from .helpers import sample as numpy_sample
-from .test_torch_ops import gradcheck_cases, unique
+from .test_torch_ops import gradcheck_cases, opcheck_cases
 
 torch = pytest.importorskip("torch")
 engine = importlib.import_module("tropic.torch.engine")  # torch is here: fail, not skip
@@ -360,28 +360,7 @@ def test_non_contiguous_and_empty_tensors(cuda):
 
 @pytest.mark.gpu
 def test_opcheck_on_cuda(cuda):
-    rng = np.random.default_rng(8)
-    image, structure = unique(rng, (2, 5, 6)), unique(rng, (3, 3))
-    cases = [
-        (ops.matmul, (unique(rng, (2, 3, 4)), unique(rng, (4, 5)), None, True)),
-        (ops.morphology, (image, structure, [True] * 9, [3, 3, 1, 1], [-2, -1], False, ["reflect"] * 2, 0.0)),
-        (
-            ops.morphology,
-            (
-                image[0],
-                None,
-                [True, False, True, True],
-                [2, 2, 1, 1],
-                [-2, -1],
-                True,
-                ["neutral"] * 2,
-                -np.inf,
-            ),
-        ),
-        (ops.conv2d, (unique(rng, (2, 4, 6, 6)), unique(rng, (6, 2, 3, 3)), [2, 1], [1, 0], 2, True)),
-        (ops.maxout, (unique(rng, (3, 4, 10)), 5, 2)),
-        (ops.extremum, (unique(rng, (3, 4)), unique(rng, (4,)), True)),
-    ]
+    cases = opcheck_cases(np.random.default_rng(8))  # the CPU test's cases, on the GPU
     for op, args in cases:
         args = tuple(a.to(cuda) if isinstance(a, torch.Tensor) else a for a in args)
         torch.library.opcheck(op, args)

@@ -245,10 +245,9 @@ def test_gradcheck_float64_at_unique_winners():
         assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5), fn
 
 
-def test_opcheck_every_op():
-    """torch.library.opcheck: schema, fake kernels, autograd registration, AOT dispatch."""
-    rng = np.random.default_rng(10)
-    cases = [
+def opcheck_cases(rng):
+    """(op, args) covering every custom op's schema: CPU tensors (the CUDA test moves them)."""
+    return [
         (ops.matmul, (unique(rng, (2, 3, 4)), unique(rng, (4, 5)), None, True)),
         (
             ops.matmul,
@@ -285,7 +284,11 @@ def test_opcheck_every_op():
         (ops.maxout, (unique(rng, (3, 4, 10)), 5, 2)),
         (ops.extremum, (unique(rng, (3, 4)), unique(rng, (4,)), True)),
     ]
-    for op, args in cases:
+
+
+def test_opcheck_every_op():
+    """torch.library.opcheck: schema, fake kernels, autograd registration, AOT dispatch."""
+    for op, args in opcheck_cases(np.random.default_rng(10)):
         torch.library.opcheck(op, args)
 
 

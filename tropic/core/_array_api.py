@@ -24,6 +24,7 @@ __all__ = [
     "index_dtype",
     "scatter_add",
     "sum_to_shape",
+    "to_host",
 ]
 
 Array = Any  # any array-API array; the operators return arrays of the caller's library
@@ -125,6 +126,20 @@ def sum_to_shape(xp: ModuleType, x: Array, shape: tuple[int, ...]) -> Array:
     return x
 
 
+def to_host(x: Array) -> np.ndarray:
+    """A NumPy copy of an array of any library (torch tensors detached, CuPy arrays fetched
+    explicitly: CuPy refuses implicit conversion), or of nested Python lists."""
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "detach"):
+        return np.from_dlpack(x.detach().cpu())  # (not .numpy(): it would pin a torch tensor's storage)
+    if hasattr(x, "get"):
+        return x.get()
+    if hasattr(x, "__dlpack__"):
+        return np.from_dlpack(x)
+    return np.asarray(x)  # Python lists and scalars
+
+
 def scatter_add(xp: ModuleType, values: Array, index: Array, length: int, axis: int) -> Array:
     """Sum ``values`` into ``length`` slots along ``axis``: ``out[.., index[i], ..] += values[.., i, ..]``.
 
@@ -133,9 +148,7 @@ def scatter_add(xp: ModuleType, values: Array, index: Array, length: int, axis: 
     built on the host from the small integer ``index``), and the sum runs over those columns. Exact: no
     multiplication by 0/1 masks, so infinities in ``values`` stay where they belong.
     """
-    # the index may live on a device (CuPy's winners): np.asarray would refuse it (CuPy) or copy
-    # it implicitly; fetch it explicitly
-    index_host = np.asarray(index.get() if hasattr(index, "get") else index, dtype=np.int64)
+    index_host = to_host(index).astype(np.int64, copy=False)  # (CuPy winners: fetched explicitly)
     sources: list[list[int]] = [[] for _ in range(length)]
     for i, dest in enumerate(index_host.tolist()):
         if dest >= 0:

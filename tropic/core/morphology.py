@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ._array_api import Array, array_namespace, device, gather_or_fill, index_dtype, scatter_add
+from ._array_api import to_host as _host
 from .checks import (
     _is_int,
     ints,
@@ -1242,20 +1243,6 @@ def _tap_sums(xp: ModuleType, grad: Array, indices: Array, shape: tuple[int, int
     sums = np.bincount(t[won], weights=g[won].astype(np.float64), minlength=math.prod(shape))
     host = sums.astype(_host(grad).dtype).reshape(shape)
     return xp.asarray(host, device=device(grad))
-
-
-def _host(x: Array) -> np.ndarray:
-    """A NumPy copy of an array of any library (torch tensors detached, CuPy arrays fetched), or of
-    nested Python lists."""
-    if isinstance(x, np.ndarray):
-        return x
-    if hasattr(x, "detach"):
-        return np.from_dlpack(x.detach().cpu())  # (not .numpy(): it would pin a torch tensor's storage)
-    if hasattr(x, "get"):
-        return x.get()
-    if hasattr(x, "__dlpack__"):
-        return np.from_dlpack(x)
-    return np.asarray(x)  # Python lists and scalars
 
 
 def _python_footprint(footprint: Any) -> tuple[tuple[int, ...], tuple[bool, ...]] | None:

@@ -575,6 +575,7 @@ def _compiled_taps(
 _LONG_ROW = LONG_ROW
 _FEW_TAPS = 16  # flat one-row elements up to this size: the tap loop beats van Herk's copies
 _BAND = 1 << 17  # most outputs per column band
+_MIN_BAND = 2048  # fewest (a kernel call per band: Python overhead)
 
 
 def _compiled_line_taps(semiring, flat, w, taps, col_window, fill, index_type, winners=True):
@@ -587,12 +588,12 @@ def _compiled_line_taps(semiring, flat, w, taps, col_window, fill, index_type, w
     """
     dtype = flat.dtype.type
     taps_kernel = compiled.raw_function(_C_TAPS_STRIDED.get(dtype, ""))
-    tap_weight = None if w is None else np.ascontiguousarray(w[0, [v for _, v in taps]], dtype=dtype)
+    tap_index = np.array([v for _, v in taps], dtype=np.int32)  # one-row element: the tap is its column
+    tap_weight = None if w is None else np.ascontiguousarray(w[0, tap_index], dtype=dtype)
     if taps_kernel is None or (tap_weight is not None and _any_nan(tap_weight)):
         return None
     n, H, W = flat.shape
     rows = np.ascontiguousarray(flat).reshape(n * H, W)
-    tap_index = np.array([v for _, v in taps], dtype=np.int32)
     reads = col_window.start[tap_index].astype(np.int64)  # the padded columns the taps read
     lo, hi = int(reads.min()), int(reads.max())
     tap_col, tap_row = np.ascontiguousarray(reads - lo), np.zeros(len(taps), np.int64)
@@ -604,11 +605,11 @@ def _compiled_line_taps(semiring, flat, w, taps, col_window, fill, index_type, w
     fixed = (tap_row.ctypes.data, tap_col.ctypes.data, None if tap_weight is None else tap_weight.ctypes.data)
     fixed += (tap_index.ctypes.data, len(taps), int(semiring.maximises))
 
-    def reduce(source: np.ndarray, count: int, width: int, target: int, taps: np.ndarray | None) -> None:
+    def reduce(source: np.ndarray, count: int, width: int, target: int, won: np.ndarray | None) -> None:
         # `count` rows of `source` (each read in full), `width` outputs each, packed at `target`
         pitch = source.shape[-1]
         status = taps_kernel(source.ctypes.data, count, 1, pitch, pitch, 1, width, width, *fixed, target,
-                             None if taps is None else taps.ctypes.data, 1)  # fmt: skip
+                             None if won is None else won.ctypes.data, 1)  # fmt: skip
         _check(status, "morphology")
 
     for j0, j1 in ((0, head), (tail, W)):  # the ends, all rows at once
@@ -625,7 +626,7 @@ def _compiled_line_taps(semiring, flat, w, taps, col_window, fill, index_type, w
             if winners:
                 winner[:, j0:j1] = taps_won
     threads = get_num_threads() if out.size * len(taps) >= _PARALLEL_CANDIDATES else 1
-    band = min(_BAND, max(2048, -(-(tail - head) * n * H // (4 * threads))))
+    band = min(_BAND, max(_MIN_BAND, -(-(tail - head) * n * H // (4 * threads))))
     blocks = [(q, j0, min(j0 + band, tail)) for q in range(n * H) for j0 in range(head, tail, band)]
     nan_seen = [False] * len(blocks)
 
