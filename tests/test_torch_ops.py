@@ -573,3 +573,85 @@ def test_empty_images(shape, dtype):
         assert out.shape == shape and out.dtype == dtype
         out.sum().backward()
         assert image.grad.shape == shape and not structure.grad.any()
+
+
+# --- the eager CPU path (tropic.torch.engine._EagerFunction) ----------------------------------------
+
+
+def _counting(monkeypatch, name):
+    """Count the eager path's direct kernel calls of operator ``name``."""
+    engine = importlib.import_module("tropic.torch.engine")
+    kernels = engine.ops(name).kernels
+    calls = []
+    inner = kernels["cpu_unchecked"]
+
+    def counted(*args):
+        calls.append(args)
+        return inner(*args)
+
+    monkeypatch.setitem(kernels, "cpu_unchecked", counted)
+    return calls
+
+
+def test_eager_path_matches_the_ops_bitwise_with_gradients_and_double_backward():
+    """The eager path calls the ops' kernels directly: the same values, winners, gradients and
+    gradients of gradients as the ops themselves, for every op's schema."""
+    engine = importlib.import_module("tropic.torch.engine")
+    rng = np.random.default_rng(11)
+    for op, args in opcheck_cases(rng):
+        name = op.__name__
+        results = []
+        permutation = None
+        for path in ("op", "eager"):
+            leaves = [a.detach().clone().requires_grad_() if isinstance(a, torch.Tensor) else a for a in args]
+            if path == "op":
+                values, winners = op(*leaves)
+            else:
+                values, winners = engine._EagerFunction.apply(engine.ops(name), *leaves)
+            tensors = [a for a in leaves if isinstance(a, torch.Tensor)]
+            if permutation is None:  # one upstream gradient for both paths
+                permutation = rng.permutation(values.numel()).reshape(values.shape) * 1.0
+            upstream = torch.from_numpy(permutation)
+            upstream = upstream.to(values.dtype).requires_grad_()
+            grads = torch.autograd.grad(values, tensors, upstream, create_graph=True)
+            # double backward: d/d(upstream) of <grads, 1> reads the gradients back at the winners
+            (grad_of_upstream,) = torch.autograd.grad(sum(g.sum() for g in grads), upstream)
+            results.append((values, winners, grads, grad_of_upstream))
+        (v0, w0, g0, gg0), (v1, w1, g1, gg1) = results
+        assert_identical(v1.detach().numpy(), v0.detach().numpy())
+        assert_identical(w1.numpy(), w0.numpy())
+        for a, b in zip(g1, g0, strict=True):
+            assert_identical(a.detach().numpy(), b.detach().numpy())
+        assert_identical(gg1.numpy(), gg0.numpy())
+
+
+def test_plain_cpu_calls_take_the_eager_path(monkeypatch):
+    calls = _counting(monkeypatch, "matmul")
+    a, b = torch.randn(3, 4, requires_grad=True), torch.randn(4, 2)
+    tropic.maxplus_matmul(a, b).sum().backward()
+    with torch.no_grad():  # no gradient needed: the kernel alone, no autograd node
+        assert tropic.maxplus_matmul(a, b).grad_fn is None
+    assert len(calls) == 2
+    assert a.grad is not None
+
+
+def test_modes_and_graphs_see_the_ops(monkeypatch):
+    """Torch dispatch modes (FakeTensorMode, make_fx, FlopCounterMode...) and torch.compile must see
+    tropic::* ops, not the eager path's direct kernel calls."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    calls = _counting(monkeypatch, "matmul")
+    seen = []
+
+    class Log(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    a, b = torch.randn(3, 4, requires_grad=True), torch.randn(4, 2)
+    with Log():
+        tropic.maxplus_matmul(a, b)
+    assert "tropic.matmul.default" in seen
+    compiled = torch.compile(lambda x, y: tropic.maxplus_matmul(x, y), backend="eager", fullgraph=True)
+    assert_identical(compiled(a, b).detach().numpy(), tropic.maxplus_matmul(a, b).detach().numpy())
+    assert len(calls) == 1  # only the last, plain call

@@ -15,7 +15,12 @@ schema's other arguments):
     gradients at the winners, which is what the jvp does with tangents.
 
 Public functions (``tropic.maxplus_matmul`` and the others) given torch tensors call :func:`apply`.
-It calls the forward op, whose registered autograd is the backward op; under ``torch.func`` transforms
+On plain CPU tensors in eager mode (no graph being captured, no transform, no torch function or
+dispatch mode) it calls the ops' kernels directly, inside one small ``autograd.Function`` whose
+backward calls the backward kernel (the backward op when the gradient is itself differentiated), or,
+when no gradient is needed, the kernel alone: the dispatcher and ``torch.library``'s autograd
+wrapper cost more per call than a small layer's kernels take. Otherwise
+it calls the forward op, whose registered autograd is the backward op; under ``torch.func`` transforms
 (``grad``, ``jacrev``, ``jvp``, ``vmap``) and ``torch.autograd.forward_ad`` (eager) it runs the op
 through an ``autograd.Function`` generated from the same spec instead, because those need
 ``setup_context`` and a ``jvp`` rule, which ops' registered autograd cannot give. Graphs
@@ -40,6 +45,7 @@ import numpy as np
 import torch
 import torch.autograd.forward_ad as _forward_ad
 from torch import Tensor
+from torch.utils._python_dispatch import is_in_torch_dispatch_mode as _in_dispatch_mode
 
 from tropic.backends.numpy.kernels import (
     bfloat16_to_float32,
@@ -56,6 +62,7 @@ from . import _cuda
 __all__ = ["HALF_DTYPES", "apply", "array", "ops", "vjp", "wrap"]
 
 HALF_DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
+_PLAIN_TENSORS = (Tensor, torch.nn.Parameter)
 _SCHEMA_TYPES = {
     bool: "bool",
     int: "int",
@@ -85,9 +92,25 @@ def apply(operator: Operator, inputs: tuple[Any, ...], params: dict[str, Any]) -
     op = _OPS[operator.name]
     _check_devices(operator, inputs)
     args = (*inputs, *(_schema_value(params[name]) for name in operator.param_names))
-    if _transforms_active() and not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return op.forward(*args)  # graphs hold the ops
+    if _transforms_active():
         return op.function.apply(*args)
+    if _plain_cpu(inputs):
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+            return _EagerFunction.apply(op, *args)
+        return op.kernels["cpu_unchecked"](*args)  # nothing to differentiate: the kernel alone
     return op.forward(*args)
+
+
+def _plain_cpu(inputs: tuple) -> bool:
+    """Whether the eager CPU path may call the kernels directly: plain CPU tensors (no subclass that
+    overrides torch functions) and no torch function or dispatch mode (``FakeTensorMode``,
+    ``make_fx``'s tracer, ``FlopCounterMode``), which must see the op."""
+    for t in inputs:
+        if t is not None and (type(t) not in _PLAIN_TENSORS or t.device.type != "cpu"):
+            return False
+    return not (_in_dispatch_mode() or torch._C._is_torch_function_mode_enabled())
 
 
 def _transforms_active() -> bool:
@@ -179,10 +202,14 @@ def _tensor(x: np.ndarray, dtype: torch.dtype | None = None) -> Tensor:
     return t if dtype is None or t.dtype == dtype else t.to(dtype)
 
 
-def _forward_cpu(operator: Operator):
+def _forward_cpu(operator: Operator, checked: bool = True):
+    """The op's CPU kernel; ``checked=False``: without the checks, for callers that made them
+    (the eager path behind tropic's public functions)."""
+
     def kernel(*args: Any) -> tuple[Tensor, Tensor]:
         inputs, params = _split(operator, args)
-        _check_inputs(operator, inputs, params)
+        if checked:
+            _check_inputs(operator, inputs, params)
         dtype = _result_dtype(inputs)
         rounding = HALF_DTYPES.get(dtype)
         arrays = tuple(None if t is None else _numpy(t, rounding is not None) for t in inputs)
@@ -272,10 +299,11 @@ def _received(grads: Any) -> tuple:
     return grads if isinstance(grads, (tuple, list)) else (grads,)
 
 
-def _backward_cpu(operator: Operator):
+def _backward_cpu(operator: Operator, checked: bool = True):
     def kernel(*args: Any) -> tuple[Tensor | None, ...]:
         grad, winners, shapes, needs, params = _split_backward(operator, args)
-        _check_backward(operator, grad, winners, shapes, needs, params)
+        if checked:
+            _check_backward(operator, grad, winners, shapes, needs, params)
         g = _numpy(grad, grad.dtype in HALF_DTYPES)
         token = host_threads.set(torch.get_num_threads)
         try:
@@ -328,12 +356,13 @@ def _save(ctx: Any, operator: Operator, inputs: tuple, output: tuple) -> None:
     ctx.params = params
 
 
-def _backward(operator: Operator, run_backward: Any, ctx: Any, grad: Tensor) -> tuple:
+def _backward(operator: Operator, run_backward: Any, ctx: Any, grad: Tensor, first: int = 0) -> tuple:
+    """The gradients of the forward's arguments (``first``: where the operator's inputs start)."""
     (winners,) = ctx.saved_tensors
     n = len(operator.inputs)
     needs = [
         bool(need) and shape is not None
-        for need, shape in zip(ctx.needs_input_grad[:n], ctx.shapes, strict=True)
+        for need, shape in zip(ctx.needs_input_grad[first : first + n], ctx.shapes, strict=True)
     ]
     if not any(needs):
         return (None,) * (n + len(operator.params))
@@ -480,6 +509,28 @@ def _function(operator: Operator, forward: Any, backward: Any) -> type:
     )
 
 
+class _EagerFunction(torch.autograd.Function):
+    """The eager CPU path of every operator: the ops' own kernels called directly, without the
+    dispatcher and ``torch.library``'s autograd wrapper around them (together about 250 us per
+    product's forward and backward, more than a small layer's kernels take). Same kernels, so the
+    same values, winners and gradients; a backward that is itself differentiated
+    (``create_graph=True``) runs the backward op, whose autograd is the double backward."""
+
+    @staticmethod
+    def forward(ctx: Any, op: _Ops, *args: Any) -> tuple[Tensor, Tensor]:
+        values, winners = op.kernels["cpu_unchecked"](*args)
+        _save(ctx, op.operator, args, (values, winners))
+        ctx.op = op
+        ctx.mark_non_differentiable(winners)
+        return values, winners
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor, _grad_winners: Tensor) -> tuple:
+        op = ctx.op
+        run_backward = op.backward if torch.is_grad_enabled() else op.kernels["cpu_backward_unchecked"]
+        return (None, *_backward(op.operator, run_backward, ctx, grad, first=1))
+
+
 # -- vmap -------------------------------------------------------------------------------------------
 
 
@@ -549,9 +600,13 @@ def _fold_leading(operator: Operator, op: Any):
 class _Ops:
     """One operator's ops (OpOverloads), its eager Function, and the Python kernels behind the ops."""
 
-    def __init__(self, forward: Any, backward: Any, function: type, kernels: dict[str, Any]) -> None:
+    def __init__(
+        self, operator: Operator, forward: Any, backward: Any, function: type, kernels: dict[str, Any]
+    ) -> None:
+        self.operator = operator
         self.forward, self.backward, self.function = forward, backward, function
-        self.kernels = kernels  # {"cpu", "cuda", "cpu_backward", "cuda_backward"}
+        # {"cpu", "cuda", "cpu_backward", "cuda_backward"}, and the CPU ones "_unchecked" (the eager path)
+        self.kernels = kernels
 
 
 def _schema(operator: Operator) -> tuple[str, str]:
@@ -575,6 +630,8 @@ def _define(operator: Operator) -> _Ops:
         "cuda": _forward_cuda(operator),
         "cpu_backward": _backward_cpu(operator),
         "cuda_backward": _backward_cuda(operator),
+        "cpu_unchecked": _forward_cpu(operator, checked=False),
+        "cpu_backward_unchecked": _backward_cpu(operator, checked=False),
     }
     torch.library.impl(name, "cpu", kernels["cpu"], lib=_library)
     torch.library.impl(name, "cuda", kernels["cuda"], lib=_library)
@@ -589,7 +646,7 @@ def _define(operator: Operator) -> _Ops:
         name, _vmap_rule(forward, False, _fold_leading(operator, forward)), lib=_library
     )
     torch.library.register_vmap(backward_name, _vmap_rule(backward, len(operator.inputs) == 1), lib=_library)
-    return _Ops(forward, backward, _function(operator, forward, backward), kernels)
+    return _Ops(operator, forward, backward, _function(operator, forward, backward), kernels)
 
 
 def _load_operators() -> None:
