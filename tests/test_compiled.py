@@ -35,6 +35,8 @@ for dtype in (np.float32, np.float64):
     a, b = data((37, 29), dtype), data((29, 45), dtype)
     for product in (tropic.maxplus_matmul, tropic.minplus_matmul):
         results += list(product(a, b, return_indices=True))
+        results.append(product(a, b))  # the values-only instances
+        results.append(product(data((9, 600), dtype), data((600, 40), dtype)))  # two k-blocks
     images, structure = data((3, 21, 19), dtype), data((3, 4), dtype)
     footprint = rng.random((5, 3)) < 0.6
     for op in (tropic.dilation, tropic.erosion):
@@ -73,6 +75,38 @@ def test_every_instruction_set_gives_the_same_bits(switch):
     assert len(widest) == len(narrower) > 0
     for fast, other in zip(widest, narrower, strict=True):
         assert_identical(other, fast)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "shape", [(1, 7, 5), (3, 29, 17), (37, 600, 45), (64, 256, 256), (200, 40, 3)], ids=str
+)
+def test_values_only_products_are_the_bits_of_the_full_ones(shape, dtype):
+    """Without return_indices the kernels skip the winners (an add and a max per pair): the values
+    are those of the product with winners, bit for bit, through ties, infinities, signed zeros, NaN
+    and biases, on one thread and on several."""
+    M, K, N = shape
+    rng = np.random.default_rng(M * K + N)
+
+    def data(shape):
+        x = rng.integers(-2, 3, shape).astype(dtype)
+        x[rng.random(shape) < 0.05] = np.inf
+        x[rng.random(shape) < 0.05] = -np.inf
+        x[rng.random(shape) < 0.1] = -0.0
+        return x
+
+    a, b, bias = data((M, K)), data((K, N)), data((N,))
+    a_nan = a.copy()
+    a_nan[rng.random(a.shape) < 0.01] = np.nan
+    for threads in (1, 2):
+        tropic.set_num_threads(threads)
+        try:
+            for product in (tropic.maxplus_matmul, tropic.minplus_matmul):
+                for left, extra in ((a, {}), (a_nan, {}), (a, {"bias": bias})):
+                    full, _ = product(left, b, return_indices=True, **extra)
+                    assert_identical(product(left, b, **extra), full)
+        finally:
+            tropic.set_num_threads(None)
 
 
 def test_status_names_the_instruction_set():

@@ -268,6 +268,44 @@ def test_numpy_backend_matches_array_api_strict(semiring, operands):
     assert c.shape == np.matmul(np.zeros(a.shape), np.zeros(b.shape)).shape
 
 
+def tie_heavy(rng, shape, dtype):
+    """Small integers (ties everywhere) with infinities of both signs, signed zeros and a few NaN."""
+    x = rng.integers(-2, 3, shape).astype(dtype)
+    for value, share in ((np.inf, 0.05), (-np.inf, 0.05), (-0.0, 0.1), (np.nan, 0.005)):
+        x[rng.random(shape) < share] = value
+    return x
+
+
+@SEMIRINGS
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 7, 5), (3, 40, 30), (2, 64, 3, 100), (64, 256, 256)], ids=str)
+def test_weight_transposes_give_the_bits_of_contiguous_operands(semiring, dtype, shape):
+    """``x @ W.T`` (a transposed view, which the NumPy backend runs as ``(W @ x.T).T`` where that
+    copies less) and its gradients: the bits of the same product of contiguous operands, with and
+    without winners and bias; the gradient of ``W.T`` asked in W's layout is the same numbers."""
+    *lead, K, N = shape
+    rng = np.random.default_rng(sum(shape))
+    x, weight = tie_heavy(rng, (*lead, K), dtype), tie_heavy(rng, (N, K), dtype)
+    bias = tie_heavy(rng, (N,), dtype)
+    view, copy = weight.T, np.ascontiguousarray(weight.T)
+    op = OPS[semiring]
+    for extra in ({"bias": bias}, {}):
+        c, k = op(x, view, return_indices=True, **extra)
+        want_c, want_k = op(x, copy, return_indices=True, **extra)
+        assert_identical(c, want_c)
+        assert_identical(k, want_k)
+        assert_identical(op(x, view, **extra), want_c)
+    kernels = pytest.importorskip("tropic.backends.numpy.kernels")
+    g = rng.standard_normal((want_c.size // N, N)).astype(dtype)
+    k, rows = want_k.reshape(g.shape), (g.shape[0], K)
+    plain = kernels.matmul_vjp(np, g, k, rows, (K, N))
+    hinted = kernels.matmul_vjp(np, g, k, rows, (K, N), transposed_b_grad=True)
+    assert_identical(hinted[0], plain[0])
+    assert_identical(hinted[1], plain[1])
+    if kernels._compiled_scatter("matmul", g, k) is not None:  # (the NumPy path ignores the hint)
+        assert hinted[1].T.flags.c_contiguous  # W's layout
+
+
 @hsettings(40)
 @given(operands=matmul_operands(SPECIAL, min_side=1))
 def test_nan_positions_and_first_nan_winner(operands):

@@ -359,10 +359,10 @@ def test_contiguous_inputs_are_not_copied_and_results_are_not_copied(monkeypatch
     seen = {}
     real = numpy_kernels.matmul
 
-    def spy(xp, semiring, a, b, rounding):
+    def spy(xp, semiring, a, b, rounding, winners):
         seen["inputs"] = (a.ctypes.data, b.ctypes.data)
-        c, k = real(xp, semiring, a, b, rounding)
-        seen["outputs"] = (c.ctypes.data, k.ctypes.data)
+        c, k = real(xp, semiring, a, b, rounding, winners)
+        seen["outputs"] = (c.ctypes.data, None if k is None else k.ctypes.data)
         return c, k
 
     monkeypatch.setitem(dispatch._kernels, ("numpy", "matmul"), spy)
@@ -585,9 +585,9 @@ def _counting(monkeypatch, name):
     calls = []
     inner = kernels["cpu_unchecked"]
 
-    def counted(*args):
+    def counted(*args, **kwargs):
         calls.append(args)
-        return inner(*args)
+        return inner(*args, **kwargs)
 
     monkeypatch.setitem(kernels, "cpu_unchecked", counted)
     return calls
@@ -655,3 +655,24 @@ def test_modes_and_graphs_see_the_ops(monkeypatch):
     compiled = torch.compile(lambda x, y: tropic.maxplus_matmul(x, y), backend="eager", fullgraph=True)
     assert_identical(compiled(a, b).detach().numpy(), tropic.maxplus_matmul(a, b).detach().numpy())
     assert len(calls) == 1  # only the last, plain call
+
+
+def test_a_weight_transpose_gets_its_gradient_in_the_weights_layout():
+    """``x @ W.T`` on the eager path: the gradient of ``W.T`` comes as the transpose of a contiguous
+    (N, K) tensor, so W.grad needs no transposing copy; the numbers are those of the NumPy vjp."""
+    rng = np.random.default_rng(12)
+    x = torch.from_numpy(rng.integers(-2, 3, (6, 40)).astype(np.float32))
+    weight = torch.from_numpy(rng.integers(-2, 3, (30, 40)).astype(np.float32)).requires_grad_()
+    bias = torch.zeros(30, requires_grad=True)
+    upstream = torch.from_numpy(rng.standard_normal((6, 30)).astype(np.float32))
+    seen = []
+    view = weight.T
+    view.register_hook(lambda g: seen.append(g.stride()))
+    values, winners = tropic.maxplus_matmul(x, view, bias=bias, return_indices=True)
+    values.backward(upstream)
+    assert seen == [(1, 40)]  # W's layout, transposed
+    grads = tropic.matmul_vjp(
+        upstream.numpy(), np.where(winners.numpy() == 40, -1, winners.numpy()), (6, 40), (40, 30)
+    )
+    assert_identical(weight.grad.numpy(), np.ascontiguousarray(grads[1].T))
+    assert weight.grad.is_contiguous()

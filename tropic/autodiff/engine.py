@@ -12,7 +12,7 @@ from typing import Any
 
 from ..core._array_api import Array
 from ..core.spec import Operator
-from .tensor import Tensor, operands, record
+from .tensor import Tensor, needs_grad, operands, record
 
 __all__ = ["apply", "array", "vjp", "wrap"]
 
@@ -27,16 +27,24 @@ def wrap(x: Array) -> Tensor:
     return Tensor(x)
 
 
-def apply(operator: Operator, inputs: tuple[Any, ...], params: dict[str, Any]) -> tuple[Tensor, Tensor]:
+def apply(
+    operator: Operator, inputs: tuple[Any, ...], params: dict[str, Any], winners: bool = True
+) -> tuple[Tensor, Tensor | None]:
     """``(values, winners)`` of ``operator`` as Tensors; the values record its vjp.
 
     Arrays and Python scalars among ``inputs`` are constants; None marks an optional input left out.
+    ``winners=False`` (the caller will not read them): with nothing to record, an operator that
+    ``skips_winners`` runs without them, and None is returned in their place.
     """
     given = operands(*(x for x in inputs if x is not None))
     position = iter(given)
     tensors = tuple(None if x is None else next(position) for x in inputs)
     xp = given[0].xp
-    values, winners = operator.run(xp, *(None if t is None else t.data for t in tensors), **params)
+    arrays = tuple(None if t is None else t.data for t in tensors)
+    if not winners and operator.skips_winners and not needs_grad(*given):
+        values, _ = operator.run(xp, *arrays, **params, winners=False)
+        return Tensor(values), None
+    values, winners = operator.run(xp, *arrays, **params)
     shapes = tuple(None if t is None else t.shape for t in tensors)
 
     def vjp(grad: Array) -> tuple[Array | None, ...]:

@@ -11,8 +11,10 @@ An engine module provides:
 
 ``array(x)``
     The array under tensor ``x`` (for argument checks: shapes, dtypes, devices).
-``apply(operator, inputs, params)``
-    ``(values, winners)`` as the engine's tensors, the values differentiable.
+``apply(operator, inputs, params, winners=True)``
+    ``(values, winners)`` as the engine's tensors, the values differentiable. ``winners=False``: the
+    caller will not read the winners; where no gradient is recorded and the operator
+    ``skips_winners``, the engine may run it without them (and return None for them).
 ``vjp(operator, grad, winners, shapes, needs, params)``
     The operator's vector-Jacobian product of the engine's tensors (the public ``*_vjp`` functions).
 ``wrap(array)``

@@ -96,10 +96,11 @@ def _tropical_matmul(semiring: Semiring, a: Array, b: Array, bias: Array | None,
     engine = engine_of(a, b, bias)
     if engine is None:
         xp = check(a, b, bias)
-        values, winners = _run(xp, a, b, bias, maximise=semiring.maximises)
+        values, winners = _run(xp, a, b, bias, maximise=semiring.maximises, winners=return_indices)
     else:
         check(engine.array(a), engine.array(b), None if bias is None else engine.array(bias))
-        values, winners = engine.apply(MATMUL, (a, b, bias), {"maximise": semiring.maximises})
+        params = {"maximise": semiring.maximises}
+        values, winners = engine.apply(MATMUL, (a, b, bias), params, winners=return_indices)
     return (values, winners) if return_indices else values
 
 
@@ -144,8 +145,18 @@ def _output_shape(
     return out[:-2] + out[-2:-1] * (len(a_shape) > 1) + out[-1:] * (len(b_shape) > 1)
 
 
-def _run(xp: ModuleType, a: Array, b: Array, bias: Array | None = None, *, maximise: bool, rounding=None):
-    """``(c, winners)`` of checked operands: 1-D operands as matrices, one dtype, the kernel, the bias."""
+def _run(
+    xp: ModuleType,
+    a: Array,
+    b: Array,
+    bias: Array | None = None,
+    *,
+    maximise: bool,
+    rounding=None,
+    winners: bool = True,
+):
+    """``(c, winners)`` of checked operands: 1-D operands as matrices, one dtype, the kernel, the bias.
+    ``winners=False``: the caller will not read them (a kernel may skip them; then None)."""
     semiring = MAX_PLUS if maximise else MIN_PLUS
     a2, b2 = _as_matrices(xp, a, b)
     dtypes = (a2.dtype, b2.dtype) if bias is None else (a2.dtype, b2.dtype, bias.dtype)
@@ -153,9 +164,12 @@ def _run(xp: ModuleType, a: Array, b: Array, bias: Array | None = None, *, maxim
     if a2.dtype != dtype or b2.dtype != dtype:
         a2, b2 = xp.astype(a2, dtype, copy=False), xp.astype(b2, dtype, copy=False)
     kernel = kernel_for("matmul", xp) or matmul_reference
-    c, winners = kernel(xp, semiring, a2, b2, rounding)
-    c, winners = _drop_vector_axes(c, a.ndim, b.ndim), _drop_vector_axes(winners, a.ndim, b.ndim)
-    if bias is not None:
+    c, found = kernel(xp, semiring, a2, b2, rounding, winners)
+    c = _drop_vector_axes(c, a.ndim, b.ndim)
+    winners = None if found is None else _drop_vector_axes(found, a.ndim, b.ndim)
+    if bias is not None and winners is None:
+        c, _ = extremum.select(xp, maximise, xp.astype(bias, dtype, copy=False), c)
+    elif bias is not None:
         K = a2.shape[-1]
         c, bias_wins = extremum.select(xp, maximise, xp.astype(bias, dtype, copy=False), c)
         bias_wins = ~bias_wins  # select reports where its second operand (the product) wins
@@ -165,9 +179,20 @@ def _run(xp: ModuleType, a: Array, b: Array, bias: Array | None = None, *, maxim
     return c, winners
 
 
-def _vjp(xp: ModuleType, grad: Array, winners: Array, shapes: tuple, needs: tuple, *, maximise: bool):
+def _vjp(
+    xp: ModuleType,
+    grad: Array,
+    winners: Array,
+    shapes: tuple,
+    needs: tuple,
+    *,
+    maximise: bool,
+    transposed_b_grad: bool = False,
+):
     """``(grad_a, grad_b, grad_bias)`` of a product: the bias takes the outputs it won, the rest go to
-    the winning ``a[i, k]`` and ``b[k, j]`` (:func:`matmul_vjp`)."""
+    the winning ``a[i, k]`` and ``b[k, j]`` (:func:`matmul_vjp`). ``transposed_b_grad``: a layout
+    hint for ``grad_b`` (a backend may return it as the transpose of a C-contiguous array, the
+    layout of a weight that entered as ``W.T``); the values are the same."""
     a_shape, b_shape, bias_shape = shapes
     grad_bias = None
     if bias_shape is not None:
@@ -181,7 +206,8 @@ def _vjp(xp: ModuleType, grad: Array, winners: Array, shapes: tuple, needs: tupl
         winners = xp.where(at_bias, xp.asarray(-1, dtype=winners.dtype, device=device(grad)), winners)
     grad_a = grad_b = None
     if needs[0] or needs[1]:
-        grad_a, grad_b = _product_vjp(xp, grad, winners, tuple(a_shape), tuple(b_shape), needs[:2])
+        shapes2 = (tuple(a_shape), tuple(b_shape))
+        grad_a, grad_b = _product_vjp(xp, grad, winners, *shapes2, needs[:2], transposed_b_grad)
     return grad_a, grad_b, grad_bias
 
 
@@ -237,16 +263,21 @@ MATMUL = define(
         vjp=_vjp,
         jvp=_jvp,
         meta=_meta,
-        kernel=("matmul", ("xp", "semiring", "a", "b", "rounding")),
-        vjp_kernel=("matmul_vjp", ("xp", "grad", "indices", "a_shape", "b_shape", "needs")),
+        skips_winners=True,
+        kernel=("matmul", ("xp", "semiring", "a", "b", "rounding", "winners")),
+        vjp_kernel=(
+            "matmul_vjp",
+            ("xp", "grad", "indices", "a_shape", "b_shape", "needs", "transposed_b_grad"),
+        ),
     )
 )
 
 
 def matmul_reference(
-    xp: ModuleType, semiring: Semiring, a: Array, b: Array, rounding: str | None = None
+    xp: ModuleType, semiring: Semiring, a: Array, b: Array, rounding: str | None = None, winners: bool = True
 ) -> tuple[Array, Array]:
-    """Reference kernel: ``a`` (..., M, K) and ``b`` (..., K, N) of one dtype -> (c, indices)."""
+    """Reference kernel: ``a`` (..., M, K) and ``b`` (..., K, N) of one dtype -> (c, indices) (the
+    indices whatever ``winners`` says)."""
     require_no_rounding(rounding)
     K = a.shape[-1]
     batch = tuple(np.broadcast_shapes(tuple(a.shape[:-2]), tuple(b.shape[:-2])))
@@ -296,14 +327,22 @@ def matmul_vjp(
     return run_vjp(MATMUL, grad, indices, shapes, (True, True, False), params)[:2]
 
 
-def _product_vjp(xp: ModuleType, grad: Array, indices: Array, a_shape: tuple, b_shape: tuple, needs: tuple):
+def _product_vjp(
+    xp: ModuleType,
+    grad: Array,
+    indices: Array,
+    a_shape: tuple,
+    b_shape: tuple,
+    needs: tuple,
+    transposed_b_grad: bool = False,
+):
     """The product part of the vjp (1-D operands included); None for a gradient not needed."""
     a2_shape = (1,) + a_shape if len(a_shape) == 1 else a_shape
     b2_shape = b_shape + (1,) if len(b_shape) == 1 else b_shape
     out2_shape = product_shape(a2_shape, b2_shape)
     grad, indices = xp.reshape(grad, out2_shape), xp.reshape(indices, out2_shape)
     kernel = kernel_for("matmul_vjp", xp) or matmul_vjp_reference
-    grad_a, grad_b = kernel(xp, grad, indices, a2_shape, b2_shape, tuple(needs))
+    grad_a, grad_b = kernel(xp, grad, indices, a2_shape, b2_shape, tuple(needs), transposed_b_grad)
     grad_a = None if grad_a is None else xp.reshape(grad_a, a_shape)
     grad_b = None if grad_b is None else xp.reshape(grad_b, b_shape)
     return grad_a, grad_b
@@ -316,8 +355,10 @@ def matmul_vjp_reference(
     a_shape: tuple[int, ...],
     b_shape: tuple[int, ...],
     needs: tuple[bool, bool] = (True, True),
+    transposed_b_grad: bool = False,
 ) -> tuple[Array | None, Array | None]:
-    """Reference vjp on matrix-shaped (>= 2-D) operands: one masked sum per candidate ``k``."""
+    """Reference vjp on matrix-shaped (>= 2-D) operands: one masked sum per candidate ``k``
+    (``transposed_b_grad``, a layout hint, is not needed here)."""
     K = a_shape[-1]
     require_winners(xp, "indices", indices, K)
     zeros = xp.zeros_like(grad)

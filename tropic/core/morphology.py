@@ -422,7 +422,7 @@ def _morphology(
     if engine is None:  # plain arrays: the winners are needed only to be returned
         values, winners = _run(xp, image, structure, **params, winners=return_indices)
     else:
-        values, winners = engine.apply(MORPHOLOGY, (image, structure), params)
+        values, winners = engine.apply(MORPHOLOGY, (image, structure), params, winners=return_indices)
     if exact is not None and structure is None:  # flat: back to the image's dtype, exactly
         raw = values if engine is None else engine.array(values)
         raw = _integral(xp, raw, image_dtype)
@@ -1131,6 +1131,7 @@ MORPHOLOGY = define(
         vjp=_vjp,
         jvp=_jvp,
         meta=_meta,
+        skips_winners=True,
         kernel=(
             "morphology",
             ("xp", "semiring", "image", "weights", "support", "row_window", "col_window", "fill", "rounding")

@@ -19,6 +19,9 @@ An :class:`Operator` says what the operator *is* at the level of arrays:
 * ``meta(shapes, **params)`` gives ``(values shape, number of candidates)`` without computing
   anything (the winners' dtype is ``index_dtype`` of that number, the values' the promoted dtype):
   the fake kernels of the PyTorch engine are this function.
+* ``skips_winners``: ``run`` also takes ``winners=False``, which says the caller will not read the
+  winners: its kernels may then skip them (values only, the same bits) and ``run`` returns None for
+  them. Engines pass it on when no gradient is recorded and the public call did not ask for indices.
 * ``kernel`` and ``vjp_kernel`` name the backend kernels ``run`` and ``vjp`` call and list their
   parameters; :func:`tropic.core.dispatch.register` refuses a kernel whose parameters differ.
 
@@ -51,6 +54,7 @@ class Operator:
     kernel: tuple[str, tuple[str, ...]] | None = None
     vjp_kernel: tuple[str, tuple[str, ...]] | None = None
     optional: tuple[str, ...] = ()
+    skips_winners: bool = False
     doc: str = ""
 
     param_names: tuple[str, ...] = field(init=False)

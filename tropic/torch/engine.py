@@ -87,8 +87,12 @@ def wrap(x: Any) -> Tensor:
     return x
 
 
-def apply(operator: Operator, inputs: tuple[Any, ...], params: dict[str, Any]) -> tuple[Tensor, Tensor]:
-    """``(values, winners)`` of ``operator`` on torch tensors, differentiable (see the module docstring)."""
+def apply(
+    operator: Operator, inputs: tuple[Any, ...], params: dict[str, Any], winners: bool = True
+) -> tuple[Tensor, Tensor | None]:
+    """``(values, winners)`` of ``operator`` on torch tensors, differentiable (see the module docstring).
+    ``winners=False``: the caller will not read the winners; on the eager CPU path without a gradient
+    to record, an operator that ``skips_winners`` then runs without them (None in their place)."""
     op = _OPS[operator.name]
     _check_devices(operator, inputs)
     args = (*inputs, *(_schema_value(params[name]) for name in operator.param_names))
@@ -99,7 +103,8 @@ def apply(operator: Operator, inputs: tuple[Any, ...], params: dict[str, Any]) -
     if _plain_cpu(inputs):
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
             return _EagerFunction.apply(op, *args)
-        return op.kernels["cpu_unchecked"](*args)  # nothing to differentiate: the kernel alone
+        # nothing to differentiate: the kernel alone, without the winners if the caller skips them
+        return op.kernels["cpu_unchecked"](*args, winners=winners or not operator.skips_winners)
     return op.forward(*args)
 
 
@@ -191,14 +196,15 @@ def _numpy(t: Tensor, widen: bool) -> np.ndarray:
     return float16_to_float32(x) if widen and x.dtype == np.float16 else x
 
 
-def _tensor(x: np.ndarray, dtype: torch.dtype | None = None) -> Tensor:
-    """A kernel result as a contiguous tensor (as the fake kernels promise), in ``dtype``; float32
-    narrowed to half precision in NumPy, rounding to nearest even (see :func:`_numpy`)."""
+def _tensor(x: np.ndarray, dtype: torch.dtype | None = None, contiguous: bool = True) -> Tensor:
+    """A kernel result as a contiguous tensor (as the fake kernels promise; ``contiguous=False``: in
+    its own layout), in ``dtype``; float32 narrowed to half precision in NumPy, rounding to nearest
+    even (see :func:`_numpy`)."""
     if dtype in HALF_DTYPES and x.dtype == np.float32:
         if dtype == torch.float16:
             return torch.from_numpy(float32_to_float16(x))
         return torch.from_numpy(float32_to_bfloat16(x).view(np.int16)).view(torch.bfloat16)
-    t = torch.from_numpy(np.ascontiguousarray(x))
+    t = torch.from_numpy(np.ascontiguousarray(x) if contiguous else x)
     return t if dtype is None or t.dtype == dtype else t.to(dtype)
 
 
@@ -206,19 +212,20 @@ def _forward_cpu(operator: Operator, checked: bool = True):
     """The op's CPU kernel; ``checked=False``: without the checks, for callers that made them
     (the eager path behind tropic's public functions)."""
 
-    def kernel(*args: Any) -> tuple[Tensor, Tensor]:
+    def kernel(*args: Any, winners: bool = True) -> tuple[Tensor, Tensor | None]:
         inputs, params = _split(operator, args)
         if checked:
             _check_inputs(operator, inputs, params)
         dtype = _result_dtype(inputs)
         rounding = HALF_DTYPES.get(dtype)
         arrays = tuple(None if t is None else _numpy(t, rounding is not None) for t in inputs)
+        skip = {} if winners else {"winners": False}  # only operators that skips_winners get False
         token = host_threads.set(torch.get_num_threads)  # tropic's threads default to torch's
         try:
-            values, winners = operator.run(np_namespace, *arrays, **params, rounding=rounding)
+            values, found = operator.run(np_namespace, *arrays, **params, rounding=rounding, **skip)
         finally:
             host_threads.reset(token)
-        return _tensor(values, dtype), _tensor(winners)
+        return _tensor(values, dtype), None if found is None else _tensor(found)
 
     return kernel
 
@@ -300,17 +307,20 @@ def _received(grads: Any) -> tuple:
 
 
 def _backward_cpu(operator: Operator, checked: bool = True):
-    def kernel(*args: Any) -> tuple[Tensor | None, ...]:
+    """The backward op's CPU kernel; ``checked=False`` (the eager path): without the checks, and the
+    gradients in the layouts the vjp gives them (``hints``: its layout hints, see _layout_hints)."""
+
+    def kernel(*args: Any, **hints: Any) -> tuple[Tensor | None, ...]:
         grad, winners, shapes, needs, params = _split_backward(operator, args)
         if checked:
             _check_backward(operator, grad, winners, shapes, needs, params)
         g = _numpy(grad, grad.dtype in HALF_DTYPES)
         token = host_threads.set(torch.get_num_threads)
         try:
-            grads = operator.vjp(np_namespace, g, _numpy(winners, False), shapes, needs, **params)
+            grads = operator.vjp(np_namespace, g, _numpy(winners, False), shapes, needs, **params, **hints)
         finally:
             host_threads.reset(token)
-        return _returned(tuple(None if x is None else _tensor(x, grad.dtype) for x in grads))
+        return _returned(tuple(None if x is None else _tensor(x, grad.dtype, checked) for x in grads))
 
     return kernel
 
@@ -356,8 +366,11 @@ def _save(ctx: Any, operator: Operator, inputs: tuple, output: tuple) -> None:
     ctx.params = params
 
 
-def _backward(operator: Operator, run_backward: Any, ctx: Any, grad: Tensor, first: int = 0) -> tuple:
-    """The gradients of the forward's arguments (``first``: where the operator's inputs start)."""
+def _backward(
+    operator: Operator, run_backward: Any, ctx: Any, grad: Tensor, first: int = 0, hints: dict | None = None
+) -> tuple:
+    """The gradients of the forward's arguments (``first``: where the operator's inputs start;
+    ``hints``: keyword arguments for ``run_backward``)."""
     (winners,) = ctx.saved_tensors
     n = len(operator.inputs)
     needs = [
@@ -368,7 +381,7 @@ def _backward(operator: Operator, run_backward: Any, ctx: Any, grad: Tensor, fir
         return (None,) * (n + len(operator.params))
     params = [_schema_value(ctx.params[name]) for name in operator.param_names]
     shapes = (None if s is None else list(s) for s in ctx.shapes)
-    grads = _received(run_backward(grad, winners, *shapes, needs, *params))
+    grads = _received(run_backward(grad, winners, *shapes, needs, *params, **(hints or {})))
     grads = tuple(None if g is None else g.to(dtype) for g, dtype in zip(grads, ctx.dtypes, strict=True))
     return (*grads, *(None,) * len(operator.params))
 
@@ -520,15 +533,29 @@ class _EagerFunction(torch.autograd.Function):
     def forward(ctx: Any, op: _Ops, *args: Any) -> tuple[Tensor, Tensor]:
         values, winners = op.kernels["cpu_unchecked"](*args)
         _save(ctx, op.operator, args, (values, winners))
-        ctx.op = op
+        ctx.op, ctx.hints = op, _layout_hints(op.operator, args)
         ctx.mark_non_differentiable(winners)
         return values, winners
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor, _grad_winners: Tensor) -> tuple:
         op = ctx.op
-        run_backward = op.backward if torch.is_grad_enabled() else op.kernels["cpu_backward_unchecked"]
-        return (None, *_backward(op.operator, run_backward, ctx, grad, first=1))
+        if torch.is_grad_enabled():  # a differentiable backward: the backward op
+            return (None, *_backward(op.operator, op.backward, ctx, grad, first=1))
+        kernel = op.kernels["cpu_backward_unchecked"]
+        return (None, *_backward(op.operator, kernel, ctx, grad, first=1, hints=ctx.hints))
+
+
+def _layout_hints(operator: Operator, args: tuple) -> dict[str, Any]:
+    """The vjp's layout hints for these inputs: a product's ``b`` that is a weight's transpose
+    (``x @ W.T``, the (1, K) strides of a C-contiguous (N, K) matrix) gets its gradient in W's
+    layout, which autograd then hands to ``W.grad`` without the transposing copy it would make of a
+    C-contiguous (K, N) gradient (a tenth of a millisecond for a 256 x 784 weight)."""
+    if operator.name != "matmul":
+        return {}
+    b = args[1]
+    transposed = b.ndim == 2 and b.stride(0) == 1 and b.stride(1) == b.shape[0] and not b.is_contiguous()
+    return {"transposed_b_grad": True} if transposed else {}
 
 
 # -- vmap -------------------------------------------------------------------------------------------

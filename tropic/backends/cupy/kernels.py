@@ -80,7 +80,8 @@ def _upload(dtype, *parts: np.ndarray) -> tuple:
 
 
 @register("cupy", "matmul")
-def matmul(xp, semiring, a, b, rounding=None):
+def matmul(xp, semiring, a, b, rounding=None, winners=True):
+    # The winners are computed whether or not `winners` asks for them (one launch writes both).
     require_no_rounding(rounding)
     *_, M, K = a.shape
     N = b.shape[-1]
@@ -117,7 +118,8 @@ def matmul(xp, semiring, a, b, rounding=None):
 
 
 @register("cupy", "matmul_vjp")
-def matmul_vjp(xp, grad, indices, a_shape, b_shape, needs=(True, True)):
+def matmul_vjp(xp, grad, indices, a_shape, b_shape, needs=(True, True), transposed_b_grad=False):
+    # transposed_b_grad is a layout hint of the CPU engine's: ignored here (the values are the same).
     *batch, M, N = grad.shape
     K = a_shape[-1]
     batch = tuple(batch)

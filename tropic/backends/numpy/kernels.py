@@ -106,18 +106,20 @@ def mark_no_winner(values: np.ndarray, winner: np.ndarray, semiring) -> None:
 
 
 def product(
-    semiring, a: np.ndarray, b: np.ndarray, index_type, rounding: str | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+    semiring, a: np.ndarray, b: np.ndarray, index_type, rounding: str | None = None, winners: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
     """``c[i, j] = ⊕_k a[i, k] ⊗ b[k, j]`` for 2-D ``a`` (M, K) and ``b`` (K, N).
 
     The compiled kernel when it is built and the dtype has one, else :func:`matmul_rows`; with
     ``rounding`` (float32 operands that hold half-precision values) each candidate sum is rounded to
     that dtype before it is compared (:func:`rounder`), in the compiled kernel where the CPU has AVX2
-    and F16C.
+    and F16C. ``winners=False``: the compiled kernels compute the values only (an add and a max per
+    pair, the same bits) and None is returned for the winners.
     """
     (M, K), N = a.shape, b.shape[1]
     if _float16_through_float32(rounding, a, b):
-        c, winner = product(semiring, float16_to_float32(a), float16_to_float32(b), index_type, "float16")
+        wide = float16_to_float32(a), float16_to_float32(b)
+        c, winner = product(semiring, *wide, index_type, "float16", winners)
         return float32_to_float16(c), winner
     kernel = part = None
     code: tuple[int, ...] = ()  # the rounded kernels take the rounding's code after `maximise`
@@ -136,7 +138,9 @@ def product(
     a, b = np.ascontiguousarray(a), _c_order(b)
     c = np.empty((M, N), a.dtype)
     small = M * N <= _SMALL_OUTPUT
-    winner = np.empty((M, N), np.int32) if small else scratch("winner", (M, N), np.int32)
+    winner = None
+    if winners:
+        winner = np.empty((M, N), np.int32) if small else scratch("winner", (M, N), np.int32)
     maximise = int(semiring.maximises)
     threads = get_num_threads() if M * K * N >= _PARALLEL_CANDIDATES else 1
     direct = compiled.entry("matmul_c", "product") if rounding is None else None
@@ -146,8 +150,8 @@ def product(
         _check(status, "product")
         if nan_found:
             _product_nan_rule(a, b, c, winner)
-        return c, winner.astype(index_type)
-    addresses = (a.ctypes.data, b.ctypes.data, c.ctypes.data, winner.ctypes.data)
+        return c, None if winner is None else winner.astype(index_type)
+    addresses = (a.ctypes.data, b.ctypes.data, c.ctypes.data, None if winner is None else winner.ctypes.data)
     if threads == 1 or part is None:
         _check(kernel(*addresses, M, K, N, maximise, *code, 1), "product")
     else:  # shares of the tiles, claimed by the threads one at a time (see parallel_tasks)
@@ -159,7 +163,7 @@ def product(
         parallel_tasks(tasks, share, threads)
     _product_nan_rule(a, b, c, winner)
     # A copy: a large `winner` is scratch, and the caller wants the smallest index dtype anyway.
-    return c, winner.astype(index_type)
+    return c, None if winner is None else winner.astype(index_type)
 
 
 _ROUNDING_CODES = {"float16": 1, "bfloat16": 2}  # the rounded product kernels' codes
@@ -230,6 +234,24 @@ def float32_to_bfloat16(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def _transposed_is_cheaper(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``a @ b`` should run as ``(b.T @ a.T).T``: ``b`` (K, N) is the transposed view of a
+    C-contiguous (N, K) matrix (the ``x @ W.T`` of every layer), and copying ``a`` and the (M, N)
+    results costs less than copying ``b`` into C order (few rows: a batch of 64 against a 256 x 784
+    weight copies 16 K values instead of 200 K)."""
+    if b.flags.c_contiguous or not b.T.flags.c_contiguous:
+        return False
+    (M, K), N = a.shape, b.shape[1]
+    return M * K + 2 * M * N < K * N
+
+
+def _transposed_product(semiring, a, b, index_type, rounding, winners):
+    """``a @ b`` as ``(b.T @ a.T).T``, in C order: the same candidates ``a[i, k] + b[k, j]``
+    (``+`` commutes exactly), the same order in ``k``, ties and NaN rule, so the same bits."""
+    c_t, w_t = product(semiring, b.T, np.ascontiguousarray(a.T), index_type, rounding, winners)
+    return np.ascontiguousarray(c_t.T), None if w_t is None else np.ascontiguousarray(w_t.T)
+
+
 def _c_order(b: np.ndarray) -> np.ndarray:
     """``b`` (K, N) C-contiguous, for the product kernels.
 
@@ -252,9 +274,10 @@ def _c_order(b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _product_nan_rule(a: np.ndarray, b: np.ndarray, c: np.ndarray, winner: np.ndarray) -> None:
+def _product_nan_rule(a: np.ndarray, b: np.ndarray, c: np.ndarray, winner: np.ndarray | None) -> None:
     """NaN dominates: ``c[i, j]`` is NaN if row ``i`` of ``a`` or column ``j`` of ``b`` holds one,
-    won by the first NaN candidate. (The compiled kernels never let a NaN candidate win.)"""
+    won by the first NaN candidate (``winner`` None: the values only). (The compiled kernels never
+    let a NaN candidate win.)"""
     if not (_any_nan(a) or _any_nan(b)):  # the common case, without boolean temporaries
         return
     nan_a, nan_b = np.isnan(a), np.isnan(b)
@@ -264,7 +287,8 @@ def _product_nan_rule(a: np.ndarray, b: np.ndarray, c: np.ndarray, winner: np.nd
     first = np.minimum(first_a[:, None], first_b[None, :])
     hit = first < K
     c[hit] = np.nan
-    winner[hit] = first[hit]
+    if winner is not None:
+        winner[hit] = first[hit]
 
 
 def rounder(rounding: str | None) -> Callable[[np.ndarray], None] | None:
@@ -373,15 +397,18 @@ def _index_type(n_candidates: int):
 
 
 @register("numpy", "matmul")
-def matmul(xp, semiring, a: np.ndarray, b: np.ndarray, rounding: str | None = None):
+def matmul(xp, semiring, a: np.ndarray, b: np.ndarray, rounding: str | None = None, winners: bool = True):
     K = a.shape[-1]
     index_type = _index_type(K)
     batch = a.shape[:-2] if b.ndim == 2 else np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     M, N = a.shape[-2], b.shape[-1]
     if b.ndim == 2:  # the layer case x @ W: fold a's batch into its rows
         a_rows = a.reshape(math.prod(a.shape[:-1]), K)  # not -1: K may be 0
-        c, w = product(semiring, a_rows, b, index_type, rounding)
-        return c.reshape(batch + (M, N)), w.reshape(batch + (M, N))
+        if _transposed_is_cheaper(a_rows, b):
+            c, w = _transposed_product(semiring, a_rows, b, index_type, rounding, winners)
+        else:
+            c, w = product(semiring, a_rows, b, index_type, rounding, winners)
+        return c.reshape(batch + (M, N)), None if w is None else w.reshape(batch + (M, N))
     a = np.broadcast_to(a, batch + (M, K))
     b = np.broadcast_to(b, batch + (K, N))
     c = np.empty(batch + (M, N), a.dtype)
@@ -392,7 +419,10 @@ def matmul(xp, semiring, a: np.ndarray, b: np.ndarray, rounding: str | None = No
 
 
 @register("numpy", "matmul_vjp")
-def matmul_vjp(xp, grad, indices, a_shape, b_shape, needs=(True, True)):
+def matmul_vjp(xp, grad, indices, a_shape, b_shape, needs=(True, True), transposed_b_grad=False):
+    """The compiled scatter-add (float64 sums in the outputs' row-major order), else np.bincount.
+    ``transposed_b_grad`` (a layout hint, for 2-D products): ``grad_b`` comes as the transposed view
+    of a C-contiguous (N, K) array, the layout of a weight ``W`` that entered as ``W.T``."""
     from tropic.core._array_api import sum_to_shape
 
     *batch, M, N = grad.shape
@@ -400,11 +430,16 @@ def matmul_vjp(xp, grad, indices, a_shape, b_shape, needs=(True, True)):
     n_batch = int(np.prod(batch, dtype=np.int64))
     scatter = _compiled_scatter("matmul", grad, indices)
     if scatter is not None:
+        transposed = bool(transposed_b_grad and not batch and needs[1])
         grad_a = np.zeros(tuple(batch) + (M, K)) if needs[0] else None
-        grad_b = np.zeros(tuple(batch) + (K, N)) if needs[1] else None
+        grad_b = None
+        if needs[1]:
+            grad_b = np.zeros((N, K)) if transposed else np.zeros(tuple(batch) + (K, N))
         g, k = _contiguous(grad), _int32(indices)  # held here: the call takes their addresses
-        status = scatter(*_addresses(g, k), n_batch, M, N, K, *_addresses(grad_a, grad_b))
+        status = scatter(*_addresses(g, k), n_batch, M, N, K, *_addresses(grad_a, grad_b), int(transposed))
         _check_scatter(status, indices, K)
+        if transposed:
+            grad_b = grad_b.T  # the same sums, in W's layout
     else:
         require_winners(np, "indices", indices, K)
         b_idx, i_idx, j_idx = np.indices((n_batch, M, N), sparse=True)

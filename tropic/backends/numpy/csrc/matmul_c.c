@@ -16,6 +16,8 @@
  * the tropical zero and -1, and the stored value is the winner's exact bits. Results are bitwise
  * independent of the ISA path and of the thread count. The caller applies the NaN rule and narrows
  * the int32 indices; K < 2^31 is the caller's job (K = 0 gives zeros and -1).
+ * idx NULL: the values only (every path has instances without the index work: per pair an add and
+ * a max, exactly "v > best ? v : best", so the values are the same bits).
  * Returns 0, or 2 when a work buffer could not be allocated.
  *   int tropic_matmul_part_f32(a, b, c, idx, M, K, N, maximise, task, tasks)   (and _f64): one share
  *                                    of a tasks-way split, on the calling thread
@@ -82,8 +84,19 @@ static int thread_count(int threads, int64_t M, int64_t K, int64_t N, int64_t ti
 #define DEFINE_GENERIC(T, NAME)                                                                     \
   static void NAME##_step(T *restrict cr, int32_t *restrict ir, const T *restrict br, T x,          \
                           int32_t k, int64_t nj, int maximise) {                                    \
-    if (maximise) {                                                                                 \
-      for (int64_t j = 0; j < nj; j++) {                                                            \
+    if (ir == NULL) { /* values only */                                                            \
+      if (maximise)                                                                                 \
+        for (int64_t j = 0; j < nj; j++) {                                                          \
+          const T v = x + br[j], cur = cr[j];                                                       \
+          cr[j] = v > cur ? v : cur;                                                                \
+        }                                                                                           \
+      else                                                                                          \
+        for (int64_t j = 0; j < nj; j++) {                                                          \
+          const T v = x + br[j], cur = cr[j];                                                       \
+          cr[j] = v < cur ? v : cur;                                                                \
+        }                                                                                           \
+    } else if (maximise) {                                                                          \
+      for (int64_t j = 0; j < nj; j++) {                                                           \
         const T v = x + br[j], cur = cr[j];                                                         \
         const int32_t win = ir[j], t = -(int32_t)(v > cur);                                         \
         cr[j] = v > cur ? v : cur;                                                                  \
@@ -104,8 +117,9 @@ static int thread_count(int threads, int64_t M, int64_t K, int64_t N, int64_t ti
     for (int64_t j0 = 0; j0 < N; j0 += GENERIC_JB) {                                                \
       const int64_t nj = N - j0 < GENERIC_JB ? N - j0 : GENERIC_JB;                                 \
       T *cr = c + i * N + j0;                                                                       \
-      int32_t *ir = idx + i * N + j0;                                                               \
-      for (int64_t j = 0; j < nj; j++) { cr[j] = zero; ir[j] = -1; }                                \
+      int32_t *ir = idx ? idx + i * N + j0 : NULL;                                                  \
+      for (int64_t j = 0; j < nj; j++) cr[j] = zero;                                                \
+      if (ir) for (int64_t j = 0; j < nj; j++) ir[j] = -1;                                          \
       for (int64_t k = 0; k < K; k++)                                                               \
         NAME##_step(cr, ir, b + k * N + j0, a[i * K + k], (int32_t)k, nj, maximise);                \
     }                                                                                               \
@@ -171,9 +185,11 @@ DEFINE_PACK(double, 8, pack_f64)
 #define STEP_F32(s, x, av, bv)                                                                      \
   do {                                                                                              \
     const __m256 v_ = tropic_rounded_sums(_mm256_add_ps(av, bv), rounding);                            \
-    const __m256 m_ = maximise ? _mm256_cmp_ps(v_, s, _CMP_GT_OQ) : _mm256_cmp_ps(v_, s, _CMP_LT_OQ); \
+    if (indexed) {                                                                                  \
+      const __m256 m_ = maximise ? _mm256_cmp_ps(v_, s, _CMP_GT_OQ) : _mm256_cmp_ps(v_, s, _CMP_LT_OQ); \
+      x = _mm256_blendv_ps(x, kv, m_);                                                              \
+    }                                                                                               \
     s = maximise ? _mm256_max_ps(v_, s) : _mm256_min_ps(v_, s);                                     \
-    x = _mm256_blendv_ps(x, kv, m_);                                                                \
   } while (0)
 
 /* `rows` (1..3) rows x 16 columns for k in [k0, k1). a: row 0 of A (row stride lda, indexed by
@@ -184,7 +200,7 @@ DEFINE_PACK(double, 8, pack_f64)
 INLINE AVX2F16C void kernel_f32_rounded(const float *a, int64_t lda, const float *bp, int64_t ldb,
                                         int64_t k0, int64_t k1, float *c, int32_t *ix, int64_t ldc,
                                         int64_t ncols, const int rows, const int maximise,
-                                        const int rounding) {
+                                        const int rounding, const int indexed) {
   const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda;
   float *xf = (float *)ix;
   const int full = ncols >= 16;
@@ -199,11 +215,14 @@ INLINE AVX2F16C void kernel_f32_rounded(const float *a, int64_t lda, const float
   s00 = s01 = s10 = s11 = s20 = s21 = _mm256_set1_ps(maximise ? -INFINITY : INFINITY);
   x00 = x01 = x10 = x11 = x20 = x21 = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
   if (k0 > 0) {
-    s00 = LD(c); s01 = LD8(c); x00 = LD(xf); x01 = LD8(xf);
-    if (rows > 1) { s10 = LD(c + ldc); s11 = LD8(c + ldc); x10 = LD(xf + ldc); x11 = LD8(xf + ldc); }
-    if (rows > 2) {
-      s20 = LD(c + 2 * ldc); s21 = LD8(c + 2 * ldc); x20 = LD(xf + 2 * ldc); x21 = LD8(xf + 2 * ldc);
-    }
+    s00 = LD(c); s01 = LD8(c);
+    if (rows > 1) { s10 = LD(c + ldc); s11 = LD8(c + ldc); }
+    if (rows > 2) { s20 = LD(c + 2 * ldc); s21 = LD8(c + 2 * ldc); }
+  }
+  if (k0 > 0 && indexed) {
+    x00 = LD(xf); x01 = LD8(xf);
+    if (rows > 1) { x10 = LD(xf + ldc); x11 = LD8(xf + ldc); }
+    if (rows > 2) { x20 = LD(xf + 2 * ldc); x21 = LD8(xf + 2 * ldc); }
   }
   __m256i k32 = _mm256_set1_epi32((int32_t)k0);
   const __m256i one = _mm256_set1_epi32(1);
@@ -225,10 +244,13 @@ INLINE AVX2F16C void kernel_f32_rounded(const float *a, int64_t lda, const float
     }
     k32 = _mm256_add_epi32(k32, one);
   }
-  ST(c, s00); ST8(c, s01); ST(xf, x00); ST8(xf, x01);
-  if (rows > 1) { ST(c + ldc, s10); ST8(c + ldc, s11); ST(xf + ldc, x10); ST8(xf + ldc, x11); }
-  if (rows > 2) {
-    ST(c + 2 * ldc, s20); ST8(c + 2 * ldc, s21); ST(xf + 2 * ldc, x20); ST8(xf + 2 * ldc, x21);
+  ST(c, s00); ST8(c, s01);
+  if (rows > 1) { ST(c + ldc, s10); ST8(c + ldc, s11); }
+  if (rows > 2) { ST(c + 2 * ldc, s20); ST8(c + 2 * ldc, s21); }
+  if (indexed) {
+    ST(xf, x00); ST8(xf, x01);
+    if (rows > 1) { ST(xf + ldc, x10); ST8(xf + ldc, x11); }
+    if (rows > 2) { ST(xf + 2 * ldc, x20); ST8(xf + 2 * ldc, x21); }
   }
 #undef LD
 #undef LD8
@@ -239,8 +261,9 @@ INLINE AVX2F16C void kernel_f32_rounded(const float *a, int64_t lda, const float
 #define DEFINE_ROUNDING(NAME, ROUNDING)                                                             \
   INLINE AVX2F16C void NAME(const float *a, int64_t lda, const float *bp, int64_t ldb, int64_t k0,  \
                             int64_t k1, float *c, int32_t *ix, int64_t ldc, int64_t ncols,          \
-                            const int rows, const int maximise) {                                   \
-    kernel_f32_rounded(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, rows, maximise, ROUNDING);       \
+                            const int rows, const int maximise, const int indexed) {                \
+    kernel_f32_rounded(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, rows, maximise, ROUNDING,        \
+                       indexed);                                                                    \
   }
 DEFINE_ROUNDING(kernel_f32, 0)
 DEFINE_ROUNDING(kernel_f32_f16, 1)
@@ -251,9 +274,11 @@ DEFINE_ROUNDING(kernel_f32_bf16, 2)
 #define STEP_F64(s, x, av, bv)                                                                      \
   do {                                                                                              \
     const __m256d v_ = _mm256_add_pd(av, bv);                                                       \
-    const __m256d m_ = maximise ? _mm256_cmp_pd(v_, s, _CMP_GT_OQ) : _mm256_cmp_pd(v_, s, _CMP_LT_OQ); \
+    if (indexed) {                                                                                  \
+      const __m256d m_ = maximise ? _mm256_cmp_pd(v_, s, _CMP_GT_OQ) : _mm256_cmp_pd(v_, s, _CMP_LT_OQ); \
+      x = _mm256_blendv_pd(x, kv, m_);                                                              \
+    }                                                                                               \
     s = maximise ? _mm256_max_pd(v_, s) : _mm256_min_pd(v_, s);                                     \
-    x = _mm256_blendv_pd(x, kv, m_);                                                                \
   } while (0)
 
 INLINE AVX2 void load_idx64(const int32_t *src, int full, __m256i mask, __m256d *lo, __m256d *hi) {
@@ -274,7 +299,7 @@ INLINE AVX2 void store_idx64(int32_t *dst, int full, __m256i mask, __m256d lo4, 
 INLINE AVX2 void kernel_f64(const double *a, int64_t lda, const double *bp, int64_t ldb, int64_t k0,
                             int64_t k1,
 double *c, int32_t *ix, int64_t ldc, int64_t ncols, const int rows,
-                            const int maximise) {
+                            const int maximise, const int indexed) {
   const double *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda;
   const int full = ncols >= 8;
   const __m256i n = _mm256_set1_epi32((int)ncols);
@@ -289,11 +314,14 @@ double *c, int32_t *ix, int64_t ldc, int64_t ncols, const int rows,
   s00 = s01 = s10 = s11 = s20 = s21 = _mm256_set1_pd(maximise ? -INFINITY : INFINITY);
   x00 = x01 = x10 = x11 = x20 = x21 = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
   if (k0 > 0) {
-    s00 = LD(c); s01 = LD4(c); load_idx64(ix, full, mask32, &x00, &x01);
-    if (rows > 1) { s10 = LD(c + ldc); s11 = LD4(c + ldc); load_idx64(ix + ldc, full, mask32, &x10, &x11); }
-    if (rows > 2) {
-      s20 = LD(c + 2 * ldc); s21 = LD4(c + 2 * ldc); load_idx64(ix + 2 * ldc, full, mask32, &x20, &x21);
-    }
+    s00 = LD(c); s01 = LD4(c);
+    if (rows > 1) { s10 = LD(c + ldc); s11 = LD4(c + ldc); }
+    if (rows > 2) { s20 = LD(c + 2 * ldc); s21 = LD4(c + 2 * ldc); }
+  }
+  if (k0 > 0 && indexed) {
+    load_idx64(ix, full, mask32, &x00, &x01);
+    if (rows > 1) load_idx64(ix + ldc, full, mask32, &x10, &x11);
+    if (rows > 2) load_idx64(ix + 2 * ldc, full, mask32, &x20, &x21);
   }
   __m256i k64 = _mm256_set1_epi64x(k0);
   const __m256i one = _mm256_set1_epi64x(1);
@@ -315,10 +343,13 @@ double *c, int32_t *ix, int64_t ldc, int64_t ncols, const int rows,
     }
     k64 = _mm256_add_epi64(k64, one);
   }
-  ST(c, s00); ST4(c, s01); store_idx64(ix, full, mask32, x00, x01);
-  if (rows > 1) { ST(c + ldc, s10); ST4(c + ldc, s11); store_idx64(ix + ldc, full, mask32, x10, x11); }
-  if (rows > 2) {
-    ST(c + 2 * ldc, s20); ST4(c + 2 * ldc, s21); store_idx64(ix + 2 * ldc, full, mask32, x20, x21);
+  ST(c, s00); ST4(c, s01);
+  if (rows > 1) { ST(c + ldc, s10); ST4(c + ldc, s11); }
+  if (rows > 2) { ST(c + 2 * ldc, s20); ST4(c + 2 * ldc, s21); }
+  if (indexed) {
+    store_idx64(ix, full, mask32, x00, x01);
+    if (rows > 1) store_idx64(ix + ldc, full, mask32, x10, x11);
+    if (rows > 2) store_idx64(ix + 2 * ldc, full, mask32, x20, x21);
   }
 #undef LD
 #undef LD4
@@ -326,19 +357,25 @@ double *c, int32_t *ix, int64_t ldc, int64_t ncols, const int rows,
 #undef ST4
 }
 
-/* One instance per (rows, max/min), so that both are constants inside the loop. */
+/* One instance per (winners or values only, max/min, rows), so that all three are constants inside
+ * the loop: KERNEL##_table[indexed][maximise][rows - 1]. */
 #define DEFINE_INSTANCES(T, KERNEL)                                                                 \
   typedef void (*KERNEL##_fn)(const T *, int64_t, const T *, int64_t, int64_t, int64_t, T *,        \
                               int32_t *, int64_t, int64_t);                                        \
-  DEFINE_INSTANCE(T, KERNEL, 1, 0) DEFINE_INSTANCE(T, KERNEL, 2, 0) DEFINE_INSTANCE(T, KERNEL, 3, 0) \
-  DEFINE_INSTANCE(T, KERNEL, 1, 1) DEFINE_INSTANCE(T, KERNEL, 2, 1) DEFINE_INSTANCE(T, KERNEL, 3, 1) \
-  static const KERNEL##_fn KERNEL##_table[2][MR] = {                                                \
-      {KERNEL##_1_0, KERNEL##_2_0, KERNEL##_3_0}, {KERNEL##_1_1, KERNEL##_2_1, KERNEL##_3_1}};
-#define DEFINE_INSTANCE(T, KERNEL, ROWS, MAX)                                                       \
-  static AVX2F16C void KERNEL##_##ROWS##_##MAX(const T *a, int64_t lda, const T *bp, int64_t ldb,        \
-                                           int64_t k0, int64_t k1, T *c, int32_t *ix, int64_t ldc,  \
-                                           int64_t ncols) {                                        \
-    KERNEL(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, ROWS, MAX);                                  \
+  DEFINE_INSTANCE(T, KERNEL, 1, 0, 0) DEFINE_INSTANCE(T, KERNEL, 2, 0, 0)                           \
+  DEFINE_INSTANCE(T, KERNEL, 3, 0, 0) DEFINE_INSTANCE(T, KERNEL, 1, 1, 0)                           \
+  DEFINE_INSTANCE(T, KERNEL, 2, 1, 0) DEFINE_INSTANCE(T, KERNEL, 3, 1, 0)                           \
+  DEFINE_INSTANCE(T, KERNEL, 1, 0, 1) DEFINE_INSTANCE(T, KERNEL, 2, 0, 1)                           \
+  DEFINE_INSTANCE(T, KERNEL, 3, 0, 1) DEFINE_INSTANCE(T, KERNEL, 1, 1, 1)                           \
+  DEFINE_INSTANCE(T, KERNEL, 2, 1, 1) DEFINE_INSTANCE(T, KERNEL, 3, 1, 1)                           \
+  static const KERNEL##_fn KERNEL##_table[2][2][MR] = {                                             \
+      {{KERNEL##_1_0_0, KERNEL##_2_0_0, KERNEL##_3_0_0}, {KERNEL##_1_1_0, KERNEL##_2_1_0, KERNEL##_3_1_0}}, \
+      {{KERNEL##_1_0_1, KERNEL##_2_0_1, KERNEL##_3_0_1}, {KERNEL##_1_1_1, KERNEL##_2_1_1, KERNEL##_3_1_1}}};
+#define DEFINE_INSTANCE(T, KERNEL, ROWS, MAX, IDX)                                                  \
+  static AVX2F16C void KERNEL##_##ROWS##_##MAX##_##IDX(const T *a, int64_t lda, const T *bp,        \
+                                                       int64_t ldb, int64_t k0, int64_t k1, T *c,   \
+                                                       int32_t *ix, int64_t ldc, int64_t ncols) {   \
+    KERNEL(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, ROWS, MAX, IDX);                             \
   }
 
 DEFINE_INSTANCES(float, kernel_f32)
@@ -381,7 +418,7 @@ static int split_columns(int64_t npan, int64_t nrb, int nt) {
     const int64_t nkb = (K + KC - 1) / KC;                                                          \
     const int64_t kc = thin ? THIN_KB(K * N * (int64_t)sizeof(T)) : (K + nkb - 1) / nkb;            \
     const int by_cols = split_columns(npan, nrb, n);                                                \
-    const KERNEL##_fn *kern = KERNEL##_table[maximise];                                             \
+    const KERNEL##_fn *kern = KERNEL##_table[idx != NULL][maximise];                                \
     const int64_t p_lo = by_cols ? npan * t / n : 0, p_hi = by_cols ? npan * (t + 1) / n : npan;     \
     const int64_t r_lo = by_cols ? 0 : nrb * t / n, r_hi = by_cols ? nrb : nrb * (t + 1) / n;        \
     if (p_lo >= p_hi || r_lo >= r_hi) return 0;                                                     \
@@ -401,7 +438,7 @@ static int split_columns(int64_t npan, int64_t nrb, int nt) {
             const int64_t j0 = (pc + q) * NR, nj = N - j0 < NR ? N - j0 : NR;                       \
             const T *panel = !thin ? buf + q * (k1 - k0) * NR : nj < NR ? buf : b + k0 * N + j0;    \
             kern[rows - 1](a + i0 * K, K, panel, thin && nj == NR ? N : NR, k0, k1,                  \
-                           c + i0 * N + j0, idx + i0 * N + j0, N, nj);                              \
+                           c + i0 * N + j0, idx ? idx + i0 * N + j0 : NULL, N, nj);                 \
           }                                                                                         \
         }                                                                                           \
       }                                                                                             \
@@ -440,7 +477,8 @@ DEFINE_DRIVER(double, 8, avx2_f64, pack_f64, kernel_f64, MR)
 
 INLINE AVX512 void kernel512_f32(const float *a, int64_t lda, const float *bp, int64_t ldb,
                                  int64_t k0, int64_t k1, float *c, int32_t *ix, int64_t ldc,
-                                 int64_t ncols, const int rows, const int maximise) {
+                                 int64_t ncols, const int rows, const int maximise,
+                                 const int indexed) {
   const __mmask16 mk = ncols >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << ncols) - 1u);
   __m512 s[MR5];
   __m512i x[MR5];
@@ -449,7 +487,7 @@ INLINE AVX512 void kernel512_f32(const float *a, int64_t lda, const float *bp, i
     if (r < rows) {
       if (k0 > 0) {
         s[r] = _mm512_maskz_loadu_ps(mk, c + r * ldc);
-        x[r] = _mm512_maskz_loadu_epi32(mk, ix + r * ldc);
+        x[r] = indexed ? _mm512_maskz_loadu_epi32(mk, ix + r * ldc) : _mm512_setzero_si512();
       } else {
         s[r] = _mm512_set1_ps(maximise ? -INFINITY : INFINITY);
         x[r] = _mm512_set1_epi32(-1);
@@ -465,10 +503,14 @@ INLINE AVX512 void kernel512_f32(const float *a, int64_t lda, const float *bp, i
     for (int r = 0; r < MR5; r++) {
       if (r < rows) {
         const __m512 v = _mm512_add_ps(_mm512_set1_ps(ak[r * lda]), b0);
-        const __mmask16 m = maximise ? _mm512_cmp_ps_mask(v, s[r], _CMP_GT_OQ)
-                                     : _mm512_cmp_ps_mask(v, s[r], _CMP_LT_OQ);
-        s[r] = _mm512_mask_mov_ps(s[r], m, v);
-        x[r] = _mm512_mask_mov_epi32(x[r], m, kv);
+        if (indexed) {
+          const __mmask16 m = maximise ? _mm512_cmp_ps_mask(v, s[r], _CMP_GT_OQ)
+                                       : _mm512_cmp_ps_mask(v, s[r], _CMP_LT_OQ);
+          s[r] = _mm512_mask_mov_ps(s[r], m, v);
+          x[r] = _mm512_mask_mov_epi32(x[r], m, kv);
+        } else { /* max(v, best) == (v > best ? v : best): the same bits as the masked move */
+          s[r] = maximise ? _mm512_max_ps(v, s[r]) : _mm512_min_ps(v, s[r]);
+        }
       }
     }
     kv = _mm512_add_epi32(kv, one);
@@ -477,27 +519,31 @@ INLINE AVX512 void kernel512_f32(const float *a, int64_t lda, const float *bp, i
   for (int r = 0; r < MR5; r++) {
     if (r < rows) {
       _mm512_mask_storeu_ps(c + r * ldc, mk, s[r]);
-      _mm512_mask_storeu_epi32(ix + r * ldc, mk, x[r]);
+      if (indexed) _mm512_mask_storeu_epi32(ix + r * ldc, mk, x[r]);
     }
   }
 }
 
 typedef void (*kernel512_f32_fn)(const float *, int64_t, const float *, int64_t, int64_t, int64_t,
                                  float *, int32_t *, int64_t, int64_t);
-#define DEFINE_INSTANCE512(ROWS, MAX)                                                               \
-  static AVX512 void kernel512_f32_##ROWS##_##MAX(const float *a, int64_t lda, const float *bp,     \
-                                                  int64_t ldb, int64_t k0, int64_t k1, float *c,    \
-                                                  int32_t *ix, int64_t ldc, int64_t ncols) {        \
-    kernel512_f32(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, ROWS, MAX);                           \
+#define DEFINE_INSTANCE512(ROWS, MAX, IDX)                                                          \
+  static AVX512 void kernel512_f32_##ROWS##_##MAX##_##IDX(const float *a, int64_t lda,              \
+                                                          const float *bp, int64_t ldb, int64_t k0, \
+                                                          int64_t k1, float *c, int32_t *ix,        \
+                                                          int64_t ldc, int64_t ncols) {             \
+    kernel512_f32(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, ROWS, MAX, IDX);                      \
   }
-#define DEFINE_INSTANCES512(ROWS) DEFINE_INSTANCE512(ROWS, 0) DEFINE_INSTANCE512(ROWS, 1)
+#define DEFINE_INSTANCES512(ROWS)                                                                   \
+  DEFINE_INSTANCE512(ROWS, 0, 0) DEFINE_INSTANCE512(ROWS, 1, 0)                                     \
+  DEFINE_INSTANCE512(ROWS, 0, 1) DEFINE_INSTANCE512(ROWS, 1, 1)
 DEFINE_INSTANCES512(1) DEFINE_INSTANCES512(2) DEFINE_INSTANCES512(3) DEFINE_INSTANCES512(4)
 DEFINE_INSTANCES512(5) DEFINE_INSTANCES512(6) DEFINE_INSTANCES512(7) DEFINE_INSTANCES512(8)
-#define K512(ROWS, MAX) kernel512_f32_##ROWS##_##MAX
-#define K512_ROW(MAX)                                                                               \
-  {K512(1, MAX), K512(2, MAX), K512(3, MAX), K512(4, MAX), K512(5, MAX), K512(6, MAX),              \
-   K512(7, MAX), K512(8, MAX)}
-static const kernel512_f32_fn kernel512_f32_table[2][MR5] = {K512_ROW(0), K512_ROW(1)};
+#define K512(ROWS, MAX, IDX) kernel512_f32_##ROWS##_##MAX##_##IDX
+#define K512_ROW(MAX, IDX)                                                                          \
+  {K512(1, MAX, IDX), K512(2, MAX, IDX), K512(3, MAX, IDX), K512(4, MAX, IDX), K512(5, MAX, IDX),   \
+   K512(6, MAX, IDX), K512(7, MAX, IDX), K512(8, MAX, IDX)}
+static const kernel512_f32_fn kernel512_f32_table[2][2][MR5] = {{K512_ROW(0, 0), K512_ROW(1, 0)},
+                                                                {K512_ROW(0, 1), K512_ROW(1, 1)}};
 
 DEFINE_DRIVER(float, 16, avx512_f32, pack_f32, kernel512_f32, MR5)
 
@@ -530,7 +576,10 @@ static int choose_isa(void) {
 /* K = 0 (the caller handles it, but stay defined): every output is the zero, with no winner. */
 #define DEFINE_EMPTY(T, NAME)                                                                       \
   static int NAME(T *c, int32_t *idx, int64_t n, int maximise) {                                    \
-    for (int64_t i = 0; i < n; i++) { c[i] = maximise ? (T)-INFINITY : (T)INFINITY; idx[i] = -1; }  \
+    for (int64_t i = 0; i < n; i++) {                                                               \
+      c[i] = maximise ? (T)-INFINITY : (T)INFINITY;                                                 \
+      if (idx) idx[i] = -1;                                                                         \
+    }                                                                                               \
     return 0;                                                                                       \
   }
 DEFINE_EMPTY(float, empty_f32)
@@ -758,9 +807,9 @@ DEFINE_TRANSPOSE(double, tropic_transpose_f64)
  *   product(a, b, c, idx, maximise) -> (status, nan_found)
  *
  * a (M, K), b (K, N) C-contiguous float32 or float64 of one type (buffer protocol, no copy); c and
- * idx (M, N) writable, of a's type and int32. One thread, without the GIL. nan_found says whether a
- * or b holds a NaN (the caller then applies the NaN rule). Argument errors raise TypeError /
- * ValueError (the caller checks first, so they mean a bug on its side). */
+ * idx (M, N) writable, of a's type and int32 (idx None: the values only). One thread, without the
+ * GIL. nan_found says whether a or b holds a NaN (the caller then applies the NaN rule). Argument
+ * errors raise TypeError / ValueError (the caller checks first, so they mean a bug on its side). */
 static int get_matrix(PyObject *obj, Py_buffer *view, int writable, const char *name) {
   const int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
   if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
@@ -793,31 +842,32 @@ static PyObject *py_product(PyObject *self, PyObject *args) {
     return NULL;
   Py_buffer views[4];
   const char *names[4] = {"a", "b", "c", "idx"};
+  const int wanted = objects[3] == Py_None ? 3 : 4; /* idx None: the values only */
   int got = 0;
-  for (; got < 4; got++)
+  for (; got < wanted; got++)
     if (get_matrix(objects[got], &views[got], got >= 2, names[got]) < 0) break;
   PyObject *result = NULL;
-  if (got == 4) {
+  if (got == wanted) {
     const char *type = views[0].format;
     const int is_double = type[0] == 'd' && type[1] == 0;
     const int is_float = type[0] == 'f' && type[1] == 0;
     const Py_ssize_t M = views[0].shape[0], K = views[0].shape[1], N = views[1].shape[1];
+    const int indexed = wanted == 4;
     if (!(is_double || is_float) || strcmp(views[1].format, type) || strcmp(views[2].format, type) ||
-        views[3].itemsize != 4 || (views[3].format[0] != 'i' && views[3].format[0] != 'l')) {
+        (indexed && (views[3].itemsize != 4 || (views[3].format[0] != 'i' && views[3].format[0] != 'l')))) {
       PyErr_SetString(PyExc_TypeError, "product: a, b, c must be float32 or float64 of one type, idx int32");
     } else if (views[1].shape[0] != K || views[2].shape[0] != M || views[2].shape[1] != N ||
-               views[3].shape[0] != M || views[3].shape[1] != N) {
+               (indexed && (views[3].shape[0] != M || views[3].shape[1] != N))) {
       PyErr_SetString(PyExc_ValueError, "product: shapes must be (M, K), (K, N), (M, N), (M, N)");
     } else {
       int status, nan_found;
+      int32_t *idx = indexed ? views[3].buf : NULL;
       Py_BEGIN_ALLOW_THREADS
       nan_found = any_nan(views[0].buf, M * K, is_double) || any_nan(views[1].buf, K * N, is_double);
       if (is_double)
-        status = tropic_matmul_f64(views[0].buf, views[1].buf, views[2].buf, views[3].buf, M, K, N,
-                                   maximise, 1);
+        status = tropic_matmul_f64(views[0].buf, views[1].buf, views[2].buf, idx, M, K, N, maximise, 1);
       else
-        status = tropic_matmul_f32(views[0].buf, views[1].buf, views[2].buf, views[3].buf, M, K, N,
-                                   maximise, 1);
+        status = tropic_matmul_f32(views[0].buf, views[1].buf, views[2].buf, idx, M, K, N, maximise, 1);
       Py_END_ALLOW_THREADS
       result = Py_BuildValue("(ii)", status, nan_found);
     }
@@ -827,7 +877,8 @@ static PyObject *py_product(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"product", py_product, METH_VARARGS, "product(a, b, c, idx, maximise) -> (status, nan_found)"},
+    {"product", py_product, METH_VARARGS,
+     "product(a, b, c, idx, maximise) -> (status, nan_found); idx None: the values only"},
     {NULL, NULL, 0, NULL},
 };
 

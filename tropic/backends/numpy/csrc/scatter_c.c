@@ -18,10 +18,12 @@
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_scatter_c", "ctypes-loaded kernels", -1, NULL};
 PyMODINIT_FUNC PyInit__scatter_c(void) { return PyModule_Create(&module); }
 
-/* Products: g, idx (n, M, N) -> ga (n, M, K) and gb (n, K, N). */
+/* Products: g, idx (n, M, N) -> ga (n, M, K) and gb (n, K, N), or with gb_transposed gb laid out as
+ * (n, N, K) (the gradient of a weight W that entered as W.T: the same sums, written where W's
+ * gradient wants them, so no transposing copy follows). */
 #define MATMUL_VJP(NAME, T)                                                                         \
   int NAME(const T *g, const int32_t *idx, int64_t n, int64_t M, int64_t N, int64_t K, double *ga,  \
-           double *gb) {                                                                            \
+           double *gb, int gb_transposed) {                                                         \
     for (int64_t b = 0; b < n; b++)                                                                 \
       for (int64_t i = 0; i < M; i++)                                                               \
         for (int64_t j = 0; j < N; j++) {                                                           \
@@ -31,7 +33,7 @@ PyMODINIT_FUNC PyInit__scatter_c(void) { return PyModule_Create(&module); }
             return 3;                                                                               \
           }                                                                                         \
           if (ga) ga[(b * M + i) * K + k] += (double)g[at];                                         \
-          if (gb) gb[(b * K + k) * N + j] += (double)g[at];                                         \
+          if (gb) gb[gb_transposed ? (b * N + j) * K + k : (b * K + k) * N + j] += (double)g[at];   \
         }                                                                                           \
     return 0;                                                                                       \
   }
