@@ -107,6 +107,59 @@ class MaxplusMatmulRatio(Benchmark):
         return self.ratio
 
 
+# Whether the caller reads the winners: a training forward does (return_indices, or autograd), an
+# inference forward does not, and then the kernels skip them (values only, the same bits).
+WINNER_SHAPES = size(("64x784x256", "512x512x512"), ("16x16x16",))
+WINNER_CALLS = ("values", "values_and_winners", "torch_no_grad")
+
+
+def winner_call(call: str, a, b):
+    """A zero-argument callable: the product as ``call`` says (torch: CPU tensors under no_grad)."""
+    if call == "values":
+        return lambda: tropic.maxplus_matmul(a, b)
+    if call == "values_and_winners":
+        return lambda: tropic.maxplus_matmul(a, b, return_indices=True)
+    torch = require_torch()
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+
+    def no_grad():
+        with torch.no_grad():
+            return tropic.maxplus_matmul(ta, tb)
+
+    return no_grad
+
+
+class MaxplusMatmulWinners(Benchmark):
+    """The product without winners (NumPy arrays, and torch tensors under ``no_grad``) and with them."""
+
+    params = (WINNER_SHAPES, WINNER_CALLS)
+    param_names = ("MxKxN", "call")
+
+    def setup(self, shape, call):
+        m, k, n = _parse(shape)
+        self.run = winner_call(call, random_array(m, k, seed=1), random_array(k, n, seed=2))
+
+    def time_product(self, shape, call):
+        self.run()
+
+
+class MaxplusMatmulWinnersRatio(Benchmark):
+    """Same-run ratios: the product with winners over the values-only one (what skipping them saves),
+    and torch tensors under ``no_grad`` over NumPy arrays (the torch glue; target at most 1.1)."""
+
+    params = (WINNER_SHAPES, ("values_and_winners", "torch_no_grad"))
+    param_names = ("MxKxN", "call")
+    unit = "ratio"
+
+    def setup(self, shape, call):
+        m, k, n = _parse(shape)
+        a, b = random_array(m, k, seed=1), random_array(k, n, seed=2)
+        self.ratio = same_run_ratio(winner_call(call, a, b), winner_call("values", a, b))
+
+    def track_over_values_only(self, shape, call):
+        return self.ratio
+
+
 class MaxplusMatmulMemory(Benchmark):
     """Extra memory of an n^3 float32 product, measured with tracemalloc around the call.
 
