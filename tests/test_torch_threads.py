@@ -16,7 +16,7 @@ from tropic.backends.numpy import kernels
 
 torch = pytest.importorskip("torch")
 
-SIZE = 128  # 128^3 candidates: above the size at which the kernels go parallel
+SIZE = 256  # 256^3 candidates: above the size at which the products go parallel
 
 
 def threads_seen(monkeypatch, call) -> list[int]:

@@ -48,6 +48,12 @@ _C_VJP = {
 _C_RECT = {np.float32: "tropic_rect_f32", np.float64: "tropic_rect_f64"}
 _C_PAD = {np.float32: "tropic_pad_f32", np.float64: "tropic_pad_f64"}
 _PARALLEL_CANDIDATES = 1 << 20  # compiled kernels with fewer candidates run on one thread
+# Products up to this many pairs (about 0.4 ms on one core) run on one thread: waking a pool thread
+# and waiting for it costs some 0.1 ms on these VMs, so splitting 64 x 256 x 256 (4 M pairs) took
+# 295 us against 246 on one thread, and 64 x 512 x 256 471 against 431; at 12.8 M pairs the split
+# gains 1.3x. (An OpenMP team starts faster but stalls for milliseconds when another process holds
+# a core: 2.4 ms against 0.6 for 64 x 784 x 256 beside one busy process.)
+_PARALLEL_PRODUCT_PAIRS = 1 << 23
 _RECT_COST = 8  # comparisons per pixel of the van Herk kernel, for the task sizes
 _TASK_CANDIDATES = 1 << 21  # candidates per task of the compiled morphology (its pad fits in L2)
 
@@ -142,7 +148,7 @@ def product(
     if winners:
         winner = np.empty((M, N), np.int32) if small else scratch("winner", (M, N), np.int32)
     maximise = int(semiring.maximises)
-    threads = get_num_threads() if M * K * N >= _PARALLEL_CANDIDATES else 1
+    threads = get_num_threads() if M * K * N > _PARALLEL_PRODUCT_PAIRS else 1
     direct = compiled.entry("matmul_c", "product") if rounding is None else None
     if (threads == 1 or part is None) and direct is not None:
         # One call through the module's own entry point: the product and the NaN scan, no ctypes.
