@@ -306,6 +306,57 @@ def test_weight_transposes_give_the_bits_of_contiguous_operands(semiring, dtype,
         assert hinted[1].T.flags.c_contiguous  # W's layout
 
 
+@SEMIRINGS
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("a_shape", "b_shape", "bias_shape"),
+    [
+        ((6, 9), (9, 5), (5,)),
+        ((2, 3, 9), (9, 4), (4,)),
+        ((1, 9), (9, 7), (7,)),
+        ((4, 9), (9, 1), (1,)),
+        ((6, 9), (9, 5), (1, 5)),
+        ((5, 127), (127, 3), (3,)),
+        ((64, 40), (40, 30), (30,)),
+    ],
+    ids=str,
+)
+def test_the_bias_in_the_kernels_follows_cores_rule_bitwise(semiring, dtype, a_shape, b_shape, bias_shape):
+    """The NumPy backend applies a bias along the last axis in its compiled pass (forward) and sums
+    its gradient in the scatter's pass (backward): the bits of core's rule (apply_bias, bias_vjp) on
+    the same product, through ties between the bias and the product, signed zeros, infinities, NaN
+    on either side, NaN and -0.0 gradients, the winners' dtype at K + 1 = 128, and values only."""
+    from tropic.core.matmul import apply_bias, bias_vjp
+
+    kernels = pytest.importorskip("tropic.backends.numpy.kernels")
+    rng = np.random.default_rng(sum(a_shape) + sum(b_shape))
+    a, b = tie_heavy(rng, a_shape, dtype), tie_heavy(rng, b_shape, dtype)
+    bias = tie_heavy(rng, bias_shape, dtype)
+    a[..., 0, 1] = np.nan  # a NaN product beside numbers
+    bias.reshape(-1)[0] = np.nan  # a NaN bias
+    bias.reshape(-1)[-1] = np.inf if semiring.maximises else -np.inf  # a column the bias wins
+    c, k = kernels.matmul(np, semiring, a, b)
+    K = a_shape[-1]
+    want_c, want_k = apply_bias(np, semiring.maximises, bias, c.copy(), k.copy(), K)
+    got_c, got_k = kernels.matmul(np, semiring, a, b, bias)
+    assert_identical(got_c, want_c)
+    assert_identical(got_k, want_k)
+    assert_identical(kernels.matmul(np, semiring, a, b, bias, winners=False)[0], want_c)
+    g = rng.standard_normal(want_c.shape).astype(dtype)
+    g[rng.random(g.shape) < 0.1] = -0.0
+    g[rng.random(g.shape) < 0.02] = np.nan
+    g.reshape(-1, g.shape[-1])[0, -1] = -0.0  # the sign of a zero the bias won in the first row
+    for needs in ((True, True, True), (False, True, True), (True, False, False), (False, False, True)):
+        got = kernels.matmul_vjp(np, g, want_k, a_shape, b_shape, bias_shape, needs)
+        want_bias, product_k = bias_vjp(np, g, want_k, K, bias_shape, needs[2])
+        want = kernels.matmul_vjp(np, g, product_k, a_shape, b_shape, None, needs)
+        for x, y in zip(got, (*want[:2], want_bias), strict=True):
+            if y is None:
+                assert x is None
+            else:
+                assert_identical(x, y)
+
+
 @hsettings(40)
 @given(operands=matmul_operands(SPECIAL, min_side=1))
 def test_nan_positions_and_first_nan_winner(operands):
@@ -570,7 +621,8 @@ def test_numpy_vjp_matches_reference_vjp(semiring, operands, data):
     assert grad_b.sum() == sent
     # And the reference vjp kernel itself on matrix shapes (NumPy namespace) agrees too.
     if a.ndim > 1 and b.ndim > 1:
-        ref_a, ref_b = matmul_vjp_reference(np, g, index, a.shape, b.shape)
+        ref_a, ref_b, ref_bias = matmul_vjp_reference(np, g, index, a.shape, b.shape)
+        assert ref_bias is None
         assert_identical(ref_a, grad_a)
         assert_identical(ref_b, grad_b)
 

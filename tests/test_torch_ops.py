@@ -359,9 +359,9 @@ def test_contiguous_inputs_are_not_copied_and_results_are_not_copied(monkeypatch
     seen = {}
     real = numpy_kernels.matmul
 
-    def spy(xp, semiring, a, b, rounding, winners):
+    def spy(xp, semiring, a, b, bias, rounding, winners):
         seen["inputs"] = (a.ctypes.data, b.ctypes.data)
-        c, k = real(xp, semiring, a, b, rounding, winners)
+        c, k = real(xp, semiring, a, b, bias, rounding, winners)
         seen["outputs"] = (c.ctypes.data, None if k is None else k.ctypes.data)
         return c, k
 

@@ -163,20 +163,49 @@ def _run(
     dtype = a2.dtype if len(set(dtypes)) == 1 else xp.result_type(*dtypes)
     if a2.dtype != dtype or b2.dtype != dtype:
         a2, b2 = xp.astype(a2, dtype, copy=False), xp.astype(b2, dtype, copy=False)
+    bias = None if bias is None else xp.astype(bias, dtype, copy=False)
+    # Matrices keep every axis, so the kernel can take the bias (a vector operand's dropped axis
+    # would change what the bias broadcasts against).
+    in_kernel = bias is not None and a.ndim >= 2 and b.ndim >= 2
     kernel = kernel_for("matmul", xp) or matmul_reference
-    c, found = kernel(xp, semiring, a2, b2, rounding, winners)
+    c, found = kernel(xp, semiring, a2, b2, bias if in_kernel else None, rounding, winners)
     c = _drop_vector_axes(c, a.ndim, b.ndim)
     winners = None if found is None else _drop_vector_axes(found, a.ndim, b.ndim)
-    if bias is not None and winners is None:
-        c, _ = extremum.select(xp, maximise, xp.astype(bias, dtype, copy=False), c)
-    elif bias is not None:
-        K = a2.shape[-1]
-        c, bias_wins = extremum.select(xp, maximise, xp.astype(bias, dtype, copy=False), c)
-        bias_wins = ~bias_wins  # select reports where its second operand (the product) wins
-        index_type = index_dtype(xp, K + 1)
-        at_bias = xp.asarray(K, dtype=index_type, device=device(c))
-        winners = xp.where(bias_wins, at_bias, xp.astype(winners, index_type))
+    if bias is not None and not in_kernel:
+        c, winners = apply_bias(xp, maximise, bias, c, winners, a2.shape[-1])
     return c, winners
+
+
+def apply_bias(
+    xp: ModuleType, maximise: bool, bias: Array, c: Array, winners: Array | None, K: int
+) -> tuple[Array, Array | None]:
+    """``⊕(bias, c)`` with the bias as candidate ``K``: it wins ties, a NaN bias wins, and a NaN
+    product beside a number keeps its NaN value but reports the bias (``c > bias`` is false); the
+    winners in ``index_dtype`` of ``K + 1`` (None stays None: values only). The rule every kernel
+    that takes a bias follows."""
+    c, product_wins = extremum.select(xp, maximise, bias, c)
+    if winners is None:
+        return c, None
+    index_type = index_dtype(xp, K + 1)
+    at_bias = xp.asarray(K, dtype=index_type, device=device(c))
+    return c, xp.where(product_wins, xp.astype(winners, index_type), at_bias)
+
+
+def bias_vjp(
+    xp: ModuleType, grad: Array, winners: Array, K: int, bias_shape: tuple, need: bool
+) -> tuple[Array | None, Array]:
+    """``(grad_bias, product winners)``: the bias's gradient sums ``grad`` where it won (candidate
+    ``K``), in ``grad``'s dtype (None unless ``need``); the winners with the bias's turned into -1,
+    for the product's vjp."""
+    at_bias = winners == K
+    grad_bias = None
+    if need:
+        zero = xp.zeros((), dtype=grad.dtype, device=device(grad))
+        grad_bias = sum_to_shape(xp, xp.where(at_bias, grad, zero), tuple(bias_shape))
+        if tuple(grad_bias.shape) != tuple(bias_shape):  # a bias of size-1 axes the sum dropped
+            grad_bias = xp.reshape(grad_bias, tuple(bias_shape))
+    none = xp.asarray(-1, dtype=winners.dtype, device=device(grad))
+    return grad_bias, xp.where(at_bias, none, winners)
 
 
 def _vjp(
@@ -193,21 +222,17 @@ def _vjp(
     the winning ``a[i, k]`` and ``b[k, j]`` (:func:`matmul_vjp`). ``transposed_b_grad``: a layout
     hint for ``grad_b`` (a backend may return it as the transpose of a C-contiguous array, the
     layout of a weight that entered as ``W.T``); the values are the same."""
-    a_shape, b_shape, bias_shape = shapes
+    a_shape, b_shape, bias_shape = (None if s is None else tuple(s) for s in shapes)
+    in_kernel = bias_shape is not None and len(a_shape) >= 2 and len(b_shape) >= 2  # as in _run
     grad_bias = None
-    if bias_shape is not None:
-        K = a_shape[-1]
-        at_bias = winners == K
-        zero = xp.zeros((), dtype=grad.dtype, device=device(grad))
-        if needs[2]:
-            grad_bias = sum_to_shape(xp, xp.where(at_bias, grad, zero), tuple(bias_shape))
-            if tuple(grad_bias.shape) != tuple(bias_shape):  # a bias of size-1 axes the sum dropped
-                grad_bias = xp.reshape(grad_bias, tuple(bias_shape))
-        winners = xp.where(at_bias, xp.asarray(-1, dtype=winners.dtype, device=device(grad)), winners)
+    if bias_shape is not None and not in_kernel:
+        grad_bias, winners = bias_vjp(xp, grad, winners, a_shape[-1], bias_shape, needs[2])
+        bias_shape, needs = None, (needs[0], needs[1], False)
     grad_a = grad_b = None
-    if needs[0] or needs[1]:
-        shapes2 = (tuple(a_shape), tuple(b_shape))
-        grad_a, grad_b = _product_vjp(xp, grad, winners, *shapes2, needs[:2], transposed_b_grad)
+    if any(needs):
+        grads = _product_vjp(xp, grad, winners, a_shape, b_shape, bias_shape, needs, transposed_b_grad)
+        grad_a, grad_b = grads[:2]
+        grad_bias = grads[2] if in_kernel else grad_bias
     return grad_a, grad_b, grad_bias
 
 
@@ -264,26 +289,34 @@ MATMUL = define(
         jvp=_jvp,
         meta=_meta,
         skips_winners=True,
-        kernel=("matmul", ("xp", "semiring", "a", "b", "rounding", "winners")),
+        kernel=("matmul", ("xp", "semiring", "a", "b", "bias", "rounding", "winners")),
         vjp_kernel=(
             "matmul_vjp",
-            ("xp", "grad", "indices", "a_shape", "b_shape", "needs", "transposed_b_grad"),
+            ("xp", "grad", "indices", "a_shape", "b_shape", "bias_shape", "needs", "transposed_b_grad"),
         ),
     )
 )
 
 
 def matmul_reference(
-    xp: ModuleType, semiring: Semiring, a: Array, b: Array, rounding: str | None = None, winners: bool = True
+    xp: ModuleType,
+    semiring: Semiring,
+    a: Array,
+    b: Array,
+    bias: Array | None = None,
+    rounding: str | None = None,
+    winners: bool = True,
 ) -> tuple[Array, Array]:
-    """Reference kernel: ``a`` (..., M, K) and ``b`` (..., K, N) of one dtype -> (c, indices) (the
-    indices whatever ``winners`` says)."""
+    """Reference kernel: ``a`` (..., M, K) and ``b`` (..., K, N) of one dtype, and a ``bias`` of that
+    dtype broadcast to the output (candidate ``K``, :func:`apply_bias`) -> (c, indices) (the indices
+    whatever ``winners`` says)."""
     require_no_rounding(rounding)
     K = a.shape[-1]
     batch = tuple(np.broadcast_shapes(tuple(a.shape[:-2]), tuple(b.shape[:-2])))
     out_shape = batch + (a.shape[-2], b.shape[-1])
     candidates = ((k, a[..., :, k : k + 1], b[..., k : k + 1, :]) for k in range(K))
-    return reduce_candidates(xp, semiring, candidates, out_shape, a.dtype, index_dtype(xp, K), device(a))
+    c, found = reduce_candidates(xp, semiring, candidates, out_shape, a.dtype, index_dtype(xp, K), device(a))
+    return (c, found) if bias is None else apply_bias(xp, semiring.maximises, bias, c, found, K)
 
 
 def matmul_vjp(
@@ -333,19 +366,23 @@ def _product_vjp(
     indices: Array,
     a_shape: tuple,
     b_shape: tuple,
+    bias_shape: tuple | None,
     needs: tuple,
     transposed_b_grad: bool = False,
 ):
-    """The product part of the vjp (1-D operands included); None for a gradient not needed."""
+    """The vjp kernel's ``(grad_a, grad_b, grad_bias)`` (1-D operands included, without a bias);
+    None for a gradient not needed."""
     a2_shape = (1,) + a_shape if len(a_shape) == 1 else a_shape
     b2_shape = b_shape + (1,) if len(b_shape) == 1 else b_shape
     out2_shape = product_shape(a2_shape, b2_shape)
     grad, indices = xp.reshape(grad, out2_shape), xp.reshape(indices, out2_shape)
     kernel = kernel_for("matmul_vjp", xp) or matmul_vjp_reference
-    grad_a, grad_b = kernel(xp, grad, indices, a2_shape, b2_shape, tuple(needs), transposed_b_grad)
+    grad_a, grad_b, grad_bias = kernel(
+        xp, grad, indices, a2_shape, b2_shape, bias_shape, tuple(needs), transposed_b_grad
+    )
     grad_a = None if grad_a is None else xp.reshape(grad_a, a_shape)
     grad_b = None if grad_b is None else xp.reshape(grad_b, b_shape)
-    return grad_a, grad_b
+    return grad_a, grad_b, grad_bias
 
 
 def matmul_vjp_reference(
@@ -354,12 +391,17 @@ def matmul_vjp_reference(
     indices: Array,
     a_shape: tuple[int, ...],
     b_shape: tuple[int, ...],
-    needs: tuple[bool, bool] = (True, True),
+    bias_shape: tuple[int, ...] | None = None,
+    needs: tuple[bool, ...] = (True, True, True),
     transposed_b_grad: bool = False,
-) -> tuple[Array | None, Array | None]:
-    """Reference vjp on matrix-shaped (>= 2-D) operands: one masked sum per candidate ``k``
-    (``transposed_b_grad``, a layout hint, is not needed here)."""
+) -> tuple[Array | None, Array | None, Array | None]:
+    """Reference vjp on matrix-shaped (>= 2-D) operands: one masked sum per candidate ``k``; with a
+    ``bias_shape``, candidate ``K`` is the bias (:func:`bias_vjp`). ``transposed_b_grad``, a layout
+    hint, is not needed here."""
     K = a_shape[-1]
+    grad_bias = None
+    if bias_shape is not None:
+        grad_bias, indices = bias_vjp(xp, grad, indices, K, bias_shape, needs[2])
     require_winners(xp, "indices", indices, K)
     zeros = xp.zeros_like(grad)
     per_k = [xp.where(indices == k, grad, zeros) for k in range(K)]
@@ -376,7 +418,7 @@ def matmul_vjp_reference(
         else:
             grad_b = xp.zeros(grad.shape[:-2] + (0, grad.shape[-1]), dtype=grad.dtype, device=device(grad))
         grad_b = sum_to_shape(xp, grad_b, b_shape)
-    return grad_a, grad_b
+    return grad_a, grad_b, grad_bias
 
 
 def product_shape(

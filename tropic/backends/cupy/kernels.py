@@ -80,9 +80,19 @@ def _upload(dtype, *parts: np.ndarray) -> tuple:
 
 
 @register("cupy", "matmul")
-def matmul(xp, semiring, a, b, rounding=None, winners=True):
-    # The winners are computed whether or not `winners` asks for them (one launch writes both).
+def matmul(xp, semiring, a, b, bias=None, rounding=None, winners=True):
+    # The winners are computed whether or not `winners` asks for them (one launch writes both); the
+    # bias is core's rule on the product's result.
     require_no_rounding(rounding)
+    c, winner = _product(xp, semiring, a, b)
+    if bias is None:
+        return c, winner
+    from tropic.core.matmul import apply_bias
+
+    return apply_bias(xp, semiring.maximises, bias, c, winner, a.shape[-1])
+
+
+def _product(xp, semiring, a, b):
     *_, M, K = a.shape
     N = b.shape[-1]
     if index_dtype(xp, K) == xp.int64 or not _fits_int32(M, N):
@@ -91,7 +101,7 @@ def matmul(xp, semiring, a, b, rounding=None, winners=True):
         return matmul_reference(xp, semiring, a, b)
     batch = tuple(np.broadcast_shapes(tuple(a.shape[:-2]), tuple(b.shape[:-2])))
     if b.ndim == 2 and a.ndim > 2:  # the layer case x @ W: fold a's batch into its rows
-        c, winner = matmul(xp, semiring, a.reshape(math.prod(a.shape[:-1]), K), b, None)
+        c, winner = _product(xp, semiring, a.reshape(math.prod(a.shape[:-1]), K), b)
         return c.reshape(batch + (M, N)), winner.reshape(batch + (M, N))
     a_c, b_c = cupy.ascontiguousarray(a), cupy.ascontiguousarray(b)
     n_batch = math.prod(batch)
@@ -118,8 +128,19 @@ def matmul(xp, semiring, a, b, rounding=None, winners=True):
 
 
 @register("cupy", "matmul_vjp")
-def matmul_vjp(xp, grad, indices, a_shape, b_shape, needs=(True, True), transposed_b_grad=False):
+def matmul_vjp(
+    xp, grad, indices, a_shape, b_shape, bias_shape=None, needs=(True, True, True), transposed_b_grad=False
+):
     # transposed_b_grad is a layout hint of the CPU engine's: ignored here (the values are the same).
+    grad_bias = None
+    if bias_shape is not None:  # core's rule: the bias's winners give its gradient, then drop out
+        from tropic.core.matmul import bias_vjp
+
+        grad_bias, indices = bias_vjp(xp, grad, indices, a_shape[-1], bias_shape, needs[2])
+    return (*_product_vjp(xp, grad, indices, a_shape, b_shape, needs[:2]), grad_bias)
+
+
+def _product_vjp(xp, grad, indices, a_shape, b_shape, needs):
     *batch, M, N = grad.shape
     K = a_shape[-1]
     batch = tuple(batch)

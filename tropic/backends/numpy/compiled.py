@@ -24,6 +24,7 @@ _f32 = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
 _f64 = np.ctypeslib.ndpointer(np.float64, flags="C_CONTIGUOUS")
 _i32 = np.ctypeslib.ndpointer(np.int32, flags="C_CONTIGUOUS")
 _i64 = np.ctypeslib.ndpointer(np.int64, flags="C_CONTIGUOUS")
+_u8 = np.ctypeslib.ndpointer(np.uint8, flags="C_CONTIGUOUS")
 _u16 = np.ctypeslib.ndpointer(np.uint16, flags="C_CONTIGUOUS")
 _u64 = np.ctypeslib.ndpointer(np.uint64, flags="C_CONTIGUOUS")
 _d = np.ctypeslib.ndpointer(np.float64, flags="C_CONTIGUOUS")
@@ -83,8 +84,11 @@ _SIGNATURES = {
     ("morphology_c", "tropic_pad_f32"): [_f32, _n, _n, _n, _i64, _n, _i64, _n, _n, _c_f32, _f32, _flag_out],
     ("morphology_c", "tropic_pad_f64"): [_f64, _n, _n, _n, _i64, _n, _i64, _n, _n, _c_f64, _f64, _flag_out],
     # backward passes: (g, idx, shapes..., double accumulators)
-    ("scatter_c", "tropic_matmul_vjp_f32"): [_f32, _i32, _n, _n, _n, _n, _d, _d, _flag],
-    ("scatter_c", "tropic_matmul_vjp_f64"): [_f64, _i32, _n, _n, _n, _n, _d, _d, _flag],
+    ("scatter_c", "tropic_matmul_vjp_f32"): [_f32, _i32, _n, _n, _n, _n, _d, _d, _flag, _flag, _f32],
+    ("scatter_c", "tropic_matmul_vjp_f64"): [_f64, _i32, _n, _n, _n, _n, _d, _d, _flag, _flag, _f64],
+    # the bias as candidate K: (c, bias, rows, N, maximise, bias_won or NULL)
+    ("matmul_c", "tropic_bias_select_f32"): [_f32, _f32, _n, _n, _flag, _u8],
+    ("matmul_c", "tropic_bias_select_f64"): [_f64, _f64, _n, _n, _flag, _u8],
     ("scatter_c", "tropic_morphology_vjp_f32"): [_f32, _i32, _n, _n, _n, _i64, _n, _i64, _n, _d, _d],
     ("scatter_c", "tropic_morphology_vjp_f64"): [_f64, _i32, _n, _n, _n, _i64, _n, _i64, _n, _d, _d],
     ("scatter_c", "tropic_conv2d_vjp_f32"): [_f32, _i32] + [_n] * 15 + [_d, _d],

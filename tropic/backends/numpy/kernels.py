@@ -38,6 +38,7 @@ _thread_local = threading.local()
 _C_PRODUCT = {np.float32: "tropic_matmul_f32", np.float64: "tropic_matmul_f64"}
 _C_TRANSPOSE = {np.float32: "tropic_transpose_f32", np.float64: "tropic_transpose_f64"}
 _C_PRODUCT_PART = {np.float32: "tropic_matmul_part_f32", np.float64: "tropic_matmul_part_f64"}
+_C_BIAS = {np.float32: "tropic_bias_select_f32", np.float64: "tropic_bias_select_f64"}
 _SHARES_PER_THREAD = 2  # more shares balance better on a loaded machine, fewer re-read more of A
 _C_CONV_TAPS = {np.float32: "tropic_conv_taps_f32", np.float64: "tropic_conv_taps_f64"}
 _C_TAPS_STRIDED = {np.float32: "tropic_taps_strided_f32", np.float64: "tropic_taps_strided_f64"}
@@ -403,7 +404,42 @@ def _index_type(n_candidates: int):
 
 
 @register("numpy", "matmul")
-def matmul(xp, semiring, a: np.ndarray, b: np.ndarray, rounding: str | None = None, winners: bool = True):
+def matmul(
+    xp,
+    semiring,
+    a: np.ndarray,
+    b: np.ndarray,
+    bias: np.ndarray | None = None,
+    rounding: str | None = None,
+    winners: bool = True,
+):
+    """The products (:func:`product`; a transposed weight as :func:`_transposed_product`), then the
+    bias as candidate ``K`` (:func:`_with_bias`)."""
+    c, w = _matmul(semiring, a, b, rounding, winners)
+    return (c, w) if bias is None else _with_bias(semiring, bias, c, w, a.shape[-1])
+
+
+def _with_bias(semiring, bias: np.ndarray, c: np.ndarray, winner: np.ndarray | None, K: int):
+    """``apply_bias`` (core's rule) in one compiled pass over the fresh ``c`` for a bias along its
+    last axis; elsewhere core's NumPy code."""
+    from tropic.core.matmul import apply_bias
+
+    select = compiled.raw_function(_C_BIAS.get(c.dtype.type, ""))
+    N = c.shape[-1]
+    if select is None or bias.shape != (N,) or bias.dtype != c.dtype or not c.flags.c_contiguous:
+        return apply_bias(np, semiring.maximises, bias, c, winner, K)
+    bias = np.ascontiguousarray(bias)
+    won = None if winner is None else np.empty(c.shape, np.uint8)
+    rows = c.size // N if N else 0
+    _check(select(c.ctypes.data, bias.ctypes.data, rows, N, int(semiring.maximises), _address(won)), "bias")
+    if winner is None:
+        return c, None
+    winner = winner.astype(_index_type(K + 1), copy=False)  # the product's own array: written in place
+    np.copyto(winner, K, where=won.view(bool))
+    return c, winner
+
+
+def _matmul(semiring, a: np.ndarray, b: np.ndarray, rounding: str | None, winners: bool):
     K = a.shape[-1]
     index_type = _index_type(K)
     batch = a.shape[:-2] if b.ndim == 2 else np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
@@ -425,25 +461,38 @@ def matmul(xp, semiring, a: np.ndarray, b: np.ndarray, rounding: str | None = No
 
 
 @register("numpy", "matmul_vjp")
-def matmul_vjp(xp, grad, indices, a_shape, b_shape, needs=(True, True), transposed_b_grad=False):
-    """The compiled scatter-add (float64 sums in the outputs' row-major order), else np.bincount.
+def matmul_vjp(
+    xp, grad, indices, a_shape, b_shape, bias_shape=None, needs=(True, True, True), transposed_b_grad=False
+):
+    """The compiled scatter-add (float64 sums in the outputs' row-major order), else np.bincount; a
+    bias of shape (N,) (N >= 2) in the same pass, else core's :func:`~tropic.core.matmul.bias_vjp`.
     ``transposed_b_grad`` (a layout hint, for 2-D products): ``grad_b`` comes as the transposed view
     of a C-contiguous (N, K) array, the layout of a weight ``W`` that entered as ``W.T``."""
     from tropic.core._array_api import sum_to_shape
+    from tropic.core.matmul import bias_vjp
 
     *batch, M, N = grad.shape
     K = a_shape[-1]
     n_batch = int(np.prod(batch, dtype=np.int64))
     scatter = _compiled_scatter("matmul", grad, indices)
+    fused_bias = scatter is not None and bias_shape is not None and tuple(bias_shape) == (N,) and N >= 2
+    grad_bias = None
+    if bias_shape is not None and not fused_bias:
+        grad_bias, indices = bias_vjp(np, grad, indices, K, bias_shape, needs[2])
     if scatter is not None:
         transposed = bool(transposed_b_grad and not batch and needs[1])
         grad_a = np.zeros(tuple(batch) + (M, K)) if needs[0] else None
         grad_b = None
         if needs[1]:
             grad_b = np.zeros((N, K)) if transposed else np.zeros(tuple(batch) + (K, N))
+        if fused_bias and needs[2]:
+            grad_bias = np.zeros(N, grad.dtype)
         g, k = _contiguous(grad), _int32(indices)  # held here: the call takes their addresses
-        status = scatter(*_addresses(g, k), n_batch, M, N, K, *_addresses(grad_a, grad_b), int(transposed))
-        _check_scatter(status, indices, K)
+        status = scatter(
+            *_addresses(g, k), n_batch, M, N, K, *_addresses(grad_a, grad_b), int(transposed),
+            int(fused_bias), _address(grad_bias),
+        )  # fmt: skip
+        _check_scatter(status, indices, K + 1 if fused_bias else K)
         if transposed:
             grad_b = grad_b.T  # the same sums, in W's layout
     else:
@@ -464,7 +513,7 @@ def matmul_vjp(xp, grad, indices, a_shape, b_shape, needs=(True, True), transpos
         grad_a = sum_to_shape(np, grad_a, tuple(a_shape)).astype(grad.dtype, copy=False)
     if grad_b is not None:
         grad_b = sum_to_shape(np, grad_b, tuple(b_shape)).astype(grad.dtype, copy=False)
-    return grad_a, grad_b
+    return grad_a, grad_b, grad_bias
 
 
 @register("numpy", "morphology")
@@ -1087,6 +1136,10 @@ def _cast(x: np.ndarray | None, dtype) -> np.ndarray | None:
 def _addresses(*arrays: np.ndarray | None) -> tuple[int | None, ...]:
     """The data addresses of C-contiguous arrays for the raw C functions (None: a NULL pointer)."""
     return tuple(None if x is None else x.ctypes.data for x in arrays)
+
+
+def _address(array: np.ndarray | None) -> int | None:
+    return None if array is None else array.ctypes.data
 
 
 def _contiguous(x: np.ndarray) -> np.ndarray:

@@ -625,6 +625,25 @@ int tropic_matmul_part_f64(const double *a, const double *b, double *c, int32_t 
   return generic_f64_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
 }
 
+/* The bias as candidate K of every output (the product's c, (rows, N), in place): the bias wins
+ * where it is better or equal or NaN (c[i, j] = bias[j]), c keeps its value otherwise, and
+ * bias_won[i, j] (if not NULL) = !(c > bias) (to maximise; < to minimise), so that a NaN product
+ * beside a number keeps its NaN and reports the bias: core's rule (tropic.core.matmul.apply_bias). */
+#define DEFINE_BIAS_SELECT(T, NAME)                                                                 \
+  int NAME(T *c, const T *bias, int64_t rows, int64_t N, int maximise, uint8_t *bias_won) {        \
+    for (int64_t i = 0; i < rows; i++)                                                              \
+      for (int64_t j = 0; j < N; j++) {                                                             \
+        const T bj = bias[j], v = c[i * N + j];                                                     \
+        const int bias_better = maximise ? bj > v : bj < v;                                         \
+        const int product_better = maximise ? v > bj : v < bj;                                     \
+        c[i * N + j] = bias_better || bj != bj ? bj : v;                                            \
+        if (bias_won) bias_won[i * N + j] = (uint8_t)!product_better;                               \
+      }                                                                                             \
+    return 0;                                                                                       \
+  }
+DEFINE_BIAS_SELECT(float, tropic_bias_select_f32)
+DEFINE_BIAS_SELECT(double, tropic_bias_select_f64)
+
 /* Half-precision products: float32 operands holding float16 (rounding 1) or bfloat16 (2) values,
  * every candidate sum rounded to that dtype before it compares, so values and winners are those of
  * the product in the narrow dtype. AVX2 + F16C only: elsewhere these return 3 and the caller keeps

@@ -20,14 +20,23 @@ PyMODINIT_FUNC PyInit__scatter_c(void) { return PyModule_Create(&module); }
 
 /* Products: g, idx (n, M, N) -> ga (n, M, K) and gb (n, K, N), or with gb_transposed gb laid out as
  * (n, N, K) (the gradient of a weight W that entered as W.T: the same sums, written where W's
- * gradient wants them, so no transposing copy follows). */
+ * gradient wants them, so no transposing copy follows). bias_k: candidate K is a bias of shape (N,),
+ * whose gradient gbias (caller-zeroed, if not NULL) adds the n * M rows of g where it won, in T and
+ * in row order, a row's 0 where the bias lost too (so -0.0 sums to +0.0): NumPy's reduction of
+ * np.where(idx == K, g, 0) over the leading axes, bit for bit (for N >= 2: with N = 1 NumPy sums
+ * pairwise, and the caller does not ask). */
 #define MATMUL_VJP(NAME, T)                                                                         \
   int NAME(const T *g, const int32_t *idx, int64_t n, int64_t M, int64_t N, int64_t K, double *ga,  \
-           double *gb, int gb_transposed) {                                                         \
+           double *gb, int gb_transposed, int bias_k, T *gbias) {                                   \
     for (int64_t b = 0; b < n; b++)                                                                 \
       for (int64_t i = 0; i < M; i++)                                                               \
         for (int64_t j = 0; j < N; j++) {                                                           \
           int64_t at = (b * M + i) * N + j, k = idx[at];                                            \
+          if (bias_k) {                                                                             \
+            const T add = k == K ? g[at] : (T)0;                                                    \
+            if (gbias) gbias[j] += add;                                                             \
+            if (k == K) continue;                                                                   \
+          }                                                                                         \
           if (k < 0 || k >= K) {                                                                    \
             if (k == -1) continue;                                                                  \
             return 3;                                                                               \
