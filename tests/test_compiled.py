@@ -486,3 +486,29 @@ def test_conv2d_tap_loop_takes_any_memory_layout(layout):
         got = conv(view, np.asfortranarray(w), padding=1, groups=2, return_indices=True)
         for g, e in zip(got, expected, strict=True):
             assert_identical(g, e)
+
+
+def test_gradients_never_share_the_reused_accumulators():
+    """The backward kernels accumulate in per-thread scratch buffers: every gradient they return is
+    its own array, which a later call (same shapes, other numbers) leaves as it was."""
+    rng = np.random.default_rng(13)
+    a, b = rng.standard_normal((64, 48)), rng.standard_normal((48, 32))
+    x, w = rng.standard_normal((2, 3, 9, 9)), rng.standard_normal((4, 3, 3, 3))
+    _, k = tropic.maxplus_matmul(a, b, return_indices=True)
+    _, j = tropic.maxplus_conv2d(x, w, padding=1, return_indices=True)
+    _, t = tropic.dilation(x, w[0, 0], return_indices=True)
+
+    def gradients(scale):
+        return [
+            *tropic.matmul_vjp(np.full(k.shape, scale), k, a.shape, b.shape),
+            *tropic.conv2d_vjp(np.full(j.shape, scale), j, x.shape, w.shape, 1, 1),
+            tropic.dilation_vjp(np.full(t.shape, scale), t, x.shape, (3, 3))[0],
+        ]
+
+    first = gradients(1.0)
+    kept = [g.copy() for g in first]
+    second = gradients(2.0)
+    for g, g_kept, g2 in zip(first, kept, second, strict=True):
+        assert_identical(g, g_kept)
+        assert_identical(g2, 2 * g_kept)
+        assert not np.shares_memory(g, g2)
