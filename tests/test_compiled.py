@@ -50,6 +50,7 @@ for dtype in (np.float32, np.float64):
     x, w = data((2, 4, 9, 11), dtype), data((6, 2, 3, 2), dtype)
     for conv in (tropic.maxplus_conv2d, tropic.minplus_conv2d):
         results += list(conv(x, w, padding=1, groups=2, return_indices=True))
+        results.append(conv(x, w, padding=1, groups=2))  # the values-only channel loop
 """
 
 
@@ -107,6 +108,39 @@ def test_values_only_products_are_the_bits_of_the_full_ones(shape, dtype):
                     assert_identical(product(left, b, **extra), full)
         finally:
             tropic.set_num_threads(None)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "kwargs"),
+    [
+        ((2, 4, 9, 11), (6, 2, 3, 2), {"padding": 1, "groups": 2}),
+        ((3, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}),
+        ((2, 6, 14, 14), (16, 6, 5, 5), {}),
+        ((2, 3, 8, 8), (5, 3, 3, 3), {"stride": 2, "padding": 1}),
+    ],
+    ids=str,
+)
+def test_values_only_convolutions_are_the_bits_of_the_full_ones(x_shape, w_shape, kwargs, dtype):
+    """Without return_indices the channel tap loop skips the winners: the values are those of the
+    convolution with winners, bit for bit (ties, infinities, signed zeros; NaN and stride 2 take the
+    im2col path, which computes the winners anyway)."""
+    rng = np.random.default_rng(sum(x_shape))
+
+    def data(shape):
+        v = rng.integers(-2, 3, shape).astype(dtype)
+        v[rng.random(shape) < 0.05] = np.inf
+        v[rng.random(shape) < 0.05] = -np.inf
+        v[rng.random(shape) < 0.1] = -0.0
+        return v
+
+    x, w = data(x_shape), data(w_shape)
+    x_nan = x.copy()
+    x_nan[0, 0, 0, 0] = np.nan
+    for conv in (tropic.maxplus_conv2d, tropic.minplus_conv2d):
+        for image in (x, x_nan):
+            full, _ = conv(image, w, return_indices=True, **kwargs)
+            assert_identical(conv(image, w, **kwargs), full)
 
 
 def test_status_names_the_instruction_set():

@@ -288,8 +288,10 @@ def conv2d_reference(
     w: Array,
     geometry: ConvGeometry,
     rounding: str | None = None,
+    winners: bool = True,
 ) -> tuple[Array, Array]:
-    """Reference kernel: one candidate ``(c, u, v)`` at a time, all groups and channels at once."""
+    """Reference kernel: one candidate ``(c, u, v)`` at a time, all groups and channels at once (the
+    winners whatever ``winners`` says)."""
     require_no_rounding(rounding)
     B, C_in, _, _ = geometry.x_shape
     C_out, C_group, kh, kw = geometry.w_shape
@@ -359,9 +361,9 @@ def _tropical_conv2d(semiring, x, w, stride, padding, groups, return_indices):
         "maximise": semiring.maximises,
     }
     if engine is None:
-        y, indices = _run(xp, x, w, **params)
+        y, indices = _run(xp, x, w, **params, winners=return_indices)
     else:
-        y, indices = engine.apply(CONV2D, (x, w), params)
+        y, indices = engine.apply(CONV2D, (x, w), params, winners=return_indices)
     return (y, indices) if return_indices else y
 
 
@@ -376,12 +378,13 @@ def check(x: Array, w: Array, stride: Any, padding: Any, groups: Any) -> tuple[M
     return xp, ConvGeometry(tuple(x.shape), tuple(w.shape), stride, padding, groups)
 
 
-def _run(xp, x, w, *, stride, padding, groups, maximise, rounding=None):
+def _run(xp, x, w, *, stride, padding, groups, maximise, rounding=None, winners=True):
+    """``(y, winners)``; ``winners=False``: the caller will not read them (a kernel may skip them)."""
     geometry = ConvGeometry(tuple(x.shape), tuple(w.shape), stride, padding, groups)
     dtype = xp.result_type(x.dtype, w.dtype)
     x, w = xp.astype(x, dtype, copy=False), xp.astype(w, dtype, copy=False)
     kernel = kernel_for("conv2d", xp) or conv2d_reference
-    return kernel(xp, MAX_PLUS if maximise else MIN_PLUS, x, w, geometry, rounding)
+    return kernel(xp, MAX_PLUS if maximise else MIN_PLUS, x, w, geometry, rounding, winners)
 
 
 def _vjp(xp, grad, winners, shapes, needs, *, stride, padding, groups, maximise):
@@ -447,7 +450,8 @@ CONV2D = define(
         vjp=_vjp,
         jvp=_jvp,
         meta=_meta,
-        kernel=("conv2d", ("xp", "semiring", "x", "w", "geometry", "rounding")),
+        skips_winners=True,
+        kernel=("conv2d", ("xp", "semiring", "x", "w", "geometry", "rounding", "winners")),
         vjp_kernel=("conv2d_vjp", ("xp", "grad", "indices", "geometry", "needs")),
     )
 )

@@ -967,9 +967,12 @@ def morphology_vjp(xp, grad, indices, image_shape, row_window, col_window, needs
 
 
 @register("numpy", "conv2d")
-def conv2d(xp, semiring, x, w, geometry, rounding=None):
+def conv2d(xp, semiring, x, w, geometry, rounding=None, winners=True):
+    """The compiled tap loop for stride 1 (:func:`_conv2d_taps`; ``winners=False``: the values only,
+    None for the winners), else im2col blocks into :func:`product` (with the winners either way)."""
     if _float16_through_float32(rounding, x, w):
-        y, winner = conv2d(xp, semiring, float16_to_float32(x), float16_to_float32(w), geometry, "float16")
+        wide = float16_to_float32(x), float16_to_float32(w)
+        y, winner = conv2d(xp, semiring, *wide, geometry, "float16", winners)
         return float32_to_float16(y), winner
     B, C_in, H, W = geometry.x_shape
     C_out, C_group, kh, kw = geometry.w_shape
@@ -980,9 +983,9 @@ def conv2d(xp, semiring, x, w, geometry, rounding=None):
         return np.full(geometry.out_shape, semiring.zero, x.dtype), np.full(
             geometry.out_shape, -1, index_type
         )
-    direct = _conv2d_taps(semiring, x, w, geometry, rounding)
+    direct = _conv2d_taps(semiring, x, w, geometry, rounding, winners)
     if direct is not None:
-        return direct[0], direct[1].astype(index_type)
+        return direct[0], None if direct[1] is None else direct[1].astype(index_type)
     padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=semiring.zero)
     windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(2, 3))
     windows = windows[:, :, ::sh, ::sw][:, :, :H_out, :W_out]  # (B, C_in, H_out, W_out, kh, kw)
@@ -1010,10 +1013,10 @@ def conv2d(xp, semiring, x, w, geometry, rounding=None):
     return y, winner
 
 
-def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding):
-    """A stride-1 convolution on the compiled morphology tap loop, as ``(y, winner int32)``; None
-    where it does not apply (another stride, no compiled kernel, half-precision rounding on a CPU
-    without AVX2 + F16C, a NaN).
+def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding, winners=True):
+    """A stride-1 convolution on the compiled morphology tap loop, as ``(y, winner int32)`` (``winners``
+    False: ``(y, None)``, the values only); None where it does not apply (another stride, no compiled
+    kernel, half-precision rounding on a CPU without AVX2 + F16C, a NaN).
 
     The ``C_group`` padded channels of a group, stacked, are one tall image per batch entry, and the
     taps are the weight's entries in ``(c, u, v)`` order: tap ``(c, u, v)`` reads the stacked image at
@@ -1053,7 +1056,7 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding):
     tap_index = np.arange(n_taps, dtype=np.int32)
     weights = np.ascontiguousarray(w.reshape(C_out, n_taps))
     y = np.empty(geometry.out_shape, x.dtype)
-    winner = np.empty(geometry.out_shape, np.int32)
+    winner = np.empty(geometry.out_shape, np.int32) if winners else None
     per_group, plane = C_out // G, H_out * W_out
     # Blocks of up to 4 output channels of one group: the kernel reads each image vector once for all.
     blocks = [
@@ -1074,9 +1077,10 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding):
         o, oc, b0, b1 = tasks[t]
         source = padded.ctypes.data + (b0 * C_in + (o // per_group) * C_group) * Hp * Wp * item
         at = (b0 * C_out + o) * plane
+        winner_at = None if winner is None else winner.ctypes.data + at * 4
         status = taps_kernel(
             source, b1 - b0, *shapes, *taps, weights[o].ctypes.data, n_taps, tap_index.ctypes.data, n_taps,
-            oc, int(semiring.maximises), code, y.ctypes.data + at * item, winner.ctypes.data + at * 4, 1,
+            oc, int(semiring.maximises), code, y.ctypes.data + at * item, winner_at, 1,
         )  # fmt: skip
         _check(status, "conv2d")
 

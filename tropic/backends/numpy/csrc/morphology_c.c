@@ -501,11 +501,12 @@ AVX2 static void SUF(taps_avx2)(const T *P, int64_t pstride, int64_t Wp, int64_t
 #if TROPIC_X86
 /* One vector of one output row for OC output channels of a convolution (the same input, OC weight
    sets `wstride` apart, outputs `cstride` apart): each image vector loaded serves OC channels, which
-   keeps the loads below the arithmetic. `masked`: the row's last, partial vector. */
+   keeps the loads below the arithmetic. `masked`: the row's last, partial vector. `track` 0: the
+   values only (no compare or select is spent on the winners, and ix is not written). */
 AVX2_INLINE void SUF(channels_avx2_vector)(const T *base, const int64_t *off, const T *w, int64_t wstride,
                                             const int32_t *tap_index, int64_t ntaps, T *o, int32_t *ix,
                                             int64_t cstride, const int mx, const int OC, const int rounding,
-                                            const int masked, __m256i lanes)
+                                            const int masked, __m256i lanes, const int track)
 {
     VT best[4];
     __m256i win[4];
@@ -518,18 +519,20 @@ AVX2_INLINE void SUF(channels_avx2_vector)(const T *base, const int64_t *off, co
         const __m256i tt = SUF(iset1)(tap_index[t]);
         for (int c = 0; c < OC; c++) {
             const VT sum = SUF(vround)(SUF(vadd)(v, SUF(vset1)(w[c * wstride + t])), rounding);
-            const VT m = VBETTER(sum, best[c]);
+            if (track)
+                win[c] = SUF(isel)(VBETTER(sum, best[c]), tt, win[c]);
             best[c] = VBEST(sum, best[c]);
-            win[c] = SUF(isel)(m, tt, win[c]);
         }
     }
     for (int c = 0; c < OC; c++) {
         if (masked) {
             SUF(vmaskstore)(o + c * cstride, lanes, best[c]);
-            SUF(imaskstore32)(ix + c * cstride, lanes, win[c]);
+            if (track)
+                SUF(imaskstore32)(ix + c * cstride, lanes, win[c]);
         } else {
             SUF(vstore)(o + c * cstride, best[c]);
-            SUF(istore32)(ix + c * cstride, win[c]);
+            if (track)
+                SUF(istore32)(ix + c * cstride, win[c]);
         }
     }
 }
@@ -538,21 +541,21 @@ AVX2_INLINE void SUF(channels_avx2_body)(const T *P, int64_t pstride, int64_t Wp
                                           int64_t ostride, int64_t cstride, const int64_t *off, const T *w,
                                           int64_t wstride, const int32_t *tap_index, int64_t ntaps, T *out,
                                           int32_t *idx, int64_t q0, int64_t q1, const int mx, const int OC,
-                                          const int rounding)
+                                          const int rounding, const int track)
 {
     const __m256i none = SUF(tailmask)(0);
     for (int64_t q = q0; q < q1; q++) {
         const int64_t b = q / H, i = q - b * H;
         const T *base = P + b * pstride + i * Wp;
         T *o = out + b * ostride + i * W;
-        int32_t *ix = idx + b * ostride + i * W;
+        int32_t *ix = track ? idx + b * ostride + i * W : NULL;
         int64_t j = 0;
         for (; j + L <= W; j += L)
-            SUF(channels_avx2_vector)(base + j, off, w, wstride, tap_index, ntaps, o + j, ix + j, cstride, mx, OC,
-                                      rounding, 0, none);
+            SUF(channels_avx2_vector)(base + j, off, w, wstride, tap_index, ntaps, o + j, track ? ix + j : NULL,
+                                      cstride, mx, OC, rounding, 0, none, track);
         if (j < W)
-            SUF(channels_avx2_vector)(base + j, off, w, wstride, tap_index, ntaps, o + j, ix + j, cstride, mx, OC,
-                                      rounding, 1, SUF(tailmask)(W - j));
+            SUF(channels_avx2_vector)(base + j, off, w, wstride, tap_index, ntaps, o + j, track ? ix + j : NULL,
+                                      cstride, mx, OC, rounding, 1, SUF(tailmask)(W - j), track);
     }
 }
 
@@ -563,8 +566,14 @@ AVX2 static void SUF(channels_avx2)(const T *P, int64_t pstride, int64_t Wp, int
                                     T *out, int32_t *idx, int64_t q0, int64_t q1)
 {
 #define CHANNELS(oc, m, r)                                                                                       \
-    SUF(channels_avx2_body)(P, pstride, Wp, H, W, ostride, cstride, off, w, wstride, tap_index, ntaps, out, idx, \
-                            q0, q1, m, oc, r)
+    do {                                                                                                         \
+        if (idx != NULL)                                                                                         \
+            SUF(channels_avx2_body)(P, pstride, Wp, H, W, ostride, cstride, off, w, wstride, tap_index, ntaps,   \
+                                    out, idx, q0, q1, m, oc, r, 1);                                              \
+        else /* values only */                                                                                   \
+            SUF(channels_avx2_body)(P, pstride, Wp, H, W, ostride, cstride, off, w, wstride, tap_index, ntaps,   \
+                                    out, NULL, q0, q1, m, oc, r, 0);                                             \
+    } while (0)
 #define BY_CHANNELS(m, r)        \
     do {                         \
         if (OC == 1)             \
@@ -595,7 +604,8 @@ AVX2 static void SUF(channels_avx2)(const T *P, int64_t pstride, int64_t Wp, int
 /* A stride-1 tropical convolution's tap loop for OC (1..4) output channels at once: as
    tropic_taps_strided with the OC weight rows `wstride` apart and their outputs `cstride` apart
    (images and outputs of the batch pstride / ostride apart). Bit for bit the same as OC calls of
-   tropic_taps_rounded_strided (rounding 0: tropic_taps_strided), one per channel. */
+   tropic_taps_rounded_strided (rounding 0: tropic_taps_strided), one per channel; idx NULL: the
+   values only. */
 EXPORT int SUF(tropic_conv_taps)(const T *P, int64_t n, int64_t Hp, int64_t Wp, int64_t pstride, int64_t H,
                                  int64_t W, int64_t ostride, int64_t cstride, const int64_t *tap_row,
                                  const int64_t *tap_col, const T *tap_weight, int64_t wstride,
@@ -625,7 +635,7 @@ EXPORT int SUF(tropic_conv_taps)(const T *P, int64_t n, int64_t Hp, int64_t Wp, 
 #endif
             for (int64_t c = 0; c < OC; c++)
                 SUF(taps_generic)(P, pstride, Wp, H, W, ostride, off, tap_weight + c * wstride, tap_index, T_count,
-                                  maximise, out + c * cstride, idx + c * cstride, q0, q1);
+                                  maximise, out + c * cstride, idx ? idx + c * cstride : NULL, q0, q1);
     }
     (void)avx2;
     free(off);
