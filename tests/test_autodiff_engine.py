@@ -327,3 +327,31 @@ def test_training_a_small_network_on_digits(hidden, min_accuracy):
     with no_grad():
         accuracy = float(np.mean(np.argmax(forward(Tensor(x_test)).data, axis=1) == y_test))
     assert accuracy >= min_accuracy
+
+
+def test_operators_without_a_gradient_to_record_skip_the_winners_and_keep_the_values(monkeypatch):
+    """An operator that skips_winners runs values only when nothing requires a gradient and no
+    indices are asked for: the same values; with a gradient to record it keeps the winners."""
+    import tropic
+    from tropic.core import dispatch
+
+    asked = []
+    real = dispatch.kernel_for("matmul", np)
+
+    def spy(*args):
+        asked.append(args[-1])  # the kernels' last parameter: winners
+        return real(*args)
+
+    monkeypatch.setitem(dispatch._kernels, ("numpy", "matmul"), spy)
+    rng = np.random.default_rng(15)
+    a, b = rng.integers(-2, 3, (6, 40)).astype(np.float32), rng.standard_normal((40, 7)).astype(np.float32)
+    x, w = rng.integers(-2, 3, (2, 3, 9, 9)).astype(np.float32), rng.standard_normal((4, 3, 3, 3))
+    for fn, args in ((tropic.maxplus_matmul, (a, b)), (tropic.maxplus_conv2d, (x, w.astype(np.float32)))):
+        full = fn(*args, return_indices=True)[0]
+        assert_identical(fn(*(tensor(v) for v in args)).data, full)
+        leaves = [tensor(v, requires_grad=True) for v in args]
+        out = fn(*leaves)
+        assert_identical(out.data, full)
+        out.sum().backward()
+        assert all(leaf.grad is not None for leaf in leaves)
+    assert asked == [True, False, True]  # return_indices, no gradient, a gradient to record

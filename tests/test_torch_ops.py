@@ -676,3 +676,23 @@ def test_a_weight_transpose_gets_its_gradient_in_the_weights_layout():
     )
     assert_identical(weight.grad.numpy(), np.ascontiguousarray(grads[1].T))
     assert weight.grad.is_contiguous()
+
+
+def test_values_only_calls_give_the_values_of_the_full_ones():
+    """Without return_indices and without a gradient to record (torch no_grad, or inputs that do
+    not require grad) the kernels skip the winners: the values are the bits of the full calls."""
+    rng = np.random.default_rng(14)
+    a, b = torch.from_numpy(rng.integers(-2, 3, (6, 40)).astype(np.float32)), torch.randn(40, 7)
+    bias = torch.randn(7)
+    x, w = torch.from_numpy(rng.integers(-2, 3, (2, 3, 9, 9)).astype(np.float32)), torch.randn(4, 3, 3, 3)
+    calls = [
+        (tropic.maxplus_matmul, (a, b), {"bias": bias}),
+        (tropic.minplus_matmul, (a, b), {}),
+        (tropic.maxplus_conv2d, (x, w), {"padding": 1}),
+        (tropic.dilation, (x, w[0, 0]), {"mode": "reflect"}),
+    ]
+    for fn, args, kwargs in calls:
+        full = fn(*args, return_indices=True, **kwargs)[0]
+        with torch.no_grad():
+            assert_identical(fn(*args, **kwargs).numpy(), full.numpy())
+        assert_identical(fn(*args, **kwargs).numpy(), full.numpy())
