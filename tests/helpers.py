@@ -48,6 +48,16 @@ def sample(rng: np.random.Generator, shape, dtype=np.float64, specials: bool = T
     return x
 
 
+def tie_heavy(rng: np.random.Generator, shape, dtype, nan: float = 0.005) -> np.ndarray:
+    """Small integers (ties everywhere) with infinities of both signs, signed zeros and a ``nan``
+    share of NaN (0: none, and no draw for it)."""
+    x = rng.integers(-2, 3, shape).astype(dtype)
+    for value, share in ((np.inf, 0.05), (-np.inf, 0.05), (-0.0, 0.1), (np.nan, nan)):
+        if share:
+            x[rng.random(shape) < share] = value
+    return x
+
+
 def dyadic(rng: np.random.Generator, shape, dtype) -> np.ndarray:
     """Gradients whose float64 sums are exact in any order (so every summation order agrees)."""
     return (rng.integers(-64, 65, size=shape) / 8).astype(dtype)

@@ -25,6 +25,7 @@ from .helpers import (
     expected_index_dtype,
     hsettings,
     strict,
+    tie_heavy,
     to_numpy,
 )
 
@@ -266,14 +267,6 @@ def test_numpy_backend_matches_array_api_strict(semiring, operands):
     assert_identical(s_c, c)
     assert_identical(s_index, index)
     assert c.shape == np.matmul(np.zeros(a.shape), np.zeros(b.shape)).shape
-
-
-def tie_heavy(rng, shape, dtype):
-    """Small integers (ties everywhere) with infinities of both signs, signed zeros and a few NaN."""
-    x = rng.integers(-2, 3, shape).astype(dtype)
-    for value, share in ((np.inf, 0.05), (-np.inf, 0.05), (-0.0, 0.1), (np.nan, 0.005)):
-        x[rng.random(shape) < share] = value
-    return x
 
 
 @SEMIRINGS
