@@ -289,6 +289,7 @@ MATMUL = define(
         jvp=_jvp,
         meta=_meta,
         skips_winners=True,
+        layout_hints=lambda transposed: {"transposed_b_grad": True} if transposed[1] else {},
         kernel=("matmul", ("xp", "semiring", "a", "b", "bias", "rounding", "winners")),
         vjp_kernel=(
             "matmul_vjp",

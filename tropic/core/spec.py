@@ -22,6 +22,10 @@ An :class:`Operator` says what the operator *is* at the level of arrays:
 * ``skips_winners``: ``run`` also takes ``winners=False``, which says the caller will not read the
   winners: its kernels may then skip them (values only, the same bits) and ``run`` returns None for
   them. Engines pass it on when no gradient is recorded and the public call did not ask for indices.
+* ``layout_hints(transposed)``, optional: keyword arguments for ``vjp`` given which inputs arrived
+  as the transpose of a C-contiguous matrix (a weight ``W`` used as ``W.T``), asking for their
+  gradients in that layout; values are unaffected, and a backend may ignore them. Engines whose
+  autograd cares about a gradient's memory layout (the torch engine's eager path) pass them.
 * ``kernel`` and ``vjp_kernel`` name the backend kernels ``run`` and ``vjp`` call and list their
   parameters; :func:`tropic.core.dispatch.register` refuses a kernel whose parameters differ.
 
@@ -55,6 +59,7 @@ class Operator:
     vjp_kernel: tuple[str, tuple[str, ...]] | None = None
     optional: tuple[str, ...] = ()
     skips_winners: bool = False
+    layout_hints: Callable[[tuple[bool, ...]], dict[str, Any]] | None = None
     doc: str = ""
 
     param_names: tuple[str, ...] = field(init=False)

@@ -547,15 +547,21 @@ class _EagerFunction(torch.autograd.Function):
 
 
 def _layout_hints(operator: Operator, args: tuple) -> dict[str, Any]:
-    """The vjp's layout hints for these inputs: a product's ``b`` that is a weight's transpose
-    (``x @ W.T``, the (1, K) strides of a C-contiguous (N, K) matrix) gets its gradient in W's
+    """The operator's vjp layout hints (its spec's ``layout_hints``) for these inputs: an input that
+    is the transpose of a C-contiguous matrix (``x @ W.T``'s ``W.T``) gets its gradient in that
     layout, which autograd then hands to ``W.grad`` without the transposing copy it would make of a
-    C-contiguous (K, N) gradient (a tenth of a millisecond for a 256 x 784 weight)."""
-    if operator.name != "matmul":
+    C-contiguous gradient (a tenth of a millisecond for a 256 x 784 weight)."""
+    if operator.layout_hints is None:
         return {}
-    b = args[1]
-    transposed = b.ndim == 2 and b.stride(0) == 1 and b.stride(1) == b.shape[0] and not b.is_contiguous()
-    return {"transposed_b_grad": True} if transposed else {}
+    inputs = args[: len(operator.inputs)]
+    return operator.layout_hints(tuple(_is_transposed_matrix(t) for t in inputs))
+
+
+def _is_transposed_matrix(t: Tensor | None) -> bool:
+    """Whether ``t`` is the transposed view of a C-contiguous 2-D tensor (strides (1, rows))."""
+    if t is None or t.ndim != 2 or t.is_contiguous():
+        return False
+    return t.stride(0) == 1 and t.stride(1) == t.shape[0]
 
 
 # -- vmap -------------------------------------------------------------------------------------------
