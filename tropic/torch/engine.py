@@ -320,7 +320,9 @@ def _backward_cpu(operator: Operator, checked: bool = True):
             grads = operator.vjp(np_namespace, g, _numpy(winners, False), shapes, needs, **params, **hints)
         finally:
             host_threads.reset(token)
-        return _returned(tuple(None if x is None else _tensor(x, grad.dtype, checked) for x in grads))
+        # The op promises contiguous gradients (its fake kernel); the eager path keeps the layouts.
+        contiguous = checked
+        return _returned(tuple(None if x is None else _tensor(x, grad.dtype, contiguous) for x in grads))
 
     return kernel
 
