@@ -487,6 +487,30 @@ def test_inputs_not_modified():
     assert_identical(g, np.ones_like(y))
 
 
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape"),
+    [((2, 3, 9, 11), (4, 3, 3, 3)), ((1, 1, 182, 182), (2, 1, 182, 182))],
+    ids=["int8 winners", "int32 winners"],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_results_are_not_reused_buffers(x_shape, w_shape, dtype):
+    """The kernels pad and keep winners in per-thread scratch buffers: a result handed out must not be
+    one of them, so a later call of the same shapes leaves an earlier result as it was (with the
+    int32 winners of 33124 candidates too, which are returned as the kernel wrote them)."""
+    rng = np.random.default_rng(1)
+    x1, x2 = (rng.integers(-3, 4, x_shape).astype(dtype) for _ in range(2))
+    w1, w2 = (rng.integers(-3, 4, w_shape).astype(dtype) for _ in range(2))
+    first = tropic.maxplus_conv2d(x1, w1, padding=1, return_indices=True)
+    kept = [a.copy() for a in first]
+    for x, w in ((x2, w2), (x1, w2)):
+        tropic.maxplus_conv2d(x, w, padding=1, return_indices=True)
+        tropic.minplus_conv2d(x, w, padding=1)
+    for result, copy in zip(first, kept, strict=True):
+        assert_identical(result, copy)
+    for result, expected in zip(first, reference_call(MAX_PLUS, x1, w1, padding=1), strict=True):
+        assert_identical(result, expected)
+
+
 EMPTY_CONVS = [((0, 2, 5, 5), (3, 2, 2, 2)), ((1, 0, 5, 5), (3, 0, 2, 2)), ((2, 2, 5, 5), (0, 2, 2, 2))]
 
 

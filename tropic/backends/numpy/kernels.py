@@ -985,7 +985,7 @@ def conv2d(xp, semiring, x, w, geometry, rounding=None, winners=True):
         )
     direct = _conv2d_taps(semiring, x, w, geometry, rounding, winners)
     if direct is not None:
-        return direct[0], None if direct[1] is None else direct[1].astype(index_type)
+        return direct[0], None if direct[1] is None else direct[1].astype(index_type, copy=False)
     padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=semiring.zero)
     windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(2, 3))
     windows = windows[:, :, ::sh, ::sw][:, :, :H_out, :W_out]  # (B, C_in, H_out, W_out, kh, kw)
@@ -1047,16 +1047,18 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding, win
     Hp, Wp = H + 2 * ph, W + 2 * pw
     # (B, C_in, Hp, Wp): group g of batch entry b is the tall image (C_group * Hp, Wp) at channel
     # g * C_group, and the next batch entry's is C_in * Hp * Wp elements further.
-    # C order, which the addresses below assume: np.pad keeps a Fortran-ordered input's order.
-    x = np.ascontiguousarray(x)
-    padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=semiring.zero)
+    # C order (whatever the input's), which the addresses below assume.
+    padded = _padded_images(x, ph, pw, semiring.zero)
     c, u, v = np.meshgrid(np.arange(C_group), np.arange(kh), np.arange(kw), indexing="ij")
     tap_row = np.ascontiguousarray((c * Hp + u).ravel(), dtype=np.int64)
     tap_col = np.ascontiguousarray(v.ravel(), dtype=np.int64)
     tap_index = np.arange(n_taps, dtype=np.int32)
     weights = np.ascontiguousarray(w.reshape(C_out, n_taps))
     y = np.empty(geometry.out_shape, x.dtype)
-    winner = np.empty(geometry.out_shape, np.int32) if winners else None
+    winner = None
+    if winners:  # the kernel writes int32; a narrower result is a cast of it, so the int32 is scratch
+        narrower = _index_type(n_taps) != np.int32
+        winner = (scratch if narrower else _fresh)("conv_winners", geometry.out_shape, np.int32)
     per_group, plane = C_out // G, H_out * W_out
     # Blocks of up to 4 output channels of one group: the kernel reads each image vector once for all.
     blocks = [
@@ -1086,6 +1088,24 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding, win
 
     parallel_tasks(len(tasks), task, threads)
     return y, winner
+
+
+def _padded_images(x: np.ndarray, ph: int, pw: int, fill: float) -> np.ndarray:
+    """``x`` (B, C, H, W) padded by ``ph`` rows and ``pw`` columns of ``fill``, C-ordered, in a
+    :func:`scratch` buffer (the kernels read it; fresh memory would cost page faults every call)."""
+    B, C, H, W = x.shape
+    padded = scratch("conv_padded", (B, C, H + 2 * ph, W + 2 * pw), x.dtype)
+    padded[:, :, :ph] = fill
+    padded[:, :, ph + H :] = fill
+    padded[:, :, ph : ph + H, :pw] = fill
+    padded[:, :, ph : ph + H, pw + W :] = fill
+    padded[:, :, ph : ph + H, pw : pw + W] = x
+    return padded
+
+
+def _fresh(slot: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """``np.empty`` in :func:`scratch`'s signature: for a buffer that is returned to the caller."""
+    return np.empty(shape, dtype)
 
 
 @register("numpy", "conv2d_vjp")
