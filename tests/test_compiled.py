@@ -51,6 +51,14 @@ for dtype in (np.float32, np.float64):
     for conv in (tropic.maxplus_conv2d, tropic.minplus_conv2d):
         results += list(conv(x, w, padding=1, groups=2, return_indices=True))
         results.append(conv(x, w, padding=1, groups=2))  # the values-only channel loop
+        # AVX-512's row blocks: output widths 7, 16, 20, 32, 37 (one partial vector, one full, a full and
+        # a partial, two full, two full and a partial, for 16 float32 lanes; 8 float64 lanes), blocks
+        # of 4 + 1 output channels, and of 2 (groups 3, 3 x 3)
+        for width in (7, 16, 20, 32, 37):
+            rows = data((2, 3, 4, width), dtype)
+            for weight, groups in ((data((5, 3, 2, 3), dtype), 1), (data((6, 1, 3, 3), dtype), 3)):
+                results += list(conv(rows, weight, padding=1, groups=groups, return_indices=True))
+                results.append(conv(rows, weight, padding=1, groups=groups))
 """
 
 

@@ -7,7 +7,7 @@
  *                          weighted sum rounded to float16 or bfloat16 before it compares (AVX2 + F16C)
  *   tropic_conv_taps_{f32,f64}  the convolutions' tap loop for up to 4 output channels at once
  *   tropic_rect_{f32,f64}  flat full rectangle, van Herk / Gil-Werman: O(1) comparisons per pixel in kh, kw
- *   tropic_isa             "avx2" or "generic": the code path chosen at load time
+ *   tropic_isa             "avx512+avx2", "avx2" or "generic": the code paths chosen at load time
  *
  * Contract (bitwise, the same as the NumPy kernel in kernels.py):
  *  - candidates are taken in order (the taps as given; the rectangle's in flat index order) and replace
@@ -24,8 +24,9 @@
  *  - returns 0 on success, 1 on bad arguments, 2 when scratch memory could not be allocated, 3 for a
  *    rounding the CPU cannot do (no AVX2 + F16C).
  * The AVX2 path (picked once at load time with __builtin_cpu_supports; TROPIC_FORCE_GENERIC=1 in the
- * environment forces the generic path, for tests) and the generic C path give identical results, for any
- * number of OpenMP threads: only comparisons, selects and one add per candidate, in the same order.
+ * environment forces the generic path, for tests), the AVX-512 convolution tap loop (TROPIC_MAX_ISA=avx2
+ * caps it) and the generic C path give identical results, for any number of OpenMP threads: only
+ * comparisons, selects and one add per candidate, in the same order.
  *
  * The f32 and f64 kernels are one template: this file includes itself once per element type (the part
  * after `#else` below), so the algorithms are written once. The Python module stub exists only so that
@@ -72,7 +73,8 @@ PyMODINIT_FUNC PyInit__morphology_c(void) { return PyModule_Create(&module); }
 EXPORT int tropic_abi_version(void) { return 1; }
 
 static int use_avx2 = 0;
-static int use_f16c = 0; /* AVX2 and F16C: the half-precision roundings of the tap loop */
+static int use_f16c = 0;   /* AVX2 and F16C: the half-precision roundings of the tap loop */
+static int use_avx512 = 0; /* AVX-512 F/VL/BW/DQ: the unrounded convolution tap loop (TROPIC_MAX_ISA=avx2 caps it) */
 
 /* Read once when the library is loaded, so every call takes the same path (no data race either). */
 __attribute__((constructor)) static void select_isa(void)
@@ -84,10 +86,14 @@ __attribute__((constructor)) static void select_isa(void)
     __builtin_cpu_init();
     use_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
     use_f16c = use_avx2 && __builtin_cpu_supports("f16c");
+    const char *cap = getenv("TROPIC_MAX_ISA");
+    use_avx512 = use_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                 __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+                 !(cap != NULL && strcmp(cap, "avx2") == 0);
 #endif
 }
 
-EXPORT const char *tropic_isa(void) { return use_avx2 ? "avx2" : "generic"; }
+EXPORT const char *tropic_isa(void) { return use_avx512 ? "avx512+avx2" : use_avx2 ? "avx2" : "generic"; }
 
 static void *scratch_alloc(size_t bytes)
 {
@@ -301,6 +307,68 @@ AVX2_INLINE void itranspose_f64(__m256i r[4])
     for (int k = 0; k < 4; k++)
         r[k] = _mm256_castpd_si256(f[k]);
 }
+
+/* AVX-512 vocabulary of the unrounded convolution tap loop: a compare gives a lane mask, so keeping the winners
+   costs one masked move per candidate, and a row's last, partial vector is a masked load / store
+   (masked-off lanes read nothing, so nothing past the array faults). f32: 16 lanes and int32 indices in
+   one zmm; f64: 8 lanes, their int32 indices in a ymm under the same 8-bit mask. */
+#define AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
+#define AVX512_INLINE static inline __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq"), always_inline))
+
+AVX512_INLINE __mmask16 ztail_f32(int64_t count) { return (__mmask16)((1u << count) - 1u); }
+AVX512_INLINE __m512 zload_f32(const float *p, __mmask16 m, const int masked)
+{
+    return masked ? _mm512_maskz_loadu_ps(m, p) : _mm512_loadu_ps(p);
+}
+AVX512_INLINE void zstore_f32(float *p, __m512 x, __mmask16 m, const int masked)
+{
+    if (masked)
+        _mm512_mask_storeu_ps(p, m, x);
+    else
+        _mm512_storeu_ps(p, x);
+}
+AVX512_INLINE __m512 zset1_f32(float x) { return _mm512_set1_ps(x); }
+AVX512_INLINE __m512 zadd_f32(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
+AVX512_INLINE __mmask16 zgt_f32(__m512 a, __m512 b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+/* b on ties and NaN, as vmax_f32 */
+AVX512_INLINE __m512 zmax_f32(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }
+AVX512_INLINE __m512 zmin_f32(__m512 a, __m512 b) { return _mm512_min_ps(a, b); }
+AVX512_INLINE __m512i ziset1_f32(int32_t x) { return _mm512_set1_epi32(x); }
+AVX512_INLINE __m512i zisel_f32(__mmask16 m, __m512i a, __m512i b) { return _mm512_mask_mov_epi32(b, m, a); }
+AVX512_INLINE void zistore_f32(int32_t *p, __m512i x, __mmask16 m, const int masked)
+{
+    if (masked)
+        _mm512_mask_storeu_epi32(p, m, x);
+    else
+        _mm512_storeu_si512((void *)p, x);
+}
+
+AVX512_INLINE __mmask8 ztail_f64(int64_t count) { return (__mmask8)((1u << count) - 1u); }
+AVX512_INLINE __m512d zload_f64(const double *p, __mmask8 m, const int masked)
+{
+    return masked ? _mm512_maskz_loadu_pd(m, p) : _mm512_loadu_pd(p);
+}
+AVX512_INLINE void zstore_f64(double *p, __m512d x, __mmask8 m, const int masked)
+{
+    if (masked)
+        _mm512_mask_storeu_pd(p, m, x);
+    else
+        _mm512_storeu_pd(p, x);
+}
+AVX512_INLINE __m512d zset1_f64(double x) { return _mm512_set1_pd(x); }
+AVX512_INLINE __m512d zadd_f64(__m512d a, __m512d b) { return _mm512_add_pd(a, b); }
+AVX512_INLINE __mmask8 zgt_f64(__m512d a, __m512d b) { return _mm512_cmp_pd_mask(a, b, _CMP_GT_OQ); }
+AVX512_INLINE __m512d zmax_f64(__m512d a, __m512d b) { return _mm512_max_pd(a, b); }
+AVX512_INLINE __m512d zmin_f64(__m512d a, __m512d b) { return _mm512_min_pd(a, b); }
+AVX512_INLINE __m256i ziset1_f64(int32_t x) { return _mm256_set1_epi32(x); }
+AVX512_INLINE __m256i zisel_f64(__mmask8 m, __m256i a, __m256i b) { return _mm256_mask_mov_epi32(b, m, a); }
+AVX512_INLINE void zistore_f64(int32_t *p, __m256i x, __mmask8 m, const int masked)
+{
+    if (masked)
+        _mm256_mask_storeu_epi32(p, m, x);
+    else
+        _mm256_storeu_si256((__m256i *)p, x);
+}
 #endif /* TROPIC_X86 */
 
 #define TROPIC_CAT2(a, b) a##_##b
@@ -311,24 +379,40 @@ AVX2_INLINE void itranspose_f64(__m256i r[4])
 #define TROPIC_LANES 8
 #define TROPIC_IT int32_t
 #define TROPIC_VT __m256
+#define TROPIC_ZLANES 16
+#define TROPIC_ZT __m512
+#define TROPIC_ZIT __m512i
+#define TROPIC_ZMASK __mmask16
 #include "morphology_c.c"
 #undef TROPIC_T
 #undef TROPIC_SUFFIX
 #undef TROPIC_LANES
 #undef TROPIC_IT
 #undef TROPIC_VT
+#undef TROPIC_ZLANES
+#undef TROPIC_ZT
+#undef TROPIC_ZIT
+#undef TROPIC_ZMASK
 
 #define TROPIC_T double
 #define TROPIC_SUFFIX f64
 #define TROPIC_LANES 4
 #define TROPIC_IT int64_t
 #define TROPIC_VT __m256d
+#define TROPIC_ZLANES 8
+#define TROPIC_ZT __m512d
+#define TROPIC_ZIT __m256i
+#define TROPIC_ZMASK __mmask8
 #include "morphology_c.c"
 #undef TROPIC_T
 #undef TROPIC_SUFFIX
 #undef TROPIC_LANES
 #undef TROPIC_IT
 #undef TROPIC_VT
+#undef TROPIC_ZLANES
+#undef TROPIC_ZT
+#undef TROPIC_ZIT
+#undef TROPIC_ZMASK
 
 #else /* ------------------------------------------------------- template part, once per element type */
 
@@ -336,6 +420,12 @@ AVX2_INLINE void itranspose_f64(__m256i r[4])
 #define L TROPIC_LANES         /* lanes of one AVX2 vector of T */
 #define IT TROPIC_IT           /* index lane type of the same width */
 #define VT TROPIC_VT           /* AVX2 vector of T */
+#define ZL TROPIC_ZLANES       /* lanes of one AVX-512 vector of T */
+#define ZT TROPIC_ZT           /* AVX-512 vector of T */
+#define ZIT TROPIC_ZIT         /* the int32 winners of ZL lanes */
+#define ZMASK TROPIC_ZMASK     /* a mask of ZL lanes */
+#define ZBETTER(a, b) (mx ? SUF(zgt)(a, b) : SUF(zgt)(b, a))
+#define ZBEST(a, b) (mx ? SUF(zmax)(a, b) : SUF(zmin)(a, b))
 #define SUF(name) TROPIC_CAT(name, TROPIC_SUFFIX)
 #define ZERO ((T)(mx ? -INFINITY : INFINITY))
 /* `mx` is a compile-time constant in every kernel body (always_inline, called with 1 or 0). */
@@ -601,6 +691,105 @@ AVX2 static void SUF(channels_avx2)(const T *P, int64_t pstride, int64_t Wp, int
 }
 #endif
 
+#if TROPIC_X86
+/* AVX-512 twin of channels_avx2_vector, unrounded: NV (1 or 2) vectors of one output row for OC (1..4)
+   output channels; each image vector loaded serves OC channels and each weight broadcast NV vectors. */
+AVX512_INLINE void SUF(channels_avx512_block)(const T *base, const int64_t *off, const T *w, int64_t wstride,
+                                               const int32_t *tap_index, int64_t ntaps, T *o, int32_t *ix,
+                                               int64_t cstride, const int mx, const int OC, const int NV,
+                                               const int masked, ZMASK last, const int track)
+{
+    ZT best[4][2];
+    ZIT win[4][2];
+    for (int c = 0; c < OC; c++)
+        for (int k = 0; k < NV; k++) {
+            best[c][k] = SUF(zset1)(ZERO);
+            win[c][k] = SUF(ziset1)(-1);
+        }
+    for (int64_t t = 0; t < ntaps; t++) {
+        const T *p = base + off[t];
+        ZT v[2];
+        for (int k = 0; k < NV; k++)
+            v[k] = SUF(zload)(p + k * ZL, last, masked && k == NV - 1);
+        const ZIT tt = SUF(ziset1)(tap_index[t]);
+        for (int c = 0; c < OC; c++) {
+            const ZT wc = SUF(zset1)(w[c * wstride + t]);
+            for (int k = 0; k < NV; k++) {
+                const ZT sum = SUF(zadd)(v[k], wc);
+                if (track)
+                    win[c][k] = SUF(zisel)(ZBETTER(sum, best[c][k]), tt, win[c][k]);
+                best[c][k] = ZBEST(sum, best[c][k]);
+            }
+        }
+    }
+    for (int c = 0; c < OC; c++)
+        for (int k = 0; k < NV; k++) {
+            SUF(zstore)(o + c * cstride + k * ZL, best[c][k], last, masked && k == NV - 1);
+            if (track)
+                SUF(zistore)(ix + c * cstride + k * ZL, win[c][k], last, masked && k == NV - 1);
+        }
+}
+
+AVX512_INLINE void SUF(channels_avx512_body)(const T *P, int64_t pstride, int64_t Wp, int64_t H, int64_t W,
+                                              int64_t ostride, int64_t cstride, const int64_t *off, const T *w,
+                                              int64_t wstride, const int32_t *tap_index, int64_t ntaps, T *out,
+                                              int32_t *idx, int64_t q0, int64_t q1, const int mx, const int OC,
+                                              const int track)
+{
+#define BLOCK(nv, masked, last)                                                                                 \
+    SUF(channels_avx512_block)(base + j, off, w, wstride, tap_index, ntaps, o + j, track ? ix + j : NULL, cstride, \
+                               mx, OC, nv, masked, last, track)
+    for (int64_t q = q0; q < q1; q++) {
+        const int64_t b = q / H, i = q - b * H;
+        const T *base = P + b * pstride + i * Wp;
+        T *o = out + b * ostride + i * W;
+        int32_t *ix = track ? idx + b * ostride + i * W : NULL;
+        int64_t j = 0;
+        for (; j + 2 * ZL <= W; j += 2 * ZL)
+            BLOCK(2, 0, 0);
+        const int64_t rest = W - j; /* 0 .. 2 ZL - 1 */
+        if (rest > ZL)
+            BLOCK(2, 1, SUF(ztail)(rest - ZL));
+        else if (rest == ZL)
+            BLOCK(1, 0, 0);
+        else if (rest > 0)
+            BLOCK(1, 1, SUF(ztail)(rest));
+    }
+#undef BLOCK
+}
+
+/* channels_avx2 for rounding 0 (the caller's choice) on AVX-512. */
+AVX512 static void SUF(channels_avx512)(const T *P, int64_t pstride, int64_t Wp, int64_t H, int64_t W,
+                                        int64_t ostride, int64_t cstride, const int64_t *off, const T *w,
+                                        int64_t wstride, const int32_t *tap_index, int64_t ntaps, int OC,
+                                        int maximise, T *out, int32_t *idx, int64_t q0, int64_t q1)
+{
+#define CHANNELS(oc, m)                                                                                          \
+    do {                                                                                                         \
+        if (idx != NULL)                                                                                         \
+            SUF(channels_avx512_body)(P, pstride, Wp, H, W, ostride, cstride, off, w, wstride, tap_index, ntaps, \
+                                      out, idx, q0, q1, m, oc, 1);                                               \
+        else                                                                                                     \
+            SUF(channels_avx512_body)(P, pstride, Wp, H, W, ostride, cstride, off, w, wstride, tap_index, ntaps, \
+                                      out, NULL, q0, q1, m, oc, 0);                                              \
+    } while (0)
+#define BY_CHANNELS(m)       \
+    do {                     \
+        if (OC == 1)         \
+            CHANNELS(1, m);  \
+        else if (OC == 2)    \
+            CHANNELS(2, m);  \
+        else if (OC == 3)    \
+            CHANNELS(3, m);  \
+        else                 \
+            CHANNELS(4, m);  \
+    } while (0)
+    BY_DIRECTION(BY_CHANNELS(1), BY_CHANNELS(0));
+#undef BY_CHANNELS
+#undef CHANNELS
+}
+#endif
+
 /* A stride-1 tropical convolution's tap loop for OC (1..4) output channels at once: as
    tropic_taps_strided with the OC weight rows `wstride` apart and their outputs `cstride` apart
    (images and outputs of the batch pstride / ostride apart). Bit for bit the same as OC calls of
@@ -621,14 +810,17 @@ EXPORT int SUF(tropic_conv_taps)(const T *P, int64_t n, int64_t Hp, int64_t Wp, 
         return status;
     const int64_t rows = n * H;
     const int team = team_size(threads, rows * W * OC * (T_count > 0 ? T_count : 1), rows);
-    const int avx2 = use_avx2;
+    const int avx2 = use_avx2, avx512 = use_avx512 && rounding == 0;
     maximise = maximise != 0;
 #pragma omp parallel num_threads(team) if (team > 1)
     {
         int64_t q0, q1;
         share(rows, &q0, &q1);
 #if TROPIC_X86
-        if (avx2)
+        if (avx512)
+            SUF(channels_avx512)(P, pstride, Wp, H, W, ostride, cstride, off, tap_weight, wstride, tap_index, T_count,
+                                 (int)OC, maximise, out, idx, q0, q1);
+        else if (avx2)
             SUF(channels_avx2)(P, pstride, Wp, H, W, ostride, cstride, off, tap_weight, wstride, tap_index, T_count,
                                (int)OC, maximise, rounding, out, idx, q0, q1);
         else
@@ -637,7 +829,7 @@ EXPORT int SUF(tropic_conv_taps)(const T *P, int64_t n, int64_t Hp, int64_t Wp, 
                 SUF(taps_generic)(P, pstride, Wp, H, W, ostride, off, tap_weight + c * wstride, tap_index, T_count,
                                   maximise, out + c * cstride, idx ? idx + c * cstride : NULL, q0, q1);
     }
-    (void)avx2;
+    (void)avx2, (void)avx512;
     free(off);
     return 0;
 }
@@ -1184,6 +1376,12 @@ EXPORT int SUF(tropic_rect)(const T *P, int64_t n, int64_t Hp, int64_t Wp, int64
 #undef BETTER
 #undef ZERO
 #undef SUF
+#undef ZBEST
+#undef ZBETTER
+#undef ZMASK
+#undef ZIT
+#undef ZT
+#undef ZL
 #undef VT
 #undef IT
 #undef L
