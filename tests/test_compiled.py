@@ -392,6 +392,46 @@ def test_rounded_tap_loops_match_the_numpy_rounding_path(monkeypatch, threads, r
         tropic.set_num_threads(None)
 
 
+@pytest.mark.parametrize("compiled_on", [True, False], ids=["compiled", "numpy"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("rounding", ["float16", "bfloat16"])
+def test_values_only_half_precision_rounds_once_per_output(monkeypatch, compiled_on, threads, rounding):
+    """Without winners, a half-precision product, convolution or dilation reduces the unrounded sums
+    and rounds each output once: the bits of the values whose every candidate sum was rounded
+    (ties after rounding, sums that overflow, signed zeros, infinities, NaN, subnormals)."""
+    from tropic.core import conv as core_conv
+    from tropic.core import morphology as core_morphology
+
+    monkeypatch.setattr(compiled, "enabled", compiled_on)
+    rng = np.random.default_rng(11)
+    a, b = _half_sample(rng, (37, 70), rounding), _half_sample(rng, (70, 45), rounding)
+    images, weights = _half_sample(rng, (5, 33, 40), rounding), _half_sample(rng, (3, 4), rounding)
+    support = rng.random((3, 4)) < 0.8
+    x, w = _half_sample(rng, (3, 4, 20, 19), rounding), _half_sample(rng, (6, 2, 3, 3), rounding)
+    x_no_nan = np.where(np.isnan(x), 1.0, x).astype(np.float32)  # and without NaN: the tap loop
+
+    def calls(semiring):
+        rows = core_morphology.axis_window(33, 3, semiring.maximises, "reflect")
+        cols = core_morphology.axis_window(40, 4, semiring.maximises, "reflect")
+        geometry = core_conv.ConvGeometry(x.shape, w.shape, 1, 1, 2)
+        yield lambda winners: kernels.product(semiring, a, b, np.int32, rounding, winners)
+        yield lambda winners: kernels.morphology(
+            np, semiring, images, weights, support, rows, cols, semiring.zero, rounding, winners
+        )
+        for image in (x, x_no_nan):
+            yield lambda winners, x=image: kernels.conv2d(np, semiring, x, w, geometry, rounding, winners)
+
+    tropic.set_num_threads(threads)
+    try:
+        for semiring in (MAX_PLUS, MIN_PLUS):
+            for call in calls(semiring):
+                values, winner = call(False)
+                assert winner is None
+                assert_identical(values, call(True)[0])
+    finally:
+        tropic.set_num_threads(None)
+
+
 def test_float16_conversions_match_numpy_bitwise():
     """The F16C casts of the torch engine's float16 operands and results: every float16 widens
     exactly, and float32 bit patterns (subnormals, overflow, ties) narrow as NumPy rounds them."""

@@ -142,6 +142,8 @@ def product(
         wide = float16_to_float32(a), float16_to_float32(b)
         c, winner = product(semiring, *wide, index_type, "float16", winners)
         return float32_to_float16(c), winner
+    if rounding is not None and not winners and a.dtype == np.float32 == b.dtype:
+        return _values_rounded_once(product(semiring, a, b, index_type, None, False)[0], rounding)
     kernel = part = None
     code: tuple[int, ...] = ()  # the rounded kernels take the rounding's code after `maximise`
     if 0 < K < 2**31 and M and N:
@@ -328,6 +330,22 @@ def rounder(rounding: str | None) -> Callable[[np.ndarray], None] | None:
     raise ValueError(f"rounding must be None, 'float16' or 'bfloat16', got {rounding!r}")
 
 
+def _values_rounded_once(values: np.ndarray, rounding: str) -> tuple[np.ndarray, None]:
+    """``(values, None)`` with ``values`` (the unrounded ⊕-reduction of float32 sums of half-precision
+    numbers) rounded in place to ``rounding``: the values of the reduction whose every candidate is
+    rounded, bit for bit, at one rounding per output instead of one per candidate.
+
+    Rounding to nearest is monotone, so the best rounded candidate is the rounded best candidate. The
+    bits agree too: where several candidates round to the best value, which of them won does not
+    change the value, and no nonzero sum rounds to a zero (a sum of two float16 or bfloat16 numbers
+    is a multiple of the dtype's smallest subnormal), so no zero's sign can differ; NaN and the
+    infinities (an overflowing sum rounds to one either way) come out the same. The winners are
+    another matter (rounded ties go to the first candidate), so only the values-only calls use this.
+    """
+    rounder(rounding)(values)
+    return values, None
+
+
 def _rounded_scalar(value: float, rounding: str) -> float:
     block = np.array([value], np.float32)
     rounder(rounding)(block)
@@ -336,7 +354,15 @@ def _rounded_scalar(value: float, rounding: str) -> float:
 
 def _round_to_float16(block: np.ndarray) -> None:
     """Round float32 ``block`` in place to float16, to nearest even. A sum beyond float16's range
-    rounds to an infinity, as in float16 arithmetic: not an error, so NumPy's cast warning is off."""
+    rounds to an infinity, as in float16 arithmetic: not an error, so NumPy's cast warning is off.
+    A contiguous block goes through F16C where the CPU has it (NumPy's cast is several times slower)."""
+    narrow = compiled.function("tropic_narrow_f16") if _compiled_rounding() else None
+    widen = compiled.function("tropic_widen_f16") if narrow is not None else None
+    if widen is not None and block.flags.c_contiguous:
+        bits = scratch("float16_bits", block.shape, np.uint16)
+        _check(narrow(block, bits, block.size), "float16 conversion")
+        _check(widen(bits, block, block.size), "float16 conversion")
+        return
     with np.errstate(over="ignore"):
         np.copyto(block, block.astype(np.float16))
 
@@ -573,6 +599,9 @@ def morphology(
         fill = _rounded_scalar(fill, rounding)
         if w is None:  # a flat element adds nothing: no sum to round
             rounding = None
+        elif not winners and flat.dtype == np.float32 == w.dtype:
+            element = (weights, support, row_window, col_window, fill)  # the fill rounded above
+            return _values_rounded_once(morphology(xp, semiring, image, *element, None, False)[0], rounding)
         elif not (flat.dtype == np.float32 and _compiled_rounding()):
             # the sums are rounded one tap at a time, on the NumPy path
             padded = pad(flat, row_window, col_window, fill)
@@ -974,6 +1003,8 @@ def conv2d(xp, semiring, x, w, geometry, rounding=None, winners=True):
         wide = float16_to_float32(x), float16_to_float32(w)
         y, winner = conv2d(xp, semiring, *wide, geometry, "float16", winners)
         return float32_to_float16(y), winner
+    if rounding is not None and not winners and x.dtype == np.float32 == w.dtype:
+        return _values_rounded_once(conv2d(xp, semiring, x, w, geometry, None, False)[0], rounding)
     B, C_in, H, W = geometry.x_shape
     C_out, C_group, kh, kw = geometry.w_shape
     G, (sh, sw), (ph, pw) = geometry.groups, geometry.stride, geometry.padding
