@@ -59,6 +59,15 @@ for dtype in (np.float32, np.float64):
             for weight, groups in ((data((5, 3, 2, 3), dtype), 1), (data((6, 1, 3, 3), dtype), 3)):
                 results += list(conv(rows, weight, padding=1, groups=groups, return_indices=True))
                 results.append(conv(rows, weight, padding=1, groups=groups))
+# half-precision products with winners (every sum rounded in the micro-kernel; ties after rounding)
+from tropic.backends.numpy import kernels
+from tropic.core.semiring import MAX_PLUS, MIN_PLUS
+for rounding in ("float16", "bfloat16"):
+    scale = lambda shape: rng.choice([1.0, 1 / 1024, 1 / 3, 4096.0], shape).astype(np.float32)
+    a, b = data((37, 29), np.float32) * scale((37, 29)), data((29, 45), np.float32) * scale((29, 45))
+    kernels.rounder(rounding)(a), kernels.rounder(rounding)(b)
+    for semiring in (MAX_PLUS, MIN_PLUS):
+        results += list(kernels.product(semiring, a, b, np.int32, rounding))
 """
 
 

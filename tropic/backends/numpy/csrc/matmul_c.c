@@ -471,14 +471,28 @@ DEFINE_DRIVER(double, 8, avx2_f64, pack_f64, kernel_f64, MR)
  * AVX-512 float32 path: the same packing, blocking and split, with MR5 rows x 16 columns per
  * micro-kernel, one zmm of best values and one of winners per row. Per 16 pairs one add, one
  * compare into a mask register, and two masked moves (value and index) under that mask, so the
- * stored value is exactly "v > best ? v : best" / "v < best ? v : best" (ties and NaN keep best). */
+ * stored value is exactly "v > best ? v : best" / "v < best ? v : best" (ties and NaN keep best).
+ * The half-precision products (kernel512_f32_f16 / _bf16) round each sum first, as the AVX2 ones. */
 #define MR5 8 /* 16 accumulators + sum, b, k, 1; 12 rows spill with gcc and run slower */
 #define AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
+
+/* A sum rounded to float16 (rounding 1) / bfloat16 (2) and widened back, as tropic_rounded_sums
+ * (half_rounding.h) on 16 lanes: the same conversion and the same bit arithmetic, so the same bits. */
+INLINE AVX512 __m512 rounded_sums512(__m512 v, const int rounding) {
+  if (rounding == 1) return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+  if (rounding == 2) {
+    const __m512i bits = _mm512_castps_si512(v);
+    const __m512i lowest_kept = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    const __m512i sum = _mm512_add_epi32(bits, _mm512_add_epi32(lowest_kept, _mm512_set1_epi32(0x7FFF)));
+    return _mm512_castsi512_ps(_mm512_and_si512(sum, _mm512_set1_epi32((int)0xFFFF0000u)));
+  }
+  return v;
+}
 
 INLINE AVX512 void kernel512_f32(const float *a, int64_t lda, const float *bp, int64_t ldb,
                                  int64_t k0, int64_t k1, float *c, int32_t *ix, int64_t ldc,
                                  int64_t ncols, const int rows, const int maximise,
-                                 const int indexed) {
+                                 const int rounding, const int indexed) {
   const __mmask16 mk = ncols >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << ncols) - 1u);
   __m512 s[MR5];
   __m512i x[MR5];
@@ -502,7 +516,7 @@ INLINE AVX512 void kernel512_f32(const float *a, int64_t lda, const float *bp, i
 #pragma GCC unroll 8
     for (int r = 0; r < MR5; r++) {
       if (r < rows) {
-        const __m512 v = _mm512_add_ps(_mm512_set1_ps(ak[r * lda]), b0);
+        const __m512 v = rounded_sums512(_mm512_add_ps(_mm512_set1_ps(ak[r * lda]), b0), rounding);
         if (indexed) {
           const __mmask16 m = maximise ? _mm512_cmp_ps_mask(v, s[r], _CMP_GT_OQ)
                                        : _mm512_cmp_ps_mask(v, s[r], _CMP_LT_OQ);
@@ -524,28 +538,36 @@ INLINE AVX512 void kernel512_f32(const float *a, int64_t lda, const float *bp, i
   }
 }
 
-typedef void (*kernel512_f32_fn)(const float *, int64_t, const float *, int64_t, int64_t, int64_t,
-                                 float *, int32_t *, int64_t, int64_t);
-#define DEFINE_INSTANCE512(ROWS, MAX, IDX)                                                          \
-  static AVX512 void kernel512_f32_##ROWS##_##MAX##_##IDX(const float *a, int64_t lda,              \
-                                                          const float *bp, int64_t ldb, int64_t k0, \
-                                                          int64_t k1, float *c, int32_t *ix,        \
-                                                          int64_t ldc, int64_t ncols) {             \
-    kernel512_f32(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, ROWS, MAX, IDX);                      \
+/* One instance per (rounding, winners or values only, max/min, rows):
+ * NAME##_table[indexed][maximise][rows - 1]. */
+#define DEFINE_INSTANCE512(NAME, ROUNDING, ROWS, MAX, IDX)                                          \
+  static AVX512 void NAME##_##ROWS##_##MAX##_##IDX(const float *a, int64_t lda, const float *bp,    \
+                                                   int64_t ldb, int64_t k0, int64_t k1, float *c,   \
+                                                   int32_t *ix, int64_t ldc, int64_t ncols) {       \
+    kernel512_f32(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, ROWS, MAX, ROUNDING, IDX);            \
   }
-#define DEFINE_INSTANCES512(ROWS)                                                                   \
-  DEFINE_INSTANCE512(ROWS, 0, 0) DEFINE_INSTANCE512(ROWS, 1, 0)                                     \
-  DEFINE_INSTANCE512(ROWS, 0, 1) DEFINE_INSTANCE512(ROWS, 1, 1)
-DEFINE_INSTANCES512(1) DEFINE_INSTANCES512(2) DEFINE_INSTANCES512(3) DEFINE_INSTANCES512(4)
-DEFINE_INSTANCES512(5) DEFINE_INSTANCES512(6) DEFINE_INSTANCES512(7) DEFINE_INSTANCES512(8)
-#define K512(ROWS, MAX, IDX) kernel512_f32_##ROWS##_##MAX##_##IDX
-#define K512_ROW(MAX, IDX)                                                                          \
-  {K512(1, MAX, IDX), K512(2, MAX, IDX), K512(3, MAX, IDX), K512(4, MAX, IDX), K512(5, MAX, IDX),   \
-   K512(6, MAX, IDX), K512(7, MAX, IDX), K512(8, MAX, IDX)}
-static const kernel512_f32_fn kernel512_f32_table[2][2][MR5] = {{K512_ROW(0, 0), K512_ROW(1, 0)},
-                                                                {K512_ROW(0, 1), K512_ROW(1, 1)}};
+#define DEFINE_ROWS512(NAME, ROUNDING, ROWS)                                                        \
+  DEFINE_INSTANCE512(NAME, ROUNDING, ROWS, 0, 0) DEFINE_INSTANCE512(NAME, ROUNDING, ROWS, 1, 0)     \
+  DEFINE_INSTANCE512(NAME, ROUNDING, ROWS, 0, 1) DEFINE_INSTANCE512(NAME, ROUNDING, ROWS, 1, 1)
+#define K512_ROW(NAME, MAX, IDX)                                                                    \
+  {NAME##_1_##MAX##_##IDX, NAME##_2_##MAX##_##IDX, NAME##_3_##MAX##_##IDX, NAME##_4_##MAX##_##IDX,  \
+   NAME##_5_##MAX##_##IDX, NAME##_6_##MAX##_##IDX, NAME##_7_##MAX##_##IDX, NAME##_8_##MAX##_##IDX}
+#define DEFINE_INSTANCES512(NAME, ROUNDING)                                                         \
+  typedef void (*NAME##_fn)(const float *, int64_t, const float *, int64_t, int64_t, int64_t,       \
+                            float *, int32_t *, int64_t, int64_t);                                  \
+  DEFINE_ROWS512(NAME, ROUNDING, 1) DEFINE_ROWS512(NAME, ROUNDING, 2)                               \
+  DEFINE_ROWS512(NAME, ROUNDING, 3) DEFINE_ROWS512(NAME, ROUNDING, 4)                               \
+  DEFINE_ROWS512(NAME, ROUNDING, 5) DEFINE_ROWS512(NAME, ROUNDING, 6)                               \
+  DEFINE_ROWS512(NAME, ROUNDING, 7) DEFINE_ROWS512(NAME, ROUNDING, 8)                               \
+  static const NAME##_fn NAME##_table[2][2][MR5] = {                                                \
+      {K512_ROW(NAME, 0, 0), K512_ROW(NAME, 1, 0)}, {K512_ROW(NAME, 0, 1), K512_ROW(NAME, 1, 1)}};
+DEFINE_INSTANCES512(kernel512_f32, 0)
+DEFINE_INSTANCES512(kernel512_f32_f16, 1)
+DEFINE_INSTANCES512(kernel512_f32_bf16, 2)
 
 DEFINE_DRIVER(float, 16, avx512_f32, pack_f32, kernel512_f32, MR5)
+DEFINE_DRIVER(float, 16, avx512_f32_f16, pack_f32, kernel512_f32_f16, MR5)
+DEFINE_DRIVER(float, 16, avx512_f32_bf16, pack_f32, kernel512_f32_bf16, MR5)
 
 #endif /* TROPIC_X86 */
 
@@ -665,6 +687,10 @@ int tropic_matmul_rounded_f32(const float *a, const float *b, float *c, int32_t 
   if (M <= 0 || N <= 0) return 0;
   if (K <= 0) return empty_f32(c, idx, M * N, maximise);
 #ifdef TROPIC_X86
+  if (choose_isa() == 2) {
+    if (rounding == 1) return avx512_f32_f16(a, b, c, idx, M, K, N, maximise != 0, threads);
+    return avx512_f32_bf16(a, b, c, idx, M, K, N, maximise != 0, threads);
+  }
   if (rounding == 1) return avx2_f32_f16(a, b, c, idx, M, K, N, maximise != 0, threads);
   return avx2_f32_bf16(a, b, c, idx, M, K, N, maximise != 0, threads);
 #else
@@ -679,6 +705,10 @@ int tropic_matmul_rounded_part_f32(const float *a, const float *b, float *c, int
   if (!tropic_rounding_supported()) return 3;
   if (M <= 0 || N <= 0 || K <= 0 || tasks < 1 || task < 0 || task >= tasks) return 1;
 #ifdef TROPIC_X86
+  if (choose_isa() == 2) {
+    if (rounding == 1) return avx512_f32_f16_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
+    return avx512_f32_bf16_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
+  }
   if (rounding == 1) return avx2_f32_f16_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
   return avx2_f32_bf16_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
 #else
