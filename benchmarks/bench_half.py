@@ -1,8 +1,10 @@
 """Half precision on the CPU: tropic's operators on float16 and bfloat16 torch tensors against float32.
 
-Each sum ``x + w`` is rounded to the narrow dtype before it compares (the compiled kernels do it in
-their inner loop where the CPU has AVX2 and F16C), so values and winners are those of the narrow
-dtype, bit for bit. Issue 15's target: each case within 2x of its float32 time.
+Values and winners are those of the narrow dtype, bit for bit: with winners, each sum ``x + w`` is
+rounded to the narrow dtype before it compares (the compiled kernels do it in their inner loop where
+the CPU has AVX2 and F16C); without them (the cases below but ``product fwd+bwd``, whose inputs need
+no gradient), the unrounded reduction is rounded once per output, which gives the same bits because
+rounding is monotone. Issue 15's target: each case within 2x of its float32 time.
 
 ``time_operator``: one call of each case in each dtype; ``HalfPrecisionRatios`` tracks the same-run
 ratios float16 / float32 and bfloat16 / float32 (medians of 5 after a warm-up).
