@@ -479,6 +479,26 @@ def test_bfloat16_conversions_match_the_numpy_rounding(monkeypatch):
     assert_identical(got[~nan], want[~nan])
 
 
+def test_bfloat16_rounding_in_place_matches_the_numpy_rounding(monkeypatch):
+    """The compiled in-place bfloat16 rounding gives the NumPy rounding's bits for float32 bit
+    patterns of every kind (NaN left exactly as it was, whatever its payload), on a contiguous
+    block (vector body and scalar tail); a strided block takes the NumPy path."""
+    rng = np.random.default_rng(8)
+    x = rng.integers(0, 2**32, 300_001, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    x[:4] = [np.inf, -np.inf, -0.0, np.finfo(np.float32).max]
+    assert np.isnan(x).any()
+    got = x.copy()
+    kernels._round_to_bfloat16(got)
+    want = x.copy()
+    with monkeypatch.context() as m:
+        m.setattr(compiled, "enabled", False)  # the NumPy rounding
+        kernels._round_to_bfloat16(want)
+    assert_identical(got.view(np.uint32), want.view(np.uint32))
+    strided = x.copy()[::2]
+    kernels._round_to_bfloat16(strided)
+    assert_identical(strided.view(np.uint32), want[::2].view(np.uint32))
+
+
 _CONV_CASES = [  # (x shape, w shape, padding, groups): stride 1, the tap-loop convolution
     ((3, 1, 9, 8), (4, 1, 3, 3), 1, 1),
     ((2, 4, 7, 9), (4, 1, 3, 2), (1, 0), 4),  # depthwise

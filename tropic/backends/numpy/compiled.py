@@ -67,6 +67,8 @@ _SIGNATURES = {
     ("matmul_c", "tropic_narrow_f16"): [_f32, _u16, _n],
     ("matmul_c", "tropic_widen_bf16"): [_u16, _f32, _n],
     ("matmul_c", "tropic_narrow_bf16"): [_f32, _u16, _n],
+    # (x, n): float32 rounded in place to bfloat16's precision (NaN kept)
+    ("matmul_c", "tropic_round_bf16"): [_f32, _n],
     # (src, dst, rows, cols): dst = the transpose of src
     ("matmul_c", "tropic_transpose_f32"): [_f32, _f32, _n, _n],
     ("matmul_c", "tropic_transpose_f64"): [_f64, _f64, _n, _n],

@@ -368,7 +368,12 @@ def _round_to_float16(block: np.ndarray) -> None:
 
 
 def _round_to_bfloat16(block: np.ndarray) -> None:
-    """Round float32 ``block`` in place to bfloat16's 8 significand bits, to nearest even (NaN stays)."""
+    """Round float32 ``block`` in place to bfloat16's 8 significand bits, to nearest even (NaN stays).
+    A contiguous block in one compiled pass where the kernels are built (the same bits)."""
+    round_in_place = compiled.function("tropic_round_bf16")
+    if round_in_place is not None and block.flags.c_contiguous:
+        _check(round_in_place(block, block.size), "bfloat16 rounding")
+        return
     bits = block.view(np.uint32)
     lowest_kept = (bits >> np.uint32(16)) & np.uint32(1)
     rounded = (bits + (np.uint32(0x7FFF) + lowest_kept)) & np.uint32(0xFFFF0000)

@@ -776,6 +776,44 @@ static AVX2 void narrow_bf16(const float *src, uint16_t *dst, int64_t n) {
 }
 #endif
 
+/* float32 rounded in place to bfloat16's 8 significand bits, to nearest even; a NaN is left as it
+ * is (its low bits could carry out of the exponent): kernels.py's _round_to_bfloat16, bit for bit. */
+static inline void round_bf16_one(float *x) {
+  uint32_t bits;
+  memcpy(&bits, x, 4);
+  if (*x != *x) return;
+  bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000u;
+  memcpy(x, &bits, 4);
+}
+
+#ifdef TROPIC_X86
+static AVX2 void round_bf16(float *x, int64_t n) {
+  int64_t i = 0;
+  const __m256i one = _mm256_set1_epi32(1), half = _mm256_set1_epi32(0x7FFF);
+  const __m256i top = _mm256_set1_epi32((int)0xFFFF0000u);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256i bits = _mm256_castps_si256(v);
+    const __m256i lowest_kept = _mm256_and_si256(_mm256_srli_epi32(bits, 16), one);
+    const __m256i sum = _mm256_add_epi32(bits, _mm256_add_epi32(half, lowest_kept));
+    const __m256 rounded = _mm256_castsi256_ps(_mm256_and_si256(sum, top));
+    _mm256_storeu_ps(x + i, _mm256_blendv_ps(rounded, v, _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+  }
+  for (; i < n; i++) round_bf16_one(x + i);
+}
+#endif
+
+int tropic_round_bf16(float *x, int64_t n) {
+#ifdef TROPIC_X86
+  if (choose_isa() != 0) {
+    round_bf16(x, n);
+    return 0;
+  }
+#endif
+  for (int64_t i = 0; i < n; i++) round_bf16_one(x + i);
+  return 0;
+}
+
 int tropic_widen_bf16(const uint16_t *src, float *dst, int64_t n) {
 #ifdef TROPIC_X86
   if (choose_isa() != 0) {
