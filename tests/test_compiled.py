@@ -437,6 +437,18 @@ def test_values_only_half_precision_rounds_once_per_output(monkeypatch, compiled
                 values, winner = call(False)
                 assert winner is None
                 assert_identical(values, call(True)[0])
+        if rounding == "float16":  # NumPy float16 arrays, through the public functions
+            public = (
+                lambda **k: tropic.maxplus_matmul(a.astype(np.float16), b.astype(np.float16), **k),
+                lambda **k: tropic.dilation(images.astype(np.float16), weights.astype(np.float16), **k),
+                lambda **k: tropic.minplus_conv2d(
+                    x.astype(np.float16), w.astype(np.float16), padding=1, groups=2, **k
+                ),
+            )
+            for call in public:
+                values = call()
+                assert values.dtype == np.float16
+                assert_identical(values, call(return_indices=True)[0])
     finally:
         tropic.set_num_threads(None)
 

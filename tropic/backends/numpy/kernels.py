@@ -101,7 +101,9 @@ def tropical_add(x: np.ndarray, w: np.ndarray, semiring, repair: bool, out=None)
     ``repair`` comes from :func:`needs_repair` on the whole operands, so the check runs once per
     call, not once per block.
     """
-    with np.errstate(invalid="ignore"):  # inf - inf: repaired just below
+    # inf - inf: repaired just below; a sum beyond the dtype's range is an infinity, as the compiled
+    # kernels compute it (float16 operands overflow easily), not an error
+    with np.errstate(invalid="ignore", over="ignore"):
         total = np.add(x, w, out=out)
     if repair:
         spurious = np.isnan(total) & ~np.isnan(x) & ~np.isnan(w)
@@ -580,7 +582,7 @@ def morphology(
         out, winner = morphology(
             xp, semiring, float16_to_float32(image),
             None if weights is None else float16_to_float32(np.asarray(weights)),
-            support, row_window, col_window, fill, "float16",
+            support, row_window, col_window, fill, "float16", winners,
         )  # fmt: skip
         return float32_to_float16(out), winner
     kh, kw = support.shape
