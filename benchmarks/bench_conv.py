@@ -1,10 +1,16 @@
-"""Max-plus 2-D convolution: tropic against unfold-and-max in NumPy and in PyTorch.
+"""Max-plus 2-D convolution: tropic against unfold-and-max in NumPy and in PyTorch, and the tap loops'
+pair rate against the product kernel's.
 
 The baselines form the (B, Cout, Cin, Ho, Wo, kh, kw) array of sums, as morphological-network code
-does today; tropic keeps its memory O(output).
+does today; tropic keeps its memory O(output). ``TimePerPairOverProduct`` tracks issue 15's
+target: stride-1 convolutions at the DMNN and BiSE shapes and non-flat dilations at no more than
+1/0.6 of the 512^3 product's time per candidate pair, in the same run.
+``python -m benchmarks.bench_conv [--repeat N]`` prints that table for one and two threads.
 """
 
 from __future__ import annotations
+
+import argparse
 
 import tropic
 
@@ -63,3 +69,106 @@ class MaxplusConv2dRatio(Benchmark):
 
     def track_tropic_over_baseline(self, baseline):
         return self.ratio
+
+
+# Issue 15's cases: (x shape, w shape, padding) of stride-1 convolutions (DMNN LeNet layers, BiSE-sized
+# ones, tropic bench's), and (image, element side) of non-flat dilations.
+PAIR_RATE_CASES = {
+    "conv x64x1x28x28 w6x1x5x5": (
+        "conv",
+        size(((64, 1, 28, 28), (6, 1, 5, 5), 2), ((2, 1, 8, 8), (2, 1, 5, 5), 2)),
+    ),
+    "conv x64x6x14x14 w16x6x5x5": (
+        "conv",
+        size(((64, 6, 14, 14), (16, 6, 5, 5), 0), ((2, 2, 6, 6), (3, 2, 5, 5), 0)),
+    ),
+    "conv x64x1x28x28 w8x1x3x3": (
+        "conv",
+        size(((64, 1, 28, 28), (8, 1, 3, 3), 1), ((2, 1, 8, 8), (2, 1, 3, 3), 1)),
+    ),
+    "conv x64x8x28x28 w8x8x5x5": (
+        "conv",
+        size(((64, 8, 28, 28), (8, 8, 5, 5), 2), ((2, 2, 8, 8), (2, 2, 5, 5), 2)),
+    ),
+    "conv x64x16x32x32 w16x16x3x3": (
+        "conv",
+        size(((64, 16, 32, 32), (16, 16, 3, 3), 1), ((2, 2, 8, 8), (2, 2, 3, 3), 1)),
+    ),
+    "dilation 8x16x64x64 3x3": ("dilation", size(((8, 16, 64, 64), 3), ((2, 2, 8, 8), 3))),
+    "dilation 8x16x64x64 5x5": ("dilation", size(((8, 16, 64, 64), 5), ((2, 2, 8, 8), 5))),
+    "dilation 8x16x64x64 7x7": ("dilation", size(((8, 16, 64, 64), 7), ((2, 2, 8, 8), 7))),
+}
+PRODUCT_SIDE = size(512, 8)
+
+
+def pair_rate_call(case: str, winners: bool):
+    """``(call, pairs)``: a zero-argument callable running ``case`` (``"product"`` or a key of
+    ``PAIR_RATE_CASES``), with the winners or not, and its number of candidate pairs."""
+    if case == "product":
+        a, b = (random_array(PRODUCT_SIDE, PRODUCT_SIDE, seed=s) for s in (1, 2))
+        return (lambda: tropic.maxplus_matmul(a, b, return_indices=winners)), PRODUCT_SIDE**3
+    kind, shape = PAIR_RATE_CASES[case]
+    if kind == "conv":
+        x_shape, w_shape, padding = shape
+        x, w = random_array(*x_shape, seed=1), random_array(*w_shape, seed=2)
+        side = x_shape[2] + 2 * padding - w_shape[2] + 1
+        pairs = x_shape[0] * w_shape[0] * side * side * w_shape[1] * w_shape[2] * w_shape[3]
+        return (lambda: tropic.maxplus_conv2d(x, w, padding=padding, return_indices=winners)), pairs
+    image_shape, k = shape
+    image, element = random_array(*image_shape, seed=1), random_array(k, k, seed=2)
+    run = lambda: tropic.dilation(image, element, axes=(-2, -1), return_indices=winners)  # noqa: E731
+    return run, image.size * k * k
+
+
+def time_per_pair_over_product(case: str, winners: bool, repeat: int = 5) -> float:
+    """``case``'s time per candidate pair over the product's, measured one after the other (medians of
+    ``repeat``): 1/0.6 or less meets the target; lower is better, as asv assumes."""
+    from tropic.apps.bench import measure
+
+    (run, pairs), (product, product_pairs) = pair_rate_call(case, winners), pair_rate_call("product", winners)
+    return (measure(run, repeat)[0] / pairs) / (measure(product, repeat)[0] / product_pairs)
+
+
+class TimePerPairOverProduct(Benchmark):
+    """Same-run ratio of a tap loop's time per pair to the 512^3 product's, with and without winners."""
+
+    params = (tuple(PAIR_RATE_CASES), (False, True))
+    param_names = ("case", "winners")
+    unit = "ratio"
+
+    def setup(self, case, winners):
+        self.ratio = time_per_pair_over_product(case, winners)
+
+    def track_time_per_pair_over_product(self, case, winners):
+        return self.ratio
+
+
+def main(argv=None) -> None:
+    from tropic.apps.bench import measure
+
+    parser = argparse.ArgumentParser(description="The tap loops' G pairs/s against the product's.")
+    parser.add_argument("--repeat", type=int, default=11)
+    args = parser.parse_args(argv)
+    columns = [(threads, winners) for threads in (1, 2) for winners in (False, True)]
+    rates: dict = {}
+    try:
+        for threads, winners in columns:
+            tropic.set_num_threads(threads)
+            for case in ("product", *PAIR_RATE_CASES):
+                run, pairs = pair_rate_call(case, winners)
+                rates[case, threads, winners] = pairs / measure(run, args.repeat)[0] / 1e9
+    finally:
+        tropic.set_num_threads(None)
+    names = [f"{t} thread{'s' * (t > 1)}, {'winners' if w else 'values'}" for t, w in columns]
+    print(f"G pairs/s (% of the product's), medians of {args.repeat}")
+    print(f"{'case':30s}" + "".join(f"{name:>24s}" for name in names))
+    for case in ("product", *PAIR_RATE_CASES):
+        cells = []
+        for threads, winners in columns:
+            rate, product = rates[case, threads, winners], rates["product", threads, winners]
+            cells.append(f"{rate:8.1f} ({100 * rate / product:3.0f}%)")
+        print(f"{case:30s}" + "".join(f"{cell:>24s}" for cell in cells))
+
+
+if __name__ == "__main__":
+    main()
