@@ -476,19 +476,6 @@ DEFINE_DRIVER(double, 8, avx2_f64, pack_f64, kernel_f64, MR)
 #define MR5 8 /* 16 accumulators + sum, b, k, 1; 12 rows spill with gcc and run slower */
 #define AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
 
-/* A sum rounded to float16 (rounding 1) / bfloat16 (2) and widened back, as tropic_rounded_sums
- * (half_rounding.h) on 16 lanes: the same conversion and the same bit arithmetic, so the same bits. */
-INLINE AVX512 __m512 rounded_sums512(__m512 v, const int rounding) {
-  if (rounding == 1) return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
-  if (rounding == 2) {
-    const __m512i bits = _mm512_castps_si512(v);
-    const __m512i lowest_kept = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-    const __m512i sum = _mm512_add_epi32(bits, _mm512_add_epi32(lowest_kept, _mm512_set1_epi32(0x7FFF)));
-    return _mm512_castsi512_ps(_mm512_and_si512(sum, _mm512_set1_epi32((int)0xFFFF0000u)));
-  }
-  return v;
-}
-
 INLINE AVX512 void kernel512_f32(const float *a, int64_t lda, const float *bp, int64_t ldb,
                                  int64_t k0, int64_t k1, float *c, int32_t *ix, int64_t ldc,
                                  int64_t ncols, const int rows, const int maximise,
@@ -516,7 +503,7 @@ INLINE AVX512 void kernel512_f32(const float *a, int64_t lda, const float *bp, i
 #pragma GCC unroll 8
     for (int r = 0; r < MR5; r++) {
       if (r < rows) {
-        const __m512 v = rounded_sums512(_mm512_add_ps(_mm512_set1_ps(ak[r * lda]), b0), rounding);
+        const __m512 v = tropic_rounded_sums512(_mm512_add_ps(_mm512_set1_ps(ak[r * lda]), b0), rounding);
         if (indexed) {
           const __mmask16 m = maximise ? _mm512_cmp_ps_mask(v, s[r], _CMP_GT_OQ)
                                        : _mm512_cmp_ps_mask(v, s[r], _CMP_LT_OQ);
@@ -787,17 +774,12 @@ static inline void round_bf16_one(float *x) {
 }
 
 #ifdef TROPIC_X86
-static AVX2 void round_bf16(float *x, int64_t n) {
+static AVX2F16C void round_bf16(float *x, int64_t n) {
   int64_t i = 0;
-  const __m256i one = _mm256_set1_epi32(1), half = _mm256_set1_epi32(0x7FFF);
-  const __m256i top = _mm256_set1_epi32((int)0xFFFF0000u);
   for (; i + 8 <= n; i += 8) {
     const __m256 v = _mm256_loadu_ps(x + i);
-    const __m256i bits = _mm256_castps_si256(v);
-    const __m256i lowest_kept = _mm256_and_si256(_mm256_srli_epi32(bits, 16), one);
-    const __m256i sum = _mm256_add_epi32(bits, _mm256_add_epi32(half, lowest_kept));
-    const __m256 rounded = _mm256_castsi256_ps(_mm256_and_si256(sum, top));
-    _mm256_storeu_ps(x + i, _mm256_blendv_ps(rounded, v, _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+    const __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+    _mm256_storeu_ps(x + i, _mm256_blendv_ps(tropic_rounded_sums(v, 2), v, nan));
   }
   for (; i < n; i++) round_bf16_one(x + i);
 }
@@ -805,7 +787,7 @@ static AVX2 void round_bf16(float *x, int64_t n) {
 
 int tropic_round_bf16(float *x, int64_t n) {
 #ifdef TROPIC_X86
-  if (choose_isa() != 0) {
+  if (tropic_rounding_supported()) {
     round_bf16(x, n);
     return 0;
   }
