@@ -340,9 +340,10 @@ def _values_rounded_once(values: np.ndarray, rounding: str) -> tuple[np.ndarray,
     Rounding to nearest is monotone, so the best rounded candidate is the rounded best candidate. The
     bits agree too: where several candidates round to the best value, which of them won does not
     change the value, and no nonzero sum rounds to a zero (a sum of two float16 or bfloat16 numbers
-    is a multiple of the dtype's smallest subnormal), so no zero's sign can differ; NaN and the
-    infinities (an overflowing sum rounds to one either way) come out the same. The winners are
-    another matter (rounded ties go to the first candidate), so only the values-only calls use this.
+    is a multiple of the dtype's smallest subnormal), so no zero's sign can differ; the infinities
+    (an overflowing sum rounds to one either way) come out the same, and so do NaN outputs (the NaN
+    rules write the default NaN, which rounds to itself). The winners are another matter (rounded
+    ties go to the first candidate), so only the values-only calls use this.
     """
     rounder(rounding)(values)
     return values, None
