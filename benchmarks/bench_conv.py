@@ -119,8 +119,8 @@ def pair_rate_call(case: str, winners: bool):
     if kind == "conv":
         x_shape, w_shape, padding = shape
         x, w = random_array(*x_shape, seed=1), random_array(*w_shape, seed=2)
-        side = x_shape[2] + 2 * padding - w_shape[2] + 1
-        pairs = x_shape[0] * w_shape[0] * side * side * w_shape[1] * w_shape[2] * w_shape[3]
+        rows, cols = (x_shape[a] + 2 * padding - w_shape[a] + 1 for a in (2, 3))
+        pairs = x_shape[0] * w_shape[0] * rows * cols * w_shape[1] * w_shape[2] * w_shape[3]
         return (lambda: tropic.maxplus_conv2d(x, w, padding=padding, return_indices=winners)), pairs
     image_shape, k = shape
     image, element = random_array(*image_shape, seed=1), random_array(k, k, seed=2)
