@@ -1225,7 +1225,14 @@ def _contiguous(x: np.ndarray) -> np.ndarray:
 
 
 def _int32(indices: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(indices, dtype=np.int32)
+    """The winners as contiguous int32 for the scatter kernels: as they are when they already are,
+    else converted into a :func:`scratch` buffer (the kernels only read it; a fresh array of a
+    large output's size would be paid in page faults every backward)."""
+    if indices.dtype == np.int32 and indices.flags.c_contiguous:
+        return indices
+    converted = scratch("winners_int32", indices.shape, np.int32)
+    np.copyto(converted, indices, casting="unsafe")  # int8 / int16 / int64 winners all fit int32
+    return converted
 
 
 def _bincount(slots: np.ndarray, weights: np.ndarray, length: int, dtype) -> np.ndarray:
