@@ -650,3 +650,21 @@ def test_maxout_kernels_match_the_numpy_path(monkeypatch, dtype, shape, pieces, 
     for got, want in zip(fast, slow, strict=True):
         assert_identical(got, want)
     assert_identical(fast_grad, tropic.maxout_vjp(grad, slow[1], x.shape, pieces, axis))
+
+
+def test_wide_winners_beyond_int32_are_refused_not_wrapped():
+    """64-bit winners are narrowed to int32 for the scatter kernels: 2**32 + 1 must not wrap into the
+    valid winner 1 (every backward refuses it, naming the caller's values)."""
+    wide = 2**32 + 1
+    g4 = np.ones((1, 1, 4, 4), np.float32)
+    calls = {
+        "maxout_vjp": lambda k: tropic.maxout_vjp(np.ones((2, 2), np.float32), k((2, 2)), (2, 8), 4),
+        "conv2d_vjp": lambda k: tropic.conv2d_vjp(g4, k(g4.shape), g4.shape, (1, 1, 3, 3), padding=1),
+        "dilation_vjp": lambda k: tropic.dilation_vjp(g4[0, 0], k((4, 4)), (4, 4), (3, 3)),
+        "matmul_vjp": lambda k: tropic.matmul_vjp(np.ones((2, 2), np.float32), k((2, 2)), (2, 3), (3, 2)),
+    }
+    for call in calls.values():
+        for dtype in (np.int64, np.uint64):
+            with pytest.raises(ValueError, match="winners in"):
+                call(lambda shape, dtype=dtype: np.full(shape, wide, dtype))
+            call(lambda shape, dtype=dtype: np.full(shape, 1, dtype))  # in range: accepted

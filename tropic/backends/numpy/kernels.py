@@ -1258,7 +1258,12 @@ def _int32(indices: np.ndarray) -> np.ndarray:
     if indices.dtype == np.int32 and indices.flags.c_contiguous:
         return indices
     converted = scratch("winners_int32", indices.shape, np.int32)
-    np.copyto(converted, indices, casting="unsafe")  # int8 / int16 / int64 winners all fit int32
+    if indices.dtype.itemsize >= 4:
+        # 64-bit (or uint32) winners beyond int32 must not wrap into valid ones: clipped, they stay out
+        # of range, the kernel stops with status 3 and _check_scatter names the caller's values
+        low = -2 if indices.dtype.kind == "i" else 0
+        indices = np.clip(indices, low, 2**31 - 1)
+    np.copyto(converted, indices, casting="unsafe")
     return converted
 
 
