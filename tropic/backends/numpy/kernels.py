@@ -1097,7 +1097,8 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding, win
     winner = None
     if winners:  # the kernel writes int32; a narrower result is a cast of it, so the int32 is scratch
         narrower = _index_type(n_taps) != np.int32
-        winner = (scratch if narrower else _fresh)("conv_winners", geometry.out_shape, np.int32)
+        shape = geometry.out_shape
+        winner = scratch("conv_winners", shape, np.int32) if narrower else np.empty(shape, np.int32)
     per_group, plane = C_out // G, H_out * W_out
     # Blocks of up to 4 output channels of one group: the kernel reads each image vector once for all.
     blocks = [
@@ -1140,11 +1141,6 @@ def _padded_images(x: np.ndarray, ph: int, pw: int, fill: float) -> np.ndarray:
     padded[:, :, ph : ph + H, pw + W :] = fill
     padded[:, :, ph : ph + H, pw : pw + W] = x
     return padded
-
-
-def _fresh(slot: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-    """``np.empty`` in :func:`scratch`'s signature: for a buffer that is returned to the caller."""
-    return np.empty(shape, dtype)
 
 
 @register("numpy", "conv2d_vjp")
