@@ -629,6 +629,29 @@ def test_gradients_never_share_the_reused_accumulators():
         assert not np.shares_memory(g, g2)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("shape", "pieces", "axis"), [((7, 12), 4, -1), ((5, 9, 6), 3, 1), ((3, 260), 130, -1)]
+)
+def test_maxout_kernels_match_the_numpy_path(monkeypatch, dtype, shape, pieces, axis):
+    """The compiled grouped max and its scatter give the NumPy path's bits: first NaN (its payload
+    kept), else first maximum (ties, -0.0 against +0.0), -1 for an all -inf group; the gradient at
+    the winner, +0.0 elsewhere."""
+    rng = np.random.default_rng(len(shape) * pieces)
+    x = tie_heavy(rng, shape, dtype)
+    payload = np.array([0x7FC00123], np.uint32).view(np.float32).astype(dtype)  # a NaN with a payload
+    x[rng.random(shape) < 0.02] = payload[0]
+    np.moveaxis(x, axis, -1)[(0,) * (x.ndim - 1) + (slice(0, pieces),)] = -np.inf  # an all -inf group
+    fast = tropic.maxout(x, pieces, axis, return_indices=True)
+    grad = tie_heavy(rng, fast[0].shape, dtype)
+    fast_grad = tropic.maxout_vjp(grad, fast[1], x.shape, pieces, axis)
+    monkeypatch.setattr(compiled, "enabled", False)
+    slow = tropic.maxout(x, pieces, axis, return_indices=True)
+    for got, want in zip(fast, slow, strict=True):
+        assert_identical(got, want)
+    assert_identical(fast_grad, tropic.maxout_vjp(grad, slow[1], x.shape, pieces, axis))
+
+
 def test_wide_winners_beyond_int32_are_refused_not_wrapped():
     """64-bit winners are narrowed to int32 for the scatter kernels: 2**32 + 1 must not wrap into the
     valid winner 1 (every backward refuses it, naming the caller's values)."""

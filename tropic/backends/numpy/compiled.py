@@ -95,6 +95,11 @@ _SIGNATURES = {
     ("scatter_c", "tropic_morphology_vjp_f64"): [_f64, _i32, _n, _n, _n, _i64, _n, _i64, _n, _d, _d],
     ("scatter_c", "tropic_conv2d_vjp_f32"): [_f32, _i32] + [_n] * 15 + [_d, _d],
     ("scatter_c", "tropic_conv2d_vjp_f64"): [_f64, _i32] + [_n] * 15 + [_d, _d],
+    # maxout: (x, groups, pieces, y, idx) and its backward (g, idx, groups, pieces, gx)
+    ("scatter_c", "tropic_maxout_f32"): [_f32, _n, _n, _f32, _i32],
+    ("scatter_c", "tropic_maxout_f64"): [_f64, _n, _n, _f64, _i32],
+    ("scatter_c", "tropic_maxout_vjp_f32"): [_f32, _i32, _n, _n, _f32],
+    ("scatter_c", "tropic_maxout_vjp_f64"): [_f64, _i32, _n, _n, _f64],
     # (P, n, Hp, Wp, kh, kw, maximise, out, idx, threads)
     ("morphology_c", "tropic_rect_f32"): [_f32, _n, _n, _n, _n, _n, _flag, _f32, _i32, _flag],
     ("morphology_c", "tropic_rect_f64"): [_f64, _n, _n, _n, _n, _n, _flag, _f64, _i32, _flag],

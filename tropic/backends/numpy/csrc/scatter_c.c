@@ -14,6 +14,7 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_scatter_c", "ctypes-loaded kernels", -1, NULL};
 PyMODINIT_FUNC PyInit__scatter_c(void) { return PyModule_Create(&module); }
@@ -124,6 +125,69 @@ MORPHOLOGY_VJP(tropic_morphology_vjp_f64, double)
   }
 CONV2D_VJP(tropic_conv2d_vjp_f32, float)
 CONV2D_VJP(tropic_conv2d_vjp_f64, double)
+
+/* Maxout, forward and backward (no sums: a grouped max and its one-slot scatter), beside the scatters
+ * because its backward is one. Forward: x (groups, pieces) -> y (groups), idx (int32) with NumPy's
+ * argmax rule, which the NumPy kernel uses: the first NaN if there is one (its bits copied), else
+ * the first maximum (ties, -0.0 against +0.0 among them, keep the earlier piece); an output equal
+ * to -inf has no winner (-1). Backward: g, idx (groups) -> gx (groups, pieces), caller-zeroed,
+ * gx[j, idx[j]] = g[j]; 3 at the first index outside [-1, pieces). */
+/* Groups j .. j + n - 1 (n <= 4) side by side: the select chains of four groups overlap, where one
+ * group's pieces wait on each other. Selected on the bits, without a branch (random data would
+ * mispredict one comparison in two): a piece is taken if it is greater, or a NaN while none was
+ * found (NaN is maximal; the first one stays). */
+#define MAXOUT_GROUPS(T, BITS)                                                                      \
+  static inline void maxout_groups_##T(const T *x, int64_t j, int n, int64_t pieces, T *y,         \
+                                       int32_t *idx) {                                              \
+    BITS best[4];                                                                                   \
+    uint32_t won[4] = {0, 0, 0, 0};                                                                 \
+    for (int q = 0; q < n; q++) memcpy(&best[q], x + (j + q) * pieces, sizeof(T));                  \
+    for (int64_t p = 1; p < pieces; p++)                                                            \
+      for (int q = 0; q < n; q++) {                                                                 \
+        T v, b;                                                                                     \
+        BITS vbits;                                                                                 \
+        memcpy(&v, x + (j + q) * pieces + p, sizeof(T));                                            \
+        memcpy(&vbits, &v, sizeof(T));                                                              \
+        memcpy(&b, &best[q], sizeof(T));                                                            \
+        const BITS take = (BITS)0 - (BITS)(!(v <= b) & (b == b));                                   \
+        best[q] = (vbits & take) | (best[q] & ~take);                                               \
+        won[q] = ((uint32_t)p & (uint32_t)take) | (won[q] & ~(uint32_t)take);                       \
+      }                                                                                             \
+    for (int q = 0; q < n; q++) {                                                                   \
+      T b;                                                                                          \
+      memcpy(&b, &best[q], sizeof(T));                                                              \
+      y[j + q] = b;                                                                                 \
+      idx[j + q] = b == (T)-INFINITY ? -1 : (int32_t)won[q];                                        \
+    }                                                                                               \
+  }
+MAXOUT_GROUPS(float, uint32_t)
+MAXOUT_GROUPS(double, uint64_t)
+
+#define MAXOUT(NAME, T)                                                                             \
+  int NAME(const T *x, int64_t groups, int64_t pieces, T *y, int32_t *idx) {                        \
+    if (pieces < 1) return 1;                                                                       \
+    int64_t j = 0;                                                                                  \
+    for (; j + 4 <= groups; j += 4) maxout_groups_##T(x, j, 4, pieces, y, idx);                     \
+    if (j < groups) maxout_groups_##T(x, j, (int)(groups - j), pieces, y, idx);                     \
+    return 0;                                                                                       \
+  }
+MAXOUT(tropic_maxout_f32, float)
+MAXOUT(tropic_maxout_f64, double)
+
+#define MAXOUT_VJP(NAME, T)                                                                         \
+  int NAME(const T *g, const int32_t *idx, int64_t groups, int64_t pieces, T *gx) {                 \
+    for (int64_t j = 0; j < groups; j++) {                                                          \
+      const int32_t p = idx[j];                                                                     \
+      if (p < 0 || p >= pieces) {                                                                   \
+        if (p == -1) continue;                                                                      \
+        return 3;                                                                                   \
+      }                                                                                             \
+      gx[j * pieces + p] = g[j];                                                                    \
+    }                                                                                               \
+    return 0;                                                                                       \
+  }
+MAXOUT_VJP(tropic_maxout_vjp_f32, float)
+MAXOUT_VJP(tropic_maxout_vjp_f64, double)
 
 /* Scalar code: scatter-adds in a fixed order do not vectorise. */
 const char *tropic_isa(void) { return "generic"; }
