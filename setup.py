@@ -15,7 +15,8 @@ def _kernel(name: str) -> Extension:
     return Extension(
         f"tropic.backends.numpy._{name}",
         sources=[f"tropic/backends/numpy/csrc/{name}.c"],
-        depends=["tropic/backends/numpy/csrc/half_rounding.h"],  # shared by matmul_c and morphology_c
+        # headers shared by the kernels: half-precision rounding, the task pool
+        depends=[f"tropic/backends/numpy/csrc/{h}.h" for h in ("half_rounding", "thread_pool")],
         extra_compile_args=_FLAGS,
         extra_link_args=["-fopenmp"],
         optional=True,

@@ -58,6 +58,10 @@ _SIGNATURES = {
     # (a, b, c, idx, M, K, N, maximise, task, tasks): one share, on the calling thread
     ("matmul_c", "tropic_matmul_part_f32"): [_f32, _f32, _f32, _i32, _n, _n, _n, _flag, _flag, _flag],
     ("matmul_c", "tropic_matmul_part_f64"): [_f64, _f64, _f64, _i32, _n, _n, _n, _flag, _flag, _flag],
+    # (a, b, c, idx, M, K, N, maximise, rounding, tasks, threads): the shares on the thread pool
+    # (rounding 0: none; float64 takes only 0)
+    ("matmul_c", "tropic_matmul_pooled_f32"): [_f32, _f32, _f32, _i32, _n, _n, _n, *[_flag] * 4],
+    ("matmul_c", "tropic_matmul_pooled_f64"): [_f64, _f64, _f64, _i32, _n, _n, _n, *[_flag] * 4],
     # half-precision products: (a, b, c, idx, M, K, N, maximise, rounding, threads | task, tasks)
     ("matmul_c", "tropic_rounding_supported"): [],
     ("matmul_c", "tropic_matmul_rounded_f32"): [_f32, _f32, _f32, _i32, _n, _n, _n, _flag, _flag, _flag],
@@ -82,6 +86,14 @@ _SIGNATURES = {
     # channels, maximise, rounding, out, idx, threads): up to 4 output channels of a convolution at once
     ("morphology_c", "tropic_conv_taps_f32"): [_f32, *[_n] * 8, *_conv_tap_arguments(_f32)],
     ("morphology_c", "tropic_conv_taps_f64"): [_f64, *[_n] * 8, *_conv_tap_arguments(_f64)],
+    # (padded, C_in, C_group, Hp, Wp, H, W, C_out, per_group, tap_row, tap_col, weights, tap_index, T,
+    # maximise, rounding, y, idx, tasks (o, oc, b0, b1 rows), ntasks, threads): tropic_conv_taps per task
+    # on the thread pool
+    **{
+        ("morphology_c", f"tropic_conv_pooled_{name}"): [values, *[_n] * 8, _i64, _i64, values, _i32, _n,
+                                                          _flag, _flag, values, _i32, _i64, _n, _flag]
+        for name, values in (("f32", _f32), ("f64", _f64))
+    },
     # (src, n, H, W, row_line, Hp, col_line, Wp, left, fill, dst, nan_found)
     ("morphology_c", "tropic_pad_f32"): [_f32, _n, _n, _n, _i64, _n, _i64, _n, _n, _c_f32, _f32, _flag_out],
     ("morphology_c", "tropic_pad_f64"): [_f64, _n, _n, _n, _i64, _n, _i64, _n, _n, _c_f64, _f64, _flag_out],

@@ -37,10 +37,10 @@ _SCRATCH_LIMIT = 1 << 25  # bytes
 _thread_local = threading.local()
 _C_PRODUCT = {np.float32: "tropic_matmul_f32", np.float64: "tropic_matmul_f64"}
 _C_TRANSPOSE = {np.float32: "tropic_transpose_f32", np.float64: "tropic_transpose_f64"}
-_C_PRODUCT_PART = {np.float32: "tropic_matmul_part_f32", np.float64: "tropic_matmul_part_f64"}
+_C_PRODUCT_POOLED = {np.float32: "tropic_matmul_pooled_f32", np.float64: "tropic_matmul_pooled_f64"}
 _C_BIAS = {np.float32: "tropic_bias_select_f32", np.float64: "tropic_bias_select_f64"}
 _SHARES_PER_THREAD = 2  # more shares balance better on a loaded machine, fewer re-read more of A
-_C_CONV_TAPS = {np.float32: "tropic_conv_taps_f32", np.float64: "tropic_conv_taps_f64"}
+_C_CONV_POOLED = {np.float32: "tropic_conv_pooled_f32", np.float64: "tropic_conv_pooled_f64"}
 _C_TAPS_STRIDED = {np.float32: "tropic_taps_strided_f32", np.float64: "tropic_taps_strided_f64"}
 _C_VJP = {
     op: {np.float32: f"tropic_{op}_vjp_f32", np.float64: f"tropic_{op}_vjp_f64"}
@@ -51,12 +51,12 @@ _C_PAD = {np.float32: "tropic_pad_f32", np.float64: "tropic_pad_f64"}
 _C_MAXOUT = {np.float32: "tropic_maxout_f32", np.float64: "tropic_maxout_f64"}
 _C_MAXOUT_VJP = {np.float32: "tropic_maxout_vjp_f32", np.float64: "tropic_maxout_vjp_f64"}
 _PARALLEL_CANDIDATES = 1 << 20  # compiled kernels with fewer candidates run on one thread
-# Products up to this many pairs (about 0.4 ms on one core) run on one thread: waking a pool thread
-# and waiting for it costs some 0.1 ms on these VMs, so splitting 64 x 256 x 256 (4 M pairs) took
-# 295 us against 246 on one thread, and 64 x 512 x 256 471 against 431; at 12.8 M pairs the split
-# gains 1.3x. (An OpenMP team starts faster but stalls for milliseconds when another process holds
-# a core: 2.4 ms against 0.6 for 64 x 784 x 256 beside one busy process.)
-_PARALLEL_PRODUCT_PAIRS = 1 << 23
+# Products up to this many pairs (about 50 us on one core) run on one thread. Above it the shares go
+# to the C task pool (thread_pool.h), whose helper wakes in microseconds: 64 x 256 x 64 (1 M pairs)
+# 46 -> 27 us on two threads, 64 x 256 x 256 183 -> 95 us, where Python's pool (which hands the GIL
+# over at each wake-up) had gained nothing below 8 M pairs. Beside a busy process the split costs
+# little (64 x 784 x 256: 0.55-0.63 ms against 0.56 on one thread), unlike an OpenMP team's barrier.
+_PARALLEL_PRODUCT_PAIRS = 1 << 20
 _RECT_COST = 8  # comparisons per pixel of the van Herk kernel, for the task sizes
 _TASK_CANDIDATES = 1 << 21  # candidates per task of the compiled morphology (its pad fits in L2)
 
@@ -148,16 +148,15 @@ def product(
         return float32_to_float16(c), winner
     if rounding is not None and not winners and a.dtype == np.float32 == b.dtype:
         return _values_rounded_once(product(semiring, a, b, index_type, None, False)[0], rounding)
-    kernel = part = None
+    kernel = pooled = None
     code: tuple[int, ...] = ()  # the rounded kernels take the rounding's code after `maximise`
     if 0 < K < 2**31 and M and N:
         if rounding is None:
             kernel = compiled.raw_function(_C_PRODUCT.get(a.dtype.type, ""))
-            part = compiled.raw_function(_C_PRODUCT_PART.get(a.dtype.type, ""))
         elif a.dtype == np.float32 == b.dtype and _compiled_rounding():
             kernel = compiled.raw_function("tropic_matmul_rounded_f32")
-            part = compiled.raw_function("tropic_matmul_rounded_part_f32")
             code = (_ROUNDING_CODES[rounding],)
+        pooled = compiled.raw_function(_C_PRODUCT_POOLED.get(a.dtype.type, "")) if kernel else None
     if kernel is None:
         return matmul_rows(semiring, a, np.ascontiguousarray(b.T), index_type, rounder(rounding))
     # The raw kernels take addresses (converting arrays costs microseconds, which a 4 x 4 product
@@ -171,7 +170,7 @@ def product(
     maximise = int(semiring.maximises)
     threads = get_num_threads() if M * K * N > _PARALLEL_PRODUCT_PAIRS else 1
     direct = compiled.entry("matmul_c", "product") if rounding is None else None
-    if (threads == 1 or part is None) and direct is not None:
+    if (threads == 1 or pooled is None) and direct is not None:
         # One call through the module's own entry point: the product and the NaN scan, no ctypes.
         status, nan_found = direct(a, b, c, winner, maximise)
         _check(status, "product")
@@ -179,15 +178,11 @@ def product(
             _product_nan_rule(a, b, c, winner)
         return c, None if winner is None else winner.astype(index_type)
     addresses = (a.ctypes.data, b.ctypes.data, c.ctypes.data, None if winner is None else winner.ctypes.data)
-    if threads == 1 or part is None:
+    if threads == 1 or pooled is None:
         _check(kernel(*addresses, M, K, N, maximise, *code, 1), "product")
-    else:  # shares of the tiles, claimed by the threads one at a time (see parallel_tasks)
+    else:  # shares of the tiles, claimed by the threads one at a time (the C pool, thread_pool.h)
         tasks = _SHARES_PER_THREAD * threads
-
-        def share(t: int) -> None:
-            _check(part(*addresses, M, K, N, maximise, *code, t, tasks), "product")
-
-        parallel_tasks(tasks, share, threads)
+        _check(pooled(*addresses, M, K, N, maximise, *(code or (0,)), tasks, threads), "product")
     _product_nan_rule(a, b, c, winner)
     # A copy: a large `winner` is scratch, and the caller wants the smallest index dtype anyway.
     return c, None if winner is None else winner.astype(index_type)
@@ -1071,14 +1066,14 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding, win
     C_out, C_group, kh, kw = geometry.w_shape
     G, (ph, pw) = geometry.groups, geometry.padding
     _, _, H_out, W_out = geometry.out_shape
-    taps_kernel = compiled.raw_function(_C_CONV_TAPS.get(x.dtype.type, ""))
+    pooled = compiled.raw_function(_C_CONV_POOLED.get(x.dtype.type, ""))
     if rounding is not None and not (x.dtype == np.float32 and _compiled_rounding()):
-        taps_kernel = None
+        pooled = None
     code = _ROUNDING_CODES[rounding] if rounding is not None else 0
     n_taps = C_group * kh * kw
     if (
         geometry.stride != (1, 1)
-        or taps_kernel is None
+        or pooled is None
         or w.dtype != x.dtype
         or n_taps >= 2**31
         or _any_nan(x)
@@ -1101,7 +1096,7 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding, win
         narrower = _index_type(n_taps) != np.int32
         shape = geometry.out_shape
         winner = scratch("conv_winners", shape, np.int32) if narrower else np.empty(shape, np.int32)
-    per_group, plane = C_out // G, H_out * W_out
+    per_group = C_out // G
     # Blocks of up to 4 output channels of one group: the kernel reads each image vector once for all.
     blocks = [
         (o, min(4, (o // per_group + 1) * per_group - o))
@@ -1113,22 +1108,13 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding, win
     chunks = max(1, min(B, -(-4 * threads // len(blocks)))) if threads > 1 else 1
     edges = np.linspace(0, B, chunks + 1).astype(int)
     tasks = [(o, oc, int(b0), int(b1)) for o, oc in blocks for b0, b1 in itertools.pairwise(edges) if b1 > b0]
-    item = x.itemsize
-    shapes = (C_group * Hp, Wp, C_in * Hp * Wp, H_out, W_out, C_out * plane, plane)
-    taps = (tap_row.ctypes.data, tap_col.ctypes.data)
-
-    def task(t: int) -> None:
-        o, oc, b0, b1 = tasks[t]
-        source = padded.ctypes.data + (b0 * C_in + (o // per_group) * C_group) * Hp * Wp * item
-        at = (b0 * C_out + o) * plane
-        winner_at = None if winner is None else winner.ctypes.data + at * 4
-        status = taps_kernel(
-            source, b1 - b0, *shapes, *taps, weights[o].ctypes.data, n_taps, tap_index.ctypes.data, n_taps,
-            oc, int(semiring.maximises), code, y.ctypes.data + at * item, winner_at, 1,
-        )  # fmt: skip
-        _check(status, "conv2d")
-
-    parallel_tasks(len(tasks), task, threads)
+    table = np.array(tasks, dtype=np.int64)
+    status = pooled(
+        padded.ctypes.data, C_in, C_group, Hp, Wp, H_out, W_out, C_out, per_group, tap_row.ctypes.data,
+        tap_col.ctypes.data, weights.ctypes.data, tap_index.ctypes.data, n_taps, int(semiring.maximises),
+        code, y.ctypes.data, _address(winner), table.ctypes.data, len(tasks), threads,
+    )  # fmt: skip
+    _check(status, "conv2d")
     return y, winner
 
 

@@ -21,6 +21,8 @@
  * Returns 0, or 2 when a work buffer could not be allocated.
  *   int tropic_matmul_part_f32(a, b, c, idx, M, K, N, maximise, task, tasks)   (and _f64): one share
  *                                    of a tasks-way split, on the calling thread
+ *   int tropic_matmul_pooled_f32(a, b, c, idx, M, K, N, maximise, rounding, tasks, threads)
+ *                                    (and _f64, rounding 0 only): the shares on the thread pool
  *
  * Fast path (x86-64 with AVX2, chosen once at run time), GEMM-style blocking:
  *  - B is packed, one block of at most KC rows x 16 column panels at a time, into a per-thread
@@ -59,6 +61,7 @@
 #include "half_rounding.h"
 #define TROPIC_X86 1
 #endif
+#include "thread_pool.h"
 
 int tropic_abi_version(void) { return 1; }
 
@@ -701,6 +704,41 @@ int tropic_matmul_rounded_part_f32(const float *a, const float *b, float *c, int
 #else
   return 3;
 #endif
+}
+
+/* A tasks-way split of the product run on the thread pool (thread_pool.h): the shares of
+ * tropic_matmul_part_* (rounding 0) or tropic_matmul_rounded_part_f32 (rounding 1 or 2), claimed
+ * one at a time by the calling thread and up to threads - 1 helpers. Bitwise the one-thread result.
+ * M, N, K >= 1. */
+struct product_job {
+  const void *a, *b;
+  void *c;
+  int32_t *idx;
+  int64_t M, K, N;
+  int maximise, rounding, is_f64;
+};
+
+static int product_task(void *ctx, int task, int tasks) {
+  const struct product_job *p = ctx;
+  if (p->is_f64)
+    return tropic_matmul_part_f64(p->a, p->b, p->c, p->idx, p->M, p->K, p->N, p->maximise, task, tasks);
+  if (p->rounding)
+    return tropic_matmul_rounded_part_f32(p->a, p->b, p->c, p->idx, p->M, p->K, p->N, p->maximise,
+                                          p->rounding, task, tasks);
+  return tropic_matmul_part_f32(p->a, p->b, p->c, p->idx, p->M, p->K, p->N, p->maximise, task, tasks);
+}
+
+int tropic_matmul_pooled_f32(const float *a, const float *b, float *c, int32_t *idx, int64_t M,
+                             int64_t K, int64_t N, int maximise, int rounding, int tasks, int threads) {
+  struct product_job job = {a, b, c, idx, M, K, N, maximise, rounding, 0};
+  return tropic_pool_run(product_task, &job, tasks, threads);
+}
+
+int tropic_matmul_pooled_f64(const double *a, const double *b, double *c, int32_t *idx, int64_t M,
+                             int64_t K, int64_t N, int maximise, int rounding, int tasks, int threads) {
+  if (rounding != 0) return 1;
+  struct product_job job = {a, b, c, idx, M, K, N, maximise, 0, 1};
+  return tropic_pool_run(product_task, &job, tasks, threads);
 }
 
 /* float16 <-> float32 conversions of whole arrays (F16C, 8 at a time; narrowing rounds to nearest

@@ -53,6 +53,7 @@
 #else
 #define TROPIC_X86 0
 #endif
+#include "thread_pool.h"
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_morphology_c", "ctypes-loaded kernels", -1, NULL};
 PyMODINIT_FUNC PyInit__morphology_c(void) { return PyModule_Create(&module); }
@@ -832,6 +833,46 @@ EXPORT int SUF(tropic_conv_taps)(const T *P, int64_t n, int64_t Hp, int64_t Wp, 
     (void)avx2, (void)avx512;
     free(off);
     return 0;
+}
+
+/* A whole stride-1 convolution's tap loops on the thread pool (thread_pool.h): task t is
+   tasks[t] = (o, oc, b0, b1), output channels o .. o + oc - 1 (one group's) for batch entries
+   b0 .. b1 - 1, one tropic_conv_taps call on one thread. `padded`: (B, C_in, Hp, Wp) C-ordered, the
+   group's C_group channels one tall image of C_group * Hp rows; weights (C_out, T_count); y and idx
+   (B, C_out, H, W), idx NULL for the values only. Tasks write disjoint outputs. */
+struct SUF(conv_job) {
+    const T *padded, *weights;
+    const int64_t *tap_row, *tap_col, *tasks;
+    const int32_t *tap_index;
+    int64_t C_in, C_group, Hp, Wp, H, W, C_out, per_group, T_count;
+    int maximise, rounding;
+    T *y;
+    int32_t *idx;
+};
+
+static int SUF(conv_task)(void *ctx, int t, int tasks)
+{
+    const struct SUF(conv_job) *j = ctx;
+    const int64_t o = j->tasks[4 * t], oc = j->tasks[4 * t + 1], b0 = j->tasks[4 * t + 2], b1 = j->tasks[4 * t + 3];
+    const int64_t plane = j->H * j->W, at = (b0 * j->C_out + o) * plane;
+    const T *source = j->padded + (b0 * j->C_in + (o / j->per_group) * j->C_group) * j->Hp * j->Wp;
+    (void)tasks;
+    return SUF(tropic_conv_taps)(source, b1 - b0, j->C_group * j->Hp, j->Wp, j->C_in * j->Hp * j->Wp, j->H, j->W,
+                                 j->C_out * plane, plane, j->tap_row, j->tap_col, j->weights + o * j->T_count,
+                                 j->T_count, j->tap_index, j->T_count, oc, j->maximise, j->rounding, j->y + at,
+                                 j->idx ? j->idx + at : NULL, 1);
+}
+
+EXPORT int SUF(tropic_conv_pooled)(const T *padded, int64_t C_in, int64_t C_group, int64_t Hp, int64_t Wp, int64_t H,
+                                   int64_t W, int64_t C_out, int64_t per_group, const int64_t *tap_row,
+                                   const int64_t *tap_col, const T *weights, const int32_t *tap_index,
+                                   int64_t T_count, int maximise, int rounding, T *y, int32_t *idx,
+                                   const int64_t *tasks, int64_t ntasks, int threads)
+{
+    if (ntasks < 0 || ntasks > INT32_MAX || per_group < 1 || C_group < 1) return BAD_ARGUMENT;
+    struct SUF(conv_job) job = {padded, weights, tap_row, tap_col, tasks, tap_index, C_in, C_group, Hp, Wp, H, W,
+                                C_out, per_group, T_count, maximise, rounding, y, idx};
+    return tropic_pool_run(SUF(conv_task), &job, (int)ntasks, threads);
 }
 
 /* Images and outputs `pstride` and `ostride` elements apart (packed: Hp * Wp and H * W).

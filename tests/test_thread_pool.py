@@ -1,0 +1,130 @@
+"""The compiled kernels' task pool (csrc/thread_pool.h): products and stride-1 convolutions split
+over the calling thread and C helper threads give the one-thread bits, from several Python threads
+at once, after a fork, and a failing task's status reaches the caller."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import tropic
+from tropic.backends.numpy import compiled, kernels
+
+from .helpers import assert_identical
+
+pytestmark = pytest.mark.skipif(
+    compiled.raw_function("tropic_matmul_pooled_f32") is None, reason="compiled kernels not built"
+)
+
+
+def _calls(rng):
+    """Products and convolutions large enough to be split (above the one-thread thresholds), with
+    ties (integer-valued data) so that the winners depend on the candidates' order."""
+    a = rng.integers(-3, 4, (64, 512)).astype(np.float32)
+    b = rng.integers(-3, 4, (512, 96)).astype(np.float32)
+    x = rng.integers(-3, 4, (16, 4, 30, 30)).astype(np.float64)
+    w = rng.integers(-3, 4, (6, 4, 3, 3)).astype(np.float64)
+    return [
+        lambda: tropic.maxplus_matmul(a, b, return_indices=True),
+        lambda: tropic.minplus_matmul(b.T, a.T, return_indices=True),
+        lambda: tropic.maxplus_matmul(a.astype(np.float64), b.astype(np.float64), return_indices=True),
+        lambda: tropic.maxplus_conv2d(x, w, padding=1, return_indices=True),
+        lambda: tropic.minplus_conv2d(x.astype(np.float32), w.astype(np.float32), return_indices=True),
+    ]
+
+
+def _one_thread(calls):
+    tropic.set_num_threads(1)
+    try:
+        return [call() for call in calls]
+    finally:
+        tropic.set_num_threads(None)
+
+
+def test_split_calls_from_several_threads_at_once_give_the_one_thread_bits(monkeypatch):
+    """Four Python threads call split kernels at once: one owns the pool, the others run their
+    tasks inline (the kernels run without the GIL); every result is the one-thread result."""
+    monkeypatch.setattr(kernels, "_PARALLEL_CANDIDATES", 0)
+    calls = _calls(np.random.default_rng(0))
+    expected = _one_thread(calls)
+    errors: list[str] = []
+
+    def work() -> None:
+        try:
+            for _ in range(15):
+                for call, want in zip(calls, expected, strict=True):
+                    for got, ref in zip(call(), want, strict=True):
+                        assert_identical(got, ref)
+        except AssertionError as exc:  # pragma: no cover - reported below
+            errors.append(repr(exc)[:500])
+
+    tropic.set_num_threads(2)
+    try:
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        tropic.set_num_threads(None)
+    assert not errors, errors[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="needs fork (Linux)")
+def test_a_forked_child_splits_calls_with_helpers_of_its_own():
+    """A child's copy of the pool names helpers that were not copied (the fork handler resets it):
+    split calls there neither hang nor differ from the parent's."""
+    calls = _calls(np.random.default_rng(1))
+    tropic.set_num_threads(2)
+    try:
+        parent = [call() for call in calls]  # the parent's pool has helpers now
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through the pipe and exits
+            ok = 0
+            try:
+                ok = all(
+                    np.array_equal(g, p) and g.dtype == p.dtype
+                    for call, results in zip(calls, parent, strict=True)
+                    for g, p in zip(call(), results, strict=True)
+                )
+            finally:
+                os.write(write, b"1" if ok else b"0")
+                os._exit(0)
+        os.close(write)
+        answer = os.read(read, 1)
+        os.close(read)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        tropic.set_num_threads(None)
+    assert status == 0
+    assert answer == b"1", "the child's split results differ from the parent's"
+
+
+def test_a_failing_task_reports_its_status_through_the_pool():
+    """Every task of this convolution asks for 5 output channels at once (the kernel takes 1 to 4)
+    and returns BAD_ARGUMENT; the pooled call returns it, on one thread and split."""
+    pooled = compiled.raw_function("tropic_conv_pooled_f32")
+    x = np.zeros((2, 1, 6, 6), np.float32)
+    w = np.zeros((5, 9), np.float32)
+    tap_row = np.repeat(np.arange(3), 3).astype(np.int64)
+    tap_col = np.tile(np.arange(3), 3).astype(np.int64)
+    tap_index = np.arange(9, dtype=np.int32)
+    y = np.empty((2, 5, 4, 4), np.float32)
+    tasks = np.array([(0, 5, 0, 1), (0, 5, 1, 2)], np.int64)
+    for threads in (1, 2):
+        status = pooled(
+            x.ctypes.data, 1, 1, 6, 6, 4, 4, 5, 5, tap_row.ctypes.data, tap_col.ctypes.data, w.ctypes.data,
+            tap_index.ctypes.data, 9, 1, 0, y.ctypes.data, None, tasks.ctypes.data, len(tasks), threads,
+        )  # fmt: skip
+        assert status == 1
+    tasks[:, 1] = 4  # a valid split: status 0
+    status = pooled(
+        x.ctypes.data, 1, 1, 6, 6, 4, 4, 5, 5, tap_row.ctypes.data, tap_col.ctypes.data, w.ctypes.data,
+        tap_index.ctypes.data, 9, 1, 0, y.ctypes.data, None, tasks.ctypes.data, len(tasks), 2,
+    )  # fmt: skip
+    assert status == 0

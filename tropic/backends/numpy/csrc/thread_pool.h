@@ -1,0 +1,182 @@
+/* A small task pool for the compiled kernels: run task(ctx, 0) ... task(ctx, tasks - 1) on the
+ * calling thread and up to threads - 1 helper threads, then return.
+ *
+ *   static int tropic_pool_run(tropic_task task, void *ctx, int tasks, int threads)
+ *
+ * Why not OpenMP or Python's thread pool. Python's pool hands the GIL between threads at every wake-up
+ * (some 0.1 ms on these VMs: a 4 M-pair product gained nothing from a second thread). An OpenMP team
+ * wakes fast, but its closing barrier waits for every thread of the team: when another process holds
+ * a core, the thread scheduled there arrives a time slice later and the whole call waits milliseconds
+ * for it. Here tasks are claimed one at a time from a shared counter and the caller works too, so
+ * the call returns once every *claimed* task is done: a helper that wakes late finds nothing left.
+ *
+ * Protocol (all atomics sequentially consistent where two threads meet):
+ *  - one caller at a time owns the pool (`busy`); a second caller (another Python thread: the
+ *    kernels run without the GIL) runs its tasks inline, on its own thread;
+ *  - the owner publishes the job (a struct on its stack) in `job`, bumps `generation` and wakes
+ *    sleeping helpers; it then claims tasks itself and, when none is left, waits for the claimed
+ *    ones (`left`), withdraws the job (`job = NULL`) and waits until no helper is `active`;
+ *  - a helper waits for a new generation (spinning briefly, then on a condition variable), counts
+ *    itself `active`, then reads `job`. Store-then-load on both sides (owner: job = NULL, read
+ *    active; helper: active++, read job) means a helper either is counted before the owner looks, or
+ *    reads NULL: no helper touches a job after its owner returned.
+ * Results do not depend on which thread ran a task: the tasks write disjoint outputs.
+ * A forked child starts with no helpers (pthread_atfork) and makes its own on first use.
+ * The status returned is 0, or the first nonzero status a task returned. */
+#ifndef TROPIC_THREAD_POOL_H
+#define TROPIC_THREAD_POOL_H
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define TROPIC_RELAX() _mm_pause()
+#else
+#define TROPIC_RELAX() ((void)0)
+#endif
+
+#define TROPIC_POOL_MAX_HELPERS 63
+
+typedef int (*tropic_task)(void *ctx, int task, int tasks);
+
+struct tropic_job {
+  tropic_task task;
+  void *ctx;
+  int tasks;
+  int helpers; /* helpers with an index below this may join */
+  atomic_int next; /* next unclaimed task */
+  atomic_int left; /* tasks not yet finished */
+  atomic_int status;
+};
+
+static struct {
+  pthread_mutex_t lock; /* for sleeping helpers only */
+  pthread_cond_t wake;
+  atomic_int busy;
+  _Atomic(struct tropic_job *) job;
+  atomic_uint generation;
+  atomic_int active;
+  atomic_int sleepers;
+  int helpers; /* helper threads started (changed by the owner only) */
+  int spin_ns; /* how long an idle helper spins before it sleeps */
+} tropic_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, NULL, 0, 0, 0, 0, -1};
+
+static int64_t tropic_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Claim and run tasks until none is left. */
+static void tropic_pool_work(struct tropic_job *job) {
+  for (;;) {
+    const int t = atomic_fetch_add(&job->next, 1);
+    if (t >= job->tasks) return;
+    const int status = job->task(job->ctx, t, job->tasks);
+    if (status) {
+      int expected = 0;
+      atomic_compare_exchange_strong(&job->status, &expected, status);
+    }
+    atomic_fetch_sub(&job->left, 1);
+  }
+}
+
+static void *tropic_pool_helper(void *arg) {
+  const int index = (int)(intptr_t)arg;
+  unsigned seen = atomic_load(&tropic_pool.generation);
+  for (;;) {
+    /* wait for the next job: spin a little (kernels often come back to back), then sleep */
+    const int64_t deadline = tropic_now_ns() + tropic_pool.spin_ns;
+    for (int spins = 0; atomic_load_explicit(&tropic_pool.generation, memory_order_acquire) == seen;) {
+      TROPIC_RELAX();
+      if (++spins % 64 == 0 && tropic_now_ns() > deadline) {
+        pthread_mutex_lock(&tropic_pool.lock);
+        atomic_fetch_add(&tropic_pool.sleepers, 1);
+        while (atomic_load(&tropic_pool.generation) == seen)
+          pthread_cond_wait(&tropic_pool.wake, &tropic_pool.lock);
+        atomic_fetch_sub(&tropic_pool.sleepers, 1);
+        pthread_mutex_unlock(&tropic_pool.lock);
+      }
+    }
+    seen = atomic_load(&tropic_pool.generation);
+    atomic_fetch_add(&tropic_pool.active, 1);
+    struct tropic_job *job = atomic_load(&tropic_pool.job);
+    if (job != NULL && index < job->helpers) tropic_pool_work(job);
+    atomic_fetch_sub(&tropic_pool.active, 1);
+  }
+  return NULL;
+}
+
+static void tropic_pool_after_fork(void) {
+  /* the child has this thread only: no helper, nobody owning the pool */
+  pthread_mutex_init(&tropic_pool.lock, NULL);
+  pthread_cond_init(&tropic_pool.wake, NULL);
+  atomic_store(&tropic_pool.busy, 0);
+  atomic_store(&tropic_pool.job, NULL);
+  atomic_store(&tropic_pool.active, 0);
+  atomic_store(&tropic_pool.sleepers, 0);
+  tropic_pool.helpers = 0;
+}
+
+/* Start helpers up to `wanted` (the owner calls this); returns how many there are. */
+static int tropic_pool_grow(int wanted) {
+  if (tropic_pool.spin_ns < 0) {
+    const char *env = getenv("TROPIC_POOL_SPIN_US");
+    tropic_pool.spin_ns = env ? (int)(atof(env) * 1000.0) : 50000;
+    pthread_atfork(NULL, NULL, tropic_pool_after_fork);
+  }
+  if (wanted > TROPIC_POOL_MAX_HELPERS) wanted = TROPIC_POOL_MAX_HELPERS;
+  while (tropic_pool.helpers < wanted) {
+    pthread_t thread;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    const int failed =
+        pthread_create(&thread, &attr, tropic_pool_helper, (void *)(intptr_t)tropic_pool.helpers);
+    pthread_attr_destroy(&attr);
+    if (failed) break; /* run with the helpers there are */
+    tropic_pool.helpers++;
+  }
+  return tropic_pool.helpers;
+}
+
+static int tropic_pool_run(tropic_task task, void *ctx, int tasks, int threads) {
+  if (tasks <= 0) return 0;
+  int expected = 0;
+  if (threads > tasks) threads = tasks;
+  if (threads <= 1 || !atomic_compare_exchange_strong(&tropic_pool.busy, &expected, 1)) {
+    int status = 0; /* inline, in task order */
+    for (int t = 0; t < tasks; t++) {
+      const int s = task(ctx, t, tasks);
+      if (s && !status) status = s;
+    }
+    return status;
+  }
+  int helpers = tropic_pool_grow(threads - 1);
+  if (helpers > threads - 1) helpers = threads - 1;
+  struct tropic_job job = {task, ctx, tasks, helpers, 0, tasks, 0};
+  atomic_store(&tropic_pool.job, &job);
+  atomic_fetch_add(&tropic_pool.generation, 1);
+  if (atomic_load(&tropic_pool.sleepers) > 0) {
+    pthread_mutex_lock(&tropic_pool.lock);
+    pthread_cond_broadcast(&tropic_pool.wake);
+    pthread_mutex_unlock(&tropic_pool.lock);
+  }
+  tropic_pool_work(&job);
+  /* tasks a helper claimed may still run; yield now and then in case it shares this core */
+  for (int spins = 1; atomic_load(&job.left) > 0; spins++) {
+    TROPIC_RELAX();
+    if (spins % 1024 == 0) sched_yield();
+  }
+  atomic_store(&tropic_pool.job, NULL);
+  while (atomic_load(&tropic_pool.active) > 0) sched_yield();
+  const int status = atomic_load(&job.status);
+  atomic_store(&tropic_pool.busy, 0);
+  return status;
+}
+
+#endif
