@@ -128,3 +128,33 @@ def test_a_failing_task_reports_its_status_through_the_pool():
         tap_index.ctypes.data, 9, 1, 0, y.ctypes.data, None, tasks.ctypes.data, len(tasks), 2,
     )  # fmt: skip
     assert status == 0
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("size", [3, 13], ids=["int8 winners", "int16 winners"])
+def test_pooled_morphology_matches_the_numpy_path(monkeypatch, threads, size):
+    """The tap loops' tasks (pad a block, reduce it, narrow its winners) on the pool: values and
+    winners of dilations and erosions are the NumPy path's, with ties, both infinities and NaN (the
+    pad reports it and the NaN rule runs), whole images and row bands of one image."""
+    monkeypatch.setattr(kernels, "_PARALLEL_CANDIDATES", 0)
+    rng = np.random.default_rng(size)
+    se = rng.integers(-2, 3, (size, size)).astype(np.float32)
+    se[0, -1] = -np.inf
+    images = [rng.integers(-3, 4, shape).astype(np.float32) for shape in ((6, 20, 23), (1, 40, 17))]
+    images[0][2, 5, 5], images[0][3, 0, 0] = np.inf, -np.inf
+    with_nan = images[1].copy()
+    with_nan[0, 7, 3] = np.nan
+    images.append(with_nan)
+    tropic.set_num_threads(threads)
+    try:
+        for image in images:
+            for op in (tropic.dilation, tropic.erosion):
+                for mode in ("neutral", "reflect"):
+                    got = op(image, se, mode=mode, return_indices=True)
+                    with monkeypatch.context() as m:
+                        m.setattr(compiled, "enabled", False)
+                        want = op(image, se, mode=mode, return_indices=True)
+                    for g, w in zip(got, want, strict=True):
+                        assert_identical(g, w)
+    finally:
+        tropic.set_num_threads(None)

@@ -47,7 +47,10 @@ _C_VJP = {
     for op in ("matmul", "morphology", "conv2d")
 }
 _C_RECT = {np.float32: "tropic_rect_f32", np.float64: "tropic_rect_f64"}
-_C_PAD = {np.float32: "tropic_pad_f32", np.float64: "tropic_pad_f64"}
+_C_MORPHOLOGY_POOLED = {
+    np.float32: "tropic_morphology_pooled_f32",
+    np.float64: "tropic_morphology_pooled_f64",
+}
 _C_MAXOUT = {np.float32: "tropic_maxout_f32", np.float64: "tropic_maxout_f64"}
 _C_MAXOUT_VJP = {np.float32: "tropic_maxout_vjp_f32", np.float64: "tropic_maxout_vjp_f64"}
 _PARALLEL_CANDIDATES = 1 << 20  # compiled kernels with fewer candidates run on one thread
@@ -651,17 +654,13 @@ def _compiled_taps(
 
     The work is cut into blocks (of whole images, or row bands of one image when there are few);
     each task pads its block into a per-thread buffer, small enough to stay in cache for the tap
-    loop that follows, and reduces it; see :func:`parallel_tasks`.
+    loop that follows, and reduces it: one C call runs them all on the task pool (thread_pool.h).
     """
     dtype = flat.dtype.type
-    taps_kernel = compiled.raw_function(_C_TAPS_STRIDED.get(dtype, ""))
-    code: tuple[int, ...] = ()  # the rounded kernel takes the rounding's code after `maximise`
-    if rounding is not None:
-        rounded = "tropic_taps_rounded_strided_f32" if dtype is np.float32 else ""
-        taps_kernel = compiled.raw_function(rounded)
-        code = (_ROUNDING_CODES[rounding],)
-    pad_kernel = compiled.raw_function(_C_PAD.get(dtype, ""))
-    if taps_kernel is None or pad_kernel is None or not taps:
+    pooled = compiled.raw_function(_C_MORPHOLOGY_POOLED.get(dtype, ""))
+    if rounding is not None and dtype is not np.float32:
+        pooled = None
+    if pooled is None or not taps:
         return None
     full = len(taps) == row_window.start.size * col_window.start.size
     if w is None and full and compiled.function(_C_RECT[dtype]) is not None:
@@ -678,36 +677,20 @@ def _compiled_taps(
     weight_nan = tap_weight is not None and _any_nan(tap_weight)
     row_line = np.ascontiguousarray(row_window.line, dtype=np.int64)
     col_line = np.ascontiguousarray(col_window.line, dtype=np.int64)
-    Wp = col_line.size
     out = np.empty((n, H, W), flat.dtype)
     winner = np.empty((n, H, W), index_type) if winners else None
     threads = get_num_threads() if out.size * len(taps) >= _PARALLEL_CANDIDATES else 1
-    blocks = _task_blocks(n, H, W * len(taps), 4 * threads if threads > 1 else 1)
-    nan_seen = [False] * len(blocks)
-    item, source, target = flat.itemsize, flat.ctypes.data, out.ctypes.data
-    fixed = (tap_row.ctypes.data, tap_col.ctypes.data, None if tap_weight is None else tap_weight.ctypes.data)
-    fixed += (tap_index.ctypes.data, len(taps), int(semiring.maximises), *code)
-
-    def task(t: int) -> None:
-        b0, b1, i0, i1 = blocks[t]
-        rows = i1 - i0 + kh - 1  # padded rows that output rows i0:i1 read
-        padded = scratch("padded", (b1 - b0, rows, Wp), flat.dtype)
-        nan = ctypes.c_int(0)
-        lines = (row_line.ctypes.data + i0 * 8, rows, col_line.ctypes.data, Wp, col_window.before)
-        block = (source + b0 * H * W * item, b1 - b0, H, W)
-        _check(pad_kernel(*block, *lines, fill, padded.ctypes.data, ctypes.byref(nan)), "padding")
-        block_winner = scratch("winner", (b1 - b0, i1 - i0, W), np.int32) if winners else None
-        block_out = target + (b0 * H + i0) * W * item  # whole images, or rows of one image
-        sizes = (b1 - b0, rows, Wp, rows * Wp, i1 - i0, W, (i1 - i0) * W)  # packed blocks
-        address = None if block_winner is None else block_winner.ctypes.data
-        status = taps_kernel(padded.ctypes.data, *sizes, *fixed, block_out, address, 1)
-        _check(status, "morphology")
-        if winners:  # the indices fit index_type
-            np.copyto(winner[b0:b1, i0:i1], block_winner, casting="unsafe")
-        nan_seen[t] = bool(nan.value)
-
-    parallel_tasks(len(blocks), task, threads)
-    return out, winner, weight_nan or any(nan_seen)
+    blocks = np.array(_task_blocks(n, H, W * len(taps), 4 * threads if threads > 1 else 1), np.int64)
+    nan = ctypes.c_int(0)
+    status = pooled(
+        flat.ctypes.data, H, W, row_line.ctypes.data, col_line.ctypes.data, col_line.size, col_window.before,
+        fill, kh, tap_row.ctypes.data, tap_col.ctypes.data, _address(tap_weight), tap_index.ctypes.data,
+        len(taps), int(semiring.maximises), _ROUNDING_CODES[rounding] if rounding else 0, out.ctypes.data,
+        _address(winner), 0 if winner is None else winner.itemsize, blocks.ctypes.data, len(blocks),
+        ctypes.byref(nan), threads,
+    )  # fmt: skip
+    _check(status, "morphology")
+    return out, winner, weight_nan or bool(nan.value)
 
 
 # Rows this long under a one-row element (1-D signals) are cut into column bands, or folded.

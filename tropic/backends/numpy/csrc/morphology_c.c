@@ -932,6 +932,90 @@ EXPORT int SUF(tropic_taps_rounded_strided)(const T *P, int64_t n, int64_t Hp, i
 }
 
 
+/* A whole tap-loop morphology on the thread pool (thread_pool.h). Task t is the block
+   blocks[t] = (b0, b1, i0, i1): images b0 .. b1 - 1 (whole: i0 = 0, i1 = H) or a band of rows
+   i0 .. i1 - 1 of one image (b1 = b0 + 1); its output, (b0 * H + i0) * W elements into out, is
+   contiguous either way. The task pads the rows its outputs read (tropic_pad with the line maps from
+   row i0 on: i1 - i0 + kh - 1 padded rows) into a buffer of its thread, small enough to stay in
+   cache for the tap loop that follows, and reduces it (taps_strided). Winners (winner NULL: values
+   only) are written as int32 into `winner` when winner_bytes is 4, else through a buffer of the
+   thread narrowed to 1, 2 or 8 bytes (the caller's index type, which holds every tap index).
+   *nan_found: 1 if any padded value was NaN. */
+EXPORT int SUF(tropic_pad)(const T *src, int64_t n, int64_t H, int64_t W, const int64_t *row_line, int64_t Hp,
+                           const int64_t *col_line, int64_t Wp, int64_t left, T fill, T *dst, int *nan_found);
+
+struct SUF(morphology_job) {
+    const T *src;
+    int64_t H, W, Wp, left, kh, T_count;
+    const int64_t *row_line, *col_line, *tap_row, *tap_col, *blocks;
+    T fill;
+    const T *tap_weight;
+    const int32_t *tap_index;
+    int maximise, rounding, winner_bytes;
+    T *out;
+    void *winner;
+    atomic_int nan;
+};
+
+static int SUF(morphology_task)(void *ctx, int t, int tasks)
+{
+    struct SUF(morphology_job) *j = ctx;
+    const int64_t *block = j->blocks + 4 * t;
+    const int64_t b0 = block[0], n = block[1] - block[0], i0 = block[2], rows_out = block[3] - block[2];
+    const int64_t rows = rows_out + j->kh - 1, outputs = n * rows_out * j->W, at = (b0 * j->H + i0) * j->W;
+    (void)tasks;
+    T *padded = tropic_thread_buffer(0, (size_t)(n * rows * j->Wp) * sizeof(T));
+    int32_t *won = NULL;
+    if (j->winner != NULL)
+        won = j->winner_bytes == 4 ? (int32_t *)j->winner + at : tropic_thread_buffer(1, (size_t)outputs * 4);
+    if (padded == NULL || (j->winner != NULL && won == NULL))
+        return NO_MEMORY;
+    int nan = 0;
+    int status = SUF(tropic_pad)(j->src + b0 * j->H * j->W, n, j->H, j->W, j->row_line + i0, rows, j->col_line,
+                                 j->Wp, j->left, j->fill, padded, &nan);
+    if (status)
+        return status;
+    if (nan)
+        atomic_store(&j->nan, 1);
+    status = SUF(taps_strided)(padded, n, rows, j->Wp, rows * j->Wp, rows_out, j->W, rows_out * j->W, j->tap_row,
+                               j->tap_col, j->tap_weight, j->tap_index, j->T_count, j->maximise, j->rounding,
+                               j->out + at, won, 1);
+    if (status || won == NULL || j->winner_bytes == 4)
+        return status;
+    /* tap indices fit the caller's index type; one loop per width, so that each vectorises */
+    if (j->winner_bytes == 1) {
+        int8_t *restrict to = (int8_t *)j->winner + at;
+        for (int64_t q = 0; q < outputs; q++)
+            to[q] = (int8_t)won[q];
+    } else if (j->winner_bytes == 2) {
+        int16_t *restrict to = (int16_t *)j->winner + at;
+        for (int64_t q = 0; q < outputs; q++)
+            to[q] = (int16_t)won[q];
+    } else {
+        int64_t *restrict to = (int64_t *)j->winner + at;
+        for (int64_t q = 0; q < outputs; q++)
+            to[q] = won[q];
+    }
+    return 0;
+}
+
+EXPORT int SUF(tropic_morphology_pooled)(const T *src, int64_t H, int64_t W, const int64_t *row_line,
+                                         const int64_t *col_line, int64_t Wp, int64_t left, T fill, int64_t kh,
+                                         const int64_t *tap_row, const int64_t *tap_col, const T *tap_weight,
+                                         const int32_t *tap_index, int64_t T_count, int maximise, int rounding,
+                                         T *out, void *winner, int winner_bytes, const int64_t *blocks,
+                                         int64_t nblocks, int *nan_found, int threads)
+{
+    if (nblocks < 0 || nblocks > INT32_MAX || kh < 1 || (winner != NULL && winner_bytes != 1 && winner_bytes != 2
+                                                         && winner_bytes != 4 && winner_bytes != 8))
+        return BAD_ARGUMENT;
+    struct SUF(morphology_job) job = {src, H, W, Wp, left, kh, T_count, row_line, col_line, tap_row, tap_col, blocks,
+                                      fill, tap_weight, tap_index, maximise, rounding, winner_bytes, out, winner, 0};
+    const int status = tropic_pool_run(SUF(morphology_task), &job, (int)nblocks, threads);
+    *nan_found = atomic_load(&job.nan);
+    return status;
+}
+
 /* ====================================================================================== pad */
 /* dst (n, Hp, Wp): dst[b, r, c] = src[b, row_line[r], col_line[c]], or `fill` where either map is -1 (the
    border value). Columns [left, left + W) must map to 0..W-1, so the middle of a row is a plain copy.

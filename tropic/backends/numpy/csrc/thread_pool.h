@@ -179,4 +179,44 @@ static int tropic_pool_run(tropic_task task, void *ctx, int tasks, int threads) 
   return status;
 }
 
+
+/* A buffer of at least `bytes` for the calling thread, kept for its next call (slot 0 .. 3: a task
+ * may hold several at once) and freed when the thread ends; NULL if it cannot be allocated. Tasks
+ * use it for their working copies: fresh memory each call would cost page faults. */
+#define TROPIC_THREAD_BUFFERS 4
+struct tropic_thread_buffer {
+  void *data;
+  size_t bytes;
+};
+static pthread_key_t tropic_buffer_key;
+static pthread_once_t tropic_buffer_once = PTHREAD_ONCE_INIT;
+
+static inline void tropic_free_buffers(void *buffers) {
+  struct tropic_thread_buffer *b = buffers;
+  for (int i = 0; i < TROPIC_THREAD_BUFFERS; i++) free(b[i].data);
+  free(b);
+}
+
+static inline void tropic_make_buffer_key(void) { pthread_key_create(&tropic_buffer_key, tropic_free_buffers); }
+
+static inline void *tropic_thread_buffer(int slot, size_t bytes) {
+  pthread_once(&tropic_buffer_once, tropic_make_buffer_key);
+  struct tropic_thread_buffer *b = pthread_getspecific(tropic_buffer_key);
+  if (b == NULL) {
+    b = calloc(TROPIC_THREAD_BUFFERS, sizeof *b);
+    if (b == NULL || pthread_setspecific(tropic_buffer_key, b)) {
+      free(b);
+      return NULL;
+    }
+  }
+  if (b[slot].bytes < bytes) {
+    free(b[slot].data);
+    b[slot].bytes = 0;
+    b[slot].data = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (b[slot].data == NULL) return NULL;
+    b[slot].bytes = bytes;
+  }
+  return b[slot].data;
+}
+
 #endif
