@@ -158,3 +158,26 @@ def test_pooled_morphology_matches_the_numpy_path(monkeypatch, threads, size):
                         assert_identical(g, w)
     finally:
         tropic.set_num_threads(None)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pooled_flat_rectangles_match_the_numpy_path(monkeypatch, threads):
+    """Flat full rectangles (the van Herk kernel per block on the pool): the NumPy path's values and
+    winners, whole images and row bands of one image, dilation (whose window runs backwards: the
+    kernel reads a flipped copy) and erosion."""
+    monkeypatch.setattr(kernels, "_PARALLEL_CANDIDATES", 0)
+    rng = np.random.default_rng(7)
+    images = [rng.integers(-3, 4, shape).astype(np.float64) for shape in ((5, 19, 22), (1, 45, 16))]
+    tropic.set_num_threads(threads)
+    try:
+        for image in images:
+            for op in (tropic.dilation, tropic.erosion):
+                for size in ((3, 3), (5, 4)):
+                    got = op(image, size=size, return_indices=True)
+                    with monkeypatch.context() as m:
+                        m.setattr(compiled, "enabled", False)
+                        want = op(image, size=size, return_indices=True)
+                    for g, w in zip(got, want, strict=True):
+                        assert_identical(g, w)
+    finally:
+        tropic.set_num_threads(None)

@@ -124,6 +124,10 @@ _SIGNATURES = {
     # (P, n, Hp, Wp, kh, kw, maximise, out, idx, threads)
     ("morphology_c", "tropic_rect_f32"): [_f32, _n, _n, _n, _n, _n, _flag, _f32, _i32, _flag],
     ("morphology_c", "tropic_rect_f64"): [_f64, _n, _n, _n, _n, _n, _flag, _f64, _i32, _flag],
+    # (P, Hp, Wp, kh, kw, maximise, out, idx, blocks (b0, b1, i0, i1 rows), nblocks, threads): the rect
+    # kernel per block on the thread pool
+    ("morphology_c", "tropic_rect_pooled_f32"): [_f32, _n, _n, _n, _n, _flag, _f32, _i32, _i64, _n, _flag],
+    ("morphology_c", "tropic_rect_pooled_f64"): [_f64, _n, _n, _n, _n, _flag, _f64, _i32, _i64, _n, _flag],
     # geodesic reconstruction: (seed, mask, ndim, shape, steps, nsteps, flip, out[, winner], found)
     **{
         ("geodesic_c", f"tropic_reconstruct{'_winners' if winners else ''}_{name}"): _reconstruct_arguments(

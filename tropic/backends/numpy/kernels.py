@@ -47,6 +47,7 @@ _C_VJP = {
     for op in ("matmul", "morphology", "conv2d")
 }
 _C_RECT = {np.float32: "tropic_rect_f32", np.float64: "tropic_rect_f64"}
+_C_RECT_POOLED = {np.float32: "tropic_rect_pooled_f32", np.float64: "tropic_rect_pooled_f64"}
 _C_MORPHOLOGY_POOLED = {
     np.float32: "tropic_morphology_pooled_f32",
     np.float64: "tropic_morphology_pooled_f64",
@@ -854,7 +855,7 @@ def _compiled_rect(semiring, padded, w, support, row_window, col_window, H, W, h
     """The van Herk kernel's result for a full flat rectangle as (out, int32 winner), or None."""
     n, Hp, Wp = padded.shape
     kh, kw = support.shape
-    rect = compiled.raw_function(_C_RECT.get(padded.dtype.type, ""))
+    rect = compiled.raw_function(_C_RECT_POOLED.get(padded.dtype.type, ""))
     if rect is None or w is not None or not support.all() or has_nan:
         return None
     # The rectangle kernel ranks taps by padded position; a dilation's window runs backwards
@@ -872,24 +873,15 @@ def _compiled_rect(semiring, padded, w, support, row_window, col_window, H, W, h
     winner = scratch("winner", (n, H, W), np.int32)
     maximise = int(semiring.maximises)
     # Blocks of images, or bands of rows (a band of output rows reads kh - 1 more padded rows, which
-    # is a sub-image the kernel takes as it is), claimed by the threads one at a time.
+    # is a sub-image the kernel takes as it is), claimed by the threads one at a time (the C pool).
     threads = get_num_threads() if out.size * _RECT_COST >= _PARALLEL_CANDIDATES else 1
-    blocks = _task_blocks(n, H, W * _RECT_COST, 4 * threads if threads > 1 else 1)
+    blocks = np.array(_task_blocks(n, H, W * _RECT_COST, 4 * threads if threads > 1 else 1), np.int64)
     source = np.ascontiguousarray(source)
-    item, addresses = padded.itemsize, (source.ctypes.data, out.ctypes.data, winner.ctypes.data)
-
-    def task(t: int) -> None:
-        b0, b1, i0, i1 = blocks[t]
-        rows = i1 - i0 + kh - 1 if b1 - b0 == 1 else Hp  # a band of one image, or whole images
-        block_in = addresses[0] + (b0 * Hp + i0) * Wp * item
-        block_out = (b0 * H + i0) * W
-        status = rect(
-            block_in, b1 - b0, rows, Wp, kh, kw, maximise, addresses[1] + block_out * item,
-            addresses[2] + block_out * 4, 1,
-        )  # fmt: skip
-        _check(status, "morphology")
-
-    parallel_tasks(len(blocks), task, threads)
+    status = rect(
+        source.ctypes.data, Hp, Wp, kh, kw, maximise, out.ctypes.data, winner.ctypes.data, blocks.ctypes.data,
+        len(blocks), threads,
+    )  # fmt: skip
+    _check(status, "morphology")
     if flip:
         # .copy(), not ascontiguousarray: a flip of length-1 axes is a contiguous view of scratch
         out, winner = np.flip(out, flip).copy(), np.flip(winner, flip)

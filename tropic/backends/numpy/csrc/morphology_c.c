@@ -1493,6 +1493,40 @@ EXPORT int SUF(tropic_rect)(const T *P, int64_t n, int64_t Hp, int64_t Wp, int64
     return 0;
 }
 
+/* tropic_rect per block on the thread pool (thread_pool.h): task t is blocks[t] = (b0, b1, i0, i1),
+   images b0 .. b1 - 1 of the padded (n, Hp, Wp) stack whole (i0 = 0, i1 = H), or output rows
+   i0 .. i1 - 1 of one image, which read padded rows i0 .. i1 + kh - 2 (a sub-image the kernel takes
+   as it is); outputs (n, H, W) with H = Hp - kh + 1, W = Wp - kw + 1. */
+struct SUF(rect_job) {
+    const T *P;
+    int64_t Hp, Wp, kh, kw;
+    const int64_t *blocks;
+    int maximise;
+    T *out;
+    int32_t *idx;
+};
+
+static int SUF(rect_task)(void *ctx, int t, int tasks)
+{
+    const struct SUF(rect_job) *j = ctx;
+    const int64_t *block = j->blocks + 4 * t;
+    const int64_t b0 = block[0], n = block[1] - block[0], i0 = block[2], i1 = block[3];
+    const int64_t H = j->Hp - j->kh + 1, W = j->Wp - j->kw + 1;
+    const int64_t rows = n == 1 ? i1 - i0 + j->kh - 1 : j->Hp, at = (b0 * H + i0) * W;
+    (void)tasks;
+    return SUF(tropic_rect)(j->P + (b0 * j->Hp + i0) * j->Wp, n, rows, j->Wp, j->kh, j->kw, j->maximise,
+                            j->out + at, j->idx + at, 1);
+}
+
+EXPORT int SUF(tropic_rect_pooled)(const T *P, int64_t Hp, int64_t Wp, int64_t kh, int64_t kw, int maximise, T *out,
+                                   int32_t *idx, const int64_t *blocks, int64_t nblocks, int threads)
+{
+    if (nblocks < 0 || nblocks > INT32_MAX || kh < 1 || kw < 1 || Hp < kh || Wp < kw)
+        return BAD_ARGUMENT;
+    struct SUF(rect_job) job = {P, Hp, Wp, kh, kw, blocks, maximise, out, idx};
+    return tropic_pool_run(SUF(rect_task), &job, (int)nblocks, threads);
+}
+
 #undef RECT_COL_TASK
 #undef BY_DIRECTION
 #undef VBETTER_EQ
