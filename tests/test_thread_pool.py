@@ -181,3 +181,43 @@ def test_pooled_flat_rectangles_match_the_numpy_path(monkeypatch, threads):
                         assert_identical(g, w)
     finally:
         tropic.set_num_threads(None)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_split_morphology_gradients_match_the_numpy_path(monkeypatch, threads, dtype):
+    """The morphology backward on the pool: image gradients per run of images, the element's
+    gradient as one task over every output in order (fused into the image pass on one thread).
+    Both gradients, and each alone (torch asks only for what requires grad), are the NumPy path's
+    float64 sums rounded once; a winner out of range is still refused."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(kernels, "_PARALLEL_CANDIDATES", 0)
+    rng = np.random.default_rng(3)
+    x = rng.integers(-2, 3, (4, 5, 12, 11)).astype(dtype)  # ties: many outputs share a winner
+    se = rng.integers(-2, 3, (3, 4)).astype(dtype)
+    _, winners = tropic.dilation(x, se, mode="mirror", return_indices=True)
+    grad = rng.standard_normal(winners.shape).astype(dtype)
+
+    def gradients(image_grad: bool, se_grad: bool) -> list:
+        tx = torch.tensor(x, requires_grad=image_grad)
+        tse = torch.tensor(se, requires_grad=se_grad)
+        tropic.dilation(tx, tse, mode="mirror").backward(torch.tensor(grad))
+        return [None if t.grad is None else t.grad.numpy() for t in (tx, tse)]
+
+    tropic.set_num_threads(threads)
+    try:
+        for needs in ((True, True), (True, False), (False, True)):
+            got = gradients(*needs)
+            with monkeypatch.context() as m:
+                m.setattr(compiled, "enabled", False)
+                want = gradients(*needs)
+            for g, w in zip(got, want, strict=True):
+                assert (g is None) == (w is None)
+                if g is not None:
+                    assert_identical(g, w)
+        bad = winners.copy()
+        bad[3, 4, 11, 10] = 12  # 12 candidates: 0 .. 11
+        with pytest.raises(ValueError):
+            tropic.dilation_vjp(grad, bad, x.shape, se.shape, mode="mirror")
+    finally:
+        tropic.set_num_threads(None)

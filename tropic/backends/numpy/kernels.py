@@ -945,18 +945,19 @@ def morphology_vjp(xp, grad, indices, image_shape, row_window, col_window, needs
     kh, kw = rows.shape[1], cols.shape[1]
     H, W = image_shape[-2:]
     scatter = _compiled_scatter("morphology", grad, indices)
-    if scatter is not None:
-        grad_image = accumulator("vjp_image", tuple(image_shape), grad.size) if needs[0] else None
+    if scatter is not None:  # the image gradient comes back in grad's dtype, each sum rounded once
+        grad_image = np.empty(tuple(image_shape), grad.dtype) if needs[0] else None
         grad_weights = np.zeros((kh, kw)) if needs[1] else None
         n = math.prod(image_shape[:-2])
         rows, cols = np.ascontiguousarray(rows, np.int64), np.ascontiguousarray(cols, np.int64)
         g, k = _contiguous(grad), _int32(indices)  # held here: the call takes their addresses
+        threads = get_num_threads() if grad.size * 4 >= _PARALLEL_CANDIDATES else 1
         status = scatter(
             *_addresses(g, k), n, H, W, rows.ctypes.data, kh, cols.ctypes.data, kw,
-            *_addresses(grad_image, grad_weights),
+            *_addresses(grad_image, grad_weights), threads,
         )  # fmt: skip
         _check_scatter(status, indices, kh * kw)
-        return _cast(grad_image, grad.dtype), _cast(grad_weights, grad.dtype)
+        return grad_image, _cast(grad_weights, grad.dtype)
     require_winners(np, "indices", indices, kh * kw)
     t = indices.reshape(math.prod(image_shape[:-2]), H, W).astype(np.int64)
     n = t.shape[0]

@@ -5,7 +5,9 @@
  * Contract: the same numbers as the NumPy path, bit for bit. That path is np.bincount with weights:
  * each slot is a float64 sum of its contributions taken in the row-major order of the outputs. So
  * these loops visit the outputs in that order, add in double into caller-zeroed double arrays, and
- * the caller rounds once to the gradient's dtype. Single-threaded: the order is the determinism.
+ * the caller rounds once to the gradient's dtype (the morphology's image gradient is rounded here).
+ * Each sum runs on one thread: the order is the determinism (the morphology's image gradients are
+ * independent per image, so their images are split over the thread pool).
  * Outputs whose index is -1 (no winner) send nothing; contributions that land on padding are
  * dropped. Indices arrive as int32. Returns 0, or 3 at the first index outside [-1, candidates): the
  * caller raises (the gradient arrays are its own fresh ones, so what was added before is discarded).
@@ -15,6 +17,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "thread_pool.h"
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_scatter_c", "ctypes-loaded kernels", -1, NULL};
 PyMODINIT_FUNC PyInit__scatter_c(void) { return PyModule_Create(&module); }
@@ -51,38 +55,117 @@ MATMUL_VJP(tropic_matmul_vjp_f32, float)
 MATMUL_VJP(tropic_matmul_vjp_f64, double)
 
 /* Morphology: g, idx (n, H, W); rows (H, kh) and cols (W, kw) are the source tables of the window
- * (-1: border) -> gimg (n, H, W) and gw (kh * kw). A tap's (row, column) in the element is decoded
- * once into a table, not by two divisions per output; returns 2 if it cannot be allocated. */
-#define MORPHOLOGY_VJP(NAME, T)                                                                     \
-  int NAME(const T *g, const int32_t *idx, int64_t n, int64_t H, int64_t W, const int64_t *rows,    \
-           int64_t kh, const int64_t *cols, int64_t kw, double *gimg, double *gw) {                 \
-    int64_t taps = kh * kw;                                                                         \
-    int64_t *tap = malloc((size_t)(2 * taps + 1) * sizeof(int64_t));                                \
-    if (tap == NULL) return 2;                                                                      \
-    for (int64_t t = 0; t < taps; t++) {                                                            \
-      tap[2 * t] = t / kw;                                                                          \
-      tap[2 * t + 1] = t % kw;                                                                      \
+ * (-1: border) -> gimg (n, H, W), written in T (not caller-zeroed), and gw (kh * kw, double,
+ * caller-zeroed). Images are independent for gimg: each task of the thread pool takes a run of
+ * images and sums each in a float64 buffer of one image (cache-sized for the usual images, where a
+ * whole-batch accumulator went to memory and back three times), in the outputs' row-major order,
+ * then rounds it into gimg. gw's sums run over every output in order, so it is one task of its own
+ * (task 0), beside the image tasks. A tap's (row, column) in the element is decoded once into a
+ * table, not by two divisions per output. Returns 2 if a buffer cannot be allocated. */
+struct morphology_vjp_job {
+  const void *g;
+  const int32_t *idx;
+  int64_t n, H, W, kh, kw, per_task;
+  const int64_t *rows, *cols, *tap;
+  void *gimg;
+  double *gw;
+  int is_f64, fused;
+};
+
+#define MORPHOLOGY_VJP_TASK(NAME, T)                                                                \
+  static int NAME(void *ctx, int task, int tasks) {                                                 \
+    const struct morphology_vjp_job *j = ctx;                                                        \
+    const T *g = j->g;                                                                              \
+    const int64_t H = j->H, W = j->W, kh = j->kh, kw = j->kw, taps = kh * kw, plane = H * W;        \
+    (void)tasks;                                                                                    \
+    if (j->gw != NULL && task == 0 && !j->fused) { /* the element's gradient: every output, in order */ \
+      for (int64_t at = 0; at < j->n * plane; at++) {                                               \
+        const int64_t t = j->idx[at];                                                               \
+        if (t < 0 || t >= taps) {                                                                   \
+          if (t == -1) continue;                                                                    \
+          return 3;                                                                                 \
+        }                                                                                           \
+        j->gw[t] += (double)g[at];                                                                  \
+      }                                                                                             \
+      return 0;                                                                                     \
     }                                                                                               \
+    if (j->gimg == NULL) return 0;                                                                  \
+    double *gw = j->fused ? j->gw : NULL; /* one thread: gw's sums in the same pass */             \
+    const int64_t first = (task - (j->gw != NULL && !j->fused)) * j->per_task;                      \
+    const int64_t last = first + j->per_task < j->n ? first + j->per_task : j->n;                   \
+    /* a thread's kept buffer up to 8 MiB; a larger image's is freed when the task ends */          \
+    const size_t bytes = (size_t)plane * sizeof(double);                                            \
+    const int kept = bytes <= ((size_t)1 << 23);                                                    \
+    double *acc = kept ? tropic_thread_buffer(0, bytes) : malloc(bytes);                            \
+    if (acc == NULL) return 2;                                                                      \
     int status = 0;                                                                                 \
-    for (int64_t b = 0; b < n; b++)                                                                 \
+    for (int64_t b = first; b < last; b++) {                                                        \
+      memset(acc, 0, (size_t)plane * sizeof(double));                                               \
+      const T *gb = g + b * plane;                                                                  \
+      const int32_t *ib = j->idx + b * plane;                                                       \
       for (int64_t i = 0; i < H; i++)                                                               \
-        for (int64_t j = 0; j < W; j++) {                                                           \
-          int64_t at = (b * H + i) * W + j, t = idx[at];                                            \
+        for (int64_t c = 0; c < W; c++) {                                                           \
+          const int64_t t = ib[i * W + c];                                                          \
           if (t < 0 || t >= taps) {                                                                 \
             if (t == -1) continue;                                                                  \
             status = 3;                                                                             \
             goto done;                                                                              \
           }                                                                                         \
-          int64_t r = rows[i * kh + tap[2 * t]], c = cols[j * kw + tap[2 * t + 1]];                 \
-          if (gimg && r >= 0 && c >= 0) gimg[(b * H + r) * W + c] += (double)g[at];                 \
-          if (gw) gw[t] += (double)g[at];                                                           \
+          const int64_t r = j->rows[i * kh + j->tap[2 * t]], q = j->cols[c * kw + j->tap[2 * t + 1]]; \
+          if (r >= 0 && q >= 0) acc[r * W + q] += (double)gb[i * W + c];                            \
+          if (gw) gw[t] += (double)gb[i * W + c];                                                   \
         }                                                                                           \
+      T *out = (T *)j->gimg + b * plane;                                                            \
+      for (int64_t p = 0; p < plane; p++) out[p] = (T)acc[p];                                       \
+    }                                                                                               \
   done:                                                                                             \
-    free(tap);                                                                                      \
+    if (!kept) free(acc);                                                                           \
     return status;                                                                                  \
   }
-MORPHOLOGY_VJP(tropic_morphology_vjp_f32, float)
-MORPHOLOGY_VJP(tropic_morphology_vjp_f64, double)
+MORPHOLOGY_VJP_TASK(morphology_vjp_task_f32, float)
+MORPHOLOGY_VJP_TASK(morphology_vjp_task_f64, double)
+
+static int morphology_vjp_task(void *ctx, int task, int tasks) {
+  const struct morphology_vjp_job *j = ctx;
+  return j->is_f64 ? morphology_vjp_task_f64(ctx, task, tasks) : morphology_vjp_task_f32(ctx, task, tasks);
+}
+
+static int morphology_vjp(const void *g, const int32_t *idx, int64_t n, int64_t H, int64_t W,
+                          const int64_t *rows, int64_t kh, const int64_t *cols, int64_t kw, void *gimg,
+                          double *gw, int threads, int is_f64) {
+  if (n < 0 || H < 0 || W < 0 || kh < 1 || kw < 1 || threads < 1) return 1;
+  if (n == 0 || H == 0 || W == 0) return 0;
+  const int64_t taps = kh * kw;
+  int64_t *tap = malloc((size_t)(2 * taps) * sizeof(int64_t));
+  if (tap == NULL) return 2;
+  for (int64_t t = 0; t < taps; t++) {
+    tap[2 * t] = t / kw;
+    tap[2 * t + 1] = t % kw;
+  }
+  /* about four image tasks per thread, plus gw's; on one thread a single task computes both in
+   * one pass (their two chains of dependent adds overlap) */
+  const int fused = threads == 1 && gimg != NULL && gw != NULL;
+  const int64_t wanted = threads > 1 ? 4 * (int64_t)threads : 1;
+  const int64_t per_task = (n + wanted - 1) / wanted;
+  const int64_t image_tasks = gimg != NULL ? (n + per_task - 1) / per_task : 0;
+  const int64_t tasks = image_tasks + (gw != NULL && !fused);
+  struct morphology_vjp_job job = {g, idx, n, H, W, kh, kw, per_task, rows, cols, tap, gimg, gw, is_f64, fused};
+  const int status = tropic_pool_run(morphology_vjp_task, &job, (int)tasks, threads);
+  free(tap);
+  return status;
+}
+
+int tropic_morphology_vjp_f32(const float *g, const int32_t *idx, int64_t n, int64_t H, int64_t W,
+                              const int64_t *rows, int64_t kh, const int64_t *cols, int64_t kw, float *gimg,
+                              double *gw, int threads) {
+  return morphology_vjp(g, idx, n, H, W, rows, kh, cols, kw, gimg, gw, threads, 0);
+}
+
+int tropic_morphology_vjp_f64(const double *g, const int32_t *idx, int64_t n, int64_t H, int64_t W,
+                              const int64_t *rows, int64_t kh, const int64_t *cols, int64_t kw, double *gimg,
+                              double *gw, int threads) {
+  return morphology_vjp(g, idx, n, H, W, rows, kh, cols, kw, gimg, gw, threads, 1);
+}
 
 /* Convolutions: g, idx (B, Cout, Ho, Wo); winner t = (c * kh + u) * kw + v within output channel
  * o's group -> gx (B, Cin, H, W) and gw (Cout, Cg, kh, kw). Each tap's (c, u, v) is decoded once into
