@@ -221,3 +221,39 @@ def test_split_morphology_gradients_match_the_numpy_path(monkeypatch, threads, d
             tropic.dilation_vjp(grad, bad, x.shape, se.shape, mode="mirror")
     finally:
         tropic.set_num_threads(None)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_split_convolution_gradients_match_the_numpy_path(monkeypatch, threads, dtype):
+    """The convolution backward on the pool: input gradients per run of batch entries, the weight's
+    as one task over every output in order (fused on one thread); groups, a stride and padding
+    (contributions on the padding dropped). Every combination of needed gradients is the NumPy
+    path's, bit for bit."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(kernels, "_PARALLEL_CANDIDATES", 0)
+    rng = np.random.default_rng(4)
+    x = rng.integers(-2, 3, (9, 4, 10, 9)).astype(dtype)
+    w = rng.integers(-2, 3, (6, 2, 3, 2)).astype(dtype)
+    for stride in ((1, 1), (2, 1)):
+        y = tropic.maxplus_conv2d(x, w, stride=stride, padding=1, groups=2)
+        grad = rng.standard_normal(y.shape).astype(dtype)
+
+        def gradients(x_grad: bool, w_grad: bool, stride=stride, grad=grad) -> list:
+            tx, tw = torch.tensor(x, requires_grad=x_grad), torch.tensor(w, requires_grad=w_grad)
+            tropic.maxplus_conv2d(tx, tw, stride=stride, padding=1, groups=2).backward(torch.tensor(grad))
+            return [None if t.grad is None else t.grad.numpy() for t in (tx, tw)]
+
+        tropic.set_num_threads(threads)
+        try:
+            for needs in ((True, True), (True, False), (False, True)):
+                got = gradients(*needs)
+                with monkeypatch.context() as m:
+                    m.setattr(compiled, "enabled", False)
+                    want = gradients(*needs)
+                for g, ref in zip(got, want, strict=True):
+                    assert (g is None) == (ref is None)
+                    if g is not None:
+                        assert_identical(g, ref)
+        finally:
+            tropic.set_num_threads(None)

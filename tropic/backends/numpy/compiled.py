@@ -115,8 +115,9 @@ _SIGNATURES = {
     # (g, idx, n, H, W, rows, kh, cols, kw, gimg (the gradient's dtype, written), gw (zeroed), threads)
     ("scatter_c", "tropic_morphology_vjp_f32"): [_f32, _i32, _n, _n, _n, _i64, _n, _i64, _n, _f32, _d, _flag],
     ("scatter_c", "tropic_morphology_vjp_f64"): [_f64, _i32, _n, _n, _n, _i64, _n, _i64, _n, _f64, _d, _flag],
-    ("scatter_c", "tropic_conv2d_vjp_f32"): [_f32, _i32] + [_n] * 15 + [_d, _d],
-    ("scatter_c", "tropic_conv2d_vjp_f64"): [_f64, _i32] + [_n] * 15 + [_d, _d],
+    # (g, idx, 15 sizes, gx (the gradient's dtype, written), gw (zeroed), threads)
+    ("scatter_c", "tropic_conv2d_vjp_f32"): [_f32, _i32] + [_n] * 15 + [_f32, _d, _flag],
+    ("scatter_c", "tropic_conv2d_vjp_f64"): [_f64, _i32] + [_n] * 15 + [_f64, _d, _flag],
     # maxout: (x, groups, pieces, y, idx) and its backward (g, idx, groups, pieces, gx)
     ("scatter_c", "tropic_maxout_f32"): [_f32, _n, _n, _f32, _i32],
     ("scatter_c", "tropic_maxout_f64"): [_f64, _n, _n, _f64, _i32],

@@ -1114,14 +1114,15 @@ def conv2d_vjp(xp, grad, indices, geometry, needs=(True, True)):
     (sh, sw), (ph, pw) = geometry.stride, geometry.padding
     _, _, H_out, W_out = geometry.out_shape
     scatter = _compiled_scatter("conv2d", grad, indices)
-    if scatter is not None:
-        grad_x = accumulator("vjp_x", tuple(geometry.x_shape), grad.size) if needs[0] else None
+    if scatter is not None:  # grad_x comes back in grad's dtype, each sum rounded once
+        grad_x = np.empty(tuple(geometry.x_shape), grad.dtype) if needs[0] else None
         grad_w = accumulator("vjp_w", tuple(geometry.w_shape), grad.size) if needs[1] else None
         sizes = (B, C_out, H_out, W_out, C_in, H, W, C_group, kh, kw, sh, sw, ph, pw, geometry.groups)
         g, k = _contiguous(grad), _int32(indices)  # held here: the call takes their addresses
-        status = scatter(*_addresses(g, k), *sizes, *_addresses(grad_x, grad_w))
+        threads = get_num_threads() if grad.size * 4 >= _PARALLEL_CANDIDATES else 1
+        status = scatter(*_addresses(g, k), *sizes, *_addresses(grad_x, grad_w), threads)
         _check_scatter(status, indices, C_group * kh * kw)
-        return _cast(grad_x, grad.dtype), _cast(grad_w, grad.dtype)
+        return grad_x, _cast(grad_w, grad.dtype)
     require_winners(np, "indices", indices, C_group * kh * kw)
     t = indices.astype(np.int64)
     has_winner = t >= 0

@@ -168,46 +168,132 @@ int tropic_morphology_vjp_f64(const double *g, const int32_t *idx, int64_t n, in
 }
 
 /* Convolutions: g, idx (B, Cout, Ho, Wo); winner t = (c * kh + u) * kw + v within output channel
- * o's group -> gx (B, Cin, H, W) and gw (Cout, Cg, kh, kw). Each tap's (c, u, v) is decoded once into
- * a table (three integer divisions per output were most of the time); returns 2 if the table cannot
- * be allocated. */
-#define CONV2D_VJP(NAME, T)                                                                         \
-  int NAME(const T *g, const int32_t *idx, int64_t B, int64_t Cout, int64_t Ho, int64_t Wo,         \
-           int64_t Cin, int64_t H, int64_t W, int64_t Cg, int64_t kh, int64_t kw, int64_t sh,       \
-           int64_t sw, int64_t ph, int64_t pw, int64_t groups, double *gx, double *gw) {            \
-    int64_t per_group = Cout / groups, taps = Cg * kh * kw;                                         \
-    int64_t *tap = malloc((size_t)(3 * taps + 1) * sizeof(int64_t));                                \
-    if (tap == NULL) return 2;                                                                      \
-    for (int64_t t = 0; t < taps; t++) {                                                            \
-      tap[3 * t] = t / (kh * kw);                                                                   \
-      tap[3 * t + 1] = t % (kh * kw) / kw;                                                          \
-      tap[3 * t + 2] = t % kw;                                                                      \
+ * o's group -> gx (B, Cin, H, W), written in T (not caller-zeroed), and gw (Cout, Cg, kh, kw),
+ * double, caller-zeroed. As the morphology's: gx of batch entry b sums only b's outputs, so runs of
+ * batch entries go to the thread pool, each summed in a float64 buffer of one entry and rounded
+ * into gx; gw sums every output in order, a task of its own (fused into the single pass on one
+ * thread). Each tap's (c, u, v) is decoded once into a table (three integer divisions per output
+ * were most of the time); returns 2 if a buffer cannot be allocated. */
+struct conv2d_vjp_job {
+  const void *g;
+  const int32_t *idx;
+  int64_t B, Cout, Ho, Wo, Cin, H, W, sh, sw, ph, pw, per_group, Cg, taps, per_task;
+  const int64_t *tap;
+  void *gx;
+  double *gw;
+  int is_f64, fused;
+};
+
+#define CONV2D_VJP_TASK(NAME, T)                                                                    \
+  static int NAME(void *ctx, int task, int tasks) {                                                 \
+    const struct conv2d_vjp_job *j = ctx;                                                           \
+    const T *g = j->g;                                                                              \
+    const int64_t taps = j->taps;                                                                   \
+    (void)tasks;                                                                                    \
+    if (j->gw != NULL && task == 0 && !j->fused) { /* the weight's gradient: every output in order */ \
+      const int64_t plane = j->Ho * j->Wo;                                                          \
+      for (int64_t bo = 0; bo < j->B * j->Cout; bo++) {                                             \
+        double *gw = j->gw + bo % j->Cout * taps;                                                   \
+        for (int64_t at = bo * plane; at < (bo + 1) * plane; at++) {                                \
+          const int64_t t = j->idx[at];                                                             \
+          if (t < 0 || t >= taps) {                                                                 \
+            if (t == -1) continue;                                                                  \
+            return 3;                                                                               \
+          }                                                                                         \
+          gw[t] += (double)g[at];                                                                   \
+        }                                                                                           \
+      }                                                                                             \
+      return 0;                                                                                     \
     }                                                                                               \
+    if (j->gx == NULL) return 0;                                                                    \
+    double *gw = j->fused ? j->gw : NULL;                                                           \
+    const int64_t first = (task - (j->gw != NULL && !j->fused)) * j->per_task;                      \
+    const int64_t last = first + j->per_task < j->B ? first + j->per_task : j->B;                   \
+    const int64_t x_plane = j->Cin * j->H * j->W;                                                   \
+    /* a thread's kept buffer up to 8 MiB; a larger entry's is freed when the task ends */          \
+    const size_t bytes = (size_t)x_plane * sizeof(double);                                          \
+    const int kept = bytes <= ((size_t)1 << 23);                                                    \
+    double *acc = kept ? tropic_thread_buffer(0, bytes) : malloc(bytes);                            \
+    if (acc == NULL) return 2;                                                                      \
     int status = 0;                                                                                 \
-    for (int64_t b = 0; b < B; b++)                                                                 \
-      for (int64_t o = 0; o < Cout; o++) {                                                          \
-        int64_t first_channel = (o / per_group) * Cg;                                               \
-        for (int64_t i = 0; i < Ho; i++)                                                            \
-          for (int64_t j = 0; j < Wo; j++) {                                                        \
-            int64_t at = ((b * Cout + o) * Ho + i) * Wo + j, t = idx[at];                           \
+    for (int64_t b = first; b < last; b++) {                                                        \
+      memset(acc, 0, bytes);                                                                        \
+      for (int64_t o = 0; o < j->Cout; o++) {                                                       \
+        const int64_t first_channel = (o / j->per_group) * j->Cg;                                   \
+        const int64_t base = (b * j->Cout + o) * j->Ho * j->Wo;                                     \
+        for (int64_t i = 0; i < j->Ho; i++)                                                         \
+          for (int64_t c = 0; c < j->Wo; c++) {                                                     \
+            const int64_t at = base + i * j->Wo + c, t = j->idx[at];                                \
             if (t < 0 || t >= taps) {                                                               \
               if (t == -1) continue;                                                                \
               status = 3;                                                                           \
               goto done;                                                                            \
             }                                                                                       \
-            int64_t channel = first_channel + tap[3 * t];                                           \
-            int64_t row = i * sh + tap[3 * t + 1] - ph, col = j * sw + tap[3 * t + 2] - pw;         \
-            if (gx && row >= 0 && row < H && col >= 0 && col < W)                                   \
-              gx[((b * Cin + channel) * H + row) * W + col] += (double)g[at];                       \
+            const int64_t channel = first_channel + j->tap[3 * t];                                  \
+            const int64_t row = i * j->sh + j->tap[3 * t + 1] - j->ph;                              \
+            const int64_t col = c * j->sw + j->tap[3 * t + 2] - j->pw;                              \
+            if (row >= 0 && row < j->H && col >= 0 && col < j->W)                                   \
+              acc[(channel * j->H + row) * j->W + col] += (double)g[at];                            \
             if (gw) gw[o * taps + t] += (double)g[at];                                              \
           }                                                                                         \
       }                                                                                             \
+      T *out = (T *)j->gx + b * x_plane;                                                            \
+      for (int64_t p = 0; p < x_plane; p++) out[p] = (T)acc[p];                                     \
+    }                                                                                               \
   done:                                                                                             \
-    free(tap);                                                                                      \
+    if (!kept) free(acc);                                                                           \
     return status;                                                                                  \
   }
-CONV2D_VJP(tropic_conv2d_vjp_f32, float)
-CONV2D_VJP(tropic_conv2d_vjp_f64, double)
+CONV2D_VJP_TASK(conv2d_vjp_task_f32, float)
+CONV2D_VJP_TASK(conv2d_vjp_task_f64, double)
+
+static int conv2d_vjp_task(void *ctx, int task, int tasks) {
+  const struct conv2d_vjp_job *j = ctx;
+  return j->is_f64 ? conv2d_vjp_task_f64(ctx, task, tasks) : conv2d_vjp_task_f32(ctx, task, tasks);
+}
+
+static int conv2d_vjp(const void *g, const int32_t *idx, int64_t B, int64_t Cout, int64_t Ho, int64_t Wo,
+                      int64_t Cin, int64_t H, int64_t W, int64_t Cg, int64_t kh, int64_t kw, int64_t sh,
+                      int64_t sw, int64_t ph, int64_t pw, int64_t groups, void *gx, double *gw, int threads,
+                      int is_f64) {
+  if (groups < 1 || Cout % groups || Cg < 0 || kh < 1 || kw < 1 || threads < 1) return 1;
+  if (B <= 0 || Cout <= 0 || Ho <= 0 || Wo <= 0) { /* no output: gx is all zero */
+    if (gx) memset(gx, 0, (size_t)(B * Cin * H * W) * (is_f64 ? sizeof(double) : sizeof(float)));
+    return 0;
+  }
+  const int64_t taps = Cg * kh * kw;
+  int64_t *tap = malloc((size_t)(3 * taps + 3) * sizeof(int64_t)); /* taps may be 0 (no channel) */
+  if (tap == NULL) return 2;
+  for (int64_t t = 0; t < taps; t++) {
+    tap[3 * t] = t / (kh * kw);
+    tap[3 * t + 1] = t % (kh * kw) / kw;
+    tap[3 * t + 2] = t % kw;
+  }
+  const int fused = threads == 1 && gx != NULL && gw != NULL;
+  const int64_t wanted = threads > 1 ? 4 * (int64_t)threads : 1;
+  const int64_t per_task = (B + wanted - 1) / wanted;
+  const int64_t entry_tasks = gx != NULL ? (B + per_task - 1) / per_task : 0;
+  const int64_t tasks = entry_tasks + (gw != NULL && !fused);
+  struct conv2d_vjp_job job = {g,  idx, B,  Cout, Ho,          Wo,    Cin,      H,   W,  sh,    sw,
+                               ph, pw,  Cout / groups, Cg, taps, per_task, tap, gx, gw, is_f64, fused};
+  const int status = tropic_pool_run(conv2d_vjp_task, &job, (int)tasks, threads);
+  free(tap);
+  return status;
+}
+
+int tropic_conv2d_vjp_f32(const float *g, const int32_t *idx, int64_t B, int64_t Cout, int64_t Ho, int64_t Wo,
+                          int64_t Cin, int64_t H, int64_t W, int64_t Cg, int64_t kh, int64_t kw, int64_t sh,
+                          int64_t sw, int64_t ph, int64_t pw, int64_t groups, float *gx, double *gw,
+                          int threads) {
+  return conv2d_vjp(g, idx, B, Cout, Ho, Wo, Cin, H, W, Cg, kh, kw, sh, sw, ph, pw, groups, gx, gw, threads, 0);
+}
+
+int tropic_conv2d_vjp_f64(const double *g, const int32_t *idx, int64_t B, int64_t Cout, int64_t Ho, int64_t Wo,
+                          int64_t Cin, int64_t H, int64_t W, int64_t Cg, int64_t kh, int64_t kw, int64_t sh,
+                          int64_t sw, int64_t ph, int64_t pw, int64_t groups, double *gx, double *gw,
+                          int threads) {
+  return conv2d_vjp(g, idx, B, Cout, Ho, Wo, Cin, H, W, Cg, kh, kw, sh, sw, ph, pw, groups, gx, gw, threads, 1);
+}
 
 /* Maxout, forward and backward (no sums: a grouped max and its one-slot scatter), beside the scatters
  * because its backward is one. Forward: x (groups, pieces) -> y (groups), idx (int32) with NumPy's

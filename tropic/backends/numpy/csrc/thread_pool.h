@@ -200,6 +200,7 @@ static inline void tropic_free_buffers(void *buffers) {
 static inline void tropic_make_buffer_key(void) { pthread_key_create(&tropic_buffer_key, tropic_free_buffers); }
 
 static inline void *tropic_thread_buffer(int slot, size_t bytes) {
+  if (bytes == 0) bytes = 1; /* a valid pointer even for nothing */
   pthread_once(&tropic_buffer_once, tropic_make_buffer_key);
   struct tropic_thread_buffer *b = pthread_getspecific(tropic_buffer_key);
   if (b == NULL) {
