@@ -11,6 +11,7 @@ reference kernels (the tests check it); the gradients are scatter-adds with ``np
 from __future__ import annotations
 
 import ctypes
+import functools
 import itertools
 import math
 import threading
@@ -1061,10 +1062,7 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding, win
     # g * C_group, and the next batch entry's is C_in * Hp * Wp elements further.
     # C order (whatever the input's), which the addresses below assume.
     padded = _padded_images(x, ph, pw, semiring.zero)
-    c, u, v = np.meshgrid(np.arange(C_group), np.arange(kh), np.arange(kw), indexing="ij")
-    tap_row = np.ascontiguousarray((c * Hp + u).ravel(), dtype=np.int64)
-    tap_col = np.ascontiguousarray(v.ravel(), dtype=np.int64)
-    tap_index = np.arange(n_taps, dtype=np.int32)
+    tap_row, tap_col, tap_index = _conv_taps_table(C_group, kh, kw, Hp)
     weights = np.ascontiguousarray(w.reshape(C_out, n_taps))
     y = np.empty(geometry.out_shape, x.dtype)
     winner = None
@@ -1082,8 +1080,8 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding, win
     threads = get_num_threads() if y.size * n_taps >= _PARALLEL_CANDIDATES else 1
     # Tasks: (channel block, batch chunk), about 4 per thread.
     chunks = max(1, min(B, -(-4 * threads // len(blocks)))) if threads > 1 else 1
-    edges = np.linspace(0, B, chunks + 1).astype(int)
-    tasks = [(o, oc, int(b0), int(b1)) for o, oc in blocks for b0, b1 in itertools.pairwise(edges) if b1 > b0]
+    edges = [B * i // chunks for i in range(chunks + 1)]
+    tasks = [(o, oc, b0, b1) for o, oc in blocks for b0, b1 in itertools.pairwise(edges) if b1 > b0]
     table = np.array(tasks, dtype=np.int64)
     status = pooled(
         padded.ctypes.data, C_in, C_group, Hp, Wp, H_out, W_out, C_out, per_group, tap_row.ctypes.data,
@@ -1092,6 +1090,18 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding, win
     )  # fmt: skip
     _check(status, "conv2d")
     return y, winner
+
+
+@functools.lru_cache(maxsize=64)
+def _conv_taps_table(C_group: int, kh: int, kw: int, Hp: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The convolution's taps in ``(c, u, v)`` order: the stacked image's row ``c * Hp + u`` and
+    column ``v`` that tap ``t = (c * kh + u) * kw + v`` reads, and ``t`` itself (read-only, shared
+    by the calls of a layer: building them took more than the kernel of a small convolution)."""
+    t = np.arange(C_group * kh * kw, dtype=np.int64)
+    tables = ((t // (kh * kw)) * Hp + t % (kh * kw) // kw, t % kw, t.astype(np.int32))
+    for table in tables:
+        table.flags.writeable = False
+    return tables
 
 
 def _padded_images(x: np.ndarray, ph: int, pw: int, fill: float) -> np.ndarray:
