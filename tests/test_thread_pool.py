@@ -183,6 +183,20 @@ def test_pooled_flat_rectangles_match_the_numpy_path(monkeypatch, threads):
         tropic.set_num_threads(None)
 
 
+def _assert_every_needed_gradient_is_the_numpy_paths(monkeypatch, gradients) -> None:
+    """``gradients(first, second)`` (which inputs require grad) against the NumPy path: both, and
+    each alone, bit for bit, with None where a gradient was not asked for."""
+    for needs in ((True, True), (True, False), (False, True)):
+        got = gradients(*needs)
+        with monkeypatch.context() as m:
+            m.setattr(compiled, "enabled", False)
+            want = gradients(*needs)
+        for g, ref in zip(got, want, strict=True):
+            assert (g is None) == (ref is None)
+            if g is not None:
+                assert_identical(g, ref)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_split_morphology_gradients_match_the_numpy_path(monkeypatch, threads, dtype):
@@ -206,15 +220,7 @@ def test_split_morphology_gradients_match_the_numpy_path(monkeypatch, threads, d
 
     tropic.set_num_threads(threads)
     try:
-        for needs in ((True, True), (True, False), (False, True)):
-            got = gradients(*needs)
-            with monkeypatch.context() as m:
-                m.setattr(compiled, "enabled", False)
-                want = gradients(*needs)
-            for g, w in zip(got, want, strict=True):
-                assert (g is None) == (w is None)
-                if g is not None:
-                    assert_identical(g, w)
+        _assert_every_needed_gradient_is_the_numpy_paths(monkeypatch, gradients)
         bad = winners.copy()
         bad[3, 4, 11, 10] = 12  # 12 candidates: 0 .. 11
         with pytest.raises(ValueError):
@@ -246,14 +252,6 @@ def test_split_convolution_gradients_match_the_numpy_path(monkeypatch, threads, 
 
         tropic.set_num_threads(threads)
         try:
-            for needs in ((True, True), (True, False), (False, True)):
-                got = gradients(*needs)
-                with monkeypatch.context() as m:
-                    m.setattr(compiled, "enabled", False)
-                    want = gradients(*needs)
-                for g, ref in zip(got, want, strict=True):
-                    assert (g is None) == (ref is None)
-                    if g is not None:
-                        assert_identical(g, ref)
+            _assert_every_needed_gradient_is_the_numpy_paths(monkeypatch, gradients)
         finally:
             tropic.set_num_threads(None)

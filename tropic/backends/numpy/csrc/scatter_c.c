@@ -93,10 +93,8 @@ struct morphology_vjp_job {
     double *gw = j->fused ? j->gw : NULL; /* one thread: gw's sums in the same pass */             \
     const int64_t first = (task - (j->gw != NULL && !j->fused)) * j->per_task;                      \
     const int64_t last = first + j->per_task < j->n ? first + j->per_task : j->n;                   \
-    /* a thread's kept buffer up to 8 MiB; a larger image's is freed when the task ends */          \
     const size_t bytes = (size_t)plane * sizeof(double);                                            \
-    const int kept = bytes <= ((size_t)1 << 23);                                                    \
-    double *acc = kept ? tropic_thread_buffer(0, bytes) : malloc(bytes);                            \
+    double *acc = tropic_task_buffer(bytes);                                                        \
     if (acc == NULL) return 2;                                                                      \
     int status = 0;                                                                                 \
     for (int64_t b = first; b < last; b++) {                                                        \
@@ -119,7 +117,7 @@ struct morphology_vjp_job {
       for (int64_t p = 0; p < plane; p++) out[p] = (T)acc[p];                                       \
     }                                                                                               \
   done:                                                                                             \
-    if (!kept) free(acc);                                                                           \
+    tropic_task_buffer_done(acc, bytes);                                                            \
     return status;                                                                                  \
   }
 MORPHOLOGY_VJP_TASK(morphology_vjp_task_f32, float)
@@ -210,10 +208,8 @@ struct conv2d_vjp_job {
     const int64_t first = (task - (j->gw != NULL && !j->fused)) * j->per_task;                      \
     const int64_t last = first + j->per_task < j->B ? first + j->per_task : j->B;                   \
     const int64_t x_plane = j->Cin * j->H * j->W;                                                   \
-    /* a thread's kept buffer up to 8 MiB; a larger entry's is freed when the task ends */          \
     const size_t bytes = (size_t)x_plane * sizeof(double);                                          \
-    const int kept = bytes <= ((size_t)1 << 23);                                                    \
-    double *acc = kept ? tropic_thread_buffer(0, bytes) : malloc(bytes);                            \
+    double *acc = tropic_task_buffer(bytes);                                                        \
     if (acc == NULL) return 2;                                                                      \
     int status = 0;                                                                                 \
     for (int64_t b = first; b < last; b++) {                                                        \
@@ -241,7 +237,7 @@ struct conv2d_vjp_job {
       for (int64_t p = 0; p < x_plane; p++) out[p] = (T)acc[p];                                     \
     }                                                                                               \
   done:                                                                                             \
-    if (!kept) free(acc);                                                                           \
+    tropic_task_buffer_done(acc, bytes);                                                            \
     return status;                                                                                  \
   }
 CONV2D_VJP_TASK(conv2d_vjp_task_f32, float)

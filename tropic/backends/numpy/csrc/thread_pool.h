@@ -220,4 +220,17 @@ static inline void *tropic_thread_buffer(int slot, size_t bytes) {
   return b[slot].data;
 }
 
+
+/* A task's working buffer: the thread's kept one (slot 0) up to 8 MiB, above that a fresh one that
+ * tropic_task_buffer_done frees (a thread should not keep a huge image's buffer for ever). */
+#define TROPIC_KEPT_BUFFER_BYTES ((size_t)1 << 23)
+
+static inline void *tropic_task_buffer(size_t bytes) {
+  return bytes <= TROPIC_KEPT_BUFFER_BYTES ? tropic_thread_buffer(0, bytes) : malloc(bytes);
+}
+
+static inline void tropic_task_buffer_done(void *buffer, size_t bytes) {
+  if (bytes > TROPIC_KEPT_BUFFER_BYTES) free(buffer);
+}
+
 #endif
