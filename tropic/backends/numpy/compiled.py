@@ -33,16 +33,10 @@ _flag_out = ctypes.POINTER(ctypes.c_int)
 _c_f32, _c_f64 = ctypes.c_float, ctypes.c_double
 
 
-def _tap_arguments(values: type, rounded: bool = False) -> list:
+def _tap_arguments(values: type) -> list:
     """The tap kernels' arguments after the sizes: tap_row, tap_col, tap_weight (or NULL), tap_index,
-    T, maximise, (rounding, for the rounded kernels,) out, idx, threads."""
-    return [_i64, _i64, ctypes.c_void_p, _i32, _n, _flag, *([_flag] if rounded else []), values, _i32, _flag]
-
-
-def _conv_tap_arguments(values: type) -> list:
-    """The convolution tap kernels' arguments after the sizes and strides: tap_row, tap_col,
-    tap_weight, wstride, tap_index, T, channels, maximise, rounding, out, idx, threads."""
-    return [_i64, _i64, values, _n, _i32, _n, _n, _flag, _flag, values, _i32, _flag]
+    T, maximise, out, idx, threads."""
+    return [_i64, _i64, ctypes.c_void_p, _i32, _n, _flag, values, _i32, _flag]
 
 
 def _reconstruct_arguments(values: type, winners: bool) -> list:
@@ -62,10 +56,9 @@ _SIGNATURES = {
     # (rounding 0: none; float64 takes only 0)
     ("matmul_c", "tropic_matmul_pooled_f32"): [_f32, _f32, _f32, _i32, _n, _n, _n, *[_flag] * 4],
     ("matmul_c", "tropic_matmul_pooled_f64"): [_f64, _f64, _f64, _i32, _n, _n, _n, *[_flag] * 4],
-    # half-precision products: (a, b, c, idx, M, K, N, maximise, rounding, threads | task, tasks)
+    # half-precision products: (a, b, c, idx, M, K, N, maximise, rounding, threads)
     ("matmul_c", "tropic_rounding_supported"): [],
     ("matmul_c", "tropic_matmul_rounded_f32"): [_f32, _f32, _f32, _i32, _n, _n, _n, _flag, _flag, _flag],
-    ("matmul_c", "tropic_matmul_rounded_part_f32"): [_f32, _f32, _f32, _i32, _n, _n, _n, *[_flag] * 4],
     # (src, dst, n): float16 / bfloat16 (as uint16) <-> float32
     ("matmul_c", "tropic_widen_f16"): [_u16, _f32, _n],
     ("matmul_c", "tropic_narrow_f16"): [_f32, _u16, _n],
@@ -80,12 +73,6 @@ _SIGNATURES = {
     # out, idx, threads): images and outputs pstride and ostride elements apart
     ("morphology_c", "tropic_taps_strided_f32"): [_f32, *[_n] * 7, *_tap_arguments(_f32)],
     ("morphology_c", "tropic_taps_strided_f64"): [_f64, *[_n] * 7, *_tap_arguments(_f64)],
-    # the same with half-precision rounding of the weighted sums (1: float16, 2: bfloat16)
-    ("morphology_c", "tropic_taps_rounded_strided_f32"): [_f32, *[_n] * 7, *_tap_arguments(_f32, True)],
-    # (P, n, Hp, Wp, pstride, H, W, ostride, cstride, tap_row, tap_col, tap_weight, wstride, tap_index, T,
-    # channels, maximise, rounding, out, idx, threads): up to 4 output channels of a convolution at once
-    ("morphology_c", "tropic_conv_taps_f32"): [_f32, *[_n] * 8, *_conv_tap_arguments(_f32)],
-    ("morphology_c", "tropic_conv_taps_f64"): [_f64, *[_n] * 8, *_conv_tap_arguments(_f64)],
     # (padded, C_in, C_group, Hp, Wp, H, W, C_out, per_group, tap_row, tap_col, weights, tap_index, T,
     # maximise, rounding, y, idx, tasks (o, oc, b0, b1 rows), ntasks, threads): tropic_conv_taps per task
     # on the thread pool
@@ -103,9 +90,6 @@ _SIGNATURES = {
         + [_flag_out, _flag]
         for name, values, scalar in (("f32", _f32, _c_f32), ("f64", _f64, _c_f64))
     },
-    # (src, n, H, W, row_line, Hp, col_line, Wp, left, fill, dst, nan_found)
-    ("morphology_c", "tropic_pad_f32"): [_f32, _n, _n, _n, _i64, _n, _i64, _n, _n, _c_f32, _f32, _flag_out],
-    ("morphology_c", "tropic_pad_f64"): [_f64, _n, _n, _n, _i64, _n, _i64, _n, _n, _c_f64, _f64, _flag_out],
     # backward passes: (g, idx, shapes..., double accumulators)
     ("scatter_c", "tropic_matmul_vjp_f32"): [_f32, _i32, _n, _n, _n, _n, _d, _d, _flag, _flag, _f32],
     ("scatter_c", "tropic_matmul_vjp_f64"): [_f64, _i32, _n, _n, _n, _n, _d, _d, _flag, _flag, _f64],

@@ -7,6 +7,9 @@
  *                          weighted sum rounded to float16 or bfloat16 before it compares (AVX2 + F16C)
  *   tropic_conv_taps_{f32,f64}  the convolutions' tap loop for up to 4 output channels at once
  *   tropic_rect_{f32,f64}  flat full rectangle, van Herk / Gil-Werman: O(1) comparisons per pixel in kh, kw
+ *   tropic_morphology_pooled_{f32,f64}, tropic_conv_pooled_{f32,f64}, tropic_rect_pooled_{f32,f64}
+ *                          a whole call's blocks (padded and reduced, or one kernel call each) on the
+ *                          task pool of thread_pool.h: what Python calls for more than a few taps
  *   tropic_isa             "avx512+avx2", "avx2" or "generic": the code paths chosen at load time
  *
  * Contract (bitwise, the same as the NumPy kernel in kernels.py):
@@ -25,7 +28,7 @@
  *    rounding the CPU cannot do (no AVX2 + F16C).
  * The AVX2 path (picked once at load time with __builtin_cpu_supports; TROPIC_FORCE_GENERIC=1 in the
  * environment forces the generic path, for tests), the AVX-512 convolution tap loop (TROPIC_MAX_ISA=avx2
- * caps it) and the generic C path give identical results, for any number of OpenMP threads: only
+ * caps it) and the generic C path give identical results, for any number of threads: only
  * comparisons, selects and one add per candidate, in the same order.
  *
  * The f32 and f64 kernels are one template: this file includes itself once per element type (the part
