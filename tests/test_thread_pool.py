@@ -255,3 +255,43 @@ def test_split_convolution_gradients_match_the_numpy_path(monkeypatch, threads, 
             _assert_every_needed_gradient_is_the_numpy_paths(monkeypatch, gradients)
         finally:
             tropic.set_num_threads(None)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_split_product_gradients_match_the_numpy_path(monkeypatch, threads, dtype):
+    """The product backward on the pool: row tasks (the left operand's gradient) and column tasks
+    (the right operand's and the bias's, every batch of a column in order), written in the
+    gradient's dtype, or as float64 sums where broadcast batches are summed afterwards. A layer's
+    ``x @ W.T + b`` (W's gradient in W's layout), a batched product with a shared right operand,
+    every combination of needed gradients: the NumPy path's bits."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(kernels, "_PARALLEL_PRODUCT_PAIRS", 0)
+    rng = np.random.default_rng(5)
+    x = rng.integers(-3, 4, (37, 19)).astype(dtype)  # ties: several winners per column
+    weight = rng.integers(-3, 4, (23, 19)).astype(dtype)
+    bias = rng.integers(-3, 4, 23).astype(dtype)
+    batched = rng.integers(-3, 4, (3, 11, 19)).astype(dtype)
+    grad_layer = rng.standard_normal((37, 23)).astype(dtype)
+    grad_batched = rng.standard_normal((3, 11, 23)).astype(dtype)
+
+    def layer(x_grad: bool, w_grad: bool) -> list:
+        tx, tw = torch.tensor(x, requires_grad=x_grad), torch.tensor(weight, requires_grad=w_grad)
+        tb = torch.tensor(bias, requires_grad=True)
+        tropic.maxplus_matmul(tx, tw.T, bias=tb).backward(torch.tensor(grad_layer))
+        return [None if t.grad is None else t.grad.numpy() for t in (tx, tw, tb)]
+
+    def shared_right(x_grad: bool, w_grad: bool) -> list:
+        tx, tw = (
+            torch.tensor(batched, requires_grad=x_grad),
+            torch.tensor(weight.T.copy(), requires_grad=w_grad),
+        )
+        tropic.minplus_matmul(tx, tw).backward(torch.tensor(grad_batched))
+        return [None if t.grad is None else t.grad.numpy() for t in (tx, tw)]
+
+    tropic.set_num_threads(threads)
+    try:
+        for gradients in (layer, shared_right):
+            _assert_every_needed_gradient_is_the_numpy_paths(monkeypatch, gradients)
+    finally:
+        tropic.set_num_threads(None)

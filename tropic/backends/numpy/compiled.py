@@ -91,8 +91,12 @@ _SIGNATURES = {
         for name, values, scalar in (("f32", _f32, _c_f32), ("f64", _f64, _c_f64))
     },
     # backward passes: (g, idx, shapes..., double accumulators)
-    ("scatter_c", "tropic_matmul_vjp_f32"): [_f32, _i32, _n, _n, _n, _n, _d, _d, _flag, _flag, _f32],
-    ("scatter_c", "tropic_matmul_vjp_f64"): [_f64, _i32, _n, _n, _n, _n, _d, _d, _flag, _flag, _f64],
+    # (g, idx, n, M, N, K, ga, gb (float64, or the gradient's dtype when out_t), gb_transposed, bias_k,
+    # gbias, out_t, threads)
+    ("scatter_c", "tropic_matmul_vjp_f32"): [_f32, _i32, *[_n] * 4, ctypes.c_void_p, ctypes.c_void_p, _flag,
+                                             _flag, _f32, _flag, _flag],
+    ("scatter_c", "tropic_matmul_vjp_f64"): [_f64, _i32, *[_n] * 4, ctypes.c_void_p, ctypes.c_void_p, _flag,
+                                             _flag, _f64, _flag, _flag],
     # the bias as candidate K: (c, bias, rows, N, maximise, bias_won or NULL)
     ("matmul_c", "tropic_bias_select_f32"): [_f32, _f32, _n, _n, _flag, _u8],
     ("matmul_c", "tropic_bias_select_f64"): [_f64, _f64, _n, _n, _flag, _u8],

@@ -530,21 +530,28 @@ def matmul_vjp(
     if bias_shape is not None and not fused_bias:
         grad_bias, indices = bias_vjp(np, grad, indices, K, bias_shape, needs[2])
     if scatter is not None:
+        # The kernel writes both gradients whole; in grad's dtype straight away unless broadcast
+        # batches are still to be summed (in float64, below).
         transposed = bool(transposed_b_grad and not batch and needs[1])
-        grad_a = accumulator("vjp_a", tuple(batch) + (M, K), grad.size) if needs[0] else None
+        out_t = tuple(a_shape) == tuple(batch) + (M, K) and tuple(b_shape) == tuple(batch) + (K, N)
+        dtype = grad.dtype if out_t else np.float64
+        grad_a = np.empty(tuple(batch) + (M, K), dtype) if needs[0] else None
         grad_b = None
         if needs[1]:
-            grad_b = accumulator("vjp_b", (N, K) if transposed else tuple(batch) + (K, N), grad.size)
+            grad_b = np.empty((N, K) if transposed else tuple(batch) + (K, N), dtype)
         if fused_bias and needs[2]:
-            grad_bias = np.zeros(N, grad.dtype)
+            grad_bias = np.empty(N, grad.dtype)
         g, k = _contiguous(grad), _int32(indices)  # held here: the call takes their addresses
+        threads = get_num_threads() if grad.size * K >= _PARALLEL_PRODUCT_PAIRS else 1
         status = scatter(
             *_addresses(g, k), n_batch, M, N, K, *_addresses(grad_a, grad_b), int(transposed),
-            int(fused_bias), _address(grad_bias),
+            int(fused_bias), _address(grad_bias), int(out_t), threads,
         )  # fmt: skip
         _check_scatter(status, indices, K + 1 if fused_bias else K)
         if transposed:
             grad_b = grad_b.T  # the same sums, in W's layout
+        if out_t:
+            return grad_a, grad_b, grad_bias
     else:
         require_winners(np, "indices", indices, K)
         b_idx, i_idx, j_idx = np.indices((n_batch, M, N), sparse=True)
@@ -558,8 +565,7 @@ def matmul_vjp(
         if needs[1]:
             b_slot = ((b_idx * K + k) * N + j_idx)[valid]
             grad_b = _bincount(b_slot, g, n_batch * K * N, np.float64).reshape(tuple(batch) + (K, N))
-    # Broadcast batches are summed in float64 too, before the one rounding to the gradient's dtype
-    # (a copy: the compiled path's accumulators are scratch).
+    # Broadcast batches are summed in float64 too, before the one rounding to the gradient's dtype.
     if grad_a is not None:
         grad_a = sum_to_shape(np, grad_a, tuple(a_shape)).astype(grad.dtype)
     if grad_b is not None:

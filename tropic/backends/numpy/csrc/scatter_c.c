@@ -25,34 +25,130 @@ PyMODINIT_FUNC PyInit__scatter_c(void) { return PyModule_Create(&module); }
 
 /* Products: g, idx (n, M, N) -> ga (n, M, K) and gb (n, K, N), or with gb_transposed gb laid out as
  * (n, N, K) (the gradient of a weight W that entered as W.T: the same sums, written where W's
- * gradient wants them, so no transposing copy follows). bias_k: candidate K is a bias of shape (N,),
- * whose gradient gbias (caller-zeroed, if not NULL) adds the n * M rows of g where it won, in T and
- * in row order, a row's 0 where the bias lost too (so -0.0 sums to +0.0): NumPy's reduction of
- * np.where(idx == K, g, 0) over the leading axes, bit for bit (for N >= 2: with N = 1 NumPy sums
- * pairwise, and the caller does not ask). */
-#define MATMUL_VJP(NAME, T)                                                                         \
-  int NAME(const T *g, const int32_t *idx, int64_t n, int64_t M, int64_t N, int64_t K, double *ga,  \
-           double *gb, int gb_transposed, int bias_k, T *gbias) {                                   \
-    for (int64_t b = 0; b < n; b++)                                                                 \
-      for (int64_t i = 0; i < M; i++)                                                               \
-        for (int64_t j = 0; j < N; j++) {                                                           \
-          int64_t at = (b * M + i) * N + j, k = idx[at];                                            \
-          if (bias_k) {                                                                             \
-            const T add = k == K ? g[at] : (T)0;                                                    \
-            if (gbias) gbias[j] += add;                                                             \
+ * gradient wants them, so no transposing copy follows). Both are written whole (not caller-zeroed):
+ * in T when out_t, else as the float64 sums (the caller still sums broadcast batches). bias_k:
+ * candidate K is a bias of shape (N,), whose gradient gbias (if not NULL) adds the n * M rows of g
+ * where it won, in T and in row order, a row's 0 where the bias lost too (so -0.0 sums to +0.0):
+ * NumPy's reduction of np.where(idx == K, g, 0) over the leading axes, bit for bit (for N >= 2:
+ * with N = 1 NumPy sums pairwise, and the caller does not ask).
+ * ga[b, i, k] sums row (b, i) of the outputs (over j in order) and gb[b, k, j] column j of batch b
+ * (over i in order), so rows and columns are independent tasks of the thread pool: row tasks sum
+ * each row in a float64 buffer of K and write it out, column tasks each column (all batches of one
+ * j, so gbias[j] keeps its order). Same sums in the same order as the one-pass scatter. */
+struct matmul_vjp_job {
+  const void *g;
+  const int32_t *idx;
+  int64_t n, M, N, K, row_tasks, rows_per_task, columns_per_task;
+  void *ga, *gb, *gbias;
+  int gb_transposed, bias_k, out_t, is_f64;
+};
+
+#define MATMUL_VJP_TASK(NAME, T)                                                                    \
+  static int NAME(void *ctx, int task, int tasks) {                                                 \
+    const struct matmul_vjp_job *j = ctx;                                                           \
+    const T *g = j->g;                                                                              \
+    const int64_t n = j->n, M = j->M, N = j->N, K = j->K;                                           \
+    (void)tasks;                                                                                    \
+    double *acc = tropic_task_buffer((size_t)(K > 0 ? K : 1) * sizeof(double));                    \
+    if (acc == NULL) return 2;                                                                      \
+    int status = 0;                                                                                 \
+    if (task < j->row_tasks) { /* rows (b, i) -> ga */                                              \
+      const int64_t r0 = task * j->rows_per_task;                                                   \
+      const int64_t r1 = r0 + j->rows_per_task < n * M ? r0 + j->rows_per_task : n * M;             \
+      for (int64_t r = r0; r < r1; r++) {                                                           \
+        memset(acc, 0, (size_t)K * sizeof(double));                                                 \
+        for (int64_t c = 0; c < N; c++) {                                                           \
+          const int64_t at = r * N + c, k = j->idx[at];                                             \
+          if (j->bias_k && k == K) continue;                                                        \
+          if (k < 0 || k >= K) {                                                                    \
+            if (k == -1) continue;                                                                  \
+            status = 3;                                                                             \
+            goto done;                                                                              \
+          }                                                                                         \
+          acc[k] += (double)g[at];                                                                  \
+        }                                                                                           \
+        if (j->out_t)                                                                               \
+          for (int64_t k = 0; k < K; k++) ((T *)j->ga)[r * K + k] = (T)acc[k];                     \
+        else                                                                                        \
+          memcpy((double *)j->ga + r * K, acc, (size_t)K * sizeof(double));                         \
+      }                                                                                             \
+      goto done;                                                                                    \
+    }                                                                                               \
+    /* columns j -> gb[:, :, j] (every batch, in order) and gbias[j] */                             \
+    const int64_t c0 = (task - j->row_tasks) * j->columns_per_task;                                 \
+    const int64_t c1 = c0 + j->columns_per_task < N ? c0 + j->columns_per_task : N;                 \
+    for (int64_t c = c0; c < c1; c++) {                                                             \
+      T bias_sum = (T)0;                                                                            \
+      for (int64_t b = 0; b < n; b++) {                                                             \
+        memset(acc, 0, (size_t)K * sizeof(double));                                                 \
+        for (int64_t i = 0; i < M; i++) {                                                           \
+          const int64_t at = (b * M + i) * N + c, k = j->idx[at];                                   \
+          if (j->bias_k) {                                                                          \
+            bias_sum += k == K ? g[at] : (T)0;                                                      \
             if (k == K) continue;                                                                   \
           }                                                                                         \
           if (k < 0 || k >= K) {                                                                    \
             if (k == -1) continue;                                                                  \
-            return 3;                                                                               \
+            status = 3;                                                                             \
+            goto done;                                                                              \
           }                                                                                         \
-          if (ga) ga[(b * M + i) * K + k] += (double)g[at];                                         \
-          if (gb) gb[gb_transposed ? (b * N + j) * K + k : (b * K + k) * N + j] += (double)g[at];   \
+          acc[k] += (double)g[at];                                                                  \
         }                                                                                           \
-    return 0;                                                                                       \
+        if (j->gb == NULL) continue;                                                                \
+        /* (n, N, K): row c of batch b; (n, K, N): column c, K apart */                             \
+        const int64_t base = j->gb_transposed ? (b * N + c) * K : b * K * N + c;                    \
+        const int64_t step = j->gb_transposed ? 1 : N;                                              \
+        if (j->out_t)                                                                               \
+          for (int64_t k = 0; k < K; k++) ((T *)j->gb)[base + k * step] = (T)acc[k];               \
+        else                                                                                        \
+          for (int64_t k = 0; k < K; k++) ((double *)j->gb)[base + k * step] = acc[k];             \
+      }                                                                                             \
+      if (j->gbias) ((T *)j->gbias)[c] = bias_sum;                                                  \
+    }                                                                                               \
+  done:                                                                                             \
+    tropic_task_buffer_done(acc, (size_t)(K > 0 ? K : 1) * sizeof(double));                        \
+    return status;                                                                                  \
   }
-MATMUL_VJP(tropic_matmul_vjp_f32, float)
-MATMUL_VJP(tropic_matmul_vjp_f64, double)
+MATMUL_VJP_TASK(matmul_vjp_task_f32, float)
+MATMUL_VJP_TASK(matmul_vjp_task_f64, double)
+
+static int matmul_vjp_task(void *ctx, int task, int tasks) {
+  const struct matmul_vjp_job *j = ctx;
+  return j->is_f64 ? matmul_vjp_task_f64(ctx, task, tasks) : matmul_vjp_task_f32(ctx, task, tasks);
+}
+
+static int matmul_vjp(const void *g, const int32_t *idx, int64_t n, int64_t M, int64_t N, int64_t K, void *ga,
+                      void *gb, int gb_transposed, int bias_k, void *gbias, int out_t, int threads, int is_f64) {
+  if (n < 0 || M < 0 || N < 0 || K < 0 || threads < 1) return 1;
+  if (!bias_k) gbias = NULL; /* no bias candidate: the caller's gbias is not this kernel's */
+  if (n == 0 || M == 0 || N == 0) { /* no output: zero gradients */
+    const size_t item = out_t ? (is_f64 ? sizeof(double) : sizeof(float)) : sizeof(double);
+    if (ga) memset(ga, 0, (size_t)(n * M * K) * item);
+    if (gb) memset(gb, 0, (size_t)(n * K * N) * item);
+    if (gbias) memset(gbias, 0, (size_t)N * (is_f64 ? sizeof(double) : sizeof(float)));
+    return 0;
+  }
+  /* about four tasks per thread on each side; the column side always runs (it also checks the
+   * winners when only ga is asked for: the row side does too, so either finds a bad one) */
+  const int64_t wanted = threads > 1 ? 4 * (int64_t)threads : 1;
+  const int64_t rows_per_task = (n * M + wanted - 1) / wanted;
+  const int64_t row_tasks = ga != NULL ? (n * M + rows_per_task - 1) / rows_per_task : 0;
+  const int64_t columns_per_task = (N + wanted - 1) / wanted;
+  const int64_t column_tasks = gb != NULL || gbias != NULL || ga == NULL ? (N + columns_per_task - 1) / columns_per_task : 0;
+  struct matmul_vjp_job job = {g,  idx, n,  M,     N,             K,      row_tasks, rows_per_task, columns_per_task,
+                               ga, gb,  gbias, gb_transposed, bias_k, out_t,     is_f64};
+  return tropic_pool_run(matmul_vjp_task, &job, (int)(row_tasks + column_tasks), threads);
+}
+
+int tropic_matmul_vjp_f32(const float *g, const int32_t *idx, int64_t n, int64_t M, int64_t N, int64_t K, void *ga,
+                          void *gb, int gb_transposed, int bias_k, float *gbias, int out_t, int threads) {
+  return matmul_vjp(g, idx, n, M, N, K, ga, gb, gb_transposed, bias_k, gbias, out_t, threads, 0);
+}
+
+int tropic_matmul_vjp_f64(const double *g, const int32_t *idx, int64_t n, int64_t M, int64_t N, int64_t K,
+                          void *ga, void *gb, int gb_transposed, int bias_k, double *gbias, int out_t, int threads) {
+  return matmul_vjp(g, idx, n, M, N, K, ga, gb, gb_transposed, bias_k, gbias, out_t, threads, 1);
+}
 
 /* Morphology: g, idx (n, H, W); rows (H, kh) and cols (W, kw) are the source tables of the window
  * (-1: border) -> gimg (n, H, W), written in T (not caller-zeroed), and gw (kh * kw, double,
