@@ -77,8 +77,8 @@ _SIGNATURES = {
     # maximise, rounding, y, idx, tasks (o, oc, b0, b1 rows), ntasks, threads): tropic_conv_taps per task
     # on the thread pool
     **{
-        ("morphology_c", f"tropic_conv_pooled_{name}"): [values, *[_n] * 8, _i64, _i64, values, _i32, _n,
-                                                          _flag, _flag, values, _i32, _i64, _n, _flag]
+        ("morphology_c", f"tropic_conv_pooled_{name}"): [values, *[_n] * 8, _i64, _i64, values, _i32, _n]
+        + [_flag, _flag, values, _i32, _i64, _n, _flag]
         for name, values in (("f32", _f32), ("f64", _f64))
     },
     # (src, H, W, row_line, col_line, Wp, left, fill, kh, tap_row, tap_col, tap_weight | None, tap_index, T,
@@ -90,13 +90,13 @@ _SIGNATURES = {
         + [_flag_out, _flag]
         for name, values, scalar in (("f32", _f32, _c_f32), ("f64", _f64, _c_f64))
     },
-    # backward passes: (g, idx, shapes..., double accumulators)
+    # backward passes (on the thread pool)
     # (g, idx, n, M, N, K, ga, gb (float64, or the gradient's dtype when out_t), gb_transposed, bias_k,
     # gbias, out_t, threads)
-    ("scatter_c", "tropic_matmul_vjp_f32"): [_f32, _i32, *[_n] * 4, ctypes.c_void_p, ctypes.c_void_p, _flag,
-                                             _flag, _f32, _flag, _flag],
-    ("scatter_c", "tropic_matmul_vjp_f64"): [_f64, _i32, *[_n] * 4, ctypes.c_void_p, ctypes.c_void_p, _flag,
-                                             _flag, _f64, _flag, _flag],
+    ("scatter_c", "tropic_matmul_vjp_f32"): [_f32, _i32, *[_n] * 4, *[ctypes.c_void_p] * 2, *[_flag] * 2]
+    + [_f32, _flag, _flag],
+    ("scatter_c", "tropic_matmul_vjp_f64"): [_f64, _i32, *[_n] * 4, *[ctypes.c_void_p] * 2, *[_flag] * 2]
+    + [_f64, _flag, _flag],
     # the bias as candidate K: (c, bias, rows, N, maximise, bias_won or NULL)
     ("matmul_c", "tropic_bias_select_f32"): [_f32, _f32, _n, _n, _flag, _u8],
     ("matmul_c", "tropic_bias_select_f64"): [_f64, _f64, _n, _n, _flag, _u8],
