@@ -295,3 +295,33 @@ def test_split_product_gradients_match_the_numpy_path(monkeypatch, threads, dtyp
             _assert_every_needed_gradient_is_the_numpy_paths(monkeypatch, gradients)
     finally:
         tropic.set_num_threads(None)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc (Linux)")
+def test_every_kernel_module_uses_one_set_of_helpers():
+    """Products, convolutions, dilations and their backward passes (three kernel modules) split on
+    two threads start one helper thread in all, not one per module: the modules share one pool."""
+    code = """
+        import os, numpy as np, tropic
+        tropic.set_num_threads(2)
+        rng = np.random.default_rng(0)
+        a, b = rng.standard_normal((64, 512)), rng.standard_normal((512, 96))
+        x, w = rng.standard_normal((16, 4, 30, 30)), rng.standard_normal((6, 4, 3, 3))
+        before = len(os.listdir("/proc/self/task"))
+        c, k = tropic.maxplus_matmul(a, b, return_indices=True)
+        y, j = tropic.maxplus_conv2d(x, w, padding=1, return_indices=True)
+        d, t = tropic.dilation(x, w[0, 0], return_indices=True)
+        tropic.matmul_vjp(np.ones_like(c), k, a.shape, b.shape)
+        tropic.conv2d_vjp(np.ones_like(y), j, x.shape, w.shape, padding=1)
+        tropic.dilation_vjp(np.ones_like(d), t, x.shape, (3, 3))
+        print(len(os.listdir("/proc/self/task")) - before)
+    """
+    import subprocess
+    import textwrap
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert int(result.stdout.split()[-1]) == 1

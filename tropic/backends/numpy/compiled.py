@@ -132,6 +132,7 @@ _functions: dict[str, ctypes._CFuncPtr] = {}
 _modules: dict[str, object] = {}  # the extension modules imported as Python modules (entry points)
 _raw_functions: dict[str, ctypes._CFuncPtr] = {}
 _status: dict[str, str] = {}
+_pool_shared: dict[str, bool] = {}  # kernel modules running their tasks on matmul_c's pool
 
 
 def _load(library: str) -> ctypes.CDLL | None:
@@ -174,6 +175,24 @@ def _bind() -> None:
         raw.argtypes = [ctypes.c_void_p if issubclass(t, ctypes.c_void_p) else t for t in argtypes]
         raw.restype = ctypes.c_int
         _raw_functions[name] = raw
+    _share_the_task_pool(libraries)
+
+
+def _share_the_task_pool(libraries: dict[str, ctypes.CDLL | None]) -> None:
+    """One task pool (csrc/thread_pool.h) for every kernel module: the product module's, handed to
+    the others, so that one set of helper threads serves every kernel."""
+    owner = libraries.get("matmul_c")
+    if owner is None or not hasattr(owner, "tropic_pool_runner_address"):
+        return
+    owner.tropic_pool_runner_address.restype = ctypes.c_void_p
+    runner = owner.tropic_pool_runner_address()
+    for library, lib in libraries.items():
+        if lib is not None and library != "matmul_c" and hasattr(lib, "tropic_pool_share"):
+            lib.tropic_pool_share.argtypes = [ctypes.c_void_p]
+            lib.tropic_pool_share.restype = None
+            lib.tropic_pool_share(runner)
+            lib.tropic_pool_is_shared.restype = ctypes.c_int
+            _pool_shared[library] = bool(lib.tropic_pool_is_shared())
 
 
 def function(name: str):

@@ -3,6 +3,8 @@
  *
  *   static int tropic_pool_run(tropic_task task, void *ctx, int tasks, int threads)
  *
+ * (on the pool of this module, or of the module compiled.py shares, see tropic_pool_share below)
+ *
  * Why not OpenMP or Python's thread pool. Python's pool hands the GIL between threads at every wake-up
  * (some 0.1 ms on these VMs: a 4 M-pair product gained nothing from a second thread). An OpenMP team
  * wakes fast, but its closing barrier waits for every thread of the team: when another process holds
@@ -144,7 +146,7 @@ static int tropic_pool_grow(int wanted) {
   return tropic_pool.helpers;
 }
 
-static int tropic_pool_run(tropic_task task, void *ctx, int tasks, int threads) {
+static int tropic_pool_run_here(tropic_task task, void *ctx, int tasks, int threads) {
   if (tasks <= 0) return 0;
   int expected = 0;
   if (threads > tasks) threads = tasks;
@@ -177,6 +179,35 @@ static int tropic_pool_run(tropic_task task, void *ctx, int tasks, int threads) 
   const int status = atomic_load(&job.status);
   atomic_store(&tropic_pool.busy, 0);
   return status;
+}
+
+/* One pool for all of tropic's kernel modules. Each module compiles this header, so each has a pool;
+ * compiled.py hands the first module's run function to the others (tropic_pool_share), so that one
+ * set of helpers serves every kernel: with a pool per module, a call right after another module's
+ * can find the core held by that pool's spinning helper (in-process A/B, a product, a convolution
+ * and a product's backward in turn on two threads: 716-721 us with a pool each, 696-698 shared). */
+typedef int (*tropic_pool_runner)(tropic_task task, void *ctx, int tasks, int threads);
+static _Atomic(tropic_pool_runner) tropic_pool_shared = NULL;
+
+static int tropic_pool_run(tropic_task task, void *ctx, int tasks, int threads) {
+  const tropic_pool_runner shared = atomic_load_explicit(&tropic_pool_shared, memory_order_acquire);
+  return shared != NULL ? shared(task, ctx, tasks, threads) : tropic_pool_run_here(task, ctx, tasks, threads);
+}
+
+/* This module's own runner, for compiled.py to hand to the other modules. */
+__attribute__((visibility("default"))) void *tropic_pool_runner_address(void) {
+  return (void *)tropic_pool_run_here;
+}
+
+/* Run this module's tasks on `runner` (another module's tropic_pool_runner_address), or NULL: on its
+ * own pool again. Set before any call of the module's kernels (at import). */
+__attribute__((visibility("default"))) void tropic_pool_share(void *runner) {
+  atomic_store_explicit(&tropic_pool_shared, (tropic_pool_runner)runner, memory_order_release);
+}
+
+/* Whether this module runs its tasks on another module's pool (for the tests). */
+__attribute__((visibility("default"))) int tropic_pool_is_shared(void) {
+  return atomic_load(&tropic_pool_shared) != NULL;
 }
 
 
