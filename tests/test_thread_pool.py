@@ -325,3 +325,34 @@ def test_every_kernel_module_uses_one_set_of_helpers():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert int(result.stdout.split()[-1]) == 1
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_element_gradient_sums_with_special_values_match_the_numpy_path(monkeypatch, threads, dtype):
+    """The element's gradient of a small element on two threads is summed in vector lanes (+0.0
+    added to the other slots' lanes): with -0.0, infinities of both signs, NaN and values far apart
+    in the incoming gradient, every slot is still the NumPy path's float64 sum, bit for bit."""
+    monkeypatch.setattr(kernels, "_PARALLEL_CANDIDATES", 0)
+    rng = np.random.default_rng(6)
+    x = rng.integers(-2, 3, (6, 3, 15, 14)).astype(dtype)
+    for shape in ((3, 3), (4, 4), (2, 3)):
+        se = rng.integers(-2, 3, shape).astype(dtype)
+        _, winners = tropic.dilation(x, se, return_indices=True)
+        values = np.array([-0.0, 0.0, 1.5, -2.25, 1e30, -1e-30, 3e-39, np.inf, -np.inf], dtype)
+        grad = rng.choice(values, x.shape)
+        lonely = grad.copy()  # a slot that gets only -0.0 sums to +0.0 (NumPy's sums start at +0.0)
+        lonely[winners == 0] = -0.0
+        with_nan = grad.copy()
+        with_nan[0, 0, 0, :3] = np.nan
+        for g in (np.abs(grad), lonely, grad, with_nan):
+            tropic.set_num_threads(threads)
+            try:
+                got = tropic.dilation_vjp(g, winners, x.shape, shape)
+            finally:
+                tropic.set_num_threads(None)
+            with monkeypatch.context() as m:
+                m.setattr(compiled, "enabled", False)
+                want = tropic.dilation_vjp(g, winners, x.shape, shape)
+            for a, b in zip(got, want, strict=True):
+                assert_identical(a, b)

@@ -158,6 +158,49 @@ int tropic_matmul_vjp_f64(const double *g, const int32_t *idx, int64_t n, int64_
  * then rounds it into gimg. gw's sums run over every output in order, so it is one task of its own
  * (task 0), beside the image tasks. A tap's (row, column) in the element is decoded once into a
  * table, not by two divisions per output. Returns 2 if a buffer cannot be allocated. */
+/* The element's gradient of a small element (at most 16 taps) with its sums in registers, AVX2:
+ * slot t lives in lane t % 4 of vector t / 4; each output adds its value to its slot's lane and +0.0
+ * to every other lane, so every slot gets the same adds in the same order as through memory (and
+ * +0.0 changes nothing a sum can hold: one that starts at +0.0 is never -0.0; NaN and infinities
+ * stay). Through memory, outputs that hit the same slot wait on each other's store; here each
+ * vector's adds wait only on its previous add. gw: the caller-zeroed sums; returns 3 at an index
+ * outside [-1, taps). */
+#if defined(__x86_64__) || defined(__i386__)
+#define TROPIC_LANE_SUMS 1
+typedef double lane_vector __attribute__((vector_size(32)));
+typedef long long lane_mask __attribute__((vector_size(32)));
+#define LANE_SUMS(NAME, T)                                                                          \
+  __attribute__((target("avx2"))) static int NAME(const T *g, const int32_t *idx, int64_t count,   \
+                                                  int64_t taps, double *gw) {                       \
+    lane_mask picks[16][4];                                                                         \
+    for (int t = 0; t < 16; t++)                                                                    \
+      for (int q = 0; q < 4; q++)                                                                   \
+        for (int l = 0; l < 4; l++) picks[t][q][l] = 4 * q + l == t ? -1 : 0;                      \
+    lane_vector lanes[4];                                                                           \
+    for (int q = 0; q < 4; q++)                                                                     \
+      for (int l = 0; l < 4; l++) lanes[q][l] = 4 * q + l < taps ? gw[4 * q + l] : 0.0;            \
+    for (int64_t at = 0; at < count; at++) {                                                        \
+      const int64_t t = idx[at];                                                                    \
+      if (t < 0 || t >= taps) {                                                                     \
+        if (t == -1) continue;                                                                      \
+        return 3;                                                                                   \
+      }                                                                                             \
+      const double v = (double)g[at];                                                               \
+      const lane_mask value = (lane_mask)(lane_vector){v, v, v, v};                                 \
+      lanes[0] += (lane_vector)(value & picks[t][0]);                                               \
+      lanes[1] += (lane_vector)(value & picks[t][1]);                                               \
+      lanes[2] += (lane_vector)(value & picks[t][2]);                                               \
+      lanes[3] += (lane_vector)(value & picks[t][3]);                                               \
+    }                                                                                               \
+    for (int q = 0; q < 4; q++)                                                                     \
+      for (int l = 0; l < 4; l++)                                                                   \
+        if (4 * q + l < taps) gw[4 * q + l] = lanes[q][l];                                          \
+    return 0;                                                                                       \
+  }
+LANE_SUMS(lane_sums_f32, float)
+LANE_SUMS(lane_sums_f64, double)
+#endif
+
 struct morphology_vjp_job {
   const void *g;
   const int32_t *idx;
@@ -168,6 +211,16 @@ struct morphology_vjp_job {
   int is_f64, fused;
 };
 
+#ifdef TROPIC_LANE_SUMS
+#define LANES_FIT(taps) ((taps) <= 16 && __builtin_cpu_supports("avx2"))
+#define LANES_float lane_sums_f32
+#define LANES_double lane_sums_f64
+#else
+#define LANES_FIT(taps) 0
+#define LANES_float(...) 0
+#define LANES_double(...) 0
+#endif
+
 #define MORPHOLOGY_VJP_TASK(NAME, T)                                                                \
   static int NAME(void *ctx, int task, int tasks) {                                                 \
     const struct morphology_vjp_job *j = ctx;                                                        \
@@ -175,6 +228,7 @@ struct morphology_vjp_job {
     const int64_t H = j->H, W = j->W, kh = j->kh, kw = j->kw, taps = kh * kw, plane = H * W;        \
     (void)tasks;                                                                                    \
     if (j->gw != NULL && task == 0 && !j->fused) { /* the element's gradient: every output, in order */ \
+      if (LANES_FIT(taps)) return LANES_##T(g, j->idx, j->n * plane, taps, j->gw);                  \
       for (int64_t at = 0; at < j->n * plane; at++) {                                               \
         const int64_t t = j->idx[at];                                                               \
         if (t < 0 || t >= taps) {                                                                   \
