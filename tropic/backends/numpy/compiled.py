@@ -111,9 +111,6 @@ _SIGNATURES = {
     ("scatter_c", "tropic_maxout_f64"): [_f64, _n, _n, _f64, _i32],
     ("scatter_c", "tropic_maxout_vjp_f32"): [_f32, _i32, _n, _n, _f32],
     ("scatter_c", "tropic_maxout_vjp_f64"): [_f64, _i32, _n, _n, _f64],
-    # (P, n, Hp, Wp, kh, kw, maximise, out, idx, threads)
-    ("morphology_c", "tropic_rect_f32"): [_f32, _n, _n, _n, _n, _n, _flag, _f32, _i32, _flag],
-    ("morphology_c", "tropic_rect_f64"): [_f64, _n, _n, _n, _n, _n, _flag, _f64, _i32, _flag],
     # (P, Hp, Wp, kh, kw, maximise, out, idx, blocks (b0, b1, i0, i1 rows), nblocks, threads): the rect
     # kernel per block on the thread pool
     ("morphology_c", "tropic_rect_pooled_f32"): [_f32, _n, _n, _n, _n, _flag, _f32, _i32, _i64, _n, _flag],

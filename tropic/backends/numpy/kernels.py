@@ -47,7 +47,6 @@ _C_VJP = {
     op: {np.float32: f"tropic_{op}_vjp_f32", np.float64: f"tropic_{op}_vjp_f64"}
     for op in ("matmul", "morphology", "conv2d")
 }
-_C_RECT = {np.float32: "tropic_rect_f32", np.float64: "tropic_rect_f64"}
 _C_RECT_POOLED = {np.float32: "tropic_rect_pooled_f32", np.float64: "tropic_rect_pooled_f64"}
 _C_MORPHOLOGY_POOLED = {
     np.float32: "tropic_morphology_pooled_f32",
@@ -671,7 +670,7 @@ def _compiled_taps(
     if pooled is None or not taps:
         return None
     full = len(taps) == row_window.start.size * col_window.start.size
-    if w is None and full and compiled.function(_C_RECT[dtype]) is not None:
+    if w is None and full and compiled.raw_function(_C_RECT_POOLED.get(dtype, "")) is not None:
         return None
     n, H, W = flat.shape
     kh = row_window.start.size

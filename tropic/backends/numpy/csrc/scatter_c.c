@@ -35,6 +35,14 @@ PyMODINIT_FUNC PyInit__scatter_c(void) { return PyModule_Create(&module); }
  * (over i in order), so rows and columns are independent tasks of the thread pool: row tasks sum
  * each row in a float64 buffer of K and write it out, column tasks each column (all batches of one
  * j, so gbias[j] keeps its order). Same sums in the same order as the one-pass scatter. */
+/* The pool's task of a backward pass: its float or double instance (NAME##_f32 / _f64, from the
+ * pass's macro), chosen by the job's is_f64. */
+#define TASK_BY_DTYPE(NAME, JOB)                                                                    \
+  static int NAME(void *ctx, int task, int tasks) {                                                 \
+    const struct JOB *j = ctx;                                                                      \
+    return j->is_f64 ? NAME##_f64(ctx, task, tasks) : NAME##_f32(ctx, task, tasks);                 \
+  }
+
 struct matmul_vjp_job {
   const void *g;
   const int32_t *idx;
@@ -112,10 +120,7 @@ struct matmul_vjp_job {
 MATMUL_VJP_TASK(matmul_vjp_task_f32, float)
 MATMUL_VJP_TASK(matmul_vjp_task_f64, double)
 
-static int matmul_vjp_task(void *ctx, int task, int tasks) {
-  const struct matmul_vjp_job *j = ctx;
-  return j->is_f64 ? matmul_vjp_task_f64(ctx, task, tasks) : matmul_vjp_task_f32(ctx, task, tasks);
-}
+TASK_BY_DTYPE(matmul_vjp_task, matmul_vjp_job)
 
 static int matmul_vjp(const void *g, const int32_t *idx, int64_t n, int64_t M, int64_t N, int64_t K, void *ga,
                       void *gb, int gb_transposed, int bias_k, void *gbias, int out_t, int threads, int is_f64) {
@@ -128,12 +133,10 @@ static int matmul_vjp(const void *g, const int32_t *idx, int64_t n, int64_t M, i
     if (gbias) memset(gbias, 0, (size_t)N * (is_f64 ? sizeof(double) : sizeof(float)));
     return 0;
   }
-  /* about four tasks per thread on each side; the column side always runs (it also checks the
-   * winners when only ga is asked for: the row side does too, so either finds a bad one) */
-  const int64_t wanted = threads > 1 ? 4 * (int64_t)threads : 1;
-  const int64_t rows_per_task = (n * M + wanted - 1) / wanted;
+  /* the column side runs unless only ga is asked for (then the row side checks the winners) */
+  const int64_t rows_per_task = tropic_items_per_task(n * M, threads);
   const int64_t row_tasks = ga != NULL ? (n * M + rows_per_task - 1) / rows_per_task : 0;
-  const int64_t columns_per_task = (N + wanted - 1) / wanted;
+  const int64_t columns_per_task = tropic_items_per_task(N, threads);
   const int64_t column_tasks = gb != NULL || gbias != NULL || ga == NULL ? (N + columns_per_task - 1) / columns_per_task : 0;
   struct matmul_vjp_job job = {g,  idx, n,  M,     N,             K,      row_tasks, rows_per_task, columns_per_task,
                                ga, gb,  gbias, gb_transposed, bias_k, out_t,     is_f64};
@@ -273,10 +276,7 @@ struct morphology_vjp_job {
 MORPHOLOGY_VJP_TASK(morphology_vjp_task_f32, float)
 MORPHOLOGY_VJP_TASK(morphology_vjp_task_f64, double)
 
-static int morphology_vjp_task(void *ctx, int task, int tasks) {
-  const struct morphology_vjp_job *j = ctx;
-  return j->is_f64 ? morphology_vjp_task_f64(ctx, task, tasks) : morphology_vjp_task_f32(ctx, task, tasks);
-}
+TASK_BY_DTYPE(morphology_vjp_task, morphology_vjp_job)
 
 static int morphology_vjp(const void *g, const int32_t *idx, int64_t n, int64_t H, int64_t W,
                           const int64_t *rows, int64_t kh, const int64_t *cols, int64_t kw, void *gimg,
@@ -290,11 +290,10 @@ static int morphology_vjp(const void *g, const int32_t *idx, int64_t n, int64_t 
     tap[2 * t] = t / kw;
     tap[2 * t + 1] = t % kw;
   }
-  /* about four image tasks per thread, plus gw's; on one thread a single task computes both in
-   * one pass (their two chains of dependent adds overlap) */
+  /* image tasks plus gw's; on one thread a single task computes both in one pass (their two
+   * chains of dependent adds overlap) */
   const int fused = threads == 1 && gimg != NULL && gw != NULL;
-  const int64_t wanted = threads > 1 ? 4 * (int64_t)threads : 1;
-  const int64_t per_task = (n + wanted - 1) / wanted;
+  const int64_t per_task = tropic_items_per_task(n, threads);
   const int64_t image_tasks = gimg != NULL ? (n + per_task - 1) / per_task : 0;
   const int64_t tasks = image_tasks + (gw != NULL && !fused);
   struct morphology_vjp_job job = {g, idx, n, H, W, kh, kw, per_task, rows, cols, tap, gimg, gw, is_f64, fused};
@@ -393,10 +392,7 @@ struct conv2d_vjp_job {
 CONV2D_VJP_TASK(conv2d_vjp_task_f32, float)
 CONV2D_VJP_TASK(conv2d_vjp_task_f64, double)
 
-static int conv2d_vjp_task(void *ctx, int task, int tasks) {
-  const struct conv2d_vjp_job *j = ctx;
-  return j->is_f64 ? conv2d_vjp_task_f64(ctx, task, tasks) : conv2d_vjp_task_f32(ctx, task, tasks);
-}
+TASK_BY_DTYPE(conv2d_vjp_task, conv2d_vjp_job)
 
 static int conv2d_vjp(const void *g, const int32_t *idx, int64_t B, int64_t Cout, int64_t Ho, int64_t Wo,
                       int64_t Cin, int64_t H, int64_t W, int64_t Cg, int64_t kh, int64_t kw, int64_t sh,
@@ -415,9 +411,8 @@ static int conv2d_vjp(const void *g, const int32_t *idx, int64_t B, int64_t Cout
     tap[3 * t + 1] = t % (kh * kw) / kw;
     tap[3 * t + 2] = t % kw;
   }
-  const int fused = threads == 1 && gx != NULL && gw != NULL;
-  const int64_t wanted = threads > 1 ? 4 * (int64_t)threads : 1;
-  const int64_t per_task = (B + wanted - 1) / wanted;
+  const int fused = threads == 1 && gx != NULL && gw != NULL; /* as the morphology's */
+  const int64_t per_task = tropic_items_per_task(B, threads);
   const int64_t entry_tasks = gx != NULL ? (B + per_task - 1) / per_task : 0;
   const int64_t tasks = entry_tasks + (gw != NULL && !fused);
   struct conv2d_vjp_job job = {g,  idx, B,  Cout, Ho,          Wo,    Cin,      H,   W,  sh,    sw,

@@ -211,6 +211,14 @@ __attribute__((visibility("default"))) int tropic_pool_is_shared(void) {
 }
 
 
+/* Items per task when `items` independent items are cut into about four tasks per thread (more
+ * tasks than threads: a helper that starts late leaves less behind); all of them in one task on one
+ * thread. The tasks are then ceil(items / per_task). */
+static inline int64_t tropic_items_per_task(int64_t items, int threads) {
+  const int64_t wanted = threads > 1 ? 4 * (int64_t)threads : 1;
+  return items > 0 ? (items + wanted - 1) / wanted : 1;
+}
+
 /* A buffer of at least `bytes` for the calling thread, kept for its next call (slot 0 .. 3: a task
  * may hold several at once) and freed when the thread ends; NULL if it cannot be allocated. Tasks
  * use it for their working copies: fresh memory each call would cost page faults. */
