@@ -16,8 +16,9 @@
  *  - one caller at a time owns the pool (`busy`); a second caller (another Python thread: the
  *    kernels run without the GIL) runs its tasks inline, on its own thread;
  *  - the owner publishes the job (a struct on its stack) in `job`, bumps `generation` and wakes
- *    sleeping helpers; it then claims tasks itself and, when none is left, waits for the claimed
- *    ones (`left`), withdraws the job (`job = NULL`) and waits until no helper is `active`;
+ *    sleeping helpers; it then claims tasks itself and, when none is left, withdraws the job
+ *    (`job = NULL`) and waits until no helper is `active` (a helper is active while it runs the
+ *    tasks it claimed, so that is also the wait for them);
  *  - a helper waits for a new generation (spinning briefly, then on a condition variable), counts
  *    itself `active`, then reads `job`. Store-then-load on both sides (owner: job = NULL, read
  *    active; helper: active++, read job) means a helper either is counted before the owner looks, or
@@ -51,7 +52,6 @@ struct tropic_job {
   int tasks;
   int helpers; /* helpers with an index below this may join */
   atomic_int next; /* next unclaimed task */
-  atomic_int left; /* tasks not yet finished */
   atomic_int status;
 };
 
@@ -83,7 +83,6 @@ static void tropic_pool_work(struct tropic_job *job) {
       int expected = 0;
       atomic_compare_exchange_strong(&job->status, &expected, status);
     }
-    atomic_fetch_sub(&job->left, 1);
   }
 }
 
@@ -160,7 +159,7 @@ static int tropic_pool_run_here(tropic_task task, void *ctx, int tasks, int thre
   }
   int helpers = tropic_pool_grow(threads - 1);
   if (helpers > threads - 1) helpers = threads - 1;
-  struct tropic_job job = {task, ctx, tasks, helpers, 0, tasks, 0};
+  struct tropic_job job = {task, ctx, tasks, helpers, 0, 0};
   atomic_store(&tropic_pool.job, &job);
   atomic_fetch_add(&tropic_pool.generation, 1);
   if (atomic_load(&tropic_pool.sleepers) > 0) {
@@ -170,12 +169,11 @@ static int tropic_pool_run_here(tropic_task task, void *ctx, int tasks, int thre
   }
   tropic_pool_work(&job);
   /* tasks a helper claimed may still run; yield now and then in case it shares this core */
-  for (int spins = 1; atomic_load(&job.left) > 0; spins++) {
+  atomic_store(&tropic_pool.job, NULL);
+  for (int spins = 1; atomic_load(&tropic_pool.active) > 0; spins++) {
     TROPIC_RELAX();
     if (spins % 1024 == 0) sched_yield();
   }
-  atomic_store(&tropic_pool.job, NULL);
-  while (atomic_load(&tropic_pool.active) > 0) sched_yield();
   const int status = atomic_load(&job.status);
   atomic_store(&tropic_pool.busy, 0);
   return status;
