@@ -537,11 +537,14 @@ class _EagerFunction(torch.autograd.Function):
         _save(ctx, op.operator, args, (values, winners))
         ctx.op, ctx.hints = op, _layout_hints(op.operator, args)
         ctx.mark_non_differentiable(winners)
+        ctx.set_materialize_grads(False)
         return values, winners
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor, _grad_winners: Tensor) -> tuple:
+    def backward(ctx: Any, grad: Tensor | None, _grad_winners: None) -> tuple:
         op = ctx.op
+        if grad is None:
+            return (None,) * (1 + len(op.operator.inputs) + len(op.operator.params))
         if torch.is_grad_enabled():  # a differentiable backward: the backward op
             return (None, *_backward(op.operator, op.backward, ctx, grad, first=1))
         kernel = op.kernels["cpu_backward_unchecked"]
