@@ -124,6 +124,40 @@ def test_values_only_products_are_the_bits_of_the_full_ones(shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(64, 256, 256), (5, 700, 3), (3, 2, 2100)], ids=str)
+def test_a_single_nan_anywhere_is_found_on_one_thread_and_on_the_pool(monkeypatch, shape, dtype):
+    """The compiled product scans its operands for NaN in blocks (2048 elements) before the NaN rule:
+    one NaN at the first, the last or a block's edge of either operand gives the NumPy path's values
+    and winners, on one thread and split on the pool."""
+    M, K, N = shape
+    rng = np.random.default_rng(M + K + N)
+    a, b = rng.integers(-3, 4, (M, K)).astype(dtype), rng.integers(-3, 4, (K, N)).astype(dtype)
+    cases = []
+    for operand in (a, b):
+        for flat in {0, 2047, 2048, operand.size - 1} & set(range(operand.size)):
+            hit = operand.copy()
+            hit.reshape(-1)[flat] = np.nan
+            cases.append((hit, b) if operand is a else (a, hit))
+    monkeypatch.setattr(kernels, "_PARALLEL_PRODUCT_PAIRS", 0)
+    for left, right in cases:
+        for threads in (1, 2):
+            tropic.set_num_threads(threads)
+            try:
+                got = tropic.maxplus_matmul(left, right, return_indices=True)
+                values_only = tropic.minplus_matmul(left, right)
+            finally:
+                tropic.set_num_threads(None)
+            assert np.isnan(got[0]).any()
+            monkeypatch.setattr(compiled, "enabled", False)
+            expected = tropic.maxplus_matmul(left, right, return_indices=True)
+            expected_min = tropic.minplus_matmul(left, right)
+            monkeypatch.setattr(compiled, "enabled", True)
+            for x, y in zip(got, expected, strict=True):
+                assert_identical(x, y)
+            assert_identical(values_only, expected_min)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(
     ("x_shape", "w_shape", "kwargs"),
     [

@@ -174,9 +174,10 @@ def product(
     maximise = int(semiring.maximises)
     threads = get_num_threads() if M * K * N > _PARALLEL_PRODUCT_PAIRS else 1
     direct = compiled.entry("matmul_c", "product") if rounding is None else None
-    if (threads == 1 or pooled is None) and direct is not None:
-        # One call through the module's own entry point: the product and the NaN scan, no ctypes.
-        status, nan_found = direct(a, b, c, winner, maximise)
+    if direct is not None:
+        # One call through the module's own entry point (one thread, or shares of the tiles on the C
+        # pool, thread_pool.h): the product and a NaN scan, no ctypes.
+        status, nan_found = direct(a, b, c, winner, maximise, _SHARES_PER_THREAD * threads, threads)
         _check(status, "product")
         if nan_found:
             _product_nan_rule(a, b, c, winner)
