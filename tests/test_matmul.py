@@ -299,6 +299,36 @@ def test_weight_transposes_give_the_bits_of_contiguous_operands(semiring, dtype,
         assert hinted[1].T.flags.c_contiguous  # W's layout
 
 
+@pytest.mark.parametrize(
+    ("a_shape", "b_shape", "bias_shape", "fits"),
+    [
+        ((4, 3), (3, 5), (5,), True),
+        ((4, 3), (3, 5), (4, 5), True),
+        ((4, 3), (3, 5), (4, 1), True),
+        ((4, 3), (3, 5), (1, 5), True),
+        ((4, 3), (3, 5), (), True),
+        ((3,), (3,), (), True),
+        ((2, 4, 3), (3, 5), (4, 5), True),
+        ((4, 3), (3, 5), (4,), False),
+        ((4, 3), (3, 5), (2, 4, 5), False),  # would enlarge the product
+        ((3,), (3, 5), (1, 5), False),  # a vector's product is (5,)
+        ((3,), (3,), (1,), False),
+        ((2, 4, 3), (3, 5), (3, 4, 5), False),
+    ],
+    ids=str,
+)
+def test_a_bias_must_broadcast_to_the_products_shape(a_shape, b_shape, bias_shape, fits):
+    """The bias broadcasts to the product's shape without enlarging it, or ValueError names it."""
+    rng = np.random.default_rng(0)
+    a, b, bias = (rng.standard_normal(s) for s in (a_shape, b_shape, bias_shape))
+    if fits:
+        values = tropic.maxplus_matmul(a, b, bias=bias)
+        assert_identical(np.asarray(values), np.asarray(np.maximum(tropic.maxplus_matmul(a, b), bias)))
+    else:
+        with pytest.raises(ValueError, match="bias must broadcast"):
+            tropic.maxplus_matmul(a, b, bias=bias)
+
+
 @SEMIRINGS
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(

@@ -39,6 +39,9 @@ def require_same_device(**arrays: Array) -> None:
     if all(x is None or type(x) is np.ndarray for x in arrays.values()):
         return  # NumPy arrays: all on the CPU
     devices = {name: device(x) for name, x in arrays.items() if x is not None}
+    first, *others = devices.values()
+    if all(d == first for d in others):
+        return  # the common case, without formatting the devices
     if len({str(d) for d in devices.values()}) > 1:
         described = ", ".join(f"{n} on {d}" for n, d in devices.items())
         raise ValueError(f"all arrays must be on the same device, got {described}")

@@ -122,7 +122,7 @@ def _checked_shape(a_shape: tuple, b_shape: tuple, bias_shape: tuple | None) -> 
     if len(a_shape) == 0 or len(b_shape) == 0:
         raise ValueError(f"a and b must have at least 1 dimension, got shapes {a_shape} and {b_shape}")
     out_shape = _output_shape(a_shape, b_shape)
-    if bias_shape is not None:
+    if bias_shape is not None and bias_shape != out_shape[len(out_shape) - len(bias_shape) :]:
         try:
             broadcast = tuple(np.broadcast_shapes(bias_shape, out_shape))
         except ValueError:

@@ -384,7 +384,10 @@ def _backward(
     params = [_schema_value(ctx.params[name]) for name in operator.param_names]
     shapes = (None if s is None else list(s) for s in ctx.shapes)
     grads = _received(run_backward(grad, winners, *shapes, needs, *params, **(hints or {})))
-    grads = tuple(None if g is None else g.to(dtype) for g, dtype in zip(grads, ctx.dtypes, strict=True))
+    grads = tuple(
+        g if g is None or g.dtype == dtype else g.to(dtype)
+        for g, dtype in zip(grads, ctx.dtypes, strict=True)
+    )
     return (*grads, *(None,) * len(operator.params))
 
 

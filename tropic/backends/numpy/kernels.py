@@ -523,7 +523,7 @@ def matmul_vjp(
 
     *batch, M, N = grad.shape
     K = a_shape[-1]
-    n_batch = int(np.prod(batch, dtype=np.int64))
+    n_batch = math.prod(batch)
     scatter = _compiled_scatter("matmul", grad, indices)
     fused_bias = scatter is not None and bias_shape is not None and tuple(bias_shape) == (N,) and N >= 2
     grad_bias = None
