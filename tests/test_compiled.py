@@ -608,10 +608,12 @@ def test_conv2d_with_nan_or_a_stride_keeps_the_im2col_rule():
     rng = np.random.default_rng(6)
     x, w = rng.standard_normal((2, 2, 6, 6)), rng.standard_normal((3, 2, 3, 3))
     x[1, 0, 2, 2] = np.nan
-    geometry = ConvGeometry(x.shape, w.shape, (1, 1), (1, 1), 1)
-    assert kernels._conv2d_taps(tropic.MAX_PLUS, x, w, geometry, None) is None
-    y, k = tropic.maxplus_conv2d(x, w, padding=1, return_indices=True)
-    assert np.isnan(y[1]).any() and not np.isnan(y[0]).any()
+    for padding in ((1, 1), (0, 0), (0, 2), (1, 0)):  # framed by the compiled pad, or read in place
+        geometry = ConvGeometry(x.shape, w.shape, (1, 1), padding, 1)
+        assert kernels._conv2d_taps(tropic.MAX_PLUS, x, w, geometry, None) is None
+        y, k = tropic.maxplus_conv2d(x, w, padding=padding, return_indices=True)
+        assert np.isnan(y[1]).any() and not np.isnan(y[0]).any()
+        assert kernels._conv2d_taps(tropic.MAX_PLUS, np.nan_to_num(x), w, geometry, None) is not None
     x = rng.standard_normal((2, 2, 6, 6))
     strided = ConvGeometry(x.shape, w.shape, (2, 1), (0, 0), 1)
     assert kernels._conv2d_taps(tropic.MAX_PLUS, x, w, strided, None) is None
@@ -631,10 +633,11 @@ def test_conv2d_tap_loop_takes_any_memory_layout(layout):
     }[layout]
     assert np.array_equal(view, x) and not view.flags.c_contiguous
     for conv in (tropic.maxplus_conv2d, tropic.minplus_conv2d):
-        expected = conv(np.ascontiguousarray(x), w, padding=1, groups=2, return_indices=True)
-        got = conv(view, np.asfortranarray(w), padding=1, groups=2, return_indices=True)
-        for g, e in zip(got, expected, strict=True):
-            assert_identical(g, e)
+        for padding in (1, 0, (2, 0)):
+            expected = conv(np.ascontiguousarray(x), w, padding=padding, groups=2, return_indices=True)
+            got = conv(view, np.asfortranarray(w), padding=padding, groups=2, return_indices=True)
+            for g, e in zip(got, expected, strict=True):
+                assert_identical(g, e)
 
 
 def test_gradients_never_share_the_reused_accumulators():

@@ -81,6 +81,12 @@ _SIGNATURES = {
         + [_flag, _flag, values, _i32, _i64, _n, _flag]
         for name, values in (("f32", _f32), ("f64", _f64))
     },
+    # (src, n, H, W, row_line, Hp, col_line, Wp, left, fill, dst, nan_found): images framed by the line maps
+    **{
+        ("morphology_c", f"tropic_pad_{name}"): [values, _n, _n, _n, _i64, _n, _i64, _n, _n, scalar, values]
+        + [_flag_out]
+        for name, values, scalar in (("f32", _f32, _c_f32), ("f64", _f64, _c_f64))
+    },
     # (src, H, W, row_line, col_line, Wp, left, fill, kh, tap_row, tap_col, tap_weight | None, tap_index, T,
     # maximise, rounding, out, winner | None, winner_bytes, blocks (b0, b1, i0, i1 rows), nblocks, nan_found,
     # threads): pad and tap loop per block on the thread pool

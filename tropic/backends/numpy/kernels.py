@@ -42,6 +42,7 @@ _C_PRODUCT_POOLED = {np.float32: "tropic_matmul_pooled_f32", np.float64: "tropic
 _C_BIAS = {np.float32: "tropic_bias_select_f32", np.float64: "tropic_bias_select_f64"}
 _SHARES_PER_THREAD = 2  # more shares balance better on a loaded machine, fewer re-read more of A
 _C_CONV_POOLED = {np.float32: "tropic_conv_pooled_f32", np.float64: "tropic_conv_pooled_f64"}
+_C_PAD = {np.float32: "tropic_pad_f32", np.float64: "tropic_pad_f64"}
 _C_TAPS_STRIDED = {np.float32: "tropic_taps_strided_f32", np.float64: "tropic_taps_strided_f64"}
 _C_VJP = {
     op: {np.float32: f"tropic_{op}_vjp_f32", np.float64: f"tropic_{op}_vjp_f64"}
@@ -1054,20 +1055,15 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding, win
         pooled = None
     code = _ROUNDING_CODES[rounding] if rounding is not None else 0
     n_taps = C_group * kh * kw
-    if (
-        geometry.stride != (1, 1)
-        or pooled is None
-        or w.dtype != x.dtype
-        or n_taps >= 2**31
-        or _any_nan(x)
-        or _any_nan(w)
-    ):
+    if geometry.stride != (1, 1) or pooled is None or w.dtype != x.dtype or n_taps >= 2**31 or _any_nan(w):
         return None
     Hp, Wp = H + 2 * ph, W + 2 * pw
     # (B, C_in, Hp, Wp): group g of batch entry b is the tall image (C_group * Hp, Wp) at channel
     # g * C_group, and the next batch entry's is C_in * Hp * Wp elements further.
     # C order (whatever the input's), which the addresses below assume.
     padded = _padded_images(x, ph, pw, semiring.zero)
+    if padded is None:  # a NaN in x
+        return None
     tap_row, tap_col, tap_index = _conv_taps_table(C_group, kh, kw, Hp)
     weights = np.ascontiguousarray(w.reshape(C_out, n_taps))
     y = np.empty(geometry.out_shape, x.dtype)
@@ -1110,17 +1106,34 @@ def _conv_taps_table(C_group: int, kh: int, kw: int, Hp: int) -> tuple[np.ndarra
     return tables
 
 
-def _padded_images(x: np.ndarray, ph: int, pw: int, fill: float) -> np.ndarray:
-    """``x`` (B, C, H, W) padded by ``ph`` rows and ``pw`` columns of ``fill``, C-ordered, in a
-    :func:`scratch` buffer (the kernels read it; fresh memory would cost page faults every call)."""
+def _padded_images(x: np.ndarray, ph: int, pw: int, fill: float) -> np.ndarray | None:
+    """``x`` (B, C, H, W) padded by ``ph`` rows and ``pw`` columns of ``fill``, C-ordered: ``x`` itself
+    when it needs neither, else a copy in a :func:`scratch` buffer (the kernels read it; fresh memory
+    would cost page faults every call), framed in one compiled pass (NumPy's slice assignments of
+    the narrow borders cost more than the copy). None if ``x`` holds a NaN."""
     B, C, H, W = x.shape
+    if ph == pw == 0 and x.flags.c_contiguous:
+        return None if _any_nan(x) else x
     padded = scratch("conv_padded", (B, C, H + 2 * ph, W + 2 * pw), x.dtype)
-    padded[:, :, :ph] = fill
-    padded[:, :, ph + H :] = fill
-    padded[:, :, ph : ph + H, :pw] = fill
-    padded[:, :, ph : ph + H, pw + W :] = fill
-    padded[:, :, ph : ph + H, pw : pw + W] = x
-    return padded
+    pad = compiled.raw_function(_C_PAD[x.dtype.type])
+    row_line, col_line = _frame_lines(H, ph), _frame_lines(W, pw)
+    nan = ctypes.c_int(0)
+    source = np.ascontiguousarray(x)
+    status = pad(
+        source.ctypes.data, B * C, H, W, row_line.ctypes.data, row_line.size, col_line.ctypes.data,
+        col_line.size, pw, fill, padded.ctypes.data, ctypes.byref(nan),
+    )  # fmt: skip
+    _check(status, "padding")
+    return None if nan.value else padded
+
+
+@functools.lru_cache(maxsize=64)
+def _frame_lines(n: int, border: int) -> np.ndarray:
+    """The line map of a frame: ``border`` entries -1 (the fill), ``0 .. n - 1``, ``border`` -1
+    (read-only: shared by the calls of a layer)."""
+    line = np.concatenate([np.full(border, -1), np.arange(n), np.full(border, -1)]).astype(np.int64)
+    line.flags.writeable = False
+    return line
 
 
 @register("numpy", "conv2d_vjp")
