@@ -341,6 +341,7 @@ def test_a_bias_must_broadcast_to_the_products_shape(a_shape, b_shape, bias_shap
         ((6, 9), (9, 5), (1, 5)),
         ((5, 127), (127, 3), (3,)),
         ((64, 40), (40, 30), (30,)),
+        ((2, 40000), (40000, 3), (3,)),  # int32 winners
     ],
     ids=str,
 )

@@ -477,16 +477,23 @@ def _with_bias(semiring, bias: np.ndarray, c: np.ndarray, winner: np.ndarray | N
 
     select = compiled.raw_function(_C_BIAS.get(c.dtype.type, ""))
     N = c.shape[-1]
-    if select is None or bias.shape != (N,) or bias.dtype != c.dtype or not c.flags.c_contiguous:
+    if winner is not None:  # the product's own array, written in place: K must fit its dtype
+        winner = winner.astype(_index_type(K + 1), copy=False)
+    if (
+        select is None
+        or bias.shape != (N,)
+        or bias.dtype != c.dtype
+        or not c.flags.c_contiguous
+        or (winner is not None and (not winner.flags.c_contiguous or winner.itemsize > 4))
+    ):
         return apply_bias(np, semiring.maximises, bias, c, winner, K)
     bias = np.ascontiguousarray(bias)
-    won = None if winner is None else np.empty(c.shape, np.uint8)
     rows = c.size // N if N else 0
-    _check(select(c.ctypes.data, bias.ctypes.data, rows, N, int(semiring.maximises), _address(won)), "bias")
-    if winner is None:
-        return c, None
-    winner = winner.astype(_index_type(K + 1), copy=False)  # the product's own array: written in place
-    np.copyto(winner, K, where=won.view(bool))
+    status = select(
+        c.ctypes.data, bias.ctypes.data, rows, N, int(semiring.maximises), _address(winner),
+        0 if winner is None else winner.itemsize, K,
+    )  # fmt: skip
+    _check(status, "bias")
     return c, winner
 
 

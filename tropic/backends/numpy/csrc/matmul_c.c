@@ -638,19 +638,30 @@ int tropic_matmul_part_f64(const double *a, const double *b, double *c, int32_t 
 }
 
 /* The bias as candidate K of every output (the product's c, (rows, N), in place): the bias wins
- * where it is better or equal or NaN (c[i, j] = bias[j]), c keeps its value otherwise, and
- * bias_won[i, j] (if not NULL) = !(c > bias) (to maximise; < to minimise), so that a NaN product
- * beside a number keeps its NaN and reports the bias: core's rule (tropic.core.matmul.apply_bias). */
+ * where it is better or equal or NaN (c[i, j] = bias[j]), c keeps its value otherwise, and where
+ * !(c > bias) (to maximise; < to minimise) the winner (if not NULL; int8, int16 or int32 as
+ * winner_bytes says) becomes K, so that a NaN product beside a number keeps its NaN and reports the
+ * bias: core's rule (tropic.core.matmul.apply_bias). Selects, not branches: the loops vectorise. */
+#define BIAS_ROWS(T, I)                                                                             \
+  for (int64_t i = 0; i < rows; i++)                                                                \
+    for (int64_t j = 0; j < N; j++) {                                                               \
+      const T bj = bias[j], v = c[i * N + j];                                                       \
+      const int bias_better = maximise ? bj > v : bj < v;                                           \
+      const int product_better = maximise ? v > bj : v < bj;                                       \
+      c[i * N + j] = bias_better || bj != bj ? bj : v;                                              \
+      if (winner != NULL) ((I *)winner)[i * N + j] = product_better ? ((I *)winner)[i * N + j] : (I)K; \
+    }
 #define DEFINE_BIAS_SELECT(T, NAME)                                                                 \
-  int NAME(T *c, const T *bias, int64_t rows, int64_t N, int maximise, uint8_t *bias_won) {        \
-    for (int64_t i = 0; i < rows; i++)                                                              \
-      for (int64_t j = 0; j < N; j++) {                                                             \
-        const T bj = bias[j], v = c[i * N + j];                                                     \
-        const int bias_better = maximise ? bj > v : bj < v;                                         \
-        const int product_better = maximise ? v > bj : v < bj;                                     \
-        c[i * N + j] = bias_better || bj != bj ? bj : v;                                            \
-        if (bias_won) bias_won[i * N + j] = (uint8_t)!product_better;                               \
-      }                                                                                             \
+  int NAME(T *c, const T *bias, int64_t rows, int64_t N, int maximise, void *winner, int winner_bytes, \
+           int64_t K) {                                                                             \
+    if (winner == NULL || winner_bytes == 4) {                                                      \
+      BIAS_ROWS(T, int32_t)                                                                         \
+    } else if (winner_bytes == 2) {                                                                 \
+      BIAS_ROWS(T, int16_t)                                                                         \
+    } else if (winner_bytes == 1) {                                                                 \
+      BIAS_ROWS(T, int8_t)                                                                          \
+    } else                                                                                          \
+      return 1;                                                                                     \
     return 0;                                                                                       \
   }
 DEFINE_BIAS_SELECT(float, tropic_bias_select_f32)
