@@ -619,6 +619,25 @@ def test_conv2d_with_nan_or_a_stride_keeps_the_im2col_rule():
     assert kernels._conv2d_taps(tropic.MAX_PLUS, x, w, strided, None) is None
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("x_shape", "padding"), [((1, 1, 0, 5), 3), ((2, 3, 4, 0), (0, 2)), ((0, 3, 4, 4), 1)]
+)
+def test_conv2d_of_images_without_pixels_reads_only_the_padding(monkeypatch, x_shape, padding, dtype):
+    """An image with no rows or no columns, padded: every output reads the tropical zero of the
+    padding (winner -1), as on the NumPy path."""
+    w = np.arange(3 * 3 * 3 * 2, dtype=dtype).reshape(2, 3, 3, 3)[:, : x_shape[1]]
+    x = np.zeros(x_shape, dtype)
+    for conv in (tropic.maxplus_conv2d, tropic.minplus_conv2d):
+        got = conv(x, w, padding=padding, return_indices=True)
+        monkeypatch.setattr(compiled, "enabled", False)
+        expected = conv(x, w, padding=padding, return_indices=True)
+        monkeypatch.setattr(compiled, "enabled", True)
+        for g, e in zip(got, expected, strict=True):
+            assert_identical(g, e)
+        assert got[0].size == 0 or (np.all(np.isinf(got[0])) and np.all(got[1] == -1))
+
+
 @pytest.mark.parametrize("layout", ["fortran", "strided", "reversed"])
 def test_conv2d_tap_loop_takes_any_memory_layout(layout):
     """Fortran-ordered, strided and negatively strided inputs give the values and winners of the

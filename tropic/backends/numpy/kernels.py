@@ -1122,6 +1122,9 @@ def _padded_images(x: np.ndarray, ph: int, pw: int, fill: float) -> np.ndarray |
     if ph == pw == 0 and x.flags.c_contiguous:
         return None if _any_nan(x) else x
     padded = scratch("conv_padded", (B, C, H + 2 * ph, W + 2 * pw), x.dtype)
+    if x.size == 0:  # images without pixels: all border (the kernel wants a pixel to copy)
+        padded.fill(fill)
+        return padded
     pad = compiled.raw_function(_C_PAD[x.dtype.type])
     row_line, col_line = _frame_lines(H, ph), _frame_lines(W, pw)
     nan = ctypes.c_int(0)
