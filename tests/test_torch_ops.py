@@ -714,3 +714,31 @@ def test_the_backward_fills_no_gradient_for_the_winners():
         expected = tropic.matmul_vjp(upstream.numpy(), winners.numpy(), (64, 32), (32, 16))
         assert_identical(a.grad.numpy(), expected[0])
         assert_identical(b.grad.numpy(), expected[1])
+
+
+def test_lazily_negated_views_give_the_values_of_their_copies():
+    """A tensor with the negative bit (``torch._neg_view``) holds its values unnegated in memory:
+    the kernels must see the negated values, as of ``resolve_neg()`` (DLPack alone drops the bit)."""
+    rng = np.random.default_rng(15)
+    a = torch.from_numpy(rng.standard_normal((5, 7)).astype(np.float32))
+    b = torch.from_numpy(rng.standard_normal((7, 3)).astype(np.float32))
+    x = torch.from_numpy(rng.standard_normal((2, 2, 6, 6)).astype(np.float32))
+    w = torch.from_numpy(rng.standard_normal((3, 2, 3, 3)).astype(np.float32))
+    negated_a, negated_x = torch._neg_view(a), torch._neg_view(x)
+    assert negated_a.is_neg() and negated_x.is_neg()
+    for got, want in (
+        (
+            tropic.maxplus_matmul(negated_a, b, return_indices=True),
+            tropic.maxplus_matmul(-a, b, return_indices=True),
+        ),
+        (
+            tropic.maxplus_conv2d(negated_x, w, return_indices=True),
+            tropic.maxplus_conv2d(-x, w, return_indices=True),
+        ),
+        (
+            tropic.dilation(negated_x, w[0, 0], return_indices=True),
+            tropic.dilation(-x, w[0, 0], return_indices=True),
+        ),
+    ):
+        for g, e in zip(got, want, strict=True):
+            assert_identical(g.numpy(), e.numpy())
