@@ -742,3 +742,6 @@ def test_lazily_negated_views_give_the_values_of_their_copies():
     ):
         for g, e in zip(got, want, strict=True):
             assert_identical(g.numpy(), e.numpy())
+    from tropic.core._array_api import to_host
+
+    assert_identical(to_host(negated_a), (-a).numpy())

@@ -132,7 +132,8 @@ def to_host(x: Array) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
     if hasattr(x, "detach"):
-        return np.from_dlpack(x.detach().cpu())  # (not .numpy(): it would pin a torch tensor's storage)
+        # not .numpy(): it would pin a torch tensor's storage; a negated view's sign is not in DLPack
+        return np.from_dlpack(x.detach().cpu().resolve_neg())
     if hasattr(x, "get"):
         return x.get()
     if hasattr(x, "__dlpack__"):

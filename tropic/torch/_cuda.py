@@ -117,8 +117,9 @@ def cupy_stream(cupy: Any, device: torch.device) -> Any:
 
 
 def as_cupy(cupy: Any, t: Tensor) -> Any:
-    """A zero-copy CuPy view of ``t`` (strides kept: the kernels copy what they need contiguous)."""
-    t = t.detach()
+    """A zero-copy CuPy view of ``t`` (strides kept: the kernels copy what they need contiguous; a
+    lazily negated view is resolved first, as DLPack would drop its sign)."""
+    t = t.detach().resolve_neg()
     if t.numel() == 0:  # nothing to share (and no data pointer to hand over)
         return cupy.empty(tuple(t.shape), str(t.dtype).removeprefix("torch."))
     return cupy.from_dlpack(t)
