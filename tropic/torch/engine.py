@@ -95,18 +95,18 @@ def apply(
     ``winners=False``: the caller will not read the winners; on the eager CPU path without a gradient
     to record, an operator that ``skips_winners`` then runs without them (None in their place)."""
     op = _OPS[operator.name]
-    _check_devices(operator, inputs)
     args = (*inputs, *(_schema_value(params[name]) for name in operator.param_names))
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        _check_devices(operator, inputs)
         return op.forward(*args)  # graphs hold the ops
-    if _transforms_active():
-        return op.function.apply(*args)
-    if _plain_cpu(inputs):
+    transforms = _transforms_active()
+    if not transforms and _plain_cpu(inputs):  # CPU tensors: no device to check
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
             return _EagerFunction.apply(op, *args)
         # nothing to differentiate: the kernel alone, without the winners if the caller skips them
         return op.kernels["cpu_unchecked"](*args, winners=winners or not operator.skips_winners)
-    return op.forward(*args)
+    _check_devices(operator, inputs)
+    return op.function.apply(*args) if transforms else op.forward(*args)
 
 
 def _plain_cpu(inputs: tuple) -> bool:
@@ -114,7 +114,7 @@ def _plain_cpu(inputs: tuple) -> bool:
     overrides torch functions) and no torch function or dispatch mode (``FakeTensorMode``,
     ``make_fx``'s tracer, ``FlopCounterMode``), which must see the op."""
     for t in inputs:
-        if t is not None and (type(t) not in _PLAIN_TENSORS or t.device.type != "cpu"):
+        if t is not None and (type(t) not in _PLAIN_TENSORS or not t.is_cpu):
             return False
     return not (_in_dispatch_mode() or torch._C._is_torch_function_mode_enabled())
 
