@@ -20,11 +20,13 @@ import argparse
 import tropic
 
 from .common import (
+    Benchmark,
     LayerStepBenchmark,
     compare_layer_steps,
     optional_import,
     random_array,
     require_torch,
+    same_run_ratio,
     size,
     torch_layer_step,
     tropic_torch_layer_step,
@@ -57,6 +59,49 @@ class TorchMaxplusLayerTraining(LayerStepBenchmark):
 
     def make_step(self, implementation):
         return layer_step(implementation)
+
+
+# Dense layers y = x @ W.T of the papers' MLPs (batch, in, out): where the glue around the kernels shows
+LAYER_SHAPES = size(("64x256x256", "64x784x256", "256x1024x1024"), ("8x16x12",))
+
+
+def numpy_and_torch_layer_steps(shape: str):
+    """``(numpy_step, torch_step)``: forward and backward of ``x @ W.T`` (W as a layer stores it,
+    (out, in)), on NumPy arrays (the product with winners, then ``matmul_vjp``) and on torch tensors
+    (autograd of ``tropic.maxplus_matmul``, W requiring a gradient). Both return (grad_x, grad_W.T)."""
+    torch = require_torch()
+    batch, n_in, n_out = (int(n) for n in shape.split("x"))
+    x, w = random_array(batch, n_in, seed=1), random_array(n_out, n_in, seed=2)
+    grad = random_array(batch, n_out, seed=3)
+    tx, tw, tgrad = torch.from_numpy(x), torch.from_numpy(w).requires_grad_(), torch.from_numpy(grad)
+
+    def numpy_step():
+        _, winners = tropic.maxplus_matmul(x, w.T, return_indices=True)
+        return tropic.matmul_vjp(grad, winners, x.shape, w.T.shape)
+
+    def torch_step():
+        tx_leaf = tx.detach().requires_grad_()
+        tw.grad = None
+        tropic.maxplus_matmul(tx_leaf, tw.T).backward(tgrad)
+        return tx_leaf.grad, tw.grad.T
+
+    return numpy_step, torch_step
+
+
+class TorchOverNumpyLayer(Benchmark):
+    """Same-run ratio of a dense layer's forward + backward on torch tensors over the same on NumPy
+    arrays (issue 15's target: at most 1.1; the kernels are the same, the difference is glue)."""
+
+    params = (LAYER_SHAPES,)
+    param_names = ("BxINxOUT",)
+    unit = "ratio"
+
+    def setup(self, shape):
+        numpy_step, torch_step = numpy_and_torch_layer_steps(shape)
+        self.ratio = same_run_ratio(torch_step, numpy_step)
+
+    def track_torch_over_numpy(self, shape):
+        return self.ratio
 
 
 def main(argv=None) -> None:

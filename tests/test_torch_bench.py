@@ -45,3 +45,21 @@ def test_peak_probe_in_a_fresh_process(monkeypatch):
         assert peak is None
     else:
         assert 0.0 <= peak < 256.0
+
+
+@pytest.mark.parametrize("shape", ["8x16x12", "5x7x3"])
+def test_torch_and_numpy_layer_steps_give_the_same_gradients(shape):
+    """The torch-over-NumPy ratio compares like with like: both steps compute the gradients of
+    ``x @ W.T`` with the same kernels, so the same bits."""
+    numpy_step, torch_step = bench_torch.numpy_and_torch_layer_steps(shape)
+    for got, expected in zip(torch_step(), numpy_step(), strict=True):
+        assert got.shape == expected.shape
+        assert torch.equal(got, torch.from_numpy(expected))
+    batch, n_in, n_out = (int(n) for n in shape.split("x"))
+    assert numpy_step()[1].shape == (n_in, n_out)
+
+
+def test_the_ratio_benchmark_tracks_a_positive_ratio():
+    benchmark = bench_torch.TorchOverNumpyLayer()
+    benchmark.setup("8x16x12")
+    assert benchmark.track_torch_over_numpy("8x16x12") > 0
