@@ -195,8 +195,8 @@ def _numpy(t: Tensor, widen: bool) -> np.ndarray:
     if t.is_neg():  # a lazily negated view: DLPack would hand over the values without their sign
         t = t.resolve_neg()
     if t.dtype == torch.bfloat16:  # NumPy has no bfloat16: read its bits
-        return bfloat16_to_float32(np.from_dlpack(_Capsule(to_dlpack(t.view(torch.int16)))).view(np.uint16))
-    x = np.from_dlpack(_Capsule(to_dlpack(t)))
+        return bfloat16_to_float32(np.from_dlpack(_Capsule(t.view(torch.int16))).view(np.uint16))
+    x = np.from_dlpack(_Capsule(t))
     return float16_to_float32(x) if widen and x.dtype == np.float16 else x
 
 
@@ -208,8 +208,8 @@ class _Capsule:
 
     __slots__ = ("capsule",)
 
-    def __init__(self, capsule: Any) -> None:
-        self.capsule = capsule
+    def __init__(self, t: Tensor) -> None:
+        self.capsule = to_dlpack(t)
 
     def __dlpack__(self, **_: Any) -> Any:
         return self.capsule

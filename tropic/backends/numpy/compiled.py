@@ -49,7 +49,8 @@ _SIGNATURES = {
     # (a, b, c, idx, M, K, N, maximise, threads)
     ("matmul_c", "tropic_matmul_f32"): [_f32, _f32, _f32, _i32, _n, _n, _n, _flag, _flag],
     ("matmul_c", "tropic_matmul_f64"): [_f64, _f64, _f64, _i32, _n, _n, _n, _flag, _flag],
-    # (a, b, c, idx, M, K, N, maximise, task, tasks): one share, on the calling thread
+    # (a, b, c, idx, M, K, N, maximise, task, tasks): one share, on the calling thread (the pool runs
+    # them in C; bound for the tests of the split)
     ("matmul_c", "tropic_matmul_part_f32"): [_f32, _f32, _f32, _i32, _n, _n, _n, _flag, _flag, _flag],
     ("matmul_c", "tropic_matmul_part_f64"): [_f64, _f64, _f64, _i32, _n, _n, _n, _flag, _flag, _flag],
     # (a, b, c, idx, M, K, N, maximise, rounding, tasks, threads): the shares on the thread pool

@@ -24,7 +24,7 @@ from tropic.core._array_api import index_dtype
 from tropic.core.checks import require_winners
 from tropic.core.config import get_num_threads
 from tropic.core.dispatch import register
-from tropic.core.morphology import LONG_ROW, fold_long_rows
+from tropic.core.morphology import LONG_ROW, border_index, fold_long_rows
 from tropic.core.semiring import MAX_PLUS
 
 from . import compiled
@@ -1122,9 +1122,6 @@ def _padded_images(x: np.ndarray, ph: int, pw: int, fill: float) -> np.ndarray |
     if ph == pw == 0 and x.flags.c_contiguous:
         return None if _any_nan(x) else x
     padded = scratch("conv_padded", (B, C, H + 2 * ph, W + 2 * pw), x.dtype)
-    if x.size == 0:  # images without pixels: all border (the kernel wants a pixel to copy)
-        padded.fill(fill)
-        return padded
     pad = compiled.raw_function(_C_PAD[x.dtype.type])
     row_line, col_line = _frame_lines(H, ph), _frame_lines(W, pw)
     nan = ctypes.c_int(0)
@@ -1139,9 +1136,9 @@ def _padded_images(x: np.ndarray, ph: int, pw: int, fill: float) -> np.ndarray |
 
 @functools.lru_cache(maxsize=64)
 def _frame_lines(n: int, border: int) -> np.ndarray:
-    """The line map of a frame: ``border`` entries -1 (the fill), ``0 .. n - 1``, ``border`` -1
-    (read-only: shared by the calls of a layer)."""
-    line = np.concatenate([np.full(border, -1), np.arange(n), np.full(border, -1)]).astype(np.int64)
+    """The line map of an axis of length ``n`` framed by ``border`` positions of fill on each side
+    (-1: the fill, as core's constant border; read-only, shared by the calls of a layer)."""
+    line = border_index(n, np.arange(-border, n + border), "constant")
     line.flags.writeable = False
     return line
 

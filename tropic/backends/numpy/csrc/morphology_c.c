@@ -1022,11 +1022,12 @@ EXPORT int SUF(tropic_morphology_pooled)(const T *src, int64_t H, int64_t W, con
 /* ====================================================================================== pad */
 /* dst (n, Hp, Wp): dst[b, r, c] = src[b, row_line[r], col_line[c]], or `fill` where either map is -1 (the
    border value). Columns [left, left + W) must map to 0..W-1, so the middle of a row is a plain copy.
+   An image without rows or columns (H or W 0) is all border: its maps hold only -1.
    *nan_found becomes 1 if a copied value or the fill is NaN (the caller then applies the NaN rule). */
 EXPORT int SUF(tropic_pad)(const T *src, int64_t n, int64_t H, int64_t W, const int64_t *row_line, int64_t Hp,
                            const int64_t *col_line, int64_t Wp, int64_t left, T fill, T *dst, int *nan_found)
 {
-    if (n < 0 || H < 1 || W < 1 || Hp < 0 || left < 0 || left + W > Wp)
+    if (n < 0 || H < 0 || W < 0 || Hp < 0 || left < 0 || left + W > Wp)
         return BAD_ARGUMENT;
     for (int64_t r = 0; r < Hp; r++)
         if (row_line[r] < -1 || row_line[r] >= H)
