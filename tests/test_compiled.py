@@ -37,6 +37,9 @@ for dtype in (np.float32, np.float64):
         results += list(product(a, b, return_indices=True))
         results.append(product(a, b))  # the values-only instances
         results.append(product(data((9, 600), dtype), data((600, 40), dtype)))  # two k-blocks
+        # a layer's x @ W.T: B packed from its transpose (k tails, the N tail, two k-blocks)
+        results += list(product(a, data((45, 29), dtype).T, return_indices=True))
+        results += list(product(data((9, 600), dtype), data((40, 600), dtype).T, return_indices=True))
     images, structure = data((3, 21, 19), dtype), data((3, 4), dtype)
     footprint = rng.random((5, 3)) < 0.6
     for op in (tropic.dilation, tropic.erosion):
@@ -334,21 +337,45 @@ def test_tiled_transpose_copies_every_element(dtype, shape):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_product_of_a_transposed_view_equals_the_contiguous_product(dtype):
-    """A layer's ``x @ W.T`` (one thread and two, compiled) gives the bits of the contiguous copy."""
-    rng = np.random.default_rng(7)
-    # K = 256: rows of W a multiple of 1 KiB, the tiled-transpose path; > 2^20 pairs: threads
-    x, w = _tie_data(rng, (40, 256), dtype), _tie_data(rng, (130, 256), dtype)
+@pytest.mark.parametrize(
+    ("M", "K", "N"),
+    # one row (thin products read a C-ordered B in place) and an M tail; K below one tile, with a tile
+    # tail, 256 (rows of W a multiple of 1 KiB) and 1100 (three k-blocks); N below one tile, an N tail
+    [(1, 256, 130), (3, 5, 7), (40, 256, 130), (17, 13, 33), (9, 1100, 40), (64, 784, 256)],
+    ids=str,
+)
+def test_product_of_a_transposed_view_equals_the_contiguous_product(dtype, M, K, N):
+    """A layer's ``x @ W.T`` (B packed from its transpose where it lies) gives the bits of the product
+    of the contiguous copy: values, winners, ties, infinities, signed zeros and NaN, with and without
+    winners and a bias, on one thread and two."""
+    rng = np.random.default_rng(M * K + N)
+    x, w = tie_heavy(rng, (M, K), dtype, nan=0.002), tie_heavy(rng, (N, K), dtype, nan=0.002)
+    bias = tie_heavy(rng, (N,), dtype, nan=0.0)
     for threads in (1, 2):
         tropic.set_num_threads(threads)
         try:
             for product in (tropic.maxplus_matmul, tropic.minplus_matmul):
-                got = product(x, w.T, return_indices=True)
-                expected = product(x, np.ascontiguousarray(w.T), return_indices=True)
-                for g, e in zip(got, expected, strict=True):
-                    assert_identical(g, e)
+                for extra in ({}, {"bias": bias}):
+                    got = product(x, w.T, return_indices=True, **extra)
+                    expected = product(x, np.ascontiguousarray(w.T), return_indices=True, **extra)
+                    for g, e in zip(got, expected, strict=True):
+                        assert_identical(g, e)
+                    assert_identical(product(x, w.T, **extra), expected[0])
         finally:
             tropic.set_num_threads(None)
+
+
+def test_the_direct_entry_checks_the_shape_of_a_transposed_b():
+    """``product(..., b_transposed=True)`` takes B's transpose, (N, K), and says so when it does not fit."""
+    direct = compiled.entry("matmul_c", "product")
+    if direct is None:
+        pytest.skip("the products' extension module is not built")
+    a, w = np.ones((4, 3), np.float32), np.ones((5, 3), np.float32)
+    c, idx = np.empty((4, 5), np.float32), np.empty((4, 5), np.int32)
+    assert direct(a, w, c, idx, 1, 1, 1, True) == (0, 0)
+    assert_identical(c, np.full((4, 5), 2.0, np.float32))
+    with pytest.raises(ValueError, match=r"\(M, K\), \(N, K\)"):
+        direct(a, np.ones((3, 5), np.float32), c, idx, 1, 1, 1, True)
 
 
 def _half_sample(rng, shape, dtype, nan=True):

@@ -28,7 +28,10 @@
  *  - B is packed, one block of at most KC rows x 16 column panels at a time, into a per-thread
  *    buffer (512 KiB: stays in L2), each panel KC x 16 floats (x 8 doubles) contiguous. Packing reads
  *    B rows in long contiguous runs, which DRAM and the prefetchers like (a pass down one narrow
- *    column panel, one cache line per row, crawled from DRAM for thin products).
+ *    column panel, one cache line per row, crawled from DRAM for thin products). Given B's
+ *    transpose instead (the direct entry's b_transposed: a layer's W in x @ W^T), the panels are
+ *    packed from W's rows in 8 x 8 (4 x 4) tiles transposed in registers: no copy of W, no transposed
+ *    product and no transposes of its results (x 64x256 @ W^T, W 256x256: 104 against 142 us).
  *  - A register-blocked micro-kernel keeps 3 rows x 16 columns of best values and int32 winners in
  *    12 ymm registers and runs k innermost, in increasing order: per 8 pairs one add, one compare,
  *    one max (whose operand order, max(v, best), is exactly "v > best ? v : best") and one blend of
@@ -182,6 +185,63 @@ DEFINE_GENERIC(double, generic_f64)
 
 DEFINE_PACK(float, 16, pack_f32)
 DEFINE_PACK(double, 8, pack_f64)
+
+/* The same block packed from B's transpose: bt (N, K) C-contiguous, b[k][j] = bt[j * K + k] (the
+ * W of a layer's x @ W^T, read where it lies instead of copied into B's layout first). W x W tiles
+ * (8 floats, 4 doubles) are transposed in registers: TILE reads W rows of bt (src, K apart) and
+ * writes W rows of the panel (dst, NR apart). k tails and columns past N (the zero) go one by one.
+ * Only values move, so the products are bitwise those of the packed B. */
+#define DEFINE_PACK_T(T, NR, W, NAME, TILE)                                                         \
+  static AVX2 void NAME(const T *bt, T *buf, int64_t N, int64_t K, int64_t k0, int64_t kc,         \
+                        int64_t j0, int64_t pn, T zero) {                                           \
+    for (int64_t q = 0; q < pn; q++) {                                                              \
+      T *panel = buf + q * kc * NR;                                                                 \
+      for (int64_t h = 0; h < NR; h += W) {                                                         \
+        const int64_t col = j0 + q * NR + h, real = N - col; /* real: columns of B from col on */  \
+        const T *src = bt + col * K + k0;                                                           \
+        int64_t k = 0;                                                                              \
+        if (real >= W)                                                                              \
+          for (; k + W <= kc; k += W) TILE(src + k, K, panel + k * NR + h, NR);                    \
+        for (; k < kc; k++)                                                                         \
+          for (int64_t j = 0; j < W; j++) panel[k * NR + h + j] = j < real ? src[j * K + k] : zero; \
+      }                                                                                             \
+    }                                                                                               \
+  }
+
+/* dst rows 0..7 (ldd apart) = the columns of the 8 x 8 tile whose rows are src (lds apart). */
+static inline AVX2 void transpose_tile_f32(const float *src, int64_t lds, float *dst, int64_t ldd) {
+  __m256 r[8], t[8], u[8];
+  for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; i += 2) { /* elements 0, 1 | 4, 5 and 2, 3 | 6, 7 of rows i, i + 1 */
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) { /* columns 0 | 4, 1 | 5, 2 | 6, 3 | 7 of rows i .. i + 3 */
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; i++) { /* rows 0-3 from u[i], rows 4-7 from u[i + 4] */
+    _mm256_storeu_ps(dst + i * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+  }
+}
+
+/* The same for a 4 x 4 tile of doubles. */
+static inline AVX2 void transpose_tile_f64(const double *src, int64_t lds, double *dst, int64_t ldd) {
+  const __m256d r0 = _mm256_loadu_pd(src), r1 = _mm256_loadu_pd(src + lds);
+  const __m256d r2 = _mm256_loadu_pd(src + 2 * lds), r3 = _mm256_loadu_pd(src + 3 * lds);
+  const __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1); /* 0 | 2, 1 | 3 */
+  const __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+  _mm256_storeu_pd(dst, _mm256_permute2f128_pd(t0, t2, 0x20));
+  _mm256_storeu_pd(dst + ldd, _mm256_permute2f128_pd(t1, t3, 0x20));
+  _mm256_storeu_pd(dst + 2 * ldd, _mm256_permute2f128_pd(t0, t2, 0x31));
+  _mm256_storeu_pd(dst + 3 * ldd, _mm256_permute2f128_pd(t1, t3, 0x31));
+}
+
+DEFINE_PACK_T(float, 16, 8, pack_t_f32, transpose_tile_f32)
+DEFINE_PACK_T(double, 8, 4, pack_t_f64, transpose_tile_f64)
 
 /* One pair step on 8 float lanes: s = best values, x = best k, kv = current k in every lane.
  * The compare reads the old best; max(v, s) == (v > s ? v : s) keeps s on ties and NaN. */
@@ -411,13 +471,14 @@ static int split_columns(int64_t npan, int64_t nrb, int nt) {
  * in increasing order; per k-block, pack, then every (row block, panel) tile of it. Row blocks run
  * outside panels so that a row block's slice of A stays in L1 while the packed block (L2) streams.
  * The N tail panel is always packed (padded), in place reading would run past the end of B. */
-#define DEFINE_DRIVER(T, NR, NAME, PACK, KERNEL, MR)                                                \
-  /* Share t of an n-way split of the tiles (one thread's work); returns 2 if its buffer failed. */ \
+#define DEFINE_DRIVER(T, NR, NAME, PACK, PACK_T, KERNEL, MR)                                        \
+  /* Share t of an n-way split of the tiles (one thread's work); returns 2 if its buffer failed.   \
+   * bt: b is B's transpose, (N, K) C-contiguous (packed with PACK_T; never read in place). */      \
   static int NAME##_share(const T *a, const T *b, T *c, int32_t *idx, int64_t M, int64_t K,        \
-                          int64_t N, int maximise, int t, int n) {                                  \
+                          int64_t N, int maximise, int bt, int t, int n) {                          \
     const T zero = maximise ? (T)-INFINITY : (T)INFINITY;                                           \
     const int64_t npan = (N + NR - 1) / NR, nrb = (M + MR - 1) / MR;                                \
-    const int thin = nrb == 1;                                                                      \
+    const int thin = nrb == 1 && !bt;                                                               \
     const int64_t nkb = (K + KC - 1) / KC;                                                          \
     const int64_t kc = thin ? THIN_KB(K * N * (int64_t)sizeof(T)) : (K + nkb - 1) / nkb;            \
     const int by_cols = split_columns(npan, nrb, n);                                                \
@@ -433,7 +494,8 @@ static int split_columns(int64_t npan, int64_t nrb, int nt) {
       for (int64_t k0 = 0; k0 < K; k0 += kc) {                                                      \
         const int64_t k1 = K - k0 < kc ? K : k0 + kc;                                               \
         const int64_t tail = (pc + pn) * NR > N; /* the block holds the N tail panel */             \
-        if (!thin) PACK(b, buf, N, k0, k1 - k0, pc * NR, pn, zero);                                 \
+        if (bt) PACK_T(b, buf, N, K, k0, k1 - k0, pc * NR, pn, zero);                               \
+        else if (!thin) PACK(b, buf, N, k0, k1 - k0, pc * NR, pn, zero);                            \
         else if (tail) PACK(b, buf, N, k0, k1 - k0, (pc + pn - 1) * NR, 1, zero);                   \
         for (int64_t rb = r_lo; rb < r_hi; rb++) {                                                  \
           const int64_t i0 = rb * MR, rows = M - i0 < MR ? M - i0 : MR;                             \
@@ -458,17 +520,17 @@ static int split_columns(int64_t npan, int64_t nrb, int nt) {
     {                                                                                               \
       int t = 0, n = 1;                                                                             \
       TROPIC_THREAD_ID(t, n);                                                                       \
-      if (NAME##_share(a, b, c, idx, M, K, N, maximise, t, n)) {                                    \
+      if (NAME##_share(a, b, c, idx, M, K, N, maximise, 0, t, n)) {                                 \
         _Pragma("omp atomic write") failed = 2;                                                     \
       }                                                                                             \
     }                                                                                               \
     return failed;                                                                                  \
   }
 
-DEFINE_DRIVER(float, 16, avx2_f32, pack_f32, kernel_f32, MR)
-DEFINE_DRIVER(float, 16, avx2_f32_f16, pack_f32, kernel_f32_f16, MR)
-DEFINE_DRIVER(float, 16, avx2_f32_bf16, pack_f32, kernel_f32_bf16, MR)
-DEFINE_DRIVER(double, 8, avx2_f64, pack_f64, kernel_f64, MR)
+DEFINE_DRIVER(float, 16, avx2_f32, pack_f32, pack_t_f32, kernel_f32, MR)
+DEFINE_DRIVER(float, 16, avx2_f32_f16, pack_f32, pack_t_f32, kernel_f32_f16, MR)
+DEFINE_DRIVER(float, 16, avx2_f32_bf16, pack_f32, pack_t_f32, kernel_f32_bf16, MR)
+DEFINE_DRIVER(double, 8, avx2_f64, pack_f64, pack_t_f64, kernel_f64, MR)
 
 /* ------------------------------------------------------------------------------------------------
  * AVX-512 float32 path: the same packing, blocking and split, with MR5 rows x 16 columns per
@@ -555,9 +617,9 @@ DEFINE_INSTANCES512(kernel512_f32, 0)
 DEFINE_INSTANCES512(kernel512_f32_f16, 1)
 DEFINE_INSTANCES512(kernel512_f32_bf16, 2)
 
-DEFINE_DRIVER(float, 16, avx512_f32, pack_f32, kernel512_f32, MR5)
-DEFINE_DRIVER(float, 16, avx512_f32_f16, pack_f32, kernel512_f32_f16, MR5)
-DEFINE_DRIVER(float, 16, avx512_f32_bf16, pack_f32, kernel512_f32_bf16, MR5)
+DEFINE_DRIVER(float, 16, avx512_f32, pack_f32, pack_t_f32, kernel512_f32, MR5)
+DEFINE_DRIVER(float, 16, avx512_f32_f16, pack_f32, pack_t_f32, kernel512_f32_f16, MR5)
+DEFINE_DRIVER(float, 16, avx512_f32_bf16, pack_f32, pack_t_f32, kernel512_f32_bf16, MR5)
 
 #endif /* TROPIC_X86 */
 
@@ -617,24 +679,36 @@ int tropic_matmul_f32(const float *a, const float *b, float *c, int32_t *idx, in
 /* Share `task` of a `tasks`-way split of the product, on the calling thread: the caller runs the
  * shares on its own threads (tasks claimed one by one, so a late thread cannot stall the others).
  * Shares write disjoint outputs; together they give bitwise the result of tropic_matmul_*. K >= 1. */
+/* One share with B in its own layout (bt = 0) or as its transpose (bt = 1: b is (N, K)
+ * C-contiguous; the x86 paths only: the portable one returns 1, and its callers transpose first). */
+static int share_f32(const float *a, const float *b, float *c, int32_t *idx, int64_t M, int64_t K,
+                     int64_t N, int maximise, int bt, int task, int tasks) {
+#ifdef TROPIC_X86
+  const int choice = choose_isa();
+  if (choice == 2) return avx512_f32_share(a, b, c, idx, M, K, N, maximise != 0, bt, task, tasks);
+  if (choice) return avx2_f32_share(a, b, c, idx, M, K, N, maximise != 0, bt, task, tasks);
+#endif
+  return bt ? 1 : generic_f32_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
+}
+
+static int share_f64(const double *a, const double *b, double *c, int32_t *idx, int64_t M, int64_t K,
+                     int64_t N, int maximise, int bt, int task, int tasks) {
+#ifdef TROPIC_X86
+  if (choose_isa()) return avx2_f64_share(a, b, c, idx, M, K, N, maximise != 0, bt, task, tasks);
+#endif
+  return bt ? 1 : generic_f64_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
+}
+
 int tropic_matmul_part_f32(const float *a, const float *b, float *c, int32_t *idx, int64_t M,
                            int64_t K, int64_t N, int maximise, int task, int tasks) {
   if (M <= 0 || N <= 0 || K <= 0 || tasks < 1 || task < 0 || task >= tasks) return 1;
-#ifdef TROPIC_X86
-  const int choice = choose_isa();
-  if (choice == 2) return avx512_f32_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
-  if (choice) return avx2_f32_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
-#endif
-  return generic_f32_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
+  return share_f32(a, b, c, idx, M, K, N, maximise, 0, task, tasks);
 }
 
 int tropic_matmul_part_f64(const double *a, const double *b, double *c, int32_t *idx, int64_t M,
                            int64_t K, int64_t N, int maximise, int task, int tasks) {
   if (M <= 0 || N <= 0 || K <= 0 || tasks < 1 || task < 0 || task >= tasks) return 1;
-#ifdef TROPIC_X86
-  if (choose_isa()) return avx2_f64_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
-#endif
-  return generic_f64_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
+  return share_f64(a, b, c, idx, M, K, N, maximise, 0, task, tasks);
 }
 
 /* The bias as candidate K of every output (the product's c, (rows, N), in place): the bias wins
@@ -707,11 +781,11 @@ int tropic_matmul_rounded_part_f32(const float *a, const float *b, float *c, int
   if (M <= 0 || N <= 0 || K <= 0 || tasks < 1 || task < 0 || task >= tasks) return 1;
 #ifdef TROPIC_X86
   if (choose_isa() == 2) {
-    if (rounding == 1) return avx512_f32_f16_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
-    return avx512_f32_bf16_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
+    if (rounding == 1) return avx512_f32_f16_share(a, b, c, idx, M, K, N, maximise != 0, 0, task, tasks);
+    return avx512_f32_bf16_share(a, b, c, idx, M, K, N, maximise != 0, 0, task, tasks);
   }
-  if (rounding == 1) return avx2_f32_f16_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
-  return avx2_f32_bf16_share(a, b, c, idx, M, K, N, maximise != 0, task, tasks);
+  if (rounding == 1) return avx2_f32_f16_share(a, b, c, idx, M, K, N, maximise != 0, 0, task, tasks);
+  return avx2_f32_bf16_share(a, b, c, idx, M, K, N, maximise != 0, 0, task, tasks);
 #else
   return 3;
 #endif
@@ -726,29 +800,28 @@ struct product_job {
   void *c;
   int32_t *idx;
   int64_t M, K, N;
-  int maximise, rounding, is_f64;
+  int maximise, rounding, is_f64, bt; /* bt: b is B's transpose (rounding 0 only) */
 };
 
 static int product_task(void *ctx, int task, int tasks) {
   const struct product_job *p = ctx;
-  if (p->is_f64)
-    return tropic_matmul_part_f64(p->a, p->b, p->c, p->idx, p->M, p->K, p->N, p->maximise, task, tasks);
+  if (p->is_f64) return share_f64(p->a, p->b, p->c, p->idx, p->M, p->K, p->N, p->maximise, p->bt, task, tasks);
   if (p->rounding)
     return tropic_matmul_rounded_part_f32(p->a, p->b, p->c, p->idx, p->M, p->K, p->N, p->maximise,
                                           p->rounding, task, tasks);
-  return tropic_matmul_part_f32(p->a, p->b, p->c, p->idx, p->M, p->K, p->N, p->maximise, task, tasks);
+  return share_f32(p->a, p->b, p->c, p->idx, p->M, p->K, p->N, p->maximise, p->bt, task, tasks);
 }
 
 int tropic_matmul_pooled_f32(const float *a, const float *b, float *c, int32_t *idx, int64_t M,
                              int64_t K, int64_t N, int maximise, int rounding, int tasks, int threads) {
-  struct product_job job = {a, b, c, idx, M, K, N, maximise, rounding, 0};
+  struct product_job job = {a, b, c, idx, M, K, N, maximise, rounding, 0, 0};
   return tropic_pool_run(product_task, &job, tasks, threads);
 }
 
 int tropic_matmul_pooled_f64(const double *a, const double *b, double *c, int32_t *idx, int64_t M,
                              int64_t K, int64_t N, int maximise, int rounding, int tasks, int threads) {
   if (rounding != 0) return 1;
-  struct product_job job = {a, b, c, idx, M, K, N, maximise, 0, 1};
+  struct product_job job = {a, b, c, idx, M, K, N, maximise, 0, 1, 0};
   return tropic_pool_run(product_task, &job, tasks, threads);
 }
 
@@ -922,11 +995,12 @@ DEFINE_TRANSPOSE(double, tropic_transpose_f64)
 /* Python entry point, for the small products where ctypes' per-call costs (an address per array, the
  * argument conversions) and a separate NaN scan in NumPy would cost more than the product itself:
  *
- *   product(a, b, c, idx, maximise, tasks=1, threads=1) -> (status, nan_found)
+ *   product(a, b, c, idx, maximise, tasks=1, threads=1, b_transposed=0) -> (status, nan_found)
  *
- * a (M, K), b (K, N) C-contiguous float32 or float64 of one type (buffer protocol, no copy); c and
- * idx (M, N) writable, of a's type and int32 (idx None: the values only). Without the GIL; on one
- * thread, or with threads > 1 in `tasks` shares on the thread pool (tropic_matmul_pooled_*).
+ * a (M, K), b (K, N) C-contiguous float32 or float64 of one type (buffer protocol, no copy); with
+ * b_transposed, b is B's transpose, (N, K) C-contiguous (a layer's W in x @ W^T, packed straight
+ * from where it lies); c and idx (M, N) writable, of a's type and int32 (idx None: the values
+ * only). Without the GIL; on one thread, or with threads > 1 in `tasks` shares on the thread pool.
  * nan_found says whether a or b holds a NaN (the caller then applies the NaN rule). Argument
  * errors raise TypeError / ValueError (the caller checks first, so they mean a bug on its side). */
 static int get_matrix(PyObject *obj, Py_buffer *view, int writable, const char *name) {
@@ -963,10 +1037,10 @@ static int any_nan(const char *data, Py_ssize_t n, int is_double) {
 
 static PyObject *py_product(PyObject *self, PyObject *args) {
   PyObject *objects[4];
-  int maximise, tasks = 1, threads = 1;
+  int maximise, tasks = 1, threads = 1, bt = 0;
   (void)self;
-  if (!PyArg_ParseTuple(args, "OOOOi|ii", &objects[0], &objects[1], &objects[2], &objects[3], &maximise,
-                        &tasks, &threads))
+  if (!PyArg_ParseTuple(args, "OOOOi|iip", &objects[0], &objects[1], &objects[2], &objects[3], &maximise,
+                        &tasks, &threads, &bt))
     return NULL;
   Py_buffer views[4];
   const char *names[4] = {"a", "b", "c", "idx"};
@@ -979,31 +1053,45 @@ static PyObject *py_product(PyObject *self, PyObject *args) {
     const char *type = views[0].format;
     const int is_double = type[0] == 'd' && type[1] == 0;
     const int is_float = type[0] == 'f' && type[1] == 0;
-    const Py_ssize_t M = views[0].shape[0], K = views[0].shape[1], N = views[1].shape[1];
+    const Py_ssize_t M = views[0].shape[0], K = views[0].shape[1], N = views[1].shape[!bt];
     const int indexed = wanted == 4;
     if (!(is_double || is_float) || strcmp(views[1].format, type) || strcmp(views[2].format, type) ||
         (indexed && (views[3].itemsize != 4 || (views[3].format[0] != 'i' && views[3].format[0] != 'l')))) {
       PyErr_SetString(PyExc_TypeError, "product: a, b, c must be float32 or float64 of one type, idx int32");
-    } else if (views[1].shape[0] != K || views[2].shape[0] != M || views[2].shape[1] != N ||
+    } else if (views[1].shape[bt] != K || views[2].shape[0] != M || views[2].shape[1] != N ||
                (indexed && (views[3].shape[0] != M || views[3].shape[1] != N))) {
-      PyErr_SetString(PyExc_ValueError, "product: shapes must be (M, K), (K, N), (M, N), (M, N)");
+      PyErr_SetString(PyExc_ValueError,
+                      bt ? "product: shapes must be (M, K), (N, K), (M, N), (M, N)"
+                         : "product: shapes must be (M, K), (K, N), (M, N), (M, N)");
     } else if (tasks < 1 || threads < 1) {
       PyErr_SetString(PyExc_ValueError, "product: tasks and threads must be at least 1");
     } else {
-      int status, nan_found;
+      int status = 0, nan_found;
       int32_t *idx = indexed ? views[3].buf : NULL;
+      const void *b = views[1].buf;
+      void *b_copy = NULL; /* B in its own layout, for the portable path given B's transpose */
       Py_BEGIN_ALLOW_THREADS
-      nan_found = any_nan(views[0].buf, M * K, is_double) || any_nan(views[1].buf, K * N, is_double);
-      if (threads > 1 && is_double)
-        status = tropic_matmul_pooled_f64(views[0].buf, views[1].buf, views[2].buf, idx, M, K, N, maximise, 0,
-                                          tasks, threads);
-      else if (threads > 1)
-        status = tropic_matmul_pooled_f32(views[0].buf, views[1].buf, views[2].buf, idx, M, K, N, maximise, 0,
-                                          tasks, threads);
-      else if (is_double)
-        status = tropic_matmul_f64(views[0].buf, views[1].buf, views[2].buf, idx, M, K, N, maximise, 1);
-      else
-        status = tropic_matmul_f32(views[0].buf, views[1].buf, views[2].buf, idx, M, K, N, maximise, 1);
+      nan_found = any_nan(views[0].buf, M * K, is_double) || any_nan(b, K * N, is_double);
+      const int empty = M == 0 || K == 0 || N == 0; /* nothing to pack or share: the plain calls fill */
+      if (empty) bt = 0;
+      if (bt && choose_isa() == 0) {
+        b_copy = malloc((size_t)(K * N) * (is_double ? sizeof(double) : sizeof(float)));
+        if (b_copy == NULL) status = 2;
+        else if (is_double) tropic_transpose_f64(b, b_copy, N, K);
+        else tropic_transpose_f32(b, b_copy, N, K);
+        b = b_copy, bt = 0;
+      }
+      if (status == 0) {
+        if (!empty && (bt || threads > 1)) {
+          struct product_job job = {views[0].buf, b, views[2].buf, idx, M, K, N, maximise, 0, is_double, bt};
+          status = threads > 1 ? tropic_pool_run(product_task, &job, tasks, threads) : product_task(&job, 0, 1);
+        } else if (is_double) {
+          status = tropic_matmul_f64(views[0].buf, b, views[2].buf, idx, M, K, N, maximise, 1);
+        } else {
+          status = tropic_matmul_f32(views[0].buf, b, views[2].buf, idx, M, K, N, maximise, 1);
+        }
+      }
+      free(b_copy);
       Py_END_ALLOW_THREADS
       result = Py_BuildValue("(ii)", status, nan_found);
     }
@@ -1014,7 +1102,8 @@ static PyObject *py_product(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"product", py_product, METH_VARARGS,
-     "product(a, b, c, idx, maximise, tasks=1, threads=1) -> (status, nan_found); idx None: the values only"},
+     "product(a, b, c, idx, maximise, tasks=1, threads=1, b_transposed=False) -> (status, nan_found); "
+     "idx None: the values only; b_transposed: b is B's transpose, (N, K)"},
     {NULL, NULL, 0, NULL},
 };
 
