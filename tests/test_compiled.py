@@ -751,3 +751,34 @@ def test_wide_winners_beyond_int32_are_refused_not_wrapped():
             with pytest.raises(ValueError, match="winners in"):
                 call(lambda shape, dtype=dtype: np.full(shape, wide, dtype))
             call(lambda shape, dtype=dtype: np.full(shape, 1, dtype))  # in range: accepted
+
+
+def test_the_products_backward_entry_reads_narrow_winners_and_checks_its_buffers():
+    """``matmul_vjp`` of the scatter module takes int8 / int16 winners as they are (widened in C):
+    the bits of the same winners as int32; buffers of the wrong size or type raise."""
+    direct = compiled.entry("scatter_c", "matmul_vjp")
+    if direct is None:
+        pytest.skip("the backward passes' extension module is not built")
+    rng = np.random.default_rng(5)
+    n, M, N, K = 2, 5, 7, 100
+    g = rng.standard_normal((n, M, N)).astype(np.float32)
+    winners = rng.integers(-1, K + 1, (n, M, N))  # K: the bias's candidate
+
+    def run(idx):
+        ga, gb = np.empty((n, M, K), np.float32), np.empty((n, N, K), np.float32)
+        gbias = np.empty(N, np.float32)
+        assert direct(g, idx, ga, gb, gbias, n, M, N, K, True, True, True, 2) == 0
+        return ga, gb, gbias
+
+    wide = run(winners.astype(np.int32))
+    for dtype in (np.int8, np.int16):
+        for got, want in zip(run(winners.astype(dtype)), wide, strict=True):
+            assert_identical(got, want)
+    ga = np.empty((n, M, K), np.float32)
+    with pytest.raises(ValueError, match="wrong size"):
+        direct(g, np.zeros(n * M * N - 1, np.int32), ga, None, None, n, M, N, K, False, False, True, 1)
+    with pytest.raises(TypeError, match="int8, int16 or int32"):
+        direct(g, winners.astype(np.int64), ga, None, None, n, M, N, K, False, False, True, 1)
+    with pytest.raises(ValueError, match="ga has the wrong size"):
+        wide_ga = ga.astype(np.float64)  # out_t: the gradients in g's type
+        direct(g, winners.astype(np.int32), wide_ga, None, None, n, M, N, K, False, False, True, 1)

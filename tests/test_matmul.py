@@ -345,18 +345,24 @@ def test_a_bias_must_broadcast_to_the_products_shape(a_shape, b_shape, bias_shap
     ],
     ids=str,
 )
-def test_the_bias_in_the_kernels_follows_cores_rule_bitwise(semiring, dtype, a_shape, b_shape, bias_shape):
-    """The NumPy backend applies a bias along the last axis in its compiled pass (forward) and sums
-    its gradient in the scatter's pass (backward): the bits of core's rule (apply_bias, bias_vjp) on
-    the same product, through ties between the bias and the product, signed zeros, infinities, NaN
-    on either side, NaN and -0.0 gradients, the winners' dtype at K + 1 = 128, and values only."""
+@pytest.mark.parametrize("nan_product", [True, False], ids=["nan-product", "finite-operands"])
+def test_the_bias_in_the_kernels_follows_cores_rule_bitwise(
+    semiring, dtype, a_shape, b_shape, bias_shape, nan_product
+):
+    """The NumPy backend applies a bias along the last axis in its compiled pass (forward: in the
+    product's own call, or after the NaN rule when an operand holds NaN) and sums its gradient in the
+    scatter's pass (backward): the bits of core's rule (apply_bias, bias_vjp) on the same product,
+    through ties between the bias and the product, signed zeros, infinities, NaN on either side, NaN
+    and -0.0 gradients, the winners' dtype at K + 1 = 128, and values only."""
     from tropic.core.matmul import apply_bias, bias_vjp
 
     kernels = pytest.importorskip("tropic.backends.numpy.kernels")
     rng = np.random.default_rng(sum(a_shape) + sum(b_shape))
-    a, b = tie_heavy(rng, a_shape, dtype), tie_heavy(rng, b_shape, dtype)
+    nan = 0.005 if nan_product else 0.0
+    a, b = tie_heavy(rng, a_shape, dtype, nan=nan), tie_heavy(rng, b_shape, dtype, nan=nan)
     bias = tie_heavy(rng, bias_shape, dtype)
-    a[..., 0, 1] = np.nan  # a NaN product beside numbers
+    if nan_product:
+        a[..., 0, 1] = np.nan  # a NaN product beside numbers
     bias.reshape(-1)[0] = np.nan  # a NaN bias
     bias.reshape(-1)[-1] = np.inf if semiring.maximises else -np.inf  # a column the bias wins
     c, k = kernels.matmul(np, semiring, a, b)

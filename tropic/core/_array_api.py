@@ -45,15 +45,20 @@ def array_namespace(**arrays: Array) -> ModuleType:
     TypeError
         If an argument is not an array, or if the arrays come from different libraries.
     """
-    given = {name: x for name, x in arrays.items() if x is not None}
     # Fast paths: plain NumPy arrays (the common case on the CPU), and torch tensors, for which
     # array_api_compat's cached type checks also make torch.compile warn on every traced call.
-    if all(type(x) is np.ndarray for x in given.values()):
+    kinds = {type(x) for x in arrays.values()}
+    kinds.discard(type(None))
+    if kinds == {np.ndarray}:
         return compat_numpy
-    if given and all(_is_torch_tensor(x) for x in given.values()):
+    tensor_type = getattr(sys.modules.get("torch"), "Tensor", None)  # (as _is_torch_tensor)
+    if kinds and tensor_type is not None and all(issubclass(kind, tensor_type) for kind in kinds):
         import array_api_compat.torch as compat_torch
 
         return compat_torch
+    given = {name: x for name, x in arrays.items() if x is not None}
+    if not given:
+        return compat_numpy  # (as before: no arrays, NumPy's namespace)
     namespaces = {}
     for name, x in given.items():
         if isinstance(x, np.ma.MaskedArray):

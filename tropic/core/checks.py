@@ -36,12 +36,13 @@ def require_ndim(name: str, x: Array, ndim: int, layout: str, exact: bool = True
 
 def require_same_device(**arrays: Array) -> None:
     """Refuse to mix devices: tropic never moves data between devices behind the caller's back."""
-    if all(x is None or type(x) is np.ndarray for x in arrays.values()):
+    present = [x for x in arrays.values() if x is not None]
+    if all(type(x) is np.ndarray for x in present):
         return  # NumPy arrays: all on the CPU
-    devices = {name: device(x) for name, x in arrays.items() if x is not None}
-    first, *others = devices.values()
+    first, *others = (device(x) for x in present)
     if all(d == first for d in others):
         return  # the common case, without formatting the devices
+    devices = {name: device(x) for name, x in arrays.items() if x is not None}
     if len({str(d) for d in devices.values()}) > 1:
         described = ", ".join(f"{n} on {d}" for n, d in devices.items())
         raise ValueError(f"all arrays must be on the same device, got {described}")

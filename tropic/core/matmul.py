@@ -431,8 +431,8 @@ def product_shape(
     """Output shape ``(*batch, M, N)`` of a product of matrix-shaped (>= 2-D) operands (..., M, K) and
     (..., K, N); ``ValueError`` naming the operands (``names``, shown as ``given``) if they do not fit."""
     given = given or (a_shape, b_shape)
-    shapes = [name if name.endswith("_shape") else f"{name}.shape" for name in names]
     if a_shape[-1] != b_shape[-2]:
+        shapes = [name if name.endswith("_shape") else f"{name}.shape" for name in names]
         raise ValueError(
             f"{shapes[0]}[-1] must equal {shapes[1]}[-2] (the contracted dimension K), got shapes "
             f"{given[0]} and {given[1]}"

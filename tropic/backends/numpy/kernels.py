@@ -136,9 +136,17 @@ def mark_no_winner(values: np.ndarray, winner: np.ndarray, semiring) -> None:
 
 
 def product(
-    semiring, a: np.ndarray, b: np.ndarray, index_type, rounding: str | None = None, winners: bool = True
+    semiring,
+    a: np.ndarray,
+    b: np.ndarray,
+    index_type,
+    rounding: str | None = None,
+    winners: bool = True,
+    bias: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """``c[i, j] = ⊕_k a[i, k] ⊗ b[k, j]`` for 2-D ``a`` (M, K) and ``b`` (K, N).
+    """``c[i, j] = ⊕_k a[i, k] ⊗ b[k, j]`` for 2-D ``a`` (M, K) and ``b`` (K, N); with ``bias`` (N,),
+    then ``⊕(bias, c)`` with the bias as candidate ``K`` (core's rule, :func:`_with_bias`; the winners
+    then in the index type of ``K + 1`` candidates).
 
     The compiled kernel when it is built and the dtype has one, else :func:`matmul_rows`; with
     ``rounding`` (float32 operands that hold half-precision values) each candidate sum is rounded to
@@ -147,6 +155,12 @@ def product(
     pair, the same bits) and None is returned for the winners.
     """
     (M, K), N = a.shape, b.shape[1]
+    direct = compiled.entry("matmul_c", "product") if rounding is None else None
+    if bias is not None:
+        fits = bias.shape == (N,) and bias.dtype == a.dtype == b.dtype and a.dtype.type in _C_PRODUCT
+        if direct is None or not (fits and 0 < K < 2**31 and M and N):
+            return _with_bias(semiring, bias, *product(semiring, a, b, index_type, rounding, winners), K)
+        index_type = _index_type(K + 1)  # the direct entry applies it (below)
     if _float16_through_float32(rounding, a, b):
         wide = float16_to_float32(a), float16_to_float32(b)
         c, winner = product(semiring, *wide, index_type, "float16", winners)
@@ -164,7 +178,6 @@ def product(
         pooled = compiled.raw_function(_C_PRODUCT_POOLED.get(a.dtype.type, "")) if kernel else None
     if kernel is None:
         return matmul_rows(semiring, a, np.ascontiguousarray(b.T), index_type, rounder(rounding))
-    direct = compiled.entry("matmul_c", "product") if rounding is None else None
     # The direct entry packs B from its transpose where it lies (the W.T of a layer's x @ W.T);
     # otherwise B in C order. The raw kernels take addresses (converting arrays costs microseconds,
     # which a 4 x 4 product notices): a, b contiguous of the kernel's dtype, c and winner fresh.
@@ -179,14 +192,17 @@ def product(
     threads = get_num_threads() if M * K * N > _PARALLEL_PRODUCT_PAIRS else 1
     if direct is not None:
         # One call through the module's own entry point (one thread, or shares of the tiles on the C
-        # pool, thread_pool.h): the product and a NaN scan, no ctypes.
+        # pool, thread_pool.h): the product, a NaN scan and the bias (unless a NaN was found: then it
+        # comes after the NaN rule, here), no ctypes.
         tasks = _SHARES_PER_THREAD * threads
         b_given = b.T if b_transposed else b
-        status, nan_found = direct(a, b_given, c, winner, maximise, tasks, threads, b_transposed)
+        given_bias = None if bias is None else np.ascontiguousarray(bias)
+        status, nan_found = direct(a, b_given, c, winner, maximise, tasks, threads, b_transposed, given_bias)
         _check(status, "product")
         if nan_found:
             _product_nan_rule(a, b, c, winner)
-        return c, None if winner is None else winner.astype(index_type)
+        winner = None if winner is None else winner.astype(index_type)
+        return _with_bias(semiring, bias, c, winner, K) if bias is not None and nan_found else (c, winner)
     addresses = (a.ctypes.data, b.ctypes.data, c.ctypes.data, None if winner is None else winner.ctypes.data)
     if threads == 1 or pooled is None:
         _check(kernel(*addresses, M, K, N, maximise, *code, 1), "product")
@@ -481,9 +497,10 @@ def matmul(
     winners: bool = True,
 ):
     """The products (:func:`product`; a transposed weight as :func:`_transposed_product`), then the
-    bias as candidate ``K`` (:func:`_with_bias`)."""
-    c, w = _matmul(semiring, a, b, rounding, winners)
-    return (c, w) if bias is None else _with_bias(semiring, bias, c, w, a.shape[-1])
+    bias as candidate ``K`` (:func:`_with_bias`; a layer's bias (N,) in the product's own call)."""
+    in_product = bias is not None and b.ndim == 2 and bias.shape == (b.shape[-1],)
+    c, w = _matmul(semiring, a, b, rounding, winners, bias if in_product else None)
+    return (c, w) if bias is None or in_product else _with_bias(semiring, bias, c, w, a.shape[-1])
 
 
 def _with_bias(semiring, bias: np.ndarray, c: np.ndarray, winner: np.ndarray | None, K: int):
@@ -513,7 +530,8 @@ def _with_bias(semiring, bias: np.ndarray, c: np.ndarray, winner: np.ndarray | N
     return c, winner
 
 
-def _matmul(semiring, a: np.ndarray, b: np.ndarray, rounding: str | None, winners: bool):
+def _matmul(semiring, a: np.ndarray, b: np.ndarray, rounding: str | None, winners: bool, bias=None):
+    """The product of ``a`` (..., M, K) and ``b`` ((..., ) K, N); ``bias`` (N,) only with a 2-D ``b``."""
     K = a.shape[-1]
     index_type = _index_type(K)
     batch = a.shape[:-2] if b.ndim == 2 else np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
@@ -522,8 +540,10 @@ def _matmul(semiring, a: np.ndarray, b: np.ndarray, rounding: str | None, winner
         a_rows = a.reshape(math.prod(a.shape[:-1]), K)  # not -1: K may be 0
         if not _packs_transposed(rounding) and _transposed_is_cheaper(a_rows, b):
             c, w = _transposed_product(semiring, a_rows, b, index_type, rounding, winners)
+            if bias is not None:
+                c, w = _with_bias(semiring, bias, c, w, K)
         else:
-            c, w = product(semiring, a_rows, b, index_type, rounding, winners)
+            c, w = product(semiring, a_rows, b, index_type, rounding, winners, bias)
         return c.reshape(batch + (M, N)), None if w is None else w.reshape(batch + (M, N))
     a = np.broadcast_to(a, batch + (M, K))
     b = np.broadcast_to(b, batch + (K, N))
@@ -565,11 +585,12 @@ def matmul_vjp(
             grad_b = np.empty((N, K) if transposed else tuple(batch) + (K, N), dtype)
         if fused_bias and needs[2]:
             grad_bias = np.empty(N, grad.dtype)
-        g, k = _contiguous(grad), _int32(indices)  # held here: the call takes their addresses
         threads = get_num_threads() if grad.size * K >= _PARALLEL_PRODUCT_PAIRS else 1
-        status = scatter(
-            *_addresses(g, k), n_batch, M, N, K, *_addresses(grad_a, grad_b), int(transposed),
-            int(fused_bias), _address(grad_bias), int(out_t), threads,
+        # The module's own entry point takes the arrays (int8 / int16 winners widened in C), not addresses.
+        direct = compiled.entry("scatter_c", "matmul_vjp")
+        g, k = _contiguous(grad), np.ascontiguousarray(indices)
+        status = direct(
+            g, k, grad_a, grad_b, grad_bias, n_batch, M, N, K, transposed, fused_bias, out_t, threads
         )  # fmt: skip
         _check_scatter(status, indices, K + 1 if fused_bias else K)
         if transposed:

@@ -995,12 +995,15 @@ DEFINE_TRANSPOSE(double, tropic_transpose_f64)
 /* Python entry point, for the small products where ctypes' per-call costs (an address per array, the
  * argument conversions) and a separate NaN scan in NumPy would cost more than the product itself:
  *
- *   product(a, b, c, idx, maximise, tasks=1, threads=1, b_transposed=0) -> (status, nan_found)
+ *   product(a, b, c, idx, maximise, tasks=1, threads=1, b_transposed=False, bias=None)
+ *       -> (status, nan_found)
  *
  * a (M, K), b (K, N) C-contiguous float32 or float64 of one type (buffer protocol, no copy); with
  * b_transposed, b is B's transpose, (N, K) C-contiguous (a layer's W in x @ W^T, packed straight
  * from where it lies); c and idx (M, N) writable, of a's type and int32 (idx None: the values
- * only). Without the GIL; on one thread, or with threads > 1 in `tasks` shares on the thread pool.
+ * only). bias (N,) of a's type: candidate K of every output (tropic_bias_select_*), applied after the
+ * product unless a NaN was found (the caller applies the NaN rule, then the bias). Without the GIL;
+ * on one thread, or with threads > 1 in `tasks` shares on the thread pool.
  * nan_found says whether a or b holds a NaN (the caller then applies the NaN rule). Argument
  * errors raise TypeError / ValueError (the caller checks first, so they mean a bug on its side). */
 static int get_matrix(PyObject *obj, Py_buffer *view, int writable, const char *name) {
@@ -1036,33 +1039,47 @@ static int any_nan(const char *data, Py_ssize_t n, int is_double) {
 }
 
 static PyObject *py_product(PyObject *self, PyObject *args) {
-  PyObject *objects[4];
+  PyObject *objects[5] = {NULL, NULL, NULL, NULL, Py_None};
   int maximise, tasks = 1, threads = 1, bt = 0;
   (void)self;
-  if (!PyArg_ParseTuple(args, "OOOOi|iip", &objects[0], &objects[1], &objects[2], &objects[3], &maximise,
-                        &tasks, &threads, &bt))
+  if (!PyArg_ParseTuple(args, "OOOOi|iipO", &objects[0], &objects[1], &objects[2], &objects[3], &maximise,
+                        &tasks, &threads, &bt, &objects[4]))
     return NULL;
-  Py_buffer views[4];
-  const char *names[4] = {"a", "b", "c", "idx"};
-  const int wanted = objects[3] == Py_None ? 3 : 4; /* idx None: the values only */
-  int got = 0;
-  for (; got < wanted; got++)
-    if (get_matrix(objects[got], &views[got], got >= 2, names[got]) < 0) break;
+  Py_buffer views[5];
+  const char *names[5] = {"a", "b", "c", "idx", "bias"};
+  int held[5] = {0, 0, 0, 0, 0}, ok = 1;
+  for (int i = 0; i < 5 && ok; i++) {
+    if (objects[i] == Py_None && i >= 3) continue; /* idx None: the values only; bias None: none */
+    if (i < 4) {
+      ok = get_matrix(objects[i], &views[i], i == 2 || i == 3, names[i]) == 0;
+    } else {
+      ok = PyObject_GetBuffer(objects[i], &views[i], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) == 0;
+      if (ok && views[i].ndim != 1) {
+        PyErr_SetString(PyExc_ValueError, "product: bias must be 1-D");
+        PyBuffer_Release(&views[i]);
+        ok = 0;
+      }
+    }
+    held[i] = ok;
+  }
   PyObject *result = NULL;
-  if (got == wanted) {
+  if (ok) {
     const char *type = views[0].format;
     const int is_double = type[0] == 'd' && type[1] == 0;
     const int is_float = type[0] == 'f' && type[1] == 0;
     const Py_ssize_t M = views[0].shape[0], K = views[0].shape[1], N = views[1].shape[!bt];
-    const int indexed = wanted == 4;
+    const int indexed = held[3], biased = held[4];
     if (!(is_double || is_float) || strcmp(views[1].format, type) || strcmp(views[2].format, type) ||
+        (biased && strcmp(views[4].format, type)) ||
         (indexed && (views[3].itemsize != 4 || (views[3].format[0] != 'i' && views[3].format[0] != 'l')))) {
-      PyErr_SetString(PyExc_TypeError, "product: a, b, c must be float32 or float64 of one type, idx int32");
+      PyErr_SetString(PyExc_TypeError,
+                      "product: a, b, c (and bias) must be float32 or float64 of one type, idx int32");
     } else if (views[1].shape[bt] != K || views[2].shape[0] != M || views[2].shape[1] != N ||
-               (indexed && (views[3].shape[0] != M || views[3].shape[1] != N))) {
+               (indexed && (views[3].shape[0] != M || views[3].shape[1] != N)) ||
+               (biased && views[4].shape[0] != N)) {
       PyErr_SetString(PyExc_ValueError,
-                      bt ? "product: shapes must be (M, K), (N, K), (M, N), (M, N)"
-                         : "product: shapes must be (M, K), (K, N), (M, N), (M, N)");
+                      bt ? "product: shapes must be (M, K), (N, K), (M, N), (M, N), bias (N,)"
+                         : "product: shapes must be (M, K), (K, N), (M, N), (M, N), bias (N,)");
     } else if (tasks < 1 || threads < 1) {
       PyErr_SetString(PyExc_ValueError, "product: tasks and threads must be at least 1");
     } else {
@@ -1091,19 +1108,24 @@ static PyObject *py_product(PyObject *self, PyObject *args) {
           status = tropic_matmul_f32(views[0].buf, b, views[2].buf, idx, M, K, N, maximise, 1);
         }
       }
+      if (status == 0 && biased && !nan_found)
+        status = is_double ? tropic_bias_select_f64(views[2].buf, views[4].buf, M, N, maximise, idx, 4, K)
+                           : tropic_bias_select_f32(views[2].buf, views[4].buf, M, N, maximise, idx, 4, K);
       free(b_copy);
       Py_END_ALLOW_THREADS
       result = Py_BuildValue("(ii)", status, nan_found);
     }
   }
-  for (int i = 0; i < got; i++) PyBuffer_Release(&views[i]);
+  for (int i = 0; i < 5; i++)
+    if (held[i]) PyBuffer_Release(&views[i]);
   return result;
 }
 
 static PyMethodDef methods[] = {
     {"product", py_product, METH_VARARGS,
-     "product(a, b, c, idx, maximise, tasks=1, threads=1, b_transposed=False) -> (status, nan_found); "
-     "idx None: the values only; b_transposed: b is B's transpose, (N, K)"},
+     "product(a, b, c, idx, maximise, tasks=1, threads=1, b_transposed=False, bias=None) -> (status, "
+     "nan_found); idx None: the values only; b_transposed: b is B's transpose, (N, K); bias (N,): applied "
+     "unless nan_found"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -11,7 +11,8 @@
  * Outputs whose index is -1 (no winner) send nothing; contributions that land on padding are
  * dropped. Indices arrive as int32. Returns 0, or 3 at the first index outside [-1, candidates): the
  * caller raises (the gradient arrays are its own fresh ones, so what was added before is discarded).
- * A gradient the caller does not need is passed as NULL and not computed. */
+ * A gradient the caller does not need is passed as NULL and not computed. The products' pass also
+ * has a Python entry point (matmul_vjp, end of the file) that takes the arrays themselves. */
 #include <Python.h>
 
 #include <stdint.h>
@@ -20,8 +21,6 @@
 
 #include "thread_pool.h"
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_scatter_c", "ctypes-loaded kernels", -1, NULL};
-PyMODINIT_FUNC PyInit__scatter_c(void) { return PyModule_Create(&module); }
 
 /* Products: g, idx (n, M, N) -> ga (n, M, K) and gb (n, K, N), or with gb_transposed gb laid out as
  * (n, N, K) (the gradient of a weight W that entered as W.T: the same sums, written where W's
@@ -501,3 +500,102 @@ MAXOUT_VJP(tropic_maxout_vjp_f64, double)
 
 /* Scalar code: scatter-adds in a fixed order do not vectorise. */
 const char *tropic_isa(void) { return "generic"; }
+
+/* Python entry point of the products' pass, for layer-sized backwards where ctypes' per-call costs
+ * (an address per array, the argument conversions) and a widening copy of narrow winners cost as
+ * much as a tenth of the pass:
+ *
+ *   matmul_vjp(g, idx, ga, gb, gbias, n, M, N, K, gb_transposed, bias_k, out_t, threads) -> status
+ *
+ * g (n * M * N elements) float32 or float64, idx (as many) int8, int16 or int32 (narrower winners are
+ * widened here, without the GIL), ga / gb / gbias writable or None: C-contiguous buffers of the sizes
+ * tropic_matmul_vjp_* writes (ga n * M * K, gb n * K * N elements, of g's type when out_t, else
+ * float64; gbias N of g's type). Returns tropic_matmul_vjp_*'s status. Buffers that do not fit raise
+ * ValueError / TypeError (the caller makes them, so that means a bug on its side). */
+static int get_flat(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t items, Py_ssize_t itemsize,
+                    const char *name) {
+  if (obj == Py_None) return 0;
+  if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
+    return -1;
+  if ((itemsize && view->itemsize != itemsize) || view->len != items * view->itemsize) {
+    PyErr_Format(PyExc_ValueError, "matmul_vjp: %s has the wrong size or element type", name);
+    PyBuffer_Release(view);
+    return -1;
+  }
+  return 1;
+}
+
+static PyObject *py_matmul_vjp(PyObject *self, PyObject *args) {
+  PyObject *objects[5];
+  long long n, M, N, K;
+  int gb_transposed, bias_k, out_t, threads;
+  (void)self;
+  if (!PyArg_ParseTuple(args, "OOOOOLLLLpppi", &objects[0], &objects[1], &objects[2], &objects[3], &objects[4],
+                        &n, &M, &N, &K, &gb_transposed, &bias_k, &out_t, &threads))
+    return NULL;
+  if (n < 0 || M < 0 || N < 0 || K < 0) {
+    PyErr_SetString(PyExc_ValueError, "matmul_vjp: sizes must be >= 0");
+    return NULL;
+  }
+  Py_buffer views[5];
+  int held[5] = {0, 0, 0, 0, 0};
+  PyObject *result = NULL;
+  held[0] = get_flat(objects[0], &views[0], 0, n * M * N, 0, "g");
+  if (held[0] != 1) {
+    if (held[0] == 0) PyErr_SetString(PyExc_TypeError, "matmul_vjp: g is required");
+    return NULL;
+  }
+  const char f = views[0].format[0];
+  const int is_f64 = f == 'd' && views[0].format[1] == 0;
+  if (!is_f64 && !(f == 'f' && views[0].format[1] == 0)) {
+    PyErr_SetString(PyExc_TypeError, "matmul_vjp: g must be float32 or float64");
+    goto done;
+  }
+  const Py_ssize_t item = is_f64 ? (Py_ssize_t)sizeof(double) : (Py_ssize_t)sizeof(float);
+  const Py_ssize_t sums = out_t ? item : (Py_ssize_t)sizeof(double);
+  const Py_ssize_t sizes[5] = {n * M * N, n * M * N, n * M * K, n * K * N, N};
+  const Py_ssize_t items[5] = {item, 0, sums, sums, item};
+  const char *names[5] = {"g", "idx", "ga", "gb", "gbias"};
+  for (int i = 1; i < 5; i++) {
+    held[i] = get_flat(objects[i], &views[i], i >= 2, sizes[i], items[i], names[i]);
+    if (held[i] < 0) goto done;
+  }
+  const char k = held[1] ? views[1].format[0] : 0;
+  const Py_ssize_t width = held[1] ? views[1].itemsize : 0;
+  if (!held[1] || !((width == 1 && k == 'b') || (width == 2 && k == 'h') || (width == 4 && (k == 'i' || k == 'l')))) {
+    PyErr_SetString(PyExc_TypeError, "matmul_vjp: idx must be int8, int16 or int32");
+    goto done;
+  }
+  int status = 0;
+  Py_BEGIN_ALLOW_THREADS
+  const int32_t *idx = views[1].buf;
+  int32_t *wide = NULL;
+  if (width != 4) { /* the winners as int32, which the pass reads */
+    wide = malloc((size_t)(sizes[1] > 0 ? sizes[1] : 1) * sizeof(int32_t));
+    if (wide == NULL) status = 2;
+    else if (width == 1) for (Py_ssize_t i = 0; i < sizes[1]; i++) wide[i] = ((const int8_t *)views[1].buf)[i];
+    else for (Py_ssize_t i = 0; i < sizes[1]; i++) wide[i] = ((const int16_t *)views[1].buf)[i];
+    idx = wide;
+  }
+  if (status == 0)
+    status = matmul_vjp(views[0].buf, idx, n, M, N, K, held[2] ? views[2].buf : NULL, held[3] ? views[3].buf : NULL,
+                        gb_transposed, bias_k, held[4] ? views[4].buf : NULL, out_t, threads, is_f64);
+  free(wide);
+  Py_END_ALLOW_THREADS
+  result = PyLong_FromLong(status);
+done:
+  for (int i = 0; i < 5; i++)
+    if (held[i] == 1) PyBuffer_Release(&views[i]);
+  return result;
+}
+
+static PyMethodDef methods[] = {
+    {"matmul_vjp", py_matmul_vjp, METH_VARARGS,
+     "matmul_vjp(g, idx, ga, gb, gbias, n, M, N, K, gb_transposed, bias_k, out_t, threads) -> status"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_scatter_c",
+                                    "tropic's compiled backward passes (ctypes names and a direct entry point)",
+                                    -1, methods};
+PyMODINIT_FUNC PyInit__scatter_c(void) { return PyModule_Create(&module); }
