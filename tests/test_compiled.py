@@ -40,6 +40,11 @@ for dtype in (np.float32, np.float64):
         # a layer's x @ W.T: B packed from its transpose (k tails, the N tail, two k-blocks)
         results += list(product(a, data((45, 29), dtype).T, return_indices=True))
         results += list(product(data((9, 600), dtype), data((40, 600), dtype).T, return_indices=True))
+        # a B almost all the tropical zero: the products over each column's kept entries
+        zero = -np.inf if product is tropic.maxplus_matmul else np.inf
+        sparse = np.where(rng.random((40, 600)) < 0.004, data((40, 600), dtype), zero).astype(dtype)
+        results += list(product(data((9, 600), dtype), sparse.T, return_indices=True))
+        results += list(product(data((9, 600), dtype), np.ascontiguousarray(sparse.T), return_indices=True))
     images, structure = data((3, 21, 19), dtype), data((3, 4), dtype)
     footprint = rng.random((5, 3)) < 0.6
     for op in (tropic.dilation, tropic.erosion):
@@ -782,3 +787,36 @@ def test_the_products_backward_entry_reads_narrow_winners_and_checks_its_buffers
     with pytest.raises(ValueError, match="ga has the wrong size"):
         wide_ga = ga.astype(np.float64)  # out_t: the gradients in g's type
         direct(g, winners.astype(np.int32), wide_ga, None, None, n, M, N, K, False, False, True, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("transposed", [True, False], ids=["W.T", "C-ordered"])
+@pytest.mark.parametrize(("M", "K", "N"), [(64, 512, 512), (5, 300, 70), (1, 4096, 3)], ids=str)
+def test_a_mostly_zero_operand_gives_the_bits_of_the_dense_product(monkeypatch, dtype, transposed, M, K, N):
+    """A B that is almost all the tropical zero (the Sparse-Morph weights: under 1% of entries kept)
+    is reduced over each column's kept entries only: the values and winners of the NumPy path, bit
+    for bit, through ties, both infinities, signed zeros and NaN in either operand, a bias, values
+    only, columns with no kept entry, and on one thread and two."""
+    rng = np.random.default_rng(M + K + N)
+    for semiring, product in ((MAX_PLUS, tropic.maxplus_matmul), (MIN_PLUS, tropic.minplus_matmul)):
+        w = tie_heavy(rng, (N, K), dtype, nan=0.0)
+        w[rng.random((N, K)) > 0.004] = semiring.zero  # about 2 kept entries in 512
+        w[: N // 3] = semiring.zero  # columns of B with no entry: the zero and -1
+        w[-1, rng.integers(0, K, 3)] = [np.nan, np.inf, -np.inf]  # kept: only the zero is skipped
+        x = tie_heavy(rng, (M, K), dtype)
+        bias = tie_heavy(rng, (N,), dtype, nan=0.0)
+        b = w.T if transposed else np.ascontiguousarray(w.T)
+        for threads in (1, 2):
+            tropic.set_num_threads(threads)
+            try:
+                for extra in ({}, {"bias": bias}):
+                    got = product(x, b, return_indices=True, **extra)
+                    values = product(x, b, **extra)
+                    with monkeypatch.context() as m:
+                        m.setattr(compiled, "enabled", False)
+                        want = product(x, b, return_indices=True, **extra)
+                    for g, e in zip(got, want, strict=True):
+                        assert_identical(g, e)
+                    assert_identical(values, want[0])
+            finally:
+                tropic.set_num_threads(None)
