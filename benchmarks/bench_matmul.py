@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 import tropic
 
 from .common import (
@@ -157,6 +159,48 @@ class MaxplusMatmulWinnersRatio(Benchmark):
         self.ratio = same_run_ratio(winner_call(call, a, b), winner_call("values", a, b))
 
     def track_over_values_only(self, shape, call):
+        return self.ratio
+
+
+# A Sparse-Morph layer's product x @ W.T: about 1/256 of W kept (the paper's 1024 of 512 x 512), the
+# rest the tropical zero; tropic reduces over the kept entries. "dense": every entry kept.
+SPARSE_SHAPES = size(("64x512x512",), ("8x256x64",))
+
+
+def sparse_layer(shape: str, weights: str):
+    """A zero-argument callable: the layer's product with winners (a training forward)."""
+    m, k, n = _parse(shape)
+    x, w = random_array(m, k, seed=1), random_array(n, k, seed=2)
+    if weights == "sparse_morph":
+        w[np.random.default_rng(3).random(w.shape) >= 1 / 256] = -np.inf
+    return lambda: tropic.maxplus_matmul(x, w.T, return_indices=True)
+
+
+class SparseMaxplusLayer(Benchmark):
+    """A max-plus layer's product with Sparse-Morph weights and with dense ones of the same shape."""
+
+    params = (SPARSE_SHAPES, ("sparse_morph", "dense"))
+    param_names = ("MxKxN", "weights")
+
+    def setup(self, shape, weights):
+        self.run = sparse_layer(shape, weights)
+
+    def time_layer_product(self, shape, weights):
+        self.run()
+
+
+class SparseMaxplusLayerRatio(Benchmark):
+    """Same-run ratio of the Sparse-Morph layer's product over the dense one (below 1: the kept
+    entries are all that is paid for)."""
+
+    params = (SPARSE_SHAPES,)
+    param_names = ("MxKxN",)
+    unit = "ratio"
+
+    def setup(self, shape):
+        self.ratio = same_run_ratio(sparse_layer(shape, "sparse_morph"), sparse_layer(shape, "dense"))
+
+    def track_sparse_over_dense(self, shape):
         return self.ratio
 
 
