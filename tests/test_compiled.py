@@ -691,6 +691,27 @@ def test_conv2d_tap_loop_takes_any_memory_layout(layout):
                 assert_identical(g, e)
 
 
+@pytest.mark.parametrize("threads", [1, 4])
+@pytest.mark.parametrize(("a_shape", "b_shape"), [((3, 40, 300), (300, 37)), ((64, 520), (520, 130))])
+def test_wide_product_gradients_match_the_numpy_path_bitwise(monkeypatch, threads, a_shape, b_shape):
+    """Products big enough for the thread pool, with a batch and a column count that neither the
+    scatter's column tiles nor its task split divides; random float32 gradients, so that a sum taken
+    in another order would show in the last bits."""
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal(a_shape).astype(np.float32)
+    b = rng.standard_normal(b_shape).astype(np.float32)
+    c, index = tropic.maxplus_matmul(a, b, return_indices=True)
+    g = rng.standard_normal(c.shape).astype(np.float32)
+    tropic.set_num_threads(threads)
+    try:
+        fast = tropic.matmul_vjp(g, index, a.shape, b.shape)
+    finally:
+        tropic.set_num_threads(None)
+    monkeypatch.setattr(compiled, "enabled", False)
+    for grad, expected in zip(fast, tropic.matmul_vjp(g, index, a.shape, b.shape), strict=True):
+        assert_identical(grad, expected)
+
+
 def test_gradients_never_share_the_reused_accumulators():
     """The backward kernels accumulate in per-thread scratch buffers: every gradient they return is
     its own array, which a later call (same shapes, other numbers) leaves as it was."""

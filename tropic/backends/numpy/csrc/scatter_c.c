@@ -50,13 +50,59 @@ struct matmul_vjp_job {
   int gb_transposed, bias_k, out_t, is_f64;
 };
 
+/* A gb laid out as (n, K, N) is summed a tile of COLUMN_TILE columns at a time in a (K, tile)
+ * buffer, so that each row k gets a contiguous run of the tile's columns, not one value per row (N
+ * apart: a cache line each) for every column. The same adds in the same order per slot. */
+#define COLUMN_TILE 16
 #define MATMUL_VJP_TASK(NAME, T)                                                                    \
+  /* columns c0 .. c1 of gb (n, K, N) and gbias; acc: K * COLUMN_TILE doubles */                    \
+  static int NAME##_column_tiles(const struct matmul_vjp_job *j, int64_t c0, int64_t c1,            \
+                                 double *acc) {                                                     \
+    const T *g = j->g;                                                                              \
+    const int64_t n = j->n, M = j->M, N = j->N, K = j->K;                                           \
+    memset(acc, 0, (size_t)K * COLUMN_TILE * sizeof(double));                                       \
+    for (int64_t t0 = c0; t0 < c1; t0 += COLUMN_TILE) {                                             \
+      const int64_t width = c1 - t0 < COLUMN_TILE ? c1 - t0 : COLUMN_TILE;                          \
+      T bias_sum[COLUMN_TILE] = {0}; /* each column's, over (b, i) in order */                      \
+      for (int64_t b = 0; b < n; b++) {                                                             \
+        for (int64_t i = 0; i < M; i++) {                                                           \
+          const int64_t row = (b * M + i) * N + t0;                                                 \
+          for (int64_t c = 0; c < width; c++) {                                                     \
+            const int64_t k = j->idx[row + c];                                                      \
+            if (j->bias_k) {                                                                        \
+              bias_sum[c] += k == K ? g[row + c] : (T)0;                                            \
+              if (k == K) continue;                                                                 \
+            }                                                                                       \
+            if (k < 0 || k >= K) {                                                                  \
+              if (k == -1) continue;                                                                \
+              return 3;                                                                             \
+            }                                                                                       \
+            acc[k * COLUMN_TILE + c] += (double)g[row + c];                                         \
+          }                                                                                         \
+        }                                                                                           \
+        for (int64_t k = 0; k < K; k++) { /* gb[b, k, t0 : t0 + width], and the sums reset */       \
+          double *sums = acc + k * COLUMN_TILE;                                                     \
+          if (j->out_t)                                                                             \
+            for (int64_t c = 0; c < width; c++)                                                     \
+              ((T *)j->gb)[(b * K + k) * N + t0 + c] = (T)sums[c];                                  \
+          else                                                                                      \
+            memcpy((double *)j->gb + (b * K + k) * N + t0, sums, (size_t)width * sizeof(double));   \
+          memset(sums, 0, COLUMN_TILE * sizeof(double));                                            \
+        }                                                                                           \
+      }                                                                                             \
+      if (j->gbias)                                                                                 \
+        for (int64_t c = 0; c < width; c++) ((T *)j->gbias)[t0 + c] = bias_sum[c];                  \
+    }                                                                                               \
+    return 0;                                                                                       \
+  }                                                                                                 \
   static int NAME(void *ctx, int task, int tasks) {                                                 \
     const struct matmul_vjp_job *j = ctx;                                                           \
     const T *g = j->g;                                                                              \
     const int64_t n = j->n, M = j->M, N = j->N, K = j->K;                                           \
     (void)tasks;                                                                                    \
-    double *acc = tropic_task_buffer((size_t)(K > 0 ? K : 1) * sizeof(double));                    \
+    /* a line's sums, or a column tile's */                                                         \
+    const size_t bytes = (size_t)(K > 0 ? K : 1) * COLUMN_TILE * sizeof(double);                    \
+    double *acc = tropic_task_buffer(bytes);                                                        \
     if (acc == NULL) return 2;                                                                      \
     int status = 0;                                                                                 \
     if (task < j->row_tasks) { /* rows (b, i) -> ga */                                              \
@@ -84,6 +130,10 @@ struct matmul_vjp_job {
     /* columns j -> gb[:, :, j] (every batch, in order) and gbias[j] */                             \
     const int64_t c0 = (task - j->row_tasks) * j->columns_per_task;                                 \
     const int64_t c1 = c0 + j->columns_per_task < N ? c0 + j->columns_per_task : N;                 \
+    if (j->gb != NULL && !j->gb_transposed) {                                                       \
+      status = NAME##_column_tiles(j, c0, c1, acc);                                                 \
+      goto done;                                                                                    \
+    }                                                                                               \
     for (int64_t c = c0; c < c1; c++) {                                                             \
       T bias_sum = (T)0;                                                                            \
       for (int64_t b = 0; b < n; b++) {                                                             \
@@ -102,18 +152,16 @@ struct matmul_vjp_job {
           acc[k] += (double)g[at];                                                                  \
         }                                                                                           \
         if (j->gb == NULL) continue;                                                                \
-        /* (n, N, K): row c of batch b; (n, K, N): column c, K apart */                             \
-        const int64_t base = j->gb_transposed ? (b * N + c) * K : b * K * N + c;                    \
-        const int64_t step = j->gb_transposed ? 1 : N;                                              \
+        /* gb (n, N, K): row c of batch b */                                                        \
         if (j->out_t)                                                                               \
-          for (int64_t k = 0; k < K; k++) ((T *)j->gb)[base + k * step] = (T)acc[k];               \
+          for (int64_t k = 0; k < K; k++) ((T *)j->gb)[(b * N + c) * K + k] = (T)acc[k];            \
         else                                                                                        \
-          for (int64_t k = 0; k < K; k++) ((double *)j->gb)[base + k * step] = acc[k];             \
+          memcpy((double *)j->gb + (b * N + c) * K, acc, (size_t)K * sizeof(double));               \
       }                                                                                             \
       if (j->gbias) ((T *)j->gbias)[c] = bias_sum;                                                  \
     }                                                                                               \
   done:                                                                                             \
-    tropic_task_buffer_done(acc, (size_t)(K > 0 ? K : 1) * sizeof(double));                        \
+    tropic_task_buffer_done(acc, bytes);                                                            \
     return status;                                                                                  \
   }
 MATMUL_VJP_TASK(matmul_vjp_task_f32, float)
@@ -135,7 +183,9 @@ static int matmul_vjp(const void *g, const int32_t *idx, int64_t n, int64_t M, i
   /* the column side runs unless only ga is asked for (then the row side checks the winners) */
   const int64_t rows_per_task = tropic_items_per_task(n * M, threads);
   const int64_t row_tasks = ga != NULL ? (n * M + rows_per_task - 1) / rows_per_task : 0;
-  const int64_t columns_per_task = tropic_items_per_task(N, threads);
+  int64_t columns_per_task = tropic_items_per_task(N, threads);
+  if (gb != NULL && !gb_transposed) /* whole column tiles per task */
+    columns_per_task = (columns_per_task + COLUMN_TILE - 1) / COLUMN_TILE * COLUMN_TILE;
   const int64_t column_tasks = gb != NULL || gbias != NULL || ga == NULL ? (N + columns_per_task - 1) / columns_per_task : 0;
   struct matmul_vjp_job job = {g,  idx, n,  M,     N,             K,      row_tasks, rows_per_task, columns_per_task,
                                ga, gb,  gbias, gb_transposed, bias_k, out_t,     is_f64};
