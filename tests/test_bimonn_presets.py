@@ -196,6 +196,35 @@ def test_reparametrized_bias_stays_in_the_clamp_interval(engine):
     assert one.bias.numpy()[0] == pytest.approx(1.5, rel=1e-12)
 
 
+@pytest.mark.parametrize("mode", ["softplus", "projected", "reparametrized"])
+def test_torch_weights_and_bias_are_the_binarisations_values_where_torch_rounds_otherwise(monkeypatch, mode):
+    """Where torch's ``exp`` / ``log1p`` round differently from NumPy's (an ulp on some CPUs), the
+    torch mirror's ``weight`` and ``bias`` still hold the values the binarisation reads, exactly,
+    and their gradients are torch's softplus's: here torch's softplus is made an ulp off on purpose."""
+    from tropic.torch import functional
+
+    exact = functional.softplus
+
+    def off_by_an_ulp(x):
+        y = exact(x)
+        return y + (torch.nextafter(y.detach(), torch.full_like(y, np.inf)) - y.detach())
+
+    monkeypatch.setattr(functional, "softplus", off_by_an_ulp)
+    layer = tnn.BiSE(2, 3, 3, bias_mode=mode, seed=4, dtype=torch.float64)
+    weight, bias = layer.weight, layer.bias
+    np.testing.assert_array_equal(weight.detach().numpy().reshape(3, -1), layer._neuron_weights())
+    np.testing.assert_array_equal(bias.detach().numpy(), layer._neuron_biases())
+    assert not np.array_equal(off_by_an_ulp(layer.theta).detach().numpy(), weight.detach().numpy())
+    # the gradients: torch's softplus's (the ulp added is a constant)
+    for parameter, value in (("theta", weight), ("beta", bias)):
+        if parameter == "beta" and mode != "softplus":
+            continue  # a clamped bias: its gradient goes through the clamp too
+        value.sum().backward()
+        reference = getattr(layer, parameter).detach().clone().requires_grad_()
+        exact(reference).sum().backward()
+        assert torch.equal(getattr(layer, parameter).grad, reference.grad)
+
+
 def _host_bias_sum(theta, beta, c):
     w = _softplus(theta).reshape(len(beta), -1)
     low, high = _clamp_interval(w)

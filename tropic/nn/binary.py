@@ -164,8 +164,10 @@ class _BinaryReading:
 
     One formula, not each engine's own softplus: the engines' ``exp``/``log1p`` may differ by an ulp
     (torch's vectorised ones against the C library's), which can flip an exact tie of the activation
-    test and so the binarised operation. Computed in the parameters' dtype, then widened, so the
-    values are those of :attr:`weight` / :attr:`bias` on this engine.
+    test and so the binarised operation. Computed in the parameters' dtype, then widened; the
+    forward's :attr:`weight` / :attr:`bias` hold the same values (the torch mirror's through
+    ``with_host_values``: eagerly on the CPU; under ``torch.compile`` and on CUDA torch's own
+    rounding, which may differ by an ulp).
 
     Under ``bias_mode="reparametrized"`` the bias is the same clamp as under ``"projected"`` (only its
     gradient differs), so the reading uses the effective, clamped bias in both. An identity LUI
@@ -348,8 +350,15 @@ class _BiSEBase(_BinaryReading, Layer):
 
     @property
     def weight(self) -> Any:
-        """``W = softplus(theta)`` (non-negative), with the gradient to ``theta``."""
-        return self.F.softplus(self.theta)
+        """``W = softplus(theta)`` (non-negative), with the gradient to ``theta``; the values those
+        the binarisation reads (:meth:`_neuron_weights`' formula, see ``with_host_values``)."""
+        return self._softplus_of("theta")
+
+    def _softplus_of(self, name: str) -> Any:
+        """``softplus`` of parameter ``name`` on the engine, with the host formula's values."""
+        return self.with_host_values(
+            self.F.softplus(getattr(self, name)), lambda: _host_softplus(self._host_parameter(name))
+        )
 
     @property
     def bias_clamp(self) -> bool:
@@ -369,7 +378,7 @@ class _BiSEBase(_BinaryReading, Layer):
         the reference's ``torch.clamp(softplus(beta), bmin, bmax)``. The values are the same in both,
         and are those the binarisation reads. An identity LUI's bias is 0.
         """
-        b = self.F.softplus(self.beta)
+        b = self._softplus_of("beta")
         if self.identity:
             return b * 0.0
         if self.bias_mode == "softplus":

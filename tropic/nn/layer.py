@@ -34,6 +34,7 @@ signature; for the same seed they start from the same values. The definitions ca
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -150,6 +151,11 @@ class Layer(Module):
 
     def require_eager(self, what: str) -> None:
         """Nothing here: tropic.autodiff always runs eagerly."""
+
+    def with_host_values(self, x: Any, host_values: Callable[[], np.ndarray]) -> Any:
+        """``x`` whose values are ``host_values()`` (NumPy): ``x`` itself here, where the engine's
+        NumPy arithmetic is the host's formula already (see the torch mirror's)."""
+        return x
 
     def binary_map(self, x: Any, masks: np.ndarray, threshold: np.ndarray, flipped: np.ndarray) -> Any:
         """``(self._linear(x, masks) >= threshold) != flipped`` per neuron, as 0/1 in the float

@@ -9,6 +9,7 @@ dropout).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -135,6 +136,16 @@ class TorchLayer(torch.nn.Module):
 
     def constant(self, values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(np.asarray(values)).to(dtype=like.dtype, device=like.device)
+
+    def with_host_values(self, x: torch.Tensor, host_values: Callable[[], np.ndarray]) -> torch.Tensor:
+        """``x`` with the values ``host_values()`` computes in NumPy and ``x``'s gradient:
+        ``v + (x - x.detach())`` adds an exact 0 to ``v``. Where torch's ``exp`` / ``log1p`` round
+        differently from NumPy's (an ulp, on some CPUs), this keeps a value that the binarisation
+        reads on the host the forward's exactly. On the CPU in eager mode; under ``torch.compile``
+        and on other devices ``x`` itself (no host round trip in the graph, no device sync)."""
+        if torch.compiler.is_compiling() or x.device.type != "cpu":
+            return x
+        return self.constant(host_values(), like=x) + (x - x.detach())
 
     def require_eager(self, what: str) -> None:
         """A clear ``RuntimeError`` under ``torch.compile`` for NumPy code on the weights."""
