@@ -166,8 +166,8 @@ class _BinaryReading:
     (torch's vectorised ones against the C library's), which can flip an exact tie of the activation
     test and so the binarised operation. Computed in the parameters' dtype, then widened; the
     forward's :attr:`weight` / :attr:`bias` hold the same values (the torch mirror's through
-    ``with_host_values``: eagerly on the CPU; under ``torch.compile`` and on CUDA torch's own
-    rounding, which may differ by an ulp).
+    ``with_host_values``: eagerly on the CPU; under ``torch.compile``, ``torch.func`` transforms and
+    on CUDA torch's own rounding, which may differ by an ulp).
 
     Under ``bias_mode="reparametrized"`` the bias is the same clamp as under ``"projected"`` (only its
     gradient differs), so the reading uses the effective, clamped bias in both. An identity LUI

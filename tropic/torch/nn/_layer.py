@@ -141,9 +141,12 @@ class TorchLayer(torch.nn.Module):
         """``x`` with the values ``host_values()`` computes in NumPy and ``x``'s gradient:
         ``v + (x - x.detach())`` adds an exact 0 to ``v``. Where torch's ``exp`` / ``log1p`` round
         differently from NumPy's (an ulp, on some CPUs), this keeps a value that the binarisation
-        reads on the host the forward's exactly. On the CPU in eager mode; under ``torch.compile``
-        and on other devices ``x`` itself (no host round trip in the graph, no device sync)."""
-        if torch.compiler.is_compiling() or x.device.type != "cpu":
+        reads on the host the forward's exactly. On plain CPU tensors in eager mode; under
+        ``torch.compile``, ``torch.func`` transforms, forward-mode AD, dispatch modes and on other
+        devices ``x`` itself (no host round trip in a graph or of wrapped tensors, no device sync)."""
+        from tropic.torch import engine
+
+        if torch.compiler.is_compiling() or engine._transforms_active() or not engine._plain_cpu((x,)):
             return x
         return self.constant(host_values(), like=x) + (x - x.detach())
 
