@@ -51,7 +51,7 @@ def array_namespace(**arrays: Array) -> ModuleType:
     kinds.discard(type(None))
     if kinds == {np.ndarray}:
         return compat_numpy
-    tensor_type = getattr(sys.modules.get("torch"), "Tensor", None)  # (as _is_torch_tensor)
+    tensor_type = _torch_tensor_type()
     if kinds and tensor_type is not None and all(issubclass(kind, tensor_type) for kind in kinds):
         import array_api_compat.torch as compat_torch
 
@@ -86,13 +86,18 @@ def device(x: Array) -> Any:
     return x.device if _is_torch_tensor(x) else _compat_device(x)
 
 
-def _is_torch_tensor(x: Any) -> bool:
-    """``isinstance(x, torch.Tensor)`` without importing torch (it is optional).
+def _torch_tensor_type() -> type | None:
+    """``torch.Tensor`` if torch is imported, without importing it (it is optional); None otherwise.
 
     Another thread may be importing torch right now: a partially initialised module may not have
     ``Tensor`` yet, and then no tensor can exist either.
     """
-    tensor_type = getattr(sys.modules.get("torch"), "Tensor", None)
+    return getattr(sys.modules.get("torch"), "Tensor", None)
+
+
+def _is_torch_tensor(x: Any) -> bool:
+    """``isinstance(x, torch.Tensor)`` without importing torch."""
+    tensor_type = _torch_tensor_type()
     return tensor_type is not None and isinstance(x, tensor_type)
 
 

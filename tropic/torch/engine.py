@@ -109,6 +109,13 @@ def apply(
     return op.function.apply(*args) if transforms else op.forward(*args)
 
 
+def eager_cpu(*tensors: Tensor) -> bool:
+    """Whether ``tensors`` are plain CPU tensors in eager mode: no graph being captured, no
+    ``torch.func`` transform or forward-mode AD, no torch function or dispatch mode (the case in
+    which :func:`apply` calls the kernels directly, and host code may read the tensors)."""
+    return not torch.compiler.is_compiling() and not _transforms_active() and _plain_cpu(tensors)
+
+
 def _plain_cpu(inputs: tuple) -> bool:
     """Whether the eager CPU path may call the kernels directly: plain CPU tensors (no subclass that
     overrides torch functions) and no torch function or dispatch mode (``FakeTensorMode``,

@@ -18,7 +18,7 @@ import torch
 from tropic.nn.layer import Layer, record_arguments
 from tropic.nn.linear import linear_init
 
-from .. import functional
+from .. import engine, functional
 
 __all__ = ["TorchLayer", "engine_class", "numpy_dtype"]
 
@@ -144,9 +144,7 @@ class TorchLayer(torch.nn.Module):
         reads on the host the forward's exactly. On plain CPU tensors in eager mode; under
         ``torch.compile``, ``torch.func`` transforms, forward-mode AD, dispatch modes and on other
         devices ``x`` itself (no host round trip in a graph or of wrapped tensors, no device sync)."""
-        from tropic.torch import engine
-
-        if torch.compiler.is_compiling() or engine._transforms_active() or not engine._plain_cpu((x,)):
+        if not engine.eager_cpu(x):
             return x
         return self.constant(host_values(), like=x) + (x - x.detach())
 
