@@ -35,9 +35,9 @@
  *  - A register-blocked micro-kernel keeps 3 rows x 16 columns of best values and int32 winners in
  *    12 ymm registers and runs k innermost, in increasing order: per 8 pairs one add, one compare,
  *    one max (whose operand order, max(v, best), is exactly "v > best ? v : best") and one blend of
- *    the index vector; float32 winners instead take one compare and blend per 8 k and a rescan of
- *    the winning 8 (kernel_f32_blocked_winners). Between k-blocks (in increasing order) the best so
- *    far waits in c / idx.
+ *    the index vector. Products with winners instead take one compare and blend per 8 k and a
+ *    rescan of the winning 8 (kernel_*_blocked_winners). Between k-blocks (in increasing order) the
+ *    best so far waits in c / idx.
  *    The N tail uses masked loads / stores; M tails use 1- or 2-row instances.
  *  - OpenMP gives each thread a contiguous range of column panels, or of row blocks when that
  *    splits more evenly (few panels), so thin products (M = 64, large N) use every thread too.
@@ -330,114 +330,6 @@ INLINE AVX2F16C void kernel_f32_rounded(const float *a, int64_t lda, const float
     kernel_f32_rounded(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, rows, maximise, ROUNDING,        \
                        indexed);                                                                    \
   }
-/* Winners with one compare and blend per 8 pairs (plain float32 products). The compare and blend
- * that track the winner of every pair run on the vector pipes the max needs, and cost a product
- * with winners about twice the time of its values alone on AVX2. Here k runs in blocks of
- * WINNER_BLOCK: the values fold exactly as above, max(v, best) per pair, and only at the end of a
- * block is the best compared with the best at its start; where it grew, the block's first k becomes
- * the winner. After the last block, each winner so marked in [k0, k1) is resolved by a rescan of
- * its block: the first k whose sum equals the final best. That is the sequential rule's winner:
- * the best grew for the last time in that block (it was below the final best before the block and
- * never grows after it), and it grew there at the first pair whose sum reaches the final best (a
- * NaN sum equals nothing). 64x256 @ 256x256 on one AVX2 core: 1.8-2.0x the values-only time before,
- * 1.3-1.4x with this.
- * `rows` 1 or 2: 4 best, 4 saved best, 4 winners, two B vectors and a broadcast in 16 ymm. */
-#define WINNER_BLOCK 8 /* the rescan tests a block's 8 sums in one vector */
-#define FOLD_F32(s, av, bv)                                                                         \
-  (s = maximise ? _mm256_max_ps(_mm256_add_ps(av, bv), s) : _mm256_min_ps(_mm256_add_ps(av, bv), s))
-#define GREW_F32(s, o) (maximise ? _mm256_cmp_ps(s, o, _CMP_GT_OQ) : _mm256_cmp_ps(s, o, _CMP_LT_OQ))
-
-INLINE AVX2 void kernel_f32_blocked_winners(const float *a, int64_t lda, const float *bp,
-                                            int64_t ldb, int64_t k0, int64_t k1, float *c,
-                                            int32_t *ix, int64_t ldc, int64_t ncols,
-                                            const int rows, const int maximise) {
-  const float *a0 = a, *a1 = a + lda, *const bp0 = bp;
-  float *xf = (float *)ix;
-  const int full = ncols >= 16;
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), n = _mm256_set1_epi32((int)ncols);
-  const __m256i mask0 = _mm256_cmpgt_epi32(n, lane);
-  const __m256i mask1 = _mm256_cmpgt_epi32(n, _mm256_add_epi32(lane, _mm256_set1_epi32(8)));
-#define LD(p) (full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask0))
-#define LD8(p) (full ? _mm256_loadu_ps((p) + 8) : _mm256_maskload_ps((p) + 8, mask1))
-#define ST(p, v) (full ? _mm256_storeu_ps(p, v) : _mm256_maskstore_ps(p, mask0, v))
-#define ST8(p, v) (full ? _mm256_storeu_ps((p) + 8, v) : _mm256_maskstore_ps((p) + 8, mask1, v))
-  __m256 s00, s01, s10, s11, x00, x01, x10, x11;
-  s00 = s01 = s10 = s11 = _mm256_set1_ps(maximise ? -INFINITY : INFINITY);
-  x00 = x01 = x10 = x11 = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
-  if (k0 > 0) {
-    s00 = LD(c); s01 = LD8(c); x00 = LD(xf); x01 = LD8(xf);
-    if (rows > 1) { s10 = LD(c + ldc); s11 = LD8(c + ldc); x10 = LD(xf + ldc); x11 = LD8(xf + ldc); }
-  }
-#define FOLD_K(k)                                                                                   \
-  do {                                                                                              \
-    const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);                            \
-    __m256 av = _mm256_broadcast_ss(a0 + (k));                                                      \
-    FOLD_F32(s00, av, b0); FOLD_F32(s01, av, b1);                                                   \
-    if (rows > 1) { av = _mm256_broadcast_ss(a1 + (k)); FOLD_F32(s10, av, b0); FOLD_F32(s11, av, b1); } \
-    bp += ldb;                                                                                      \
-  } while (0)
-  for (int64_t kb = k0; kb < k1; kb += WINNER_BLOCK) {
-    const __m256 o00 = s00, o01 = s01, o10 = s10, o11 = s11;
-    if (k1 - kb >= WINNER_BLOCK) {
-      for (int g = 0; g < WINNER_BLOCK; g++) FOLD_K(kb + g);
-    } else {
-      for (int64_t k = kb; k < k1; k++) FOLD_K(k);
-    }
-    const __m256 kv = _mm256_castsi256_ps(_mm256_set1_epi32((int32_t)kb));
-    x00 = _mm256_blendv_ps(x00, kv, GREW_F32(s00, o00));
-    x01 = _mm256_blendv_ps(x01, kv, GREW_F32(s01, o01));
-    if (rows > 1) {
-      x10 = _mm256_blendv_ps(x10, kv, GREW_F32(s10, o10));
-      x11 = _mm256_blendv_ps(x11, kv, GREW_F32(s11, o11));
-    }
-  }
-#undef FOLD_K
-  ST(c, s00); ST8(c, s01); ST(xf, x00); ST8(xf, x01);
-  if (rows > 1) { ST(c + ldc, s10); ST8(c + ldc, s11); ST(xf + ldc, x10); ST8(xf + ldc, x11); }
-  for (int r = 0; r < rows; r++) { /* the rescans */
-    const float *ar = a + r * lda, *cr = c + r * ldc;
-    int32_t *xr = ix + r * ldc;
-    for (int64_t j = 0; j < ncols; j++) {
-      const int64_t kb = xr[j];
-      if (kb < k0) continue; /* no growth in this call (or -1: none at all) */
-      const float *bq = bp0 + (kb - k0) * ldb + j;
-      if (k1 - kb >= 8) { /* 8 sums at once; the block holds the winner, so the 8th needs no test */
-        const __m256 bcol = _mm256_setr_ps(bq[0], bq[ldb], bq[2 * ldb], bq[3 * ldb], bq[4 * ldb],
-                                           bq[5 * ldb], bq[6 * ldb], bq[7 * ldb]);
-        const __m256 v = _mm256_add_ps(_mm256_loadu_ps(ar + kb), bcol);
-        const int hit = _mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(cr[j]), _CMP_EQ_OQ));
-        xr[j] = (int32_t)kb + __builtin_ctz(hit | 128);
-      } else {
-        for (int64_t k = kb; k < k1; k++, bq += ldb) {
-          if (ar[k] + *bq == cr[j]) {
-            xr[j] = (int32_t)k;
-            break;
-          }
-        }
-      }
-    }
-  }
-#undef LD
-#undef LD8
-#undef ST
-#undef ST8
-}
-#undef FOLD_F32
-#undef GREW_F32
-
-INLINE AVX2F16C void kernel_f32(const float *a, int64_t lda, const float *bp, int64_t ldb, int64_t k0,
-                                int64_t k1, float *c, int32_t *ix, int64_t ldc, int64_t ncols,
-                                const int rows, const int maximise, const int indexed) {
-  if (!indexed) {
-    kernel_f32_rounded(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, rows, maximise, 0, 0);
-  } else { /* three rows as two and one: twelve blocked accumulators do not fit in 16 ymm */
-    kernel_f32_blocked_winners(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, rows < 2 ? rows : 2,
-                               maximise);
-    if (rows == 3)
-      kernel_f32_blocked_winners(a + 2 * lda, lda, bp, ldb, k0, k1, c + 2 * ldc, ix + 2 * ldc, ldc,
-                                 ncols, 1, maximise);
-  }
-}
 DEFINE_ROUNDING(kernel_f32_f16, 1)
 DEFINE_ROUNDING(kernel_f32_bf16, 2)
 
@@ -468,8 +360,8 @@ INLINE AVX2 void store_idx64(int32_t *dst, int full, __m256i mask, __m256d lo4, 
   else _mm256_maskstore_epi32(dst, mask, v);
 }
 
-INLINE AVX2 void kernel_f64(const double *a, int64_t lda, const double *bp, int64_t ldb, int64_t k0,
-                            int64_t k1,
+INLINE AVX2 void kernel_f64_sequential(const double *a, int64_t lda, const double *bp, int64_t ldb,
+                                       int64_t k0, int64_t k1,
 double *c, int32_t *ix, int64_t ldc, int64_t ncols, const int rows,
                             const int maximise, const int indexed) {
   const double *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda;
@@ -528,6 +420,202 @@ double *c, int32_t *ix, int64_t ldc, int64_t ncols, const int rows,
 #undef ST
 #undef ST4
 }
+
+/* Winners with one compare and blend per 8 pairs (plain float32 and float64 products). The compare
+ * and blend that track the winner of every pair run on the vector pipes the max needs, and cost a
+ * product with winners about twice the time of its values alone on AVX2. Here k runs in blocks of
+ * WINNER_BLOCK: the values fold exactly as above, max(v, best) per pair, and only at the end of a
+ * block is the best compared with the best at its start; where it grew, the block's first k becomes
+ * the winner. After the last block, each winner so marked in [k0, k1) is resolved by a rescan of
+ * its block: the first k whose sum equals the final best. That is the sequential rule's winner:
+ * the best grew for the last time in that block (it was below the final best before the block and
+ * never grows after it), and it grew there at the first pair whose sum reaches the final best (a
+ * NaN sum equals nothing). float32 64x256 @ 256x256 on one AVX2 core: 1.8-2.0x the values-only
+ * time before, 1.3-1.4x with this.
+ * `rows` 1 or 2: 4 best, 4 saved best, 4 winners, two B vectors and a broadcast in 16 ymm. The
+ * template is written once for both types: P is the intrinsics' suffix (ps, pd), NR the panel
+ * width, and the type's helpers below load, store and mark the winners and rescan a block. */
+#define WINNER_BLOCK 8
+
+/* float32: 16 columns as two vectors of 8; winners as int32 bit patterns in float lanes. */
+INLINE AVX2 __m256i tail_mask_f32(int64_t ncols, int half) {
+  const __m256i lane = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(8 * half));
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)ncols), lane);
+}
+INLINE AVX2 void values_load_f32(const float *src, int64_t ncols, __m256 *v0, __m256 *v1) {
+  *v0 = ncols >= 16 ? _mm256_loadu_ps(src) : _mm256_maskload_ps(src, tail_mask_f32(ncols, 0));
+  *v1 = ncols >= 16 ? _mm256_loadu_ps(src + 8) : _mm256_maskload_ps(src + 8, tail_mask_f32(ncols, 1));
+}
+INLINE AVX2 void values_store_f32(float *dst, int64_t ncols, __m256 v0, __m256 v1) {
+  if (ncols >= 16) {
+    _mm256_storeu_ps(dst, v0);
+    _mm256_storeu_ps(dst + 8, v1);
+  } else {
+    _mm256_maskstore_ps(dst, tail_mask_f32(ncols, 0), v0);
+    _mm256_maskstore_ps(dst + 8, tail_mask_f32(ncols, 1), v1);
+  }
+}
+INLINE AVX2 void winners_load_f32(const int32_t *src, int64_t ncols, __m256 *x0, __m256 *x1) {
+  values_load_f32((const float *)src, ncols, x0, x1);
+}
+INLINE AVX2 void winners_store_f32(int32_t *dst, int64_t ncols, __m256 x0, __m256 x1) {
+  values_store_f32((float *)dst, ncols, x0, x1);
+}
+INLINE AVX2 __m256 block_mark_f32(int64_t kb) { return _mm256_castsi256_ps(_mm256_set1_epi32((int32_t)kb)); }
+/* Where in a full block of 8 the first sum a[k] + b[k][j] equal to `best` lies (ak: a[kb]; bq:
+ * b[kb][j], rows ldb apart); the block holds it, so the 8th needs no test. */
+INLINE AVX2 int first_equal_f32(const float *ak, const float *bq, int64_t ldb, float best) {
+  const __m256 bcol = _mm256_setr_ps(bq[0], bq[ldb], bq[2 * ldb], bq[3 * ldb], bq[4 * ldb], bq[5 * ldb],
+                                     bq[6 * ldb], bq[7 * ldb]);
+  const __m256 v = _mm256_add_ps(_mm256_loadu_ps(ak), bcol);
+  return __builtin_ctz(_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(best), _CMP_EQ_OQ)) | 128);
+}
+
+/* float64: 8 columns as two vectors of 4; winners in 64-bit lanes (load_idx64 / store_idx64). */
+INLINE AVX2 __m256i tail_mask_f64(int64_t ncols, int half) {
+  const __m256i lane = _mm256_add_epi64(_mm256_setr_epi64x(0, 1, 2, 3), _mm256_set1_epi64x(4 * half));
+  return _mm256_cmpgt_epi64(_mm256_set1_epi64x(ncols), lane);
+}
+INLINE AVX2 void values_load_f64(const double *src, int64_t ncols, __m256d *v0, __m256d *v1) {
+  *v0 = ncols >= 8 ? _mm256_loadu_pd(src) : _mm256_maskload_pd(src, tail_mask_f64(ncols, 0));
+  *v1 = ncols >= 8 ? _mm256_loadu_pd(src + 4) : _mm256_maskload_pd(src + 4, tail_mask_f64(ncols, 1));
+}
+INLINE AVX2 void values_store_f64(double *dst, int64_t ncols, __m256d v0, __m256d v1) {
+  if (ncols >= 8) {
+    _mm256_storeu_pd(dst, v0);
+    _mm256_storeu_pd(dst + 4, v1);
+  } else {
+    _mm256_maskstore_pd(dst, tail_mask_f64(ncols, 0), v0);
+    _mm256_maskstore_pd(dst + 4, tail_mask_f64(ncols, 1), v1);
+  }
+}
+INLINE AVX2 __m256i tail_mask32_f64(int64_t ncols) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)ncols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+INLINE AVX2 void winners_load_f64(const int32_t *src, int64_t ncols, __m256d *x0, __m256d *x1) {
+  load_idx64(src, ncols >= 8, tail_mask32_f64(ncols), x0, x1);
+}
+INLINE AVX2 void winners_store_f64(int32_t *dst, int64_t ncols, __m256d x0, __m256d x1) {
+  store_idx64(dst, ncols >= 8, tail_mask32_f64(ncols), x0, x1);
+}
+INLINE AVX2 __m256d block_mark_f64(int64_t kb) { return _mm256_castsi256_pd(_mm256_set1_epi64x(kb)); }
+INLINE AVX2 int first_equal_f64(const double *ak, const double *bq, int64_t ldb, double best) {
+  const __m256d target = _mm256_set1_pd(best);
+  const __m256d lo = _mm256_add_pd(_mm256_loadu_pd(ak), _mm256_setr_pd(bq[0], bq[ldb], bq[2 * ldb], bq[3 * ldb]));
+  const __m256d hi = _mm256_add_pd(_mm256_loadu_pd(ak + 4),
+                                   _mm256_setr_pd(bq[4 * ldb], bq[5 * ldb], bq[6 * ldb], bq[7 * ldb]));
+  const int hit = _mm256_movemask_pd(_mm256_cmp_pd(lo, target, _CMP_EQ_OQ)) |
+                  _mm256_movemask_pd(_mm256_cmp_pd(hi, target, _CMP_EQ_OQ)) << 4;
+  return __builtin_ctz(hit | 128);
+}
+
+/* The kernel for type T (vectors V of W lanes; intrinsics suffix P; helpers named _SFX). */
+#define DEFINE_BLOCKED_WINNERS(T, V, W, P, BROADCAST, SFX)                                          \
+  INLINE AVX2 void kernel_##SFX##_blocked_winners(const T *a, int64_t lda, const T *bp, int64_t ldb,  \
+                                                  int64_t k0, int64_t k1, T *c, int32_t *ix,         \
+                                                  int64_t ldc, int64_t ncols, const int rows,        \
+                                                  const int maximise) {                              \
+    const T *a0 = a, *a1 = a + lda, *const bp0 = bp;                                                \
+    V s00, s01, s10, s11, x00, x01, x10, x11;                                                       \
+    s00 = s01 = s10 = s11 = _mm256_set1_##P(maximise ? -INFINITY : INFINITY);                       \
+    x00 = x01 = x10 = x11 = _mm256_castsi256_##P(_mm256_set1_epi32(-1)); /* -1 in either width */   \
+    if (k0 > 0) {                                                                                   \
+      values_load_##SFX(c, ncols, &s00, &s01);                                                      \
+      winners_load_##SFX(ix, ncols, &x00, &x01);                                                    \
+      if (rows > 1) {                                                                               \
+        values_load_##SFX(c + ldc, ncols, &s10, &s11);                                              \
+        winners_load_##SFX(ix + ldc, ncols, &x10, &x11);                                            \
+      }                                                                                             \
+    }                                                                                               \
+    for (int64_t kb = k0; kb < k1; kb += WINNER_BLOCK) {                                            \
+      const V o00 = s00, o01 = s01, o10 = s10, o11 = s11;                                           \
+      const int64_t ke = k1 - kb < WINNER_BLOCK ? k1 : kb + WINNER_BLOCK;                           \
+      if (ke - kb == WINNER_BLOCK) { /* a constant trip count, unrolled */                         \
+        for (int g = 0; g < WINNER_BLOCK; g++) FOLD_ROWS(kb + g, V, W, P, BROADCAST);               \
+      } else {                                                                                      \
+        for (int64_t k = kb; k < ke; k++) FOLD_ROWS(k, V, W, P, BROADCAST);                         \
+      }                                                                                             \
+      const V kv = block_mark_##SFX(kb);                                                            \
+      x00 = _mm256_blendv_##P(x00, kv, GREW(s00, o00, P));                                          \
+      x01 = _mm256_blendv_##P(x01, kv, GREW(s01, o01, P));                                          \
+      if (rows > 1) {                                                                               \
+        x10 = _mm256_blendv_##P(x10, kv, GREW(s10, o10, P));                                        \
+        x11 = _mm256_blendv_##P(x11, kv, GREW(s11, o11, P));                                        \
+      }                                                                                             \
+    }                                                                                               \
+    values_store_##SFX(c, ncols, s00, s01);                                                         \
+    winners_store_##SFX(ix, ncols, x00, x01);                                                       \
+    if (rows > 1) {                                                                                 \
+      values_store_##SFX(c + ldc, ncols, s10, s11);                                                 \
+      winners_store_##SFX(ix + ldc, ncols, x10, x11);                                               \
+    }                                                                                               \
+    for (int r = 0; r < rows; r++) { /* the rescans */                                             \
+      const T *ar = a + r * lda, *cr = c + r * ldc;                                                 \
+      int32_t *xr = ix + r * ldc;                                                                   \
+      for (int64_t j = 0; j < ncols; j++) {                                                         \
+        const int64_t kb = xr[j];                                                                   \
+        if (kb < k0) continue; /* no growth in this call (or -1: none at all) */                   \
+        const T *bq = bp0 + (kb - k0) * ldb + j;                                                    \
+        if (k1 - kb >= WINNER_BLOCK) {                                                              \
+          xr[j] = (int32_t)kb + first_equal_##SFX(ar + kb, bq, ldb, cr[j]);                         \
+        } else {                                                                                    \
+          for (int64_t k = kb; k < k1; k++, bq += ldb) {                                            \
+            if (ar[k] + *bq == cr[j]) {                                                             \
+              xr[j] = (int32_t)k;                                                                   \
+              break;                                                                                \
+            }                                                                                       \
+          }                                                                                         \
+        }                                                                                           \
+      }                                                                                             \
+    }                                                                                               \
+  }
+#define FOLD(s, av, bv, P)                                                                          \
+  (maximise ? _mm256_max_##P(_mm256_add_##P(av, bv), s) : _mm256_min_##P(_mm256_add_##P(av, bv), s))
+#define FOLD_ROWS(k, V, W, P, BROADCAST) /* pair k of one or two rows into the best (bp: row k of B) */ \
+  do {                                                                                              \
+    const V b0 = _mm256_loadu_##P(bp), b1 = _mm256_loadu_##P(bp + W);                               \
+    V av = BROADCAST(a0 + (k));                                                                     \
+    s00 = FOLD(s00, av, b0, P);                                                                     \
+    s01 = FOLD(s01, av, b1, P);                                                                     \
+    if (rows > 1) {                                                                                 \
+      av = BROADCAST(a1 + (k));                                                                     \
+      s10 = FOLD(s10, av, b0, P);                                                                   \
+      s11 = FOLD(s11, av, b1, P);                                                                   \
+    }                                                                                               \
+    bp += ldb;                                                                                      \
+  } while (0)
+#define GREW(s, o, P) (maximise ? _mm256_cmp_##P(s, o, _CMP_GT_OQ) : _mm256_cmp_##P(s, o, _CMP_LT_OQ))
+DEFINE_BLOCKED_WINNERS(float, __m256, 8, ps, _mm256_broadcast_ss, f32)
+DEFINE_BLOCKED_WINNERS(double, __m256d, 4, pd, _mm256_broadcast_sd, f64)
+#undef FOLD_ROWS
+#undef FOLD
+#undef GREW
+
+/* The kernels the drivers call: values only as above, winners in blocks (three rows as two and
+ * one: twelve blocked accumulators do not fit in 16 ymm). */
+#define DEFINE_KERNEL(T, SFX, SEQUENTIAL)                                                           \
+  INLINE AVX2F16C void kernel_##SFX(const T *a, int64_t lda, const T *bp, int64_t ldb, int64_t k0,   \
+                                    int64_t k1, T *c, int32_t *ix, int64_t ldc, int64_t ncols,       \
+                                    const int rows, const int maximise, const int indexed) {        \
+    if (!indexed) {                                                                                 \
+      SEQUENTIAL(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, rows, maximise, 0);                    \
+    } else {                                                                                        \
+      kernel_##SFX##_blocked_winners(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, rows < 2 ? rows : 2, \
+                                     maximise);                                                     \
+      if (rows == 3)                                                                                \
+        kernel_##SFX##_blocked_winners(a + 2 * lda, lda, bp, ldb, k0, k1, c + 2 * ldc, ix + 2 * ldc, \
+                                       ldc, ncols, 1, maximise);                                    \
+    }                                                                                               \
+  }
+INLINE AVX2F16C void kernel_f32_values(const float *a, int64_t lda, const float *bp, int64_t ldb,
+                                       int64_t k0, int64_t k1, float *c, int32_t *ix, int64_t ldc,
+                                       int64_t ncols, const int rows, const int maximise,
+                                       const int indexed) {
+  kernel_f32_rounded(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, rows, maximise, 0, indexed);
+}
+DEFINE_KERNEL(float, f32, kernel_f32_values)
+DEFINE_KERNEL(double, f64, kernel_f64_sequential)
+#undef DEFINE_KERNEL
 
 /* One instance per (winners or values only, max/min, rows), so that all three are constants inside
  * the loop: KERNEL##_table[indexed][maximise][rows - 1]. */
