@@ -121,7 +121,13 @@ class TorchLayer(torch.nn.Module):
         return layer
 
     def keep_mask(self, name: str) -> torch.Tensor | None:
-        mask = getattr(self, f"{name}_mask", None)  # torch.nn.utils.prune's buffer
+        # torch.nn.utils.prune's buffer (or a plain attribute of that name), looked up where it would
+        # be: getattr(self, key, None) of a missing name runs Module.__getattr__ to its AttributeError,
+        # some 20 us of every unpruned forward
+        key = f"{name}_mask"
+        mask = self.__dict__.get(key)
+        if mask is None:
+            mask = self._buffers.get(key)
         return None if mask is None else mask != 0
 
     def dropout_keep_mask(self, shape: tuple[int, ...], p: float, like: torch.Tensor) -> torch.Tensor:
