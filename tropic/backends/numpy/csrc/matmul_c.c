@@ -437,24 +437,30 @@ double *c, int32_t *ix, int64_t ldc, int64_t ncols, const int rows,
  * width, and the type's helpers below load, store and mark the winners and rescan a block. */
 #define WINNER_BLOCK 8
 
+/* A row's 2 W columns of the panel as two vectors of W lanes (T, V, intrinsics suffix P), loaded and
+ * stored under tail_mask_SFX where the panel has fewer real columns. */
+#define DEFINE_VALUES_IO(T, V, P, W, SFX)                                                           \
+  INLINE AVX2 void values_load_##SFX(const T *src, int64_t ncols, V *v0, V *v1) {                   \
+    *v0 = ncols >= 2 * W ? _mm256_loadu_##P(src) : _mm256_maskload_##P(src, tail_mask_##SFX(ncols, 0)); \
+    *v1 = ncols >= 2 * W ? _mm256_loadu_##P(src + W)                                                \
+                         : _mm256_maskload_##P(src + W, tail_mask_##SFX(ncols, 1));                 \
+  }                                                                                                 \
+  INLINE AVX2 void values_store_##SFX(T *dst, int64_t ncols, V v0, V v1) {                          \
+    if (ncols >= 2 * W) {                                                                           \
+      _mm256_storeu_##P(dst, v0);                                                                   \
+      _mm256_storeu_##P(dst + W, v1);                                                               \
+    } else {                                                                                        \
+      _mm256_maskstore_##P(dst, tail_mask_##SFX(ncols, 0), v0);                                     \
+      _mm256_maskstore_##P(dst + W, tail_mask_##SFX(ncols, 1), v1);                                 \
+    }                                                                                               \
+  }
+
 /* float32: 16 columns as two vectors of 8; winners as int32 bit patterns in float lanes. */
 INLINE AVX2 __m256i tail_mask_f32(int64_t ncols, int half) {
   const __m256i lane = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(8 * half));
   return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)ncols), lane);
 }
-INLINE AVX2 void values_load_f32(const float *src, int64_t ncols, __m256 *v0, __m256 *v1) {
-  *v0 = ncols >= 16 ? _mm256_loadu_ps(src) : _mm256_maskload_ps(src, tail_mask_f32(ncols, 0));
-  *v1 = ncols >= 16 ? _mm256_loadu_ps(src + 8) : _mm256_maskload_ps(src + 8, tail_mask_f32(ncols, 1));
-}
-INLINE AVX2 void values_store_f32(float *dst, int64_t ncols, __m256 v0, __m256 v1) {
-  if (ncols >= 16) {
-    _mm256_storeu_ps(dst, v0);
-    _mm256_storeu_ps(dst + 8, v1);
-  } else {
-    _mm256_maskstore_ps(dst, tail_mask_f32(ncols, 0), v0);
-    _mm256_maskstore_ps(dst + 8, tail_mask_f32(ncols, 1), v1);
-  }
-}
+DEFINE_VALUES_IO(float, __m256, ps, 8, f32)
 INLINE AVX2 void winners_load_f32(const int32_t *src, int64_t ncols, __m256 *x0, __m256 *x1) {
   values_load_f32((const float *)src, ncols, x0, x1);
 }
@@ -476,19 +482,7 @@ INLINE AVX2 __m256i tail_mask_f64(int64_t ncols, int half) {
   const __m256i lane = _mm256_add_epi64(_mm256_setr_epi64x(0, 1, 2, 3), _mm256_set1_epi64x(4 * half));
   return _mm256_cmpgt_epi64(_mm256_set1_epi64x(ncols), lane);
 }
-INLINE AVX2 void values_load_f64(const double *src, int64_t ncols, __m256d *v0, __m256d *v1) {
-  *v0 = ncols >= 8 ? _mm256_loadu_pd(src) : _mm256_maskload_pd(src, tail_mask_f64(ncols, 0));
-  *v1 = ncols >= 8 ? _mm256_loadu_pd(src + 4) : _mm256_maskload_pd(src + 4, tail_mask_f64(ncols, 1));
-}
-INLINE AVX2 void values_store_f64(double *dst, int64_t ncols, __m256d v0, __m256d v1) {
-  if (ncols >= 8) {
-    _mm256_storeu_pd(dst, v0);
-    _mm256_storeu_pd(dst + 4, v1);
-  } else {
-    _mm256_maskstore_pd(dst, tail_mask_f64(ncols, 0), v0);
-    _mm256_maskstore_pd(dst + 4, tail_mask_f64(ncols, 1), v1);
-  }
-}
+DEFINE_VALUES_IO(double, __m256d, pd, 4, f64)
 INLINE AVX2 __m256i tail_mask32_f64(int64_t ncols) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)ncols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
