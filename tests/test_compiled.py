@@ -715,13 +715,16 @@ def test_wide_product_gradients_match_the_numpy_path_bitwise(monkeypatch, thread
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize(
-    ("M", "K", "N"), [(7, 1100, 45), (2, 300, 40), (64, 13, 17), (3, 8, 16), (5, 9, 1), (1, 7, 33)], ids=str
+    ("M", "K", "N"),
+    [(7, 1100, 45), (2, 300, 40), (3, 1100, 1000), (64, 13, 17), (3, 8, 16), (5, 9, 1), (1, 7, 33)],
+    ids=str,
 )
 def test_winners_are_the_first_best_pair_at_every_place_in_a_block(monkeypatch, threads, M, K, N, dtype):
     """The AVX2 kernels mark only the block of 8 k where the best grew and rescan that block at the
     end: their winners are the NumPy path's (the first pair with the best sum) wherever in a block
     they fall, in blocks cut short by the end of a k-block or of K, in k-blocks after the first, in
-    thin products that read B in place and in panels packed from B's transpose. Continuous data puts
+    thin products that read B in place (a B over 4 MB: k-blocks of one block each) and in panels
+    packed from B's transpose. Continuous data puts
     one best pair anywhere; tie-heavy data puts several in one block, with both infinities, signed
     zeros and NaN."""
     rng = np.random.default_rng(M * K + N)
