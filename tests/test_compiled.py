@@ -724,9 +724,8 @@ def test_winners_are_the_first_best_pair_at_every_place_in_a_block(monkeypatch, 
     end: their winners are the NumPy path's (the first pair with the best sum) wherever in a block
     they fall, in blocks cut short by the end of a k-block or of K, in k-blocks after the first, in
     thin products that read B in place (a B over 4 MB: k-blocks of one block each) and in panels
-    packed from B's transpose. Continuous data puts
-    one best pair anywhere; tie-heavy data puts several in one block, with both infinities, signed
-    zeros and NaN."""
+    packed from B's transpose. Continuous data puts one best pair anywhere; tie-heavy data puts
+    several in one block, with both infinities, signed zeros and NaN."""
     rng = np.random.default_rng(M * K + N)
     cases = [
         (rng.standard_normal((M, K)).astype(dtype), rng.standard_normal((K, N)).astype(dtype)),

@@ -245,6 +245,17 @@ static inline AVX2 void transpose_tile_f64(const double *src, int64_t lds, doubl
 DEFINE_PACK_T(float, 16, 8, pack_t_f32, transpose_tile_f32)
 DEFINE_PACK_T(double, 8, 4, pack_t_f64, transpose_tile_f64)
 
+/* Which lanes of a panel row hold real columns (ncols of them): `half` 0 or 1 of its 16 float32
+ * (or int32) lanes, or of its 8 float64 lanes. */
+INLINE AVX2 __m256i tail_mask_f32(int64_t ncols, int half) {
+  const __m256i lane = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(8 * half));
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)ncols), lane);
+}
+INLINE AVX2 __m256i tail_mask_f64(int64_t ncols, int half) {
+  const __m256i lane = _mm256_add_epi64(_mm256_setr_epi64x(0, 1, 2, 3), _mm256_set1_epi64x(4 * half));
+  return _mm256_cmpgt_epi64(_mm256_set1_epi64x(ncols), lane);
+}
+
 /* One pair step on 8 float lanes: s = best values, x = best k, kv = current k in every lane.
  * The compare reads the old best; max(v, s) == (v > s ? v : s) keeps s on ties and NaN. */
 #define STEP_F32(s, x, av, bv)                                                                      \
@@ -269,9 +280,7 @@ INLINE AVX2F16C void kernel_f32_rounded(const float *a, int64_t lda, const float
   const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda;
   float *xf = (float *)ix;
   const int full = ncols >= 16;
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), n = _mm256_set1_epi32((int)ncols);
-  const __m256i mask0 = _mm256_cmpgt_epi32(n, lane);
-  const __m256i mask1 = _mm256_cmpgt_epi32(n, _mm256_add_epi32(lane, _mm256_set1_epi32(8)));
+  const __m256i mask0 = tail_mask_f32(ncols, 0), mask1 = tail_mask_f32(ncols, 1);
 #define LD(p) (full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask0))
 #define LD8(p) (full ? _mm256_loadu_ps((p) + 8) : _mm256_maskload_ps((p) + 8, mask1))
 #define ST(p, v) (full ? _mm256_storeu_ps(p, v) : _mm256_maskstore_ps(p, mask0, v))
@@ -366,10 +375,8 @@ double *c, int32_t *ix, int64_t ldc, int64_t ncols, const int rows,
                             const int maximise, const int indexed) {
   const double *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda;
   const int full = ncols >= 8;
-  const __m256i n = _mm256_set1_epi32((int)ncols);
-  const __m256i mask32 = _mm256_cmpgt_epi32(n, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  const __m256i mask0 = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(mask32));
-  const __m256i mask1 = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(mask32, 1));
+  const __m256i mask32 = tail_mask_f32(ncols, 0); /* the 8 int32 winners */
+  const __m256i mask0 = tail_mask_f64(ncols, 0), mask1 = tail_mask_f64(ncols, 1);
 #define LD(p) (full ? _mm256_loadu_pd(p) : _mm256_maskload_pd(p, mask0))
 #define LD4(p) (full ? _mm256_loadu_pd((p) + 4) : _mm256_maskload_pd((p) + 4, mask1))
 #define ST(p, v) (full ? _mm256_storeu_pd(p, v) : _mm256_maskstore_pd(p, mask0, v))
@@ -433,8 +440,8 @@ double *c, int32_t *ix, int64_t ldc, int64_t ncols, const int rows,
  * NaN sum equals nothing). float32 64x256 @ 256x256 on one AVX2 core: 1.8-2.0x the values-only
  * time before, 1.3-1.4x with this.
  * `rows` 1 or 2: 4 best, 4 saved best, 4 winners, two B vectors and a broadcast in 16 ymm. The
- * template is written once for both types: P is the intrinsics' suffix (ps, pd), NR the panel
- * width, and the type's helpers below load, store and mark the winners and rescan a block. */
+ * template is written once for both types: P is the intrinsics' suffix (ps, pd), W the lanes per
+ * vector, and the type's helpers below load, store and mark the winners and rescan a block. */
 #define WINNER_BLOCK 8
 
 /* A row's 2 W columns of the panel as two vectors of W lanes (T, V, intrinsics suffix P), loaded and
@@ -456,10 +463,6 @@ double *c, int32_t *ix, int64_t ldc, int64_t ncols, const int rows,
   }
 
 /* float32: 16 columns as two vectors of 8; winners as int32 bit patterns in float lanes. */
-INLINE AVX2 __m256i tail_mask_f32(int64_t ncols, int half) {
-  const __m256i lane = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(8 * half));
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)ncols), lane);
-}
 DEFINE_VALUES_IO(float, __m256, ps, 8, f32)
 INLINE AVX2 void winners_load_f32(const int32_t *src, int64_t ncols, __m256 *x0, __m256 *x1) {
   values_load_f32((const float *)src, ncols, x0, x1);
@@ -478,19 +481,12 @@ INLINE AVX2 int first_equal_f32(const float *ak, const float *bq, int64_t ldb, f
 }
 
 /* float64: 8 columns as two vectors of 4; winners in 64-bit lanes (load_idx64 / store_idx64). */
-INLINE AVX2 __m256i tail_mask_f64(int64_t ncols, int half) {
-  const __m256i lane = _mm256_add_epi64(_mm256_setr_epi64x(0, 1, 2, 3), _mm256_set1_epi64x(4 * half));
-  return _mm256_cmpgt_epi64(_mm256_set1_epi64x(ncols), lane);
-}
 DEFINE_VALUES_IO(double, __m256d, pd, 4, f64)
-INLINE AVX2 __m256i tail_mask32_f64(int64_t ncols) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)ncols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
 INLINE AVX2 void winners_load_f64(const int32_t *src, int64_t ncols, __m256d *x0, __m256d *x1) {
-  load_idx64(src, ncols >= 8, tail_mask32_f64(ncols), x0, x1);
+  load_idx64(src, ncols >= 8, tail_mask_f32(ncols, 0), x0, x1);
 }
 INLINE AVX2 void winners_store_f64(int32_t *dst, int64_t ncols, __m256d x0, __m256d x1) {
-  store_idx64(dst, ncols >= 8, tail_mask32_f64(ncols), x0, x1);
+  store_idx64(dst, ncols >= 8, tail_mask_f32(ncols, 0), x0, x1);
 }
 INLINE AVX2 __m256d block_mark_f64(int64_t kb) { return _mm256_castsi256_pd(_mm256_set1_epi64x(kb)); }
 INLINE AVX2 int first_equal_f64(const double *ak, const double *bq, int64_t ldb, double best) {
