@@ -228,6 +228,10 @@ def gradcheck_cases(rng) -> list:
     return [
         (tropic.maxplus_matmul, (a, b)),
         (tropic.minplus_matmul, (a, b)),
+        (
+            lambda a, b, b_min, bias: tropic.maxplus_minplus_matmul(a, b, b_min=b_min, bias_min=bias),
+            (a, b, unique(rng, (4, 5)), unique(rng, (5,))),
+        ),
         (tropic.dilation, (image, structure)),
         (tropic.erosion, (image, structure)),
         (lambda f: tropic.dilation(f, size=(2, 3), mode="reflect"), (image,)),
@@ -283,6 +287,14 @@ def opcheck_cases(rng):
         (ops.conv2d, (unique(rng, (2, 4, 6, 6)), unique(rng, (6, 2, 3, 3)), [2, 1], [1, 0], 2, True)),
         (ops.maxout, (unique(rng, (3, 4, 10)), 5, 2)),
         (ops.extremum, (unique(rng, (3, 4)), unique(rng, (4,)), True)),
+        (
+            ops.maxplus_minplus_matmul,
+            (
+                *(unique(rng, (3, 4)), unique(rng, (4, 5)), unique(rng, (5,))),
+                *(unique(rng, (3, 4)), unique(rng, (4, 5)), None),
+                False,
+            ),
+        ),
     ]
 
 

@@ -35,6 +35,10 @@ def distinct(rng, shape):
 OPERATORS = {
     "maxplus_matmul": (lambda a, b: tropic.maxplus_matmul(a, b), [(3, 4), (4, 5)]),
     "minplus_matmul_bias": (lambda a, b, c: tropic.minplus_matmul(a, b, bias=c), [(2, 3, 4), (4, 5), (5,)]),
+    "maxplus_minplus_matmul": (
+        lambda a, b, c, d: tropic.maxplus_minplus_matmul(a, b, bias_max=c, bias_min=d),
+        [(3, 4), (4, 5), (5,), (5,)],
+    ),
     "dilation": (lambda f, s: tropic.dilation(f, s), [(2, 5, 6), (3, 3)]),
     "erosion_reflect": (lambda f, s: tropic.erosion(f, s, mode="reflect"), [(5, 6), (2, 3)]),
     "dilation_per_channel": (lambda f, s: tropic.dilation(f, s), [(1, 2, 5, 4), (2, 3, 3)]),

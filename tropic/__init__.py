@@ -36,6 +36,7 @@ from .core.morphology import (
     opening,
     white_tophat,
 )
+from .core.mpm import maxplus_minplus_matmul
 from .core.semiring import MAX_PLUS, MIN_PLUS, Semiring
 
 __version__ = "0.1.0"
@@ -67,6 +68,7 @@ __all__ = [
     "maxplus_conv2d",
     "maxplus_conv3d",
     "maxplus_matmul",
+    "maxplus_minplus_matmul",
     "minimum",
     "minplus_conv1d",
     "minplus_conv2d",

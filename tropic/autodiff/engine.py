@@ -14,7 +14,11 @@ from ..core._array_api import Array
 from ..core.spec import Operator
 from .tensor import Tensor, needs_grad, operands, record
 
-__all__ = ["apply", "array", "vjp", "wrap"]
+__all__ = ["RUNS_LATER_NODES_FIRST", "apply", "array", "vjp", "wrap"]
+
+# Tensor.backward walks a depth-first order in which, of two operations on one result, the earlier
+# recorded one's vjp runs first
+RUNS_LATER_NODES_FIRST = False
 
 
 def array(x: Any) -> Array:

@@ -19,6 +19,11 @@ An engine module provides:
     The operator's vector-Jacobian product of the engine's tensors (the public ``*_vjp`` functions).
 ``wrap(array)``
     A constant tensor of the engine holding ``array``.
+``RUNS_LATER_NODES_FIRST``
+    Whether its backward pass runs, of two recorded operations that both feed one result, the later
+    one's vjp first (torch) or the earlier one's (``tropic.autodiff``). An operator that stands for
+    several calls (:mod:`tropic.core.mpm`) orders its inputs by it, so that gradients reaching one
+    operand are added in the order the separate calls would add them (float sums depend on it).
 """
 
 from __future__ import annotations

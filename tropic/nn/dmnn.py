@@ -133,13 +133,14 @@ class MPM(Layer):
         if self.training and self.weight_dropout > 0.0:
             drawn = self.dropout_keep = self.dropout_keep_mask(tuple(w.shape), self.weight_dropout, w)
             keep = drawn if keep is None else keep & drawn
+        # One call for the dilation and the erosion (tropic.maxplus_minplus_matmul: the sum of the
+        # two products, bit for bit, with one recorded node instead of three)
         if keep is None:
-            w_max = w_min = w
-        else:
-            w_max, w_min = self.F.where(keep, w, -math.inf), self.F.where(keep, w, math.inf)
-        dilation = tropic.maxplus_matmul(x, w_max.T, bias=self.bias_max)
-        erosion = tropic.minplus_matmul(x, w_min.T, bias=self.bias_min)
-        return dilation + erosion
+            return tropic.maxplus_minplus_matmul(x, w.T, bias_max=self.bias_max, bias_min=self.bias_min)
+        w_max, w_min = self.F.where(keep, w, -math.inf), self.F.where(keep, w, math.inf)
+        return tropic.maxplus_minplus_matmul(
+            x, w_max.T, b_min=w_min.T, bias_max=self.bias_max, bias_min=self.bias_min
+        )
 
     def extra_repr(self) -> str:
         return (

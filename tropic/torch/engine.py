@@ -60,7 +60,7 @@ from tropic.core.spec import OPERATORS, Operator
 
 from . import _cuda
 
-__all__ = ["HALF_DTYPES", "apply", "array", "ops", "vjp", "wrap"]
+__all__ = ["HALF_DTYPES", "RUNS_LATER_NODES_FIRST", "apply", "array", "ops", "vjp", "wrap"]
 
 HALF_DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
 _PLAIN_TENSORS = (Tensor, torch.nn.Parameter)
@@ -74,6 +74,8 @@ _SCHEMA_TYPES = {
     "str[]": "str[]",
 }
 _library = torch.library.Library("tropic", "DEF")  # the ops are defined once, when this module loads
+# torch's engine runs ready nodes by sequence number, the most recently recorded first
+RUNS_LATER_NODES_FIRST = True
 
 
 # -- the engine interface (tropic.core.engines) -------------------------------------------------
@@ -282,7 +284,9 @@ def _forward_fake(operator: Operator):
         shape, n_candidates = _check_inputs(operator, inputs, params)
         first = next(t for t in inputs if t is not None)
         values = first.new_empty(shape, dtype=_result_dtype(inputs))
-        return values, first.new_empty(shape, dtype=index_dtype(torch, n_candidates))
+        return values, first.new_empty(
+            _winners_shape(operator, shape), dtype=index_dtype(torch, n_candidates)
+        )
 
     return kernel
 
@@ -318,12 +322,17 @@ def _check_backward(
     if winners.dtype.is_floating_point or winners.dtype.is_complex or winners.dtype == torch.bool:
         raise TypeError(f"{where}: indices must have an integer dtype, got {winners.dtype}")
     shape, _ = operator.meta(shapes, **params)
-    for name, t in (("grad", grad), ("indices", winners)):
-        if tuple(t.shape) != tuple(shape):
+    for name, t, expected in (("grad", grad, shape), ("indices", winners, _winners_shape(operator, shape))):
+        if tuple(t.shape) != tuple(expected):
             raise ValueError(
-                f"tropic::{operator.name}_backward: {name} must have the output shape {tuple(shape)}, got "
+                f"tropic::{operator.name}_backward: {name} must have the shape {tuple(expected)}, got "
                 f"{tuple(t.shape)}"
             )
+
+
+def _winners_shape(operator: Operator, shape: tuple) -> tuple:
+    """The shape of the winners of values of ``shape`` (the same unless the spec says otherwise)."""
+    return tuple(shape) if operator.winners_shape is None else tuple(operator.winners_shape(tuple(shape)))
 
 
 def _returned(grads: tuple) -> Any:

@@ -1,0 +1,171 @@
+"""The max-plus-min product (``tropic.maxplus_minplus_matmul``): one call for the sum of a max-plus
+and a min-plus product of one left operand, the layer of deep morphological networks.
+
+It is a shortcut, so the reference is the composition it replaces: values, winners and gradients must
+equal those of ``maxplus_matmul(...) + minplus_matmul(...)`` bit for bit, on every array library and
+engine, in every dtype, with ties, infinities, signed zeros and NaN, and also where an autodiff engine
+adds three or more gradients into one operand (floating-point sums depend on their order).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tropic
+
+from .helpers import assert_identical, tie_heavy
+
+# (a, b, bias_max, bias_min shapes; whether b_min differs from b)
+CASES = [
+    ((5, 7), (7, 4), (4,), (4,), False),
+    ((5, 7), (7, 4), None, (4,), True),
+    ((2, 3, 6), (6, 5), (5,), None, False),
+    ((7,), (7, 4), (4,), (4,), True),
+    ((5, 7), (7,), None, None, False),
+    ((3, 1, 4, 6), (2, 6, 3), (4, 3), (3,), True),
+    ((4, 300), (300, 9), (9,), (9,), False),  # 301 candidates: int16 winners
+]
+
+
+def operands(rng, case, dtype):
+    a_shape, b_shape, bias_max_shape, bias_min_shape, separate = case
+    a, b = tie_heavy(rng, a_shape, dtype), tie_heavy(rng, b_shape, dtype)
+    b_min = tie_heavy(rng, b_shape, dtype) if separate else None
+    bias_max = None if bias_max_shape is None else tie_heavy(rng, bias_max_shape, dtype)
+    bias_min = None if bias_min_shape is None else tie_heavy(rng, bias_min_shape, dtype)
+    return a, b, b_min, bias_max, bias_min
+
+
+def composition(a, b, b_min, bias_max, bias_min, return_indices=False):
+    """What the operator replaces: the two products, then the add."""
+    b_min = b if b_min is None else b_min
+    c_max, k_max = tropic.maxplus_matmul(a, b, bias=bias_max, return_indices=True)
+    c_min, k_min = tropic.minplus_matmul(a, b_min, bias=bias_min, return_indices=True)
+    return (c_max + c_min, (k_max, k_min)) if return_indices else c_max + c_min
+
+
+def on(place, arrays):
+    return [None if x is None else place.array(x) for x in arrays]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_values_and_winners_are_those_of_the_two_products(place, case):
+    rng = np.random.default_rng(CASES.index(case))
+    for dtype in (np.float32, np.float64):
+        a, b, b_min, bias_max, bias_min = on(place, operands(rng, case, dtype))
+        expected, (k_max, k_min) = composition(a, b, b_min, bias_max, bias_min, return_indices=True)
+        c = tropic.maxplus_minplus_matmul(a, b, b_min=b_min, bias_max=bias_max, bias_min=bias_min)
+        assert_identical(place.numpy(c), place.numpy(expected))
+        c, k = tropic.maxplus_minplus_matmul(
+            a, b, b_min=b_min, bias_max=bias_max, bias_min=bias_min, return_indices=True
+        )
+        assert_identical(place.numpy(c), place.numpy(expected))
+        k = place.numpy(k)
+        k_max, k_min = place.numpy(k_max), place.numpy(k_min)
+        assert k.shape == (2, *k_max.shape)
+        assert_identical(k[0], k_max.astype(k.dtype))
+        assert_identical(k[1], k_min.astype(k.dtype))
+        assert k.dtype == np.result_type(k_max.dtype, k_min.dtype)
+
+
+def test_float16_values_are_those_of_the_two_products(float16_place):
+    """Each product rounds its sums to float16; the add of the two float16 results rounds once more."""
+    rng = np.random.default_rng(40)
+    for case in CASES[:3]:
+        arrays = operands(rng, case, np.float64)
+        # values spread over float16's range, so that the add rounds
+        arrays = [
+            None if x is None else (x * rng.uniform(0.5, 300.0, x.shape)).astype(np.float16) for x in arrays
+        ]
+        a, b, b_min, bias_max, bias_min = on(float16_place, arrays)
+        c = tropic.maxplus_minplus_matmul(a, b, b_min=b_min, bias_max=bias_max, bias_min=bias_min)
+        expected = composition(a, b, b_min, bias_max, bias_min)
+        assert_identical(float16_place.numpy(c), float16_place.numpy(expected))
+
+
+@pytest.mark.parametrize("case", CASES[:4])
+def test_gradients_are_those_of_the_two_products(gradient_place, case):
+    rng = np.random.default_rng(50 + CASES.index(case))
+    for dtype in (np.float32, np.float64):
+        arrays = operands(rng, case, dtype)
+        out_shape = np.shape(composition(*arrays))
+        g = rng.standard_normal(out_shape).astype(dtype)
+        results = []
+        for fused in (True, False):
+            leaves = [None if x is None else gradient_place.leaf(x) for x in arrays]
+            a, b, b_min, bias_max, bias_min = leaves
+            if fused:
+                c = tropic.maxplus_minplus_matmul(a, b, b_min=b_min, bias_max=bias_max, bias_min=bias_min)
+            else:
+                c = composition(a, b, b_min, bias_max, bias_min)
+            present = [t for t in leaves if t is not None]
+            results.append(gradient_place.backward(c, g, present))
+        for fused_grad, expected in zip(*results, strict=True):
+            assert_identical(fused_grad, expected)
+
+
+def test_an_operand_used_three_times_gets_its_gradients_added_in_the_same_order(gradient_place):
+    """``x + mpm(x)`` (a residual block): ``x`` gets three gradients, and their float sum depends on
+    the order. The operator lists the min-plus operands first so that engines add them as they add
+    those of two separate calls; the data are chosen so that the other order gives other bits."""
+    rng = np.random.default_rng(60)
+    x = rng.standard_normal((16, 8)).astype(np.float32)
+    w = rng.standard_normal((8, 8)).astype(np.float32)
+    g = rng.standard_normal((16, 8)).astype(np.float32)
+    results = []
+    for fused in (True, False):
+        tx, tw = gradient_place.leaf(x), gradient_place.leaf(w)
+        if fused:
+            y = tx + tropic.maxplus_minplus_matmul(tx, tw)
+        else:
+            y = tx + (tropic.maxplus_matmul(tx, tw) + tropic.minplus_matmul(tx, tw))
+        results.append(gradient_place.backward(y, g, [tx, tw]))
+    assert_identical(results[0][0], results[1][0])
+    assert_identical(results[0][1], results[1][1])
+    # the test can fail: the two orders of adding the products' gradients differ here
+    _, (k_max, k_min) = composition(x, w, None, None, None, return_indices=True)
+    from_max = tropic.matmul_vjp(g, k_max, x.shape, w.shape)[0]
+    from_min = tropic.matmul_vjp(g, k_min, x.shape, w.shape)[0]
+    min_first, max_first = (g + from_min) + from_max, (g + from_max) + from_min
+    assert not np.array_equal(min_first, max_first)
+    # torch runs the later call's node (the min-plus product's) first, tropic.autodiff the earlier
+    assert_identical(results[0][0], min_first if gradient_place.name.startswith("torch") else max_first)
+
+
+def test_mixed_dtypes_promote_per_product():
+    """Operands of two dtypes: each product promotes its own (the max-plus one stays float32 here),
+    as the two calls would."""
+    rng = np.random.default_rng(70)
+    a = rng.standard_normal((4, 5)).astype(np.float32) * 1e3
+    b = rng.standard_normal((5, 3)).astype(np.float32) * 1e-3
+    bias_min = rng.standard_normal(3)  # float64
+    c, k = tropic.maxplus_minplus_matmul(a, b, bias_min=bias_min, return_indices=True)
+    expected, (k_max, k_min) = composition(a, b, None, None, bias_min, return_indices=True)
+    assert_identical(c, expected)
+    assert_identical(k[0], k_max.astype(k.dtype))
+    assert_identical(k[1], k_min.astype(k.dtype))
+
+
+def test_bad_arguments_are_named():
+    a, b = np.zeros((2, 3)), np.zeros((3, 4))
+    with pytest.raises(ValueError, match=r"b_min must have b's shape \(3, 4\), got \(3, 5\)"):
+        tropic.maxplus_minplus_matmul(a, b, b_min=np.zeros((3, 5)))
+    with pytest.raises(TypeError, match="a must have a real floating-point dtype"):
+        tropic.maxplus_minplus_matmul(np.zeros((2, 3), np.int32), b)
+    with pytest.raises(ValueError, match="bias must broadcast"):
+        tropic.maxplus_minplus_matmul(a, b, bias_min=np.zeros(5))
+    with pytest.raises(ValueError, match="contracted dimension"):
+        tropic.maxplus_minplus_matmul(a, np.zeros((4, 4)))
+
+
+def test_torch_op_without_a_gradient_skips_the_winners():
+    """No gradient to record and no indices asked for: the values-only kernels (the same bits)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(80)
+    a, b, b_min, bias_max, bias_min = (
+        None if x is None else torch.from_numpy(x) for x in operands(rng, CASES[1], np.float32)
+    )
+    with torch.no_grad():
+        c = tropic.maxplus_minplus_matmul(a, b, b_min=b_min, bias_max=bias_max, bias_min=bias_min)
+    assert_identical(c.numpy(), composition(a, b, b_min, bias_max, bias_min).numpy())
