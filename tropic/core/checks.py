@@ -39,6 +39,8 @@ def require_same_device(**arrays: Array) -> None:
     present = [x for x in arrays.values() if x is not None]
     if all(type(x) is np.ndarray for x in present):
         return  # NumPy arrays: all on the CPU
+    if all(getattr(x, "is_cpu", False) is True for x in present):
+        return  # torch CPU tensors (answered without making a torch.device per tensor)
     first, *others = (device(x) for x in present)
     if all(d == first for d in others):
         return  # the common case, without formatting the devices

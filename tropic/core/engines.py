@@ -38,38 +38,31 @@ from typing import Any
 __all__ = ["arrays", "define_torch_ops_with_torch", "engine_of", "run_vjp"]
 
 
-def _is_autodiff(x: Any) -> bool:
-    tensor_type = getattr(sys.modules.get("tropic.autodiff.tensor"), "Tensor", None)
-    return tensor_type is not None and isinstance(x, tensor_type)
-
-
-def _is_torch(x: Any) -> bool:
-    # Another thread may be importing torch: a half-initialised module has no Tensor, and then no
-    # tensor exists either.
-    tensor_type = getattr(sys.modules.get("torch"), "Tensor", None)
-    return tensor_type is not None and isinstance(x, tensor_type)
-
-
-_TESTS = (("autodiff", _is_autodiff), ("torch", _is_torch))
-
-
 def engine_of(*values: Any) -> ModuleType | None:
     """The engine module of the tensors among ``values`` (None: plain arrays, the common case).
 
     ``TypeError`` if tensors of two engines are mixed: tropic never converts one into the other.
     """
+    # The tensor types of the engines whose modules are imported (no tensor of the others exists).
+    # Another thread may be importing torch: a half-initialised module has no Tensor yet.
+    autodiff_type = getattr(sys.modules.get("tropic.autodiff.tensor"), "Tensor", None)
+    torch_type = getattr(sys.modules.get("torch"), "Tensor", None)
     found = None
     for value in values:
         if value is None or type(value).__module__ == "numpy":
             continue
-        for name, is_tensor in _TESTS:
-            if is_tensor(value):
-                if found is not None and found != name:
-                    raise TypeError(
-                        f"cannot mix {found} and {name} tensors in one call: convert one side first "
-                        "(tropic never converts tensors between engines)"
-                    )
-                found = name
+        if autodiff_type is not None and isinstance(value, autodiff_type):
+            name = "autodiff"
+        elif torch_type is not None and isinstance(value, torch_type):
+            name = "torch"
+        else:
+            continue
+        if found is not None and found != name:
+            raise TypeError(
+                f"cannot mix {found} and {name} tensors in one call: convert one side first "
+                "(tropic never converts tensors between engines)"
+            )
+        found = name
     return None if found is None else load(found)
 
 

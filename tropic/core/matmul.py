@@ -373,11 +373,13 @@ def _product_vjp(
 ):
     """The vjp kernel's ``(grad_a, grad_b, grad_bias)`` (1-D operands included, without a bias);
     None for a gradient not needed."""
+    kernel = kernel_for("matmul_vjp", xp) or matmul_vjp_reference
+    if len(a_shape) >= 2 and len(b_shape) >= 2:  # matrices already (the reshapes would change nothing)
+        return kernel(xp, grad, indices, a_shape, b_shape, bias_shape, tuple(needs), transposed_b_grad)
     a2_shape = (1,) + a_shape if len(a_shape) == 1 else a_shape
     b2_shape = b_shape + (1,) if len(b_shape) == 1 else b_shape
     out2_shape = product_shape(a2_shape, b2_shape)
     grad, indices = xp.reshape(grad, out2_shape), xp.reshape(indices, out2_shape)
-    kernel = kernel_for("matmul_vjp", xp) or matmul_vjp_reference
     grad_a, grad_b, grad_bias = kernel(
         xp, grad, indices, a2_shape, b2_shape, bias_shape, tuple(needs), transposed_b_grad
     )

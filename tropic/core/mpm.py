@@ -13,7 +13,8 @@ from __future__ import annotations
 from types import ModuleType
 
 from . import matmul
-from ._array_api import Array, index_dtype
+from ._array_api import Array, array_namespace, index_dtype
+from .checks import require_floating, require_same_device
 from .engines import engine_of
 from .spec import Operator, define
 
@@ -82,10 +83,7 @@ def maxplus_minplus_matmul(
     engine = engine_of(a, b, bias_max, bias_min, b_min)
     given = (a, b, b_min, bias_max, bias_min)
     arrays = given if engine is None else tuple(None if x is None else engine.array(x) for x in given)
-    xp = matmul.check(arrays[0], arrays[1], arrays[3])
-    matmul.check(arrays[0], arrays[2], arrays[4])
-    if tuple(arrays[2].shape) != tuple(arrays[1].shape):
-        raise ValueError(f"b_min must have b's shape {tuple(arrays[1].shape)}, got {tuple(arrays[2].shape)}")
+    xp = _check(*arrays)
     if len({x.dtype for x in arrays if x is not None}) > 1:
         return _two_calls(a, b, b_min, bias_max, bias_min, return_indices)
     if engine is None:
@@ -102,8 +100,26 @@ def maxplus_minplus_matmul(
     )
     if return_indices and not max_first:  # the max-plus product's winners first, as documented
         raw = engine.array(winners)
-        winners = engine.wrap(matmul.array_namespace(indices=raw).flip(raw, axis=0))
+        winners = engine.wrap(array_namespace(indices=raw).flip(raw, axis=0))
     return (values, winners) if return_indices else values
+
+
+def _check(a: Array, b: Array, b_min: Array, bias_max: Array | None, bias_min: Array | None) -> ModuleType:
+    """The namespace of the operands, after the products' checks (:func:`tropic.core.matmul.check`,
+    made once for the five arrays)."""
+    named = {"a": a, "b": b, "b_min": b_min, "bias_max": bias_max, "bias_min": bias_min}
+    xp = array_namespace(**named)
+    for name, x in named.items():
+        if x is not None and (x is not b or name == "b"):
+            require_floating(xp, name, x)
+    require_same_device(**named)
+    if b_min is not b and tuple(b_min.shape) != tuple(b.shape):
+        raise ValueError(f"b_min must have b's shape {tuple(b.shape)}, got {tuple(b_min.shape)}")
+    a_shape, b_shape = tuple(a.shape), tuple(b.shape)
+    matmul._checked_shape(a_shape, b_shape, None if bias_max is None else tuple(bias_max.shape))
+    if bias_min is not None:
+        matmul._checked_shape(a_shape, b_shape, tuple(bias_min.shape))
+    return xp
 
 
 def _two_calls(a, b, b_min, bias_max, bias_min, return_indices: bool):
@@ -114,7 +130,7 @@ def _two_calls(a, b, b_min, bias_max, bias_min, return_indices: bool):
     c_max, k_max = matmul.maxplus_matmul(a, b, bias=bias_max, return_indices=True)
     c_min, k_min = matmul.minplus_matmul(a, b_min, bias=bias_min, return_indices=True)
     engine = engine_of(k_max)
-    xp = matmul.array_namespace(k=k_max if engine is None else engine.array(k_max))
+    xp = array_namespace(k=k_max if engine is None else engine.array(k_max))
     dtype = xp.result_type(k_max.dtype, k_min.dtype)
     return c_max + c_min, xp.stack([xp.astype(k_max, dtype), xp.astype(k_min, dtype)])
 

@@ -200,19 +200,35 @@ def _numpy(t: Tensor, widen: bool) -> np.ndarray:
     The conversions run in NumPy, not torch: torch's would start its OpenMP team right before
     tropic's kernel, whose spinning threads then hold the cores tropic's threads need (a float16
     512^3 product took 14.8 ms that way, against 10.5 with the team asleep)."""
-    t = t.detach()
     if t.is_neg():  # a lazily negated view: DLPack would hand over the values without their sign
-        t = t.resolve_neg()
+        t = t.detach().resolve_neg()
     if t.dtype == torch.bfloat16:  # NumPy has no bfloat16: read its bits
-        return bfloat16_to_float32(np.from_dlpack(_Capsule(t.view(torch.int16))).view(np.uint16))
-    x = np.from_dlpack(_Capsule(t))
+        return bfloat16_to_float32(np.from_dlpack(_Capsule(t.detach().view(torch.int16))).view(np.uint16))
+    x = np.from_dlpack(_Capsule(t))  # (to_dlpack takes a tensor that requires grad: no detach needed)
     return float16_to_float32(x) if widen and x.dtype == np.float16 else x
+
+
+def _arrays(inputs: tuple, widen: bool) -> tuple:
+    """:func:`_numpy` of each input (None stays None), each tensor converted once (an operator that
+    stands for two calls takes its shared operands twice)."""
+    arrays: list = []
+    for i, t in enumerate(inputs):
+        if t is None:
+            arrays.append(None)
+            continue
+        for j in range(i):
+            if inputs[j] is t:
+                arrays.append(arrays[j])
+                break
+        else:
+            arrays.append(_numpy(t, widen))
+    return tuple(arrays)
 
 
 class _Capsule:
     """A CPU tensor's DLPack capsule (``torch.utils.dlpack.to_dlpack``) for ``np.from_dlpack``: a
     third of the cost of the tensor's own ``__dlpack__``, whose checks (gradient, conjugate bit,
-    stream) do not apply to the detached real CPU tensors of the kernels. The arrays come out
+    stream) do not apply to the real CPU tensors of the kernels. The arrays come out
     read-only; the kernels only read them."""
 
     __slots__ = ("capsule",)
@@ -249,7 +265,7 @@ def _forward_cpu(operator: Operator, checked: bool = True):
             _check_inputs(operator, inputs, params)
         dtype = _result_dtype(inputs)
         rounding = HALF_DTYPES.get(dtype)
-        arrays = tuple(None if t is None else _numpy(t, rounding is not None) for t in inputs)
+        arrays = _arrays(inputs, rounding is not None)
         skip = {} if winners else {"winners": False}  # only operators that skips_winners get False
         token = host_threads.set(torch.get_num_threads)  # tropic's threads default to torch's
         try:

@@ -20,10 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from tropic.core._array_api import index_dtype
+from tropic.core._array_api import index_dtype, sum_to_shape
 from tropic.core.checks import require_winners
 from tropic.core.config import get_num_threads
 from tropic.core.dispatch import register
+from tropic.core.matmul import apply_bias, bias_vjp
 from tropic.core.morphology import LONG_ROW, border_index, fold_long_rows
 from tropic.core.semiring import MAX_PLUS
 
@@ -506,8 +507,6 @@ def matmul(
 def _with_bias(semiring, bias: np.ndarray, c: np.ndarray, winner: np.ndarray | None, K: int):
     """``apply_bias`` (core's rule) in one compiled pass over the fresh ``c`` for a bias along its
     last axis; elsewhere core's NumPy code."""
-    from tropic.core.matmul import apply_bias
-
     select = compiled.raw_function(_C_BIAS.get(c.dtype.type, ""))
     N = c.shape[-1]
     if winner is not None:  # the product's own array, written in place: K must fit its dtype
@@ -562,9 +561,6 @@ def matmul_vjp(
     bias of shape (N,) (N >= 2) in the same pass, else core's :func:`~tropic.core.matmul.bias_vjp`.
     ``transposed_b_grad`` (a layout hint, for 2-D products): ``grad_b`` comes as the transposed view
     of a C-contiguous (N, K) array, the layout of a weight ``W`` that entered as ``W.T``."""
-    from tropic.core._array_api import sum_to_shape
-    from tropic.core.matmul import bias_vjp
-
     *batch, M, N = grad.shape
     K = a_shape[-1]
     n_batch = math.prod(batch)
