@@ -104,6 +104,51 @@ class TorchOverNumpyLayer(Benchmark):
         return self.ratio
 
 
+def mpm_layer_steps(shape: str):
+    """``(one_call, two_calls)``: forward and backward of the DMNN MPM layer's sum
+    ``maxplus(x, W.T, bias_max) + minplus(x, W.T, bias_min)`` on torch tensors, as one
+    ``tropic.maxplus_minplus_matmul`` and as the two products and the add it replaces (what a user
+    writes without it). The same values and gradients, bit for bit."""
+    torch = require_torch()
+    batch, n_in, n_out = (int(n) for n in shape.split("x"))
+    x = torch.from_numpy(random_array(batch, n_in, seed=1))
+    w = torch.from_numpy(random_array(n_out, n_in, seed=2)).requires_grad_()
+    b_max = torch.from_numpy(random_array(n_out, seed=3)).requires_grad_()
+    b_min = torch.from_numpy(random_array(n_out, seed=4)).requires_grad_()
+    grad = torch.from_numpy(random_array(batch, n_out, seed=5))
+
+    def step(fused: bool):
+        x_leaf = x.detach().requires_grad_()
+        w.grad = b_max.grad = b_min.grad = None
+        if fused:
+            y = tropic.maxplus_minplus_matmul(x_leaf, w.T, bias_max=b_max, bias_min=b_min)
+        else:
+            y = tropic.maxplus_matmul(x_leaf, w.T, bias=b_max) + tropic.minplus_matmul(
+                x_leaf, w.T, bias=b_min
+            )
+        y.backward(grad)
+        return x_leaf.grad, w.grad
+
+    return (lambda: step(True)), (lambda: step(False))
+
+
+class TorchMaxplusMinplusOverTwoCalls(Benchmark):
+    """Same-run ratio of an MPM layer's forward + backward as one ``maxplus_minplus_matmul`` over the
+    two products and the add it replaces (torch tensors; the kernels are the same, one call saves
+    the glue and the autograd nodes of the other call and of the add)."""
+
+    params = (size(("64x256x256", "64x784x256", "64x256x10"), ("8x16x12",)),)
+    param_names = ("BxINxOUT",)
+    unit = "ratio"
+
+    def setup(self, shape):
+        one_call, two_calls = mpm_layer_steps(shape)
+        self.ratio = same_run_ratio(one_call, two_calls)
+
+    def track_one_call_over_two(self, shape):
+        return self.ratio
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
