@@ -133,16 +133,19 @@ def test_an_operand_used_three_times_gets_its_gradients_added_in_the_same_order(
     assert_identical(results[0][0], min_first if gradient_place.name.startswith("torch") else max_first)
 
 
-def test_mixed_dtypes_promote_per_product():
+def test_mixed_dtypes_promote_per_product(place):
     """Operands of two dtypes: each product promotes its own (the max-plus one stays float32 here),
-    as the two calls would."""
+    as the two calls would; the winners come back as the place's arrays or tensors, as always."""
     rng = np.random.default_rng(70)
     a = rng.standard_normal((4, 5)).astype(np.float32) * 1e3
     b = rng.standard_normal((5, 3)).astype(np.float32) * 1e-3
     bias_min = rng.standard_normal(3)  # float64
+    a, b, bias_min = on(place, (a, b, bias_min))
     c, k = tropic.maxplus_minplus_matmul(a, b, bias_min=bias_min, return_indices=True)
+    assert type(k) is type(c)
     expected, (k_max, k_min) = composition(a, b, None, None, bias_min, return_indices=True)
-    assert_identical(c, expected)
+    assert_identical(place.numpy(c), place.numpy(expected))
+    k, k_max, k_min = place.numpy(k), place.numpy(k_max), place.numpy(k_min)
     assert_identical(k[0], k_max.astype(k.dtype))
     assert_identical(k[1], k_min.astype(k.dtype))
 

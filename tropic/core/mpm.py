@@ -130,9 +130,12 @@ def _two_calls(a, b, b_min, bias_max, bias_min, return_indices: bool):
     c_max, k_max = matmul.maxplus_matmul(a, b, bias=bias_max, return_indices=True)
     c_min, k_min = matmul.minplus_matmul(a, b_min, bias=bias_min, return_indices=True)
     engine = engine_of(k_max)
-    xp = array_namespace(k=k_max if engine is None else engine.array(k_max))
+    if engine is not None:
+        k_max, k_min = engine.array(k_max), engine.array(k_min)
+    xp = array_namespace(k=k_max)
     dtype = xp.result_type(k_max.dtype, k_min.dtype)
-    return c_max + c_min, xp.stack([xp.astype(k_max, dtype), xp.astype(k_min, dtype)])
+    stacked = xp.stack([xp.astype(k_max, dtype), xp.astype(k_min, dtype)])
+    return c_max + c_min, stacked if engine is None else engine.wrap(stacked)
 
 
 def _run(
