@@ -273,13 +273,10 @@ struct morphology_vjp_job {
 #define LANES_double(...) 0
 #endif
 
-/* The image gradient of one plane with windows at least 5 wide: neighbouring outputs then often
- * share their winner, and the running sum of the pixel they send to stays in a register until
- * another pixel comes (the same adds in the same order, without a store and a reload between two of
- * them). With 3-wide windows the runs are short and the test mispredicts more than it saves. */
-#define MORPHOLOGY_RUNS(T)                                                                          \
-  int64_t run_at = -1;                                                                              \
-  double run = 0.0;                                                                                 \
+/* Each output of plane b in order: its winner t (an output without one skipped, an index out of
+ * range status 3), the pixel (r, q) it reads (r or q < 0: outside the image) and its gradient gv;
+ * then the statements given. */
+#define MORPHOLOGY_OUTPUTS(...)                                                                     \
   for (int64_t i = 0; i < H; i++)                                                                   \
     for (int64_t c = 0; c < W; c++) {                                                               \
       const int64_t t = ib[i * W + c];                                                              \
@@ -289,18 +286,9 @@ struct morphology_vjp_job {
         goto done;                                                                                  \
       }                                                                                             \
       const int64_t r = j->rows[i * kh + j->tap[2 * t]], q = j->cols[c * kw + j->tap[2 * t + 1]];   \
-      if (r >= 0 && q >= 0) {                                                                       \
-        const int64_t at = r * W + q;                                                               \
-        if (at != run_at) {                                                                         \
-          if (run_at >= 0) acc[run_at] = run;                                                       \
-          run_at = at;                                                                              \
-          run = acc[at];                                                                            \
-        }                                                                                           \
-        run += (double)gb[i * W + c];                                                               \
-      }                                                                                             \
-      if (gw) gw[t] += (double)gb[i * W + c];                                                       \
-    }                                                                                               \
-  if (run_at >= 0) acc[run_at] = run;
+      const double gv = (double)gb[i * W + c];                                                      \
+      __VA_ARGS__                                                                                   \
+    }
 
 #define MORPHOLOGY_VJP_TASK(NAME, T)                                                                \
   static int NAME(void *ctx, int task, int tasks) {                                                 \
@@ -332,21 +320,28 @@ struct morphology_vjp_job {
       memset(acc, 0, (size_t)plane * sizeof(double));                                               \
       const T *gb = g + b * plane;                                                                  \
       const int32_t *ib = j->idx + b * plane;                                                       \
-      if (kw >= 5) { /* long runs of one winner: see MORPHOLOGY_RUNS */                            \
-        MORPHOLOGY_RUNS(T)                                                                          \
-      } else                                                                                        \
-        for (int64_t i = 0; i < H; i++)                                                             \
-          for (int64_t c = 0; c < W; c++) {                                                         \
-            const int64_t t = ib[i * W + c];                                                        \
-            if (t < 0 || t >= taps) {                                                               \
-              if (t == -1) continue;                                                                \
-              status = 3;                                                                           \
-              goto done;                                                                            \
+      if (kw >= 5) {                                                                                \
+        /* Windows at least 5 wide: neighbouring outputs often share their winner, and the running \
+         * sum of the pixel they send to stays in a register until another pixel comes (the same   \
+         * adds in the same order, without a store and a reload between two of them). 3 wide, the  \
+         * runs are short and that test mispredicts more than it saves. */                        \
+        int64_t run_at = -1;                                                                        \
+        double run = 0.0;                                                                           \
+        MORPHOLOGY_OUTPUTS(                                                                         \
+          if (r >= 0 && q >= 0) {                                                                   \
+            if (r * W + q != run_at) {                                                              \
+              if (run_at >= 0) acc[run_at] = run;                                                   \
+              run_at = r * W + q;                                                                   \
+              run = acc[run_at];                                                                    \
             }                                                                                       \
-            const int64_t r = j->rows[i * kh + j->tap[2 * t]], q = j->cols[c * kw + j->tap[2 * t + 1]]; \
-            if (r >= 0 && q >= 0) acc[r * W + q] += (double)gb[i * W + c];                          \
-            if (gw) gw[t] += (double)gb[i * W + c];                                                 \
+            run += gv;                                                                              \
           }                                                                                         \
+          if (gw) gw[t] += gv;                                                                      \
+        )                                                                                           \
+        if (run_at >= 0) acc[run_at] = run;                                                         \
+      } else {                                                                                      \
+        MORPHOLOGY_OUTPUTS(if (r >= 0 && q >= 0) acc[r * W + q] += gv; if (gw) gw[t] += gv;)        \
+      }                                                                                             \
       T *out = (T *)j->gimg + b * plane;                                                            \
       for (int64_t p = 0; p < plane; p++) out[p] = (T)acc[p];                                       \
     }                                                                                               \
