@@ -172,3 +172,32 @@ def test_torch_op_without_a_gradient_skips_the_winners():
     with torch.no_grad():
         c = tropic.maxplus_minplus_matmul(a, b, b_min=b_min, bias_max=bias_max, bias_min=bias_min)
     assert_identical(c.numpy(), composition(a, b, b_min, bias_max, bias_min).numpy())
+
+
+@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
+def test_torch_half_precision_values_and_gradients_are_those_of_the_two_products(dtype_name):
+    """The torch CPU kernels widen half precision, round every sum back, and narrow the results: the
+    operator adds the two products in float32 and rounds once, as torch adds two half tensors, and
+    rounds each gradient as the two calls' backward ops do."""
+    torch = pytest.importorskip("torch")
+    dtype = getattr(torch, dtype_name)
+    rng = np.random.default_rng(90)
+
+    def leaf(shape, scale):
+        return torch.tensor(rng.standard_normal(shape) * scale, dtype=dtype, requires_grad=True)
+
+    x, w, bias_max, bias_min = leaf((6, 9), 50.0), leaf((5, 9), 30.0), leaf(5, 40.0), leaf(5, 40.0)
+    g = torch.tensor(rng.standard_normal((6, 5)), dtype=dtype)
+    results = []
+    for fused in (True, False):
+        for t in (x, w, bias_max, bias_min):
+            t.grad = None
+        if fused:
+            y = tropic.maxplus_minplus_matmul(x, w.T, bias_max=bias_max, bias_min=bias_min)
+        else:
+            y = tropic.maxplus_matmul(x, w.T, bias=bias_max) + tropic.minplus_matmul(x, w.T, bias=bias_min)
+        y.backward(g)
+        results.append([y.detach()] + [t.grad for t in (x, w, bias_max, bias_min)])
+    for fused_result, expected in zip(*results, strict=True):
+        assert fused_result.dtype == dtype
+        assert torch.equal(fused_result.view(torch.int16), expected.view(torch.int16))
