@@ -156,8 +156,10 @@ def test_bad_arguments_are_named():
         tropic.maxplus_minplus_matmul(a, b, b_min=np.zeros((3, 5)))
     with pytest.raises(TypeError, match="a must have a real floating-point dtype"):
         tropic.maxplus_minplus_matmul(np.zeros((2, 3), np.int32), b)
-    with pytest.raises(ValueError, match="bias must broadcast"):
+    with pytest.raises(ValueError, match=r"^bias_min must broadcast to the product's shape \(2, 4\)"):
         tropic.maxplus_minplus_matmul(a, b, bias_min=np.zeros(5))
+    with pytest.raises(ValueError, match=r"^bias_max must broadcast to the product's shape \(2, 4\)"):
+        tropic.maxplus_minplus_matmul(a, b, bias_max=np.zeros((3, 4)))
     with pytest.raises(ValueError, match="contracted dimension"):
         tropic.maxplus_minplus_matmul(a, np.zeros((4, 4)))
 
@@ -201,3 +203,25 @@ def test_torch_half_precision_values_and_gradients_are_those_of_the_two_products
     for fused_result, expected in zip(*results, strict=True):
         assert fused_result.dtype == dtype
         assert torch.equal(fused_result.view(torch.int16), expected.view(torch.int16))
+
+
+def test_torch_backward_op_wants_the_stacked_winners():
+    """The backward op checks ``indices`` against the stacked winners' shape (2, M, N), not the
+    output's (the spec's ``winners_shape``)."""
+    torch = pytest.importorskip("torch")
+    backward = torch.ops.tropic.maxplus_minplus_matmul_backward
+    grad = torch.zeros(3, 5)
+    shapes = ([3, 4], [4, 5], None, [3, 4], [4, 5], None)
+    with pytest.raises(
+        ValueError, match=r"indices must have the shape of the winners \(2, 3, 5\), got \(3, 5\)"
+    ):
+        backward(grad, torch.zeros(3, 5, dtype=torch.int8), *shapes, [True] * 6, True)
+    grads = backward(grad, torch.zeros(2, 3, 5, dtype=torch.int8), *shapes, [True] * 6, True)
+    assert [None if g is None else tuple(g.shape) for g in grads] == [
+        (3, 4),
+        (4, 5),
+        None,
+        (3, 4),
+        (4, 5),
+        None,
+    ]

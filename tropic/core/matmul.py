@@ -117,8 +117,11 @@ def check(a: Array, b: Array, bias: Array | None = None) -> ModuleType:
     return xp
 
 
-def _checked_shape(a_shape: tuple, b_shape: tuple, bias_shape: tuple | None) -> tuple[int, ...]:
-    """The product's shape; ``ValueError`` naming the operands unless they fit."""
+def _checked_shape(
+    a_shape: tuple, b_shape: tuple, bias_shape: tuple | None, bias_name: str = "bias"
+) -> tuple[int, ...]:
+    """The product's shape; ``ValueError`` naming the operands (the bias as ``bias_name``) unless
+    they fit."""
     if len(a_shape) == 0 or len(b_shape) == 0:
         raise ValueError(f"a and b must have at least 1 dimension, got shapes {a_shape} and {b_shape}")
     out_shape = _output_shape(a_shape, b_shape)
@@ -129,8 +132,8 @@ def _checked_shape(a_shape: tuple, b_shape: tuple, bias_shape: tuple | None) -> 
             broadcast = None
         if broadcast != out_shape:
             raise ValueError(
-                f"bias must broadcast to the product's shape {out_shape} (and not enlarge it), got shape "
-                f"{bias_shape}"
+                f"{bias_name} must broadcast to the product's shape {out_shape} (and not enlarge it), got "
+                f"shape {bias_shape}"
             )
     return out_shape
 

@@ -338,10 +338,12 @@ def _check_backward(
     if winners.dtype.is_floating_point or winners.dtype.is_complex or winners.dtype == torch.bool:
         raise TypeError(f"{where}: indices must have an integer dtype, got {winners.dtype}")
     shape, _ = operator.meta(shapes, **params)
-    for name, t, expected in (("grad", grad, shape), ("indices", winners, _winners_shape(operator, shape))):
+    winners_shape = _winners_shape(operator, shape)
+    for name, t, expected in (("grad", grad, shape), ("indices", winners, winners_shape)):
         if tuple(t.shape) != tuple(expected):
+            what = "output shape" if tuple(expected) == tuple(shape) else "shape of the winners"
             raise ValueError(
-                f"tropic::{operator.name}_backward: {name} must have the shape {tuple(expected)}, got "
+                f"tropic::{operator.name}_backward: {name} must have the {what} {tuple(expected)}, got "
                 f"{tuple(t.shape)}"
             )
 
