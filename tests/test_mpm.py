@@ -164,16 +164,33 @@ def test_bad_arguments_are_named():
         tropic.maxplus_minplus_matmul(a, np.zeros((4, 4)))
 
 
-def test_torch_op_without_a_gradient_skips_the_winners():
-    """No gradient to record and no indices asked for: the values-only kernels (the same bits)."""
+def test_torch_op_without_a_gradient_skips_the_winners(monkeypatch):
+    """No gradient to record and no indices asked for: both products run values only (the same
+    bits); with a gradient to record they compute their winners."""
     torch = pytest.importorskip("torch")
+    import tropic.core.matmul as matmul_module
+
+    asked = []
+    run = matmul_module._run
+
+    def recording_run(*args, **kwargs):
+        asked.append(kwargs.get("winners", True))
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(matmul_module, "_run", recording_run)
     rng = np.random.default_rng(80)
     a, b, b_min, bias_max, bias_min = (
         None if x is None else torch.from_numpy(x) for x in operands(rng, CASES[1], np.float32)
     )
     with torch.no_grad():
         c = tropic.maxplus_minplus_matmul(a, b, b_min=b_min, bias_max=bias_max, bias_min=bias_min)
+    assert asked == [False, False]
+    monkeypatch.setattr(matmul_module, "_run", run)
     assert_identical(c.numpy(), composition(a, b, b_min, bias_max, bias_min).numpy())
+    monkeypatch.setattr(matmul_module, "_run", recording_run)
+    asked.clear()
+    tropic.maxplus_minplus_matmul(a.requires_grad_(), b, b_min=b_min, bias_max=bias_max, bias_min=bias_min)
+    assert asked == [True, True]
 
 
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
