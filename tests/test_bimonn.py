@@ -434,6 +434,61 @@ def test_bisel_shapes_and_binary_semantics():
         np.testing.assert_array_equal(out[k, 1], parts[0, 1] & parts[1, 1])
 
 
+@pytest.mark.parametrize("engine", ["autodiff", "torch"])
+@pytest.mark.parametrize(
+    ("in_channels", "out_channels", "groups"), [(3, 3, 3), (2, 6, 2), (3, 1, 1), (4, 6, 2), (6, 4, 2)]
+)
+def test_lui_is_its_one_by_one_convolution(engine, in_channels, out_channels, groups):
+    """The LUI computes its 1x1 cross-correlation as products over each pixel's channels: the
+    engine's own grouped convolution's values (bit for bit with one input channel per group, where
+    each output is a single product; else to rounding) and gradients to the input and to theta."""
+    rng = np.random.default_rng(in_channels * 10 + out_channels)
+    x_host = rng.random((2, in_channels, 5, 7))
+    weights = rng.random((2, out_channels, 5, 7))
+    if engine == "torch":
+        torch = pytest.importorskip("torch")
+        from tropic.torch import nn as tnn
+
+        lui = tnn.LUI(in_channels, out_channels, groups=groups, seed=3, dtype=torch.float64)
+
+        def leaf():
+            return torch.tensor(x_host, requires_grad=True)
+
+        def gradients(y, x):
+            (y * torch.from_numpy(weights)).sum().backward()
+            return x.grad.numpy().copy(), lui.theta.grad.numpy().copy()
+
+        def reset():
+            lui.theta.grad = None
+    else:
+        lui = LUI(in_channels, out_channels, groups=groups, seed=3, dtype=np.float64)
+
+        def leaf():
+            return ad.tensor(x_host, requires_grad=True)
+
+        def gradients(y, x):
+            (y * ad.tensor(weights)).sum().backward()
+            return np.array(x.grad), np.array(lui.theta.grad)
+
+        def reset():
+            lui.theta.grad = None
+
+    results = []
+    for through_convolution in (False, True):
+        reset()
+        x = leaf()
+        w = lui.weight
+        y = lui.F.conv2d(x, w, groups=groups) if through_convolution else lui._linear(x, w)
+        results.append((np.array(lui.host(y)), *gradients(y, x)))
+    (y, gx, gt), (y_conv, gx_conv, gt_conv) = results
+    assert y.shape == (2, out_channels, 5, 7)
+    if in_channels == groups:
+        np.testing.assert_array_equal(y, y_conv)
+    np.testing.assert_allclose(y, y_conv, rtol=1e-14)
+    np.testing.assert_allclose(gx, gx_conv, rtol=1e-13)
+    np.testing.assert_allclose(gt, gt_conv, rtol=1e-13)
+
+
 def test_dense_lui_semantics_and_real_valued_head():
     layer = DenseLUI(5, 2, seed=0, dtype=np.float64)
     _set(layer, [[2.0, 2.0, 0.01, 0.01, 0.01], [0.01, 0.01, 2.0, 2.0, 2.0]], [1.0, 5.5])

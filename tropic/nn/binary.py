@@ -665,6 +665,27 @@ class LUI(BiSE):
             )
         self.identity = identity
 
+    def _linear(self, x: Any, w: Any) -> Any:
+        """The 1x1 cross-correlation ``(x ⋆ W)_{b,o} = sum_c W_{o,c} x_{b, g(o) C_g + c}`` (``C_g``
+        channels per group, ``g(o)`` the group of output ``o``) as products over the channels of
+        each pixel: with one input channel per group a product per pixel (the convolution's values,
+        bit for bit), else a matrix product per group over the pixels (the same sums, in the matrix
+        product's order). Torch's CPU convolution spends far longer on a 1x1 kernel over a few
+        channels (forward and backward of a (32, 3, 50, 50) LUI: 10.6 ms against 1.6 ms as a product
+        on this project's 2-core VM)."""
+        require_image(self, x, self.in_channels)
+        F = self.F
+        batch, _, height, width = x.shape  # (symbolic sizes under torch.compile stay symbolic)
+        groups, out = self.groups, self.out_channels
+        per_group, out_per_group = self.in_channels // groups, out // groups
+        pixels = height * width
+        if per_group == 1:  # output o scales channel g(o)
+            y = F.reshape(x, (batch, groups, 1, pixels)) * F.reshape(w, (1, groups, out_per_group, 1))
+        else:
+            w = F.reshape(w, (groups, out_per_group, per_group))
+            y = F.matmul(w, F.reshape(x, (batch, groups, per_group, pixels)))
+        return F.reshape(y, (batch, out, height, width))
+
 
 class BiSEL(Layer):
     """BiSE layer: one BiSE per (input, output) channel pair, then one LUI per output channel.
