@@ -439,9 +439,10 @@ def test_bisel_shapes_and_binary_semantics():
     ("in_channels", "out_channels", "groups"), [(3, 3, 3), (2, 6, 2), (3, 1, 1), (4, 6, 2), (6, 4, 2)]
 )
 def test_lui_is_its_one_by_one_convolution(engine, in_channels, out_channels, groups):
-    """The LUI computes its 1x1 cross-correlation as products over each pixel's channels: the
-    engine's own grouped convolution's values (bit for bit with one input channel per group, where
-    each output is a single product; else to rounding) and gradients to the input and to theta."""
+    """A 1x1 BiSE (a LUI) computes its cross-correlation as products over each pixel's channels:
+    its preactivation ``p (x ⋆ W - B)`` is the one through the engine's own grouped convolution
+    (bit for bit with one input channel per group, where each output is a single product; else to
+    rounding), and so are the gradients to the input and to theta."""
     rng = np.random.default_rng(in_channels * 10 + out_channels)
     x_host = rng.random((2, in_channels, 5, 7))
     weights = rng.random((2, out_channels, 5, 7))
@@ -477,8 +478,11 @@ def test_lui_is_its_one_by_one_convolution(engine, in_channels, out_channels, gr
     for through_convolution in (False, True):
         reset()
         x = leaf()
-        w = lui.weight
-        y = lui.F.conv2d(x, w, groups=groups) if through_convolution else lui._linear(x, w)
+        if through_convolution:  # p (x ⋆ W - B) with the engine's convolution
+            z = lui.F.conv2d(x, lui.weight, groups=groups)
+            y = (z - lui._broadcast(lui.bias)) * lui._broadcast(lui.scale)
+        else:
+            y = lui.preactivation(x)
         results.append((np.array(lui.host(y)), *gradients(y, x)))
     (y, gx, gt), (y_conv, gx_conv, gt_conv) = results
     assert y.shape == (2, out_channels, 5, 7)

@@ -598,9 +598,30 @@ class BiSE(_BiSEBase):
     def _linear(self, x: Any, w: Any) -> Any:
         require_image(self, x, self.in_channels)
         kh, kw = self.kernel_size
-        if kh > 1 or kw > 1:
-            x = self.F.pad(x, ((0, 0), (0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2)), mode="edge")
+        if kh == kw == 1:
+            return self._one_by_one(x, w)
+        x = self.F.pad(x, ((0, 0), (0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2)), mode="edge")
         return self.F.conv2d(x, w, groups=self.groups)
+
+    def _one_by_one(self, x: Any, w: Any) -> Any:
+        """The 1x1 cross-correlation ``(x ⋆ W)_{b,o} = sum_c W_{o,c} x_{b, g(o) C_g + c}`` (``C_g``
+        channels per group, ``g(o)`` the group of output ``o``; the LUIs' kernel) as products over
+        the channels of each pixel: with one input channel per group a product per pixel (the
+        convolution's values, bit for bit), else a matrix product per group over the pixels (the
+        same sums, in the matrix product's order). Torch's CPU convolution spends far longer on a
+        1x1 kernel over a few channels (forward and backward of a (32, 3, 50, 50) LUI: 10.6 ms
+        against 1.6 ms as a product on this project's 2-core VM)."""
+        F = self.F
+        batch, _, height, width = x.shape  # (symbolic sizes under torch.compile stay symbolic)
+        groups, out = self.groups, self.out_channels
+        per_group, out_per_group = self.in_channels // groups, out // groups
+        pixels = height * width
+        if per_group == 1:  # output o scales channel g(o)
+            y = F.reshape(x, (batch, groups, 1, pixels)) * F.reshape(w, (1, groups, out_per_group, 1))
+        else:
+            w = F.reshape(w, (groups, out_per_group, per_group))
+            y = F.matmul(w, F.reshape(x, (batch, groups, per_group, pixels)))
+        return F.reshape(y, (batch, out, height, width))
 
     def _broadcast(self, v: Any) -> Any:
         return self.F.reshape(v, (1, -1, 1, 1))
@@ -664,27 +685,6 @@ class LUI(BiSE):
                 f"got {self.in_channels}, {self.out_channels}, {self.groups}"
             )
         self.identity = identity
-
-    def _linear(self, x: Any, w: Any) -> Any:
-        """The 1x1 cross-correlation ``(x ⋆ W)_{b,o} = sum_c W_{o,c} x_{b, g(o) C_g + c}`` (``C_g``
-        channels per group, ``g(o)`` the group of output ``o``) as products over the channels of
-        each pixel: with one input channel per group a product per pixel (the convolution's values,
-        bit for bit), else a matrix product per group over the pixels (the same sums, in the matrix
-        product's order). Torch's CPU convolution spends far longer on a 1x1 kernel over a few
-        channels (forward and backward of a (32, 3, 50, 50) LUI: 10.6 ms against 1.6 ms as a product
-        on this project's 2-core VM)."""
-        require_image(self, x, self.in_channels)
-        F = self.F
-        batch, _, height, width = x.shape  # (symbolic sizes under torch.compile stay symbolic)
-        groups, out = self.groups, self.out_channels
-        per_group, out_per_group = self.in_channels // groups, out // groups
-        pixels = height * width
-        if per_group == 1:  # output o scales channel g(o)
-            y = F.reshape(x, (batch, groups, 1, pixels)) * F.reshape(w, (1, groups, out_per_group, 1))
-        else:
-            w = F.reshape(w, (groups, out_per_group, per_group))
-            y = F.matmul(w, F.reshape(x, (batch, groups, per_group, pixels)))
-        return F.reshape(y, (batch, out, height, width))
 
 
 class BiSEL(Layer):
