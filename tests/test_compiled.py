@@ -899,3 +899,31 @@ def test_a_mostly_zero_operand_gives_the_bits_of_the_dense_product(monkeypatch, 
                     assert_identical(values, want[0])
             finally:
                 tropic.set_num_threads(None)
+
+
+def test_the_compiled_address_reader_gives_ctypes_addresses():
+    """The raw kernels take addresses, which the compiled module reads through the buffer protocol:
+    the first element's address exactly as ``a.ctypes.data`` gives it, for strided, reversed,
+    empty, read-only and half-precision arrays and views; None stays None; a non-array is refused."""
+    read = compiled.entry("scatter_c", "addresses")
+    if read is None:
+        pytest.skip("the compiled kernels are not built")
+    base = np.arange(60.0).reshape(6, 10)
+    frozen = np.arange(5, dtype=np.int32)
+    frozen.flags.writeable = False
+    arrays = [
+        base,
+        base[1:, ::3],
+        base[::-1, ::-2],
+        base[:, 7:],
+        np.zeros((0, 4), np.float32),
+        frozen,
+        np.ones(3, np.float16),
+        np.int8(5) * np.ones((2, 2, 2), np.int8),
+    ]
+    assert read(*arrays, None) == (*(a.ctypes.data for a in arrays), None)
+    assert kernels._addresses(base, None, frozen) == (base.ctypes.data, None, frozen.ctypes.data)
+    assert kernels._address(base[2:]) == base[2:].ctypes.data
+    assert read() == ()
+    with pytest.raises(TypeError):
+        read(3)

@@ -204,7 +204,7 @@ def product(
             _product_nan_rule(a, b, c, winner)
         winner = None if winner is None else winner.astype(index_type)
         return _with_bias(semiring, bias, c, winner, K) if bias is not None and nan_found else (c, winner)
-    addresses = (a.ctypes.data, b.ctypes.data, c.ctypes.data, None if winner is None else winner.ctypes.data)
+    addresses = _addresses(a, b, c, winner)
     if threads == 1 or pooled is None:
         _check(kernel(*addresses, M, K, N, maximise, *code, 1), "product")
     else:  # shares of the tiles, claimed by the threads one at a time (the C pool, thread_pool.h)
@@ -331,7 +331,7 @@ def _c_order(b: np.ndarray) -> np.ndarray:
     if transpose is None or not aliasing or not b.T.flags.c_contiguous:
         return np.ascontiguousarray(b)
     out = scratch("product_b", b.shape, b.dtype)
-    transpose(b.T.ctypes.data, out.ctypes.data, N, K)
+    transpose(*_addresses(b.T, out), N, K)
     return out
 
 
@@ -522,7 +522,7 @@ def _with_bias(semiring, bias: np.ndarray, c: np.ndarray, winner: np.ndarray | N
     bias = np.ascontiguousarray(bias)
     rows = c.size // N if N else 0
     status = select(
-        c.ctypes.data, bias.ctypes.data, rows, N, int(semiring.maximises), _address(winner),
+        *_addresses(c, bias), rows, N, int(semiring.maximises), _address(winner),
         0 if winner is None else winner.itemsize, K,
     )  # fmt: skip
     _check(status, "bias")
@@ -731,12 +731,14 @@ def _compiled_taps(
     threads = get_num_threads() if out.size * len(taps) >= _PARALLEL_CANDIDATES else 1
     blocks = np.array(_task_blocks(n, H, W * len(taps), 4 * threads if threads > 1 else 1), np.int64)
     nan = ctypes.c_int(0)
+    flat_at, row_at, col_at, tap_row_at, tap_col_at, weight_at, tap_index_at, out_at, winner_at, blocks_at = (
+        _addresses(flat, row_line, col_line, tap_row, tap_col, tap_weight, tap_index, out, winner, blocks)
+    )
+    code = _ROUNDING_CODES[rounding] if rounding else 0
     status = pooled(
-        flat.ctypes.data, H, W, row_line.ctypes.data, col_line.ctypes.data, col_line.size, col_window.before,
-        fill, kh, tap_row.ctypes.data, tap_col.ctypes.data, _address(tap_weight), tap_index.ctypes.data,
-        len(taps), int(semiring.maximises), _ROUNDING_CODES[rounding] if rounding else 0, out.ctypes.data,
-        _address(winner), 0 if winner is None else winner.itemsize, blocks.ctypes.data, len(blocks),
-        ctypes.byref(nan), threads,
+        flat_at, H, W, row_at, col_at, col_line.size, col_window.before, fill, kh, tap_row_at, tap_col_at,
+        weight_at, tap_index_at, len(taps), int(semiring.maximises), code, out_at, winner_at,
+        0 if winner is None else winner.itemsize, blocks_at, len(blocks), ctypes.byref(nan), threads,
     )  # fmt: skip
     _check(status, "morphology")
     return out, winner, weight_nan or bool(nan.value)
@@ -773,14 +775,13 @@ def _compiled_line_taps(semiring, flat, w, taps, col_window, fill, index_type, w
     tail = max(head, min(W, W - shift - (hi - lo)))
     out = np.empty((n * H, W), flat.dtype)
     winner = np.empty((n * H, W), index_type) if winners else None
-    fixed = (tap_row.ctypes.data, tap_col.ctypes.data, None if tap_weight is None else tap_weight.ctypes.data)
-    fixed += (tap_index.ctypes.data, len(taps), int(semiring.maximises))
+    fixed = (*_addresses(tap_row, tap_col, tap_weight, tap_index), len(taps), int(semiring.maximises))
 
     def reduce(source: np.ndarray, count: int, width: int, target: int, won: np.ndarray | None) -> None:
         # `count` rows of `source` (each read in full), `width` outputs each, packed at `target`
         pitch = source.shape[-1]
-        status = taps_kernel(source.ctypes.data, count, 1, pitch, pitch, 1, width, width, *fixed, target,
-                             None if won is None else won.ctypes.data, 1)  # fmt: skip
+        source_at, won_at = _addresses(source, won)
+        status = taps_kernel(source_at, count, 1, pitch, pitch, 1, width, width, *fixed, target, won_at, 1)
         _check(status, "morphology")
 
     for j0, j1 in ((0, head), (tail, W)):  # the ends, all rows at once
@@ -792,7 +793,7 @@ def _compiled_line_taps(semiring, flat, w, taps, col_window, fill, index_type, w
                 return None
             values = np.empty((n * H, j1 - j0), flat.dtype)
             taps_won = np.empty((n * H, j1 - j0), np.int32) if winners else None
-            reduce(piece, n * H, j1 - j0, values.ctypes.data, taps_won)
+            reduce(piece, n * H, j1 - j0, _address(values), taps_won)
             out[:, j0:j1] = values
             if winners:
                 winner[:, j0:j1] = taps_won
@@ -805,7 +806,7 @@ def _compiled_line_taps(semiring, flat, w, taps, col_window, fill, index_type, w
         q, j0, j1 = blocks[t]
         source = rows[q, j0 + shift : j1 + shift + hi - lo]
         taps_won = scratch("winner", (j1 - j0,), np.int32) if winners else None
-        reduce(source, 1, j1 - j0, out[q, j0:].ctypes.data, taps_won)
+        reduce(source, 1, j1 - j0, _address(out[q, j0:]), taps_won)
         if winners:  # the indices fit index_type
             np.copyto(winner[q, j0:j1], taps_won, casting="unsafe")
         nan_seen[t] = _any_nan(source)
@@ -925,10 +926,8 @@ def _compiled_rect(semiring, padded, w, support, row_window, col_window, H, W, h
     threads = get_num_threads() if out.size * _RECT_COST >= _PARALLEL_CANDIDATES else 1
     blocks = np.array(_task_blocks(n, H, W * _RECT_COST, 4 * threads if threads > 1 else 1), np.int64)
     source = np.ascontiguousarray(source)
-    status = rect(
-        source.ctypes.data, Hp, Wp, kh, kw, maximise, out.ctypes.data, winner.ctypes.data, blocks.ctypes.data,
-        len(blocks), threads,
-    )  # fmt: skip
+    source_at, out_at, winner_at, blocks_at = _addresses(source, out, winner, blocks)
+    status = rect(source_at, Hp, Wp, kh, kw, maximise, out_at, winner_at, blocks_at, len(blocks), threads)
     _check(status, "morphology")
     if flip:
         # .copy(), not ascontiguousarray: a flip of length-1 axes is a contiguous view of scratch
@@ -1000,10 +999,9 @@ def morphology_vjp(xp, grad, indices, image_shape, row_window, col_window, needs
         rows, cols = np.ascontiguousarray(rows, np.int64), np.ascontiguousarray(cols, np.int64)
         g, k = _contiguous(grad), _int32(indices)  # held here: the call takes their addresses
         threads = get_num_threads() if grad.size * 4 >= _PARALLEL_CANDIDATES else 1
-        status = scatter(
-            *_addresses(g, k), n, H, W, rows.ctypes.data, kh, cols.ctypes.data, kw,
-            *_addresses(grad_image, grad_weights), threads,
-        )  # fmt: skip
+        addresses = _addresses(g, k, rows, cols, grad_image, grad_weights)
+        g_at, k_at, rows_at, cols_at, image_at, weights_at = addresses
+        status = scatter(g_at, k_at, n, H, W, rows_at, kh, cols_at, kw, image_at, weights_at, threads)
         _check_scatter(status, indices, kh * kw)
         return grad_image, _cast(grad_weights, grad.dtype)
     require_winners(np, "indices", indices, kh * kw)
@@ -1125,10 +1123,12 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding, win
     edges = [B * i // chunks for i in range(chunks + 1)]
     tasks = [(o, oc, b0, b1) for o, oc in blocks for b0, b1 in itertools.pairwise(edges) if b1 > b0]
     table = np.array(tasks, dtype=np.int64)
+    padded_at, tap_row_at, tap_col_at, weights_at, tap_index_at, y_at, winner_at, table_at = _addresses(
+        padded, tap_row, tap_col, weights, tap_index, y, winner, table
+    )
     status = pooled(
-        padded.ctypes.data, C_in, C_group, Hp, Wp, H_out, W_out, C_out, per_group, tap_row.ctypes.data,
-        tap_col.ctypes.data, weights.ctypes.data, tap_index.ctypes.data, n_taps, int(semiring.maximises),
-        code, y.ctypes.data, _address(winner), table.ctypes.data, len(tasks), threads,
+        padded_at, C_in, C_group, Hp, Wp, H_out, W_out, C_out, per_group, tap_row_at, tap_col_at, weights_at,
+        tap_index_at, n_taps, int(semiring.maximises), code, y_at, winner_at, table_at, len(tasks), threads,
     )  # fmt: skip
     _check(status, "conv2d")
     return y, winner
@@ -1159,9 +1159,10 @@ def _padded_images(x: np.ndarray, ph: int, pw: int, fill: float) -> np.ndarray |
     row_line, col_line = _frame_lines(H, ph), _frame_lines(W, pw)
     nan = ctypes.c_int(0)
     source = np.ascontiguousarray(x)
+    source_at, row_at, col_at, padded_at = _addresses(source, row_line, col_line, padded)
     status = pad(
-        source.ctypes.data, B * C, H, W, row_line.ctypes.data, row_line.size, col_line.ctypes.data,
-        col_line.size, pw, fill, padded.ctypes.data, ctypes.byref(nan),
+        source_at, B * C, H, W, row_at, row_line.size, col_at, col_line.size, pw, fill, padded_at,
+        ctypes.byref(nan),
     )  # fmt: skip
     _check(status, "padding")
     return None if nan.value else padded
@@ -1224,7 +1225,8 @@ def maxout(xp, grouped):
     if kernel is not None and 0 < pieces < 2**31:
         source = np.ascontiguousarray(grouped)
         won = scratch("maxout_winners", values.shape, np.int32)  # cast to the index dtype below
-        _check(kernel(source.ctypes.data, values.size, pieces, values.ctypes.data, won.ctypes.data), "maxout")
+        source_at, values_at, won_at = _addresses(source, values, won)
+        _check(kernel(source_at, values.size, pieces, values_at, won_at), "maxout")
         return values, won.astype(_index_type(pieces))
     winner = np.empty(grouped.shape[:-1], _index_type(pieces))
     select_winner(grouped, MAX_PLUS, values, winner)
@@ -1242,7 +1244,8 @@ def maxout_vjp(xp, grad, indices, pieces):
         return maxout_vjp_reference(np, grad, indices, pieces)
     spread = np.zeros(grad.shape + (pieces,), grad.dtype)
     g, k = _contiguous(grad), _int32(indices)  # held here: the call takes their addresses
-    status = kernel(g.ctypes.data, k.ctypes.data, grad.size, pieces, spread.ctypes.data)
+    g_at, k_at, spread_at = _addresses(g, k, spread)
+    status = kernel(g_at, k_at, grad.size, pieces, spread_at)
     _check_scatter(status, indices, pieces)
     return spread
 
@@ -1267,12 +1270,18 @@ def _cast(x: np.ndarray | None, dtype) -> np.ndarray | None:
 
 
 def _addresses(*arrays: np.ndarray | None) -> tuple[int | None, ...]:
-    """The data addresses of C-contiguous arrays for the raw C functions (None: a NULL pointer)."""
+    """The addresses of the arrays' first elements (``a.ctypes.data``) for the raw C functions
+    (None: a NULL pointer); read through the compiled module's buffer-protocol helper, half a
+    microsecond each, where ``a.ctypes`` builds a helper object per read (5 us on this project's
+    VM, and a morphology's forward and backward pass some fifteen addresses)."""
+    read = compiled.entry("scatter_c", "addresses")
+    if read is not None:
+        return read(*arrays)
     return tuple(None if x is None else x.ctypes.data for x in arrays)
 
 
 def _address(array: np.ndarray | None) -> int | None:
-    return None if array is None else array.ctypes.data
+    return _addresses(array)[0]
 
 
 def _contiguous(x: np.ndarray) -> np.ndarray:

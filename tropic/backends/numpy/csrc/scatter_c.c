@@ -666,9 +666,42 @@ done:
   return result;
 }
 
+/* addresses(*arrays): the address of each array's first element (as ``a.ctypes.data``; None stays
+ * None), through the buffer protocol: about half a microsecond each, where ``a.ctypes.data`` builds
+ * a helper object for every read (5 us on this project's VM, and the raw kernels take up to a
+ * dozen addresses a call). */
+static PyObject *py_addresses(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+  (void)self;
+  PyObject *result = PyTuple_New(nargs);
+  if (result == NULL) return NULL;
+  for (Py_ssize_t i = 0; i < nargs; i++) {
+    PyObject *item;
+    if (args[i] == Py_None) {
+      Py_INCREF(Py_None);
+      item = Py_None;
+    } else {
+      Py_buffer view;
+      if (PyObject_GetBuffer(args[i], &view, PyBUF_STRIDES) < 0) {
+        Py_DECREF(result);
+        return NULL;
+      }
+      item = PyLong_FromVoidPtr(view.buf);
+      PyBuffer_Release(&view);
+      if (item == NULL) {
+        Py_DECREF(result);
+        return NULL;
+      }
+    }
+    PyTuple_SET_ITEM(result, i, item);
+  }
+  return result;
+}
+
 static PyMethodDef methods[] = {
     {"matmul_vjp", py_matmul_vjp, METH_VARARGS,
      "matmul_vjp(g, idx, ga, gb, gbias, n, M, N, K, gb_transposed, bias_k, out_t, threads) -> status"},
+    {"addresses", (PyCFunction)(void (*)(void))py_addresses, METH_FASTCALL,
+     "addresses(*arrays) -> the address of each array's first element (None for None)"},
     {NULL, NULL, 0, NULL},
 };
 
