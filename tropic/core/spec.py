@@ -19,7 +19,7 @@ An :class:`Operator` says what the operator *is* at the level of arrays:
 * ``meta(shapes, **params)`` gives ``(values shape, number of candidates)`` without computing
   anything (the winners' dtype is ``index_dtype`` of that number, the values' the promoted dtype):
   the fake kernels of the PyTorch engine are this function.
-* ``winners_shape(values shape)``, optional: the winners' shape where it is not the values' (an
+* ``winners_shape(values shape)``: the winners' shape, a tuple; by default the values' own (an
   operator made of several reductions, such as the max-plus-min product, stacks one set of winners
   per reduction in front).
 * ``skips_winners``: ``run`` also takes ``winners=False``, which says the caller will not read the
@@ -63,7 +63,7 @@ class Operator:
     optional: tuple[str, ...] = ()
     skips_winners: bool = False
     layout_hints: Callable[[tuple[bool, ...]], dict[str, Any]] | None = None
-    winners_shape: Callable[[tuple[int, ...]], tuple[int, ...]] | None = None
+    winners_shape: Callable[[tuple[int, ...]], tuple[int, ...]] = tuple
     doc: str = ""
 
     param_names: tuple[str, ...] = field(init=False)

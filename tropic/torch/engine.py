@@ -301,7 +301,7 @@ def _forward_fake(operator: Operator):
         first = next(t for t in inputs if t is not None)
         values = first.new_empty(shape, dtype=_result_dtype(inputs))
         return values, first.new_empty(
-            _winners_shape(operator, shape), dtype=index_dtype(torch, n_candidates)
+            operator.winners_shape(tuple(shape)), dtype=index_dtype(torch, n_candidates)
         )
 
     return kernel
@@ -338,7 +338,7 @@ def _check_backward(
     if winners.dtype.is_floating_point or winners.dtype.is_complex or winners.dtype == torch.bool:
         raise TypeError(f"{where}: indices must have an integer dtype, got {winners.dtype}")
     shape, _ = operator.meta(shapes, **params)
-    winners_shape = _winners_shape(operator, shape)
+    winners_shape = operator.winners_shape(tuple(shape))
     for name, t, expected in (("grad", grad, shape), ("indices", winners, winners_shape)):
         if tuple(t.shape) != tuple(expected):
             what = "output shape" if tuple(expected) == tuple(shape) else "shape of the winners"
@@ -346,11 +346,6 @@ def _check_backward(
                 f"tropic::{operator.name}_backward: {name} must have the {what} {tuple(expected)}, got "
                 f"{tuple(t.shape)}"
             )
-
-
-def _winners_shape(operator: Operator, shape: tuple) -> tuple:
-    """The shape of the winners of values of ``shape`` (the same unless the spec says otherwise)."""
-    return tuple(shape) if operator.winners_shape is None else tuple(operator.winners_shape(tuple(shape)))
 
 
 def _returned(grads: tuple) -> Any:
