@@ -222,13 +222,15 @@ def _float16_through_float32(rounding: str | None, *arrays: np.ndarray | None) -
     """Whether float16 operands run on the float32 kernels that round every sum to float16 (where
     the CPU has AVX2 + F16C): the same values and winners as float16 arithmetic, whose sum of two
     float16 numbers is their correctly rounded sum too; NumPy's float16 has no compiled kernel."""
-    given = [x for x in arrays if x is not None]
-    return (
-        rounding is None
-        and bool(given)
-        and all(getattr(x, "dtype", None) == np.float16 for x in given)
-        and _compiled_rounding()
-    )
+    if rounding is not None:
+        return False
+    given = False
+    for x in arrays:  # a loop that stops at the first non-float16 operand: every call asks
+        if x is not None:
+            if getattr(x, "dtype", None) != np.float16:
+                return False
+            given = True
+    return given and _compiled_rounding()
 
 
 def _compiled_rounding() -> bool:
