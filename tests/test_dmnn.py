@@ -153,6 +153,10 @@ def test_mpm_weight_dropout_is_off_in_eval_mode():
     )
     layer.train()
     assert not np.array_equal(layer(x).numpy(), y1)
+    assert layer.dropout_keep is not None
+    layer.eval()  # the last training pass's mask does not outlive it
+    np.testing.assert_array_equal(layer(x).numpy(), y1)
+    assert layer.dropout_keep is None
 
 
 def test_mpm_pruned_weights_are_tropical_zeros_of_both_branches():

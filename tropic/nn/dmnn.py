@@ -129,7 +129,8 @@ class MPM(Layer):
         require_features(self, x, self.in_features)
         w = self.weight
         keep = self.keep_mask("weight")
-        self.dropout_keep = None
+        if self.dropout_keep is not None:  # a torch Module's setattr costs microseconds per forward
+            self.dropout_keep = None
         if self.training and self.weight_dropout > 0.0:
             drawn = self.dropout_keep = self.dropout_keep_mask(tuple(w.shape), self.weight_dropout, w)
             keep = drawn if keep is None else keep & drawn
