@@ -15,6 +15,9 @@ from tropic.apps.model_steps import IMPLEMENTATIONS, MODELS, training_step
 from .common import SMOKE, Benchmark, optional_import, require_torch
 
 optional_import("torch")  # imported once here, so asv's forked benchmark processes do not each import it
+# A torch optimizer's constructor imports torch._dynamo (some 2 s on the project's VMs): here, once
+# for all of asv's forked benchmark processes, not in each step's setup.
+optional_import("torch._dynamo")
 
 
 class ModelTrainingStep(Benchmark):
