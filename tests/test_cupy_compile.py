@@ -9,11 +9,13 @@ errors; any other compiler output fails too. Skipped (with the reason) only wher
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -58,6 +60,30 @@ def compile_cubin(nvcc: str, text: str, arch: str, directory: Path, extra: tuple
     return subprocess.run(command, capture_output=True, text=True, timeout=120), cubin
 
 
+# ptxas's report of what it built (-Xptxas -v, for the register test below): information, not a
+# diagnostic; every other line of compiler output is one.
+_REPORT_LINE = re.compile(
+    r"^(ptxas info\s*:.*|\s+\d+ bytes stack frame, \d+ bytes spill stores, \d+ bytes spill loads)$"
+)
+
+
+@functools.cache
+def built(nvcc: str, source: str, group: str, arch: str) -> tuple[int, str, bytes]:
+    """``(return code, compiler output, cubin)`` of one nvcc run per (source, group, arch), shared by
+    the tests below (each run takes seconds): with ``-ftz=true``, as CuPy compiles, and ptxas's
+    report of every kernel (``-Xptxas -v``)."""
+    with tempfile.TemporaryDirectory() as directory:
+        text = forced_text(source, group)
+        result, cubin = compile_cubin(nvcc, text, arch, Path(directory), ("-ftz=true", "-Xptxas", "-v"))
+        binary = cubin.read_bytes() if result.returncode == 0 else b""
+        return result.returncode, result.stdout + result.stderr, binary
+
+
+def diagnostics(output: str) -> str:
+    """The compiler output that is not ptxas's report."""
+    return "\n".join(line for line in output.splitlines() if line.strip() and not _REPORT_LINE.match(line))
+
+
 def _cases():
     # Every type group (float/double without the half headers; __half; __nv_bfloat16) on each arch.
     for source in module.SOURCES:
@@ -67,11 +93,9 @@ def _cases():
 
 
 @pytest.mark.parametrize(("source", "group", "arch"), list(_cases()))
-def test_source_compiles_without_warnings(nvcc, tmp_path, source, group, arch):
-    result, cubin = compile_cubin(nvcc, forced_text(source, group), arch, tmp_path)
-    output = (result.stdout + result.stderr).strip()
-    assert result.returncode == 0 and not output, f"nvcc {arch} {source}:\n{output}"
-    binary = cubin.read_bytes()
+def test_source_compiles_without_warnings(nvcc, source, group, arch):
+    code, output, binary = built(nvcc, source, group, arch)
+    assert code == 0 and not diagnostics(output), f"nvcc {arch} {source}:\n{output}"
     for kernel in module.KERNELS[source]:
         assert kernel.encode() in binary, f"{kernel} missing from the {arch} cubin of {source}"
     for cuda_type in module.GROUPS[group]:  # every dtype was instantiated (mangled names name it)
@@ -80,11 +104,17 @@ def test_source_compiles_without_warnings(nvcc, tmp_path, source, group, arch):
 
 
 def test_warnings_are_errors(nvcc, tmp_path):
-    """The flags catch a warning (an unused variable), so a clean compile above means no warning."""
+    """The flags catch a warning (an unused variable), so a clean compile above means no warning, and
+    the filter of ptxas's report keeps it; a clean kernel's report is all filtered out."""
+    extra = ("-ftz=true", "-Xptxas", "-v")  # the flags of `built`
     text = "__global__ void k(float* x) { int unused = 3; x[0] = 1.0f; }\n"
-    result, _ = compile_cubin(nvcc, text, "sm_80", tmp_path)
+    result, _ = compile_cubin(nvcc, text, "sm_80", tmp_path, extra)
     assert result.returncode != 0
-    assert "unused" in result.stderr
+    assert "unused" in diagnostics(result.stdout + result.stderr)
+    clean = "__global__ void k(float* x) { x[0] = 1.0f; }\n"
+    result, _ = compile_cubin(nvcc, clean, "sm_80", tmp_path, extra)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "ptxas info" in output and not diagnostics(output), output
 
 
 def test_every_source_is_listed():
@@ -139,16 +169,14 @@ TILED_KERNELS = (
 @pytest.mark.parametrize("arch", ARCHES)
 @pytest.mark.parametrize("group", list(module.GROUPS))
 @pytest.mark.parametrize(("source", "kernel"), TILED_KERNELS, ids=[k for _, k in TILED_KERNELS])
-def test_tiled_kernels_keep_their_state_in_registers(nvcc, tmp_path, source, kernel, group, arch):
+def test_tiled_kernels_keep_their_state_in_registers(nvcc, source, kernel, group, arch):
     """The tiled kernels' per-thread state (the product and conv2d, tiled.cuh's block tile: the best,
     its index and the step's best of every output of the register tile; morphology: those of the
     thread's 4 outputs) fits in registers for every dtype: no local memory (stack frame) and no spill
     stores or loads, compiled with -ftz=true as CuPy does; and their static shared memory stays under
     the 48 KiB a block may have without opting in to more."""
-    text = forced_text(source, group)
-    result, _ = compile_cubin(nvcc, text, arch, tmp_path, ("-ftz=true", "-Xptxas", "-v"))
-    assert result.returncode == 0, result.stderr
-    report = result.stdout + result.stderr
+    code, report, _ = built(nvcc, source, group, arch)
+    assert code == 0, report
     found = [m.groups() for m in _PROPERTIES.finditer(report) if kernel in m[1]]
     assert len(found) == len(module.GROUPS[group]), f"no ptxas report of {kernel}:\n{report}"
     for name, stack, stores, loads in found:
