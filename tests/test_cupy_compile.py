@@ -4,7 +4,8 @@ No GPU needed: the machine's ``nvcc`` builds a cubin of exactly the text NVRTC g
 (``module.source_text``, header inlined) with every templated kernel instantiated for every dtype
 (the name expressions of ``module.py``, per type group, forced by taking the kernels' addresses), and
 ``-Werror all-warnings`` plus ``-Xptxas -Werror`` turn front-end and assembler warnings into
-errors; any other compiler output fails too. Skipped (with the reason) only where nvcc is missing.
+errors; any other compiler output than ptxas's report of each kernel (``-Xptxas -v``, which the
+register test reads) fails too. Skipped (with the reason) only where nvcc is missing.
 """
 
 from __future__ import annotations
