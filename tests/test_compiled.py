@@ -45,6 +45,7 @@ for dtype in (np.float32, np.float64):
         sparse = np.where(rng.random((40, 600)) < 0.004, data((40, 600), dtype), zero).astype(dtype)
         results += list(product(data((9, 600), dtype), sparse.T, return_indices=True))
         results += list(product(data((9, 600), dtype), np.ascontiguousarray(sparse.T), return_indices=True))
+        results += list(product(data((37, 600), dtype), sparse.T, return_indices=True))  # row tiles
     images, structure = data((3, 21, 19), dtype), data((3, 4), dtype)
     footprint = rng.random((5, 3)) < 0.6
     for op in (tropic.dilation, tropic.erosion):
@@ -870,35 +871,48 @@ def test_the_products_backward_entry_reads_narrow_winners_and_checks_its_buffers
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("transposed", [True, False], ids=["W.T", "C-ordered"])
-@pytest.mark.parametrize(("M", "K", "N"), [(64, 512, 512), (5, 300, 70), (1, 4096, 3)], ids=str)
+@pytest.mark.parametrize(
+    ("M", "K", "N"), [(64, 512, 512), (37, 600, 90), (5, 300, 70), (1, 4096, 3)], ids=str
+)
 def test_a_mostly_zero_operand_gives_the_bits_of_the_dense_product(monkeypatch, dtype, transposed, M, K, N):
     """A B that is almost all the tropical zero (the Sparse-Morph weights: under 1% of entries kept)
     is reduced over each column's kept entries only: the values and winners of the NumPy path, bit
     for bit, through ties, both infinities, signed zeros and NaN in either operand, a bias, values
-    only, columns with no kept entry, and on one thread and two."""
+    only, columns with no kept entry, and on one thread and two. The kernel runs tiles of rows (32
+    float32 or 16 float64 rows with AVX2), and rows, k and columns by blocks of 8 (4) in its
+    transposes: M = 37 and 5 leave partial tiles and blocks, K = 300 and N = 70, 90 partial blocks."""
     rng = np.random.default_rng(M + K + N)
     for semiring, product in ((MAX_PLUS, tropic.maxplus_matmul), (MIN_PLUS, tropic.minplus_matmul)):
         w = tie_heavy(rng, (N, K), dtype, nan=0.0)
         w[rng.random((N, K)) > 0.004] = semiring.zero  # about 2 kept entries in 512
         w[: N // 3] = semiring.zero  # columns of B with no entry: the zero and -1
+        w_finite = w.copy()
         w[-1, rng.integers(0, K, 3)] = [np.nan, np.inf, -np.inf]  # kept: only the zero is skipped
-        x = tie_heavy(rng, (M, K), dtype)
         bias = tie_heavy(rng, (N,), dtype, nan=0.0)
-        b = w.T if transposed else np.ascontiguousarray(w.T)
-        for threads in (1, 2):
-            tropic.set_num_threads(threads)
-            try:
-                for extra in ({}, {"bias": bias}):
-                    got = product(x, b, return_indices=True, **extra)
-                    values = product(x, b, **extra)
-                    with monkeypatch.context() as m:
-                        m.setattr(compiled, "enabled", False)
-                        want = product(x, b, return_indices=True, **extra)
-                    for g, e in zip(got, want, strict=True):
-                        assert_identical(g, e)
-                    assert_identical(values, want[0])
-            finally:
-                tropic.set_num_threads(None)
+        # NaN in x, in B only (found in B's lists), or nowhere (the bias then applied in C)
+        for nan_in_x, weight in ((0.005, w), (0.0, w), (0.0, w_finite)):
+            x = tie_heavy(rng, (M, K), dtype, nan=nan_in_x)
+            b = weight.T if transposed else np.ascontiguousarray(weight.T)
+            _check_sparse_product(monkeypatch, product, x, b, bias)
+
+
+def _check_sparse_product(monkeypatch, product, x, b, bias):
+    """``product(x, b)`` against the NumPy path, bit for bit, on one thread and two, with and without
+    the bias and the winners."""
+    for threads in (1, 2):
+        tropic.set_num_threads(threads)
+        try:
+            for extra in ({}, {"bias": bias}):
+                got = product(x, b, return_indices=True, **extra)
+                values = product(x, b, **extra)
+                with monkeypatch.context() as m:
+                    m.setattr(compiled, "enabled", False)
+                    want = product(x, b, return_indices=True, **extra)
+                for g, e in zip(got, want, strict=True):
+                    assert_identical(g, e)
+                assert_identical(values, want[0])
+        finally:
+            tropic.set_num_threads(None)
 
 
 def test_the_compiled_address_reader_gives_ctypes_addresses():
