@@ -870,6 +870,46 @@ def test_the_products_backward_entry_reads_narrow_winners_and_checks_its_buffers
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(("M", "K", "N"), [(64, 512, 70), (600, 40, 13), (3, 300, 9)], ids=str)
+def test_a_weight_gradient_with_few_winners_per_column_gives_the_numpy_paths_bits(
+    monkeypatch, dtype, threads, M, K, N
+):
+    """The backward of ``x @ W.T + b`` with W's gradient in W's layout, where each output column has
+    two candidate winners (a Sparse-Morph weight): a column's sums hit one slot many times in a row,
+    columns are summed in groups that N does not divide, and a gradient line has fewer winners than
+    slots (M < K: only the touched slots are written) or more (M >= K). With winners -1 (none) and K
+    (the bias), every subset of the gradients asked, on one thread and on the pool, after a call
+    that stopped at a bad winner (its sums left behind must not leak into the next call): the NumPy
+    path's bits."""
+    rng = np.random.default_rng(M + K + N)
+    g = rng.standard_normal((M, N)).astype(dtype)  # random: another summation order shows
+    candidates = rng.integers(0, K, (N, 2))
+    winners = candidates[np.arange(N), rng.integers(0, 2, (M, N))]
+    winners[rng.random((M, N)) < 0.05] = -1
+    winners[rng.random((M, N)) < 0.05] = K
+    winners = winners.astype(np.int16)
+    bad = winners.copy()
+    bad[M // 2, N // 2] = K + 1
+    monkeypatch.setattr(kernels, "_PARALLEL_PRODUCT_PAIRS", 0)  # the pool whenever threads > 1
+    shapes = ((M, K), (K, N), (N,))
+    tropic.set_num_threads(threads)
+    try:
+        for needs in ((True, True, True), (False, True, False), (True, False, True), (False, False, True)):
+            with pytest.raises(ValueError, match="winners"):
+                kernels.matmul_vjp(np, g, bad, *shapes, needs, transposed_b_grad=True)
+            got = kernels.matmul_vjp(np, g, winners, *shapes, needs, transposed_b_grad=True)
+            with monkeypatch.context() as m:
+                m.setattr(compiled, "enabled", False)
+                want = kernels.matmul_vjp(np, g, winners, *shapes, needs, transposed_b_grad=True)
+            for asked, fast, expected in zip(needs, got, want, strict=True):
+                if asked:
+                    assert_identical(fast, expected)
+    finally:
+        tropic.set_num_threads(None)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("transposed", [True, False], ids=["W.T", "C-ordered"])
 @pytest.mark.parametrize(
     ("M", "K", "N"), [(64, 512, 512), (37, 600, 90), (5, 300, 70), (1, 4096, 3)], ids=str

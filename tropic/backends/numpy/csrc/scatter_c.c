@@ -54,7 +54,41 @@ struct matmul_vjp_job {
  * buffer, so that each row k gets a contiguous run of the tile's columns, not one value per row (N
  * apart: a cache line each) for every column. The same adds in the same order per slot. */
 #define COLUMN_TILE 16
+#define COLUMN_GROUP 4 /* columns of a transposed gb summed together (at most COLUMN_TILE) */
 #define MATMUL_VJP_TASK(NAME, T)                                                                    \
+  /* One line of sums out: out[at + k] = acc[k] for k < K (in T when out_t, else double; nothing    \
+   * when out is NULL), leaving acc zeroed. Only the `count` winners idx[0], idx[stride], ...       \
+   * touched the line: with fewer of them than K, the line is zeroed and just their slots are       \
+   * written and reset (an untouched slot holds +0.0, what the zeroing writes), not all K slots     \
+   * converted (a weight's gradient line: K inputs, one batch's winners). */                        \
+  static void NAME##_flush(double *acc, void *out, int64_t at, int out_t, int64_t K,                \
+                           const int32_t *idx, int64_t stride, int64_t count) {                     \
+    if (count >= K) {                                                                               \
+      if (out != NULL && out_t)                                                                     \
+        for (int64_t k = 0; k < K; k++) ((T *)out)[at + k] = (T)acc[k];                             \
+      else if (out != NULL)                                                                         \
+        memcpy((double *)out + at, acc, (size_t)K * sizeof(double));                                \
+      memset(acc, 0, (size_t)K * sizeof(double));                                                   \
+      return;                                                                                       \
+    }                                                                                               \
+    if (out != NULL && out_t) {                                                                     \
+      memset((T *)out + at, 0, (size_t)K * sizeof(T));                                              \
+      for (int64_t c = 0; c < count; c++) { /* -1 and the bias (K) touched nothing */               \
+        const int64_t k = idx[c * stride];                                                          \
+        if (k >= 0 && k < K) ((T *)out)[at + k] = (T)acc[k];                                        \
+      }                                                                                             \
+    } else if (out != NULL) {                                                                       \
+      memset((double *)out + at, 0, (size_t)K * sizeof(double));                                    \
+      for (int64_t c = 0; c < count; c++) {                                                         \
+        const int64_t k = idx[c * stride];                                                          \
+        if (k >= 0 && k < K) ((double *)out)[at + k] = acc[k];                                      \
+      }                                                                                             \
+    }                                                                                               \
+    for (int64_t c = 0; c < count; c++) {                                                           \
+      const int64_t k = idx[c * stride];                                                            \
+      if (k >= 0 && k < K) acc[k] = 0.0;                                                            \
+    }                                                                                               \
+  }                                                                                                 \
   /* columns c0 .. c1 of gb (n, K, N) and gbias; acc: K * COLUMN_TILE doubles */                    \
   static int NAME##_column_tiles(const struct matmul_vjp_job *j, int64_t c0, int64_t c1,            \
                                  double *acc) {                                                     \
@@ -108,8 +142,8 @@ struct matmul_vjp_job {
     if (task < j->row_tasks) { /* rows (b, i) -> ga */                                              \
       const int64_t r0 = task * j->rows_per_task;                                                   \
       const int64_t r1 = r0 + j->rows_per_task < n * M ? r0 + j->rows_per_task : n * M;             \
+      memset(acc, 0, (size_t)K * sizeof(double)); /* NAME##_flush leaves it zeroed */             \
       for (int64_t r = r0; r < r1; r++) {                                                           \
-        memset(acc, 0, (size_t)K * sizeof(double));                                                 \
         for (int64_t c = 0; c < N; c++) {                                                           \
           const int64_t at = r * N + c, k = j->idx[at];                                             \
           if (j->bias_k && k == K) continue;                                                        \
@@ -120,10 +154,7 @@ struct matmul_vjp_job {
           }                                                                                         \
           acc[k] += (double)g[at];                                                                  \
         }                                                                                           \
-        if (j->out_t)                                                                               \
-          for (int64_t k = 0; k < K; k++) ((T *)j->ga)[r * K + k] = (T)acc[k];                     \
-        else                                                                                        \
-          memcpy((double *)j->ga + r * K, acc, (size_t)K * sizeof(double));                         \
+        NAME##_flush(acc, j->ga, r * K, j->out_t, K, j->idx + r * N, 1, N);                         \
       }                                                                                             \
       goto done;                                                                                    \
     }                                                                                               \
@@ -134,31 +165,37 @@ struct matmul_vjp_job {
       status = NAME##_column_tiles(j, c0, c1, acc);                                                 \
       goto done;                                                                                    \
     }                                                                                               \
-    for (int64_t c = c0; c < c1; c++) {                                                             \
-      T bias_sum = (T)0;                                                                            \
+    /* gb (n, N, K): row c of batch b sums column c of the batch's outputs. COLUMN_GROUP columns at \
+     * a time, their adds interleaved: a column's outputs often share a winner (a sparse weight    \
+     * has about two per column), and adds to one slot wait on each other's store; those of other  \
+     * columns (their own K slots of acc) do not. Each slot still adds its outputs in order. */     \
+    memset(acc, 0, (size_t)K * COLUMN_GROUP * sizeof(double));                                      \
+    for (int64_t c = c0; c < c1; c += COLUMN_GROUP) {                                               \
+      const int64_t width = c1 - c < COLUMN_GROUP ? c1 - c : COLUMN_GROUP;                          \
+      T bias_sum[COLUMN_GROUP] = {0};                                                               \
       for (int64_t b = 0; b < n; b++) {                                                             \
-        memset(acc, 0, (size_t)K * sizeof(double));                                                 \
         for (int64_t i = 0; i < M; i++) {                                                           \
-          const int64_t at = (b * M + i) * N + c, k = j->idx[at];                                   \
-          if (j->bias_k) {                                                                          \
-            bias_sum += k == K ? g[at] : (T)0;                                                      \
-            if (k == K) continue;                                                                   \
+          const int64_t row = (b * M + i) * N + c;                                                  \
+          for (int64_t u = 0; u < width; u++) {                                                     \
+            const int64_t k = j->idx[row + u];                                                      \
+            if (j->bias_k) {                                                                        \
+              bias_sum[u] += k == K ? g[row + u] : (T)0;                                            \
+              if (k == K) continue;                                                                 \
+            }                                                                                       \
+            if (k < 0 || k >= K) {                                                                  \
+              if (k == -1) continue;                                                                \
+              status = 3;                                                                           \
+              goto done;                                                                            \
+            }                                                                                       \
+            acc[u * K + k] += (double)g[row + u];                                                   \
           }                                                                                         \
-          if (k < 0 || k >= K) {                                                                    \
-            if (k == -1) continue;                                                                  \
-            status = 3;                                                                             \
-            goto done;                                                                              \
-          }                                                                                         \
-          acc[k] += (double)g[at];                                                                  \
         }                                                                                           \
-        if (j->gb == NULL) continue;                                                                \
-        /* gb (n, N, K): row c of batch b */                                                        \
-        if (j->out_t)                                                                               \
-          for (int64_t k = 0; k < K; k++) ((T *)j->gb)[(b * N + c) * K + k] = (T)acc[k];            \
-        else                                                                                        \
-          memcpy((double *)j->gb + (b * N + c) * K, acc, (size_t)K * sizeof(double));               \
+        for (int64_t u = 0; u < width; u++) /* without gb, acc is only reset */                     \
+          NAME##_flush(acc + u * K, j->gb, (b * N + c + u) * K, j->out_t, K,                        \
+                       j->idx + b * M * N + c + u, N, M);                                           \
       }                                                                                             \
-      if (j->gbias) ((T *)j->gbias)[c] = bias_sum;                                                  \
+      if (j->gbias)                                                                                 \
+        for (int64_t u = 0; u < width; u++) ((T *)j->gbias)[c + u] = bias_sum[u];                   \
     }                                                                                               \
   done:                                                                                             \
     tropic_task_buffer_done(acc, bytes);                                                            \
