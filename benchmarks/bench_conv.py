@@ -17,7 +17,7 @@ import tropic
 from .common import (
     Benchmark,
     numpy_unfold_conv2d,
-    optional_import,
+    preload_torch,
     random_array,
     require_torch,
     same_run_ratio,
@@ -25,7 +25,7 @@ from .common import (
     torch_unfold_conv2d,
 )
 
-optional_import("torch")  # imported once, before asv forks the benchmark processes
+preload_torch()
 
 
 def convolution(implementation: str):

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 
-from .common import Benchmark, optional_import, require_torch, size
+from .common import Benchmark, preload_torch, require_torch, size
 
-optional_import("torch")
+preload_torch()
 
 DTYPES = ("float32", "float16", "bfloat16")
 M, K, N = size((512, 512, 512), (8, 6, 5))

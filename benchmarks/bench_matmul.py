@@ -19,7 +19,7 @@ from .common import (
     extra_peak_mib,
     loop_maxplus,
     naive_maxplus,
-    optional_import,
+    preload_torch,
     random_array,
     require_broadcast_fits,
     require_compiled,
@@ -32,7 +32,7 @@ from .common import (
 )
 
 # Imported once here, so asv's forked benchmark processes do not each import it again.
-optional_import("torch")
+preload_torch()
 
 # M x K x N: squares, a dense layer's batch, a thin wide product
 SHAPES = size(

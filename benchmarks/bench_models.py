@@ -12,12 +12,9 @@ from __future__ import annotations
 
 from tropic.apps.model_steps import IMPLEMENTATIONS, MODELS, training_step
 
-from .common import SMOKE, Benchmark, optional_import, require_torch
+from .common import SMOKE, Benchmark, preload_torch, require_torch
 
-optional_import("torch")  # imported once here, so asv's forked benchmark processes do not each import it
-# A torch optimizer's constructor imports torch._dynamo (some 2 s on the project's VMs): here, once
-# for all of asv's forked benchmark processes, not in each step's setup.
-optional_import("torch._dynamo")
+preload_torch(optimizers=True)
 
 
 class ModelTrainingStep(Benchmark):

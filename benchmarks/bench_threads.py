@@ -20,12 +20,9 @@ import subprocess
 import sys
 import time
 
-from .common import Benchmark, optional_import, require_torch, size
+from .common import Benchmark, preload_torch, require_torch, size
 
-optional_import("torch")
-# A torch optimizer's constructor imports torch._dynamo (some 2 s on the project's VMs): here, once
-# for all of asv's forked benchmark processes, not in each step's setup.
-optional_import("torch._dynamo")
+preload_torch(optimizers=True)
 
 BATCH, SIDE = size((64, 28), (4, 8))
 SETTINGS = ("default", "one")

@@ -23,7 +23,7 @@ from .common import (
     Benchmark,
     LayerStepBenchmark,
     compare_layer_steps,
-    optional_import,
+    preload_torch,
     random_array,
     require_torch,
     same_run_ratio,
@@ -33,7 +33,7 @@ from .common import (
 )
 
 # Imported once here, so asv's forked benchmark processes do not each import it again.
-optional_import("torch")
+preload_torch()
 
 BATCH, IN_FEATURES, OUT_FEATURES = size((256, 1024, 1024), (8, 16, 16))
 IMPLEMENTATIONS = ("tropic", "torch_broadcast")

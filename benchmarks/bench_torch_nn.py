@@ -24,12 +24,13 @@ from .common import (
     LayerStepBenchmark,
     compare_layer_steps,
     optional_import,
+    preload_torch,
     random_array,
     require_torch,
     size,
 )
 
-optional_import("torch")  # imported once here, so asv's forked benchmark processes do not each import it
+preload_torch()
 
 BATCH, CHANNELS, HEIGHT, WIDTH, KERNEL = size((32, 16, 64, 64, 7), (2, 3, 9, 8, 3))
 IMPLEMENTATIONS = ("tropic", "kornia", "torch_unfold")

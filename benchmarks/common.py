@@ -45,6 +45,7 @@ __all__ = [
     "numpy_path",
     "numpy_unfold_conv2d",
     "peak_in_fresh_process",
+    "preload_torch",
     "random_array",
     "require_broadcast_fits",
     "require_compiled",
@@ -120,6 +121,16 @@ def tropic_or_baseline(implementation: str, run, baseline):
     if implementation == "tropic_numpy_path":
         return require_compiled(run)
     return baseline()
+
+
+def preload_torch(*, optimizers: bool = False) -> None:
+    """Import torch at a benchmark module's import, so that asv's forked benchmark processes start
+    with it rather than each importing it in setup; with ``optimizers`` also ``torch._dynamo``, which
+    a torch optimizer's constructor imports (some 2 s on the project's VMs). Nothing if torch is
+    missing."""
+    optional_import("torch")
+    if optimizers:
+        optional_import("torch._dynamo")
 
 
 def require_torch():
