@@ -89,31 +89,41 @@ struct matmul_vjp_job {
       if (k >= 0 && k < K) acc[k] = 0.0;                                                            \
     }                                                                                               \
   }                                                                                                 \
+  /* Adds batch b's outputs of columns t0 .. t0 + width - 1, in (i, column) order, into acc (slot k \
+   * of column c at acc[k * k_stride + c * c_stride]) and the bias's wins into bias_sum[c]; 3 at a   \
+   * winner outside [-1, K) (K: the bias, when there is one). */                                    \
+  static inline int NAME##_add_columns(const struct matmul_vjp_job *j, int64_t b, int64_t t0,       \
+                                       int64_t width, double *acc, int64_t k_stride,                \
+                                       int64_t c_stride, T *bias_sum) {                             \
+    const T *g = j->g;                                                                              \
+    const int64_t M = j->M, N = j->N, K = j->K;                                                     \
+    for (int64_t i = 0; i < M; i++) {                                                               \
+      const int64_t row = (b * M + i) * N + t0;                                                     \
+      for (int64_t c = 0; c < width; c++) {                                                         \
+        const int64_t k = j->idx[row + c];                                                          \
+        if (j->bias_k) {                                                                            \
+          bias_sum[c] += k == K ? g[row + c] : (T)0;                                                \
+          if (k == K) continue;                                                                     \
+        }                                                                                           \
+        if (k < 0 || k >= K) {                                                                      \
+          if (k == -1) continue;                                                                    \
+          return 3;                                                                                 \
+        }                                                                                           \
+        acc[k * k_stride + c * c_stride] += (double)g[row + c];                                     \
+      }                                                                                             \
+    }                                                                                               \
+    return 0;                                                                                       \
+  }                                                                                                 \
   /* columns c0 .. c1 of gb (n, K, N) and gbias; acc: K * COLUMN_TILE doubles */                    \
   static int NAME##_column_tiles(const struct matmul_vjp_job *j, int64_t c0, int64_t c1,            \
                                  double *acc) {                                                     \
-    const T *g = j->g;                                                                              \
-    const int64_t n = j->n, M = j->M, N = j->N, K = j->K;                                           \
+    const int64_t n = j->n, N = j->N, K = j->K;                                                     \
     memset(acc, 0, (size_t)K * COLUMN_TILE * sizeof(double));                                       \
     for (int64_t t0 = c0; t0 < c1; t0 += COLUMN_TILE) {                                             \
       const int64_t width = c1 - t0 < COLUMN_TILE ? c1 - t0 : COLUMN_TILE;                          \
       T bias_sum[COLUMN_TILE] = {0}; /* each column's, over (b, i) in order */                      \
       for (int64_t b = 0; b < n; b++) {                                                             \
-        for (int64_t i = 0; i < M; i++) {                                                           \
-          const int64_t row = (b * M + i) * N + t0;                                                 \
-          for (int64_t c = 0; c < width; c++) {                                                     \
-            const int64_t k = j->idx[row + c];                                                      \
-            if (j->bias_k) {                                                                        \
-              bias_sum[c] += k == K ? g[row + c] : (T)0;                                            \
-              if (k == K) continue;                                                                 \
-            }                                                                                       \
-            if (k < 0 || k >= K) {                                                                  \
-              if (k == -1) continue;                                                                \
-              return 3;                                                                             \
-            }                                                                                       \
-            acc[k * COLUMN_TILE + c] += (double)g[row + c];                                         \
-          }                                                                                         \
-        }                                                                                           \
+        if (NAME##_add_columns(j, b, t0, width, acc, COLUMN_TILE, 1, bias_sum)) return 3;           \
         for (int64_t k = 0; k < K; k++) { /* gb[b, k, t0 : t0 + width], and the sums reset */       \
           double *sums = acc + k * COLUMN_TILE;                                                     \
           if (j->out_t)                                                                             \
@@ -174,22 +184,8 @@ struct matmul_vjp_job {
       const int64_t width = c1 - c < COLUMN_GROUP ? c1 - c : COLUMN_GROUP;                          \
       T bias_sum[COLUMN_GROUP] = {0};                                                               \
       for (int64_t b = 0; b < n; b++) {                                                             \
-        for (int64_t i = 0; i < M; i++) {                                                           \
-          const int64_t row = (b * M + i) * N + c;                                                  \
-          for (int64_t u = 0; u < width; u++) {                                                     \
-            const int64_t k = j->idx[row + u];                                                      \
-            if (j->bias_k) {                                                                        \
-              bias_sum[u] += k == K ? g[row + u] : (T)0;                                            \
-              if (k == K) continue;                                                                 \
-            }                                                                                       \
-            if (k < 0 || k >= K) {                                                                  \
-              if (k == -1) continue;                                                                \
-              status = 3;                                                                           \
-              goto done;                                                                            \
-            }                                                                                       \
-            acc[u * K + k] += (double)g[row + u];                                                   \
-          }                                                                                         \
-        }                                                                                           \
+        status = NAME##_add_columns(j, b, c, width, acc, 1, K, bias_sum);                           \
+        if (status) goto done;                                                                      \
         for (int64_t u = 0; u < width; u++) /* without gb, acc is only reset */                     \
           NAME##_flush(acc + u * K, j->gb, (b * N + c + u) * K, j->out_t, K,                        \
                        j->idx + b * M * N + c + u, N, M);                                           \
