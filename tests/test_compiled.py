@@ -936,6 +936,26 @@ def test_a_mostly_zero_operand_gives_the_bits_of_the_dense_product(monkeypatch, 
             _check_sparse_product(monkeypatch, product, x, b, bias)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M", [8, 16, 40, 64])
+@pytest.mark.parametrize("density", [1 / 20, 1 / 40])
+def test_a_pruned_weight_gives_the_bits_of_the_dense_product(monkeypatch, dtype, M, density):
+    """A few percent of B kept (a pruned layer's weight): with winners, from 32 rows of x the kernel
+    lists up to 1/16 of B, from 16 rows 1/32, with fewer 1/128 (values only: from 64 and 32 rows);
+    past that share it goes back to the dense kernel part way through its pass over B. Every one
+    of those paths gives the NumPy path's values and winners, bit for bit, in both layouts of B,
+    with and without a bias."""
+    rng = np.random.default_rng(M + round(1 / density))
+    K, N = 300, 120
+    for semiring, product in ((MAX_PLUS, tropic.maxplus_matmul), (MIN_PLUS, tropic.minplus_matmul)):
+        w = tie_heavy(rng, (N, K), dtype, nan=0.0)
+        w[rng.random((N, K)) > density] = semiring.zero
+        x = tie_heavy(rng, (M, K), dtype, nan=0.0 if M == 40 else 0.005)
+        bias = tie_heavy(rng, (N,), dtype, nan=0.0)
+        for b in (w.T, np.ascontiguousarray(w.T)):
+            _check_sparse_product(monkeypatch, product, x, b, bias)
+
+
 def _check_sparse_product(monkeypatch, product, x, b, bias):
     """``product(x, b)`` against the NumPy path, bit for bit, on one thread and two, with and without
     the bias and the winners."""

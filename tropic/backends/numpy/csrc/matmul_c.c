@@ -1022,12 +1022,10 @@ int tropic_matmul_pooled_f64(const double *a, const double *b, double *c, int32_
  * entries that can win. A sample of B decides first, so that a dense B costs a few loads. The
  * lists are walked by tiles of rows, vectorised across the rows (NAME##_tiles, below). On the
  * first-generation Zen VM, one thread, with winners: x 64 x 512 @ B 512 x 512 with 1/256 of B kept
- * (the Sparse-Morph layer) 197 us (walked one output at a time: 346 us), 1/64 436 us, 1/16 1105 us,
- * dense 1836 us; but x 8 x 784 @ B 784 x 256 with 1/64 kept 249 us against 168-283 us dense. The
- * lists are kept up to 1/128 of B, where few rows still gain. */
-#define SPARSE_SAMPLE 64          /* entries of B looked at before a full scan: at most one not zero */
+ * (the Sparse-Morph layer) about 200 us (walked one output at a time: 346 us), dense about 1900 us.
+ * How much of B may be listed depends on the rows (sparse_product). */
+#define SPARSE_SAMPLE 64          /* entries of B looked at before a full scan */
 #define SPARSE_MIN_ENTRIES 4096   /* smaller B: the dense kernel */
-#define SPARSE_MAX_SHARE 128      /* the lists are kept if at most 1/128 of B is listed */
 #define SPARSE_BLOCK 16           /* entries of B per zero test of the scan */
 #define SPARSE_PARALLEL_WORK (1 << 18) /* fewer candidates and outputs than this: one thread */
 #define SPARSE_VECTORS 4         /* vectors of rows per tile (AVX2: 32 float rows, 16 double) */
@@ -1046,10 +1044,10 @@ typedef uint64_t __attribute__((may_alias)) bits_f64;
 #define DEFINE_SPARSE(T, NAME, BITS)                                                                \
   /* Whether b (K x N; bt: its transpose, N x K) looks mostly zero, from SPARSE_SAMPLE spread       \
    * entries (the same positions of the buffer either way). */                                      \
-  static int NAME##_sample(const T *b, int64_t count, T zero) {                                     \
+  static int NAME##_sample(const T *b, int64_t count, T zero, int64_t share) {                      \
     int zeros = 0;                                                                                  \
     for (int s = 0; s < SPARSE_SAMPLE; s++) zeros += b[count / SPARSE_SAMPLE * s] == zero;          \
-    return zeros >= SPARSE_SAMPLE - 1;                                                              \
+    return SPARSE_SAMPLE - zeros <= 2 * SPARSE_SAMPLE / share; /* twice the share listed at most */  \
   }                                                                                                 \
   /* The first block of SPARSE_BLOCK entries from `from` on (count: the end) with an entry that is \
    * not the zero, or count. A block's test reads the bits, 16 bytes at a time (an OR of XORs in   \
@@ -1076,38 +1074,49 @@ typedef uint64_t __attribute__((may_alias)) bits_f64;
       if (raw[p] != zero_bits) return p0;                                                           \
     return count;                                                                                   \
   }                                                                                                 \
-  /* The lists of b's columns, or 0 (nothing allocated) if more than 1 / SPARSE_MAX_SHARE of b is   \
-   * listed; 2 if memory ran out. One pass over b in its own order, a line (row of b, or of its    \
-   * transpose) at a time, by blocks (NAME##_next_block; the rare blocks with an entry are read    \
-   * again one by one): an entry's column and k are its line and its place in the line, with no    \
+  /* The lists of b's columns, or 0 (nothing allocated) if more than 1 / share of b is listed; 2 if  \
+   * memory ran out. One pass over b in its own order, a line (row of b, or of its transpose) at a  \
+   * time, by blocks (NAME##_next_block; the blocks with an entry are read again one by one, with   \
+   * no branch on the data): an entry's column and k are its line and its place in the line, with no\
    * division. Given the transpose, a line is one column and its entries come in the lists' order; \
    * otherwise a stable counting sort by column follows: k ascending within each list either way. */\
-  static int NAME##_lists(const T *b, int64_t K, int64_t N, int bt, T zero, struct sparse_lists *l) { \
-    const int64_t cap = K * N / SPARSE_MAX_SHARE + 1, lines = bt ? N : K, len = bt ? K : N;          \
+  static int NAME##_lists(const T *b, int64_t K, int64_t N, int bt, T zero, int64_t share,          \
+                          struct sparse_lists *l) {                                                 \
+    const int64_t cap = K * N / share + 1, lines = bt ? N : K, len = bt ? K : N;                    \
     int64_t *start = calloc((size_t)N + 1, sizeof(int64_t)), listed = 0;                            \
-    int32_t *ks = malloc((size_t)cap * sizeof(int32_t));                                            \
-    T *values = malloc((size_t)cap * sizeof(T));                                                    \
-    int64_t *columns = bt ? NULL : malloc((size_t)cap * sizeof(int64_t)); /* for the sort */       \
+    const size_t room = (size_t)(cap + SPARSE_BLOCK); /* a block's writes land before its check */ \
+    int32_t *ks = malloc(room * sizeof(int32_t));                                                   \
+    T *values = malloc(room * sizeof(T));                                                           \
+    int64_t *columns = bt ? NULL : malloc(room * sizeof(int64_t)); /* for the sort */              \
     if (start == NULL || ks == NULL || values == NULL || (!bt && columns == NULL)) {                \
       free(start), free(ks), free(values), free(columns);                                          \
       return 2;                                                                                     \
     }                                                                                               \
     for (int64_t r = 0; r < lines; r++) {                                                           \
       const T *line = b + r * len;                                                                  \
+      const int64_t line_start = listed;                                                            \
       for (int64_t p0 = NAME##_next_block(line, 0, len, zero); p0 < len;                            \
            p0 = NAME##_next_block(line, p0 + SPARSE_BLOCK, len, zero)) {                            \
         const int64_t p1 = len - p0 < SPARSE_BLOCK ? len : p0 + SPARSE_BLOCK;                       \
-        for (int64_t p = p0; p < p1; p++) {                                                         \
-          if (line[p] == zero) continue;                                                            \
-          if (listed == cap) { /* not sparse enough */                                              \
-            free(start), free(ks), free(values), free(columns);                                    \
-            return 0;                                                                               \
-          }                                                                                         \
-          const int64_t j = bt ? r : p;                                                             \
-          ks[listed] = (int32_t)(bt ? p : r), values[listed] = line[p];                             \
-          if (columns) columns[listed] = j;                                                         \
-          listed++, start[j + 1]++;                                                                 \
+        for (int64_t p = p0; p < p1; p++) { /* every entry written, the next one's place kept only  \
+                                              * past a kept entry: no branch on the data */         \
+          const T v = line[p];                                                                      \
+          const int kept = v != zero; /* NaN too: it is not the zero */                             \
+          ks[listed] = (int32_t)(bt ? p : r), values[listed] = v;                                   \
+          if (!bt) columns[listed] = p, start[p + 1] += kept;                                       \
+          listed += kept;                                                                           \
         }                                                                                           \
+        if (listed > cap) { /* not sparse enough */                                                 \
+          free(start), free(ks), free(values), free(columns);                                      \
+          return 0;                                                                                 \
+        }                                                                                           \
+      }                                                                                             \
+      if (bt) start[r + 1] = listed - line_start;                                                   \
+      /* on course for half as much again as the cap, past a 32nd of b and 4096 entries: the dense \
+       * kernel, without the rest of the pass (which costs most at densities just over the cap) */ \
+      if (32 * (r + 1) >= lines && (r + 1) * len >= 4096 && 2 * listed * lines > 3 * cap * (r + 1)) { \
+        free(start), free(ks), free(values), free(columns);                                        \
+        return 0;                                                                                   \
       }                                                                                             \
     }                                                                                               \
     for (int64_t j = 0; j < N; j++) start[j + 1] += start[j];                                       \
@@ -1270,16 +1279,24 @@ static int sparse_task(void *ctx, int task, int tasks) {
 static int sparse_product(const void *a, const void *b, void *c, int32_t *idx, int64_t M, int64_t K, int64_t N,
                           int maximise, int bt, int is_f64, int tasks, int threads, int *b_nan) {
   if (K * N < SPARSE_MIN_ENTRIES) return 0;
+  /* The lists are kept up to 1/share of B. Their cost is mostly the pass over B and the work per
+   * column, which few rows do not repay, and the dense kernel is faster without winners: x M x 512
+   * @ 512 x 512, one thread, lists against the dense kernel, with winners: M = 16 at 1/32 of B
+   * 451-553 against 506-559 us, M = 32 at 1/16 611-616 against 859-1050 us, M = 64 at 1/16
+   * 794-1043 against 1659-2099 us; values only, at 1/20: M = 64 925 against 1480 us, M = 32 819
+   * against 813 us; at 1/40, M = 16 497 against 457 us. */
+  const int winners = idx != NULL;
+  const int64_t share = M >= (winners ? 32 : 64) ? 16 : M >= (winners ? 16 : 32) ? 32 : 128;
   struct sparse_lists lists;
   int found;
   if (is_f64) {
     const double zero = maximise ? -INFINITY : INFINITY;
-    if (!sparse_f64_sample(b, K * N, zero)) return 0;
-    found = sparse_f64_lists(b, K, N, bt, zero, &lists);
+    if (!sparse_f64_sample(b, K * N, zero, share)) return 0;
+    found = sparse_f64_lists(b, K, N, bt, zero, share, &lists);
   } else {
     const float zero = maximise ? -INFINITY : INFINITY;
-    if (!sparse_f32_sample(b, K * N, zero)) return 0;
-    found = sparse_f32_lists(b, K, N, bt, zero, &lists);
+    if (!sparse_f32_sample(b, K * N, zero, share)) return 0;
+    found = sparse_f32_lists(b, K, N, bt, zero, share, &lists);
   }
   if (found != 1) return found;
   /* A NaN of b is not the zero, so it is listed: b's NaN scan reads the lists, not all of b. */
