@@ -956,6 +956,34 @@ def test_a_pruned_weight_gives_the_bits_of_the_dense_product(monkeypatch, dtype,
             _check_sparse_product(monkeypatch, product, x, b, bias)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_sparse_product_split_on_the_pool_gives_the_bits_of_one_thread(monkeypatch, dtype):
+    """A sparse product with work enough for the thread pool (300 rows: 10 row tiles of float32, 19
+    of float64, the last partial, taken by the tasks in turn): the bits of the one-thread call,
+    and of the NumPy path on the first and the last tiles' rows (rows are independent)."""
+    rng = np.random.default_rng(300)
+    M, K, N = 300, 512, 512
+    for semiring, product in ((MAX_PLUS, tropic.maxplus_matmul), (MIN_PLUS, tropic.minplus_matmul)):
+        w = tie_heavy(rng, (N, K), dtype, nan=0.0)
+        w[rng.random((N, K)) > 0.004] = semiring.zero
+        x, bias = tie_heavy(rng, (M, K), dtype), tie_heavy(rng, (N,), dtype, nan=0.0)
+        results = {}
+        for threads in (1, 2):
+            tropic.set_num_threads(threads)
+            try:
+                results[threads] = product(x, w.T, bias=bias, return_indices=True)
+            finally:
+                tropic.set_num_threads(None)
+        for pooled, alone in zip(results[2], results[1], strict=True):
+            assert_identical(pooled, alone)
+        rows = np.r_[0:40, 260:300]
+        with monkeypatch.context() as m:
+            m.setattr(compiled, "enabled", False)
+            want = product(x[rows], w.T, bias=bias, return_indices=True)
+        for got, expected in zip(results[2], want, strict=True):
+            assert_identical(got[rows], expected)
+
+
 def _check_sparse_product(monkeypatch, product, x, b, bias):
     """``product(x, b)`` against the NumPy path, bit for bit, on one thread and two, with and without
     the bias and the winners."""

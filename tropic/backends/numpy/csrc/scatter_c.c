@@ -71,20 +71,17 @@ struct matmul_vjp_job {
       memset(acc, 0, (size_t)K * sizeof(double));                                                   \
       return;                                                                                       \
     }                                                                                               \
-    if (out != NULL && out_t) {                                                                     \
-      memset((T *)out + at, 0, (size_t)K * sizeof(T));                                              \
+    if (out != NULL) {                                                                              \
+      if (out_t) memset((T *)out + at, 0, (size_t)K * sizeof(T));                                   \
+      else memset((double *)out + at, 0, (size_t)K * sizeof(double));                               \
       for (int64_t c = 0; c < count; c++) { /* -1 and the bias (K) touched nothing */               \
         const int64_t k = idx[c * stride];                                                          \
-        if (k >= 0 && k < K) ((T *)out)[at + k] = (T)acc[k];                                        \
-      }                                                                                             \
-    } else if (out != NULL) {                                                                       \
-      memset((double *)out + at, 0, (size_t)K * sizeof(double));                                    \
-      for (int64_t c = 0; c < count; c++) {                                                         \
-        const int64_t k = idx[c * stride];                                                          \
-        if (k >= 0 && k < K) ((double *)out)[at + k] = acc[k];                                      \
+        if (k < 0 || k >= K) continue;                                                              \
+        if (out_t) ((T *)out)[at + k] = (T)acc[k];                                                  \
+        else ((double *)out)[at + k] = acc[k];                                                      \
       }                                                                                             \
     }                                                                                               \
-    for (int64_t c = 0; c < count; c++) {                                                           \
+    for (int64_t c = 0; c < count; c++) { /* reset after writing: a slot may come again */          \
       const int64_t k = idx[c * stride];                                                            \
       if (k >= 0 && k < K) acc[k] = 0.0;                                                            \
     }                                                                                               \
