@@ -71,6 +71,19 @@ for dtype in (np.float32, np.float64):
 # half-precision products with winners (every sum rounded in the micro-kernel; ties after rounding)
 from tropic.backends.numpy import kernels
 from tropic.core.semiring import MAX_PLUS, MIN_PLUS
+# an MPM layer's pair of products (one pass where the CPU has a pair kernel, else one after the other)
+def few_infinities(shape, dtype):  # at 600 k, data()'s infinities would make every best infinite
+    x = rng.integers(-8, 9, shape).astype(dtype)
+    x[rng.random(shape) < 2e-4] = np.inf
+    x[rng.random(shape) < 2e-4] = -np.inf
+    x[rng.random(shape) < 0.1] = -0.0
+    return x
+for dtype in (np.float32, np.float64):
+    x, w, bias = few_infinities((37, 600), dtype), few_infinities((45, 600), dtype), data((45,), dtype)
+    for b in (w.T, np.ascontiguousarray(w.T)):
+        for winners in (True, False):
+            for product in kernels.matmul_pair(np, (x, b, bias, True), (x, b, None, False), None, winners):
+                results += [r for r in product if r is not None]
 for rounding in ("float16", "bfloat16"):
     scale = lambda shape: rng.choice([1.0, 1 / 1024, 1 / 3, 4096.0], shape).astype(np.float32)
     a, b = data((37, 29), np.float32) * scale((37, 29)), data((29, 45), np.float32) * scale((29, 45))

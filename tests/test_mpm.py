@@ -242,3 +242,105 @@ def test_torch_backward_op_wants_the_stacked_winners():
         (4, 5),
         None,
     ]
+
+
+PAIR_SHAPES = [((1, 7), 5), ((2, 9), 17), ((4, 300), 9), ((37, 600), 45), ((64, 256), 256), ((5, 1100), 33)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("a_shape", "N"), [*PAIR_SHAPES, ((2, 3, 40), 16)], ids=str)
+def test_the_pair_kernel_gives_the_bits_of_two_product_calls(monkeypatch, a_shape, N, dtype):
+    """The NumPy backend's ``matmul_pair`` (a max-plus and a min-plus product of one ``a`` and one
+    ``b``, in one compiled call) returns what its ``matmul`` kernel returns for each product, bit for
+    bit: ties, both infinities, signed zeros, NaN in ``a`` or in ``b``, ``b`` in C order and as a
+    weight's transpose, a bias on both products, on one or on neither, values only, either product
+    first, on one thread and split on the pool. The shapes take the micro-kernel's rows 1 to 3, the
+    panels' column tails, k blocks past the first (K = 600, 1100: the bests reloaded) and an ``a``
+    with leading axes."""
+    from tropic.backends.numpy import compiled, kernels
+    from tropic.core.semiring import MAX_PLUS, MIN_PLUS
+
+    if compiled.entry("matmul_c", "product") is None:
+        pytest.skip("the pair kernel needs the compiled product")
+    rng = np.random.default_rng(sum(a_shape) + N)
+    K = a_shape[-1]
+
+    def data(shape):  # ties, signed zeros, and few enough infinities that most bests are finite
+        x = rng.integers(-8, 9, shape).astype(dtype)
+        for value, share in ((np.inf, 0.1 / K), (-np.inf, 0.1 / K), (-0.0, 0.1)):
+            x[rng.random(shape) < share] = value
+        return x
+
+    a, weight = data(a_shape), data((N, K))
+    a_nan, weight_nan = a.copy(), weight.copy()
+    a_nan.reshape(-1)[rng.integers(a.size)] = np.nan
+    weight_nan.reshape(-1)[rng.integers(weight.size)] = np.nan
+    bias_max, bias_min = (tie_heavy(rng, (N,), dtype, nan=0.1) for _ in range(2))
+    monkeypatch.setattr(kernels, "_PARALLEL_PRODUCT_PAIRS", 0)  # every call on the pool with 2 threads
+    for threads in (1, 2):
+        tropic.set_num_threads(threads)
+        try:
+            for left, w in ((a, weight), (a_nan, weight), (a, weight_nan)):
+                for b in (w.T, np.ascontiguousarray(w.T)):
+                    for biases in ((bias_max, bias_min), (None, bias_min), (bias_max, None), (None, None)):
+                        for winners in (True, False):
+                            operands = [(left, b, biases[0], True), (left, b, biases[1], False)]
+                            for order in (operands, operands[::-1]):
+                                got = kernels.matmul_pair(np, *order, None, winners)
+                                assert got is not None
+                                for (c, k), (x, y, bias, maximise) in zip(got, order, strict=True):
+                                    semiring = MAX_PLUS if maximise else MIN_PLUS
+                                    want_c, want_k = kernels.matmul(np, semiring, x, y, bias, None, winners)
+                                    assert_identical(c, want_c)
+                                    if winners:
+                                        assert_identical(k, want_k)
+                                    else:
+                                        assert k is None and want_k is None
+        finally:
+            tropic.set_num_threads(None)
+
+
+def test_the_pair_kernel_declines_what_it_does_not_cover_and_the_operator_takes_it(monkeypatch):
+    """``matmul_pair`` returns None (the operator then makes the two calls) for two different
+    ``b``, two products of one sense, a vector operand, two dtypes, a bias that broadcasts and a
+    rounding; the operator hands it a layer's operands (one call, values only without a gradient)."""
+    from tropic.backends.numpy import compiled, kernels
+    from tropic.core import dispatch
+
+    if compiled.entry("matmul_c", "product") is None:
+        pytest.skip("the pair kernel needs the compiled product")
+    a, w = np.ones((2, 3)), np.ones((3, 4))
+    declined = [
+        ((a, w, None, True), (a, w.copy(), None, False), None),  # two b
+        ((a, w, None, True), (a, w, None, True), None),  # two max-plus products
+        ((a[0], w, None, True), (a[0], w, None, False), None),  # a vector operand
+        ((a, w, None, True), (a.astype(np.float32), w, None, False), None),  # two dtypes
+        ((a.astype(np.float32), w, None, True), (a.astype(np.float32), w, None, False), None),
+        ((a, w, np.ones(1), True), (a, w, None, False), None),  # a bias that broadcasts
+        ((a, w, None, True), (a, w, None, False), "bfloat16"),  # a rounding
+    ]
+    for first, second, rounding in declined:
+        assert kernels.matmul_pair(np, first, second, rounding, True) is None
+    asked = []
+    real = kernels.matmul_pair
+
+    def recording(xp, first, second, rounding, winners):
+        asked.append(winners)
+        return real(xp, first, second, rounding, winners)
+
+    monkeypatch.setitem(dispatch._kernels, ("numpy", "matmul_pair"), recording)
+    rng = np.random.default_rng(82)
+    x, w = tie_heavy(rng, (4, 6), np.float64), tie_heavy(rng, (3, 6), np.float64)
+    bias_max, bias_min = tie_heavy(rng, (3,), np.float64), tie_heavy(rng, (3,), np.float64)
+    c = tropic.maxplus_minplus_matmul(x, w.T, bias_max=bias_max, bias_min=bias_min)
+    assert asked == [False]
+    assert_identical(c, composition(x, w.T, None, bias_max, bias_min))
+    torch = pytest.importorskip("torch")
+    from tropic.torch import nn as tnn
+
+    layer = tnn.MPM(6, 3, seed=0)
+    asked.clear()
+    with torch.no_grad():
+        layer(torch.from_numpy(x).float())
+    layer(torch.from_numpy(x).float()).sum().backward()
+    assert asked == [False, True]

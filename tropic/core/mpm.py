@@ -15,6 +15,7 @@ from types import ModuleType
 from . import matmul
 from ._array_api import Array, array_namespace, index_dtype
 from .checks import require_floating, require_same_device
+from .dispatch import kernel_for
 from .engines import engine_of
 from .spec import Operator, define
 
@@ -153,14 +154,21 @@ def _run(
 ):
     """``(c_first + c_second, stack([winners_first, winners_second]))`` of checked operands of one
     dtype: the first product max-plus if ``maximise_first``, else min-plus, the second its dual
-    (winners None when ``winners`` is False)."""
-    first, second = (
-        matmul._run(xp, a, b, bias, maximise=maximise, rounding=rounding, winners=winners)
-        for a, b, bias, maximise in (
-            (a_first, b_first, bias_first, maximise_first),
-            (a_second, b_second, bias_second, not maximise_first),
-        )
+    (winners None when ``winners`` is False). A backend's ``matmul_pair`` kernel may compute both
+    products at once (one add per pair for the max and the min: an MPM layer's shared weight); where
+    it declines, two calls of the products' kernel."""
+    operands = (
+        (a_first, b_first, bias_first, maximise_first),
+        (a_second, b_second, bias_second, not maximise_first),
     )
+    pair = kernel_for("matmul_pair", xp)  # a backend's kernel for both products at once
+    products = None if pair is None else pair(xp, *operands, rounding, winners)
+    if products is None:
+        products = tuple(
+            matmul._run(xp, a, b, bias, maximise=maximise, rounding=rounding, winners=winners)
+            for a, b, bias, maximise in operands
+        )
+    first, second = products
     # c_max + c_min in this order whichever runs first: where both are NaN, the add keeps the first's
     values = first[0] + second[0] if maximise_first else second[0] + first[0]
     if first[1] is None:
@@ -223,6 +231,8 @@ MAXPLUS_MINPLUS_MATMUL = define(
         vjp=_vjp,
         jvp=_jvp,
         meta=_meta,
+        # optional: both products in one backend call (else two calls of matmul's kernel)
+        kernel=("matmul_pair", ("xp", "first", "second", "rounding", "winners")),
         winners_shape=lambda shape: (2, *shape),
         skips_winners=True,
         layout_hints=lambda transposed: {

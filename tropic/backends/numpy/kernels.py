@@ -26,7 +26,7 @@ from tropic.core.config import get_num_threads
 from tropic.core.dispatch import register
 from tropic.core.matmul import apply_bias, bias_vjp
 from tropic.core.morphology import LONG_ROW, border_index, fold_long_rows
-from tropic.core.semiring import MAX_PLUS
+from tropic.core.semiring import MAX_PLUS, MIN_PLUS
 
 from . import compiled
 
@@ -504,6 +504,79 @@ def matmul(
     in_product = bias is not None and b.ndim == 2 and bias.shape == (b.shape[-1],)
     c, w = _matmul(semiring, a, b, rounding, winners, bias if in_product else None)
     return (c, w) if bias is None or in_product else _with_bias(semiring, bias, c, w, a.shape[-1])
+
+
+@register("numpy", "matmul_pair")
+def matmul_pair(xp, first: tuple, second: tuple, rounding: str | None = None, winners: bool = True):
+    """An MPM layer's two products in one compiled call: ``first`` and ``second`` are ``(a, b, bias,
+    maximise)``, one max-plus and one min-plus product of the same ``a`` and ``b``; returns ``((c,
+    winner), (c, winner))`` in that order, what :func:`matmul` gives for each, bit for bit, or None
+    where this does not apply (the caller then makes the two calls).
+
+    .. math:: c^{\\vee}_{ij} = \\max_k a_{ik} + b_{kj}, \\qquad c^{\\wedge}_{ij} = \\min_k a_{ik} + b_{kj}
+
+    (each then with its bias as candidate ``K``). Where the CPU has a pair kernel (AVX2) each
+    candidate sum is added once for both, one pass over ``a`` and the packed ``b``; elsewhere the
+    compiled entry runs the two products one after the other."""
+    direct = compiled.entry("matmul_c", "product")
+    (a, b, bias_first, max_first), (a_second, b_second, bias_second, max_second) = first, second
+    if direct is None or rounding is not None or max_first == max_second:
+        return None
+    if not (_same_array(a, a_second) and _same_array(b, b_second)):
+        return None
+    dtype = a.dtype
+    if dtype.type not in _C_PRODUCT or a.ndim < 2 or b.ndim != 2 or b.dtype != dtype:
+        return None
+    batch, K, N = a.shape[:-1], a.shape[-1], b.shape[1]  # a's leading axes fold into its rows
+    M = math.prod(batch)
+    if not (0 < K < 2**31 and M and N):
+        return None
+    for bias in (bias_first, bias_second):  # a layer's bias (N,), which the compiled call applies
+        if bias is not None and not (isinstance(bias, np.ndarray) and bias.shape == (N,)):
+            return None
+        if bias is not None and bias.dtype != dtype:
+            return None
+    bias_max, bias_min = (bias_first, bias_second) if max_first else (bias_second, bias_first)
+    b_transposed = _is_transposed_matrix(b)
+    a, b = np.ascontiguousarray(a.reshape(M, K)), b if b_transposed else _c_order(b)
+    c = np.empty((2 * M, N), dtype)  # the max-plus product's rows, then the min-plus product's
+    winner = None
+    if winners:
+        small = 2 * M * N <= _SMALL_OUTPUT
+        winner = np.empty((2 * M, N), np.int32) if small else scratch("winner", (2 * M, N), np.int32)
+    threads = get_num_threads() if 2 * M * K * N > _PARALLEL_PRODUCT_PAIRS else 1
+    biases = tuple(None if x is None else np.ascontiguousarray(x) for x in (bias_max, bias_min))
+    tasks = _SHARES_PER_THREAD * threads
+    b_given = b.T if b_transposed else b
+    status, nan_found = direct(a, b_given, c, winner, 2, tasks, threads, b_transposed, *biases)  # 2: both
+    _check(status, "product")
+    results = []
+    for plane, (semiring, bias) in enumerate(((MAX_PLUS, bias_max), (MIN_PLUS, bias_min))):
+        rows = slice(plane * M, (plane + 1) * M)
+        c_plane, w_plane = c[rows], None if winner is None else winner[rows]
+        if nan_found:  # as product(): the NaN rule, then the bias
+            _product_nan_rule(a, b, c_plane, w_plane)
+            if bias is not None:
+                c_plane, w_plane = _with_bias(semiring, bias, c_plane, w_plane, K)
+        if w_plane is not None:  # a copy (winner may be scratch) in the product's index dtype
+            w_plane = w_plane.astype(_index_type(K + 1 if bias is not None else K)).reshape(batch + (N,))
+        results.append((c_plane.reshape(batch + (N,)), w_plane))
+    return tuple(results) if max_first else tuple(results[::-1])
+
+
+def _same_array(x, y) -> bool:
+    """Whether ``x`` and ``y`` are one array: the same object, or views of the same memory with the
+    same shape, strides and dtype (as an engine's conversion of one tensor passed twice gives)."""
+    if x is y:
+        return True
+    return (
+        isinstance(x, np.ndarray)
+        and isinstance(y, np.ndarray)
+        and x.shape == y.shape
+        and x.strides == y.strides
+        and x.dtype == y.dtype
+        and x.__array_interface__["data"][0] == y.__array_interface__["data"][0]
+    )
 
 
 def _with_bias(semiring, bias: np.ndarray, c: np.ndarray, winner: np.ndarray | None, K: int):
