@@ -244,7 +244,15 @@ def test_torch_backward_op_wants_the_stacked_winners():
     ]
 
 
-PAIR_SHAPES = [((1, 7), 5), ((2, 9), 17), ((4, 300), 9), ((37, 600), 45), ((64, 256), 256), ((5, 1100), 33)]
+PAIR_SHAPES = [
+    ((1, 7), 5),
+    ((2, 9), 17),
+    ((3, 300), 40),
+    ((4, 300), 9),
+    ((37, 600), 45),
+    ((64, 256), 256),
+    ((5, 1100), 33),
+]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -255,8 +263,8 @@ def test_the_pair_kernel_gives_the_bits_of_two_product_calls(monkeypatch, a_shap
     bit: ties, both infinities, signed zeros, NaN in ``a`` or in ``b``, ``b`` in C order and as a
     weight's transpose, a bias on both products, on one or on neither, values only, either product
     first, on one thread and split on the pool. The shapes take the micro-kernel's rows 1 to 3, the
-    panels' column tails, k blocks past the first (K = 600, 1100: the bests reloaded) and an ``a``
-    with leading axes."""
+    panels' column tails, k blocks past the first (K = 600, 1100: the bests reloaded; 3 rows and B in
+    C order: B read in place by blocks of 64 k) and an ``a`` with leading axes."""
     from tropic.backends.numpy import compiled, kernels
     from tropic.core.semiring import MAX_PLUS, MIN_PLUS
 
