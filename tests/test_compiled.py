@@ -82,8 +82,8 @@ for dtype in (np.float32, np.float64):
     x, w, bias = few_infinities((37, 600), dtype), few_infinities((45, 600), dtype), data((45,), dtype)
     for b in (w.T, np.ascontiguousarray(w.T)):
         for winners in (True, False):
-            for product in kernels.matmul_pair(np, (x, b, bias, True), (x, b, None, False), None, winners):
-                results += [r for r in product if r is not None]
+            pair = kernels.matmul_pair(np, (x, b, bias, True), (x, b, None, False), None, winners)
+            results += [r for r in pair if r is not None]  # the sum, and the winners stacked
 for rounding in ("float16", "bfloat16"):
     scale = lambda shape: rng.choice([1.0, 1 / 1024, 1 / 3, 4096.0], shape).astype(np.float32)
     a, b = data((37, 29), np.float32) * scale((37, 29)), data((29, 45), np.float32) * scale((29, 45))

@@ -259,12 +259,14 @@ PAIR_SHAPES = [
 @pytest.mark.parametrize(("a_shape", "N"), [*PAIR_SHAPES, ((2, 3, 40), 16)], ids=str)
 def test_the_pair_kernel_gives_the_bits_of_two_product_calls(monkeypatch, a_shape, N, dtype):
     """The NumPy backend's ``matmul_pair`` (a max-plus and a min-plus product of one ``a`` and one
-    ``b``, in one compiled call) returns what its ``matmul`` kernel returns for each product, bit for
-    bit: ties, both infinities, signed zeros, NaN in ``a`` or in ``b``, ``b`` in C order and as a
-    weight's transpose, a bias on both products, on one or on neither, values only, either product
-    first, on one thread and split on the pool. The shapes take the micro-kernel's rows 1 to 3, the
-    panels' column tails, k blocks past the first (K = 600, 1100: the bests reloaded; 3 rows and B in
-    C order: B read in place by blocks of 64 k) and an ``a`` with leading axes."""
+    ``b``, in one compiled call) returns the sum of what its ``matmul`` kernel returns for the two
+    products and their winners stacked (in the index dtype of K + 1 candidates, or K without a
+    bias: here both are int8 or both int16), bit for bit: ties, both infinities, signed zeros, NaN
+    in ``a`` or in ``b``, ``b`` in C order and as a weight's transpose, a bias on both products, on
+    one or on neither, values only, either product first, on one thread and split on the pool. The
+    shapes take the micro-kernel's rows 1 to 3, the panels' column tails, k blocks past the first
+    (K = 600, 1100: the bests reloaded; 3 rows and B in C order: B read in place by blocks of 64 k)
+    and an ``a`` with leading axes."""
     from tropic.backends.numpy import compiled, kernels
     from tropic.core.semiring import MAX_PLUS, MIN_PLUS
 
@@ -296,14 +298,19 @@ def test_the_pair_kernel_gives_the_bits_of_two_product_calls(monkeypatch, a_shap
                             for order in (operands, operands[::-1]):
                                 got = kernels.matmul_pair(np, *order, None, winners)
                                 assert got is not None
-                                for (c, k), (x, y, bias, maximise) in zip(got, order, strict=True):
-                                    semiring = MAX_PLUS if maximise else MIN_PLUS
-                                    want_c, want_k = kernels.matmul(np, semiring, x, y, bias, None, winners)
-                                    assert_identical(c, want_c)
-                                    if winners:
-                                        assert_identical(k, want_k)
-                                    else:
-                                        assert k is None and want_k is None
+                                products = {
+                                    maximise: kernels.matmul(
+                                        np, MAX_PLUS if maximise else MIN_PLUS, x, y, bias, None, winners
+                                    )
+                                    for x, y, bias, maximise in order
+                                }
+                                assert_identical(got[0], products[True][0] + products[False][0])
+                                if not winners:
+                                    assert got[1] is None
+                                    continue
+                                dtype = np.int16 if K + 1 > 127 else np.int8
+                                expected = np.stack([products[op[3]][1].astype(dtype) for op in order])
+                                assert_identical(got[1], expected)
         finally:
             tropic.set_num_threads(None)
 
@@ -320,6 +327,7 @@ def test_the_pair_kernel_declines_what_it_does_not_cover_and_the_operator_takes_
     a, w = np.ones((2, 3)), np.ones((3, 4))
     declined = [
         ((a, w, None, True), (a, w.copy(), None, False), None),  # two b
+        ((a, w.T.T, None, True), (a, w, None, False), None),  # two objects (the operator passes one)
         ((a, w, None, True), (a, w, None, True), None),  # two max-plus products
         ((a[0], w, None, True), (a[0], w, None, False), None),  # a vector operand
         ((a, w, None, True), (a.astype(np.float32), w, None, False), None),  # two dtypes

@@ -162,13 +162,13 @@ def _run(
         (a_second, b_second, bias_second, not maximise_first),
     )
     pair = kernel_for("matmul_pair", xp)  # a backend's kernel for both products at once
-    products = None if pair is None else pair(xp, *operands, rounding, winners)
-    if products is None:
-        products = tuple(
-            matmul._run(xp, a, b, bias, maximise=maximise, rounding=rounding, winners=winners)
-            for a, b, bias, maximise in operands
-        )
-    first, second = products
+    done = None if pair is None else pair(xp, *operands, rounding, winners)
+    if done is not None:
+        return done
+    first, second = (
+        matmul._run(xp, a, b, bias, maximise=maximise, rounding=rounding, winners=winners)
+        for a, b, bias, maximise in operands
+    )
     # c_max + c_min in this order whichever runs first: where both are NaN, the add keeps the first's
     values = first[0] + second[0] if maximise_first else second[0] + first[0]
     if first[1] is None:

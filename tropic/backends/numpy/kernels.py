@@ -508,21 +508,29 @@ def matmul(
 
 @register("numpy", "matmul_pair")
 def matmul_pair(xp, first: tuple, second: tuple, rounding: str | None = None, winners: bool = True):
-    """An MPM layer's two products in one compiled call: ``first`` and ``second`` are ``(a, b, bias,
-    maximise)``, one max-plus and one min-plus product of the same ``a`` and ``b``; returns ``((c,
-    winner), (c, winner))`` in that order, what :func:`matmul` gives for each, bit for bit, or None
-    where this does not apply (the caller then makes the two calls).
+    """The max-plus-min product's run (:func:`tropic.core.mpm._run`) in one compiled call, for a
+    layer's operands: ``first`` and ``second`` are ``(a, b, bias, maximise)``, a max-plus and a
+    min-plus product of the same arrays ``a`` and ``b`` (the same objects, as the operator passes
+    them); returns ``(c_max + c_min, stack([winners_first, winners_second]))`` (the winners in the
+    index dtype of ``K`` candidates, ``K + 1`` with a bias; None for values only), what two calls of
+    :func:`matmul` and the add give, bit for bit, or None where this does not apply (the operator
+    then makes the two calls).
 
-    .. math:: c^{\\vee}_{ij} = \\max_k a_{ik} + b_{kj}, \\qquad c^{\\wedge}_{ij} = \\min_k a_{ik} + b_{kj}
+    .. math:: c_{ij} = \\max\\big(\\beta_j, \\max_k a_{ik} + b_{kj}\\big)
+              + \\min\\big(\\beta'_j, \\min_k a_{ik} + b_{kj}\\big)
 
-    (each then with its bias as candidate ``K``). Where the CPU has a pair kernel (AVX2) each
-    candidate sum is added once for both, one pass over ``a`` and the packed ``b``; elsewhere the
-    compiled entry runs the two products one after the other."""
+    Where the CPU has a pair kernel (AVX2) each candidate sum is added once for both products, in
+    one pass over ``a`` and the packed ``b``; elsewhere the compiled entry runs the two products one
+    after the other."""
     direct = compiled.entry("matmul_c", "product")
     (a, b, bias_first, max_first), (a_second, b_second, bias_second, max_second) = first, second
-    if direct is None or rounding is not None or max_first == max_second:
-        return None
-    if not (_same_array(a, a_second) and _same_array(b, b_second)):
+    if (
+        direct is None
+        or rounding is not None
+        or max_first == max_second
+        or a is not a_second
+        or b is not b_second
+    ):
         return None
     dtype = a.dtype
     if dtype.type not in _C_PRODUCT or a.ndim < 2 or b.ndim != 2 or b.dtype != dtype:
@@ -550,33 +558,25 @@ def matmul_pair(xp, first: tuple, second: tuple, rounding: str | None = None, wi
     b_given = b.T if b_transposed else b
     status, nan_found = direct(a, b_given, c, winner, 2, tasks, threads, b_transposed, *biases)  # 2: both
     _check(status, "product")
-    results = []
-    for plane, (semiring, bias) in enumerate(((MAX_PLUS, bias_max), (MIN_PLUS, bias_min))):
-        rows = slice(plane * M, (plane + 1) * M)
-        c_plane, w_plane = c[rows], None if winner is None else winner[rows]
-        if nan_found:  # as product(): the NaN rule, then the bias
-            _product_nan_rule(a, b, c_plane, w_plane)
+    index_type = _index_type(K + 1 if bias_max is not None or bias_min is not None else K)
+    if nan_found:  # as product(): the NaN rule, then each bias (rare: NumPy code)
+        planes = []
+        for rows, semiring, bias in (
+            (slice(0, M), MAX_PLUS, bias_max),
+            (slice(M, 2 * M), MIN_PLUS, bias_min),
+        ):
+            w_plane = None if winner is None else winner[rows]
+            _product_nan_rule(a, b, c[rows], w_plane)
             if bias is not None:
-                c_plane, w_plane = _with_bias(semiring, bias, c_plane, w_plane, K)
-        if w_plane is not None:  # a copy (winner may be scratch) in the product's index dtype
-            w_plane = w_plane.astype(_index_type(K + 1 if bias is not None else K)).reshape(batch + (N,))
-        results.append((c_plane.reshape(batch + (N,)), w_plane))
-    return tuple(results) if max_first else tuple(results[::-1])
-
-
-def _same_array(x, y) -> bool:
-    """Whether ``x`` and ``y`` are one array: the same object, or views of the same memory with the
-    same shape, strides and dtype (as an engine's conversion of one tensor passed twice gives)."""
-    if x is y:
-        return True
-    return (
-        isinstance(x, np.ndarray)
-        and isinstance(y, np.ndarray)
-        and x.shape == y.shape
-        and x.strides == y.strides
-        and x.dtype == y.dtype
-        and x.__array_interface__["data"][0] == y.__array_interface__["data"][0]
-    )
+                c[rows], w_plane = _with_bias(semiring, bias, c[rows], w_plane, K)
+            planes.append(w_plane)
+        if winner is not None:
+            winner = np.concatenate([w.astype(index_type) for w in planes])
+    values = (c[:M] + c[M:]).reshape(batch + (N,))  # c_max + c_min, as the operator adds them
+    if winner is None:
+        return values, None
+    stacked = winner.reshape((2, *batch, N))  # copied (winner may be scratch) into the index dtype
+    return values, (stacked if max_first else stacked[::-1]).astype(index_type, order="C")
 
 
 def _with_bias(semiring, bias: np.ndarray, c: np.ndarray, winner: np.ndarray | None, K: int):
