@@ -360,3 +360,87 @@ def test_the_pair_kernel_declines_what_it_does_not_cover_and_the_operator_takes_
         layer(torch.from_numpy(x).float())
     layer(torch.from_numpy(x).float()).sum().backward()
     assert asked == [False, True]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(5, 7, 4), (3, 300, 9), (64, 256, 70), (600, 40, 13)], ids=str)
+def test_the_pair_backward_gives_the_bits_of_two_backward_calls(monkeypatch, shape, dtype):
+    """The NumPy backend's ``matmul_vjp_pair`` (both products' scatters in one compiled call) returns
+    what its ``matmul_vjp`` kernel returns for each product, bit for bit: winners of a real forward
+    (ties, -1 where nothing won, K where a bias won), int8 and int16 winners, a bias on both
+    products, on one or on neither, every subset of the gradients that asks something of both
+    products, W's layout for the gradients of b, on one thread and split on the pool."""
+    from itertools import product as combinations
+
+    from tropic.backends.numpy import compiled, kernels
+
+    if compiled.entry("scatter_c", "matmul_vjp") is None:
+        pytest.skip("the pair backward needs the compiled scatter")
+    M, K, N = shape
+    rng = np.random.default_rng(M + K + N)
+    a, w = tie_heavy(rng, (M, K), dtype, nan=0.0), tie_heavy(rng, (N, K), dtype, nan=0.0)
+    bias_max, bias_min = tie_heavy(rng, (N,), dtype, nan=0.0), tie_heavy(rng, (N,), dtype, nan=0.0)
+    grad = (rng.integers(-64, 65, (M, N)) / 8).astype(dtype)
+    monkeypatch.setattr(kernels, "_PARALLEL_PRODUCT_PAIRS", 0)
+    for biases in ((bias_max, bias_min), (bias_max, None), (None, None)):
+        _, winners = tropic.maxplus_minplus_matmul(
+            a, w.T, bias_max=biases[0], bias_min=biases[1], return_indices=True
+        )
+        shapes = [(M, K), (K, N), None if biases[0] is None else (N,)] * 2
+        shapes[5] = None if biases[1] is None else (N,)
+        for needs in combinations((True, False), repeat=6):
+            if not any(needs[:3]) or not any(needs[3:]):
+                continue
+            for transposed, threads in ((True, 1), (False, 2), (True, 2)):
+                tropic.set_num_threads(threads)
+                try:
+                    got = kernels.matmul_vjp_pair(np, grad, winners, shapes, needs, transposed, transposed)
+                    want = []
+                    for p in range(2):
+                        want += kernels.matmul_vjp(
+                            np,
+                            grad,
+                            winners[p],
+                            *shapes[3 * p : 3 * p + 3],
+                            needs[3 * p : 3 * p + 3],
+                            transposed,
+                        )
+                finally:
+                    tropic.set_num_threads(None)
+                assert got is not None
+                for g, expected, need, given in zip(got, want, needs, shapes, strict=True):
+                    if need and given is not None:
+                        assert_identical(g, expected)
+                        assert g.strides == expected.strides  # W's layout where asked
+                    else:
+                        assert g is None and expected is None
+
+
+def test_the_pair_backward_declines_what_it_does_not_cover_and_names_a_bad_winner():
+    """``matmul_vjp_pair`` returns None (the operator then makes the two calls) for a batch, a
+    broadcast operand, a bias the scatter does not take, two layouts of b and a product that needs
+    no gradient; a winner out of range raises what the single backward raises."""
+    from tropic.backends.numpy import compiled, kernels
+
+    if compiled.entry("scatter_c", "matmul_vjp") is None:
+        pytest.skip("the pair backward needs the compiled scatter")
+    grad, winners = np.ones((4, 3)), np.zeros((2, 4, 3), np.int8)
+    matrices = [(4, 5), (5, 3), (3,)] * 2
+    every = (True,) * 6
+    declined = [
+        (np.ones((2, 4, 3)), np.zeros((2, 2, 4, 3), np.int8), matrices, every, (False, False)),  # batch
+        (grad, winners, [(4, 5), (2, 5, 3), None] * 2, every, (False, False)),  # b broadcast
+        (grad, winners, [(4, 5), (5, 3), (1,)] * 2, every, (False, False)),  # a bias that broadcasts
+        (grad, winners, matrices, every, (True, False)),  # two layouts of b
+        (grad, winners, matrices, (True,) * 3 + (False,) * 3, (False, False)),  # one product only
+    ]
+    for g, k, shapes, needs, layouts in declined:
+        assert kernels.matmul_vjp_pair(np, g, k, shapes, needs, *layouts) is None
+    bad = winners.copy()
+    bad[1, 2, 0] = 5  # K = 5 candidates, no bias on the second product
+    shapes = [(4, 5), (5, 3), (3,), (4, 5), (5, 3), None]
+    with pytest.raises(ValueError) as single:
+        kernels.matmul_vjp(np, grad, bad[1], *shapes[3:], every[3:])
+    with pytest.raises(ValueError) as pair:
+        kernels.matmul_vjp_pair(np, grad, bad, shapes, every, False, False)
+    assert str(pair.value) == str(single.value)

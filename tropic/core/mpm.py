@@ -190,7 +190,14 @@ def _vjp(
     transposed_b_second_grad: bool = False,
 ):
     """The two products' vjps (:func:`tropic.core.matmul._vjp`), each of ``grad`` in full: the first
-    product's operands' gradients from ``winners[0]``, the second's from ``winners[1]``."""
+    product's operands' gradients from ``winners[0]``, the second's from ``winners[1]`` (in one call
+    of a backend's ``matmul_vjp_pair`` kernel where it has one that takes them)."""
+    pair = kernel_for("matmul_vjp_pair", xp)
+    done = None
+    if pair is not None:
+        done = pair(xp, grad, winners, shapes, needs, transposed_b_first_grad, transposed_b_second_grad)
+    if done is not None:
+        return done
     first = matmul._vjp(
         xp, grad, winners[0, ...], shapes[:3], needs[:3], maximise=maximise_first,
         transposed_b_grad=transposed_b_first_grad,
@@ -233,6 +240,18 @@ MAXPLUS_MINPLUS_MATMUL = define(
         meta=_meta,
         # optional: both products in one backend call (else two calls of matmul's kernel)
         kernel=("matmul_pair", ("xp", "first", "second", "rounding", "winners")),
+        vjp_kernel=(
+            "matmul_vjp_pair",
+            (
+                "xp",
+                "grad",
+                "winners",
+                "shapes",
+                "needs",
+                "transposed_b_first_grad",
+                "transposed_b_second_grad",
+            ),
+        ),
         winners_shape=lambda shape: (2, *shape),
         skips_winners=True,
         layout_hints=lambda transposed: {

@@ -689,6 +689,57 @@ def matmul_vjp(
     return grad_a, grad_b, grad_bias
 
 
+@register("numpy", "matmul_vjp_pair")
+def matmul_vjp_pair(
+    xp, grad, winners, shapes, needs, transposed_b_first_grad=False, transposed_b_second_grad=False
+):
+    """The max-plus-min product's vjp (:func:`tropic.core.mpm._vjp`) in one compiled call for a
+    layer's matrices: ``winners`` (2, M, N) are the two products' (stacked), ``shapes`` and ``needs``
+    their operands' ``(a, b, bias)`` twice; returns the six gradients, each what :func:`matmul_vjp`
+    gives for its product, bit for bit (both products' scatters run in one pool run), or None where
+    this does not apply (the operator then makes the two calls)."""
+    direct = compiled.entry("scatter_c", "matmul_vjp")
+    if direct is None or grad.ndim != 2 or _compiled_scatter("matmul", grad, winners) is None:
+        return None
+    if not any(needs[:3]) or not any(needs[3:]):
+        return None  # one product only (the operator then skips the other, as two calls would)
+    M, N = grad.shape
+    products = (shapes[:3], shapes[3:])
+    for a_shape, b_shape, bias_shape in products:
+        if a_shape is None or b_shape is None or len(a_shape) != 2 or len(b_shape) != 2:
+            return None
+        if tuple(a_shape) != (M, products[0][0][1]) or tuple(b_shape) != (a_shape[1], N):
+            return None  # a broadcast operand (its gradient summed over the broadcast)
+        if bias_shape is not None and (tuple(bias_shape) != (N,) or N < 2):
+            return None  # a bias the scatter does not sum itself
+    K = shapes[0][1]
+    transposed = (bool(transposed_b_first_grad and needs[1]), bool(transposed_b_second_grad and needs[4]))
+    if transposed[0] != transposed[1] and needs[1] and needs[4]:
+        return None  # the pass writes both products' gradients of b in one layout
+    biased = tuple(bias_shape is not None for _, _, bias_shape in products)
+    outputs = []
+    for p in range(2):
+        need_a, need_b, need_bias = needs[3 * p : 3 * p + 3]
+        grad_a = np.empty((M, K), grad.dtype) if need_a else None
+        grad_b = np.empty((N, K) if transposed[p] else (K, N), grad.dtype) if need_b else None
+        outputs.append((grad_a, grad_b, np.empty(N, grad.dtype) if biased[p] and need_bias else None))
+    threads = get_num_threads() if 2 * grad.size * K >= _PARALLEL_PRODUCT_PAIRS else 1
+    first, second = (np.ascontiguousarray(winners[p]) for p in range(2))
+    layout = transposed[0] or transposed[1]  # (a product whose b is not needed writes no gradient of b)
+    status = direct(
+        _contiguous(grad), first, *outputs[0], 1, M, N, K, layout, biased[0], True, threads,
+        second, *outputs[1], biased[1],
+    )  # fmt: skip
+    if status == 3:  # a winner out of range: said as the single products' backward says it
+        for k, bias in ((first, biased[0]), (second, biased[1])):
+            require_winners(np, "indices", k, K + 1 if bias else K)
+    _check(status, "gradient")
+    gradients: list = []
+    for p, (grad_a, grad_b, grad_bias) in enumerate(outputs):  # a transposed grad_b: W's layout
+        gradients += [grad_a, grad_b.T if transposed[p] else grad_b, grad_bias]
+    return tuple(gradients)
+
+
 @register("numpy", "morphology")
 def morphology(
     xp, semiring, image, weights, support, row_window, col_window, fill, rounding=None, winners=True

@@ -199,9 +199,12 @@ MATMUL_VJP_TASK(matmul_vjp_task_f64, double)
 
 TASK_BY_DTYPE(matmul_vjp_task, matmul_vjp_job)
 
-static int matmul_vjp(const void *g, const int32_t *idx, int64_t n, int64_t M, int64_t N, int64_t K, void *ga,
-                      void *gb, int gb_transposed, int bias_k, void *gbias, int out_t, int threads, int is_f64) {
-  if (n < 0 || M < 0 || N < 0 || K < 0 || threads < 1) return 1;
+/* One product's backward as a job for the pool: fills *job and returns its task count, or 0 when
+ * there is nothing to run (no output: the gradients zeroed here), or -1 for bad sizes. */
+static int64_t matmul_vjp_plan(struct matmul_vjp_job *job, const void *g, const int32_t *idx, int64_t n, int64_t M,
+                               int64_t N, int64_t K, void *ga, void *gb, int gb_transposed, int bias_k, void *gbias,
+                               int out_t, int threads, int is_f64) {
+  if (n < 0 || M < 0 || N < 0 || K < 0 || threads < 1) return -1;
   if (!bias_k) gbias = NULL; /* no bias candidate: the caller's gbias is not this kernel's */
   if (n == 0 || M == 0 || N == 0) { /* no output: zero gradients */
     const size_t item = out_t ? (is_f64 ? sizeof(double) : sizeof(float)) : sizeof(double);
@@ -217,9 +220,32 @@ static int matmul_vjp(const void *g, const int32_t *idx, int64_t n, int64_t M, i
   if (gb != NULL && !gb_transposed) /* whole column tiles per task */
     columns_per_task = (columns_per_task + COLUMN_TILE - 1) / COLUMN_TILE * COLUMN_TILE;
   const int64_t column_tasks = gb != NULL || gbias != NULL || ga == NULL ? (N + columns_per_task - 1) / columns_per_task : 0;
-  struct matmul_vjp_job job = {g,  idx, n,  M,     N,             K,      row_tasks, rows_per_task, columns_per_task,
-                               ga, gb,  gbias, gb_transposed, bias_k, out_t,     is_f64};
-  return tropic_pool_run(matmul_vjp_task, &job, (int)(row_tasks + column_tasks), threads);
+  *job = (struct matmul_vjp_job){g,  idx, n,  M,     N,             K,      row_tasks, rows_per_task, columns_per_task,
+                                 ga, gb,  gbias, gb_transposed, bias_k, out_t,     is_f64};
+  return row_tasks + column_tasks;
+}
+
+static int matmul_vjp(const void *g, const int32_t *idx, int64_t n, int64_t M, int64_t N, int64_t K, void *ga,
+                      void *gb, int gb_transposed, int bias_k, void *gbias, int out_t, int threads, int is_f64) {
+  struct matmul_vjp_job job;
+  const int64_t tasks = matmul_vjp_plan(&job, g, idx, n, M, N, K, ga, gb, gb_transposed, bias_k, gbias, out_t,
+                                        threads, is_f64);
+  return tasks < 0 ? 1 : tasks == 0 ? 0 : tropic_pool_run(matmul_vjp_task, &job, (int)tasks, threads);
+}
+
+/* Two products' backwards from one g (an MPM layer's max-plus and min-plus products): both jobs'
+ * tasks in one pool run, each job's exactly as it would run alone (the same sums, in the same
+ * order). */
+struct matmul_vjp_pair {
+  struct matmul_vjp_job job[2];
+  int64_t first_tasks;
+};
+
+static int matmul_vjp_pair_task(void *ctx, int task, int tasks) {
+  struct matmul_vjp_pair *p = ctx;
+  const int first = task < p->first_tasks;
+  return matmul_vjp_task(&p->job[!first], first ? task : task - (int)p->first_tasks,
+                         first ? (int)p->first_tasks : tasks - (int)p->first_tasks);
 }
 
 int tropic_matmul_vjp_f32(const float *g, const int32_t *idx, int64_t n, int64_t M, int64_t N, int64_t K, void *ga,
@@ -612,13 +638,16 @@ const char *tropic_isa(void) { return "generic"; }
  * (an address per array, the argument conversions) and a widening copy of narrow winners cost as
  * much as a tenth of the pass:
  *
- *   matmul_vjp(g, idx, ga, gb, gbias, n, M, N, K, gb_transposed, bias_k, out_t, threads) -> status
+ *   matmul_vjp(g, idx, ga, gb, gbias, n, M, N, K, gb_transposed, bias_k, out_t, threads,
+ *              idx2=None, ga2=None, gb2=None, gbias2=None, bias_k2=False) -> status
  *
  * g (n * M * N elements) float32 or float64, idx (as many) int8, int16 or int32 (narrower winners are
  * widened here, without the GIL), ga / gb / gbias writable or None: C-contiguous buffers of the sizes
  * tropic_matmul_vjp_* writes (ga n * M * K, gb n * K * N elements, of g's type when out_t, else
  * float64; gbias N of g's type). Returns tropic_matmul_vjp_*'s status. Buffers that do not fit raise
- * ValueError / TypeError (the caller makes them, so that means a bug on its side). */
+ * ValueError / TypeError (the caller makes them, so that means a bug on its side). With idx2, a
+ * second product's backward from the same g (its winners idx2, outputs ga2, gb2, gbias2 of the
+ * first's sizes, its own bias_k2) in the same pool run: an MPM layer's two products. */
 static int get_flat(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t items, Py_ssize_t itemsize,
                     const char *name) {
   if (obj == Py_None) return 0;
@@ -633,19 +662,21 @@ static int get_flat(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t ite
 }
 
 static PyObject *py_matmul_vjp(PyObject *self, PyObject *args) {
-  PyObject *objects[5];
+  PyObject *objects[9] = {NULL, NULL, NULL, NULL, NULL, Py_None, Py_None, Py_None, Py_None};
   long long n, M, N, K;
-  int gb_transposed, bias_k, out_t, threads;
+  int gb_transposed, bias_k, out_t, threads, bias_k2 = 0;
   (void)self;
-  if (!PyArg_ParseTuple(args, "OOOOOLLLLpppi", &objects[0], &objects[1], &objects[2], &objects[3], &objects[4],
-                        &n, &M, &N, &K, &gb_transposed, &bias_k, &out_t, &threads))
+  if (!PyArg_ParseTuple(args, "OOOOOLLLLpppi|OOOOp", &objects[0], &objects[1], &objects[2], &objects[3], &objects[4],
+                        &n, &M, &N, &K, &gb_transposed, &bias_k, &out_t, &threads, &objects[5], &objects[6],
+                        &objects[7], &objects[8], &bias_k2))
     return NULL;
   if (n < 0 || M < 0 || N < 0 || K < 0) {
     PyErr_SetString(PyExc_ValueError, "matmul_vjp: sizes must be >= 0");
     return NULL;
   }
-  Py_buffer views[5];
-  int held[5] = {0, 0, 0, 0, 0};
+  const int pair = objects[5] != Py_None; /* idx2: a second product of the same g */
+  Py_buffer views[9];
+  int held[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
   PyObject *result = NULL;
   held[0] = get_flat(objects[0], &views[0], 0, n * M * N, 0, "g");
   if (held[0] != 1) {
@@ -662,36 +693,54 @@ static PyObject *py_matmul_vjp(PyObject *self, PyObject *args) {
   const Py_ssize_t sums = out_t ? item : (Py_ssize_t)sizeof(double);
   const Py_ssize_t sizes[5] = {n * M * N, n * M * N, n * M * K, n * K * N, N};
   const Py_ssize_t items[5] = {item, 0, sums, sums, item};
-  const char *names[5] = {"g", "idx", "ga", "gb", "gbias"};
-  for (int i = 1; i < 5; i++) {
-    held[i] = get_flat(objects[i], &views[i], i >= 2, sizes[i], items[i], names[i]);
+  const char *names[9] = {"g", "idx", "ga", "gb", "gbias", "idx2", "ga2", "gb2", "gbias2"};
+  for (int i = 1; i < 9; i++) { /* 5..8: the second product's, of the first's sizes */
+    const int of = i < 5 ? i : i - 4;
+    held[i] = get_flat(objects[i], &views[i], of >= 2, sizes[of], items[of], names[i]);
     if (held[i] < 0) goto done;
   }
-  const char k = held[1] ? views[1].format[0] : 0;
-  const Py_ssize_t width = held[1] ? views[1].itemsize : 0;
-  if (!held[1] || !((width == 1 && k == 'b') || (width == 2 && k == 'h') || (width == 4 && (k == 'i' || k == 'l')))) {
-    PyErr_SetString(PyExc_TypeError, "matmul_vjp: idx must be int8, int16 or int32");
-    goto done;
+  for (int i = 1; i < (pair ? 6 : 2); i += 4) {
+    const char k = held[i] ? views[i].format[0] : 0;
+    const Py_ssize_t width = held[i] ? views[i].itemsize : 0;
+    if (!held[i] || !((width == 1 && k == 'b') || (width == 2 && k == 'h') || (width == 4 && (k == 'i' || k == 'l')))) {
+      PyErr_Format(PyExc_TypeError, "matmul_vjp: %s must be int8, int16 or int32", names[i]);
+      goto done;
+    }
   }
   int status = 0;
   Py_BEGIN_ALLOW_THREADS
-  const int32_t *idx = views[1].buf;
-  int32_t *wide = NULL;
-  if (width != 4) { /* the winners as int32, which the pass reads */
-    wide = malloc((size_t)(sizes[1] > 0 ? sizes[1] : 1) * sizeof(int32_t));
-    if (wide == NULL) status = 2;
-    else if (width == 1) for (Py_ssize_t i = 0; i < sizes[1]; i++) wide[i] = ((const int8_t *)views[1].buf)[i];
-    else for (Py_ssize_t i = 0; i < sizes[1]; i++) wide[i] = ((const int16_t *)views[1].buf)[i];
-    idx = wide;
+  const int32_t *idx[2] = {views[1].buf, pair ? views[5].buf : NULL};
+  int32_t *wide[2] = {NULL, NULL};
+  for (int p = 0; p < 1 + pair && status == 0; p++) {
+    const Py_buffer *v = &views[1 + 4 * p];
+    if (v->itemsize == 4) continue;
+    wide[p] = malloc((size_t)(sizes[1] > 0 ? sizes[1] : 1) * sizeof(int32_t)); /* the winners as int32 */
+    if (wide[p] == NULL) status = 2;
+    else if (v->itemsize == 1) for (Py_ssize_t i = 0; i < sizes[1]; i++) wide[p][i] = ((const int8_t *)v->buf)[i];
+    else for (Py_ssize_t i = 0; i < sizes[1]; i++) wide[p][i] = ((const int16_t *)v->buf)[i];
+    idx[p] = wide[p];
   }
-  if (status == 0)
-    status = matmul_vjp(views[0].buf, idx, n, M, N, K, held[2] ? views[2].buf : NULL, held[3] ? views[3].buf : NULL,
-                        gb_transposed, bias_k, held[4] ? views[4].buf : NULL, out_t, threads, is_f64);
-  free(wide);
+#define OUT(i) (held[i] ? views[i].buf : NULL)
+  if (status == 0 && !pair) {
+    status = matmul_vjp(views[0].buf, idx[0], n, M, N, K, OUT(2), OUT(3), gb_transposed, bias_k, OUT(4), out_t,
+                        threads, is_f64);
+  } else if (status == 0) {
+    struct matmul_vjp_pair jobs;
+    const int64_t first = matmul_vjp_plan(&jobs.job[0], views[0].buf, idx[0], n, M, N, K, OUT(2), OUT(3),
+                                          gb_transposed, bias_k, OUT(4), out_t, threads, is_f64);
+    const int64_t second = matmul_vjp_plan(&jobs.job[1], views[0].buf, idx[1], n, M, N, K, OUT(6), OUT(7),
+                                           gb_transposed, bias_k2, OUT(8), out_t, threads, is_f64);
+    jobs.first_tasks = first;
+    if (first < 0 || second < 0) status = 1;
+    else if (first + second > 0) status = tropic_pool_run(matmul_vjp_pair_task, &jobs, (int)(first + second), threads);
+  }
+#undef OUT
+  free(wide[0]);
+  free(wide[1]);
   Py_END_ALLOW_THREADS
   result = PyLong_FromLong(status);
 done:
-  for (int i = 0; i < 5; i++)
+  for (int i = 0; i < 9; i++)
     if (held[i] == 1) PyBuffer_Release(&views[i]);
   return result;
 }
@@ -729,7 +778,8 @@ static PyObject *py_addresses(PyObject *self, PyObject *const *args, Py_ssize_t 
 
 static PyMethodDef methods[] = {
     {"matmul_vjp", py_matmul_vjp, METH_VARARGS,
-     "matmul_vjp(g, idx, ga, gb, gbias, n, M, N, K, gb_transposed, bias_k, out_t, threads) -> status"},
+     "matmul_vjp(g, idx, ga, gb, gbias, n, M, N, K, gb_transposed, bias_k, out_t, threads, idx2=None, ga2=None, "
+     "gb2=None, gbias2=None, bias_k2=False) -> status; with idx2, a second product's backward from the same g"},
     {"addresses", (PyCFunction)(void (*)(void))py_addresses, METH_FASTCALL,
      "addresses(*arrays) -> the address of each array's first element (None for None)"},
     {NULL, NULL, 0, NULL},
