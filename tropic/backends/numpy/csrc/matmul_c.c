@@ -559,7 +559,8 @@ INLINE AVX2 int first_equal_f64(const double *ak, const double *bq, int64_t ldb,
       values_store_##SFX(c + ldc, ncols, s10, s11);                                                 \
       winners_store_##SFX(ix + ldc, ncols, x10, x11);                                               \
     }                                                                                               \
-    for (int r = 0; r < rows; r++) rescan_##SFX(a + r * lda, bp0, ldb, k0, k1, c + r * ldc, ix + r * ldc, ncols); \
+    for (int r = 0; r < rows; r++) /* the rescans */                                               \
+      rescan_##SFX(a + r * lda, bp0, ldb, k0, k1, c + r * ldc, ix + r * ldc, ncols);               \
   }
 #define FOLD(s, av, bv, P)                                                                          \
   (maximise ? _mm256_max_##P(_mm256_add_##P(av, bv), s) : _mm256_min_##P(_mm256_add_##P(av, bv), s))
