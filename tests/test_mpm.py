@@ -317,21 +317,23 @@ def test_the_pair_kernel_gives_the_bits_of_two_product_calls(monkeypatch, a_shap
 
 def test_the_pair_kernel_declines_what_it_does_not_cover_and_the_operator_takes_it(monkeypatch):
     """``matmul_pair`` returns None (the operator then makes the two calls) for two different
-    ``b``, two products of one sense, a vector operand, two dtypes, a bias that broadcasts and a
-    rounding; the operator hands it a layer's operands (one call, values only without a gradient)."""
+    ``b`` (or two objects), two products of one sense, a vector operand, two dtypes, a bias that
+    broadcasts and a rounding; the operator hands it a layer's operands (one call, values only
+    without a gradient)."""
     from tropic.backends.numpy import compiled, kernels
     from tropic.core import dispatch
 
     if compiled.entry("matmul_c", "product") is None:
         pytest.skip("the pair kernel needs the compiled product")
     a, w = np.ones((2, 3)), np.ones((3, 4))
+    a32, vector = a.astype(np.float32), a[0]
     declined = [
         ((a, w, None, True), (a, w.copy(), None, False), None),  # two b
         ((a, w.T.T, None, True), (a, w, None, False), None),  # two objects (the operator passes one)
         ((a, w, None, True), (a, w, None, True), None),  # two max-plus products
-        ((a[0], w, None, True), (a[0], w, None, False), None),  # a vector operand
-        ((a, w, None, True), (a.astype(np.float32), w, None, False), None),  # two dtypes
-        ((a.astype(np.float32), w, None, True), (a.astype(np.float32), w, None, False), None),
+        ((vector, w, None, True), (vector, w, None, False), None),  # a vector operand
+        ((a32, w, None, True), (a32, w, None, False), None),  # a and b of two dtypes
+        ((a, w, np.ones(4, np.float32), True), (a, w, None, False), None),  # a bias of another dtype
         ((a, w, np.ones(1), True), (a, w, None, False), None),  # a bias that broadcasts
         ((a, w, None, True), (a, w, None, False), "bfloat16"),  # a rounding
     ]
