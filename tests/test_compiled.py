@@ -397,6 +397,33 @@ def test_the_direct_entry_checks_the_shape_of_a_transposed_b():
         direct(a, np.ones((3, 5), np.float32), c, idx, 1, 1, 1, True)
 
 
+def test_the_direct_entry_takes_a_pair_and_refuses_what_is_not_one():
+    """``product(..., maximise=2)``: the max-plus product into the first M rows of c and idx, the
+    min-plus product into the last M, each with its own bias; with no candidate (K = 0) every output
+    is its zero, without a winner. Other senses, and a ``bias_min`` without a pair, are refused."""
+    direct = compiled.entry("matmul_c", "product")
+    if direct is None:
+        pytest.skip("the products' extension module is not built")
+    for dtype in (np.float32, np.float64):
+        a, b = np.array([[0.0, 3.0]], dtype), np.array([[0.0], [-1.0]], dtype)
+        c, idx = np.empty((2, 1), dtype), np.empty((2, 1), np.int32)
+        bias_max, bias_min = np.array([5.0], dtype), np.array([1.0], dtype)
+        assert direct(a, b, c, idx, 2, 1, 1, False, bias_max, bias_min) == (0, 0)
+        assert_identical(c, np.array([[5.0], [0.0]], dtype))  # max(5, 0, 2); min(1, 0, 2)
+        assert_identical(idx, np.array([[2], [0]], np.int32))  # the bias (K = 2), then k = 0
+        empty_a, empty_b = np.empty((3, 0), dtype), np.empty((0, 4), dtype)
+        c, idx = np.empty((6, 4), dtype), np.empty((6, 4), np.int32)
+        assert direct(empty_a, empty_b, c, idx, 2) == (0, 0)
+        assert_identical(c, np.concatenate([np.full((3, 4), -np.inf, dtype), np.full((3, 4), np.inf, dtype)]))
+        assert_identical(idx, np.full((6, 4), -1, np.int32))
+        with pytest.raises(ValueError, match="maximise must be 0, 1 or 2"):
+            direct(a, b, np.empty((1, 1), dtype), None, 3)
+        with pytest.raises(ValueError, match="bias_min only with 2"):
+            direct(a, b, np.empty((1, 1), dtype), None, 1, 1, 1, False, None, bias_min)
+        with pytest.raises(ValueError, match=r"\(2 M, N\) for a pair"):
+            direct(a, b, np.empty((1, 1), dtype), None, 2)
+
+
 def _half_sample(rng, shape, dtype, nan=True):
     """float32 holding values of the half-precision ``dtype``: ties after rounding, infinities,
     signed zeros, NaN (unless ``nan`` is False), the largest finite value (sums overflow) and
