@@ -135,8 +135,8 @@ def mpm_layer_steps(shape: str):
 class TorchMaxplusMinplusOverTwoCalls(Benchmark):
     """Same-run ratio of an MPM layer's forward + backward as one ``maxplus_minplus_matmul`` over the
     two products and the add it replaces (torch tensors; one call saves the glue and the autograd
-    nodes of the other call and of the add, and on AVX2 CPUs runs both products in one pass, adding
-    each candidate sum once; the backward's kernels are the same)."""
+    nodes of the other call and of the add, on AVX2 CPUs runs both products in one pass, adding each
+    candidate sum once, and runs both backwards' scatters in one call)."""
 
     params = (size(("64x256x256", "64x784x256", "64x256x10"), ("8x16x12",)),)
     param_names = ("BxINxOUT",)

@@ -260,8 +260,8 @@ PAIR_SHAPES = [
 def test_the_pair_kernel_gives_the_bits_of_two_product_calls(monkeypatch, a_shape, N, dtype):
     """The NumPy backend's ``matmul_pair`` (a max-plus and a min-plus product of one ``a`` and one
     ``b``, in one compiled call) returns the sum of what its ``matmul`` kernel returns for the two
-    products and their winners stacked (in the index dtype of K + 1 candidates, or K without a
-    bias: here both are int8 or both int16), bit for bit: ties, both infinities, signed zeros, NaN
+    products and their winners stacked (in the wider of the two products' index dtypes, as the
+    operator stacks them), bit for bit: ties, both infinities, signed zeros, NaN
     in ``a`` or in ``b``, ``b`` in C order and as a weight's transpose, a bias on both products, on
     one or on neither, values only, either product first, on one thread and split on the pool. The
     shapes take the micro-kernel's rows 1 to 3, the panels' column tails, k blocks past the first
@@ -308,7 +308,7 @@ def test_the_pair_kernel_gives_the_bits_of_two_product_calls(monkeypatch, a_shap
                                 if not winners:
                                     assert got[1] is None
                                     continue
-                                dtype = np.int16 if K + 1 > 127 else np.int8
+                                dtype = np.result_type(products[True][1].dtype, products[False][1].dtype)
                                 expected = np.stack([products[op[3]][1].astype(dtype) for op in order])
                                 assert_identical(got[1], expected)
         finally:

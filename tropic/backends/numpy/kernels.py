@@ -179,31 +179,20 @@ def product(
         pooled = compiled.raw_function(_C_PRODUCT_POOLED.get(a.dtype.type, "")) if kernel else None
     if kernel is None:
         return matmul_rows(semiring, a, np.ascontiguousarray(b.T), index_type, rounder(rounding))
-    # The direct entry packs B from its transpose where it lies (the W.T of a layer's x @ W.T);
-    # otherwise B in C order. The raw kernels take addresses (converting arrays costs microseconds,
-    # which a 4 x 4 product notices): a, b contiguous of the kernel's dtype, c and winner fresh.
-    b_transposed = direct is not None and _is_transposed_matrix(b)
-    a, b = np.ascontiguousarray(a), b if b_transposed else _c_order(b)
-    c = np.empty((M, N), a.dtype)
-    small = M * N <= _SMALL_OUTPUT
-    winner = None
-    if winners:
-        winner = np.empty((M, N), np.int32) if small else scratch("winner", (M, N), np.int32)
+    # Without the direct entry (a rounding), the raw kernels take addresses (converting arrays costs
+    # microseconds, which a 4 x 4 product notices): a, b contiguous of the kernel's dtype, c and winner fresh.
     maximise = int(semiring.maximises)
-    threads = get_num_threads() if M * K * N > _PARALLEL_PRODUCT_PAIRS else 1
     if direct is not None:
-        # One call through the module's own entry point (one thread, or shares of the tiles on the C
-        # pool, thread_pool.h): the product, a NaN scan and the bias (unless a NaN was found: then it
-        # comes after the NaN rule, here), no ctypes.
-        tasks = _SHARES_PER_THREAD * threads
-        b_given = b.T if b_transposed else b
-        given_bias = None if bias is None else np.ascontiguousarray(bias)
-        status, nan_found = direct(a, b_given, c, winner, maximise, tasks, threads, b_transposed, given_bias)
-        _check(status, "product")
-        if nan_found:
+        a, b, c, winner, nan_found = _direct_product(direct, a, b, maximise, winners, bias)
+        if nan_found:  # the NaN rule, then the bias
             _product_nan_rule(a, b, c, winner)
         winner = None if winner is None else winner.astype(index_type)
         return _with_bias(semiring, bias, c, winner, K) if bias is not None and nan_found else (c, winner)
+    a, b = np.ascontiguousarray(a), _c_order(b)
+    c, winner = np.empty((M, N), a.dtype), None
+    if winners:
+        winner = np.empty((M, N), np.int32) if M * N <= _SMALL_OUTPUT else scratch("winner", (M, N), np.int32)
+    threads = get_num_threads() if M * K * N > _PARALLEL_PRODUCT_PAIRS else 1
     addresses = _addresses(a, b, c, winner)
     if threads == 1 or pooled is None:
         _check(kernel(*addresses, M, K, N, maximise, *code, 1), "product")
@@ -213,6 +202,39 @@ def product(
     _product_nan_rule(a, b, c, winner)
     # A copy: a large `winner` is scratch, and the caller wants the smallest index dtype anyway.
     return c, None if winner is None else winner.astype(index_type)
+
+
+def _direct_product(direct, a: np.ndarray, b: np.ndarray, maximise: int, winners: bool, bias, bias_min=None):
+    """One call of the compiled module's own entry point (one thread, or shares of the tiles on the
+    C pool, thread_pool.h): the product, a NaN scan and the bias (unless a NaN was found: then the
+    caller applies the NaN rule and the bias), no ctypes. ``maximise`` 2: the pair, the max-plus
+    product (with ``bias``) in the first rows of c and winner, the min-plus one (``bias_min``) in the
+    last. B is packed from its transpose where it lies (the W.T of a layer's x @ W.T), else read in
+    C order. Returns ``(a, b, c, winner, nan_found)``: the operands as the kernel read them, c
+    fresh, the int32 winners (scratch when large: the caller copies them out) or None. (Every line
+    counts here: a 4 x 4 product's whole call takes about 14 us on the project's VMs.)"""
+    b_transposed = _is_transposed_matrix(b)
+    a, b = np.ascontiguousarray(a), b if b_transposed else _c_order(b)
+    (M, K), N = a.shape, b.shape[1]
+    rows = 2 * M if maximise == 2 else M
+    c = np.empty((rows, N), a.dtype)
+    winner = None
+    if winners:
+        winner = (
+            np.empty((rows, N), np.int32)
+            if rows * N <= _SMALL_OUTPUT
+            else scratch("winner", (rows, N), np.int32)
+        )
+    threads = get_num_threads() if rows * K * N > _PARALLEL_PRODUCT_PAIRS else 1
+    if bias is not None:
+        bias = np.ascontiguousarray(bias)
+    if bias_min is not None:
+        bias_min = np.ascontiguousarray(bias_min)
+    b_given = b.T if b_transposed else b
+    tasks = _SHARES_PER_THREAD * threads
+    status, nan_found = direct(a, b_given, c, winner, maximise, tasks, threads, b_transposed, bias, bias_min)
+    _check(status, "product")
+    return a, b, c, winner, nan_found
 
 
 _ROUNDING_CODES = {"float16": 1, "bfloat16": 2}  # the rounded product kernels' codes
@@ -545,19 +567,8 @@ def matmul_pair(xp, first: tuple, second: tuple, rounding: str | None = None, wi
         if bias is not None and bias.dtype != dtype:
             return None
     bias_max, bias_min = (bias_first, bias_second) if max_first else (bias_second, bias_first)
-    b_transposed = _is_transposed_matrix(b)
-    a, b = np.ascontiguousarray(a.reshape(M, K)), b if b_transposed else _c_order(b)
-    c = np.empty((2 * M, N), dtype)  # the max-plus product's rows, then the min-plus product's
-    winner = None
-    if winners:
-        small = 2 * M * N <= _SMALL_OUTPUT
-        winner = np.empty((2 * M, N), np.int32) if small else scratch("winner", (2 * M, N), np.int32)
-    threads = get_num_threads() if 2 * M * K * N > _PARALLEL_PRODUCT_PAIRS else 1
-    biases = tuple(None if x is None else np.ascontiguousarray(x) for x in (bias_max, bias_min))
-    tasks = _SHARES_PER_THREAD * threads
-    b_given = b.T if b_transposed else b
-    status, nan_found = direct(a, b_given, c, winner, 2, tasks, threads, b_transposed, *biases)  # 2: both
-    _check(status, "product")
+    # maximise 2: both products, the max-plus product's rows of c and winner first
+    a, b, c, winner, nan_found = _direct_product(direct, a.reshape(M, K), b, 2, winners, bias_max, bias_min)
     index_type = _index_type(K + 1 if bias_max is not None or bias_min is not None else K)
     if nan_found:  # as product(): the NaN rule, then each bias (rare: NumPy code)
         planes = []

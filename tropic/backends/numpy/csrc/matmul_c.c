@@ -1664,9 +1664,9 @@ static int any_nan(const char *data, Py_ssize_t n, int is_double) {
 }
 
 /* Whether the pair (maximise 2: an MPM layer's max-plus and min-plus products of one A and one B)
- * has a kernel of its own on this CPU: the AVX2 float32 and float64 ones. Elsewhere (the portable
- * path; float32 on AVX-512, whose single products are faster per pair) the two run one after the
- * other. */
+ * has a kernel of its own on this CPU: the AVX2 float32 and float64 ones. Elsewhere the two run one
+ * after the other: the portable path, and float32 on AVX-512, which has no AVX-512 pair kernel
+ * (whether the AVX2 one beats two AVX-512 products there has not been measured). */
 static int pair_kernel(int is_double) {
   const int isa = choose_isa();
   return is_double ? isa >= 1 : isa == 1;
