@@ -547,7 +547,10 @@ AVX2_INLINE void SUF(taps_avx2_body)(const T *P, int64_t pstride, int64_t Wp, in
         for (; j + L <= W; j += L)
             SUF(taps_avx2_block)(base + j, off, w, tap_index, ntaps, o + j, track ? ix + j : NULL, mx, weighted, 1,
                                  rounding, track);
-        if (j < W) { /* masked lanes read nothing (no fault past the array) and are not stored */
+        if (j < W && W >= L) /* the row's last L outputs, unmasked: lanes before j get their own bits again */
+            SUF(taps_avx2_block)(base + W - L, off, w, tap_index, ntaps, o + W - L, track ? ix + W - L : NULL, mx,
+                                 weighted, 1, rounding, track);
+        else if (j < W) { /* masked lanes read nothing (no fault past the array) and are not stored */
             const __m256i lanes = SUF(tailmask)(W - j);
             VT best = SUF(vset1)(ZERO);
             __m256i win = SUF(iset1)(-1);
@@ -647,7 +650,10 @@ AVX2_INLINE void SUF(channels_avx2_body)(const T *P, int64_t pstride, int64_t Wp
         for (; j + L <= W; j += L)
             SUF(channels_avx2_vector)(base + j, off, w, wstride, tap_index, ntaps, o + j, track ? ix + j : NULL,
                                       cstride, mx, OC, rounding, 0, none, track);
-        if (j < W)
+        if (j < W && W >= L) /* the row's last L outputs, unmasked: lanes before j get their own bits again */
+            SUF(channels_avx2_vector)(base + W - L, off, w, wstride, tap_index, ntaps, o + W - L,
+                                      track ? ix + W - L : NULL, cstride, mx, OC, rounding, 0, none, track);
+        else if (j < W)
             SUF(channels_avx2_vector)(base + j, off, w, wstride, tap_index, ntaps, o + j, track ? ix + j : NULL,
                                       cstride, mx, OC, rounding, 1, SUF(tailmask)(W - j), track);
     }
