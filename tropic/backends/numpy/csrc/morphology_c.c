@@ -596,44 +596,58 @@ AVX2 static void SUF(taps_avx2)(const T *P, int64_t pstride, int64_t Wp, int64_t
 #endif
 
 #if TROPIC_X86
-/* One vector of one output row for OC output channels of a convolution (the same input, OC weight
-   sets `wstride` apart, outputs `cstride` apart): each image vector loaded serves OC channels, which
-   keeps the loads below the arithmetic. `masked`: the row's last, partial vector. `track` 0: the
-   values only (no compare or select is spent on the winners, and ix is not written). */
-AVX2_INLINE void SUF(channels_avx2_vector)(const T *base, const int64_t *off, const T *w, int64_t wstride,
-                                            const int32_t *tap_index, int64_t ntaps, T *o, int32_t *ix,
-                                            int64_t cstride, const int mx, const int OC, const int rounding,
-                                            const int masked, __m256i lanes, const int track)
+/* NV (1 or 2) vectors of one output row, at columns j0 and j1, for OC output channels of a convolution
+   (the same input, OC weight sets `wstride` apart, outputs `cstride` apart): each image vector loaded
+   serves OC channels and each weight broadcast NV vectors, which keeps the loads below the arithmetic.
+   `masked` (NV 1): the row's last, partial vector. `track` 0: the values only (no compare or select
+   is spent on the winners, and ix is not written). */
+AVX2_INLINE void SUF(channels_avx2_vector)(const T *base, int64_t j0, int64_t j1, const int64_t *off, const T *w,
+                                            int64_t wstride, const int32_t *tap_index, int64_t ntaps, T *o,
+                                            int32_t *ix, int64_t cstride, const int mx, const int OC, const int NV,
+                                            const int rounding, const int masked, __m256i lanes, const int track)
 {
-    VT best[4];
-    __m256i win[4];
-    for (int c = 0; c < OC; c++) {
-        best[c] = SUF(vset1)(ZERO);
-        win[c] = SUF(iset1)(-1);
-    }
+    const int64_t at[2] = {j0, j1};
+    VT best[4][2];
+    __m256i win[4][2];
+    for (int c = 0; c < OC; c++)
+        for (int k = 0; k < NV; k++) {
+            best[c][k] = SUF(vset1)(ZERO);
+            win[c][k] = SUF(iset1)(-1);
+        }
     for (int64_t t = 0; t < ntaps; t++) {
-        const VT v = masked ? SUF(vmaskload)(base + off[t], lanes) : SUF(vload)(base + off[t]);
+        VT v[2];
+        for (int k = 0; k < NV; k++)
+            v[k] = masked ? SUF(vmaskload)(base + at[k] + off[t], lanes) : SUF(vload)(base + at[k] + off[t]);
         const __m256i tt = SUF(iset1)(tap_index[t]);
         for (int c = 0; c < OC; c++) {
-            const VT sum = SUF(vround)(SUF(vadd)(v, SUF(vset1)(w[c * wstride + t])), rounding);
-            if (track)
-                win[c] = SUF(isel)(VBETTER(sum, best[c]), tt, win[c]);
-            best[c] = VBEST(sum, best[c]);
+            const VT wc = SUF(vset1)(w[c * wstride + t]);
+            for (int k = 0; k < NV; k++) {
+                const VT sum = SUF(vround)(SUF(vadd)(v[k], wc), rounding);
+                if (track)
+                    win[c][k] = SUF(isel)(VBETTER(sum, best[c][k]), tt, win[c][k]);
+                best[c][k] = VBEST(sum, best[c][k]);
+            }
         }
     }
-    for (int c = 0; c < OC; c++) {
-        if (masked) {
-            SUF(vmaskstore)(o + c * cstride, lanes, best[c]);
-            if (track)
-                SUF(imaskstore32)(ix + c * cstride, lanes, win[c]);
-        } else {
-            SUF(vstore)(o + c * cstride, best[c]);
-            if (track)
-                SUF(istore32)(ix + c * cstride, win[c]);
+    for (int c = 0; c < OC; c++)
+        for (int k = 0; k < NV; k++) {
+            T *oc = o + at[k] + c * cstride;
+            int32_t *ixc = track ? ix + at[k] + c * cstride : NULL;
+            if (masked) {
+                SUF(vmaskstore)(oc, lanes, best[c][k]);
+                if (track)
+                    SUF(imaskstore32)(ixc, lanes, win[c][k]);
+            } else {
+                SUF(vstore)(oc, best[c][k]);
+                if (track)
+                    SUF(istore32)(ixc, win[c][k]);
+            }
         }
-    }
 }
 
+/* A row's vectors: the full ones at 0, L, 2 L, ..., then, where W is not a multiple of L but at least
+   L, the row's last L outputs again, unmasked (lanes before the last full vector's end get their own
+   bits again); below L outputs, one masked vector. Values only: two vectors per tap loop. */
 AVX2_INLINE void SUF(channels_avx2_body)(const T *P, int64_t pstride, int64_t Wp, int64_t H, int64_t W,
                                           int64_t ostride, int64_t cstride, const int64_t *off, const T *w,
                                           int64_t wstride, const int32_t *tap_index, int64_t ntaps, T *out,
@@ -641,22 +655,28 @@ AVX2_INLINE void SUF(channels_avx2_body)(const T *P, int64_t pstride, int64_t Wp
                                           const int rounding, const int track)
 {
     const __m256i none = SUF(tailmask)(0);
+    const int64_t full = W / L, vectors = full + (W % L != 0 && W >= L);
+#define POSITION(k) ((k) < full ? (k) * L : W - L)
+#define VECTORS(j0, j1, nv)                                                                                    \
+    SUF(channels_avx2_vector)(base, j0, j1, off, w, wstride, tap_index, ntaps, o, ix, cstride, mx, OC, nv,      \
+                              rounding, 0, none, track)
     for (int64_t q = q0; q < q1; q++) {
         const int64_t b = q / H, i = q - b * H;
         const T *base = P + b * pstride + i * Wp;
         T *o = out + b * ostride + i * W;
         int32_t *ix = track ? idx + b * ostride + i * W : NULL;
-        int64_t j = 0;
-        for (; j + L <= W; j += L)
-            SUF(channels_avx2_vector)(base + j, off, w, wstride, tap_index, ntaps, o + j, track ? ix + j : NULL,
-                                      cstride, mx, OC, rounding, 0, none, track);
-        if (j < W && W >= L) /* the row's last L outputs, unmasked: lanes before j get their own bits again */
-            SUF(channels_avx2_vector)(base + W - L, off, w, wstride, tap_index, ntaps, o + W - L,
-                                      track ? ix + W - L : NULL, cstride, mx, OC, rounding, 0, none, track);
-        else if (j < W)
-            SUF(channels_avx2_vector)(base + j, off, w, wstride, tap_index, ntaps, o + j, track ? ix + j : NULL,
-                                      cstride, mx, OC, rounding, 1, SUF(tailmask)(W - j), track);
+        int64_t k = 0;
+        if (!track) /* with the winners (two channels x two vectors in 16 registers), no faster here */
+            for (; k + 2 <= vectors; k += 2)
+                VECTORS(POSITION(k), POSITION(k + 1), 2);
+        for (; k < vectors; k++)
+            VECTORS(POSITION(k), 0, 1);
+        if (W < L)
+            SUF(channels_avx2_vector)(base, 0, 0, off, w, wstride, tap_index, ntaps, o, ix, cstride, mx, OC, 1,
+                                      rounding, 1, SUF(tailmask)(W), track);
     }
+#undef VECTORS
+#undef POSITION
 }
 
 /* Dispatch to a body compiled for each (channels, direction, rounding). */
