@@ -339,8 +339,8 @@ INLINE AVX2F16C void kernel_f32_rounded(const float *a, int64_t lda, const float
     kernel_f32_rounded(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, rows, maximise, ROUNDING,        \
                        indexed);                                                                    \
   }
-DEFINE_ROUNDING(kernel_f32_f16, 1)
-DEFINE_ROUNDING(kernel_f32_bf16, 2)
+DEFINE_ROUNDING(kernel_f32_f16_sequential, 1)
+DEFINE_ROUNDING(kernel_f32_bf16_sequential, 2)
 
 /* The same on 4 double lanes, rows x 8 outputs; indices ride in 64-bit lanes, converted from and
  * narrowed to int32 at the ends. */
@@ -471,12 +471,14 @@ INLINE AVX2 void winners_store_f32(int32_t *dst, int64_t ncols, __m256 x0, __m25
   values_store_f32((float *)dst, ncols, x0, x1);
 }
 INLINE AVX2 __m256 block_mark_f32(int64_t kb) { return _mm256_castsi256_ps(_mm256_set1_epi32((int32_t)kb)); }
-/* Where in a full block of 8 the first sum a[k] + b[k][j] equal to `best` lies (ak: a[kb]; bq:
- * b[kb][j], rows ldb apart); the block holds it, so the 8th needs no test. */
-INLINE AVX2 int first_equal_f32(const float *ak, const float *bq, int64_t ldb, float best) {
+/* Where in a full block of 8 the first sum a[k] + b[k][j] (rounded as the kernel rounds it) equal
+ * to `best` lies (ak: a[kb]; bq: b[kb][j], rows ldb apart); the block holds it, so the 8th needs no
+ * test. */
+INLINE AVX2F16C int first_equal_f32(const float *ak, const float *bq, int64_t ldb, float best,
+                                    const int rounding) {
   const __m256 bcol = _mm256_setr_ps(bq[0], bq[ldb], bq[2 * ldb], bq[3 * ldb], bq[4 * ldb], bq[5 * ldb],
                                      bq[6 * ldb], bq[7 * ldb]);
-  const __m256 v = _mm256_add_ps(_mm256_loadu_ps(ak), bcol);
+  const __m256 v = tropic_rounded_sums(_mm256_add_ps(_mm256_loadu_ps(ak), bcol), rounding);
   return __builtin_ctz(_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(best), _CMP_EQ_OQ)) | 128);
 }
 
@@ -489,7 +491,9 @@ INLINE AVX2 void winners_store_f64(int32_t *dst, int64_t ncols, __m256d x0, __m2
   store_idx64(dst, ncols >= 8, tail_mask_f32(ncols, 0), x0, x1);
 }
 INLINE AVX2 __m256d block_mark_f64(int64_t kb) { return _mm256_castsi256_pd(_mm256_set1_epi64x(kb)); }
-INLINE AVX2 int first_equal_f64(const double *ak, const double *bq, int64_t ldb, double best) {
+INLINE AVX2 int first_equal_f64(const double *ak, const double *bq, int64_t ldb, double best,
+                                const int rounding) {
+  (void)rounding; /* half precision is widened to float32 only */
   const __m256d target = _mm256_set1_pd(best);
   const __m256d lo = _mm256_add_pd(_mm256_loadu_pd(ak), _mm256_setr_pd(bq[0], bq[ldb], bq[2 * ldb], bq[3 * ldb]));
   const __m256d hi = _mm256_add_pd(_mm256_loadu_pd(ak + 4),
@@ -499,21 +503,36 @@ INLINE AVX2 int first_equal_f64(const double *ak, const double *bq, int64_t ldb,
   return __builtin_ctz(hit | 128);
 }
 
-/* The kernel for type T (vectors V of W lanes; intrinsics suffix P; helpers named _SFX). */
+/* One sum rounded as the kernels round it (rescans' last, partial blocks). */
+INLINE AVX2F16C float rounded_sum_f32(float sum, const int rounding) {
+  return rounding ? _mm256_cvtss_f32(tropic_rounded_sums(_mm256_set1_ps(sum), rounding)) : sum;
+}
+INLINE AVX2 double rounded_sum_f64(double sum, const int rounding) {
+  (void)rounding;
+  return sum;
+}
+
+/* The kernel for type T (vectors V of W lanes; intrinsics suffix P; helpers named _SFX). `rounding`
+ * (float32 only: 1 float16, 2 bfloat16): the candidates are the rounded sums, as in
+ * kernel_f32_rounded, but only the bests are rounded. Rounding to nearest is monotone, so the best
+ * of the rounded sums is the rounded best of the sums (no nonzero sum of two half-precision numbers
+ * rounds to zero: the signed zeros agree too), and the rounded best grew in a block exactly when the
+ * rounded best at its end is above the one at its start; the rescan then looks for the first
+ * rounded sum equal to the final (rounded) best. Per pair, an add and a max, as unrounded. */
 #define DEFINE_BLOCKED_WINNERS(T, V, W, P, BROADCAST, SFX)                                          \
   /* One row's rescans: each winner marked in [k0, k1) (the first k of its block) becomes the first \
    * k of that block whose sum equals the final best cr[j] (ar: the row of A; bp0: B's row k0). */ \
-  INLINE AVX2 void rescan_##SFX(const T *ar, const T *bp0, int64_t ldb, int64_t k0, int64_t k1,      \
-                                const T *cr, int32_t *xr, int64_t ncols) {                          \
+  INLINE AVX2F16C void rescan_##SFX(const T *ar, const T *bp0, int64_t ldb, int64_t k0, int64_t k1,  \
+                                    const T *cr, int32_t *xr, int64_t ncols, const int rounding) {  \
     for (int64_t j = 0; j < ncols; j++) {                                                           \
       const int64_t kb = xr[j];                                                                     \
       if (kb < k0) continue; /* no growth in this call (or -1: none at all) */                     \
       const T *bq = bp0 + (kb - k0) * ldb + j;                                                      \
       if (k1 - kb >= WINNER_BLOCK) {                                                                \
-        xr[j] = (int32_t)kb + first_equal_##SFX(ar + kb, bq, ldb, cr[j]);                           \
+        xr[j] = (int32_t)kb + first_equal_##SFX(ar + kb, bq, ldb, cr[j], rounding);                 \
       } else {                                                                                      \
         for (int64_t k = kb; k < k1; k++, bq += ldb) {                                              \
-          if (ar[k] + *bq == cr[j]) {                                                               \
+          if (rounded_sum_##SFX(ar[k] + *bq, rounding) == cr[j]) {                                  \
             xr[j] = (int32_t)k;                                                                     \
             break;                                                                                  \
           }                                                                                         \
@@ -521,10 +540,11 @@ INLINE AVX2 int first_equal_f64(const double *ak, const double *bq, int64_t ldb,
       }                                                                                             \
     }                                                                                               \
   }                                                                                                 \
-  INLINE AVX2 void kernel_##SFX##_blocked_winners(const T *a, int64_t lda, const T *bp, int64_t ldb,  \
-                                                  int64_t k0, int64_t k1, T *c, int32_t *ix,         \
-                                                  int64_t ldc, int64_t ncols, const int rows,        \
-                                                  const int maximise) {                              \
+  INLINE AVX2F16C void kernel_##SFX##_blocked_winners(const T *a, int64_t lda, const T *bp,          \
+                                                      int64_t ldb, int64_t k0, int64_t k1, T *c,     \
+                                                      int32_t *ix, int64_t ldc, int64_t ncols,       \
+                                                      const int rows, const int maximise,            \
+                                                      const int rounding) {                          \
     const T *a0 = a, *a1 = a + lda, *const bp0 = bp;                                                \
     V s00, s01, s10, s11, x00, x01, x10, x11;                                                       \
     s00 = s01 = s10 = s11 = _mm256_set1_##P(maximise ? -INFINITY : INFINITY);                       \
@@ -546,24 +566,26 @@ INLINE AVX2 int first_equal_f64(const double *ak, const double *bq, int64_t ldb,
         for (int64_t k = kb; k < ke; k++) FOLD_ROWS(k, V, W, P, BROADCAST);                         \
       }                                                                                             \
       const V kv = block_mark_##SFX(kb);                                                            \
-      x00 = _mm256_blendv_##P(x00, kv, GREW(s00, o00, P));                                          \
-      x01 = _mm256_blendv_##P(x01, kv, GREW(s01, o01, P));                                          \
+      x00 = _mm256_blendv_##P(x00, kv, GREW(ROUNDED_##P(s00), ROUNDED_##P(o00), P));                \
+      x01 = _mm256_blendv_##P(x01, kv, GREW(ROUNDED_##P(s01), ROUNDED_##P(o01), P));                \
       if (rows > 1) {                                                                               \
-        x10 = _mm256_blendv_##P(x10, kv, GREW(s10, o10, P));                                        \
-        x11 = _mm256_blendv_##P(x11, kv, GREW(s11, o11, P));                                        \
+        x10 = _mm256_blendv_##P(x10, kv, GREW(ROUNDED_##P(s10), ROUNDED_##P(o10), P));              \
+        x11 = _mm256_blendv_##P(x11, kv, GREW(ROUNDED_##P(s11), ROUNDED_##P(o11), P));              \
       }                                                                                             \
     }                                                                                               \
-    values_store_##SFX(c, ncols, s00, s01);                                                         \
+    values_store_##SFX(c, ncols, ROUNDED_##P(s00), ROUNDED_##P(s01));                               \
     winners_store_##SFX(ix, ncols, x00, x01);                                                       \
     if (rows > 1) {                                                                                 \
-      values_store_##SFX(c + ldc, ncols, s10, s11);                                                 \
+      values_store_##SFX(c + ldc, ncols, ROUNDED_##P(s10), ROUNDED_##P(s11));                       \
       winners_store_##SFX(ix + ldc, ncols, x10, x11);                                               \
     }                                                                                               \
     for (int r = 0; r < rows; r++) /* the rescans */                                               \
-      rescan_##SFX(a + r * lda, bp0, ldb, k0, k1, c + r * ldc, ix + r * ldc, ncols);               \
+      rescan_##SFX(a + r * lda, bp0, ldb, k0, k1, c + r * ldc, ix + r * ldc, ncols, rounding);     \
   }
 #define FOLD(s, av, bv, P)                                                                          \
   (maximise ? _mm256_max_##P(_mm256_add_##P(av, bv), s) : _mm256_min_##P(_mm256_add_##P(av, bv), s))
+#define ROUNDED_ps(v) tropic_rounded_sums(v, rounding)
+#define ROUNDED_pd(v) (v) /* half precision is widened to float32 only */
 #define FOLD_ROWS(k, V, W, P, BROADCAST) /* pair k of one or two rows into the best (bp: row k of B) */ \
   do {                                                                                              \
     const V b0 = _mm256_loadu_##P(bp), b1 = _mm256_loadu_##P(bp + W);                               \
@@ -582,6 +604,8 @@ DEFINE_BLOCKED_WINNERS(float, __m256, 8, ps, _mm256_broadcast_ss, f32)
 DEFINE_BLOCKED_WINNERS(double, __m256d, 4, pd, _mm256_broadcast_sd, f64)
 #undef FOLD_ROWS
 #undef FOLD
+#undef ROUNDED_ps
+#undef ROUNDED_pd
 #undef GREW
 
 /* An MPM layer's two products in one pass: the max-plus and the min-plus product of one A and one
@@ -603,7 +627,7 @@ DEFINE_BLOCKED_WINNERS(double, __m256d, 4, pd, _mm256_broadcast_sd, f64)
     m1 = _mm256_min_##P(v1_, m1);                                                                   \
   } while (0)
 #define DEFINE_PAIR(T, V, W, P, BROADCAST, SFX)                                                     \
-  INLINE AVX2 void pair_winners_##SFX(const T *a, const T *bp, int64_t ldb, int64_t k0, int64_t k1, \
+  INLINE AVX2F16C void pair_winners_##SFX(const T *a, const T *bp, int64_t ldb, int64_t k0, int64_t k1, \
                                       T *c, int32_t *ix, int64_t ncols, int64_t second) {           \
     const T *const bp0 = bp;                                                                        \
     T *const d = c + second;                                                                        \
@@ -642,10 +666,10 @@ DEFINE_BLOCKED_WINNERS(double, __m256d, 4, pd, _mm256_broadcast_sd, f64)
     winners_store_##SFX(ix, ncols, x0, x1);                                                         \
     values_store_##SFX(d, ncols, m0, m1);                                                           \
     winners_store_##SFX(jx, ncols, y0, y1);                                                         \
-    rescan_##SFX(a, bp0, ldb, k0, k1, c, ix, ncols);                                                \
-    rescan_##SFX(a, bp0, ldb, k0, k1, d, jx, ncols);                                                \
+    rescan_##SFX(a, bp0, ldb, k0, k1, c, ix, ncols, 0);                                             \
+    rescan_##SFX(a, bp0, ldb, k0, k1, d, jx, ncols, 0);                                             \
   }                                                                                                 \
-  INLINE AVX2 void pair_values_##SFX(const T *a, int64_t lda, const T *bp, int64_t ldb, int64_t k0,  \
+  INLINE AVX2F16C void pair_values_##SFX(const T *a, int64_t lda, const T *bp, int64_t ldb, int64_t k0,  \
                                      int64_t k1, T *c, int64_t ldc, int64_t ncols, int64_t second,   \
                                      const int rows) {                                              \
     V s00, s01, s10, s11, s20, s21, m00, m01, m10, m11, m20, m21;                                   \
@@ -680,7 +704,7 @@ DEFINE_BLOCKED_WINNERS(double, __m256d, 4, pd, _mm256_broadcast_sd, f64)
       values_store_##SFX(c + 2 * ldc + second, ncols, m20, m21);                                    \
     }                                                                                               \
   }                                                                                                 \
-  INLINE AVX2 void kernel_##SFX##_pair(const T *a, int64_t lda, const T *bp, int64_t ldb, int64_t k0, \
+  INLINE AVX2F16C void kernel_##SFX##_pair(const T *a, int64_t lda, const T *bp, int64_t ldb, int64_t k0, \
                                        int64_t k1, T *c, int32_t *ix, int64_t ldc, int64_t ncols,    \
                                        int64_t second, const int rows, const int indexed) {         \
     if (!indexed) {                                                                                 \
@@ -695,19 +719,19 @@ DEFINE_PAIR(double, __m256d, 4, pd, _mm256_broadcast_sd, f64)
 #undef PAIR_STEP
 
 /* The kernels the drivers call: values only as above, winners in blocks (three rows as two and
- * one: twelve blocked accumulators do not fit in 16 ymm). */
-#define DEFINE_KERNEL(T, SFX, SEQUENTIAL)                                                           \
-  INLINE AVX2F16C void kernel_##SFX(const T *a, int64_t lda, const T *bp, int64_t ldb, int64_t k0,   \
-                                    int64_t k1, T *c, int32_t *ix, int64_t ldc, int64_t ncols,       \
-                                    const int rows, const int maximise, const int indexed) {        \
+ * one: twelve blocked accumulators do not fit in 16 ymm); ROUNDING as kernel_f32_rounded's. */
+#define DEFINE_KERNEL(T, NAME, SFX, SEQUENTIAL, ROUNDING)                                           \
+  INLINE AVX2F16C void NAME(const T *a, int64_t lda, const T *bp, int64_t ldb, int64_t k0,           \
+                            int64_t k1, T *c, int32_t *ix, int64_t ldc, int64_t ncols,               \
+                            const int rows, const int maximise, const int indexed) {                \
     if (!indexed) {                                                                                 \
       SEQUENTIAL(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, rows, maximise, 0);                    \
     } else {                                                                                        \
       kernel_##SFX##_blocked_winners(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, rows < 2 ? rows : 2, \
-                                     maximise);                                                     \
+                                     maximise, ROUNDING);                                           \
       if (rows == 3)                                                                                \
         kernel_##SFX##_blocked_winners(a + 2 * lda, lda, bp, ldb, k0, k1, c + 2 * ldc, ix + 2 * ldc, \
-                                       ldc, ncols, 1, maximise);                                    \
+                                       ldc, ncols, 1, maximise, ROUNDING);                          \
     }                                                                                               \
   }
 INLINE AVX2F16C void kernel_f32_values(const float *a, int64_t lda, const float *bp, int64_t ldb,
@@ -716,8 +740,10 @@ INLINE AVX2F16C void kernel_f32_values(const float *a, int64_t lda, const float 
                                        const int indexed) {
   kernel_f32_rounded(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, rows, maximise, 0, indexed);
 }
-DEFINE_KERNEL(float, f32, kernel_f32_values)
-DEFINE_KERNEL(double, f64, kernel_f64_sequential)
+DEFINE_KERNEL(float, kernel_f32, f32, kernel_f32_values, 0)
+DEFINE_KERNEL(float, kernel_f32_f16, f32, kernel_f32_f16_sequential, 1)
+DEFINE_KERNEL(float, kernel_f32_bf16, f32, kernel_f32_bf16_sequential, 2)
+DEFINE_KERNEL(double, kernel_f64, f64, kernel_f64_sequential, 0)
 #undef DEFINE_KERNEL
 
 /* One instance per (winners or values only, min/max/pair, rows), so that all three are constants
