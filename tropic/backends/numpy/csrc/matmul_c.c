@@ -32,12 +32,12 @@
  *    transpose instead (the direct entry's b_transposed: a layer's W in x @ W^T), the panels are
  *    packed from W's rows in 8 x 8 (4 x 4) tiles transposed in registers: no copy of W, no transposed
  *    product and no transposes of its results (x 64x256 @ W^T, W 256x256: 104 against 142 us).
- *  - A register-blocked micro-kernel keeps 3 rows x 16 columns of best values and int32 winners in
- *    12 ymm registers and runs k innermost, in increasing order: per 8 pairs one add, one compare,
- *    one max (whose operand order, max(v, best), is exactly "v > best ? v : best") and one blend of
- *    the index vector. Products with winners instead take one compare and blend per 8 k and a
- *    rescan of the winning 8 (kernel_*_blocked_winners). Between k-blocks (in increasing order) the
- *    best so far waits in c / idx.
+ *  - A register-blocked micro-kernel keeps 3 rows x 16 columns of best values in 6 ymm registers and
+ *    runs k innermost, in increasing order: per 8 pairs one add and one max (whose operand order,
+ *    max(v, best), is exactly "v > best ? v : best"). Products with winners keep 2 rows x 16
+ *    columns and take one compare and blend per 8 k and a rescan of the winning 8
+ *    (kernel_*_blocked_winners; half precision rounds the sums, and with winners only the bests).
+ *    Between k-blocks (in increasing order) the best so far waits in c / idx.
  *    The N tail uses masked loads / stores; M tails use 1- or 2-row instances.
  *  - OpenMP gives each thread a contiguous range of column panels, or of row blocks when that
  *    splits more evenly (few panels), so thin products (M = 64, large N) use every thread too.
@@ -256,76 +256,55 @@ INLINE AVX2 __m256i tail_mask_f64(int64_t ncols, int half) {
   return _mm256_cmpgt_epi64(_mm256_set1_epi64x(ncols), lane);
 }
 
-/* One pair step on 8 float lanes: s = best values, x = best k, kv = current k in every lane.
- * The compare reads the old best; max(v, s) == (v > s ? v : s) keeps s on ties and NaN. */
-#define STEP_F32(s, x, av, bv)                                                                      \
+/* One pair step on 8 float lanes into the best s: max(v, s) == (v > s ? v : s) keeps s on ties and
+ * NaN. */
+#define STEP_F32(s, av, bv)                                                                         \
   do {                                                                                              \
-    const __m256 v_ = tropic_rounded_sums(_mm256_add_ps(av, bv), rounding);                            \
-    if (indexed) {                                                                                  \
-      const __m256 m_ = maximise ? _mm256_cmp_ps(v_, s, _CMP_GT_OQ) : _mm256_cmp_ps(v_, s, _CMP_LT_OQ); \
-      x = _mm256_blendv_ps(x, kv, m_);                                                              \
-    }                                                                                               \
+    const __m256 v_ = tropic_rounded_sums(_mm256_add_ps(av, bv), rounding);                         \
     s = maximise ? _mm256_max_ps(v_, s) : _mm256_min_ps(v_, s);                                     \
   } while (0)
 
-/* `rows` (1..3) rows x 16 columns for k in [k0, k1). a: row 0 of A (row stride lda, indexed by
- * absolute k); bp: the panel's 16 values for k0, then ldb apart (16 when packed, N when B is read
- * in place); c / ix: outputs (row stride ldc),
- * of which the first ncols columns are real. For k0 > 0 they hold the best so far and are read
- * back. The index vectors are kept as float bit patterns so every blend stays in the float domain. */
+/* The values only (the winners: kernel_f32_blocked_winners below), `rows` (1..3) rows x 16 columns
+ * for k in [k0, k1), each sum rounded to `rounding` (0: none). a: row 0 of A (row stride lda,
+ * indexed by absolute k); bp: the panel's 16 values for k0, then ldb apart (16 when packed, N when
+ * B is read in place); c: outputs (row stride ldc), of which the first ncols columns are real. For
+ * k0 > 0 they hold the best so far and are read back. */
 INLINE AVX2F16C void kernel_f32_rounded(const float *a, int64_t lda, const float *bp, int64_t ldb,
-                                        int64_t k0, int64_t k1, float *c, int32_t *ix, int64_t ldc,
-                                        int64_t ncols, const int rows, const int maximise,
-                                        const int rounding, const int indexed) {
+                                        int64_t k0, int64_t k1, float *c, int64_t ldc, int64_t ncols,
+                                        const int rows, const int maximise, const int rounding) {
   const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda;
-  float *xf = (float *)ix;
   const int full = ncols >= 16;
   const __m256i mask0 = tail_mask_f32(ncols, 0), mask1 = tail_mask_f32(ncols, 1);
 #define LD(p) (full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask0))
 #define LD8(p) (full ? _mm256_loadu_ps((p) + 8) : _mm256_maskload_ps((p) + 8, mask1))
 #define ST(p, v) (full ? _mm256_storeu_ps(p, v) : _mm256_maskstore_ps(p, mask0, v))
 #define ST8(p, v) (full ? _mm256_storeu_ps((p) + 8, v) : _mm256_maskstore_ps((p) + 8, mask1, v))
-  __m256 s00, s01, s10, s11, s20, s21, x00, x01, x10, x11, x20, x21;
+  __m256 s00, s01, s10, s11, s20, s21;
   s00 = s01 = s10 = s11 = s20 = s21 = _mm256_set1_ps(maximise ? -INFINITY : INFINITY);
-  x00 = x01 = x10 = x11 = x20 = x21 = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
   if (k0 > 0) {
     s00 = LD(c); s01 = LD8(c);
     if (rows > 1) { s10 = LD(c + ldc); s11 = LD8(c + ldc); }
     if (rows > 2) { s20 = LD(c + 2 * ldc); s21 = LD8(c + 2 * ldc); }
   }
-  if (k0 > 0 && indexed) {
-    x00 = LD(xf); x01 = LD8(xf);
-    if (rows > 1) { x10 = LD(xf + ldc); x11 = LD8(xf + ldc); }
-    if (rows > 2) { x20 = LD(xf + 2 * ldc); x21 = LD8(xf + 2 * ldc); }
-  }
-  __m256i k32 = _mm256_set1_epi32((int32_t)k0);
-  const __m256i one = _mm256_set1_epi32(1);
   for (int64_t k = k0; k < k1; k++, bp += ldb) {
-    const __m256 kv = _mm256_castsi256_ps(k32);
     const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
     __m256 av = _mm256_broadcast_ss(a0 + k);
-    STEP_F32(s00, x00, av, b0);
-    STEP_F32(s01, x01, av, b1);
+    STEP_F32(s00, av, b0);
+    STEP_F32(s01, av, b1);
     if (rows > 1) {
       av = _mm256_broadcast_ss(a1 + k);
-      STEP_F32(s10, x10, av, b0);
-      STEP_F32(s11, x11, av, b1);
+      STEP_F32(s10, av, b0);
+      STEP_F32(s11, av, b1);
     }
     if (rows > 2) {
       av = _mm256_broadcast_ss(a2 + k);
-      STEP_F32(s20, x20, av, b0);
-      STEP_F32(s21, x21, av, b1);
+      STEP_F32(s20, av, b0);
+      STEP_F32(s21, av, b1);
     }
-    k32 = _mm256_add_epi32(k32, one);
   }
   ST(c, s00); ST8(c, s01);
   if (rows > 1) { ST(c + ldc, s10); ST8(c + ldc, s11); }
   if (rows > 2) { ST(c + 2 * ldc, s20); ST8(c + 2 * ldc, s21); }
-  if (indexed) {
-    ST(xf, x00); ST8(xf, x01);
-    if (rows > 1) { ST(xf + ldc, x10); ST8(xf + ldc, x11); }
-    if (rows > 2) { ST(xf + 2 * ldc, x20); ST8(xf + 2 * ldc, x21); }
-  }
 #undef LD
 #undef LD8
 #undef ST
@@ -334,23 +313,19 @@ INLINE AVX2F16C void kernel_f32_rounded(const float *a, int64_t lda, const float
 
 #define DEFINE_ROUNDING(NAME, ROUNDING)                                                             \
   INLINE AVX2F16C void NAME(const float *a, int64_t lda, const float *bp, int64_t ldb, int64_t k0,  \
-                            int64_t k1, float *c, int32_t *ix, int64_t ldc, int64_t ncols,          \
-                            const int rows, const int maximise, const int indexed) {                \
-    kernel_f32_rounded(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, rows, maximise, ROUNDING,        \
-                       indexed);                                                                    \
+                            int64_t k1, float *c, int64_t ldc, int64_t ncols, const int rows,       \
+                            const int maximise) {                                                   \
+    kernel_f32_rounded(a, lda, bp, ldb, k0, k1, c, ldc, ncols, rows, maximise, ROUNDING);          \
   }
-DEFINE_ROUNDING(kernel_f32_f16_sequential, 1)
-DEFINE_ROUNDING(kernel_f32_bf16_sequential, 2)
+DEFINE_ROUNDING(kernel_f32_values, 0)
+DEFINE_ROUNDING(kernel_f32_f16_values, 1)
+DEFINE_ROUNDING(kernel_f32_bf16_values, 2)
 
-/* The same on 4 double lanes, rows x 8 outputs; indices ride in 64-bit lanes, converted from and
- * narrowed to int32 at the ends. */
-#define STEP_F64(s, x, av, bv)                                                                      \
+/* The same on 4 double lanes, rows x 8 outputs (the winners: kernel_f64_blocked_winners, whose
+ * int32 winners ride in 64-bit lanes, converted from and narrowed to int32 at the ends). */
+#define STEP_F64(s, av, bv)                                                                         \
   do {                                                                                              \
     const __m256d v_ = _mm256_add_pd(av, bv);                                                       \
-    if (indexed) {                                                                                  \
-      const __m256d m_ = maximise ? _mm256_cmp_pd(v_, s, _CMP_GT_OQ) : _mm256_cmp_pd(v_, s, _CMP_LT_OQ); \
-      x = _mm256_blendv_pd(x, kv, m_);                                                              \
-    }                                                                                               \
     s = maximise ? _mm256_max_pd(v_, s) : _mm256_min_pd(v_, s);                                     \
   } while (0)
 
@@ -369,59 +344,42 @@ INLINE AVX2 void store_idx64(int32_t *dst, int full, __m256i mask, __m256d lo4, 
   else _mm256_maskstore_epi32(dst, mask, v);
 }
 
-INLINE AVX2 void kernel_f64_sequential(const double *a, int64_t lda, const double *bp, int64_t ldb,
-                                       int64_t k0, int64_t k1,
-double *c, int32_t *ix, int64_t ldc, int64_t ncols, const int rows,
-                            const int maximise, const int indexed) {
+INLINE AVX2 void kernel_f64_values(const double *a, int64_t lda, const double *bp, int64_t ldb, int64_t k0,
+                                   int64_t k1, double *c, int64_t ldc, int64_t ncols, const int rows,
+                                   const int maximise) {
   const double *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda;
   const int full = ncols >= 8;
-  const __m256i mask32 = tail_mask_f32(ncols, 0); /* the 8 int32 winners */
   const __m256i mask0 = tail_mask_f64(ncols, 0), mask1 = tail_mask_f64(ncols, 1);
 #define LD(p) (full ? _mm256_loadu_pd(p) : _mm256_maskload_pd(p, mask0))
 #define LD4(p) (full ? _mm256_loadu_pd((p) + 4) : _mm256_maskload_pd((p) + 4, mask1))
 #define ST(p, v) (full ? _mm256_storeu_pd(p, v) : _mm256_maskstore_pd(p, mask0, v))
 #define ST4(p, v) (full ? _mm256_storeu_pd((p) + 4, v) : _mm256_maskstore_pd((p) + 4, mask1, v))
-  __m256d s00, s01, s10, s11, s20, s21, x00, x01, x10, x11, x20, x21;
+  __m256d s00, s01, s10, s11, s20, s21;
   s00 = s01 = s10 = s11 = s20 = s21 = _mm256_set1_pd(maximise ? -INFINITY : INFINITY);
-  x00 = x01 = x10 = x11 = x20 = x21 = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
   if (k0 > 0) {
     s00 = LD(c); s01 = LD4(c);
     if (rows > 1) { s10 = LD(c + ldc); s11 = LD4(c + ldc); }
     if (rows > 2) { s20 = LD(c + 2 * ldc); s21 = LD4(c + 2 * ldc); }
   }
-  if (k0 > 0 && indexed) {
-    load_idx64(ix, full, mask32, &x00, &x01);
-    if (rows > 1) load_idx64(ix + ldc, full, mask32, &x10, &x11);
-    if (rows > 2) load_idx64(ix + 2 * ldc, full, mask32, &x20, &x21);
-  }
-  __m256i k64 = _mm256_set1_epi64x(k0);
-  const __m256i one = _mm256_set1_epi64x(1);
   for (int64_t k = k0; k < k1; k++, bp += ldb) {
-    const __m256d kv = _mm256_castsi256_pd(k64);
     const __m256d b0 = _mm256_loadu_pd(bp), b1 = _mm256_loadu_pd(bp + 4);
     __m256d av = _mm256_broadcast_sd(a0 + k);
-    STEP_F64(s00, x00, av, b0);
-    STEP_F64(s01, x01, av, b1);
+    STEP_F64(s00, av, b0);
+    STEP_F64(s01, av, b1);
     if (rows > 1) {
       av = _mm256_broadcast_sd(a1 + k);
-      STEP_F64(s10, x10, av, b0);
-      STEP_F64(s11, x11, av, b1);
+      STEP_F64(s10, av, b0);
+      STEP_F64(s11, av, b1);
     }
     if (rows > 2) {
       av = _mm256_broadcast_sd(a2 + k);
-      STEP_F64(s20, x20, av, b0);
-      STEP_F64(s21, x21, av, b1);
+      STEP_F64(s20, av, b0);
+      STEP_F64(s21, av, b1);
     }
-    k64 = _mm256_add_epi64(k64, one);
   }
   ST(c, s00); ST4(c, s01);
   if (rows > 1) { ST(c + ldc, s10); ST4(c + ldc, s11); }
   if (rows > 2) { ST(c + 2 * ldc, s20); ST4(c + 2 * ldc, s21); }
-  if (indexed) {
-    store_idx64(ix, full, mask32, x00, x01);
-    if (rows > 1) store_idx64(ix + ldc, full, mask32, x10, x11);
-    if (rows > 2) store_idx64(ix + 2 * ldc, full, mask32, x20, x21);
-  }
 #undef LD
 #undef LD4
 #undef ST
@@ -720,12 +678,12 @@ DEFINE_PAIR(double, __m256d, 4, pd, _mm256_broadcast_sd, f64)
 
 /* The kernels the drivers call: values only as above, winners in blocks (three rows as two and
  * one: twelve blocked accumulators do not fit in 16 ymm); ROUNDING as kernel_f32_rounded's. */
-#define DEFINE_KERNEL(T, NAME, SFX, SEQUENTIAL, ROUNDING)                                           \
+#define DEFINE_KERNEL(T, NAME, SFX, VALUES, ROUNDING)                                               \
   INLINE AVX2F16C void NAME(const T *a, int64_t lda, const T *bp, int64_t ldb, int64_t k0,           \
                             int64_t k1, T *c, int32_t *ix, int64_t ldc, int64_t ncols,               \
                             const int rows, const int maximise, const int indexed) {                \
     if (!indexed) {                                                                                 \
-      SEQUENTIAL(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, rows, maximise, 0);                    \
+      VALUES(a, lda, bp, ldb, k0, k1, c, ldc, ncols, rows, maximise);                               \
     } else {                                                                                        \
       kernel_##SFX##_blocked_winners(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, rows < 2 ? rows : 2, \
                                      maximise, ROUNDING);                                           \
@@ -734,16 +692,10 @@ DEFINE_PAIR(double, __m256d, 4, pd, _mm256_broadcast_sd, f64)
                                        ldc, ncols, 1, maximise, ROUNDING);                          \
     }                                                                                               \
   }
-INLINE AVX2F16C void kernel_f32_values(const float *a, int64_t lda, const float *bp, int64_t ldb,
-                                       int64_t k0, int64_t k1, float *c, int32_t *ix, int64_t ldc,
-                                       int64_t ncols, const int rows, const int maximise,
-                                       const int indexed) {
-  kernel_f32_rounded(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, rows, maximise, 0, indexed);
-}
 DEFINE_KERNEL(float, kernel_f32, f32, kernel_f32_values, 0)
-DEFINE_KERNEL(float, kernel_f32_f16, f32, kernel_f32_f16_sequential, 1)
-DEFINE_KERNEL(float, kernel_f32_bf16, f32, kernel_f32_bf16_sequential, 2)
-DEFINE_KERNEL(double, kernel_f64, f64, kernel_f64_sequential, 0)
+DEFINE_KERNEL(float, kernel_f32_f16, f32, kernel_f32_f16_values, 1)
+DEFINE_KERNEL(float, kernel_f32_bf16, f32, kernel_f32_bf16_values, 2)
+DEFINE_KERNEL(double, kernel_f64, f64, kernel_f64_values, 0)
 #undef DEFINE_KERNEL
 
 /* One instance per (winners or values only, min/max/pair, rows), so that all three are constants
