@@ -468,6 +468,40 @@ def test_rounded_product_matches_the_numpy_rounding_path(monkeypatch, threads, r
         tropic.set_num_threads(None)
 
 
+@pytest.mark.parametrize("rounding", ["float16", "bfloat16"])
+def test_rounded_winner_is_the_first_sum_that_rounds_to_the_best(rounding):
+    """With winners, a half-precision product keeps its bests unrounded and rounds them (rounding is
+    monotone); its winner must still be the first k whose *rounded* sum is the best, not the k of the
+    largest unrounded sum. Here every row's sums round to few values, and within them the unrounded
+    sums grow with k, across blocks of 8 k: the expected values and winners come from NumPy."""
+    if not kernels._compiled_rounding():
+        pytest.skip("this CPU has no AVX2 + F16C: the rounded product runs the NumPy path")
+    rng = np.random.default_rng(11)
+    K, N = 43, 19  # five full blocks of 8 k and a partial one
+    # a: 1024 and its neighbours; b: multiples of 1/64 of the rounding step at 1024 (1 for float16,
+    # 8 for bfloat16), growing with k: both exactly half precision, and x + w rounds to x's value or
+    # the next one
+    step = 1.0 if rounding == "float16" else 8.0
+    a = (1024.0 + step * rng.integers(-2, 3, (9, K))).astype(np.float32)
+    a[0, K - 2], a[1, K - 2] = 1024.0 + 3 * step, 1024.0 - 3 * step  # bests first met in the last block
+    b = (step * (np.arange(K)[:, None] + rng.integers(0, 3, (K, N))) / 64).astype(np.float32)
+    sums = a[:, :, None] + b[None]  # float32 sums, exact here
+    if rounding == "float16":
+        rounded = sums.astype(np.float16).astype(np.float32)
+    else:
+        bits = sums.view(np.uint32)
+        rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).view(np.float32)
+    assert (rounded != sums).any()  # the case is about sums that rounding moves
+    for semiring, best in ((MAX_PLUS, np.max), (MIN_PLUS, np.min)):
+        values, winners = kernels.product(semiring, a, b, np.int32, rounding)
+        want = best(rounded, axis=1)
+        first = np.argmax(rounded == want[:, None, :], axis=1)
+        assert_identical(values, want)
+        assert_identical(winners, first.astype(np.int32))
+        later = np.argmax(sums == best(sums, axis=1)[:, None, :], axis=1)
+        assert (later > first).any()  # unrounded, another k would have won
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("rounding", ["float16", "bfloat16"])
 def test_rounded_tap_loops_match_the_numpy_rounding_path(monkeypatch, threads, rounding):
