@@ -250,6 +250,22 @@ AVX2_INLINE void itranspose_f32(__m256i r[8])
         r[k] = _mm256_castps_si256(f[k]);
 }
 
+/* Half width (SSE): a row's last 4 outputs, where a full vector would compute 8. On a CPU that splits each
+   256-bit operation in two (first-generation Zen) it costs half of one. */
+AVX2_INLINE __m128 hload_f32(const float *p) { return _mm_loadu_ps(p); }
+AVX2_INLINE void hstore_f32(float *p, __m128 x) { _mm_storeu_ps(p, x); }
+AVX2_INLINE __m128 hset1_f32(float x) { return _mm_set1_ps(x); }
+AVX2_INLINE __m128 hadd_f32(__m128 a, __m128 b) { return _mm_add_ps(a, b); }
+AVX2_INLINE __m128 hgt_f32(__m128 a, __m128 b) { return _mm_cmp_ps(a, b, _CMP_GT_OQ); }
+AVX2_INLINE __m128 hmax_f32(__m128 a, __m128 b) { return _mm_max_ps(a, b); } /* b on ties and NaN, as vmax */
+AVX2_INLINE __m128 hmin_f32(__m128 a, __m128 b) { return _mm_min_ps(a, b); }
+AVX2_INLINE __m128i hiset1_f32(int64_t x) { return _mm_set1_epi32((int32_t)x); }
+AVX2_INLINE __m128i hisel_f32(__m128 m, __m128i a, __m128i b)
+{
+    return _mm_castps_si128(_mm_blendv_ps(_mm_castsi128_ps(b), _mm_castsi128_ps(a), m));
+}
+AVX2_INLINE void histore32_f32(int32_t *p, __m128i x) { _mm_storeu_si128((__m128i *)p, x); }
+
 AVX2_INLINE __m256d vload_f64(const double *p) { return _mm256_loadu_pd(p); }
 AVX2_INLINE void vstore_f64(double *p, __m256d x) { _mm256_storeu_pd(p, x); }
 AVX2_INLINE __m256d vset1_f64(double x) { return _mm256_set1_pd(x); }
@@ -293,6 +309,24 @@ AVX2_INLINE void imaskstore32_f64(int32_t *p, __m256i m, __m256i x)
 {
     _mm_maskstore_epi32(p, narrow_f64(m), narrow_f64(x));
 }
+AVX2_INLINE __m128d hload_f64(const double *p) { return _mm_loadu_pd(p); }
+AVX2_INLINE void hstore_f64(double *p, __m128d x) { _mm_storeu_pd(p, x); }
+AVX2_INLINE __m128d hset1_f64(double x) { return _mm_set1_pd(x); }
+AVX2_INLINE __m128d hadd_f64(__m128d a, __m128d b) { return _mm_add_pd(a, b); }
+AVX2_INLINE __m128d hgt_f64(__m128d a, __m128d b) { return _mm_cmp_pd(a, b, _CMP_GT_OQ); }
+AVX2_INLINE __m128d hmax_f64(__m128d a, __m128d b) { return _mm_max_pd(a, b); }
+AVX2_INLINE __m128d hmin_f64(__m128d a, __m128d b) { return _mm_min_pd(a, b); }
+AVX2_INLINE __m128i hiset1_f64(int64_t x) { return _mm_set1_epi64x(x); }
+AVX2_INLINE __m128i hisel_f64(__m128d m, __m128i a, __m128i b)
+{
+    return _mm_castpd_si128(_mm_blendv_pd(_mm_castsi128_pd(b), _mm_castsi128_pd(a), m));
+}
+/* The low halves of the two int64 lanes (all indices fit in int32). */
+AVX2_INLINE void histore32_f64(int32_t *p, __m128i x)
+{
+    _mm_storel_epi64((__m128i *)p, _mm_shuffle_epi32(x, 0x08));
+}
+
 AVX2_INLINE void transpose_f64(__m256d r[4])
 {
     __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
@@ -383,6 +417,8 @@ AVX512_INLINE void zistore_f64(int32_t *p, __m256i x, __mmask8 m, const int mask
 #define TROPIC_LANES 8
 #define TROPIC_IT int32_t
 #define TROPIC_VT __m256
+#define TROPIC_HLANES 4
+#define TROPIC_HT __m128
 #define TROPIC_ZLANES 16
 #define TROPIC_ZT __m512
 #define TROPIC_ZIT __m512i
@@ -393,6 +429,8 @@ AVX512_INLINE void zistore_f64(int32_t *p, __m256i x, __mmask8 m, const int mask
 #undef TROPIC_LANES
 #undef TROPIC_IT
 #undef TROPIC_VT
+#undef TROPIC_HLANES
+#undef TROPIC_HT
 #undef TROPIC_ZLANES
 #undef TROPIC_ZT
 #undef TROPIC_ZIT
@@ -403,6 +441,8 @@ AVX512_INLINE void zistore_f64(int32_t *p, __m256i x, __mmask8 m, const int mask
 #define TROPIC_LANES 4
 #define TROPIC_IT int64_t
 #define TROPIC_VT __m256d
+#define TROPIC_HLANES 2
+#define TROPIC_HT __m128d
 #define TROPIC_ZLANES 8
 #define TROPIC_ZT __m512d
 #define TROPIC_ZIT __m256i
@@ -413,6 +453,8 @@ AVX512_INLINE void zistore_f64(int32_t *p, __m256i x, __mmask8 m, const int mask
 #undef TROPIC_LANES
 #undef TROPIC_IT
 #undef TROPIC_VT
+#undef TROPIC_HLANES
+#undef TROPIC_HT
 #undef TROPIC_ZLANES
 #undef TROPIC_ZT
 #undef TROPIC_ZIT
@@ -424,6 +466,8 @@ AVX512_INLINE void zistore_f64(int32_t *p, __m256i x, __mmask8 m, const int mask
 #define L TROPIC_LANES         /* lanes of one AVX2 vector of T */
 #define IT TROPIC_IT           /* index lane type of the same width */
 #define VT TROPIC_VT           /* AVX2 vector of T */
+#define HL TROPIC_HLANES       /* lanes of one half-width (SSE) vector of T */
+#define HT TROPIC_HT           /* SSE vector of T */
 #define ZL TROPIC_ZLANES       /* lanes of one AVX-512 vector of T */
 #define ZT TROPIC_ZT           /* AVX-512 vector of T */
 #define ZIT TROPIC_ZIT         /* the int32 winners of ZL lanes */
@@ -438,6 +482,8 @@ AVX512_INLINE void zistore_f64(int32_t *p, __m256i x, __mmask8 m, const int mask
 #define VBETTER(a, b) (mx ? SUF(vgt)(a, b) : SUF(vgt)(b, a))
 /* a if strictly better than b, else b (see vmax_f32) */
 #define VBEST(a, b) (mx ? SUF(vmax)(a, b) : SUF(vmin)(a, b))
+#define HBETTER(a, b) (mx ? SUF(hgt)(a, b) : SUF(hgt)(b, a))
+#define HBEST(a, b) (mx ? SUF(hmax)(a, b) : SUF(hmin)(a, b))
 #define VBETTER_EQ(a, b) (mx ? SUF(vge)(a, b) : SUF(vge)(b, a))
 /* Calls body(..., mx) with a literal mx, so each direction is compiled without a run-time test. */
 #define BY_DIRECTION(call_1, call_0) \
@@ -645,9 +691,38 @@ AVX2_INLINE void SUF(channels_avx2_vector)(const T *base, int64_t j0, int64_t j1
         }
 }
 
-/* A row's vectors: the full ones at 0, L, 2 L, ..., then, where W is not a multiple of L but at least
-   L, the row's last L outputs again, unmasked (lanes before the last full vector's end get their own
-   bits again); below L outputs, one masked vector. Values only: two vectors per tap loop. */
+/* channels_avx2_vector on half a vector (HL lanes) at column j, unrounded. */
+AVX2_INLINE void SUF(channels_half_vector)(const T *base, int64_t j, const int64_t *off, const T *w, int64_t wstride,
+                                            const int32_t *tap_index, int64_t ntaps, T *o, int32_t *ix,
+                                            int64_t cstride, const int mx, const int OC, const int track)
+{
+    HT best[4];
+    __m128i win[4];
+    for (int c = 0; c < OC; c++) {
+        best[c] = SUF(hset1)(ZERO);
+        win[c] = SUF(hiset1)(-1);
+    }
+    for (int64_t t = 0; t < ntaps; t++) {
+        const HT v = SUF(hload)(base + j + off[t]);
+        const __m128i tt = SUF(hiset1)(tap_index[t]);
+        for (int c = 0; c < OC; c++) {
+            const HT sum = SUF(hadd)(v, SUF(hset1)(w[c * wstride + t]));
+            if (track)
+                win[c] = SUF(hisel)(HBETTER(sum, best[c]), tt, win[c]);
+            best[c] = HBEST(sum, best[c]);
+        }
+    }
+    for (int c = 0; c < OC; c++) {
+        SUF(hstore)(o + j + c * cstride, best[c]);
+        if (track)
+            SUF(histore32)(ix + j + c * cstride, win[c]);
+    }
+}
+
+/* A row's vectors: the full ones at 0, L, 2 L, ..., then the rest: where it is at most HL outputs
+   (and the sums are not rounded), the row's last HL outputs as half a vector; else, where the row has
+   at least L outputs, its last L outputs again as a full vector; else one masked vector. Lanes that
+   an earlier vector wrote get their own bits again. Values only: two full vectors per tap loop. */
 AVX2_INLINE void SUF(channels_avx2_body)(const T *P, int64_t pstride, int64_t Wp, int64_t H, int64_t W,
                                           int64_t ostride, int64_t cstride, const int64_t *off, const T *w,
                                           int64_t wstride, const int32_t *tap_index, int64_t ntaps, T *out,
@@ -655,7 +730,9 @@ AVX2_INLINE void SUF(channels_avx2_body)(const T *P, int64_t pstride, int64_t Wp
                                           const int rounding, const int track)
 {
     const __m256i none = SUF(tailmask)(0);
-    const int64_t full = W / L, vectors = full + (W % L != 0 && W >= L);
+    const int64_t full = W / L, rest = W - full * L;
+    const int half = rest > 0 && rest <= HL && W >= HL && rounding == 0;
+    const int64_t vectors = full + (rest > 0 && W >= L && !half);
 #define POSITION(k) ((k) < full ? (k) * L : W - L)
 #define VECTORS(j0, j1, nv)                                                                                    \
     SUF(channels_avx2_vector)(base, j0, j1, off, w, wstride, tap_index, ntaps, o, ix, cstride, mx, OC, nv,      \
@@ -671,7 +748,10 @@ AVX2_INLINE void SUF(channels_avx2_body)(const T *P, int64_t pstride, int64_t Wp
                 VECTORS(POSITION(k), POSITION(k + 1), 2);
         for (; k < vectors; k++)
             VECTORS(POSITION(k), 0, 1);
-        if (W < L)
+        if (half)
+            SUF(channels_half_vector)(base, W - HL, off, w, wstride, tap_index, ntaps, o, ix, cstride, mx, OC,
+                                      track);
+        else if (W < L)
             SUF(channels_avx2_vector)(base, 0, 0, off, w, wstride, tap_index, ntaps, o, ix, cstride, mx, OC, 1,
                                       rounding, 1, SUF(tailmask)(W), track);
     }
@@ -1561,6 +1641,8 @@ EXPORT int SUF(tropic_rect_pooled)(const T *P, int64_t Hp, int64_t Wp, int64_t k
 #undef BY_DIRECTION
 #undef VBETTER_EQ
 #undef VBETTER
+#undef HBEST
+#undef HBETTER
 #undef BETTER_EQ
 #undef BETTER
 #undef ZERO
@@ -1572,6 +1654,8 @@ EXPORT int SUF(tropic_rect_pooled)(const T *P, int64_t Hp, int64_t Wp, int64_t k
 #undef ZT
 #undef ZL
 #undef VT
+#undef HT
+#undef HL
 #undef IT
 #undef L
 #undef T
