@@ -561,10 +561,9 @@ def matmul_pair(xp, first: tuple, second: tuple, rounding: str | None = None, wi
     M = math.prod(batch)
     if not (0 < K < 2**31 and M and N):
         return None
-    for bias in (bias_first, bias_second):  # a layer's bias (N,), which the compiled call applies
-        if bias is not None and not (isinstance(bias, np.ndarray) and bias.shape == (N,)):
-            return None
-        if bias is not None and bias.dtype != dtype:
+    for bias in (bias_first, bias_second):  # a layer's bias (N,) of a's dtype: the compiled call applies it
+        fits = isinstance(bias, np.ndarray) and bias.shape == (N,) and bias.dtype == dtype
+        if bias is not None and not fits:
             return None
     bias_max, bias_min = (bias_first, bias_second) if max_first else (bias_second, bias_first)
     # maximise 2: both products, the max-plus product's rows of c and winner first

@@ -751,7 +751,7 @@ AVX2_INLINE void SUF(channels_avx2_body)(const T *P, int64_t pstride, int64_t Wp
         if (half)
             SUF(channels_half_vector)(base, W - HL, off, w, wstride, tap_index, ntaps, o, ix, cstride, mx, OC,
                                       track);
-        else if (W < L)
+        else if (0 < W && W < L)
             SUF(channels_avx2_vector)(base, 0, 0, off, w, wstride, tap_index, ntaps, o, ix, cstride, mx, OC, 1,
                                       rounding, 1, SUF(tailmask)(W), track);
     }
