@@ -256,6 +256,42 @@ def test_backward_kernels_match_the_numpy_path_bitwise(monkeypatch):
         assert_identical(got, want)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "stride", "padding", "groups"),
+    [((6, 1, 14, 13), (6, 1, 3, 3), 1, 1, 1), ((3, 4, 9, 8), (6, 2, 3, 2), (2, 1), (1, 2), 2)],
+    ids=["one channel", "grouped and strided"],
+)
+def test_convolution_gradients_add_in_the_outputs_order(
+    monkeypatch, threads, x_shape, w_shape, stride, padding, groups
+):
+    """Each slot of a convolution's gradients is a float64 sum of its outputs' gradients in the
+    outputs' order, as np.bincount takes them. Gradients of +-1 and +-2**60 make the order show in
+    the rounded result (2**60 + 1 - 2**60 is 0, 2**60 - 2**60 + 1 is 1), so a sum taken in another
+    order (the weight's channels or an image's columns visited otherwise) fails; integer images give
+    ties, so that many outputs share a slot."""
+    rng = np.random.default_rng(21)
+    x = rng.integers(-2, 3, x_shape).astype(np.float32)
+    w = rng.integers(-2, 3, w_shape).astype(np.float32)
+    y, k = tropic.maxplus_conv2d(x, w, stride=stride, padding=padding, groups=groups, return_indices=True)
+    g = (rng.choice([-1.0, 1.0], y.shape) * rng.choice([1.0, 2.0**60], y.shape)).astype(np.float32)
+    tropic.set_num_threads(threads)
+    try:
+        fast = tropic.conv2d_vjp(g, k, x.shape, w.shape, stride, padding, groups)
+    finally:
+        tropic.set_num_threads(None)
+    monkeypatch.setattr(compiled, "enabled", False)
+    expected = tropic.conv2d_vjp(g, k, x.shape, w.shape, stride, padding, groups)
+    for got, want in zip(fast, expected, strict=True):
+        assert_identical(got, want)
+    # the data reach the case: the weight's slots summed in reverse order differ somewhere
+    slot = (np.arange(w.shape[0]).reshape(1, -1, 1, 1) * (w.size // w.shape[0]) + k).ravel()
+    won = k.ravel() >= 0
+    reverse = np.zeros(w.size)
+    np.add.at(reverse, slot[won][::-1], g.ravel()[won][::-1].astype(np.float64))
+    assert (reverse.astype(np.float32) != expected[1].ravel()).any()
+
+
 @pytest.mark.parametrize(("n", "H", "cost", "tasks"), [(128, 64, 1600, 8), (3, 500, 40, 8), (1, 7, 10**7, 4)])
 def test_task_blocks_cover_every_row_once(n, H, cost, tasks):
     blocks = kernels._task_blocks(n, H, cost, tasks)

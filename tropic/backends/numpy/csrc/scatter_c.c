@@ -449,75 +449,108 @@ int tropic_morphology_vjp_f64(const double *g, const int32_t *idx, int64_t n, in
 /* Convolutions: g, idx (B, Cout, Ho, Wo); winner t = (c * kh + u) * kw + v within output channel
  * o's group -> gx (B, Cin, H, W), written in T (not caller-zeroed), and gw (Cout, Cg, kh, kw),
  * double, caller-zeroed. As the morphology's: gx of batch entry b sums only b's outputs, so runs of
- * batch entries go to the thread pool, each summed in a float64 buffer of one entry and rounded
- * into gx; gw sums every output in order, a task of its own (fused into the single pass on one
- * thread). Each tap's (c, u, v) is decoded once into a table (three integer divisions per output
- * were most of the time); returns 2 if a buffer cannot be allocated. */
+ * batch entries go to the thread pool, each entry summed in a float64 buffer and rounded into gx;
+ * gw sums every output in order, a task of its own. Each tap's (c, u, v), and its offset in an
+ * entry's x, is decoded once into a table (three integer divisions per output were most of the
+ * time); an output row's columns whose taps all read inside the image add at that offset, without
+ * bounds tests. Returns 2 if a buffer cannot be allocated. */
 struct conv2d_vjp_job {
   const void *g;
   const int32_t *idx;
   int64_t B, Cout, Ho, Wo, Cin, H, W, sh, sw, ph, pw, per_group, Cg, taps, per_task;
-  const int64_t *tap;
+  int64_t kh, c0, c1; /* output columns [c0, c1): every tap of theirs reads inside the image's columns */
+  const int64_t *tap; /* per tap t: its (c, u, v) and its offset (c * H + u) * W + v in an entry's x */
   void *gx;
   double *gw;
-  int is_f64, fused;
+  int is_f64;
 };
 
+/* Neighbouring outputs often win at one tap, so gw's adds to a slot often follow each other, each
+ * waiting for the one before it through a store and a reload. The weight's pass therefore follows
+ * GW_STREAMS output channels at once, one output of each in turn: their slots are disjoint, and each
+ * slot still gets its adds in the outputs' order (over b, then the plane). */
+#define GW_STREAMS 4
+
 #define CONV2D_VJP_TASK(NAME, T)                                                                    \
+  /* output `at` (row i, column c of its plane; its group's first input channel `channel0`) into its \
+   * entry's input gradient acc; 3 at a winner outside [-1, taps) */                               \
+  static inline int NAME##_to_input(const struct conv2d_vjp_job *j, int64_t at, int64_t i, int64_t c, \
+                                    int64_t channel0, double *acc) {                                \
+    const int64_t t = j->idx[at];                                                                   \
+    if (t < 0 || t >= j->taps) return t == -1 ? 0 : 3;                                              \
+    const int64_t channel = channel0 + j->tap[4 * t];                                               \
+    const int64_t row = i * j->sh + j->tap[4 * t + 1] - j->ph;                                      \
+    const int64_t col = c * j->sw + j->tap[4 * t + 2] - j->pw;                                      \
+    if (row >= 0 && row < j->H && col >= 0 && col < j->W)                                           \
+      acc[(channel * j->H + row) * j->W + col] += (double)((const T *)j->g)[at];                    \
+    return 0;                                                                                       \
+  }                                                                                                 \
+  /* the same for an output all of whose taps read inside the image: its pixel is acc[at_x + the    \
+   * tap's offset] (at_x: the pixel its tap (0, 0, 0) reads) */                                     \
+  static inline int NAME##_to_inside(const struct conv2d_vjp_job *j, int64_t at, int64_t at_x,      \
+                                     double *acc) {                                                 \
+    const int64_t t = j->idx[at];                                                                   \
+    if ((uint64_t)t >= (uint64_t)j->taps) return t == -1 ? 0 : 3;                                   \
+    acc[at_x + j->tap[4 * t + 3]] += (double)((const T *)j->g)[at];                                 \
+    return 0;                                                                                       \
+  }                                                                                                 \
+  /* output `at` into its channel's weight gradient gw (taps slots) */                             \
+  static inline int NAME##_to_weight(const struct conv2d_vjp_job *j, int64_t at, double *gw) {      \
+    const int64_t t = j->idx[at];                                                                   \
+    if (t < 0 || t >= j->taps) return t == -1 ? 0 : 3;                                              \
+    gw[t] += (double)((const T *)j->g)[at];                                                         \
+    return 0;                                                                                       \
+  }                                                                                                 \
+  static int NAME##_weights(const struct conv2d_vjp_job *j) {                                       \
+    const int64_t plane = j->Ho * j->Wo, taps = j->taps;                                            \
+    for (int64_t o0 = 0; o0 < j->Cout; o0 += GW_STREAMS) {                                          \
+      const int64_t streams = j->Cout - o0 < GW_STREAMS ? j->Cout - o0 : GW_STREAMS;                \
+      double *gw = j->gw + o0 * taps;                                                               \
+      int status = 0;                                                                               \
+      for (int64_t b = 0; b < j->B && !status; b++) {                                               \
+        const int64_t base = (b * j->Cout + o0) * plane;                                            \
+        if (streams == GW_STREAMS) /* a constant count: the streams unrolled */                    \
+          for (int64_t p = base; p < base + plane; p++)                                             \
+            for (int s = 0; s < GW_STREAMS; s++)                                                    \
+              status |= NAME##_to_weight(j, p + s * plane, gw + s * taps);                          \
+        else                                                                                        \
+          for (int64_t p = base; p < base + plane; p++)                                             \
+            for (int64_t s = 0; s < streams; s++)                                                   \
+              status |= NAME##_to_weight(j, p + s * plane, gw + s * taps);                          \
+      }                                                                                             \
+      if (status) return status;                                                                    \
+    }                                                                                               \
+    return 0;                                                                                       \
+  }                                                                                                 \
   static int NAME(void *ctx, int task, int tasks) {                                                 \
     const struct conv2d_vjp_job *j = ctx;                                                           \
-    const T *g = j->g;                                                                              \
-    const int64_t taps = j->taps;                                                                   \
     (void)tasks;                                                                                    \
-    if (j->gw != NULL && task == 0 && !j->fused) { /* the weight's gradient: every output in order */ \
-      const int64_t plane = j->Ho * j->Wo;                                                          \
-      for (int64_t bo = 0; bo < j->B * j->Cout; bo++) {                                             \
-        double *gw = j->gw + bo % j->Cout * taps;                                                   \
-        for (int64_t at = bo * plane; at < (bo + 1) * plane; at++) {                                \
-          const int64_t t = j->idx[at];                                                             \
-          if (t < 0 || t >= taps) {                                                                 \
-            if (t == -1) continue;                                                                  \
-            return 3;                                                                               \
-          }                                                                                         \
-          gw[t] += (double)g[at];                                                                   \
-        }                                                                                           \
-      }                                                                                             \
-      return 0;                                                                                     \
-    }                                                                                               \
-    if (j->gx == NULL) return 0;                                                                    \
-    double *gw = j->fused ? j->gw : NULL;                                                           \
-    const int64_t first = (task - (j->gw != NULL && !j->fused)) * j->per_task;                      \
+    if (j->gw != NULL && task == 0) return NAME##_weights(j);                                       \
+    const int64_t first = (task - (j->gw != NULL)) * j->per_task;                                   \
     const int64_t last = first + j->per_task < j->B ? first + j->per_task : j->B;                   \
     const int64_t x_plane = j->Cin * j->H * j->W;                                                   \
     const size_t bytes = (size_t)x_plane * sizeof(double);                                          \
     double *acc = tropic_task_buffer(bytes);                                                        \
     if (acc == NULL) return 2;                                                                      \
     int status = 0;                                                                                 \
-    for (int64_t b = first; b < last; b++) {                                                        \
+    for (int64_t b = first; b < last && !status; b++) {                                             \
       memset(acc, 0, bytes);                                                                        \
-      for (int64_t o = 0; o < j->Cout; o++) {                                                       \
-        const int64_t first_channel = (o / j->per_group) * j->Cg;                                   \
-        const int64_t base = (b * j->Cout + o) * j->Ho * j->Wo;                                     \
-        for (int64_t i = 0; i < j->Ho; i++)                                                         \
-          for (int64_t c = 0; c < j->Wo; c++) {                                                     \
-            const int64_t at = base + i * j->Wo + c, t = j->idx[at];                                \
-            if (t < 0 || t >= taps) {                                                               \
-              if (t == -1) continue;                                                                \
-              status = 3;                                                                           \
-              goto done;                                                                            \
-            }                                                                                       \
-            const int64_t channel = first_channel + j->tap[3 * t];                                  \
-            const int64_t row = i * j->sh + j->tap[3 * t + 1] - j->ph;                              \
-            const int64_t col = c * j->sw + j->tap[3 * t + 2] - j->pw;                              \
-            if (row >= 0 && row < j->H && col >= 0 && col < j->W)                                   \
-              acc[(channel * j->H + row) * j->W + col] += (double)g[at];                            \
-            if (gw) gw[o * taps + t] += (double)g[at];                                              \
-          }                                                                                         \
+      for (int64_t o = 0; o < j->Cout && !status; o++) {                                            \
+        const int64_t channel0 = (o / j->per_group) * j->Cg;                                        \
+        for (int64_t i = 0; i < j->Ho; i++) {                                                       \
+          const int64_t at = ((b * j->Cout + o) * j->Ho + i) * j->Wo, row0 = i * j->sh - j->ph;     \
+          const int inside = row0 >= 0 && row0 + j->kh <= j->H; /* the row's taps read inside */   \
+          const int64_t c0 = inside ? j->c0 : j->Wo, c1 = inside ? j->c1 : j->Wo;                   \
+          const int64_t at_x = (channel0 * j->H + row0) * j->W - j->pw;                             \
+          for (int64_t c = 0; c < c0; c++) status |= NAME##_to_input(j, at + c, i, c, channel0, acc); \
+          for (int64_t c = c0; c < c1; c++) status |= NAME##_to_inside(j, at + c, at_x + c * j->sw, acc); \
+          for (int64_t c = c1 > c0 ? c1 : c0; c < j->Wo; c++)                                       \
+            status |= NAME##_to_input(j, at + c, i, c, channel0, acc);                              \
+        }                                                                                           \
       }                                                                                             \
       T *out = (T *)j->gx + b * x_plane;                                                            \
       for (int64_t p = 0; p < x_plane; p++) out[p] = (T)acc[p];                                     \
     }                                                                                               \
-  done:                                                                                             \
     tropic_task_buffer_done(acc, bytes);                                                            \
     return status;                                                                                  \
   }
@@ -536,19 +569,24 @@ static int conv2d_vjp(const void *g, const int32_t *idx, int64_t B, int64_t Cout
     return 0;
   }
   const int64_t taps = Cg * kh * kw;
-  int64_t *tap = malloc((size_t)(3 * taps + 3) * sizeof(int64_t)); /* taps may be 0 (no channel) */
+  int64_t *tap = malloc((size_t)(4 * taps + 4) * sizeof(int64_t)); /* taps may be 0 (no channel) */
   if (tap == NULL) return 2;
   for (int64_t t = 0; t < taps; t++) {
-    tap[3 * t] = t / (kh * kw);
-    tap[3 * t + 1] = t % (kh * kw) / kw;
-    tap[3 * t + 2] = t % kw;
+    tap[4 * t] = t / (kh * kw);
+    tap[4 * t + 1] = t % (kh * kw) / kw;
+    tap[4 * t + 2] = t % kw;
+    tap[4 * t + 3] = (tap[4 * t] * H + tap[4 * t + 1]) * W + tap[4 * t + 2];
   }
-  const int fused = threads == 1 && gx != NULL && gw != NULL; /* as the morphology's */
+  /* the first output column whose window starts inside (c sw >= pw), and the first past the last
+   * whose window ends inside (c sw - pw + kw <= W) */
+  int64_t c0 = (pw + sw - 1) / sw, c1 = W + pw - kw >= 0 ? (W + pw - kw) / sw + 1 : 0;
+  if (c1 > Wo) c1 = Wo;
+  if (c0 > c1) c0 = c1 = Wo;
   const int64_t per_task = tropic_items_per_task(B, threads);
   const int64_t entry_tasks = gx != NULL ? (B + per_task - 1) / per_task : 0;
-  const int64_t tasks = entry_tasks + (gw != NULL && !fused);
+  const int64_t tasks = entry_tasks + (gw != NULL);
   struct conv2d_vjp_job job = {g,  idx, B,  Cout, Ho,          Wo,    Cin,      H,   W,  sh,    sw,
-                               ph, pw,  Cout / groups, Cg, taps, per_task, tap, gx, gw, is_f64, fused};
+                               ph, pw,  Cout / groups, Cg, taps, per_task, kh, c0, c1, tap, gx, gw, is_f64};
   const int status = tropic_pool_run(conv2d_vjp_task, &job, (int)tasks, threads);
   free(tap);
   return status;
