@@ -806,13 +806,13 @@ def test_conv2d_tap_loop_takes_any_memory_layout(layout):
 @pytest.mark.parametrize(("a_shape", "b_shape"), [((3, 40, 300), (300, 37)), ((64, 520), (520, 130))])
 def test_wide_product_gradients_match_the_numpy_path_bitwise(monkeypatch, threads, a_shape, b_shape):
     """Products big enough for the thread pool, with a batch and a column count that neither the
-    scatter's column tiles nor its task split divides; random float32 gradients, so that a sum taken
-    in another order would show in the last bits."""
+    scatter's column tiles nor its task split divides; gradients of +-1 and +-2**60, so that a sum
+    taken in another order would show (2**60 + 1 - 2**60 is 0, 2**60 - 2**60 + 1 is 1)."""
     rng = np.random.default_rng(7)
     a = rng.standard_normal(a_shape).astype(np.float32)
     b = rng.standard_normal(b_shape).astype(np.float32)
     c, index = tropic.maxplus_matmul(a, b, return_indices=True)
-    g = rng.standard_normal(c.shape).astype(np.float32)
+    g = (rng.choice([-1.0, 1.0], c.shape) * rng.choice([1.0, 2.0**60], c.shape)).astype(np.float32)
     tropic.set_num_threads(threads)
     try:
         fast = tropic.matmul_vjp(g, index, a.shape, b.shape)
@@ -864,15 +864,15 @@ def test_winners_are_the_first_best_pair_at_every_place_in_a_block(monkeypatch, 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_morphology_gradients_match_the_numpy_path_bitwise(monkeypatch, mode, size, origin, dtype):
     """The compiled image and element gradients of a dilation and an erosion against np.bincount's
-    sums in output order, for every border mode, shifted origins and flat-line elements; random
-    gradients and a tie-heavy image (many outputs share a winning pixel), so that a sum taken in
-    another order would show in the last bits."""
+    sums in output order, for every border mode, shifted origins and flat-line elements; gradients
+    of +-1 and +-2**60 (2**60 + 1 - 2**60 is 0, 2**60 - 2**60 + 1 is 1) and a tie-heavy image (many
+    outputs share a winning pixel), so that a sum taken in another order would show."""
     rng = np.random.default_rng(sum(size) + len(mode))
     x = rng.integers(-3, 4, (2, 3, 19, 23)).astype(dtype)
     structure = rng.integers(-1, 2, size).astype(dtype)
     for reduce, vjp in ((tropic.dilation, tropic.dilation_vjp), (tropic.erosion, tropic.erosion_vjp)):
         y, winners = reduce(x, structure, mode=mode, origin=origin, return_indices=True)
-        g = rng.standard_normal(y.shape).astype(dtype)
+        g = (rng.choice([-1.0, 1.0], y.shape) * rng.choice([1.0, 2.0**60], y.shape)).astype(dtype)
         fast = vjp(g, winners, x.shape, size, mode=mode, origin=origin)
         with monkeypatch.context() as patch:
             patch.setattr(compiled, "enabled", False)

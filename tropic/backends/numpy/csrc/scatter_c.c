@@ -313,7 +313,8 @@ struct morphology_vjp_job {
   const void *g;
   const int32_t *idx;
   int64_t n, H, W, kh, kw, per_task;
-  const int64_t *rows, *cols, *tap;
+  int64_t c0, c1, shift; /* output columns [c0, c1): tap v of column c reads image column c + shift + v */
+  const int64_t *rows, *cols, *tap; /* tap t: its row u, column v, and offset u * W + v */
   void *gimg;
   double *gw;
   int is_f64, fused;
@@ -330,10 +331,16 @@ struct morphology_vjp_job {
 #endif
 
 /* Each output of plane b in order: its winner t (an output without one skipped, an index out of
- * range status 3), the pixel (r, q) it reads (r or q < 0: outside the image) and its gradient gv;
- * then the statements given. */
+ * range status 3), the pixel p = r * W + q it reads (-1: outside the image) and its gradient gv;
+ * then the statements given. Where the output's whole window reads inside the image (its row's
+ * window and its column in [c0, c1)), p is the window's first pixel plus the tap's offset, without
+ * the two table reads. */
 #define MORPHOLOGY_OUTPUTS(...)                                                                     \
-  for (int64_t i = 0; i < H; i++)                                                                   \
+  for (int64_t i = 0; i < H; i++) {                                                                 \
+    const int64_t *window = j->rows + i * kh;                                                       \
+    int inside = window[0] >= 0;                                                                    \
+    for (int64_t u = 1; u < kh && inside; u++) inside = window[u] == window[0] + u;                 \
+    const int64_t c0 = inside ? j->c0 : W, c1 = inside ? j->c1 : W, at_x = window[0] * W + j->shift; \
     for (int64_t c = 0; c < W; c++) {                                                               \
       const int64_t t = ib[i * W + c];                                                              \
       if (t < 0 || t >= taps) {                                                                     \
@@ -341,10 +348,17 @@ struct morphology_vjp_job {
         status = 3;                                                                                 \
         goto done;                                                                                  \
       }                                                                                             \
-      const int64_t r = j->rows[i * kh + j->tap[2 * t]], q = j->cols[c * kw + j->tap[2 * t + 1]];   \
+      int64_t p;                                                                                    \
+      if (c >= c0 && c < c1) {                                                                      \
+        p = at_x + c + j->tap[3 * t + 2];                                                           \
+      } else {                                                                                      \
+        const int64_t r = window[j->tap[3 * t]], q = j->cols[c * kw + j->tap[3 * t + 1]];           \
+        p = r >= 0 && q >= 0 ? r * W + q : -1;                                                      \
+      }                                                                                             \
       const double gv = (double)gb[i * W + c];                                                      \
       __VA_ARGS__                                                                                   \
-    }
+    }                                                                                               \
+  }
 
 #define MORPHOLOGY_VJP_TASK(NAME, T)                                                                \
   static int NAME(void *ctx, int task, int tasks) {                                                 \
@@ -384,10 +398,10 @@ struct morphology_vjp_job {
         int64_t run_at = -1;                                                                        \
         double run = 0.0;                                                                           \
         MORPHOLOGY_OUTPUTS(                                                                         \
-          if (r >= 0 && q >= 0) {                                                                   \
-            if (r * W + q != run_at) {                                                              \
+          if (p >= 0) {                                                                             \
+            if (p != run_at) {                                                                      \
               if (run_at >= 0) acc[run_at] = run;                                                   \
-              run_at = r * W + q;                                                                   \
+              run_at = p;                                                                           \
               run = acc[run_at];                                                                    \
             }                                                                                       \
             run += gv;                                                                              \
@@ -396,7 +410,7 @@ struct morphology_vjp_job {
         )                                                                                           \
         if (run_at >= 0) acc[run_at] = run;                                                         \
       } else {                                                                                      \
-        MORPHOLOGY_OUTPUTS(if (r >= 0 && q >= 0) acc[r * W + q] += gv; if (gw) gw[t] += gv;)        \
+        MORPHOLOGY_OUTPUTS(if (p >= 0) acc[p] += gv; if (gw) gw[t] += gv;)                         \
       }                                                                                             \
       T *out = (T *)j->gimg + b * plane;                                                            \
       for (int64_t p = 0; p < plane; p++) out[p] = (T)acc[p];                                       \
@@ -410,25 +424,40 @@ MORPHOLOGY_VJP_TASK(morphology_vjp_task_f64, double)
 
 TASK_BY_DTYPE(morphology_vjp_task, morphology_vjp_job)
 
+/* Whether the window's source columns (or rows) `line[0 .. k - 1]` are k consecutive ones inside the image. */
+static int window_inside(const int64_t *line, int64_t k) {
+  for (int64_t v = 0; v < k; v++)
+    if (line[v] < 0 || line[v] != line[0] + v) return 0;
+  return 1;
+}
+
 static int morphology_vjp(const void *g, const int32_t *idx, int64_t n, int64_t H, int64_t W,
                           const int64_t *rows, int64_t kh, const int64_t *cols, int64_t kw, void *gimg,
                           double *gw, int threads, int is_f64) {
   if (n < 0 || H < 0 || W < 0 || kh < 1 || kw < 1 || threads < 1) return 1;
   if (n == 0 || H == 0 || W == 0) return 0;
   const int64_t taps = kh * kw;
-  int64_t *tap = malloc((size_t)(2 * taps) * sizeof(int64_t));
+  int64_t *tap = malloc((size_t)(3 * taps) * sizeof(int64_t));
   if (tap == NULL) return 2;
   for (int64_t t = 0; t < taps; t++) {
-    tap[2 * t] = t / kw;
-    tap[2 * t + 1] = t % kw;
+    tap[3 * t] = t / kw;
+    tap[3 * t + 1] = t % kw;
+    tap[3 * t + 2] = t / kw * W + t % kw;
   }
-  /* image tasks plus gw's; on one thread a single task computes both in one pass (their two
-   * chains of dependent adds overlap) */
+  /* The run of output columns whose windows read image columns c + shift .. c + shift + kw - 1 (the
+   * first such column's shift): the middle of the image under every border mode. */
+  int64_t c0 = 0, c1 = 0, shift = 0;
+  while (c0 < W && !window_inside(cols + c0 * kw, kw)) c0++;
+  if (c0 < W) shift = cols[c0 * kw] - c0;
+  for (c1 = c0; c1 < W && window_inside(cols + c1 * kw, kw) && cols[c1 * kw] == c1 + shift;) c1++;
+  /* image tasks plus gw's; on one thread without the lane sums a single task computes both in one
+   * pass (their two chains of dependent adds overlap) */
   const int fused = threads == 1 && gimg != NULL && gw != NULL;
   const int64_t per_task = tropic_items_per_task(n, threads);
   const int64_t image_tasks = gimg != NULL ? (n + per_task - 1) / per_task : 0;
   const int64_t tasks = image_tasks + (gw != NULL && !fused);
-  struct morphology_vjp_job job = {g, idx, n, H, W, kh, kw, per_task, rows, cols, tap, gimg, gw, is_f64, fused};
+  struct morphology_vjp_job job = {g,  idx,   n,    H,   W,   kh,   kw,    per_task, c0,
+                                   c1, shift, rows, cols, tap, gimg, gw, is_f64,   fused};
   const int status = tropic_pool_run(morphology_vjp_task, &job, (int)tasks, threads);
   free(tap);
   return status;
