@@ -4,8 +4,10 @@ pair rate against the product kernel's.
 The baselines form the (B, Cout, Cin, Ho, Wo, kh, kw) array of sums, as morphological-network code
 does today; tropic keeps its memory O(output). ``TimePerPairOverProduct`` tracks issue 15's
 target: stride-1 convolutions at the DMNN and BiSE shapes and non-flat dilations at no more than
-1/0.6 of the 512^3 product's time per candidate pair, in the same run.
-``python -m benchmarks.bench_conv [--repeat N]`` prints that table for one and two threads.
+1/0.6 of the 512^3 product's time per candidate pair, in the same run; ``BackwardOverForward`` its
+backward target: each case's vjp (both gradients) in at most twice its forward's time (with winners),
+that is at least half the forward's pair rate.
+``python -m benchmarks.bench_conv [--repeat N]`` prints both tables for one and two threads.
 """
 
 from __future__ import annotations
@@ -128,6 +130,45 @@ def pair_rate_call(case: str, winners: bool):
     return run, image.size * k * k
 
 
+def backward_call(case: str):
+    """A zero-argument callable running the vjp of ``case`` (a key of ``PAIR_RATE_CASES``): both
+    gradients, from the forward's winners and a fixed random output gradient."""
+    kind, shape = PAIR_RATE_CASES[case]
+    if kind == "conv":
+        x_shape, w_shape, padding = shape
+        x, w = random_array(*x_shape, seed=1), random_array(*w_shape, seed=2)
+        y, winners = tropic.maxplus_conv2d(x, w, padding=padding, return_indices=True)
+        grad = random_array(*y.shape, seed=3)
+        return lambda: tropic.conv2d_vjp(grad, winners, x_shape, w_shape, padding=padding)
+    image_shape, k = shape
+    image, element = random_array(*image_shape, seed=1), random_array(k, k, seed=2)
+    y, winners = tropic.dilation(image, element, axes=(-2, -1), return_indices=True)
+    grad = random_array(*y.shape, seed=3)
+    return lambda: tropic.dilation_vjp(grad, winners, image_shape, (k, k), axes=(-2, -1))
+
+
+def backward_over_forward(case: str, repeat: int = 5) -> float:
+    """``case``'s backward time over its forward's with winners, measured one after the other
+    (medians of ``repeat``): 2 or less meets the target; lower is better."""
+    from tropic.apps.bench import measure
+
+    return measure(backward_call(case), repeat)[0] / measure(pair_rate_call(case, True)[0], repeat)[0]
+
+
+class BackwardOverForward(Benchmark):
+    """Same-run ratio of a tap loop's backward (both gradients) to its forward with winners."""
+
+    params = (tuple(PAIR_RATE_CASES),)
+    param_names = ("case",)
+    unit = "ratio"
+
+    def setup(self, case):
+        self.ratio = backward_over_forward(case)
+
+    def track_backward_over_forward(self, case):
+        return self.ratio
+
+
 def per_pair_time_over_product(case: str, winners: bool, repeat: int = 5) -> float:
     """``case``'s time per candidate pair over the product's, measured one after the other (medians of
     ``repeat``): 1/0.6 or less meets the target; lower is better, as asv assumes."""
@@ -159,12 +200,15 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     columns = [(threads, winners) for threads in (1, 2) for winners in (False, True)]
     rates: dict = {}
+    backward: dict = {}  # (case, threads): backward seconds
     try:
         for threads, winners in columns:
             tropic.set_num_threads(threads)
             for case in ("product", *PAIR_RATE_CASES):
                 run, pairs = pair_rate_call(case, winners)
                 rates[case, threads, winners] = pairs / measure(run, args.repeat)[0] / 1e9
+                if winners and case != "product":
+                    backward[case, threads] = measure(backward_call(case), args.repeat)[0]
     finally:
         tropic.set_num_threads(None)
     names = [f"{t} thread{'s' * (t > 1)}, {'winners' if w else 'values'}" for t, w in columns]
@@ -175,6 +219,15 @@ def main(argv=None) -> None:
         for threads, winners in columns:
             rate, product = rates[case, threads, winners], rates["product", threads, winners]
             cells.append(f"{rate:8.1f} ({100 * rate / product:3.0f}%)")
+        print(f"{case:30s}" + "".join(f"{cell:>24s}" for cell in cells))
+    print("\nbackward (both gradients): ms, and its time over the forward's with winners (target: 2 or less)")
+    print(f"{'case':30s}" + "".join(f"{f'{t} thread' + 's' * (t > 1):>24s}" for t in (1, 2)))
+    for case in PAIR_RATE_CASES:
+        cells = []
+        for threads in (1, 2):
+            pairs = pair_rate_call(case, True)[1]
+            seconds, forward = backward[case, threads], pairs / (rates[case, threads, True] * 1e9)
+            cells.append(f"{seconds * 1e3:8.2f} ({seconds / forward:4.2f}x)")
         print(f"{case:30s}" + "".join(f"{cell:>24s}" for cell in cells))
 
 
