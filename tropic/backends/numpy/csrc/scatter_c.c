@@ -424,7 +424,8 @@ MORPHOLOGY_VJP_TASK(morphology_vjp_task_f64, double)
 
 TASK_BY_DTYPE(morphology_vjp_task, morphology_vjp_job)
 
-/* Whether the window's source columns (or rows) `line[0 .. k - 1]` are k consecutive ones inside the image. */
+/* Whether a window's source columns (or rows) line[0 .. k - 1] are k consecutive ones inside the
+ * image (no -1 of the border). */
 static int window_inside(const int64_t *line, int64_t k) {
   for (int64_t v = 0; v < k; v++)
     if (line[v] < 0 || line[v] != line[0] + v) return 0;
@@ -450,8 +451,8 @@ static int morphology_vjp(const void *g, const int32_t *idx, int64_t n, int64_t 
   while (c0 < W && !window_inside(cols + c0 * kw, kw)) c0++;
   if (c0 < W) shift = cols[c0 * kw] - c0;
   for (c1 = c0; c1 < W && window_inside(cols + c1 * kw, kw) && cols[c1 * kw] == c1 + shift;) c1++;
-  /* image tasks plus gw's; on one thread without the lane sums a single task computes both in one
-   * pass (their two chains of dependent adds overlap) */
+  /* image tasks plus gw's; on one thread a single task computes both in one pass (their two
+   * chains of dependent adds overlap) */
   const int fused = threads == 1 && gimg != NULL && gw != NULL;
   const int64_t per_task = tropic_items_per_task(n, threads);
   const int64_t image_tasks = gimg != NULL ? (n + per_task - 1) / per_task : 0;
