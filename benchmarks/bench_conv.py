@@ -132,18 +132,15 @@ def pair_rate_call(case: str, winners: bool):
 
 def backward_call(case: str):
     """A zero-argument callable running the vjp of ``case`` (a key of ``PAIR_RATE_CASES``): both
-    gradients, from the forward's winners and a fixed random output gradient."""
+    gradients, from the winners of its forward (``pair_rate_call``'s) and a fixed random output
+    gradient."""
+    y, winners = pair_rate_call(case, True)[0]()
+    grad = random_array(*y.shape, seed=3)
     kind, shape = PAIR_RATE_CASES[case]
     if kind == "conv":
         x_shape, w_shape, padding = shape
-        x, w = random_array(*x_shape, seed=1), random_array(*w_shape, seed=2)
-        y, winners = tropic.maxplus_conv2d(x, w, padding=padding, return_indices=True)
-        grad = random_array(*y.shape, seed=3)
         return lambda: tropic.conv2d_vjp(grad, winners, x_shape, w_shape, padding=padding)
     image_shape, k = shape
-    image, element = random_array(*image_shape, seed=1), random_array(k, k, seed=2)
-    y, winners = tropic.dilation(image, element, axes=(-2, -1), return_indices=True)
-    grad = random_array(*y.shape, seed=3)
     return lambda: tropic.dilation_vjp(grad, winners, image_shape, (k, k), axes=(-2, -1))
 
 

@@ -330,6 +330,14 @@ struct morphology_vjp_job {
 #define LANES_double(...) 0
 #endif
 
+/* Whether a window's source columns (or rows) line[0 .. k - 1] are k consecutive ones inside the
+ * image (no -1 of the border). */
+static int window_inside(const int64_t *line, int64_t k) {
+  for (int64_t v = 0; v < k; v++)
+    if (line[v] < 0 || line[v] != line[0] + v) return 0;
+  return 1;
+}
+
 /* Each output of plane b in order: its winner t (an output without one skipped, an index out of
  * range status 3), the pixel p = r * W + q it reads (-1: outside the image) and its gradient gv;
  * then the statements given. Where the output's whole window reads inside the image (its row's
@@ -338,8 +346,7 @@ struct morphology_vjp_job {
 #define MORPHOLOGY_OUTPUTS(...)                                                                     \
   for (int64_t i = 0; i < H; i++) {                                                                 \
     const int64_t *window = j->rows + i * kh;                                                       \
-    int inside = window[0] >= 0;                                                                    \
-    for (int64_t u = 1; u < kh && inside; u++) inside = window[u] == window[0] + u;                 \
+    const int inside = window_inside(window, kh);                                                   \
     const int64_t c0 = inside ? j->c0 : W, c1 = inside ? j->c1 : W, at_x = window[0] * W + j->shift; \
     for (int64_t c = 0; c < W; c++) {                                                               \
       const int64_t t = ib[i * W + c];                                                              \
@@ -423,14 +430,6 @@ MORPHOLOGY_VJP_TASK(morphology_vjp_task_f32, float)
 MORPHOLOGY_VJP_TASK(morphology_vjp_task_f64, double)
 
 TASK_BY_DTYPE(morphology_vjp_task, morphology_vjp_job)
-
-/* Whether a window's source columns (or rows) line[0 .. k - 1] are k consecutive ones inside the
- * image (no -1 of the border). */
-static int window_inside(const int64_t *line, int64_t k) {
-  for (int64_t v = 0; v < k; v++)
-    if (line[v] < 0 || line[v] != line[0] + v) return 0;
-  return 1;
-}
 
 static int morphology_vjp(const void *g, const int32_t *idx, int64_t n, int64_t H, int64_t W,
                           const int64_t *rows, int64_t kh, const int64_t *cols, int64_t kw, void *gimg,
@@ -520,7 +519,7 @@ struct conv2d_vjp_job {
   static inline int NAME##_to_inside(const struct conv2d_vjp_job *j, int64_t at, int64_t at_x,      \
                                      double *acc) {                                                 \
     const int64_t t = j->idx[at];                                                                   \
-    if ((uint64_t)t >= (uint64_t)j->taps) return t == -1 ? 0 : 3;                                   \
+    if (t < 0 || t >= j->taps) return t == -1 ? 0 : 3;                                              \
     acc[at_x + j->tap[4 * t + 3]] += (double)((const T *)j->g)[at];                                 \
     return 0;                                                                                       \
   }                                                                                                 \
