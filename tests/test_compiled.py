@@ -78,18 +78,24 @@ def few_infinities(shape, dtype):  # at 600 k, data()'s infinities would make ev
     x[rng.random(shape) < 2e-4] = -np.inf
     x[rng.random(shape) < 0.1] = -0.0
     return x
+# (K 600: two k-blocks of 300, whose winners AVX-512 tracks in blocks of 8 k and rescans; K 100: one
+# short k-block, tracked pair by pair)
 for dtype in (np.float32, np.float64):
-    x, w, bias = few_infinities((37, 600), dtype), few_infinities((45, 600), dtype), data((45,), dtype)
-    for b in (w.T, np.ascontiguousarray(w.T)):
-        for winners in (True, False):
-            pair = kernels.matmul_pair(np, (x, b, bias, True), (x, b, None, False), None, winners)
-            results += [r for r in pair if r is not None]  # the sum, and the winners stacked
+    for K in (600, 100):
+        x, w, bias = few_infinities((37, K), dtype), few_infinities((45, K), dtype), data((45,), dtype)
+        for b in (w.T, np.ascontiguousarray(w.T)):
+            for winners in (True, False):
+                pair = kernels.matmul_pair(np, (x, b, bias, True), (x, b, None, False), None, winners)
+                results += [r for r in pair if r is not None]  # the sum, and the winners stacked
 for rounding in ("float16", "bfloat16"):
     scale = lambda shape: rng.choice([1.0, 1 / 1024, 1 / 3, 4096.0], shape).astype(np.float32)
-    a, b = data((37, 29), np.float32) * scale((37, 29)), data((29, 45), np.float32) * scale((29, 45))
-    kernels.rounder(rounding)(a), kernels.rounder(rounding)(b)
-    for semiring in (MAX_PLUS, MIN_PLUS):
-        results += list(kernels.product(semiring, a, b, np.int32, rounding))
+    for M, K, N in ((37, 29, 45), (9, 600, 40)):  # one short k-block; two long ones (blocks of 8 k)
+        operand = data if K < 100 else few_infinities
+        a, b = operand((M, K), np.float32) * scale((M, K)), operand((K, N), np.float32) * scale((K, N))
+        kernels.rounder(rounding)(a), kernels.rounder(rounding)(b)
+        for semiring in (MAX_PLUS, MIN_PLUS):
+            results += list(kernels.product(semiring, a, b, np.int32, rounding))
+            results.append(kernels.product(semiring, a, b, np.int32, rounding, winners=False)[0])
 """
 
 

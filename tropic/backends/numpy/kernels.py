@@ -541,9 +541,9 @@ def matmul_pair(xp, first: tuple, second: tuple, rounding: str | None = None, wi
     .. math:: c_{ij} = \\max\\big(\\beta_j, \\max_k a_{ik} + b_{kj}\\big)
               + \\min\\big(\\beta'_j, \\min_k a_{ik} + b_{kj}\\big)
 
-    Where the CPU has a pair kernel (AVX2) each candidate sum is added once for both products, in
-    one pass over ``a`` and the packed ``b``; elsewhere the compiled entry runs the two products one
-    after the other."""
+    Where the CPU has a pair kernel (AVX2 or AVX-512) each candidate sum is added once for both
+    products, in one pass over ``a`` and the packed ``b``; elsewhere (the portable C) the compiled
+    entry runs the two products one after the other."""
     direct = compiled.entry("matmul_c", "product")
     (a, b, bias_first, max_first), (a_second, b_second, bias_second, max_second) = first, second
     if (

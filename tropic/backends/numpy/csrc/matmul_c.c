@@ -42,11 +42,13 @@
  *  - OpenMP gives each thread a contiguous range of column panels, or of row blocks when that
  *    splits more evenly (few panels), so thin products (M = 64, large N) use every thread too.
  * AVX-512 path (float32 only; chosen ahead of AVX2 when the CPU has AVX-512F/VL/BW/DQ): the same
- *    packing, blocking, tails and split, with 8 rows x 16 columns per micro-kernel (one zmm of best
- *    values and one of int32 winners per row, 16 of the 32 zmm registers): per 16 pairs one add
- *    (A broadcast from memory), one compare into a mask register, and two masked moves (value and
- *    index) under that mask, which is exactly "v > best ? v : best" (ties and NaN keep best). The
- *    N tail uses mask-register loads / stores; M tails use 1- to 7-row instances. float64 stays AVX2.
+ *    packing, blocking, tails and split, with up to 8 rows x 16 columns per micro-kernel (one zmm of
+ *    bests per row and product): per 16 pairs one add (A broadcast from memory) and one max. With
+ *    winners, k-ranges of at least 256 (a pair's: 192) fold in blocks of 8 k and rescan, as the AVX2
+ *    kernels; shorter ones compare each sum into a mask register and move value and index under it,
+ *    exactly "v > best ? v : best" (ties and NaN keep best). An MPM layer's pair has its own kernel
+ *    here too. The N tail uses mask-register loads / stores; M tails use 1- to 7-row instances.
+ *    float64 stays AVX2.
  * Portable path: plain C with the same loop, for CPUs without AVX2 and non-x86 builds.
  * TROPIC_FORCE_GENERIC=1 in the environment (read at the first call) forces the portable path;
  * TROPIC_MAX_ISA=avx2 (read at the first call) caps the dispatch at AVX2 (skips AVX-512).
@@ -833,91 +835,328 @@ DEFINE_DRIVER(float, 16, avx2_f32_bf16, pack_f32, pack_t_f32, kernel_f32_bf16, M
 DEFINE_DRIVER(double, 8, avx2_f64, pack_f64, pack_t_f64, kernel_f64, MR)
 
 /* ------------------------------------------------------------------------------------------------
- * AVX-512 float32 path: the same packing, blocking and split, with MR5 rows x 16 columns per
- * micro-kernel, one zmm of best values and one of winners per row. Per 16 pairs one add, one
- * compare into a mask register, and two masked moves (value and index) under that mask, so the
- * stored value is exactly "v > best ? v : best" / "v < best ? v : best" (ties and NaN keep best).
- * The half-precision products (kernel512_f32_f16 / _bf16) round each sum first, as the AVX2 ones. */
-#define MR5 8 /* 16 accumulators + sum, b, k, 1; 12 rows spill with gcc and run slower */
-#define AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
+ * AVX-512 float32 path: the same packing, blocking, tails and split as the AVX2 one, with up to MR5
+ * rows x 16 columns per micro-kernel call and one zmm per row and product; mask registers select
+ * the N tail's columns. Values only: per 16 pairs one add (A broadcast from memory) and one max
+ * (min). Winners in blocks, as kernel_*_blocked_winners: the values fold exactly as without them,
+ * and per WINNER_BLOCK k each best is compared with the best at the block's start, into a mask
+ * register, and the block's first k moves into the winners under that mask; rescan_f32 then
+ * resolves each marked winner to its first k. The pair (an MPM layer's max-plus and min-plus
+ * products of one A and one B) folds each sum into both bests. Half precision (kernel512_f32_f16 /
+ * _bf16) folds the unrounded sums and rounds only the bests: rounding to nearest is monotone, so
+ * the best of the rounded sums is the rounded best of the sums (kernel_f32_blocked_winners says
+ * why the signed zeros and the winners agree too). float64 stays on the AVX2 path. */
+#define MR5 8 /* rows per call; values: 8 bests (a pair's: 16) + sum and B in 32 zmm */
+#define WR5 4 /* rows per winners pass: best, block start and winners (a pair's: 6 zmm) per row */
+#ifndef BLOCKED_K
+#define BLOCKED_K 256 /* shorter k-ranges track winners pair by pair (tracked512) */
+#endif
+#ifndef PAIR_BLOCKED_K
+#define PAIR_BLOCKED_K 192
+#endif
+/* avx2 and f16c: the AVX2 path's rescans inline here (every AVX-512 CPU has both). */
+#define AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")))
 
-INLINE AVX512 void kernel512_f32(const float *a, int64_t lda, const float *bp, int64_t ldb,
-                                 int64_t k0, int64_t k1, float *c, int32_t *ix, int64_t ldc,
-                                 int64_t ncols, const int rows, const int maximise,
-                                 const int rounding, const int indexed) {
-  const __mmask16 mk = ncols >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << ncols) - 1u);
-  __m512 s[MR5];
-  __m512i x[MR5];
-#pragma GCC unroll 8
-  for (int r = 0; r < MR5; r++) {
-    if (r < rows) {
-      if (k0 > 0) {
-        s[r] = _mm512_maskz_loadu_ps(mk, c + r * ldc);
-        x[r] = indexed ? _mm512_maskz_loadu_epi32(mk, ix + r * ldc) : _mm512_setzero_si512();
-      } else {
-        s[r] = _mm512_set1_ps(maximise ? -INFINITY : INFINITY);
-        x[r] = _mm512_set1_epi32(-1);
-      }
-    }
-  }
-  __m512i kv = _mm512_set1_epi32((int32_t)k0);
-  const __m512i one = _mm512_set1_epi32(1);
-  const float *ak = a + k0;
-  for (int64_t k = k0; k < k1; k++, bp += ldb, ak++) {
-    const __m512 b0 = _mm512_loadu_ps(bp);
-#pragma GCC unroll 8
-    for (int r = 0; r < MR5; r++) {
-      if (r < rows) {
-        const __m512 v = tropic_rounded_sums512(_mm512_add_ps(_mm512_set1_ps(ak[r * lda]), b0), rounding);
-        if (indexed) {
-          const __mmask16 m = maximise ? _mm512_cmp_ps_mask(v, s[r], _CMP_GT_OQ)
-                                       : _mm512_cmp_ps_mask(v, s[r], _CMP_LT_OQ);
-          s[r] = _mm512_mask_mov_ps(s[r], m, v);
-          x[r] = _mm512_mask_mov_epi32(x[r], m, kv);
-        } else { /* max(v, best) == (v > best ? v : best): the same bits as the masked move */
-          s[r] = maximise ? _mm512_max_ps(v, s[r]) : _mm512_min_ps(v, s[r]);
+INLINE AVX512 __mmask16 columns512(int64_t ncols) {
+  return ncols >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << ncols) - 1u);
+}
+/* max(v, best) == (v > best ? v : best) (min: <): ties and NaN keep best, as the AVX2 fold. */
+#define FOLD512(best, v, maximise) ((maximise) ? _mm512_max_ps(v, best) : _mm512_min_ps(v, best))
+#define SUM512(r, k, b0) _mm512_add_ps(_mm512_set1_ps(a[(r) * lda + (k)]), b0)
+
+/* One row's rescans (rescan_f32's, from registers): each winner in `marks` marked in [k0, k1) (the
+ * first k of its block) becomes the first k of that block whose sum, rounded as the kernel rounds
+ * it, equals the final best `best`; returns the winners. Lanes go through a local copy: reading
+ * back the masked stores of c and idx instead would wait for them (no store forwarding). */
+INLINE AVX512 __m512i rescan512(const float *ar, const float *bp0, int64_t ldb, int64_t k0, int64_t k1,
+                                __m512 best, __m512i marks, __mmask16 mk, const int rounding) {
+  float bests[16] __attribute__((aligned(64)));
+  int32_t winners[16] __attribute__((aligned(64)));
+  _mm512_store_ps(bests, best);
+  _mm512_store_si512((__m512i *)winners, marks);
+  for (uint32_t lanes = _mm512_mask_cmpge_epi32_mask(mk, marks, _mm512_set1_epi32((int32_t)k0)); lanes;
+       lanes &= lanes - 1) {
+    const int j = __builtin_ctz(lanes);
+    const int64_t kb = winners[j];
+    const float *bq = bp0 + (kb - k0) * ldb + j;
+    if (k1 - kb >= WINNER_BLOCK) {
+      winners[j] = (int32_t)kb + first_equal_f32(ar + kb, bq, ldb, bests[j], rounding);
+    } else {
+      for (int64_t k = kb; k < k1; k++, bq += ldb) {
+        if (rounded_sum_f32(ar[k] + *bq, rounding) == bests[j]) {
+          winners[j] = (int32_t)k;
+          break;
         }
       }
     }
-    kv = _mm512_add_epi32(kv, one);
+  }
+  return _mm512_load_si512((const __m512i *)winners);
+}
+
+/* The values only: `rows` (1..MR5) rows' bests for k in [k0, k1) (arguments as kernel_f32_rounded). */
+INLINE AVX512 void values512(const float *a, int64_t lda, const float *bp, int64_t ldb, int64_t k0,
+                             int64_t k1, float *c, int64_t ldc, int64_t ncols, const int rows,
+                             const int maximise, const int rounding) {
+  const __mmask16 mk = columns512(ncols);
+  __m512 s[MR5];
+#pragma GCC unroll 8
+  for (int r = 0; r < rows; r++)
+    s[r] = k0 > 0 ? _mm512_maskz_loadu_ps(mk, c + r * ldc) : _mm512_set1_ps(maximise ? -INFINITY : INFINITY);
+  for (int64_t k = k0; k < k1; k++, bp += ldb) {
+    const __m512 b0 = _mm512_loadu_ps(bp);
+#pragma GCC unroll 8
+    for (int r = 0; r < rows; r++) s[r] = FOLD512(s[r], SUM512(r, k, b0), maximise);
   }
 #pragma GCC unroll 8
-  for (int r = 0; r < MR5; r++) {
-    if (r < rows) {
-      _mm512_mask_storeu_ps(c + r * ldc, mk, s[r]);
-      if (indexed) _mm512_mask_storeu_epi32(ix + r * ldc, mk, x[r]);
+  for (int r = 0; r < rows; r++) _mm512_mask_storeu_ps(c + r * ldc, mk, tropic_rounded_sums512(s[r], rounding));
+}
+
+/* With winners: `rows` (1..WR5) rows, blocked as described above. */
+INLINE AVX512 void winners512(const float *a, int64_t lda, const float *bp, int64_t ldb, int64_t k0,
+                              int64_t k1, float *c, int32_t *ix, int64_t ldc, int64_t ncols,
+                              const int rows, const int maximise, const int rounding) {
+  const __mmask16 mk = columns512(ncols);
+  const float *const bp0 = bp;
+  __m512 s[WR5];
+  __m512i x[WR5];
+#pragma GCC unroll 4
+  for (int r = 0; r < rows; r++) {
+    s[r] = k0 > 0 ? _mm512_maskz_loadu_ps(mk, c + r * ldc) : _mm512_set1_ps(maximise ? -INFINITY : INFINITY);
+    x[r] = k0 > 0 ? _mm512_maskz_loadu_epi32(mk, ix + r * ldc) : _mm512_set1_epi32(-1);
+  }
+  for (int64_t kb = k0; kb < k1; kb += WINNER_BLOCK) {
+    __m512 o[WR5];
+#pragma GCC unroll 4
+    for (int r = 0; r < rows; r++) o[r] = s[r];
+    if (k1 - kb >= WINNER_BLOCK) { /* a constant trip count, unrolled */
+#pragma GCC unroll 8
+      for (int g = 0; g < WINNER_BLOCK; g++, bp += ldb) {
+        const __m512 b0 = _mm512_loadu_ps(bp);
+#pragma GCC unroll 4
+        for (int r = 0; r < rows; r++) s[r] = FOLD512(s[r], SUM512(r, kb + g, b0), maximise);
+      }
+    } else {
+      for (int64_t k = kb; k < k1; k++, bp += ldb) {
+        const __m512 b0 = _mm512_loadu_ps(bp);
+#pragma GCC unroll 4
+        for (int r = 0; r < rows; r++) s[r] = FOLD512(s[r], SUM512(r, k, b0), maximise);
+      }
     }
+    const __m512i kv = _mm512_set1_epi32((int32_t)kb);
+#pragma GCC unroll 4
+    for (int r = 0; r < rows; r++) {
+      const __m512 now = tropic_rounded_sums512(s[r], rounding), then = tropic_rounded_sums512(o[r], rounding);
+      const __mmask16 grew = maximise ? _mm512_cmp_ps_mask(now, then, _CMP_GT_OQ)
+                                      : _mm512_cmp_ps_mask(now, then, _CMP_LT_OQ);
+      x[r] = _mm512_mask_mov_epi32(x[r], grew, kv);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < rows; r++) {
+    const __m512 best = tropic_rounded_sums512(s[r], rounding);
+    _mm512_mask_storeu_ps(c + r * ldc, mk, best);
+    _mm512_mask_storeu_epi32(ix + r * ldc, mk, rescan512(a + r * lda, bp0, ldb, k0, k1, best, x[r], mk, rounding));
   }
 }
 
-/* One instance per (rounding, winners or values only, max/min, rows):
- * NAME##_table[indexed][maximise][rows - 1] (as the AVX2 tables, with an empty pair row). */
+/* The pair, values only: `rows` (1..MR5) rows; the min-plus bests `second` elements after c. */
+INLINE AVX512 void pair_values512(const float *a, int64_t lda, const float *bp, int64_t ldb, int64_t k0,
+                                  int64_t k1, float *c, int64_t ldc, int64_t ncols, int64_t second,
+                                  const int rows) {
+  const __mmask16 mk = columns512(ncols);
+  __m512 s[MR5], m[MR5];
+#pragma GCC unroll 8
+  for (int r = 0; r < rows; r++) {
+    s[r] = k0 > 0 ? _mm512_maskz_loadu_ps(mk, c + r * ldc) : _mm512_set1_ps(-INFINITY);
+    m[r] = k0 > 0 ? _mm512_maskz_loadu_ps(mk, c + r * ldc + second) : _mm512_set1_ps(INFINITY);
+  }
+  for (int64_t k = k0; k < k1; k++, bp += ldb) {
+    const __m512 b0 = _mm512_loadu_ps(bp);
+#pragma GCC unroll 8
+    for (int r = 0; r < rows; r++) {
+      const __m512 v = SUM512(r, k, b0);
+      s[r] = FOLD512(s[r], v, 1);
+      m[r] = FOLD512(m[r], v, 0);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < rows; r++) {
+    _mm512_mask_storeu_ps(c + r * ldc, mk, s[r]);
+    _mm512_mask_storeu_ps(c + r * ldc + second, mk, m[r]);
+  }
+}
+
+/* The pair with winners: `rows` (1..WR5) rows, both products blocked as winners512, then both
+ * products' rescans. */
+INLINE AVX512 void pair_winners512(const float *a, int64_t lda, const float *bp, int64_t ldb, int64_t k0,
+                                   int64_t k1, float *c, int32_t *ix, int64_t ldc, int64_t ncols,
+                                   int64_t second, const int rows) {
+  const __mmask16 mk = columns512(ncols);
+  const float *const bp0 = bp;
+  __m512 s[WR5], m[WR5];
+  __m512i x[WR5], y[WR5];
+#pragma GCC unroll 4
+  for (int r = 0; r < rows; r++) {
+    s[r] = k0 > 0 ? _mm512_maskz_loadu_ps(mk, c + r * ldc) : _mm512_set1_ps(-INFINITY);
+    m[r] = k0 > 0 ? _mm512_maskz_loadu_ps(mk, c + r * ldc + second) : _mm512_set1_ps(INFINITY);
+    x[r] = k0 > 0 ? _mm512_maskz_loadu_epi32(mk, ix + r * ldc) : _mm512_set1_epi32(-1);
+    y[r] = k0 > 0 ? _mm512_maskz_loadu_epi32(mk, ix + r * ldc + second) : _mm512_set1_epi32(-1);
+  }
+  for (int64_t kb = k0; kb < k1; kb += WINNER_BLOCK) {
+    __m512 o[WR5], p[WR5];
+#pragma GCC unroll 4
+    for (int r = 0; r < rows; r++) o[r] = s[r], p[r] = m[r];
+    if (k1 - kb >= WINNER_BLOCK) { /* a constant trip count, unrolled */
+#pragma GCC unroll 8
+      for (int g = 0; g < WINNER_BLOCK; g++, bp += ldb) {
+        const __m512 b0 = _mm512_loadu_ps(bp);
+#pragma GCC unroll 4
+        for (int r = 0; r < rows; r++) {
+          const __m512 v = SUM512(r, kb + g, b0);
+          s[r] = FOLD512(s[r], v, 1);
+          m[r] = FOLD512(m[r], v, 0);
+        }
+      }
+    } else {
+      for (int64_t k = kb; k < k1; k++, bp += ldb) {
+        const __m512 b0 = _mm512_loadu_ps(bp);
+#pragma GCC unroll 4
+        for (int r = 0; r < rows; r++) {
+          const __m512 v = SUM512(r, k, b0);
+          s[r] = FOLD512(s[r], v, 1);
+          m[r] = FOLD512(m[r], v, 0);
+        }
+      }
+    }
+    const __m512i kv = _mm512_set1_epi32((int32_t)kb);
+#pragma GCC unroll 4
+    for (int r = 0; r < rows; r++) {
+      x[r] = _mm512_mask_mov_epi32(x[r], _mm512_cmp_ps_mask(s[r], o[r], _CMP_GT_OQ), kv);
+      y[r] = _mm512_mask_mov_epi32(y[r], _mm512_cmp_ps_mask(m[r], p[r], _CMP_LT_OQ), kv);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < rows; r++) {
+    _mm512_mask_storeu_ps(c + r * ldc, mk, s[r]);
+    _mm512_mask_storeu_ps(c + r * ldc + second, mk, m[r]);
+    _mm512_mask_storeu_epi32(ix + r * ldc, mk, rescan512(a + r * lda, bp0, ldb, k0, k1, s[r], x[r], mk, 0));
+    _mm512_mask_storeu_epi32(ix + r * ldc + second, mk, rescan512(a + r * lda, bp0, ldb, k0, k1, m[r], y[r], mk, 0));
+  }
+}
+/* Winners pair by pair, for short k-ranges (where a rescan per output costs more than the blocks
+ * save): per 16 sums one compare into a mask register and two masked moves (value and k) under it
+ * per product, so the value is exactly "v > best ? v : best" (ties and NaN keep best) and the
+ * winner is the k of the last growth. `rows` rows: 1..MR5 for one product, 1..WR5 for the pair
+ * (maximise 2: the min-plus outputs `second` elements after c); each sum rounded to `rounding`. */
+INLINE AVX512 void tracked512(const float *a, int64_t lda, const float *bp, int64_t ldb, int64_t k0, int64_t k1,
+                              float *c, int32_t *ix, int64_t ldc, int64_t ncols, int64_t second, const int rows,
+                              const int maximise, const int rounding) {
+  const __mmask16 mk = columns512(ncols);
+  const int pair = maximise == 2, first_max = maximise != 0; /* the first product's sense */
+  __m512 s[MR5], m[MR5];
+  __m512i x[MR5], y[MR5];
+#pragma GCC unroll 8
+  for (int r = 0; r < rows; r++) {
+    s[r] = k0 > 0 ? _mm512_maskz_loadu_ps(mk, c + r * ldc) : _mm512_set1_ps(first_max ? -INFINITY : INFINITY);
+    x[r] = k0 > 0 ? _mm512_maskz_loadu_epi32(mk, ix + r * ldc) : _mm512_set1_epi32(-1);
+    if (pair) {
+      m[r] = k0 > 0 ? _mm512_maskz_loadu_ps(mk, c + r * ldc + second) : _mm512_set1_ps(INFINITY);
+      y[r] = k0 > 0 ? _mm512_maskz_loadu_epi32(mk, ix + r * ldc + second) : _mm512_set1_epi32(-1);
+    }
+  }
+  __m512i kv = _mm512_set1_epi32((int32_t)k0);
+  for (int64_t k = k0; k < k1; k++, bp += ldb, kv = _mm512_add_epi32(kv, _mm512_set1_epi32(1))) {
+    const __m512 b0 = _mm512_loadu_ps(bp);
+#pragma GCC unroll 8
+    for (int r = 0; r < rows; r++) {
+      const __m512 v = tropic_rounded_sums512(SUM512(r, k, b0), rounding);
+      const __mmask16 up = first_max ? _mm512_cmp_ps_mask(v, s[r], _CMP_GT_OQ) : _mm512_cmp_ps_mask(v, s[r], _CMP_LT_OQ);
+      s[r] = _mm512_mask_mov_ps(s[r], up, v);
+      x[r] = _mm512_mask_mov_epi32(x[r], up, kv);
+      if (pair) {
+        const __mmask16 down = _mm512_cmp_ps_mask(v, m[r], _CMP_LT_OQ);
+        m[r] = _mm512_mask_mov_ps(m[r], down, v);
+        y[r] = _mm512_mask_mov_epi32(y[r], down, kv);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < rows; r++) {
+    _mm512_mask_storeu_ps(c + r * ldc, mk, s[r]);
+    _mm512_mask_storeu_epi32(ix + r * ldc, mk, x[r]);
+    if (pair) {
+      _mm512_mask_storeu_ps(c + r * ldc + second, mk, m[r]);
+      _mm512_mask_storeu_epi32(ix + r * ldc + second, mk, y[r]);
+    }
+  }
+}
+#undef SUM512
+#undef FOLD512
+
+/* The kernel the drivers call (`rows` 1..MR5; maximise 2: the pair, rounding 0 only): winners in
+ * passes of at most WR5 rows. */
+INLINE AVX512 void kernel512(const float *a, int64_t lda, const float *bp, int64_t ldb, int64_t k0, int64_t k1,
+                             float *c, int32_t *ix, int64_t ldc, int64_t ncols, int64_t second, const int rows,
+                             const int maximise, const int rounding, const int indexed) {
+  const int first = rows < WR5 ? rows : WR5, rest = rows - first; /* constants in every instance */
+  if (maximise == 2 && !indexed) {
+    pair_values512(a, lda, bp, ldb, k0, k1, c, ldc, ncols, second, rows);
+  } else if (maximise == 2 && k1 - k0 < PAIR_BLOCKED_K) {
+    tracked512(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, second, first, maximise, 0);
+    if (rest > 0)
+      tracked512(a + WR5 * lda, lda, bp, ldb, k0, k1, c + WR5 * ldc, ix + WR5 * ldc, ldc, ncols, second, rest, 2, 0);
+  } else if (indexed && maximise != 2 && k1 - k0 < BLOCKED_K) {
+    tracked512(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, second, rows, maximise, rounding);
+  } else if (maximise == 2) {
+    pair_winners512(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, second, first);
+    if (rest > 0)
+      pair_winners512(a + WR5 * lda, lda, bp, ldb, k0, k1, c + WR5 * ldc, ix + WR5 * ldc, ldc, ncols, second, rest);
+  } else if (!indexed) {
+    values512(a, lda, bp, ldb, k0, k1, c, ldc, ncols, rows, maximise, rounding);
+  } else {
+    winners512(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, first, maximise, rounding);
+    if (rest > 0)
+      winners512(a + WR5 * lda, lda, bp, ldb, k0, k1, c + WR5 * ldc, ix + WR5 * ldc, ldc, ncols, rest, maximise,
+                 rounding);
+  }
+}
+
+/* One instance per (rounding, winners or values only, min/max/pair, rows):
+ * NAME##_table[indexed][maximise][rows - 1], as the AVX2 tables (pairs for rounding 0 only). */
 #define DEFINE_INSTANCE512(NAME, ROUNDING, ROWS, MAX, IDX)                                          \
   static AVX512 void NAME##_##ROWS##_##MAX##_##IDX(const float *a, int64_t lda, const float *bp,    \
                                                    int64_t ldb, int64_t k0, int64_t k1, float *c,   \
                                                    int32_t *ix, int64_t ldc, int64_t ncols,         \
                                                    int64_t second) {                                \
-    (void)second;                                                                                   \
-    kernel512_f32(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, ROWS, MAX, ROUNDING, IDX);            \
+    kernel512(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, second, ROWS, MAX, ROUNDING, IDX);        \
   }
 #define DEFINE_ROWS512(NAME, ROUNDING, ROWS)                                                        \
   DEFINE_INSTANCE512(NAME, ROUNDING, ROWS, 0, 0) DEFINE_INSTANCE512(NAME, ROUNDING, ROWS, 1, 0)     \
   DEFINE_INSTANCE512(NAME, ROUNDING, ROWS, 0, 1) DEFINE_INSTANCE512(NAME, ROUNDING, ROWS, 1, 1)
+#define DEFINE_PAIR_ROWS512(NAME, ROWS)                                                             \
+  DEFINE_INSTANCE512(NAME, 0, ROWS, 2, 0) DEFINE_INSTANCE512(NAME, 0, ROWS, 2, 1)
 #define K512_ROW(NAME, MAX, IDX)                                                                    \
   {NAME##_1_##MAX##_##IDX, NAME##_2_##MAX##_##IDX, NAME##_3_##MAX##_##IDX, NAME##_4_##MAX##_##IDX,  \
    NAME##_5_##MAX##_##IDX, NAME##_6_##MAX##_##IDX, NAME##_7_##MAX##_##IDX, NAME##_8_##MAX##_##IDX}
-#define DEFINE_INSTANCES512(NAME, ROUNDING)                                                         \
+#define PAIRS512(NAME, IDX) K512_ROW(NAME, 2, IDX)
+#define NO_PAIRS512(NAME, IDX) {NULL}
+#define DEFINE_INSTANCES512(NAME, ROUNDING, PAIR_ROW)                                               \
   typedef void (*NAME##_fn)(const float *, int64_t, const float *, int64_t, int64_t, int64_t,       \
                             float *, int32_t *, int64_t, int64_t, int64_t);                         \
   DEFINE_ROWS512(NAME, ROUNDING, 1) DEFINE_ROWS512(NAME, ROUNDING, 2)                               \
   DEFINE_ROWS512(NAME, ROUNDING, 3) DEFINE_ROWS512(NAME, ROUNDING, 4)                               \
   DEFINE_ROWS512(NAME, ROUNDING, 5) DEFINE_ROWS512(NAME, ROUNDING, 6)                               \
   DEFINE_ROWS512(NAME, ROUNDING, 7) DEFINE_ROWS512(NAME, ROUNDING, 8)                               \
-  static const NAME##_fn NAME##_table[2][3][MR5] = { /* no pairs: two products (py_product) */   \
-      {K512_ROW(NAME, 0, 0), K512_ROW(NAME, 1, 0), {NULL}}, {K512_ROW(NAME, 0, 1), K512_ROW(NAME, 1, 1), {NULL}}};
-DEFINE_INSTANCES512(kernel512_f32, 0)
-DEFINE_INSTANCES512(kernel512_f32_f16, 1)
-DEFINE_INSTANCES512(kernel512_f32_bf16, 2)
+  static const NAME##_fn NAME##_table[2][3][MR5] = {                                                \
+      {K512_ROW(NAME, 0, 0), K512_ROW(NAME, 1, 0), PAIR_ROW(NAME, 0)},                              \
+      {K512_ROW(NAME, 0, 1), K512_ROW(NAME, 1, 1), PAIR_ROW(NAME, 1)}};
+DEFINE_PAIR_ROWS512(kernel512_f32, 1) DEFINE_PAIR_ROWS512(kernel512_f32, 2)
+DEFINE_PAIR_ROWS512(kernel512_f32, 3) DEFINE_PAIR_ROWS512(kernel512_f32, 4)
+DEFINE_PAIR_ROWS512(kernel512_f32, 5) DEFINE_PAIR_ROWS512(kernel512_f32, 6)
+DEFINE_PAIR_ROWS512(kernel512_f32, 7) DEFINE_PAIR_ROWS512(kernel512_f32, 8)
+DEFINE_INSTANCES512(kernel512_f32, 0, PAIRS512)
+DEFINE_INSTANCES512(kernel512_f32_f16, 1, NO_PAIRS512)
+DEFINE_INSTANCES512(kernel512_f32_bf16, 2, NO_PAIRS512)
 
 DEFINE_DRIVER(float, 16, avx512_f32, pack_f32, pack_t_f32, kernel512_f32, MR5)
 DEFINE_DRIVER(float, 16, avx512_f32_f16, pack_f32, pack_t_f32, kernel512_f32_f16, MR5)
@@ -1642,13 +1881,9 @@ static int any_nan(const char *data, Py_ssize_t n, int is_double) {
 }
 
 /* Whether the pair (maximise 2: an MPM layer's max-plus and min-plus products of one A and one B)
- * has a kernel of its own on this CPU: the AVX2 float32 and float64 ones. Elsewhere the two run one
- * after the other: the portable path, and float32 on AVX-512, which has no AVX-512 pair kernel
- * (whether the AVX2 one beats two AVX-512 products there has not been measured). */
-static int pair_kernel(int is_double) {
-  const int isa = choose_isa();
-  return is_double ? isa >= 1 : isa == 1;
-}
+ * has a kernel of its own on this CPU: the AVX2 and AVX-512 ones. The portable path runs the two
+ * products one after the other. */
+static int pair_kernel(void) { return choose_isa() >= 1; }
 
 static PyObject *py_product(PyObject *self, PyObject *args) {
   PyObject *objects[6] = {NULL, NULL, NULL, NULL, Py_None, Py_None};
@@ -1724,7 +1959,7 @@ static PyObject *py_product(PyObject *self, PyObject *args) {
         b = b_copy, bt = 0;
       }
       /* A pair in one pass where a pair kernel exists, else the max-plus plane, then the min-plus */
-      const int fused = pair && !empty && pair_kernel(is_double);
+      const int fused = pair && !empty && pair_kernel();
       for (int pass = 0; pass < (fused ? 1 : planes) && status == 0; pass++) {
         const int sense = pair && !fused ? 1 - pass : maximise;
         void *c = (char *)views[2].buf + pass * plane;
