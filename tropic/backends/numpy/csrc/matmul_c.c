@@ -167,6 +167,7 @@ DEFINE_GENERIC(double, generic_f64)
  * conversions; they run only where tropic_rounding_supported() says the CPU has them). */
 #define AVX2F16C __attribute__((target("avx2,f16c")))
 #define INLINE static inline __attribute__((always_inline))
+#define NOINLINE __attribute__((noinline))
 
 /* Copy rows k0 .. k0+kc-1 of pn panels of b starting at column j0 into buf, panel q at
  * buf + q*kc*NR, padding columns past N with the tropical zero. */
@@ -433,12 +434,16 @@ INLINE AVX2 void winners_store_f32(int32_t *dst, int64_t ncols, __m256 x0, __m25
 INLINE AVX2 __m256 block_mark_f32(int64_t kb) { return _mm256_castsi256_ps(_mm256_set1_epi32((int32_t)kb)); }
 /* Where in a full block of 8 the first sum a[k] + b[k][j] (rounded as the kernel rounds it) equal
  * to `best` lies (ak: a[kb]; bq: b[kb][j], rows ldb apart); the block holds it, so the 8th needs no
- * test. */
+ * test. _row: B's column read as its transpose's row (bq: bt[j][kb], the 8 contiguous). */
 INLINE AVX2F16C int first_equal_f32(const float *ak, const float *bq, int64_t ldb, float best,
                                     const int rounding) {
   const __m256 bcol = _mm256_setr_ps(bq[0], bq[ldb], bq[2 * ldb], bq[3 * ldb], bq[4 * ldb], bq[5 * ldb],
                                      bq[6 * ldb], bq[7 * ldb]);
   const __m256 v = tropic_rounded_sums(_mm256_add_ps(_mm256_loadu_ps(ak), bcol), rounding);
+  return __builtin_ctz(_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(best), _CMP_EQ_OQ)) | 128);
+}
+INLINE AVX2F16C int first_equal_row_f32(const float *ak, const float *bq, float best, const int rounding) {
+  const __m256 v = tropic_rounded_sums(_mm256_add_ps(_mm256_loadu_ps(ak), _mm256_loadu_ps(bq)), rounding);
   return __builtin_ctz(_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(best), _CMP_EQ_OQ)) | 128);
 }
 
@@ -462,6 +467,15 @@ INLINE AVX2 int first_equal_f64(const double *ak, const double *bq, int64_t ldb,
                   _mm256_movemask_pd(_mm256_cmp_pd(hi, target, _CMP_EQ_OQ)) << 4;
   return __builtin_ctz(hit | 128);
 }
+INLINE AVX2 int first_equal_row_f64(const double *ak, const double *bq, double best, const int rounding) {
+  (void)rounding;
+  const __m256d target = _mm256_set1_pd(best);
+  const __m256d lo = _mm256_add_pd(_mm256_loadu_pd(ak), _mm256_loadu_pd(bq));
+  const __m256d hi = _mm256_add_pd(_mm256_loadu_pd(ak + 4), _mm256_loadu_pd(bq + 4));
+  const int hit = _mm256_movemask_pd(_mm256_cmp_pd(lo, target, _CMP_EQ_OQ)) |
+                  _mm256_movemask_pd(_mm256_cmp_pd(hi, target, _CMP_EQ_OQ)) << 4;
+  return __builtin_ctz(hit | 128);
+}
 
 /* One sum rounded as the kernels round it (rescans' last, partial blocks). */
 INLINE AVX2F16C float rounded_sum_f32(float sum, const int rounding) {
@@ -480,31 +494,47 @@ INLINE AVX2 double rounded_sum_f64(double sum, const int rounding) {
  * rounded best at its end is above the one at its start; the rescan then looks for the first
  * rounded sum equal to the final (rounded) best. Per pair, an add and a max, as unrounded. */
 #define DEFINE_BLOCKED_WINNERS(T, V, W, P, BROADCAST, SFX)                                          \
+  /* The winner of a block kb marked for the final best `best`: the first k in [kb, min(kb + 8, k1)) \
+   * whose sum equals it (bq: b[kb][j], `step` apart; row: bq is bt[j][kb], step 1). The block   \
+   * holds it (kb is returned only where it does not, which cannot happen). */                    \
+  INLINE AVX2F16C int32_t block_winner_##SFX(const T *ar, const T *bq, int64_t step, const int row,  \
+                                             int64_t kb, int64_t k1, T best, const int rounding) {  \
+    if (k1 - kb >= WINNER_BLOCK)                                                                    \
+      return (int32_t)kb + (row ? first_equal_row_##SFX(ar + kb, bq, best, rounding)               \
+                                : first_equal_##SFX(ar + kb, bq, step, best, rounding));            \
+    for (int64_t k = kb; k < k1; k++, bq += step)                                                   \
+      if (rounded_sum_##SFX(ar[k] + *bq, rounding) == best) return (int32_t)k;                     \
+    return (int32_t)kb;                                                                             \
+  }                                                                                                 \
   /* One row's rescans: each winner marked in [k0, k1) (the first k of its block) becomes the first \
-   * k of that block whose sum equals the final best cr[j] (ar: the row of A; bp0: B's row k0). */ \
-  INLINE AVX2F16C void rescan_##SFX(const T *ar, const T *bp0, int64_t ldb, int64_t k0, int64_t k1,  \
-                                    const T *cr, int32_t *xr, int64_t ncols, const int rounding) {  \
+   * k of that block whose sum equals the final best cr[j] (ar: the row of A; bp0: B's row k0; or, \
+   * bcols not NULL, B's columns as rows of its transpose, ldw apart: k in a row, contiguous). */  \
+  static NOINLINE AVX2F16C void rescan_rows_##SFX(const T *ar, const T *bcols, int64_t ldw, int64_t k0, \
+                                                  int64_t k1, const T *cr, int32_t *xr, int64_t ncols, \
+                                                  const int rounding) {                             \
+    for (int64_t j = 0; j < ncols; j++) {                                                           \
+      const int64_t kb = xr[j];                                                                     \
+      if (kb >= k0) xr[j] = block_winner_##SFX(ar, bcols + j * ldw + kb, 1, 1, kb, k1, cr[j], rounding); \
+    }                                                                                               \
+  }                                                                                                 \
+  INLINE AVX2F16C void rescan_##SFX(const T *ar, const T *bp0, int64_t ldb, const T *bcols, int64_t ldw, \
+                                    int64_t k0, int64_t k1, const T *cr, int32_t *xr, int64_t ncols, \
+                                    const int rounding) {                                           \
+    if (bcols != NULL) {                                                                            \
+      rescan_rows_##SFX(ar, bcols, ldw, k0, k1, cr, xr, ncols, rounding);                           \
+      return;                                                                                       \
+    }                                                                                               \
     for (int64_t j = 0; j < ncols; j++) {                                                           \
       const int64_t kb = xr[j];                                                                     \
       if (kb < k0) continue; /* no growth in this call (or -1: none at all) */                     \
-      const T *bq = bp0 + (kb - k0) * ldb + j;                                                      \
-      if (k1 - kb >= WINNER_BLOCK) {                                                                \
-        xr[j] = (int32_t)kb + first_equal_##SFX(ar + kb, bq, ldb, cr[j], rounding);                 \
-      } else {                                                                                      \
-        for (int64_t k = kb; k < k1; k++, bq += ldb) {                                              \
-          if (rounded_sum_##SFX(ar[k] + *bq, rounding) == cr[j]) {                                  \
-            xr[j] = (int32_t)k;                                                                     \
-            break;                                                                                  \
-          }                                                                                         \
-        }                                                                                           \
-      }                                                                                             \
+      xr[j] = block_winner_##SFX(ar, bp0 + (kb - k0) * ldb + j, ldb, 0, kb, k1, cr[j], rounding);   \
     }                                                                                               \
   }                                                                                                 \
   INLINE AVX2F16C void kernel_##SFX##_blocked_winners(const T *a, int64_t lda, const T *bp,          \
                                                       int64_t ldb, int64_t k0, int64_t k1, T *c,     \
                                                       int32_t *ix, int64_t ldc, int64_t ncols,       \
                                                       const int rows, const int maximise,            \
-                                                      const int rounding) {                          \
+                                                      const int rounding, const T *bcols) {          \
     const T *a0 = a, *a1 = a + lda, *const bp0 = bp;                                                \
     V s00, s01, s10, s11, x00, x01, x10, x11;                                                       \
     s00 = s01 = s10 = s11 = _mm256_set1_##P(maximise ? -INFINITY : INFINITY);                       \
@@ -540,7 +570,7 @@ INLINE AVX2 double rounded_sum_f64(double sum, const int rounding) {
       winners_store_##SFX(ix + ldc, ncols, x10, x11);                                               \
     }                                                                                               \
     for (int r = 0; r < rows; r++) /* the rescans */                                               \
-      rescan_##SFX(a + r * lda, bp0, ldb, k0, k1, c + r * ldc, ix + r * ldc, ncols, rounding);     \
+      rescan_##SFX(a + r * lda, bp0, ldb, bcols, lda, k0, k1, c + r * ldc, ix + r * ldc, ncols, rounding); \
   }
 #define FOLD(s, av, bv, P)                                                                          \
   (maximise ? _mm256_max_##P(_mm256_add_##P(av, bv), s) : _mm256_min_##P(_mm256_add_##P(av, bv), s))
@@ -588,7 +618,8 @@ DEFINE_BLOCKED_WINNERS(double, __m256d, 4, pd, _mm256_broadcast_sd, f64)
   } while (0)
 #define DEFINE_PAIR(T, V, W, P, BROADCAST, SFX)                                                     \
   INLINE AVX2F16C void pair_winners_##SFX(const T *a, const T *bp, int64_t ldb, int64_t k0, int64_t k1, \
-                                      T *c, int32_t *ix, int64_t ncols, int64_t second) {           \
+                                      T *c, int32_t *ix, int64_t ncols, int64_t second,              \
+                                      const T *bcols, int64_t ldw) {                                 \
     const T *const bp0 = bp;                                                                        \
     T *const d = c + second;                                                                        \
     int32_t *const jx = ix + second;                                                                \
@@ -626,8 +657,8 @@ DEFINE_BLOCKED_WINNERS(double, __m256d, 4, pd, _mm256_broadcast_sd, f64)
     winners_store_##SFX(ix, ncols, x0, x1);                                                         \
     values_store_##SFX(d, ncols, m0, m1);                                                           \
     winners_store_##SFX(jx, ncols, y0, y1);                                                         \
-    rescan_##SFX(a, bp0, ldb, k0, k1, c, ix, ncols, 0);                                             \
-    rescan_##SFX(a, bp0, ldb, k0, k1, d, jx, ncols, 0);                                             \
+    rescan_##SFX(a, bp0, ldb, bcols, ldw, k0, k1, c, ix, ncols, 0);                                 \
+    rescan_##SFX(a, bp0, ldb, bcols, ldw, k0, k1, d, jx, ncols, 0);                                 \
   }                                                                                                 \
   INLINE AVX2F16C void pair_values_##SFX(const T *a, int64_t lda, const T *bp, int64_t ldb, int64_t k0,  \
                                      int64_t k1, T *c, int64_t ldc, int64_t ncols, int64_t second,   \
@@ -666,13 +697,13 @@ DEFINE_BLOCKED_WINNERS(double, __m256d, 4, pd, _mm256_broadcast_sd, f64)
   }                                                                                                 \
   INLINE AVX2F16C void kernel_##SFX##_pair(const T *a, int64_t lda, const T *bp, int64_t ldb, int64_t k0, \
                                        int64_t k1, T *c, int32_t *ix, int64_t ldc, int64_t ncols,    \
-                                       int64_t second, const int rows, const int indexed) {         \
+                                       int64_t second, const T *bcols, const int rows, const int indexed) { \
     if (!indexed) {                                                                                 \
       pair_values_##SFX(a, lda, bp, ldb, k0, k1, c, ldc, ncols, second, rows);                      \
       return;                                                                                       \
     }                                                                                               \
     for (int r = 0; r < rows; r++)                                                                  \
-      pair_winners_##SFX(a + r * lda, bp, ldb, k0, k1, c + r * ldc, ix + r * ldc, ncols, second);   \
+      pair_winners_##SFX(a + r * lda, bp, ldb, k0, k1, c + r * ldc, ix + r * ldc, ncols, second, bcols, lda); \
   }
 DEFINE_PAIR(float, __m256, 8, ps, _mm256_broadcast_ss, f32)
 DEFINE_PAIR(double, __m256d, 4, pd, _mm256_broadcast_sd, f64)
@@ -683,15 +714,15 @@ DEFINE_PAIR(double, __m256d, 4, pd, _mm256_broadcast_sd, f64)
 #define DEFINE_KERNEL(T, NAME, SFX, VALUES, ROUNDING)                                               \
   INLINE AVX2F16C void NAME(const T *a, int64_t lda, const T *bp, int64_t ldb, int64_t k0,           \
                             int64_t k1, T *c, int32_t *ix, int64_t ldc, int64_t ncols,               \
-                            const int rows, const int maximise, const int indexed) {                \
+                            const T *bcols, const int rows, const int maximise, const int indexed) { \
     if (!indexed) {                                                                                 \
       VALUES(a, lda, bp, ldb, k0, k1, c, ldc, ncols, rows, maximise);                               \
     } else {                                                                                        \
       kernel_##SFX##_blocked_winners(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, rows < 2 ? rows : 2, \
-                                     maximise, ROUNDING);                                           \
+                                     maximise, ROUNDING, bcols);                                    \
       if (rows == 3)                                                                                \
         kernel_##SFX##_blocked_winners(a + 2 * lda, lda, bp, ldb, k0, k1, c + 2 * ldc, ix + 2 * ldc, \
-                                       ldc, ncols, 1, maximise, ROUNDING);                          \
+                                       ldc, ncols, 1, maximise, ROUNDING, bcols);                   \
     }                                                                                               \
   }
 DEFINE_KERNEL(float, kernel_f32, f32, kernel_f32_values, 0)
@@ -706,7 +737,7 @@ DEFINE_KERNEL(double, kernel_f64, f64, kernel_f64_values, 0)
  * ones; PAIR_ROW is PAIRS, or NO_PAIRS for a kernel without one). */
 #define DEFINE_INSTANCES(T, KERNEL, PAIR_ROW)                                                       \
   typedef void (*KERNEL##_fn)(const T *, int64_t, const T *, int64_t, int64_t, int64_t, T *,        \
-                              int32_t *, int64_t, int64_t, int64_t);                               \
+                              int32_t *, int64_t, int64_t, int64_t, const T *);                    \
   DEFINE_INSTANCE(T, KERNEL, 1, 0, 0) DEFINE_INSTANCE(T, KERNEL, 2, 0, 0)                           \
   DEFINE_INSTANCE(T, KERNEL, 3, 0, 0) DEFINE_INSTANCE(T, KERNEL, 1, 1, 0)                           \
   DEFINE_INSTANCE(T, KERNEL, 2, 1, 0) DEFINE_INSTANCE(T, KERNEL, 3, 1, 0)                           \
@@ -722,15 +753,16 @@ DEFINE_KERNEL(double, kernel_f64, f64, kernel_f64_values, 0)
   static AVX2F16C void KERNEL##_##ROWS##_##MAX##_##IDX(const T *a, int64_t lda, const T *bp,        \
                                                        int64_t ldb, int64_t k0, int64_t k1, T *c,   \
                                                        int32_t *ix, int64_t ldc, int64_t ncols,     \
-                                                       int64_t second) {                            \
+                                                       int64_t second, const T *bcols) {            \
     (void)second;                                                                                   \
-    KERNEL(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, ROWS, MAX, IDX);                             \
+    KERNEL(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, bcols, ROWS, MAX, IDX);                      \
   }
 #define DEFINE_PAIR_INSTANCE(T, KERNEL, ROWS, IDX)                                                  \
   static AVX2F16C void KERNEL##_##ROWS##_2_##IDX(const T *a, int64_t lda, const T *bp, int64_t ldb, \
                                                  int64_t k0, int64_t k1, T *c, int32_t *ix,         \
-                                                 int64_t ldc, int64_t ncols, int64_t second) {      \
-    KERNEL##_pair(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, second, ROWS, IDX);                   \
+                                                 int64_t ldc, int64_t ncols, int64_t second,        \
+                                                 const T *bcols) {                                  \
+    KERNEL##_pair(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, second, bcols, ROWS, IDX);            \
   }
 #define DEFINE_PAIR_INSTANCES(T, KERNEL)                                                            \
   DEFINE_PAIR_INSTANCE(T, KERNEL, 1, 0) DEFINE_PAIR_INSTANCE(T, KERNEL, 2, 0)                       \
@@ -805,7 +837,8 @@ static int split_columns(int64_t npan, int64_t nrb, int nt) {
             const int64_t j0 = (pc + q) * NR, nj = N - j0 < NR ? N - j0 : NR;                       \
             const T *panel = !thin ? buf + q * (k1 - k0) * NR : nj < NR ? buf : b + k0 * N + j0;    \
             kern[rows - 1](a + i0 * K, K, panel, thin && nj == NR ? N : NR, k0, k1,                  \
-                           c + i0 * N + j0, idx ? idx + i0 * N + j0 : NULL, N, nj, second);         \
+                           c + i0 * N + j0, idx ? idx + i0 * N + j0 : NULL, N, nj, second,          \
+                           bt ? b + j0 * K : NULL); /* the rescans' B columns, as W's rows */     \
           }                                                                                         \
         }                                                                                           \
       }                                                                                             \
@@ -867,9 +900,13 @@ INLINE AVX512 __mmask16 columns512(int64_t ncols) {
 /* One row's rescans (rescan_f32's, from registers): each winner in `marks` marked in [k0, k1) (the
  * first k of its block) becomes the first k of that block whose sum, rounded as the kernel rounds
  * it, equals the final best `best`; returns the winners. Lanes go through a local copy: reading
- * back the masked stores of c and idx instead would wait for them (no store forwarding). */
-INLINE AVX512 __m512i rescan512(const float *ar, const float *bp0, int64_t ldb, int64_t k0, int64_t k1,
-                                __m512 best, __m512i marks, __mmask16 mk, const int rounding) {
+ * back the masked stores of c and idx instead would wait for them (no store forwarding). B's column
+ * comes from the panel (bp0: row k0, ldb apart) or, bcols not NULL, from its transpose's rows (ldw
+ * apart: the 8 k of a block in one load), in rescan512_rows, kept out of the kernels: inlined
+ * beside the panel's, it changed the register allocation of their hot loops. */
+static NOINLINE AVX512 __m512i rescan512_rows(const float *ar, const float *bcols, int64_t ldw, int64_t k0,
+                                              int64_t k1, __m512 best, __m512i marks, __mmask16 mk,
+                                              const int rounding) {
   float bests[16] __attribute__((aligned(64)));
   int32_t winners[16] __attribute__((aligned(64)));
   _mm512_store_ps(bests, best);
@@ -878,17 +915,23 @@ INLINE AVX512 __m512i rescan512(const float *ar, const float *bp0, int64_t ldb, 
        lanes &= lanes - 1) {
     const int j = __builtin_ctz(lanes);
     const int64_t kb = winners[j];
-    const float *bq = bp0 + (kb - k0) * ldb + j;
-    if (k1 - kb >= WINNER_BLOCK) {
-      winners[j] = (int32_t)kb + first_equal_f32(ar + kb, bq, ldb, bests[j], rounding);
-    } else {
-      for (int64_t k = kb; k < k1; k++, bq += ldb) {
-        if (rounded_sum_f32(ar[k] + *bq, rounding) == bests[j]) {
-          winners[j] = (int32_t)k;
-          break;
-        }
-      }
-    }
+    winners[j] = block_winner_f32(ar, bcols + j * ldw + kb, 1, 1, kb, k1, bests[j], rounding);
+  }
+  return _mm512_load_si512((const __m512i *)winners);
+}
+INLINE AVX512 __m512i rescan512(const float *ar, const float *bp0, int64_t ldb, const float *bcols, int64_t ldw,
+                                int64_t k0, int64_t k1, __m512 best, __m512i marks, __mmask16 mk,
+                                const int rounding) {
+  if (bcols != NULL) return rescan512_rows(ar, bcols, ldw, k0, k1, best, marks, mk, rounding);
+  float bests[16] __attribute__((aligned(64)));
+  int32_t winners[16] __attribute__((aligned(64)));
+  _mm512_store_ps(bests, best);
+  _mm512_store_si512((__m512i *)winners, marks);
+  for (uint32_t lanes = _mm512_mask_cmpge_epi32_mask(mk, marks, _mm512_set1_epi32((int32_t)k0)); lanes;
+       lanes &= lanes - 1) {
+    const int j = __builtin_ctz(lanes);
+    const int64_t kb = winners[j];
+    winners[j] = block_winner_f32(ar, bp0 + (kb - k0) * ldb + j, ldb, 0, kb, k1, bests[j], rounding);
   }
   return _mm512_load_si512((const __m512i *)winners);
 }
@@ -914,7 +957,7 @@ INLINE AVX512 void values512(const float *a, int64_t lda, const float *bp, int64
 /* With winners: `rows` (1..WR5) rows, blocked as described above. */
 INLINE AVX512 void winners512(const float *a, int64_t lda, const float *bp, int64_t ldb, int64_t k0,
                               int64_t k1, float *c, int32_t *ix, int64_t ldc, int64_t ncols,
-                              const int rows, const int maximise, const int rounding) {
+                              const int rows, const int maximise, const int rounding, const float *bcols) {
   const __mmask16 mk = columns512(ncols);
   const float *const bp0 = bp;
   __m512 s[WR5];
@@ -955,7 +998,7 @@ INLINE AVX512 void winners512(const float *a, int64_t lda, const float *bp, int6
   for (int r = 0; r < rows; r++) {
     const __m512 best = tropic_rounded_sums512(s[r], rounding);
     _mm512_mask_storeu_ps(c + r * ldc, mk, best);
-    _mm512_mask_storeu_epi32(ix + r * ldc, mk, rescan512(a + r * lda, bp0, ldb, k0, k1, best, x[r], mk, rounding));
+    _mm512_mask_storeu_epi32(ix + r * ldc, mk, rescan512(a + r * lda, bp0, ldb, bcols, lda, k0, k1, best, x[r], mk, rounding));
   }
 }
 
@@ -990,7 +1033,7 @@ INLINE AVX512 void pair_values512(const float *a, int64_t lda, const float *bp, 
  * products' rescans. */
 INLINE AVX512 void pair_winners512(const float *a, int64_t lda, const float *bp, int64_t ldb, int64_t k0,
                                    int64_t k1, float *c, int32_t *ix, int64_t ldc, int64_t ncols,
-                                   int64_t second, const int rows) {
+                                   int64_t second, const float *bcols, const int rows) {
   const __mmask16 mk = columns512(ncols);
   const float *const bp0 = bp;
   __m512 s[WR5], m[WR5];
@@ -1039,8 +1082,8 @@ INLINE AVX512 void pair_winners512(const float *a, int64_t lda, const float *bp,
   for (int r = 0; r < rows; r++) {
     _mm512_mask_storeu_ps(c + r * ldc, mk, s[r]);
     _mm512_mask_storeu_ps(c + r * ldc + second, mk, m[r]);
-    _mm512_mask_storeu_epi32(ix + r * ldc, mk, rescan512(a + r * lda, bp0, ldb, k0, k1, s[r], x[r], mk, 0));
-    _mm512_mask_storeu_epi32(ix + r * ldc + second, mk, rescan512(a + r * lda, bp0, ldb, k0, k1, m[r], y[r], mk, 0));
+    _mm512_mask_storeu_epi32(ix + r * ldc, mk, rescan512(a + r * lda, bp0, ldb, bcols, lda, k0, k1, s[r], x[r], mk, 0));
+    _mm512_mask_storeu_epi32(ix + r * ldc + second, mk, rescan512(a + r * lda, bp0, ldb, bcols, lda, k0, k1, m[r], y[r], mk, 0));
   }
 }
 /* Winners pair by pair, for short k-ranges (where a rescan per output costs more than the blocks
@@ -1093,11 +1136,11 @@ INLINE AVX512 void tracked512(const float *a, int64_t lda, const float *bp, int6
 #undef SUM512
 #undef FOLD512
 
-/* The kernel the drivers call (`rows` 1..MR5; maximise 2: the pair, rounding 0 only): winners in
- * passes of at most WR5 rows. */
+/* The kernel the drivers call (`rows` 1..MR5; maximise 2: the pair, rounding 0 only; bcols: the
+ * rescans' B columns as rows of its transpose, or NULL): winners in passes of at most WR5 rows. */
 INLINE AVX512 void kernel512(const float *a, int64_t lda, const float *bp, int64_t ldb, int64_t k0, int64_t k1,
-                             float *c, int32_t *ix, int64_t ldc, int64_t ncols, int64_t second, const int rows,
-                             const int maximise, const int rounding, const int indexed) {
+                             float *c, int32_t *ix, int64_t ldc, int64_t ncols, int64_t second, const float *bcols,
+                             const int rows, const int maximise, const int rounding, const int indexed) {
   const int first = rows < WR5 ? rows : WR5, rest = rows - first; /* constants in every instance */
   if (maximise == 2 && !indexed) {
     pair_values512(a, lda, bp, ldb, k0, k1, c, ldc, ncols, second, rows);
@@ -1108,16 +1151,17 @@ INLINE AVX512 void kernel512(const float *a, int64_t lda, const float *bp, int64
   } else if (indexed && maximise != 2 && k1 - k0 < BLOCKED_K) {
     tracked512(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, second, rows, maximise, rounding);
   } else if (maximise == 2) {
-    pair_winners512(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, second, first);
+    pair_winners512(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, second, bcols, first);
     if (rest > 0)
-      pair_winners512(a + WR5 * lda, lda, bp, ldb, k0, k1, c + WR5 * ldc, ix + WR5 * ldc, ldc, ncols, second, rest);
+      pair_winners512(a + WR5 * lda, lda, bp, ldb, k0, k1, c + WR5 * ldc, ix + WR5 * ldc, ldc, ncols, second, bcols,
+                      rest);
   } else if (!indexed) {
     values512(a, lda, bp, ldb, k0, k1, c, ldc, ncols, rows, maximise, rounding);
   } else {
-    winners512(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, first, maximise, rounding);
+    winners512(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, first, maximise, rounding, bcols);
     if (rest > 0)
       winners512(a + WR5 * lda, lda, bp, ldb, k0, k1, c + WR5 * ldc, ix + WR5 * ldc, ldc, ncols, rest, maximise,
-                 rounding);
+                 rounding, bcols);
   }
 }
 
@@ -1127,8 +1171,8 @@ INLINE AVX512 void kernel512(const float *a, int64_t lda, const float *bp, int64
   static AVX512 void NAME##_##ROWS##_##MAX##_##IDX(const float *a, int64_t lda, const float *bp,    \
                                                    int64_t ldb, int64_t k0, int64_t k1, float *c,   \
                                                    int32_t *ix, int64_t ldc, int64_t ncols,         \
-                                                   int64_t second) {                                \
-    kernel512(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, second, ROWS, MAX, ROUNDING, IDX);        \
+                                                   int64_t second, const float *bcols) {            \
+    kernel512(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, second, bcols, ROWS, MAX, ROUNDING, IDX); \
   }
 #define DEFINE_ROWS512(NAME, ROUNDING, ROWS)                                                        \
   DEFINE_INSTANCE512(NAME, ROUNDING, ROWS, 0, 0) DEFINE_INSTANCE512(NAME, ROUNDING, ROWS, 1, 0)     \
@@ -1142,7 +1186,7 @@ INLINE AVX512 void kernel512(const float *a, int64_t lda, const float *bp, int64
 #define NO_PAIRS512(NAME, IDX) {NULL}
 #define DEFINE_INSTANCES512(NAME, ROUNDING, PAIR_ROW)                                               \
   typedef void (*NAME##_fn)(const float *, int64_t, const float *, int64_t, int64_t, int64_t,       \
-                            float *, int32_t *, int64_t, int64_t, int64_t);                         \
+                            float *, int32_t *, int64_t, int64_t, int64_t, const float *);          \
   DEFINE_ROWS512(NAME, ROUNDING, 1) DEFINE_ROWS512(NAME, ROUNDING, 2)                               \
   DEFINE_ROWS512(NAME, ROUNDING, 3) DEFINE_ROWS512(NAME, ROUNDING, 4)                               \
   DEFINE_ROWS512(NAME, ROUNDING, 5) DEFINE_ROWS512(NAME, ROUNDING, 6)                               \
