@@ -509,26 +509,29 @@ INLINE AVX2 double rounded_sum_f64(double sum, const int rounding) {
   /* One row's rescans: each winner marked in [k0, k1) (the first k of its block) becomes the first \
    * k of that block whose sum equals the final best cr[j] (ar: the row of A; bp0: B's row k0; or, \
    * bcols not NULL, B's columns as rows of its transpose, ldw apart: k in a row, contiguous). */  \
+  INLINE AVX2F16C void rescan_lanes_##SFX(const T *ar, const T *bp0, int64_t ldb, const T *bcols,     \
+                                          int64_t ldw, int64_t k0, int64_t k1, const T *cr, int32_t *xr, \
+                                          int64_t ncols, const int rounding, const int row) {       \
+    for (int64_t j = 0; j < ncols; j++) {                                                           \
+      const int64_t kb = xr[j];                                                                     \
+      if (kb < k0) continue; /* no growth in this call (or -1: none at all) */                     \
+      xr[j] = row ? block_winner_##SFX(ar, bcols + j * ldw + kb, 1, 1, kb, k1, cr[j], rounding)     \
+                  : block_winner_##SFX(ar, bp0 + (kb - k0) * ldb + j, ldb, 0, kb, k1, cr[j], rounding); \
+    }                                                                                               \
+  }                                                                                                 \
+  /* Out of line: inlined beside the panel's, it changed the register allocation of the kernels. */ \
   static NOINLINE AVX2F16C void rescan_rows_##SFX(const T *ar, const T *bcols, int64_t ldw, int64_t k0, \
                                                   int64_t k1, const T *cr, int32_t *xr, int64_t ncols, \
                                                   const int rounding) {                             \
-    for (int64_t j = 0; j < ncols; j++) {                                                           \
-      const int64_t kb = xr[j];                                                                     \
-      if (kb >= k0) xr[j] = block_winner_##SFX(ar, bcols + j * ldw + kb, 1, 1, kb, k1, cr[j], rounding); \
-    }                                                                                               \
+    rescan_lanes_##SFX(ar, NULL, 0, bcols, ldw, k0, k1, cr, xr, ncols, rounding, 1);                \
   }                                                                                                 \
   INLINE AVX2F16C void rescan_##SFX(const T *ar, const T *bp0, int64_t ldb, const T *bcols, int64_t ldw, \
                                     int64_t k0, int64_t k1, const T *cr, int32_t *xr, int64_t ncols, \
                                     const int rounding) {                                           \
-    if (bcols != NULL) {                                                                            \
+    if (bcols != NULL)                                                                              \
       rescan_rows_##SFX(ar, bcols, ldw, k0, k1, cr, xr, ncols, rounding);                           \
-      return;                                                                                       \
-    }                                                                                               \
-    for (int64_t j = 0; j < ncols; j++) {                                                           \
-      const int64_t kb = xr[j];                                                                     \
-      if (kb < k0) continue; /* no growth in this call (or -1: none at all) */                     \
-      xr[j] = block_winner_##SFX(ar, bp0 + (kb - k0) * ldb + j, ldb, 0, kb, k1, cr[j], rounding);   \
-    }                                                                                               \
+    else                                                                                            \
+      rescan_lanes_##SFX(ar, bp0, ldb, NULL, 0, k0, k1, cr, xr, ncols, rounding, 0);                \
   }                                                                                                 \
   INLINE AVX2F16C void kernel_##SFX##_blocked_winners(const T *a, int64_t lda, const T *bp,          \
                                                       int64_t ldb, int64_t k0, int64_t k1, T *c,     \
@@ -896,6 +899,32 @@ INLINE AVX512 __mmask16 columns512(int64_t ncols) {
 /* max(v, best) == (v > best ? v : best) (min: <): ties and NaN keep best, as the AVX2 fold. */
 #define FOLD512(best, v, maximise) ((maximise) ? _mm512_max_ps(v, best) : _mm512_min_ps(v, best))
 #define SUM512(r, k, b0) _mm512_add_ps(_mm512_set1_ps(a[(r) * lda + (k)]), b0)
+/* Pair k of every row into the bests s (bp: row k of B), and for a pair into the min-plus ones m. */
+#define FOLD_ROWS512(k)                                                                             \
+  do {                                                                                              \
+    const __m512 b0 = _mm512_loadu_ps(bp);                                                          \
+    _Pragma("GCC unroll 8") for (int r = 0; r < rows; r++) s[r] = FOLD512(s[r], SUM512(r, k, b0), maximise); \
+  } while (0)
+/* The bests and winners at k0: the tropical zero and -1, or, after a first k-block, the best so far
+ * and its winner from c and ix (a pair's min-plus ones `second` elements further, in m and y). */
+#define START_ROWS512()                                                                             \
+  _Pragma("GCC unroll 8") for (int r = 0; r < rows; r++) {                                          \
+    s[r] = k0 > 0 ? _mm512_maskz_loadu_ps(mk, c + r * ldc) : _mm512_set1_ps(first_max ? -INFINITY : INFINITY); \
+    x[r] = k0 > 0 ? _mm512_maskz_loadu_epi32(mk, ix + r * ldc) : _mm512_set1_epi32(-1);            \
+    if (pair) {                                                                                     \
+      m[r] = k0 > 0 ? _mm512_maskz_loadu_ps(mk, c + r * ldc + second) : _mm512_set1_ps(INFINITY);   \
+      y[r] = k0 > 0 ? _mm512_maskz_loadu_epi32(mk, ix + r * ldc + second) : _mm512_set1_epi32(-1);  \
+    }                                                                                               \
+  }
+#define PAIR_ROWS512(k)                                                                             \
+  do {                                                                                              \
+    const __m512 b0 = _mm512_loadu_ps(bp);                                                          \
+    _Pragma("GCC unroll 8") for (int r = 0; r < rows; r++) {                                        \
+      const __m512 v = SUM512(r, k, b0);                                                            \
+      s[r] = FOLD512(s[r], v, 1);                                                                   \
+      m[r] = FOLD512(m[r], v, 0);                                                                   \
+    }                                                                                               \
+  } while (0)
 
 /* One row's rescans (rescan_f32's, from registers): each winner in `marks` marked in [k0, k1) (the
  * first k of its block) becomes the first k of that block whose sum, rounded as the kernel rounds
@@ -904,9 +933,9 @@ INLINE AVX512 __mmask16 columns512(int64_t ncols) {
  * comes from the panel (bp0: row k0, ldb apart) or, bcols not NULL, from its transpose's rows (ldw
  * apart: the 8 k of a block in one load), in rescan512_rows, kept out of the kernels: inlined
  * beside the panel's, it changed the register allocation of their hot loops. */
-static NOINLINE AVX512 __m512i rescan512_rows(const float *ar, const float *bcols, int64_t ldw, int64_t k0,
-                                              int64_t k1, __m512 best, __m512i marks, __mmask16 mk,
-                                              const int rounding) {
+INLINE AVX512 __m512i rescan512_lanes(const float *ar, const float *bp0, int64_t ldb, const float *bcols,
+                                      int64_t ldw, int64_t k0, int64_t k1, __m512 best, __m512i marks,
+                                      __mmask16 mk, const int rounding, const int row) {
   float bests[16] __attribute__((aligned(64)));
   int32_t winners[16] __attribute__((aligned(64)));
   _mm512_store_ps(bests, best);
@@ -915,25 +944,21 @@ static NOINLINE AVX512 __m512i rescan512_rows(const float *ar, const float *bcol
        lanes &= lanes - 1) {
     const int j = __builtin_ctz(lanes);
     const int64_t kb = winners[j];
-    winners[j] = block_winner_f32(ar, bcols + j * ldw + kb, 1, 1, kb, k1, bests[j], rounding);
+    winners[j] = row ? block_winner_f32(ar, bcols + j * ldw + kb, 1, 1, kb, k1, bests[j], rounding)
+                     : block_winner_f32(ar, bp0 + (kb - k0) * ldb + j, ldb, 0, kb, k1, bests[j], rounding);
   }
   return _mm512_load_si512((const __m512i *)winners);
+}
+static NOINLINE AVX512 __m512i rescan512_rows(const float *ar, const float *bcols, int64_t ldw, int64_t k0,
+                                              int64_t k1, __m512 best, __m512i marks, __mmask16 mk,
+                                              const int rounding) {
+  return rescan512_lanes(ar, NULL, 0, bcols, ldw, k0, k1, best, marks, mk, rounding, 1);
 }
 INLINE AVX512 __m512i rescan512(const float *ar, const float *bp0, int64_t ldb, const float *bcols, int64_t ldw,
                                 int64_t k0, int64_t k1, __m512 best, __m512i marks, __mmask16 mk,
                                 const int rounding) {
   if (bcols != NULL) return rescan512_rows(ar, bcols, ldw, k0, k1, best, marks, mk, rounding);
-  float bests[16] __attribute__((aligned(64)));
-  int32_t winners[16] __attribute__((aligned(64)));
-  _mm512_store_ps(bests, best);
-  _mm512_store_si512((__m512i *)winners, marks);
-  for (uint32_t lanes = _mm512_mask_cmpge_epi32_mask(mk, marks, _mm512_set1_epi32((int32_t)k0)); lanes;
-       lanes &= lanes - 1) {
-    const int j = __builtin_ctz(lanes);
-    const int64_t kb = winners[j];
-    winners[j] = block_winner_f32(ar, bp0 + (kb - k0) * ldb + j, ldb, 0, kb, k1, bests[j], rounding);
-  }
-  return _mm512_load_si512((const __m512i *)winners);
+  return rescan512_lanes(ar, bp0, ldb, NULL, 0, k0, k1, best, marks, mk, rounding, 0);
 }
 
 /* The values only: `rows` (1..MR5) rows' bests for k in [k0, k1) (arguments as kernel_f32_rounded). */
@@ -945,53 +970,50 @@ INLINE AVX512 void values512(const float *a, int64_t lda, const float *bp, int64
 #pragma GCC unroll 8
   for (int r = 0; r < rows; r++)
     s[r] = k0 > 0 ? _mm512_maskz_loadu_ps(mk, c + r * ldc) : _mm512_set1_ps(maximise ? -INFINITY : INFINITY);
-  for (int64_t k = k0; k < k1; k++, bp += ldb) {
-    const __m512 b0 = _mm512_loadu_ps(bp);
-#pragma GCC unroll 8
-    for (int r = 0; r < rows; r++) s[r] = FOLD512(s[r], SUM512(r, k, b0), maximise);
-  }
+  for (int64_t k = k0; k < k1; k++, bp += ldb) FOLD_ROWS512(k);
 #pragma GCC unroll 8
   for (int r = 0; r < rows; r++) _mm512_mask_storeu_ps(c + r * ldc, mk, tropic_rounded_sums512(s[r], rounding));
 }
 
-/* With winners: `rows` (1..WR5) rows, blocked as described above. */
+/* With winners: `rows` (1..WR5) rows, blocked as described above; maximise 2: the pair (rounding 0;
+ * the min-plus outputs `second` elements after c), both products' bests and winners, then both
+ * products' rescans. */
 INLINE AVX512 void winners512(const float *a, int64_t lda, const float *bp, int64_t ldb, int64_t k0,
-                              int64_t k1, float *c, int32_t *ix, int64_t ldc, int64_t ncols,
-                              const int rows, const int maximise, const int rounding, const float *bcols) {
+                              int64_t k1, float *c, int32_t *ix, int64_t ldc, int64_t ncols, int64_t second,
+                              const float *bcols, const int rows, const int maximise, const int rounding) {
   const __mmask16 mk = columns512(ncols);
+  const int pair = maximise == 2, first_max = maximise != 0; /* the first product's sense */
   const float *const bp0 = bp;
-  __m512 s[WR5];
-  __m512i x[WR5];
-#pragma GCC unroll 4
-  for (int r = 0; r < rows; r++) {
-    s[r] = k0 > 0 ? _mm512_maskz_loadu_ps(mk, c + r * ldc) : _mm512_set1_ps(maximise ? -INFINITY : INFINITY);
-    x[r] = k0 > 0 ? _mm512_maskz_loadu_epi32(mk, ix + r * ldc) : _mm512_set1_epi32(-1);
-  }
+  __m512 s[WR5], m[WR5];
+  __m512i x[WR5], y[WR5];
+  START_ROWS512();
   for (int64_t kb = k0; kb < k1; kb += WINNER_BLOCK) {
-    __m512 o[WR5];
+    __m512 o[WR5], p[WR5];
 #pragma GCC unroll 4
-    for (int r = 0; r < rows; r++) o[r] = s[r];
+    for (int r = 0; r < rows; r++) {
+      o[r] = s[r];
+      if (pair) p[r] = m[r];
+    }
     if (k1 - kb >= WINNER_BLOCK) { /* a constant trip count, unrolled */
 #pragma GCC unroll 8
       for (int g = 0; g < WINNER_BLOCK; g++, bp += ldb) {
-        const __m512 b0 = _mm512_loadu_ps(bp);
-#pragma GCC unroll 4
-        for (int r = 0; r < rows; r++) s[r] = FOLD512(s[r], SUM512(r, kb + g, b0), maximise);
+        if (pair) PAIR_ROWS512(kb + g);
+        else FOLD_ROWS512(kb + g);
       }
     } else {
       for (int64_t k = kb; k < k1; k++, bp += ldb) {
-        const __m512 b0 = _mm512_loadu_ps(bp);
-#pragma GCC unroll 4
-        for (int r = 0; r < rows; r++) s[r] = FOLD512(s[r], SUM512(r, k, b0), maximise);
+        if (pair) PAIR_ROWS512(k);
+        else FOLD_ROWS512(k);
       }
     }
     const __m512i kv = _mm512_set1_epi32((int32_t)kb);
 #pragma GCC unroll 4
     for (int r = 0; r < rows; r++) {
       const __m512 now = tropic_rounded_sums512(s[r], rounding), then = tropic_rounded_sums512(o[r], rounding);
-      const __mmask16 grew = maximise ? _mm512_cmp_ps_mask(now, then, _CMP_GT_OQ)
-                                      : _mm512_cmp_ps_mask(now, then, _CMP_LT_OQ);
+      const __mmask16 grew = first_max ? _mm512_cmp_ps_mask(now, then, _CMP_GT_OQ)
+                                       : _mm512_cmp_ps_mask(now, then, _CMP_LT_OQ);
       x[r] = _mm512_mask_mov_epi32(x[r], grew, kv);
+      if (pair) y[r] = _mm512_mask_mov_epi32(y[r], _mm512_cmp_ps_mask(m[r], p[r], _CMP_LT_OQ), kv);
     }
   }
 #pragma GCC unroll 4
@@ -999,6 +1021,11 @@ INLINE AVX512 void winners512(const float *a, int64_t lda, const float *bp, int6
     const __m512 best = tropic_rounded_sums512(s[r], rounding);
     _mm512_mask_storeu_ps(c + r * ldc, mk, best);
     _mm512_mask_storeu_epi32(ix + r * ldc, mk, rescan512(a + r * lda, bp0, ldb, bcols, lda, k0, k1, best, x[r], mk, rounding));
+    if (pair) {
+      _mm512_mask_storeu_ps(c + r * ldc + second, mk, m[r]);
+      _mm512_mask_storeu_epi32(ix + r * ldc + second, mk,
+                               rescan512(a + r * lda, bp0, ldb, bcols, lda, k0, k1, m[r], y[r], mk, 0));
+    }
   }
 }
 
@@ -1013,15 +1040,7 @@ INLINE AVX512 void pair_values512(const float *a, int64_t lda, const float *bp, 
     s[r] = k0 > 0 ? _mm512_maskz_loadu_ps(mk, c + r * ldc) : _mm512_set1_ps(-INFINITY);
     m[r] = k0 > 0 ? _mm512_maskz_loadu_ps(mk, c + r * ldc + second) : _mm512_set1_ps(INFINITY);
   }
-  for (int64_t k = k0; k < k1; k++, bp += ldb) {
-    const __m512 b0 = _mm512_loadu_ps(bp);
-#pragma GCC unroll 8
-    for (int r = 0; r < rows; r++) {
-      const __m512 v = SUM512(r, k, b0);
-      s[r] = FOLD512(s[r], v, 1);
-      m[r] = FOLD512(m[r], v, 0);
-    }
-  }
+  for (int64_t k = k0; k < k1; k++, bp += ldb) PAIR_ROWS512(k);
 #pragma GCC unroll 8
   for (int r = 0; r < rows; r++) {
     _mm512_mask_storeu_ps(c + r * ldc, mk, s[r]);
@@ -1029,63 +1048,6 @@ INLINE AVX512 void pair_values512(const float *a, int64_t lda, const float *bp, 
   }
 }
 
-/* The pair with winners: `rows` (1..WR5) rows, both products blocked as winners512, then both
- * products' rescans. */
-INLINE AVX512 void pair_winners512(const float *a, int64_t lda, const float *bp, int64_t ldb, int64_t k0,
-                                   int64_t k1, float *c, int32_t *ix, int64_t ldc, int64_t ncols,
-                                   int64_t second, const float *bcols, const int rows) {
-  const __mmask16 mk = columns512(ncols);
-  const float *const bp0 = bp;
-  __m512 s[WR5], m[WR5];
-  __m512i x[WR5], y[WR5];
-#pragma GCC unroll 4
-  for (int r = 0; r < rows; r++) {
-    s[r] = k0 > 0 ? _mm512_maskz_loadu_ps(mk, c + r * ldc) : _mm512_set1_ps(-INFINITY);
-    m[r] = k0 > 0 ? _mm512_maskz_loadu_ps(mk, c + r * ldc + second) : _mm512_set1_ps(INFINITY);
-    x[r] = k0 > 0 ? _mm512_maskz_loadu_epi32(mk, ix + r * ldc) : _mm512_set1_epi32(-1);
-    y[r] = k0 > 0 ? _mm512_maskz_loadu_epi32(mk, ix + r * ldc + second) : _mm512_set1_epi32(-1);
-  }
-  for (int64_t kb = k0; kb < k1; kb += WINNER_BLOCK) {
-    __m512 o[WR5], p[WR5];
-#pragma GCC unroll 4
-    for (int r = 0; r < rows; r++) o[r] = s[r], p[r] = m[r];
-    if (k1 - kb >= WINNER_BLOCK) { /* a constant trip count, unrolled */
-#pragma GCC unroll 8
-      for (int g = 0; g < WINNER_BLOCK; g++, bp += ldb) {
-        const __m512 b0 = _mm512_loadu_ps(bp);
-#pragma GCC unroll 4
-        for (int r = 0; r < rows; r++) {
-          const __m512 v = SUM512(r, kb + g, b0);
-          s[r] = FOLD512(s[r], v, 1);
-          m[r] = FOLD512(m[r], v, 0);
-        }
-      }
-    } else {
-      for (int64_t k = kb; k < k1; k++, bp += ldb) {
-        const __m512 b0 = _mm512_loadu_ps(bp);
-#pragma GCC unroll 4
-        for (int r = 0; r < rows; r++) {
-          const __m512 v = SUM512(r, k, b0);
-          s[r] = FOLD512(s[r], v, 1);
-          m[r] = FOLD512(m[r], v, 0);
-        }
-      }
-    }
-    const __m512i kv = _mm512_set1_epi32((int32_t)kb);
-#pragma GCC unroll 4
-    for (int r = 0; r < rows; r++) {
-      x[r] = _mm512_mask_mov_epi32(x[r], _mm512_cmp_ps_mask(s[r], o[r], _CMP_GT_OQ), kv);
-      y[r] = _mm512_mask_mov_epi32(y[r], _mm512_cmp_ps_mask(m[r], p[r], _CMP_LT_OQ), kv);
-    }
-  }
-#pragma GCC unroll 4
-  for (int r = 0; r < rows; r++) {
-    _mm512_mask_storeu_ps(c + r * ldc, mk, s[r]);
-    _mm512_mask_storeu_ps(c + r * ldc + second, mk, m[r]);
-    _mm512_mask_storeu_epi32(ix + r * ldc, mk, rescan512(a + r * lda, bp0, ldb, bcols, lda, k0, k1, s[r], x[r], mk, 0));
-    _mm512_mask_storeu_epi32(ix + r * ldc + second, mk, rescan512(a + r * lda, bp0, ldb, bcols, lda, k0, k1, m[r], y[r], mk, 0));
-  }
-}
 /* Winners pair by pair, for short k-ranges (where a rescan per output costs more than the blocks
  * save): per 16 sums one compare into a mask register and two masked moves (value and k) under it
  * per product, so the value is exactly "v > best ? v : best" (ties and NaN keep best) and the
@@ -1098,15 +1060,7 @@ INLINE AVX512 void tracked512(const float *a, int64_t lda, const float *bp, int6
   const int pair = maximise == 2, first_max = maximise != 0; /* the first product's sense */
   __m512 s[MR5], m[MR5];
   __m512i x[MR5], y[MR5];
-#pragma GCC unroll 8
-  for (int r = 0; r < rows; r++) {
-    s[r] = k0 > 0 ? _mm512_maskz_loadu_ps(mk, c + r * ldc) : _mm512_set1_ps(first_max ? -INFINITY : INFINITY);
-    x[r] = k0 > 0 ? _mm512_maskz_loadu_epi32(mk, ix + r * ldc) : _mm512_set1_epi32(-1);
-    if (pair) {
-      m[r] = k0 > 0 ? _mm512_maskz_loadu_ps(mk, c + r * ldc + second) : _mm512_set1_ps(INFINITY);
-      y[r] = k0 > 0 ? _mm512_maskz_loadu_epi32(mk, ix + r * ldc + second) : _mm512_set1_epi32(-1);
-    }
-  }
+  START_ROWS512();
   __m512i kv = _mm512_set1_epi32((int32_t)k0);
   for (int64_t k = k0; k < k1; k++, bp += ldb, kv = _mm512_add_epi32(kv, _mm512_set1_epi32(1))) {
     const __m512 b0 = _mm512_loadu_ps(bp);
@@ -1133,6 +1087,9 @@ INLINE AVX512 void tracked512(const float *a, int64_t lda, const float *bp, int6
     }
   }
 }
+#undef START_ROWS512
+#undef PAIR_ROWS512
+#undef FOLD_ROWS512
 #undef SUM512
 #undef FOLD512
 
@@ -1151,17 +1108,17 @@ INLINE AVX512 void kernel512(const float *a, int64_t lda, const float *bp, int64
   } else if (indexed && maximise != 2 && k1 - k0 < BLOCKED_K) {
     tracked512(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, second, rows, maximise, rounding);
   } else if (maximise == 2) {
-    pair_winners512(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, second, bcols, first);
+    winners512(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, second, bcols, first, 2, 0);
     if (rest > 0)
-      pair_winners512(a + WR5 * lda, lda, bp, ldb, k0, k1, c + WR5 * ldc, ix + WR5 * ldc, ldc, ncols, second, bcols,
-                      rest);
+      winners512(a + WR5 * lda, lda, bp, ldb, k0, k1, c + WR5 * ldc, ix + WR5 * ldc, ldc, ncols, second, bcols, rest,
+                 2, 0);
   } else if (!indexed) {
     values512(a, lda, bp, ldb, k0, k1, c, ldc, ncols, rows, maximise, rounding);
   } else {
-    winners512(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, first, maximise, rounding, bcols);
+    winners512(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, second, bcols, first, maximise, rounding);
     if (rest > 0)
-      winners512(a + WR5 * lda, lda, bp, ldb, k0, k1, c + WR5 * ldc, ix + WR5 * ldc, ldc, ncols, rest, maximise,
-                 rounding, bcols);
+      winners512(a + WR5 * lda, lda, bp, ldb, k0, k1, c + WR5 * ldc, ix + WR5 * ldc, ldc, ncols, second, bcols, rest,
+                 maximise, rounding);
   }
 }
 
