@@ -35,8 +35,9 @@
  *  - A register-blocked micro-kernel keeps 3 rows x 16 columns of best values in 6 ymm registers and
  *    runs k innermost, in increasing order: per 8 pairs one add and one max (whose operand order,
  *    max(v, best), is exactly "v > best ? v : best"). Products with winners keep 2 rows x 16
- *    columns and take one compare and blend per 8 k and a rescan of the winning 8
- *    (kernel_*_blocked_winners; half precision rounds the sums, and with winners only the bests).
+ *    columns and take one compare and blend per 8 k and a rescan of the winning 8, read from W's
+ *    row when B comes as its transpose W (kernel_*_blocked_winners; half precision rounds the sums,
+ *    and with winners only the bests).
  *    Between k-blocks (in increasing order) the best so far waits in c / idx.
  *    The N tail uses masked loads / stores; M tails use 1- or 2-row instances.
  *  - OpenMP gives each thread a contiguous range of column panels, or of row blocks when that
@@ -876,12 +877,15 @@ DEFINE_DRIVER(double, 8, avx2_f64, pack_f64, pack_t_f64, kernel_f64, MR)
  * the N tail's columns. Values only: per 16 pairs one add (A broadcast from memory) and one max
  * (min). Winners in blocks, as kernel_*_blocked_winners: the values fold exactly as without them,
  * and per WINNER_BLOCK k each best is compared with the best at the block's start, into a mask
- * register, and the block's first k moves into the winners under that mask; rescan_f32 then
- * resolves each marked winner to its first k. The pair (an MPM layer's max-plus and min-plus
+ * register, and the block's first k moves into the winners under that mask; rescan512 then
+ * resolves each marked winner to its first k. A rescan costs about as much per output as 200-300
+ * k of the blocks save (a Xeon), so shorter k-ranges (BLOCKED_K, a pair's PAIR_BLOCKED_K) track
+ * the winners pair by pair instead (tracked512). The pair (an MPM layer's max-plus and min-plus
  * products of one A and one B) folds each sum into both bests. Half precision (kernel512_f32_f16 /
- * _bf16) folds the unrounded sums and rounds only the bests: rounding to nearest is monotone, so
- * the best of the rounded sums is the rounded best of the sums (kernel_f32_blocked_winners says
- * why the signed zeros and the winners agree too). float64 stays on the AVX2 path. */
+ * _bf16) rounds every sum where winners are tracked pair by pair; elsewhere it folds the unrounded
+ * sums and rounds only the bests: rounding to nearest is monotone, so the best of the rounded sums
+ * is the rounded best of the sums (kernel_f32_blocked_winners says why the signed zeros and the
+ * winners agree too). float64 stays on the AVX2 path. */
 #define MR5 8 /* rows per call; values: 8 bests (a pair's: 16) + sum and B in 32 zmm */
 #define WR5 4 /* rows per winners pass: best, block start and winners (a pair's: 6 zmm) per row */
 #ifndef BLOCKED_K
