@@ -27,8 +27,8 @@
  *  - returns 0 on success, 1 on bad arguments, 2 when scratch memory could not be allocated, 3 for a
  *    rounding the CPU cannot do (no AVX2 + F16C).
  * The AVX2 path (picked once at load time with __builtin_cpu_supports; TROPIC_FORCE_GENERIC=1 in the
- * environment forces the generic path, for tests), the AVX-512 convolution tap loop (also the weighted,
- * unrounded morphology taps' on CPUs that do not split 512-bit operations; TROPIC_MAX_ISA=avx2 caps it)
+ * environment forces the generic path, for tests), the AVX-512 convolution tap loop (also the unrounded
+ * morphology taps' on CPUs that do not split 512-bit operations; TROPIC_MAX_ISA=avx2 caps it)
  * and the generic C path give identical results, for any number of threads: only comparisons, selects
  * and one add per candidate, in the same order.
  *
@@ -80,7 +80,7 @@ EXPORT int tropic_abi_version(void) { return 1; }
 static int use_avx2 = 0;
 static int use_f16c = 0;   /* AVX2 and F16C: the half-precision roundings of the tap loop */
 static int use_avx512 = 0; /* AVX-512 F/VL/BW/DQ: the unrounded convolution tap loop (TROPIC_MAX_ISA=avx2 caps it) */
-/* ... and the weighted morphology tap loop, on CPUs whose 512-bit operations are not two 256-bit halves:
+/* ... and the morphology tap loop (unrounded), on CPUs whose 512-bit operations are not two 256-bit halves:
    there (an Intel Xeon, 8x16x64x64, one thread) it took 0.6-0.8x the AVX2 loop's time; on a Zen 4, which
    splits them, it gained nothing (values up to 1.1x slower). */
 static int use_avx512_taps = 0;
@@ -809,11 +809,13 @@ AVX2 static void SUF(channels_avx2)(const T *P, int64_t pstride, int64_t Wp, int
 
 #if TROPIC_X86
 /* AVX-512 twin of channels_avx2_vector, unrounded: NV (1 or 2) vectors of one output row for OC (1..4)
-   output channels; each image vector loaded serves OC channels and each weight broadcast NV vectors. */
+   output channels; each image vector loaded serves OC channels and each weight broadcast NV vectors.
+   weighted 0 (a flat footprint's taps, OC 1): the image values themselves, no add (+0 would turn -0
+   into +0). */
 AVX512_INLINE void SUF(channels_avx512_block)(const T *base, const int64_t *off, const T *w, int64_t wstride,
                                                const int32_t *tap_index, int64_t ntaps, T *o, int32_t *ix,
                                                int64_t cstride, const int mx, const int OC, const int NV,
-                                               const int masked, ZMASK last, const int track)
+                                               const int masked, ZMASK last, const int track, const int weighted)
 {
     ZT best[4][2];
     ZIT win[4][2];
@@ -829,9 +831,9 @@ AVX512_INLINE void SUF(channels_avx512_block)(const T *base, const int64_t *off,
             v[k] = SUF(zload)(p + k * ZL, last, masked && k == NV - 1);
         const ZIT tt = SUF(ziset1)(tap_index[t]);
         for (int c = 0; c < OC; c++) {
-            const ZT wc = SUF(zset1)(w[c * wstride + t]);
+            const ZT wc = weighted ? SUF(zset1)(w[c * wstride + t]) : SUF(zset1)(ZERO);
             for (int k = 0; k < NV; k++) {
-                const ZT sum = SUF(zadd)(v[k], wc);
+                const ZT sum = weighted ? SUF(zadd)(v[k], wc) : v[k];
                 if (track)
                     win[c][k] = SUF(zisel)(ZBETTER(sum, best[c][k]), tt, win[c][k]);
                 best[c][k] = ZBEST(sum, best[c][k]);
@@ -850,11 +852,11 @@ AVX512_INLINE void SUF(channels_avx512_body)(const T *P, int64_t pstride, int64_
                                               int64_t ostride, int64_t cstride, const int64_t *off, const T *w,
                                               int64_t wstride, const int32_t *tap_index, int64_t ntaps, T *out,
                                               int32_t *idx, int64_t q0, int64_t q1, const int mx, const int OC,
-                                              const int track)
+                                              const int track, const int weighted)
 {
 #define BLOCK(nv, masked, last)                                                                                 \
     SUF(channels_avx512_block)(base + j, off, w, wstride, tap_index, ntaps, o + j, track ? ix + j : NULL, cstride, \
-                               mx, OC, nv, masked, last, track)
+                               mx, OC, nv, masked, last, track, weighted)
     for (int64_t q = q0; q < q1; q++) {
         const int64_t b = q / H, i = q - b * H;
         const T *base = P + b * pstride + i * Wp;
@@ -874,31 +876,33 @@ AVX512_INLINE void SUF(channels_avx512_body)(const T *P, int64_t pstride, int64_
 #undef BLOCK
 }
 
-/* channels_avx2 for rounding 0 (the caller's choice) on AVX-512. */
+/* channels_avx2 for rounding 0 (the caller's choice) on AVX-512; w NULL (OC 1): a flat footprint's taps. */
 AVX512 static void SUF(channels_avx512)(const T *P, int64_t pstride, int64_t Wp, int64_t H, int64_t W,
                                         int64_t ostride, int64_t cstride, const int64_t *off, const T *w,
                                         int64_t wstride, const int32_t *tap_index, int64_t ntaps, int OC,
                                         int maximise, T *out, int32_t *idx, int64_t q0, int64_t q1)
 {
-#define CHANNELS(oc, m)                                                                                          \
+#define CHANNELS(oc, m, weighted)                                                                                \
     do {                                                                                                         \
         if (idx != NULL)                                                                                         \
             SUF(channels_avx512_body)(P, pstride, Wp, H, W, ostride, cstride, off, w, wstride, tap_index, ntaps, \
-                                      out, idx, q0, q1, m, oc, 1);                                               \
+                                      out, idx, q0, q1, m, oc, 1, weighted);                                     \
         else                                                                                                     \
             SUF(channels_avx512_body)(P, pstride, Wp, H, W, ostride, cstride, off, w, wstride, tap_index, ntaps, \
-                                      out, NULL, q0, q1, m, oc, 0);                                              \
+                                      out, NULL, q0, q1, m, oc, 0, weighted);                                    \
     } while (0)
-#define BY_CHANNELS(m)       \
-    do {                     \
-        if (OC == 1)         \
-            CHANNELS(1, m);  \
-        else if (OC == 2)    \
-            CHANNELS(2, m);  \
-        else if (OC == 3)    \
-            CHANNELS(3, m);  \
-        else                 \
-            CHANNELS(4, m);  \
+#define BY_CHANNELS(m)          \
+    do {                        \
+        if (w == NULL)          \
+            CHANNELS(1, m, 0);  \
+        else if (OC == 1)       \
+            CHANNELS(1, m, 1);  \
+        else if (OC == 2)       \
+            CHANNELS(2, m, 1);  \
+        else if (OC == 3)       \
+            CHANNELS(3, m, 1);  \
+        else                    \
+            CHANNELS(4, m, 1);  \
     } while (0)
     BY_DIRECTION(BY_CHANNELS(1), BY_CHANNELS(0));
 #undef BY_CHANNELS
@@ -1009,9 +1013,9 @@ static int SUF(taps_strided)(const T *P, int64_t n, int64_t Hp, int64_t Wp, int6
     const int64_t rows = n * H;
     const int team = team_size(threads, rows * W * (T_count > 0 ? T_count : 1), rows);
     const int avx2 = use_avx2;
-    /* Weighted, unrounded taps are the convolution's tap loop with one output channel (the same adds,
-       compares and tap indices), which has an AVX-512 form. */
-    const int avx512 = use_avx512_taps && tap_weight != NULL && rounding == 0;
+    /* Unrounded taps are the convolution's tap loop with one output channel (the same adds, or none for
+       a flat footprint, the same compares and tap indices), which has an AVX-512 form. */
+    const int avx512 = use_avx512_taps && rounding == 0;
     maximise = maximise != 0;
 #pragma omp parallel num_threads(team) if (team > 1)
     {
