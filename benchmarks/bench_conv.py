@@ -197,14 +197,17 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     columns = [(threads, winners) for threads in (1, 2) for winners in (False, True)]
     rates: dict = {}
+    forward: dict = {}  # (case, threads): forward seconds with winners
     backward: dict = {}  # (case, threads): backward seconds
     try:
         for threads, winners in columns:
             tropic.set_num_threads(threads)
             for case in ("product", *PAIR_RATE_CASES):
                 run, pairs = pair_rate_call(case, winners)
-                rates[case, threads, winners] = pairs / measure(run, args.repeat)[0] / 1e9
+                seconds = measure(run, args.repeat)[0]
+                rates[case, threads, winners] = pairs / seconds / 1e9
                 if winners and case != "product":
+                    forward[case, threads] = seconds
                     backward[case, threads] = measure(backward_call(case), args.repeat)[0]
     finally:
         tropic.set_num_threads(None)
@@ -222,9 +225,8 @@ def main(argv=None) -> None:
     for case in PAIR_RATE_CASES:
         cells = []
         for threads in (1, 2):
-            pairs = pair_rate_call(case, True)[1]
-            seconds, forward = backward[case, threads], pairs / (rates[case, threads, True] * 1e9)
-            cells.append(f"{seconds * 1e3:8.2f} ({seconds / forward:4.2f}x)")
+            seconds = backward[case, threads]
+            cells.append(f"{seconds * 1e3:8.2f} ({seconds / forward[case, threads]:4.2f}x)")
         print(f"{case:30s}" + "".join(f"{cell:>24s}" for cell in cells))
 
 

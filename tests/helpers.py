@@ -63,6 +63,13 @@ def dyadic(rng: np.random.Generator, shape, dtype) -> np.ndarray:
     return (rng.integers(-64, 65, size=shape) / 8).astype(dtype)
 
 
+def order_revealing(rng: np.random.Generator, shape, dtype) -> np.ndarray:
+    """Gradients of +-1 and +-2**60: their float64 sums depend on the order they are taken in
+    (2**60 + 1 - 2**60 is 0, 2**60 - 2**60 + 1 is 1), so a scatter that sums in another order than
+    the reference shows in the result."""
+    return (rng.choice([-1.0, 1.0], shape) * rng.choice([1.0, 2.0**60], shape)).astype(dtype)
+
+
 def hsettings(max_examples):
     """Hypothesis settings for these tests (the ``xp`` fixture only returns a module: safe to reuse).
 

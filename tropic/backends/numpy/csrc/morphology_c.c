@@ -81,8 +81,8 @@ static int use_avx2 = 0;
 static int use_f16c = 0;   /* AVX2 and F16C: the half-precision roundings of the tap loop */
 static int use_avx512 = 0; /* AVX-512 F/VL/BW/DQ: the unrounded convolution tap loop (TROPIC_MAX_ISA=avx2 caps it) */
 /* ... and the morphology tap loop (unrounded), on CPUs whose 512-bit operations are not two 256-bit halves:
-   there (an Intel Xeon, 8x16x64x64, one thread) it took 0.6-0.8x the AVX2 loop's time; on a Zen 4, which
-   splits them, it gained nothing (values up to 1.1x slower). */
+   there (an Intel Xeon, 8x16x64x64, 3x3-7x7, one thread) it took 0.5-1.0x the AVX2 loop's time (with
+   winners 0.5-0.8x); on a Zen 4, which splits them, it gained nothing (values up to 1.1x slower). */
 static int use_avx512_taps = 0;
 
 /* Read once when the library is loaded, so every call takes the same path (no data race either). */

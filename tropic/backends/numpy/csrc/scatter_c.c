@@ -573,7 +573,7 @@ struct conv2d_vjp_job {
           const int64_t at_x = (channel0 * j->H + row0) * j->W - j->pw;                             \
           for (int64_t c = 0; c < c0; c++) status |= NAME##_to_input(j, at + c, i, c, channel0, acc); \
           for (int64_t c = c0; c < c1; c++) status |= NAME##_to_inside(j, at + c, at_x + c * j->sw, acc); \
-          for (int64_t c = c1 > c0 ? c1 : c0; c < j->Wo; c++)                                       \
+          for (int64_t c = c1; c < j->Wo; c++) /* c1 >= c0: both Wo off the inside rows */         \
             status |= NAME##_to_input(j, at + c, i, c, channel0, acc);                              \
         }                                                                                           \
       }                                                                                             \
