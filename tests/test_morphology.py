@@ -790,6 +790,30 @@ def test_vjp_no_winner_sends_nothing():
     assert_identical(grad_s, np.ones((1, 1)))
 
 
+@pytest.mark.parametrize("bad", [9, -2], ids=["taps", "minus-two"])
+@pytest.mark.parametrize("position", [(0, 0), (3, 4), (6, 8)], ids=["border", "inside", "last"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vjp_rejects_a_winner_just_outside_the_taps(bad, position, dtype):
+    """A winner one past the last tap (9 for a 3x3 element) or below -1, at the border, inside
+    the image or at its last pixel, raises for every gradient asked for (the compiled scatter
+    checks each index as it reads it) rather than reading or writing outside its tables."""
+    grad = np.ones((2, 7, 9), dtype)
+    winners = np.zeros(grad.shape, np.int8)
+    winners[(1, *position)] = bad
+    for needs in ((True, True), (True, False), (False, True)):
+        with pytest.raises(ValueError, match=r"indices must hold winners in \[0, 9\)"):
+            _morphology_vjp_needs(grad, winners, needs)
+
+
+def _morphology_vjp_needs(grad, winners, needs):
+    """The NumPy backend's morphology vjp of a 3x3 dilation (reflect border) asking for ``needs``."""
+    from tropic.backends.numpy import kernels
+    from tropic.core.morphology import axis_window
+
+    rows, cols = (axis_window(n, 3, True, "reflect") for n in grad.shape[-2:])
+    return kernels.morphology_vjp(np, grad, winners, grad.shape, rows, cols, needs)
+
+
 # ----------------------------------------------------------------------------------------------
 # 5. Errors
 # ----------------------------------------------------------------------------------------------
