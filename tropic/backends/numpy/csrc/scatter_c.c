@@ -508,7 +508,7 @@ struct conv2d_vjp_job {
   const int64_t *tap; /* per tap t: its (c, u, v) and its offset (c * H + u) * W + v in an entry's x */
   void *gx;
   double *gw;
-  int is_f64;
+  int is_f64, fused;
 };
 
 /* Neighbouring outputs often win at one tap, so gw's adds to a slot often follow each other, each
@@ -521,23 +521,26 @@ struct conv2d_vjp_job {
   /* output `at` (row i, column c of its plane; its group's first input channel `channel0`) into its \
    * entry's input gradient acc; 3 at a winner outside [-1, taps) */                               \
   static inline int NAME##_to_input(const struct conv2d_vjp_job *j, int64_t at, int64_t i, int64_t c, \
-                                    int64_t channel0, double *acc) {                                \
+                                    int64_t channel0, double *acc, double *gw) {                    \
     const int64_t t = j->idx[at];                                                                   \
     if (t < 0 || t >= j->taps) return t == -1 ? 0 : 3;                                              \
     const int64_t channel = channel0 + j->tap[4 * t];                                               \
     const int64_t row = i * j->sh + j->tap[4 * t + 1] - j->ph;                                      \
     const int64_t col = c * j->sw + j->tap[4 * t + 2] - j->pw;                                      \
-    if (row >= 0 && row < j->H && col >= 0 && col < j->W)                                           \
-      acc[(channel * j->H + row) * j->W + col] += (double)((const T *)j->g)[at];                    \
+    const double v = (double)((const T *)j->g)[at];                                                 \
+    if (row >= 0 && row < j->H && col >= 0 && col < j->W) acc[(channel * j->H + row) * j->W + col] += v; \
+    if (gw) gw[t] += v;                                                                             \
     return 0;                                                                                       \
   }                                                                                                 \
   /* the same for an output all of whose taps read inside the image: its pixel is acc[at_x + the    \
    * tap's offset] (at_x: the pixel its tap (0, 0, 0) reads) */                                     \
   static inline int NAME##_to_inside(const struct conv2d_vjp_job *j, int64_t at, int64_t at_x,      \
-                                     double *acc) {                                                 \
+                                     double *acc, double *gw) {                                     \
     const int64_t t = j->idx[at];                                                                   \
     if (t < 0 || t >= j->taps) return t == -1 ? 0 : 3;                                              \
-    acc[at_x + j->tap[4 * t + 3]] += (double)((const T *)j->g)[at];                                 \
+    const double v = (double)((const T *)j->g)[at];                                                 \
+    acc[at_x + j->tap[4 * t + 3]] += v;                                                             \
+    if (gw) gw[t] += v;                                                                             \
     return 0;                                                                                       \
   }                                                                                                 \
   /* output `at` into its channel's weight gradient gw (taps slots) */                             \
@@ -571,8 +574,8 @@ struct conv2d_vjp_job {
   static int NAME(void *ctx, int task, int tasks) {                                                 \
     const struct conv2d_vjp_job *j = ctx;                                                           \
     (void)tasks;                                                                                    \
-    if (j->gw != NULL && task == 0) return NAME##_weights(j);                                       \
-    const int64_t first = (task - (j->gw != NULL)) * j->per_task;                                   \
+    if (j->gw != NULL && !j->fused && task == 0) return NAME##_weights(j);                          \
+    const int64_t first = (task - (j->gw != NULL && !j->fused)) * j->per_task;                      \
     const int64_t last = first + j->per_task < j->B ? first + j->per_task : j->B;                   \
     const int64_t x_plane = j->Cin * j->H * j->W;                                                   \
     const size_t bytes = (size_t)x_plane * sizeof(double);                                          \
@@ -583,19 +586,20 @@ struct conv2d_vjp_job {
       memset(acc, 0, bytes);                                                                        \
       for (int64_t o = 0; o < j->Cout && !status; o++) {                                            \
         const int64_t channel0 = (o / j->per_group) * j->Cg;                                        \
+        double *gw = j->fused ? j->gw + o * j->taps : NULL; /* one thread: gw's sums too */         \
         for (int64_t i = 0; i < j->Ho; i++) {                                                       \
           const int64_t at = ((b * j->Cout + o) * j->Ho + i) * j->Wo, row0 = i * j->sh - j->ph;     \
           const int inside = row0 >= 0 && row0 + j->kh <= j->H; /* the row's taps read inside */   \
           const int64_t c0 = inside ? j->c0 : j->Wo, c1 = inside ? j->c1 : j->Wo;                   \
           const int64_t at_x = (channel0 * j->H + row0) * j->W - j->pw;                             \
-          for (int64_t c = 0; c < c0; c++) status |= NAME##_to_input(j, at + c, i, c, channel0, acc); \
-          for (int64_t c = c0; c < c1; c++) status |= NAME##_to_inside(j, at + c, at_x + c * j->sw, acc); \
+          for (int64_t c = 0; c < c0; c++) status |= NAME##_to_input(j, at + c, i, c, channel0, acc, gw); \
+          for (int64_t c = c0; c < c1; c++)                                                         \
+            status |= NAME##_to_inside(j, at + c, at_x + c * j->sw, acc, gw);                       \
           for (int64_t c = c1; c < j->Wo; c++) /* c1 >= c0: both Wo off the inside rows */         \
-            status |= NAME##_to_input(j, at + c, i, c, channel0, acc);                              \
+            status |= NAME##_to_input(j, at + c, i, c, channel0, acc, gw);                          \
         }                                                                                           \
       }                                                                                             \
-      T *out = (T *)j->gx + b * x_plane;                                                            \
-      for (int64_t p = 0; p < x_plane; p++) out[p] = (T)acc[p];                                     \
+      round_out_##T(acc, (T *)j->gx + b * x_plane, x_plane);                                        \
     }                                                                                               \
     tropic_task_buffer_done(acc, bytes);                                                            \
     return status;                                                                                  \
@@ -628,11 +632,14 @@ static int conv2d_vjp(const void *g, const int32_t *idx, int64_t B, int64_t Cout
   int64_t c0 = (pw + sw - 1) / sw, c1 = W + pw - kw >= 0 ? (W + pw - kw) / sw + 1 : 0;
   if (c1 > Wo) c1 = Wo;
   if (c0 > c1) c0 = c1 = Wo;
+  /* entry tasks plus gw's; on one thread the entries' pass also makes gw's sums (for each output
+   * channel over b, then its plane: the weight pass's order), so g and idx are read once */
+  const int fused = threads == 1 && gx != NULL && gw != NULL;
   const int64_t per_task = tropic_items_per_task(B, threads);
   const int64_t entry_tasks = gx != NULL ? (B + per_task - 1) / per_task : 0;
-  const int64_t tasks = entry_tasks + (gw != NULL);
+  const int64_t tasks = entry_tasks + (gw != NULL && !fused);
   struct conv2d_vjp_job job = {g,  idx, B,  Cout, Ho,          Wo,    Cin,      H,   W,  sh,    sw,
-                               ph, pw,  Cout / groups, Cg, taps, per_task, kh, c0, c1, tap, gx, gw, is_f64};
+                               ph, pw,  Cout / groups, Cg, taps, per_task, kh, c0, c1, tap, gx, gw, is_f64, fused};
   const int status = tropic_pool_run(conv2d_vjp_task, &job, (int)tasks, threads);
   free(tap);
   return status;
