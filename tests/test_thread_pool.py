@@ -107,7 +107,8 @@ def test_a_forked_child_splits_calls_with_helpers_of_its_own():
 
 def test_a_failing_task_reports_its_status_through_the_pool():
     """Every task of this convolution asks for 5 output channels at once (the kernel takes 1 to 4)
-    and returns BAD_ARGUMENT; the pooled call returns it, on one thread and split."""
+    and returns BAD_ARGUMENT; the pooled call returns it, on one thread and split. A winner width
+    the tasks cannot narrow into is refused before any task runs."""
     pooled = compiled.raw_function("tropic_conv_pooled_f32")
     x = np.zeros((2, 1, 6, 6), np.float32)
     w = np.zeros((5, 9), np.float32)
@@ -119,15 +120,25 @@ def test_a_failing_task_reports_its_status_through_the_pool():
     for threads in (1, 2):
         status = pooled(
             x.ctypes.data, 1, 1, 6, 6, 4, 4, 5, 5, tap_row.ctypes.data, tap_col.ctypes.data, w.ctypes.data,
-            tap_index.ctypes.data, 9, 1, 0, y.ctypes.data, None, tasks.ctypes.data, len(tasks), threads,
+            tap_index.ctypes.data, 9, 1, 0, y.ctypes.data, None, None, 4, tasks.ctypes.data, len(tasks),
+            threads,
         )  # fmt: skip
         assert status == 1
     tasks[:, 1] = 4  # a valid split: status 0
     status = pooled(
         x.ctypes.data, 1, 1, 6, 6, 4, 4, 5, 5, tap_row.ctypes.data, tap_col.ctypes.data, w.ctypes.data,
-        tap_index.ctypes.data, 9, 1, 0, y.ctypes.data, None, tasks.ctypes.data, len(tasks), 2,
+        tap_index.ctypes.data, 9, 1, 0, y.ctypes.data, None, None, 4, tasks.ctypes.data, len(tasks), 2,
     )  # fmt: skip
     assert status == 0
+    # winners narrowed into a width that is no index type (3 bytes), or into no array: refused
+    idx, narrow = np.empty(y.shape, np.int32), np.empty(y.shape, np.int8)
+    for winner, width in ((narrow.ctypes.data, 3), (None, 1)):
+        status = pooled(
+            x.ctypes.data, 1, 1, 6, 6, 4, 4, 5, 5, tap_row.ctypes.data, tap_col.ctypes.data, w.ctypes.data,
+            tap_index.ctypes.data, 9, 1, 0, y.ctypes.data, idx.ctypes.data, winner, width, tasks.ctypes.data,
+            len(tasks), 2,
+        )  # fmt: skip
+        assert status == 1
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -1208,9 +1208,10 @@ def conv2d(xp, semiring, x, w, geometry, rounding=None, winners=True):
 
 
 def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding, winners=True):
-    """A stride-1 convolution on the compiled morphology tap loop, as ``(y, winner int32)`` (``winners``
-    False: ``(y, None)``, the values only); None where it does not apply (another stride, no compiled
-    kernel, half-precision rounding on a CPU without AVX2 + F16C, a NaN).
+    """A stride-1 convolution on the compiled morphology tap loop, as ``(y, winner)``, the winners in
+    the smallest index type of the taps (``winners`` False: ``(y, None)``, the values only); None where
+    it does not apply (another stride, no compiled kernel, half-precision rounding on a CPU without
+    AVX2 + F16C, a NaN).
 
     The ``C_group`` padded channels of a group, stacked, are one tall image per batch entry, and the
     taps are the weight's entries in ``(c, u, v)`` order: tap ``(c, u, v)`` reads the stacked image at
@@ -1241,11 +1242,10 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding, win
     tap_row, tap_col, tap_index = _conv_taps_table(C_group, kh, kw, Hp)
     weights = np.ascontiguousarray(w.reshape(C_out, n_taps))
     y = np.empty(geometry.out_shape, x.dtype)
-    winner = None
-    if winners:  # the kernel writes int32; a narrower result is a cast of it, so the int32 is scratch
-        narrower = _index_type(n_taps) != np.int32
-        shape = geometry.out_shape
-        winner = scratch("conv_winners", shape, np.int32) if narrower else np.empty(shape, np.int32)
+    winner = found = None
+    if winners:  # the kernel writes int32; a narrower result is its tasks' cast of it, the int32 scratch
+        found = np.empty(geometry.out_shape, _index_type(n_taps))
+        winner = found if found.dtype == np.int32 else scratch("conv_winners", found.shape, np.int32)
     per_group = C_out // G
     # Blocks of up to 4 output channels of one group: the kernel reads each image vector once for all.
     blocks = [
@@ -1259,15 +1259,17 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding, win
     edges = [B * i // chunks for i in range(chunks + 1)]
     tasks = [(o, oc, b0, b1) for o, oc in blocks for b0, b1 in itertools.pairwise(edges) if b1 > b0]
     table = np.array(tasks, dtype=np.int64)
-    padded_at, tap_row_at, tap_col_at, weights_at, tap_index_at, y_at, winner_at, table_at = _addresses(
-        padded, tap_row, tap_col, weights, tap_index, y, winner, table
+    padded_at, tap_row_at, tap_col_at, weights_at, tap_index_at, y_at, table_at = _addresses(
+        padded, tap_row, tap_col, weights, tap_index, y, table
     )
+    winner_at, found_at = _addresses(winner, found)
     status = pooled(
         padded_at, C_in, C_group, Hp, Wp, H_out, W_out, C_out, per_group, tap_row_at, tap_col_at, weights_at,
-        tap_index_at, n_taps, int(semiring.maximises), code, y_at, winner_at, table_at, len(tasks), threads,
+        tap_index_at, n_taps, int(semiring.maximises), code, y_at, winner_at, found_at,
+        4 if found is None else found.itemsize, table_at, len(tasks), threads,
     )  # fmt: skip
     _check(status, "conv2d")
-    return y, winner
+    return y, found
 
 
 @functools.lru_cache(maxsize=64)

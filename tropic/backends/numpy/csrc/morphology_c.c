@@ -153,6 +153,27 @@ static void share(int64_t tasks, int64_t *lo, int64_t *hi)
     *hi = tasks * (tid + 1) / nt;
 }
 
+/* to[q] = won[q] for q < count, in the caller's index type of `bytes` (1, 2 or 8; tap indices fit
+   it): the tap loops write int32 winners, and a narrower dtype is the result. One loop per width,
+   so that each vectorises (NumPy's int32 -> int8 cast took about a sixth of a one-channel 3x3
+   convolution's time). */
+static void narrow_winners(const int32_t *restrict won, void *to, int bytes, int64_t count)
+{
+    if (bytes == 1) {
+        int8_t *restrict out = to;
+        for (int64_t q = 0; q < count; q++)
+            out[q] = (int8_t)won[q];
+    } else if (bytes == 2) {
+        int16_t *restrict out = to;
+        for (int64_t q = 0; q < count; q++)
+            out[q] = (int16_t)won[q];
+    } else {
+        int64_t *restrict out = to;
+        for (int64_t q = 0; q < count; q++)
+            out[q] = won[q];
+    }
+}
+
 /* The checks shared by the tap-loop entries, then the taps' offsets into a padded image (a malloc'd
    array the caller frees). NULL with *status set: BAD_ARGUMENT, UNSUPPORTED (a rounding without AVX2 +
    F16C), NO_MEMORY, or 0 when there is nothing to compute. `item`: the element size (rounding is for
@@ -958,15 +979,18 @@ EXPORT int SUF(tropic_conv_taps)(const T *P, int64_t n, int64_t Hp, int64_t Wp, 
    tasks[t] = (o, oc, b0, b1), output channels o .. o + oc - 1 (one group's) for batch entries
    b0 .. b1 - 1, one tropic_conv_taps call on one thread. `padded`: (B, C_in, Hp, Wp) C-ordered, the
    group's C_group channels one tall image of C_group * Hp rows; weights (C_out, T_count); y and idx
-   (B, C_out, H, W), idx NULL for the values only. Tasks write disjoint outputs. */
+   (B, C_out, H, W), idx NULL for the values only. With winner_bytes 1, 2 or 8, idx is int32 scratch
+   and each task narrows its winners into `winner` (the same shape, the caller's index type) while
+   they are in cache; with 4, idx is the result. Tasks write disjoint outputs. */
 struct SUF(conv_job) {
     const T *padded, *weights;
     const int64_t *tap_row, *tap_col, *tasks;
     const int32_t *tap_index;
     int64_t C_in, C_group, Hp, Wp, H, W, C_out, per_group, T_count;
-    int maximise, rounding;
+    int maximise, rounding, winner_bytes;
     T *y;
     int32_t *idx;
+    void *winner;
 };
 
 static int SUF(conv_task)(void *ctx, int t, int tasks)
@@ -976,21 +1000,34 @@ static int SUF(conv_task)(void *ctx, int t, int tasks)
     const int64_t plane = j->H * j->W, at = (b0 * j->C_out + o) * plane;
     const T *source = j->padded + (b0 * j->C_in + (o / j->per_group) * j->C_group) * j->Hp * j->Wp;
     (void)tasks;
-    return SUF(tropic_conv_taps)(source, b1 - b0, j->C_group * j->Hp, j->Wp, j->C_in * j->Hp * j->Wp, j->H, j->W,
-                                 j->C_out * plane, plane, j->tap_row, j->tap_col, j->weights + o * j->T_count,
-                                 j->T_count, j->tap_index, j->T_count, oc, j->maximise, j->rounding, j->y + at,
-                                 j->idx ? j->idx + at : NULL, 1);
+    const int status =
+        SUF(tropic_conv_taps)(source, b1 - b0, j->C_group * j->Hp, j->Wp, j->C_in * j->Hp * j->Wp, j->H, j->W,
+                              j->C_out * plane, plane, j->tap_row, j->tap_col, j->weights + o * j->T_count,
+                              j->T_count, j->tap_index, j->T_count, oc, j->maximise, j->rounding, j->y + at,
+                              j->idx ? j->idx + at : NULL, 1);
+    if (status || j->idx == NULL || j->winner_bytes == 4)
+        return status;
+    for (int64_t b = 0; b < b1 - b0; b++) { /* batch entry b0 + b's channels o .. o + oc - 1: contiguous */
+        const int64_t from = at + b * j->C_out * plane;
+        narrow_winners(j->idx + from, (char *)j->winner + from * j->winner_bytes, j->winner_bytes, oc * plane);
+    }
+    return 0;
 }
 
 EXPORT int SUF(tropic_conv_pooled)(const T *padded, int64_t C_in, int64_t C_group, int64_t Hp, int64_t Wp, int64_t H,
                                    int64_t W, int64_t C_out, int64_t per_group, const int64_t *tap_row,
                                    const int64_t *tap_col, const T *weights, const int32_t *tap_index,
                                    int64_t T_count, int maximise, int rounding, T *y, int32_t *idx,
-                                   const int64_t *tasks, int64_t ntasks, int threads)
+                                   void *winner, int winner_bytes, const int64_t *tasks, int64_t ntasks,
+                                   int threads)
 {
     if (ntasks < 0 || ntasks > INT32_MAX || per_group < 1 || C_group < 1) return BAD_ARGUMENT;
-    struct SUF(conv_job) job = {padded, weights, tap_row, tap_col, tasks, tap_index, C_in, C_group, Hp, Wp, H, W,
-                                C_out, per_group, T_count, maximise, rounding, y, idx};
+    if (idx != NULL && winner_bytes != 4 && ((winner_bytes != 1 && winner_bytes != 2 && winner_bytes != 8)
+                                              || winner == NULL))
+        return BAD_ARGUMENT;
+    struct SUF(conv_job) job = {padded,  weights, tap_row, tap_col,      tasks, tap_index, C_in, C_group,
+                                Hp,      Wp,      H,       W,            C_out, per_group, T_count, maximise,
+                                rounding, winner_bytes, y, idx, winner};
     return tropic_pool_run(SUF(conv_task), &job, (int)ntasks, threads);
 }
 
@@ -1108,20 +1145,7 @@ static int SUF(morphology_task)(void *ctx, int t, int tasks)
                                j->out + at, won, 1);
     if (status || won == NULL || j->winner_bytes == 4)
         return status;
-    /* tap indices fit the caller's index type; one loop per width, so that each vectorises */
-    if (j->winner_bytes == 1) {
-        int8_t *restrict to = (int8_t *)j->winner + at;
-        for (int64_t q = 0; q < outputs; q++)
-            to[q] = (int8_t)won[q];
-    } else if (j->winner_bytes == 2) {
-        int16_t *restrict to = (int16_t *)j->winner + at;
-        for (int64_t q = 0; q < outputs; q++)
-            to[q] = (int16_t)won[q];
-    } else {
-        int64_t *restrict to = (int64_t *)j->winner + at;
-        for (int64_t q = 0; q < outputs; q++)
-            to[q] = won[q];
-    }
+    narrow_winners(won, (char *)j->winner + at * j->winner_bytes, j->winner_bytes, outputs);
     return 0;
 }
 
