@@ -404,7 +404,7 @@ static int window_inside(const int64_t *line, int64_t k) {
 
 #define MORPHOLOGY_VJP_TASK(NAME, T)                                                                \
   static int NAME(void *ctx, int task, int tasks) {                                                 \
-    const struct morphology_vjp_job *j = ctx;                                                        \
+    const struct morphology_vjp_job *j = ctx;                                                       \
     const T *g = j->g;                                                                              \
     const int64_t H = j->H, W = j->W, kh = j->kh, kw = j->kw, taps = kh * kw, plane = H * W;        \
     (void)tasks;                                                                                    \
@@ -421,7 +421,7 @@ static int window_inside(const int64_t *line, int64_t k) {
       return 0;                                                                                     \
     }                                                                                               \
     if (j->gimg == NULL) return 0;                                                                  \
-    double *gw = j->fused ? j->gw : NULL; /* one thread: gw's sums in the same pass */             \
+    double *gw = j->fused ? j->gw : NULL; /* one thread: gw's sums in the same pass */              \
     const int64_t first = (task - (j->gw != NULL && !j->fused)) * j->per_task;                      \
     const int64_t last = first + j->per_task < j->n ? first + j->per_task : j->n;                   \
     const size_t bytes = (size_t)plane * sizeof(double);                                            \
@@ -432,11 +432,11 @@ static int window_inside(const int64_t *line, int64_t k) {
       memset(acc, 0, (size_t)plane * sizeof(double));                                               \
       const T *gb = g + b * plane;                                                                  \
       const int32_t *ib = j->idx + b * plane;                                                       \
-      /* Outputs whose winners share a pixel add to it through memory, one after the other. A    \
-       * running sum kept in a register for windows 5 or more wide (stored when the pixel        \
-       * changed) cost 14-27% more once the rows' inside columns ran without their tests (Xeon,  \
-       * random, plateau and sparse-peak images): its test mispredicts. */                      \
-      MORPHOLOGY_OUTPUTS(if (p >= 0) acc[p] += gv; if (gw) gw[t] += gv;)                           \
+      /* Outputs whose winners share a pixel add to it through memory, one after the other. A       \
+       * running sum kept in a register for windows 5 or more wide (stored when the pixel           \
+       * changed) cost 9-37% more once the rows' inside columns ran without their tests (Xeon,      \
+       * random, plateau and sparse-peak images): its test mispredicts. */                          \
+      MORPHOLOGY_OUTPUTS(if (p >= 0) acc[p] += gv; if (gw) gw[t] += gv;)                            \
       round_out_##T(acc, (T *)j->gimg + b * plane, plane);                                          \
     }                                                                                               \
   done:                                                                                             \
