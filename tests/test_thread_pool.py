@@ -120,25 +120,23 @@ def test_a_failing_task_reports_its_status_through_the_pool():
     for threads in (1, 2):
         status = pooled(
             x.ctypes.data, 1, 1, 6, 6, 4, 4, 5, 5, tap_row.ctypes.data, tap_col.ctypes.data, w.ctypes.data,
-            tap_index.ctypes.data, 9, 1, 0, y.ctypes.data, None, None, 4, tasks.ctypes.data, len(tasks),
-            threads,
+            tap_index.ctypes.data, 9, 1, 0, y.ctypes.data, None, 0, tasks.ctypes.data, len(tasks), threads,
         )  # fmt: skip
         assert status == 1
     tasks[:, 1] = 4  # a valid split: status 0
     status = pooled(
         x.ctypes.data, 1, 1, 6, 6, 4, 4, 5, 5, tap_row.ctypes.data, tap_col.ctypes.data, w.ctypes.data,
-        tap_index.ctypes.data, 9, 1, 0, y.ctypes.data, None, None, 4, tasks.ctypes.data, len(tasks), 2,
+        tap_index.ctypes.data, 9, 1, 0, y.ctypes.data, None, 0, tasks.ctypes.data, len(tasks), 2,
     )  # fmt: skip
     assert status == 0
-    # winners narrowed into a width that is no index type (3 bytes), or into no array: refused
-    idx, narrow = np.empty(y.shape, np.int32), np.empty(y.shape, np.int8)
-    for winner, width in ((narrow.ctypes.data, 3), (None, 1)):
-        status = pooled(
-            x.ctypes.data, 1, 1, 6, 6, 4, 4, 5, 5, tap_row.ctypes.data, tap_col.ctypes.data, w.ctypes.data,
-            tap_index.ctypes.data, 9, 1, 0, y.ctypes.data, idx.ctypes.data, winner, width, tasks.ctypes.data,
-            len(tasks), 2,
-        )  # fmt: skip
-        assert status == 1
+    # winners in a width that is no index type (3 bytes): refused
+    winner = np.empty(y.shape, np.int32)
+    status = pooled(
+        x.ctypes.data, 1, 1, 6, 6, 4, 4, 5, 5, tap_row.ctypes.data, tap_col.ctypes.data, w.ctypes.data,
+        tap_index.ctypes.data, 9, 1, 0, y.ctypes.data, winner.ctypes.data, 3, tasks.ctypes.data, len(tasks),
+        2,
+    )  # fmt: skip
+    assert status == 1
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -75,12 +75,11 @@ _SIGNATURES = {
     ("morphology_c", "tropic_taps_strided_f32"): [_f32, *[_n] * 7, *_tap_arguments(_f32)],
     ("morphology_c", "tropic_taps_strided_f64"): [_f64, *[_n] * 7, *_tap_arguments(_f64)],
     # (padded, C_in, C_group, Hp, Wp, H, W, C_out, per_group, tap_row, tap_col, weights, tap_index, T,
-    # maximise, rounding, y, idx (int32), winner | None, winner_bytes, tasks (o, oc, b0, b1 rows), ntasks,
-    # threads): tropic_conv_taps per task on the thread pool, the winners narrowed into winner unless
-    # winner_bytes is 4
+    # maximise, rounding, y, winner | None, winner_bytes, tasks (o, oc, b0, b1 rows), ntasks, threads):
+    # the tap loops per task on the thread pool, the winners in winner_bytes (1, 2, 4 or 8)
     **{
         ("morphology_c", f"tropic_conv_pooled_{name}"): [values, *[_n] * 8, _i64, _i64, values, _i32, _n]
-        + [_flag, _flag, values, _i32, ctypes.c_void_p, _flag, _i64, _n, _flag]
+        + [_flag, _flag, values, ctypes.c_void_p, _flag, _i64, _n, _flag]
         for name, values in (("f32", _f32), ("f64", _f64))
     },
     # (src, n, H, W, row_line, Hp, col_line, Wp, left, fill, dst, nan_found): images framed by the line maps

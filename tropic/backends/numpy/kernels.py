@@ -1242,10 +1242,8 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding, win
     tap_row, tap_col, tap_index = _conv_taps_table(C_group, kh, kw, Hp)
     weights = np.ascontiguousarray(w.reshape(C_out, n_taps))
     y = np.empty(geometry.out_shape, x.dtype)
-    winner = found = None
-    if winners:  # the kernel writes int32; a narrower result is its tasks' cast of it, the int32 scratch
-        found = np.empty(geometry.out_shape, _index_type(n_taps))
-        winner = found if found.dtype == np.int32 else scratch("conv_winners", found.shape, np.int32)
+    # the winners in the index type: the tasks narrow the tap loop's int32 image by image
+    winner = np.empty(geometry.out_shape, _index_type(n_taps)) if winners else None
     per_group = C_out // G
     # Blocks of up to 4 output channels of one group: the kernel reads each image vector once for all.
     blocks = [
@@ -1259,17 +1257,16 @@ def _conv2d_taps(semiring, x: np.ndarray, w: np.ndarray, geometry, rounding, win
     edges = [B * i // chunks for i in range(chunks + 1)]
     tasks = [(o, oc, b0, b1) for o, oc in blocks for b0, b1 in itertools.pairwise(edges) if b1 > b0]
     table = np.array(tasks, dtype=np.int64)
-    padded_at, tap_row_at, tap_col_at, weights_at, tap_index_at, y_at, table_at = _addresses(
-        padded, tap_row, tap_col, weights, tap_index, y, table
+    padded_at, tap_row_at, tap_col_at, weights_at, tap_index_at, y_at, winner_at, table_at = _addresses(
+        padded, tap_row, tap_col, weights, tap_index, y, winner, table
     )
-    winner_at, found_at = _addresses(winner, found)
     status = pooled(
         padded_at, C_in, C_group, Hp, Wp, H_out, W_out, C_out, per_group, tap_row_at, tap_col_at, weights_at,
-        tap_index_at, n_taps, int(semiring.maximises), code, y_at, winner_at, found_at,
-        4 if found is None else found.itemsize, table_at, len(tasks), threads,
+        tap_index_at, n_taps, int(semiring.maximises), code, y_at, winner_at,
+        0 if winner is None else winner.itemsize, table_at, len(tasks), threads,
     )  # fmt: skip
     _check(status, "conv2d")
-    return y, found
+    return y, winner
 
 
 @functools.lru_cache(maxsize=64)

@@ -936,52 +936,76 @@ AVX512 static void SUF(channels_avx512)(const T *P, int64_t pstride, int64_t Wp,
    (images and outputs of the batch pstride / ostride apart). Bit for bit the same as OC calls of
    tropic_taps_rounded_strided (rounding 0: tropic_taps_strided), one per channel; idx NULL: the
    values only. */
+/* Rows q0 .. q1 - 1 of tropic_conv_taps's images (row q: image q / H, its row q % H) on this CPU's
+   tap loop; `off`: the taps' offsets from tap_offsets. */
+static void SUF(conv_rows)(const T *P, int64_t pstride, int64_t Wp, int64_t H, int64_t W, int64_t ostride,
+                           int64_t cstride, const int64_t *off, const T *tap_weight, int64_t wstride,
+                           const int32_t *tap_index, int64_t T_count, int64_t OC, int maximise, int rounding,
+                           T *out, int32_t *idx, int64_t q0, int64_t q1)
+{
+#if TROPIC_X86
+    if (use_avx512 && rounding == 0) {
+        SUF(channels_avx512)(P, pstride, Wp, H, W, ostride, cstride, off, tap_weight, wstride, tap_index, T_count,
+                             (int)OC, maximise, out, idx, q0, q1);
+        return;
+    }
+    if (use_avx2) {
+        SUF(channels_avx2)(P, pstride, Wp, H, W, ostride, cstride, off, tap_weight, wstride, tap_index, T_count,
+                           (int)OC, maximise, rounding, out, idx, q0, q1);
+        return;
+    }
+#endif
+    for (int64_t c = 0; c < OC; c++)
+        SUF(taps_generic)(P, pstride, Wp, H, W, ostride, off, tap_weight + c * wstride, tap_index, T_count, maximise,
+                          out + c * cstride, idx ? idx + c * cstride : NULL, q0, q1);
+}
+
+/* tropic_conv_taps's checks, then the taps' offsets (tap_offsets: NULL with *status set). */
+static int64_t *SUF(conv_offsets)(int64_t n, int64_t Hp, int64_t Wp, int64_t pstride, int64_t H, int64_t W,
+                                  int64_t ostride, int64_t cstride, const int64_t *tap_row, const int64_t *tap_col,
+                                  const T *tap_weight, int64_t wstride, int64_t T_count, int64_t OC, int rounding,
+                                  int *status)
+{
+    if (OC < 1 || OC > 4 || wstride < T_count || cstride < H * W || tap_weight == NULL) {
+        *status = BAD_ARGUMENT;
+        return NULL;
+    }
+    return tap_offsets(n, Hp, Wp, pstride, H, W, ostride, tap_row, tap_col, T_count, rounding, sizeof(T), status);
+}
+
 EXPORT int SUF(tropic_conv_taps)(const T *P, int64_t n, int64_t Hp, int64_t Wp, int64_t pstride, int64_t H,
                                  int64_t W, int64_t ostride, int64_t cstride, const int64_t *tap_row,
                                  const int64_t *tap_col, const T *tap_weight, int64_t wstride,
                                  const int32_t *tap_index, int64_t T_count, int64_t OC, int maximise, int rounding,
                                  T *out, int32_t *idx, int threads)
 {
-    if (OC < 1 || OC > 4 || wstride < T_count || cstride < H * W || tap_weight == NULL)
-        return BAD_ARGUMENT;
     int status;
-    int64_t *off =
-        tap_offsets(n, Hp, Wp, pstride, H, W, ostride, tap_row, tap_col, T_count, rounding, sizeof(T), &status);
+    int64_t *off = SUF(conv_offsets)(n, Hp, Wp, pstride, H, W, ostride, cstride, tap_row, tap_col, tap_weight,
+                                     wstride, T_count, OC, rounding, &status);
     if (off == NULL)
         return status;
     const int64_t rows = n * H;
     const int team = team_size(threads, rows * W * OC * (T_count > 0 ? T_count : 1), rows);
-    const int avx2 = use_avx2, avx512 = use_avx512 && rounding == 0;
     maximise = maximise != 0;
 #pragma omp parallel num_threads(team) if (team > 1)
     {
         int64_t q0, q1;
         share(rows, &q0, &q1);
-#if TROPIC_X86
-        if (avx512)
-            SUF(channels_avx512)(P, pstride, Wp, H, W, ostride, cstride, off, tap_weight, wstride, tap_index, T_count,
-                                 (int)OC, maximise, out, idx, q0, q1);
-        else if (avx2)
-            SUF(channels_avx2)(P, pstride, Wp, H, W, ostride, cstride, off, tap_weight, wstride, tap_index, T_count,
-                               (int)OC, maximise, rounding, out, idx, q0, q1);
-        else
-#endif
-            for (int64_t c = 0; c < OC; c++)
-                SUF(taps_generic)(P, pstride, Wp, H, W, ostride, off, tap_weight + c * wstride, tap_index, T_count,
-                                  maximise, out + c * cstride, idx ? idx + c * cstride : NULL, q0, q1);
+        SUF(conv_rows)(P, pstride, Wp, H, W, ostride, cstride, off, tap_weight, wstride, tap_index, T_count, OC,
+                       maximise, rounding, out, idx, q0, q1);
     }
-    (void)avx2, (void)avx512;
     free(off);
     return 0;
 }
 
 /* A whole stride-1 convolution's tap loops on the thread pool (thread_pool.h): task t is
    tasks[t] = (o, oc, b0, b1), output channels o .. o + oc - 1 (one group's) for batch entries
-   b0 .. b1 - 1, one tropic_conv_taps call on one thread. `padded`: (B, C_in, Hp, Wp) C-ordered, the
-   group's C_group channels one tall image of C_group * Hp rows; weights (C_out, T_count); y and idx
-   (B, C_out, H, W), idx NULL for the values only. With winner_bytes 1, 2 or 8, idx is int32 scratch
-   and each task narrows its winners into `winner` (the same shape, the caller's index type) while
-   they are in cache; with 4, idx is the result. Tasks write disjoint outputs. */
+   b0 .. b1 - 1, on one thread. `padded`: (B, C_in, Hp, Wp) C-ordered, the group's C_group channels one
+   tall image of C_group * Hp rows; weights (C_out, T_count); y and winner (B, C_out, H, W), winner
+   NULL for the values only, else of winner_bytes (4: int32, written by the tap loop; 1, 2 or 8: the
+   caller's index type, into which a task narrows each batch entry's int32 winners from a buffer of
+   its thread, which stays in cache, instead of sending an int32 array through memory and back).
+   Tasks write disjoint outputs. */
 struct SUF(conv_job) {
     const T *padded, *weights;
     const int64_t *tap_row, *tap_col, *tasks;
@@ -989,7 +1013,6 @@ struct SUF(conv_job) {
     int64_t C_in, C_group, Hp, Wp, H, W, C_out, per_group, T_count;
     int maximise, rounding, winner_bytes;
     T *y;
-    int32_t *idx;
     void *winner;
 };
 
@@ -997,37 +1020,49 @@ static int SUF(conv_task)(void *ctx, int t, int tasks)
 {
     const struct SUF(conv_job) *j = ctx;
     const int64_t o = j->tasks[4 * t], oc = j->tasks[4 * t + 1], b0 = j->tasks[4 * t + 2], b1 = j->tasks[4 * t + 3];
-    const int64_t plane = j->H * j->W, at = (b0 * j->C_out + o) * plane;
+    const int64_t plane = j->H * j->W, at = (b0 * j->C_out + o) * plane, pstride = j->C_in * j->Hp * j->Wp;
     const T *source = j->padded + (b0 * j->C_in + (o / j->per_group) * j->C_group) * j->Hp * j->Wp;
+    const T *weights = j->weights + o * j->T_count;
     (void)tasks;
-    const int status =
-        SUF(tropic_conv_taps)(source, b1 - b0, j->C_group * j->Hp, j->Wp, j->C_in * j->Hp * j->Wp, j->H, j->W,
-                              j->C_out * plane, plane, j->tap_row, j->tap_col, j->weights + o * j->T_count,
-                              j->T_count, j->tap_index, j->T_count, oc, j->maximise, j->rounding, j->y + at,
-                              j->idx ? j->idx + at : NULL, 1);
-    if (status || j->idx == NULL || j->winner_bytes == 4)
+    if (j->winner == NULL || j->winner_bytes == 4)
+        return SUF(tropic_conv_taps)(source, b1 - b0, j->C_group * j->Hp, j->Wp, pstride, j->H, j->W,
+                                     j->C_out * plane, plane, j->tap_row, j->tap_col, weights, j->T_count,
+                                     j->tap_index, j->T_count, oc, j->maximise, j->rounding, j->y + at,
+                                     j->winner ? (int32_t *)j->winner + at : NULL, 1);
+    int status;
+    int64_t *off = SUF(conv_offsets)(1, j->C_group * j->Hp, j->Wp, pstride, j->H, j->W, j->C_out * plane, plane,
+                                     j->tap_row, j->tap_col, weights, j->T_count, j->T_count, oc, j->rounding,
+                                     &status);
+    if (off == NULL)
         return status;
-    for (int64_t b = 0; b < b1 - b0; b++) { /* batch entry b0 + b's channels o .. o + oc - 1: contiguous */
-        const int64_t from = at + b * j->C_out * plane;
-        narrow_winners(j->idx + from, (char *)j->winner + from * j->winner_bytes, j->winner_bytes, oc * plane);
+    int32_t *won = tropic_thread_buffer(1, (size_t)(oc * plane) * sizeof(int32_t));
+    if (won == NULL) {
+        free(off);
+        return NO_MEMORY;
     }
+    for (int64_t b = 0; b < b1 - b0; b++) { /* batch entry b0 + b: its channels o .. o + oc - 1 are contiguous */
+        const int64_t first = at + b * j->C_out * plane;
+        SUF(conv_rows)(source + b * pstride, pstride, j->Wp, j->H, j->W, j->C_out * plane, plane, off, weights,
+                       j->T_count, j->tap_index, j->T_count, oc, j->maximise != 0, j->rounding, j->y + first, won, 0,
+                       j->H);
+        narrow_winners(won, (char *)j->winner + first * j->winner_bytes, j->winner_bytes, oc * plane);
+    }
+    free(off);
     return 0;
 }
 
 EXPORT int SUF(tropic_conv_pooled)(const T *padded, int64_t C_in, int64_t C_group, int64_t Hp, int64_t Wp, int64_t H,
                                    int64_t W, int64_t C_out, int64_t per_group, const int64_t *tap_row,
                                    const int64_t *tap_col, const T *weights, const int32_t *tap_index,
-                                   int64_t T_count, int maximise, int rounding, T *y, int32_t *idx,
-                                   void *winner, int winner_bytes, const int64_t *tasks, int64_t ntasks,
-                                   int threads)
+                                   int64_t T_count, int maximise, int rounding, T *y, void *winner,
+                                   int winner_bytes, const int64_t *tasks, int64_t ntasks, int threads)
 {
     if (ntasks < 0 || ntasks > INT32_MAX || per_group < 1 || C_group < 1) return BAD_ARGUMENT;
-    if (idx != NULL && winner_bytes != 4 && ((winner_bytes != 1 && winner_bytes != 2 && winner_bytes != 8)
-                                              || winner == NULL))
+    if (winner != NULL && winner_bytes != 1 && winner_bytes != 2 && winner_bytes != 4 && winner_bytes != 8)
         return BAD_ARGUMENT;
-    struct SUF(conv_job) job = {padded,  weights, tap_row, tap_col,      tasks, tap_index, C_in, C_group,
-                                Hp,      Wp,      H,       W,            C_out, per_group, T_count, maximise,
-                                rounding, winner_bytes, y, idx, winner};
+    struct SUF(conv_job) job = {padded,   weights,      tap_row, tap_col, tasks, tap_index, C_in,    C_group, Hp,
+                                Wp,       H,            W,       C_out,   per_group, T_count, maximise,
+                                rounding, winner_bytes, y,       winner};
     return tropic_pool_run(SUF(conv_task), &job, (int)ntasks, threads);
 }
 
