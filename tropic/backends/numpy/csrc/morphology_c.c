@@ -155,8 +155,8 @@ static void share(int64_t tasks, int64_t *lo, int64_t *hi)
 
 /* to[q] = won[q] for q < count, in the caller's index type of `bytes` (1, 2 or 8; tap indices fit
    it): the tap loops write int32 winners, and a narrower dtype is the result. One loop per width,
-   so that each vectorises (NumPy's int32 -> int8 cast took about a sixth of a one-channel 3x3
-   convolution's time). */
+   so that each vectorises. The callers narrow blocks still in cache: a whole int32 array cast
+   afterwards (by NumPy: 11% of a one-channel 3x3 convolution's profile) goes through memory. */
 static void narrow_winners(const int32_t *restrict won, void *to, int bytes, int64_t count)
 {
     if (bytes == 1) {
@@ -931,11 +931,6 @@ AVX512 static void SUF(channels_avx512)(const T *P, int64_t pstride, int64_t Wp,
 }
 #endif
 
-/* A stride-1 tropical convolution's tap loop for OC (1..4) output channels at once: as
-   tropic_taps_strided with the OC weight rows `wstride` apart and their outputs `cstride` apart
-   (images and outputs of the batch pstride / ostride apart). Bit for bit the same as OC calls of
-   tropic_taps_rounded_strided (rounding 0: tropic_taps_strided), one per channel; idx NULL: the
-   values only. */
 /* Rows q0 .. q1 - 1 of tropic_conv_taps's images (row q: image q / H, its row q % H) on this CPU's
    tap loop; `off`: the taps' offsets from tap_offsets. */
 static void SUF(conv_rows)(const T *P, int64_t pstride, int64_t Wp, int64_t H, int64_t W, int64_t ostride,
@@ -973,6 +968,11 @@ static int64_t *SUF(conv_offsets)(int64_t n, int64_t Hp, int64_t Wp, int64_t pst
     return tap_offsets(n, Hp, Wp, pstride, H, W, ostride, tap_row, tap_col, T_count, rounding, sizeof(T), status);
 }
 
+/* A stride-1 tropical convolution's tap loop for OC (1..4) output channels at once: as
+   tropic_taps_strided with the OC weight rows `wstride` apart and their outputs `cstride` apart
+   (images and outputs of the batch pstride / ostride apart). Bit for bit the same as OC calls of
+   tropic_taps_rounded_strided (rounding 0: tropic_taps_strided), one per channel; idx NULL: the
+   values only. */
 EXPORT int SUF(tropic_conv_taps)(const T *P, int64_t n, int64_t Hp, int64_t Wp, int64_t pstride, int64_t H,
                                  int64_t W, int64_t ostride, int64_t cstride, const int64_t *tap_row,
                                  const int64_t *tap_col, const T *tap_weight, int64_t wstride,

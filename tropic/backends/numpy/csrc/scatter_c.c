@@ -312,7 +312,7 @@ LANE_SUMS(lane_sums_f64, double)
 /* An image's gradient out of its float64 sums: out[p] = (T)acc[p], each sum rounded once; for
  * float, AVX2 code where the CPU has it (the portable build's SSE2 rounds two doubles per
  * instruction). Not AVX-512: on the Xeon its 512-bit rounding made the whole backward 2-8%
- * slower, and zeroing acc in the same pass (instead of a memset per image) 6-13% slower. */
+ * slower, and zeroing acc in the same pass (instead of a memset per image) 1-13% slower. */
 #define ROUND_OUT(NAME, ATTRIBUTES)                                                                 \
   ATTRIBUTES static void NAME(const double *acc, float *out, int64_t count) {                       \
     for (int64_t p = 0; p < count; p++) out[p] = (float)acc[p];                                     \
