@@ -805,12 +805,46 @@ def test_vjp_rejects_a_winner_just_outside_the_taps(bad, position, dtype):
             _morphology_vjp_needs(grad, winners, needs)
 
 
-def _morphology_vjp_needs(grad, winners, needs):
-    """The NumPy backend's morphology vjp of a 3x3 dilation (reflect border) asking for ``needs``."""
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("size", [3, 13], ids=["int8 winners", "int16 winners"])
+def test_vjp_of_narrow_winners_matches_the_numpy_path(monkeypatch, threads, size):
+    """The compiled backward takes int8 and int16 winners as they are (its tasks widen them image
+    by image): each gradient asked for, alone or both, is the NumPy path's bit for bit, and the
+    same as from the winners given as int32 or int64, on one thread and on the pool."""
+    from tropic.backends.numpy import compiled, kernels
+
+    monkeypatch.setattr(kernels, "_PARALLEL_CANDIDATES", 0)
+    rng = np.random.default_rng(size)
+    image = rng.integers(-3, 4, (5, 30, 33)).astype(np.float32)  # ties: the lowest tap wins
+    structure = rng.integers(-2, 3, (size, size)).astype(np.float32)
+    out, winners = tropic.dilation(image, structure, mode="reflect", return_indices=True)
+    assert winners.dtype == (np.int8 if size == 3 else np.int16)
+    grad = rng.standard_normal(out.shape).astype(np.float32)
+    tropic.set_num_threads(threads)
+    try:
+        for needs in ((True, True), (True, False), (False, True)):
+            got = _morphology_vjp_needs(grad, winners, needs, size, "reflect")
+            for wide in (np.int32, np.int64):
+                again = _morphology_vjp_needs(grad, winners.astype(wide), needs, size, "reflect")
+                for g, a in zip(got, again, strict=True):
+                    assert (g is None and a is None) or g.tobytes() == a.tobytes()
+            with monkeypatch.context() as m:
+                m.setattr(compiled, "enabled", False)
+                want = _morphology_vjp_needs(grad, winners, needs, size, "reflect")
+            for g, w in zip(got, want, strict=True):
+                assert (g is None) == (w is None)
+                if g is not None:
+                    assert_identical(g, w)
+    finally:
+        tropic.set_num_threads(None)
+
+
+def _morphology_vjp_needs(grad, winners, needs, size=3, mode="reflect"):
+    """The NumPy backend's morphology vjp of a ``size`` x ``size`` dilation asking for ``needs``."""
     from tropic.backends.numpy import kernels
     from tropic.core.morphology import axis_window
 
-    rows, cols = (axis_window(n, 3, True, "reflect") for n in grad.shape[-2:])
+    rows, cols = (axis_window(n, size, True, mode) for n in grad.shape[-2:])
     return kernels.morphology_vjp(np, grad, winners, grad.shape, rows, cols, needs)
 
 

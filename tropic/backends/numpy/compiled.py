@@ -107,9 +107,12 @@ _SIGNATURES = {
     # the bias as candidate K: (c, bias, rows, N, maximise, winner or NULL, winner's bytes (1, 2, 4), K)
     ("matmul_c", "tropic_bias_select_f32"): [_f32, _f32, _n, _n, _flag, ctypes.c_void_p, _flag, _n],
     ("matmul_c", "tropic_bias_select_f64"): [_f64, _f64, _n, _n, _flag, ctypes.c_void_p, _flag, _n],
-    # (g, idx, n, H, W, rows, kh, cols, kw, gimg (the gradient's dtype, written), gw (zeroed), threads)
-    ("scatter_c", "tropic_morphology_vjp_f32"): [_f32, _i32, _n, _n, _n, _i64, _n, _i64, _n, _f32, _d, _flag],
-    ("scatter_c", "tropic_morphology_vjp_f64"): [_f64, _i32, _n, _n, _n, _i64, _n, _i64, _n, _f64, _d, _flag],
+    # (g, idx, idx's bytes (1, 2, 4), n, H, W, rows, kh, cols, kw, gimg (the gradient's dtype, written), gw
+    # (zeroed), threads)
+    ("scatter_c", "tropic_morphology_vjp_f32"): [_f32, ctypes.c_void_p, _flag, _n, _n, _n, _i64, _n, _i64, _n]
+    + [_f32, _d, _flag],
+    ("scatter_c", "tropic_morphology_vjp_f64"): [_f64, ctypes.c_void_p, _flag, _n, _n, _n, _i64, _n, _i64, _n]
+    + [_f64, _d, _flag],
     # (g, idx, 15 sizes, gx (the gradient's dtype, written), gw (zeroed), threads)
     ("scatter_c", "tropic_conv2d_vjp_f32"): [_f32, _i32] + [_n] * 15 + [_f32, _d, _flag],
     ("scatter_c", "tropic_conv2d_vjp_f64"): [_f64, _i32] + [_n] * 15 + [_f64, _d, _flag],

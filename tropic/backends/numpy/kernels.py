@@ -1133,11 +1133,15 @@ def morphology_vjp(xp, grad, indices, image_shape, row_window, col_window, needs
         grad_weights = np.zeros((kh, kw)) if needs[1] else None
         n = math.prod(image_shape[:-2])
         rows, cols = np.ascontiguousarray(rows, np.int64), np.ascontiguousarray(cols, np.int64)
-        g, k = _contiguous(grad), _int32(indices)  # held here: the call takes their addresses
+        # held here: the call takes their addresses; int8 and int16 winners as they are (the tasks
+        # widen them image by image, in cache)
+        g, k = _contiguous(grad), _int32(indices, narrow=True)
         threads = get_num_threads() if grad.size * 4 >= _PARALLEL_CANDIDATES else 1
         addresses = _addresses(g, k, rows, cols, grad_image, grad_weights)
         g_at, k_at, rows_at, cols_at, image_at, weights_at = addresses
-        status = scatter(g_at, k_at, n, H, W, rows_at, kh, cols_at, kw, image_at, weights_at, threads)
+        status = scatter(
+            g_at, k_at, k.itemsize, n, H, W, rows_at, kh, cols_at, kw, image_at, weights_at, threads
+        )
         _check_scatter(status, indices, kh * kw)
         return grad_image, _cast(grad_weights, grad.dtype)
     require_winners(np, "indices", indices, kh * kw)
@@ -1423,11 +1427,13 @@ def _contiguous(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def _int32(indices: np.ndarray) -> np.ndarray:
-    """The winners as contiguous int32 for the scatter kernels: as they are when they already are,
-    else converted into a :func:`scratch` buffer (the kernels only read it; a fresh array of a
-    large output's size would be paid in page faults every backward)."""
-    if indices.dtype == np.int32 and indices.flags.c_contiguous:
+def _int32(indices: np.ndarray, narrow: bool = False) -> np.ndarray:
+    """The winners as contiguous int32 for the scatter kernels: as they are when they already are
+    (``narrow``: also int8 and int16, for a kernel that widens them itself), else converted into a
+    :func:`scratch` buffer (the kernels only read it; a fresh array of a large output's size would
+    be paid in page faults every backward)."""
+    accepted = (np.int8, np.int16, np.int32) if narrow else (np.int32,)
+    if indices.dtype.type in accepted and indices.flags.c_contiguous:
         return indices
     converted = scratch("winners_int32", indices.shape, np.int32)
     if indices.dtype.itemsize >= 4:

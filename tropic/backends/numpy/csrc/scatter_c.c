@@ -258,7 +258,8 @@ int tropic_matmul_vjp_f64(const double *g, const int32_t *idx, int64_t n, int64_
   return matmul_vjp(g, idx, n, M, N, K, ga, gb, gb_transposed, bias_k, gbias, out_t, threads, 1);
 }
 
-/* Morphology: g, idx (n, H, W); rows (H, kh) and cols (W, kw) are the source tables of the window
+/* Morphology: g, idx (n, H, W; int8, int16 or int32: idx_bytes); rows (H, kh) and cols (W, kw) are
+ * the source tables of the window
  * (-1: border) -> gimg (n, H, W), written in T (not caller-zeroed), and gw (kh * kw, double,
  * caller-zeroed). Images are independent for gimg: each task of the thread pool takes a run of
  * images and sums each in a float64 buffer of one image (cache-sized for the usual images, where a
@@ -338,14 +339,30 @@ static void round_out_double(const double *acc, double *out, int64_t count) {
 
 struct morphology_vjp_job {
   const void *g;
-  const int32_t *idx;
+  const void *idx; /* int8, int16 or int32 winners (idx_bytes) */
   int64_t n, H, W, kh, kw, per_task;
   int64_t c0, c1, shift; /* output columns [c0, c1): tap v of column c reads image column c + shift + v */
   const int64_t *rows, *cols, *tap; /* tap t: its row u, column v, and offset u * W + v */
   void *gimg;
   double *gw;
-  int is_f64, fused;
+  int is_f64, fused, idx_bytes;
 };
+
+/* Image b's `count` winners from `from` on as int32: in place when they are int32, else widened
+ * from int8 or int16 into `wide` (a buffer of the task, in cache; the caller no longer converts the
+ * whole array through memory before the call). */
+static const int32_t *image_winners(const struct morphology_vjp_job *j, int64_t from, int64_t count,
+                                    int32_t *wide) {
+  if (j->idx_bytes == 4) return (const int32_t *)j->idx + from;
+  if (j->idx_bytes == 1) {
+    const int8_t *narrow = (const int8_t *)j->idx + from;
+    for (int64_t q = 0; q < count; q++) wide[q] = narrow[q];
+  } else {
+    const int16_t *narrow = (const int16_t *)j->idx + from;
+    for (int64_t q = 0; q < count; q++) wide[q] = narrow[q];
+  }
+  return wide;
+}
 
 #ifdef TROPIC_LANE_SUMS
 #define LANES_FIT(taps) ((taps) <= 16 && __builtin_cpu_supports("avx2"))
@@ -408,30 +425,44 @@ static int window_inside(const int64_t *line, int64_t k) {
     const T *g = j->g;                                                                              \
     const int64_t H = j->H, W = j->W, kh = j->kh, kw = j->kw, taps = kh * kw, plane = H * W;        \
     (void)tasks;                                                                                    \
+    const size_t wide_bytes = j->idx_bytes == 4 ? 0 : (size_t)plane * sizeof(int32_t);             \
     if (j->gw != NULL && task == 0 && !j->fused) { /* the element's gradient: every output, in order */ \
-      if (LANES_FIT(taps)) return LANES_##T(g, j->idx, j->n * plane, taps, j->gw);                  \
-      for (int64_t at = 0; at < j->n * plane; at++) {                                               \
-        const int64_t t = j->idx[at];                                                               \
-        if (t < 0 || t >= taps) {                                                                   \
-          if (t == -1) continue;                                                                    \
-          return 3;                                                                                 \
+      int32_t *wide = wide_bytes ? tropic_task_buffer(wide_bytes) : NULL;                           \
+      if (wide_bytes && wide == NULL) return 2;                                                     \
+      int status = 0;                                                                               \
+      for (int64_t b = 0; b < j->n && !status; b++) { /* image by image: the winners widened */     \
+        const int32_t *ib = image_winners(j, b * plane, plane, wide);                               \
+        const T *gb = g + b * plane;                                                                \
+        if (LANES_FIT(taps)) {                                                                      \
+          status = LANES_##T(gb, ib, plane, taps, j->gw);                                           \
+          continue;                                                                                 \
         }                                                                                           \
-        j->gw[t] += (double)g[at];                                                                  \
+        for (int64_t at = 0; at < plane; at++) {                                                    \
+          const int64_t t = ib[at];                                                                 \
+          if (t < 0 || t >= taps) {                                                                 \
+            if (t == -1) continue;                                                                  \
+            status = 3;                                                                             \
+            break;                                                                                  \
+          }                                                                                         \
+          j->gw[t] += (double)gb[at];                                                               \
+        }                                                                                           \
       }                                                                                             \
-      return 0;                                                                                     \
+      if (wide_bytes) tropic_task_buffer_done(wide, wide_bytes);                                    \
+      return status;                                                                                \
     }                                                                                               \
     if (j->gimg == NULL) return 0;                                                                  \
     double *gw = j->fused ? j->gw : NULL; /* one thread: gw's sums in the same pass */              \
     const int64_t first = (task - (j->gw != NULL && !j->fused)) * j->per_task;                      \
     const int64_t last = first + j->per_task < j->n ? first + j->per_task : j->n;                   \
-    const size_t bytes = (size_t)plane * sizeof(double);                                            \
+    const size_t bytes = (size_t)plane * sizeof(double) + wide_bytes; /* the sums, the winners */  \
     double *acc = tropic_task_buffer(bytes);                                                        \
     if (acc == NULL) return 2;                                                                      \
+    int32_t *wide = wide_bytes ? (int32_t *)(acc + plane) : NULL;                                   \
     int status = 0;                                                                                 \
     for (int64_t b = first; b < last; b++) {                                                        \
       memset(acc, 0, (size_t)plane * sizeof(double));                                               \
       const T *gb = g + b * plane;                                                                  \
-      const int32_t *ib = j->idx + b * plane;                                                       \
+      const int32_t *ib = image_winners(j, b * plane, plane, wide);                                 \
       /* Outputs whose winners share a pixel add to it through memory, one after the other. A       \
        * running sum kept in a register for windows 5 or more wide (stored when the pixel           \
        * changed) cost 9-37% more once the rows' inside columns ran without their tests (Xeon,      \
@@ -448,10 +479,11 @@ MORPHOLOGY_VJP_TASK(morphology_vjp_task_f64, double)
 
 TASK_BY_DTYPE(morphology_vjp_task, morphology_vjp_job)
 
-static int morphology_vjp(const void *g, const int32_t *idx, int64_t n, int64_t H, int64_t W,
+static int morphology_vjp(const void *g, const void *idx, int idx_bytes, int64_t n, int64_t H, int64_t W,
                           const int64_t *rows, int64_t kh, const int64_t *cols, int64_t kw, void *gimg,
                           double *gw, int threads, int is_f64) {
   if (n < 0 || H < 0 || W < 0 || kh < 1 || kw < 1 || threads < 1) return 1;
+  if (idx_bytes != 1 && idx_bytes != 2 && idx_bytes != 4) return 1;
   if (n == 0 || H == 0 || W == 0) return 0;
   const int64_t taps = kh * kw;
   int64_t *tap = malloc((size_t)(3 * taps) * sizeof(int64_t));
@@ -473,23 +505,23 @@ static int morphology_vjp(const void *g, const int32_t *idx, int64_t n, int64_t 
   const int64_t per_task = tropic_items_per_task(n, threads);
   const int64_t image_tasks = gimg != NULL ? (n + per_task - 1) / per_task : 0;
   const int64_t tasks = image_tasks + (gw != NULL && !fused);
-  struct morphology_vjp_job job = {g,  idx,   n,    H,   W,   kh,   kw,    per_task, c0,
-                                   c1, shift, rows, cols, tap, gimg, gw, is_f64,   fused};
+  struct morphology_vjp_job job = {g,    idx,  n,   H,    W,  kh,     kw,    per_task, c0,       c1,
+                                   shift, rows, cols, tap, gimg, gw, is_f64, fused, idx_bytes};
   const int status = tropic_pool_run(morphology_vjp_task, &job, (int)tasks, threads);
   free(tap);
   return status;
 }
 
-int tropic_morphology_vjp_f32(const float *g, const int32_t *idx, int64_t n, int64_t H, int64_t W,
+int tropic_morphology_vjp_f32(const float *g, const void *idx, int idx_bytes, int64_t n, int64_t H, int64_t W,
                               const int64_t *rows, int64_t kh, const int64_t *cols, int64_t kw, float *gimg,
                               double *gw, int threads) {
-  return morphology_vjp(g, idx, n, H, W, rows, kh, cols, kw, gimg, gw, threads, 0);
+  return morphology_vjp(g, idx, idx_bytes, n, H, W, rows, kh, cols, kw, gimg, gw, threads, 0);
 }
 
-int tropic_morphology_vjp_f64(const double *g, const int32_t *idx, int64_t n, int64_t H, int64_t W,
+int tropic_morphology_vjp_f64(const double *g, const void *idx, int idx_bytes, int64_t n, int64_t H, int64_t W,
                               const int64_t *rows, int64_t kh, const int64_t *cols, int64_t kw, double *gimg,
                               double *gw, int threads) {
-  return morphology_vjp(g, idx, n, H, W, rows, kh, cols, kw, gimg, gw, threads, 1);
+  return morphology_vjp(g, idx, idx_bytes, n, H, W, rows, kh, cols, kw, gimg, gw, threads, 1);
 }
 
 /* Convolutions: g, idx (B, Cout, Ho, Wo); winner t = (c * kh + u) * kw + v within output channel
