@@ -219,6 +219,20 @@ def test_status_names_the_instruction_set():
         assert any(isa in state for isa in ("avx512", "avx2", "generic")), state
 
 
+@pytest.mark.parametrize("library", sorted(compiled._ABI_VERSIONS))
+def test_a_build_of_another_calling_convention_is_not_used(monkeypatch, library):
+    """Each built library reports the calling convention compiled.py expects; one that reports
+    another (an editable install not rebuilt after its C signatures changed) is not loaded, and its
+    status says why and how to rebuild, so the NumPy path runs instead of a mis-called kernel."""
+    symbol, expected = compiled._ABI_VERSIONS[library]
+    monkeypatch.setitem(compiled._status, library, compiled._status[library])
+    assert compiled._load(library) is not None, compiled._status[library]
+    monkeypatch.setitem(compiled._ABI_VERSIONS, library, (symbol, expected + 1))
+    assert compiled._load(library) is None
+    assert f"calling convention {expected}, this tropic expects {expected + 1}" in compiled._status[library]
+    assert "rebuild" in compiled._status[library]
+
+
 def test_flat_rectangle_matches_the_tap_loop():
     """The van Herk kernel (full flat rectangles) against the general tap kernel on the same input."""
     rng = np.random.default_rng(5)

@@ -135,6 +135,17 @@ _SIGNATURES = {
     },
 }
 
+# Each library's calling convention, as its exported version function reports it: a build of an older
+# source (an editable install not rebuilt after a pull) would otherwise be called with arguments it
+# reads differently. A mismatch leaves that library unloaded (the NumPy path), with the reason in
+# status().
+_ABI_VERSIONS = {
+    "matmul_c": ("tropic_abi_version", 1),
+    "morphology_c": ("tropic_abi_version", 2),
+    "scatter_c": ("tropic_abi_version", 2),
+    "geodesic_c": ("tropic_geodesic_abi_version", 1),
+}
+
 _functions: dict[str, ctypes._CFuncPtr] = {}
 _modules: dict[str, object] = {}  # the extension modules imported as Python modules (entry points)
 _raw_functions: dict[str, ctypes._CFuncPtr] = {}
@@ -154,6 +165,15 @@ def _load(library: str) -> ctypes.CDLL | None:
         lib = ctypes.CDLL(spec.origin)
     except OSError as exc:
         _status[library] = f"failed to load ({exc})"
+        return None
+    symbol, expected = _ABI_VERSIONS[library]
+    version = getattr(lib, symbol, None)
+    found = version() if version is not None else None
+    if found != expected:
+        _status[library] = (
+            f"not used: built from another version of the source (calling convention {found}, this tropic "
+            f"expects {expected}); rebuild it (pip install -e . again)"
+        )
         return None
     isa = getattr(lib, "tropic_isa", None)
     if isa is not None:

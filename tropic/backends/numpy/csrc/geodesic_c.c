@@ -56,6 +56,8 @@ PyMODINIT_FUNC PyInit__geodesic_c(void) { return PyModule_Create(&module); }
 #define BLOCKED 1
 #define OUTSIDE 2
 
+/* The calling convention of the exported functions: compiled.py refuses a build whose number is not
+   the one it was written for. */
 EXPORT int tropic_geodesic_abi_version(void) { return 1; }
 
 /* Scalar code: the scans carry a dependency from one pixel to the next, and the queue is irregular. */

@@ -71,6 +71,8 @@
 #endif
 #include "thread_pool.h"
 
+/* The calling convention of the exported functions: compiled.py refuses a build whose number is not
+ * the one it was written for. */
 int tropic_abi_version(void) { return 1; }
 
 /* Products smaller than this many pairs (about 100^3, some 50 us on one core) run on one thread:

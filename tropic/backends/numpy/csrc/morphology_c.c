@@ -75,7 +75,9 @@ PyMODINIT_FUNC PyInit__morphology_c(void) { return PyModule_Create(&module); }
 /* Rectangle column pass: a task covers at most this many columns of one block of kh output rows. */
 #define RECT_STRIP 256
 
-EXPORT int tropic_abi_version(void) { return 1; }
+/* The calling convention of the exported functions: compiled.py refuses a build whose number is not
+   the one it was written for (2: tropic_conv_pooled takes the winners' array and width). */
+EXPORT int tropic_abi_version(void) { return 2; }
 
 static int use_avx2 = 0;
 static int use_f16c = 0;   /* AVX2 and F16C: the half-precision roundings of the tap loop */

@@ -757,6 +757,10 @@ MAXOUT_VJP(tropic_maxout_vjp_f64, double)
 /* Scalar code: scatter-adds in a fixed order do not vectorise. */
 const char *tropic_isa(void) { return "generic"; }
 
+/* The calling convention of the exported functions: compiled.py refuses a build whose number is not
+ * the one it was written for (2: tropic_morphology_vjp takes the winners' width). */
+int tropic_abi_version(void) { return 2; }
+
 /* Python entry point of the products' pass, for layer-sized backwards where ctypes' per-call costs
  * (an address per array, the argument conversions) and a widening copy of narrow winners cost as
  * much as a tenth of the pass:
