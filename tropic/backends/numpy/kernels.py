@@ -1135,7 +1135,7 @@ def morphology_vjp(xp, grad, indices, image_shape, row_window, col_window, needs
         rows, cols = np.ascontiguousarray(rows, np.int64), np.ascontiguousarray(cols, np.int64)
         # held here: the call takes their addresses; int8 and int16 winners as they are (the tasks
         # widen them image by image, in cache)
-        g, k = _contiguous(grad), _int32(indices, narrow=True)
+        g, k = _contiguous(grad), _scatter_winners(indices, narrow=True)
         threads = get_num_threads() if grad.size * 4 >= _PARALLEL_CANDIDATES else 1
         addresses = _addresses(g, k, rows, cols, grad_image, grad_weights)
         g_at, k_at, rows_at, cols_at, image_at, weights_at = addresses
@@ -1327,7 +1327,7 @@ def conv2d_vjp(xp, grad, indices, geometry, needs=(True, True)):
         grad_x = np.empty(tuple(geometry.x_shape), grad.dtype) if needs[0] else None
         grad_w = accumulator("vjp_w", tuple(geometry.w_shape), grad.size) if needs[1] else None
         sizes = (B, C_out, H_out, W_out, C_in, H, W, C_group, kh, kw, sh, sw, ph, pw, geometry.groups)
-        g, k = _contiguous(grad), _int32(indices)  # held here: the call takes their addresses
+        g, k = _contiguous(grad), _scatter_winners(indices)  # held here: the call takes their addresses
         threads = get_num_threads() if grad.size * 4 >= _PARALLEL_CANDIDATES else 1
         status = scatter(*_addresses(g, k), *sizes, *_addresses(grad_x, grad_w), threads)
         _check_scatter(status, indices, C_group * kh * kw)
@@ -1382,7 +1382,7 @@ def maxout_vjp(xp, grad, indices, pieces):
     if kernel is None:
         return maxout_vjp_reference(np, grad, indices, pieces)
     spread = np.zeros(grad.shape + (pieces,), grad.dtype)
-    g, k = _contiguous(grad), _int32(indices)  # held here: the call takes their addresses
+    g, k = _contiguous(grad), _scatter_winners(indices)  # held here: the call takes their addresses
     g_at, k_at, spread_at = _addresses(g, k, spread)
     status = kernel(g_at, k_at, grad.size, pieces, spread_at)
     _check_scatter(status, indices, pieces)
@@ -1427,7 +1427,7 @@ def _contiguous(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def _int32(indices: np.ndarray, narrow: bool = False) -> np.ndarray:
+def _scatter_winners(indices: np.ndarray, narrow: bool = False) -> np.ndarray:
     """The winners as contiguous int32 for the scatter kernels: as they are when they already are
     (``narrow``: also int8 and int16, for a kernel that widens them itself), else converted into a
     :func:`scratch` buffer (the kernels only read it; a fresh array of a large output's size would

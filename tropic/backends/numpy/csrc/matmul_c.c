@@ -1110,14 +1110,10 @@ INLINE AVX512 void kernel512(const float *a, int64_t lda, const float *bp, int64
   } else if (maximise == 2 && k1 - k0 < PAIR_BLOCKED_K) {
     tracked512(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, second, first, maximise, 0);
     if (rest > 0)
-      tracked512(a + WR5 * lda, lda, bp, ldb, k0, k1, c + WR5 * ldc, ix + WR5 * ldc, ldc, ncols, second, rest, 2, 0);
+      tracked512(a + WR5 * lda, lda, bp, ldb, k0, k1, c + WR5 * ldc, ix + WR5 * ldc, ldc, ncols, second, rest, maximise,
+                 0);
   } else if (indexed && maximise != 2 && k1 - k0 < BLOCKED_K) {
     tracked512(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, second, rows, maximise, rounding);
-  } else if (maximise == 2) {
-    winners512(a, lda, bp, ldb, k0, k1, c, ix, ldc, ncols, second, bcols, first, 2, 0);
-    if (rest > 0)
-      winners512(a + WR5 * lda, lda, bp, ldb, k0, k1, c + WR5 * ldc, ix + WR5 * ldc, ldc, ncols, second, bcols, rest,
-                 2, 0);
   } else if (!indexed) {
     values512(a, lda, bp, ldb, k0, k1, c, ldc, ncols, rows, maximise, rounding);
   } else {

@@ -5,11 +5,11 @@
  *                          convolutions: channels of a group stacked as one tall image)
  *   tropic_taps_rounded_strided_f32  the same for half-precision images widened to float32: every
  *                          weighted sum rounded to float16 or bfloat16 before it compares (AVX2 + F16C)
- *   tropic_conv_taps_{f32,f64}  the convolutions' tap loop for up to 4 output channels at once
  *   tropic_rect_{f32,f64}  flat full rectangle, van Herk / Gil-Werman: O(1) comparisons per pixel in kh, kw
  *   tropic_morphology_pooled_{f32,f64}, tropic_conv_pooled_{f32,f64}, tropic_rect_pooled_{f32,f64}
  *                          a whole call's blocks (padded and reduced, or one kernel call each) on the
- *                          task pool of thread_pool.h: what Python calls for more than a few taps
+ *                          task pool of thread_pool.h: what Python calls for more than a few taps (the
+ *                          convolutions' tap loop takes up to 4 output channels at once)
  *   tropic_isa             "avx512+avx2", "avx2" or "generic": the code paths chosen at load time
  *
  * Contract (bitwise, the same as the NumPy kernel in kernels.py):
@@ -933,8 +933,12 @@ AVX512 static void SUF(channels_avx512)(const T *P, int64_t pstride, int64_t Wp,
 }
 #endif
 
-/* Rows q0 .. q1 - 1 of tropic_conv_taps's images (row q: image q / H, its row q % H) on this CPU's
-   tap loop; `off`: the taps' offsets from tap_offsets. */
+/* A stride-1 tropical convolution's tap loop for OC (1..4) output channels at once, rows q0 .. q1 - 1
+   (row q: image q / H, its row q % H), on this CPU's loop: as tropic_taps_strided with the OC weight
+   rows `wstride` apart and their outputs `cstride` apart (images and outputs of the batch pstride /
+   ostride apart; `off`: the taps' offsets, from conv_offsets). Bit for bit the same as OC calls of
+   tropic_taps_rounded_strided (rounding 0: tropic_taps_strided), one per channel; idx NULL: the
+   values only. */
 static void SUF(conv_rows)(const T *P, int64_t pstride, int64_t Wp, int64_t H, int64_t W, int64_t ostride,
                            int64_t cstride, const int64_t *off, const T *tap_weight, int64_t wstride,
                            const int32_t *tap_index, int64_t T_count, int64_t OC, int maximise, int rounding,
@@ -957,7 +961,7 @@ static void SUF(conv_rows)(const T *P, int64_t pstride, int64_t Wp, int64_t H, i
                           out + c * cstride, idx ? idx + c * cstride : NULL, q0, q1);
 }
 
-/* tropic_conv_taps's checks, then the taps' offsets (tap_offsets: NULL with *status set). */
+/* conv_rows's argument checks, then the taps' offsets (tap_offsets: NULL with *status set). */
 static int64_t *SUF(conv_offsets)(int64_t n, int64_t Hp, int64_t Wp, int64_t pstride, int64_t H, int64_t W,
                                   int64_t ostride, int64_t cstride, const int64_t *tap_row, const int64_t *tap_col,
                                   const T *tap_weight, int64_t wstride, int64_t T_count, int64_t OC, int rounding,
@@ -970,44 +974,14 @@ static int64_t *SUF(conv_offsets)(int64_t n, int64_t Hp, int64_t Wp, int64_t pst
     return tap_offsets(n, Hp, Wp, pstride, H, W, ostride, tap_row, tap_col, T_count, rounding, sizeof(T), status);
 }
 
-/* A stride-1 tropical convolution's tap loop for OC (1..4) output channels at once: as
-   tropic_taps_strided with the OC weight rows `wstride` apart and their outputs `cstride` apart
-   (images and outputs of the batch pstride / ostride apart). Bit for bit the same as OC calls of
-   tropic_taps_rounded_strided (rounding 0: tropic_taps_strided), one per channel; idx NULL: the
-   values only. */
-EXPORT int SUF(tropic_conv_taps)(const T *P, int64_t n, int64_t Hp, int64_t Wp, int64_t pstride, int64_t H,
-                                 int64_t W, int64_t ostride, int64_t cstride, const int64_t *tap_row,
-                                 const int64_t *tap_col, const T *tap_weight, int64_t wstride,
-                                 const int32_t *tap_index, int64_t T_count, int64_t OC, int maximise, int rounding,
-                                 T *out, int32_t *idx, int threads)
-{
-    int status;
-    int64_t *off = SUF(conv_offsets)(n, Hp, Wp, pstride, H, W, ostride, cstride, tap_row, tap_col, tap_weight,
-                                     wstride, T_count, OC, rounding, &status);
-    if (off == NULL)
-        return status;
-    const int64_t rows = n * H;
-    const int team = team_size(threads, rows * W * OC * (T_count > 0 ? T_count : 1), rows);
-    maximise = maximise != 0;
-#pragma omp parallel num_threads(team) if (team > 1)
-    {
-        int64_t q0, q1;
-        share(rows, &q0, &q1);
-        SUF(conv_rows)(P, pstride, Wp, H, W, ostride, cstride, off, tap_weight, wstride, tap_index, T_count, OC,
-                       maximise, rounding, out, idx, q0, q1);
-    }
-    free(off);
-    return 0;
-}
-
 /* A whole stride-1 convolution's tap loops on the thread pool (thread_pool.h): task t is
    tasks[t] = (o, oc, b0, b1), output channels o .. o + oc - 1 (one group's) for batch entries
    b0 .. b1 - 1, on one thread. `padded`: (B, C_in, Hp, Wp) C-ordered, the group's C_group channels one
    tall image of C_group * Hp rows; weights (C_out, T_count); y and winner (B, C_out, H, W), winner
    NULL for the values only, else of winner_bytes (4: int32, written by the tap loop; 1, 2 or 8: the
    caller's index type, into which a task narrows each batch entry's int32 winners from a buffer of
-   its thread, which stays in cache, instead of sending an int32 array through memory and back).
-   Tasks write disjoint outputs. */
+   its thread, which stays in cache, instead of sending an int32 array through memory and back). A
+   task runs its batch entries one at a time either way. Tasks write disjoint outputs. */
 struct SUF(conv_job) {
     const T *padded, *weights;
     const int64_t *tap_row, *tap_col, *tasks;
@@ -1025,29 +999,27 @@ static int SUF(conv_task)(void *ctx, int t, int tasks)
     const int64_t plane = j->H * j->W, at = (b0 * j->C_out + o) * plane, pstride = j->C_in * j->Hp * j->Wp;
     const T *source = j->padded + (b0 * j->C_in + (o / j->per_group) * j->C_group) * j->Hp * j->Wp;
     const T *weights = j->weights + o * j->T_count;
+    const int narrow = j->winner != NULL && j->winner_bytes != 4;
     (void)tasks;
-    if (j->winner == NULL || j->winner_bytes == 4)
-        return SUF(tropic_conv_taps)(source, b1 - b0, j->C_group * j->Hp, j->Wp, pstride, j->H, j->W,
-                                     j->C_out * plane, plane, j->tap_row, j->tap_col, weights, j->T_count,
-                                     j->tap_index, j->T_count, oc, j->maximise, j->rounding, j->y + at,
-                                     j->winner ? (int32_t *)j->winner + at : NULL, 1);
     int status;
     int64_t *off = SUF(conv_offsets)(1, j->C_group * j->Hp, j->Wp, pstride, j->H, j->W, j->C_out * plane, plane,
                                      j->tap_row, j->tap_col, weights, j->T_count, j->T_count, oc, j->rounding,
                                      &status);
     if (off == NULL)
         return status;
-    int32_t *won = tropic_thread_buffer(1, (size_t)(oc * plane) * sizeof(int32_t));
-    if (won == NULL) {
+    int32_t *won = narrow ? tropic_thread_buffer(1, (size_t)(oc * plane) * sizeof(int32_t)) : NULL;
+    if (narrow && won == NULL) {
         free(off);
         return NO_MEMORY;
     }
     for (int64_t b = 0; b < b1 - b0; b++) { /* batch entry b0 + b: its channels o .. o + oc - 1 are contiguous */
         const int64_t first = at + b * j->C_out * plane;
+        int32_t *idx = narrow ? won : j->winner != NULL ? (int32_t *)j->winner + first : NULL;
         SUF(conv_rows)(source + b * pstride, pstride, j->Wp, j->H, j->W, j->C_out * plane, plane, off, weights,
-                       j->T_count, j->tap_index, j->T_count, oc, j->maximise != 0, j->rounding, j->y + first, won, 0,
+                       j->T_count, j->tap_index, j->T_count, oc, j->maximise != 0, j->rounding, j->y + first, idx, 0,
                        j->H);
-        narrow_winners(won, (char *)j->winner + first * j->winner_bytes, j->winner_bytes, oc * plane);
+        if (narrow)
+            narrow_winners(won, (char *)j->winner + first * j->winner_bytes, j->winner_bytes, oc * plane);
     }
     free(off);
     return 0;
