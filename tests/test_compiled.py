@@ -1039,6 +1039,33 @@ def test_a_weight_gradient_with_few_winners_per_column_gives_the_numpy_paths_bit
         tropic.set_num_threads(None)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("M", [4, 7], ids=lambda m: f"M={m}")
+def test_the_input_gradient_alone_takes_the_slot_after_the_last_only_for_a_bias(monkeypatch, threads, M):
+    """Asked for a's gradient only, the rows' pass alone reads the winners (4 rows at a time, and
+    what is left over): a winner K is the bias's with a bias (its output adds nothing to a's
+    gradient: the NumPy path's bits) and out of range without one, in a full group of rows or in the
+    leftover."""
+    rng = np.random.default_rng(M)
+    N, K = 9, 6
+    g = rng.standard_normal((M, N)).astype(np.float32)
+    winners = rng.integers(0, K, (M, N)).astype(np.int16)
+    winners[M - 1, N // 2] = K
+    monkeypatch.setattr(kernels, "_PARALLEL_PRODUCT_PAIRS", 0)
+    needs = (True, False, False)
+    tropic.set_num_threads(threads)
+    try:
+        with pytest.raises(ValueError, match="winners"):
+            kernels.matmul_vjp(np, g, winners, (M, K), (K, N), None, needs)
+        got = kernels.matmul_vjp(np, g, winners, (M, K), (K, N), (N,), needs)[0]
+        with monkeypatch.context() as m:
+            m.setattr(compiled, "enabled", False)
+            want = kernels.matmul_vjp(np, g, winners, (M, K), (K, N), (N,), needs)[0]
+        assert_identical(got, want)
+    finally:
+        tropic.set_num_threads(None)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("transposed", [True, False], ids=["W.T", "C-ordered"])
 @pytest.mark.parametrize(
