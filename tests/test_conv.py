@@ -416,6 +416,45 @@ def test_vjp_outputs_without_winner_send_nothing():
     assert_identical(grad_w, expected_w)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    ("w_shape", "groups"), [((6, 2, 3, 3), 2), ((5, 6, 5, 5), 1)], ids=["int8 winners", "int16 winners"]
+)
+def test_vjp_of_narrow_winners_matches_the_numpy_path(monkeypatch, threads, w_shape, groups):
+    """The compiled backward takes int8 and int16 winners as they are (the entries' tasks widen an
+    entry's at a time, the weight's pass its output channels' planes): each gradient asked for, alone
+    or both, is the NumPy path's bit for bit and the same as from the winners given as int32 or int64,
+    on one thread (the weight's sums in the entries' pass) and on the pool (a pass of their own; 5
+    output channels: a group of 4 and one left over)."""
+    from tropic.backends.numpy import compiled, kernels
+
+    monkeypatch.setattr(kernels, "_PARALLEL_CANDIDATES", 0)
+    rng = np.random.default_rng(w_shape[0])
+    x = rng.integers(-3, 4, (3, 4 if groups == 2 else 6, 11, 12)).astype(np.float32)  # ties
+    w = rng.integers(-2, 3, w_shape).astype(np.float32)
+    geometry = ConvGeometry(x.shape, w.shape, (1, 2), (1, 2), groups)
+    y, winners = tropic.maxplus_conv2d(x, w, (1, 2), (1, 2), groups, return_indices=True)
+    assert winners.dtype == (np.int8 if w_shape[-1] == 3 else np.int16)
+    grad = rng.standard_normal(y.shape).astype(np.float32)
+    tropic.set_num_threads(threads)
+    try:
+        for needs in ((True, True), (True, False), (False, True)):
+            got = kernels.conv2d_vjp(np, grad, winners, geometry, needs)
+            for wide in (np.int32, np.int64):
+                again = kernels.conv2d_vjp(np, grad, winners.astype(wide), geometry, needs)
+                for g, a in zip(got, again, strict=True):
+                    assert (g is None and a is None) or g.tobytes() == a.tobytes()
+            with monkeypatch.context() as m:
+                m.setattr(compiled, "enabled", False)
+                want = kernels.conv2d_vjp(np, grad, winners, geometry, needs)
+            for g, want_g, asked in zip(got, want, needs, strict=True):
+                assert (g is None) == (want_g is None) == (not asked)
+                if asked:
+                    assert_identical(g, want_g)
+    finally:
+        tropic.set_num_threads(None)
+
+
 # --------------------------------------------------------------------------------------------------
 # 4. Errors
 # --------------------------------------------------------------------------------------------------

@@ -113,9 +113,9 @@ _SIGNATURES = {
     + [_f32, _d, _flag],
     ("scatter_c", "tropic_morphology_vjp_f64"): [_f64, ctypes.c_void_p, _flag, _n, _n, _n, _i64, _n, _i64, _n]
     + [_f64, _d, _flag],
-    # (g, idx, 15 sizes, gx (the gradient's dtype, written), gw (zeroed), threads)
-    ("scatter_c", "tropic_conv2d_vjp_f32"): [_f32, _i32] + [_n] * 15 + [_f32, _d, _flag],
-    ("scatter_c", "tropic_conv2d_vjp_f64"): [_f64, _i32] + [_n] * 15 + [_f64, _d, _flag],
+    # (g, idx, idx's bytes (1, 2, 4), 15 sizes, gx (the gradient's dtype, written), gw (zeroed), threads)
+    ("scatter_c", "tropic_conv2d_vjp_f32"): [_f32, ctypes.c_void_p, _flag] + [_n] * 15 + [_f32, _d, _flag],
+    ("scatter_c", "tropic_conv2d_vjp_f64"): [_f64, ctypes.c_void_p, _flag] + [_n] * 15 + [_f64, _d, _flag],
     # maxout: (x, groups, pieces, y, idx) and its backward (g, idx, groups, pieces, gx)
     ("scatter_c", "tropic_maxout_f32"): [_f32, _n, _n, _f32, _i32],
     ("scatter_c", "tropic_maxout_f64"): [_f64, _n, _n, _f64, _i32],
@@ -142,7 +142,7 @@ _SIGNATURES = {
 _ABI_VERSIONS = {
     "matmul_c": ("tropic_abi_version", 1),
     "morphology_c": ("tropic_abi_version", 2),
-    "scatter_c": ("tropic_abi_version", 2),
+    "scatter_c": ("tropic_abi_version", 3),
     "geodesic_c": ("tropic_geodesic_abi_version", 1),
 }
 

@@ -1327,9 +1327,12 @@ def conv2d_vjp(xp, grad, indices, geometry, needs=(True, True)):
         grad_x = np.empty(tuple(geometry.x_shape), grad.dtype) if needs[0] else None
         grad_w = accumulator("vjp_w", tuple(geometry.w_shape), grad.size) if needs[1] else None
         sizes = (B, C_out, H_out, W_out, C_in, H, W, C_group, kh, kw, sh, sw, ph, pw, geometry.groups)
-        g, k = _contiguous(grad), _scatter_winners(indices)  # held here: the call takes their addresses
+        # int8 / int16 winners as they are (the tasks widen an entry's at a time); held here: the call
+        # takes their addresses
+        g, k = _contiguous(grad), _scatter_winners(indices, narrow=True)
         threads = get_num_threads() if grad.size * 4 >= _PARALLEL_CANDIDATES else 1
-        status = scatter(*_addresses(g, k), *sizes, *_addresses(grad_x, grad_w), threads)
+        g_at, k_at = _addresses(g, k)
+        status = scatter(g_at, k_at, k.itemsize, *sizes, *_addresses(grad_x, grad_w), threads)
         _check_scatter(status, indices, C_group * kh * kw)
         return grad_x, _cast(grad_w, grad.dtype)
     require_winners(np, "indices", indices, C_group * kh * kw)

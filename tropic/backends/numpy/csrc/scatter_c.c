@@ -370,17 +370,16 @@ struct morphology_vjp_job {
   int is_f64, fused, idx_bytes;
 };
 
-/* Image b's `count` winners from `from` on as int32: in place when they are int32, else widened
- * from int8 or int16 into `wide` (a buffer of the task, in cache; the caller no longer converts the
- * whole array through memory before the call). */
-static const int32_t *image_winners(const struct morphology_vjp_job *j, int64_t from, int64_t count,
-                                    int32_t *wide) {
-  if (j->idx_bytes == 4) return (const int32_t *)j->idx + from;
-  if (j->idx_bytes == 1) {
-    const int8_t *narrow = (const int8_t *)j->idx + from;
+/* `count` winners of idx (`bytes` wide: 1, 2 or 4) from `from` on as int32: in place when they are
+ * int32, else widened from int8 or int16 into `wide` (a buffer of the task, in cache: an image's or
+ * an entry's at a time; the caller no longer converts the whole array through memory first). */
+static const int32_t *widened_winners(const void *idx, int bytes, int64_t from, int64_t count, int32_t *wide) {
+  if (bytes == 4) return (const int32_t *)idx + from;
+  if (bytes == 1) {
+    const int8_t *narrow = (const int8_t *)idx + from;
     for (int64_t q = 0; q < count; q++) wide[q] = narrow[q];
   } else {
-    const int16_t *narrow = (const int16_t *)j->idx + from;
+    const int16_t *narrow = (const int16_t *)idx + from;
     for (int64_t q = 0; q < count; q++) wide[q] = narrow[q];
   }
   return wide;
@@ -453,7 +452,7 @@ static int window_inside(const int64_t *line, int64_t k) {
       if (wide_bytes && wide == NULL) return 2;                                                     \
       int status = 0;                                                                               \
       for (int64_t b = 0; b < j->n && !status; b++) { /* image by image: the winners widened */     \
-        const int32_t *ib = image_winners(j, b * plane, plane, wide);                               \
+        const int32_t *ib = widened_winners(j->idx, j->idx_bytes, b * plane, plane, wide);                               \
         const T *gb = g + b * plane;                                                                \
         if (LANES_FIT(taps)) {                                                                      \
           status = LANES_##T(gb, ib, plane, taps, j->gw);                                           \
@@ -484,7 +483,7 @@ static int window_inside(const int64_t *line, int64_t k) {
     for (int64_t b = first; b < last; b++) {                                                        \
       memset(acc, 0, (size_t)plane * sizeof(double));                                               \
       const T *gb = g + b * plane;                                                                  \
-      const int32_t *ib = image_winners(j, b * plane, plane, wide);                                 \
+      const int32_t *ib = widened_winners(j->idx, j->idx_bytes, b * plane, plane, wide);                                 \
       /* Outputs whose winners share a pixel add to it through memory, one after the other. A       \
        * running sum kept in a register for windows 5 or more wide (stored when the pixel           \
        * changed) cost 9-37% more once the rows' inside columns ran without their tests (Xeon,      \
@@ -556,13 +555,13 @@ int tropic_morphology_vjp_f64(const double *g, const void *idx, int idx_bytes, i
  * bounds tests. Returns 2 if a buffer cannot be allocated. */
 struct conv2d_vjp_job {
   const void *g;
-  const int32_t *idx;
+  const void *idx; /* idx_bytes wide: 1, 2 or 4 */
   int64_t B, Cout, Ho, Wo, Cin, H, W, sh, sw, ph, pw, per_group, Cg, taps, per_task;
   int64_t kh, c0, c1; /* output columns [c0, c1): every tap of theirs reads inside the image's columns */
   const int64_t *tap; /* per tap t: its (c, u, v) and its offset (c * H + u) * W + v in an entry's x */
   void *gx;
   double *gw;
-  int is_f64, fused;
+  int is_f64, fused, idx_bytes;
 };
 
 /* Neighbouring outputs often win at one tap, so gw's adds to a slot often follow each other, each
@@ -572,11 +571,10 @@ struct conv2d_vjp_job {
 #define GW_STREAMS 4
 
 #define CONV2D_VJP_TASK(NAME, T)                                                                    \
-  /* output `at` (row i, column c of its plane; its group's first input channel `channel0`) into its \
-   * entry's input gradient acc; 3 at a winner outside [-1, taps) */                               \
-  static inline int NAME##_to_input(const struct conv2d_vjp_job *j, int64_t at, int64_t i, int64_t c, \
-                                    int64_t channel0, double *acc, double *gw) {                    \
-    const int64_t t = j->idx[at];                                                                   \
+  /* output `at` (row i, column c of its plane; its group's first input channel `channel0`), won at \
+   * tap t, into its entry's input gradient acc; 3 at a winner outside [-1, taps) */               \
+  static inline int NAME##_to_input(const struct conv2d_vjp_job *j, int64_t at, int64_t t, int64_t i, \
+                                    int64_t c, int64_t channel0, double *acc, double *gw) {         \
     if (t < 0 || t >= j->taps) return t == -1 ? 0 : 3;                                              \
     const int64_t channel = channel0 + j->tap[4 * t];                                               \
     const int64_t row = i * j->sh + j->tap[4 * t + 1] - j->ph;                                      \
@@ -588,42 +586,45 @@ struct conv2d_vjp_job {
   }                                                                                                 \
   /* the same for an output all of whose taps read inside the image: its pixel is acc[at_x + the    \
    * tap's offset] (at_x: the pixel its tap (0, 0, 0) reads) */                                     \
-  static inline int NAME##_to_inside(const struct conv2d_vjp_job *j, int64_t at, int64_t at_x,      \
-                                     double *acc, double *gw) {                                     \
-    const int64_t t = j->idx[at];                                                                   \
+  static inline int NAME##_to_inside(const struct conv2d_vjp_job *j, int64_t at, int64_t t,         \
+                                     int64_t at_x, double *acc, double *gw) {                       \
     if (t < 0 || t >= j->taps) return t == -1 ? 0 : 3;                                              \
     const double v = (double)((const T *)j->g)[at];                                                 \
     acc[at_x + j->tap[4 * t + 3]] += v;                                                             \
     if (gw) gw[t] += v;                                                                             \
     return 0;                                                                                       \
   }                                                                                                 \
-  /* output `at` into its channel's weight gradient gw (taps slots) */                             \
-  static inline int NAME##_to_weight(const struct conv2d_vjp_job *j, int64_t at, double *gw) {      \
-    const int64_t t = j->idx[at];                                                                   \
+  /* output `at`, won at tap t, into its channel's weight gradient gw (taps slots) */              \
+  static inline int NAME##_to_weight(const struct conv2d_vjp_job *j, int64_t at, int64_t t,         \
+                                     double *gw) {                                                  \
     if (t < 0 || t >= j->taps) return t == -1 ? 0 : 3;                                              \
     gw[t] += (double)((const T *)j->g)[at];                                                         \
     return 0;                                                                                       \
   }                                                                                                 \
   static int NAME##_weights(const struct conv2d_vjp_job *j) {                                       \
     const int64_t plane = j->Ho * j->Wo, taps = j->taps;                                            \
-    for (int64_t o0 = 0; o0 < j->Cout; o0 += GW_STREAMS) {                                          \
+    const size_t wide_bytes = j->idx_bytes == 4 ? 0 : (size_t)(GW_STREAMS * plane) * sizeof(int32_t); \
+    int32_t *wide = wide_bytes ? tropic_task_buffer(wide_bytes) : NULL;                             \
+    if (wide_bytes && wide == NULL) return 2;                                                       \
+    int status = 0;                                                                                 \
+    for (int64_t o0 = 0; o0 < j->Cout && !status; o0 += GW_STREAMS) {                              \
       const int64_t streams = j->Cout - o0 < GW_STREAMS ? j->Cout - o0 : GW_STREAMS;                \
       double *gw = j->gw + o0 * taps;                                                               \
-      int status = 0;                                                                               \
       for (int64_t b = 0; b < j->B && !status; b++) {                                               \
-        const int64_t base = (b * j->Cout + o0) * plane;                                            \
+        const int64_t base = (b * j->Cout + o0) * plane; /* the streams' planes, one after another */ \
+        const int32_t *won = widened_winners(j->idx, j->idx_bytes, base, streams * plane, wide);     \
         if (streams == GW_STREAMS) /* a constant count: the streams unrolled */                    \
-          for (int64_t p = base; p < base + plane; p++)                                             \
+          for (int64_t p = 0; p < plane; p++)                                                       \
             for (int s = 0; s < GW_STREAMS; s++)                                                    \
-              status |= NAME##_to_weight(j, p + s * plane, gw + s * taps);                          \
+              status |= NAME##_to_weight(j, base + p + s * plane, won[p + s * plane], gw + s * taps); \
         else                                                                                        \
-          for (int64_t p = base; p < base + plane; p++)                                             \
+          for (int64_t p = 0; p < plane; p++)                                                       \
             for (int64_t s = 0; s < streams; s++)                                                   \
-              status |= NAME##_to_weight(j, p + s * plane, gw + s * taps);                          \
+              status |= NAME##_to_weight(j, base + p + s * plane, won[p + s * plane], gw + s * taps); \
       }                                                                                             \
-      if (status) return status;                                                                    \
     }                                                                                               \
-    return 0;                                                                                       \
+    if (wide_bytes) tropic_task_buffer_done(wide, wide_bytes);                                      \
+    return status;                                                                                  \
   }                                                                                                 \
   static int NAME(void *ctx, int task, int tasks) {                                                 \
     const struct conv2d_vjp_job *j = ctx;                                                           \
@@ -631,13 +632,16 @@ struct conv2d_vjp_job {
     if (j->gw != NULL && !j->fused && task == 0) return NAME##_weights(j);                          \
     const int64_t first = (task - (j->gw != NULL && !j->fused)) * j->per_task;                      \
     const int64_t last = first + j->per_task < j->B ? first + j->per_task : j->B;                   \
-    const int64_t x_plane = j->Cin * j->H * j->W;                                                   \
-    const size_t bytes = (size_t)x_plane * sizeof(double);                                          \
-    double *acc = tropic_task_buffer(bytes);                                                        \
+    const int64_t x_plane = j->Cin * j->H * j->W, outputs = j->Cout * j->Ho * j->Wo; /* an entry's */ \
+    const size_t sums_bytes = (size_t)x_plane * sizeof(double);                                     \
+    const size_t bytes = sums_bytes + (j->idx_bytes == 4 ? 0 : (size_t)outputs * sizeof(int32_t)); \
+    double *acc = tropic_task_buffer(bytes); /* the entry's sums, then its winners widened */       \
     if (acc == NULL) return 2;                                                                      \
+    int32_t *wide = (int32_t *)(acc + x_plane);                                                     \
     int status = 0;                                                                                 \
     for (int64_t b = first; b < last && !status; b++) {                                             \
-      memset(acc, 0, bytes);                                                                        \
+      memset(acc, 0, sums_bytes);                                                                   \
+      const int32_t *won = widened_winners(j->idx, j->idx_bytes, b * outputs, outputs, wide);      \
       for (int64_t o = 0; o < j->Cout && !status; o++) {                                            \
         const int64_t channel0 = (o / j->per_group) * j->Cg;                                        \
         double *gw = j->fused ? j->gw + o * j->taps : NULL; /* one thread: gw's sums too */         \
@@ -646,11 +650,13 @@ struct conv2d_vjp_job {
           const int inside = row0 >= 0 && row0 + j->kh <= j->H; /* the row's taps read inside */   \
           const int64_t c0 = inside ? j->c0 : j->Wo, c1 = inside ? j->c1 : j->Wo;                   \
           const int64_t at_x = (channel0 * j->H + row0) * j->W - j->pw;                             \
-          for (int64_t c = 0; c < c0; c++) status |= NAME##_to_input(j, at + c, i, c, channel0, acc, gw); \
+          const int32_t *t = won + (o * j->Ho + i) * j->Wo; /* the row's winners */                \
+          for (int64_t c = 0; c < c0; c++)                                                          \
+            status |= NAME##_to_input(j, at + c, t[c], i, c, channel0, acc, gw);                    \
           for (int64_t c = c0; c < c1; c++)                                                         \
-            status |= NAME##_to_inside(j, at + c, at_x + c * j->sw, acc, gw);                       \
+            status |= NAME##_to_inside(j, at + c, t[c], at_x + c * j->sw, acc, gw);                 \
           for (int64_t c = c1; c < j->Wo; c++) /* c1 >= c0: both Wo off the inside rows */         \
-            status |= NAME##_to_input(j, at + c, i, c, channel0, acc, gw);                          \
+            status |= NAME##_to_input(j, at + c, t[c], i, c, channel0, acc, gw);                    \
         }                                                                                           \
       }                                                                                             \
       round_out_##T(acc, (T *)j->gx + b * x_plane, x_plane);                                        \
@@ -663,11 +669,12 @@ CONV2D_VJP_TASK(conv2d_vjp_task_f64, double)
 
 TASK_BY_DTYPE(conv2d_vjp_task, conv2d_vjp_job)
 
-static int conv2d_vjp(const void *g, const int32_t *idx, int64_t B, int64_t Cout, int64_t Ho, int64_t Wo,
+static int conv2d_vjp(const void *g, const void *idx, int idx_bytes, int64_t B, int64_t Cout, int64_t Ho, int64_t Wo,
                       int64_t Cin, int64_t H, int64_t W, int64_t Cg, int64_t kh, int64_t kw, int64_t sh,
                       int64_t sw, int64_t ph, int64_t pw, int64_t groups, void *gx, double *gw, int threads,
                       int is_f64) {
   if (groups < 1 || Cout % groups || Cg < 0 || kh < 1 || kw < 1 || threads < 1) return 1;
+  if (idx_bytes != 1 && idx_bytes != 2 && idx_bytes != 4) return 1;
   if (B <= 0 || Cout <= 0 || Ho <= 0 || Wo <= 0) { /* no output: gx is all zero */
     if (gx) memset(gx, 0, (size_t)(B * Cin * H * W) * (is_f64 ? sizeof(double) : sizeof(float)));
     return 0;
@@ -693,24 +700,27 @@ static int conv2d_vjp(const void *g, const int32_t *idx, int64_t B, int64_t Cout
   const int64_t entry_tasks = gx != NULL ? (B + per_task - 1) / per_task : 0;
   const int64_t tasks = entry_tasks + (gw != NULL && !fused);
   struct conv2d_vjp_job job = {g,  idx, B,  Cout, Ho,          Wo,    Cin,      H,   W,  sh,    sw,
-                               ph, pw,  Cout / groups, Cg, taps, per_task, kh, c0, c1, tap, gx, gw, is_f64, fused};
+                               ph, pw,  Cout / groups, Cg, taps, per_task, kh, c0, c1, tap, gx, gw, is_f64, fused,
+                               idx_bytes};
   const int status = tropic_pool_run(conv2d_vjp_task, &job, (int)tasks, threads);
   free(tap);
   return status;
 }
 
-int tropic_conv2d_vjp_f32(const float *g, const int32_t *idx, int64_t B, int64_t Cout, int64_t Ho, int64_t Wo,
+int tropic_conv2d_vjp_f32(const float *g, const void *idx, int idx_bytes, int64_t B, int64_t Cout, int64_t Ho, int64_t Wo,
                           int64_t Cin, int64_t H, int64_t W, int64_t Cg, int64_t kh, int64_t kw, int64_t sh,
                           int64_t sw, int64_t ph, int64_t pw, int64_t groups, float *gx, double *gw,
                           int threads) {
-  return conv2d_vjp(g, idx, B, Cout, Ho, Wo, Cin, H, W, Cg, kh, kw, sh, sw, ph, pw, groups, gx, gw, threads, 0);
+  return conv2d_vjp(g, idx, idx_bytes, B, Cout, Ho, Wo, Cin, H, W, Cg, kh, kw, sh, sw, ph, pw, groups, gx, gw,
+                    threads, 0);
 }
 
-int tropic_conv2d_vjp_f64(const double *g, const int32_t *idx, int64_t B, int64_t Cout, int64_t Ho, int64_t Wo,
+int tropic_conv2d_vjp_f64(const double *g, const void *idx, int idx_bytes, int64_t B, int64_t Cout, int64_t Ho, int64_t Wo,
                           int64_t Cin, int64_t H, int64_t W, int64_t Cg, int64_t kh, int64_t kw, int64_t sh,
                           int64_t sw, int64_t ph, int64_t pw, int64_t groups, double *gx, double *gw,
                           int threads) {
-  return conv2d_vjp(g, idx, B, Cout, Ho, Wo, Cin, H, W, Cg, kh, kw, sh, sw, ph, pw, groups, gx, gw, threads, 1);
+  return conv2d_vjp(g, idx, idx_bytes, B, Cout, Ho, Wo, Cin, H, W, Cg, kh, kw, sh, sw, ph, pw, groups, gx, gw,
+                    threads, 1);
 }
 
 /* Maxout, forward and backward (no sums: a grouped max and its one-slot scatter), beside the scatters
@@ -781,7 +791,7 @@ const char *tropic_isa(void) { return "generic"; }
 
 /* The calling convention of the exported functions: compiled.py refuses a build whose number is not
  * the one it was written for (2: tropic_morphology_vjp takes the winners' width). */
-int tropic_abi_version(void) { return 2; }
+int tropic_abi_version(void) { return 3; }
 
 /* Python entry point of the products' pass, for layer-sized backwards where ctypes' per-call costs
  * (an address per array, the argument conversions) and a widening copy of narrow winners cost as
