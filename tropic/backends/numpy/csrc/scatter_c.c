@@ -58,9 +58,11 @@ struct matmul_vjp_job {
 #define ROW_GROUP 4    /* rows of ga summed together (at most COLUMN_TILE) */
 /* A line of sums is written whole (each of its K slots converted) unless fewer than K /
  * SPARSE_FLUSH winners touched it: then it is zeroed and only their slots written, each winner
- * read twice (write, then reset). 8: measured on MPM layers (K 84 to 784, 64 to 256 outputs per
- * line), where whole lines at K / 4 or K / 2 winners took 0.7-0.8x the time of the sparse pass and
- * at K / 16 1.05-1.1x. */
+ * read twice (write, then reset). Measured on a Xeon, 64-row batches: whole lines at K / 4 to K / 2
+ * winners took 0.7-0.8x the sparse pass's time (MPM layers, K 120 to 784), at K / 16 1.05-1.1x. At
+ * K / 8 it depends on the shape: 0.87-0.92x for a 512 x 512 weight's gradient (a Sparse-Morph
+ * layer), 1.1-1.3x for 512 x 64, 1.1x for the input gradient at K = 1024 (its four lines no longer
+ * fit in L1); 8 favours the papers' layers. */
 #define SPARSE_FLUSH 8
 #define MATMUL_VJP_TASK(NAME, T)                                                                    \
   /* One line of sums out: out[at + k] = acc[k] for k < K (in T when out_t, else double; nothing    \
