@@ -454,7 +454,7 @@ static int window_inside(const int64_t *line, int64_t k) {
       if (wide_bytes && wide == NULL) return 2;                                                     \
       int status = 0;                                                                               \
       for (int64_t b = 0; b < j->n && !status; b++) { /* image by image: the winners widened */     \
-        const int32_t *ib = widened_winners(j->idx, j->idx_bytes, b * plane, plane, wide);                               \
+        const int32_t *ib = widened_winners(j->idx, j->idx_bytes, b * plane, plane, wide);          \
         const T *gb = g + b * plane;                                                                \
         if (LANES_FIT(taps)) {                                                                      \
           status = LANES_##T(gb, ib, plane, taps, j->gw);                                           \
@@ -485,7 +485,7 @@ static int window_inside(const int64_t *line, int64_t k) {
     for (int64_t b = first; b < last; b++) {                                                        \
       memset(acc, 0, (size_t)plane * sizeof(double));                                               \
       const T *gb = g + b * plane;                                                                  \
-      const int32_t *ib = widened_winners(j->idx, j->idx_bytes, b * plane, plane, wide);                                 \
+      const int32_t *ib = widened_winners(j->idx, j->idx_bytes, b * plane, plane, wide);            \
       /* Outputs whose winners share a pixel add to it through memory, one after the other. A       \
        * running sum kept in a register for windows 5 or more wide (stored when the pixel           \
        * changed) cost 9-37% more once the rows' inside columns ran without their tests (Xeon,      \
@@ -709,17 +709,17 @@ static int conv2d_vjp(const void *g, const void *idx, int idx_bytes, int64_t B, 
   return status;
 }
 
-int tropic_conv2d_vjp_f32(const float *g, const void *idx, int idx_bytes, int64_t B, int64_t Cout, int64_t Ho, int64_t Wo,
-                          int64_t Cin, int64_t H, int64_t W, int64_t Cg, int64_t kh, int64_t kw, int64_t sh,
-                          int64_t sw, int64_t ph, int64_t pw, int64_t groups, float *gx, double *gw,
+int tropic_conv2d_vjp_f32(const float *g, const void *idx, int idx_bytes, int64_t B, int64_t Cout, int64_t Ho,
+                          int64_t Wo, int64_t Cin, int64_t H, int64_t W, int64_t Cg, int64_t kh, int64_t kw,
+                          int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t groups, float *gx, double *gw,
                           int threads) {
   return conv2d_vjp(g, idx, idx_bytes, B, Cout, Ho, Wo, Cin, H, W, Cg, kh, kw, sh, sw, ph, pw, groups, gx, gw,
                     threads, 0);
 }
 
-int tropic_conv2d_vjp_f64(const double *g, const void *idx, int idx_bytes, int64_t B, int64_t Cout, int64_t Ho, int64_t Wo,
-                          int64_t Cin, int64_t H, int64_t W, int64_t Cg, int64_t kh, int64_t kw, int64_t sh,
-                          int64_t sw, int64_t ph, int64_t pw, int64_t groups, double *gx, double *gw,
+int tropic_conv2d_vjp_f64(const double *g, const void *idx, int idx_bytes, int64_t B, int64_t Cout, int64_t Ho,
+                          int64_t Wo, int64_t Cin, int64_t H, int64_t W, int64_t Cg, int64_t kh, int64_t kw,
+                          int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t groups, double *gx, double *gw,
                           int threads) {
   return conv2d_vjp(g, idx, idx_bytes, B, Cout, Ho, Wo, Cin, H, W, Cg, kh, kw, sh, sw, ph, pw, groups, gx, gw,
                     threads, 1);
