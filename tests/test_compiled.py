@@ -1041,27 +1041,31 @@ def test_a_weight_gradient_with_few_winners_per_column_gives_the_numpy_paths_bit
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("M", [4, 7], ids=lambda m: f"M={m}")
-def test_the_input_gradient_alone_takes_the_slot_after_the_last_only_for_a_bias(monkeypatch, threads, M):
-    """Asked for a's gradient only, the rows' pass alone reads the winners (4 rows at a time, and
-    what is left over): a winner K is the bias's with a bias (its output adds nothing to a's
-    gradient: the NumPy path's bits) and out of range without one, in a full group of rows or in the
-    leftover."""
+@pytest.mark.parametrize("transposed", [True, False], ids=["W.T", "C-ordered"])
+def test_the_backward_takes_the_slot_after_the_last_only_for_a_bias(monkeypatch, threads, M, transposed):
+    """Winner K (one past the last of a's K columns) is the bias's with a bias (its output adds
+    nothing to a's or b's gradient, only to the bias's: the NumPy path's bits) and out of range
+    without one, for every subset of the gradients asked: a's alone (the rows' pass, 4 rows at a
+    time and what is left over, alone reads the winners then), b's in either layout, and both."""
     rng = np.random.default_rng(M)
     N, K = 9, 6
     g = rng.standard_normal((M, N)).astype(np.float32)
     winners = rng.integers(0, K, (M, N)).astype(np.int16)
     winners[M - 1, N // 2] = K
     monkeypatch.setattr(kernels, "_PARALLEL_PRODUCT_PAIRS", 0)
-    needs = (True, False, False)
     tropic.set_num_threads(threads)
     try:
-        with pytest.raises(ValueError, match="winners"):
-            kernels.matmul_vjp(np, g, winners, (M, K), (K, N), None, needs)
-        got = kernels.matmul_vjp(np, g, winners, (M, K), (K, N), (N,), needs)[0]
-        with monkeypatch.context() as m:
-            m.setattr(compiled, "enabled", False)
-            want = kernels.matmul_vjp(np, g, winners, (M, K), (K, N), (N,), needs)[0]
-        assert_identical(got, want)
+        for needs in ((True, False, False), (False, True, False), (True, True, False), (True, True, True)):
+            with pytest.raises(ValueError, match="winners"):
+                kernels.matmul_vjp(np, g, winners, (M, K), (K, N), None, needs, transposed_b_grad=transposed)
+            shapes = ((M, K), (K, N), (N,))
+            got = kernels.matmul_vjp(np, g, winners, *shapes, needs, transposed_b_grad=transposed)
+            with monkeypatch.context() as m:
+                m.setattr(compiled, "enabled", False)
+                want = kernels.matmul_vjp(np, g, winners, *shapes, needs, transposed_b_grad=transposed)
+            for asked, fast, expected in zip(needs, got, want, strict=True):
+                if asked:
+                    assert_identical(fast, expected)
     finally:
         tropic.set_num_threads(None)
 

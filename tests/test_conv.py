@@ -417,6 +417,31 @@ def test_vjp_outputs_without_winner_send_nothing():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("bad", [18, -2], ids=["taps", "minus-two"])
+@pytest.mark.parametrize("position", [(0, 0), (3, 4), (6, 8)], ids=["border", "inside", "last"])
+def test_vjp_rejects_a_winner_just_outside_the_taps(monkeypatch, threads, bad, position):
+    """A winner one past the last tap (18 for 2 channels of 3x3) or below -1, in an output whose
+    window meets the padding, one whose window reads inside the image, or the last output, raises
+    for every gradient asked for, on one thread (one pass makes both gradients) and on the pool (the
+    weight's pass apart): the compiled scatter checks each index as it reads it rather than reading
+    its tap table or writing outside the sums."""
+    from tropic.backends.numpy import kernels
+
+    monkeypatch.setattr(kernels, "_PARALLEL_CANDIDATES", 0)
+    geometry = ConvGeometry((2, 2, 7, 9), (3, 2, 3, 3), (1, 1), (1, 1), 1)
+    grad = np.ones(geometry.out_shape, np.float32)
+    winners = np.zeros(geometry.out_shape, np.int8)
+    winners[(1, 2, *position)] = bad
+    tropic.set_num_threads(threads)
+    try:
+        for needs in ((True, True), (True, False), (False, True)):
+            with pytest.raises(ValueError, match=r"indices must hold winners in \[0, 18\)"):
+                kernels.conv2d_vjp(np, grad, winners, geometry, needs)
+    finally:
+        tropic.set_num_threads(None)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize(
     ("w_shape", "groups"), [((6, 2, 3, 3), 2), ((5, 6, 5, 5), 1)], ids=["int8 winners", "int16 winners"]
 )
