@@ -1028,13 +1028,7 @@ def test_a_weight_gradient_with_few_winners_per_column_gives_the_numpy_paths_bit
         for needs in ((True, True, True), (False, True, False), (True, False, True), (False, False, True)):
             with pytest.raises(ValueError, match="winners"):
                 kernels.matmul_vjp(np, g, bad, *shapes, needs, transposed_b_grad=True)
-            got = kernels.matmul_vjp(np, g, winners, *shapes, needs, transposed_b_grad=True)
-            with monkeypatch.context() as m:
-                m.setattr(compiled, "enabled", False)
-                want = kernels.matmul_vjp(np, g, winners, *shapes, needs, transposed_b_grad=True)
-            for asked, fast, expected in zip(needs, got, want, strict=True):
-                if asked:
-                    assert_identical(fast, expected)
+            _assert_matmul_vjp_is_the_numpy_paths(monkeypatch, g, winners, shapes, needs, True)
     finally:
         tropic.set_num_threads(None)
 
@@ -1058,16 +1052,23 @@ def test_the_backward_takes_the_slot_after_the_last_only_for_a_bias(monkeypatch,
         for needs in ((True, False, False), (False, True, False), (True, True, False), (True, True, True)):
             with pytest.raises(ValueError, match="winners"):
                 kernels.matmul_vjp(np, g, winners, (M, K), (K, N), None, needs, transposed_b_grad=transposed)
-            shapes = ((M, K), (K, N), (N,))
-            got = kernels.matmul_vjp(np, g, winners, *shapes, needs, transposed_b_grad=transposed)
-            with monkeypatch.context() as m:
-                m.setattr(compiled, "enabled", False)
-                want = kernels.matmul_vjp(np, g, winners, *shapes, needs, transposed_b_grad=transposed)
-            for asked, fast, expected in zip(needs, got, want, strict=True):
-                if asked:
-                    assert_identical(fast, expected)
+            _assert_matmul_vjp_is_the_numpy_paths(
+                monkeypatch, g, winners, ((M, K), (K, N), (N,)), needs, transposed
+            )
     finally:
         tropic.set_num_threads(None)
+
+
+def _assert_matmul_vjp_is_the_numpy_paths(monkeypatch, g, winners, shapes, needs, transposed):
+    """The NumPy backend's product vjp (the compiled scatter where it applies) gives, for each
+    gradient in ``needs``, the bits of the same call with the compiled kernels off."""
+    got = kernels.matmul_vjp(np, g, winners, *shapes, needs, transposed_b_grad=transposed)
+    with monkeypatch.context() as m:
+        m.setattr(compiled, "enabled", False)
+        want = kernels.matmul_vjp(np, g, winners, *shapes, needs, transposed_b_grad=transposed)
+    for asked, fast, expected in zip(needs, got, want, strict=True):
+        if asked:
+            assert_identical(fast, expected)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -293,8 +293,8 @@ int tropic_matmul_vjp_f64(const double *g, const int32_t *idx, int64_t n, int64_
 }
 
 /* Morphology: g, idx (n, H, W; int8, int16 or int32: idx_bytes); rows (H, kh) and cols (W, kw) are
- * the source tables of the window (-1: border) -> gimg (n, H, W), written in T (not caller-zeroed), and gw (kh * kw, double,
- * caller-zeroed). Images are independent for gimg: each task of the thread pool takes a run of
+ * the source tables of the window (-1: border) -> gimg (n, H, W), written in T (not caller-zeroed),
+ * and gw (kh * kw, double, caller-zeroed). Images are independent for gimg: each task of the thread pool takes a run of
  * images and sums each in a float64 buffer of one image (cache-sized for the usual images, where a
  * whole-batch accumulator went to memory and back three times), in the outputs' row-major order,
  * then rounds it into gimg. gw's sums run over every output in order, so it is one task of its own
