@@ -181,14 +181,16 @@ def _check_inputs(operator: Operator, inputs: tuple, params: dict[str, Any]) -> 
 
 
 def _shapes(inputs: tuple) -> tuple:
-    return tuple(None if t is None else tuple(t.shape) for t in inputs)
+    return tuple([None if t is None else tuple(t.shape) for t in inputs])
 
 
 def _result_dtype(inputs: tuple) -> torch.dtype:
-    dtypes = [t.dtype for t in inputs if t is not None]
-    result = dtypes[0]
-    for dtype in dtypes[1:]:
-        result = torch.promote_types(result, dtype)
+    result = None
+    for t in inputs:
+        if t is not None:
+            dtype = t.dtype
+            # promote_types only where dtypes differ: a call of it costs more than the comparison
+            result = dtype if result is None or result == dtype else torch.promote_types(result, dtype)
     return result
 
 
@@ -263,18 +265,26 @@ def _forward_cpu(operator: Operator, checked: bool = True):
         inputs, params = _split(operator, args)
         if checked:
             _check_inputs(operator, inputs, params)
-        dtype = _result_dtype(inputs)
-        rounding = HALF_DTYPES.get(dtype)
-        arrays = _arrays(inputs, rounding is not None)
-        skip = {} if winners else {"winners": False}  # only operators that skips_winners get False
-        token = host_threads.set(torch.get_num_threads)  # tropic's threads default to torch's
-        try:
-            values, found = operator.run(np_namespace, *arrays, **params, rounding=rounding, **skip)
-        finally:
-            host_threads.reset(token)
-        return _tensor(values, dtype), None if found is None else _tensor(found)
+        return _run_on_host(operator, inputs, params, winners)
 
     return kernel
+
+
+def _run_on_host(
+    operator: Operator, inputs: tuple, params: dict[str, Any], winners: bool = True
+) -> tuple[Tensor, Tensor | None]:
+    """``operator.run`` on NumPy views of CPU tensors ``inputs`` (the CPU kernel's body; ``winners``
+    False only for operators that ``skips_winners``), the results as tensors."""
+    dtype = _result_dtype(inputs)
+    rounding = HALF_DTYPES.get(dtype)
+    arrays = _arrays(inputs, rounding is not None)
+    skip = {} if winners else {"winners": False}
+    token = host_threads.set(torch.get_num_threads)  # tropic's threads default to torch's
+    try:
+        values, found = operator.run(np_namespace, *arrays, **params, rounding=rounding, **skip)
+    finally:
+        host_threads.reset(token)
+    return _tensor(values, dtype), None if found is None else _tensor(found)
 
 
 def _forward_cuda(operator: Operator):
@@ -358,24 +368,44 @@ def _received(grads: Any) -> tuple:
 
 
 def _backward_cpu(operator: Operator, checked: bool = True):
-    """The backward op's CPU kernel; ``checked=False`` (the eager path): without the checks, and the
-    gradients in the layouts the vjp gives them (``hints``: its layout hints, see _layout_hints)."""
+    """The backward op's CPU kernel (contiguous gradients, as its fake kernel promises);
+    ``checked=False``: the eager path's, without the checks, called with what its ``ctx`` holds
+    ``(grad, winners, shapes, needs, params, hints)`` (``hints``: the vjp's layout hints, see
+    _layout_hints) and giving the gradients in the layouts the vjp gives them."""
 
-    def kernel(*args: Any, **hints: Any) -> tuple[Tensor | None, ...]:
+    def kernel(*args: Any) -> Any:
         grad, winners, shapes, needs, params = _split_backward(operator, args)
-        if checked:
-            _check_backward(operator, grad, winners, shapes, needs, params)
-        g = _numpy(grad, grad.dtype in HALF_DTYPES)
-        token = host_threads.set(torch.get_num_threads)
-        try:
-            grads = operator.vjp(np_namespace, g, _numpy(winners, False), shapes, needs, **params, **hints)
-        finally:
-            host_threads.reset(token)
-        # The op promises contiguous gradients (its fake kernel); the eager path keeps the layouts.
-        contiguous = checked
-        return _returned(tuple(None if x is None else _tensor(x, grad.dtype, contiguous) for x in grads))
+        _check_backward(operator, grad, winners, shapes, needs, params)
+        return _returned(_vjp_on_host(operator, grad, winners, shapes, needs, params, {}, True))
 
-    return kernel
+    def unchecked(
+        grad: Tensor, winners: Tensor, shapes: tuple, needs: tuple, params: dict, hints: dict
+    ) -> tuple:
+        return _vjp_on_host(operator, grad, winners, shapes, needs, params, hints, False)
+
+    return kernel if checked else unchecked
+
+
+def _vjp_on_host(
+    operator: Operator,
+    grad: Tensor,
+    winners: Tensor,
+    shapes: tuple,
+    needs: tuple,
+    params: dict[str, Any],
+    hints: dict[str, Any],
+    contiguous: bool,
+) -> tuple[Tensor | None, ...]:
+    """``operator.vjp`` on NumPy views of CPU tensors (the backward's CPU kernel's body), the
+    gradients as tensors of ``grad``'s dtype (``contiguous``: made contiguous, else in the layouts
+    the vjp gives them)."""
+    g = _numpy(grad, grad.dtype in HALF_DTYPES)
+    token = host_threads.set(torch.get_num_threads)
+    try:
+        grads = operator.vjp(np_namespace, g, _numpy(winners, False), shapes, needs, **params, **hints)
+    finally:
+        host_threads.reset(token)
+    return tuple([None if x is None else _tensor(x, grad.dtype, contiguous) for x in grads])
 
 
 def _backward_cuda(operator: Operator):
@@ -413,33 +443,47 @@ def _backward_fake(operator: Operator):
 
 def _save(ctx: Any, operator: Operator, inputs: tuple, output: tuple) -> None:
     forward_inputs, params = _split(operator, inputs)
-    ctx.save_for_backward(output[1])
-    ctx.shapes = _shapes(forward_inputs)
-    ctx.dtypes = tuple(None if t is None else t.dtype for t in forward_inputs)
+    _save_split(ctx, forward_inputs, params, output[1])
+
+
+def _save_split(ctx: Any, inputs: tuple, params: dict[str, Any], winners: Tensor) -> None:
+    """What the backward reads: the winners, the inputs' shapes and dtypes, the params."""
+    ctx.save_for_backward(winners)
+    ctx.shapes = _shapes(inputs)
+    ctx.dtypes = tuple([None if t is None else t.dtype for t in inputs])
     ctx.params = params
 
 
-def _backward(
-    operator: Operator, run_backward: Any, ctx: Any, grad: Tensor, first: int = 0, hints: dict | None = None
-) -> tuple:
-    """The gradients of the forward's arguments (``first``: where the operator's inputs start;
-    ``hints``: keyword arguments for ``run_backward``)."""
+def _backward(operator: Operator, run_backward: Any, ctx: Any, grad: Tensor, first: int = 0) -> tuple:
+    """The gradients of the forward's arguments through ``run_backward`` (the backward op, or its
+    Function under transforms; ``first``: where the operator's inputs start)."""
     (winners,) = ctx.saved_tensors
     n = len(operator.inputs)
-    needs = [
-        bool(need) and shape is not None
-        for need, shape in zip(ctx.needs_input_grad[first : first + n], ctx.shapes, strict=True)
-    ]
+    needs = _needs(ctx, first, n)
     if not any(needs):
         return (None,) * (n + len(operator.params))
     params = [_schema_value(ctx.params[name]) for name in operator.param_names]
     shapes = (None if s is None else list(s) for s in ctx.shapes)
-    grads = _received(run_backward(grad, winners, *shapes, needs, *params, **(hints or {})))
-    grads = tuple(
-        g if g is None or g.dtype == dtype else g.to(dtype)
-        for g, dtype in zip(grads, ctx.dtypes, strict=True)
+    grads = _received(run_backward(grad, winners, *shapes, list(needs), *params))
+    return (*_as_dtypes(grads, ctx.dtypes), *(None,) * len(operator.params))
+
+
+def _needs(ctx: Any, first: int, n: int) -> tuple[bool, ...]:
+    """Which of the operator's inputs (the forward's arguments ``first`` to ``first + n``) want a
+    gradient: those autograd asks for, except absent optional ones."""
+    return tuple(
+        [
+            bool(need) and shape is not None
+            for need, shape in zip(ctx.needs_input_grad[first : first + n], ctx.shapes, strict=True)
+        ]
     )
-    return (*grads, *(None,) * len(operator.params))
+
+
+def _as_dtypes(grads: Any, dtypes: tuple) -> tuple:
+    """Each gradient in its input's dtype (the vjp gives ``grad``'s)."""
+    return tuple(
+        [g if g is None or g.dtype == dtype else g.to(dtype) for g, dtype in zip(grads, dtypes, strict=True)]
+    )
 
 
 def _jvp(operator: Operator, ctx: Any, tangents: tuple) -> Tensor:
@@ -588,8 +632,9 @@ class _EagerFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, op: _Ops, *args: Any) -> tuple[Tensor, Tensor]:
         values, winners = op.kernels["cpu_unchecked"](*args)
-        _save(ctx, op.operator, args, (values, winners))
-        ctx.op, ctx.hints = op, _layout_hints(op.operator, args)
+        inputs, params = _split(op.operator, args)
+        _save_split(ctx, inputs, params, winners)
+        ctx.op, ctx.hints = op, _layout_hints(op.operator, inputs)
         ctx.mark_non_differentiable(winners)
         ctx.set_materialize_grads(False)
         return values, winners
@@ -599,10 +644,16 @@ class _EagerFunction(torch.autograd.Function):
         op = ctx.op
         if grad is None:
             return (None,) * (1 + len(op.operator.inputs) + len(op.operator.params))
+        operator = op.operator
         if torch.is_grad_enabled():  # a differentiable backward: the backward op
-            return (None, *_backward(op.operator, op.backward, ctx, grad, first=1))
+            return (None, *_backward(operator, op.backward, ctx, grad, first=1))
+        (winners,) = ctx.saved_tensors
+        needs = _needs(ctx, 1, len(operator.inputs))
+        if not any(needs):
+            return (None,) * (1 + len(operator.inputs) + len(operator.params))
         kernel = op.kernels["cpu_backward_unchecked"]
-        return (None, *_backward(op.operator, kernel, ctx, grad, first=1, hints=ctx.hints))
+        grads = kernel(grad, winners, ctx.shapes, needs, ctx.params, ctx.hints)
+        return (None, *_as_dtypes(grads, ctx.dtypes), *(None,) * len(operator.params))
 
 
 def _layout_hints(operator: Operator, args: tuple) -> dict[str, Any]:
@@ -613,7 +664,7 @@ def _layout_hints(operator: Operator, args: tuple) -> dict[str, Any]:
     if operator.layout_hints is None:
         return {}
     inputs = args[: len(operator.inputs)]
-    return operator.layout_hints(tuple(_is_transposed_matrix(t) for t in inputs))
+    return operator.layout_hints(tuple([_is_transposed_matrix(t) for t in inputs]))
 
 
 def _is_transposed_matrix(t: Tensor | None) -> bool:
