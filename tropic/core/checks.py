@@ -37,10 +37,13 @@ def require_ndim(name: str, x: Array, ndim: int, layout: str, exact: bool = True
 def require_same_device(**arrays: Array) -> None:
     """Refuse to mix devices: tropic never moves data between devices behind the caller's back."""
     present = [x for x in arrays.values() if x is not None]
-    if all(type(x) is np.ndarray for x in present):
-        return  # NumPy arrays: all on the CPU
-    if all(getattr(x, "is_cpu", False) is True for x in present):
-        return  # torch CPU tensors (answered without making a torch.device per tensor)
+    # NumPy arrays and torch CPU tensors are all on the CPU (answered without making a device
+    # object per array: these checks run on every call)
+    for x in present:
+        if type(x) is not np.ndarray and getattr(x, "is_cpu", False) is not True:
+            break
+    else:
+        return
     first, *others = (device(x) for x in present)
     if all(d == first for d in others):
         return  # the common case, without formatting the devices

@@ -125,6 +125,13 @@ def _checked_shape(
     if len(a_shape) == 0 or len(b_shape) == 0:
         raise ValueError(f"a and b must have at least 1 dimension, got shapes {a_shape} and {b_shape}")
     out_shape = _output_shape(a_shape, b_shape)
+    _check_bias_shape(bias_shape, out_shape, bias_name)
+    return out_shape
+
+
+def _check_bias_shape(bias_shape: tuple | None, out_shape: tuple, bias_name: str = "bias") -> None:
+    """``ValueError`` naming the bias (``bias_name``) unless it broadcasts to the product's shape
+    ``out_shape`` without enlarging it."""
     if bias_shape is not None and bias_shape != out_shape[len(out_shape) - len(bias_shape) :]:
         try:
             broadcast = tuple(np.broadcast_shapes(bias_shape, out_shape))
@@ -135,7 +142,6 @@ def _checked_shape(
                 f"{bias_name} must broadcast to the product's shape {out_shape} (and not enlarge it), got "
                 f"shape {bias_shape}"
             )
-    return out_shape
 
 
 def _output_shape(

@@ -117,9 +117,11 @@ def _check(a: Array, b: Array, b_min: Array, bias_max: Array | None, bias_min: A
     if b_min is not b and tuple(b_min.shape) != tuple(b.shape):
         raise ValueError(f"b_min must have b's shape {tuple(b.shape)}, got {tuple(b_min.shape)}")
     a_shape, b_shape = tuple(a.shape), tuple(b.shape)
-    matmul._checked_shape(a_shape, b_shape, None if bias_max is None else tuple(bias_max.shape), "bias_max")
+    out_shape = matmul._checked_shape(
+        a_shape, b_shape, None if bias_max is None else tuple(bias_max.shape), "bias_max"
+    )
     if bias_min is not None:
-        matmul._checked_shape(a_shape, b_shape, tuple(bias_min.shape), "bias_min")
+        matmul._check_bias_shape(tuple(bias_min.shape), out_shape, "bias_min")
     return xp
 
 
