@@ -669,9 +669,10 @@ def _layout_hints(operator: Operator, args: tuple) -> dict[str, Any]:
 
 def _is_transposed_matrix(t: Tensor | None) -> bool:
     """Whether ``t`` is the transposed view of a C-contiguous 2-D tensor (strides (1, rows))."""
-    if t is None or t.ndim != 2 or t.is_contiguous():
+    if t is None or t.ndim != 2:
         return False
-    return t.stride(0) == 1 and t.stride(1) == t.shape[0]
+    strides = t.stride()
+    return strides[0] == 1 and strides[1] == t.shape[0] and not t.is_contiguous()
 
 
 # -- vmap -------------------------------------------------------------------------------------------
