@@ -21,6 +21,7 @@
 
 #include "thread_pool.h"
 
+#define NOINLINE __attribute__((noinline))
 
 /* Products: g, idx (n, M, N) -> ga (n, M, K) and gb (n, K, N), or with gb_transposed gb laid out as
  * (n, N, K) (the gradient of a weight W that entered as W.T: the same sums, written where W's
@@ -597,23 +598,35 @@ struct conv2d_vjp_job {
   }                                                                                                 \
   /* the same for an output all of whose taps read inside the image: its pixel is acc[at_x + the    \
    * tap's offset] (at_x: the pixel its tap (0, 0, 0) reads) */                                     \
-  static inline int NAME##_to_inside(const struct conv2d_vjp_job *j, int64_t at, int64_t t,         \
-                                     int64_t at_x, double *acc, double *gw) {                       \
-    if (t < 0 || t >= j->taps) return t == -1 ? 0 : 3;                                              \
-    const double v = (double)((const T *)j->g)[at];                                                 \
-    acc[at_x + j->tap[4 * t + 3]] += v;                                                             \
+  static inline int NAME##_to_inside(const T *g, const int64_t *tap, int64_t taps, int64_t at,      \
+                                     int64_t t, int64_t at_x, double *acc, double *gw) {            \
+    if (t < 0 || t >= taps) return t == -1 ? 0 : 3;                                                 \
+    const double v = (double)g[at];                                                                 \
+    acc[at_x + tap[4 * t + 3]] += v;                                                                \
     if (gw) gw[t] += v;                                                                             \
     return 0;                                                                                       \
   }                                                                                                 \
-  /* output `at`, won at tap t, into its channel's weight gradient gw (taps slots) */              \
-  static inline int NAME##_to_weight(const struct conv2d_vjp_job *j, int64_t at, int64_t t,         \
-                                     double *gw) {                                                  \
-    if (t < 0 || t >= j->taps) return t == -1 ? 0 : 3;                                              \
-    gw[t] += (double)((const T *)j->g)[at];                                                         \
+  /* A row's run [c0, c1) of such outputs, in a function of its own, with the job's fields as       \
+   * arguments: inlined into the task, the loop read them through j again after every store to the  \
+   * sums (Python's extensions are built with -fno-strict-aliasing) and ran out of registers. */    \
+  static NOINLINE int NAME##_inside_run(const T *g, const int32_t *t, const int64_t *tap,           \
+                                        int64_t taps, int64_t at, int64_t c0, int64_t c1,           \
+                                        int64_t at_x, int64_t sw, double *acc, double *gw) {        \
+    int status = 0;                                                                                 \
+    for (int64_t c = c0; c < c1; c++)                                                               \
+      status |= NAME##_to_inside(g, tap, taps, at + c, t[c], at_x + c * sw, acc, gw);               \
+    return status;                                                                                  \
+  }                                                                                                 \
+  /* output `at`, won at tap t, into its channel's weight gradient gw (taps slots; the job's        \
+   * fields as arguments, as in the run above) */                                                   \
+  static inline int NAME##_to_weight(const T *g, int64_t taps, int64_t at, int64_t t, double *gw) { \
+    if (t < 0 || t >= taps) return t == -1 ? 0 : 3;                                                 \
+    gw[t] += (double)g[at];                                                                         \
     return 0;                                                                                       \
   }                                                                                                 \
   static int NAME##_weights(const struct conv2d_vjp_job *j) {                                       \
     const int64_t plane = j->Ho * j->Wo, taps = j->taps;                                            \
+    const T *g = (const T *)j->g;                                                                   \
     const size_t wide_bytes = j->idx_bytes == 4 ? 0 : (size_t)(GW_STREAMS * plane) * sizeof(int32_t); \
     int32_t *wide = wide_bytes ? tropic_task_buffer(wide_bytes) : NULL;                             \
     if (wide_bytes && wide == NULL) return 2;                                                       \
@@ -627,11 +640,13 @@ struct conv2d_vjp_job {
         if (streams == GW_STREAMS) /* a constant count: the streams unrolled */                    \
           for (int64_t p = 0; p < plane; p++)                                                       \
             for (int s = 0; s < GW_STREAMS; s++)                                                    \
-              status |= NAME##_to_weight(j, base + p + s * plane, won[p + s * plane], gw + s * taps); \
+              status |= NAME##_to_weight(g, taps, base + p + s * plane, won[p + s * plane],         \
+                                         gw + s * taps);                                            \
         else                                                                                        \
           for (int64_t p = 0; p < plane; p++)                                                       \
             for (int64_t s = 0; s < streams; s++)                                                   \
-              status |= NAME##_to_weight(j, base + p + s * plane, won[p + s * plane], gw + s * taps); \
+              status |= NAME##_to_weight(g, taps, base + p + s * plane, won[p + s * plane],         \
+                                         gw + s * taps);                                            \
       }                                                                                             \
     }                                                                                               \
     if (wide_bytes) tropic_task_buffer_done(wide, wide_bytes);                                      \
@@ -649,6 +664,8 @@ struct conv2d_vjp_job {
     double *acc = tropic_task_buffer(bytes); /* the entry's sums, then its winners widened */       \
     if (acc == NULL) return 2;                                                                      \
     int32_t *wide = (int32_t *)(acc + x_plane);                                                     \
+    const T *g = (const T *)j->g;                                                                   \
+    const int64_t *tap = j->tap, taps = j->taps, sw = j->sw;                                        \
     int status = 0;                                                                                 \
     for (int64_t b = first; b < last && !status; b++) {                                             \
       memset(acc, 0, sums_bytes);                                                                   \
@@ -664,8 +681,7 @@ struct conv2d_vjp_job {
           const int32_t *t = won + (o * j->Ho + i) * j->Wo; /* the row's winners */                \
           for (int64_t c = 0; c < c0; c++)                                                          \
             status |= NAME##_to_input(j, at + c, t[c], i, c, channel0, acc, gw);                    \
-          for (int64_t c = c0; c < c1; c++)                                                         \
-            status |= NAME##_to_inside(j, at + c, t[c], at_x + c * j->sw, acc, gw);                 \
+          status |= NAME##_inside_run(g, t, tap, taps, at, c0, c1, at_x, sw, acc, gw);             \
           for (int64_t c = c1; c < j->Wo; c++) /* c1 >= c0: both Wo off the inside rows */         \
             status |= NAME##_to_input(j, at + c, t[c], i, c, channel0, acc, gw);                    \
         }                                                                                           \
