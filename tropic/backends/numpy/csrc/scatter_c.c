@@ -74,6 +74,35 @@ struct matmul_vjp_job {
 #else
 #define PLAIN_STORES
 #endif
+
+/* A gradient out of its float64 sums (a product's line, an image, a batch entry): out[p] =
+ * (T)acc[p], each sum rounded once; for float, AVX2 code where the CPU has it (the portable build's
+ * SSE2 rounds two doubles per instruction). Not AVX-512: on the Xeon its 512-bit rounding made the
+ * whole morphology backward 2-8% slower, and zeroing acc in the same pass (instead of a memset per
+ * image) 1-13% slower. */
+#define ROUND_OUT(NAME, ATTRIBUTES)                                                                 \
+  ATTRIBUTES static void NAME(const double *acc, float *out, int64_t count) {                       \
+    for (int64_t p = 0; p < count; p++) out[p] = (float)acc[p];                                     \
+  }
+ROUND_OUT(round_out_portable, )
+#if defined(__x86_64__) || defined(__i386__)
+ROUND_OUT(round_out_avx2, __attribute__((target("avx2"))))
+#endif
+
+static void round_out_float(const double *acc, float *out, int64_t count) {
+#if defined(__x86_64__) || defined(__i386__)
+  if (__builtin_cpu_supports("avx2")) {
+    round_out_avx2(acc, out, count);
+    return;
+  }
+#endif
+  round_out_portable(acc, out, count);
+}
+
+static void round_out_double(const double *acc, double *out, int64_t count) {
+  memcpy(out, acc, (size_t)count * sizeof(double));
+}
+
 #define MATMUL_VJP_TASK(NAME, T)                                                                    \
   /* One line of sums out: out[at + k] = acc[k] for k < K (in T when out_t, else double; nothing    \
    * when out is NULL), leaving acc zeroed. Only the `count` winners idx[0], idx[stride], ...       \
@@ -84,7 +113,7 @@ struct matmul_vjp_job {
                            const int32_t *idx, int64_t stride, int64_t count) {                     \
     if (count * SPARSE_FLUSH >= K) {                                                                \
       if (out != NULL && out_t)                                                                     \
-        for (int64_t k = 0; k < K; k++) ((T *)out)[at + k] = (T)acc[k];                             \
+        round_out_##T(acc, (T *)out + at, K);                                                       \
       else if (out != NULL)                                                                         \
         memcpy((double *)out + at, acc, (size_t)K * sizeof(double));                                \
       memset(acc, 0, (size_t)K * sizeof(double));                                                   \
@@ -344,32 +373,6 @@ LANE_SUMS(lane_sums_f32, float)
 LANE_SUMS(lane_sums_f64, double)
 #endif
 
-/* An image's gradient out of its float64 sums: out[p] = (T)acc[p], each sum rounded once; for
- * float, AVX2 code where the CPU has it (the portable build's SSE2 rounds two doubles per
- * instruction). Not AVX-512: on the Xeon its 512-bit rounding made the whole backward 2-8%
- * slower, and zeroing acc in the same pass (instead of a memset per image) 1-13% slower. */
-#define ROUND_OUT(NAME, ATTRIBUTES)                                                                 \
-  ATTRIBUTES static void NAME(const double *acc, float *out, int64_t count) {                       \
-    for (int64_t p = 0; p < count; p++) out[p] = (float)acc[p];                                     \
-  }
-ROUND_OUT(round_out_portable, )
-#if defined(__x86_64__) || defined(__i386__)
-ROUND_OUT(round_out_avx2, __attribute__((target("avx2"))))
-#endif
-
-static void round_out_float(const double *acc, float *out, int64_t count) {
-#if defined(__x86_64__) || defined(__i386__)
-  if (__builtin_cpu_supports("avx2")) {
-    round_out_avx2(acc, out, count);
-    return;
-  }
-#endif
-  round_out_portable(acc, out, count);
-}
-
-static void round_out_double(const double *acc, double *out, int64_t count) {
-  memcpy(out, acc, (size_t)count * sizeof(double));
-}
 
 struct morphology_vjp_job {
   const void *g;
