@@ -1866,8 +1866,8 @@ static int get_matrix(PyObject *obj, Py_buffer *view, int writable, const char *
  * compares (the element-wise loop with a `return` in it ran one compare per cycle: 20-70 us of a
  * layer-sized product); a block of 2048 elements is a few L1 loads. */
 #define NAN_SCAN_BLOCK 2048
-#define DEFINE_ANY_NAN(T, NAME)                                                                     \
-  static int NAME(const T *x, Py_ssize_t n) {                                                       \
+#define DEFINE_ANY_NAN(T, NAME, ATTRIBUTES)                                                         \
+  ATTRIBUTES static int NAME(const T *x, Py_ssize_t n) {                                            \
     for (Py_ssize_t start = 0; start < n; start += NAN_SCAN_BLOCK) {                               \
       const Py_ssize_t end = n - start < NAN_SCAN_BLOCK ? n : start + NAN_SCAN_BLOCK;               \
       int found = 0;                                                                                \
@@ -1876,10 +1876,20 @@ static int get_matrix(PyObject *obj, Py_buffer *view, int writable, const char *
     }                                                                                               \
     return 0;                                                                                       \
   }
-DEFINE_ANY_NAN(float, any_nan_f32)
-DEFINE_ANY_NAN(double, any_nan_f64)
+DEFINE_ANY_NAN(float, any_nan_f32, )
+DEFINE_ANY_NAN(double, any_nan_f64, )
+#ifdef TROPIC_X86
+/* The same scans compiled for AVX2 (8 floats a compare, where the portable build's SSE2 does 4):
+ * a tenth of a 64 x 256 @ 256 x 10 product's time went to them. */
+DEFINE_ANY_NAN(float, any_nan_f32_avx2, AVX2)
+DEFINE_ANY_NAN(double, any_nan_f64_avx2, AVX2)
+#endif
 
 static int any_nan(const char *data, Py_ssize_t n, int is_double) {
+#ifdef TROPIC_X86
+  if (choose_isa() >= 1)
+    return is_double ? any_nan_f64_avx2((const double *)data, n) : any_nan_f32_avx2((const float *)data, n);
+#endif
   return is_double ? any_nan_f64((const double *)data, n) : any_nan_f32((const float *)data, n);
 }
 
