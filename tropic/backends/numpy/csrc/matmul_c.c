@@ -197,8 +197,10 @@ DEFINE_PACK(double, 8, pack_f64)
 /* The same block packed from B's transpose: bt (N, K) C-contiguous, b[k][j] = bt[j * K + k] (the
  * W of a layer's x @ W^T, read where it lies instead of copied into B's layout first). W x W tiles
  * (8 floats, 4 doubles) are transposed in registers: TILE reads W rows of bt (src, K apart) and
- * writes W rows of the panel (dst, NR apart). k tails and columns past N (the zero) go one by one.
- * Only values move, so the products are bitwise those of the packed B. */
+ * writes W rows of the panel (dst, NR apart). Past N a tile's rows are the zero: such a tile is
+ * read from a copy of its real rows and rows of the zero (one by one, it took a tenth of a 64 x
+ * 256 @ 256 x 10 product). k tails go one by one. Only values move, so the products are bitwise
+ * those of the packed B. */
 #define DEFINE_PACK_T(T, NR, W, NAME, TILE)                                                         \
   static AVX2 void NAME(const T *bt, T *buf, int64_t N, int64_t K, int64_t k0, int64_t kc,         \
                         int64_t j0, int64_t pn, T zero) {                                           \
@@ -208,8 +210,17 @@ DEFINE_PACK(double, 8, pack_f64)
         const int64_t col = j0 + q * NR + h, real = N - col; /* real: columns of B from col on */  \
         const T *src = bt + col * K + k0;                                                           \
         int64_t k = 0;                                                                              \
-        if (real >= W)                                                                              \
+        if (real >= W) {                                                                            \
           for (; k + W <= kc; k += W) TILE(src + k, K, panel + k * NR + h, NR);                    \
+        } else if (kc >= W) {                                                                       \
+          T rows[W * W];                                                                            \
+          for (int64_t v = (real > 0 ? real : 0) * W; v < W * W; v++) rows[v] = zero;               \
+          for (; k + W <= kc; k += W) {                                                             \
+            for (int64_t j = 0; j < real; j++)                                                      \
+              memcpy(rows + j * W, src + j * K + k, W * sizeof(T));                                 \
+            TILE(rows, W, panel + k * NR + h, NR);                                                  \
+          }                                                                                         \
+        }                                                                                           \
         for (; k < kc; k++)                                                                         \
           for (int64_t j = 0; j < W; j++) panel[k * NR + h + j] = j < real ? src[j * K + k] : zero; \
       }                                                                                             \
