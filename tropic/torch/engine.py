@@ -367,23 +367,28 @@ def _received(grads: Any) -> tuple:
     return grads if isinstance(grads, (tuple, list)) else (grads,)
 
 
-def _backward_cpu(operator: Operator, checked: bool = True):
-    """The backward op's CPU kernel (contiguous gradients, as its fake kernel promises);
-    ``checked=False``: the eager path's, without the checks, called with what its ``ctx`` holds
-    ``(grad, winners, shapes, needs, params, hints)`` (``hints``: the vjp's layout hints, see
-    _layout_hints) and giving the gradients in the layouts the vjp gives them."""
+def _backward_cpu(operator: Operator):
+    """The backward op's CPU kernel: checked, the gradients contiguous (as its fake kernel promises)."""
 
     def kernel(*args: Any) -> Any:
         grad, winners, shapes, needs, params = _split_backward(operator, args)
         _check_backward(operator, grad, winners, shapes, needs, params)
         return _returned(_vjp_on_host(operator, grad, winners, shapes, needs, params, {}, True))
 
-    def unchecked(
+    return kernel
+
+
+def _eager_backward_cpu(operator: Operator):
+    """The eager path's backward kernel: called with what its ``ctx`` holds, without the checks
+    (``hints``: the vjp's layout hints, see _layout_hints); the gradients in the layouts the vjp
+    gives them."""
+
+    def kernel(
         grad: Tensor, winners: Tensor, shapes: tuple, needs: tuple, params: dict, hints: dict
     ) -> tuple:
         return _vjp_on_host(operator, grad, winners, shapes, needs, params, hints, False)
 
-    return kernel if checked else unchecked
+    return kernel
 
 
 def _vjp_on_host(
@@ -775,7 +780,7 @@ def _define(operator: Operator) -> _Ops:
         "cpu_backward": _backward_cpu(operator),
         "cuda_backward": _backward_cuda(operator),
         "cpu_unchecked": _forward_cpu(operator, checked=False),
-        "cpu_backward_unchecked": _backward_cpu(operator, checked=False),
+        "cpu_backward_unchecked": _eager_backward_cpu(operator),
     }
     torch.library.impl(name, "cpu", kernels["cpu"], lib=_library)
     torch.library.impl(name, "cuda", kernels["cuda"], lib=_library)
