@@ -661,14 +661,13 @@ class _EagerFunction(torch.autograd.Function):
         return (None, *_as_dtypes(grads, ctx.dtypes), *(None,) * len(operator.params))
 
 
-def _layout_hints(operator: Operator, args: tuple) -> dict[str, Any]:
+def _layout_hints(operator: Operator, inputs: tuple) -> dict[str, Any]:
     """The operator's vjp layout hints (its spec's ``layout_hints``) for these inputs: an input that
     is the transpose of a C-contiguous matrix (``x @ W.T``'s ``W.T``) gets its gradient in that
     layout, which autograd then hands to ``W.grad`` without the transposing copy it would make of a
     C-contiguous gradient (a tenth of a millisecond for a 256 x 784 weight)."""
     if operator.layout_hints is None:
         return {}
-    inputs = args[: len(operator.inputs)]
     return operator.layout_hints(tuple([_is_transposed_matrix(t) for t in inputs]))
 
 

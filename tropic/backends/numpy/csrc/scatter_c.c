@@ -324,12 +324,13 @@ int tropic_matmul_vjp_f64(const double *g, const int32_t *idx, int64_t n, int64_
 
 /* Morphology: g, idx (n, H, W; int8, int16 or int32: idx_bytes); rows (H, kh) and cols (W, kw) are
  * the source tables of the window (-1: border) -> gimg (n, H, W), written in T (not caller-zeroed),
- * and gw (kh * kw, double, caller-zeroed). Images are independent for gimg: each task of the thread pool takes a run of
- * images and sums each in a float64 buffer of one image (cache-sized for the usual images, where a
- * whole-batch accumulator went to memory and back three times), in the outputs' row-major order,
- * then rounds it into gimg. gw's sums run over every output in order, so it is one task of its own
- * (task 0), beside the image tasks. A tap's (row, column) in the element is decoded once into a
- * table, not by two divisions per output. Returns 2 if a buffer cannot be allocated. */
+ * and gw (kh * kw, double, caller-zeroed). Images are independent for gimg: each task of the
+ * thread pool takes a run of images and sums each in a float64 buffer of one image (cache-sized
+ * for the usual images, where a whole-batch accumulator went to memory and back three times), in
+ * the outputs' row-major order, then rounds it into gimg. gw's sums run over every output in
+ * order, so it is one task of its own (task 0), beside the image tasks. A tap's (row, column) in
+ * the element is decoded once into a table, not by two divisions per output. Returns 2 if a buffer
+ * cannot be allocated. */
 /* The element's gradient of a small element (at most 16 taps) with its sums in registers, AVX2:
  * slot t lives in lane t % 4 of vector t / 4; each output adds its value to its slot's lane and +0.0
  * to every other lane, so every slot gets the same adds in the same order as through memory (and
@@ -820,7 +821,8 @@ MAXOUT_VJP(tropic_maxout_vjp_f64, double)
 const char *tropic_isa(void) { return "generic"; }
 
 /* The calling convention of the exported functions: compiled.py refuses a build whose number is not
- * the one it was written for (2: tropic_morphology_vjp takes the winners' width). */
+ * the one it was written for (2: tropic_morphology_vjp takes the winners' width; 3:
+ * tropic_conv2d_vjp too). */
 int tropic_abi_version(void) { return 3; }
 
 /* Python entry point of the products' pass, for layer-sized backwards where ctypes' per-call costs
