@@ -840,8 +840,8 @@ AVX512_INLINE void SUF(channels_avx512_block)(const T *base, const int64_t *off,
                                                int64_t cstride, const int mx, const int OC, const int NV,
                                                const int masked, ZMASK last, const int track, const int weighted)
 {
-    ZT best[4][2];
-    ZIT win[4][2];
+    ZT best[4][4];
+    ZIT win[4][4];
     for (int c = 0; c < OC; c++)
         for (int k = 0; k < NV; k++) {
             best[c][k] = SUF(zset1)(ZERO);
@@ -849,7 +849,7 @@ AVX512_INLINE void SUF(channels_avx512_block)(const T *base, const int64_t *off,
         }
     for (int64_t t = 0; t < ntaps; t++) {
         const T *p = base + off[t];
-        ZT v[2];
+        ZT v[4];
         for (int k = 0; k < NV; k++)
             v[k] = SUF(zload)(p + k * ZL, last, masked && k == NV - 1);
         const ZIT tt = SUF(ziset1)(tap_index[t]);
@@ -886,6 +886,9 @@ AVX512_INLINE void SUF(channels_avx512_body)(const T *P, int64_t pstride, int64_
         T *o = out + b * ostride + i * W;
         int32_t *ix = track ? idx + b * ostride + i * W : NULL;
         int64_t j = 0;
+        if (OC == 1) /* four chains of bests: two leave one channel's loop waiting on the max's latency */
+            for (; j + 4 * ZL <= W; j += 4 * ZL)
+                BLOCK(4, 0, 0);
         for (; j + 2 * ZL <= W; j += 2 * ZL)
             BLOCK(2, 0, 0);
         const int64_t rest = W - j; /* 0 .. 2 ZL - 1 */
