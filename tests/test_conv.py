@@ -525,6 +525,23 @@ def test_errors_name_the_argument(op):
         op(x, w.astype(np.int64))
 
 
+def test_integer_arguments_are_python_or_numpy_ints_not_bools():
+    """Stride, padding and groups take Python and NumPy integers (normalised to Python ints, the same
+    result) and refuse bools, alone or in a pair, and floats."""
+    x, w = np.arange(50.0).reshape(1, 2, 5, 5), np.ones((2, 2, 3, 3))
+    expected = tropic.maxplus_conv2d(x, w, stride=2, padding=1)
+    for stride, padding in ((np.int64(2), np.int32(1)), ((2, np.int16(2)), [np.uint8(1), 1])):
+        np.testing.assert_array_equal(tropic.maxplus_conv2d(x, w, stride=stride, padding=padding), expected)
+    geometry = ConvGeometry(x.shape, w.shape, (np.int64(2), 2), np.int32(1), np.int8(1))
+    assert geometry.stride == (2, 2) and geometry.padding == (1, 1) and geometry.groups == 1
+    assert {type(v) for v in (*geometry.stride, *geometry.padding)} == {int}
+    for bad in (True, (1, True), (np.bool_(True), 1), 1.0, (1, 1.0)):
+        with pytest.raises(TypeError, match=r"^stride must be an int or a pair of ints"):
+            tropic.maxplus_conv2d(x, w, stride=bad)
+    with pytest.raises(ValueError, match=r"^groups must be a positive int, got True"):
+        tropic.maxplus_conv2d(x, w, groups=True)
+
+
 def test_vjp_shape_errors():
     """conv2d_vjp refuses a gradient or indices not shaped like the output."""
     x, w = np.ones((1, 2, 5, 5)), np.ones((3, 2, 3, 3))

@@ -62,22 +62,25 @@ def ints(name: str, value: Any, n: int, minimum: int | None) -> tuple[int, ...]:
     """Normalise an int or a tuple of ``n`` ints (one per spatial axis: kernel size, stride, padding,
     origin) and check its lower bound (None: no bound)."""
     if _is_int(value):
-        values = (value,) * n
+        values = (int(value),) * n
     else:
         try:
             values = tuple(value)
         except TypeError:
             values = ()
-        if len(values) != n or not all(_is_int(v) for v in values):
+        if len(values) != n or not all([_is_int(v) for v in values]):
             expected = "a pair of ints" if n == 2 else f"a tuple of {n} int{'s' if n > 1 else ''}"
             raise TypeError(f"{name} must be an int or {expected}, got {value!r}")
+        values = tuple([int(v) for v in values])
     if minimum is not None and min(values) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return tuple(int(v) for v in values)
+    return values
 
 
 def _is_int(value: Any) -> bool:
     """A Python or NumPy integer, not a bool."""
+    if type(value) is int:  # the common case, without the abstract base class's isinstance
+        return True
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
