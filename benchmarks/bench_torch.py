@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
+
 import tropic
 
 from .common import (
@@ -62,7 +64,7 @@ class TorchMaxplusLayerTraining(LayerStepBenchmark):
 
 
 # Dense layers y = x @ W.T of the papers' MLPs (batch, in, out): where the glue around the kernels shows
-LAYER_SHAPES = size(("64x256x256", "64x784x256", "256x1024x1024"), ("8x16x12",))
+LAYER_SHAPES = size(("64x256x10", "64x256x256", "64x784x256", "256x1024x1024"), ("8x16x12",))
 
 
 def numpy_and_torch_layer_steps(shape: str):
@@ -101,6 +103,76 @@ class TorchOverNumpyLayer(Benchmark):
         self.ratio = same_run_ratio(torch_step, numpy_step)
 
     def track_torch_over_numpy(self, shape):
+        return self.ratio
+
+
+def own_function_layer_step(shape: str):
+    """The step of :func:`numpy_and_torch_layer_steps` on torch tensors through an
+    ``autograd.Function`` written around tropic's NumPy functions: what a user writes to call the
+    NumPy kernels from torch code (NumPy views by DLPack, the product with winners forward,
+    ``matmul_vjp`` backward). The same kernels, so the same gradients, bit for bit; it pays what any
+    ``autograd.Function`` pays (the node, the engine, the gradient accumulation) and no more glue."""
+    torch = require_torch()
+    batch, n_in, n_out = (int(n) for n in shape.split("x"))
+    tx = torch.from_numpy(random_array(batch, n_in, seed=1))
+    tw = torch.from_numpy(random_array(n_out, n_in, seed=2)).requires_grad_()
+    tgrad = torch.from_numpy(random_array(batch, n_out, seed=3))
+
+    class MaxplusMatmul(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, a, b):
+            values, ctx.winners = tropic.maxplus_matmul(
+                np.from_dlpack(a.detach()), np.from_dlpack(b.detach()), return_indices=True
+            )
+            ctx.shapes = (tuple(a.shape), tuple(b.shape))
+            return torch.from_numpy(values)
+
+        @staticmethod
+        def backward(ctx, grad):
+            grads = tropic.matmul_vjp(np.from_dlpack(grad), ctx.winners, *ctx.shapes)
+            return tuple(torch.from_numpy(g) for g in grads)
+
+    def own_step():
+        tx_leaf = tx.detach().requires_grad_()
+        tw.grad = None
+        MaxplusMatmul.apply(tx_leaf, tw.T).backward(tgrad)
+        return tx_leaf.grad, tw.grad.T
+
+    return own_step
+
+
+class OwnFunctionOverNumpyLayer(Benchmark):
+    """Same-run ratio of the layer step through a hand-written ``autograd.Function`` around tropic's
+    NumPy functions (:func:`own_function_layer_step`) over the same step on NumPy arrays: what torch's
+    autograd adds to the NumPy kernels for any integration that goes through an
+    ``autograd.Function``, the floor of ``TorchOverNumpyLayer``."""
+
+    params = (LAYER_SHAPES,)
+    param_names = ("BxINxOUT",)
+    unit = "ratio"
+
+    def setup(self, shape):
+        numpy_step, _ = numpy_and_torch_layer_steps(shape)
+        self.ratio = same_run_ratio(own_function_layer_step(shape), numpy_step)
+
+    def track_own_function_over_numpy(self, shape):
+        return self.ratio
+
+
+class TorchOverOwnFunctionLayer(Benchmark):
+    """Same-run ratio of the layer step through tropic's torch path over the hand-written
+    ``autograd.Function`` (:func:`own_function_layer_step`): tropic's glue against the least a user
+    can write around the same kernels (below 1: tropic's is cheaper)."""
+
+    params = (LAYER_SHAPES,)
+    param_names = ("BxINxOUT",)
+    unit = "ratio"
+
+    def setup(self, shape):
+        _, torch_step = numpy_and_torch_layer_steps(shape)
+        self.ratio = same_run_ratio(torch_step, own_function_layer_step(shape))
+
+    def track_torch_over_own_function(self, shape):
         return self.ratio
 
 

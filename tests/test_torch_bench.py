@@ -52,14 +52,24 @@ def test_torch_and_numpy_layer_steps_give_the_same_gradients(shape):
     """The torch-over-NumPy ratio compares like with like: both steps compute the gradients of
     ``x @ W.T`` with the same kernels, so the same bits."""
     numpy_step, torch_step = bench_torch.numpy_and_torch_layer_steps(shape)
-    for got, expected in zip(torch_step(), numpy_step(), strict=True):
-        assert got.shape == expected.shape
-        assert torch.equal(got, torch.from_numpy(expected))
+    own_step = bench_torch.own_function_layer_step(shape)  # the floor's hand-written Function
+    for step in (torch_step, own_step):
+        for got, expected in zip(step(), numpy_step(), strict=True):
+            assert got.shape == expected.shape
+            assert torch.equal(got, torch.from_numpy(expected))
     batch, n_in, n_out = (int(n) for n in shape.split("x"))
     assert numpy_step()[1].shape == (n_in, n_out)
 
 
-def test_the_ratio_benchmark_tracks_a_positive_ratio():
-    benchmark = bench_torch.TorchOverNumpyLayer()
+@pytest.mark.parametrize(
+    ("name", "track"),
+    [
+        ("TorchOverNumpyLayer", "track_torch_over_numpy"),
+        ("OwnFunctionOverNumpyLayer", "track_own_function_over_numpy"),
+        ("TorchOverOwnFunctionLayer", "track_torch_over_own_function"),
+    ],
+)
+def test_the_ratio_benchmarks_track_a_positive_ratio(name, track):
+    benchmark = getattr(bench_torch, name)()
     benchmark.setup("8x16x12")
-    assert benchmark.track_torch_over_numpy("8x16x12") > 0
+    assert getattr(benchmark, track)("8x16x12") > 0
