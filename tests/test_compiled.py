@@ -233,18 +233,41 @@ def test_a_build_of_another_calling_convention_is_not_used(monkeypatch, library)
     assert "rebuild" in compiled._status[library]
 
 
-def test_flat_rectangle_matches_the_tap_loop():
-    """The van Herk kernel (full flat rectangles) against the general tap kernel on the same input."""
+@pytest.mark.parametrize("flat_rect_taps", [0, kernels._FLAT_RECT_TAPS])
+@pytest.mark.parametrize("shape", [(7, 6), (3, 3), (1, 5)])
+def test_flat_rectangle_matches_the_tap_loop(monkeypatch, flat_rect_taps, shape):
+    """Full flat rectangles, on the van Herk kernel (``_FLAT_RECT_TAPS`` 0) and, up to
+    ``_FLAT_RECT_TAPS`` taps, on the flat tap loop, against the general (weighted) tap kernel on the
+    same input, ties and tropical zeros included."""
+    monkeypatch.setattr(kernels, "_FLAT_RECT_TAPS", flat_rect_taps)
     rng = np.random.default_rng(5)
     image = rng.integers(-3, 3, (2, 40, 33)).astype(np.float32)
     image[0, 5:9, 5:9] = -np.inf
-    full = np.ones((7, 6), dtype=bool)
+    image[1, 10:12, 3:5] = np.inf
+    full = np.ones(shape, dtype=bool)
     for op in (tropic.dilation, tropic.erosion):
-        rect = op(image, footprint=full, return_indices=True)
-        # The same rectangle as a structure of zeros runs the tap kernel (a weighted one).
-        taps = op(image, np.zeros((7, 6), np.float32), return_indices=True)
-        for got, want in zip(rect, taps, strict=True):
-            assert_identical(got, want)
+        for mode in ("neutral", "reflect", "wrap"):
+            rect = op(image, footprint=full, mode=mode, return_indices=True)
+            # The same rectangle as a structure of zeros runs the tap kernel (a weighted one).
+            taps = op(image, np.zeros(shape, np.float32), mode=mode, return_indices=True)
+            for got, want in zip(rect, taps, strict=True):
+                assert_identical(got, want)
+            assert_identical(op(image, footprint=full, mode=mode), rect[0])  # values alone
+
+
+def test_small_flat_rectangles_take_the_tap_loop_where_it_is_vectorised(monkeypatch):
+    """Up to ``_FLAT_RECT_TAPS`` taps a full flat rectangle runs the tap loop (where the morphology
+    kernels are vectorised), above it van Herk's kernel."""
+    if compiled.isa("morphology_c") not in ("avx2", "avx512+avx2"):
+        pytest.skip("the morphology kernels are not vectorised here (no AVX2): van Herk for every size")
+    called = []
+    real = kernels._compiled_rect
+    monkeypatch.setattr(kernels, "_compiled_rect", lambda *a, **k: called.append(1) or real(*a, **k))
+    image = np.random.default_rng(6).standard_normal((2, 30, 30)).astype(np.float32)
+    tropic.dilation(image, size=7)  # 49 taps
+    assert called == []
+    tropic.dilation(image, size=(7, 8))  # 56 taps
+    assert called == [1]
 
 
 def test_backward_kernels_match_the_numpy_path_bitwise(monkeypatch):
@@ -337,10 +360,13 @@ def test_parallel_tasks_runs_each_task_once_and_reraises():
         kernels.parallel_tasks(9, fail, threads=2)
 
 
+@pytest.mark.parametrize("flat_rect_taps", [0, kernels._FLAT_RECT_TAPS])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_blocked_taps_match_the_numpy_path(monkeypatch, threads):
+def test_blocked_taps_match_the_numpy_path(monkeypatch, threads, flat_rect_taps):
     """Tiny blocks (row bands and image blocks) on several threads, NaN and infinities included,
-    give the NumPy path's bits: the blocks' padding, NaN flags and van Herk bands stitch correctly."""
+    give the NumPy path's bits: the blocks' padding, NaN flags and van Herk bands stitch correctly
+    (``_FLAT_RECT_TAPS`` 0: the flat rectangles on van Herk's kernel, else on the tap loop)."""
+    monkeypatch.setattr(kernels, "_FLAT_RECT_TAPS", flat_rect_taps)
     rng = np.random.default_rng(21)
     images = rng.integers(-2, 3, (3, 23, 17)).astype(np.float32)
     images[0, 4, 4], images[2, 20, 1] = np.nan, -np.inf
@@ -352,7 +378,7 @@ def test_blocked_taps_match_the_numpy_path(monkeypatch, threads):
         lambda: tropic.erosion(images, structure, return_indices=True),
         lambda: tropic.dilation(images[1:2], structure, mode="constant", cval=np.nan, return_indices=True),
         lambda: tropic.erosion(images, footprint=footprint, mode="wrap", return_indices=True),
-        # full flat rectangles: the van Herk kernel, on blocks and bands (dilation: flipped input)
+        # full flat rectangles: van Herk's kernel or the tap loop, on blocks and bands (dilation flipped)
         lambda: tropic.dilation(
             np.nan_to_num(images, nan=1.0), size=(3, 4), mode="reflect", return_indices=True
         ),

@@ -151,6 +151,7 @@ _modules: dict[str, object] = {}  # the extension modules imported as Python mod
 _raw_functions: dict[str, ctypes._CFuncPtr] = {}
 _status: dict[str, str] = {}
 _pool_shared: dict[str, bool] = {}  # kernel modules running their tasks on matmul_c's pool
+_isa: dict[str, str] = {}  # the code path each library chose at load time ("avx512+avx2", "avx2", "generic")
 
 
 def _load(library: str) -> ctypes.CDLL | None:
@@ -178,7 +179,8 @@ def _load(library: str) -> ctypes.CDLL | None:
     isa = getattr(lib, "tropic_isa", None)
     if isa is not None:
         isa.restype = ctypes.c_char_p
-    _status[library] = f"loaded ({isa().decode()})" if isa is not None else "loaded"
+        _isa[library] = isa().decode()
+    _status[library] = f"loaded ({_isa[library]})" if isa is not None else "loaded"
     _modules[library] = importlib.import_module(f"tropic.backends.numpy._{library}")
     return lib
 
@@ -225,6 +227,12 @@ def _share_the_task_pool(libraries: dict[str, ctypes.CDLL | None]) -> None:
 def function(name: str):
     """The bound C function ``name``, or None when it is not available (use the NumPy path)."""
     return _functions.get(name) if enabled else None
+
+
+def isa(library: str) -> str | None:
+    """The code path library ``library`` chose when it loaded (``"avx512+avx2"``, ``"avx2"`` or
+    ``"generic"``), or None when it is not in use or does not say."""
+    return _isa.get(library) if enabled and library in _modules else None
 
 
 def raw_function(name: str):

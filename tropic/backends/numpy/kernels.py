@@ -833,7 +833,8 @@ def _compiled_taps(
     semiring, flat, w, taps, kw, row_window, col_window, fill, index_type, rounding=None, winners=True
 ):
     """Compiled tap loop as ``(out, winner, has_nan)``, or None (no kernel, no taps, or a full flat
-    rectangle, which the van Herk kernel does faster). ``rounding`` (float32 images and weights
+    rectangle of more than ``_FLAT_RECT_TAPS`` taps, or of any size where the tap loop is not
+    vectorised, which the van Herk kernel does faster). ``rounding`` (float32 images and weights
     holding half-precision values): every weighted sum rounded to that dtype before it compares.
     ``winners=False``: the values only (``winner`` is None).
 
@@ -848,8 +849,10 @@ def _compiled_taps(
     if pooled is None or not taps:
         return None
     full = len(taps) == row_window.start.size * col_window.start.size
-    if w is None and full and compiled.raw_function(_C_RECT_POOLED.get(dtype, "")) is not None:
-        return None
+    vectorised = compiled.isa("morphology_c") in ("avx2", "avx512+avx2")
+    if w is None and full and (len(taps) > _FLAT_RECT_TAPS or not vectorised):
+        if compiled.raw_function(_C_RECT_POOLED.get(dtype, "")) is not None:
+            return None
     n, H, W = flat.shape
     kh = row_window.start.size
     u, v = (np.array(axis, dtype=np.int64) for axis in zip(*taps, strict=True))
@@ -883,6 +886,11 @@ def _compiled_taps(
 # Rows this long under a one-row element (1-D signals) are cut into column bands, or folded.
 _LONG_ROW = LONG_ROW
 _FEW_TAPS = 16  # flat one-row elements up to this size: the tap loop beats van Herk's copies
+# Full flat rectangles of up to this many taps take the vectorised tap loop (a load and a compare per
+# tap and vector, no sums), not van Herk's path (its padded copy, flips and some 8 compares a pixel):
+# one thread on an AVX-512 Xeon, 3x3 to 9x9, 0.18-0.8x van Herk's time; with AVX2 alone 0.22-0.86x,
+# and about even at 11x11 (docs/benchmarks.md, nineteenth session).
+_FLAT_RECT_TAPS = 49
 _BAND = 1 << 17  # most outputs per column band
 _MIN_BAND = 2048  # fewest (a kernel call per band: Python overhead)
 
