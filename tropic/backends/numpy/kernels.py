@@ -774,7 +774,7 @@ def morphology(
     kh, kw = support.shape
     H, W = image.shape[-2:]
     flat = image.reshape(math.prod(image.shape[:-2]), H, W)
-    taps = list(zip(*np.nonzero(support), strict=True))
+    taps = _element_taps(support)[0]
     w = None if weights is None else np.asarray(weights)
     index_type = _index_type(kh * kw)
     if flat.size == 0:  # nothing to compute (and no pixel to pad from)
@@ -806,7 +806,7 @@ def morphology(
     # (the rounded tap loop always tracks the winners)
     track = winners or rounding is not None
     result = _compiled_taps(
-        semiring, flat, w, taps, kw, row_window, col_window, fill, index_type, rounding, track
+        semiring, flat, w, support, row_window, col_window, fill, index_type, rounding, track
     )
     if result is None:
         padded = pad(flat, row_window, col_window, fill)
@@ -830,7 +830,7 @@ def morphology(
 
 
 def _compiled_taps(
-    semiring, flat, w, taps, kw, row_window, col_window, fill, index_type, rounding=None, winners=True
+    semiring, flat, w, support, row_window, col_window, fill, index_type, rounding=None, winners=True
 ):
     """Compiled tap loop as ``(out, winner, has_nan)``, or None (no kernel, no taps, or a full flat
     rectangle of more than ``_FLAT_RECT_TAPS`` taps, or of any size where the tap loop is not
@@ -846,6 +846,7 @@ def _compiled_taps(
     pooled = compiled.raw_function(_C_MORPHOLOGY_POOLED.get(dtype, ""))
     if rounding is not None and dtype is not np.float32:
         pooled = None
+    taps, u, v, tap_index = _element_taps(support)
     if pooled is None or not taps:
         return None
     full = len(taps) == row_window.start.size * col_window.start.size
@@ -855,12 +856,10 @@ def _compiled_taps(
             return None
     n, H, W = flat.shape
     kh = row_window.start.size
-    u, v = (np.array(axis, dtype=np.int64) for axis in zip(*taps, strict=True))
     # The raw kernels take addresses: every array below is C-contiguous of the kernel's types.
     flat = np.ascontiguousarray(flat)
     tap_row = np.ascontiguousarray(row_window.start[u], dtype=np.int64)
     tap_col = np.ascontiguousarray(col_window.start[v], dtype=np.int64)
-    tap_index = (u * kw + v).astype(np.int32)
     tap_weight = None if w is None else np.ascontiguousarray(w[u, v], dtype=dtype)
     weight_nan = tap_weight is not None and _any_nan(tap_weight)
     row_line = np.ascontiguousarray(row_window.line, dtype=np.int64)
@@ -868,7 +867,7 @@ def _compiled_taps(
     out = np.empty((n, H, W), flat.dtype)
     winner = np.empty((n, H, W), index_type) if winners else None
     threads = get_num_threads() if out.size * len(taps) >= _PARALLEL_CANDIDATES else 1
-    blocks = np.array(_task_blocks(n, H, W * len(taps), 4 * threads if threads > 1 else 1), np.int64)
+    blocks = _block_table(n, H, W * len(taps), 4 * threads if threads > 1 else 1, _TASK_CANDIDATES)
     nan = ctypes.c_int(0)
     flat_at, row_at, col_at, tap_row_at, tap_col_at, weight_at, tap_index_at, out_at, winner_at, blocks_at = (
         _addresses(flat, row_line, col_line, tap_row, tap_col, tap_weight, tap_index, out, winner, blocks)
@@ -957,6 +956,35 @@ def _compiled_line_taps(semiring, flat, w, taps, col_window, fill, index_type, w
 
     parallel_tasks(len(blocks), task, threads)
     return None if any(nan_seen) else (out, winner)
+
+
+def _element_taps(support: np.ndarray) -> tuple:
+    """The taps of an element: its true entries ``(u, v)`` in row-major order, their rows ``u`` and
+    columns ``v`` (int64) and flat indices ``u * kw + v`` (int32), read-only. Cached by the element's
+    bits: a layer or a loop passes the same element every call, and building these took longer than
+    a small image's kernel."""
+    return _element_taps_of(support.shape, np.ascontiguousarray(support, dtype=bool).tobytes())
+
+
+@functools.lru_cache(maxsize=256)
+def _element_taps_of(shape: tuple[int, int], bits: bytes):
+    u, v = np.nonzero(np.frombuffer(bits, dtype=bool).reshape(shape))
+    taps = tuple(zip(u.tolist(), v.tolist(), strict=True))
+    u, v = u.astype(np.int64), v.astype(np.int64)
+    index = (u * shape[1] + v).astype(np.int32)
+    for table in (u, v, index):
+        table.flags.writeable = False
+    return taps, u, v, index
+
+
+@functools.lru_cache(maxsize=256)
+def _block_table(n: int, H: int, cost_per_row: int, tasks: int, task_candidates: int) -> np.ndarray:
+    """:func:`_task_blocks` as the kernels' (blocks, 4) int64 table, read-only; cached (a loop
+    calls with the same shapes). ``task_candidates`` is ``_TASK_CANDIDATES`` at the call, which
+    the blocks depend on."""
+    table = np.array(_task_blocks(n, H, cost_per_row, tasks), np.int64).reshape(-1, 4)
+    table.flags.writeable = False
+    return table
 
 
 def _task_blocks(n: int, H: int, cost_per_row: int, tasks: int) -> list[tuple[int, int, int, int]]:
@@ -1068,7 +1096,7 @@ def _compiled_rect(semiring, padded, w, support, row_window, col_window, H, W, h
     # Blocks of images, or bands of rows (a band of output rows reads kh - 1 more padded rows, which
     # is a sub-image the kernel takes as it is), claimed by the threads one at a time (the C pool).
     threads = get_num_threads() if out.size * _RECT_COST >= _PARALLEL_CANDIDATES else 1
-    blocks = np.array(_task_blocks(n, H, W * _RECT_COST, 4 * threads if threads > 1 else 1), np.int64)
+    blocks = _block_table(n, H, W * _RECT_COST, 4 * threads if threads > 1 else 1, _TASK_CANDIDATES)
     source = np.ascontiguousarray(source)
     source_at, out_at, winner_at, blocks_at = _addresses(source, out, winner, blocks)
     status = rect(source_at, Hp, Wp, kh, kw, maximise, out_at, winner_at, blocks_at, len(blocks), threads)
