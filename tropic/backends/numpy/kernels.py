@@ -758,10 +758,10 @@ def morphology(
 
     Compiled kernels when built: a van Herk running max for full flat rectangles of more than
     ``_FLAT_RECT_TAPS`` taps (cost per pixel independent of the window), else padding and a tap loop
-    per block of images (see :func:`_compiled_taps`); one-row elements on long rows (1-D signals) read the image in place
-    (:func:`_compiled_line_taps`); without them the NumPy tap loop. The NaN rule is applied
-    afterwards. With ``rounding``, the border value and every sum ``x + w`` are rounded to that
-    dtype (a flat element adds nothing: its candidates are the image's own values).
+    per block of images (see :func:`_compiled_taps`); one-row elements on long rows (1-D signals)
+    read the image in place (:func:`_compiled_line_taps`); without them the NumPy tap loop. The NaN
+    rule is applied afterwards. With ``rounding``, the border value and every sum ``x + w`` are
+    rounded to that dtype (a flat element adds nothing: its candidates are the image's own values).
     ``winners=False``: the compiled tap loops skip the winners (None is returned in their place).
     """
     if _float16_through_float32(rounding, image, weights):
