@@ -255,6 +255,22 @@ def test_flat_rectangle_matches_the_tap_loop(monkeypatch, flat_rect_taps, shape)
             assert_identical(op(image, footprint=full, mode=mode), rect[0])  # values alone
 
 
+def test_the_tap_tables_of_large_elements_are_not_kept(monkeypatch):
+    """The tap loop caches the tables of elements up to ``_CACHED_ELEMENT_SIZE`` entries only (a
+    large element's would hold megabytes), and gives the NumPy path's bits either way."""
+    rng = np.random.default_rng(7)
+    image = rng.integers(-3, 3, (2, 40, 40)).astype(np.float32)
+    small, large = rng.random((5, 5)) < 0.6, rng.random((33, 33)) < 0.6  # 25 and 1089 entries
+    kernels._element_taps_of.cache_clear()
+    got = [tropic.dilation(image, footprint=fp, return_indices=True) for fp in (small, large, small)]
+    info = kernels._element_taps_of.cache_info()
+    assert (info.currsize, info.misses) == (1, 1) and info.hits > 0  # the small one kept, found again
+    monkeypatch.setattr(compiled, "enabled", False)
+    for fp, result in zip((small, large, small), got, strict=True):
+        for g, w in zip(result, tropic.dilation(image, footprint=fp, return_indices=True), strict=True):
+            assert_identical(g, w)
+
+
 def test_small_flat_rectangles_take_the_tap_loop_where_it_is_vectorised(monkeypatch):
     """Up to ``_FLAT_RECT_TAPS`` taps a full flat rectangle runs the tap loop (where the morphology
     kernels are vectorised), above it van Herk's kernel."""

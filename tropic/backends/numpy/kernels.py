@@ -962,8 +962,13 @@ def _element_taps(support: np.ndarray) -> tuple:
     """The taps of an element: its true entries ``(u, v)`` in row-major order, their rows ``u`` and
     columns ``v`` (int64) and flat indices ``u * kw + v`` (int32), read-only. Cached by the element's
     bits: a layer or a loop passes the same element every call, and building these took longer than
-    a small image's kernel."""
-    return _element_taps_of(support.shape, np.ascontiguousarray(support, dtype=bool).tobytes())
+    a small image's kernel. Elements of more than ``_CACHED_ELEMENT_SIZE`` entries are not kept
+    (their tables would hold megabytes; their kernels take far longer than building them)."""
+    key = (support.shape, np.ascontiguousarray(support, dtype=bool).tobytes())
+    return (_element_taps_of if support.size <= _CACHED_ELEMENT_SIZE else _element_taps_of.__wrapped__)(*key)
+
+
+_CACHED_ELEMENT_SIZE = 1024
 
 
 @functools.lru_cache(maxsize=256)
