@@ -831,11 +831,12 @@ AVX2 static void SUF(channels_avx2)(const T *P, int64_t pstride, int64_t Wp, int
 #endif
 
 #if TROPIC_X86
-/* AVX-512 twin of channels_avx2_vector, unrounded: NV (1 or 2) vectors of one output row for OC (1..4)
-   output channels; each image vector loaded serves OC channels and each weight broadcast NV vectors.
+/* AVX-512 twin of channels_avx2_vector, unrounded: NV (1, 2, or 4 for one channel) vectors of one
+   output row for OC (1..4) output channels; each image vector loaded serves OC channels and each
+   weight broadcast NV vectors. The weights are tap-major: tap t's OC weights at w[t * OC .. + OC].
    weighted 0 (a flat footprint's taps, OC 1): the image values themselves, no add (+0 would turn -0
    into +0). */
-AVX512_INLINE void SUF(channels_avx512_block)(const T *base, const int64_t *off, const T *w, int64_t wstride,
+AVX512_INLINE void SUF(channels_avx512_block)(const T *base, const int64_t *off, const T *w,
                                                const int32_t *tap_index, int64_t ntaps, T *o, int32_t *ix,
                                                int64_t cstride, const int mx, const int OC, const int NV,
                                                const int masked, ZMASK last, const int track, const int weighted)
@@ -854,7 +855,7 @@ AVX512_INLINE void SUF(channels_avx512_block)(const T *base, const int64_t *off,
             v[k] = SUF(zload)(p + k * ZL, last, masked && k == NV - 1);
         const ZIT tt = SUF(ziset1)(tap_index[t]);
         for (int c = 0; c < OC; c++) {
-            const ZT wc = weighted ? SUF(zset1)(w[c * wstride + t]) : SUF(zset1)(ZERO);
+            const ZT wc = weighted ? SUF(zset1)(w[t * OC + c]) : SUF(zset1)(ZERO);
             for (int k = 0; k < NV; k++) {
                 const ZT sum = weighted ? SUF(zadd)(v[k], wc) : v[k];
                 if (track)
@@ -873,13 +874,13 @@ AVX512_INLINE void SUF(channels_avx512_block)(const T *base, const int64_t *off,
 
 AVX512_INLINE void SUF(channels_avx512_body)(const T *P, int64_t pstride, int64_t Wp, int64_t H, int64_t W,
                                               int64_t ostride, int64_t cstride, const int64_t *off, const T *w,
-                                              int64_t wstride, const int32_t *tap_index, int64_t ntaps, T *out,
+                                              const int32_t *tap_index, int64_t ntaps, T *out,
                                               int32_t *idx, int64_t q0, int64_t q1, const int mx, const int OC,
                                               const int track, const int weighted)
 {
 #define BLOCK(nv, masked, last)                                                                                 \
-    SUF(channels_avx512_block)(base + j, off, w, wstride, tap_index, ntaps, o + j, track ? ix + j : NULL, cstride, \
-                               mx, OC, nv, masked, last, track, weighted)
+    SUF(channels_avx512_block)(base + j, off, w, tap_index, ntaps, o + j, track ? ix + j : NULL, cstride, mx, OC, \
+                               nv, masked, last, track, weighted)
     for (int64_t q = q0; q < q1; q++) {
         const int64_t b = q / H, i = q - b * H;
         const T *base = P + b * pstride + i * Wp;
@@ -902,20 +903,21 @@ AVX512_INLINE void SUF(channels_avx512_body)(const T *P, int64_t pstride, int64_
 #undef BLOCK
 }
 
-/* channels_avx2 for rounding 0 (the caller's choice) on AVX-512; w NULL (OC 1): a flat footprint's taps. */
+/* channels_avx2 for rounding 0 (the caller's choice) on AVX-512, its weights tap-major (w[t * OC + c]);
+   w NULL (OC 1): a flat footprint's taps. */
 AVX512 static void SUF(channels_avx512)(const T *P, int64_t pstride, int64_t Wp, int64_t H, int64_t W,
                                         int64_t ostride, int64_t cstride, const int64_t *off, const T *w,
-                                        int64_t wstride, const int32_t *tap_index, int64_t ntaps, int OC,
+                                        const int32_t *tap_index, int64_t ntaps, int OC,
                                         int maximise, T *out, int32_t *idx, int64_t q0, int64_t q1)
 {
 #define CHANNELS(oc, m, weighted)                                                                                \
     do {                                                                                                         \
         if (idx != NULL)                                                                                         \
-            SUF(channels_avx512_body)(P, pstride, Wp, H, W, ostride, cstride, off, w, wstride, tap_index, ntaps, \
-                                      out, idx, q0, q1, m, oc, 1, weighted);                                     \
+            SUF(channels_avx512_body)(P, pstride, Wp, H, W, ostride, cstride, off, w, tap_index, ntaps, out,      \
+                                      idx, q0, q1, m, oc, 1, weighted);                                          \
         else                                                                                                     \
-            SUF(channels_avx512_body)(P, pstride, Wp, H, W, ostride, cstride, off, w, wstride, tap_index, ntaps, \
-                                      out, NULL, q0, q1, m, oc, 0, weighted);                                    \
+            SUF(channels_avx512_body)(P, pstride, Wp, H, W, ostride, cstride, off, w, tap_index, ntaps, out,      \
+                                      NULL, q0, q1, m, oc, 0, weighted);                                         \
     } while (0)
 #define BY_CHANNELS(m)          \
     do {                        \
@@ -938,19 +940,20 @@ AVX512 static void SUF(channels_avx512)(const T *P, int64_t pstride, int64_t Wp,
 
 /* A stride-1 tropical convolution's tap loop for OC (1..4) output channels at once, rows q0 .. q1 - 1
    (row q: image q / H, its row q % H), on this CPU's loop: as tropic_taps_strided with the OC weight
-   rows `wstride` apart and their outputs `cstride` apart (images and outputs of the batch pstride /
+   rows `wstride` apart (the AVX-512 loop reads `tap_major`, the same weights tap by tap:
+   tap_major[t * OC + c]) and their outputs `cstride` apart (images and outputs of the batch pstride /
    ostride apart; `off`: the taps' offsets, from conv_offsets). Bit for bit the same as OC calls of
    tropic_taps_rounded_strided (rounding 0: tropic_taps_strided), one per channel; idx NULL: the
    values only. */
 static void SUF(conv_rows)(const T *P, int64_t pstride, int64_t Wp, int64_t H, int64_t W, int64_t ostride,
                            int64_t cstride, const int64_t *off, const T *tap_weight, int64_t wstride,
-                           const int32_t *tap_index, int64_t T_count, int64_t OC, int maximise, int rounding,
-                           T *out, int32_t *idx, int64_t q0, int64_t q1)
+                           const T *tap_major, const int32_t *tap_index, int64_t T_count, int64_t OC, int maximise,
+                           int rounding, T *out, int32_t *idx, int64_t q0, int64_t q1)
 {
 #if TROPIC_X86
     if (use_avx512 && rounding == 0) {
-        SUF(channels_avx512)(P, pstride, Wp, H, W, ostride, cstride, off, tap_weight, wstride, tap_index, T_count,
-                             (int)OC, maximise, out, idx, q0, q1);
+        SUF(channels_avx512)(P, pstride, Wp, H, W, ostride, cstride, off, tap_major, tap_index, T_count, (int)OC,
+                             maximise, out, idx, q0, q1);
         return;
     }
     if (use_avx2) {
@@ -1011,16 +1014,24 @@ static int SUF(conv_task)(void *ctx, int t, int tasks)
     if (off == NULL)
         return status;
     int32_t *won = narrow ? tropic_thread_buffer(1, (size_t)(oc * plane) * sizeof(int32_t)) : NULL;
-    if (narrow && won == NULL) {
+    /* The AVX-512 loop reads the oc weights of a tap side by side (tap-major, w[t * oc + c]): with a
+       pointer per weight row it ran out of general registers and moved addresses through vector ones
+       on every tap. One channel's row is already in that order. */
+    T *tap_major = oc == 1 ? (T *)weights : tropic_thread_buffer(2, (size_t)(oc * j->T_count) * sizeof(T));
+    if ((narrow && won == NULL) || tap_major == NULL) {
         free(off);
         return NO_MEMORY;
     }
+    if (oc > 1)
+        for (int64_t t = 0; t < j->T_count; t++)
+            for (int64_t c = 0; c < oc; c++)
+                tap_major[t * oc + c] = weights[c * j->T_count + t];
     for (int64_t b = 0; b < b1 - b0; b++) { /* batch entry b0 + b: its channels o .. o + oc - 1 are contiguous */
         const int64_t first = at + b * j->C_out * plane;
         int32_t *idx = narrow ? won : j->winner != NULL ? (int32_t *)j->winner + first : NULL;
         SUF(conv_rows)(source + b * pstride, pstride, j->Wp, j->H, j->W, j->C_out * plane, plane, off, weights,
-                       j->T_count, j->tap_index, j->T_count, oc, j->maximise != 0, j->rounding, j->y + first, idx, 0,
-                       j->H);
+                       j->T_count, tap_major, j->tap_index, j->T_count, oc, j->maximise != 0, j->rounding,
+                       j->y + first, idx, 0, j->H);
         if (narrow)
             narrow_winners(won, (char *)j->winner + first * j->winner_bytes, j->winner_bytes, oc * plane);
     }
@@ -1072,7 +1083,7 @@ static int SUF(taps_strided)(const T *P, int64_t n, int64_t Hp, int64_t Wp, int6
         share(rows, &q0, &q1);
 #if TROPIC_X86
         if (avx512)
-            SUF(channels_avx512)(P, pstride, Wp, H, W, ostride, 0, off, tap_weight, 0, tap_index, T_count, 1, maximise,
+            SUF(channels_avx512)(P, pstride, Wp, H, W, ostride, 0, off, tap_weight, tap_index, T_count, 1, maximise,
                                  out, idx, q0, q1);
         else if (avx2)
             SUF(taps_avx2)(P, pstride, Wp, H, W, ostride, off, tap_weight, tap_index, T_count, maximise, rounding, out,
