@@ -1016,13 +1016,14 @@ static int SUF(conv_task)(void *ctx, int t, int tasks)
     int32_t *won = narrow ? tropic_thread_buffer(1, (size_t)(oc * plane) * sizeof(int32_t)) : NULL;
     /* The AVX-512 loop reads the oc weights of a tap side by side (tap-major, w[t * oc + c]): with a
        pointer per weight row it ran out of general registers and moved addresses through vector ones
-       on every tap. One channel's row is already in that order. */
-    T *tap_major = oc == 1 ? (T *)weights : tropic_thread_buffer(2, (size_t)(oc * j->T_count) * sizeof(T));
+       on every tap. One channel's row is already in that order; the other loops read the rows. */
+    const int interleave = use_avx512 && j->rounding == 0 && oc > 1;
+    T *tap_major = interleave ? tropic_thread_buffer(2, (size_t)(oc * j->T_count) * sizeof(T)) : (T *)weights;
     if ((narrow && won == NULL) || tap_major == NULL) {
         free(off);
         return NO_MEMORY;
     }
-    if (oc > 1)
+    if (interleave)
         for (int64_t t = 0; t < j->T_count; t++)
             for (int64_t c = 0; c < oc; c++)
                 tap_major[t * oc + c] = weights[c * j->T_count + t];
