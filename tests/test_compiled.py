@@ -353,7 +353,7 @@ def test_convolution_gradients_add_in_the_outputs_order(
 
 @pytest.mark.parametrize(("n", "H", "cost", "tasks"), [(128, 64, 1600, 8), (3, 500, 40, 8), (1, 7, 10**7, 4)])
 def test_task_blocks_cover_every_row_once(n, H, cost, tasks):
-    blocks = kernels._task_blocks(n, H, cost, tasks)
+    blocks = kernels._task_blocks(n, H, cost, tasks, kernels._TASK_CANDIDATES)
     seen = np.zeros((n, H), int)
     for b0, b1, i0, i1 in blocks:
         assert b0 < b1 and i0 < i1

@@ -985,20 +985,22 @@ def _element_taps_of(shape: tuple[int, int], bits: bytes):
 @functools.lru_cache(maxsize=256)
 def _block_table(n: int, H: int, cost_per_row: int, tasks: int, task_candidates: int) -> np.ndarray:
     """:func:`_task_blocks` as the kernels' (blocks, 4) int64 table, read-only; cached (a loop
-    calls with the same shapes). ``task_candidates`` is ``_TASK_CANDIDATES`` at the call, which
-    the blocks depend on."""
-    table = np.array(_task_blocks(n, H, cost_per_row, tasks), np.int64).reshape(-1, 4)
+    calls with the same shapes; callers pass ``_TASK_CANDIDATES`` as it is at the call)."""
+    table = np.array(_task_blocks(n, H, cost_per_row, tasks, task_candidates), np.int64).reshape(-1, 4)
     table.flags.writeable = False
     return table
 
 
-def _task_blocks(n: int, H: int, cost_per_row: int, tasks: int) -> list[tuple[int, int, int, int]]:
+def _task_blocks(
+    n: int, H: int, cost_per_row: int, tasks: int, task_candidates: int
+) -> list[tuple[int, int, int, int]]:
     """About ``tasks`` blocks ``(b0, b1, i0, i1)`` (images ``b0:b1``, rows ``i0:i1`` of each) that
     cover ``n`` images of ``H`` rows: whole images when there are enough, else bands of rows. No
-    block exceeds ``_TASK_CANDIDATES`` candidates, so its padded copy stays cache-sized."""
+    block exceeds ``task_candidates`` candidates (``_TASK_CANDIDATES``: its padded copy stays
+    cache-sized) unless one row does."""
     if n == 0 or H == 0:
         return []
-    max_rows = max(1, _TASK_CANDIDATES // max(cost_per_row, 1))
+    max_rows = max(1, task_candidates // max(cost_per_row, 1))
     if H <= max_rows and n >= tasks:
         per = max(1, min(-(-n // tasks), max_rows // H))
         return [(b, min(b + per, n), 0, H) for b in range(0, n, per)]
